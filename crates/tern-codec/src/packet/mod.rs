@@ -1,0 +1,294 @@
+//! The fifteen MQTT control packets, shared by protocol levels 4 (3.1.1) and 5 (5.0), and the
+//! dispatch that decodes a framed body or encodes a packet for either level.
+
+mod ack;
+mod connect;
+mod control;
+mod publish;
+mod subscribe;
+
+use core::num::NonZeroU16;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub use ack::Ack;
+pub use connect::{ConnAck, Connect, Will};
+pub use control::{Auth, Disconnect};
+pub use publish::Publish;
+pub use subscribe::{
+    FilterList, RetainHandling, SubAck, Subscribe, Subscription, SubscriptionList,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
+};
+
+use crate::error::{DecodeError, EncodeError};
+use crate::reason::ReasonCode;
+use crate::wire::{checked_varint, varint_len, Counter, Reader, Sink};
+
+/// The protocol level a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1.1, protocol level 4.
+    V311,
+    /// MQTT 5.0, protocol level 5.
+    V5,
+}
+
+impl ProtocolVersion {
+    /// The protocol level byte of CONNECT.
+    pub fn level(self) -> u8 {
+        match self {
+            Self::V311 => 4,
+            Self::V5 => 5,
+        }
+    }
+}
+
+/// Quality of service of a message or subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum QoS {
+    /// QoS 0: at most once.
+    #[default]
+    AtMostOnce = 0,
+    /// QoS 1: at least once.
+    AtLeastOnce = 1,
+    /// QoS 2: exactly once.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS with this value (0, 1 or 2).
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(Self::AtMostOnce),
+            1 => Some(Self::AtLeastOnce),
+            2 => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// A packet identifier: never 0 (MQTT-2.3.1-1, MQTT-2.2.1-3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PacketId(NonZeroU16);
+
+impl PacketId {
+    /// The identifier with this value, unless it is 0.
+    pub fn new(value: u16) -> Option<Self> {
+        NonZeroU16::new(value).map(Self)
+    }
+
+    /// The numeric value.
+    pub fn get(self) -> u16 {
+        self.0.get()
+    }
+
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Self::new(r.u16()?).ok_or(DecodeError::Protocol("packet identifier of 0"))
+    }
+}
+
+/// The control packet type, the high nibble of the first byte (table 2-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // The names are the spec's.
+pub enum PacketType {
+    Connect = 1,
+    ConnAck = 2,
+    Publish = 3,
+    PubAck = 4,
+    PubRec = 5,
+    PubRel = 6,
+    PubComp = 7,
+    Subscribe = 8,
+    SubAck = 9,
+    Unsubscribe = 10,
+    UnsubAck = 11,
+    PingReq = 12,
+    PingResp = 13,
+    Disconnect = 14,
+    Auth = 15,
+}
+
+impl PacketType {
+    fn from_nibble(nibble: u8) -> Option<Self> {
+        Some(match nibble {
+            1 => Self::Connect,
+            2 => Self::ConnAck,
+            3 => Self::Publish,
+            4 => Self::PubAck,
+            5 => Self::PubRec,
+            6 => Self::PubRel,
+            7 => Self::PubComp,
+            8 => Self::Subscribe,
+            9 => Self::SubAck,
+            10 => Self::Unsubscribe,
+            11 => Self::UnsubAck,
+            12 => Self::PingReq,
+            13 => Self::PingResp,
+            14 => Self::Disconnect,
+            15 => Self::Auth,
+            _ => return None,
+        })
+    }
+
+    /// The fixed flag bits the spec requires for this type (table 2-2); PUBLISH has none fixed.
+    fn required_flags(self) -> Option<u8> {
+        match self {
+            Self::Publish => None,
+            Self::PubRel | Self::Subscribe | Self::Unsubscribe => Some(0b0010),
+            _ => Some(0),
+        }
+    }
+}
+
+/// An MQTT control packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // Each variant is the packet of the same name.
+pub enum Packet {
+    Connect(Connect),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(Ack),
+    PubRec(Ack),
+    PubRel(Ack),
+    PubComp(Ack),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(UnsubAck),
+    PingReq,
+    PingResp,
+    Disconnect(Disconnect),
+    Auth(Auth),
+}
+
+impl Packet {
+    /// This packet's type.
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Self::Connect(_) => PacketType::Connect,
+            Self::ConnAck(_) => PacketType::ConnAck,
+            Self::Publish(_) => PacketType::Publish,
+            Self::PubAck(_) => PacketType::PubAck,
+            Self::PubRec(_) => PacketType::PubRec,
+            Self::PubRel(_) => PacketType::PubRel,
+            Self::PubComp(_) => PacketType::PubComp,
+            Self::Subscribe(_) => PacketType::Subscribe,
+            Self::SubAck(_) => PacketType::SubAck,
+            Self::Unsubscribe(_) => PacketType::Unsubscribe,
+            Self::UnsubAck(_) => PacketType::UnsubAck,
+            Self::PingReq => PacketType::PingReq,
+            Self::PingResp => PacketType::PingResp,
+            Self::Disconnect(_) => PacketType::Disconnect,
+            Self::Auth(_) => PacketType::Auth,
+        }
+    }
+
+    /// Decodes one packet from its first byte and its complete body (the bytes after the
+    /// remaining length). A CONNECT is decoded by its own protocol level; every other packet by
+    /// `version`.
+    pub fn decode(
+        first_byte: u8,
+        body: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let packet_type = PacketType::from_nibble(first_byte >> 4)
+            .ok_or(DecodeError::Malformed("reserved packet type 0"))?;
+        let flags = first_byte & 0x0F;
+        if let Some(required) = packet_type.required_flags() {
+            if flags != required {
+                return Err(DecodeError::Malformed("reserved flag bits are wrong"));
+            }
+        }
+        let mut r = Reader::new(body);
+        let packet = match packet_type {
+            PacketType::Connect => Self::Connect(Connect::decode(&mut r)?),
+            PacketType::ConnAck => Self::ConnAck(ConnAck::decode(&mut r, version)?),
+            PacketType::Publish => Self::Publish(Publish::decode(flags, &mut r, version)?),
+            PacketType::PubAck => Self::PubAck(Ack::decode(&mut r, version, packet_type)?),
+            PacketType::PubRec => Self::PubRec(Ack::decode(&mut r, version, packet_type)?),
+            PacketType::PubRel => Self::PubRel(Ack::decode(&mut r, version, packet_type)?),
+            PacketType::PubComp => Self::PubComp(Ack::decode(&mut r, version, packet_type)?),
+            PacketType::Subscribe => Self::Subscribe(Subscribe::decode(&mut r, version)?),
+            PacketType::SubAck => Self::SubAck(SubAck::decode(&mut r, version)?),
+            PacketType::Unsubscribe => Self::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
+            PacketType::UnsubAck => Self::UnsubAck(UnsubAck::decode(&mut r, version)?),
+            PacketType::PingReq => Self::PingReq,
+            PacketType::PingResp => Self::PingResp,
+            PacketType::Disconnect => Self::Disconnect(Disconnect::decode(&mut r, version)?),
+            PacketType::Auth => Self::Auth(Auth::decode(&mut r, version)?),
+        };
+        if !r.is_empty() {
+            return Err(DecodeError::Malformed("bytes left over after the packet"));
+        }
+        Ok(packet)
+    }
+
+    fn first_byte(&self) -> u8 {
+        let flags = match self {
+            Self::Publish(publish) => publish.flags(),
+            _ => self.packet_type().required_flags().unwrap_or(0),
+        };
+        ((self.packet_type() as u8) << 4) | flags
+    }
+
+    fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+        match self {
+            Self::Connect(p) => p.encode(s),
+            Self::ConnAck(p) => p.encode(version, s),
+            Self::Publish(p) => p.encode(version, s),
+            Self::PubAck(p) | Self::PubRec(p) | Self::PubRel(p) | Self::PubComp(p) => {
+                p.encode(version, s)
+            }
+            Self::Subscribe(p) => p.encode(version, s),
+            Self::SubAck(p) => p.encode(version, s),
+            Self::Unsubscribe(p) => p.encode(version, s),
+            Self::UnsubAck(p) => p.encode(version, s),
+            Self::PingReq | Self::PingResp => Ok(()),
+            Self::Disconnect(p) => p.encode(version, s),
+            Self::Auth(p) => p.encode(version, s),
+        }
+    }
+
+    fn body_len(&self, version: ProtocolVersion) -> Result<u32, EncodeError> {
+        let mut counter = Counter::default();
+        self.write_body(version, &mut counter)?;
+        checked_varint(counter.0)
+    }
+
+    /// Total encoded size in bytes, fixed header included.
+    ///
+    /// A CONNECT is encoded at its own protocol level whatever `version` says.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let body = self.body_len(version)?;
+        Ok(1 + varint_len(body) + body as usize)
+    }
+
+    /// Appends the packet's encoding for `version` to `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let body = self.body_len(version)?;
+        buf.reserve(1 + varint_len(body) + body as usize);
+        let start = buf.len();
+        BufMut::put_u8(buf, self.first_byte());
+        Sink::put_varint(buf, body);
+        self.write_body(version, buf)?;
+        debug_assert_eq!(buf.len() - start, 1 + varint_len(body) + body as usize);
+        Ok(())
+    }
+}
+
+/// Reads a reason code and checks that the spec allows it in this packet type.
+fn read_reason(r: &mut Reader, packet: PacketType) -> Result<ReasonCode, DecodeError> {
+    ReasonCode::from_u8(r.u8()?)
+        .filter(|code| code.allowed_in(packet))
+        .ok_or(DecodeError::Protocol(
+            "reason code not allowed in this packet",
+        ))
+}
+
+/// Requires MQTT 5 for a packet type that 3.1.1 reserves (AUTH).
+fn require_v5(version: ProtocolVersion) -> Result<(), DecodeError> {
+    match version {
+        ProtocolVersion::V5 => Ok(()),
+        ProtocolVersion::V311 => Err(DecodeError::Malformed("AUTH does not exist in MQTT 3.1.1")),
+    }
+}
