@@ -1,7 +1,7 @@
 //! Incremental framing: find a complete packet in a read buffer, refuse an oversized one from its
 //! fixed header alone, and split it off without copying.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use crate::error::DecodeError;
 use crate::packet::{Packet, ProtocolVersion};
@@ -93,7 +93,8 @@ impl Decoder {
         }
         let first_byte = buf[0];
         let mut packet = buf.split_to(frame.total_len);
-        let _header = packet.split_to(frame.header_len);
+        // `advance` moves a pointer; splitting the header off would cost a reference count.
+        packet.advance(frame.header_len);
         let decoded = Packet::decode(first_byte, packet.freeze(), self.version)?;
         if let Packet::Connect(connect) = &decoded {
             self.version = connect.protocol_version;

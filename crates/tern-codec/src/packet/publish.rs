@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{PacketId, ProtocolVersion, QoS};
+use super::{Packet, PacketId, ProtocolVersion, QoS};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::PublishProperties;
 use crate::topic::TopicName;
@@ -46,28 +46,42 @@ impl Publish {
         (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
     }
 
-    pub(super) fn decode(
+    /// Decodes a PUBLISH body straight into a [`Packet`].
+    ///
+    /// The packet is built in its final place and the property block is decoded into it, so the
+    /// hot path does not move a PUBLISH through several `Result`s.
+    pub(super) fn decode_packet(
         flags: u8,
         r: &mut Reader,
         version: ProtocolVersion,
-    ) -> Result<Self, DecodeError> {
+    ) -> Result<Packet, DecodeError> {
         let qos =
             QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::Malformed("PUBLISH QoS of 3"))?;
         let dup = flags & 0x08 != 0;
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
         }
-        let retain = flags & 0x01 != 0;
         let topic = TopicName::new_allow_empty(r.string()?)?;
         let packet_id = match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce | QoS::ExactlyOnce => Some(PacketId::read(r)?),
         };
-        let properties = match version {
-            ProtocolVersion::V5 => PublishProperties::decode(r)?,
-            ProtocolVersion::V311 => PublishProperties::default(),
+        let mut packet = Packet::Publish(Self {
+            dup,
+            qos,
+            retain: flags & 0x01 != 0,
+            topic,
+            packet_id,
+            properties: PublishProperties::default(),
+            payload: Bytes::new(),
+        });
+        let Packet::Publish(publish) = &mut packet else {
+            unreachable!("constructed as a PUBLISH just above");
         };
-        if topic.is_empty() && properties.topic_alias.is_none() {
+        if version == ProtocolVersion::V5 {
+            publish.properties.decode_into(r)?;
+        }
+        if publish.topic.is_empty() && publish.properties.topic_alias.is_none() {
             return Err(match version {
                 ProtocolVersion::V5 => {
                     DecodeError::Protocol("empty topic name without a topic alias")
@@ -75,16 +89,8 @@ impl Publish {
                 ProtocolVersion::V311 => DecodeError::TopicNameInvalid("topic name is empty"),
             });
         }
-        let payload = r.rest();
-        Ok(Self {
-            dup,
-            qos,
-            retain,
-            topic,
-            packet_id,
-            properties,
-            payload,
-        })
+        publish.payload = r.rest();
+        Ok(packet)
     }
 
     pub(super) fn encode<S: Sink>(

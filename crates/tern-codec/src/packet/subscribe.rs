@@ -68,8 +68,11 @@ impl SubscriptionOptions {
                 "subscription options reserved bits are set",
             ));
         }
-        let qos =
-            QoS::from_u8(byte & 0x03).ok_or(DecodeError::Malformed("subscription QoS of 3"))?;
+        // QoS 3 is malformed in 3.1.1 (MQTT-3.8.3-4) but a Protocol Error in 5.0 (3.8.3.1).
+        let qos = QoS::from_u8(byte & 0x03).ok_or(match version {
+            ProtocolVersion::V311 => DecodeError::Malformed("subscription QoS of 3"),
+            ProtocolVersion::V5 => DecodeError::Protocol("subscription QoS of 3"),
+        })?;
         let retain_handling = match (byte >> 4) & 0x03 {
             0 => RetainHandling::SendAtSubscribe,
             1 => RetainHandling::SendIfNew,
@@ -411,7 +414,8 @@ fn read_reason_list(
     version: ProtocolVersion,
 ) -> Result<Vec<ReasonCode>, DecodeError> {
     let bytes = r.rest();
-    let mut codes = Vec::new();
+    // One code per byte: reserving exactly avoids regrowing (and over-allocating) the list.
+    let mut codes = Vec::with_capacity(bytes.len());
     for &byte in bytes.iter() {
         let code = match version {
             ProtocolVersion::V311 => match byte {

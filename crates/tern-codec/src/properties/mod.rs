@@ -1,16 +1,21 @@
 //! MQTT 5.0 properties (spec table 2-4): identifiers, one typed block per packet kind, and the
 //! repeated properties (User Property, Subscription Identifier) kept in their wire form.
 //!
-//! Decoding rejects unknown identifiers (0x81), properties not allowed in the packet and
-//! duplicates of single-valued properties (0x82, section 2.2.2.2).
+//! Decoding rejects unknown identifiers and properties not valid for the packet (0x81 Malformed
+//! Packet, section 2.2.2.2) and duplicates of single-valued properties (0x82 Protocol Error).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::QoS;
 use crate::string::MqttString;
 use crate::topic::TopicName;
 use crate::wire::{Counter, Reader, Sink, VARINT_MAX};
+
+mod repeated;
+
+use repeated::RunCollector;
+pub use repeated::{SubscriptionIds, UserProperties};
 
 /// A property identifier from MQTT 5.0 table 2-4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,168 +96,6 @@ pub enum PayloadFormat {
     Unspecified = 0,
     /// 1: UTF-8 encoded character data.
     Utf8 = 1,
-}
-
-/// Collects the wire bytes of one repeated property without copying when its entries are
-/// adjacent, and into one buffer no larger than the block when they are interleaved.
-#[derive(Debug, Default)]
-struct RunCollector {
-    span: Option<(usize, usize)>,
-    copied: Option<BytesMut>,
-}
-
-impl RunCollector {
-    fn push(&mut self, block: &Reader, start: usize) {
-        let end = block.position();
-        if let Some(buf) = &mut self.copied {
-            buf.extend_from_slice(&block.slice_between(start, end));
-            return;
-        }
-        match self.span {
-            None => self.span = Some((start, end)),
-            Some((first, last)) if last == start => self.span = Some((first, end)),
-            Some((first, last)) => {
-                let mut buf = BytesMut::new();
-                buf.extend_from_slice(&block.slice_between(first, last));
-                buf.extend_from_slice(&block.slice_between(start, end));
-                self.copied = Some(buf);
-            }
-        }
-    }
-
-    fn finish(self, block: &Reader) -> Bytes {
-        match (self.copied, self.span) {
-            (Some(buf), _) => buf.freeze(),
-            (None, Some((first, last))) => block.slice_between(first, last),
-            (None, None) => Bytes::new(),
-        }
-    }
-}
-
-/// User properties (0x26) in the order they were given, held in wire form so they are forwarded
-/// unaltered and decoding allocates nothing for them.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct UserProperties(Bytes);
-
-impl UserProperties {
-    /// No user properties.
-    pub const fn new() -> Self {
-        Self(Bytes::new())
-    }
-
-    /// Builds the list from key/value pairs, in order.
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a MqttString, &'a MqttString)>,
-    ) -> Self {
-        let mut buf = BytesMut::new();
-        for (key, value) in pairs {
-            put_pair(&mut buf, key, value);
-        }
-        Self(buf.freeze())
-    }
-
-    /// Appends one pair (copies the existing list; user properties are few).
-    pub fn push(&mut self, key: &MqttString, value: &MqttString) {
-        let mut buf = BytesMut::with_capacity(self.0.len() + 5 + key.len() + value.len());
-        buf.extend_from_slice(&self.0);
-        put_pair(&mut buf, key, value);
-        self.0 = buf.freeze();
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Number of pairs.
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    /// The pairs, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut rest: &[u8] = &self.0;
-        core::iter::from_fn(move || {
-            let (key, after_key) = split_string(rest.get(1..)?)?;
-            let (value, after_value) = split_string(after_key)?;
-            rest = after_value;
-            Some((key, value))
-        })
-    }
-
-    /// Encoded size in bytes, identifiers included.
-    pub fn wire_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn raw(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl core::fmt::Debug for UserProperties {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-fn put_pair(buf: &mut BytesMut, key: &MqttString, value: &MqttString) {
-    buf.put_u8(PropertyId::UserProperty as u8);
-    buf.put_string(key);
-    buf.put_string(value);
-}
-
-fn split_string(buf: &[u8]) -> Option<(&str, &[u8])> {
-    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
-    let text = buf.get(2..2 + len)?;
-    Some((core::str::from_utf8(text).ok()?, &buf[2 + len..]))
-}
-
-/// Subscription Identifiers (0x0B) of a PUBLISH sent to a client: one per matching subscription
-/// that has one, kept in wire form.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct SubscriptionIds(Bytes);
-
-impl SubscriptionIds {
-    /// None.
-    pub const fn new() -> Self {
-        Self(Bytes::new())
-    }
-
-    /// Builds the list; each identifier must be in 1..=268,435,455.
-    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> Result<Self, EncodeError> {
-        let mut buf = BytesMut::new();
-        for id in ids {
-            if id == 0 || id > VARINT_MAX {
-                return Err(EncodeError::OutOfRange("subscription identifier"));
-            }
-            buf.put_u8(PropertyId::SubscriptionIdentifier as u8);
-            buf.put_varint(id);
-        }
-        Ok(Self(buf.freeze()))
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The identifiers, in order.
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        let mut rest: &[u8] = &self.0;
-        core::iter::from_fn(move || {
-            let after_id = rest.get(1..)?;
-            let (value, len) = crate::wire::decode_varint(after_id).ok()??;
-            rest = &after_id[len..];
-            Some(value)
-        })
-    }
-}
-
-impl core::fmt::Debug for SubscriptionIds {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
 }
 
 /// Reads a property block: its length, then each property handed to `on` with the reader
@@ -496,14 +339,15 @@ macro_rules! property_block {
                             users.push(block, start);
                         }
                         _ => {
-                            return Err(DecodeError::Protocol(concat!(
+                            return Err(DecodeError::Malformed(concat!(
                                 "property not allowed in ", $packet
                             )))
                         }
                     }
                     Ok(())
                 })?;
-                props.user_properties = UserProperties(users.finish(&block));
+                let users = users.finish(&block, PropertyId::UserProperty);
+                props.user_properties = UserProperties(users);
                 Ok(props)
             }
 
@@ -675,8 +519,15 @@ pub struct PublishProperties {
 }
 
 impl PublishProperties {
-    pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let mut props = Self::default();
+    /// Decodes a property block into `self`, which must be empty.
+    pub(crate) fn decode_into(&mut self, r: &mut Reader) -> Result<(), DecodeError> {
+        debug_assert!(self.is_empty());
+        if r.peek() == Some(0) {
+            // The usual case: no properties at all.
+            r.u8()?;
+            return Ok(());
+        }
+        let props = self;
         let mut users = RunCollector::default();
         let mut sub_ids = RunCollector::default();
         let block = read_block(r, |id, block, start| {
@@ -708,13 +559,14 @@ impl PublishProperties {
                     read_subscription_id(block)?;
                     sub_ids.push(block, start);
                 }
-                _ => return Err(DecodeError::Protocol("property not allowed in PUBLISH")),
+                _ => return Err(DecodeError::Malformed("property not allowed in PUBLISH")),
             }
             Ok(())
         })?;
-        props.user_properties = UserProperties(users.finish(&block));
-        props.subscription_identifiers = SubscriptionIds(sub_ids.finish(&block));
-        Ok(props)
+        props.user_properties = UserProperties(users.finish(&block, PropertyId::UserProperty));
+        props.subscription_identifiers =
+            SubscriptionIds(sub_ids.finish(&block, PropertyId::SubscriptionIdentifier));
+        Ok(())
     }
 
     pub(crate) fn write_fields(&self, s: &mut dyn Sink) -> Result<(), EncodeError> {
