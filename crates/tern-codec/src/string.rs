@@ -59,6 +59,12 @@ impl MqttString {
         Ok(Self(Bytes::from_static(value.as_bytes())))
     }
 
+    /// Wraps bytes the caller has already validated as an MQTT string.
+    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+        debug_assert!(validate(&bytes).is_ok());
+        Self(bytes)
+    }
+
     /// The empty string.
     pub const fn empty() -> Self {
         Self(Bytes::new())

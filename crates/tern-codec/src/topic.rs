@@ -38,6 +38,27 @@ impl TopicName {
         Ok(Self(name))
     }
 
+    /// Validates the raw bytes of a PUBLISH topic in one pass (the hot path): UTF-8, no U+0000,
+    /// no wildcard. Empty is allowed; the caller checks it against the topic alias.
+    pub(crate) fn decode(raw: Bytes) -> Result<Self, DecodeError> {
+        let mut ascii = true;
+        for &byte in raw.iter() {
+            match byte {
+                0 => return Err(DecodeError::Malformed("string contains U+0000")),
+                b'+' | b'#' => {
+                    return Err(DecodeError::TopicNameInvalid("topic name contains a wildcard"))
+                }
+                0x80.. => ascii = false,
+                _ => {}
+            }
+        }
+        // Non-ASCII bytes never equal '+', '#' or 0, so the scan above stays valid for them.
+        if !ascii && core::str::from_utf8(&raw).is_err() {
+            return Err(DecodeError::Malformed("string is not well-formed UTF-8"));
+        }
+        Ok(Self(MqttString::from_validated(raw)))
+    }
+
     /// The empty name, used in a PUBLISH whose topic travels as a topic alias.
     pub const fn empty() -> Self {
         Self(MqttString::empty())

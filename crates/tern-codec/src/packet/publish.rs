@@ -61,7 +61,7 @@ impl Publish {
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
         }
-        let topic = TopicName::new_allow_empty(r.string()?)?;
+        let topic = TopicName::decode(r.binary()?)?;
         let packet_id = match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce | QoS::ExactlyOnce => Some(PacketId::read(r)?),
