@@ -1,0 +1,253 @@
+//! CONNECT: protocol level, client identifier, session take-over and resumption, keep alive,
+//! the will, and the CONNACK that reports what was agreed.
+
+use tern_codec::{
+    Ack, ConnAck, ConnAckProperties, Connect, DecodeError, MqttString, Packet, ProtocolVersion,
+    QoS, ReasonCode, PACKET_SIZE_MAX,
+};
+
+use super::Broker;
+use crate::connection::Phase;
+use crate::events::{CloseReason, Event};
+use crate::session::{OutgoingState, PendingWill, Session, EXPIRY_NEVER};
+use crate::types::{ConnectionId, SessionKey, Time};
+
+impl Broker {
+    /// A CONNECT that did not decode: an unsupported protocol level still gets its CONNACK
+    /// (MQTT-3.1.2-2: 0x01 in 3.1.1, 0x84 in 5.0); anything else closes without a reply.
+    pub(super) fn refuse_undecodable_connect(
+        &mut self,
+        id: ConnectionId,
+        error: DecodeError,
+        now: Time,
+    ) {
+        match error {
+            DecodeError::UnsupportedProtocolVersion(level) => {
+                let version = if level >= 5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                };
+                self.refuse_connect(id, version, ReasonCode::UnsupportedProtocolVersion, now);
+            }
+            _ => self.refuse(id, CloseReason::Malformed(error), now),
+        }
+    }
+
+    /// Answers CONNECT with a refusing CONNACK and closes.
+    fn refuse_connect(
+        &mut self,
+        id: ConnectionId,
+        version: ProtocolVersion,
+        code: ReasonCode,
+        now: Time,
+    ) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.version = version;
+        }
+        let connack = ConnAck {
+            session_present: false,
+            reason_code: code,
+            properties: ConnAckProperties::default(),
+        };
+        self.send(id, Packet::ConnAck(Box::new(connack)));
+        self.close(id, CloseReason::ConnectRefused(code), None, now);
+    }
+
+    pub(super) fn handle_connect(&mut self, id: ConnectionId, connect: Connect, now: Time) {
+        // A will or session expiry that fell due since the last timer tick applies before this
+        // client can resume the session (MQTT-3.1.2-8, MQTT-4.1.0-2).
+        self.run_due_timers(now);
+        let version = connect.protocol_version;
+        let v5 = version == ProtocolVersion::V5;
+        if connect.properties.authentication_method.is_some() {
+            // No enhanced authentication method is installed yet.
+            self.refuse_connect(id, version, ReasonCode::BadAuthenticationMethod, now);
+            return;
+        }
+        if let Some(will) = &connect.will {
+            if will.qos > self.config.limits.qos_max {
+                self.refuse_connect(id, version, ReasonCode::QosNotSupported, now);
+                return;
+            }
+            if will.retain && !self.config.limits.retain_available {
+                self.refuse_connect(id, version, ReasonCode::RetainNotSupported, now);
+                return;
+            }
+        }
+        let assigned = connect.client_id.is_empty();
+        if assigned && !v5 && !connect.clean_start {
+            // A 3.1.1 client without an identifier must ask for a clean session (MQTT-3.1.3-8).
+            self.refuse_connect(id, version, ReasonCode::ClientIdentifierNotValid, now);
+            return;
+        }
+        let client_id = if assigned {
+            self.assign_client_id()
+        } else {
+            connect.client_id.clone()
+        };
+
+        let limits = &self.config.limits;
+        let requested_expiry = match version {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => EXPIRY_NEVER,
+        };
+        let expiry_secs = requested_expiry.min(limits.session_expiry_max_secs);
+        let (keep_alive, server_keep_alive) =
+            negotiate_keep_alive(connect.keep_alive, limits.keep_alive_max_secs, v5);
+
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        connection.version = version;
+        connection.keep_alive_grace_millis = u64::from(keep_alive) * 1500;
+        connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        connection.client_packet_size_max =
+            connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        connection.problem_information = connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true);
+
+        let existing = self.session_ids.get(&client_id).copied();
+        if let Some(key) = existing {
+            if let Some(old) = self.session(key).connection {
+                // Session take-over (MQTT-3.1.4-3): the older connection goes.
+                self.close(
+                    old,
+                    CloseReason::SessionTakenOver,
+                    Some(ReasonCode::SessionTakenOver),
+                    now,
+                );
+            }
+        }
+        // The take-over may have ended the session; look again.
+        let existing = self.session_ids.get(&client_id).copied();
+        let (key, session_present) = match existing {
+            Some(key) if !connect.clean_start => (key, true),
+            Some(key) => {
+                self.end_session(key, now);
+                (
+                    self.insert_session(Session::new(client_id.clone(), version)),
+                    false,
+                )
+            }
+            None => (
+                self.insert_session(Session::new(client_id.clone(), version)),
+                false,
+            ),
+        };
+
+        let session = self.session_mut(key);
+        session.connection = Some(id);
+        session.version = version;
+        session.expiry_secs = expiry_secs;
+        session.expires_at = None;
+        // A new connection before the will delay has passed cancels the old will (MQTT-3.1.3-9).
+        session.will_at = None;
+        session.will = connect.will.map(|will| PendingWill {
+            delay_secs: will.properties.will_delay_interval.unwrap_or(0),
+            will,
+        });
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.phase = Phase::Active(key);
+        }
+        self.stats.clients_connected += 1;
+
+        let mut properties = ConnAckProperties::default();
+        if v5 {
+            self.fill_connack_properties(&mut properties);
+            if assigned {
+                properties.assigned_client_identifier = Some(client_id.clone());
+            }
+            if expiry_secs != requested_expiry {
+                properties.session_expiry_interval = Some(expiry_secs);
+            }
+            properties.server_keep_alive = server_keep_alive;
+        }
+        let connack = ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties,
+        };
+        self.send(id, Packet::ConnAck(Box::new(connack)));
+        self.events.push_back(Event::Connected {
+            connection: id,
+            client_id,
+            version,
+            session_present,
+        });
+        if session_present {
+            self.resend_inflight(id, key, now);
+        }
+        self.pump(key, now);
+    }
+
+    fn fill_connack_properties(&self, properties: &mut ConnAckProperties) {
+        let limits = &self.config.limits;
+        if limits.receive_maximum != u16::MAX {
+            properties.receive_maximum = Some(limits.receive_maximum);
+        }
+        if limits.packet_size_max_bytes < PACKET_SIZE_MAX {
+            properties.maximum_packet_size = Some(limits.packet_size_max_bytes);
+        }
+        if limits.topic_alias_max > 0 {
+            properties.topic_alias_maximum = Some(limits.topic_alias_max);
+        }
+        if !limits.retain_available {
+            properties.retain_available = Some(false);
+        }
+        if limits.qos_max < QoS::ExactlyOnce {
+            properties.maximum_qos = Some(limits.qos_max);
+        }
+    }
+
+    /// A client identifier no session uses, for a client that sent an empty one.
+    fn assign_client_id(&mut self) -> MqttString {
+        loop {
+            let candidate = format!(
+                "{}{}",
+                self.config.assigned_id_prefix, self.next_assigned_id
+            );
+            self.next_assigned_id += 1;
+            if let Ok(id) = MqttString::new(&candidate) {
+                if !self.session_ids.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    /// After a resumed CONNECT, re-sends PUBREL packets and unacknowledged PUBLISH packets with
+    /// DUP set, in their original order (MQTT-4.4.0-1). PUBLISH packets wait for the new
+    /// connection's send quota (MQTT-4.9.0-1/-2); PUBREL packets do not (MQTT-3.3.4-10).
+    fn resend_inflight(&mut self, id: ConnectionId, key: SessionKey, now: Time) {
+        let Some(window) = self.send_window(id) else {
+            return;
+        };
+        self.session_mut(key).reset_quota();
+        let mut index = 0;
+        while let Some(entry) = self.session(key).inflight.get(index) {
+            if entry.state == OutgoingState::AwaitPubComp {
+                let packet_id = entry.packet_id;
+                self.send(id, Packet::PubRel(Ack::new(packet_id)));
+            } else if self.session(key).quota_used() < window
+                && !self.resend_publish(id, key, index, now)
+            {
+                // Discarded: the next entry has moved to `index`.
+                continue;
+            }
+            index += 1;
+        }
+    }
+}
+
+/// The keep alive to enforce and, for MQTT 5, the Server Keep Alive to announce when it differs
+/// from the client's.
+fn negotiate_keep_alive(requested: u16, max: u16, v5: bool) -> (u16, Option<u16>) {
+    if max == 0 || !v5 || (requested != 0 && requested <= max) {
+        return (requested, None);
+    }
+    (max, Some(max))
+}

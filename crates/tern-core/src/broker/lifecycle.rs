@@ -1,0 +1,284 @@
+//! The life of connections and sessions after CONNECT: packet dispatch, DISCONNECT, detaching a
+//! session when its connection ends, wills and their delay, session expiry, keep alive.
+
+use std::sync::Arc;
+
+use tern_codec::{Disconnect, Packet, ProtocolVersion, PublishProperties, ReasonCode};
+
+use super::{Broker, TimerKind};
+use crate::connection::Phase;
+use crate::events::{CloseReason, Event};
+use crate::session::{PendingWill, EXPIRY_NEVER};
+use crate::types::{ConnectionId, Message, SessionKey, Time};
+
+impl Broker {
+    pub(super) fn handle_active(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        packet: Packet,
+        now: Time,
+    ) {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(id, key, publish, now),
+            Packet::PubAck(ack) => self.handle_puback(key, ack, now),
+            Packet::PubRec(ack) => self.handle_pubrec(id, key, ack, now),
+            Packet::PubRel(ack) => self.handle_pubrel(id, key, ack),
+            Packet::PubComp(ack) => self.handle_pubcomp(key, ack, now),
+            Packet::Subscribe(subscribe) => self.handle_subscribe(id, key, subscribe, now),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(id, key, unsubscribe),
+            Packet::PingReq => self.send(id, Packet::PingResp),
+            Packet::Disconnect(disconnect) => self.handle_disconnect(id, key, disconnect, now),
+            Packet::Connect(_) => {
+                // A second CONNECT is a protocol violation (MQTT-3.1.0-2).
+                self.violation(id, ReasonCode::ProtocolError, "second CONNECT", now);
+            }
+            Packet::Auth(_) => {
+                // No enhanced authentication is in progress, so AUTH is unexpected (MQTT-4.12.0-6).
+                self.violation(
+                    id,
+                    ReasonCode::ProtocolError,
+                    "AUTH without an authentication method",
+                    now,
+                );
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.violation(
+                    id,
+                    ReasonCode::ProtocolError,
+                    "packet only a server may send",
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Closes `id` for a protocol violation, telling an MQTT 5 client why.
+    pub(super) fn violation(
+        &mut self,
+        id: ConnectionId,
+        code: ReasonCode,
+        detail: &'static str,
+        now: Time,
+    ) {
+        self.close(
+            id,
+            CloseReason::ProtocolViolation(code, detail),
+            Some(code),
+            now,
+        );
+    }
+
+    fn handle_disconnect(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        disconnect: Disconnect,
+        now: Time,
+    ) {
+        let version = self.connections.get(&id).map(|c| c.version);
+        if let (Some(ProtocolVersion::V5), Some(expiry)) =
+            (version, disconnect.properties.session_expiry_interval)
+        {
+            if self.session(key).expiry_secs == 0 && expiry != 0 {
+                // A session that was to end with its connection cannot be extended (MQTT-3.14.2-2).
+                self.violation(
+                    id,
+                    ReasonCode::ProtocolError,
+                    "session expiry set on DISCONNECT after 0",
+                    now,
+                );
+                return;
+            }
+            let granted = expiry.min(self.config.limits.session_expiry_max_secs);
+            self.session_mut(key).expiry_secs = granted;
+        }
+        let reason = match disconnect.reason_code {
+            ReasonCode::NORMAL_DISCONNECTION => CloseReason::ClientDisconnect,
+            ReasonCode::DisconnectWithWillMessage => CloseReason::ClientDisconnectWithWill,
+            code => CloseReason::ClientError(code),
+        };
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.disconnected_normally = reason == CloseReason::ClientDisconnect;
+        }
+        self.close(id, reason, None, now);
+    }
+
+    /// Detaches `key` from its ending connection `id`: triggers or discards the will and starts
+    /// the session's expiry.
+    pub(super) fn detach(
+        &mut self,
+        key: SessionKey,
+        id: ConnectionId,
+        reason: CloseReason,
+        now: Time,
+    ) {
+        self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+        let session = self.session_mut(key);
+        if session.connection == Some(id) {
+            session.connection = None;
+        }
+        let client_id = session.client_id.clone();
+        // A normal DISCONNECT deletes the will without publishing it (MQTT-3.1.2-10).
+        if reason == CloseReason::ClientDisconnect {
+            session.will = None;
+        }
+        let expiry_secs = session.expiry_secs;
+        let mut will_triggered = false;
+        if let Some(delay) = session.will.as_ref().map(|w| w.delay_secs) {
+            will_triggered = true;
+            if delay == 0 || expiry_secs == 0 {
+                self.publish_will(key, now);
+            } else {
+                let at = now.plus_secs(delay.min(expiry_secs));
+                self.session_mut(key).will_at = Some(at);
+                self.timers.insert((at, key, TimerKind::Will));
+            }
+        }
+        self.events.push_back(Event::Disconnected {
+            connection: id,
+            client_id,
+            reason,
+            will_triggered,
+        });
+        if reason == CloseReason::SessionTakenOver && expiry_secs != 0 {
+            // The connection taking over attaches to the session at once. A session that ends
+            // with its connection (expiry 0, 3.1.1 clean session) is not reused (MQTT-3.1.2-6).
+            return;
+        }
+        match expiry_secs {
+            0 => self.end_session(key, now),
+            EXPIRY_NEVER => {}
+            secs => {
+                let at = now.plus_secs(secs);
+                self.session_mut(key).expires_at = Some(at);
+                self.timers.insert((at, key, TimerKind::SessionExpiry));
+            }
+        }
+    }
+
+    /// Publishes the session's pending will, if it has one.
+    fn publish_will(&mut self, key: SessionKey, now: Time) {
+        let session = self.session_mut(key);
+        session.will_at = None;
+        let Some(PendingWill { will, .. }) = session.will.take() else {
+            return;
+        };
+        let props = will.properties;
+        let properties = PublishProperties {
+            payload_format_indicator: props.payload_format_indicator,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            user_properties: props.user_properties,
+            subscription_identifiers: Default::default(),
+            content_type: props.content_type,
+        };
+        let message = Message {
+            id: self.next_message_id(),
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at: props
+                .message_expiry_interval
+                .map(|secs| now.plus_secs(secs)),
+            origin: Some(key),
+        };
+        self.accept_message(Arc::new(message), now);
+    }
+
+    /// Ends a session: its pending will goes out, its subscriptions and queues are dropped.
+    pub(super) fn end_session(&mut self, key: SessionKey, now: Time) {
+        if self.session(key).will.is_some() && self.session(key).connection.is_none() {
+            self.publish_will(key, now);
+        }
+        let Some(session) = self.sessions.get_mut(key.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        for filter in session.subscriptions.keys() {
+            self.subscriptions.remove(filter, key);
+        }
+        self.session_ids.remove(&session.client_id);
+        self.free_session_slots.push(key.0);
+        self.events.push_back(Event::SessionEnded {
+            client_id: session.client_id,
+        });
+    }
+
+    /// Runs everything due at `now`: connect deadlines, keep alive, wills, session expiry.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let connect_timeout = self.config.limits.connect_timeout_millis;
+        let mut overdue = Vec::new();
+        for (&id, connection) in &self.connections {
+            let silent = now
+                .as_millis()
+                .saturating_sub(connection.last_activity.as_millis());
+            match connection.phase {
+                Phase::AwaitingConnect if silent >= connect_timeout => {
+                    overdue.push((id, CloseReason::ConnectTimeout));
+                }
+                // Keep alive: 1.5 times the interval without a packet closes the connection
+                // (MQTT-3.1.2-24).
+                Phase::Active(_)
+                    if connection.keep_alive_grace_millis > 0
+                        && silent > connection.keep_alive_grace_millis =>
+                {
+                    overdue.push((id, CloseReason::KeepAliveTimeout));
+                }
+                _ => {}
+            }
+        }
+        // In connection order, so that wills of simultaneous timeouts go out in the same order
+        // on every run.
+        overdue.sort_unstable_by_key(|&(id, _)| id);
+        for (id, reason) in overdue {
+            let code =
+                (reason == CloseReason::KeepAliveTimeout).then_some(ReasonCode::KeepAliveTimeout);
+            self.close(id, reason, code, now);
+        }
+        self.run_due_timers(now);
+    }
+
+    /// Publishes the wills and ends the sessions that are due at `now`.
+    pub(super) fn run_due_timers(&mut self, now: Time) {
+        while let Some(&(at, key, kind)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let live = self
+                .sessions
+                .get(key.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| {
+                    s.connection.is_none()
+                        && match kind {
+                            TimerKind::Will => s.will_at == Some(at),
+                            TimerKind::SessionExpiry => s.expires_at == Some(at),
+                        }
+                });
+            if !live {
+                continue;
+            }
+            match kind {
+                TimerKind::Will => self.publish_will(key, now),
+                TimerKind::SessionExpiry => self.end_session(key, now),
+            }
+        }
+    }
+
+    /// The earliest time [`Broker::handle_timeout`] has work for a will or an expiring session.
+    /// Connection deadlines are checked on every call; the runtime calls at least once a second.
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|&(at, _, _)| at)
+    }
+
+    pub(super) fn next_message_id(&mut self) -> u64 {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        id
+    }
+}

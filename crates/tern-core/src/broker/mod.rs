@@ -1,0 +1,310 @@
+//! The broker as a deterministic state machine.
+//!
+//! The runtime feeds it events (a connection opened, a packet arrived, a connection was lost,
+//! time passed) with the current [`Time`], and polls it for packets to write, connections to
+//! wake and events to log. It never touches a socket, a clock or a thread, so every protocol
+//! rule is testable by calling these methods directly.
+
+mod connect;
+mod lifecycle;
+mod publish;
+mod subscribe;
+pub mod sys;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use tern_codec::{
+    DecodeError, Disconnect, MqttString, Packet, PacketType, ProtocolVersion, ReasonCode,
+};
+
+use crate::config::Config;
+use crate::connection::{Connection, Phase, Transmit};
+use crate::events::{CloseReason, Event, Stats};
+use crate::retained::RetainedTree;
+use crate::session::Session;
+use crate::tree::{Match, SubscriptionTree};
+use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
+
+/// Timers the broker keeps for sessions without a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// Publish the session's will.
+    Will,
+    /// End the session.
+    SessionExpiry,
+}
+
+/// The broker state machine.
+#[derive(Debug)]
+pub struct Broker {
+    config: Config,
+    connections: HashMap<ConnectionId, Connection>,
+    sessions: Vec<Option<Session>>,
+    free_session_slots: Vec<u32>,
+    session_ids: HashMap<MqttString, SessionKey>,
+    subscriptions: SubscriptionTree<SessionKey>,
+    retained: RetainedTree<SharedMessage>,
+    /// Will and expiry deadlines; an entry is stale once the session's own field disagrees.
+    timers: BTreeSet<(Time, SessionKey, TimerKind)>,
+    /// Connections with something new to write, each listed once.
+    woken: Vec<ConnectionId>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    next_message_id: u64,
+    next_assigned_id: u64,
+    started_at: Time,
+    /// Reused buffer for subscription matches, so routing does not allocate.
+    scratch: Vec<Match<SessionKey>>,
+}
+
+impl Broker {
+    /// A broker with no connections, sessions or retained messages.
+    pub fn new(config: Config, now: Time) -> Self {
+        Self {
+            config,
+            connections: HashMap::new(),
+            sessions: Vec::new(),
+            free_session_slots: Vec::new(),
+            session_ids: HashMap::new(),
+            subscriptions: SubscriptionTree::new(),
+            retained: RetainedTree::new(),
+            timers: BTreeSet::new(),
+            woken: Vec::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            next_message_id: 1,
+            next_assigned_id: 1,
+            started_at: now,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.retained = self.retained.len() as u64;
+        stats.subscriptions = self.subscriptions.len() as u64;
+        stats.sessions = (self.sessions.len() - self.free_session_slots.len()) as u64;
+        stats
+    }
+
+    /// A new network connection has opened.
+    pub fn connection_opened(&mut self, id: ConnectionId, now: Time) {
+        let previous = self.connections.insert(id, Connection::new(now));
+        debug_assert!(previous.is_none(), "connection ids are unique");
+    }
+
+    /// A complete packet arrived on `id`.
+    pub fn handle_packet(&mut self, id: ConnectionId, packet: Packet, now: Time) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        connection.last_activity = now;
+        match connection.phase {
+            Phase::Closing => {}
+            Phase::AwaitingConnect => match packet {
+                Packet::Connect(connect) => self.handle_connect(id, *connect, now),
+                // The first packet must be CONNECT (MQTT-3.1.0-1): close without a reply.
+                _ => {
+                    let reason = CloseReason::ProtocolViolation(
+                        ReasonCode::ProtocolError,
+                        "first packet was not CONNECT",
+                    );
+                    self.refuse(id, reason, now);
+                }
+            },
+            Phase::Active(session) => self.handle_active(id, session, packet, now),
+        }
+    }
+
+    /// Bytes on `id` failed to decode: answer with the reason code the error names and close.
+    pub fn handle_decode_error(&mut self, id: ConnectionId, error: DecodeError, now: Time) {
+        let Some(connection) = self.connections.get(&id) else {
+            return;
+        };
+        match connection.phase {
+            Phase::AwaitingConnect => self.refuse_undecodable_connect(id, error, now),
+            Phase::Active(_) => {
+                // Only DISCONNECT reason codes may be sent (MQTT-3.14.2-1): a CONNECT of an
+                // unsupported level is, after the first, a second CONNECT (MQTT-3.1.0-2).
+                let code = Some(error.reason_code())
+                    .filter(|code| code.allowed_in(PacketType::Disconnect))
+                    .unwrap_or(ReasonCode::ProtocolError);
+                self.close(id, CloseReason::Malformed(error), Some(code), now);
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    /// The socket of `id` closed or failed, or the runtime finished closing it.
+    pub fn connection_lost(&mut self, id: ConnectionId, now: Time) {
+        let Some(connection) = self.connections.get(&id) else {
+            return;
+        };
+        if matches!(connection.phase, Phase::Active(_)) {
+            self.close(id, CloseReason::ConnectionLost, None, now);
+        }
+        self.connections.remove(&id);
+    }
+
+    /// Takes the next thing to do on `id`'s socket.
+    pub fn poll_transmit(&mut self, id: ConnectionId) -> Option<Transmit> {
+        let connection = self.connections.get_mut(&id)?;
+        let transmit = connection.outbox.pop_front()?;
+        if let Transmit::Packet(Packet::Publish(publish)) = &transmit {
+            self.stats.publish_sent += 1;
+            if publish.packet_id.is_none() {
+                connection.outbox_qos0 -= 1;
+            }
+        }
+        Some(transmit)
+    }
+
+    /// Connections that have something new to write since the last call; each appears once.
+    pub fn take_woken(&mut self, out: &mut Vec<ConnectionId>) {
+        for id in self.woken.drain(..) {
+            if let Some(connection) = self.connections.get_mut(&id) {
+                connection.woken = false;
+                out.push(id);
+            }
+        }
+    }
+
+    /// The next event for logs and observers.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The protocol level `id` speaks, for encoding its packets.
+    pub fn protocol_version(&self, id: ConnectionId) -> Option<ProtocolVersion> {
+        self.connections.get(&id).map(|c| c.version)
+    }
+
+    /// Number of open connections, in any phase.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Tells every client the server is going away (MQTT 5: DISCONNECT 0x8B) and closes it.
+    pub fn shutdown(&mut self, now: Time) {
+        let mut ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        // In connection order, so that wills go out in the same order on every run.
+        ids.sort_unstable();
+        for id in ids {
+            self.close(
+                id,
+                CloseReason::ServerShutdown,
+                Some(ReasonCode::ServerShuttingDown),
+                now,
+            );
+        }
+    }
+
+    // ---- internals shared by the submodules ----
+
+    fn session(&self, key: SessionKey) -> &Session {
+        match self.sessions.get(key.0 as usize) {
+            Some(Some(session)) => session,
+            _ => unreachable!("session keys held by the broker are live"),
+        }
+    }
+
+    fn session_mut(&mut self, key: SessionKey) -> &mut Session {
+        match self.sessions.get_mut(key.0 as usize) {
+            Some(Some(session)) => session,
+            _ => unreachable!("session keys held by the broker are live"),
+        }
+    }
+
+    fn insert_session(&mut self, session: Session) -> SessionKey {
+        let client_id = session.client_id.clone();
+        let key = match self.free_session_slots.pop() {
+            Some(slot) => {
+                self.sessions[slot as usize] = Some(session);
+                SessionKey(slot)
+            }
+            None => {
+                let slot = u32::try_from(self.sessions.len()).unwrap_or(u32::MAX);
+                self.sessions.push(Some(session));
+                SessionKey(slot)
+            }
+        };
+        self.session_ids.insert(client_id, key);
+        key
+    }
+
+    /// Queues a packet for `id` and marks the connection to be woken.
+    fn send(&mut self, id: ConnectionId, packet: Packet) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            if connection.phase == Phase::Closing {
+                return;
+            }
+            connection.outbox.push_back(Transmit::Packet(packet));
+            wake(&mut self.woken, id, connection);
+        }
+    }
+
+    /// Closes `id`: optionally sends DISCONNECT (MQTT 5 only), detaches its session and queues
+    /// the close. Idempotent.
+    fn close(
+        &mut self,
+        id: ConnectionId,
+        reason: CloseReason,
+        disconnect: Option<ReasonCode>,
+        now: Time,
+    ) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let session = match connection.phase {
+            Phase::Closing => return,
+            Phase::Active(session) => Some(session),
+            Phase::AwaitingConnect => None,
+        };
+        if let (Some(code), ProtocolVersion::V5, Some(_)) =
+            (disconnect, connection.version, session)
+        {
+            connection
+                .outbox
+                .push_back(Transmit::Packet(Packet::Disconnect(Disconnect::new(code))));
+        }
+        connection.phase = Phase::Closing;
+        connection.outbox.push_back(Transmit::Close);
+        wake(&mut self.woken, id, connection);
+        if matches!(
+            reason,
+            CloseReason::ProtocolViolation(..) | CloseReason::Malformed(_)
+        ) {
+            self.stats.protocol_errors += 1;
+        }
+        match session {
+            Some(key) => self.detach(key, id, reason, now),
+            None => self.events.push_back(Event::Refused {
+                connection: id,
+                reason,
+            }),
+        }
+    }
+
+    /// Closes a connection that never completed CONNECT, with no reply.
+    fn refuse(&mut self, id: ConnectionId, reason: CloseReason, now: Time) {
+        self.close(id, reason, None, now);
+    }
+
+    fn uptime_secs(&self, now: Time) -> u64 {
+        now.as_millis().saturating_sub(self.started_at.as_millis()) / 1000
+    }
+}
+
+/// Marks `connection` to be woken once, however many packets are queued before the runtime looks.
+fn wake(woken: &mut Vec<ConnectionId>, id: ConnectionId, connection: &mut Connection) {
+    if !connection.woken {
+        connection.woken = true;
+        woken.push(id);
+    }
+}

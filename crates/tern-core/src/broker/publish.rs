@@ -1,0 +1,430 @@
+//! PUBLISH in both directions: topic aliases, the inbound QoS 1/2 handshakes, retained
+//! messages, routing to subscribers, and the outbound window that honours Receive Maximum.
+
+use std::sync::Arc;
+
+use tern_codec::{
+    Ack, AckProperties, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionIds,
+    TopicName,
+};
+
+use super::Broker;
+use crate::events::{DropReason, Event};
+use crate::session::{Delivery, OutgoingState};
+use crate::tree::Match;
+use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
+
+impl Broker {
+    pub(super) fn handle_publish(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        mut publish: Publish,
+        now: Time,
+    ) {
+        self.stats.publish_received += 1;
+        let limits = &self.config.limits;
+        if publish.qos > limits.qos_max {
+            self.violation(
+                id,
+                ReasonCode::QosNotSupported,
+                "QoS above the maximum",
+                now,
+            );
+            return;
+        }
+        if publish.retain && !limits.retain_available {
+            self.violation(
+                id,
+                ReasonCode::RetainNotSupported,
+                "retain is not available",
+                now,
+            );
+            return;
+        }
+        if let Err((code, detail)) = self.resolve_topic_alias(id, &mut publish) {
+            self.violation(id, code, detail, now);
+            return;
+        }
+        if let Err(detail) = self.check_topic(&publish.topic) {
+            self.violation(id, ReasonCode::TopicNameInvalid, detail, now);
+            return;
+        }
+        let packet_id = publish.packet_id;
+        match (publish.qos, packet_id) {
+            (QoS::AtMostOnce, _) => {
+                self.accept_publish(key, publish, now);
+            }
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                let delivered = self.accept_publish(key, publish, now);
+                let mut ack = Ack::new(packet_id);
+                if !delivered {
+                    ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                }
+                self.send(id, Packet::PubAck(ack));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                let session = self.session(key);
+                let mut ack = Ack::new(packet_id);
+                if !session.incoming_qos2.contains(&packet_id.get()) {
+                    // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
+                    if session.incoming_qos2.len()
+                        >= usize::from(self.config.limits.receive_maximum)
+                    {
+                        self.violation(
+                            id,
+                            ReasonCode::ReceiveMaximumExceeded,
+                            "too many QoS 2 publishes in flight",
+                            now,
+                        );
+                        return;
+                    }
+                    self.session_mut(key).incoming_qos2.insert(packet_id.get());
+                    // Routed once, on first receipt: a resent PUBLISH with the same identifier is
+                    // only acknowledged again (exactly once, method B of 4.3.3).
+                    if !self.accept_publish(key, publish, now) {
+                        ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                    }
+                }
+                self.send(id, Packet::PubRec(ack));
+            }
+            // The codec guarantees a packet identifier for QoS 1 and 2.
+            (_, None) => self.violation(
+                id,
+                ReasonCode::ProtocolError,
+                "QoS > 0 without packet identifier",
+                now,
+            ),
+        }
+    }
+
+    /// Replaces an empty topic by its alias, or records a new alias (MQTT 5, 3.3.2.3.4).
+    fn resolve_topic_alias(
+        &mut self,
+        id: ConnectionId,
+        publish: &mut Publish,
+    ) -> Result<(), (ReasonCode, &'static str)> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        let max = self.config.limits.topic_alias_max;
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return Ok(());
+        };
+        if connection.version != ProtocolVersion::V5 || alias > max {
+            return Err((
+                ReasonCode::TopicAliasInvalid,
+                "topic alias above the maximum",
+            ));
+        }
+        if publish.topic.is_empty() {
+            match connection.aliases.get(&alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => return Err((ReasonCode::ProtocolError, "unknown topic alias")),
+            }
+        } else {
+            connection.aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Applies the topic length and depth limits.
+    fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
+        let limits = &self.config.limits;
+        if topic.len() > limits.topic_length_max_bytes {
+            return Err("topic name too long");
+        }
+        if topic.split('/').count() > limits.topic_levels_max {
+            return Err("topic name has too many levels");
+        }
+        Ok(())
+    }
+
+    /// Turns an accepted PUBLISH into a message and routes it; returns whether any subscriber
+    /// matched.
+    fn accept_publish(&mut self, key: SessionKey, publish: Publish, now: Time) -> bool {
+        let mut properties = publish.properties;
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|secs| now.plus_secs(secs));
+        properties.subscription_identifiers = SubscriptionIds::new();
+        let message = Message {
+            id: self.next_message_id(),
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+            origin: Some(key),
+        };
+        self.accept_message(Arc::new(message), now)
+    }
+
+    /// Stores or clears the retained copy, then routes; returns whether any subscriber matched.
+    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> bool {
+        if message.retain {
+            if message.payload.is_empty() {
+                // An empty retained message clears the topic (MQTT-3.3.1-6) and is not stored.
+                self.retained.remove(&message.topic);
+            } else {
+                self.retained.insert(&message.topic, Arc::clone(&message));
+            }
+        }
+        self.route(&message, now)
+    }
+
+    /// Delivers `message` to every matching subscription; returns whether there was one.
+    pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> bool {
+        let mut matches = std::mem::take(&mut self.scratch);
+        matches.clear();
+        let sessions = &self.sessions;
+        let online = |key: SessionKey| {
+            sessions
+                .get(key.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.connection.is_some())
+        };
+        self.subscriptions
+            .matches(&message.topic, online, &mut matches);
+        // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
+        matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
+        let any = !matches.is_empty();
+        // Group a session's overlapping non-shared subscriptions into one delivery.
+        matches.sort_by_key(|m| (m.shared, m.key));
+        let mut index = 0;
+        while index < matches.len() {
+            let first = matches[index];
+            let mut end = index + 1;
+            if !first.shared {
+                while end < matches.len() && !matches[end].shared && matches[end].key == first.key {
+                    end += 1;
+                }
+            }
+            self.deliver_matches(message, &matches[index..end], now);
+            index = end;
+        }
+        self.scratch = matches;
+        any
+    }
+
+    /// One delivery to one session for its subscriptions in `group` (all the same session).
+    fn deliver_matches(&mut self, message: &SharedMessage, group: &[Match<SessionKey>], now: Time) {
+        let key = group[0].key;
+        // Overlapping subscriptions: the highest granted QoS and every identifier (MQTT-3.3.4-2/-3).
+        let granted = group
+            .iter()
+            .map(|m| m.info.options.qos)
+            .max()
+            .unwrap_or(QoS::AtMostOnce);
+        let retain_as_published = group.iter().any(|m| m.info.options.retain_as_published);
+        let identifiers = group.iter().filter_map(|m| m.info.identifier);
+        let subscription_ids = SubscriptionIds::from_ids(identifiers).unwrap_or_default();
+        let delivery = Delivery {
+            seq: 0,
+            message: Arc::clone(message),
+            qos: message.qos.min(granted),
+            // Without Retain As Published, a forwarded message has RETAIN cleared (MQTT-3.3.1-12).
+            retain: message.retain && retain_as_published,
+            subscription_ids,
+        };
+        self.deliver(key, delivery, now);
+    }
+
+    /// Sends a delivery now if the session is connected and its window allows, else queues it.
+    pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, now: Time) {
+        let session = self.session(key);
+        let connection = session.connection;
+        if delivery.qos == QoS::AtMostOnce {
+            let Some(id) = connection else {
+                // QoS 0 messages are not kept for sessions without a connection.
+                return;
+            };
+            let over = self
+                .connections
+                .get(&id)
+                .is_some_and(|c| c.outbox_qos0 >= self.config.limits.outbox_qos0_count_max);
+            if over {
+                self.dropped(key, DropReason::OutboxFull);
+                return;
+            }
+            let publish = delivery.to_publish(None, false, now);
+            if self.fits_client(id, &publish) {
+                if let Some(connection) = self.connections.get_mut(&id) {
+                    connection.outbox_qos0 += 1;
+                }
+                self.send(id, Packet::Publish(publish));
+            } else {
+                self.dropped(key, DropReason::TooLargeForClient);
+            }
+            return;
+        }
+        let limits = &self.config.limits;
+        let (count_max, bytes_max) = (limits.queued_count_max, limits.queued_bytes_max);
+        if self
+            .session_mut(key)
+            .enqueue(delivery, count_max, bytes_max)
+            .is_err()
+        {
+            self.dropped(key, DropReason::QueueFull);
+            return;
+        }
+        if connection.is_some() {
+            self.pump(key, now);
+        }
+    }
+
+    /// The send quota of connection `id`: QoS 1/2 PUBLISH packets it may have unacknowledged.
+    pub(super) fn send_window(&self, id: ConnectionId) -> Option<usize> {
+        let connection = self.connections.get(&id)?;
+        Some(usize::from(
+            connection
+                .client_receive_maximum
+                .min(self.config.limits.inflight_count_max)
+                .max(1),
+        ))
+    }
+
+    /// Resends the in-flight PUBLISH at `index` with DUP set, on the send quota; one too large
+    /// for the client is discarded as if delivered (MQTT-3.1.2-25). Returns whether it is still
+    /// in flight.
+    pub(super) fn resend_publish(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        index: usize,
+        now: Time,
+    ) -> bool {
+        let entry = &self.session(key).inflight[index];
+        let publish = entry.delivery.to_publish(Some(entry.packet_id), true, now);
+        if !self.fits_client(id, &publish) {
+            self.session_mut(key).remove_inflight(index);
+            self.dropped(key, DropReason::TooLargeForClient);
+            return false;
+        }
+        self.session_mut(key).take_quota(index);
+        self.send(id, Packet::Publish(publish));
+        true
+    }
+
+    /// Moves queued deliveries into the in-flight window while it has room, after the
+    /// deliveries still to be resent on this connection.
+    pub(super) fn pump(&mut self, key: SessionKey, now: Time) {
+        let Some(id) = self.session(key).connection else {
+            return;
+        };
+        let Some(window) = self.send_window(id) else {
+            return;
+        };
+        loop {
+            let session = self.session_mut(key);
+            // The send quota (MQTT-4.9.0-2), and a free packet identifier.
+            if session.quota_used() >= window || session.inflight.len() >= usize::from(u16::MAX) {
+                return;
+            }
+            if let Some(index) = session.next_to_resend() {
+                self.resend_publish(id, key, index, now);
+                continue;
+            }
+            let session = self.session_mut(key);
+            let Some(delivery) = session.dequeue() else {
+                return;
+            };
+            if delivery.message.is_expired(now) {
+                self.dropped(key, DropReason::Expired);
+                continue;
+            }
+            let packet_id = self.session_mut(key).allocate_packet_id();
+            let publish = delivery.to_publish(Some(packet_id), false, now);
+            if !self.fits_client(id, &publish) {
+                // Too large for the client: discarded as if sent (MQTT-3.1.2-25).
+                self.session_mut(key).remove_inflight_id(packet_id);
+                self.dropped(key, DropReason::TooLargeForClient);
+                continue;
+            }
+            self.session_mut(key).push_inflight(packet_id, delivery);
+            self.send(id, Packet::Publish(publish));
+        }
+    }
+
+    /// Whether the encoded PUBLISH fits the client's Maximum Packet Size.
+    fn fits_client(&self, id: ConnectionId, publish: &Publish) -> bool {
+        let Some(connection) = self.connections.get(&id) else {
+            return false;
+        };
+        if connection.client_packet_size_max == u32::MAX {
+            return true;
+        }
+        let packet = Packet::Publish(publish.clone());
+        packet
+            .encoded_len(connection.version)
+            .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
+    }
+
+    fn dropped(&mut self, key: SessionKey, reason: DropReason) {
+        self.stats.publish_dropped += 1;
+        let client_id = self.session(key).client_id.clone();
+        self.events.push_back(Event::Dropped { client_id, reason });
+    }
+
+    pub(super) fn handle_puback(&mut self, key: SessionKey, ack: Ack, now: Time) {
+        let session = self.session_mut(key);
+        match session.find_inflight(ack.packet_id) {
+            Some(index) if session.inflight[index].state == OutgoingState::AwaitPubAck => {
+                session.remove_inflight(index);
+                self.pump(key, now);
+            }
+            // An acknowledgement for nothing in flight (say, repeated after a reconnect) is ignored.
+            _ => {}
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, id: ConnectionId, key: SessionKey, ack: Ack, now: Time) {
+        let session = self.session_mut(key);
+        match session.find_inflight(ack.packet_id) {
+            Some(index) if session.inflight[index].state == OutgoingState::AwaitPubRec => {
+                if ack.reason_code.is_success() {
+                    session.inflight[index].state = OutgoingState::AwaitPubComp;
+                    self.send(id, Packet::PubRel(Ack::new(ack.packet_id)));
+                } else {
+                    // The client refused the message: the exchange ends here (MQTT-4.3.3-4).
+                    session.remove_inflight(index);
+                    self.pump(key, now);
+                }
+            }
+            Some(index) if session.inflight[index].state == OutgoingState::AwaitPubComp => {
+                self.send(id, Packet::PubRel(Ack::new(ack.packet_id)));
+            }
+            _ => {
+                let mut rel = Ack::new(ack.packet_id);
+                rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                self.send(id, Packet::PubRel(rel));
+            }
+        }
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, key: SessionKey, ack: Ack, now: Time) {
+        let session = self.session_mut(key);
+        match session.find_inflight(ack.packet_id) {
+            Some(index) if session.inflight[index].state == OutgoingState::AwaitPubComp => {
+                session.remove_inflight(index);
+                self.pump(key, now);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn handle_pubrel(&mut self, id: ConnectionId, key: SessionKey, ack: Ack) {
+        let known = self
+            .session_mut(key)
+            .incoming_qos2
+            .remove(&ack.packet_id.get());
+        let mut comp = Ack::new(ack.packet_id);
+        if !known {
+            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+            comp.properties = AckProperties::default();
+        }
+        self.send(id, Packet::PubComp(comp));
+    }
+}

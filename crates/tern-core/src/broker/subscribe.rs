@@ -1,0 +1,128 @@
+//! SUBSCRIBE and UNSUBSCRIBE: granting QoS, replacing identical filters, shared subscriptions,
+//! and retained messages sent per Retain Handling.
+
+use std::sync::Arc;
+
+use tern_codec::{
+    AckProperties, Packet, ProtocolVersion, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionIds, UnsubAck, Unsubscribe,
+};
+
+use super::Broker;
+use crate::session::Delivery;
+use crate::tree::SubscriptionInfo;
+use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        subscribe: Subscribe,
+        now: Time,
+    ) {
+        let identifier = subscribe.properties.subscription_identifier;
+        let mut reason_codes = Vec::new();
+        let mut retained_to_send: Vec<(SharedMessage, QoS, Option<u32>)> = Vec::new();
+        for subscription in subscribe.subscriptions.iter() {
+            let filter = subscription.filter;
+            let limits = &self.config.limits;
+            if filter.len() > limits.topic_length_max_bytes
+                || filter.split('/').count() > limits.topic_levels_max
+            {
+                reason_codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            let session = self.session(key);
+            let is_new = !session.subscriptions.contains_key(&filter);
+            if is_new && session.subscriptions.len() >= limits.subscriptions_per_session_max {
+                reason_codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
+            let mut options = subscription.options;
+            options.qos = options.qos.min(limits.qos_max);
+            let info = SubscriptionInfo {
+                options,
+                identifier,
+            };
+            self.subscriptions.insert(&filter, key, info);
+            self.session_mut(key)
+                .subscriptions
+                .insert(filter.clone(), info);
+            reason_codes.push(granted_code(options.qos));
+
+            // Retained messages go to a new or replaced subscription per Retain Handling
+            // (MQTT-3.3.1-9/-10/-11), never to a shared subscription (4.8.2).
+            let send_retained = !filter.is_shared()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => is_new,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                self.retained.for_each_match(&filter, |message| {
+                    if !message.is_expired(now) {
+                        retained_to_send.push((Arc::clone(message), options.qos, identifier));
+                    }
+                });
+            }
+        }
+        let suback = SubAck {
+            packet_id: subscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes,
+        };
+        self.send(id, Packet::SubAck(suback));
+        for (message, granted, identifier) in retained_to_send {
+            let delivery = Delivery {
+                seq: 0,
+                qos: message.qos.min(granted),
+                // A retained message sent because of a subscription keeps RETAIN set (MQTT-3.3.1-8).
+                retain: true,
+                subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
+                message,
+            };
+            self.deliver(key, delivery, now);
+        }
+    }
+
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        unsubscribe: Unsubscribe,
+    ) {
+        let mut reason_codes = Vec::new();
+        for filter in unsubscribe.filters.iter() {
+            let existed = self
+                .session_mut(key)
+                .subscriptions
+                .remove(&filter)
+                .is_some();
+            self.subscriptions.remove(&filter, key);
+            reason_codes.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        let version = self.connections.get(&id).map(|c| c.version);
+        if version == Some(ProtocolVersion::V311) {
+            reason_codes.clear();
+        }
+        let unsuback = UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes,
+        };
+        self.send(id, Packet::UnsubAck(unsuback));
+    }
+}
+
+fn granted_code(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+    }
+}

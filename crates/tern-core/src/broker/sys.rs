@@ -1,0 +1,55 @@
+//! `$SYS/broker/...` topics: the usual statistics, published as retained messages on request
+//! of the runtime (every few seconds).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_codec::{PublishProperties, QoS, TopicName};
+
+use super::Broker;
+use crate::types::{Message, Time};
+
+/// Byte counts only the runtime sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficTotals {
+    /// Bytes read from clients.
+    pub bytes_received: u64,
+    /// Bytes written to clients.
+    pub bytes_sent: u64,
+}
+
+impl Broker {
+    /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
+    pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
+        let stats = self.stats();
+        let values: [(&str, String); 11] = [
+            ("version", version.to_owned()),
+            ("uptime", format!("{} seconds", self.uptime_secs(now))),
+            ("clients/connected", stats.clients_connected.to_string()),
+            ("clients/total", stats.sessions.to_string()),
+            ("messages/received", stats.publish_received.to_string()),
+            ("messages/sent", stats.publish_sent.to_string()),
+            ("messages/dropped", stats.publish_dropped.to_string()),
+            ("retained messages/count", stats.retained.to_string()),
+            ("subscriptions/count", stats.subscriptions.to_string()),
+            ("bytes/received", traffic.bytes_received.to_string()),
+            ("bytes/sent", traffic.bytes_sent.to_string()),
+        ];
+        for (name, value) in values {
+            let Ok(topic) = format!("$SYS/broker/{name}").parse::<TopicName>() else {
+                continue;
+            };
+            let message = Message {
+                id: self.next_message_id(),
+                topic,
+                payload: Bytes::from(value),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            };
+            self.accept_message(Arc::new(message), now);
+        }
+    }
+}

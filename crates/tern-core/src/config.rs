@@ -1,0 +1,70 @@
+//! What the broker core allows and advertises: every limit named, with its unit last.
+
+use tern_codec::QoS;
+
+/// Broker limits and capabilities. The defaults suit a production broker on a small machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest packet accepted from a client, in bytes; advertised in CONNACK (MQTT 5).
+    pub packet_size_max_bytes: u32,
+    /// QoS 1/2 publishes a client may have unacknowledged towards the broker (Receive Maximum).
+    pub receive_maximum: u16,
+    /// Cap on QoS 1/2 publishes in flight towards one client, whatever its Receive Maximum.
+    pub inflight_count_max: u16,
+    /// Messages waiting per session (offline, or beyond the in-flight window); newest dropped past it.
+    pub queued_count_max: usize,
+    /// Payload bytes waiting per session; newest dropped past it.
+    pub queued_bytes_max: usize,
+    /// QoS 0 packets waiting to be written to one connection before new ones are dropped.
+    pub outbox_qos0_count_max: usize,
+    /// Highest topic alias accepted from a client (MQTT 5); 0 disables aliases.
+    pub topic_alias_max: u16,
+    /// Longest session expiry granted, in seconds.
+    pub session_expiry_max_secs: u32,
+    /// Longest keep alive accepted, in seconds; a client asking more (or 0) is told this value
+    /// through Server Keep Alive. 0 means no cap.
+    pub keep_alive_max_secs: u16,
+    /// Highest QoS accepted for publishes and granted to subscriptions.
+    pub qos_max: QoS,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Subscriptions one session may hold.
+    pub subscriptions_per_session_max: usize,
+    /// Longest topic name or filter, in bytes.
+    pub topic_length_max_bytes: usize,
+    /// Most levels in a topic name or filter.
+    pub topic_levels_max: usize,
+    /// Time a new connection has to send CONNECT, in milliseconds.
+    pub connect_timeout_millis: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            packet_size_max_bytes: 1024 * 1024,
+            receive_maximum: 1024,
+            inflight_count_max: 1024,
+            queued_count_max: 10_000,
+            queued_bytes_max: 64 * 1024 * 1024,
+            outbox_qos0_count_max: 10_000,
+            topic_alias_max: 64,
+            session_expiry_max_secs: u32::MAX,
+            keep_alive_max_secs: 0,
+            qos_max: QoS::ExactlyOnce,
+            retain_available: true,
+            subscriptions_per_session_max: 10_000,
+            topic_length_max_bytes: 1024,
+            topic_levels_max: 64,
+            connect_timeout_millis: 10_000,
+        }
+    }
+}
+
+/// Everything the core needs to know about its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Limits and capabilities.
+    pub limits: Limits,
+    /// Prefix of client identifiers the broker assigns.
+    pub assigned_id_prefix: String,
+}

@@ -1,0 +1,91 @@
+//! Per-connection state: protocol level, negotiated limits, inbound topic aliases, keep alive,
+//! and the queue of packets waiting to be written.
+
+use std::collections::{HashMap, VecDeque};
+
+use tern_codec::{Packet, ProtocolVersion, TopicName};
+
+use crate::types::{SessionKey, Time};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The socket is open; CONNECT has not arrived.
+    AwaitingConnect,
+    /// CONNECT accepted; attached to a session.
+    Active(SessionKey),
+    /// The broker has decided to close it; only queued packets are still written.
+    Closing,
+}
+
+/// Something for the runtime to do on a connection's socket.
+// Packets are queued by value: boxing each one to shrink the rare `Close` would cost an
+// allocation per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// Encode and write this packet.
+    Packet(Packet),
+    /// Flush what was written, then close the socket.
+    Close,
+}
+
+/// One network connection as the core sees it.
+#[derive(Debug)]
+pub struct Connection {
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// Protocol level (3.1.1 until a CONNECT says otherwise).
+    pub version: ProtocolVersion,
+    /// When it opened.
+    pub opened_at: Time,
+    /// Last time a packet arrived.
+    pub last_activity: Time,
+    /// Silence allowed before the connection is closed, in milliseconds (1.5 x keep alive); 0: none.
+    pub keep_alive_grace_millis: u64,
+    /// The client's Receive Maximum: QoS 1/2 publishes it accepts unacknowledged.
+    pub client_receive_maximum: u16,
+    /// The client's Maximum Packet Size, in bytes.
+    pub client_packet_size_max: u32,
+    /// Whether the client wants reason strings and user properties on failures (MQTT 5).
+    pub problem_information: bool,
+    /// Topic aliases the client has set, by alias.
+    pub aliases: HashMap<u16, TopicName>,
+    /// Packets waiting to be written, oldest first.
+    pub outbox: VecDeque<Transmit>,
+    /// QoS 0 PUBLISH packets in `outbox`.
+    pub outbox_qos0: usize,
+    /// Set by a normal DISCONNECT from the client: the will is not published.
+    pub disconnected_normally: bool,
+    /// Whether the connection is already listed for the runtime to wake.
+    pub woken: bool,
+}
+
+impl Connection {
+    /// A connection that has just opened.
+    pub fn new(now: Time) -> Self {
+        Self {
+            phase: Phase::AwaitingConnect,
+            version: ProtocolVersion::V311,
+            opened_at: now,
+            last_activity: now,
+            keep_alive_grace_millis: 0,
+            client_receive_maximum: u16::MAX,
+            client_packet_size_max: u32::MAX,
+            problem_information: true,
+            aliases: HashMap::new(),
+            outbox: VecDeque::new(),
+            outbox_qos0: 0,
+            disconnected_normally: false,
+            woken: false,
+        }
+    }
+
+    /// The session it is attached to.
+    pub fn session(&self) -> Option<SessionKey> {
+        match self.phase {
+            Phase::Active(key) => Some(key),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Typed events the core reports (connects, disconnects, refusals, drops) and its counters.
+//! The runtime logs them; later the status registry and console read the same stream.
+
+use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode};
+
+use crate::types::ConnectionId;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT (normal disconnection).
+    ClientDisconnect,
+    /// The client sent DISCONNECT with reason 0x04: publish the will.
+    ClientDisconnectWithWill,
+    /// The client sent DISCONNECT with an error reason code.
+    ClientError(ReasonCode),
+    /// The client broke the protocol; the detail says how.
+    ProtocolViolation(ReasonCode, &'static str),
+    /// A packet failed to decode.
+    Malformed(DecodeError),
+    /// Nothing arrived within 1.5 times the keep alive.
+    KeepAliveTimeout,
+    /// Another connection took the session over.
+    SessionTakenOver,
+    /// No CONNECT arrived in time.
+    ConnectTimeout,
+    /// The socket closed or failed.
+    ConnectionLost,
+    /// The broker is shutting down.
+    ServerShutdown,
+    /// The CONNECT was refused.
+    ConnectRefused(ReasonCode),
+}
+
+/// Why a message was not delivered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session's queue was full (count or bytes).
+    QueueFull,
+    /// Too many QoS 0 packets were waiting for a slow connection.
+    OutboxFull,
+    /// The message expired before it could be sent.
+    Expired,
+    /// The packet would exceed the client's Maximum Packet Size.
+    TooLargeForClient,
+}
+
+/// Something that happened in the broker, for logs and observers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A CONNECT was accepted.
+    Connected {
+        /// The connection.
+        connection: ConnectionId,
+        /// The client identifier (assigned, if the client sent none).
+        client_id: MqttString,
+        /// Protocol level.
+        version: ProtocolVersion,
+        /// Whether an existing session was resumed.
+        session_present: bool,
+    },
+    /// A connection was refused before or at CONNECT.
+    Refused {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A connected client's connection ended.
+    Disconnected {
+        /// The connection.
+        connection: ConnectionId,
+        /// Its client identifier.
+        client_id: MqttString,
+        /// Why it ended.
+        reason: CloseReason,
+        /// Whether its will was published (now) or scheduled (after its delay).
+        will_triggered: bool,
+    },
+    /// A session ended (expired, or ended with its connection).
+    SessionEnded {
+        /// Its client identifier.
+        client_id: MqttString,
+    },
+    /// A message was not delivered to a subscriber.
+    Dropped {
+        /// The subscriber.
+        client_id: MqttString,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Running totals since the broker started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections with an accepted CONNECT, now.
+    pub clients_connected: u64,
+    /// Sessions held, connected or not, now.
+    pub sessions: u64,
+    /// PUBLISH packets received from clients.
+    pub publish_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub publish_sent: u64,
+    /// Deliveries dropped for any [`DropReason`].
+    pub publish_dropped: u64,
+    /// Retained messages held, now.
+    pub retained: u64,
+    /// Subscriptions held, now.
+    pub subscriptions: u64,
+    /// Connections refused or closed for a protocol violation.
+    pub protocol_errors: u64,
+}

@@ -1,0 +1,29 @@
+//! Tern's broker core: MQTT 3.1.1 and 5.0 server behaviour as a deterministic state machine.
+//!
+//! The core owns sessions, the subscription index, retained messages, QoS flows, wills and
+//! expiry. It takes packets and the current time, and gives back packets to write, connections
+//! to wake and events; it never touches sockets, clocks or threads (the runtime in the `tern`
+//! binary does), so every behaviour is tested by calling it directly.
+//!
+//! # Layout
+//! - [`broker`]: the state machine and its handlers (connect, publish, subscribe, lifecycle).
+//! - [`session`], [`connection`]: per-session and per-connection state.
+//! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
+//! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod events;
+pub mod retained;
+pub mod session;
+pub mod tree;
+pub mod types;
+
+pub use broker::sys::TrafficTotals;
+pub use broker::Broker;
+pub use config::{Config, Limits};
+pub use connection::Transmit;
+pub use events::{CloseReason, DropReason, Event, Stats};
+pub use types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
