@@ -1,0 +1,129 @@
+//! One task per connection: read and decode every complete packet in the buffer, hand them to
+//! the core, then write everything the core queued for this connection in one batch.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use tern_codec::{Decoder, ProtocolVersion};
+use tern_core::{ConnectionId, Transmit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::shared::Shared;
+
+/// Read buffer size to start with; it grows for larger packets and shrinks back when idle.
+const READ_BUFFER_INITIAL_BYTES: usize = 4 * 1024;
+/// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
+const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+pub(crate) async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnectionId,
+    shared: Rc<Shared>,
+) {
+    let waker = Rc::new(Notify::new());
+    shared.register(id, Rc::clone(&waker));
+    let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
+    let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
+    let mut read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
+    let mut write_buf = BytesMut::new();
+    let mut closing = false;
+    while !closing {
+        tokio::select! {
+            read = stream.read_buf(&mut read_buf) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        shared.bytes_received.set(shared.bytes_received.get() + n as u64);
+                        decode_all(&shared, id, &mut decoder, &mut read_buf);
+                    }
+                }
+            }
+            () = waker.notified() => {}
+        }
+        closing = flush(&shared, id, &mut decoder, &mut write_buf, &mut stream)
+            .await
+            .unwrap_or(true);
+        if read_buf.is_empty() && read_buf.capacity() > 4 * READ_BUFFER_INITIAL_BYTES {
+            read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
+        }
+    }
+    let _ = stream.shutdown().await;
+    debug!(conn = id.0, "connection from {peer} closed");
+    shared.unregister(id);
+}
+
+/// Feeds every complete packet in `read_buf` to the core, then wakes whoever got output.
+fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf: &mut BytesMut) {
+    {
+        let mut broker = shared.broker.borrow_mut();
+        let now = shared.now();
+        loop {
+            match decoder.decode(read_buf) {
+                Ok(Some(packet)) => broker.handle_packet(id, packet, now),
+                Ok(None) => break,
+                Err(error) => {
+                    broker.handle_decode_error(id, error, now);
+                    read_buf.clear();
+                    break;
+                }
+            }
+        }
+    }
+    shared.after_input();
+}
+
+/// Encodes and writes everything queued for `id`; returns whether the connection must close.
+async fn flush(
+    shared: &Shared,
+    id: ConnectionId,
+    decoder: &mut Decoder,
+    write_buf: &mut BytesMut,
+    stream: &mut TcpStream,
+) -> std::io::Result<bool> {
+    loop {
+        let mut close = false;
+        {
+            let mut broker = shared.broker.borrow_mut();
+            let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
+            decoder.set_version(version);
+            while write_buf.len() < WRITE_BATCH_BYTES_MAX {
+                match broker.poll_transmit(id) {
+                    Some(Transmit::Packet(packet)) => {
+                        // A packet the codec cannot encode is a core bug; drop it rather than the connection.
+                        if let Err(error) = packet.encode(version, write_buf) {
+                            debug!(
+                                conn = id.0,
+                                "cannot encode {:?}: {error}",
+                                packet.packet_type()
+                            );
+                        }
+                    }
+                    Some(Transmit::Close) => {
+                        close = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if write_buf.is_empty() {
+            return Ok(close);
+        }
+        stream.write_all(write_buf).await?;
+        shared
+            .bytes_sent
+            .set(shared.bytes_sent.get() + write_buf.len() as u64);
+        write_buf.clear();
+        if close {
+            return Ok(true);
+        }
+        if write_buf.capacity() > 4 * WRITE_BATCH_BYTES_MAX {
+            *write_buf = BytesMut::new();
+        }
+    }
+}

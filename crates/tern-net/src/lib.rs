@@ -1,0 +1,136 @@
+//! Tern's network runtime: TCP listeners and one task per connection around the broker core.
+//!
+//! The whole broker runs on one thread: connection tasks call the core directly through a
+//! `RefCell`, so routing takes no lock at all, and after every batch of input the tasks of the
+//! connections with new output are woken once. See ARCHITECTURE.md for why one thread.
+
+mod connection;
+mod shared;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::LocalSet;
+use tracing::{info, warn};
+
+use shared::Shared;
+
+/// How the network runtime runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on for plain MQTT over TCP.
+    pub listeners: Vec<SocketAddr>,
+    /// The broker core's configuration.
+    pub core: tern_core::Config,
+    /// How often `$SYS` statistics are published; `None` turns them off.
+    pub sys_interval: Option<Duration>,
+    /// How long shutdown waits for connections to flush before giving up.
+    pub shutdown_grace: Duration,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A server whose listeners are bound but not yet accepting.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Binds every listener; nothing is accepted until [`Server::run`].
+    pub async fn bind(config: ServerConfig) -> Result<Self, NetError> {
+        let mut listeners = Vec::new();
+        for &address in &config.listeners {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| NetError::Bind { address, source })?;
+            listeners.push(listener);
+        }
+        Ok(Self { config, listeners })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts and serves connections until `shutdown` completes, then tells every client the
+    /// server is going away and waits (up to the grace period) for them to flush.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let local = LocalSet::new();
+        local.run_until(self.serve(shutdown)).await;
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let shared = Rc::new(Shared::new(self.config.core.clone()));
+        for listener in self.listeners {
+            if let Ok(address) = listener.local_addr() {
+                info!("listening for MQTT on {address} (tcp)");
+            }
+            tokio::task::spawn_local(accept_loop(listener, Rc::clone(&shared)));
+        }
+        tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
+        shutdown.await;
+        info!(
+            "shutting down: disconnecting {} connection(s)",
+            shared.connection_count()
+        );
+        shared.shutdown();
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while shared.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            shared.closed.notified().await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let id = shared.next_connection_id();
+                tokio::task::spawn_local(connection::run(stream, peer, id, Rc::clone(&shared)));
+            }
+            Err(error) => {
+                // Typically out of file descriptors: back off briefly rather than spin.
+                warn!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn timer_loop(shared: Rc<Shared>, sys_interval: Option<Duration>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sys = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        shared.handle_timeout();
+        if let Some(interval) = sys_interval {
+            if last_sys.elapsed() >= interval {
+                last_sys = tokio::time::Instant::now();
+                shared.publish_sys();
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! State shared by the tasks of the one broker thread: the core, the wakers of connection
+//! tasks, the clock, and the byte counters.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use tern_core::{Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+pub(crate) struct Shared {
+    pub(crate) broker: RefCell<Broker>,
+    wakers: RefCell<HashMap<ConnectionId, Rc<Notify>>>,
+    epoch: Instant,
+    next_id: Cell<u64>,
+    pub(crate) bytes_received: Cell<u64>,
+    pub(crate) bytes_sent: Cell<u64>,
+    /// Signalled whenever a connection task ends (shutdown waits on it).
+    pub(crate) closed: Notify,
+    woken: RefCell<Vec<ConnectionId>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: tern_core::Config) -> Self {
+        let epoch = Instant::now();
+        Self {
+            broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
+            wakers: RefCell::new(HashMap::new()),
+            epoch,
+            next_id: Cell::new(1),
+            bytes_received: Cell::new(0),
+            bytes_sent: Cell::new(0),
+            closed: Notify::new(),
+            woken: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        ConnectionId(id)
+    }
+
+    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>) {
+        self.wakers.borrow_mut().insert(id, waker);
+        self.broker.borrow_mut().connection_opened(id, self.now());
+    }
+
+    pub(crate) fn unregister(&self, id: ConnectionId) {
+        self.broker.borrow_mut().connection_lost(id, self.now());
+        self.wakers.borrow_mut().remove(&id);
+        self.after_input();
+        self.closed.notify_waiters();
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.wakers.borrow().len()
+    }
+
+    /// After the core has taken input: wake every connection with new output, once, and log
+    /// what happened.
+    pub(crate) fn after_input(&self) {
+        let mut woken = self.woken.borrow_mut();
+        let mut broker = self.broker.borrow_mut();
+        broker.take_woken(&mut woken);
+        while let Some(event) = broker.poll_event() {
+            log_event(&event);
+        }
+        drop(broker);
+        let wakers = self.wakers.borrow();
+        for id in woken.drain(..) {
+            if let Some(waker) = wakers.get(&id) {
+                waker.notify_one();
+            }
+        }
+    }
+
+    pub(crate) fn handle_timeout(&self) {
+        self.broker.borrow_mut().handle_timeout(self.now());
+        self.after_input();
+    }
+
+    pub(crate) fn publish_sys(&self) {
+        let traffic = TrafficTotals {
+            bytes_received: self.bytes_received.get(),
+            bytes_sent: self.bytes_sent.get(),
+        };
+        self.broker
+            .borrow_mut()
+            .publish_sys(self.now(), traffic, env!("CARGO_PKG_VERSION"));
+        self.after_input();
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.broker.borrow_mut().shutdown(self.now());
+        self.after_input();
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Connected {
+            connection,
+            client_id,
+            version,
+            session_present,
+        } => {
+            info!(
+                conn = connection.0,
+                "client {client_id:?} connected ({version:?}, session present: {session_present})"
+            );
+        }
+        Event::Refused { connection, reason } => {
+            warn!(
+                conn = connection.0,
+                "connection refused: {}",
+                describe(reason)
+            );
+        }
+        Event::Disconnected {
+            connection,
+            client_id,
+            reason,
+            will_triggered,
+        } => {
+            info!(
+                conn = connection.0,
+                "client {client_id:?} disconnected: {} (will triggered: {will_triggered})",
+                describe(reason)
+            );
+        }
+        Event::SessionEnded { client_id } => debug!("session of {client_id:?} ended"),
+        Event::Dropped { client_id, reason } => {
+            debug!("message for {client_id:?} dropped: {reason:?}")
+        }
+    }
+}
+
+fn describe(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::ClientDisconnect => "client sent DISCONNECT".to_owned(),
+        CloseReason::ClientDisconnectWithWill => "client sent DISCONNECT with will".to_owned(),
+        CloseReason::ClientError(code) => format!("client sent DISCONNECT with {code:?}"),
+        CloseReason::ProtocolViolation(code, detail) => {
+            format!("protocol violation ({code:?}): {detail}")
+        }
+        CloseReason::Malformed(error) => format!("bad packet: {error}"),
+        CloseReason::KeepAliveTimeout => "keep alive timed out".to_owned(),
+        CloseReason::SessionTakenOver => "session taken over by a new connection".to_owned(),
+        CloseReason::ConnectTimeout => "no CONNECT in time".to_owned(),
+        CloseReason::ConnectionLost => "connection lost".to_owned(),
+        CloseReason::ServerShutdown => "server shutting down".to_owned(),
+        CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
+    }
+}

@@ -1,0 +1,130 @@
+//! The `tern serve` configuration file (TOML) and how command-line flags override it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tern_codec::QoS;
+use tern_core::Limits;
+
+/// The whole file. Every field has a default, so an empty file is a valid configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    #[serde(default)]
+    pub(crate) listener: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub(crate) limits: LimitsConfig,
+    /// Seconds between `$SYS` updates; 0 turns them off.
+    pub(crate) sys_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerConfig {
+    pub(crate) bind: SocketAddr,
+}
+
+/// Mirrors [`Limits`]; names carry their unit last.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsConfig {
+    packet_size_max_bytes: Option<u32>,
+    receive_maximum: Option<u16>,
+    inflight_count_max: Option<u16>,
+    queued_count_max: Option<usize>,
+    queued_bytes_max: Option<usize>,
+    outbox_qos0_count_max: Option<usize>,
+    topic_alias_max: Option<u16>,
+    session_expiry_max_secs: Option<u32>,
+    keep_alive_max_secs: Option<u16>,
+    qos_max: Option<u8>,
+    retain_available: Option<bool>,
+    subscriptions_per_session_max: Option<usize>,
+    topic_length_max_bytes: Option<usize>,
+    topic_levels_max: Option<usize>,
+    connect_timeout_secs: Option<u64>,
+}
+
+impl LimitsConfig {
+    pub(crate) fn to_limits(&self) -> anyhow::Result<Limits> {
+        let defaults = Limits::default();
+        let qos_max = match self.qos_max {
+            None => defaults.qos_max,
+            Some(value) => QoS::from_u8(value)
+                .with_context(|| format!("limits.qos_max must be 0, 1 or 2, not {value}"))?,
+        };
+        if self.receive_maximum == Some(0) || self.inflight_count_max == Some(0) {
+            bail!("limits.receive_maximum and limits.inflight_count_max must be at least 1");
+        }
+        if self.packet_size_max_bytes.is_some_and(|v| v < 64) {
+            bail!("limits.packet_size_max_bytes must be at least 64");
+        }
+        Ok(Limits {
+            packet_size_max_bytes: self
+                .packet_size_max_bytes
+                .unwrap_or(defaults.packet_size_max_bytes),
+            receive_maximum: self.receive_maximum.unwrap_or(defaults.receive_maximum),
+            inflight_count_max: self
+                .inflight_count_max
+                .unwrap_or(defaults.inflight_count_max),
+            queued_count_max: self.queued_count_max.unwrap_or(defaults.queued_count_max),
+            queued_bytes_max: self.queued_bytes_max.unwrap_or(defaults.queued_bytes_max),
+            outbox_qos0_count_max: self
+                .outbox_qos0_count_max
+                .unwrap_or(defaults.outbox_qos0_count_max),
+            topic_alias_max: self.topic_alias_max.unwrap_or(defaults.topic_alias_max),
+            session_expiry_max_secs: self
+                .session_expiry_max_secs
+                .unwrap_or(defaults.session_expiry_max_secs),
+            keep_alive_max_secs: self
+                .keep_alive_max_secs
+                .unwrap_or(defaults.keep_alive_max_secs),
+            qos_max,
+            retain_available: self.retain_available.unwrap_or(defaults.retain_available),
+            subscriptions_per_session_max: self
+                .subscriptions_per_session_max
+                .unwrap_or(defaults.subscriptions_per_session_max),
+            topic_length_max_bytes: self
+                .topic_length_max_bytes
+                .unwrap_or(defaults.topic_length_max_bytes),
+            topic_levels_max: self.topic_levels_max.unwrap_or(defaults.topic_levels_max),
+            connect_timeout_millis: self
+                .connect_timeout_secs
+                .map_or(defaults.connect_timeout_millis, |secs| {
+                    secs.saturating_mul(1000)
+                }),
+        })
+    }
+}
+
+/// Reads and checks a configuration file.
+pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+/// The listener addresses: flags win over the file; with neither, all interfaces on 1883.
+pub(crate) fn listeners(
+    file: &FileConfig,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+) -> Vec<SocketAddr> {
+    if bind.is_some() || port.is_some() || file.listener.is_empty() {
+        let ip = bind.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        return vec![SocketAddr::new(ip, port.unwrap_or(1883))];
+    }
+    file.listener.iter().map(|l| l.bind).collect()
+}
+
+/// `$SYS` interval: 10 seconds unless the file says otherwise.
+pub(crate) fn sys_interval(file: &FileConfig) -> Option<Duration> {
+    match file.sys_interval_secs {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => Some(Duration::from_secs(10)),
+    }
+}
