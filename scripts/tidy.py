@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Repository tidy rules that rustfmt and clippy do not cover.
+
+- Crate dependency rules from ARCHITECTURE.md (read from `cargo metadata`).
+- Source files stay focused: at most 800 lines under crates/*/src.
+- No leftover debugging or placeholder markers in committed Rust code.
+"""
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MAX_LINES = 800
+# crate -> (workspace crates it may depend on, external crates it must not use)
+RULES = {
+    "tern-codec": (set(), {"tokio", "mio", "async-std", "socket2"}),
+}
+MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")
+
+
+def dependency_problems():
+    meta = json.loads(
+        subprocess.check_output(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--locked"], cwd=ROOT
+        )
+    )
+    workspace = {p["name"] for p in meta["packages"]}
+    problems = []
+    for package in meta["packages"]:
+        rule = RULES.get(package["name"])
+        if rule is None:
+            continue
+        allowed, banned = rule
+        for dep in package["dependencies"]:
+            if dep.get("kind") == "dev":
+                continue
+            name = dep["name"]
+            if name in workspace and name not in allowed:
+                problems.append(f"{package['name']} must not depend on {name}")
+            if name in banned:
+                problems.append(f"{package['name']} must not use {name}")
+    return problems
+
+
+def source_problems():
+    problems = []
+    for path in sorted(ROOT.glob("crates/*/src/**/*.rs")):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(ROOT)
+        lines = text.count("\n")
+        if lines > MAX_LINES:
+            problems.append(f"{rel}: {lines} lines (limit {MAX_LINES}); split it by concern")
+        for number, line in enumerate(text.splitlines(), 1):
+            if MARKERS.search(line):
+                problems.append(f"{rel}:{number}: leftover marker: {line.strip()}")
+    return problems
+
+
+def main():
+    problems = dependency_problems() + source_problems()
+    for problem in problems:
+        print(f"tidy: {problem}")
+    if problems:
+        sys.exit(1)
+    print("tidy: ok")
+
+
+if __name__ == "__main__":
+    main()
