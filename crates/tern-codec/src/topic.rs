@@ -46,7 +46,9 @@ impl TopicName {
             match byte {
                 0 => return Err(DecodeError::Malformed("string contains U+0000")),
                 b'+' | b'#' => {
-                    return Err(DecodeError::TopicNameInvalid("topic name contains a wildcard"))
+                    return Err(DecodeError::TopicNameInvalid(
+                        "topic name contains a wildcard",
+                    ))
                 }
                 0x80.. => ascii = false,
                 _ => {}
