@@ -67,4 +67,6 @@ pub struct Config {
     pub limits: Limits,
     /// Prefix of client identifiers the broker assigns.
     pub assigned_id_prefix: String,
+    /// Whether the broker emits [`crate::store::StoreOp`]s for a durable store to apply.
+    pub persistence: bool,
 }

@@ -9,6 +9,7 @@
 //! - [`broker`]: the state machine and its handlers (connect, publish, subscribe, lifecycle).
 //! - [`session`], [`connection`]: per-session and per-connection state.
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
+//! - [`store`]: the changes a durable store applies, and the trait it implements.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod events;
 pub mod retained;
 pub mod session;
+pub mod store;
 pub mod tree;
 pub mod types;
 
@@ -26,4 +28,5 @@ pub use broker::Broker;
 pub use config::{Config, Limits};
 pub use connection::Transmit;
 pub use events::{CloseReason, DropReason, Event, Stats};
+pub use store::{MemoryStore, Snapshot, Store, StoreOp};
 pub use types::{ConnectionId, Message, SessionKey, SharedMessage, Time};

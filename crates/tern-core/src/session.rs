@@ -130,6 +130,8 @@ pub struct Session {
     pub will: Option<PendingWill>,
     /// When the will is due, once its connection has ended.
     pub will_at: Option<Time>,
+    /// Whether the durable store holds a record of this session.
+    pub persisted: bool,
 }
 
 impl Session {
@@ -152,6 +154,7 @@ impl Session {
             incoming_qos2: HashSet::new(),
             will: None,
             will_at: None,
+            persisted: false,
         }
     }
 
@@ -174,6 +177,32 @@ impl Session {
         self.queued_bytes += bytes;
         self.queue.push_back(delivery);
         Ok(())
+    }
+
+    /// Puts back a queued delivery recovered from the store, keeping its sequence number.
+    pub fn restore_queued(&mut self, delivery: Delivery) {
+        self.next_seq = self.next_seq.max(delivery.seq + 1);
+        self.queued_bytes += delivery.message.payload.len();
+        self.queue.push_back(delivery);
+    }
+
+    /// Puts back an in-flight delivery recovered from the store; it is resent (with DUP, or as
+    /// PUBREL) when the client reconnects.
+    pub fn restore_inflight(
+        &mut self,
+        packet_id: PacketId,
+        delivery: Delivery,
+        state: OutgoingState,
+    ) {
+        self.next_seq = self.next_seq.max(delivery.seq + 1);
+        self.used_ids.insert(packet_id.get());
+        self.outside_quota += 1;
+        self.inflight.push_back(Inflight {
+            packet_id,
+            delivery,
+            state,
+            holds_quota: false,
+        });
     }
 
     /// Takes the oldest queued delivery.

@@ -71,6 +71,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let core = tern_core::Config {
         limits: file.limits.to_limits()?,
         assigned_id_prefix: assigned_prefix(),
+        // The durable store is not wired in yet: state lives in memory.
+        persistence: false,
     };
     let server_config = ServerConfig {
         listeners: config::listeners(&file, args.bind, args.port),

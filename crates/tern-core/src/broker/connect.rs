@@ -153,6 +153,7 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.phase = Phase::Active(key);
         }
+        self.save_session(key);
         self.stats.clients_connected += 1;
 
         let mut properties = ConnAckProperties::default();

@@ -9,6 +9,7 @@ use super::{Broker, TimerKind};
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
 use crate::session::{PendingWill, EXPIRY_NEVER};
+use crate::store::StoreOp;
 use crate::types::{ConnectionId, Message, SessionKey, Time};
 
 impl Broker {
@@ -92,6 +93,7 @@ impl Broker {
             }
             let granted = expiry.min(self.config.limits.session_expiry_max_secs);
             self.session_mut(key).expiry_secs = granted;
+            self.save_session(key);
         }
         let reason = match disconnect.reason_code {
             ReasonCode::NORMAL_DISCONNECTION => CloseReason::ClientDisconnect,
@@ -120,10 +122,15 @@ impl Broker {
         }
         let client_id = session.client_id.clone();
         // A normal DISCONNECT deletes the will without publishing it (MQTT-3.1.2-10).
-        if reason == CloseReason::ClientDisconnect {
+        let forget_will = reason == CloseReason::ClientDisconnect && session.will.is_some();
+        if forget_will {
             session.will = None;
         }
         let expiry_secs = session.expiry_secs;
+        if forget_will {
+            self.save_session(key);
+        }
+        let session = self.session(key);
         let mut will_triggered = false;
         if let Some(delay) = session.will.as_ref().map(|w| w.delay_secs) {
             will_triggered = true;
@@ -164,6 +171,7 @@ impl Broker {
         let Some(PendingWill { will, .. }) = session.will.take() else {
             return;
         };
+        self.save_session(key);
         let props = will.properties;
         let properties = PublishProperties {
             payload_format_indicator: props.payload_format_indicator,
@@ -200,6 +208,9 @@ impl Broker {
         };
         for filter in session.subscriptions.keys() {
             self.subscriptions.remove(filter, key);
+        }
+        if session.persisted {
+            self.persist(StoreOp::SessionRemove(session.client_id.clone()));
         }
         self.session_ids.remove(&session.client_id);
         self.free_session_slots.push(key.0);

@@ -22,6 +22,8 @@ use crate::connection::{Connection, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
 use crate::retained::RetainedTree;
 use crate::session::Session;
+use crate::session::{OutgoingState, EXPIRY_NEVER};
+use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::tree::{Match, SubscriptionTree};
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
 
@@ -53,6 +55,8 @@ pub struct Broker {
     next_message_id: u64,
     next_assigned_id: u64,
     started_at: Time,
+    /// Changes for the durable store, when persistence is on.
+    store_ops: VecDeque<StoreOp>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
 }
@@ -75,6 +79,7 @@ impl Broker {
             next_message_id: 1,
             next_assigned_id: 1,
             started_at: now,
+            store_ops: VecDeque::new(),
             scratch: Vec::new(),
         }
     }
@@ -173,6 +178,13 @@ impl Broker {
                 out.push(id);
             }
         }
+    }
+
+    /// The next change for the durable store (only with `Config::persistence`). The runtime
+    /// applies them in order and writes the packets produced alongside only once they are
+    /// durable.
+    pub fn poll_store_op(&mut self) -> Option<StoreOp> {
+        self.store_ops.pop_front()
     }
 
     /// The next event for logs and observers.
@@ -296,6 +308,52 @@ impl Broker {
         self.close(id, reason, None, now);
     }
 
+    /// Records a change for the durable store.
+    fn persist(&mut self, op: StoreOp) {
+        if self.config.persistence {
+            self.store_ops.push_back(op);
+        }
+    }
+
+    /// Records a change to the deliveries of `key`, if the session outlives its connection.
+    fn persist_for(&mut self, key: SessionKey, op: impl FnOnce(MqttString) -> StoreOp) {
+        if self.config.persistence {
+            let session = self.session(key);
+            if session.expiry_secs != 0 {
+                let op = op(session.client_id.clone());
+                self.store_ops.push_back(op);
+            }
+        }
+    }
+
+    /// Records the session's durable record: set if it outlives its connection, else removed.
+    fn save_session(&mut self, key: SessionKey) {
+        if !self.config.persistence {
+            return;
+        }
+        let session = self.session_mut(key);
+        let op = if session.expiry_secs == 0 {
+            if !session.persisted {
+                return;
+            }
+            session.persisted = false;
+            StoreOp::SessionRemove(session.client_id.clone())
+        } else {
+            session.persisted = true;
+            StoreOp::SessionSet(SessionRecord {
+                client_id: session.client_id.clone(),
+                expiry_secs: session.expiry_secs,
+                subscriptions: session
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, info)| (filter.clone(), *info))
+                    .collect(),
+                will: session.will.clone(),
+            })
+        };
+        self.store_ops.push_back(op);
+    }
+
     fn uptime_secs(&self, now: Time) -> u64 {
         now.as_millis().saturating_sub(self.started_at.as_millis()) / 1000
     }
@@ -306,5 +364,67 @@ fn wake(woken: &mut Vec<ConnectionId>, id: ConnectionId, connection: &mut Connec
     if !connection.woken {
         connection.woken = true;
         woken.push(id);
+    }
+}
+
+impl Broker {
+    /// A broker rebuilt from what a durable store kept: retained messages, and sessions with
+    /// their subscriptions, queued and in-flight deliveries, incoming QoS 2 identifiers and
+    /// wills. Every recovered session counts as disconnected at `now`: its will is re-armed
+    /// (the broker stopped without the client's DISCONNECT) and its expiry starts again.
+    pub fn restore(config: Config, now: Time, snapshot: Snapshot) -> Self {
+        let mut broker = Self::new(config, now);
+        for message in snapshot.retained {
+            if !message.is_expired(now) {
+                let topic = message.topic.clone();
+                broker.retained.insert(&topic, message);
+            }
+        }
+        for stored in snapshot.sessions {
+            broker.restore_session(stored, now);
+        }
+        broker
+    }
+
+    fn restore_session(&mut self, stored: StoredSession, now: Time) {
+        let record = stored.record;
+        let mut session = Session::new(record.client_id, ProtocolVersion::V5);
+        session.expiry_secs = record.expiry_secs;
+        session.persisted = true;
+        session.will = record.will;
+        for packet_id in stored.incoming_qos2 {
+            session.incoming_qos2.insert(packet_id);
+        }
+        for (delivery, stage) in stored.deliveries {
+            match stage {
+                DeliveryStage::Queued => session.restore_queued(delivery),
+                DeliveryStage::Sent(packet_id) => {
+                    let state = match delivery.qos {
+                        tern_codec::QoS::ExactlyOnce => OutgoingState::AwaitPubRec,
+                        _ => OutgoingState::AwaitPubAck,
+                    };
+                    session.restore_inflight(packet_id, delivery, state);
+                }
+                DeliveryStage::Released(packet_id) => {
+                    session.restore_inflight(packet_id, delivery, OutgoingState::AwaitPubComp);
+                }
+            }
+        }
+        let key = self.insert_session(session);
+        for (filter, info) in record.subscriptions {
+            self.subscriptions.insert(&filter, key, info);
+            self.session_mut(key).subscriptions.insert(filter, info);
+        }
+        let expiry_secs = record.expiry_secs;
+        if let Some(delay) = self.session(key).will.as_ref().map(|w| w.delay_secs) {
+            let at = now.plus_secs(delay.min(expiry_secs));
+            self.session_mut(key).will_at = Some(at);
+            self.timers.insert((at, key, TimerKind::Will));
+        }
+        if expiry_secs != EXPIRY_NEVER {
+            let at = now.plus_secs(expiry_secs);
+            self.session_mut(key).expires_at = Some(at);
+            self.timers.insert((at, key, TimerKind::SessionExpiry));
+        }
     }
 }

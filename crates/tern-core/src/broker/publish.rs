@@ -11,6 +11,7 @@ use tern_codec::{
 use super::Broker;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
+use crate::store::{DeliveryStage, StoreOp};
 use crate::tree::Match;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
@@ -80,6 +81,11 @@ impl Broker {
                         return;
                     }
                     self.session_mut(key).incoming_qos2.insert(packet_id.get());
+                    self.persist_for(key, |client_id| StoreOp::IncomingQos2 {
+                        client_id,
+                        packet_id: packet_id.get(),
+                        pending: true,
+                    });
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, method B of 4.3.3).
                     if !self.accept_publish(key, publish, now) {
@@ -168,8 +174,10 @@ impl Broker {
             if message.payload.is_empty() {
                 // An empty retained message clears the topic (MQTT-3.3.1-6) and is not stored.
                 self.retained.remove(&message.topic);
+                self.persist(StoreOp::RetainedClear(message.topic.clone()));
             } else {
                 self.retained.insert(&message.topic, Arc::clone(&message));
+                self.persist(StoreOp::RetainedSet(Arc::clone(&message)));
             }
         }
         self.route(&message, now)
@@ -270,6 +278,12 @@ impl Broker {
             self.dropped(key, DropReason::QueueFull);
             return;
         }
+        if let Some(delivery) = self.session(key).queue.back().cloned() {
+            self.persist_for(key, |client_id| StoreOp::DeliveryQueued {
+                client_id,
+                delivery,
+            });
+        }
         if connection.is_some() {
             self.pump(key, now);
         }
@@ -299,7 +313,9 @@ impl Broker {
         let entry = &self.session(key).inflight[index];
         let publish = entry.delivery.to_publish(Some(entry.packet_id), true, now);
         if !self.fits_client(id, &publish) {
-            self.session_mut(key).remove_inflight(index);
+            if let Some(entry) = self.session_mut(key).remove_inflight(index) {
+                self.delivery_done(key, entry.delivery.seq);
+            }
             self.dropped(key, DropReason::TooLargeForClient);
             return false;
         }
@@ -332,6 +348,7 @@ impl Broker {
                 return;
             };
             if delivery.message.is_expired(now) {
+                self.delivery_done(key, delivery.seq);
                 self.dropped(key, DropReason::Expired);
                 continue;
             }
@@ -340,10 +357,17 @@ impl Broker {
             if !self.fits_client(id, &publish) {
                 // Too large for the client: discarded as if sent (MQTT-3.1.2-25).
                 self.session_mut(key).remove_inflight_id(packet_id);
+                self.delivery_done(key, delivery.seq);
                 self.dropped(key, DropReason::TooLargeForClient);
                 continue;
             }
+            let seq = delivery.seq;
             self.session_mut(key).push_inflight(packet_id, delivery);
+            self.persist_for(key, |client_id| StoreOp::DeliveryStage {
+                client_id,
+                seq,
+                stage: DeliveryStage::Sent(packet_id),
+            });
             self.send(id, Packet::Publish(publish));
         }
     }
@@ -362,6 +386,11 @@ impl Broker {
             .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
     }
 
+    /// Records that the delivery `seq` of `key` needs no more work.
+    fn delivery_done(&mut self, key: SessionKey, seq: u64) {
+        self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
+    }
+
     fn dropped(&mut self, key: SessionKey, reason: DropReason) {
         self.stats.publish_dropped += 1;
         let client_id = self.session(key).client_id.clone();
@@ -372,7 +401,9 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubAck => {
-                session.remove_inflight(index);
+                if let Some(entry) = session.remove_inflight(index) {
+                    self.delivery_done(key, entry.delivery.seq);
+                }
                 self.pump(key, now);
             }
             // An acknowledgement for nothing in flight (say, repeated after a reconnect) is ignored.
@@ -386,10 +417,18 @@ impl Broker {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubRec => {
                 if ack.reason_code.is_success() {
                     session.inflight[index].state = OutgoingState::AwaitPubComp;
+                    let seq = session.inflight[index].delivery.seq;
+                    self.persist_for(key, |client_id| StoreOp::DeliveryStage {
+                        client_id,
+                        seq,
+                        stage: DeliveryStage::Released(ack.packet_id),
+                    });
                     self.send(id, Packet::PubRel(Ack::new(ack.packet_id)));
                 } else {
                     // The client refused the message: the exchange ends here (MQTT-4.3.3-4).
-                    session.remove_inflight(index);
+                    if let Some(entry) = session.remove_inflight(index) {
+                        self.delivery_done(key, entry.delivery.seq);
+                    }
                     self.pump(key, now);
                 }
             }
@@ -408,7 +447,9 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubComp => {
-                session.remove_inflight(index);
+                if let Some(entry) = session.remove_inflight(index) {
+                    self.delivery_done(key, entry.delivery.seq);
+                }
                 self.pump(key, now);
             }
             _ => {}
@@ -420,6 +461,13 @@ impl Broker {
             .session_mut(key)
             .incoming_qos2
             .remove(&ack.packet_id.get());
+        if known {
+            self.persist_for(key, |client_id| StoreOp::IncomingQos2 {
+                client_id,
+                packet_id: ack.packet_id.get(),
+                pending: false,
+            });
+        }
         let mut comp = Ack::new(ack.packet_id);
         if !known {
             comp.reason_code = ReasonCode::PacketIdentifierNotFound;

@@ -72,6 +72,9 @@ impl Broker {
             properties: AckProperties::default(),
             reason_codes,
         };
+        // The record is saved before the SUBACK is released, so a durable store acknowledges
+        // only a subscription it holds.
+        self.save_session(key);
         self.send(id, Packet::SubAck(suback));
         for (message, granted, identifier) in retained_to_send {
             let delivery = Delivery {
@@ -115,6 +118,7 @@ impl Broker {
             properties: AckProperties::default(),
             reason_codes,
         };
+        self.save_session(key);
         self.send(id, Packet::UnsubAck(unsuback));
     }
 }

@@ -132,6 +132,7 @@ impl TestBroker {
         Self::with_config(Config {
             limits,
             assigned_id_prefix: "auto-".to_owned(),
+            ..Config::default()
         })
     }
 

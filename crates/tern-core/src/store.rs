@@ -1,0 +1,227 @@
+//! What must survive a restart, as a stream of changes the core emits ([`StoreOp`]), and the
+//! [`Store`] trait a durable store implements to apply them and give them back at start-up.
+//!
+//! The core never calls a store: like packets, store operations are output the runtime polls
+//! ([`crate::Broker::poll_store_op`]). The runtime applies a batch of them, and only once the
+//! store reports the batch durable does it write the acknowledgements produced with it. That
+//! is where group commit lives, outside the deterministic core.
+
+use std::collections::HashMap;
+
+use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
+
+use crate::session::{Delivery, PendingWill};
+use crate::tree::SubscriptionInfo;
+use crate::types::SharedMessage;
+
+/// The durable part of a session: who it is, how long it lives, what it subscribed to, its will.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// The client identifier.
+    pub client_id: MqttString,
+    /// Seconds the session outlives its connection.
+    pub expiry_secs: u32,
+    /// Its subscriptions.
+    pub subscriptions: Vec<(TopicFilter, SubscriptionInfo)>,
+    /// Its will, if the last connection left one.
+    pub will: Option<PendingWill>,
+}
+
+/// Where an outgoing QoS 1/2 delivery stands, as far as a restart must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStage {
+    /// Queued, not yet given a packet identifier.
+    Queued,
+    /// PUBLISH sent with this packet identifier; PUBACK or PUBREC awaited.
+    Sent(PacketId),
+    /// PUBREC received for this packet identifier; PUBCOMP awaited.
+    Released(PacketId),
+}
+
+/// One change to the durable state. Only sessions that outlive their connection are recorded.
+// Ops live briefly in one queue; boxing the larger variants would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum StoreOp {
+    /// A retained message was set or replaced.
+    RetainedSet(SharedMessage),
+    /// A topic's retained message was cleared.
+    RetainedClear(TopicName),
+    /// A session was created or its record changed.
+    SessionSet(SessionRecord),
+    /// A session ended; everything of it goes.
+    SessionRemove(MqttString),
+    /// A QoS 1/2 message was queued for a session.
+    DeliveryQueued {
+        /// The session.
+        client_id: MqttString,
+        /// The delivery, with its sequence number.
+        delivery: Delivery,
+    },
+    /// A queued delivery moved on.
+    DeliveryStage {
+        /// The session.
+        client_id: MqttString,
+        /// The delivery's sequence number.
+        seq: u64,
+        /// Where it stands now.
+        stage: DeliveryStage,
+    },
+    /// A delivery is complete (acknowledged, or dropped) and is forgotten.
+    DeliveryDone {
+        /// The session.
+        client_id: MqttString,
+        /// The delivery's sequence number.
+        seq: u64,
+    },
+    /// An incoming QoS 2 packet identifier was recorded (PUBLISH received) or released (PUBREL).
+    IncomingQos2 {
+        /// The session.
+        client_id: MqttString,
+        /// The packet identifier.
+        packet_id: u16,
+        /// True when recorded, false when released.
+        pending: bool,
+    },
+}
+
+/// A session as recovered from the store.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    /// Its record.
+    pub record: SessionRecord,
+    /// Its QoS 1/2 deliveries in sequence order, with where each stood.
+    pub deliveries: Vec<(Delivery, DeliveryStage)>,
+    /// Incoming QoS 2 packet identifiers not yet released.
+    pub incoming_qos2: Vec<u16>,
+}
+
+/// Everything a store gives back at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Retained messages.
+    pub retained: Vec<SharedMessage>,
+    /// Sessions that outlive their connections.
+    pub sessions: Vec<StoredSession>,
+}
+
+/// A durable home for the broker's state.
+pub trait Store {
+    /// Why an operation failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Applies a batch of changes; when this returns `Ok`, the batch is as durable as the store
+    /// promises (for example, fsynced).
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), Self::Error>;
+
+    /// Everything stored, to rebuild the broker at start-up.
+    fn load(&mut self) -> Result<Snapshot, Self::Error>;
+}
+
+/// A store in memory: the image a durable store would keep, for tests and for
+/// `durability = "none"`. It survives a broker rebuilt in the same process, not a process exit.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    retained: HashMap<TopicName, SharedMessage>,
+    sessions: HashMap<MqttString, MemorySession>,
+}
+
+#[derive(Debug)]
+struct MemorySession {
+    record: SessionRecord,
+    deliveries: std::collections::BTreeMap<u64, (Delivery, DeliveryStage)>,
+    incoming_qos2: std::collections::BTreeSet<u16>,
+}
+
+/// `MemoryStore` never fails.
+#[derive(Debug, thiserror::Error)]
+#[error("the memory store cannot fail")]
+pub struct Infallible;
+
+impl Store for MemoryStore {
+    type Error = Infallible;
+
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), Infallible> {
+        for op in ops {
+            match op {
+                StoreOp::RetainedSet(message) => {
+                    self.retained
+                        .insert(message.topic.clone(), SharedMessage::clone(message));
+                }
+                StoreOp::RetainedClear(topic) => {
+                    self.retained.remove(topic);
+                }
+                StoreOp::SessionSet(record) => {
+                    let entry = self
+                        .sessions
+                        .entry(record.client_id.clone())
+                        .or_insert_with(|| MemorySession {
+                            record: record.clone(),
+                            deliveries: Default::default(),
+                            incoming_qos2: Default::default(),
+                        });
+                    entry.record = record.clone();
+                }
+                StoreOp::SessionRemove(client_id) => {
+                    self.sessions.remove(client_id);
+                }
+                StoreOp::DeliveryQueued {
+                    client_id,
+                    delivery,
+                } => {
+                    if let Some(session) = self.sessions.get_mut(client_id) {
+                        session
+                            .deliveries
+                            .insert(delivery.seq, (delivery.clone(), DeliveryStage::Queued));
+                    }
+                }
+                StoreOp::DeliveryStage {
+                    client_id,
+                    seq,
+                    stage,
+                } => {
+                    if let Some(entry) = self
+                        .sessions
+                        .get_mut(client_id)
+                        .and_then(|s| s.deliveries.get_mut(seq))
+                    {
+                        entry.1 = *stage;
+                    }
+                }
+                StoreOp::DeliveryDone { client_id, seq } => {
+                    if let Some(session) = self.sessions.get_mut(client_id) {
+                        session.deliveries.remove(seq);
+                    }
+                }
+                StoreOp::IncomingQos2 {
+                    client_id,
+                    packet_id,
+                    pending,
+                } => {
+                    if let Some(session) = self.sessions.get_mut(client_id) {
+                        if *pending {
+                            session.incoming_qos2.insert(*packet_id);
+                        } else {
+                            session.incoming_qos2.remove(packet_id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<Snapshot, Infallible> {
+        let retained = self.retained.values().cloned().collect();
+        let sessions = self
+            .sessions
+            .values()
+            .map(|s| StoredSession {
+                record: s.record.clone(),
+                deliveries: s.deliveries.values().cloned().collect(),
+                incoming_qos2: s.incoming_qos2.iter().copied().collect(),
+            })
+            .collect();
+        Ok(Snapshot { retained, sessions })
+    }
+}

@@ -1,0 +1,156 @@
+//! The storage seam: everything that must survive a restart leaves the core as store
+//! operations, and a broker rebuilt from them resumes sessions, re-sends in-flight messages,
+//! delivers queued ones, keeps retained messages and keeps QoS 2 exactly-once.
+#![allow(clippy::expect_used)] // Test code: a panic is a failure.
+
+mod support;
+
+use support::*;
+use tern_codec::{Ack, Packet, ProtocolVersion};
+use tern_core::{Broker, Config, MemoryStore, Store};
+
+fn persistent_config() -> Config {
+    Config {
+        persistence: true,
+        assigned_id_prefix: "auto-".to_owned(),
+        ..Config::default()
+    }
+}
+
+/// Applies every store operation the broker emitted so far to `store`.
+fn flush_ops(t: &mut TestBroker, store: &mut MemoryStore) -> usize {
+    let mut ops = Vec::new();
+    while let Some(op) = t.broker.poll_store_op() {
+        ops.push(op);
+    }
+    store.apply(&ops).expect("memory store applies");
+    ops.len()
+}
+
+/// A broker "restarted": rebuilt from the store at the same time.
+fn restart(t: &mut TestBroker, store: &mut MemoryStore) {
+    let snapshot = store.load().expect("memory store loads");
+    t.broker = Broker::restore(persistent_config(), t.now, snapshot);
+}
+
+fn persistent_opts(version: ProtocolVersion) -> Opts {
+    match version {
+        V311 => Opts::new().resume(),
+        V5 => Opts::new().resume().expiry(3600),
+    }
+}
+
+fn payload(packet: &Packet) -> (String, bool, Option<u16>) {
+    match packet {
+        Packet::Publish(p) => (
+            String::from_utf8_lossy(&p.payload).into_owned(),
+            p.dup,
+            p.packet_id.map(|id| id.get()),
+        ),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+#[test]
+fn sessions_queues_inflight_and_retained_survive_a_restart() {
+    for version in VERSIONS {
+        let mut store = MemoryStore::default();
+        let mut t = TestBroker::with_config(persistent_config());
+        let sub = t.connect("sub", version, persistent_opts(version));
+        t.subscribe(&sub, "a/#", Q1);
+        let publisher = t.connect("pub", version, Opts::new());
+        t.send(&publisher, retained("a/r", "kept", Q1, 1));
+        t.send(&publisher, publish("a/x", "one", Q1, 2));
+        // The subscriber receives both but acknowledges neither: they stay in flight.
+        let first = t.recv(&sub);
+        assert_eq!(first.len(), 2, "{version:?}: {first:?}");
+        t.lose(&sub);
+        t.send(&publisher, publish("a/x", "two", Q1, 3));
+        t.send(&publisher, publish("a/x", "three", Q1, 4));
+        assert!(flush_ops(&mut t, &mut store) > 0);
+
+        restart(&mut t, &mut store);
+        let sub = t.connect("sub", version, persistent_opts(version));
+        assert!(
+            sub.connack.session_present,
+            "{version:?}: session resumed after restart"
+        );
+        let packets = t.recv(&sub);
+        let got: Vec<(String, bool)> = packets
+            .iter()
+            .map(|p| {
+                let (text, dup, _) = payload(p);
+                (text, dup)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("kept".to_owned(), true),
+                ("one".to_owned(), true),
+                ("two".to_owned(), false),
+                ("three".to_owned(), false)
+            ],
+            "{version:?}: in-flight re-sent with DUP first, then the queue, in order"
+        );
+        // A new subscriber still finds the retained message.
+        let late = t.connect("late", version, Opts::new());
+        t.subscribe(&late, "a/r", Q0);
+        let retained = t.recv(&late);
+        assert_eq!(retained.len(), 1, "{version:?}");
+        assert_eq!(payload(&retained[0]).0, "kept");
+    }
+}
+
+#[test]
+fn incoming_qos2_is_exactly_once_across_a_restart() {
+    for version in VERSIONS {
+        let mut store = MemoryStore::default();
+        let mut t = TestBroker::with_config(persistent_config());
+        let sub = t.connect("sub", version, Opts::new());
+        t.subscribe(&sub, "q2", Q2);
+        let publisher = t.connect("pub", version, persistent_opts(version));
+        t.send(&publisher, publish("q2", "once", Q2, 9));
+        assert_eq!(t.recv(&publisher), [Packet::PubRec(Ack::new(pid(9)))]);
+        assert_eq!(t.recv(&sub).len(), 1, "{version:?}: delivered once");
+        t.lose(&publisher);
+        t.lose(&sub);
+        flush_ops(&mut t, &mut store);
+
+        restart(&mut t, &mut store);
+        let sub = t.connect("sub2", version, Opts::new());
+        t.subscribe(&sub, "q2", Q2);
+        let publisher = t.connect("pub", version, persistent_opts(version));
+        assert!(publisher.connack.session_present);
+        // The publisher did not see PUBREC before the crash, so it sends the PUBLISH again.
+        t.send(
+            &publisher,
+            publish_with("q2", "once", Q2, 9, |p| p.dup = true),
+        );
+        assert_eq!(t.recv(&publisher), [Packet::PubRec(Ack::new(pid(9)))]);
+        t.expect_silent(&sub);
+        t.send(&publisher, Packet::PubRel(Ack::new(pid(9))));
+        assert_eq!(t.recv(&publisher), [Packet::PubComp(Ack::new(pid(9)))]);
+    }
+}
+
+#[test]
+fn nothing_is_recorded_without_persistence_or_for_clean_sessions() {
+    let mut t = TestBroker::new();
+    let sub = t.connect("sub", V5, Opts::new().resume().expiry(60));
+    t.subscribe(&sub, "x", Q1);
+    assert!(
+        t.broker.poll_store_op().is_none(),
+        "persistence is off by default"
+    );
+
+    let mut t = TestBroker::with_config(persistent_config());
+    let sub = t.connect("clean", V5, Opts::new());
+    t.subscribe(&sub, "x", Q1);
+    let publisher = t.connect("pub", V5, Opts::new());
+    t.send(&publisher, publish("x", "m", Q1, 1));
+    assert!(
+        t.broker.poll_store_op().is_none(),
+        "a session that ends with its connection is never stored"
+    );
+}
