@@ -12,6 +12,8 @@ use crate::types::{SessionKey, Time};
 pub enum Phase {
     /// The socket is open; CONNECT has not arrived.
     AwaitingConnect,
+    /// CONNECT arrived with an Authentication Method; AUTH packets are being exchanged.
+    Authenticating,
     /// CONNECT accepted; attached to a session.
     Active(SessionKey),
     /// The broker has decided to close it; only queued packets are still written.
@@ -59,6 +61,10 @@ pub struct Connection {
     pub disconnected_normally: bool,
     /// Whether the connection is already listed for the runtime to wake.
     pub woken: bool,
+    /// The enhanced authentication method the client chose, if any (MQTT 5).
+    pub auth_method: Option<tern_codec::MqttString>,
+    /// The CONNECT waiting for enhanced authentication to finish.
+    pub pending_connect: Option<Box<tern_codec::Connect>>,
 }
 
 impl Connection {
@@ -78,6 +84,8 @@ impl Connection {
             outbox_qos0: 0,
             disconnected_normally: false,
             woken: false,
+            auth_method: None,
+            pending_connect: None,
         }
     }
 

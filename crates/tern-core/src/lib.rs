@@ -9,10 +9,12 @@
 //! - [`broker`]: the state machine and its handlers (connect, publish, subscribe, lifecycle).
 //! - [`session`], [`connection`]: per-session and per-connection state.
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
+//! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -23,6 +25,7 @@ pub mod store;
 pub mod tree;
 pub mod types;
 
+pub use auth::{AllowAnonymous, AuthDecision, AuthRequest, Authenticator};
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits};

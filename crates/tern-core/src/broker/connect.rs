@@ -6,7 +6,10 @@ use tern_codec::{
     QoS, ReasonCode, PACKET_SIZE_MAX,
 };
 
+use bytes::Bytes;
+
 use super::Broker;
+use crate::auth::{AuthDecision, AuthRequest};
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
 use crate::session::{OutgoingState, PendingWill, Session, EXPIRY_NEVER};
@@ -35,7 +38,7 @@ impl Broker {
     }
 
     /// Answers CONNECT with a refusing CONNACK and closes.
-    fn refuse_connect(
+    pub(super) fn refuse_connect(
         &mut self,
         id: ConnectionId,
         version: ProtocolVersion,
@@ -60,11 +63,6 @@ impl Broker {
         self.run_due_timers(now);
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
-        if connect.properties.authentication_method.is_some() {
-            // No enhanced authentication method is installed yet.
-            self.refuse_connect(id, version, ReasonCode::BadAuthenticationMethod, now);
-            return;
-        }
         if let Some(will) = &connect.will {
             if will.qos > self.config.limits.qos_max {
                 self.refuse_connect(id, version, ReasonCode::QosNotSupported, now);
@@ -81,6 +79,34 @@ impl Broker {
             self.refuse_connect(id, version, ReasonCode::ClientIdentifierNotValid, now);
             return;
         }
+        let request = AuthRequest {
+            connection: id,
+            version,
+            client_id: &connect.client_id,
+            username: connect.username.as_ref(),
+            password: connect.password.as_deref(),
+            method: connect.properties.authentication_method.as_ref(),
+            data: connect.properties.authentication_data.as_deref(),
+        };
+        match self.authenticator.authenticate(&request) {
+            AuthDecision::Refuse(code) => self.refuse_connect(id, version, code, now),
+            AuthDecision::Continue { data } => self.begin_enhanced_auth(id, connect, data, now),
+            AuthDecision::Accept { data } => self.complete_connect(id, connect, data, now),
+        }
+    }
+
+    /// Accepts a CONNECT whose client is authenticated: attaches or creates its session and
+    /// answers CONNACK.
+    pub(super) fn complete_connect(
+        &mut self,
+        id: ConnectionId,
+        connect: Connect,
+        auth_data: Option<Bytes>,
+        now: Time,
+    ) {
+        let version = connect.protocol_version;
+        let v5 = version == ProtocolVersion::V5;
+        let assigned = connect.client_id.is_empty();
         let client_id = if assigned {
             self.assign_client_id()
         } else {
@@ -101,6 +127,7 @@ impl Broker {
             return;
         };
         connection.version = version;
+        connection.auth_method = connect.properties.authentication_method.clone();
         connection.keep_alive_grace_millis = u64::from(keep_alive) * 1500;
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         connection.client_packet_size_max =
@@ -166,6 +193,10 @@ impl Broker {
                 properties.session_expiry_interval = Some(expiry_secs);
             }
             properties.server_keep_alive = server_keep_alive;
+            if let Some(method) = connect.properties.authentication_method.clone() {
+                properties.authentication_method = Some(method);
+                properties.authentication_data = auth_data;
+            }
         }
         let connack = ConnAck {
             session_present,

@@ -34,15 +34,7 @@ impl Broker {
                 // A second CONNECT is a protocol violation (MQTT-3.1.0-2).
                 self.violation(id, ReasonCode::ProtocolError, "second CONNECT", now);
             }
-            Packet::Auth(_) => {
-                // No enhanced authentication is in progress, so AUTH is unexpected (MQTT-4.12.0-6).
-                self.violation(
-                    id,
-                    ReasonCode::ProtocolError,
-                    "AUTH without an authentication method",
-                    now,
-                );
-            }
+            Packet::Auth(auth) => self.handle_reauth(id, auth, now),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.violation(
                     id,
@@ -228,7 +220,12 @@ impl Broker {
                 .as_millis()
                 .saturating_sub(connection.last_activity.as_millis());
             match connection.phase {
-                Phase::AwaitingConnect if silent >= connect_timeout => {
+                Phase::AwaitingConnect | Phase::Authenticating
+                    if now
+                        .as_millis()
+                        .saturating_sub(connection.opened_at.as_millis())
+                        >= connect_timeout =>
+                {
                     overdue.push((id, CloseReason::ConnectTimeout));
                 }
                 // Keep alive: 1.5 times the interval without a packet closes the connection

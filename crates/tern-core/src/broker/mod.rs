@@ -5,6 +5,7 @@
 //! wake and events to log. It never touches a socket, a clock or a thread, so every protocol
 //! rule is testable by calling these methods directly.
 
+mod auth;
 mod connect;
 mod lifecycle;
 mod publish;
@@ -17,6 +18,7 @@ use tern_codec::{
     DecodeError, Disconnect, MqttString, Packet, PacketType, ProtocolVersion, ReasonCode,
 };
 
+use crate::auth::{AllowAnonymous, Authenticator};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
@@ -57,6 +59,8 @@ pub struct Broker {
     started_at: Time,
     /// Changes for the durable store, when persistence is on.
     store_ops: VecDeque<StoreOp>,
+    /// Decides CONNECT credentials and AUTH exchanges.
+    authenticator: Box<dyn Authenticator>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
 }
@@ -80,6 +84,7 @@ impl Broker {
             next_assigned_id: 1,
             started_at: now,
             store_ops: VecDeque::new(),
+            authenticator: Box::new(AllowAnonymous),
             scratch: Vec::new(),
         }
     }
@@ -96,6 +101,12 @@ impl Broker {
         stats.subscriptions = self.subscriptions.len() as u64;
         stats.sessions = (self.sessions.len() - self.free_session_slots.len()) as u64;
         stats
+    }
+
+    /// Installs the authentication hook (the default lets everyone in without enhanced
+    /// authentication).
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = authenticator;
     }
 
     /// A new network connection has opened.
@@ -123,6 +134,7 @@ impl Broker {
                     self.refuse(id, reason, now);
                 }
             },
+            Phase::Authenticating => self.handle_authenticating(id, packet, now),
             Phase::Active(session) => self.handle_active(id, session, packet, now),
         }
     }
@@ -134,6 +146,10 @@ impl Broker {
         };
         match connection.phase {
             Phase::AwaitingConnect => self.refuse_undecodable_connect(id, error, now),
+            Phase::Authenticating => {
+                let code = error.reason_code();
+                self.close(id, CloseReason::Malformed(error), Some(code), now);
+            }
             Phase::Active(_) => {
                 // Only DISCONNECT reason codes may be sent (MQTT-3.14.2-1): a CONNECT of an
                 // unsupported level is, after the first, a second CONNECT (MQTT-3.1.0-2).
@@ -276,10 +292,12 @@ impl Broker {
         let session = match connection.phase {
             Phase::Closing => return,
             Phase::Active(session) => Some(session),
-            Phase::AwaitingConnect => None,
+            Phase::AwaitingConnect | Phase::Authenticating => None,
         };
-        if let (Some(code), ProtocolVersion::V5, Some(_)) =
-            (disconnect, connection.version, session)
+        // The protocol level is known once CONNECT was accepted or enhanced authentication began.
+        let version_known = session.is_some() || connection.phase == Phase::Authenticating;
+        if let (Some(code), ProtocolVersion::V5, true) =
+            (disconnect, connection.version, version_known)
         {
             connection
                 .outbox

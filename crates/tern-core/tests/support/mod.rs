@@ -344,7 +344,7 @@ impl TestBroker {
             .expect("connection opened through the harness")
     }
 
-    fn take_closed(&mut self, id: ConnectionId) -> bool {
+    pub(crate) fn take_closed(&mut self, id: ConnectionId) -> bool {
         let closed = std::mem::take(&mut self.wire(id).closed);
         if closed {
             // The runtime finishes a close the broker asked for by reporting the socket gone.
@@ -355,7 +355,7 @@ impl TestBroker {
     }
 
     /// Drains `id`'s outbox through the codec of its protocol level.
-    fn drain(&mut self, id: ConnectionId) -> Vec<Packet> {
+    pub(crate) fn drain(&mut self, id: ConnectionId) -> Vec<Packet> {
         let mut woken = Vec::new();
         self.broker.take_woken(&mut woken);
         self.woken.extend(woken);
