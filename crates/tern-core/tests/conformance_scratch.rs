@@ -9,7 +9,11 @@ fn probe_suback_size() {
     let mut connect = connect_packet("c", V5, &Opts::new());
     connect.properties.maximum_packet_size = Some(40);
     let (id, packets, closed) = tb.try_connect(connect);
-    println!("connack {:?} closed {closed} size {}", packets, encode(&packets[0], V5).len());
+    println!(
+        "connack {:?} closed {closed} size {}",
+        packets,
+        encode(&packets[0], V5).len()
+    );
     let names: Vec<String> = (0..60).map(|n| format!("f{n}")).collect();
     let filters: Vec<(&str, tern_codec::QoS)> = names.iter().map(|n| (n.as_str(), Q0)).collect();
     tb.send_to(id, V5, subscribe(1, &filters));
@@ -31,5 +35,9 @@ fn probe_suback_size() {
     let mut connect = connect_packet("d", V5, &Opts::new());
     connect.properties.maximum_packet_size = Some(8);
     let (_id, packets, closed) = tb.try_connect(connect);
-    println!("connack {:?} closed {closed} size {}", packets, encode(&packets[0], V5).len());
+    println!(
+        "connack {:?} closed {closed} size {}",
+        packets,
+        encode(&packets[0], V5).len()
+    );
 }

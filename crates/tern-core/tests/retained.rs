@@ -299,3 +299,28 @@ fn sys_topics_are_retained_and_not_matched_by_hash() {
         [retained("$SYS/broker/version", "test", Q0, 0)]
     );
 }
+
+/// An expired retained message leaves the broker (and the retained count) once its time has
+/// passed, not only the deliveries.
+#[test]
+fn expired_retained_messages_are_purged() {
+    for version in [V5] {
+        let mut t = TestBroker::new();
+        let publisher = t.connect("p", version, Opts::new());
+        t.send(
+            &publisher,
+            publish_with("gone/soon", "x", Q0, 0, |p| {
+                p.retain = true;
+                p.properties.message_expiry_interval = Some(2);
+            }),
+        );
+        t.send(&publisher, retained("stays", "y", Q0, 0));
+        assert_eq!(t.stats().retained, 2);
+        t.advance_secs(3);
+        assert_eq!(
+            t.stats().retained,
+            1,
+            "{version:?}: the expired one is gone"
+        );
+    }
+}

@@ -252,6 +252,20 @@ impl Broker {
 
     /// Publishes the wills and ends the sessions that are due at `now`.
     pub(super) fn run_due_timers(&mut self, now: Time) {
+        // Expired retained messages leave memory and the store, not only the deliveries.
+        while let Some((at, id, _)) = self.retained_expiry.first() {
+            if *at > now {
+                break;
+            }
+            let id = *id;
+            let Some((_, _, topic)) = self.retained_expiry.pop_first() else {
+                break;
+            };
+            if self.retained.get(&topic).is_some_and(|m| m.id == id) {
+                self.retained.remove(&topic);
+                self.persist(StoreOp::RetainedClear(topic));
+            }
+        }
         while let Some(&(at, key, kind)) = self.timers.first() {
             if at > now {
                 break;
@@ -281,7 +295,9 @@ impl Broker {
     /// The earliest time [`Broker::handle_timeout`] has work for a will or an expiring session.
     /// Connection deadlines are checked on every call; the runtime calls at least once a second.
     pub fn next_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|&(at, _, _)| at)
+        let session = self.timers.first().map(|&(at, _, _)| at);
+        let retained = self.retained_expiry.first().map(|(at, _, _)| *at);
+        session.into_iter().chain(retained).min()
     }
 
     pub(super) fn next_message_id(&mut self) -> u64 {

@@ -15,7 +15,7 @@ pub mod sys;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use tern_codec::{
-    DecodeError, Disconnect, MqttString, Packet, PacketType, ProtocolVersion, ReasonCode,
+    DecodeError, Disconnect, MqttString, Packet, PacketType, ProtocolVersion, ReasonCode, TopicName,
 };
 
 use crate::auth::{AllowAnonymous, Authenticator};
@@ -50,6 +50,9 @@ pub struct Broker {
     retained: RetainedTree<SharedMessage>,
     /// Will and expiry deadlines; an entry is stale once the session's own field disagrees.
     timers: BTreeSet<(Time, SessionKey, TimerKind)>,
+    /// Retained messages with an expiry, by when they expire (message id tells whether the
+    /// topic still holds the same message).
+    retained_expiry: BTreeSet<(Time, u64, TopicName)>,
     /// Connections with something new to write, each listed once.
     woken: Vec<ConnectionId>,
     events: VecDeque<Event>,
@@ -77,6 +80,7 @@ impl Broker {
             subscriptions: SubscriptionTree::new(),
             retained: RetainedTree::new(),
             timers: BTreeSet::new(),
+            retained_expiry: BTreeSet::new(),
             woken: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -395,6 +399,11 @@ impl Broker {
         for message in snapshot.retained {
             if !message.is_expired(now) {
                 let topic = message.topic.clone();
+                if let Some(at) = message.expires_at {
+                    broker
+                        .retained_expiry
+                        .insert((at, message.id, topic.clone()));
+                }
                 broker.retained.insert(&topic, message);
             }
         }

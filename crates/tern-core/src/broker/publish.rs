@@ -177,6 +177,10 @@ impl Broker {
                 self.persist(StoreOp::RetainedClear(message.topic.clone()));
             } else {
                 self.retained.insert(&message.topic, Arc::clone(&message));
+                if let Some(at) = message.expires_at {
+                    self.retained_expiry
+                        .insert((at, message.id, message.topic.clone()));
+                }
                 self.persist(StoreOp::RetainedSet(Arc::clone(&message)));
             }
         }
