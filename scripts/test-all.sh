@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Every check Tern's CI runs, in order: formatting, lints, the no_std build of the codec, the
-# repository tidy rules, the conformance matrix and the whole test suite.
+# repository tidy rules, the conformance matrix, the Rust test suite, and the black-box interop
+# suite (paho-mqtt, raw sockets and the mosquitto command-line clients against `tern serve`).
+# It installs what the tests need first (Debian's mosquitto and mosquitto-clients, a Python
+# venv at .venv with paho-mqtt and pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+
+step "test dependencies (mosquitto, mosquitto-clients, Python venv)"
+./scripts/setup-test-deps.sh
 
 step "rustfmt"
 cargo fmt --all -- --check
@@ -23,3 +29,7 @@ python3 scripts/check_conformance.py
 
 step "tests"
 cargo test --workspace --locked
+
+step "interop: real clients against tern serve"
+cargo build -p tern --locked
+TERN_BIN="$PWD/target/debug/tern" .venv/bin/pytest tests/interop -q
