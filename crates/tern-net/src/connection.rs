@@ -16,6 +16,8 @@ use crate::shared::Shared;
 
 /// Read buffer size to start with; it grows for larger packets and shrinks back when idle.
 const READ_BUFFER_INITIAL_BYTES: usize = 4 * 1024;
+/// How long one batch may take to write before the client is deemed stalled and dropped.
+const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
@@ -114,7 +116,14 @@ async fn flush(
         if write_buf.is_empty() {
             return Ok(close);
         }
-        stream.write_all(write_buf).await?;
+        // A client that stops reading must not pin its connection (and this task) for ever.
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, stream.write_all(write_buf)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                debug!(conn = id.0, "write stalled for {WRITE_STALL_TIMEOUT:?}: closing");
+                return Ok(true);
+            }
+        }
         shared
             .bytes_sent
             .set(shared.bytes_sent.get() + write_buf.len() as u64);
