@@ -417,3 +417,23 @@ fn oversize_resend_is_dropped() {
     );
     assert_eq!(tb.stats().publish_dropped, 1);
 }
+
+/// A 3.1.1 client is never told a Receive Maximum, so the broker does not hold it to one: its
+/// open QoS 2 exchanges are bounded by the packet identifiers alone.
+#[test]
+fn v311_clients_are_not_held_to_receive_maximum() {
+    let mut tb = TestBroker::with_limits(Limits {
+        receive_maximum: 2,
+        ..Limits::default()
+    });
+    let client = tb.connect("c", V311, Opts::new());
+    tb.send_all(
+        &client,
+        [
+            publish("t", "1", Q2, 1),
+            publish("t", "2", Q2, 2),
+            publish("t", "3", Q2, 3),
+        ],
+    );
+    assert_eq!(tb.recv(&client), [pubrec(1), pubrec(2), pubrec(3)]);
+}

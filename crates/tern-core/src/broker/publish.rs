@@ -69,8 +69,12 @@ impl Broker {
                 let mut ack = Ack::new(packet_id);
                 if !session.incoming_qos2.contains(&packet_id.get()) {
                     // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
-                    if session.incoming_qos2.len()
-                        >= usize::from(self.config.limits.receive_maximum)
+                    // A 3.1.1 client never hears of it; its open exchanges are bounded by the
+                    // 65,535 packet identifiers instead.
+                    let v5 = session.version == ProtocolVersion::V5;
+                    if v5
+                        && session.incoming_qos2.len()
+                            >= usize::from(self.config.limits.receive_maximum)
                     {
                         self.violation(
                             id,
