@@ -437,3 +437,22 @@ fn v311_clients_are_not_held_to_receive_maximum() {
     );
     assert_eq!(tb.recv(&client), [pubrec(1), pubrec(2), pubrec(3)]);
 }
+
+/// MQTT-3.1.2-24: nothing larger than the client's Maximum Packet Size is sent to it. A reply
+/// that cannot fit (a SUBACK for 60 filters, to a client accepting 40 bytes) is not sent; the
+/// connection is closed instead, with a DISCONNECT that fits.
+#[test]
+fn v5_mqtt_3_1_2_24_a_reply_that_cannot_fit_closes_the_connection() {
+    let mut tb = TestBroker::new();
+    let client = tb.connect("c", V5, Opts::new().max_packet_size(40));
+    let names: Vec<String> = (0..60).map(|i| format!("f/{i}")).collect();
+    let filters: Vec<(&str, tern_codec::QoS)> = names.iter().map(|n| (n.as_str(), Q0)).collect();
+    tb.send(&client, subscribe(1, &filters));
+    assert_eq!(
+        tb.expect_closed(&client),
+        [disconnect(ReasonCode::ImplementationSpecificError)]
+    );
+    // A reply that fits is sent as usual.
+    let other = tb.connect("d", V5, Opts::new().max_packet_size(40));
+    tb.subscribe(&other, "f/1", Q0);
+}

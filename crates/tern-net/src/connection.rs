@@ -120,7 +120,10 @@ async fn flush(
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, stream.write_all(write_buf)).await {
             Ok(written) => written?,
             Err(_) => {
-                debug!(conn = id.0, "write stalled for {WRITE_STALL_TIMEOUT:?}: closing");
+                debug!(
+                    conn = id.0,
+                    "write stalled for {WRITE_STALL_TIMEOUT:?}: closing"
+                );
                 return Ok(true);
             }
         }

@@ -248,6 +248,7 @@ impl Broker {
             self.close(id, reason, code, now);
         }
         self.run_due_timers(now);
+        self.close_oversized(now);
     }
 
     /// Publishes the wills and ends the sessions that are due at `now`.

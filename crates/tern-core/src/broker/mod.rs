@@ -15,7 +15,8 @@ pub mod sys;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use tern_codec::{
-    DecodeError, Disconnect, MqttString, Packet, PacketType, ProtocolVersion, ReasonCode, TopicName,
+    ConnAck, ConnAckProperties, DecodeError, Disconnect, MqttString, Packet, PacketType,
+    ProtocolVersion, ReasonCode, TopicName,
 };
 
 use crate::auth::{AllowAnonymous, Authenticator};
@@ -60,6 +61,8 @@ pub struct Broker {
     next_message_id: u64,
     next_assigned_id: u64,
     started_at: Time,
+    /// Connections whose next reply would exceed their Maximum Packet Size, to be closed.
+    oversized: Vec<ConnectionId>,
     /// Changes for the durable store, when persistence is on.
     store_ops: VecDeque<StoreOp>,
     /// Decides CONNECT credentials and AUTH exchanges.
@@ -88,6 +91,7 @@ impl Broker {
             next_assigned_id: 1,
             started_at: now,
             store_ops: VecDeque::new(),
+            oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             scratch: Vec::new(),
         }
@@ -141,6 +145,7 @@ impl Broker {
             Phase::Authenticating => self.handle_authenticating(id, packet, now),
             Phase::Active(session) => self.handle_active(id, session, packet, now),
         }
+        self.close_oversized(now);
     }
 
     /// Bytes on `id` failed to decode: answer with the reason code the error names and close.
@@ -164,6 +169,7 @@ impl Broker {
             }
             Phase::Closing => {}
         }
+        self.close_oversized(now);
     }
 
     /// The socket of `id` closed or failed, or the runtime finished closing it.
@@ -175,6 +181,7 @@ impl Broker {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
         self.connections.remove(&id);
+        self.close_oversized(now);
     }
 
     /// Takes the next thing to do on `id`'s socket.
@@ -235,6 +242,7 @@ impl Broker {
                 now,
             );
         }
+        self.close_oversized(now);
     }
 
     // ---- internals shared by the submodules ----
@@ -276,8 +284,33 @@ impl Broker {
             if connection.phase == Phase::Closing {
                 return;
             }
+            // Nothing larger than the client's Maximum Packet Size may reach it (MQTT-3.1.2-24).
+            // PUBLISH packets are checked (and dropped) by their callers; any other packet that
+            // does not fit cannot be left out without breaking the exchange, so the connection
+            // is closed once the current input is handled.
+            let limited = connection.client_packet_size_max != u32::MAX;
+            if limited && !matches!(packet, Packet::Publish(_)) && !fits(connection, &packet) {
+                self.oversized.push(id);
+                return;
+            }
             connection.outbox.push_back(Transmit::Packet(packet));
             wake(&mut self.woken, id, connection);
+        }
+    }
+
+    /// Closes the connections whose next reply would have exceeded their Maximum Packet Size.
+    fn close_oversized(&mut self, now: Time) {
+        while let Some(id) = self.oversized.pop() {
+            let reason = CloseReason::ProtocolViolation(
+                ReasonCode::ImplementationSpecificError,
+                "a reply would exceed the client's Maximum Packet Size",
+            );
+            self.close(
+                id,
+                reason,
+                Some(ReasonCode::ImplementationSpecificError),
+                now,
+            );
         }
     }
 
@@ -298,14 +331,26 @@ impl Broker {
             Phase::Active(session) => Some(session),
             Phase::AwaitingConnect | Phase::Authenticating => None,
         };
-        // The protocol level is known once CONNECT was accepted or enhanced authentication began.
-        let version_known = session.is_some() || connection.phase == Phase::Authenticating;
-        if let (Some(code), ProtocolVersion::V5, true) =
-            (disconnect, connection.version, version_known)
-        {
-            connection
-                .outbox
-                .push_back(Transmit::Packet(Packet::Disconnect(Disconnect::new(code))));
+        if let (Some(code), ProtocolVersion::V5) = (disconnect, connection.version) {
+            // Before CONNACK only CONNACK may say why (MQTT-3.2.0-1); after it, DISCONNECT.
+            let farewell = match connection.phase {
+                Phase::Active(_) => Some(Packet::Disconnect(Disconnect::new(code))),
+                Phase::Authenticating => {
+                    let code = Some(code)
+                        .filter(|c| c.allowed_in(PacketType::ConnAck))
+                        .unwrap_or(ReasonCode::ProtocolError);
+                    let connack = ConnAck {
+                        session_present: false,
+                        reason_code: code,
+                        properties: ConnAckProperties::default(),
+                    };
+                    Some(Packet::ConnAck(Box::new(connack)))
+                }
+                _ => None,
+            };
+            if let Some(packet) = farewell.filter(|p| fits(connection, p)) {
+                connection.outbox.push_back(Transmit::Packet(packet));
+            }
         }
         connection.phase = Phase::Closing;
         connection.outbox.push_back(Transmit::Close);
@@ -379,6 +424,14 @@ impl Broker {
     fn uptime_secs(&self, now: Time) -> u64 {
         now.as_millis().saturating_sub(self.started_at.as_millis()) / 1000
     }
+}
+
+/// Whether `packet` fits the client's Maximum Packet Size.
+fn fits(connection: &Connection, packet: &Packet) -> bool {
+    connection.client_packet_size_max == u32::MAX
+        || packet
+            .encoded_len(connection.version)
+            .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
 }
 
 /// Marks `connection` to be woken once, however many packets are queued before the runtime looks.

@@ -51,5 +51,6 @@ impl Broker {
             };
             self.accept_message(Arc::new(message), now);
         }
+        self.close_oversized(now);
     }
 }
