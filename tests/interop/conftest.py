@@ -382,3 +382,10 @@ def clients(broker: Broker) -> Iterator[Clients]:
 def names() -> Names:
     """Client identifiers and topics that no other test uses."""
     return Names()
+
+
+# More options with a mosquitto equivalent (see MOSQUITTO_EQUIVALENTS above).
+MOSQUITTO_EQUIVALENTS.update({
+    "limits.packet_size_max_bytes": lambda v: f"max_packet_size {int(v)}",
+    "sys_interval_secs": lambda v: f"sys_interval {int(v)}",
+})

@@ -601,3 +601,88 @@ class RawClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------
+# More builders and parsers (UNSUBSCRIBE, acknowledgements with reason codes)
+# ---------------------------------------------------------------------------
+
+def unsubscribe(packet_id: int, filters: Iterable[str] | str, *, version: int = V311,
+                properties: Properties | None = None) -> bytes:
+    """Build an UNSUBSCRIBE for one filter or several."""
+    if isinstance(filters, str):
+        filters = [filters]
+    body = struct.pack("!H", packet_id)
+    if version == V5:
+        body += encode_properties(properties)
+    for topic_filter in filters:
+        body += utf8(topic_filter)
+    return packet(UNSUBSCRIBE, 0x02, body)
+
+
+@dataclass
+class Ack:
+    """A PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK or UNSUBACK.
+
+    ``codes`` holds the single reason code of a publish acknowledgement (0 when the 5.0
+    packet omits it, and always for 3.1.1) or the per-filter codes of SUBACK / UNSUBACK
+    (empty for a 3.1.1 UNSUBACK).
+    """
+
+    type: int
+    packet_id: int
+    codes: list[int]
+    properties: dict[int, PropertyValue] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> int:
+        return self.codes[0] if self.codes else 0
+
+
+def parse_ack(pkt: Packet, version: int = V311) -> Ack:
+    """Decode any acknowledgement that starts with a packet identifier."""
+    if pkt.type not in (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK):
+        raise MalformedPacket(f"expected an acknowledgement, got {pkt!r}")
+    if len(pkt.body) < 2:
+        raise MalformedPacket(f"acknowledgement too short: {pkt!r}")
+    packet_id = packet_id_of(pkt)
+    pos = 2
+    props: dict[int, PropertyValue] = {}
+    if pkt.type in (SUBACK, UNSUBACK):
+        if version == V5:
+            props, pos = decode_properties(pkt.body, pos)
+        return Ack(pkt.type, packet_id, list(pkt.body[pos:]), props)
+    codes = [0]
+    if version == V5 and len(pkt.body) > 2:
+        codes = [pkt.body[2]]
+        if len(pkt.body) > 3:
+            props, end = decode_properties(pkt.body, 3)
+            if end != len(pkt.body):
+                raise MalformedPacket(f"trailing bytes in {pkt!r}")
+    elif len(pkt.body) != 2:
+        raise MalformedPacket(f"3.1.1 {pkt.name} must have 2 body bytes: {pkt!r}")
+    return Ack(pkt.type, packet_id, codes, props)
+
+
+def receive_publishes(raw: RawClient, count: int, version: int = V311,
+                      timeout: float = 5.0) -> list[Publish]:
+    """Read ``count`` PUBLISH packets, completing each QoS flow as a well-behaved client
+    (PUBACK; PUBREC, then PUBCOMP for the PUBREL), and return them in arrival order.
+    Returns once every QoS 2 flow it started has been completed."""
+    got: list[Publish] = []
+    open_flows: set[int] = set()
+    while len(got) < count or open_flows:
+        pkt = raw.recv_packet(timeout)
+        if pkt.type == PUBREL:
+            packet_id = packet_id_of(pkt)
+            open_flows.discard(packet_id)
+            raw.send(pubcomp(packet_id, version=version))
+            continue
+        pub = parse_publish(pkt, version)
+        got.append(pub)
+        if pub.qos == 1:
+            raw.send(puback(pub.packet_id, version=version))
+        elif pub.qos == 2:
+            open_flows.add(pub.packet_id)
+            raw.send(pubrec(pub.packet_id, version=version))
+    return got

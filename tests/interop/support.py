@@ -347,3 +347,52 @@ class Clients:
             else:
                 client.close()
         self._open.clear()
+
+
+# ---------------------------------------------------------------------------
+# More paho conveniences
+# ---------------------------------------------------------------------------
+
+def subscribe_properties(**values: Any) -> Properties:
+    """paho SUBSCRIBE properties, e.g. ``subscribe_properties(SubscriptionIdentifier=7)``."""
+    props = Properties(PacketTypes.SUBSCRIBE)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+def drain(messages: "queue.Queue[Any]", timeout: float = QUIET) -> list[Any]:
+    """Everything that arrives on ``messages`` until it has been quiet for ``timeout`` s."""
+    got: list[Any] = []
+    while True:
+        try:
+            got.append(messages.get(timeout=timeout))
+        except queue.Empty:
+            return got
+
+
+class _TaggingQueue:
+    """Stands in for a PahoClient's message queue, forwarding (client id, message) pairs."""
+
+    def __init__(self, target: "queue.Queue[tuple[str, Message]]", tag: str) -> None:
+        self.target, self.tag = target, tag
+
+    def put(self, item: Message) -> None:
+        self.target.put((self.tag, item))
+
+
+def merge_messages(*members: PahoClient) -> "queue.Queue[tuple[str, Message]]":
+    """One queue receiving (client id, message) for every message of every member, from now
+    on (for checks spanning several clients, such as a shared subscription's members)."""
+    merged: "queue.Queue[tuple[str, Message]]" = queue.Queue()
+    for member in members:
+        member.messages = _TaggingQueue(merged, member.client_id)  # type: ignore[assignment]
+    return merged
+
+
+def next_from(messages: "queue.Queue[Any]", timeout: float = TIMEOUT) -> Any:
+    """The next item of a queue, or an AssertionError after ``timeout`` s."""
+    try:
+        return messages.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"nothing arrived within {timeout} s")

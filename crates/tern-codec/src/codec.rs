@@ -44,6 +44,22 @@ pub fn parse_frame(buf: &[u8], max_packet_size: u32) -> Result<Option<Frame>, De
     }))
 }
 
+/// The protocol level a CONNECT at the front of `buf` asks for, if enough of it has arrived.
+///
+/// Lets a server answer a CONNECT it will not decode (one too large, say) in the client's own
+/// protocol version.
+pub fn connect_protocol_level(buf: &[u8]) -> Option<u8> {
+    if buf.first()? >> 4 != 1 {
+        return None;
+    }
+    let (_, len_len) = decode_varint(buf.get(1..)?).ok()??;
+    let name = buf.get(1 + len_len..)?;
+    match name {
+        [0x00, 0x04, b'M', b'Q', b'T', b'T', level, ..] => Some(*level),
+        _ => None,
+    }
+}
+
 /// Decodes packets one at a time from a growing read buffer.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -100,5 +116,25 @@ impl Decoder {
             self.version = connect.protocol_version;
         }
         Ok(Some(decoded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_level_is_read_from_a_partial_connect() {
+        // CONNECT declaring 2000 bytes, of which only the protocol name and level arrived.
+        assert_eq!(
+            connect_protocol_level(b"\x10\xD0\x0F\x00\x04MQTT\x05"),
+            Some(5)
+        );
+        assert_eq!(
+            connect_protocol_level(b"\x10\x0C\x00\x04MQTT\x04\x02"),
+            Some(4)
+        );
+        assert_eq!(connect_protocol_level(b"\x10\xD0\x0F\x00\x04MQT"), None);
+        assert_eq!(connect_protocol_level(b"\x30\x05\x00\x04MQTT\x05"), None);
     }
 }

@@ -27,6 +27,9 @@ pub enum DecodeError {
     /// A topic name breaks the topic name rules (answer 0x90 Topic Name invalid).
     #[error("invalid topic name: {0}")]
     TopicNameInvalid(&'static str),
+    /// A PUBLISH carries Topic Alias 0 (answer 0x94 Topic Alias invalid, 3.3.2.3.4).
+    #[error("invalid topic alias: {0}")]
+    TopicAliasInvalid(&'static str),
     /// A topic filter breaks the topic filter rules (answer 0x8F Topic Filter invalid).
     #[error("invalid topic filter: {0}")]
     TopicFilterInvalid(&'static str),
@@ -42,6 +45,7 @@ impl DecodeError {
             Self::UnsupportedProtocolVersion(_) => ReasonCode::UnsupportedProtocolVersion,
             Self::TopicNameInvalid(_) => ReasonCode::TopicNameInvalid,
             Self::TopicFilterInvalid(_) => ReasonCode::TopicFilterInvalid,
+            Self::TopicAliasInvalid(_) => ReasonCode::TopicAliasInvalid,
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod string;
 pub mod topic;
 mod wire;
 
-pub use codec::{parse_frame, Decoder, Frame, PACKET_SIZE_MAX};
+pub use codec::{connect_protocol_level, parse_frame, Decoder, Frame, PACKET_SIZE_MAX};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     Ack, Auth, ConnAck, Connect, Disconnect, FilterList, Packet, PacketId, PacketType,

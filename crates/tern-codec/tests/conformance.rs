@@ -710,7 +710,8 @@ fn v5_mqtt_3_3_2_8() {
         let block = cat(&[&[0x23], &alias]);
         frame(0x30, &cat(&[&str16(b"t"), &props(V5, &block), b"x"]))
     };
-    reject(V5, &with_alias([0, 0]), PROTOCOL);
+    // Section 3.3.2.3.4: a receiver answers Topic Alias 0 with DISCONNECT 0x94.
+    reject(V5, &with_alias([0, 0]), ReasonCode::TopicAliasInvalid);
     let publish = publish_of(accept(V5, &with_alias([0, 1])));
     assert_eq!(publish.properties.topic_alias, Some(1));
 }

@@ -63,6 +63,8 @@ pub struct Connection {
     pub woken: bool,
     /// The enhanced authentication method the client chose, if any (MQTT 5).
     pub auth_method: Option<tern_codec::MqttString>,
+    /// The protocol level a CONNECT that could not be decoded asked for, if it could be read.
+    pub level_hint: Option<u8>,
     /// The CONNECT waiting for enhanced authentication to finish.
     pub pending_connect: Option<Box<tern_codec::Connect>>,
 }
@@ -85,6 +87,7 @@ impl Connection {
             disconnected_normally: false,
             woken: false,
             auth_method: None,
+            level_hint: None,
             pending_connect: None,
         }
     }

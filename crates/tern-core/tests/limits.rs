@@ -456,3 +456,28 @@ fn v5_mqtt_3_1_2_24_a_reply_that_cannot_fit_closes_the_connection() {
     let other = tb.connect("d", V5, Opts::new().max_packet_size(40));
     tb.subscribe(&other, "f/1", Q0);
 }
+
+/// An MQTT 5 CONNECT larger than the broker's maximum is answered with CONNACK 0x95 when its
+/// protocol level could be read; a 3.1.1 one is closed without a reply.
+#[test]
+fn oversized_connect_is_refused_in_the_clients_version() {
+    let too_large = DecodeError::PacketTooLarge {
+        size: 2048,
+        max: 1024,
+    };
+    let mut tb = TestBroker::new();
+    let id = tb.open();
+    tb.broker.hint_protocol_level(id, 5);
+    tb.broker.handle_decode_error(id, too_large, tb.now);
+    let packets = tb.drain(id);
+    assert!(tb.take_closed(id));
+    assert!(
+        matches!(packets.as_slice(), [Packet::ConnAck(c)] if c.reason_code == ReasonCode::PacketTooLarge),
+        "{packets:?}"
+    );
+    let id = tb.open();
+    tb.broker.hint_protocol_level(id, 4);
+    tb.broker.handle_decode_error(id, too_large, tb.now);
+    assert!(tb.drain(id).is_empty());
+    assert!(tb.take_closed(id));
+}

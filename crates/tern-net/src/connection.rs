@@ -69,6 +69,9 @@ fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf
                 Ok(Some(packet)) => broker.handle_packet(id, packet, now),
                 Ok(None) => break,
                 Err(error) => {
+                    if let Some(level) = tern_codec::connect_protocol_level(read_buf) {
+                        broker.hint_protocol_level(id, level);
+                    }
                     broker.handle_decode_error(id, error, now);
                     read_buf.clear();
                     break;

@@ -544,7 +544,7 @@ impl PublishProperties {
                 PropertyId::TopicAlias => {
                     let alias = block.u16()?;
                     if alias == 0 {
-                        return Err(DecodeError::Protocol("topic alias of 0"));
+                        return Err(DecodeError::TopicAliasInvalid("topic alias of 0"));
                     }
                     once(&mut props.topic_alias, alias)?;
                 }

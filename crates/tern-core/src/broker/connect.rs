@@ -33,8 +33,17 @@ impl Broker {
                 };
                 self.refuse_connect(id, version, ReasonCode::UnsupportedProtocolVersion, now);
             }
+            // An MQTT 5 client is told its CONNECT was too large (CONNACK 0x95); a 3.1.1
+            // client has no such code and is closed.
+            DecodeError::PacketTooLarge { .. } if self.level_hint(id) == Some(5) => {
+                self.refuse_connect(id, ProtocolVersion::V5, ReasonCode::PacketTooLarge, now);
+            }
             _ => self.refuse(id, CloseReason::Malformed(error), now),
         }
+    }
+
+    fn level_hint(&self, id: ConnectionId) -> Option<u8> {
+        self.connections.get(&id).and_then(|c| c.level_hint)
     }
 
     /// Answers CONNECT with a refusing CONNACK and closes.

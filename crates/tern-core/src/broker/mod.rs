@@ -172,6 +172,16 @@ impl Broker {
         self.close_oversized(now);
     }
 
+    /// Tells the core which protocol level a CONNECT that is about to fail decoding asked for
+    /// (see `tern_codec::connect_protocol_level`), so the refusal can be in the client's version.
+    pub fn hint_protocol_level(&mut self, id: ConnectionId, level: u8) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            if connection.phase == Phase::AwaitingConnect {
+                connection.level_hint = Some(level);
+            }
+        }
+    }
+
     /// The socket of `id` closed or failed, or the runtime finished closing it.
     pub fn connection_lost(&mut self, id: ConnectionId, now: Time) {
         let Some(connection) = self.connections.get(&id) else {
