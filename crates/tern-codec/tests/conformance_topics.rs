@@ -10,9 +10,9 @@ use std::str::FromStr;
 
 use bytes::{Bytes, BytesMut};
 use tern_codec::{
-    filter_matches, DecodeError, Decoder, EncodeError, FilterList, MqttString, Packet, PacketId,
-    ProtocolVersion, Publish, ReasonCode, Subscribe, SubscribeProperties, SubscriptionList,
-    TopicFilter, TopicName, Unsubscribe, UnsubscribeProperties, PACKET_SIZE_MAX,
+    filter_matches, EncodeError, FilterList, MqttString, Packet, PacketId, ProtocolVersion,
+    Publish, ReasonCode, Subscribe, SubscribeProperties, SubscriptionList, TopicFilter, TopicName,
+    Unsubscribe, UnsubscribeProperties,
 };
 
 /// Declares one `#[test]` per normative statement, named after it, whose body runs the check.
@@ -21,6 +21,9 @@ macro_rules! statements {
         $($(#[$doc])+ #[test] fn $name() $body)+
     };
 }
+
+mod wire_builders;
+use wire_builders::{cat, decode, frame, props, str16};
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -38,45 +41,6 @@ const ILL_FORMED: [&[u8]; 5] = [
     b"\xE2\x82",
     b"\xED\xBF\xBF",
 ];
-
-/// A frame: `first` byte, remaining length (minimal variable byte integer), `body`.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        out.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
-}
-
-fn str16(bytes: &[u8]) -> Vec<u8> {
-    cat(&[&(bytes.len() as u16).to_be_bytes(), bytes])
-}
-
-/// The property length byte (for blocks under 128 bytes) followed by the block, in 5.0 only.
-fn props(v: ProtocolVersion, block: &[u8]) -> Vec<u8> {
-    match v {
-        ProtocolVersion::V311 => Vec::new(),
-        ProtocolVersion::V5 => cat(&[&[block.len() as u8], block]),
-    }
-}
-
-fn decode(v: ProtocolVersion, wire: &[u8]) -> Result<Packet, DecodeError> {
-    let mut buf = BytesMut::from(wire);
-    let packet = Decoder::new(v, PACKET_SIZE_MAX).decode(&mut buf)?;
-    assert!(buf.is_empty(), "one whole frame");
-    Ok(packet.expect("the frame is complete"))
-}
 
 fn accept(v: ProtocolVersion, wire: &[u8]) -> Packet {
     decode(v, wire).unwrap_or_else(|e| panic!("{:02X?} refused: {e}", &wire[..16.min(wire.len())]))
