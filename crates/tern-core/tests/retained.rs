@@ -319,3 +319,26 @@ fn expired_retained_messages_are_purged() {
     t.advance_secs(3);
     assert_eq!(t.stats().retained, 1, "the expired one is gone");
 }
+
+/// Retained messages for a wildcard subscription arrive in topic order, the same on every run.
+#[test]
+fn retained_messages_for_a_wildcard_arrive_in_topic_order() {
+    for version in VERSIONS {
+        let mut t = TestBroker::new();
+        let publisher = t.connect("p", version, Opts::new());
+        for name in ["s/c", "s/a", "s/b/x", "s/b"] {
+            t.send(&publisher, retained(name, name, Q0, 0));
+        }
+        let subscriber = t.connect("s", version, Opts::new());
+        t.subscribe(&subscriber, "s/#", Q0);
+        let topics: Vec<String> = t
+            .recv(&subscriber)
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p.topic.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(topics, ["s/a", "s/b", "s/b/x", "s/c"], "{version:?}");
+    }
+}

@@ -60,11 +60,14 @@ impl Broker {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
+                let first = retained_to_send.len();
                 self.retained.for_each_match(&filter, |message| {
                     if !message.is_expired(now) {
                         retained_to_send.push((Arc::clone(message), options.qos, identifier));
                     }
                 });
+                // In topic order: the same on every run, and easy to read for a person.
+                retained_to_send[first..].sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
             }
         }
         let suback = SubAck {
