@@ -25,11 +25,6 @@ impl TopicName {
         if name.is_empty() {
             return Err(DecodeError::TopicNameInvalid("topic name is empty"));
         }
-        Self::new_allow_empty(name)
-    }
-
-    /// Validates a topic name taken from a PUBLISH, where empty means "use the topic alias".
-    pub(crate) fn new_allow_empty(name: MqttString) -> Result<Self, DecodeError> {
         if name.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
             return Err(DecodeError::TopicNameInvalid(
                 "topic name contains a wildcard",

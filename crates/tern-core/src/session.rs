@@ -301,15 +301,4 @@ impl Session {
         }
         Some(entry)
     }
-
-    /// Forgets everything a clean start discards: subscriptions are the caller's to unindex.
-    pub fn clear_state(&mut self) {
-        self.subscriptions.clear();
-        self.inflight.clear();
-        self.used_ids.clear();
-        self.outside_quota = 0;
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.incoming_qos2.clear();
-    }
 }

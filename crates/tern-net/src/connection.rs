@@ -47,7 +47,7 @@ pub(crate) async fn run(
             }
             () = waker.notified() => {}
         }
-        closing = flush(&shared, id, &mut decoder, &mut write_buf, &mut stream)
+        closing = flush(&shared, id, &mut write_buf, &mut stream)
             .await
             .unwrap_or(true);
         if read_buf.is_empty() && read_buf.capacity() > 4 * READ_BUFFER_INITIAL_BYTES {
@@ -86,7 +86,6 @@ fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf
 async fn flush(
     shared: &Shared,
     id: ConnectionId,
-    decoder: &mut Decoder,
     write_buf: &mut BytesMut,
     stream: &mut TcpStream,
 ) -> std::io::Result<bool> {
@@ -95,7 +94,6 @@ async fn flush(
         {
             let mut broker = shared.broker.borrow_mut();
             let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
-            decoder.set_version(version);
             while write_buf.len() < WRITE_BATCH_BYTES_MAX {
                 match broker.poll_transmit(id) {
                     Some(Transmit::Packet(packet)) => {

@@ -265,12 +265,12 @@ impl Broker {
                 self.dropped(key, DropReason::OutboxFull);
                 return;
             }
-            let publish = delivery.to_publish(None, false, now);
+            let publish = Packet::Publish(delivery.to_publish(None, false, now));
             if self.fits_client(id, &publish) {
                 if let Some(connection) = self.connections.get_mut(&id) {
                     connection.outbox_qos0 += 1;
                 }
-                self.send(id, Packet::Publish(publish));
+                self.send(id, publish);
             } else {
                 self.dropped(key, DropReason::TooLargeForClient);
             }
@@ -319,7 +319,7 @@ impl Broker {
         now: Time,
     ) -> bool {
         let entry = &self.session(key).inflight[index];
-        let publish = entry.delivery.to_publish(Some(entry.packet_id), true, now);
+        let publish = Packet::Publish(entry.delivery.to_publish(Some(entry.packet_id), true, now));
         if !self.fits_client(id, &publish) {
             if let Some(entry) = self.session_mut(key).remove_inflight(index) {
                 self.delivery_done(key, entry.delivery.seq);
@@ -328,7 +328,7 @@ impl Broker {
             return false;
         }
         self.session_mut(key).take_quota(index);
-        self.send(id, Packet::Publish(publish));
+        self.send(id, publish);
         true
     }
 
@@ -361,7 +361,7 @@ impl Broker {
                 continue;
             }
             let packet_id = self.session_mut(key).allocate_packet_id();
-            let publish = delivery.to_publish(Some(packet_id), false, now);
+            let publish = Packet::Publish(delivery.to_publish(Some(packet_id), false, now));
             if !self.fits_client(id, &publish) {
                 // Too large for the client: discarded as if sent (MQTT-3.1.2-25).
                 self.session_mut(key).remove_inflight_id(packet_id);
@@ -376,22 +376,15 @@ impl Broker {
                 seq,
                 stage: DeliveryStage::Sent(packet_id),
             });
-            self.send(id, Packet::Publish(publish));
+            self.send(id, publish);
         }
     }
 
     /// Whether the encoded PUBLISH fits the client's Maximum Packet Size.
-    fn fits_client(&self, id: ConnectionId, publish: &Publish) -> bool {
-        let Some(connection) = self.connections.get(&id) else {
-            return false;
-        };
-        if connection.client_packet_size_max == u32::MAX {
-            return true;
-        }
-        let packet = Packet::Publish(publish.clone());
-        packet
-            .encoded_len(connection.version)
-            .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
+    fn fits_client(&self, id: ConnectionId, packet: &Packet) -> bool {
+        self.connections
+            .get(&id)
+            .is_some_and(|connection| super::fits(connection, packet))
     }
 
     /// Records that the delivery `seq` of `key` needs no more work.
