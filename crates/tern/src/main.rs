@@ -1,5 +1,6 @@
-//! The `tern` command line: `serve` runs the broker.
+//! The `tern` command line: `serve` runs the broker, `bench` loads one.
 
+mod bench;
 mod config;
 
 use std::io::IsTerminal;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the broker (with no options: all interfaces, port 1883).
     Serve(ServeArgs),
+    /// Load-test a broker: fan-in, fan-out, pairs, shared, latency, connections, retained.
+    Bench(tern_bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +49,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

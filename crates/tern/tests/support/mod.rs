@@ -50,6 +50,14 @@ impl Tern {
     }
 }
 
+impl Tern {
+    /// The broker's process identifier.
+    #[allow(dead_code)] // Not every test binary that shares this module reads it.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Tern {
     fn drop(&mut self) {
         let _ = self.child.kill();
