@@ -7,17 +7,21 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use tern_codec::{Decoder, ProtocolVersion};
 use tern_core::{ConnectionId, Transmit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::shared::Shared;
 
-/// Read buffer size to start with; it grows for larger packets and shrinks back when idle.
-const READ_BUFFER_INITIAL_BYTES: usize = 4 * 1024;
+/// Smallest read: what a read reserves at first, and after quiet spells.
+const READ_CHUNK_MIN_BYTES: usize = 512;
+/// Largest read: a busy connection's reads double up to this.
+const READ_CHUNK_MAX_BYTES: usize = 64 * 1024;
 /// How long one batch may take to write before the client is deemed stalled and dropped.
 const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A write buffer up to this size is kept however little of it the last batch used.
+const WRITE_KEEP_BYTES: usize = 1024;
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
@@ -31,18 +35,41 @@ pub(crate) async fn run(
     shared.register(id, Rc::clone(&waker));
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
-    let mut read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
+    // An idle connection holds no buffer at all: one is reserved when the socket is readable,
+    // sized by how much the last reads brought, and dropped once everything in it is decoded.
+    let mut read_buf = BytesMut::new();
+    let mut read_chunk = READ_CHUNK_MIN_BYTES;
     let mut write_buf = BytesMut::new();
     let mut closing = false;
     while !closing {
         tokio::select! {
-            read = stream.read_buf(&mut read_buf) => {
-                match read {
-                    Ok(0) | Err(_) => break,
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    break;
+                }
+                if read_buf.capacity() - read_buf.len() < read_chunk / 2 {
+                    read_buf.reserve(read_chunk);
+                }
+                let room = read_buf.capacity() - read_buf.len();
+                match stream.try_read_buf(&mut read_buf) {
+                    Ok(0) => break,
                     Ok(n) => {
                         shared.bytes_received.set(shared.bytes_received.get() + n as u64);
+                        read_chunk = next_read_chunk(read_chunk, n, room);
                         decode_all(&shared, id, &mut decoder, &mut read_buf);
+                        // A quiet connection gives its buffer back; a busy one reads on into
+                        // the rest of it.
+                        if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
+                            read_buf = BytesMut::new();
+                        }
                     }
+                    // Readiness can be stale; the buffer reserved for nothing goes back.
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        if read_buf.is_empty() {
+                            read_buf = BytesMut::new();
+                        }
+                    }
+                    Err(_) => break,
                 }
             }
             () = waker.notified() => {}
@@ -50,13 +77,22 @@ pub(crate) async fn run(
         closing = flush(&shared, id, &mut write_buf, &mut stream)
             .await
             .unwrap_or(true);
-        if read_buf.is_empty() && read_buf.capacity() > 4 * READ_BUFFER_INITIAL_BYTES {
-            read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
-        }
     }
     let _ = stream.shutdown().await;
     debug!(conn = id.0, "connection from {peer} closed");
     shared.unregister(id);
+}
+
+/// The next read size: double after a read that filled its room, halve after one that used
+/// under a quarter of it.
+fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
+    if read >= room {
+        (chunk * 2).min(READ_CHUNK_MAX_BYTES)
+    } else if read < room / 4 {
+        (chunk / 2).max(READ_CHUNK_MIN_BYTES)
+    } else {
+        chunk
+    }
 }
 
 /// Feeds every complete packet in `read_buf` to the core, then wakes whoever got output.
@@ -131,12 +167,15 @@ async fn flush(
         shared
             .bytes_sent
             .set(shared.bytes_sent.get() + write_buf.len() as u64);
+        // Keep the buffer while batches fill it; give it back once they no longer do, so a
+        // quiet connection holds (almost) nothing.
+        let written = write_buf.len();
         write_buf.clear();
+        if write_buf.capacity() > WRITE_KEEP_BYTES && written < write_buf.capacity() / 4 {
+            *write_buf = BytesMut::new();
+        }
         if close {
             return Ok(true);
-        }
-        if write_buf.capacity() > 4 * WRITE_BATCH_BYTES_MAX {
-            *write_buf = BytesMut::new();
         }
     }
 }
