@@ -127,7 +127,7 @@ pub struct Session {
     /// Packet identifiers of incoming QoS 2 publishes received but not yet released.
     pub incoming_qos2: HashSet<u16>,
     /// The will of the current (or last) connection.
-    pub will: Option<PendingWill>,
+    pub will: Option<Box<PendingWill>>,
     /// When the will is due, once its connection has ended.
     pub will_at: Option<Time>,
     /// Whether the durable store holds a record of this session.

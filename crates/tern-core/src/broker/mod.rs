@@ -39,6 +39,9 @@ enum TimerKind {
     SessionExpiry,
 }
 
+/// Outbox capacity (in packets) a drained connection gives back rather than keeps.
+const OUTBOX_KEEP_MAX: usize = 16;
+
 /// The broker state machine.
 #[derive(Debug)]
 pub struct Broker {
@@ -197,7 +200,14 @@ impl Broker {
     /// Takes the next thing to do on `id`'s socket.
     pub fn poll_transmit(&mut self, id: ConnectionId) -> Option<Transmit> {
         let connection = self.connections.get_mut(&id)?;
-        let transmit = connection.outbox.pop_front()?;
+        let Some(transmit) = connection.outbox.pop_front() else {
+            // Drained. A packet is a few hundred bytes, so even a small outbox kept by every
+            // idle connection adds up: give it back (a busy connection's large one is kept).
+            if connection.outbox.capacity() <= OUTBOX_KEEP_MAX {
+                connection.outbox = VecDeque::new();
+            }
+            return None;
+        };
         if let Transmit::Packet(Packet::Publish(publish)) = &transmit {
             self.stats.publish_sent += 1;
             if publish.packet_id.is_none() {
@@ -425,7 +435,7 @@ impl Broker {
                     .iter()
                     .map(|(filter, info)| (filter.clone(), *info))
                     .collect(),
-                will: session.will.clone(),
+                will: session.will.as_deref().cloned(),
             })
         };
         self.store_ops.push_back(op);
@@ -481,7 +491,7 @@ impl Broker {
         let mut session = Session::new(record.client_id, ProtocolVersion::V5);
         session.expiry_secs = record.expiry_secs;
         session.persisted = true;
-        session.will = record.will;
+        session.will = record.will.map(Box::new);
         for packet_id in stored.incoming_qos2 {
             session.incoming_qos2.insert(packet_id);
         }
