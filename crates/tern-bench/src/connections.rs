@@ -90,6 +90,9 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     };
     let cpu = report::cpu_time().saturating_sub(cpu_start);
     let wall = start.elapsed();
+    if args.hold > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    }
     drop(open);
     let per = match (rss_before, rss_after) {
         (Some(before), Some(after)) if connections > 0 => {

@@ -122,6 +122,9 @@ pub struct BenchArgs {
     /// Connection attempts in progress at once (connections).
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Seconds to hold the idle connections open after measuring them (connections).
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
     /// Keep alive of the idle connections, in seconds.
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
