@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use tern_codec::{Decoder, ProtocolVersion};
 use tern_core::{ConnectionId, Transmit};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::shared::Shared;
@@ -31,8 +31,7 @@ pub(crate) async fn run(
     id: ConnectionId,
     shared: Rc<Shared>,
 ) {
-    let waker = Rc::new(Notify::new());
-    shared.register(id, Rc::clone(&waker));
+    shared.register(id);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
     // An idle connection holds no buffer at all: one is reserved when the socket is readable,
@@ -42,11 +41,19 @@ pub(crate) async fn run(
     let mut write_buf = BytesMut::new();
     let mut closing = false;
     while !closing {
-        tokio::select! {
-            ready = stream.readable() => {
-                if ready.is_err() {
-                    break;
-                }
+        // One poll for both sources: the socket's readiness and the core's output flag, so the
+        // task's resting state holds no futures of its own.
+        let ready = std::future::poll_fn(|cx| match stream.poll_read_ready(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending if shared.poll_woken(id, cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        match ready {
+            // Woken for output only: flushed below.
+            None => {}
+            Some(Err(_)) => break,
+            Some(Ok(())) => {
                 if read_buf.capacity() - read_buf.len() < read_chunk / 2 {
                     read_buf.reserve(read_chunk);
                 }
@@ -54,7 +61,9 @@ pub(crate) async fn run(
                 match stream.try_read_buf(&mut read_buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        shared.bytes_received.set(shared.bytes_received.get() + n as u64);
+                        shared
+                            .bytes_received
+                            .set(shared.bytes_received.get() + n as u64);
                         read_chunk = next_read_chunk(read_chunk, n, room);
                         decode_all(&shared, id, &mut decoder, &mut read_buf);
                         // A quiet connection gives its buffer back; a busy one reads on into
@@ -72,7 +81,6 @@ pub(crate) async fn run(
                     Err(_) => break,
                 }
             }
-            () = waker.notified() => {}
         }
         closing = flush(&shared, id, &mut write_buf, &mut stream)
             .await

@@ -46,7 +46,8 @@ const OUTBOX_KEEP_MAX: usize = 16;
 #[derive(Debug)]
 pub struct Broker {
     config: Config,
-    connections: HashMap<ConnectionId, Connection>,
+    /// Boxed: a hash table keeps spare slots, and a spare slot costs the value's size.
+    connections: HashMap<ConnectionId, Box<Connection>>,
     sessions: Vec<Option<Session>>,
     free_session_slots: Vec<u32>,
     session_ids: HashMap<MqttString, SessionKey>,
@@ -122,7 +123,7 @@ impl Broker {
 
     /// A new network connection has opened.
     pub fn connection_opened(&mut self, id: ConnectionId, now: Time) {
-        let previous = self.connections.insert(id, Connection::new(now));
+        let previous = self.connections.insert(id, Box::new(Connection::new(now)));
         debug_assert!(previous.is_none(), "connection ids are unique");
     }
 
