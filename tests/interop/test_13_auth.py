@@ -19,13 +19,14 @@ import queue
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import mqtt_raw
-from conftest import REPO_ROOT, Broker, BrokerError
+from conftest import LISTENING, REPO_ROOT, Broker, BrokerError
 from support import BROKER_KIND, QUIET, TIMEOUT, Names, PahoClient, expect_no_message
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="Tern's own auth configuration")
@@ -402,3 +403,48 @@ def test_passwd_round_trip(tmp_path: Path):
     missing = passwd(file, "u1", None, "-D")
     assert missing.returncode != 0 and "no user" in missing.stderr
     assert (file.stat().st_mode & 0o077) == 0
+
+
+def test_each_listener_uses_its_own_profile(tmp_path: Path):
+    assert passwd(tmp_path / "passwd", "alice", "wonderland").returncode == 0
+    (tmp_path / "tern.toml").write_text("""
+[[listener]]
+bind = "127.0.0.1:0"
+auth = "local"
+
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.local]
+anonymous = true
+
+[auth.default]
+password_file = "passwd"
+""", encoding="utf-8")
+    proc = subprocess.Popen([str(tern_bin()), "serve", "--config", str(tmp_path / "tern.toml")],
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ports: "queue.Queue[int]" = queue.Queue()
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                found = LISTENING.search(line)
+                if found:
+                    ports.put(int(found.group("port")))
+
+        threading.Thread(target=read, daemon=True).start()
+        open_port = ports.get(timeout=15)
+        locked_port = ports.get(timeout=15)
+        names = Names()
+        for port, code in [(open_port, 0), (locked_port, 0x05)]:
+            with mqtt_raw.RawClient("127.0.0.1", port) as c:
+                assert c.connect(names.client(str(port)), version=mqtt_raw.V311).code == code
+        with mqtt_raw.RawClient("127.0.0.1", locked_port) as c:
+            ack = c.connect(names.client("pw"), version=mqtt_raw.V311, username="alice",
+                            password=b"wonderland")
+            assert ack.code == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
