@@ -301,6 +301,18 @@ def test_scram_sha_256_enhanced_authentication(auth_broker, password, ok):
             assert connack.code == 0
             # The server proves it knows the password too.
             assert bytes(connack.properties[mqtt_raw.AUTHENTICATION_DATA]) == expected_server_final
+            # Re-authentication (AUTH 0x19) runs a fresh exchange on the open connection.
+            again_bare = f"n=alice,r={secrets.token_urlsafe(18)}"
+            c.send(auth_packet(0x19, f"n,,{again_bare}".encode()))
+            challenge = c.expect_packet(mqtt_raw.AUTH)
+            props, _ = mqtt_raw.decode_properties(challenge.body, 1)
+            server_first = bytes(props[mqtt_raw.AUTHENTICATION_DATA]).decode()
+            final, expected = scram_client_final(password, again_bare, server_first)
+            c.send(auth_packet(0x18, final.encode()))
+            done = c.expect_packet(mqtt_raw.AUTH)
+            assert done.body[0] == 0x00
+            props, _ = mqtt_raw.decode_properties(done.body, 1)
+            assert bytes(props[mqtt_raw.AUTHENTICATION_DATA]) == expected
         else:
             assert connack.code == 0x86
             c.expect_closed()

@@ -185,4 +185,126 @@ mod tests {
         );
         assert!(JwtVerifier::new("none", b"", "sub", None, 0).is_err());
     }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn check_asymmetric(
+        algorithm: &str,
+        encoding: &EncodingKey,
+        other: &EncodingKey,
+        public_pem: &[u8],
+    ) {
+        let alg = match algorithm {
+            "RS256" => Algorithm::RS256,
+            _ => Algorithm::ES256,
+        };
+        let v = JwtVerifier::new(algorithm, public_pem, "user", None, 0).expect("verifier");
+        let claims = json!({"user": "dev", "exp": now() + 600});
+        let good = encode(&Header::new(alg), &claims, encoding).expect("sign");
+        assert_eq!(
+            v.verify(good.as_bytes(), None).map(|i| i.username),
+            Ok("dev".to_owned())
+        );
+        let forged = encode(&Header::new(alg), &claims, other).expect("sign");
+        assert!(
+            v.verify(forged.as_bytes(), None).is_err(),
+            "{algorithm}: other key"
+        );
+        let expired = encode(
+            &Header::new(alg),
+            &json!({"user": "dev", "exp": now() - 600}),
+            encoding,
+        )
+        .expect("sign");
+        assert!(
+            v.verify(expired.as_bytes(), None).is_err(),
+            "{algorithm}: expired"
+        );
+        // An HS256 token made with the public key as its secret is not accepted (algorithm
+        // confusion).
+        let confused = token(&claims, public_pem);
+        assert!(
+            v.verify(confused.as_bytes(), None).is_err(),
+            "{algorithm}: HS256"
+        );
+    }
+
+    #[test]
+    fn es256_tokens_checked_against_the_public_key() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = SystemRandom::new();
+        let keys: Vec<(EncodingKey, Vec<u8>)> = (0..2)
+            .map(|_| {
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .expect("key");
+                let pair = EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8.as_ref(),
+                    &rng,
+                )
+                .expect("key");
+                // SubjectPublicKeyInfo for a P-256 key: a fixed prefix, then the point.
+                let mut spki = vec![
+                    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+                ];
+                spki.extend_from_slice(pair.public_key().as_ref());
+                (
+                    EncodingKey::from_ec_der(pkcs8.as_ref()),
+                    pem("PUBLIC KEY", &spki).into_bytes(),
+                )
+            })
+            .collect();
+        check_asymmetric("ES256", &keys[0].0, &keys[1].0, &keys[0].1);
+    }
+
+    #[test]
+    fn rs256_tokens_checked_against_the_public_key() {
+        // RSA keys are generated for the test with the openssl command (ring cannot).
+        let dir = std::env::temp_dir().join(format!("tern-rs256-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut private = Vec::new();
+        for name in ["a", "b"] {
+            let key = dir.join(format!("{name}.pem"));
+            let status = std::process::Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&key)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success());
+            private.push(key);
+        }
+        let public = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private[0])
+            .output()
+            .expect("openssl runs");
+        assert!(public.status.success());
+        let read = |p: &std::path::PathBuf| std::fs::read(p).expect("key file");
+        let a = EncodingKey::from_rsa_pem(&read(&private[0])).expect("key a");
+        let b = EncodingKey::from_rsa_pem(&read(&private[1])).expect("key b");
+        let _ = std::fs::remove_dir_all(&dir);
+        check_asymmetric("RS256", &a, &b, &public.stdout);
+    }
 }
