@@ -2,7 +2,8 @@
 //! listener, each a set of enabled methods. A CONNECT is judged by what it carries:
 //!
 //! 1. an Authentication Method: SCRAM-SHA-256 if the profile enables it, else 0x8C;
-//! 2. no user name and no password: let in if the profile allows anonymous clients, else 0x87;
+//! 2. no user name and no password: let in if the profile allows anonymous clients, else 0x87
+//!    (a profile that allows anonymous clients and has no methods lets every client in);
 //! 3. a password starting `dk1:` with device keys enabled: a device key;
 //! 4. a password that looks like a JWT with tokens enabled: a JWT;
 //! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose).
@@ -177,6 +178,12 @@ impl AuthService {
                 }
             };
         }
+        let no_methods =
+            profile.passwords.is_none() && profile.jwt.is_none() && profile.devices.is_none();
+        if no_methods && profile.anonymous {
+            // Nothing to check against: the open profile takes the user name as given.
+            return AuthDecision::Accept { data: None };
+        }
         let (Some(passwords), Some(user)) = (&profile.passwords, username) else {
             refused(
                 request,
@@ -265,4 +272,86 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_codec::{MqttString, ProtocolVersion};
+
+    fn decide(
+        service: &mut AuthService,
+        profile: usize,
+        user: Option<&str>,
+        password: Option<&[u8]>,
+        method: Option<&str>,
+    ) -> AuthDecision {
+        let client_id = MqttString::new("c").unwrap_or_default();
+        let username = user.and_then(|u| MqttString::new(u).ok());
+        let method = method.and_then(|m| MqttString::new(m).ok());
+        let request = AuthRequest {
+            connection: ConnectionId(1),
+            version: ProtocolVersion::V5,
+            client_id: &client_id,
+            username: username.as_ref(),
+            password,
+            method: method.as_ref(),
+            data: None,
+            profile,
+        };
+        match service.authenticate(&request) {
+            AuthDecision::Pending(job) => job.run(),
+            decision => decision,
+        }
+    }
+
+    fn refused(decision: &AuthDecision) -> Option<ReasonCode> {
+        match decision {
+            AuthDecision::Refuse(code) => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn profiles_decide_by_listener() {
+        let mut file = PasswordFile::default();
+        file.set_password("alice", "pw").unwrap_or_default();
+        let locked = Profile {
+            passwords: Some(Arc::new(file)),
+            ..Profile::default()
+        };
+        let mut service = AuthService::new(vec![Profile::open(), locked]);
+        // The open profile lets everyone in, with or without a user name.
+        assert_eq!(refused(&decide(&mut service, 0, None, None, None)), None);
+        assert_eq!(
+            refused(&decide(&mut service, 0, Some("x"), Some(b"y"), None)),
+            None
+        );
+        // The locked one checks the password file, and refuses anonymous clients.
+        assert_eq!(
+            refused(&decide(&mut service, 1, Some("alice"), Some(b"pw"), None)),
+            None
+        );
+        let bad = ReasonCode::BadUserNameOrPassword;
+        assert_eq!(
+            refused(&decide(&mut service, 1, Some("alice"), Some(b"no"), None)),
+            Some(bad)
+        );
+        assert_eq!(
+            refused(&decide(&mut service, 1, Some("bob"), Some(b"pw"), None)),
+            Some(bad)
+        );
+        let anonymous = decide(&mut service, 1, None, None, None);
+        assert_eq!(refused(&anonymous), Some(ReasonCode::NotAuthorized));
+        // Enhanced methods: SCRAM is not enabled here; others are unknown.
+        let scram = decide(&mut service, 1, None, None, Some(scram::METHOD));
+        assert_eq!(refused(&scram), Some(ReasonCode::BadAuthenticationMethod));
+        let other = decide(&mut service, 1, None, None, Some("OTHER"));
+        assert_eq!(refused(&other), Some(ReasonCode::BadAuthenticationMethod));
+        // A listener with an unknown profile lets nobody in.
+        assert_eq!(
+            refused(&decide(&mut service, 9, None, None, None)),
+            Some(ReasonCode::NotAuthorized)
+        );
+    }
 }
