@@ -266,3 +266,56 @@ fn an_answer_for_a_closed_connection_is_ignored() {
         .auth_finished(id, job.run(), tern_core::Time::from_millis(2));
     assert_eq!(t.broker.connection_count(), 0);
 }
+
+/// A session resumed by a client with narrower permissions (another user taking the client
+/// identifier over) keeps only the subscriptions that client may hold.
+#[test]
+fn a_resumed_session_loses_subscriptions_its_new_owner_may_not_hold() {
+    let mut t = TestBroker::new();
+    t.broker.set_authorizer(Box::new(UserPrefix));
+    let mut alice = connect_packet("shared-id", V5, &Opts::new().expiry(600));
+    alice.username = Some(mstr("alice"));
+    let (id, _, _) = t.try_connect(alice);
+    t.send_to(id, V5, subscribe(1, &[("sub/alice/a", Q1)]));
+    assert_eq!(t.drain(id), [suback(1, &[granted(Q1)])]);
+    t.send_to(id, V5, disconnect(ReasonCode::NORMAL_DISCONNECTION));
+    t.drain(id);
+    assert!(t.take_closed(id));
+    t.events();
+
+    let mut bob = connect_packet("shared-id", V5, &Opts::new().resume().expiry(600));
+    bob.username = Some(mstr("bob"));
+    let (bob_id, packets, _) = t.try_connect(bob);
+    assert!(
+        matches!(packets.as_slice(), [Packet::ConnAck(c)] if c.session_present),
+        "{packets:?}"
+    );
+    assert_eq!(
+        denials(&t.events()),
+        [(Access::Subscribe, "sub/alice/a".to_owned())]
+    );
+    assert_eq!(t.stats().subscriptions, 0);
+    let publisher = t.connect("p", V5, Opts::new());
+    t.send(&publisher, publish("sub/alice/a", "for alice", Q0, 0));
+    assert!(t.drain(bob_id).is_empty());
+}
+
+/// Publish anywhere; subscribe under `sub/<user name>/` only.
+#[derive(Debug)]
+struct UserPrefix;
+
+#[derive(Debug)]
+struct UserPrefixPermissions(String);
+
+impl Permissions for UserPrefixPermissions {
+    fn allows(&self, access: Access, topic: &str) -> bool {
+        access == Access::Publish || topic.starts_with(&self.0)
+    }
+}
+
+impl Authorizer for UserPrefix {
+    fn permissions(&mut self, principal: &Principal<'_>) -> Option<Box<dyn Permissions>> {
+        let user = principal.identity.username.clone().unwrap_or_default();
+        Some(Box::new(UserPrefixPermissions(format!("sub/{user}/"))))
+    }
+}

@@ -1,14 +1,14 @@
 //! Acting on authentication decisions (including checks that finish later, off the broker
 //! thread) and asking a connection's permissions before a PUBLISH, a SUBSCRIBE or a will.
 
-use tern_codec::{Connect, Packet, ProtocolVersion, ReasonCode};
+use tern_codec::{Connect, Packet, ProtocolVersion, ReasonCode, TopicFilter};
 
 use super::Broker;
 use crate::auth::{AuthDecision, Identity};
 use crate::authz::{Access, Principal};
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
-use crate::types::{ConnectionId, Time};
+use crate::types::{ConnectionId, SessionKey, Time};
 
 /// Packets a client may send after CONNECT while its credentials are being checked; beyond
 /// this the connection is closed rather than buffered without bound.
@@ -174,6 +174,24 @@ impl Broker {
             access,
             topic: topic.to_owned(),
         });
+    }
+
+    /// Drops the subscriptions of a resumed session that its new connection may not hold (the
+    /// session may have been made by another user with the same client identifier, or under
+    /// older rules), so resuming a session never widens what a client receives.
+    pub(super) fn prune_subscriptions(&mut self, id: ConnectionId, key: SessionKey) {
+        let denied: Vec<TopicFilter> = self
+            .session(key)
+            .subscriptions
+            .keys()
+            .filter(|filter| !self.authorize(id, Access::Subscribe, filter))
+            .cloned()
+            .collect();
+        for filter in denied {
+            self.session_mut(key).subscriptions.remove(&filter);
+            self.subscriptions.remove(&filter, key);
+            self.denied(id, Access::Subscribe, &filter);
+        }
     }
 
     /// Whether `id` is an MQTT 5 connection.

@@ -191,6 +191,9 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.phase = Phase::Active(key);
         }
+        if session_present {
+            self.prune_subscriptions(id, key);
+        }
         self.save_session(key);
         self.stats.clients_connected += 1;
 
