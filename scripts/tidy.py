@@ -17,6 +17,8 @@ MAX_LINES = 800
 RULES = {
     "tern-codec": (set(), {"tokio", "mio", "async-std", "socket2"}),
     "tern-bench": ({"tern-codec"}, set()),
+    # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
+    "tern-auth": ({"tern-codec", "tern-core"}, {"tokio", "mio", "async-std", "socket2"}),
 }
 MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")
 

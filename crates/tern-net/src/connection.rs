@@ -29,9 +29,14 @@ pub(crate) async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
     id: ConnectionId,
+    auth_profile: usize,
     shared: Rc<Shared>,
 ) {
     shared.register(id);
+    shared
+        .broker
+        .borrow_mut()
+        .set_auth_profile(id, auth_profile);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
     // An idle connection holds no buffer at all: one is reserved when the socket is readable,

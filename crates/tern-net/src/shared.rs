@@ -3,10 +3,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::task::{Context, Waker};
 use std::time::Instant;
 
-use tern_core::{Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals};
+use tern_core::{
+    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals,
+};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -30,6 +33,10 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Slow credential checks the core handed out, waiting for the checker task.
+    auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
+    /// Wakes the checker task.
+    auth_wake: Notify,
 }
 
 impl Shared {
@@ -44,6 +51,8 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            auth_jobs: RefCell::new(Vec::new()),
+            auth_wake: Notify::new(),
         }
     }
 
@@ -82,6 +91,14 @@ impl Shared {
         while let Some(event) = broker.poll_event() {
             log_event(&event);
         }
+        let mut jobs = self.auth_jobs.borrow_mut();
+        while let Some(job) = broker.poll_auth_job() {
+            jobs.push(job);
+        }
+        if !jobs.is_empty() {
+            self.auth_wake.notify_one();
+        }
+        drop(jobs);
         drop(broker);
         let mut wakers = self.wakers.borrow_mut();
         for id in woken.drain(..) {
@@ -108,6 +125,30 @@ impl Shared {
             wake.waker = Some(cx.waker().clone());
         }
         false
+    }
+
+    /// Runs the slow credential checks the core asks for on tokio's blocking threads, so
+    /// password hashing never stalls the broker thread, and hands each answer back.
+    pub(crate) async fn run_auth_checks(self: Rc<Self>) {
+        loop {
+            self.auth_wake.notified().await;
+            let jobs = std::mem::take(&mut *self.auth_jobs.borrow_mut());
+            for (id, job) in jobs {
+                let shared = Rc::clone(&self);
+                tokio::task::spawn_local(async move {
+                    let decision = tokio::task::spawn_blocking(move || job.run())
+                        .await
+                        .unwrap_or(AuthDecision::Refuse(
+                            tern_codec::ReasonCode::UnspecifiedError,
+                        ));
+                    shared
+                        .broker
+                        .borrow_mut()
+                        .auth_finished(id, decision, shared.now());
+                    shared.after_input();
+                });
+            }
+        }
     }
 
     pub(crate) fn handle_timeout(&self) {
@@ -165,6 +206,21 @@ fn log_event(event: &Event) {
             );
         }
         Event::SessionEnded { client_id } => debug!("session of {client_id:?} ended"),
+        Event::Denied {
+            connection,
+            client_id,
+            access,
+            topic,
+        } => {
+            let what = match access {
+                Access::Publish => "publish to",
+                Access::Subscribe => "subscribe to",
+            };
+            warn!(
+                conn = connection.0,
+                "client {client_id:?} denied: {what} {topic:?}"
+            );
+        }
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }
