@@ -2,11 +2,11 @@
 //! tasks, the clock, and the byte counters.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::{Context, Waker};
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
 use tern_core::{
     Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals,
 };
@@ -25,7 +25,7 @@ struct Wake {
 
 pub(crate) struct Shared {
     pub(crate) broker: RefCell<Broker>,
-    wakers: RefCell<HashMap<ConnectionId, Wake>>,
+    wakers: RefCell<FxHashMap<ConnectionId, Wake>>,
     epoch: Instant,
     next_id: Cell<u64>,
     pub(crate) bytes_received: Cell<u64>,
@@ -44,7 +44,7 @@ impl Shared {
         let epoch = Instant::now();
         Self {
             broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
-            wakers: RefCell::new(HashMap::new()),
+            wakers: RefCell::new(FxHashMap::default()),
             epoch,
             next_id: Cell::new(1),
             bytes_received: Cell::new(0),

@@ -13,6 +13,7 @@ mod publish;
 mod subscribe;
 pub mod sys;
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use tern_codec::{
@@ -48,8 +49,9 @@ const OUTBOX_KEEP_MAX: usize = 16;
 #[derive(Debug)]
 pub struct Broker {
     config: Config,
-    /// Boxed: a hash table keeps spare slots, and a spare slot costs the value's size.
-    connections: HashMap<ConnectionId, Box<Connection>>,
+    /// Boxed: a hash table keeps spare slots, and a spare slot costs the value's size. Hashed
+    /// with Fx: the keys are our own counters, and SipHash was a tenth of a fan-out profile.
+    connections: FxHashMap<ConnectionId, Box<Connection>>,
     sessions: Vec<Option<Session>>,
     free_session_slots: Vec<u32>,
     session_ids: HashMap<MqttString, SessionKey>,
@@ -86,7 +88,7 @@ impl Broker {
     pub fn new(config: Config, now: Time) -> Self {
         Self {
             config,
-            connections: HashMap::new(),
+            connections: FxHashMap::default(),
             sessions: Vec::new(),
             free_session_slots: Vec::new(),
             session_ids: HashMap::new(),
