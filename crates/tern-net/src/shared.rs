@@ -9,7 +9,7 @@ use std::time::Instant;
 use tern_core::{
     Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 pub(crate) struct Shared {
@@ -26,7 +26,13 @@ pub(crate) struct Shared {
     auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
     /// Wakes the checker task.
     auth_wake: Notify,
+    /// Checks running at once: each argon2 check holds about 19 MiB and a core for tens of
+    /// milliseconds, so a burst of logins queues here instead of exhausting memory.
+    auth_slots: Semaphore,
 }
+
+/// Credential checks that may run at once, whatever the number of cores.
+const AUTH_CHECKS_PARALLEL_MAX: usize = 4;
 
 impl Shared {
     pub(crate) fn new(config: tern_core::Config) -> Self {
@@ -42,6 +48,11 @@ impl Shared {
             woken: RefCell::new(Vec::new()),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
+            auth_slots: Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(AUTH_CHECKS_PARALLEL_MAX),
+            ),
         }
     }
 
@@ -106,6 +117,8 @@ impl Shared {
             for (id, job) in jobs {
                 let shared = Rc::clone(&self);
                 tokio::task::spawn_local(async move {
+                    // The semaphore is never closed, so acquiring only waits.
+                    let _slot = shared.auth_slots.acquire().await;
                     let decision = tokio::task::spawn_blocking(move || job.run())
                         .await
                         .unwrap_or(AuthDecision::Refuse(
