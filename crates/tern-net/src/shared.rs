@@ -29,6 +29,40 @@ pub(crate) struct Shared {
     /// Checks running at once: each argon2 check holds about 19 MiB and a core for tens of
     /// milliseconds, so a burst of logins queues here instead of exhausting memory.
     auth_slots: Semaphore,
+    /// Keeps a client that keeps publishing where it may not from flooding the log.
+    denial_log: LogBudget,
+}
+
+/// Denials logged per second at most; the rest are counted and summed up in one line.
+const DENIALS_LOGGED_PER_SEC: u32 = 20;
+
+/// A per-second allowance of log lines.
+#[derive(Default)]
+struct LogBudget {
+    second: Cell<u64>,
+    logged: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl LogBudget {
+    /// Whether one more line may be logged at `now`.
+    fn admit(&self, now: Time) -> bool {
+        let second = now.as_millis() / 1000;
+        if second != self.second.get() {
+            self.second.set(second);
+            self.logged.set(0);
+            let suppressed = self.suppressed.replace(0);
+            if suppressed > 0 {
+                warn!("{suppressed} more denials not logged (limit {DENIALS_LOGGED_PER_SEC}/s)");
+            }
+        }
+        if self.logged.get() >= DENIALS_LOGGED_PER_SEC {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return false;
+        }
+        self.logged.set(self.logged.get() + 1);
+        true
+    }
 }
 
 /// Credential checks that may run at once, whatever the number of cores.
@@ -48,6 +82,7 @@ impl Shared {
             woken: RefCell::new(Vec::new()),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
+            denial_log: LogBudget::default(),
             auth_slots: Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, usize::from)
@@ -89,6 +124,11 @@ impl Shared {
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
         while let Some(event) = broker.poll_event() {
+            if let Event::Denied { .. } = event {
+                if !self.denial_log.admit(self.now()) {
+                    continue;
+                }
+            }
             log_event(&event);
         }
         let mut jobs = self.auth_jobs.borrow_mut();
