@@ -220,6 +220,7 @@ impl Broker {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
         self.connections.remove(&id);
+        self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
 
