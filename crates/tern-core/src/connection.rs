@@ -32,6 +32,17 @@ pub enum Transmit {
     Close,
 }
 
+/// What the runtime knows of a connection when it opens: facts from the transport that
+/// authentication may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The identity of the verified client certificate (mutual TLS), if one was presented.
+    pub certificate_identity: Option<String>,
+    /// Take `certificate_identity` as the user name, whatever CONNECT says; a connection
+    /// without one is refused (0x87 Not authorized).
+    pub use_identity_as_username: bool,
+}
+
 /// One network connection as the core sees it.
 #[derive(Debug)]
 pub struct Connection {
@@ -67,6 +78,8 @@ pub struct Connection {
     pub level_hint: Option<u8>,
     /// The CONNECT waiting for enhanced authentication to finish.
     pub pending_connect: Option<Box<tern_codec::Connect>>,
+    /// What the transport told about the connection when it opened.
+    pub info: ConnectionInfo,
 }
 
 impl Connection {
@@ -89,6 +102,7 @@ impl Connection {
             auth_method: None,
             level_hint: None,
             pending_connect: None,
+            info: ConnectionInfo::default(),
         }
     }
 

@@ -140,6 +140,10 @@ impl Broker {
             .and_then(|c| c.session())
             .map(|key| self.session(key).client_id.clone())
             .unwrap_or_default();
+        let identity = self
+            .connections
+            .get(&id)
+            .and_then(|c| c.info.certificate_identity.clone());
         let request = AuthRequest {
             connection: id,
             version: ProtocolVersion::V5,
@@ -148,6 +152,7 @@ impl Broker {
             password: None,
             method: Some(&method),
             data: auth.properties.authentication_data.as_deref(),
+            certificate_identity: identity.as_deref(),
         };
         match self.authenticator.continue_auth(&request) {
             AuthDecision::Accept { data } => {
@@ -186,6 +191,10 @@ impl Broker {
             password: connect.password.as_deref(),
             method,
             data,
+            certificate_identity: self
+                .connections
+                .get(&id)
+                .and_then(|c| c.info.certificate_identity.as_deref()),
         };
         self.authenticator.continue_auth(&request)
     }
