@@ -80,6 +80,10 @@ pub struct Connection {
     pub pending_connect: Option<Box<tern_codec::Connect>>,
     /// What the transport told about the connection when it opened.
     pub info: ConnectionInfo,
+    /// Start of the current one-second window of the publish rate limit.
+    pub publish_window_start: Time,
+    /// PUBLISH packets received in that window.
+    pub publish_window_count: u32,
 }
 
 impl Connection {
@@ -103,6 +107,8 @@ impl Connection {
             level_hint: None,
             pending_connect: None,
             info: ConnectionInfo::default(),
+            publish_window_start: now,
+            publish_window_count: 0,
         }
     }
 

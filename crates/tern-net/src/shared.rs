@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use tern_core::{Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals};
+use tern_core::{Broker, CloseReason, ConnectionId, ConnectionInfo, Event, Time, TrafficTotals};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+
+use crate::gate::{AdmissionLimits, Gate};
 
 pub(crate) struct Shared {
     pub(crate) broker: RefCell<Broker>,
@@ -20,10 +22,12 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Admission limits at accept.
+    pub(crate) gate: Rc<Gate>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: tern_core::Config) -> Self {
+    pub(crate) fn new(config: tern_core::Config, admission: AdmissionLimits) -> Self {
         let epoch = Instant::now();
         Self {
             broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
@@ -34,6 +38,7 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            gate: Gate::new(admission),
         }
     }
 
@@ -47,9 +52,20 @@ impl Shared {
         ConnectionId(id)
     }
 
-    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>) {
+    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>, info: ConnectionInfo) {
         self.wakers.borrow_mut().insert(id, waker);
-        self.broker.borrow_mut().connection_opened(id, self.now());
+        self.broker
+            .borrow_mut()
+            .connection_opened_with(id, info, self.now());
+    }
+
+    /// Time a connection has for its handshakes (and, once they are done, for CONNECT).
+    pub(crate) fn connect_timeout_millis(&self) -> u64 {
+        self.broker.borrow().config().limits.connect_timeout_millis
+    }
+
+    pub(crate) fn packet_size_max(&self) -> u32 {
+        self.broker.borrow().config().limits.packet_size_max_bytes
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {

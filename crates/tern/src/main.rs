@@ -74,8 +74,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The durable store is not wired in yet: state lives in memory.
         persistence: false,
     };
+    let base = args
+        .config
+        .as_deref()
+        .and_then(|path| path.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let server_config = ServerConfig {
-        listeners: config::listeners(&file, args.bind, args.port),
+        listeners: config::listeners(&file, &base, args.bind, args.port)?,
+        admission: file.limits.to_admission(),
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),
