@@ -240,3 +240,76 @@ pub(crate) fn sys_interval(file: &FileConfig) -> Option<Duration> {
         None => Some(Duration::from_secs(10)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid configuration")
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../../tern.example.toml");
+        let file = parse(text);
+        file.limits.to_limits().expect("limits");
+        listeners(&file, Path::new("/etc/tern"), None, None).expect("listeners");
+    }
+
+    #[test]
+    fn the_readme_secure_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# Devices")
+            .expect("README has the secure configuration");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").expect("closing fence")];
+        let file = parse(block);
+        let net = listeners(&file, Path::new("/"), None, None).expect("listeners");
+        assert!(matches!(&net[0].transport, Transport::Tls(tls)
+            if tls.client_ca.is_some() && tls.require_client_certificate));
+        assert!(net[0].use_identity_as_username);
+        assert!(
+            matches!(&net[1].transport, Transport::SecureWebSocket { path, .. } if path == "/mqtt")
+        );
+        assert_eq!(
+            file.limits.to_limits().unwrap().publish_rate_per_client_max,
+            100
+        );
+        assert_eq!(file.limits.to_admission().connections_per_address_max, 100);
+    }
+
+    #[test]
+    fn relative_certificate_paths_start_at_the_config_directory() {
+        let file = parse(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"mqtts\"\n\
+             cert = \"s.pem\"\nkey = \"/abs/s.key\"\n",
+        );
+        let net = listeners(&file, Path::new("/etc/tern"), None, None).unwrap();
+        let Transport::Tls(tls) = &net[0].transport else {
+            panic!("not TLS: {:?}", net[0]);
+        };
+        assert_eq!(tls.cert, Path::new("/etc/tern/s.pem"));
+        assert_eq!(tls.key, Path::new("/abs/s.key"));
+    }
+
+    #[test]
+    fn inconsistent_listeners_are_refused() {
+        let bad = [
+            "protocol = \"mqtts\"\ncert = \"s.pem\"",
+            "cert = \"s.pem\"\nkey = \"s.key\"",
+            "protocol = \"mqtt\"\npath = \"/mqtt\"",
+            "protocol = \"ws\"\npath = \"mqtt\"",
+            "protocol = \"mqtts\"\ncert = \"s.pem\"\nkey = \"s.key\"\nuse_identity_as_username = true",
+        ];
+        for extra in bad {
+            let file = parse(&format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{extra}\n"));
+            assert!(
+                listeners(&file, Path::new("/"), None, None).is_err(),
+                "accepted: {extra}"
+            );
+        }
+    }
+}
