@@ -13,6 +13,11 @@ use clap::{Parser, Subcommand};
 use tern_net::{Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+// mimalloc hands freed pages back to the system soon after a burst (a flood of connections
+// holding large partial packets), where glibc's heap keeps them fragmented; see ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tern: an MQTT 3.1.1 and 5.0 broker and client toolkit.
 #[derive(Debug, Parser)]
 #[command(version, about)]
