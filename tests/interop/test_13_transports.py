@@ -219,6 +219,35 @@ def test_tls_client_refuses_a_server_it_cannot_verify(live, certs, names):
     assert pub.returncode != 0
 
 
+@needs_mosquitto
+def test_certificate_identity_as_user_name_needs_a_certificate(certs, tmp_path_factory, names):
+    """With client certificates optional and ``use_identity_as_username``, a client with a
+    verified certificate is let in, and one without gets CONNACK "not authorized" (3.1.1
+    return code 5) from the broker core, since it has no identity to take as user name."""
+    config = (f'[[listener]]\nbind = "127.0.0.1:0"\n\n'
+              f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n'
+              f'cert = "{certs / "server.pem"}"\nkey = "{certs / "server.key"}"\n'
+              f'client_ca = "{certs / "ca.pem"}"\nrequire_client_certificate = false\n'
+              f'use_identity_as_username = true\n')
+    broker = start_broker(tmp_path_factory.mktemp("tern-identity"), config, ["mqtt", "mqtts"])
+    try:
+        port = broker.ports["mqtts"]
+        base = ["--cafile", str(certs / "ca.pem"), "-V", "mqttv311", "-t", names.topic(),
+                "-m", "x"]
+        with_cert = base + ["--cert", str(certs / "client.pem"), "--key",
+                            str(certs / "client.key")]
+        ok = subprocess.run(mosquitto("mosquitto_pub", port, *with_cert), capture_output=True,
+                            text=True, timeout=TIMEOUT)
+        assert ok.returncode == 0, ok.stderr
+        refused = subprocess.run(mosquitto("mosquitto_pub", port, *base), capture_output=True,
+                                 text=True, timeout=TIMEOUT)
+        assert refused.returncode != 0
+        assert "not authorised" in (refused.stderr + refused.stdout).lower()
+        broker.wait_log(r"connection refused: CONNECT refused with NotAuthorized")
+    finally:
+        broker.stop()
+
+
 # ---------------------------------------------------------------------------
 # paho-mqtt over WebSocket and secure WebSocket
 # ---------------------------------------------------------------------------

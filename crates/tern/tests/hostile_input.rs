@@ -1,6 +1,7 @@
 //! The real `tern serve` under hostile input over real sockets: many connections sending
 //! malformed, truncated, oversized and trickled (slowloris) bytes, and connections that stall
-//! half-way through a large packet, while two well-behaved clients exchange QoS 1 messages.
+//! half-way through a large packet, and subscribers that stop reading, while two well-behaved
+//! clients exchange QoS 1 messages.
 //! The broker must stay up, the good clients must lose nothing, and the broker's resident
 //! memory must come back to within 10% of its figure before the attack once the bad
 //! connections have closed.
@@ -157,7 +158,7 @@ fn good_publisher(port: u16, topic: &str) {
         for k in 0..batch {
             let seq = sent + k;
             let mut payload = seq.to_be_bytes().to_vec();
-            payload.resize(256, 0xA5);
+            payload.resize(1024, 0xA5);
             bytes.extend(publish_bytes(topic, (seq % 60_000) as u16 + 1, &payload));
         }
         client.send(&bytes);
@@ -274,6 +275,19 @@ fn round(tern: &mut Tern, round: u32) -> u64 {
     let sub_topic = topic.clone();
     let subscriber = thread::spawn(move || good_subscriber(port, sub_topic, ready_tx));
     ready_rx.recv_timeout(WAIT).expect("subscriber ready");
+    // Subscribers that stop reading (QoS 0 and QoS 1): their backlog is theirs alone.
+    let stalled_subscribers: Vec<Client> = [0u8, 1]
+        .into_iter()
+        .map(|qos| {
+            let mut client = Client::connect(port, &format!("stalled-sub-{qos}"));
+            let mut body = 1u16.to_be_bytes().to_vec();
+            body.extend(string(&topic));
+            body.push(qos);
+            client.send(&packet(0x82, &body));
+            assert!(matches!(client.recv(), Packet::SubAck(_)));
+            client
+        })
+        .collect();
 
     let plan: Vec<(Attack, usize)> = [
         (Attack::Garbage, 40),
@@ -309,6 +323,7 @@ fn round(tern: &mut Tern, round: u32) -> u64 {
     );
     let peak = rss_kib(tern.pid());
     release.wait();
+    drop(stalled_subscribers);
     for attacker in attackers {
         attacker.join().expect("attacker thread");
     }
