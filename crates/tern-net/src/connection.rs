@@ -25,6 +25,7 @@ pub(crate) async fn run<S>(
     mut stream: S,
     peer: SocketAddr,
     info: ConnectionInfo,
+    auth_profile: usize,
     shared: Rc<Shared>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -33,6 +34,10 @@ pub(crate) async fn run<S>(
     debug!(conn = id.0, "connection from {peer}");
     let waker = Rc::new(Notify::new());
     shared.register(id, Rc::clone(&waker), info);
+    shared
+        .broker
+        .borrow_mut()
+        .set_auth_profile(id, auth_profile);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
     let mut read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);

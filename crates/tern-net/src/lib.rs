@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use tern_core::{Authenticator, Authorizer};
 use tokio::net::TcpListener;
 use tokio::task::LocalSet;
 use tracing::info;
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     pub sys_interval: Option<Duration>,
     /// How long shutdown waits for connections to flush before giving up.
     pub shutdown_grace: Duration,
+    /// The authentication profile of each listener, by position in `listeners` (see
+    /// `tern_core::AuthRequest::profile`); listeners past its end use profile 0.
+    pub listener_auth_profiles: Vec<usize>,
 }
 
 /// Errors starting the server.
@@ -113,6 +117,8 @@ pub enum NetError {
 pub struct Server {
     config: ServerConfig,
     listeners: Vec<(TcpListener, Listener)>,
+    authenticator: Option<Box<dyn Authenticator>>,
+    authorizer: Option<Box<dyn Authorizer>>,
 }
 
 impl Server {
@@ -130,7 +136,23 @@ impl Server {
                 .map_err(|source| NetError::Tls { address, source })?;
             listeners.push((socket, listener));
         }
-        Ok(Self { config, listeners })
+        Ok(Self {
+            config,
+            listeners,
+            authenticator: None,
+            authorizer: None,
+        })
+    }
+
+    /// Installs the authentication and authorisation hooks (the defaults let everyone in and
+    /// allow everything).
+    pub fn set_auth(
+        &mut self,
+        authenticator: Box<dyn Authenticator>,
+        authorizer: Box<dyn Authorizer>,
+    ) {
+        self.authenticator = Some(authenticator);
+        self.authorizer = Some(authorizer);
     }
 
     /// The addresses actually bound (port 0 resolved), in configuration order.
@@ -151,8 +173,24 @@ impl Server {
 
     async fn serve(self, shutdown: impl Future<Output = ()>) {
         let shared = Rc::new(Shared::new(self.config.core.clone(), self.config.admission));
+        {
+            let mut broker = shared.broker.borrow_mut();
+            if let Some(authenticator) = self.authenticator {
+                broker.set_authenticator(authenticator);
+            }
+            if let Some(authorizer) = self.authorizer {
+                broker.set_authorizer(authorizer);
+            }
+        }
+        tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
         let mut all = Vec::new();
-        for (socket, listener) in self.listeners {
+        for (index, (socket, mut listener)) in self.listeners.into_iter().enumerate() {
+            listener.auth_profile = self
+                .config
+                .listener_auth_profiles
+                .get(index)
+                .copied()
+                .unwrap_or(0);
             info!("listening for MQTT on {}", listener.describe());
             let listener = Rc::new(listener);
             all.push(Rc::clone(&listener));

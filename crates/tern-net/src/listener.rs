@@ -28,6 +28,8 @@ pub(crate) struct Listener {
     /// The WebSocket path, for WebSocket listeners.
     ws_path: Option<String>,
     use_identity_as_username: bool,
+    /// The authentication profile its clients are checked against.
+    pub(crate) auth_profile: usize,
 }
 
 impl Listener {
@@ -45,6 +47,7 @@ impl Listener {
             tls,
             ws_path,
             use_identity_as_username: config.use_identity_as_username,
+            auth_profile: 0,
         })
     }
 
@@ -131,15 +134,16 @@ async fn handshake_and_serve(
         );
     };
     let message_max = shared.packet_size_max() as usize + WS_MESSAGE_SLACK_BYTES;
+    let profile = listener.auth_profile;
     match (&listener.tls, &listener.ws_path) {
         (None, None) => {
-            connection::run(stream, peer, ConnectionInfo::default(), shared).await;
+            connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
         }
         (Some(tls), None) => {
             match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let info = tls_info(&stream, &listener);
-                    connection::run(stream, peer, info, shared).await;
+                    connection::run(stream, peer, info, profile, shared).await;
                 }
                 Ok(Err(error)) => refuse(&format!("TLS handshake failed: {error}")),
                 Err(_) => refuse(&format!("TLS handshake not finished within {deadline:?}")),
@@ -148,7 +152,7 @@ async fn handshake_and_serve(
         (None, Some(path)) => {
             match tokio::time::timeout(deadline, ws::accept(stream, path, message_max)).await {
                 Ok(Ok(stream)) => {
-                    connection::run(stream, peer, ConnectionInfo::default(), shared).await;
+                    connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
                 }
                 Ok(Err(reason)) => refuse(&reason),
                 Err(_) => refuse(&format!(
@@ -168,7 +172,9 @@ async fn handshake_and_serve(
                 Ok::<_, String>((stream, info))
             };
             match tokio::time::timeout(deadline, handshakes).await {
-                Ok(Ok((stream, info))) => connection::run(stream, peer, info, shared).await,
+                Ok(Ok((stream, info))) => {
+                    connection::run(stream, peer, info, profile, shared).await;
+                }
                 Ok(Err(reason)) => refuse(&reason),
                 Err(_) => refuse(&format!(
                     "TLS and WebSocket handshakes not finished within {deadline:?}"

@@ -1,5 +1,6 @@
 //! The `tern serve` configuration file (TOML) and how command-line flags override it.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,8 @@ use serde::Deserialize;
 use tern_codec::QoS;
 use tern_core::Limits;
 use tern_net::{AdmissionLimits, ListenerConfig as NetListener, TlsSettings, Transport};
+
+use crate::auth_config::AuthProfileConfig;
 
 /// The whole file. Every field has a default, so an empty file is a valid configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -20,6 +23,14 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub(crate) sys_interval_secs: Option<u64>,
+    /// Authentication profiles by name (`[auth.<name>]`).
+    #[serde(default)]
+    pub(crate) auth: BTreeMap<String, AuthProfileConfig>,
+    /// ACL rules (`[[acl]]`), before those of `acl_file`.
+    #[serde(default)]
+    pub(crate) acl: Vec<tern_auth::Rule>,
+    /// A file of further `[[acl]]` rules.
+    pub(crate) acl_file: Option<PathBuf>,
 }
 
 /// How a listener speaks MQTT.
@@ -56,6 +67,8 @@ pub(crate) struct ListenerConfig {
     use_identity_as_username: bool,
     /// WebSocket upgrade path (ws, wss); default `/mqtt`.
     path: Option<String>,
+    /// The `[auth.<name>]` profile for clients of this listener (default: "default").
+    pub(crate) auth: Option<String>,
 }
 
 impl ListenerConfig {
@@ -230,6 +243,18 @@ pub(crate) fn listeners(
         ))]);
     }
     file.listener.iter().map(|l| l.to_net(base)).collect()
+}
+
+/// The auth profile each listener names, in the order of [`listeners`].
+pub(crate) fn listener_auth_names(
+    file: &FileConfig,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+) -> Vec<Option<String>> {
+    if bind.is_some() || port.is_some() || file.listener.is_empty() {
+        return vec![None];
+    }
+    file.listener.iter().map(|l| l.auth.clone()).collect()
 }
 
 /// `$SYS` interval: 10 seconds unless the file says otherwise.

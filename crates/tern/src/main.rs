@@ -1,6 +1,8 @@
-//! The `tern` command line: `serve` runs the broker.
+//! The `tern` command line: `serve` runs the broker, `passwd` manages password files.
 
+mod auth_config;
 mod config;
+mod passwd;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -30,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run the broker (with no options: all interfaces, port 1883).
     Serve(ServeArgs),
+    /// Add, change (-D: delete) a user in a password file; the password is prompted for, or
+    /// read from standard input when it is not a terminal.
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +56,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Passwd(args) => passwd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,22 +88,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let base = args
         .config
         .as_deref()
-        .and_then(|path| path.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default();
+        .and_then(|p| p.parent())
+        .unwrap_or(std::path::Path::new("."));
+    let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
+        .iter()
+        .map(|name| auth.profile_index(name.as_deref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let server_config = ServerConfig {
-        listeners: config::listeners(&file, &base, args.bind, args.port)?,
+        listeners: config::listeners(&file, base, args.bind, args.port)?,
         admission: file.limits.to_admission(),
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),
+        listener_auth_profiles,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(server_config).await?;
+        let mut server = Server::bind(server_config).await?;
+        server.set_auth(Box::new(auth.service), Box::new(auth.acl));
         server.run(shutdown_signal()).await;
         anyhow::Ok(())
     })
