@@ -304,6 +304,7 @@ mod tests {
             method: method.as_ref(),
             data: None,
             profile,
+            certificate_identity: None,
         };
         match service.authenticate(&request) {
             AuthDecision::Pending(job) => job.run(),

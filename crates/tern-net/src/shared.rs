@@ -7,10 +7,13 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use tern_core::{
-    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals,
+    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, Event, Time,
+    TrafficTotals,
 };
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
+
+use crate::gate::{AdmissionLimits, Gate};
 
 pub(crate) struct Shared {
     pub(crate) broker: RefCell<Broker>,
@@ -22,6 +25,8 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Admission limits at accept.
+    pub(crate) gate: Rc<Gate>,
     /// Slow credential checks the core handed out, waiting for the checker task.
     auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
     /// Wakes the checker task.
@@ -69,7 +74,7 @@ impl LogBudget {
 const AUTH_CHECKS_PARALLEL_MAX: usize = 4;
 
 impl Shared {
-    pub(crate) fn new(config: tern_core::Config) -> Self {
+    pub(crate) fn new(config: tern_core::Config, admission: AdmissionLimits) -> Self {
         let epoch = Instant::now();
         Self {
             broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
@@ -80,6 +85,7 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            gate: Gate::new(admission),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
             denial_log: LogBudget::default(),
@@ -101,9 +107,20 @@ impl Shared {
         ConnectionId(id)
     }
 
-    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>) {
+    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>, info: ConnectionInfo) {
         self.wakers.borrow_mut().insert(id, waker);
-        self.broker.borrow_mut().connection_opened(id, self.now());
+        self.broker
+            .borrow_mut()
+            .connection_opened_with(id, info, self.now());
+    }
+
+    /// Time a connection has for its handshakes (and, once they are done, for CONNECT).
+    pub(crate) fn connect_timeout_millis(&self) -> u64 {
+        self.broker.borrow().config().limits.connect_timeout_millis
+    }
+
+    pub(crate) fn packet_size_max(&self) -> u32 {
+        self.broker.borrow().config().limits.packet_size_max_bytes
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {
