@@ -9,6 +9,7 @@
 //! - [`broker`]: the state machine and its handlers (connect, publish, subscribe, lifecycle).
 //! - [`session`], [`connection`]: per-session and per-connection state.
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
+//! - [`tree_view`]: `$tree/` subscriptions and publishes (JSON trees of many topics).
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
@@ -23,6 +24,7 @@ pub mod retained;
 pub mod session;
 pub mod store;
 pub mod tree;
+pub mod tree_view;
 pub mod types;
 
 pub use auth::{AllowAnonymous, AuthDecision, AuthRequest, Authenticator};
@@ -32,4 +34,5 @@ pub use config::{Config, Limits};
 pub use connection::Transmit;
 pub use events::{CloseReason, DropReason, Event, Stats};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
+pub use tree_view::TreeConfig;
 pub use types::{ConnectionId, Message, SessionKey, SharedMessage, Time};

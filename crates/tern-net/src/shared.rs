@@ -20,6 +20,10 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// When the timer task will next run the core's timers; input that moves the core's next
+    /// deadline earlier wakes it through `timer_wake`.
+    timer_at: Cell<Time>,
+    pub(crate) timer_wake: Notify,
 }
 
 impl Shared {
@@ -34,6 +38,8 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            timer_at: Cell::new(Time::from_millis(0)),
+            timer_wake: Notify::new(),
         }
     }
 
@@ -72,6 +78,12 @@ impl Shared {
         while let Some(event) = broker.poll_event() {
             log_event(&event);
         }
+        if broker
+            .next_timeout()
+            .is_some_and(|at| at < self.timer_at.get())
+        {
+            self.timer_wake.notify_one();
+        }
         drop(broker);
         let wakers = self.wakers.borrow();
         for id in woken.drain(..) {
@@ -79,6 +91,21 @@ impl Shared {
                 waker.notify_one();
             }
         }
+    }
+
+    /// The next time the core's timers must run, at most `cap` from now; remembered so input
+    /// that brings it earlier wakes the timer task.
+    pub(crate) fn plan_timer(&self, cap: std::time::Duration) -> tokio::time::Instant {
+        let now = self.now();
+        let capped = now.plus_millis(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
+        let at = self
+            .broker
+            .borrow()
+            .next_timeout()
+            .map_or(capped, |at| at.min(capped));
+        self.timer_at.set(at);
+        let wait = at.as_millis().saturating_sub(now.as_millis());
+        tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
     }
 
     pub(crate) fn handle_timeout(&self) {
@@ -138,6 +165,14 @@ fn log_event(event: &Event) {
         Event::SessionEnded { client_id } => debug!("session of {client_id:?} ended"),
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
+        }
+        Event::PublishRefused {
+            client_id,
+            topic,
+            reason,
+            detail,
+        } => {
+            warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
         }
     }
 }

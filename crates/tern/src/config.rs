@@ -19,6 +19,25 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub(crate) sys_interval_secs: Option<u64>,
+    #[serde(default)]
+    pub(crate) trees: TreesConfig,
+}
+
+/// Mirrors [`tern_core::TreeConfig`]: how `$tree/` subscriptions batch their deltas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TreesConfig {
+    window_millis: Option<u64>,
+}
+
+impl TreesConfig {
+    pub(crate) fn to_core(&self) -> tern_core::TreeConfig {
+        let mut trees = tern_core::TreeConfig::default();
+        if let Some(window) = self.window_millis {
+            trees.window_millis = window;
+        }
+        trees
+    }
 }
 
 #[derive(Debug, Deserialize)]

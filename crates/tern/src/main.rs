@@ -73,6 +73,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         // The durable store is not wired in yet: state lives in memory.
         persistence: false,
+        trees: file.trees.to_core(),
     };
     let server_config = ServerConfig {
         listeners: config::listeners(&file, args.bind, args.port),

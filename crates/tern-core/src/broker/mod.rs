@@ -11,6 +11,7 @@ mod lifecycle;
 mod publish;
 mod subscribe;
 pub mod sys;
+mod tree_view;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -28,6 +29,7 @@ use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::tree::{Match, SubscriptionTree};
+use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
 
 /// Timers the broker keeps for sessions without a connection.
@@ -69,6 +71,8 @@ pub struct Broker {
     authenticator: Box<dyn Authenticator>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
+    /// `$tree/` subscriptions: their pending deltas and deadlines.
+    tree_views: TreeViews,
 }
 
 impl Broker {
@@ -94,6 +98,7 @@ impl Broker {
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             scratch: Vec::new(),
+            tree_views: TreeViews::default(),
         }
     }
 
@@ -502,8 +507,9 @@ impl Broker {
         }
         let key = self.insert_session(session);
         for (filter, info) in record.subscriptions {
-            self.subscriptions.insert(&filter, key, info);
-            self.session_mut(key).subscriptions.insert(filter, info);
+            if let Ok(info) = self.index_subscription(key, &filter, info) {
+                self.session_mut(key).subscriptions.insert(filter, info);
+            }
         }
         let expiry_secs = record.expiry_secs;
         if let Some(delay) = self.session(key).will.as_ref().map(|w| w.delay_secs) {

@@ -8,6 +8,7 @@ use tern_codec::{
     TopicName,
 };
 
+use super::tree_view::Outgoing;
 use super::Broker;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
@@ -52,12 +53,44 @@ impl Broker {
             return;
         }
         let packet_id = publish.packet_id;
-        match (publish.qos, packet_id) {
+        let qos = publish.qos;
+        let outgoing = match self.prepare_publish(key, publish) {
+            Ok(outgoing) => outgoing,
+            Err((code, detail, topic)) => {
+                let v5 = self.session(key).version == ProtocolVersion::V5;
+                self.events.push_back(Event::PublishRefused {
+                    client_id: self.session(key).client_id.clone(),
+                    topic,
+                    reason: code,
+                    detail,
+                });
+                match (v5, qos, packet_id) {
+                    // MQTT 5 says why in the acknowledgement; the exchange ends there.
+                    (true, QoS::AtLeastOnce, Some(packet_id)) => {
+                        let mut ack = Ack::new(packet_id);
+                        ack.reason_code = code;
+                        self.send(id, Packet::PubAck(ack));
+                        return;
+                    }
+                    (true, QoS::ExactlyOnce, Some(packet_id)) => {
+                        let mut ack = Ack::new(packet_id);
+                        ack.reason_code = code;
+                        self.send(id, Packet::PubRec(ack));
+                        return;
+                    }
+                    (true, _, _) => return,
+                    // 3.1.1 acknowledgements carry no reason: the exchange completes as for a
+                    // publish that reached no one.
+                    (false, _, _) => Outgoing::Spread(Vec::new()),
+                }
+            }
+        };
+        match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.accept_publish(key, publish, now);
+                self.accept_outgoing(key, outgoing, now);
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let delivered = self.accept_publish(key, publish, now);
+                let delivered = self.accept_outgoing(key, outgoing, now);
                 let mut ack = Ack::new(packet_id);
                 if !delivered {
                     ack.reason_code = ReasonCode::NoMatchingSubscribers;
@@ -92,7 +125,7 @@ impl Broker {
                     });
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, method B of 4.3.3).
-                    if !self.accept_publish(key, publish, now) {
+                    if !self.accept_outgoing(key, outgoing, now) {
                         ack.reason_code = ReasonCode::NoMatchingSubscribers;
                     }
                 }
@@ -139,7 +172,7 @@ impl Broker {
     }
 
     /// Applies the topic length and depth limits.
-    fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
+    pub(super) fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
         let limits = &self.config.limits;
         if topic.len() > limits.topic_length_max_bytes {
             return Err("topic name too long");
@@ -148,6 +181,16 @@ impl Broker {
             return Err("topic name has too many levels");
         }
         Ok(())
+    }
+
+    /// Routes what an accepted PUBLISH became; returns whether any subscriber matched.
+    fn accept_outgoing(&mut self, key: SessionKey, outgoing: Outgoing, now: Time) -> bool {
+        match outgoing {
+            Outgoing::One(publish) => self.accept_publish(key, publish, now),
+            Outgoing::Spread(publishes) => publishes.into_iter().fold(false, |any, publish| {
+                self.accept_publish(key, publish, now) | any
+            }),
+        }
     }
 
     /// Turns an accepted PUBLISH into a message and routes it; returns whether any subscriber
@@ -207,6 +250,7 @@ impl Broker {
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
         let any = !matches.is_empty();
+        self.route_to_tree_views(message, &mut matches, now);
         // Group a session's overlapping non-shared subscriptions into one delivery.
         matches.sort_by_key(|m| (m.shared, m.key));
         let mut index = 0;
