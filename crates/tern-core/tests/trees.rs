@@ -425,3 +425,76 @@ fn bad_tree_publish_is_refused_whole() {
         assert_eq!(tb.stats().retained, 0);
     }
 }
+
+/// Point 6: a large snapshot is built in chunks over several calls into the core (so other
+/// clients' traffic runs in between); changes seen meanwhile are folded into it, and deltas to
+/// that member wait until it is sent. Members of the same view share each delta.
+#[test]
+fn large_snapshot_is_built_in_chunks() {
+    let mut config = Config::default();
+    config.trees.snapshot_chunk_entries = 2;
+    let mut tb = TestBroker::with_config(config);
+    let p = tb.connect("p", V5, Opts::new());
+    for n in 0..5 {
+        tb.send(&p, retained(&format!("c/{n}"), "0", Q0, 0));
+    }
+    let early = tb.connect("early", V5, Opts::new());
+    tb.subscribe(&early, "$tree/c/+", Q0);
+    for _ in 0..3 {
+        tb.advance(0);
+    }
+    let all = json!({"0": 0, "1": 0, "2": 0, "3": 0, "4": 0});
+    assert_eq!(trees(&tb.recv(&early)), [snap("$tree/c/*", all, Q0)]);
+
+    let s = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&s, "$tree/c/+", Q0);
+    tb.expect_silent(&s);
+    assert_eq!(
+        tb.broker.next_timeout(),
+        Some(tb.now),
+        "more to build at once"
+    );
+    tb.send(&p, publish("c/1", "9", Q0, 0));
+    tb.send(&p, retained("c/4", "", Q0, 0));
+    tb.advance(0);
+    tb.expect_silent(&s);
+    tb.advance(10);
+    let want = json!({"0": 0, "1": 9, "2": 0, "3": 0, "4": null});
+    assert_eq!(trees(&tb.recv(&s)), [snap("$tree/c/*", want, Q0)]);
+    let want = json!({"1": 9, "4": null});
+    assert_eq!(trees(&tb.recv(&early)), [delta("$tree/c/*", want, Q0)]);
+    assert_eq!(tb.broker.next_timeout(), None);
+    tb.send(&p, publish("c/2", "7", Q0, 0));
+    tb.advance(10);
+    for client in [&early, &s] {
+        let got = trees(&tb.recv(client));
+        assert_eq!(got, [delta("$tree/c/*", json!({"2": 7}), Q0)]);
+    }
+}
+
+/// A session that unsubscribes or goes away while its snapshot is being built leaves nothing
+/// behind.
+#[test]
+fn leaving_during_a_snapshot() {
+    let mut config = Config::default();
+    config.trees.snapshot_chunk_entries = 1;
+    let mut tb = TestBroker::with_config(config);
+    let p = tb.connect("p", V311, Opts::new());
+    for n in 0..3 {
+        tb.send(&p, retained(&format!("l/{n}"), "0", Q0, 0));
+    }
+    let s = tb.connect("s", V311, Opts::new());
+    tb.subscribe(&s, "$tree/l/+", Q0);
+    tb.send(&s, unsubscribe(2, &["$tree/l/+"]));
+    assert_eq!(tb.recv(&s), [unsuback(2, &[])]);
+    tb.advance(0);
+    tb.expect_silent(&s);
+    let t = tb.connect("t", V311, Opts::new());
+    tb.subscribe(&t, "$tree/l/+", Q0);
+    tb.disconnect(&t);
+    tb.advance(0);
+    tb.advance(0);
+    assert_eq!(tb.broker.next_timeout(), None);
+    tb.send(&p, publish("l/0", "1", Q0, 0));
+    assert_eq!(tb.broker.next_timeout(), None, "no tree view is left");
+}

@@ -138,5 +138,8 @@ async fn timer_loop(shared: Rc<Shared>, sys_interval: Option<Duration>) {
                 shared.publish_sys();
             }
         }
+        // A deadline that is already due (a large tree snapshot built in chunks) must not keep
+        // the connection tasks waiting: let them run between two rounds.
+        tokio::task::yield_now().await;
     }
 }

@@ -248,7 +248,7 @@ impl Broker {
             self.close(id, reason, code, now);
         }
         self.run_due_timers(now);
-        self.flush_due_tree_views(now);
+        self.run_tree_views(now);
         self.close_oversized(now);
     }
 

@@ -247,10 +247,11 @@ impl Broker {
         };
         self.subscriptions
             .matches(&message.topic, online, &mut matches);
+        // Tree views share one delta among their members, so No Local does not apply to them.
+        let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
-        let any = !matches.is_empty();
-        self.route_to_tree_views(message, &mut matches, now);
+        let any = tree_views || !matches.is_empty();
         // Group a session's overlapping non-shared subscriptions into one delivery.
         matches.sort_by_key(|m| (m.shared, m.key));
         let mut index = 0;

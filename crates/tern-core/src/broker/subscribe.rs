@@ -99,7 +99,7 @@ impl Broker {
             self.deliver(key, delivery, now);
         }
         for view in snapshots {
-            self.send_tree_snapshot(view, now);
+            self.start_tree_snapshot(view, key, now);
         }
     }
 

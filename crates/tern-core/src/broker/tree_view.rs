@@ -11,10 +11,10 @@ use tern_codec::{
 
 use super::Broker;
 use crate::session::Delivery;
-use crate::tree::SubscriptionInfo;
+use crate::tree::{Match, SubscriptionInfo};
 use crate::tree_view::json::{self, TreeBuilder};
 use crate::tree_view::{
-    key_path, tree_inner, tree_topic, Change, TreeView, TreeViewId, TREE_PREFIX,
+    key_path, tree_inner, tree_topic, Change, Changes, Member, SnapshotJob, TreeViewId, TREE_PREFIX,
 };
 use crate::types::{Message, SessionKey, SharedMessage, Time};
 
@@ -35,9 +35,9 @@ enum Kind {
 }
 
 impl Broker {
-    /// Adds `filter` to the subscription trie for `key`: a `$tree/` filter under its inner filter
-    /// with its tree view (reused if the session already holds this filter), any other as is.
-    /// Returns the info as stored, or why the filter is refused.
+    /// Adds `filter` to the subscription trie for `key`: a `$tree/` filter under its inner filter,
+    /// as a member of the tree view of that filter; any other filter as is. Returns the info as
+    /// stored, or why the filter is refused.
     pub(super) fn index_subscription(
         &mut self,
         key: SessionKey,
@@ -51,38 +51,22 @@ impl Broker {
         };
         let inner = inner?;
         let topic = tree_topic(filter).ok_or("tree filter cannot be spelled as a topic")?;
-        let existing = self
-            .session(key)
-            .subscriptions
-            .get(filter)
-            .and_then(|i| i.tree_view)
-            .filter(|id| self.tree_views.views.contains_key(id));
-        let id = match existing {
-            Some(id) => {
-                if let Some(view) = self.tree_views.views.get_mut(&id) {
-                    view.qos = info.options.qos;
-                    view.identifier = info.identifier;
-                }
-                id
-            }
-            None => self.tree_views.insert(TreeView {
-                session: key,
-                inner: inner.clone(),
-                topic,
+        let id = self.tree_views.view_for(&inner, topic);
+        if let Some(view) = self.tree_views.views.get_mut(&id) {
+            let member = view.members.entry(key).or_insert(Member {
                 qos: info.options.qos,
                 identifier: info.identifier,
-                pending: Default::default(),
-                pending_bytes: 0,
-                pending_qos: QoS::AtMostOnce,
-                due: None,
-            }),
-        };
+                snapshot: None,
+            });
+            member.qos = info.options.qos;
+            member.identifier = info.identifier;
+        }
         info.tree_view = Some(id);
         self.subscriptions.insert(&inner, key, info);
         Ok(info)
     }
 
-    /// Removes `key`'s subscription `filter` (held with `info`) from the trie, and its tree view.
+    /// Removes `key`'s subscription `filter` (held with `info`) from the trie and its tree view.
     pub(super) fn unindex_subscription(
         &mut self,
         key: SessionKey,
@@ -94,30 +78,32 @@ impl Broker {
                 self.subscriptions.remove(filter, key);
             }
             Some(id) => {
-                if let Some(view) = self.tree_views.views.remove(&id) {
-                    self.subscriptions.remove_tree_view(&view.inner, key);
+                if let Some(inner) = self.tree_views.leave(id, key) {
+                    self.subscriptions.remove_tree_view(&inner, key);
                 }
             }
         }
     }
 
-    /// Routes `message` into the pending deltas of the tree views in `matches`, and removes
-    /// those from `matches`.
+    /// Records `message` once in each tree view among `matches` (however many sessions it has),
+    /// and removes those matches; returns whether there was one.
     pub(super) fn route_to_tree_views(
         &mut self,
         message: &SharedMessage,
-        matches: &mut Vec<crate::tree::Match<SessionKey>>,
+        matches: &mut Vec<Match<SessionKey>>,
         now: Time,
-    ) {
-        if !matches.iter().any(|m| m.info.tree_view.is_some()) {
-            return;
+    ) -> bool {
+        let mut views: Vec<TreeViewId> = matches.iter().filter_map(|m| m.info.tree_view).collect();
+        if views.is_empty() {
+            return false;
         }
-        for m in matches.iter() {
-            if let Some(id) = m.info.tree_view {
-                self.record_tree_change(id, message, now);
-            }
+        views.sort_unstable();
+        views.dedup();
+        for id in views {
+            self.record_tree_change(id, message, now);
         }
         matches.retain(|m| m.info.tree_view.is_none());
+        true
     }
 
     fn record_tree_change(&mut self, id: TreeViewId, message: &SharedMessage, now: Time) {
@@ -131,77 +117,152 @@ impl Broker {
         } else {
             Change::Set(message.payload.clone())
         };
-        if view.record(&message.topic, change, message.qos) {
+        if view.pending.record(&message.topic, change, message.qos) {
             let at = now.plus_millis(window);
             view.due = Some(at);
             self.tree_views.due.insert((at, id));
         }
         // A pending delta is bounded like a session queue: past the limits it goes out early.
         if view.pending.len() >= limits.queued_count_max
-            || view.pending_bytes >= limits.queued_bytes_max
+            || view.pending.bytes >= limits.queued_bytes_max
         {
             self.flush_tree_view(id, now);
         }
     }
 
-    /// Sends every pending delta that is due at `now`.
-    pub(super) fn flush_due_tree_views(&mut self, now: Time) {
+    /// Sends every pending delta that is due at `now`, and goes on building snapshots.
+    pub(super) fn run_tree_views(&mut self, now: Time) {
         while let Some(id) = self.tree_views.pop_due(now) {
             self.flush_tree_view(id, now);
         }
+        self.build_snapshots(now);
     }
 
-    /// The earliest time a pending delta is due.
+    /// The earliest time tree views have work.
     pub(super) fn next_tree_due(&self) -> Option<Time> {
         self.tree_views.next_due()
     }
 
-    /// Sends the pending delta of `id` now.
+    /// Sends the pending delta of `id` now: built once, shared by every member. A member whose
+    /// snapshot is still being built gets the changes in its snapshot instead.
     fn flush_tree_view(&mut self, id: TreeViewId, now: Time) {
         let Some(view) = self.tree_views.views.get_mut(&id) else {
             return;
         };
-        let (pending, qos) = view.take_pending();
+        view.due = None;
+        let pending = std::mem::take(&mut view.pending);
         if pending.is_empty() {
             return;
         }
         let mut tree = TreeBuilder::new();
-        for (topic, change) in &pending {
-            let value = match change {
-                Change::Set(payload) => json::payload_to_json(payload),
-                Change::Cleared => serde_json::Value::Null,
-            };
-            tree.insert(key_path(view.inner.as_str(), topic), value);
+        for (topic, change) in &pending.by_topic {
+            tree.insert(key_path(view.inner.as_str(), topic), change_value(change));
         }
-        // The delivery QoS: the lowest of the granted QoS and the highest merged one.
-        let qos = qos.min(view.qos);
-        self.send_tree(id, tree, qos, Kind::Delta, now);
+        let mut recipients = Vec::with_capacity(view.members.len());
+        for (&key, member) in &mut view.members {
+            match &mut member.snapshot {
+                Some(job) => job.late.merge(&pending),
+                // The delivery QoS: the lowest of the granted QoS and the highest merged one.
+                None => recipients.push((key, member.qos.min(pending.qos), member.identifier)),
+            }
+        }
+        let message = self.tree_message(id, tree, pending.qos, Kind::Delta);
+        for (key, qos, identifier) in recipients {
+            self.deliver_tree(key, &message, qos, false, identifier, now);
+        }
     }
 
-    /// Sends the snapshot of `id`: every matching retained message in one tree. It replaces any
-    /// pending delta, whose changes it already holds.
-    pub(super) fn send_tree_snapshot(&mut self, id: TreeViewId, now: Time) {
+    /// Starts the snapshot of view `id` for `key`: the matching retained messages now, laid out
+    /// as a tree in chunks; a small one is sent at once.
+    pub(super) fn start_tree_snapshot(&mut self, id: TreeViewId, key: SessionKey, now: Time) {
         let Some(view) = self.tree_views.views.get_mut(&id) else {
             return;
         };
-        view.take_pending();
-        let mut tree = TreeBuilder::new();
-        let inner = view.inner.as_str();
-        self.retained.for_each_match(inner, |message| {
-            if !message.is_expired(now) {
-                let value = json::payload_to_json(&message.payload);
-                tree.insert(key_path(inner, &message.topic), value);
-            }
-        });
-        let qos = view.qos;
-        self.send_tree(id, tree, qos, Kind::Snapshot, now);
-    }
-
-    fn send_tree(&mut self, id: TreeViewId, tree: TreeBuilder, qos: QoS, kind: Kind, now: Time) {
-        let Some(view) = self.tree_views.views.get(&id) else {
+        let Some(member) = view.members.get_mut(&key) else {
             return;
         };
-        let (key, topic, identifier) = (view.session, view.topic.clone(), view.identifier);
+        let mut entries = Vec::new();
+        self.retained
+            .for_each_match(view.inner.as_str(), |message| {
+                if !message.is_expired(now) {
+                    entries.push(Arc::clone(message));
+                }
+            });
+        member.snapshot = Some(SnapshotJob {
+            entries,
+            done: 0,
+            tree: TreeBuilder::new(),
+            late: Changes::default(),
+        });
+        self.tree_views.building.push_back((id, key));
+        self.build_snapshots(now);
+    }
+
+    /// Adds up to `snapshot_chunk_entries` retained messages to the snapshots being built,
+    /// oldest first, and sends those that are complete.
+    fn build_snapshots(&mut self, now: Time) {
+        let mut budget = self.config.trees.snapshot_chunk_entries.max(1);
+        while budget > 0 {
+            let Some(&(id, key)) = self.tree_views.building.front() else {
+                break;
+            };
+            let Some(view) = self.tree_views.views.get_mut(&id) else {
+                self.tree_views.building.pop_front();
+                continue;
+            };
+            let inner = view.inner.as_str();
+            let Some(member) = view.members.get_mut(&key) else {
+                self.tree_views.building.pop_front();
+                continue;
+            };
+            let Some(job) = member.snapshot.as_mut() else {
+                self.tree_views.building.pop_front();
+                continue;
+            };
+            let end = job.entries.len().min(job.done + budget);
+            for message in &job.entries[job.done..end] {
+                let value = json::payload_to_json(&message.payload);
+                job.tree.insert(key_path(inner, &message.topic), value);
+            }
+            budget -= end - job.done;
+            job.done = end;
+            if job.done < job.entries.len() {
+                break;
+            }
+            let Some(mut job) = member.snapshot.take() else {
+                break;
+            };
+            for (topic, change) in &job.late.by_topic {
+                job.tree
+                    .insert(key_path(inner, topic), change_value(change));
+            }
+            let (qos, identifier) = (member.qos, member.identifier);
+            self.tree_views.building.pop_front();
+            let message = self.tree_message(id, job.tree, qos, Kind::Snapshot);
+            // Like retained messages sent on subscribe, the snapshot has RETAIN set: a 3.1.1
+            // client tells it from a delta by that flag.
+            self.deliver_tree(key, &message, qos, true, identifier, now);
+        }
+        self.tree_views.building_since = match self.tree_views.building.is_empty() {
+            true => None,
+            false => Some(now),
+        };
+    }
+
+    /// The message a tree view sends: its topic, the JSON tree, and (MQTT 5) what kind it is.
+    fn tree_message(
+        &mut self,
+        id: TreeViewId,
+        tree: TreeBuilder,
+        qos: QoS,
+        kind: Kind,
+    ) -> SharedMessage {
+        let topic = self
+            .tree_views
+            .views
+            .get(&id)
+            .map(|view| view.topic.clone())
+            .unwrap_or_default();
         let (name, value) = (tree_property(), kind_value(kind));
         let properties = PublishProperties {
             payload_format_indicator: Some(PayloadFormat::Utf8),
@@ -209,7 +270,7 @@ impl Broker {
             user_properties: UserProperties::from_pairs([(&name, &value)]),
             ..PublishProperties::default()
         };
-        let message = Message {
+        Arc::new(Message {
             id: self.next_message_id(),
             topic,
             payload: tree.to_bytes(),
@@ -218,14 +279,23 @@ impl Broker {
             properties,
             expires_at: None,
             origin: None,
-        };
+        })
+    }
+
+    fn deliver_tree(
+        &mut self,
+        key: SessionKey,
+        message: &SharedMessage,
+        qos: QoS,
+        retain: bool,
+        identifier: Option<u32>,
+        now: Time,
+    ) {
         let delivery = Delivery {
             seq: 0,
-            message: Arc::new(message),
+            message: Arc::clone(message),
             qos,
-            // Like retained messages sent on subscribe, the snapshot has RETAIN set: a 3.1.1
-            // client tells it from a delta by that flag.
-            retain: matches!(kind, Kind::Snapshot),
+            retain,
             subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
         };
         self.deliver(key, delivery, now);
@@ -291,4 +361,11 @@ fn kind_value(kind: Kind) -> MqttString {
         Kind::Delta => "delta",
     };
     MqttString::new(text).unwrap_or_default()
+}
+
+fn change_value(change: &Change) -> serde_json::Value {
+    match change {
+        Change::Set(payload) => json::payload_to_json(payload),
+        Change::Cleared => serde_json::Value::Null,
+    }
 }

@@ -6,12 +6,12 @@
 
 pub mod json;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 use tern_codec::{MqttString, QoS, TopicFilter, TopicName};
 
-use crate::types::{SessionKey, Time};
+use crate::types::{SessionKey, SharedMessage, Time};
 
 /// Prefix of tree view filters and tree publish topics.
 pub const TREE_PREFIX: &str = "$tree/";
@@ -20,16 +20,22 @@ pub const TREE_PREFIX: &str = "$tree/";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TreeViewId(pub(crate) u32);
 
-/// How tree views batch their deltas.
+/// How tree views batch their deltas and build their snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeConfig {
     /// Changes within this many milliseconds of the first pending one are merged into one delta.
     pub window_millis: u64,
+    /// Retained messages added to snapshots per call into the core; a larger snapshot is built
+    /// over several calls, so other clients' traffic runs in between.
+    pub snapshot_chunk_entries: usize,
 }
 
 impl Default for TreeConfig {
     fn default() -> Self {
-        Self { window_millis: 10 }
+        Self {
+            window_millis: 10,
+            snapshot_chunk_entries: 2048,
+        }
     }
 }
 
@@ -91,74 +97,148 @@ pub(crate) enum Change {
     Cleared,
 }
 
-/// One tree view subscription.
+/// Changes by topic, last value wins, with their size and highest QoS.
 #[derive(Debug)]
-pub(crate) struct TreeView {
-    pub(crate) session: SessionKey,
-    /// The inner filter (after `$tree/`), as matched in the subscription trie.
-    pub(crate) inner: TopicFilter,
-    /// The topic its messages are sent on.
-    pub(crate) topic: TopicName,
-    /// Granted QoS.
+pub(crate) struct Changes {
+    pub(crate) by_topic: BTreeMap<TopicName, Change>,
+    /// Topic and payload bytes held.
+    pub(crate) bytes: usize,
+    /// Highest QoS among the merged messages.
     pub(crate) qos: QoS,
-    /// Subscription identifier (MQTT 5).
-    pub(crate) identifier: Option<u32>,
-    /// Changes since the last delta, last value per topic.
-    pub(crate) pending: BTreeMap<TopicName, Change>,
-    /// Topic and payload bytes in `pending`.
-    pub(crate) pending_bytes: usize,
-    /// Highest QoS among the merged changes.
-    pub(crate) pending_qos: QoS,
-    /// When the pending delta goes out.
-    pub(crate) due: Option<Time>,
 }
 
-impl TreeView {
-    /// Records a change, last value wins; returns whether it is the first pending one.
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            by_topic: BTreeMap::new(),
+            bytes: 0,
+            qos: QoS::AtMostOnce,
+        }
+    }
+}
+
+impl Changes {
+    /// Records a change; returns whether it is the first one held.
     pub(crate) fn record(&mut self, topic: &TopicName, change: Change, qos: QoS) -> bool {
-        let first = self.pending.is_empty();
+        let first = self.by_topic.is_empty();
         let size = |c: &Change| match c {
             Change::Set(payload) => payload.len(),
             Change::Cleared => 0,
         };
-        self.pending_bytes += size(&change);
-        match self.pending.insert(topic.clone(), change) {
-            Some(old) => self.pending_bytes -= size(&old),
-            None => self.pending_bytes += topic.len(),
+        self.bytes += size(&change);
+        match self.by_topic.insert(topic.clone(), change) {
+            Some(old) => self.bytes -= size(&old),
+            None => self.bytes += topic.len(),
         }
-        self.pending_qos = self.pending_qos.max(qos);
+        self.qos = self.qos.max(qos);
         first
     }
 
-    /// Takes the pending changes and their QoS, leaving none.
-    pub(crate) fn take_pending(&mut self) -> (BTreeMap<TopicName, Change>, QoS) {
-        let qos = std::mem::replace(&mut self.pending_qos, QoS::AtMostOnce);
-        self.pending_bytes = 0;
-        self.due = None;
-        (std::mem::take(&mut self.pending), qos)
+    /// Merges `other` in after the changes held (its values win).
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (topic, change) in &other.by_topic {
+            self.record(topic, change.clone(), other.qos);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_topic.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_topic.len()
     }
 }
 
-/// Every tree view, and when their pending deltas are due.
+/// A snapshot being built in chunks, so a large one does not hold up other clients.
+#[derive(Debug)]
+pub(crate) struct SnapshotJob {
+    /// The matching retained messages when the subscription was made.
+    pub(crate) entries: Vec<SharedMessage>,
+    /// How many of `entries` are in `tree`.
+    pub(crate) done: usize,
+    pub(crate) tree: json::TreeBuilder,
+    /// Changes seen by the view while the snapshot was being built; applied last.
+    pub(crate) late: Changes,
+}
+
+/// One session subscribed to a tree view.
+#[derive(Debug)]
+pub(crate) struct Member {
+    /// Granted QoS.
+    pub(crate) qos: QoS,
+    /// Subscription identifier (MQTT 5).
+    pub(crate) identifier: Option<u32>,
+    /// Its snapshot, while it is being built; deltas wait until it is sent.
+    pub(crate) snapshot: Option<SnapshotJob>,
+}
+
+/// The subscriptions of every session to one `$tree/` filter. They see the same changes, so
+/// each delta is built once and shared, like an ordinary message fanned out.
+#[derive(Debug)]
+pub(crate) struct TreeView {
+    /// The inner filter (after `$tree/`), as matched in the subscription trie.
+    pub(crate) inner: TopicFilter,
+    /// The topic its messages are sent on.
+    pub(crate) topic: TopicName,
+    /// Subscribed sessions, in key order (deliveries go out in the same order on every run).
+    pub(crate) members: BTreeMap<SessionKey, Member>,
+    /// Changes since the last delta.
+    pub(crate) pending: Changes,
+    /// When the pending delta goes out.
+    pub(crate) due: Option<Time>,
+}
+
+/// Every tree view, and the work waiting on them.
 #[derive(Debug, Default)]
 pub(crate) struct TreeViews {
     pub(crate) views: HashMap<TreeViewId, TreeView>,
+    pub(crate) by_filter: HashMap<TopicFilter, TreeViewId>,
     /// Pending deltas by deadline; an entry is stale once its view's `due` disagrees.
     pub(crate) due: BTreeSet<(Time, TreeViewId)>,
+    /// Snapshots still being built, oldest first, and since when the first one waits.
+    pub(crate) building: VecDeque<(TreeViewId, SessionKey)>,
+    pub(crate) building_since: Option<Time>,
     next_id: u32,
 }
 
 impl TreeViews {
-    pub(crate) fn insert(&mut self, view: TreeView) -> TreeViewId {
+    /// The view for `inner`, made if there is none.
+    pub(crate) fn view_for(&mut self, inner: &TopicFilter, topic: TopicName) -> TreeViewId {
+        if let Some(&id) = self.by_filter.get(inner) {
+            return id;
+        }
         let id = TreeViewId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
+        let view = TreeView {
+            inner: inner.clone(),
+            topic,
+            members: BTreeMap::new(),
+            pending: Changes::default(),
+            due: None,
+        };
         self.views.insert(id, view);
+        self.by_filter.insert(inner.clone(), id);
         id
     }
 
-    /// The earliest pending deadline.
+    /// Removes `key` from view `id`, and the view once it has no member; returns the inner
+    /// filter if `key` was a member.
+    pub(crate) fn leave(&mut self, id: TreeViewId, key: SessionKey) -> Option<TopicFilter> {
+        let view = self.views.get_mut(&id)?;
+        view.members.remove(&key)?;
+        let inner = view.inner.clone();
+        if view.members.is_empty() {
+            self.views.remove(&id);
+            self.by_filter.remove(&inner);
+        }
+        Some(inner)
+    }
+
+    /// The earliest time there is work: a pending delta, or a snapshot to go on building.
     pub(crate) fn next_due(&self) -> Option<Time> {
-        self.due.first().map(|&(at, _)| at)
+        let delta = self.due.first().map(|&(at, _)| at);
+        delta.into_iter().chain(self.building_since).min()
     }
 
     /// Takes the next view whose delta is due at `now`.
