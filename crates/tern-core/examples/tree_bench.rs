@@ -198,8 +198,8 @@ fn snapshot(topics: usize) {
     // The encoding buffer is the runtime's, not the subscription's.
     bench.out = BytesMut::new();
     println!(
-        "snapshot built in {rounds} rounds, {:.1} ms in all; longest round {:.1} ms (the first, \
-         with the SUBSCRIBE: {:.1} ms); encoding the first output: {:.1} ms",
+        "snapshot built in {rounds} rounds, {:.1} ms in all; longest round {:.1} ms; the first \
+         (with the SUBSCRIBE) {:.1} ms; encoding the SUBACK: {:.2} ms",
         ms(total),
         ms(slowest),
         ms(built),

@@ -1,18 +1,22 @@
 //! Retained messages as a trie over topic levels, so a subscription's filter finds its retained
 //! messages by walking only the matching branches, and a subtree can be enumerated.
+//!
+//! Children are kept in order, so a walk can stop after so many matches and resume later
+//! after the last topic it gave (a large tree snapshot is built that way, in rounds).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 #[derive(Debug)]
 struct Node<V> {
-    children: HashMap<Box<str>, Self>,
+    children: BTreeMap<Box<str>, Self>,
     value: Option<V>,
 }
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            children: HashMap::new(),
+            children: BTreeMap::new(),
             value: None,
         }
     }
@@ -89,6 +93,21 @@ impl<V> RetainedTree<V> {
         walk(&self.root, Some(filter), true, &mut f);
     }
 
+    /// Calls `f` with at most `limit` values whose topic matches `filter`, in topic order (level
+    /// by level), starting after the topic `after`; returns whether more remain.
+    pub fn for_each_match_after(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+        f: impl FnMut(&V),
+    ) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let cursor: Option<Vec<&str>> = after.map(|topic| topic.split('/').collect());
+        let mut walk = Limited { f, left: limit };
+        walk_from(&self.root, &levels, cursor.as_deref(), true, &mut walk)
+    }
+
     /// Removes every value for which `expired` is true; returns how many went.
     pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) -> usize {
         let removed = prune(&mut self.root, &mut keep);
@@ -149,6 +168,121 @@ fn walk<V>(node: &Node<V>, remaining: Option<&str>, at_root: bool, f: &mut impl 
     }
 }
 
+/// A callback that takes a bounded number of values.
+struct Limited<F> {
+    f: F,
+    left: usize,
+}
+
+impl<F> Limited<F> {
+    /// Gives `value` to the callback; returns true (stop) if the limit was already reached.
+    fn emit<V>(&mut self, value: &V) -> bool
+    where
+        F: FnMut(&V),
+    {
+        if self.left == 0 {
+            return true;
+        }
+        self.left -= 1;
+        (self.f)(value);
+        false
+    }
+}
+
+/// The children of `node` from the first level of `cursor` on, each with what remains of the
+/// cursor for it (`None`: the whole child comes after the cursor).
+fn children_from<'n, 'c, V>(
+    node: &'n Node<V>,
+    cursor: Option<&'c [&'c str]>,
+) -> impl Iterator<Item = (&'n str, &'n Node<V>, Option<&'c [&'c str]>)> {
+    let first = cursor.and_then(|c| c.first().copied());
+    let range = match first {
+        Some(level) => node
+            .children
+            .range::<str, _>((Bound::Included(level), Bound::Unbounded)),
+        None => node.children.range::<str, _>(..),
+    };
+    range.map(move |(name, child)| {
+        let rest = match (first, cursor) {
+            (Some(level), Some(c)) if level == &**name => Some(&c[1..]),
+            _ => None,
+        };
+        (&**name, child, rest)
+    })
+}
+
+/// [`walk`] in order, after `cursor` (the levels of the last topic given, below `node`; empty
+/// if it was `node` itself). Returns true if it stopped at the limit.
+fn walk_from<V, F: FnMut(&V)>(
+    node: &Node<V>,
+    filter: &[&str],
+    cursor: Option<&[&str]>,
+    at_root: bool,
+    walk: &mut Limited<F>,
+) -> bool {
+    let Some((&level, rest)) = filter.split_first() else {
+        return match (&node.value, cursor) {
+            (Some(value), None) => walk.emit(value),
+            _ => false,
+        };
+    };
+    match level {
+        "#" => {
+            if let (false, Some(value), None) = (at_root, &node.value, cursor) {
+                if walk.emit(value) {
+                    return true;
+                }
+            }
+            for (name, child, rest) in children_from(node, cursor) {
+                if !(at_root && name.starts_with('$')) && visit_from(child, rest, walk) {
+                    return true;
+                }
+            }
+            false
+        }
+        "+" => {
+            for (name, child, child_cursor) in children_from(node, cursor) {
+                if !(at_root && name.starts_with('$'))
+                    && walk_from(child, rest, child_cursor, false, walk)
+                {
+                    return true;
+                }
+            }
+            false
+        }
+        _ => match node.children.get(level) {
+            Some(child) => {
+                let child_cursor =
+                    cursor.and_then(|c| (c.first() == Some(&level)).then(|| &c[1..]));
+                let past = cursor.is_some_and(|c| c.first().is_some_and(|&l| l > level));
+                !past && walk_from(child, rest, child_cursor, false, walk)
+            }
+            None => false,
+        },
+    }
+}
+
+/// Every value of `node` and below, in order, after `cursor`.
+fn visit_from<V, F: FnMut(&V)>(
+    node: &Node<V>,
+    cursor: Option<&[&str]>,
+    walk: &mut Limited<F>,
+) -> bool {
+    if let (Some(value), None) = (&node.value, cursor) {
+        if walk.emit(value) {
+            return true;
+        }
+    }
+    // A cursor on `node` itself: every child comes after it.
+    let cursor = cursor.filter(|c| !c.is_empty());
+    for (_, child, rest) in children_from(node, cursor) {
+        if visit_from(child, rest, walk) {
+            return true;
+        }
+    }
+    false
+}
+
 fn visit_all<V>(node: &Node<V>, f: &mut impl FnMut(&V)) {
     if let Some(value) = &node.value {
         f(value);
@@ -200,6 +334,38 @@ mod tests {
                 .collect();
             want.sort();
             assert_eq!(got, want, "filter {filter}");
+        }
+    }
+
+    #[test]
+    fn resumable_walk_gives_every_match_once_in_order() {
+        let topics = [
+            "a", "a/b", "a/b/c", "a/c", "a/c/d", "b", "b/b", "$SYS/x", "/", "/x", "a/", "c/b",
+        ];
+        let filters = [
+            "#", "+", "a/#", "a/+", "+/b", "+/+/c", "$SYS/#", "/+", "a/+/+", "a/b",
+        ];
+        let mut tree = RetainedTree::new();
+        for topic in topics {
+            tree.insert(topic, topic.to_owned());
+        }
+        for filter in filters {
+            let mut want = Vec::new();
+            tree.for_each_match(filter, |v| want.push(v.clone()));
+            want.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+            for limit in 1..4 {
+                let mut got: Vec<String> = Vec::new();
+                loop {
+                    let after = got.last().cloned();
+                    let more = tree.for_each_match_after(filter, after.as_deref(), limit, |v| {
+                        got.push(v.clone())
+                    });
+                    if !more {
+                        break;
+                    }
+                }
+                assert_eq!(got, want, "filter {filter}, limit {limit}");
+            }
         }
     }
 

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use tern_codec::{
     MqttString, PayloadFormat, Publish, PublishProperties, QoS, ReasonCode, SubscriptionIds,
     TopicFilter, TopicName, UserProperties,
@@ -12,7 +14,7 @@ use tern_codec::{
 use super::Broker;
 use crate::session::Delivery;
 use crate::tree::{Match, SubscriptionInfo};
-use crate::tree_view::json::{self, TreeBuilder};
+use crate::tree_view::json::{self, TreeBuilder, TreeWriter};
 use crate::tree_view::{
     key_path, tree_inner, tree_topic, Change, Changes, Member, SnapshotJob, TreeViewId, TREE_PREFIX,
 };
@@ -154,10 +156,7 @@ impl Broker {
         if pending.is_empty() {
             return;
         }
-        let mut tree = TreeBuilder::new();
-        for (topic, change) in &pending.by_topic {
-            tree.insert(key_path(view.inner.as_str(), topic), change_value(change));
-        }
+        let tree = changes_tree(view.inner.as_str(), &pending);
         let mut recipients = Vec::with_capacity(view.members.len());
         for (&key, member) in &mut view.members {
             match &mut member.snapshot {
@@ -166,32 +165,26 @@ impl Broker {
                 None => recipients.push((key, member.qos.min(pending.qos), member.identifier)),
             }
         }
-        let message = self.tree_message(id, tree, pending.qos, Kind::Delta);
+        let message = self.tree_message(id, tree.to_bytes(), pending.qos, Kind::Delta);
         for (key, qos, identifier) in recipients {
             self.deliver_tree(key, &message, qos, false, identifier, now);
         }
     }
 
-    /// Starts the snapshot of view `id` for `key`: the matching retained messages now, laid out
-    /// as a tree in chunks; a small one is sent at once.
+    /// Starts the snapshot of view `id` for `key`: the matching retained messages, laid out as
+    /// a tree in rounds; a small one is sent at once.
     pub(super) fn start_tree_snapshot(&mut self, id: TreeViewId, key: SessionKey, now: Time) {
-        let Some(view) = self.tree_views.views.get_mut(&id) else {
+        let Some(member) = self
+            .tree_views
+            .views
+            .get_mut(&id)
+            .and_then(|view| view.members.get_mut(&key))
+        else {
             return;
         };
-        let Some(member) = view.members.get_mut(&key) else {
-            return;
-        };
-        let mut entries = Vec::new();
-        self.retained
-            .for_each_match(view.inner.as_str(), |message| {
-                if !message.is_expired(now) {
-                    entries.push(Arc::clone(message));
-                }
-            });
         member.snapshot = Some(SnapshotJob {
-            entries,
-            done: 0,
-            tree: TreeBuilder::new(),
+            cursor: None,
+            tree: TreeWriter::new(),
             late: Changes::default(),
         });
         self.tree_views.building.push_back((id, key));
@@ -199,7 +192,8 @@ impl Broker {
     }
 
     /// Adds up to `snapshot_chunk_entries` retained messages to the snapshots being built,
-    /// oldest first, and sends those that are complete.
+    /// oldest first, resuming each walk of the retained trie where it stopped, and sends those
+    /// that are complete. Changes after a walk passed a topic reach the snapshot through `late`.
     fn build_snapshots(&mut self, now: Time) {
         let mut budget = self.config.trees.snapshot_chunk_entries.max(1);
         while budget > 0 {
@@ -219,29 +213,43 @@ impl Broker {
                 self.tree_views.building.pop_front();
                 continue;
             };
-            let end = job.entries.len().min(job.done + budget);
-            for message in &job.entries[job.done..end] {
-                let value = json::payload_to_json(&message.payload);
-                job.tree.insert(key_path(inner, &message.topic), value);
+            let mut taken = 0;
+            let mut last = None;
+            let after = job.cursor.as_ref().map(|topic| topic.as_str());
+            let more = self
+                .retained
+                .for_each_match_after(inner, after, budget, |message| {
+                    taken += 1;
+                    // The message, not its topic: cloning a topic may allocate, once per topic.
+                    last = Some(Arc::clone(message));
+                    if !message.is_expired(now) {
+                        job.tree
+                            .push(&key_path(inner, &message.topic), &message.payload);
+                    }
+                });
+            budget = budget.saturating_sub(taken);
+            if let Some(message) = last {
+                job.cursor = Some(message.topic.clone());
             }
-            budget -= end - job.done;
-            job.done = end;
-            if job.done < job.entries.len() {
+            if more {
                 break;
             }
-            let Some(mut job) = member.snapshot.take() else {
+            let Some(job) = member.snapshot.take() else {
                 break;
             };
-            for (topic, change) in &job.late.by_topic {
-                job.tree
-                    .insert(key_path(inner, topic), change_value(change));
-            }
+            let late = (!job.late.is_empty()).then(|| changes_tree(inner, &job.late));
             let (qos, identifier) = (member.qos, member.identifier);
             self.tree_views.building.pop_front();
-            let message = self.tree_message(id, job.tree, qos, Kind::Snapshot);
+            let message = self.tree_message(id, job.tree.finish(), qos, Kind::Snapshot);
             // Like retained messages sent on subscribe, the snapshot has RETAIN set: a 3.1.1
             // client tells it from a delta by that flag.
             self.deliver_tree(key, &message, qos, true, identifier, now);
+            // What changed while it was being built follows at once, as a delta.
+            if let Some(tree) = late {
+                let message = self.tree_message(id, tree.to_bytes(), job.late.qos, Kind::Delta);
+                let late_qos = job.late.qos.min(qos);
+                self.deliver_tree(key, &message, late_qos, false, identifier, now);
+            }
         }
         self.tree_views.building_since = match self.tree_views.building.is_empty() {
             true => None,
@@ -253,7 +261,7 @@ impl Broker {
     fn tree_message(
         &mut self,
         id: TreeViewId,
-        tree: TreeBuilder,
+        payload: Bytes,
         qos: QoS,
         kind: Kind,
     ) -> SharedMessage {
@@ -273,7 +281,7 @@ impl Broker {
         Arc::new(Message {
             id: self.next_message_id(),
             topic,
-            payload: tree.to_bytes(),
+            payload,
             qos,
             retain: false,
             properties,
@@ -363,9 +371,15 @@ fn kind_value(kind: Kind) -> MqttString {
     MqttString::new(text).unwrap_or_default()
 }
 
-fn change_value(change: &Change) -> serde_json::Value {
-    match change {
-        Change::Set(payload) => json::payload_to_json(payload),
-        Change::Cleared => serde_json::Value::Null,
+/// The delta tree of `changes` under the filter `inner`.
+fn changes_tree(inner: &str, changes: &Changes) -> TreeBuilder {
+    let mut tree = TreeBuilder::new();
+    for (topic, change) in &changes.by_topic {
+        let value = match change {
+            Change::Set(payload) => json::payload_to_json(payload),
+            Change::Cleared => serde_json::Value::Null,
+        };
+        tree.insert(key_path(inner, topic), value);
     }
+    tree
 }

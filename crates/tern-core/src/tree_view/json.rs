@@ -3,7 +3,10 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 /// Key under which a non-UTF-8 payload travels, base64-encoded.
@@ -150,6 +153,104 @@ impl TreeBuilder {
     }
 }
 
+/// The JSON text of a payload's value (see [`payload_to_json`]): the payload itself when it is
+/// JSON, so a snapshot copies values without parsing them into a tree.
+fn payload_json_text(payload: &[u8]) -> Cow<'_, [u8]> {
+    if serde_json::from_slice::<IgnoredAny>(payload).is_ok() {
+        return Cow::Borrowed(payload);
+    }
+    Cow::Owned(serde_json::to_vec(&payload_to_json(payload)).unwrap_or_default())
+}
+
+/// Writes a JSON tree from values given in key-path order (a parent before its children,
+/// siblings in order), as the ordered walk of the retained trie yields them, so a large
+/// snapshot is written in pieces without a tree in memory. Equivalent to [`TreeBuilder`].
+#[derive(Debug)]
+pub struct TreeWriter {
+    out: Vec<u8>,
+    /// Keys of the objects open below the root.
+    open: Vec<String>,
+    need_comma: bool,
+    /// The last value given, written once the next one shows whether it is also a parent.
+    pending: Option<(Vec<String>, Vec<u8>)>,
+}
+
+impl Default for TreeWriter {
+    fn default() -> Self {
+        Self {
+            out: vec![b'{'],
+            open: Vec::new(),
+            need_comma: false,
+            pending: None,
+        }
+    }
+}
+
+impl TreeWriter {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the value of `payload` at `path`; paths must come in order.
+    pub fn push(&mut self, path: &[&str], payload: &[u8]) {
+        let value = payload_json_text(payload).into_owned();
+        let path: Vec<String> = path.iter().map(|level| (*level).to_owned()).collect();
+        if let Some((previous, previous_value)) = self.pending.take() {
+            let parent = path.len() > previous.len() && path[..previous.len()] == previous[..];
+            self.write(&previous, &previous_value, parent);
+        }
+        self.pending = Some((path, value));
+    }
+
+    /// The JSON text of the tree.
+    pub fn finish(mut self) -> Bytes {
+        if let Some((path, value)) = self.pending.take() {
+            self.write(&path, &value, false);
+        }
+        for _ in 0..=self.open.len() {
+            self.out.push(b'}');
+        }
+        Bytes::from(self.out)
+    }
+
+    fn write(&mut self, path: &[String], value: &[u8], parent: bool) {
+        let (objects, key) = match (parent, path.split_last()) {
+            (false, Some((last, objects))) => (objects, last.as_str()),
+            _ => (path, VALUE_KEY),
+        };
+        let common = self
+            .open
+            .iter()
+            .zip(objects)
+            .take_while(|(a, b)| a == b)
+            .count();
+        while self.open.len() > common {
+            self.open.pop();
+            self.out.push(b'}');
+            self.need_comma = true;
+        }
+        for level in &objects[common..] {
+            self.key(level);
+            self.out.push(b'{');
+            self.need_comma = false;
+            self.open.push(level.clone());
+        }
+        self.key(key);
+        self.out.extend_from_slice(value);
+        self.need_comma = true;
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.need_comma {
+            self.out.push(b',');
+        }
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, key);
+        self.out.push(b':');
+    }
+}
+
 /// Spreads the JSON object `payload`, published to the tree topic whose levels after `$tree/`
 /// are `levels`, into `(topic, payload)` pairs: each `*` level takes the keys of the object at
 /// its depth, a final `**` takes every remaining depth, a topic without either takes an
@@ -277,6 +378,30 @@ mod tests {
             text,
             r#"{"a":{"$value":1,"b":2},"bedroom":{"brightness":55,"is_on":1},"c":{"$value":4,"d":3}}"#
         );
+    }
+
+    #[test]
+    fn writer_agrees_with_builder() {
+        let entries: [(&[&str], &[u8]); 7] = [
+            (&[], b"0"),
+            (&["a"], b"1"),
+            (&["a", "b"], b"on"),
+            (&["a", "b", "c"], b"[1, 2]"),
+            (&["a", "d"], &[0xff]),
+            (&["e", "f"], b"{\"x\":1}"),
+            (&["g"], b""),
+        ];
+        for n in 0..=entries.len() {
+            let mut builder = TreeBuilder::new();
+            let mut writer = TreeWriter::new();
+            for (path, payload) in &entries[..n] {
+                builder.insert(path.iter().copied(), payload_to_json(payload));
+                writer.push(path, payload);
+            }
+            let written: Value = serde_json::from_slice(&writer.finish()).unwrap();
+            let built: Value = serde_json::from_slice(&builder.to_bytes()).unwrap();
+            assert_eq!(written, built, "first {n} entries");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use bytes::Bytes;
 use tern_codec::{MqttString, QoS, TopicFilter, TopicName};
 
-use crate::types::{SessionKey, SharedMessage, Time};
+use crate::types::{SessionKey, Time};
 
 /// Prefix of tree view filters and tree publish topics.
 pub const TREE_PREFIX: &str = "$tree/";
@@ -153,12 +153,11 @@ impl Changes {
 /// A snapshot being built in chunks, so a large one does not hold up other clients.
 #[derive(Debug)]
 pub(crate) struct SnapshotJob {
-    /// The matching retained messages when the subscription was made.
-    pub(crate) entries: Vec<SharedMessage>,
-    /// How many of `entries` are in `tree`.
-    pub(crate) done: usize,
-    pub(crate) tree: json::TreeBuilder,
-    /// Changes seen by the view while the snapshot was being built; applied last.
+    /// The last retained topic laid out so far; the walk of the retained trie resumes after it.
+    pub(crate) cursor: Option<TopicName>,
+    pub(crate) tree: json::TreeWriter,
+    /// Changes seen by the view while the snapshot was being built: sent as a delta right
+    /// after it.
     pub(crate) late: Changes,
 }
 
