@@ -268,3 +268,51 @@ def test_1_5_mosquitto_clients(broker, names, version):
         if sub.poll() is None:
             sub.kill()
             sub.wait(timeout=TIMEOUT)
+
+
+# ---------------------------------------------------------------------------
+# 6: large snapshots are built in rounds; pending deltas are bounded
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_6_large_snapshot_converges_with_changes_made_while_it_is_built(clients, names, version):
+    base = names.topic()
+    count = 10_000  # several rounds of 2,048 topics
+    raw = clients.raw_connected(names.client("raw"), version=version)
+    raw.send(b"".join(mqtt_raw.publish(f"{base}/s{n:05}/temp", b"%d" % (n % 40), retain=True,
+                                       version=version) for n in range(count)))
+    raw.send(mqtt_raw.publish(f"{base}/loaded", b"", qos=1, packet_id=1, version=version))
+    raw.expect_packet(mqtt_raw.PUBACK)  # everything before it has been handled
+    watcher = clients.connected(names.client("sub"), version=version)
+    watcher.subscribe(f"$tree/{base}/+/temp", qos=1)
+    # Changes right behind the SUBSCRIBE, while the snapshot is still being laid out.
+    raw.send(mqtt_raw.publish(f"{base}/s00000/temp", b"100", retain=True, version=version)
+             + mqtt_raw.publish(f"{base}/s09999/temp", b"", retain=True, version=version)
+             + mqtt_raw.publish(f"{base}/new/temp", b"7", retain=True, version=version))
+    snapshot = watcher.expect_message()
+    assert snapshot.retain and snapshot.topic == f"$tree/{base}/*/temp"
+    state = tree_of(snapshot)
+    assert len(state) >= count - 1, len(state)
+    # Apply deltas until the three changes are all seen.
+    want = {"s00000": 100, "s09999": None, "new": 7}
+    while any(state.get(k, "absent") != v for k, v in want.items()):
+        delta = watcher.expect_message()
+        assert not delta.retain
+        state.update(tree_of(delta))
+    expected = {f"s{n:05}": n % 40 for n in range(count)} | want
+    assert state == expected
+
+
+@pytest.mark.broker_config({"trees": {"window_millis": 60_000},
+                            "limits": {"queued_count_max": 3}})
+def test_6_pending_delta_is_bounded(clients, names, broker):
+    """With a one-minute window, a delta still goes out as soon as it holds the queue limit."""
+    base = names.topic()
+    watcher = clients.connected(names.client("sub"), version=V5)
+    watcher.subscribe(f"$tree/{base}/+", qos=0)
+    assert tree_of(watcher.expect_message()) == {}
+    sender = clients.connected(names.client("pub"), version=V5)
+    for n in range(4):
+        sender.publish(f"{base}/k{n}", b"%d" % n, qos=1)
+    assert tree_of(watcher.expect_message()) == {"k0": 0, "k1": 1, "k2": 2}
+    watcher.expect_no_message()
