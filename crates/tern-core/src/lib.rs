@@ -11,11 +11,13 @@
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
 //! - [`tree_view`]: `$tree/` subscriptions and publishes (JSON trees of many topics).
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
+//! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -27,7 +29,8 @@ pub mod tree;
 pub mod tree_view;
 pub mod types;
 
-pub use auth::{AllowAnonymous, AuthDecision, AuthRequest, Authenticator};
+pub use auth::{AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity};
+pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits};

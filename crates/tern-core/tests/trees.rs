@@ -9,7 +9,7 @@ mod support;
 use serde_json::{json, Value};
 use tern_codec::RetainHandling::{DoNotSend, SendIfNew};
 use tern_codec::{Packet, Publish, QoS, ReasonCode};
-use tern_core::{Config, Event, Limits};
+use tern_core::{Access, Authorizer, Config, Event, Limits, Permissions, Principal};
 
 use support::*;
 
@@ -505,4 +505,76 @@ fn leaving_during_a_snapshot() {
     assert_eq!(tb.broker.next_timeout(), None);
     tb.send(&p, publish("l/0", "1", Q0, 0));
     assert_eq!(tb.broker.next_timeout(), None, "no tree view is left");
+}
+
+/// Lets every client publish and subscribe under `ok/` only.
+#[derive(Debug)]
+struct OnlyOk;
+
+#[derive(Debug)]
+struct OnlyOkPermissions;
+
+impl Permissions for OnlyOkPermissions {
+    fn allows(&self, _access: Access, topic: &str) -> bool {
+        topic.starts_with("ok/")
+    }
+}
+
+impl Authorizer for OnlyOk {
+    fn permissions(&mut self, _principal: &Principal<'_>) -> Option<Box<dyn Permissions>> {
+        Some(Box::new(OnlyOkPermissions))
+    }
+}
+
+/// Point 5 with ACLs: each spread topic is checked as an ordinary publish would be (the
+/// `$tree/` topic itself is not); one denied topic refuses the whole publish, with 0x87 in
+/// MQTT 5 and a silent drop in 3.1.1. A tree subscription is checked by its inner filter.
+#[test]
+fn acl_denial_inside_a_tree_publish_refuses_it_whole() {
+    for version in VERSIONS {
+        let mut tb = TestBroker::new();
+        tb.broker.set_authorizer(Box::new(OnlyOk));
+        let s = tb.connect("s", version, Opts::new());
+        tb.subscribe(&s, "ok/#", Q0);
+        tb.send(&s, subscribe(2, &[("$tree/no/+", Q0)]));
+        let refused = if version == V5 {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::UnspecifiedError // 0x80 Failure in 3.1.1
+        };
+        assert_eq!(tb.recv(&s), [suback(2, &[refused])]);
+        let p = tb.connect("p", version, Opts::new());
+        tb.events();
+        tb.send(&p, publish("$tree/ok/*", r#"{"a":1,"b":2}"#, Q1, 1));
+        assert_eq!(tb.recv(&p), [puback(1)]);
+        assert_eq!(payloads(&tb.recv(&s)), ["1", "2"]);
+        tb.send(&p, publish("$tree/*/x", r#"{"ok":1,"no":2}"#, Q1, 2));
+        let code = if version == V5 {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        assert_eq!(tb.recv(&p), [Packet::PubAck(ack(2, code))], "{version:?}");
+        tb.send(&p, publish("$tree/*/x", r#"{"ok":1,"no":2}"#, Q2, 3));
+        let want = if version == V5 {
+            Packet::PubRec(ack(3, ReasonCode::NotAuthorized))
+        } else {
+            pubrec(3)
+        };
+        assert_eq!(tb.recv(&p), [want]);
+        tb.expect_silent(&s);
+        let events = tb.events();
+        let denied: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Denied { topic, .. } => Some(topic.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(denied, ["no/x", "no/x"]);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::PublishRefused { reason, .. }
+            if *reason == ReasonCode::NotAuthorized)));
+    }
 }

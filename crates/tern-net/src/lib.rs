@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use tern_core::{Authenticator, Authorizer};
 use tokio::net::TcpListener;
 use tokio::task::LocalSet;
 use tracing::{info, warn};
@@ -30,6 +31,9 @@ pub struct ServerConfig {
     pub sys_interval: Option<Duration>,
     /// How long shutdown waits for connections to flush before giving up.
     pub shutdown_grace: Duration,
+    /// The authentication profile of each listener, by position in `listeners` (see
+    /// `tern_core::AuthRequest::profile`); listeners past its end use profile 0.
+    pub listener_auth_profiles: Vec<usize>,
 }
 
 /// Errors starting the server.
@@ -50,6 +54,8 @@ pub enum NetError {
 pub struct Server {
     config: ServerConfig,
     listeners: Vec<TcpListener>,
+    authenticator: Option<Box<dyn Authenticator>>,
+    authorizer: Option<Box<dyn Authorizer>>,
 }
 
 impl Server {
@@ -62,7 +68,23 @@ impl Server {
                 .map_err(|source| NetError::Bind { address, source })?;
             listeners.push(listener);
         }
-        Ok(Self { config, listeners })
+        Ok(Self {
+            config,
+            listeners,
+            authenticator: None,
+            authorizer: None,
+        })
+    }
+
+    /// Installs the authentication and authorisation hooks (the defaults let everyone in and
+    /// allow everything).
+    pub fn set_auth(
+        &mut self,
+        authenticator: Box<dyn Authenticator>,
+        authorizer: Box<dyn Authorizer>,
+    ) {
+        self.authenticator = Some(authenticator);
+        self.authorizer = Some(authorizer);
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -82,11 +104,27 @@ impl Server {
 
     async fn serve(self, shutdown: impl Future<Output = ()>) {
         let shared = Rc::new(Shared::new(self.config.core.clone()));
-        for listener in self.listeners {
+        {
+            let mut broker = shared.broker.borrow_mut();
+            if let Some(authenticator) = self.authenticator {
+                broker.set_authenticator(authenticator);
+            }
+            if let Some(authorizer) = self.authorizer {
+                broker.set_authorizer(authorizer);
+            }
+        }
+        tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
+        for (index, listener) in self.listeners.into_iter().enumerate() {
             if let Ok(address) = listener.local_addr() {
                 info!("listening for MQTT on {address} (tcp)");
             }
-            tokio::task::spawn_local(accept_loop(listener, Rc::clone(&shared)));
+            let profile = self
+                .config
+                .listener_auth_profiles
+                .get(index)
+                .copied()
+                .unwrap_or(0);
+            tokio::task::spawn_local(accept_loop(listener, Rc::clone(&shared), profile));
         }
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         shutdown.await;
@@ -102,13 +140,19 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Rc<Shared>, auth_profile: usize) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let id = shared.next_connection_id();
-                tokio::task::spawn_local(connection::run(stream, peer, id, Rc::clone(&shared)));
+                tokio::task::spawn_local(connection::run(
+                    stream,
+                    peer,
+                    id,
+                    auth_profile,
+                    Rc::clone(&shared),
+                ));
             }
             Err(error) => {
                 // Typically out of file descriptors: back off briefly rather than spin.

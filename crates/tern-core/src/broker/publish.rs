@@ -10,10 +10,12 @@ use tern_codec::{
 
 use super::tree_view::Outgoing;
 use super::Broker;
+use crate::authz::Access;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
 use crate::store::{DeliveryStage, StoreOp};
 use crate::tree::Match;
+use crate::tree_view::TREE_PREFIX;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 impl Broker {
@@ -52,50 +54,59 @@ impl Broker {
             self.violation(id, ReasonCode::TopicNameInvalid, detail, now);
             return;
         }
+        let v5 = self.is_v5(id);
         let packet_id = publish.packet_id;
         let qos = publish.qos;
-        let outgoing = match self.prepare_publish(key, publish) {
-            Ok(outgoing) => outgoing,
-            Err((code, detail, topic)) => {
-                let v5 = self.session(key).version == ProtocolVersion::V5;
-                self.events.push_back(Event::PublishRefused {
-                    client_id: self.session(key).client_id.clone(),
-                    topic,
-                    reason: code,
-                    detail,
-                });
-                match (v5, qos, packet_id) {
-                    // MQTT 5 says why in the acknowledgement; the exchange ends there.
-                    (true, QoS::AtLeastOnce, Some(packet_id)) => {
-                        let mut ack = Ack::new(packet_id);
-                        ack.reason_code = code;
-                        self.send(id, Packet::PubAck(ack));
-                        return;
-                    }
-                    (true, QoS::ExactlyOnce, Some(packet_id)) => {
-                        let mut ack = Ack::new(packet_id);
-                        ack.reason_code = code;
-                        self.send(id, Packet::PubRec(ack));
-                        return;
-                    }
-                    (true, _, _) => return,
-                    // 3.1.1 acknowledgements carry no reason: the exchange completes as for a
-                    // publish that reached no one.
-                    (false, _, _) => Outgoing::Spread(Vec::new()),
-                }
-            }
+        // What is routed, or the reason code it is refused with. A `$tree/` publish is checked
+        // per resulting topic when it is spread.
+        let outcome = if publish.topic.starts_with(TREE_PREFIX) {
+            self.prepare_publish(id, publish)
+                .map_err(|(code, detail, topic)| {
+                    let client_id = self.session(key).client_id.clone();
+                    self.events.push_back(Event::PublishRefused {
+                        client_id,
+                        topic,
+                        reason: code,
+                        detail,
+                    });
+                    code
+                })
+        } else if self.authorize(id, Access::Publish, &publish.topic) {
+            Ok(Outgoing::One(publish))
+        } else {
+            self.denied(id, Access::Publish, &publish.topic);
+            Err(ReasonCode::NotAuthorized)
         };
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.accept_outgoing(key, outgoing, now);
+                if let Ok(outgoing) = outcome {
+                    self.accept_outgoing(key, outgoing, now);
+                }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let delivered = self.accept_outgoing(key, outgoing, now);
                 let mut ack = Ack::new(packet_id);
-                if !delivered {
-                    ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                match outcome {
+                    // 3.1.1 has no way to say no: the message is dropped, the ack still sent.
+                    Err(code) => {
+                        if v5 {
+                            ack.reason_code = code;
+                        }
+                    }
+                    Ok(outgoing) => {
+                        if !self.accept_outgoing(key, outgoing, now) {
+                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                        }
+                    }
                 }
                 self.send(id, Packet::PubAck(ack));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) if v5 && outcome.is_err() => {
+                // A PUBREC with an error code ends the exchange: nothing is remembered.
+                let mut ack = Ack::new(packet_id);
+                if let Err(code) = outcome {
+                    ack.reason_code = code;
+                }
+                self.send(id, Packet::PubRec(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let session = self.session(key);
@@ -104,7 +115,6 @@ impl Broker {
                     // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
                     // A 3.1.1 client never hears of it; its open exchanges are bounded by the
                     // 65,535 packet identifiers instead.
-                    let v5 = session.version == ProtocolVersion::V5;
                     if v5
                         && session.incoming_qos2.len()
                             >= usize::from(self.config.limits.receive_maximum)
@@ -125,8 +135,11 @@ impl Broker {
                     });
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, method B of 4.3.3).
-                    if !self.accept_outgoing(key, outgoing, now) {
-                        ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                    // A refused 3.1.1 publish completes the handshake but goes nowhere.
+                    if let Ok(outgoing) = outcome {
+                        if !self.accept_outgoing(key, outgoing, now) {
+                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                        }
                     }
                 }
                 self.send(id, Packet::PubRec(ack));

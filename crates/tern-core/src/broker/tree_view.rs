@@ -12,13 +12,14 @@ use tern_codec::{
 };
 
 use super::Broker;
+use crate::authz::Access;
 use crate::session::Delivery;
 use crate::tree::{Match, SubscriptionInfo};
 use crate::tree_view::json::{self, TreeBuilder, TreeWriter};
 use crate::tree_view::{
     key_path, tree_inner, tree_topic, Change, Changes, Member, SnapshotJob, TreeViewId, TREE_PREFIX,
 };
-use crate::types::{Message, SessionKey, SharedMessage, Time};
+use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 /// What an accepted PUBLISH becomes: itself, or the messages a `$tree/` publish spreads into.
 // It lives on the stack only between decoding and routing; boxing the common case would cost
@@ -313,7 +314,7 @@ impl Broker {
     /// key, each checked as if published alone; all are refused if one is.
     pub(super) fn prepare_publish(
         &mut self,
-        key: SessionKey,
+        id: ConnectionId,
         publish: Publish,
     ) -> Result<Outgoing, (ReasonCode, &'static str, TopicName)> {
         let Some(rest) = publish.topic.as_str().strip_prefix(TREE_PREFIX) else {
@@ -334,7 +335,8 @@ impl Broker {
             }
             self.check_topic(&topic)
                 .map_err(|detail| refuse(invalid, detail))?;
-            if !self.may_publish(key, &topic) {
+            if !self.authorize(id, Access::Publish, &topic) {
+                self.denied(id, Access::Publish, &topic);
                 return Err(refuse(
                     ReasonCode::NotAuthorized,
                     "publish to a spread topic denied",
@@ -351,11 +353,6 @@ impl Broker {
             });
         }
         Ok(Outgoing::Spread(spread))
-    }
-
-    /// Whether the session `key` may publish to `topic`.
-    fn may_publish(&self, _key: SessionKey, _topic: &TopicName) -> bool {
-        true
     }
 }
 

@@ -316,3 +316,37 @@ def test_6_pending_delta_is_bounded(clients, names, broker):
         sender.publish(f"{base}/k{n}", b"%d" % n, qos=1)
     assert tree_of(watcher.expect_message()) == {"k0": 0, "k1": 1, "k2": 2}
     watcher.expect_no_message()
+
+
+# ---------------------------------------------------------------------------
+# 5 with ACLs: every spread topic is checked; one denial refuses the whole publish
+# ---------------------------------------------------------------------------
+
+@pytest.mark.broker_config({"acl": [{"topic": "ok/#"}]})
+@pytest.mark.parametrize("version", VERSIONS)
+def test_5_acl_denial_inside_a_tree_publish_refuses_it_whole(clients, names, broker, version):
+    tag = names.tag
+    plain = clients.subscriber(names.client("plain"), f"ok/{tag}/#", qos=0, version=version)
+    raw = clients.raw_connected(names.client("raw"), version=version)
+    # Allowed: only the spread topics are checked, not the $tree/ topic itself.
+    raw.send(mqtt_raw.publish(f"$tree/ok/{tag}/*", b'{"a": 1}', qos=1, packet_id=1,
+                              version=version))
+    assert raw.expect_packet(mqtt_raw.PUBACK).body[:2] == bytes([0, 1])
+    message = plain.expect_message()
+    assert (message.topic, message.payload) == (f"ok/{tag}/a", b"1")
+    # One of two topics denied: neither is published.
+    raw.send(mqtt_raw.publish(f"$tree/*/{tag}/x", b'{"ok": 1, "no": 2}', qos=1, packet_id=2,
+                              version=version))
+    ack = raw.expect_packet(mqtt_raw.PUBACK)
+    if version == V5:
+        assert ack.body[:3] == bytes([0, 2, 0x87]), ack
+    else:
+        assert ack.body == bytes([0, 2]), ack
+    plain.expect_no_message()
+    # A tree subscription is checked by its inner filter.
+    raw.send(mqtt_raw.subscribe(3, f"$tree/no/{tag}/+", version=version))
+    suback = raw.expect_packet(mqtt_raw.SUBACK)
+    assert suback.body[-1] == (0x87 if version == V5 else 0x80), suback
+    watcher = clients.connected(names.client("sub"), version=version)
+    watcher.subscribe(f"$tree/ok/{tag}/+", qos=0)
+    assert tree_of(watcher.expect_message()) == {}
