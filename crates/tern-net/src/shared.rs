@@ -27,6 +27,10 @@ pub(crate) struct Shared {
     woken: RefCell<Vec<ConnectionId>>,
     /// Admission limits at accept.
     pub(crate) gate: Rc<Gate>,
+    /// When the timer task will next run the core's timers; input that moves the core's next
+    /// deadline earlier wakes it through `timer_wake`.
+    timer_at: Cell<Time>,
+    pub(crate) timer_wake: Notify,
     /// Slow credential checks the core handed out, waiting for the checker task.
     auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
     /// Wakes the checker task.
@@ -86,6 +90,8 @@ impl Shared {
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
             gate: Gate::new(admission),
+            timer_at: Cell::new(Time::from_millis(0)),
+            timer_wake: Notify::new(),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
             denial_log: LogBudget::default(),
@@ -148,6 +154,12 @@ impl Shared {
             }
             log_event(&event);
         }
+        if broker
+            .next_timeout()
+            .is_some_and(|at| at < self.timer_at.get())
+        {
+            self.timer_wake.notify_one();
+        }
         let mut jobs = self.auth_jobs.borrow_mut();
         while let Some(job) = broker.poll_auth_job() {
             jobs.push(job);
@@ -163,6 +175,21 @@ impl Shared {
                 waker.notify_one();
             }
         }
+    }
+
+    /// The next time the core's timers must run, at most `cap` from now; remembered so input
+    /// that brings it earlier wakes the timer task.
+    pub(crate) fn plan_timer(&self, cap: std::time::Duration) -> tokio::time::Instant {
+        let now = self.now();
+        let capped = now.plus_millis(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
+        let at = self
+            .broker
+            .borrow()
+            .next_timeout()
+            .map_or(capped, |at| at.min(capped));
+        self.timer_at.set(at);
+        let wait = at.as_millis().saturating_sub(now.as_millis());
+        tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
     }
 
     /// Runs the slow credential checks the core asks for on tokio's blocking threads, so
@@ -263,6 +290,14 @@ fn log_event(event: &Event) {
         }
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
+        }
+        Event::PublishRefused {
+            client_id,
+            topic,
+            reason,
+            detail,
+        } => {
+            warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
         }
     }
 }
