@@ -1,89 +1,80 @@
 //! One task per connection: read and decode every complete packet in the buffer, hand them to
 //! the core, then write everything the core queued for this connection in one batch.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::BytesMut;
 use tern_codec::{Decoder, ProtocolVersion};
-use tern_core::{ConnectionId, Transmit};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tern_core::{ConnectionId, ConnectionInfo, Transmit};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
 use crate::shared::Shared;
 
-/// Smallest read: what a read reserves at first, and after quiet spells.
+/// Smallest read: what a quiet connection reads with (on the stack), and after quiet spells.
 const READ_CHUNK_MIN_BYTES: usize = 512;
 /// Largest read: a busy connection's reads double up to this.
 const READ_CHUNK_MAX_BYTES: usize = 64 * 1024;
-/// How long one batch may take to write before the client is deemed stalled and dropped.
-const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A write buffer up to this size is kept however little of it the last batch used.
 const WRITE_KEEP_BYTES: usize = 1024;
+/// How long one batch may take to write before the client is deemed stalled and dropped.
+const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
-pub(crate) async fn run(
-    mut stream: TcpStream,
+/// Serves one connection over any byte stream (TCP, TLS, WebSocket) until it closes.
+pub(crate) async fn run<S>(
+    mut stream: S,
     peer: SocketAddr,
-    id: ConnectionId,
+    info: ConnectionInfo,
     auth_profile: usize,
     shared: Rc<Shared>,
-) {
-    shared.register(id);
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = shared.next_connection_id();
+    debug!(conn = id.0, "connection from {peer}");
+    shared.register(id, info);
     shared
         .broker
         .borrow_mut()
         .set_auth_profile(id, auth_profile);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
-    // An idle connection holds no buffer at all: one is reserved when the socket is readable,
-    // sized by how much the last reads brought, and dropped once everything in it is decoded.
+    // An idle connection holds no read buffer: a quiet connection reads into the stack and
+    // keeps only what arrived; a busy one reads into a buffer sized by its last reads.
     let mut read_buf = BytesMut::new();
     let mut read_chunk = READ_CHUNK_MIN_BYTES;
     let mut write_buf = BytesMut::new();
     let mut closing = false;
     while !closing {
-        // One poll for both sources: the socket's readiness and the core's output flag, so the
-        // task's resting state holds no futures of its own.
-        let ready = std::future::poll_fn(|cx| match stream.poll_read_ready(cx) {
-            Poll::Ready(result) => Poll::Ready(Some(result)),
-            Poll::Pending if shared.poll_woken(id, cx) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        // One poll for both sources, the socket and the core's output flag, so the task's
+        // resting state holds no futures of its own.
+        let input = std::future::poll_fn(|cx| {
+            let read = poll_read(&mut stream, cx, &mut read_buf, read_chunk);
+            match read {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending if shared.poll_woken(id, cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
         })
         .await;
-        match ready {
+        match input {
             // Woken for output only: flushed below.
             None => {}
-            Some(Err(_)) => break,
-            Some(Ok(())) => {
-                if read_buf.capacity() - read_buf.len() < read_chunk / 2 {
-                    read_buf.reserve(read_chunk);
-                }
-                let room = read_buf.capacity() - read_buf.len();
-                match stream.try_read_buf(&mut read_buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        shared
-                            .bytes_received
-                            .set(shared.bytes_received.get() + n as u64);
-                        read_chunk = next_read_chunk(read_chunk, n, room);
-                        decode_all(&shared, id, &mut decoder, &mut read_buf);
-                        // A quiet connection gives its buffer back; a busy one reads on into
-                        // the rest of it.
-                        if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
-                            read_buf = BytesMut::new();
-                        }
-                    }
-                    // Readiness can be stale; the buffer reserved for nothing goes back.
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                        if read_buf.is_empty() {
-                            read_buf = BytesMut::new();
-                        }
-                    }
-                    Err(_) => break,
+            Some(Ok((0, _))) | Some(Err(_)) => break,
+            Some(Ok((n, room))) => {
+                shared
+                    .bytes_received
+                    .set(shared.bytes_received.get() + n as u64);
+                read_chunk = next_read_chunk(read_chunk, n, room);
+                decode_all(&shared, id, &mut decoder, &mut read_buf);
+                if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
+                    read_buf = BytesMut::new();
                 }
             }
         }
@@ -94,6 +85,33 @@ pub(crate) async fn run(
     let _ = stream.shutdown().await;
     debug!(conn = id.0, "connection from {peer} closed");
     shared.unregister(id);
+}
+
+/// Polls one read; on success, the bytes read and the room they were read into.
+fn poll_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut std::task::Context<'_>,
+    read_buf: &mut BytesMut,
+    read_chunk: usize,
+) -> Poll<std::io::Result<(usize, usize)>> {
+    if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
+        // Quiet: read into the stack and keep only what arrived.
+        let mut scratch = [0u8; READ_CHUNK_MIN_BYTES];
+        let mut scratch = ReadBuf::new(&mut scratch);
+        let poll = Pin::new(stream).poll_read(cx, &mut scratch);
+        return poll.map_ok(|()| {
+            read_buf.extend_from_slice(scratch.filled());
+            (scratch.filled().len(), READ_CHUNK_MIN_BYTES)
+        });
+    }
+    if read_buf.capacity() - read_buf.len() < read_chunk / 2 {
+        read_buf.reserve(read_chunk);
+    }
+    let room = read_buf.capacity() - read_buf.len();
+    // `read_buf` has no state of its own: a fresh one per poll loses nothing.
+    std::pin::pin!(stream.read_buf(read_buf))
+        .poll(cx)
+        .map_ok(|n| (n, room))
 }
 
 /// The next read size: double after a read that filled its room, halve after one that used
@@ -132,12 +150,15 @@ fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf
 }
 
 /// Encodes and writes everything queued for `id`; returns whether the connection must close.
-async fn flush(
+async fn flush<S>(
     shared: &Shared,
     id: ConnectionId,
     write_buf: &mut BytesMut,
-    stream: &mut TcpStream,
-) -> std::io::Result<bool> {
+    stream: &mut S,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
     loop {
         let mut close = false;
         {
@@ -167,7 +188,12 @@ async fn flush(
             return Ok(close);
         }
         // A client that stops reading must not pin its connection (and this task) for ever.
-        match tokio::time::timeout(WRITE_STALL_TIMEOUT, stream.write_all(write_buf)).await {
+        // TLS and WebSocket buffer what they are given: flush pushes it to the socket.
+        let write = async {
+            stream.write_all(write_buf).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(written) => written?,
             Err(_) => {
                 debug!(
