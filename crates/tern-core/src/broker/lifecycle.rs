@@ -154,6 +154,10 @@ impl Broker {
                 self.timers.insert((at, key, TimerKind::SessionExpiry));
             }
         }
+        if expiry_secs != 0 && self.session(key).connection.is_none() {
+            // The deadlines count from now, not from a restart: the store must know them.
+            self.save_session(key);
+        }
     }
 
     /// Publishes the session's pending will, if it has one.
