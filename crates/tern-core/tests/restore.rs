@@ -154,3 +154,50 @@ fn nothing_is_recorded_without_persistence_or_for_clean_sessions() {
         "a session that ends with its connection is never stored"
     );
 }
+
+#[test]
+fn will_and_session_expiry_count_from_the_disconnect_not_from_the_restart() {
+    let mut store = MemoryStore::default();
+    let mut t = TestBroker::with_config(persistent_config());
+    let watcher = t.connect("watcher", V5, Opts::new().resume().expiry(3600));
+    t.subscribe(&watcher, "wills/#", Q1);
+    let gone = t.connect(
+        "gone",
+        V5,
+        Opts::new()
+            .resume()
+            .expiry(20)
+            .will(delayed_will("wills/gone", "bye", 10)),
+    );
+    t.subscribe(&gone, "x", Q1);
+    t.lose(&gone);
+    t.lose(&watcher);
+    t.skip(6_000);
+    flush_ops(&mut t, &mut store);
+
+    // Restarted 6 s after the disconnect: the will is due 4 s later, not 10.
+    restart(&mut t, &mut store);
+    t.advance(3_900);
+    let watcher = t.connect("watcher", V5, Opts::new().resume().expiry(3600));
+    t.expect_silent(&watcher);
+    t.advance(200);
+    let wills = t.recv(&watcher);
+    assert_eq!(wills.len(), 1, "{wills:?}");
+    assert_eq!(payload(&wills[0]).0, "bye");
+
+    // The session expires 20 s after the disconnect; what the store removes goes with it.
+    t.advance(9_800);
+    flush_ops(&mut t, &mut store);
+    restart(&mut t, &mut store);
+    let again = t.connect("gone", V5, Opts::new().resume().expiry(20));
+    assert!(
+        again.connack.session_present,
+        "still there 19.9 s after the disconnect"
+    );
+    t.lose(&again);
+    t.advance(20_001);
+    flush_ops(&mut t, &mut store);
+    restart(&mut t, &mut store);
+    let after = t.connect("gone", V5, Opts::new().resume().expiry(20));
+    assert!(!after.connack.session_present, "expired and purged");
+}

@@ -94,8 +94,13 @@ async fn flush(
         {
             let mut broker = shared.broker.borrow_mut();
             let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
-            while write_buf.len() < WRITE_BATCH_BYTES_MAX {
-                match broker.poll_transmit(id) {
+            // Packets produced with store operations wait until those are durable.
+            while write_buf.len() < WRITE_BATCH_BYTES_MAX && shared.may_transmit(id) {
+                let transmit = broker.poll_transmit(id);
+                if transmit.is_some() {
+                    shared.transmitted(id);
+                }
+                match transmit {
                     Some(Transmit::Packet(packet)) => {
                         // A packet the codec cannot encode is a core bug; drop it rather than the connection.
                         if let Err(error) = packet.encode(version, write_buf) {

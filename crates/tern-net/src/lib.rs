@@ -5,18 +5,22 @@
 //! connections with new output are woken once. See ARCHITECTURE.md for why one thread.
 
 mod connection;
+mod durable;
 mod shared;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tern_core::{Snapshot, Store};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::LocalSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use durable::{Commit, Committer};
 use shared::Shared;
 
 /// How the network runtime runs.
@@ -43,6 +47,9 @@ pub enum NetError {
         /// Why.
         source: io::Error,
     },
+    /// The durable store failed while running; what was not yet durable was not acknowledged.
+    #[error("the store failed: {0}")]
+    Store(String),
 }
 
 /// A server whose listeners are bound but not yet accepting.
@@ -50,6 +57,24 @@ pub enum NetError {
 pub struct Server {
     config: ServerConfig,
     listeners: Vec<TcpListener>,
+    durable: Option<Durable>,
+}
+
+/// A durable store attached to the server: its thread, and the state it held at start.
+struct Durable {
+    committer: Committer,
+    commits: watch::Receiver<Commit>,
+    snapshot: Snapshot,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("retained", &self.snapshot.retained.len())
+            .field("sessions", &self.snapshot.sessions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -62,7 +87,29 @@ impl Server {
                 .map_err(|source| NetError::Bind { address, source })?;
             listeners.push(listener);
         }
-        Ok(Self { config, listeners })
+        Ok(Self {
+            config,
+            listeners,
+            durable: None,
+        })
+    }
+
+    /// Makes the server's state durable in `store`, starting from `snapshot` (what the store
+    /// held). `epoch` is the instant the store's clock counts `Time` from. The core must run
+    /// with `Config::persistence` on. Packets produced with store operations are written only
+    /// once `store.apply` has returned for them.
+    pub fn with_store<S>(mut self, store: S, snapshot: Snapshot, epoch: Instant) -> Self
+    where
+        S: Store + Send + 'static,
+    {
+        let (committer, commits) = Committer::start(store);
+        self.durable = Some(Durable {
+            committer,
+            commits,
+            snapshot,
+            epoch,
+        });
+        self
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -73,15 +120,42 @@ impl Server {
             .collect()
     }
 
-    /// Accepts and serves connections until `shutdown` completes, then tells every client the
-    /// server is going away and waits (up to the grace period) for them to flush.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Accepts and serves connections until `shutdown` completes (or the store fails), then
+    /// tells every client the server is going away and waits (up to the grace period) for them
+    /// to flush.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NetError> {
         let local = LocalSet::new();
-        local.run_until(self.serve(shutdown)).await;
+        local.run_until(self.serve(shutdown)).await
     }
 
-    async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let shared = Rc::new(Shared::new(self.config.core.clone()));
+    async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), NetError> {
+        let (shared, commits) = match self.durable {
+            Some(durable) => {
+                let shared = Shared::new(
+                    self.config.core.clone(),
+                    durable.epoch,
+                    Some(durable.snapshot),
+                    Some(durable.committer),
+                );
+                (Rc::new(shared), Some(durable.commits))
+            }
+            None => {
+                let shared = Shared::new(self.config.core.clone(), Instant::now(), None, None);
+                (Rc::new(shared), None)
+            }
+        };
+        // What the restored broker purged goes to the store before anything else.
+        shared.after_input();
+        let failure = Rc::new(tokio::sync::Notify::new());
+        let failed = Rc::new(std::cell::RefCell::new(None));
+        if let Some(commits) = commits {
+            tokio::task::spawn_local(commit_loop(
+                Rc::clone(&shared),
+                commits,
+                Rc::clone(&failure),
+                Rc::clone(&failed),
+            ));
+        }
         for listener in self.listeners {
             if let Ok(address) = listener.local_addr() {
                 info!("listening for MQTT on {address} (tcp)");
@@ -89,7 +163,10 @@ impl Server {
             tokio::task::spawn_local(accept_loop(listener, Rc::clone(&shared)));
         }
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = failure.notified() => {}
+        }
         info!(
             "shutting down: disconnecting {} connection(s)",
             shared.connection_count()
@@ -97,7 +174,38 @@ impl Server {
         shared.shutdown();
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while shared.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-            shared.closed.notified().await;
+            // Also wakes on the deadline: a connection waiting on a failed store never closes.
+            let _ = tokio::time::timeout_at(deadline, shared.closed.notified()).await;
+        }
+        if let Some(committer) = &shared.committer {
+            committer.close();
+        }
+        let message = failed.borrow_mut().take();
+        match message {
+            Some(message) => Err(NetError::Store(message)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Hears from the store thread: wakes connections whose packets became durable, and stops
+/// the server if the store fails.
+async fn commit_loop(
+    shared: Rc<Shared>,
+    mut commits: watch::Receiver<Commit>,
+    failure: Rc<tokio::sync::Notify>,
+    failed: Rc<std::cell::RefCell<Option<String>>>,
+) {
+    while commits.changed().await.is_ok() {
+        let commit = commits.borrow_and_update().clone();
+        match commit {
+            Commit::Through(seq) => shared.committed(seq),
+            Commit::Failed(message) => {
+                error!("the store failed, stopping: {message}");
+                *failed.borrow_mut() = Some(message);
+                failure.notify_one();
+                return;
+            }
         }
     }
 }

@@ -1,14 +1,16 @@
 //! State shared by the tasks of the one broker thread: the core, the wakers of connection
-//! tasks, the clock, and the byte counters.
+//! tasks, the clock, the byte counters and, with a durable store, group commit.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use tern_core::{Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals};
+use tern_core::{Broker, CloseReason, ConnectionId, Event, Snapshot, Time, TrafficTotals};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+
+use crate::durable::Committer;
 
 pub(crate) struct Shared {
     pub(crate) broker: RefCell<Broker>,
@@ -20,13 +22,27 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Group commit with the store thread, when state is durable.
+    pub(crate) committer: Option<Committer>,
+    /// Reused buffer for store operations taken from the core.
+    ops: RefCell<Vec<tern_core::StoreOp>>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: tern_core::Config) -> Self {
-        let epoch = Instant::now();
+    /// `epoch` is the instant of `Time` zero; a `snapshot` from a store rebuilds the broker.
+    pub(crate) fn new(
+        config: tern_core::Config,
+        epoch: Instant,
+        snapshot: Option<Snapshot>,
+        committer: Option<Committer>,
+    ) -> Self {
+        let now = Time::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let broker = match snapshot {
+            Some(snapshot) => Broker::restore(config, now, snapshot),
+            None => Broker::new(config, now),
+        };
         Self {
-            broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
+            broker: RefCell::new(broker),
             wakers: RefCell::new(HashMap::new()),
             epoch,
             next_id: Cell::new(1),
@@ -34,6 +50,8 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            committer,
+            ops: RefCell::new(Vec::new()),
         }
     }
 
@@ -49,12 +67,18 @@ impl Shared {
 
     pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>) {
         self.wakers.borrow_mut().insert(id, waker);
+        if let Some(committer) = &self.committer {
+            committer.register(id);
+        }
         self.broker.borrow_mut().connection_opened(id, self.now());
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {
         self.broker.borrow_mut().connection_lost(id, self.now());
         self.wakers.borrow_mut().remove(&id);
+        if let Some(committer) = &self.committer {
+            committer.unregister(id);
+        }
         self.after_input();
         self.closed.notify_waiters();
     }
@@ -63,7 +87,8 @@ impl Shared {
         self.wakers.borrow().len()
     }
 
-    /// After the core has taken input: wake every connection with new output, once, and log
+    /// After the core has taken input: hand its store operations to the store thread (gating
+    /// the packets produced with them), wake every connection with new output, once, and log
     /// what happened.
     pub(crate) fn after_input(&self) {
         let mut woken = self.woken.borrow_mut();
@@ -72,12 +97,49 @@ impl Shared {
         while let Some(event) = broker.poll_event() {
             log_event(&event);
         }
+        if let Some(committer) = &self.committer {
+            let mut ops = self.ops.borrow_mut();
+            while let Some(op) = broker.poll_store_op() {
+                ops.push(op);
+            }
+            if !ops.is_empty() {
+                let batch = std::mem::take(&mut *ops);
+                committer.submit(batch, &woken, |id| broker.pending_transmits(id));
+            }
+        }
         drop(broker);
         let wakers = self.wakers.borrow();
         for id in woken.drain(..) {
             if let Some(waker) = wakers.get(&id) {
                 waker.notify_one();
             }
+        }
+    }
+
+    /// Batches up to `seq` are durable: wake the connections whose packets were waiting.
+    pub(crate) fn committed(&self, seq: u64) {
+        let Some(committer) = &self.committer else {
+            return;
+        };
+        let mut ready = Vec::new();
+        committer.committed(seq, &mut ready);
+        let wakers = self.wakers.borrow();
+        for id in ready {
+            if let Some(waker) = wakers.get(&id) {
+                waker.notify_one();
+            }
+        }
+    }
+
+    /// Whether the next packet for `id` may be written (its store operations are durable).
+    pub(crate) fn may_transmit(&self, id: ConnectionId) -> bool {
+        self.committer.as_ref().is_none_or(|c| c.may_transmit(id))
+    }
+
+    /// Notes that a packet for `id` was taken from the core.
+    pub(crate) fn transmitted(&self, id: ConnectionId) {
+        if let Some(committer) = &self.committer {
+            committer.transmitted(id);
         }
     }
 

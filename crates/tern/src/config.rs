@@ -1,7 +1,7 @@
 //! The `tern serve` configuration file (TOML) and how command-line flags override it.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -19,6 +19,42 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub(crate) sys_interval_secs: Option<u64>,
+    #[serde(default)]
+    pub(crate) store: StoreConfig,
+}
+
+/// Where and how durably the broker keeps its state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreConfig {
+    /// The data directory; `./tern-data` by default.
+    pub(crate) dir: Option<PathBuf>,
+    /// How durable an acknowledged message is; `fsync` by default.
+    pub(crate) durability: Option<Durability>,
+}
+
+/// How durable an acknowledged message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Durability {
+    /// Synced to disk before it is acknowledged: survives a crash and a power loss.
+    Fsync,
+    /// Written to the operating system before it is acknowledged: survives the broker being
+    /// killed, not an operating-system crash or a power loss.
+    Os,
+    /// Kept in memory only: lost when the broker stops.
+    None,
+}
+
+/// The data directory: the flag wins over the file; with neither, `./tern-data`.
+pub(crate) fn data_dir(file: &FileConfig, flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| file.store.dir.clone())
+        .unwrap_or_else(|| PathBuf::from("tern-data"))
+}
+
+/// The durability: the flag wins over the file; with neither, `fsync`.
+pub(crate) fn durability(file: &FileConfig, flag: Option<Durability>) -> Durability {
+    flag.or(file.store.durability).unwrap_or(Durability::Fsync)
 }
 
 #[derive(Debug, Deserialize)]
