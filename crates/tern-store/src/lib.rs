@@ -11,12 +11,14 @@
 
 pub mod record;
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use fjall::{Batch, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use tern_codec::MqttString;
+use tern_core::session::Delivery;
 use tern_core::store::{DeliveryStage, StoredSession};
 use tern_core::{Snapshot, Store, StoreOp};
 use tracing::info;
@@ -79,6 +81,16 @@ pub enum StoreError {
     },
 }
 
+/// What one batch of operations does to one delivery record.
+enum Pending<'a> {
+    /// Queued in this batch (and perhaps sent): one record with its stage.
+    New(&'a Delivery, DeliveryStage),
+    /// Stored earlier; its stage changed.
+    Stage(DeliveryStage),
+    /// Stored earlier; complete.
+    Done,
+}
+
 /// The durable store on fjall.
 pub struct DiskStore {
     path: PathBuf,
@@ -90,6 +102,9 @@ pub struct DiskStore {
     deliveries: PartitionHandle,
     stages: PartitionHandle,
     incoming: PartitionHandle,
+    /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
+    /// one without such a record writes one deletion, not two.
+    staged: HashSet<Vec<u8>>,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -125,7 +140,7 @@ impl DiskStore {
                 .map_err(engine)
         };
         let meta = open("meta")?;
-        let store = Self {
+        let mut store = Self {
             path: path.to_owned(),
             durability,
             clock,
@@ -135,6 +150,7 @@ impl DiskStore {
             stages: open("stages")?,
             incoming: open("incoming")?,
             keyspace,
+            staged: HashSet::new(),
         };
         match meta.get(FORMAT_KEY).map_err(engine)? {
             Some(value) => {
@@ -157,6 +173,10 @@ impl DiskStore {
                     .map_err(engine)?;
             }
             None => return Err(store.corrupt("meta", "records without a format version")),
+        }
+        for item in store.stages.keys() {
+            let key = item.map_err(&engine)?;
+            store.staged.insert(key.to_vec());
         }
         Ok(store)
     }
@@ -205,6 +225,34 @@ impl DiskStore {
         move |e| self.corrupt(partition, e.0)
     }
 
+    /// Adds the delivery changes gathered from a batch of operations to `batch`.
+    fn write_deliveries(
+        &mut self,
+        batch: &mut Batch,
+        deliveries: &mut HashMap<Vec<u8>, Pending<'_>>,
+    ) -> Result<(), StoreError> {
+        for (key, pending) in deliveries.drain() {
+            match pending {
+                Pending::New(delivery, stage) => {
+                    let value = record::encode_delivery(self.clock, delivery, stage)
+                        .map_err(self.record("deliveries"))?;
+                    batch.insert(&self.deliveries, key, value);
+                }
+                Pending::Stage(stage) => {
+                    batch.insert(&self.stages, key.clone(), record::encode_stage(stage));
+                    self.staged.insert(key);
+                }
+                Pending::Done => {
+                    batch.remove(&self.deliveries, key.clone());
+                    if self.staged.remove(&key) {
+                        batch.remove(&self.stages, key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes everything stored under `client_id`'s prefix in one partition.
     fn remove_prefix(
         &self,
@@ -240,6 +288,7 @@ impl Store for DiskStore {
             return Ok(());
         }
         let mut batch = self.keyspace.batch();
+        let mut deliveries = HashMap::new();
         for op in ops {
             match op {
                 StoreOp::RetainedSet(message) => {
@@ -257,10 +306,12 @@ impl Store for DiskStore {
                 }
                 StoreOp::SessionRemove(client_id) => {
                     // The scan sees only committed records: commit what came before first.
+                    self.write_deliveries(&mut batch, &mut deliveries)?;
                     std::mem::replace(&mut batch, self.keyspace.batch())
                         .commit()
                         .map_err(|e| self.engine(e))?;
                     let prefix = record::session_prefix(client_id);
+                    self.staged.retain(|key| !key.starts_with(&prefix));
                     batch.remove(&self.sessions, client_id.as_bytes());
                     self.remove_prefix(&mut batch, &self.deliveries, &prefix)?;
                     self.remove_prefix(&mut batch, &self.stages, &prefix)?;
@@ -270,29 +321,34 @@ impl Store for DiskStore {
                     client_id,
                     delivery,
                 } => {
-                    let value = record::encode_delivery(self.clock, delivery)
-                        .map_err(self.record("deliveries"))?;
-                    batch.insert(
-                        &self.deliveries,
-                        delivery_key(client_id, delivery.seq),
-                        value,
-                    );
+                    let key = delivery_key(client_id, delivery.seq);
+                    deliveries.insert(key, Pending::New(delivery, DeliveryStage::Queued));
                 }
                 StoreOp::DeliveryStage {
                     client_id,
                     seq,
                     stage,
-                } => {
-                    let key = delivery_key(client_id, *seq);
-                    match record::encode_stage(*stage) {
-                        Some(value) => batch.insert(&self.stages, key, value),
-                        None => batch.remove(&self.stages, key),
+                } => match deliveries.entry(delivery_key(client_id, *seq)) {
+                    // Sent in the batch that queued it: one record holds both.
+                    Entry::Occupied(mut e) => match e.get_mut() {
+                        Pending::New(_, at) | Pending::Stage(at) => *at = *stage,
+                        Pending::Done => {}
+                    },
+                    Entry::Vacant(e) => {
+                        e.insert(Pending::Stage(*stage));
                     }
-                }
+                },
                 StoreOp::DeliveryDone { client_id, seq } => {
-                    let key = delivery_key(client_id, *seq);
-                    batch.remove(&self.deliveries, key.clone());
-                    batch.remove(&self.stages, key);
+                    match deliveries.entry(delivery_key(client_id, *seq)) {
+                        // Queued and done within one batch: never written at all.
+                        Entry::Occupied(e) if matches!(e.get(), Pending::New(..)) => {
+                            e.remove();
+                        }
+                        Entry::Occupied(mut e) => *e.get_mut() = Pending::Done,
+                        Entry::Vacant(e) => {
+                            e.insert(Pending::Done);
+                        }
+                    }
                 }
                 StoreOp::IncomingQos2 {
                     client_id,
@@ -308,6 +364,7 @@ impl Store for DiskStore {
                 }
             }
         }
+        self.write_deliveries(&mut batch, &mut deliveries)?;
         batch.commit().map_err(|e| self.engine(e))?;
         let mode = match self.durability {
             Durability::Fsync => PersistMode::SyncData,
@@ -363,12 +420,10 @@ impl Store for DiskStore {
                 orphans.remove(&self.stages, key);
                 continue;
             };
-            let stage = stages
-                .get(&key[..])
-                .copied()
-                .unwrap_or(DeliveryStage::Queued);
-            let delivery = record::decode_delivery(self.clock, seq, Bytes::from(value))
+            let (delivery, inline) = record::decode_delivery(self.clock, seq, Bytes::from(value))
                 .map_err(self.record("deliveries"))?;
+            // A later stage, written on its own, takes precedence over the one inline.
+            let stage = stages.get(&key[..]).copied().unwrap_or(inline);
             session.deliveries.push((delivery, stage));
             progress.tick();
         }

@@ -173,10 +173,16 @@ pub(crate) fn decode_retained(clock: WallClock, bytes: Bytes) -> Result<Message,
     Ok(message)
 }
 
-/// A queued delivery: `[qos u8][retain u8]` then the message with the delivery's
-/// subscription identifiers.
-pub(crate) fn encode_delivery(clock: WallClock, delivery: &Delivery) -> Result<Bytes, RecordError> {
-    let mut buf = BytesMut::with_capacity(64 + delivery.message.payload.len());
+/// A delivery: `[stage: 3 bytes]` (see [`encode_stage`]) `[qos u8][retain u8]` then the
+/// message with the delivery's subscription identifiers. A later change of stage is written
+/// to the `stages` partition, which takes precedence.
+pub(crate) fn encode_delivery(
+    clock: WallClock,
+    delivery: &Delivery,
+    stage: DeliveryStage,
+) -> Result<Bytes, RecordError> {
+    let mut buf = BytesMut::with_capacity(72 + delivery.message.payload.len());
+    buf.put_slice(&encode_stage(stage));
     buf.put_u8(delivery.qos as u8);
     buf.put_u8(u8::from(delivery.retain));
     put_message(
@@ -192,38 +198,44 @@ pub(crate) fn decode_delivery(
     clock: WallClock,
     seq: u64,
     bytes: Bytes,
-) -> Result<Delivery, RecordError> {
+) -> Result<(Delivery, DeliveryStage), RecordError> {
     let mut r = Reader { bytes };
+    let stage = decode_stage(&r.take(3)?)?;
     let qos = r.qos()?;
     let retain = r.u8()? != 0;
     let (message, subscription_ids) = read_message(&mut r, clock)?;
     r.finish()?;
-    Ok(Delivery {
+    let delivery = Delivery {
         seq,
         message: SharedMessage::new(message),
         qos,
         retain,
         subscription_ids,
-    })
+    };
+    Ok((delivery, stage))
 }
 
-/// Where a delivery stands: `[tag u8][packet id u16]`, tag 1 = sent, 2 = released.
-pub(crate) fn encode_stage(stage: DeliveryStage) -> Option<[u8; 3]> {
+/// Where a delivery stands: `[tag u8][packet id u16]`, tag 0 = queued (id 0), 1 = sent,
+/// 2 = released.
+pub(crate) fn encode_stage(stage: DeliveryStage) -> [u8; 3] {
     let (tag, id) = match stage {
-        DeliveryStage::Queued => return None,
+        DeliveryStage::Queued => (0u8, 0),
         DeliveryStage::Sent(id) => (1u8, id.get()),
         DeliveryStage::Released(id) => (2u8, id.get()),
     };
     let [hi, lo] = id.to_be_bytes();
-    Some([tag, hi, lo])
+    [tag, hi, lo]
 }
 
 pub(crate) fn decode_stage(bytes: &[u8]) -> Result<DeliveryStage, RecordError> {
     let &[tag, hi, lo] = bytes else {
         return Err(corrupt("delivery stage is not 3 bytes"));
     };
-    let id = PacketId::new(u16::from_be_bytes([hi, lo]))
-        .ok_or_else(|| corrupt("delivery stage with packet identifier 0"))?;
+    let id = u16::from_be_bytes([hi, lo]);
+    if tag == 0 {
+        return Ok(DeliveryStage::Queued);
+    }
+    let id = PacketId::new(id).ok_or_else(|| corrupt("delivery stage with packet identifier 0"))?;
     match tag {
         1 => Ok(DeliveryStage::Sent(id)),
         2 => Ok(DeliveryStage::Released(id)),

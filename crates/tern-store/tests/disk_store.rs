@@ -303,3 +303,59 @@ fn records_without_a_format_version_are_refused() {
     .expect_err("records without a version are refused");
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
 }
+
+#[test]
+fn stages_written_in_later_batches_take_precedence_and_go_with_the_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = s("sub");
+    let queued = |seq| StoreOp::DeliveryQueued {
+        client_id: s("sub"),
+        delivery: delivery(seq, message(10 + seq, "a/b/c", "m", None)),
+    };
+    let stage = |seq, stage| StoreOp::DeliveryStage {
+        client_id: s("sub"),
+        seq,
+        stage,
+    };
+    let sent = DeliveryStage::Sent(PacketId::new(3).unwrap());
+    let released = DeliveryStage::Released(PacketId::new(3).unwrap());
+    {
+        let mut store = open(dir.path(), EPOCH);
+        store
+            .apply(&[StoreOp::SessionSet(session("sub")), queued(0), queued(1)])
+            .unwrap();
+        store.apply(&[stage(0, sent), stage(1, sent)]).unwrap();
+        store.apply(&[stage(0, released)]).unwrap();
+        store
+            .apply(&[StoreOp::DeliveryDone {
+                client_id: client.clone(),
+                seq: 1,
+            }])
+            .unwrap();
+    }
+    let stages_of = |store: &mut DiskStore| -> Vec<(u64, DeliveryStage)> {
+        store.load().unwrap().sessions[0]
+            .deliveries
+            .iter()
+            .map(|(d, stage)| (d.seq, *stage))
+            .collect()
+    };
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(stages_of(&mut store), [(0, released)]);
+    store
+        .apply(&[StoreOp::DeliveryDone {
+            client_id: client,
+            seq: 0,
+        }])
+        .unwrap();
+    drop(store);
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(stages_of(&mut store), []);
+    // No stage record outlives its delivery.
+    drop(store);
+    let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+    let stages = keyspace
+        .open_partition("stages", fjall::PartitionCreateOptions::default())
+        .unwrap();
+    assert!(stages.is_empty().unwrap());
+}
