@@ -164,3 +164,32 @@ pub(crate) fn sys_interval(file: &FileConfig) -> Option<Duration> {
         None => Some(Duration::from_secs(10)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is a failure.
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_gives_the_defaults() {
+        let file: FileConfig = toml::from_str(include_str!("../../../tern.example.toml")).unwrap();
+        assert_eq!(durability(&file, None), Durability::Fsync);
+        assert_eq!(data_dir(&file, None), PathBuf::from("tern-data"));
+        assert_eq!(file.limits.to_limits().unwrap(), Limits::default());
+    }
+
+    #[test]
+    fn flags_win_over_the_store_section() {
+        let file: FileConfig =
+            toml::from_str("[store]\ndir = \"/var/lib/tern\"\ndurability = \"os\"\n").unwrap();
+        assert_eq!(durability(&file, None), Durability::Os);
+        assert_eq!(data_dir(&file, None), PathBuf::from("/var/lib/tern"));
+        assert_eq!(durability(&file, Some(Durability::None)), Durability::None);
+        assert_eq!(
+            data_dir(&file, Some(PathBuf::from("d"))),
+            PathBuf::from("d")
+        );
+        assert!(toml::from_str::<FileConfig>("[store]\ndurability = \"sometimes\"\n").is_err());
+        assert!(FileConfig::default().store.durability.is_none());
+    }
+}
