@@ -207,6 +207,11 @@ impl Broker {
         Some(transmit)
     }
 
+    /// The next thing to do on `id`'s socket, left in place.
+    pub fn peek_transmit(&self, id: ConnectionId) -> Option<&Transmit> {
+        self.connections.get(&id)?.outbox.front()
+    }
+
     /// Connections that have something new to write since the last call; each appears once.
     pub fn take_woken(&mut self, out: &mut Vec<ConnectionId>) {
         for id in self.woken.drain(..) {
