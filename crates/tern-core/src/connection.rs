@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::authz::Permissions;
+
 use tern_codec::{Packet, ProtocolVersion, TopicName};
 
 use crate::types::{SessionKey, Time};
@@ -14,6 +16,9 @@ pub enum Phase {
     AwaitingConnect,
     /// CONNECT arrived with an Authentication Method; AUTH packets are being exchanged.
     Authenticating,
+    /// CONNECT arrived and its credentials are being checked off the broker thread; packets
+    /// that follow it are held until the answer comes.
+    Verifying,
     /// CONNECT accepted; attached to a session.
     Active(SessionKey),
     /// The broker has decided to close it; only queued packets are still written.
@@ -67,6 +72,12 @@ pub struct Connection {
     pub level_hint: Option<u8>,
     /// The CONNECT waiting for enhanced authentication to finish.
     pub pending_connect: Option<Box<tern_codec::Connect>>,
+    /// The authentication profile of the listener it came in on.
+    pub auth_profile: usize,
+    /// Packets that arrived while the CONNECT was being verified, replayed once it is accepted.
+    pub held: VecDeque<Packet>,
+    /// What the client may publish and subscribe to; `None` allows everything.
+    pub permissions: Option<Box<dyn Permissions>>,
 }
 
 impl Connection {
@@ -89,6 +100,9 @@ impl Connection {
             auth_method: None,
             level_hint: None,
             pending_connect: None,
+            auth_profile: 0,
+            held: VecDeque::new(),
+            permissions: None,
         }
     }
 

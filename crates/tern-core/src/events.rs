@@ -3,6 +3,7 @@
 
 use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode};
 
+use crate::authz::Access;
 use crate::types::ConnectionId;
 
 /// Why a connection ended.
@@ -46,6 +47,8 @@ pub enum DropReason {
 }
 
 /// Something that happened in the broker, for logs and observers.
+// `Denied` carries its topic by value; events are rare next to packets.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A CONNECT was accepted.
@@ -82,6 +85,17 @@ pub enum Event {
         /// Its client identifier.
         client_id: MqttString,
     },
+    /// The authorizer refused a PUBLISH, a SUBSCRIBE filter or a will topic.
+    Denied {
+        /// The connection.
+        connection: ConnectionId,
+        /// Its client identifier.
+        client_id: MqttString,
+        /// What was asked.
+        access: Access,
+        /// The topic name or filter.
+        topic: String,
+    },
     /// A message was not delivered to a subscriber.
     Dropped {
         /// The subscriber.
@@ -110,4 +124,10 @@ pub struct Stats {
     pub subscriptions: u64,
     /// Connections refused or closed for a protocol violation.
     pub protocol_errors: u64,
+    /// PUBLISH packets (and wills) the authorizer refused.
+    pub publish_denied: u64,
+    /// SUBSCRIBE filters the authorizer refused.
+    pub subscribe_denied: u64,
+    /// CONNECTs refused for bad or missing credentials or authorisation.
+    pub auth_failures: u64,
 }

@@ -10,11 +10,13 @@
 //! - [`session`], [`connection`]: per-session and per-connection state.
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
+//! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -25,7 +27,8 @@ pub mod store;
 pub mod tree;
 pub mod types;
 
-pub use auth::{AllowAnonymous, AuthDecision, AuthRequest, Authenticator};
+pub use auth::{AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity};
+pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits};

@@ -379,6 +379,9 @@ fn stats_add_up() {
         retained: 1,
         subscriptions: 2,
         protocol_errors: 0,
+        publish_denied: 0,
+        subscribe_denied: 0,
+        auth_failures: 0,
     };
     assert_eq!(tb.stats(), expected);
     let subscriber = tb.connect("s", V5, Opts::new().resume().expiry(60));

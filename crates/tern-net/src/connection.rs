@@ -25,10 +25,15 @@ pub(crate) async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
     id: ConnectionId,
+    auth_profile: usize,
     shared: Rc<Shared>,
 ) {
     let waker = Rc::new(Notify::new());
     shared.register(id, Rc::clone(&waker));
+    shared
+        .broker
+        .borrow_mut()
+        .set_auth_profile(id, auth_profile);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
     let mut read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);

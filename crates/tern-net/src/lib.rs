@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tern_core::{Snapshot, Store};
+use tern_core::{Authenticator, Authorizer, Snapshot, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub sys_interval: Option<Duration>,
     /// How long shutdown waits for connections to flush before giving up.
     pub shutdown_grace: Duration,
+    /// The authentication profile of each listener, by position in `listeners` (see
+    /// `tern_core::AuthRequest::profile`); listeners past its end use profile 0.
+    pub listener_auth_profiles: Vec<usize>,
 }
 
 /// Errors starting the server.
@@ -57,6 +60,8 @@ pub enum NetError {
 pub struct Server {
     config: ServerConfig,
     listeners: Vec<TcpListener>,
+    authenticator: Option<Box<dyn Authenticator>>,
+    authorizer: Option<Box<dyn Authorizer>>,
     durable: Option<Durable>,
 }
 
@@ -90,8 +95,21 @@ impl Server {
         Ok(Self {
             config,
             listeners,
+            authenticator: None,
+            authorizer: None,
             durable: None,
         })
+    }
+
+    /// Installs the authentication and authorisation hooks (the defaults let everyone in and
+    /// allow everything).
+    pub fn set_auth(
+        &mut self,
+        authenticator: Box<dyn Authenticator>,
+        authorizer: Box<dyn Authorizer>,
+    ) {
+        self.authenticator = Some(authenticator);
+        self.authorizer = Some(authorizer);
     }
 
     /// Makes the server's state durable in `store`, starting from `snapshot` (what the store
@@ -144,6 +162,15 @@ impl Server {
                 (Rc::new(shared), None)
             }
         };
+        {
+            let mut broker = shared.broker.borrow_mut();
+            if let Some(authenticator) = self.authenticator {
+                broker.set_authenticator(authenticator);
+            }
+            if let Some(authorizer) = self.authorizer {
+                broker.set_authorizer(authorizer);
+            }
+        }
         // What the restored broker purged goes to the store before anything else.
         shared.after_input();
         let failure = Rc::new(tokio::sync::Notify::new());
@@ -156,11 +183,18 @@ impl Server {
                 Rc::clone(&failed),
             ));
         }
-        for listener in self.listeners {
+        tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
+        for (index, listener) in self.listeners.into_iter().enumerate() {
             if let Ok(address) = listener.local_addr() {
                 info!("listening for MQTT on {address} (tcp)");
             }
-            tokio::task::spawn_local(accept_loop(listener, Rc::clone(&shared)));
+            let profile = self
+                .config
+                .listener_auth_profiles
+                .get(index)
+                .copied()
+                .unwrap_or(0);
+            tokio::task::spawn_local(accept_loop(listener, Rc::clone(&shared), profile));
         }
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         tokio::select! {
@@ -210,13 +244,19 @@ async fn commit_loop(
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Rc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Rc<Shared>, auth_profile: usize) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let id = shared.next_connection_id();
-                tokio::task::spawn_local(connection::run(stream, peer, id, Rc::clone(&shared)));
+                tokio::task::spawn_local(connection::run(
+                    stream,
+                    peer,
+                    id,
+                    auth_profile,
+                    Rc::clone(&shared),
+                ));
             }
             Err(error) => {
                 // Typically out of file descriptors: back off briefly rather than spin.

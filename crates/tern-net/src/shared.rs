@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use tern_core::{Broker, CloseReason, ConnectionId, Event, Snapshot, Time, TrafficTotals};
+use tern_core::{
+    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, Event, Snapshot, Time,
+    TrafficTotals,
+};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -26,6 +29,10 @@ pub(crate) struct Shared {
     pub(crate) committer: Option<Committer>,
     /// Reused buffer for store operations taken from the core.
     ops: RefCell<Vec<tern_core::StoreOp>>,
+    /// Slow credential checks the core handed out, waiting for the checker task.
+    auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
+    /// Wakes the checker task.
+    auth_wake: Notify,
 }
 
 impl Shared {
@@ -52,6 +59,8 @@ impl Shared {
             woken: RefCell::new(Vec::new()),
             committer,
             ops: RefCell::new(Vec::new()),
+            auth_jobs: RefCell::new(Vec::new()),
+            auth_wake: Notify::new(),
         }
     }
 
@@ -107,6 +116,14 @@ impl Shared {
                 committer.submit(batch, &woken, |id| broker.pending_transmits(id));
             }
         }
+        let mut jobs = self.auth_jobs.borrow_mut();
+        while let Some(job) = broker.poll_auth_job() {
+            jobs.push(job);
+        }
+        if !jobs.is_empty() {
+            self.auth_wake.notify_one();
+        }
+        drop(jobs);
         drop(broker);
         let wakers = self.wakers.borrow();
         for id in woken.drain(..) {
@@ -127,6 +144,30 @@ impl Shared {
         for id in ready {
             if let Some(waker) = wakers.get(&id) {
                 waker.notify_one();
+            }
+        }
+    }
+
+    /// Runs the slow credential checks the core asks for on tokio's blocking threads, so
+    /// password hashing never stalls the broker thread, and hands each answer back.
+    pub(crate) async fn run_auth_checks(self: Rc<Self>) {
+        loop {
+            self.auth_wake.notified().await;
+            let jobs = std::mem::take(&mut *self.auth_jobs.borrow_mut());
+            for (id, job) in jobs {
+                let shared = Rc::clone(&self);
+                tokio::task::spawn_local(async move {
+                    let decision = tokio::task::spawn_blocking(move || job.run())
+                        .await
+                        .unwrap_or(AuthDecision::Refuse(
+                            tern_codec::ReasonCode::UnspecifiedError,
+                        ));
+                    shared
+                        .broker
+                        .borrow_mut()
+                        .auth_finished(id, decision, shared.now());
+                    shared.after_input();
+                });
             }
         }
     }
@@ -198,6 +239,21 @@ fn log_event(event: &Event) {
             );
         }
         Event::SessionEnded { client_id } => debug!("session of {client_id:?} ended"),
+        Event::Denied {
+            connection,
+            client_id,
+            access,
+            topic,
+        } => {
+            let what = match access {
+                Access::Publish => "publish to",
+                Access::Subscribe => "subscribe to",
+            };
+            warn!(
+                conn = connection.0,
+                "client {client_id:?} denied: {what} {topic:?}"
+            );
+        }
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }

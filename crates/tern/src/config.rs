@@ -1,5 +1,6 @@
 //! The `tern serve` configuration file (TOML) and how command-line flags override it.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,8 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_codec::QoS;
 use tern_core::Limits;
+
+use crate::auth_config::AuthProfileConfig;
 
 /// The whole file. Every field has a default, so an empty file is a valid configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +22,14 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub(crate) sys_interval_secs: Option<u64>,
+    /// Authentication profiles by name (`[auth.<name>]`).
+    #[serde(default)]
+    pub(crate) auth: BTreeMap<String, AuthProfileConfig>,
+    /// ACL rules (`[[acl]]`), before those of `acl_file`.
+    #[serde(default)]
+    pub(crate) acl: Vec<tern_auth::Rule>,
+    /// A file of further `[[acl]]` rules.
+    pub(crate) acl_file: Option<PathBuf>,
     #[serde(default)]
     pub(crate) store: StoreConfig,
 }
@@ -61,6 +72,8 @@ pub(crate) fn durability(file: &FileConfig, flag: Option<Durability>) -> Durabil
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListenerConfig {
     pub(crate) bind: SocketAddr,
+    /// The `[auth.<name>]` profile for clients of this listener (default: "default").
+    pub(crate) auth: Option<String>,
 }
 
 /// Mirrors [`Limits`]; names carry their unit last.
@@ -154,6 +167,18 @@ pub(crate) fn listeners(
         return vec![SocketAddr::new(ip, port.unwrap_or(1883))];
     }
     file.listener.iter().map(|l| l.bind).collect()
+}
+
+/// The auth profile each listener names, in the order of [`listeners`].
+pub(crate) fn listener_auth_names(
+    file: &FileConfig,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+) -> Vec<Option<String>> {
+    if bind.is_some() || port.is_some() || file.listener.is_empty() {
+        return vec![None];
+    }
+    file.listener.iter().map(|l| l.auth.clone()).collect()
 }
 
 /// `$SYS` interval: 10 seconds unless the file says otherwise.

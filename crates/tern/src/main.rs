@@ -1,6 +1,8 @@
-//! The `tern` command line: `serve` runs the broker.
+//! The `tern` command line: `serve` runs the broker, `passwd` manages password files.
 
+mod auth_config;
 mod config;
+mod passwd;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -28,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run the broker (with no options: all interfaces, port 1883).
     Serve(ServeArgs),
+    /// Add, change (-D: delete) a user in a password file; the password is prompted for, or
+    /// read from standard input when it is not a terminal.
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +61,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Passwd(args) => passwd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,11 +90,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
     };
+    let base = args
+        .config
+        .as_deref()
+        .and_then(|p| p.parent())
+        .unwrap_or(Path::new("."));
+    let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
+        .iter()
+        .map(|name| auth.profile_index(name.as_deref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let server_config = ServerConfig {
         listeners: config::listeners(&file, args.bind, args.port),
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),
+        listener_auth_profiles,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -104,6 +121,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
+        server.set_auth(Box::new(auth.service), Box::new(auth.acl));
         if let Some((store, snapshot, epoch)) = store {
             server = server.with_store(store, snapshot, epoch);
         }

@@ -89,7 +89,6 @@ impl Broker {
             auth.properties.authentication_data.as_deref(),
         );
         match decision {
-            AuthDecision::Refuse(code) => self.refuse_connect(id, ProtocolVersion::V5, code, now),
             AuthDecision::Continue { data } => {
                 if let Some(connection) = self.connections.get_mut(&id) {
                     connection.pending_connect = Some(connect);
@@ -101,7 +100,12 @@ impl Broker {
                     );
                 }
             }
-            AuthDecision::Accept { data } => self.complete_connect(id, *connect, data, now),
+            // Steps of an AUTH exchange are decided on the broker thread; a slow check is refused.
+            AuthDecision::Pending(_) => {
+                self.stats.auth_failures += 1;
+                self.refuse_connect(id, ProtocolVersion::V5, ReasonCode::NotAuthorized, now);
+            }
+            decision => self.dispatch_connect_decision(id, *connect, decision, now),
         }
     }
 
@@ -148,9 +152,11 @@ impl Broker {
             password: None,
             method: Some(&method),
             data: auth.properties.authentication_data.as_deref(),
+            profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         match self.authenticator.continue_auth(&request) {
-            AuthDecision::Accept { data } => {
+            // The connection keeps the permissions it was given at CONNECT.
+            AuthDecision::Accept { data } | AuthDecision::AcceptAs { data, .. } => {
                 self.send(id, auth_packet(ReasonCode::Success, method, data))
             }
             AuthDecision::Continue { data } => {
@@ -159,7 +165,12 @@ impl Broker {
                     auth_packet(ReasonCode::ContinueAuthentication, method, Some(data)),
                 );
             }
-            AuthDecision::Refuse(code) => {
+            decision @ (AuthDecision::Refuse(_) | AuthDecision::Pending(_)) => {
+                // Re-authentication is decided on the broker thread; a slow check is refused.
+                let code = match decision {
+                    AuthDecision::Refuse(code) => code,
+                    _ => ReasonCode::NotAuthorized,
+                };
                 // Failed re-authentication ends the connection (MQTT-4.12.1-2).
                 let code = if code.allowed_in(tern_codec::PacketType::Disconnect) {
                     code
@@ -186,6 +197,7 @@ impl Broker {
             password: connect.password.as_deref(),
             method,
             data,
+            profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         self.authenticator.continue_auth(&request)
     }

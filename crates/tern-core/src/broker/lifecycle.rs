@@ -224,7 +224,7 @@ impl Broker {
                 .as_millis()
                 .saturating_sub(connection.last_activity.as_millis());
             match connection.phase {
-                Phase::AwaitingConnect | Phase::Authenticating
+                Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying
                     if now
                         .as_millis()
                         .saturating_sub(connection.opened_at.as_millis())

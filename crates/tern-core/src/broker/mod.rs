@@ -5,6 +5,7 @@
 //! wake and events to log. It never touches a socket, a clock or a thread, so every protocol
 //! rule is testable by calling these methods directly.
 
+mod access;
 mod auth;
 mod connect;
 mod lifecycle;
@@ -19,7 +20,8 @@ use tern_codec::{
     ProtocolVersion, ReasonCode, TopicName,
 };
 
-use crate::auth::{AllowAnonymous, Authenticator};
+use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
+use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
@@ -67,6 +69,10 @@ pub struct Broker {
     store_ops: VecDeque<StoreOp>,
     /// Decides CONNECT credentials and AUTH exchanges.
     authenticator: Box<dyn Authenticator>,
+    /// Compiles what each client may publish and subscribe to.
+    authorizer: Box<dyn Authorizer>,
+    /// Slow credential checks for the runtime to run off the broker thread.
+    auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
 }
@@ -93,6 +99,8 @@ impl Broker {
             store_ops: VecDeque::new(),
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
+            authorizer: Box::new(AllowAll),
+            auth_jobs: VecDeque::new(),
             scratch: Vec::new(),
         }
     }
@@ -115,6 +123,26 @@ impl Broker {
     /// authentication).
     pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
         self.authenticator = authenticator;
+    }
+
+    /// Installs the authorisation hook (the default allows everything). Clients already
+    /// connected keep the permissions they were given.
+    pub fn set_authorizer(&mut self, authorizer: Box<dyn Authorizer>) {
+        self.authorizer = authorizer;
+    }
+
+    /// Tells the core which authentication profile applies to `id` (the runtime's listener
+    /// configuration); it reaches the authenticator as [`crate::AuthRequest::profile`].
+    pub fn set_auth_profile(&mut self, id: ConnectionId, profile: usize) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.auth_profile = profile;
+        }
+    }
+
+    /// The next slow credential check to run off the broker thread; hand its result to
+    /// [`Broker::auth_finished`].
+    pub fn poll_auth_job(&mut self) -> Option<(ConnectionId, AuthJob)> {
+        self.auth_jobs.pop_front()
     }
 
     /// A new network connection has opened.
@@ -143,6 +171,7 @@ impl Broker {
                 }
             },
             Phase::Authenticating => self.handle_authenticating(id, packet, now),
+            Phase::Verifying => self.hold(id, packet, now),
             Phase::Active(session) => self.handle_active(id, session, packet, now),
         }
         self.close_oversized(now);
@@ -155,7 +184,7 @@ impl Broker {
         };
         match connection.phase {
             Phase::AwaitingConnect => self.refuse_undecodable_connect(id, error, now),
-            Phase::Authenticating => {
+            Phase::Authenticating | Phase::Verifying => {
                 let code = error.reason_code();
                 self.close(id, CloseReason::Malformed(error), Some(code), now);
             }
@@ -350,13 +379,13 @@ impl Broker {
         let session = match connection.phase {
             Phase::Closing => return,
             Phase::Active(session) => Some(session),
-            Phase::AwaitingConnect | Phase::Authenticating => None,
+            Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying => None,
         };
         if let (Some(code), ProtocolVersion::V5) = (disconnect, connection.version) {
             // Before CONNACK only CONNACK may say why (MQTT-3.2.0-1); after it, DISCONNECT.
             let farewell = match connection.phase {
                 Phase::Active(_) => Some(Packet::Disconnect(Disconnect::new(code))),
-                Phase::Authenticating => {
+                Phase::Authenticating | Phase::Verifying => {
                     let code = Some(code)
                         .filter(|c| c.allowed_in(PacketType::ConnAck))
                         .unwrap_or(ReasonCode::ProtocolError);

@@ -9,6 +9,7 @@ use tern_codec::{
 };
 
 use super::Broker;
+use crate::authz::Access;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
 use crate::store::{DeliveryStage, StoreOp};
@@ -51,18 +52,35 @@ impl Broker {
             self.violation(id, ReasonCode::TopicNameInvalid, detail, now);
             return;
         }
+        let allowed = self.authorize(id, Access::Publish, &publish.topic);
+        if !allowed {
+            self.denied(id, Access::Publish, &publish.topic);
+        }
+        let v5 = self.is_v5(id);
         let packet_id = publish.packet_id;
         match (publish.qos, packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.accept_publish(key, publish, now);
+                if allowed {
+                    self.accept_publish(key, publish, now);
+                }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let delivered = self.accept_publish(key, publish, now);
                 let mut ack = Ack::new(packet_id);
-                if !delivered {
+                if !allowed {
+                    // 3.1.1 has no way to say no: the message is dropped, the ack still sent.
+                    if v5 {
+                        ack.reason_code = ReasonCode::NotAuthorized;
+                    }
+                } else if !self.accept_publish(key, publish, now) {
                     ack.reason_code = ReasonCode::NoMatchingSubscribers;
                 }
                 self.send(id, Packet::PubAck(ack));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) if !allowed && v5 => {
+                // A PUBREC with an error code ends the exchange: nothing is remembered.
+                let mut ack = Ack::new(packet_id);
+                ack.reason_code = ReasonCode::NotAuthorized;
+                self.send(id, Packet::PubRec(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let session = self.session(key);
@@ -71,7 +89,6 @@ impl Broker {
                     // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
                     // A 3.1.1 client never hears of it; its open exchanges are bounded by the
                     // 65,535 packet identifiers instead.
-                    let v5 = session.version == ProtocolVersion::V5;
                     if v5
                         && session.incoming_qos2.len()
                             >= usize::from(self.config.limits.receive_maximum)
@@ -92,7 +109,8 @@ impl Broker {
                     });
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, method B of 4.3.3).
-                    if !self.accept_publish(key, publish, now) {
+                    // A denied 3.1.1 publish completes the handshake but goes nowhere.
+                    if allowed && !self.accept_publish(key, publish, now) {
                         ack.reason_code = ReasonCode::NoMatchingSubscribers;
                     }
                 }

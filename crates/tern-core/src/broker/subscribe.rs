@@ -9,6 +9,7 @@ use tern_codec::{
 };
 
 use super::Broker;
+use crate::authz::Access;
 use crate::session::Delivery;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
@@ -31,6 +32,12 @@ impl Broker {
                 || filter.split('/').count() > limits.topic_levels_max
             {
                 reason_codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if !self.authorize(id, Access::Subscribe, &filter) {
+                self.denied(id, Access::Subscribe, &filter);
+                // 0x87 Not authorized; a 3.1.1 SUBACK carries it as 0x80 Failure.
+                reason_codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
             let session = self.session(key);
