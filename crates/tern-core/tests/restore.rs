@@ -201,3 +201,18 @@ fn will_and_session_expiry_count_from_the_disconnect_not_from_the_restart() {
     let after = t.connect("gone", V5, Opts::new().resume().expiry(20));
     assert!(!after.connack.session_present, "expired and purged");
 }
+
+#[test]
+fn sys_statistics_are_not_stored() {
+    let mut t = TestBroker::with_config(persistent_config());
+    let now = t.now;
+    t.broker
+        .publish_sys(now, tern_core::TrafficTotals::default(), "test");
+    let ops: Vec<_> = std::iter::from_fn(|| t.broker.poll_store_op()).collect();
+    assert!(ops.is_empty(), "{ops:?}");
+    // A client's own retained message under `$` is stored as any other.
+    let publisher = t.connect("pub", V5, Opts::new());
+    t.send(&publisher, retained("$app/state", "on", Q1, 1));
+    let ops: Vec<_> = std::iter::from_fn(|| t.broker.poll_store_op()).collect();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+}

@@ -177,3 +177,45 @@ impl Committer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tern_core::MemoryStore;
+
+    use super::*;
+
+    #[test]
+    fn packets_wait_for_their_own_batch_and_no_later_one() {
+        let (committer, _commits) = Committer::start(MemoryStore::default());
+        let (a, b) = (ConnectionId(1), ConnectionId(2));
+        committer.register(a);
+        committer.register(b);
+        // Batch 1 leaves two packets for `a`; batch 2 one more for `a` and one for `b`.
+        committer.submit(Vec::new(), &[a], |_| 2);
+        committer.submit(Vec::new(), &[a, b], |id| if id == a { 3 } else { 1 });
+        assert!(!committer.may_transmit(a));
+        assert!(!committer.may_transmit(b));
+
+        let mut ready = Vec::new();
+        committer.committed(1, &mut ready);
+        assert_eq!(ready, [a]);
+        for _ in 0..2 {
+            assert!(committer.may_transmit(a));
+            committer.transmitted(a);
+        }
+        assert!(!committer.may_transmit(a), "the third needs batch 2");
+        assert!(!committer.may_transmit(b));
+
+        ready.clear();
+        committer.committed(2, &mut ready);
+        ready.sort();
+        assert_eq!(ready, [a, b]);
+        assert!(committer.may_transmit(a));
+        committer.transmitted(a);
+        assert!(committer.may_transmit(b));
+        // Nothing gated remains: later packets produced without store operations go at once.
+        assert!(committer.may_transmit(a));
+        committer.unregister(a);
+        committer.close();
+    }
+}

@@ -19,7 +19,7 @@ use support::mqtt::{ack, publish, RawClient};
 use support::Tern;
 use tern_codec::{Packet, PacketId, QoS};
 
-const ROUNDS: u32 = 10;
+const ROUNDS: u32 = 15;
 /// Messages one publisher sends per round at most, so offline queues stay within the limits.
 const PER_ROUND_MAX: u32 = 1_500;
 /// QoS 1/2 publishes a publisher keeps unacknowledged at once.
