@@ -4,8 +4,8 @@
 //!
 //! ```sh
 //! cargo build --release -p tern --examples
-//! taskset -c 1 target/release/examples/durability_bench throughput target/release/tern
-//! target/release/examples/durability_bench restart target/release/tern
+//! target/release/examples/durability_bench throughput target/release/tern [PER_PUBLISHER [ROUNDS]]
+//! target/release/examples/durability_bench restart target/release/tern [QUEUED [RETAINED]]
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark fails loudly.
 
@@ -166,6 +166,11 @@ fn throughput(tern: &Path, durability: &str, per_publisher: u32) -> f64 {
     for p in publishers {
         p.join().unwrap();
     }
+    if durability != "none" {
+        // Every message went in and out of the store: what is left on disk is the churn's cost.
+        let size = walk(&dir.path().join("data"));
+        eprintln!("  | {durability}: store on disk after the run: {} MiB", size / (1024 * 1024));
+    }
     total as f64 / secs
 }
 
@@ -270,18 +275,31 @@ fn main() {
     match what.as_str() {
         "throughput" => {
             let per: u32 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(25_000);
+            let rounds: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(3);
             println!(
-                "QoS 1, {PUBLISHERS} publishers x {per} messages of {PAYLOAD_BYTES} B (window {WINDOW}), one persistent subscriber"
+                "QoS 1, {PUBLISHERS} publishers x {per} messages of {PAYLOAD_BYTES} B (window {WINDOW}), one persistent subscriber; {rounds} rounds, modes interleaved"
             );
-            let mut results = Vec::new();
-            for mode in ["none", "os", "fsync"] {
-                let rate = throughput(tern, mode, per);
-                println!("{mode:>6}: {rate:>9.0} msg/s");
-                results.push((mode, rate));
+            let modes = ["none", "os", "fsync"];
+            let mut rates = vec![Vec::new(); modes.len()];
+            // Interleaved, so that a change in the machine's load hits every mode alike.
+            for _ in 0..rounds {
+                for (i, mode) in modes.iter().enumerate() {
+                    let rate = throughput(tern, mode, per);
+                    println!("{mode:>6}: {rate:>9.0} msg/s");
+                    rates[i].push(rate);
+                }
             }
-            let none = results[0].1;
-            let fsync = results[2].1;
-            println!("fsync / none = {:.2}", fsync / none);
+            let medians: Vec<f64> = rates
+                .iter_mut()
+                .map(|r| {
+                    r.sort_by(f64::total_cmp);
+                    r[r.len() / 2]
+                })
+                .collect();
+            for (mode, median) in modes.iter().zip(&medians) {
+                println!("median {mode:>6}: {median:>9.0} msg/s");
+            }
+            println!("fsync / none (medians) = {:.2}", medians[2] / medians[0]);
         }
         "restart" => {
             let queued: u32 = args
