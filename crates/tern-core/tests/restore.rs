@@ -216,3 +216,37 @@ fn sys_statistics_are_not_stored() {
     let ops: Vec<_> = std::iter::from_fn(|| t.broker.poll_store_op()).collect();
     assert_eq!(ops.len(), 1, "{ops:?}");
 }
+
+#[test]
+fn expired_messages_leave_offline_queues_and_the_store_while_running() {
+    let mut store = MemoryStore::default();
+    let mut t = TestBroker::with_config(persistent_config());
+    let sub = t.connect("sub", V5, Opts::new().resume().expiry(3600));
+    t.subscribe(&sub, "q", Q1);
+    t.lose(&sub);
+    let publisher = t.connect("pub", V5, Opts::new());
+    t.send(
+        &publisher,
+        publish_with("q", "brief", Q1, 1, |p| {
+            p.properties.message_expiry_interval = Some(30)
+        }),
+    );
+    t.send(&publisher, publish("q", "lasting", Q1, 2));
+    flush_ops(&mut t, &mut store);
+    assert_eq!(store.load().expect("loads").sessions[0].deliveries.len(), 2);
+
+    // Nobody reconnects; within a sweep interval after the expiry the message is gone.
+    t.advance_secs(31);
+    t.advance_secs(60);
+    flush_ops(&mut t, &mut store);
+    let snapshot = store.load().expect("loads");
+    let left: Vec<String> = snapshot.sessions[0]
+        .deliveries
+        .iter()
+        .map(|(d, _)| String::from_utf8_lossy(&d.message.payload).into_owned())
+        .collect();
+    assert_eq!(left, ["lasting"]);
+    let sub = t.connect("sub", V5, Opts::new().resume().expiry(3600));
+    let got: Vec<String> = t.recv(&sub).iter().map(|p| payload(p).0).collect();
+    assert_eq!(got, ["lasting"]);
+}

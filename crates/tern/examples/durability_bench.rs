@@ -169,7 +169,10 @@ fn throughput(tern: &Path, durability: &str, per_publisher: u32) -> f64 {
     if durability != "none" {
         // Every message went in and out of the store: what is left on disk is the churn's cost.
         let size = walk(&dir.path().join("data"));
-        eprintln!("  | {durability}: store on disk after the run: {} MiB", size / (1024 * 1024));
+        eprintln!(
+            "  | {durability}: store on disk after the run: {} MiB",
+            size / (1024 * 1024)
+        );
     }
     total as f64 / secs
 }

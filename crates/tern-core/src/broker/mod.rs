@@ -67,6 +67,8 @@ pub struct Broker {
     oversized: Vec<ConnectionId>,
     /// Changes for the durable store, when persistence is on.
     store_ops: VecDeque<StoreOp>,
+    /// When queues of disconnected sessions are next swept for expired messages.
+    next_queue_sweep: Time,
     /// Decides CONNECT credentials and AUTH exchanges.
     authenticator: Box<dyn Authenticator>,
     /// Compiles what each client may publish and subscribe to.
@@ -97,6 +99,7 @@ impl Broker {
             next_assigned_id: 1,
             started_at: now,
             store_ops: VecDeque::new(),
+            next_queue_sweep: now,
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             authorizer: Box::new(AllowAll),

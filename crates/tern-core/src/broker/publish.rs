@@ -416,7 +416,7 @@ impl Broker {
         self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
     }
 
-    fn dropped(&mut self, key: SessionKey, reason: DropReason) {
+    pub(super) fn dropped(&mut self, key: SessionKey, reason: DropReason) {
         self.stats.publish_dropped += 1;
         let client_id = self.session(key).client_id.clone();
         self.events.push_back(Event::Dropped { client_id, reason });
