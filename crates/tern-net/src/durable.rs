@@ -50,6 +50,7 @@ pub(crate) struct Committer {
     last_sent: Cell<u64>,
     committed: Cell<u64>,
     gates: RefCell<HashMap<ConnectionId, Gate>>,
+    closing: Cell<bool>,
 }
 
 impl Committer {
@@ -93,6 +94,7 @@ impl Committer {
             last_sent: Cell::new(0),
             committed: Cell::new(0),
             gates: RefCell::new(HashMap::new()),
+            closing: Cell::new(false),
         };
         (committer, receiver)
     }
@@ -169,8 +171,14 @@ impl Committer {
         }
     }
 
+    /// Whether [`Committer::close`] was called (the store thread ending is then expected).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
     /// Stops taking batches and waits until the store thread has committed those sent.
     pub(crate) fn close(&self) {
+        self.closing.set(true);
         self.sender.borrow_mut().take();
         if let Some(thread) = self.thread.borrow_mut().take() {
             let _ = thread.join();

@@ -232,15 +232,24 @@ async fn commit_loop(
 ) {
     while commits.changed().await.is_ok() {
         let commit = commits.borrow_and_update().clone();
-        match commit {
-            Commit::Through(seq) => shared.committed(seq),
-            Commit::Failed(message) => {
-                error!("the store failed, stopping: {message}");
-                *failed.borrow_mut() = Some(message);
-                failure.notify_one();
-                return;
+        let message = match commit {
+            Commit::Through(seq) => {
+                shared.committed(seq);
+                continue;
             }
-        }
+            Commit::Failed(message) => message,
+        };
+        error!("the store failed, stopping: {message}");
+        *failed.borrow_mut() = Some(message);
+        failure.notify_one();
+        return;
+    }
+    // The store thread is gone without a word (it panicked) unless shutdown closed it.
+    if shared.committer.as_ref().is_some_and(|c| !c.is_closing()) {
+        let message = "the store thread stopped".to_owned();
+        error!("{message}, stopping");
+        *failed.borrow_mut() = Some(message);
+        failure.notify_one();
     }
 }
 
