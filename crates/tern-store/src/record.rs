@@ -329,9 +329,11 @@ pub(crate) fn decode_session(
         let options = options_from_byte(r.u8()?)?;
         let has_id = r.u8()? != 0;
         let id = r.u32()?;
+        // A `$tree/` filter gets its tree view again when the broker indexes it at restore.
         let info = SubscriptionInfo {
             options,
             identifier: has_id.then_some(id),
+            tree_view: None,
         };
         subscriptions.push((filter, info));
     }

@@ -58,6 +58,7 @@ fn session(client: &str) -> SessionRecord {
                     ..SubscriptionOptions::default()
                 },
                 identifier: Some(42),
+                tree_view: None,
             },
         )],
         will: Some(PendingWill {

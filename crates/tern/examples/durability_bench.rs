@@ -9,6 +9,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark fails loudly.
 
+#[allow(dead_code)] // Shared with the tests; the benchmark uses a part of it.
 #[path = "../tests/support/mqtt.rs"]
 mod mqtt;
 

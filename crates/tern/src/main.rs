@@ -18,6 +18,11 @@ use tern_store::{DiskStore, WallClock};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc hands freed pages back to the system soon after a burst (a flood of connections
+// holding large partial packets), where glibc's heap keeps them fragmented; see ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tern: an MQTT 3.1.1 and 5.0 broker and client toolkit.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -89,6 +94,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: file.limits.to_limits()?,
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
+        trees: file.trees.to_core(),
     };
     let base = args
         .config
@@ -101,7 +107,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(|name| auth.profile_index(name.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let server_config = ServerConfig {
-        listeners: config::listeners(&file, args.bind, args.port),
+        listeners: config::listeners(&file, base, args.bind, args.port)?,
+        admission: file.limits.to_admission(),
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),

@@ -38,7 +38,7 @@ impl Rng {
 }
 
 fn start(dir: &Path) -> Tern {
-    Tern::start_with(&["--data-dir", dir.to_str().unwrap()])
+    Tern::start_with_data(dir)
 }
 
 /// What one publisher got acknowledged before the broker died.

@@ -12,7 +12,7 @@ use support::Tern;
 use tern_codec::{Packet, QoS};
 
 fn start(dir: &std::path::Path) -> Tern {
-    Tern::start_with(&["--data-dir", dir.to_str().unwrap()])
+    Tern::start_with_data(dir)
 }
 
 /// Packets until `count` PUBLISH packets have arrived (each acknowledged), or 10 s pass.

@@ -12,6 +12,7 @@ mod lifecycle;
 mod publish;
 mod subscribe;
 pub mod sys;
+mod tree_view;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -23,13 +24,14 @@ use tern_codec::{
 use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Transmit};
+use crate::connection::{Connection, ConnectionInfo, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
 use crate::retained::RetainedTree;
 use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::tree::{Match, SubscriptionTree};
+use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
 
 /// Timers the broker keeps for sessions without a connection.
@@ -77,6 +79,8 @@ pub struct Broker {
     auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
+    /// `$tree/` subscriptions: their pending deltas and deadlines.
+    tree_views: TreeViews,
 }
 
 impl Broker {
@@ -105,6 +109,7 @@ impl Broker {
             authorizer: Box::new(AllowAll),
             auth_jobs: VecDeque::new(),
             scratch: Vec::new(),
+            tree_views: TreeViews::default(),
         }
     }
 
@@ -150,7 +155,15 @@ impl Broker {
 
     /// A new network connection has opened.
     pub fn connection_opened(&mut self, id: ConnectionId, now: Time) {
-        let previous = self.connections.insert(id, Connection::new(now));
+        self.connection_opened_with(id, ConnectionInfo::default(), now);
+    }
+
+    /// A new network connection has opened, with what its transport knows of the client
+    /// (a verified certificate identity, for mutual TLS).
+    pub fn connection_opened_with(&mut self, id: ConnectionId, info: ConnectionInfo, now: Time) {
+        let mut connection = Connection::new(now);
+        connection.info = info;
+        let previous = self.connections.insert(id, connection);
         debug_assert!(previous.is_none(), "connection ids are unique");
     }
 
@@ -223,6 +236,7 @@ impl Broker {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
         self.connections.remove(&id);
+        self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
 
@@ -567,8 +581,9 @@ impl Broker {
             self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
         }
         for (filter, info) in record.subscriptions {
-            self.subscriptions.insert(&filter, key, info);
-            self.session_mut(key).subscriptions.insert(filter, info);
+            if let Ok(info) = self.index_subscription(key, &filter, info) {
+                self.session_mut(key).subscriptions.insert(filter, info);
+            }
         }
         // A session that was connected when the broker stopped counts as disconnected now;
         // one that was already disconnected keeps its deadlines.

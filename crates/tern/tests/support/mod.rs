@@ -1,7 +1,7 @@
 //! Starts the real `tern` binary on an ephemeral loopback port for black-box tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
-#![allow(dead_code)] // Each test binary uses a part of it.
 
+#[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mqtt;
 
 use std::io::{BufRead, BufReader};
@@ -19,16 +19,70 @@ pub(crate) struct Tern {
 impl Tern {
     /// Starts `tern serve --bind 127.0.0.1 --port 0` with state in memory only
     /// (`--durability none`) and waits for its listening line.
+    #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn start() -> Self {
-        Self::start_with(&["--durability", "none"])
+        Self::start_with(&[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--durability",
+            "none",
+        ])
     }
 
-    /// Starts `tern serve --bind 127.0.0.1 --port 0` with `extra` arguments and waits for its
-    /// listening line.
-    pub(crate) fn start_with(extra: &[&str]) -> Self {
+    /// Starts `tern serve --bind 127.0.0.1 --port 0` keeping its state in `dir` (durability
+    /// `fsync`, the default) and waits for its listening line.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_data(dir: &std::path::Path) -> Self {
+        let dir = dir.to_str().expect("UTF-8 path");
+        Self::start_with(&[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            dir,
+        ])
+    }
+
+    /// Starts `tern serve --config FILE` with `config` written to a scratch file; the first
+    /// listener of the file must be a plain TCP one on a loopback address.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_config(config: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tern-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, config).expect("write the configuration");
+        // State in memory only: tests never share (or leave behind) a data directory.
+        let tern = Self::start_with(&[
+            "serve",
+            "--config",
+            path.to_str().expect("UTF-8 path"),
+            "--durability",
+            "none",
+        ]);
+        let _ = std::fs::remove_file(&path);
+        tern
+    }
+
+    /// The broker's process id.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the broker is still running.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -63,12 +117,14 @@ impl Tern {
 
 impl Tern {
     /// Kills the broker with SIGKILL: no chance to flush or say goodbye.
+    #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Stops the broker with SIGTERM and returns its exit status.
+    #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();

@@ -1,6 +1,5 @@
 //! A small blocking MQTT 5 client over `TcpStream`, built on `tern-codec`, for tests that need
 //! to see every acknowledgement (and its absence) exactly.
-#![allow(dead_code)] // Each test binary uses a part of it.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
