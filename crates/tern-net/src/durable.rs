@@ -32,9 +32,9 @@ struct Batch {
     ops: Vec<StoreOp>,
 }
 
-/// Packets of one connection waiting for batches to commit.
+/// Packets of one connection held until batches commit (its commit gates).
 #[derive(Debug, Default)]
-struct Gate {
+struct Held {
     /// Packets taken from the connection's outbox so far.
     taken: u64,
     /// Packets before this count may be written.
@@ -49,7 +49,7 @@ pub(crate) struct Committer {
     thread: RefCell<Option<JoinHandle<()>>>,
     last_sent: Cell<u64>,
     committed: Cell<u64>,
-    gates: RefCell<HashMap<ConnectionId, Gate>>,
+    gates: RefCell<HashMap<ConnectionId, Held>>,
     closing: Cell<bool>,
 }
 
@@ -100,7 +100,7 @@ impl Committer {
     }
 
     pub(crate) fn register(&self, id: ConnectionId) {
-        self.gates.borrow_mut().insert(id, Gate::default());
+        self.gates.borrow_mut().insert(id, Held::default());
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {
