@@ -105,6 +105,9 @@ pub trait Authenticator: fmt::Debug {
 
     /// An AUTH packet continued enhanced authentication, or started re-authentication.
     fn continue_auth(&mut self, request: &AuthRequest<'_>) -> AuthDecision;
+
+    /// The connection is gone: forget any exchange in progress for it.
+    fn connection_closed(&mut self, _connection: ConnectionId) {}
 }
 
 /// Lets every client in with plain CONNECT, and refuses every enhanced authentication method

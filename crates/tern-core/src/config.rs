@@ -2,6 +2,8 @@
 
 use tern_codec::QoS;
 
+use crate::tree_view::TreeConfig;
+
 /// Broker limits and capabilities. The defaults suit a production broker on a small machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -73,4 +75,6 @@ pub struct Config {
     pub assigned_id_prefix: String,
     /// Whether the broker emits [`crate::store::StoreOp`]s for a durable store to apply.
     pub persistence: bool,
+    /// How `$tree/` subscriptions batch their deltas.
+    pub trees: TreeConfig,
 }

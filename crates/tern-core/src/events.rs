@@ -1,7 +1,7 @@
 //! Typed events the core reports (connects, disconnects, refusals, drops) and its counters.
 //! The runtime logs them; later the status registry and console read the same stream.
 
-use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode};
+use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode, TopicName};
 
 use crate::authz::Access;
 use crate::types::ConnectionId;
@@ -102,6 +102,18 @@ pub enum Event {
         client_id: MqttString,
         /// Why.
         reason: DropReason,
+    },
+    /// A PUBLISH was refused without closing the connection (a `$tree/` publish whose payload
+    /// does not fit its topic, or a denied topic); an MQTT 5 client got the reason code.
+    PublishRefused {
+        /// The publisher.
+        client_id: MqttString,
+        /// The topic it published to.
+        topic: TopicName,
+        /// The reason code.
+        reason: ReasonCode,
+        /// What was wrong.
+        detail: &'static str,
     },
 }
 

@@ -213,11 +213,17 @@ impl Server {
 }
 
 async fn timer_loop(shared: Rc<Shared>, sys_interval: Option<Duration>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sleeps until the core's next deadline (a tree view's delta window is a few milliseconds),
+    // but at least every 250 ms, which the connection deadlines rely on.
+    let cap = Duration::from_millis(250);
     let mut last_sys = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        let at = shared.plan_timer(cap);
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            // Input moved the core's next deadline earlier: plan again.
+            () = shared.timer_wake.notified() => continue,
+        }
         shared.handle_timeout();
         if let Some(interval) = sys_interval {
             if last_sys.elapsed() >= interval {
@@ -225,5 +231,8 @@ async fn timer_loop(shared: Rc<Shared>, sys_interval: Option<Duration>) {
                 shared.publish_sys();
             }
         }
+        // A deadline that is already due (a large tree snapshot built in chunks) must not keep
+        // the connection tasks waiting: let them run between two rounds.
+        tokio::task::yield_now().await;
     }
 }

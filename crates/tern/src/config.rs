@@ -31,6 +31,25 @@ pub(crate) struct FileConfig {
     pub(crate) acl: Vec<tern_auth::Rule>,
     /// A file of further `[[acl]]` rules.
     pub(crate) acl_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) trees: TreesConfig,
+}
+
+/// Mirrors [`tern_core::TreeConfig`]: how `$tree/` subscriptions batch their deltas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TreesConfig {
+    window_millis: Option<u64>,
+}
+
+impl TreesConfig {
+    pub(crate) fn to_core(&self) -> tern_core::TreeConfig {
+        let mut trees = tern_core::TreeConfig::default();
+        if let Some(window) = self.window_millis {
+            trees.window_millis = window;
+        }
+        trees
+    }
 }
 
 /// How a listener speaks MQTT.

@@ -84,6 +84,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         // The durable store is not wired in yet: state lives in memory.
         persistence: false,
+        trees: file.trees.to_core(),
     };
     let base = args
         .config

@@ -138,8 +138,9 @@ impl Broker {
     }
 
     /// Whether the client on `id` may publish to the topic name, or subscribe with the topic
-    /// filter, `topic` (a `$share/group/` prefix is looked through). For features that publish
-    /// on a client's behalf, this is the check to make per resulting topic.
+    /// filter, `topic` (a `$share/group/` or `$tree/` prefix is looked through: a tree view
+    /// shows what its inner filter matches). For features that publish on a client's behalf,
+    /// this is the check to make per resulting topic.
     pub fn authorize(&self, id: ConnectionId, access: Access, topic: &str) -> bool {
         let Some(connection) = self.connections.get(&id) else {
             return false;
@@ -148,7 +149,7 @@ impl Broker {
             None => true,
             Some(permissions) => {
                 let topic = match access {
-                    Access::Subscribe => shared_inner(topic),
+                    Access::Subscribe => inner_filter(topic),
                     Access::Publish => topic,
                 };
                 permissions.allows(access, topic)
@@ -188,8 +189,9 @@ impl Broker {
             .cloned()
             .collect();
         for filter in denied {
-            self.session_mut(key).subscriptions.remove(&filter);
-            self.subscriptions.remove(&filter, key);
+            if let Some(info) = self.session_mut(key).subscriptions.remove(&filter) {
+                self.unindex_subscription(key, &filter, &info);
+            }
             self.denied(id, Access::Subscribe, &filter);
         }
     }
@@ -210,8 +212,11 @@ fn identity_from_connect(connect: &Connect) -> Identity {
     }
 }
 
-/// The filter inside a `$share/group/filter`, or the filter itself.
-fn shared_inner(filter: &str) -> &str {
+/// The filter inside a `$share/group/filter` or a `$tree/filter`, or the filter itself.
+fn inner_filter(filter: &str) -> &str {
+    if let Some(inner) = filter.strip_prefix(crate::tree_view::TREE_PREFIX) {
+        return inner;
+    }
     filter
         .strip_prefix("$share/")
         .and_then(|rest| rest.split_once('/'))

@@ -12,6 +12,7 @@ mod lifecycle;
 mod publish;
 mod subscribe;
 pub mod sys;
+mod tree_view;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -30,6 +31,7 @@ use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::tree::{Match, SubscriptionTree};
+use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
 
 /// Timers the broker keeps for sessions without a connection.
@@ -75,6 +77,8 @@ pub struct Broker {
     auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
+    /// `$tree/` subscriptions: their pending deltas and deadlines.
+    tree_views: TreeViews,
 }
 
 impl Broker {
@@ -102,6 +106,7 @@ impl Broker {
             authorizer: Box::new(AllowAll),
             auth_jobs: VecDeque::new(),
             scratch: Vec::new(),
+            tree_views: TreeViews::default(),
         }
     }
 
@@ -228,6 +233,7 @@ impl Broker {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
         self.connections.remove(&id);
+        self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
 
@@ -539,8 +545,9 @@ impl Broker {
         }
         let key = self.insert_session(session);
         for (filter, info) in record.subscriptions {
-            self.subscriptions.insert(&filter, key, info);
-            self.session_mut(key).subscriptions.insert(filter, info);
+            if let Ok(info) = self.index_subscription(key, &filter, info) {
+                self.session_mut(key).subscriptions.insert(filter, info);
+            }
         }
         let expiry_secs = record.expiry_secs;
         if let Some(delay) = self.session(key).will.as_ref().map(|w| w.delay_secs) {

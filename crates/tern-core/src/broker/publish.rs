@@ -8,12 +8,14 @@ use tern_codec::{
     TopicName,
 };
 
+use super::tree_view::Outgoing;
 use super::Broker;
 use crate::authz::Access;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
 use crate::store::{DeliveryStage, StoreOp};
 use crate::tree::Match;
+use crate::tree_view::TREE_PREFIX;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 impl Broker {
@@ -61,34 +63,58 @@ impl Broker {
             self.violation(id, ReasonCode::TopicNameInvalid, detail, now);
             return;
         }
-        let allowed = self.authorize(id, Access::Publish, &publish.topic);
-        if !allowed {
-            self.denied(id, Access::Publish, &publish.topic);
-        }
         let v5 = self.is_v5(id);
         let packet_id = publish.packet_id;
-        match (publish.qos, packet_id) {
+        let qos = publish.qos;
+        // What is routed, or the reason code it is refused with. A `$tree/` publish is checked
+        // per resulting topic when it is spread.
+        let outcome = if publish.topic.starts_with(TREE_PREFIX) {
+            self.prepare_publish(id, publish)
+                .map_err(|(code, detail, topic)| {
+                    let client_id = self.session(key).client_id.clone();
+                    self.events.push_back(Event::PublishRefused {
+                        client_id,
+                        topic,
+                        reason: code,
+                        detail,
+                    });
+                    code
+                })
+        } else if self.authorize(id, Access::Publish, &publish.topic) {
+            Ok(Outgoing::One(publish))
+        } else {
+            self.denied(id, Access::Publish, &publish.topic);
+            Err(ReasonCode::NotAuthorized)
+        };
+        match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
-                if allowed {
-                    self.accept_publish(key, publish, now);
+                if let Ok(outgoing) = outcome {
+                    self.accept_outgoing(key, outgoing, now);
                 }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let mut ack = Ack::new(packet_id);
-                if !allowed {
+                match outcome {
                     // 3.1.1 has no way to say no: the message is dropped, the ack still sent.
-                    if v5 {
-                        ack.reason_code = ReasonCode::NotAuthorized;
+                    Err(code) => {
+                        if v5 {
+                            ack.reason_code = code;
+                        }
                     }
-                } else if !self.accept_publish(key, publish, now) {
-                    ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                    Ok(outgoing) => {
+                        if !self.accept_outgoing(key, outgoing, now) {
+                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                        }
+                    }
                 }
                 self.send(id, Packet::PubAck(ack));
             }
-            (QoS::ExactlyOnce, Some(packet_id)) if !allowed && v5 => {
+            (QoS::ExactlyOnce, Some(packet_id)) if v5 && outcome.is_err() => {
                 // A PUBREC with an error code ends the exchange: nothing is remembered.
                 let mut ack = Ack::new(packet_id);
-                ack.reason_code = ReasonCode::NotAuthorized;
+                if let Err(code) = outcome {
+                    ack.reason_code = code;
+                }
                 self.send(id, Packet::PubRec(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
@@ -118,9 +144,11 @@ impl Broker {
                     });
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, method B of 4.3.3).
-                    // A denied 3.1.1 publish completes the handshake but goes nowhere.
-                    if allowed && !self.accept_publish(key, publish, now) {
-                        ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                    // A refused 3.1.1 publish completes the handshake but goes nowhere.
+                    if let Ok(outgoing) = outcome {
+                        if !self.accept_outgoing(key, outgoing, now) {
+                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                        }
                     }
                 }
                 self.send(id, Packet::PubRec(ack));
@@ -187,7 +215,7 @@ impl Broker {
     }
 
     /// Applies the topic length and depth limits.
-    fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
+    pub(super) fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
         let limits = &self.config.limits;
         if topic.len() > limits.topic_length_max_bytes {
             return Err("topic name too long");
@@ -196,6 +224,16 @@ impl Broker {
             return Err("topic name has too many levels");
         }
         Ok(())
+    }
+
+    /// Routes what an accepted PUBLISH became; returns whether any subscriber matched.
+    fn accept_outgoing(&mut self, key: SessionKey, outgoing: Outgoing, now: Time) -> bool {
+        match outgoing {
+            Outgoing::One(publish) => self.accept_publish(key, publish, now),
+            Outgoing::Spread(publishes) => publishes.into_iter().fold(false, |any, publish| {
+                self.accept_publish(key, publish, now) | any
+            }),
+        }
     }
 
     /// Turns an accepted PUBLISH into a message and routes it; returns whether any subscriber
@@ -252,9 +290,11 @@ impl Broker {
         };
         self.subscriptions
             .matches(&message.topic, online, &mut matches);
+        // Tree views share one delta among their members, so No Local does not apply to them.
+        let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
-        let any = !matches.is_empty();
+        let any = tree_views || !matches.is_empty();
         // Group a session's overlapping non-shared subscriptions into one delivery.
         matches.sort_by_key(|m| (m.shared, m.key));
         let mut index = 0;
