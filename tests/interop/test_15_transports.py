@@ -506,6 +506,30 @@ def test_connection_rate_per_address(tmp_path_factory):
         broker.stop()
 
 
+def test_publish_rate_above_the_limit_disconnects_with_0x96(tmp_path_factory, names):
+    """A client publishing faster than publish_rate_per_client_max is disconnected, an MQTT 5
+    client with DISCONNECT 0x96 Message rate too high; messages within the limit got through."""
+    config = ('[limits]\npublish_rate_per_client_max = 5\n\n'
+              '[[listener]]\nbind = "127.0.0.1:0"\n')
+    broker = start_broker(tmp_path_factory.mktemp("tern-publish-rate"), config, ["mqtt"])
+    watcher = PahoClient(broker.host, broker.port, names.client("w"))
+    fast = PahoClient(broker.host, broker.port, names.client("f"))
+    try:
+        watcher.connect()
+        watcher.subscribe(names.topic(), qos=0)
+        fast.connect()
+        for n in range(20):  # well over 5 within one second
+            fast.client.publish(names.topic(), f"{n}".encode(), qos=0)
+        gone = fast.expect_disconnected()
+        assert gone.from_server and gone.reason == 0x96, gone
+        first = [watcher.expect_message().payload for _ in range(5)]
+        assert first == [b"0", b"1", b"2", b"3", b"4"]
+    finally:
+        watcher.close()
+        fast.close()
+        broker.stop()
+
+
 # ---------------------------------------------------------------------------
 # Certificate reload on SIGHUP
 # ---------------------------------------------------------------------------
