@@ -102,9 +102,17 @@ impl Permissions for CompiledAcl {
                 return false;
             }
         }
+        // Most rules differ from the topic at the first level: compare that before walking.
+        let first = topic.split('/').next().unwrap_or_default();
+        let wild_first = first == "+" || first == "#";
         for rule in &self.rules {
             if !rule.access.covers(access) {
                 continue;
+            }
+            if let Some(Level::Literal(literal)) = rule.levels.first() {
+                if !wild_first && **literal != *first {
+                    continue;
+                }
             }
             let applies = match (access, rule.allow) {
                 (Access::Publish, _) => matches(&rule.levels, topic),
@@ -396,6 +404,22 @@ mod tests {
         assert!(acl
             .compile("c", Some("root"), None, None)
             .allows(Access::Subscribe, "admin/#"));
+    }
+
+    #[test]
+    fn anonymous_rules_apply_only_without_a_user_name() {
+        let mut public = rule(Action::Allow, RuleAccess::Subscribe, "public/#", None);
+        public.anonymous = true;
+        let acl = Acl::new(vec![public]);
+        let anon = acl.compile("c", None, None, None);
+        assert!(anon.allows(Access::Subscribe, "public/x"));
+        assert!(!anon.allows(Access::Publish, "public/x"));
+        let named = acl.compile("c", Some("u"), None, None);
+        assert!(!named.allows(Access::Subscribe, "public/x"));
+        // An empty rule list denies everything.
+        assert!(!Acl::new(Vec::new())
+            .compile("c", Some("u"), None, None)
+            .allows(Access::Publish, "x"));
     }
 
     #[test]

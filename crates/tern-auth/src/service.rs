@@ -256,6 +256,12 @@ impl Authenticator for AuthService {
         };
         self.scram_start(&profile, request)
     }
+
+    fn connection_closed(&mut self, connection: ConnectionId) {
+        if self.scram.remove(&connection).is_some() {
+            self.scram_order.retain(|&id| id != connection);
+        }
+    }
 }
 
 fn refused(request: &AuthRequest<'_>, why: &str) {
@@ -298,6 +304,7 @@ mod tests {
             method: method.as_ref(),
             data: None,
             profile,
+            certificate_identity: None,
         };
         match service.authenticate(&request) {
             AuthDecision::Pending(job) => job.run(),
@@ -312,14 +319,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn profiles_decide_by_listener() {
+    fn profile_with_alice() -> Profile {
         let mut file = PasswordFile::default();
         file.set_password("alice", "pw").unwrap_or_default();
-        let locked = Profile {
+        Profile {
             passwords: Some(Arc::new(file)),
             ..Profile::default()
+        }
+    }
+
+    fn scram_first(service: &mut AuthService) -> AuthDecision {
+        let client_id = MqttString::new("c").unwrap_or_default();
+        let method = MqttString::new(scram::METHOD).unwrap_or_default();
+        let request = AuthRequest {
+            connection: ConnectionId(1),
+            version: ProtocolVersion::V5,
+            client_id: &client_id,
+            username: None,
+            password: None,
+            method: Some(&method),
+            data: Some(b"n,,n=alice,r=abc"),
+            profile: 0,
+            certificate_identity: None,
         };
+        service.authenticate(&request)
+    }
+
+    #[test]
+    fn profiles_decide_by_listener() {
+        let locked = profile_with_alice();
         let mut service = AuthService::new(vec![Profile::open(), locked]);
         // The open profile lets everyone in, with or without a user name.
         assert_eq!(refused(&decide(&mut service, 0, None, None, None)), None);
@@ -348,6 +376,16 @@ mod tests {
         assert_eq!(refused(&scram), Some(ReasonCode::BadAuthenticationMethod));
         let other = decide(&mut service, 1, None, None, Some("OTHER"));
         assert_eq!(refused(&other), Some(ReasonCode::BadAuthenticationMethod));
+        // A SCRAM exchange left half-way is forgotten when its connection goes.
+        let mut service = AuthService::new(vec![Profile {
+            scram: true,
+            ..profile_with_alice()
+        }]);
+        let started = scram_first(&mut service);
+        assert!(matches!(started, AuthDecision::Continue { .. }));
+        assert_eq!(service.scram.len(), 1);
+        service.connection_closed(ConnectionId(1));
+        assert!(service.scram.is_empty() && service.scram_order.is_empty());
         // A listener with an unknown profile lets nobody in.
         assert_eq!(
             refused(&decide(&mut service, 9, None, None, None)),

@@ -26,6 +26,9 @@ pub struct AuthRequest<'a> {
     pub method: Option<&'a MqttString>,
     /// Authentication Data of this step.
     pub data: Option<&'a [u8]>,
+    /// The identity (subject CN or first SAN) of the client certificate the connection
+    /// presented and the listener verified (mutual TLS), if any.
+    pub certificate_identity: Option<&'a str>,
     /// The authentication profile of the listener the connection came in on (see
     /// [`crate::Broker::set_auth_profile`]); 0 unless the runtime says otherwise.
     pub profile: usize,
@@ -102,6 +105,9 @@ pub trait Authenticator: fmt::Debug {
 
     /// An AUTH packet continued enhanced authentication, or started re-authentication.
     fn continue_auth(&mut self, request: &AuthRequest<'_>) -> AuthDecision;
+
+    /// The connection is gone: forget any exchange in progress for it.
+    fn connection_closed(&mut self, _connection: ConnectionId) {}
 }
 
 /// Lets every client in with plain CONNECT, and refuses every enhanced authentication method

@@ -17,7 +17,7 @@ use tern_codec::{
     SubscriptionOptions, TopicFilter, TopicName,
 };
 use tern_core::{AllowAll, AuthDecision, AuthJob, AuthRequest, Authenticator};
-use tern_net::{Server, ServerConfig};
+use tern_net::{AdmissionLimits, ListenerConfig, Server, ServerConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -133,7 +133,8 @@ fn a_blocked_credential_check_does_not_stall_other_clients() {
             .unwrap();
         runtime.block_on(async move {
             let config = ServerConfig {
-                listeners: vec!["127.0.0.1:0".parse().unwrap()],
+                listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())],
+                admission: AdmissionLimits::default(),
                 core: tern_core::Config::default(),
                 sys_interval: None,
                 shutdown_grace: Duration::from_secs(1),

@@ -222,3 +222,57 @@ fn device_keys(name: &str, config: &DeviceKeysConfig, base: &Path) -> anyhow::Re
         .collect();
     Ok(DeviceKeys::new(secrets, config.window_secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profiles(text: &str) -> BTreeMap<String, AuthProfileConfig> {
+        #[derive(Deserialize)]
+        struct File {
+            auth: BTreeMap<String, AuthProfileConfig>,
+        }
+        toml::from_str::<File>(text)
+            .map(|f| f.auth)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn listeners_find_their_profiles() {
+        let setup = build(
+            &profiles("[auth.default]\nanonymous = true\n[auth.local]\nanonymous = true\n"),
+            &[],
+            None,
+            Path::new("."),
+        )
+        .map_err(|e| e.to_string());
+        let Ok(setup) = setup else {
+            panic!("{setup:?}");
+        };
+        let default = setup.profile_index(None).ok();
+        let local = setup.profile_index(Some("local")).ok();
+        assert!(default.is_some() && local.is_some() && default != local);
+        assert!(setup.profile_index(Some("missing")).is_err());
+        // Without any profile, only unnamed listeners are valid (everyone is let in).
+        let open = build(&BTreeMap::new(), &[], None, Path::new(".")).map_err(|e| e.to_string());
+        let Ok(open) = open else { panic!("{open:?}") };
+        assert_eq!(open.profile_index(None).ok(), Some(0));
+        assert!(open.profile_index(Some("default")).is_err());
+    }
+
+    #[test]
+    fn inconsistent_profiles_are_refused() {
+        let cases = [
+            "[auth.a]\nscram = true\n",
+            "[auth.a.jwt]\nalgorithm = \"HS256\"\n",
+            "[auth.a.jwt]\nalgorithm = \"none\"\nsecret = \"x\"\n",
+            "[auth.a.device_keys]\nowners = { \"a:b\" = \"s\" }\n",
+            "[auth.a.device_keys]\n",
+        ];
+        for case in cases {
+            let parsed = profiles(case);
+            assert!(!parsed.is_empty(), "{case} parses");
+            assert!(build(&parsed, &[], None, Path::new(".")).is_err(), "{case}");
+        }
+    }
+}

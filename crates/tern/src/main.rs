@@ -15,6 +15,11 @@ use clap::{Parser, Subcommand};
 use tern_net::{Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+// mimalloc hands freed pages back to the system soon after a burst (a flood of connections
+// holding large partial packets), where glibc's heap keeps them fragmented; see ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tern: an MQTT 3.1.1 and 5.0 broker and client toolkit.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -92,7 +97,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(|name| auth.profile_index(name.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let server_config = ServerConfig {
-        listeners: config::listeners(&file, args.bind, args.port),
+        listeners: config::listeners(&file, base, args.bind, args.port)?,
+        admission: file.limits.to_admission(),
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),

@@ -144,6 +144,10 @@ impl Broker {
             .and_then(|c| c.session())
             .map(|key| self.session(key).client_id.clone())
             .unwrap_or_default();
+        let identity = self
+            .connections
+            .get(&id)
+            .and_then(|c| c.info.certificate_identity.clone());
         let request = AuthRequest {
             connection: id,
             version: ProtocolVersion::V5,
@@ -152,6 +156,7 @@ impl Broker {
             password: None,
             method: Some(&method),
             data: auth.properties.authentication_data.as_deref(),
+            certificate_identity: identity.as_deref(),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         match self.authenticator.continue_auth(&request) {
@@ -197,6 +202,10 @@ impl Broker {
             password: connect.password.as_deref(),
             method,
             data,
+            certificate_identity: self
+                .connections
+                .get(&id)
+                .and_then(|c| c.info.certificate_identity.as_deref()),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         self.authenticator.continue_auth(&request)

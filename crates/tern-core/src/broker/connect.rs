@@ -66,7 +66,7 @@ impl Broker {
         self.close(id, CloseReason::ConnectRefused(code), None, now);
     }
 
-    pub(super) fn handle_connect(&mut self, id: ConnectionId, connect: Connect, now: Time) {
+    pub(super) fn handle_connect(&mut self, id: ConnectionId, mut connect: Connect, now: Time) {
         // A will or session expiry that fell due since the last timer tick applies before this
         // client can resume the session (MQTT-3.1.2-8, MQTT-4.1.0-2).
         self.run_due_timers(now);
@@ -88,6 +88,21 @@ impl Broker {
             self.refuse_connect(id, version, ReasonCode::ClientIdentifierNotValid, now);
             return;
         }
+        let info = self
+            .connections
+            .get(&id)
+            .map(|c| c.info.clone())
+            .unwrap_or_default();
+        if info.use_identity_as_username {
+            // The verified certificate names the user; CONNECT's user name is ignored.
+            match info.certificate_identity.as_deref().map(MqttString::new) {
+                Some(Ok(name)) => connect.username = Some(name),
+                _ => {
+                    self.refuse_connect(id, version, ReasonCode::NotAuthorized, now);
+                    return;
+                }
+            }
+        }
         let request = AuthRequest {
             connection: id,
             version,
@@ -96,6 +111,7 @@ impl Broker {
             password: connect.password.as_deref(),
             method: connect.properties.authentication_method.as_ref(),
             data: connect.properties.authentication_data.as_deref(),
+            certificate_identity: info.certificate_identity.as_deref(),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         let decision = self.authenticator.authenticate(&request);

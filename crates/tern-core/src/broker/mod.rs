@@ -24,7 +24,7 @@ use tern_codec::{
 use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Transmit};
+use crate::connection::{Connection, ConnectionInfo, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
 use crate::retained::RetainedTree;
 use crate::session::Session;
@@ -152,7 +152,15 @@ impl Broker {
 
     /// A new network connection has opened.
     pub fn connection_opened(&mut self, id: ConnectionId, now: Time) {
-        let previous = self.connections.insert(id, Connection::new(now));
+        self.connection_opened_with(id, ConnectionInfo::default(), now);
+    }
+
+    /// A new network connection has opened, with what its transport knows of the client
+    /// (a verified certificate identity, for mutual TLS).
+    pub fn connection_opened_with(&mut self, id: ConnectionId, info: ConnectionInfo, now: Time) {
+        let mut connection = Connection::new(now);
+        connection.info = info;
+        let previous = self.connections.insert(id, connection);
         debug_assert!(previous.is_none(), "connection ids are unique");
     }
 
@@ -225,6 +233,7 @@ impl Broker {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
         self.connections.remove(&id);
+        self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
 

@@ -27,6 +27,15 @@ impl Broker {
         now: Time,
     ) {
         self.stats.publish_received += 1;
+        if !self.within_publish_rate(id, now) {
+            self.violation(
+                id,
+                ReasonCode::MessageRateTooHigh,
+                "publish rate above the per-client limit",
+                now,
+            );
+            return;
+        }
         let limits = &self.config.limits;
         if publish.qos > limits.qos_max {
             self.violation(
@@ -155,6 +164,27 @@ impl Broker {
     }
 
     /// Replaces an empty topic by its alias, or records a new alias (MQTT 5, 3.3.2.3.4).
+    /// Counts a PUBLISH against the client's rate limit (a fixed one-second window); false once
+    /// the limit is exceeded.
+    fn within_publish_rate(&mut self, id: ConnectionId, now: Time) -> bool {
+        let limit = self.config.limits.publish_rate_per_client_max;
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return true;
+        };
+        if limit == 0 {
+            return true;
+        }
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(connection.publish_window_start.as_millis());
+        if elapsed >= 1000 {
+            connection.publish_window_start = now;
+            connection.publish_window_count = 0;
+        }
+        connection.publish_window_count = connection.publish_window_count.saturating_add(1);
+        connection.publish_window_count <= limit
+    }
+
     fn resolve_topic_alias(
         &mut self,
         id: ConnectionId,
