@@ -4,8 +4,8 @@
 Starts `tern serve` (release build), retains N topics `site/sNNNNNN/temp`, then subscribes to
 `$tree/site/+/temp` while another client keeps a PINGREQ/PINGRESP exchange going, and reports:
 the time from SUBSCRIBE to the whole snapshot received, its size, the broker's resident memory
-before and after, and the ping round trips seen during the snapshot (how long other clients
-wait while it is built).
+before and after, the ping round trips seen during the snapshot (how long other clients wait
+while it is built), and how long a single change takes to arrive as a delta (the window).
 
     cargo build --release -p tern
     .venv/bin/python scripts/bench_trees.py [N]
@@ -114,6 +114,21 @@ def main() -> None:
               f"{statistics.median(baseline) * 1000:.2f} ms; during the snapshot "
               f"{len(during)} pings, median {statistics.median(during) * 1000:.2f} ms, "
               f"max {max(during) * 1000:.2f} ms")
+
+        # The delta window on the real runtime: publish one change, time its delta.
+        latency = connected(host, port, "latency")
+        latency.send(mqtt_raw.subscribe(2, "$tree/lat/+", version=mqtt_raw.V5))
+        latency.expect_packet(mqtt_raw.SUBACK)
+        latency.expect_packet(mqtt_raw.PUBLISH)  # the (empty) snapshot
+        delays = []
+        for n in range(50):
+            sent = time.perf_counter()
+            loader.send(mqtt_raw.publish(f"lat/k{n}", b"1", version=mqtt_raw.V5))
+            latency.expect_packet(mqtt_raw.PUBLISH)
+            delays.append(time.perf_counter() - sent)
+        print(f"publish to delta received, 10 ms window: median "
+              f"{statistics.median(delays) * 1000:.1f} ms, min {min(delays) * 1000:.1f} ms, "
+              f"max {max(delays) * 1000:.1f} ms ({len(delays)} changes)")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
