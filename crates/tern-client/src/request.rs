@@ -1,0 +1,3 @@
+//! Request/response (placeholder).
+#[derive(Debug, Default)]
+pub(crate) struct Replies;
