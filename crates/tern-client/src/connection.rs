@@ -175,7 +175,12 @@ impl Wire {
 
     /// Whether a message this size would exceed the broker's Maximum Packet Size.
     pub(crate) fn too_large(&self, publish: &Publish) -> bool {
-        match (self.max_packet_size, Packet::Publish(publish.clone()).encoded_len(self.version)) {
+        let mut sized = publish.clone();
+        if sized.qos != QoS::AtMostOnce {
+            // Sized with a placeholder: the identifier is assigned when it is sent.
+            sized.packet_id = tern_codec::PacketId::new(1);
+        }
+        match (self.max_packet_size, Packet::Publish(sized).encoded_len(self.version)) {
             (Some(max), Ok(len)) => len > max as usize,
             (_, Err(_)) => true,
             (None, Ok(_)) => false,

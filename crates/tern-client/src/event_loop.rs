@@ -376,6 +376,9 @@ impl EventLoop {
     /// Restores the session on a new link: resubscribes if the broker kept nothing, resends
     /// unacknowledged SUBSCRIBE/UNSUBSCRIBE, then in-flight publishes (DUP) or PUBREL in order.
     fn restore(&mut self, wire: &mut Wire, session_present: bool) {
+        for pending in self.session.control.values() {
+            wire.write(&pending.packet);
+        }
         if !session_present {
             self.session.incoming_qos2.clear();
             let subscriptions: Vec<_> = self.session.subscriptions.values().cloned().collect();
@@ -396,9 +399,6 @@ impl EventLoop {
                     .control
                     .insert(id.get(), PendingControl { packet, done: None });
             }
-        }
-        for pending in self.session.control.values() {
-            wire.write(&pending.packet);
         }
         for outgoing in self.session.inflight.values() {
             match (outgoing.released, outgoing.publish.packet_id) {
