@@ -16,6 +16,7 @@ MAX_LINES = 800
 # crate -> (workspace crates it may depend on, external crates it must not use)
 RULES = {
     "tern-codec": (set(), {"tokio", "mio", "async-std", "socket2"}),
+    "tern-client": ({"tern-codec"}, set()),
 }
 MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")
 

@@ -106,7 +106,9 @@ impl Client {
                     _ => {}
                 }
                 if state.changed().await.is_err() {
-                    return Err(ConnectError::Transport(std::io::ErrorKind::NotConnected.into()));
+                    return Err(ConnectError::Transport(
+                        std::io::ErrorKind::NotConnected.into(),
+                    ));
                 }
             }
         };
@@ -220,7 +222,12 @@ impl Client {
     /// queued or in flight fail with `PublishError::Closed`; persisted ones stay on disk.
     pub async fn disconnect(&self) {
         let (done, finished) = oneshot::channel();
-        if self.commands.send(Command::Disconnect { done }).await.is_ok() {
+        if self
+            .commands
+            .send(Command::Disconnect { done })
+            .await
+            .is_ok()
+        {
             let _ = finished.await;
         }
     }

@@ -68,7 +68,9 @@ pub(crate) async fn open(
                 None => {}
             }
             if stream.read_buf(&mut read_buf).await? == 0 {
-                return Err(ConnectError::Transport(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ConnectError::Transport(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
         }
     };
@@ -180,7 +182,10 @@ impl Wire {
             // Sized with a placeholder: the identifier is assigned when it is sent.
             sized.packet_id = tern_codec::PacketId::new(1);
         }
-        match (self.max_packet_size, Packet::Publish(sized).encoded_len(self.version)) {
+        match (
+            self.max_packet_size,
+            Packet::Publish(sized).encoded_len(self.version),
+        ) {
             (Some(max), Ok(len)) => len > max as usize,
             (_, Err(_)) => true,
             (None, Ok(_)) => false,

@@ -221,7 +221,7 @@ impl EventLoop {
     }
 
     /// Takes a publish, subscribe or unsubscribe into the session, writing it if online.
-    fn accept(&mut self, command: Command, mut wire: Option<&mut Wire>) {
+    fn accept(&mut self, command: Command, wire: Option<&mut Wire>) {
         match command {
             Command::Publish { publish, done } => self.accept_publish(publish, done, wire),
             Command::Subscribe {
@@ -247,7 +247,7 @@ impl EventLoop {
                     self.routes.push(route);
                 }
                 let packet = Packet::Subscribe(subscribe);
-                if let Some(wire) = wire.as_deref_mut() {
+                if let Some(wire) = wire {
                     wire.write(&packet);
                 }
                 let pending = PendingControl {
@@ -275,7 +275,7 @@ impl EventLoop {
                 }
                 self.routes.retain(|route| !route.filters.is_empty());
                 let packet = Packet::Unsubscribe(unsubscribe);
-                if let Some(wire) = wire.as_deref_mut() {
+                if let Some(wire) = wire {
                     wire.write(&packet);
                 }
                 let pending = PendingControl {
@@ -288,7 +288,12 @@ impl EventLoop {
         }
     }
 
-    fn accept_publish(&mut self, publish: Publish, done: Option<PublishDone>, wire: Option<&mut Wire>) {
+    fn accept_publish(
+        &mut self,
+        publish: Publish,
+        done: Option<PublishDone>,
+        wire: Option<&mut Wire>,
+    ) {
         if let Some(wire) = wire.as_deref() {
             if wire.too_large(&publish) {
                 if let Some(done) = done {
@@ -311,7 +316,10 @@ impl EventLoop {
             }
         }
         let limit = self.options.queue_count_max;
-        match self.session.enqueue(outgoing, limit, self.options.queue_policy) {
+        match self
+            .session
+            .enqueue(outgoing, limit, self.options.queue_policy)
+        {
             Enqueued::Queued => {}
             Enqueued::Displaced(old) => {
                 self.forget(old.seq);
@@ -380,15 +388,17 @@ impl EventLoop {
             wire.write(&pending.packet);
         }
         if !session_present {
-            self.session.incoming_qos2.clear();
+            self.session.forget_incoming();
             let subscriptions: Vec<_> = self.session.subscriptions.values().cloned().collect();
             for (filter, options, sub_id) in subscriptions {
                 let Some(id) = self.session.allocate_id() else {
                     break;
                 };
                 let subscription = tern_codec::Subscription { filter, options };
-                let mut properties = SubscribeProperties::default();
-                properties.subscription_identifier = sub_id;
+                let properties = SubscribeProperties {
+                    subscription_identifier: sub_id,
+                    ..SubscribeProperties::default()
+                };
                 let packet = Packet::Subscribe(Subscribe {
                     packet_id: id,
                     properties,
@@ -514,8 +524,11 @@ impl EventLoop {
         tracing::debug!(?code, why, "protocol error from the broker");
         wire.write_buf.clear();
         wire.write(&Packet::Disconnect(Disconnect::new(code)));
-        let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&wire.write_buf))
-            .await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            stream.write_all(&wire.write_buf),
+        )
+        .await;
         Exit::Down(DownReason::Protocol(why.to_owned()))
     }
 
@@ -532,15 +545,20 @@ impl EventLoop {
                     (QoS::ExactlyOnce, Some(id)) => {
                         // Delivered once, on first receipt; a resend before PUBREL is only
                         // acknowledged again (MQTT-4.3.3-9).
-                        if self.session.incoming_qos2.insert(id.get()) {
-                            if self.session.incoming_qos2.len() > usize::from(self.options.receive_maximum) {
-                                return Err((ReasonCode::ReceiveMaximumExceeded, "receive maximum exceeded"));
-                            }
+                        // A broker exceeding our Receive Maximum is tolerated rather than
+                        // disconnected: the state it costs is bounded by the identifier space,
+                        // and cutting the link would only make it resend more.
+                        if self.session.accept_incoming_qos2(&publish, id) {
                             self.deliver(publish).await;
                         }
                         wire.write(&Packet::PubRec(Ack::new(id)));
                     }
-                    _ => return Err((ReasonCode::ProtocolError, "QoS 1/2 PUBLISH without identifier")),
+                    _ => {
+                        return Err((
+                            ReasonCode::ProtocolError,
+                            "QoS 1/2 PUBLISH without identifier",
+                        ))
+                    }
                 }
             }
             Packet::PubAck(ack) => {
@@ -581,7 +599,7 @@ impl EventLoop {
             }
             Packet::PubRel(ack) => {
                 let mut comp = Ack::new(ack.packet_id);
-                if !self.session.incoming_qos2.remove(&ack.packet_id.get()) {
+                if !self.session.release_incoming_qos2(ack.packet_id) {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
                 }
                 wire.write(&Packet::PubComp(comp));
@@ -610,7 +628,10 @@ impl EventLoop {
                 return Err((disconnect.reason_code, BROKER_DISCONNECT));
             }
             Packet::Auth(_) => {
-                return Err((ReasonCode::ProtocolError, "AUTH is not supported by this client"));
+                return Err((
+                    ReasonCode::ProtocolError,
+                    "AUTH is not supported by this client",
+                ));
             }
             Packet::Connect(_)
             | Packet::ConnAck(_)
@@ -684,4 +705,3 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
-

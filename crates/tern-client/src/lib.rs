@@ -42,7 +42,9 @@ pub use options::{ClientOptions, LastWill, QueuePolicy};
 pub use state::{ConnectionState, DownReason};
 /// The protocol crate, for packets and properties in full.
 pub use tern_codec as codec;
-pub use tern_codec::{ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubscriptionOptions};
+pub use tern_codec::{
+    ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubscriptionOptions,
+};
 pub use tls::TlsTransport;
 pub use transport::{FnTransport, TcpTransport, Transport};
 pub use ws::WsTransport;

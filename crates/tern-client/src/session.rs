@@ -4,7 +4,7 @@
 //!
 //! It survives reconnections; it is what makes an outage invisible to the application.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use tern_codec::{Packet, PacketId, Publish, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
 use tokio::sync::oneshot;
@@ -69,8 +69,12 @@ pub(crate) struct Session {
     inflight_ids: HashMap<u16, u64>,
     /// SUBSCRIBE/UNSUBSCRIBE awaiting acknowledgement, by packet identifier.
     pub(crate) control: HashMap<u16, PendingControl>,
-    /// QoS 2 identifiers received (delivered, PUBREC sent) and not yet released by PUBREL.
-    pub(crate) incoming_qos2: HashSet<u16>,
+    /// QoS 2 identifiers received (delivered, PUBREC sent) and not yet released by PUBREL,
+    /// with the message's fingerprint.
+    pub(crate) incoming_qos2: HashMap<u16, u64>,
+    /// Fingerprints (topic and payload) of QoS 2 messages released by PUBREL, by identifier:
+    /// see [`Session::accept_incoming_qos2`].
+    released_qos2: HashMap<u16, u64>,
     /// Subscriptions to restore when the broker has no session, by filter.
     pub(crate) subscriptions: BTreeMap<String, (TopicFilter, SubscriptionOptions, Option<u32>)>,
 }
@@ -95,7 +99,12 @@ impl Session {
     }
 
     /// Offers a publish to the queue of at most `limit` messages.
-    pub(crate) fn enqueue(&mut self, outgoing: Outgoing, limit: usize, policy: QueuePolicy) -> Enqueued {
+    pub(crate) fn enqueue(
+        &mut self,
+        outgoing: Outgoing,
+        limit: usize,
+        policy: QueuePolicy,
+    ) -> Enqueued {
         if self.queue.len() < limit {
             self.queue.push_back(outgoing);
             return Enqueued::Queued;
@@ -165,6 +174,44 @@ impl Session {
         self.inflight.remove(&seq)
     }
 
+    /// Records an incoming QoS 2 PUBLISH; `true` if it is new and must be delivered.
+    ///
+    /// A resend (DUP) of an identifier awaiting PUBREL is not new (MQTT-4.3.3-9). Nor is a DUP
+    /// resend of the very message (same topic and payload) we already released: a broker must
+    /// not resend a PUBLISH after its PUBREL, but Mosquitto 2.0.11 does when a link breaks
+    /// while it is resending PUBRELs, and exactly-once must survive that.
+    pub(crate) fn accept_incoming_qos2(&mut self, publish: &Publish, id: PacketId) -> bool {
+        if self.incoming_qos2.contains_key(&id.get()) {
+            return false;
+        }
+        let fingerprint = fingerprint(publish);
+        let released = self.released_qos2.remove(&id.get());
+        if publish.dup && released == Some(fingerprint) {
+            // Keep remembering it: the broker may resend it again after another outage.
+            self.released_qos2.insert(id.get(), fingerprint);
+            return false;
+        }
+        self.incoming_qos2.insert(id.get(), fingerprint);
+        true
+    }
+
+    /// Handles PUBREL for an incoming QoS 2 message; `false` if the identifier is unknown.
+    pub(crate) fn release_incoming_qos2(&mut self, id: PacketId) -> bool {
+        match self.incoming_qos2.remove(&id.get()) {
+            Some(fingerprint) => {
+                self.released_qos2.insert(id.get(), fingerprint);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The broker kept no session: nothing it sent before will be resent.
+    pub(crate) fn forget_incoming(&mut self) {
+        self.incoming_qos2.clear();
+        self.released_qos2.clear();
+    }
+
     /// Fails every waiting caller: the client is shutting down.
     pub(crate) fn close(&mut self) {
         for outgoing in self.queue.drain(..) {
@@ -180,6 +227,15 @@ impl Session {
             }
         }
     }
+}
+
+/// Identifies a message's content (topic and payload) for duplicate detection.
+pub(crate) fn fingerprint(publish: &Publish) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    publish.topic.as_str().hash(&mut hasher);
+    publish.payload.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -217,11 +273,16 @@ mod tests {
         // The window of 1 is full: the second QoS 1 message waits, and so does the QoS 0
         // message behind it, so order is kept.
         assert!(session.next_to_send(1).is_none());
-        assert_eq!(session.complete(PacketId::new(1).unwrap()).map(|o| o.seq), Some(1));
+        assert_eq!(
+            session.complete(PacketId::new(1).unwrap()).map(|o| o.seq),
+            Some(1)
+        );
         let second = session.next_to_send(1).unwrap();
         assert_eq!(second.seq, 2);
         session.track(second);
-        assert!(session.next_to_send(1).is_none());
+        // QoS 0 needs no slot in the window; everything before it has been sent.
+        let third = session.next_to_send(1).unwrap();
+        assert_eq!((third.seq, third.publish.packet_id), (3, None));
     }
 
     #[test]
@@ -256,5 +317,39 @@ mod tests {
         session.last_packet_id = u16::MAX;
         // Wraps past 0.
         assert_eq!(session.allocate_id(), PacketId::new(1));
+    }
+
+    #[test]
+    fn qos2_resent_after_release_is_not_delivered_again() {
+        let mut session = Session::default();
+        let topic = TopicName::new(MqttString::new("t").unwrap()).unwrap();
+        let mut publish = Publish::new(topic, Bytes::from_static(b"m1"));
+        publish.qos = QoS::ExactlyOnce;
+        let id = PacketId::new(5).unwrap();
+        assert!(session.accept_incoming_qos2(&publish, id));
+        publish.dup = true;
+        assert!(
+            !session.accept_incoming_qos2(&publish, id),
+            "resent before PUBREL"
+        );
+        assert!(session.release_incoming_qos2(id));
+        assert!(
+            !session.release_incoming_qos2(id),
+            "second PUBREL finds nothing"
+        );
+        assert!(
+            !session.accept_incoming_qos2(&publish, id),
+            "resent after PUBREL"
+        );
+        // A new message reusing the identifier is delivered, DUP or not.
+        let mut next = publish.clone();
+        next.payload = Bytes::from_static(b"m2");
+        assert!(session.accept_incoming_qos2(&next, id));
+        assert!(session.release_incoming_qos2(id));
+        next.dup = false;
+        assert!(
+            session.accept_incoming_qos2(&next, id),
+            "not DUP: a new message"
+        );
     }
 }

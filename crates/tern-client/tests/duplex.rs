@@ -89,7 +89,10 @@ fn options() -> ClientOptions {
 }
 
 async fn next_peer(peers: &mut mpsc::UnboundedReceiver<Peer>) -> Peer {
-    tokio::time::timeout(WAIT, peers.recv()).await.unwrap().unwrap()
+    tokio::time::timeout(WAIT, peers.recv())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 fn topic(name: &str) -> TopicName {
@@ -100,12 +103,20 @@ fn topic(name: &str) -> TopicName {
 async fn qos1_and_qos2_complete_at_their_acknowledgements() {
     let (client, mut peers) = start(options());
     let mut peer = next_peer(&mut peers).await;
-    assert!(peer.accept(false, |_| {}).await, "first CONNECT starts clean");
+    assert!(
+        peer.accept(false, |_| {}).await,
+        "first CONNECT starts clean"
+    );
 
     let c = client.clone();
     let qos1 = tokio::spawn(async move { c.publish("a", QoS::AtLeastOnce, false, "1").await });
-    let Packet::Publish(p) = peer.recv().await else { panic!() };
-    assert_eq!((p.qos, p.dup, &p.payload[..]), (QoS::AtLeastOnce, false, &b"1"[..]));
+    let Packet::Publish(p) = peer.recv().await else {
+        panic!()
+    };
+    assert_eq!(
+        (p.qos, p.dup, &p.payload[..]),
+        (QoS::AtLeastOnce, false, &b"1"[..])
+    );
     let mut ack = Ack::new(p.packet_id.unwrap());
     ack.reason_code = ReasonCode::NoMatchingSubscribers;
     peer.send(Packet::PubAck(ack)).await;
@@ -113,10 +124,14 @@ async fn qos1_and_qos2_complete_at_their_acknowledgements() {
 
     let c = client.clone();
     let qos2 = tokio::spawn(async move { c.publish("b", QoS::ExactlyOnce, false, "2").await });
-    let Packet::Publish(p) = peer.recv().await else { panic!() };
+    let Packet::Publish(p) = peer.recv().await else {
+        panic!()
+    };
     let id = p.packet_id.unwrap();
     peer.send(Packet::PubRec(Ack::new(id))).await;
-    let Packet::PubRel(rel) = peer.recv().await else { panic!("expected PUBREL") };
+    let Packet::PubRel(rel) = peer.recv().await else {
+        panic!("expected PUBREL")
+    };
     assert_eq!(rel.packet_id, id);
     assert!(!qos2.is_finished(), "QoS 2 completes only at PUBCOMP");
     peer.send(Packet::PubComp(Ack::new(id))).await;
@@ -125,13 +140,17 @@ async fn qos1_and_qos2_complete_at_their_acknowledgements() {
     // A refused publish is a typed error carrying the reason code.
     let c = client.clone();
     let refused = tokio::spawn(async move { c.publish("c", QoS::AtLeastOnce, false, "3").await });
-    let Packet::Publish(p) = peer.recv().await else { panic!() };
+    let Packet::Publish(p) = peer.recv().await else {
+        panic!()
+    };
     let mut ack = Ack::new(p.packet_id.unwrap());
     ack.reason_code = ReasonCode::NotAuthorized;
     peer.send(Packet::PubAck(ack)).await;
     assert_eq!(
         refused.await.unwrap(),
-        Err(tern_client::PublishError::Refused(ReasonCode::NotAuthorized))
+        Err(tern_client::PublishError::Refused(
+            ReasonCode::NotAuthorized
+        ))
     );
 }
 
@@ -143,7 +162,9 @@ async fn outage_resends_with_dup_and_pubrel_and_resubscribes() {
 
     let c = client.clone();
     let sub = tokio::spawn(async move { c.subscribe("s/#", QoS::ExactlyOnce).await });
-    let Packet::Subscribe(s) = peer.recv().await else { panic!() };
+    let Packet::Subscribe(s) = peer.recv().await else {
+        panic!()
+    };
     peer.send(Packet::SubAck(SubAck {
         packet_id: s.packet_id,
         properties: Default::default(),
@@ -156,16 +177,25 @@ async fn outage_resends_with_dup_and_pubrel_and_resubscribes() {
     let qos1 = tokio::spawn(async move { c.publish("a", QoS::AtLeastOnce, false, "1").await });
     let c = client.clone();
     let qos2 = tokio::spawn(async move { c.publish("a", QoS::ExactlyOnce, false, "2").await });
-    let Packet::Publish(first) = peer.recv().await else { panic!() };
-    let Packet::Publish(second) = peer.recv().await else { panic!() };
+    let Packet::Publish(first) = peer.recv().await else {
+        panic!()
+    };
+    let Packet::Publish(second) = peer.recv().await else {
+        panic!()
+    };
     let (id1, id2) = (first.packet_id.unwrap(), second.packet_id.unwrap());
     peer.send(Packet::PubRec(Ack::new(id2))).await;
-    let Packet::PubRel(_) = peer.recv().await else { panic!() };
+    let Packet::PubRel(_) = peer.recv().await else {
+        panic!()
+    };
 
     // The link dies; the client reconnects without clean start and the broker lost the session.
     drop(peer);
     let mut peer = next_peer(&mut peers).await;
-    assert!(!peer.accept(false, |_| {}).await, "reconnection resumes the session");
+    assert!(
+        !peer.accept(false, |_| {}).await,
+        "reconnection resumes the session"
+    );
     let mut resent = Vec::new();
     for _ in 0..3 {
         resent.push(peer.recv().await);
@@ -177,9 +207,12 @@ async fn outage_resends_with_dup_and_pubrel_and_resubscribes() {
     );
     assert!(resent.iter().any(|p| matches!(p, Packet::Publish(p)
         if p.dup && p.packet_id == Some(id1))));
-    assert!(resent
-        .iter()
-        .any(|p| matches!(p, Packet::PubRel(a) if a.packet_id == id2)), "{resent:?}");
+    assert!(
+        resent
+            .iter()
+            .any(|p| matches!(p, Packet::PubRel(a) if a.packet_id == id2)),
+        "{resent:?}"
+    );
     for packet in &resent {
         if let Packet::Subscribe(s) = packet {
             peer.send(Packet::SubAck(SubAck {
@@ -204,12 +237,18 @@ async fn outage_resends_with_dup_and_pubrel_and_resubscribes() {
     incoming.dup = true;
     peer.send(Packet::Publish(incoming)).await;
     assert!(matches!(peer.recv().await, Packet::PubRec(_)));
-    peer.send(Packet::PubRel(Ack::new(PacketId::new(9).unwrap()))).await;
-    assert!(matches!(peer.recv().await, Packet::PubComp(a) if a.reason_code == ReasonCode::Success));
+    peer.send(Packet::PubRel(Ack::new(PacketId::new(9).unwrap())))
+        .await;
+    assert!(
+        matches!(peer.recv().await, Packet::PubComp(a) if a.reason_code == ReasonCode::Success)
+    );
     let got = messages.recv().await.unwrap();
     assert_eq!(&got.payload[..], b"once");
     let extra = tokio::time::timeout(Duration::from_millis(100), messages.recv()).await;
-    assert!(extra.is_err(), "the resent QoS 2 message was delivered twice");
+    assert!(
+        extra.is_err(),
+        "the resent QoS 2 message was delivered twice"
+    );
 }
 
 #[tokio::test]
@@ -223,11 +262,14 @@ async fn keep_alive_detects_a_silent_link() {
     let mut state = client.state();
     assert!(matches!(peer.recv().await, Packet::PingReq));
     // Never answer: the link stays open but silent, as a blackholed TCP connection would.
-    let down = tokio::time::timeout(WAIT, state.wait_for(|s| matches!(s, ConnectionState::Down(_))))
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
+    let down = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Down(_))),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
     assert_eq!(down, ConnectionState::Down(DownReason::KeepAlive));
     // And it reconnects after the quiet period.
     let mut again = next_peer(&mut peers).await;
@@ -247,26 +289,52 @@ async fn receive_maximum_and_topic_aliases_towards_the_broker() {
     .await;
     let c = client.clone();
     let both = tokio::spawn(async move {
-        let first = c.send(tern_client::message("long/topic/name", "1").map(|mut p| {
-            p.qos = QoS::AtLeastOnce;
-            p
-        }).unwrap()).await.unwrap();
-        let second = c.send(tern_client::message("long/topic/name", "2").map(|mut p| {
-            p.qos = QoS::AtLeastOnce;
-            p
-        }).unwrap()).await.unwrap();
+        let first = c
+            .send(
+                tern_client::message("long/topic/name", "1")
+                    .map(|mut p| {
+                        p.qos = QoS::AtLeastOnce;
+                        p
+                    })
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let second = c
+            .send(
+                tern_client::message("long/topic/name", "2")
+                    .map(|mut p| {
+                        p.qos = QoS::AtLeastOnce;
+                        p
+                    })
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
         (first.await, second.await)
     });
-    let Packet::Publish(p1) = peer.recv().await else { panic!() };
+    let Packet::Publish(p1) = peer.recv().await else {
+        panic!()
+    };
     assert_eq!(p1.topic.as_str(), "long/topic/name");
     let alias = p1.properties.topic_alias.expect("an alias is assigned");
     // Receive Maximum 1: the second waits for the first PUBACK.
     let early = tokio::time::timeout(Duration::from_millis(100), peer.recv()).await;
-    assert!(early.is_err(), "second publish sent before the window opened");
-    peer.send(Packet::PubAck(Ack::new(p1.packet_id.unwrap()))).await;
-    let Packet::Publish(p2) = peer.recv().await else { panic!() };
-    assert_eq!((p2.topic.as_str(), p2.properties.topic_alias), ("", Some(alias)));
-    peer.send(Packet::PubAck(Ack::new(p2.packet_id.unwrap()))).await;
+    assert!(
+        early.is_err(),
+        "second publish sent before the window opened"
+    );
+    peer.send(Packet::PubAck(Ack::new(p1.packet_id.unwrap())))
+        .await;
+    let Packet::Publish(p2) = peer.recv().await else {
+        panic!()
+    };
+    assert_eq!(
+        (p2.topic.as_str(), p2.properties.topic_alias),
+        ("", Some(alias))
+    );
+    peer.send(Packet::PubAck(Ack::new(p2.packet_id.unwrap())))
+        .await;
     let (a, b) = both.await.unwrap();
     assert!(a.is_ok() && b.is_ok());
 }
@@ -278,7 +346,9 @@ async fn incoming_topic_aliases_are_resolved() {
     peer.accept(false, |_| {}).await;
     let c = client.clone();
     let sub = tokio::spawn(async move { c.subscribe("t/#", QoS::AtMostOnce).await });
-    let Packet::Subscribe(s) = peer.recv().await else { panic!() };
+    let Packet::Subscribe(s) = peer.recv().await else {
+        panic!()
+    };
     peer.send(Packet::SubAck(SubAck {
         packet_id: s.packet_id,
         properties: Default::default(),
@@ -293,8 +363,14 @@ async fn incoming_topic_aliases_are_resolved() {
     second.properties.topic_alias = Some(3);
     peer.send(Packet::Publish(second)).await;
     for payload in [b"1", b"2"] {
-        let m = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
-        assert_eq!((m.topic.as_str(), &m.payload[..]), ("t/aliased", &payload[..]));
+        let m = tokio::time::timeout(WAIT, messages.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.topic.as_str(), &m.payload[..]),
+            ("t/aliased", &payload[..])
+        );
         assert_eq!(m.properties.topic_alias, None);
     }
 }

@@ -1,5 +1,6 @@
-//! The `tern` command line: `serve` runs the broker.
+//! The `tern` command line: `serve` runs the broker; `pub`, `sub` and `req` are clients.
 
+mod cli;
 mod config;
 
 use std::io::IsTerminal;
@@ -25,6 +26,12 @@ struct Cli {
 enum Command {
     /// Run the broker (with no options: all interfaces, port 1883).
     Serve(ServeArgs),
+    /// Publish a message (like mosquitto_pub).
+    Pub(cli::publish::PubArgs),
+    /// Subscribe and print messages (like mosquitto_sub).
+    Sub(cli::subscribe::SubArgs),
+    /// Send a request and print the response (MQTT 5 request/response).
+    Req(cli::request::ReqArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +53,9 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Pub(args) => cli::publish::run(args),
+        Command::Sub(args) => cli::subscribe::run(args),
+        Command::Req(args) => cli::request::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
