@@ -16,6 +16,8 @@ MAX_LINES = 800
 # crate -> (workspace crates it may depend on, external crates it must not use)
 RULES = {
     "tern-codec": (set(), {"tokio", "mio", "async-std", "socket2"}),
+    # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
+    "tern-auth": ({"tern-codec", "tern-core"}, {"tokio", "mio", "async-std", "socket2"}),
     "tern-client": ({"tern-codec"}, set()),
 }
 MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")

@@ -121,7 +121,7 @@ class PahoClient:
     """
 
     def __init__(self, host: str, port: int, client_id: str, *, version: int = 5,
-                 clean: bool = True) -> None:
+                 clean: bool = True, transport: str = "tcp") -> None:
         self.host, self.port, self.version = host, port, version
         self.client_id = client_id
         self.clean = clean
@@ -133,6 +133,7 @@ class PahoClient:
             client_id=client_id,
             protocol=paho.MQTTv5 if version == 5 else paho.MQTTv311,
             reconnect_on_failure=False,
+            transport=transport,
             **kwargs,
         )
         self.messages: "queue.Queue[Message]" = queue.Queue()

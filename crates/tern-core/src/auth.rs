@@ -26,10 +26,51 @@ pub struct AuthRequest<'a> {
     pub method: Option<&'a MqttString>,
     /// Authentication Data of this step.
     pub data: Option<&'a [u8]>,
+    /// The identity (subject CN or first SAN) of the client certificate the connection
+    /// presented and the listener verified (mutual TLS), if any.
+    pub certificate_identity: Option<&'a str>,
+    /// The authentication profile of the listener the connection came in on (see
+    /// [`crate::Broker::set_auth_profile`]); 0 unless the runtime says otherwise.
+    pub profile: usize,
+}
+
+/// Who an authenticator found the client to be, beyond the CONNECT user name: what the
+/// authorizer compiles the connection's rules for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The authenticated user name (`%u` in ACL rules); may differ from CONNECT's (a JWT claim).
+    pub username: Option<String>,
+    /// The owner a device belongs to (`%o` in ACL rules), for device-key authentication.
+    pub owner: Option<String>,
+    /// Topic filters the credential itself restricts the client to (a JWT claim), on top of the
+    /// ACL rules; `None` leaves only the ACL rules.
+    pub topics: Option<Vec<String>>,
+}
+
+/// A slow credential check (password hashing) for the runtime to run off the broker thread;
+/// its result goes back through [`crate::Broker::auth_finished`].
+pub struct AuthJob(Box<dyn FnOnce() -> AuthDecision + Send>);
+
+impl AuthJob {
+    /// Wraps the check.
+    pub fn new(check: impl FnOnce() -> AuthDecision + Send + 'static) -> Self {
+        Self(Box::new(check))
+    }
+
+    /// Runs the check (blocking).
+    pub fn run(self) -> AuthDecision {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for AuthJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthJob")
+    }
 }
 
 /// An authenticator's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum AuthDecision {
     /// Let the client in; with enhanced authentication, `data` goes in CONNACK (or AUTH on
     /// re-authentication).
@@ -42,8 +83,18 @@ pub enum AuthDecision {
         /// Authentication Data for the client.
         data: Bytes,
     },
+    /// Let the client in as this identity (user name, owner, topic restrictions).
+    AcceptAs {
+        /// Final Authentication Data, if the method has any.
+        data: Option<Bytes>,
+        /// Who the client is.
+        identity: Identity,
+    },
     /// Refuse with this reason code (CONNACK, mapped for 3.1.1; DISCONNECT on re-authentication).
     Refuse(ReasonCode),
+    /// The answer needs a slow check: the core parks the CONNECT (holding any packets that
+    /// follow it) and the runtime runs the job on another thread. Only for CONNECT.
+    Pending(AuthJob),
 }
 
 /// Decides who may connect. Implementations must not block: slow checks (password hashing)
@@ -54,6 +105,9 @@ pub trait Authenticator: fmt::Debug {
 
     /// An AUTH packet continued enhanced authentication, or started re-authentication.
     fn continue_auth(&mut self, request: &AuthRequest<'_>) -> AuthDecision;
+
+    /// The connection is gone: forget any exchange in progress for it.
+    fn connection_closed(&mut self, _connection: ConnectionId) {}
 }
 
 /// Lets every client in with plain CONNECT, and refuses every enhanced authentication method

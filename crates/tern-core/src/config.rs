@@ -2,6 +2,8 @@
 
 use tern_codec::QoS;
 
+use crate::tree_view::TreeConfig;
+
 /// Broker limits and capabilities. The defaults suit a production broker on a small machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -36,6 +38,9 @@ pub struct Limits {
     pub topic_levels_max: usize,
     /// Time a new connection has to send CONNECT, in milliseconds.
     pub connect_timeout_millis: u64,
+    /// PUBLISH packets one client may send per second; past it the connection is closed
+    /// (MQTT 5: DISCONNECT 0x96 Message rate too high). 0 means no limit.
+    pub publish_rate_per_client_max: u32,
 }
 
 impl Default for Limits {
@@ -56,6 +61,7 @@ impl Default for Limits {
             topic_length_max_bytes: 1024,
             topic_levels_max: 64,
             connect_timeout_millis: 10_000,
+            publish_rate_per_client_max: 0,
         }
     }
 }
@@ -69,4 +75,6 @@ pub struct Config {
     pub assigned_id_prefix: String,
     /// Whether the broker emits [`crate::store::StoreOp`]s for a durable store to apply.
     pub persistence: bool,
+    /// How `$tree/` subscriptions batch their deltas.
+    pub trees: TreeConfig,
 }

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::authz::Permissions;
+
 use tern_codec::{Packet, ProtocolVersion, TopicName};
 
 use crate::types::{SessionKey, Time};
@@ -14,6 +16,9 @@ pub enum Phase {
     AwaitingConnect,
     /// CONNECT arrived with an Authentication Method; AUTH packets are being exchanged.
     Authenticating,
+    /// CONNECT arrived and its credentials are being checked off the broker thread; packets
+    /// that follow it are held until the answer comes.
+    Verifying,
     /// CONNECT accepted; attached to a session.
     Active(SessionKey),
     /// The broker has decided to close it; only queued packets are still written.
@@ -30,6 +35,17 @@ pub enum Transmit {
     Packet(Packet),
     /// Flush what was written, then close the socket.
     Close,
+}
+
+/// What the runtime knows of a connection when it opens: facts from the transport that
+/// authentication may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The identity of the verified client certificate (mutual TLS), if one was presented.
+    pub certificate_identity: Option<String>,
+    /// Take `certificate_identity` as the user name, whatever CONNECT says; a connection
+    /// without one is refused (0x87 Not authorized).
+    pub use_identity_as_username: bool,
 }
 
 /// One network connection as the core sees it.
@@ -67,6 +83,18 @@ pub struct Connection {
     pub level_hint: Option<u8>,
     /// The CONNECT waiting for enhanced authentication to finish.
     pub pending_connect: Option<Box<tern_codec::Connect>>,
+    /// What the transport told about the connection when it opened.
+    pub info: ConnectionInfo,
+    /// Start of the current one-second window of the publish rate limit.
+    pub publish_window_start: Time,
+    /// PUBLISH packets received in that window.
+    pub publish_window_count: u32,
+    /// The authentication profile of the listener it came in on.
+    pub auth_profile: usize,
+    /// Packets that arrived while the CONNECT was being verified, replayed once it is accepted.
+    pub held: VecDeque<Packet>,
+    /// What the client may publish and subscribe to; `None` allows everything.
+    pub permissions: Option<Box<dyn Permissions>>,
 }
 
 impl Connection {
@@ -89,6 +117,12 @@ impl Connection {
             auth_method: None,
             level_hint: None,
             pending_connect: None,
+            info: ConnectionInfo::default(),
+            publish_window_start: now,
+            publish_window_count: 0,
+            auth_profile: 0,
+            held: VecDeque::new(),
+            permissions: None,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Typed events the core reports (connects, disconnects, refusals, drops) and its counters.
 //! The runtime logs them; later the status registry and console read the same stream.
 
-use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode};
+use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode, TopicName};
 
+use crate::authz::Access;
 use crate::types::ConnectionId;
 
 /// Why a connection ended.
@@ -46,6 +47,8 @@ pub enum DropReason {
 }
 
 /// Something that happened in the broker, for logs and observers.
+// `Denied` carries its topic by value; events are rare next to packets.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A CONNECT was accepted.
@@ -82,12 +85,35 @@ pub enum Event {
         /// Its client identifier.
         client_id: MqttString,
     },
+    /// The authorizer refused a PUBLISH, a SUBSCRIBE filter or a will topic.
+    Denied {
+        /// The connection.
+        connection: ConnectionId,
+        /// Its client identifier.
+        client_id: MqttString,
+        /// What was asked.
+        access: Access,
+        /// The topic name or filter.
+        topic: String,
+    },
     /// A message was not delivered to a subscriber.
     Dropped {
         /// The subscriber.
         client_id: MqttString,
         /// Why.
         reason: DropReason,
+    },
+    /// A PUBLISH was refused without closing the connection (a `$tree/` publish whose payload
+    /// does not fit its topic, or a denied topic); an MQTT 5 client got the reason code.
+    PublishRefused {
+        /// The publisher.
+        client_id: MqttString,
+        /// The topic it published to.
+        topic: TopicName,
+        /// The reason code.
+        reason: ReasonCode,
+        /// What was wrong.
+        detail: &'static str,
     },
 }
 
@@ -110,4 +136,10 @@ pub struct Stats {
     pub subscriptions: u64,
     /// Connections refused or closed for a protocol violation.
     pub protocol_errors: u64,
+    /// PUBLISH packets (and wills) the authorizer refused.
+    pub publish_denied: u64,
+    /// SUBSCRIBE filters the authorizer refused.
+    pub subscribe_denied: u64,
+    /// CONNECTs refused for bad or missing credentials or authorisation.
+    pub auth_failures: u64,
 }

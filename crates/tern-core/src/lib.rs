@@ -9,12 +9,15 @@
 //! - [`broker`]: the state machine and its handlers (connect, publish, subscribe, lifecycle).
 //! - [`session`], [`connection`]: per-session and per-connection state.
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
+//! - [`tree_view`]: `$tree/` subscriptions and publishes (JSON trees of many topics).
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
+//! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -23,13 +26,16 @@ pub mod retained;
 pub mod session;
 pub mod store;
 pub mod tree;
+pub mod tree_view;
 pub mod types;
 
-pub use auth::{AllowAnonymous, AuthDecision, AuthRequest, Authenticator};
+pub use auth::{AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity};
+pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits};
-pub use connection::Transmit;
+pub use connection::{ConnectionInfo, Transmit};
 pub use events::{CloseReason, DropReason, Event, Stats};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
+pub use tree_view::TreeConfig;
 pub use types::{ConnectionId, Message, SessionKey, SharedMessage, Time};

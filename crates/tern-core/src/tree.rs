@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use tern_codec::{SubscriptionOptions, TopicFilter};
 
+use crate::tree_view::TreeViewId;
+
 /// What a session asked for with one topic filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriptionInfo {
@@ -14,6 +16,16 @@ pub struct SubscriptionInfo {
     pub options: SubscriptionOptions,
     /// The Subscription Identifier from SUBSCRIBE, if any (MQTT 5).
     pub identifier: Option<u32>,
+    /// For a `$tree/` subscription (held in the trie under its inner filter), its tree view. A
+    /// session may hold a tree view and an ordinary subscription on the same filter.
+    pub tree_view: Option<TreeViewId>,
+}
+
+impl SubscriptionInfo {
+    /// Whether `self` and `other` are the same kind of subscription (ordinary or tree view).
+    fn same_kind(&self, other: &Self) -> bool {
+        self.tree_view.is_some() == other.tree_view.is_some()
+    }
 }
 
 /// One subscription matched by a topic.
@@ -144,7 +156,10 @@ impl<K: Copy + Eq> SubscriptionTree<K> {
                 &mut subscribers.shared[index].members
             }
         };
-        if let Some(slot) = list.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(slot) = list
+            .iter_mut()
+            .find(|(k, i)| *k == key && i.same_kind(&info))
+        {
             return Some(std::mem::replace(&mut slot.1, info));
         }
         list.push((key, info));
@@ -152,11 +167,26 @@ impl<K: Copy + Eq> SubscriptionTree<K> {
         None
     }
 
-    /// Removes `key`'s subscription to `filter`; returns it if there was one.
+    /// Removes `key`'s ordinary subscription to `filter`; returns it if there was one.
     pub fn remove(&mut self, filter: &TopicFilter, key: K) -> Option<SubscriptionInfo> {
+        self.remove_kind(filter, key, false)
+    }
+
+    /// Removes `key`'s tree view subscription held under the inner `filter`.
+    pub fn remove_tree_view(&mut self, filter: &TopicFilter, key: K) -> Option<SubscriptionInfo> {
+        self.remove_kind(filter, key, true)
+    }
+
+    fn remove_kind(
+        &mut self,
+        filter: &TopicFilter,
+        key: K,
+        tree: bool,
+    ) -> Option<SubscriptionInfo> {
         let (group, plain) = split_shared(filter);
         let levels: Vec<&str> = plain.split('/').collect();
-        let removed = remove_at(&mut self.root, &levels, group, key);
+        let member = Member { key, tree };
+        let removed = remove_at(&mut self.root, &levels, group, member);
         if removed.is_some() {
             self.len -= 1;
         }
@@ -195,11 +225,24 @@ fn subscribers_mut<'a, K>(root: &'a mut Node<K>, filter: &str) -> &'a mut Subscr
     &mut node.here
 }
 
+/// Which entry to remove: the subscriber and the kind of subscription.
+#[derive(Clone, Copy)]
+struct Member<K> {
+    key: K,
+    tree: bool,
+}
+
+impl<K: Copy + Eq> Member<K> {
+    fn is(&self, key: K, info: &SubscriptionInfo) -> bool {
+        self.key == key && info.tree_view.is_some() == self.tree
+    }
+}
+
 fn remove_at<K: Copy + Eq>(
     node: &mut Node<K>,
     levels: &[&str],
     group: Option<&str>,
-    key: K,
+    key: Member<K>,
 ) -> Option<SubscriptionInfo> {
     let (subscribers, done) = match levels {
         ["#"] => (Some(&mut node.hash), true),
@@ -230,17 +273,17 @@ fn remove_at<K: Copy + Eq>(
 fn remove_member<K: Copy + Eq>(
     subscribers: &mut Subscribers<K>,
     group: Option<&str>,
-    key: K,
+    key: Member<K>,
 ) -> Option<SubscriptionInfo> {
     match group {
         None => {
-            let index = subscribers.direct.iter().position(|(k, _)| *k == key)?;
+            let index = subscribers.direct.iter().position(|(k, i)| key.is(*k, i))?;
             Some(subscribers.direct.swap_remove(index).1)
         }
         Some(name) => {
             let group_index = subscribers.shared.iter().position(|g| &*g.name == name)?;
             let members = &mut subscribers.shared[group_index].members;
-            let index = members.iter().position(|(k, _)| *k == key)?;
+            let index = members.iter().position(|(k, i)| key.is(*k, i))?;
             // `remove` keeps the round-robin order of the others stable.
             let (_, info) = members.remove(index);
             if members.is_empty() {
@@ -322,6 +365,7 @@ mod tests {
         SubscriptionInfo {
             options: SubscriptionOptions::qos(qos),
             identifier: None,
+            tree_view: None,
         }
     }
 

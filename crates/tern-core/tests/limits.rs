@@ -379,6 +379,9 @@ fn stats_add_up() {
         retained: 1,
         subscriptions: 2,
         protocol_errors: 0,
+        publish_denied: 0,
+        subscribe_denied: 0,
+        auth_failures: 0,
     };
     assert_eq!(tb.stats(), expected);
     let subscriber = tb.connect("s", V5, Opts::new().resume().expiry(60));
@@ -480,4 +483,37 @@ fn oversized_connect_is_refused_in_the_clients_version() {
     tb.broker.handle_decode_error(id, too_large, tb.now);
     assert!(tb.drain(id).is_empty());
     assert!(tb.take_closed(id));
+}
+
+/// The per-client publish rate: up to the limit in each one-second window; one more closes the
+/// connection, with DISCONNECT 0x96 Message rate too high in MQTT 5 (3.1.1 has no such code and
+/// is closed silently). The message over the limit is not delivered.
+#[test]
+fn publish_rate_above_the_limit_disconnects() {
+    for version in VERSIONS {
+        let mut tb = TestBroker::with_limits(Limits {
+            publish_rate_per_client_max: 3,
+            ..Limits::default()
+        });
+        let watcher = tb.connect("w", V5, Opts::new());
+        tb.subscribe(&watcher, "t", Q0);
+        let client = tb.connect("c", version, Opts::new());
+        tb.send_all(&client, (1..=3).map(|n| publish("t", "a", Q1, n)));
+        assert_eq!(tb.recv(&client), [puback(1), puback(2), puback(3)]);
+        tb.advance(1000);
+        tb.send_all(&client, (4..=6).map(|n| publish("t", "b", Q1, n)));
+        assert_eq!(tb.recv(&client), [puback(4), puback(5), puback(6)]);
+        tb.advance(500);
+        tb.send(&client, publish("t", "c", Q1, 7));
+        let expected = match version {
+            V5 => vec![disconnect(ReasonCode::MessageRateTooHigh)],
+            _ => vec![],
+        };
+        assert_eq!(tb.expect_closed(&client), expected, "{version:?}");
+        assert_eq!(
+            payloads(&tb.recv(&watcher)),
+            ["a", "a", "a", "b", "b", "b"],
+            "{version:?}: the publish over the limit is not delivered"
+        );
+    }
 }

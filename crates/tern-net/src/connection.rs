@@ -6,9 +6,8 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use tern_codec::{Decoder, ProtocolVersion};
-use tern_core::{ConnectionId, Transmit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tern_core::{ConnectionId, ConnectionInfo, Transmit};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tracing::debug;
 
@@ -21,14 +20,24 @@ const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
-pub(crate) async fn run(
-    mut stream: TcpStream,
+/// Serves one connection over any byte stream (TCP, TLS, WebSocket) until it closes.
+pub(crate) async fn run<S>(
+    mut stream: S,
     peer: SocketAddr,
-    id: ConnectionId,
+    info: ConnectionInfo,
+    auth_profile: usize,
     shared: Rc<Shared>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = shared.next_connection_id();
+    debug!(conn = id.0, "connection from {peer}");
     let waker = Rc::new(Notify::new());
-    shared.register(id, Rc::clone(&waker));
+    shared.register(id, Rc::clone(&waker), info);
+    shared
+        .broker
+        .borrow_mut()
+        .set_auth_profile(id, auth_profile);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
     let mut read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
@@ -83,12 +92,15 @@ fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf
 }
 
 /// Encodes and writes everything queued for `id`; returns whether the connection must close.
-async fn flush(
+async fn flush<S>(
     shared: &Shared,
     id: ConnectionId,
     write_buf: &mut BytesMut,
-    stream: &mut TcpStream,
-) -> std::io::Result<bool> {
+    stream: &mut S,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
     loop {
         let mut close = false;
         {
@@ -118,7 +130,12 @@ async fn flush(
             return Ok(close);
         }
         // A client that stops reading must not pin its connection (and this task) for ever.
-        match tokio::time::timeout(WRITE_STALL_TIMEOUT, stream.write_all(write_buf)).await {
+        // TLS and WebSocket buffer what they are given: flush pushes it to the socket.
+        let write = async {
+            stream.write_all(write_buf).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(written) => written?,
             Err(_) => {
                 debug!(

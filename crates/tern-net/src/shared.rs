@@ -6,9 +6,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use tern_core::{Broker, CloseReason, ConnectionId, Event, Time, TrafficTotals};
-use tokio::sync::Notify;
+use tern_core::{
+    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, Event, Time,
+    TrafficTotals,
+};
+use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
+
+use crate::gate::{AdmissionLimits, Gate};
 
 pub(crate) struct Shared {
     pub(crate) broker: RefCell<Broker>,
@@ -20,10 +25,60 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Admission limits at accept.
+    pub(crate) gate: Rc<Gate>,
+    /// When the timer task will next run the core's timers; input that moves the core's next
+    /// deadline earlier wakes it through `timer_wake`.
+    timer_at: Cell<Time>,
+    pub(crate) timer_wake: Notify,
+    /// Slow credential checks the core handed out, waiting for the checker task.
+    auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
+    /// Wakes the checker task.
+    auth_wake: Notify,
+    /// Checks running at once: each argon2 check holds about 19 MiB and a core for tens of
+    /// milliseconds, so a burst of logins queues here instead of exhausting memory.
+    auth_slots: Semaphore,
+    /// Keeps a client that keeps publishing where it may not from flooding the log.
+    denial_log: LogBudget,
 }
 
+/// Denials logged per second at most; the rest are counted and summed up in one line.
+const DENIALS_LOGGED_PER_SEC: u32 = 20;
+
+/// A per-second allowance of log lines.
+#[derive(Default)]
+struct LogBudget {
+    second: Cell<u64>,
+    logged: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl LogBudget {
+    /// Whether one more line may be logged at `now`.
+    fn admit(&self, now: Time) -> bool {
+        let second = now.as_millis() / 1000;
+        if second != self.second.get() {
+            self.second.set(second);
+            self.logged.set(0);
+            let suppressed = self.suppressed.replace(0);
+            if suppressed > 0 {
+                warn!("{suppressed} more denials not logged (limit {DENIALS_LOGGED_PER_SEC}/s)");
+            }
+        }
+        if self.logged.get() >= DENIALS_LOGGED_PER_SEC {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return false;
+        }
+        self.logged.set(self.logged.get() + 1);
+        true
+    }
+}
+
+/// Credential checks that may run at once, whatever the number of cores.
+const AUTH_CHECKS_PARALLEL_MAX: usize = 4;
+
 impl Shared {
-    pub(crate) fn new(config: tern_core::Config) -> Self {
+    pub(crate) fn new(config: tern_core::Config, admission: AdmissionLimits) -> Self {
         let epoch = Instant::now();
         Self {
             broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
@@ -34,6 +89,17 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            gate: Gate::new(admission),
+            timer_at: Cell::new(Time::from_millis(0)),
+            timer_wake: Notify::new(),
+            auth_jobs: RefCell::new(Vec::new()),
+            auth_wake: Notify::new(),
+            denial_log: LogBudget::default(),
+            auth_slots: Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(AUTH_CHECKS_PARALLEL_MAX),
+            ),
         }
     }
 
@@ -47,9 +113,20 @@ impl Shared {
         ConnectionId(id)
     }
 
-    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>) {
+    pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>, info: ConnectionInfo) {
         self.wakers.borrow_mut().insert(id, waker);
-        self.broker.borrow_mut().connection_opened(id, self.now());
+        self.broker
+            .borrow_mut()
+            .connection_opened_with(id, info, self.now());
+    }
+
+    /// Time a connection has for its handshakes (and, once they are done, for CONNECT).
+    pub(crate) fn connect_timeout_millis(&self) -> u64 {
+        self.broker.borrow().config().limits.connect_timeout_millis
+    }
+
+    pub(crate) fn packet_size_max(&self) -> u32 {
+        self.broker.borrow().config().limits.packet_size_max_bytes
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {
@@ -70,13 +147,73 @@ impl Shared {
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
         while let Some(event) = broker.poll_event() {
+            if let Event::Denied { .. } = event {
+                if !self.denial_log.admit(self.now()) {
+                    continue;
+                }
+            }
             log_event(&event);
         }
+        if broker
+            .next_timeout()
+            .is_some_and(|at| at < self.timer_at.get())
+        {
+            self.timer_wake.notify_one();
+        }
+        let mut jobs = self.auth_jobs.borrow_mut();
+        while let Some(job) = broker.poll_auth_job() {
+            jobs.push(job);
+        }
+        if !jobs.is_empty() {
+            self.auth_wake.notify_one();
+        }
+        drop(jobs);
         drop(broker);
         let wakers = self.wakers.borrow();
         for id in woken.drain(..) {
             if let Some(waker) = wakers.get(&id) {
                 waker.notify_one();
+            }
+        }
+    }
+
+    /// The next time the core's timers must run, at most `cap` from now; remembered so input
+    /// that brings it earlier wakes the timer task.
+    pub(crate) fn plan_timer(&self, cap: std::time::Duration) -> tokio::time::Instant {
+        let now = self.now();
+        let capped = now.plus_millis(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
+        let at = self
+            .broker
+            .borrow()
+            .next_timeout()
+            .map_or(capped, |at| at.min(capped));
+        self.timer_at.set(at);
+        let wait = at.as_millis().saturating_sub(now.as_millis());
+        tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
+    }
+
+    /// Runs the slow credential checks the core asks for on tokio's blocking threads, so
+    /// password hashing never stalls the broker thread, and hands each answer back.
+    pub(crate) async fn run_auth_checks(self: Rc<Self>) {
+        loop {
+            self.auth_wake.notified().await;
+            let jobs = std::mem::take(&mut *self.auth_jobs.borrow_mut());
+            for (id, job) in jobs {
+                let shared = Rc::clone(&self);
+                tokio::task::spawn_local(async move {
+                    // The semaphore is never closed, so acquiring only waits.
+                    let _slot = shared.auth_slots.acquire().await;
+                    let decision = tokio::task::spawn_blocking(move || job.run())
+                        .await
+                        .unwrap_or(AuthDecision::Refuse(
+                            tern_codec::ReasonCode::UnspecifiedError,
+                        ));
+                    shared
+                        .broker
+                        .borrow_mut()
+                        .auth_finished(id, decision, shared.now());
+                    shared.after_input();
+                });
             }
         }
     }
@@ -136,8 +273,31 @@ fn log_event(event: &Event) {
             );
         }
         Event::SessionEnded { client_id } => debug!("session of {client_id:?} ended"),
+        Event::Denied {
+            connection,
+            client_id,
+            access,
+            topic,
+        } => {
+            let what = match access {
+                Access::Publish => "publish to",
+                Access::Subscribe => "subscribe to",
+            };
+            warn!(
+                conn = connection.0,
+                "client {client_id:?} denied: {what} {topic:?}"
+            );
+        }
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
+        }
+        Event::PublishRefused {
+            client_id,
+            topic,
+            reason,
+            detail,
+        } => {
+            warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
         }
     }
 }

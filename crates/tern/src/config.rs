@@ -1,13 +1,17 @@
 //! The `tern serve` configuration file (TOML) and how command-line flags override it.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_codec::QoS;
 use tern_core::Limits;
+use tern_net::{AdmissionLimits, ListenerConfig as NetListener, TlsSettings, Transport};
+
+use crate::auth_config::AuthProfileConfig;
 
 /// The whole file. Every field has a default, so an empty file is a valid configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -19,12 +23,126 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub(crate) sys_interval_secs: Option<u64>,
+    /// Authentication profiles by name (`[auth.<name>]`).
+    #[serde(default)]
+    pub(crate) auth: BTreeMap<String, AuthProfileConfig>,
+    /// ACL rules (`[[acl]]`), before those of `acl_file`.
+    #[serde(default)]
+    pub(crate) acl: Vec<tern_auth::Rule>,
+    /// A file of further `[[acl]]` rules.
+    pub(crate) acl_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) trees: TreesConfig,
+}
+
+/// Mirrors [`tern_core::TreeConfig`]: how `$tree/` subscriptions batch their deltas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TreesConfig {
+    window_millis: Option<u64>,
+}
+
+impl TreesConfig {
+    pub(crate) fn to_core(&self) -> tern_core::TreeConfig {
+        let mut trees = tern_core::TreeConfig::default();
+        if let Some(window) = self.window_millis {
+            trees.window_millis = window;
+        }
+        trees
+    }
+}
+
+/// How a listener speaks MQTT.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Protocol {
+    /// Plain TCP.
+    #[default]
+    Mqtt,
+    /// TLS.
+    Mqtts,
+    /// WebSocket.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListenerConfig {
     pub(crate) bind: SocketAddr,
+    #[serde(default)]
+    protocol: Protocol,
+    /// PEM certificate chain (mqtts, wss).
+    cert: Option<PathBuf>,
+    /// PEM private key (mqtts, wss).
+    key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (mutual TLS).
+    client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse clients without a certificate (default true).
+    require_client_certificate: Option<bool>,
+    /// The client certificate's CN (or first SAN) becomes the user name.
+    #[serde(default)]
+    use_identity_as_username: bool,
+    /// WebSocket upgrade path (ws, wss); default `/mqtt`.
+    path: Option<String>,
+    /// The `[auth.<name>]` profile for clients of this listener (default: "default").
+    pub(crate) auth: Option<String>,
+}
+
+impl ListenerConfig {
+    /// The network runtime's view; relative file names are taken from `base` (the directory of
+    /// the configuration file).
+    fn to_net(&self, base: &Path) -> anyhow::Result<NetListener> {
+        let at = |what: &str| format!("listener {}: {what}", self.bind);
+        let tls = matches!(self.protocol, Protocol::Mqtts | Protocol::Wss);
+        let ws = matches!(self.protocol, Protocol::Ws | Protocol::Wss);
+        if !tls
+            && (self.cert.is_some()
+                || self.key.is_some()
+                || self.client_ca.is_some()
+                || self.require_client_certificate.is_some()
+                || self.use_identity_as_username)
+        {
+            bail!(at(
+                "certificate settings need protocol = \"mqtts\" or \"wss\""
+            ));
+        }
+        if !ws && self.path.is_some() {
+            bail!(at("path is for protocol = \"ws\" or \"wss\""));
+        }
+        if self.use_identity_as_username && self.client_ca.is_none() {
+            bail!(at("use_identity_as_username needs client_ca"));
+        }
+        let path = self.path.clone().unwrap_or_else(|| "/mqtt".to_owned());
+        if !path.starts_with('/') {
+            bail!(at("path must start with '/'"));
+        }
+        let settings = if tls {
+            let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+                bail!(at("TLS needs both cert and key"));
+            };
+            Some(TlsSettings {
+                cert: base.join(cert),
+                key: base.join(key),
+                client_ca: self.client_ca.as_ref().map(|ca| base.join(ca)),
+                require_client_certificate: self.require_client_certificate.unwrap_or(true),
+            })
+        } else {
+            None
+        };
+        let transport = match (self.protocol, settings) {
+            (Protocol::Mqtts, Some(tls)) => Transport::Tls(tls),
+            (Protocol::Wss, Some(tls)) => Transport::SecureWebSocket { tls, path },
+            (Protocol::Ws, _) => Transport::WebSocket { path },
+            _ => Transport::Tcp,
+        };
+        Ok(NetListener {
+            bind: self.bind,
+            transport,
+            use_identity_as_username: self.use_identity_as_username,
+        })
+    }
 }
 
 /// Mirrors [`Limits`]; names carry their unit last.
@@ -46,6 +164,10 @@ pub(crate) struct LimitsConfig {
     topic_length_max_bytes: Option<usize>,
     topic_levels_max: Option<usize>,
     connect_timeout_secs: Option<u64>,
+    publish_rate_per_client_max: Option<u32>,
+    connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
+    connection_rate_per_address_max: Option<u32>,
 }
 
 impl LimitsConfig {
@@ -96,7 +218,24 @@ impl LimitsConfig {
                 .map_or(defaults.connect_timeout_millis, |secs| {
                     secs.saturating_mul(1000)
                 }),
+            publish_rate_per_client_max: self
+                .publish_rate_per_client_max
+                .unwrap_or(defaults.publish_rate_per_client_max),
         })
+    }
+
+    /// The caps applied when a connection is accepted.
+    pub(crate) fn to_admission(&self) -> AdmissionLimits {
+        let defaults = AdmissionLimits::default();
+        AdmissionLimits {
+            connections_max: self.connections_max.unwrap_or(defaults.connections_max),
+            connections_per_address_max: self
+                .connections_per_address_max
+                .unwrap_or(defaults.connections_per_address_max),
+            connection_rate_per_address_max: self
+                .connection_rate_per_address_max
+                .unwrap_or(defaults.connection_rate_per_address_max),
+        }
     }
 }
 
@@ -107,17 +246,34 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
 }
 
-/// The listener addresses: flags win over the file; with neither, all interfaces on 1883.
+/// The listeners: flags win over the file (one plain TCP listener); with neither, all
+/// interfaces on 1883. `base` is the directory relative certificate paths start from.
 pub(crate) fn listeners(
+    file: &FileConfig,
+    base: &Path,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+) -> anyhow::Result<Vec<NetListener>> {
+    if bind.is_some() || port.is_some() || file.listener.is_empty() {
+        let ip = bind.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        return Ok(vec![NetListener::tcp(SocketAddr::new(
+            ip,
+            port.unwrap_or(1883),
+        ))]);
+    }
+    file.listener.iter().map(|l| l.to_net(base)).collect()
+}
+
+/// The auth profile each listener names, in the order of [`listeners`].
+pub(crate) fn listener_auth_names(
     file: &FileConfig,
     bind: Option<IpAddr>,
     port: Option<u16>,
-) -> Vec<SocketAddr> {
+) -> Vec<Option<String>> {
     if bind.is_some() || port.is_some() || file.listener.is_empty() {
-        let ip = bind.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        return vec![SocketAddr::new(ip, port.unwrap_or(1883))];
+        return vec![None];
     }
-    file.listener.iter().map(|l| l.bind).collect()
+    file.listener.iter().map(|l| l.auth.clone()).collect()
 }
 
 /// `$SYS` interval: 10 seconds unless the file says otherwise.
@@ -126,5 +282,78 @@ pub(crate) fn sys_interval(file: &FileConfig) -> Option<Duration> {
         Some(0) => None,
         Some(secs) => Some(Duration::from_secs(secs)),
         None => Some(Duration::from_secs(10)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid configuration")
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../../tern.example.toml");
+        let file = parse(text);
+        file.limits.to_limits().expect("limits");
+        listeners(&file, Path::new("/etc/tern"), None, None).expect("listeners");
+    }
+
+    #[test]
+    fn the_readme_secure_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# Devices")
+            .expect("README has the secure configuration");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").expect("closing fence")];
+        let file = parse(block);
+        let net = listeners(&file, Path::new("/"), None, None).expect("listeners");
+        assert!(matches!(&net[0].transport, Transport::Tls(tls)
+            if tls.client_ca.is_some() && tls.require_client_certificate));
+        assert!(net[0].use_identity_as_username);
+        assert!(
+            matches!(&net[1].transport, Transport::SecureWebSocket { path, .. } if path == "/mqtt")
+        );
+        assert_eq!(
+            file.limits.to_limits().unwrap().publish_rate_per_client_max,
+            100
+        );
+        assert_eq!(file.limits.to_admission().connections_per_address_max, 100);
+    }
+
+    #[test]
+    fn relative_certificate_paths_start_at_the_config_directory() {
+        let file = parse(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"mqtts\"\n\
+             cert = \"s.pem\"\nkey = \"/abs/s.key\"\n",
+        );
+        let net = listeners(&file, Path::new("/etc/tern"), None, None).unwrap();
+        let Transport::Tls(tls) = &net[0].transport else {
+            panic!("not TLS: {:?}", net[0]);
+        };
+        assert_eq!(tls.cert, Path::new("/etc/tern/s.pem"));
+        assert_eq!(tls.key, Path::new("/abs/s.key"));
+    }
+
+    #[test]
+    fn inconsistent_listeners_are_refused() {
+        let bad = [
+            "protocol = \"mqtts\"\ncert = \"s.pem\"",
+            "cert = \"s.pem\"\nkey = \"s.key\"",
+            "protocol = \"mqtt\"\npath = \"/mqtt\"",
+            "protocol = \"ws\"\npath = \"mqtt\"",
+            "protocol = \"mqtts\"\ncert = \"s.pem\"\nkey = \"s.key\"\nuse_identity_as_username = true",
+        ];
+        for extra in bad {
+            let file = parse(&format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{extra}\n"));
+            assert!(
+                listeners(&file, Path::new("/"), None, None).is_err(),
+                "accepted: {extra}"
+            );
+        }
     }
 }

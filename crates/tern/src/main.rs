@@ -1,7 +1,10 @@
-//! The `tern` command line: `serve` runs the broker; `pub`, `sub` and `req` are clients.
+//! The `tern` command line: `serve` runs the broker, `passwd` manages password files;
+//! `pub`, `sub` and `req` are clients.
 
+mod auth_config;
 mod cli;
 mod config;
+mod passwd;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -13,6 +16,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tern_net::{Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
+
+// mimalloc hands freed pages back to the system soon after a burst (a flood of connections
+// holding large partial packets), where glibc's heap keeps them fragmented; see ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Tern: an MQTT 3.1.1 and 5.0 broker and client toolkit.
 #[derive(Debug, Parser)]
@@ -26,6 +34,9 @@ struct Cli {
 enum Command {
     /// Run the broker (with no options: all interfaces, port 1883).
     Serve(ServeArgs),
+    /// Add, change (-D: delete) a user in a password file; the password is prompted for, or
+    /// read from standard input when it is not a terminal.
+    Passwd(passwd::PasswdArgs),
     /// Publish a message (like mosquitto_pub).
     Pub(cli::publish::PubArgs),
     /// Subscribe and print messages (like mosquitto_sub).
@@ -53,6 +64,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Passwd(args) => passwd::run(&args),
         Command::Pub(args) => cli::publish::run(args),
         Command::Sub(args) => cli::subscribe::run(args),
         Command::Req(args) => cli::request::run(args),
@@ -83,19 +95,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         // The durable store is not wired in yet: state lives in memory.
         persistence: false,
+        trees: file.trees.to_core(),
     };
+    let base = args
+        .config
+        .as_deref()
+        .and_then(|p| p.parent())
+        .unwrap_or(std::path::Path::new("."));
+    let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
+        .iter()
+        .map(|name| auth.profile_index(name.as_deref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let server_config = ServerConfig {
-        listeners: config::listeners(&file, args.bind, args.port),
+        listeners: config::listeners(&file, base, args.bind, args.port)?,
+        admission: file.limits.to_admission(),
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),
+        listener_auth_profiles,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(server_config).await?;
+        let mut server = Server::bind(server_config).await?;
+        server.set_auth(Box::new(auth.service), Box::new(auth.acl));
         server.run(shutdown_signal()).await;
         anyhow::Ok(())
     })

@@ -89,7 +89,6 @@ impl Broker {
             auth.properties.authentication_data.as_deref(),
         );
         match decision {
-            AuthDecision::Refuse(code) => self.refuse_connect(id, ProtocolVersion::V5, code, now),
             AuthDecision::Continue { data } => {
                 if let Some(connection) = self.connections.get_mut(&id) {
                     connection.pending_connect = Some(connect);
@@ -101,7 +100,12 @@ impl Broker {
                     );
                 }
             }
-            AuthDecision::Accept { data } => self.complete_connect(id, *connect, data, now),
+            // Steps of an AUTH exchange are decided on the broker thread; a slow check is refused.
+            AuthDecision::Pending(_) => {
+                self.stats.auth_failures += 1;
+                self.refuse_connect(id, ProtocolVersion::V5, ReasonCode::NotAuthorized, now);
+            }
+            decision => self.dispatch_connect_decision(id, *connect, decision, now),
         }
     }
 
@@ -140,6 +144,10 @@ impl Broker {
             .and_then(|c| c.session())
             .map(|key| self.session(key).client_id.clone())
             .unwrap_or_default();
+        let identity = self
+            .connections
+            .get(&id)
+            .and_then(|c| c.info.certificate_identity.clone());
         let request = AuthRequest {
             connection: id,
             version: ProtocolVersion::V5,
@@ -148,9 +156,12 @@ impl Broker {
             password: None,
             method: Some(&method),
             data: auth.properties.authentication_data.as_deref(),
+            certificate_identity: identity.as_deref(),
+            profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         match self.authenticator.continue_auth(&request) {
-            AuthDecision::Accept { data } => {
+            // The connection keeps the permissions it was given at CONNECT.
+            AuthDecision::Accept { data } | AuthDecision::AcceptAs { data, .. } => {
                 self.send(id, auth_packet(ReasonCode::Success, method, data))
             }
             AuthDecision::Continue { data } => {
@@ -159,7 +170,12 @@ impl Broker {
                     auth_packet(ReasonCode::ContinueAuthentication, method, Some(data)),
                 );
             }
-            AuthDecision::Refuse(code) => {
+            decision @ (AuthDecision::Refuse(_) | AuthDecision::Pending(_)) => {
+                // Re-authentication is decided on the broker thread; a slow check is refused.
+                let code = match decision {
+                    AuthDecision::Refuse(code) => code,
+                    _ => ReasonCode::NotAuthorized,
+                };
                 // Failed re-authentication ends the connection (MQTT-4.12.1-2).
                 let code = if code.allowed_in(tern_codec::PacketType::Disconnect) {
                     code
@@ -186,6 +202,11 @@ impl Broker {
             password: connect.password.as_deref(),
             method,
             data,
+            certificate_identity: self
+                .connections
+                .get(&id)
+                .and_then(|c| c.info.certificate_identity.as_deref()),
+            profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         self.authenticator.continue_auth(&request)
     }

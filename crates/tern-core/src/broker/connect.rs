@@ -9,7 +9,7 @@ use tern_codec::{
 use bytes::Bytes;
 
 use super::Broker;
-use crate::auth::{AuthDecision, AuthRequest};
+use crate::auth::{AuthRequest, Identity};
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
 use crate::session::{OutgoingState, PendingWill, Session, EXPIRY_NEVER};
@@ -66,7 +66,7 @@ impl Broker {
         self.close(id, CloseReason::ConnectRefused(code), None, now);
     }
 
-    pub(super) fn handle_connect(&mut self, id: ConnectionId, connect: Connect, now: Time) {
+    pub(super) fn handle_connect(&mut self, id: ConnectionId, mut connect: Connect, now: Time) {
         // A will or session expiry that fell due since the last timer tick applies before this
         // client can resume the session (MQTT-3.1.2-8, MQTT-4.1.0-2).
         self.run_due_timers(now);
@@ -88,6 +88,21 @@ impl Broker {
             self.refuse_connect(id, version, ReasonCode::ClientIdentifierNotValid, now);
             return;
         }
+        let info = self
+            .connections
+            .get(&id)
+            .map(|c| c.info.clone())
+            .unwrap_or_default();
+        if info.use_identity_as_username {
+            // The verified certificate names the user; CONNECT's user name is ignored.
+            match info.certificate_identity.as_deref().map(MqttString::new) {
+                Some(Ok(name)) => connect.username = Some(name),
+                _ => {
+                    self.refuse_connect(id, version, ReasonCode::NotAuthorized, now);
+                    return;
+                }
+            }
+        }
         let request = AuthRequest {
             connection: id,
             version,
@@ -96,12 +111,11 @@ impl Broker {
             password: connect.password.as_deref(),
             method: connect.properties.authentication_method.as_ref(),
             data: connect.properties.authentication_data.as_deref(),
+            certificate_identity: info.certificate_identity.as_deref(),
+            profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
-        match self.authenticator.authenticate(&request) {
-            AuthDecision::Refuse(code) => self.refuse_connect(id, version, code, now),
-            AuthDecision::Continue { data } => self.begin_enhanced_auth(id, connect, data, now),
-            AuthDecision::Accept { data } => self.complete_connect(id, connect, data, now),
-        }
+        let decision = self.authenticator.authenticate(&request);
+        self.dispatch_connect_decision(id, connect, decision, now);
     }
 
     /// Accepts a CONNECT whose client is authenticated: attaches or creates its session and
@@ -111,6 +125,7 @@ impl Broker {
         id: ConnectionId,
         connect: Connect,
         auth_data: Option<Bytes>,
+        identity: Identity,
         now: Time,
     ) {
         let version = connect.protocol_version;
@@ -121,6 +136,9 @@ impl Broker {
         } else {
             connect.client_id.clone()
         };
+        if !self.admit(id, &connect, &client_id, &identity, now) {
+            return;
+        }
 
         let limits = &self.config.limits;
         let requested_expiry = match version {
@@ -188,6 +206,9 @@ impl Broker {
         });
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.phase = Phase::Active(key);
+        }
+        if session_present {
+            self.prune_subscriptions(id, key);
         }
         self.save_session(key);
         self.stats.clients_connected += 1;

@@ -198,8 +198,8 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key.0 as usize).and_then(Option::take) else {
             return;
         };
-        for filter in session.subscriptions.keys() {
-            self.subscriptions.remove(filter, key);
+        for (filter, info) in &session.subscriptions {
+            self.unindex_subscription(key, filter, info);
         }
         if session.persisted {
             self.persist(StoreOp::SessionRemove(session.client_id.clone()));
@@ -220,7 +220,7 @@ impl Broker {
                 .as_millis()
                 .saturating_sub(connection.last_activity.as_millis());
             match connection.phase {
-                Phase::AwaitingConnect | Phase::Authenticating
+                Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying
                     if now
                         .as_millis()
                         .saturating_sub(connection.opened_at.as_millis())
@@ -248,6 +248,7 @@ impl Broker {
             self.close(id, reason, code, now);
         }
         self.run_due_timers(now);
+        self.run_tree_views(now);
         self.close_oversized(now);
     }
 
@@ -293,12 +294,14 @@ impl Broker {
         }
     }
 
-    /// The earliest time [`Broker::handle_timeout`] has work for a will or an expiring session.
-    /// Connection deadlines are checked on every call; the runtime calls at least once a second.
+    /// The earliest time [`Broker::handle_timeout`] has work for a will, an expiring session or
+    /// retained message, or a tree view delta. Connection deadlines are checked on every call;
+    /// the runtime calls at least once a second.
     pub fn next_timeout(&self) -> Option<Time> {
         let session = self.timers.first().map(|&(at, _, _)| at);
         let retained = self.retained_expiry.first().map(|(at, _, _)| *at);
-        session.into_iter().chain(retained).min()
+        let trees = self.next_tree_due();
+        session.into_iter().chain(retained).chain(trees).min()
     }
 
     pub(super) fn next_message_id(&mut self) -> u64 {

@@ -5,12 +5,14 @@
 //! wake and events to log. It never touches a socket, a clock or a thread, so every protocol
 //! rule is testable by calling these methods directly.
 
+mod access;
 mod auth;
 mod connect;
 mod lifecycle;
 mod publish;
 mod subscribe;
 pub mod sys;
+mod tree_view;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -19,15 +21,17 @@ use tern_codec::{
     ProtocolVersion, ReasonCode, TopicName,
 };
 
-use crate::auth::{AllowAnonymous, Authenticator};
+use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
+use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Transmit};
+use crate::connection::{Connection, ConnectionInfo, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
 use crate::retained::RetainedTree;
 use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::tree::{Match, SubscriptionTree};
+use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
 
 /// Timers the broker keeps for sessions without a connection.
@@ -67,8 +71,14 @@ pub struct Broker {
     store_ops: VecDeque<StoreOp>,
     /// Decides CONNECT credentials and AUTH exchanges.
     authenticator: Box<dyn Authenticator>,
+    /// Compiles what each client may publish and subscribe to.
+    authorizer: Box<dyn Authorizer>,
+    /// Slow credential checks for the runtime to run off the broker thread.
+    auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
+    /// `$tree/` subscriptions: their pending deltas and deadlines.
+    tree_views: TreeViews,
 }
 
 impl Broker {
@@ -93,7 +103,10 @@ impl Broker {
             store_ops: VecDeque::new(),
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
+            authorizer: Box::new(AllowAll),
+            auth_jobs: VecDeque::new(),
             scratch: Vec::new(),
+            tree_views: TreeViews::default(),
         }
     }
 
@@ -117,9 +130,37 @@ impl Broker {
         self.authenticator = authenticator;
     }
 
+    /// Installs the authorisation hook (the default allows everything). Clients already
+    /// connected keep the permissions they were given.
+    pub fn set_authorizer(&mut self, authorizer: Box<dyn Authorizer>) {
+        self.authorizer = authorizer;
+    }
+
+    /// Tells the core which authentication profile applies to `id` (the runtime's listener
+    /// configuration); it reaches the authenticator as [`crate::AuthRequest::profile`].
+    pub fn set_auth_profile(&mut self, id: ConnectionId, profile: usize) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.auth_profile = profile;
+        }
+    }
+
+    /// The next slow credential check to run off the broker thread; hand its result to
+    /// [`Broker::auth_finished`].
+    pub fn poll_auth_job(&mut self) -> Option<(ConnectionId, AuthJob)> {
+        self.auth_jobs.pop_front()
+    }
+
     /// A new network connection has opened.
     pub fn connection_opened(&mut self, id: ConnectionId, now: Time) {
-        let previous = self.connections.insert(id, Connection::new(now));
+        self.connection_opened_with(id, ConnectionInfo::default(), now);
+    }
+
+    /// A new network connection has opened, with what its transport knows of the client
+    /// (a verified certificate identity, for mutual TLS).
+    pub fn connection_opened_with(&mut self, id: ConnectionId, info: ConnectionInfo, now: Time) {
+        let mut connection = Connection::new(now);
+        connection.info = info;
+        let previous = self.connections.insert(id, connection);
         debug_assert!(previous.is_none(), "connection ids are unique");
     }
 
@@ -143,6 +184,7 @@ impl Broker {
                 }
             },
             Phase::Authenticating => self.handle_authenticating(id, packet, now),
+            Phase::Verifying => self.hold(id, packet, now),
             Phase::Active(session) => self.handle_active(id, session, packet, now),
         }
         self.close_oversized(now);
@@ -155,7 +197,7 @@ impl Broker {
         };
         match connection.phase {
             Phase::AwaitingConnect => self.refuse_undecodable_connect(id, error, now),
-            Phase::Authenticating => {
+            Phase::Authenticating | Phase::Verifying => {
                 let code = error.reason_code();
                 self.close(id, CloseReason::Malformed(error), Some(code), now);
             }
@@ -191,6 +233,7 @@ impl Broker {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
         self.connections.remove(&id);
+        self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
 
@@ -339,13 +382,13 @@ impl Broker {
         let session = match connection.phase {
             Phase::Closing => return,
             Phase::Active(session) => Some(session),
-            Phase::AwaitingConnect | Phase::Authenticating => None,
+            Phase::AwaitingConnect | Phase::Authenticating | Phase::Verifying => None,
         };
         if let (Some(code), ProtocolVersion::V5) = (disconnect, connection.version) {
             // Before CONNACK only CONNACK may say why (MQTT-3.2.0-1); after it, DISCONNECT.
             let farewell = match connection.phase {
                 Phase::Active(_) => Some(Packet::Disconnect(Disconnect::new(code))),
-                Phase::Authenticating => {
+                Phase::Authenticating | Phase::Verifying => {
                     let code = Some(code)
                         .filter(|c| c.allowed_in(PacketType::ConnAck))
                         .unwrap_or(ReasonCode::ProtocolError);
@@ -502,8 +545,9 @@ impl Broker {
         }
         let key = self.insert_session(session);
         for (filter, info) in record.subscriptions {
-            self.subscriptions.insert(&filter, key, info);
-            self.session_mut(key).subscriptions.insert(filter, info);
+            if let Ok(info) = self.index_subscription(key, &filter, info) {
+                self.session_mut(key).subscriptions.insert(filter, info);
+            }
         }
         let expiry_secs = record.expiry_secs;
         if let Some(delay) = self.session(key).will.as_ref().map(|w| w.delay_secs) {

@@ -8,11 +8,14 @@ use tern_codec::{
     TopicName,
 };
 
+use super::tree_view::Outgoing;
 use super::Broker;
+use crate::authz::Access;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
 use crate::store::{DeliveryStage, StoreOp};
 use crate::tree::Match;
+use crate::tree_view::TREE_PREFIX;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 impl Broker {
@@ -24,6 +27,15 @@ impl Broker {
         now: Time,
     ) {
         self.stats.publish_received += 1;
+        if !self.within_publish_rate(id, now) {
+            self.violation(
+                id,
+                ReasonCode::MessageRateTooHigh,
+                "publish rate above the per-client limit",
+                now,
+            );
+            return;
+        }
         let limits = &self.config.limits;
         if publish.qos > limits.qos_max {
             self.violation(
@@ -51,18 +63,59 @@ impl Broker {
             self.violation(id, ReasonCode::TopicNameInvalid, detail, now);
             return;
         }
+        let v5 = self.is_v5(id);
         let packet_id = publish.packet_id;
-        match (publish.qos, packet_id) {
+        let qos = publish.qos;
+        // What is routed, or the reason code it is refused with. A `$tree/` publish is checked
+        // per resulting topic when it is spread.
+        let outcome = if publish.topic.starts_with(TREE_PREFIX) {
+            self.prepare_publish(id, publish)
+                .map_err(|(code, detail, topic)| {
+                    let client_id = self.session(key).client_id.clone();
+                    self.events.push_back(Event::PublishRefused {
+                        client_id,
+                        topic,
+                        reason: code,
+                        detail,
+                    });
+                    code
+                })
+        } else if self.authorize(id, Access::Publish, &publish.topic) {
+            Ok(Outgoing::One(publish))
+        } else {
+            self.denied(id, Access::Publish, &publish.topic);
+            Err(ReasonCode::NotAuthorized)
+        };
+        match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.accept_publish(key, publish, now);
+                if let Ok(outgoing) = outcome {
+                    self.accept_outgoing(key, outgoing, now);
+                }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let delivered = self.accept_publish(key, publish, now);
                 let mut ack = Ack::new(packet_id);
-                if !delivered {
-                    ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                match outcome {
+                    // 3.1.1 has no way to say no: the message is dropped, the ack still sent.
+                    Err(code) => {
+                        if v5 {
+                            ack.reason_code = code;
+                        }
+                    }
+                    Ok(outgoing) => {
+                        if !self.accept_outgoing(key, outgoing, now) {
+                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                        }
+                    }
                 }
                 self.send(id, Packet::PubAck(ack));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) if v5 && outcome.is_err() => {
+                // A PUBREC with an error code ends the exchange: nothing is remembered.
+                let mut ack = Ack::new(packet_id);
+                if let Err(code) = outcome {
+                    ack.reason_code = code;
+                }
+                self.send(id, Packet::PubRec(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let session = self.session(key);
@@ -71,7 +124,6 @@ impl Broker {
                     // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
                     // A 3.1.1 client never hears of it; its open exchanges are bounded by the
                     // 65,535 packet identifiers instead.
-                    let v5 = session.version == ProtocolVersion::V5;
                     if v5
                         && session.incoming_qos2.len()
                             >= usize::from(self.config.limits.receive_maximum)
@@ -92,8 +144,11 @@ impl Broker {
                     });
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, method B of 4.3.3).
-                    if !self.accept_publish(key, publish, now) {
-                        ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                    // A refused 3.1.1 publish completes the handshake but goes nowhere.
+                    if let Ok(outgoing) = outcome {
+                        if !self.accept_outgoing(key, outgoing, now) {
+                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+                        }
                     }
                 }
                 self.send(id, Packet::PubRec(ack));
@@ -109,6 +164,27 @@ impl Broker {
     }
 
     /// Replaces an empty topic by its alias, or records a new alias (MQTT 5, 3.3.2.3.4).
+    /// Counts a PUBLISH against the client's rate limit (a fixed one-second window); false once
+    /// the limit is exceeded.
+    fn within_publish_rate(&mut self, id: ConnectionId, now: Time) -> bool {
+        let limit = self.config.limits.publish_rate_per_client_max;
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return true;
+        };
+        if limit == 0 {
+            return true;
+        }
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(connection.publish_window_start.as_millis());
+        if elapsed >= 1000 {
+            connection.publish_window_start = now;
+            connection.publish_window_count = 0;
+        }
+        connection.publish_window_count = connection.publish_window_count.saturating_add(1);
+        connection.publish_window_count <= limit
+    }
+
     fn resolve_topic_alias(
         &mut self,
         id: ConnectionId,
@@ -139,7 +215,7 @@ impl Broker {
     }
 
     /// Applies the topic length and depth limits.
-    fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
+    pub(super) fn check_topic(&self, topic: &TopicName) -> Result<(), &'static str> {
         let limits = &self.config.limits;
         if topic.len() > limits.topic_length_max_bytes {
             return Err("topic name too long");
@@ -148,6 +224,16 @@ impl Broker {
             return Err("topic name has too many levels");
         }
         Ok(())
+    }
+
+    /// Routes what an accepted PUBLISH became; returns whether any subscriber matched.
+    fn accept_outgoing(&mut self, key: SessionKey, outgoing: Outgoing, now: Time) -> bool {
+        match outgoing {
+            Outgoing::One(publish) => self.accept_publish(key, publish, now),
+            Outgoing::Spread(publishes) => publishes.into_iter().fold(false, |any, publish| {
+                self.accept_publish(key, publish, now) | any
+            }),
+        }
     }
 
     /// Turns an accepted PUBLISH into a message and routes it; returns whether any subscriber
@@ -204,9 +290,11 @@ impl Broker {
         };
         self.subscriptions
             .matches(&message.topic, online, &mut matches);
+        // Tree views share one delta among their members, so No Local does not apply to them.
+        let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
-        let any = !matches.is_empty();
+        let any = tree_views || !matches.is_empty();
         // Group a session's overlapping non-shared subscriptions into one delivery.
         matches.sort_by_key(|m| (m.shared, m.key));
         let mut index = 0;

@@ -9,6 +9,7 @@ use tern_codec::{
 };
 
 use super::Broker;
+use crate::authz::Access;
 use crate::session::Delivery;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
@@ -24,6 +25,7 @@ impl Broker {
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::new();
         let mut retained_to_send: Vec<(SharedMessage, QoS, Option<u32>)> = Vec::new();
+        let mut snapshots = Vec::new();
         for subscription in subscribe.subscriptions.iter() {
             let filter = subscription.filter;
             let limits = &self.config.limits;
@@ -31,6 +33,12 @@ impl Broker {
                 || filter.split('/').count() > limits.topic_levels_max
             {
                 reason_codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if !self.authorize(id, Access::Subscribe, &filter) {
+                self.denied(id, Access::Subscribe, &filter);
+                // 0x87 Not authorized; a 3.1.1 SUBACK carries it as 0x80 Failure.
+                reason_codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
             let session = self.session(key);
@@ -44,22 +52,29 @@ impl Broker {
             let info = SubscriptionInfo {
                 options,
                 identifier,
+                tree_view: None,
             };
-            self.subscriptions.insert(&filter, key, info);
+            let Ok(info) = self.index_subscription(key, &filter, info) else {
+                reason_codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            };
             self.session_mut(key)
                 .subscriptions
                 .insert(filter.clone(), info);
             reason_codes.push(granted_code(options.qos));
 
             // Retained messages go to a new or replaced subscription per Retain Handling
-            // (MQTT-3.3.1-9/-10/-11), never to a shared subscription (4.8.2).
+            // (MQTT-3.3.1-9/-10/-11), never to a shared subscription (4.8.2). A tree view gets
+            // them as one snapshot, under the same rule.
             let send_retained = !filter.is_shared()
                 && match options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
                     RetainHandling::SendIfNew => is_new,
                     RetainHandling::DoNotSend => false,
                 };
-            if send_retained {
+            if let (true, Some(view)) = (send_retained, info.tree_view) {
+                snapshots.push(view);
+            } else if send_retained {
                 let first = retained_to_send.len();
                 self.retained.for_each_match(&filter, |message| {
                     if !message.is_expired(now) {
@@ -90,6 +105,9 @@ impl Broker {
             };
             self.deliver(key, delivery, now);
         }
+        for view in snapshots {
+            self.start_tree_snapshot(view, key, now);
+        }
     }
 
     pub(super) fn handle_unsubscribe(
@@ -100,12 +118,11 @@ impl Broker {
     ) {
         let mut reason_codes = Vec::new();
         for filter in unsubscribe.filters.iter() {
-            let existed = self
-                .session_mut(key)
-                .subscriptions
-                .remove(&filter)
-                .is_some();
-            self.subscriptions.remove(&filter, key);
+            let removed = self.session_mut(key).subscriptions.remove(&filter);
+            let existed = removed.is_some();
+            if let Some(info) = removed {
+                self.unindex_subscription(key, &filter, &info);
+            }
             reason_codes.push(if existed {
                 ReasonCode::Success
             } else {

@@ -22,7 +22,7 @@ impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let stats = self.stats();
-        let values: [(&str, String); 11] = [
+        let values: [(&str, String); 14] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -34,6 +34,9 @@ impl Broker {
             ("subscriptions/count", stats.subscriptions.to_string()),
             ("bytes/received", traffic.bytes_received.to_string()),
             ("bytes/sent", traffic.bytes_sent.to_string()),
+            ("messages/denied", stats.publish_denied.to_string()),
+            ("subscriptions/denied", stats.subscribe_denied.to_string()),
+            ("clients/auth_failures", stats.auth_failures.to_string()),
         ];
         for (name, value) in values {
             let Ok(topic) = format!("$SYS/broker/{name}").parse::<TopicName>() else {

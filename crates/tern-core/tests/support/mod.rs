@@ -157,6 +157,15 @@ impl TestBroker {
         id
     }
 
+    /// Opens a connection whose transport reported `info` (a client certificate identity).
+    pub(crate) fn open_with(&mut self, info: tern_core::ConnectionInfo) -> ConnectionId {
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        self.broker.connection_opened_with(id, info, self.now);
+        self.wires.insert(id, Wire::default());
+        id
+    }
+
     /// Connects and expects a successful CONNACK, which the returned client holds. Packets the
     /// broker sent after the CONNACK (resent in-flight messages) wait for [`Self::recv`].
     pub(crate) fn connect(

@@ -15,9 +15,39 @@ pub(crate) struct Tern {
 
 impl Tern {
     /// Starts `tern serve --bind 127.0.0.1 --port 0` and waits for its listening line.
+    #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn start() -> Self {
+        Self::start_with(&["serve", "--bind", "127.0.0.1", "--port", "0"])
+    }
+
+    /// Starts `tern serve --config FILE` with `config` written to a scratch file; the first
+    /// listener of the file must be a plain TCP one on a loopback address.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_config(config: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tern-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, config).expect("write the configuration");
+        let tern = Self::start_with(&["serve", "--config", path.to_str().expect("UTF-8 path")]);
+        let _ = std::fs::remove_file(&path);
+        tern
+    }
+
+    /// The broker's process id.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the broker is still running.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,310 @@
+//! JWT bearer tokens in the CONNECT password: HS256 with a shared secret, or RS256/ES256 with
+//! a public key (PEM). The signature and `exp` are checked (a token without `exp` is refused);
+//! one claim names the user, and an optional claim lists the topic filters the connection is
+//! restricted to, on top of the ACL rules.
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::AuthError;
+
+/// Why a token was refused (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtFailure {
+    /// Bad signature, wrong algorithm, malformed, or expired: the library's reason.
+    Invalid(String),
+    /// The username claim is missing or not a string.
+    NoUsername,
+    /// The CONNECT user name differs from the token's.
+    UsernameMismatch,
+}
+
+/// A verified token's meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtIdentity {
+    /// The user the token names.
+    pub username: String,
+    /// Topic filters the token restricts the client to, if the claim is present.
+    pub topics: Option<Vec<String>>,
+}
+
+/// How tokens are checked.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    username_claim: String,
+    topics_claim: Option<String>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .field("username_claim", &self.username_claim)
+            .field("topics_claim", &self.topics_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier for `algorithm` ("HS256", "RS256" or "ES256") with `key`: the shared secret
+    /// for HS256, a PEM public key otherwise.
+    pub fn new(
+        algorithm: &str,
+        key: &[u8],
+        username_claim: &str,
+        topics_claim: Option<&str>,
+        leeway_secs: u64,
+    ) -> Result<Self, AuthError> {
+        let bad = |why: String| AuthError::Jwt(why);
+        let (algorithm, key) = match algorithm {
+            "HS256" => (Algorithm::HS256, DecodingKey::from_secret(key)),
+            "RS256" => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(key).map_err(|e| bad(format!("RS256 key: {e}")))?,
+            ),
+            "ES256" => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(key).map_err(|e| bad(format!("ES256 key: {e}")))?,
+            ),
+            other => {
+                return Err(bad(format!(
+                    "unsupported algorithm {other:?} (HS256, RS256, ES256)"
+                )))
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = leeway_secs;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        Ok(Self {
+            key,
+            validation,
+            username_claim: username_claim.to_owned(),
+            topics_claim: topics_claim.map(str::to_owned),
+        })
+    }
+
+    /// Whether `password` looks like a JWT (three base64url parts, a JSON header).
+    pub fn claims(password: &[u8]) -> bool {
+        password.starts_with(b"eyJ") && password.iter().filter(|&&b| b == b'.').count() == 2
+    }
+
+    /// Checks a token; `username` is CONNECT's user name, which must be absent or match.
+    pub fn verify(&self, token: &[u8], username: Option<&str>) -> Result<JwtIdentity, JwtFailure> {
+        let token = std::str::from_utf8(token).map_err(|e| JwtFailure::Invalid(e.to_string()))?;
+        let data = decode::<Value>(token, &self.key, &self.validation)
+            .map_err(|e| JwtFailure::Invalid(e.to_string()))?;
+        let name = data
+            .claims
+            .get(&self.username_claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or(JwtFailure::NoUsername)?;
+        if username.is_some_and(|u| !u.is_empty() && u != name) {
+            return Err(JwtFailure::UsernameMismatch);
+        }
+        let topics = self.topics_claim.as_ref().and_then(|claim| {
+            let list = data.claims.get(claim)?;
+            // A claim that is present but not a list of strings allows nothing.
+            Some(
+                list.as_array()
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        });
+        Ok(JwtIdentity {
+            username: name.to_owned(),
+            topics,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    }
+
+    fn token(claims: &Value, secret: &[u8]) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn hs256_tokens_checked_for_signature_expiry_and_claims() {
+        let v = JwtVerifier::new("HS256", b"k", "sub", Some("topics"), 0).expect("verifier");
+        let good = token(
+            &json!({"sub": "alice", "exp": now() + 600, "topics": ["a/#"]}),
+            b"k",
+        );
+        assert!(JwtVerifier::claims(good.as_bytes()));
+        let id = v.verify(good.as_bytes(), None).expect("valid");
+        assert_eq!(id.username, "alice");
+        assert_eq!(id.topics, Some(vec!["a/#".to_owned()]));
+        assert!(v.verify(good.as_bytes(), Some("alice")).is_ok());
+        assert_eq!(
+            v.verify(good.as_bytes(), Some("bob")),
+            Err(JwtFailure::UsernameMismatch)
+        );
+
+        let expired = token(&json!({"sub": "alice", "exp": now() - 600}), b"k");
+        assert!(matches!(
+            v.verify(expired.as_bytes(), None),
+            Err(JwtFailure::Invalid(_))
+        ));
+        let forged = token(&json!({"sub": "alice", "exp": now() + 600}), b"other");
+        assert!(matches!(
+            v.verify(forged.as_bytes(), None),
+            Err(JwtFailure::Invalid(_))
+        ));
+        let no_exp = token(&json!({"sub": "alice"}), b"k");
+        assert!(v.verify(no_exp.as_bytes(), None).is_err());
+        let no_sub = token(&json!({"exp": now() + 600}), b"k");
+        assert_eq!(
+            v.verify(no_sub.as_bytes(), None),
+            Err(JwtFailure::NoUsername)
+        );
+        assert!(JwtVerifier::new("none", b"", "sub", None, 0).is_err());
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn check_asymmetric(
+        algorithm: &str,
+        encoding: &EncodingKey,
+        other: &EncodingKey,
+        public_pem: &[u8],
+    ) {
+        let alg = match algorithm {
+            "RS256" => Algorithm::RS256,
+            _ => Algorithm::ES256,
+        };
+        let v = JwtVerifier::new(algorithm, public_pem, "user", None, 0).expect("verifier");
+        let claims = json!({"user": "dev", "exp": now() + 600});
+        let good = encode(&Header::new(alg), &claims, encoding).expect("sign");
+        assert_eq!(
+            v.verify(good.as_bytes(), None).map(|i| i.username),
+            Ok("dev".to_owned())
+        );
+        let forged = encode(&Header::new(alg), &claims, other).expect("sign");
+        assert!(
+            v.verify(forged.as_bytes(), None).is_err(),
+            "{algorithm}: other key"
+        );
+        let expired = encode(
+            &Header::new(alg),
+            &json!({"user": "dev", "exp": now() - 600}),
+            encoding,
+        )
+        .expect("sign");
+        assert!(
+            v.verify(expired.as_bytes(), None).is_err(),
+            "{algorithm}: expired"
+        );
+        // An HS256 token made with the public key as its secret is not accepted (algorithm
+        // confusion).
+        let confused = token(&claims, public_pem);
+        assert!(
+            v.verify(confused.as_bytes(), None).is_err(),
+            "{algorithm}: HS256"
+        );
+    }
+
+    #[test]
+    fn es256_tokens_checked_against_the_public_key() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = SystemRandom::new();
+        let keys: Vec<(EncodingKey, Vec<u8>)> = (0..2)
+            .map(|_| {
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .expect("key");
+                let pair = EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8.as_ref(),
+                    &rng,
+                )
+                .expect("key");
+                // SubjectPublicKeyInfo for a P-256 key: a fixed prefix, then the point.
+                let mut spki = vec![
+                    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+                ];
+                spki.extend_from_slice(pair.public_key().as_ref());
+                (
+                    EncodingKey::from_ec_der(pkcs8.as_ref()),
+                    pem("PUBLIC KEY", &spki).into_bytes(),
+                )
+            })
+            .collect();
+        check_asymmetric("ES256", &keys[0].0, &keys[1].0, &keys[0].1);
+    }
+
+    #[test]
+    fn rs256_tokens_checked_against_the_public_key() {
+        // RSA keys are generated for the test with the openssl command (ring cannot).
+        let dir = std::env::temp_dir().join(format!("tern-rs256-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut private = Vec::new();
+        for name in ["a", "b"] {
+            let key = dir.join(format!("{name}.pem"));
+            let status = std::process::Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(&key)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success());
+            private.push(key);
+        }
+        let public = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private[0])
+            .output()
+            .expect("openssl runs");
+        assert!(public.status.success());
+        let read = |p: &std::path::PathBuf| std::fs::read(p).expect("key file");
+        let a = EncodingKey::from_rsa_pem(&read(&private[0])).expect("key a");
+        let b = EncodingKey::from_rsa_pem(&read(&private[1])).expect("key b");
+        let _ = std::fs::remove_dir_all(&dir);
+        check_asymmetric("RS256", &a, &b, &public.stdout);
+    }
+}

@@ -1,0 +1,54 @@
+//! Tern's authentication and authorisation methods, behind the core's hooks
+//! ([`tern_core::Authenticator`], [`tern_core::Authorizer`]): password files with argon2id
+//! hashes, JWT bearer tokens, per-owner device keys, SCRAM-SHA-256 enhanced authentication, and
+//! ACL rules. No I/O beyond reading files, no runtime: the broker's runtime runs the slow checks
+//! ([`tern_core::AuthDecision::Pending`]) on its blocking threads.
+//!
+//! # Layout
+//! - [`service`]: the authenticator, with one [`Profile`] of methods per listener.
+//! - [`passwd`], [`jwt`], [`device`], [`scram`]: the methods.
+//! - [`acl`]: the rules and the authorizer.
+
+pub mod acl;
+pub mod device;
+pub mod jwt;
+pub mod passwd;
+pub mod scram;
+pub mod service;
+
+pub use acl::{Acl, Action, CompiledAcl, Rule, RuleAccess};
+pub use device::{device_password, DeviceKeys};
+pub use jwt::JwtVerifier;
+pub use passwd::PasswordFile;
+pub use scram::ScramCredential;
+pub use service::{AuthService, Profile};
+
+/// Errors loading or changing authentication data.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A password file line is wrong.
+    #[error("password file line {line}: {reason}")]
+    PasswordFile {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A user name cannot be stored (empty, or with `:` or control characters).
+    #[error("invalid user name {0:?}")]
+    BadUserName(String),
+    /// Hashing failed.
+    #[error("cannot hash password: {0}")]
+    Hash(String),
+    /// The JWT configuration is wrong.
+    #[error("JWT: {0}")]
+    Jwt(String),
+}

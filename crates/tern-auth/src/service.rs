@@ -1,0 +1,394 @@
+//! The [`Authenticator`] the broker installs: one [`Profile`] per configured name, chosen per
+//! listener, each a set of enabled methods. A CONNECT is judged by what it carries:
+//!
+//! 1. an Authentication Method: SCRAM-SHA-256 if the profile enables it, else 0x8C;
+//! 2. no user name and no password: let in if the profile allows anonymous clients, else 0x87
+//!    (a profile that allows anonymous clients and has no methods lets every client in);
+//! 3. a password starting `dk1:` with device keys enabled: a device key;
+//! 4. a password that looks like a JWT with tokens enabled: a JWT;
+//! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose).
+//!
+//! Wrong credentials get 0x86 Bad user name or password (0x04 in 3.1.1). The reason is logged
+//! with the user name, never the password.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_codec::ReasonCode;
+use tern_core::{AuthDecision, AuthJob, AuthRequest, Authenticator, ConnectionId, Identity};
+use tracing::warn;
+
+use crate::device::DeviceKeys;
+use crate::jwt::JwtVerifier;
+use crate::passwd::{hash_password, verify_password, PasswordFile};
+use crate::scram::{self, ScramFailure, ScramPending};
+
+/// SCRAM exchanges in progress at once; the oldest is forgotten beyond this (its client, if
+/// still there, fails the exchange and may retry).
+const SCRAM_PENDING_MAX: usize = 4096;
+
+/// The methods one listener accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// Clients without a user name or password are let in.
+    pub anonymous: bool,
+    /// Users with argon2id hashes (and SCRAM keys).
+    pub passwords: Option<Arc<PasswordFile>>,
+    /// MQTT 5 enhanced authentication with SCRAM-SHA-256 against `passwords`.
+    pub scram: bool,
+    /// JWT bearer tokens in the password.
+    pub jwt: Option<Arc<JwtVerifier>>,
+    /// Device keys (per-owner secrets).
+    pub devices: Option<Arc<DeviceKeys>>,
+}
+
+impl Profile {
+    /// Lets everyone in without credentials: the behaviour without any configuration.
+    pub fn open() -> Self {
+        Self {
+            anonymous: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// The broker's authenticator: profiles by index (the listener's
+/// [`tern_core::AuthRequest::profile`]).
+#[derive(Debug)]
+pub struct AuthService {
+    profiles: Vec<Profile>,
+    scram: HashMap<ConnectionId, ScramPending>,
+    scram_order: VecDeque<ConnectionId>,
+    /// A hash to verify against for unknown users, so they take as long as known ones.
+    decoy_hash: Arc<str>,
+}
+
+impl AuthService {
+    /// An authenticator over `profiles`.
+    pub fn new(profiles: Vec<Profile>) -> Self {
+        let decoy_hash = hash_password("decoy password for unknown users").unwrap_or_default();
+        Self {
+            profiles,
+            scram: HashMap::new(),
+            scram_order: VecDeque::new(),
+            decoy_hash: decoy_hash.into(),
+        }
+    }
+
+    fn scram_start(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
+        let Some(passwords) = profile.passwords.as_ref().filter(|_| profile.scram) else {
+            return AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod);
+        };
+        let lookup = |user: &str| passwords.get(user).and_then(|e| e.scram.clone());
+        match scram::start(request.data.unwrap_or_default(), lookup) {
+            Ok((server_first, pending)) => {
+                if self.scram.len() >= SCRAM_PENDING_MAX {
+                    if let Some(oldest) = self.scram_order.pop_front() {
+                        self.scram.remove(&oldest);
+                    }
+                }
+                self.scram.insert(request.connection, pending);
+                self.scram_order.push_back(request.connection);
+                AuthDecision::Continue {
+                    data: Bytes::from(server_first),
+                }
+            }
+            Err(_) => {
+                refused(request, "malformed SCRAM client-first message");
+                AuthDecision::Refuse(ReasonCode::MalformedPacket)
+            }
+        }
+    }
+
+    fn scram_finish(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
+        let Some(pending) = self.scram.remove(&request.connection) else {
+            refused(request, "SCRAM step without an exchange in progress");
+            return AuthDecision::Refuse(ReasonCode::NotAuthorized);
+        };
+        self.scram_order.retain(|&id| id != request.connection);
+        match scram::finish(&pending, request.data.unwrap_or_default()) {
+            Ok(server_final) => AuthDecision::AcceptAs {
+                data: Some(Bytes::from(server_final)),
+                identity: Identity {
+                    username: Some(pending.username),
+                    ..Identity::default()
+                },
+            },
+            Err(failure) => {
+                let why = match failure {
+                    ScramFailure::Malformed => "malformed SCRAM client-final message",
+                    ScramFailure::BadProof => "SCRAM proof wrong (or unknown user)",
+                };
+                warn!(
+                    conn = request.connection.0,
+                    user = %pending.username,
+                    "authentication failed: {why}"
+                );
+                AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+            }
+        }
+    }
+
+    fn password(&self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
+        let username = request.username.map(|u| u.as_str());
+        let password = request.password.unwrap_or_default();
+        if let Some(devices) = profile
+            .devices
+            .as_ref()
+            .filter(|_| DeviceKeys::claims(password))
+        {
+            let Some(device) = username else {
+                refused(request, "device key without a device identifier");
+                return AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword);
+            };
+            let now = unix_now();
+            return match devices.verify(device, request.client_id.as_str(), password, now) {
+                Ok(owner) => AuthDecision::AcceptAs {
+                    data: None,
+                    identity: Identity {
+                        username: Some(device.to_owned()),
+                        owner: Some(owner),
+                        topics: None,
+                    },
+                },
+                Err(failure) => {
+                    refused(request, &format!("device key refused: {failure:?}"));
+                    AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+                }
+            };
+        }
+        if let Some(jwt) = profile
+            .jwt
+            .as_ref()
+            .filter(|_| JwtVerifier::claims(password))
+        {
+            return match jwt.verify(password, username) {
+                Ok(identity) => AuthDecision::AcceptAs {
+                    data: None,
+                    identity: Identity {
+                        username: Some(identity.username),
+                        owner: None,
+                        topics: identity.topics,
+                    },
+                },
+                Err(failure) => {
+                    refused(request, &format!("token refused: {failure:?}"));
+                    AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+                }
+            };
+        }
+        let no_methods =
+            profile.passwords.is_none() && profile.jwt.is_none() && profile.devices.is_none();
+        if no_methods && profile.anonymous {
+            // Nothing to check against: the open profile takes the user name as given.
+            return AuthDecision::Accept { data: None };
+        }
+        let (Some(passwords), Some(user)) = (&profile.passwords, username) else {
+            refused(
+                request,
+                "no method of this listener accepts these credentials",
+            );
+            return AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword);
+        };
+        let (hash, known): (Arc<str>, bool) = match passwords.get(user) {
+            Some(entry) => (entry.hash.as_str().into(), true),
+            None => (Arc::clone(&self.decoy_hash), false),
+        };
+        let password = password.to_vec();
+        let user = user.to_owned();
+        let connection = request.connection.0;
+        AuthDecision::Pending(AuthJob::new(move || {
+            if verify_password(&hash, &password) && known {
+                AuthDecision::Accept { data: None }
+            } else {
+                let why = if known {
+                    "wrong password"
+                } else {
+                    "unknown user"
+                };
+                warn!(conn = connection, user = %user, "authentication failed: {why}");
+                AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+            }
+        }))
+    }
+}
+
+impl Authenticator for AuthService {
+    fn authenticate(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
+        let Some(profile) = self.profiles.get(request.profile).cloned() else {
+            refused(request, "listener has no authentication profile");
+            return AuthDecision::Refuse(ReasonCode::NotAuthorized);
+        };
+        if let Some(method) = request.method {
+            if method.as_str() == scram::METHOD {
+                return self.scram_start(&profile, request);
+            }
+            refused(
+                request,
+                &format!("unsupported authentication method {:?}", method.as_str()),
+            );
+            return AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod);
+        }
+        if request.username.is_none() && request.password.is_none() {
+            if profile.anonymous {
+                return AuthDecision::Accept { data: None };
+            }
+            refused(
+                request,
+                "anonymous clients are not allowed on this listener",
+            );
+            return AuthDecision::Refuse(ReasonCode::NotAuthorized);
+        }
+        self.password(&profile, request)
+    }
+
+    fn continue_auth(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
+        if request.method.map(|m| m.as_str()) != Some(scram::METHOD) {
+            return AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod);
+        }
+        if self.scram.contains_key(&request.connection) {
+            return self.scram_finish(request);
+        }
+        // Re-authentication starts a new exchange with a client-first message.
+        let Some(profile) = self.profiles.get(request.profile).cloned() else {
+            return AuthDecision::Refuse(ReasonCode::NotAuthorized);
+        };
+        self.scram_start(&profile, request)
+    }
+
+    fn connection_closed(&mut self, connection: ConnectionId) {
+        if self.scram.remove(&connection).is_some() {
+            self.scram_order.retain(|&id| id != connection);
+        }
+    }
+}
+
+fn refused(request: &AuthRequest<'_>, why: &str) {
+    warn!(
+        conn = request.connection.0,
+        user = request.username.map(|u| u.as_str()),
+        client = request.client_id.as_str(),
+        "authentication failed: {why}"
+    );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_codec::{MqttString, ProtocolVersion};
+
+    fn decide(
+        service: &mut AuthService,
+        profile: usize,
+        user: Option<&str>,
+        password: Option<&[u8]>,
+        method: Option<&str>,
+    ) -> AuthDecision {
+        let client_id = MqttString::new("c").unwrap_or_default();
+        let username = user.and_then(|u| MqttString::new(u).ok());
+        let method = method.and_then(|m| MqttString::new(m).ok());
+        let request = AuthRequest {
+            connection: ConnectionId(1),
+            version: ProtocolVersion::V5,
+            client_id: &client_id,
+            username: username.as_ref(),
+            password,
+            method: method.as_ref(),
+            data: None,
+            profile,
+            certificate_identity: None,
+        };
+        match service.authenticate(&request) {
+            AuthDecision::Pending(job) => job.run(),
+            decision => decision,
+        }
+    }
+
+    fn refused(decision: &AuthDecision) -> Option<ReasonCode> {
+        match decision {
+            AuthDecision::Refuse(code) => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn profile_with_alice() -> Profile {
+        let mut file = PasswordFile::default();
+        file.set_password("alice", "pw").unwrap_or_default();
+        Profile {
+            passwords: Some(Arc::new(file)),
+            ..Profile::default()
+        }
+    }
+
+    fn scram_first(service: &mut AuthService) -> AuthDecision {
+        let client_id = MqttString::new("c").unwrap_or_default();
+        let method = MqttString::new(scram::METHOD).unwrap_or_default();
+        let request = AuthRequest {
+            connection: ConnectionId(1),
+            version: ProtocolVersion::V5,
+            client_id: &client_id,
+            username: None,
+            password: None,
+            method: Some(&method),
+            data: Some(b"n,,n=alice,r=abc"),
+            profile: 0,
+        };
+        service.authenticate(&request)
+    }
+
+    #[test]
+    fn profiles_decide_by_listener() {
+        let locked = profile_with_alice();
+        let mut service = AuthService::new(vec![Profile::open(), locked]);
+        // The open profile lets everyone in, with or without a user name.
+        assert_eq!(refused(&decide(&mut service, 0, None, None, None)), None);
+        assert_eq!(
+            refused(&decide(&mut service, 0, Some("x"), Some(b"y"), None)),
+            None
+        );
+        // The locked one checks the password file, and refuses anonymous clients.
+        assert_eq!(
+            refused(&decide(&mut service, 1, Some("alice"), Some(b"pw"), None)),
+            None
+        );
+        let bad = ReasonCode::BadUserNameOrPassword;
+        assert_eq!(
+            refused(&decide(&mut service, 1, Some("alice"), Some(b"no"), None)),
+            Some(bad)
+        );
+        assert_eq!(
+            refused(&decide(&mut service, 1, Some("bob"), Some(b"pw"), None)),
+            Some(bad)
+        );
+        let anonymous = decide(&mut service, 1, None, None, None);
+        assert_eq!(refused(&anonymous), Some(ReasonCode::NotAuthorized));
+        // Enhanced methods: SCRAM is not enabled here; others are unknown.
+        let scram = decide(&mut service, 1, None, None, Some(scram::METHOD));
+        assert_eq!(refused(&scram), Some(ReasonCode::BadAuthenticationMethod));
+        let other = decide(&mut service, 1, None, None, Some("OTHER"));
+        assert_eq!(refused(&other), Some(ReasonCode::BadAuthenticationMethod));
+        // A SCRAM exchange left half-way is forgotten when its connection goes.
+        let mut service = AuthService::new(vec![Profile {
+            scram: true,
+            ..profile_with_alice()
+        }]);
+        let started = scram_first(&mut service);
+        assert!(matches!(started, AuthDecision::Continue { .. }));
+        assert_eq!(service.scram.len(), 1);
+        service.connection_closed(ConnectionId(1));
+        assert!(service.scram.is_empty() && service.scram_order.is_empty());
+        // A listener with an unknown profile lets nobody in.
+        assert_eq!(
+            refused(&decide(&mut service, 9, None, None, None)),
+            Some(ReasonCode::NotAuthorized)
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Acting on authentication decisions (including checks that finish later, off the broker
+//! thread) and asking a connection's permissions before a PUBLISH, a SUBSCRIBE or a will.
+
+use tern_codec::{Connect, Packet, ProtocolVersion, ReasonCode, TopicFilter};
+
+use super::Broker;
+use crate::auth::{AuthDecision, Identity};
+use crate::authz::{Access, Principal};
+use crate::connection::Phase;
+use crate::events::{CloseReason, Event};
+use crate::types::{ConnectionId, SessionKey, Time};
+
+/// Packets a client may send after CONNECT while its credentials are being checked; beyond
+/// this the connection is closed rather than buffered without bound.
+const HELD_PACKETS_MAX: usize = 64;
+
+impl Broker {
+    /// Acts on the authenticator's answer to a CONNECT.
+    pub(super) fn dispatch_connect_decision(
+        &mut self,
+        id: ConnectionId,
+        connect: Connect,
+        decision: AuthDecision,
+        now: Time,
+    ) {
+        let version = connect.protocol_version;
+        match decision {
+            AuthDecision::Refuse(code) => {
+                self.stats.auth_failures += 1;
+                self.refuse_connect(id, version, code, now);
+            }
+            AuthDecision::Continue { data } => self.begin_enhanced_auth(id, connect, data, now),
+            AuthDecision::Accept { data } => {
+                let identity = identity_from_connect(&connect);
+                self.complete_connect(id, connect, data, identity, now);
+            }
+            AuthDecision::AcceptAs { data, identity } => {
+                self.complete_connect(id, connect, data, identity, now);
+            }
+            AuthDecision::Pending(job) => {
+                let Some(connection) = self.connections.get_mut(&id) else {
+                    return;
+                };
+                connection.version = version;
+                connection.phase = Phase::Verifying;
+                connection.pending_connect = Some(Box::new(connect));
+                self.auth_jobs.push_back((id, job));
+            }
+        }
+    }
+
+    /// The answer to a check handed out by [`Broker::poll_auth_job`]. A connection that closed
+    /// meanwhile is ignored.
+    pub fn auth_finished(&mut self, id: ConnectionId, decision: AuthDecision, now: Time) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if connection.phase != Phase::Verifying {
+            return;
+        }
+        let Some(connect) = connection.pending_connect.take() else {
+            return;
+        };
+        connection.phase = Phase::AwaitingConnect;
+        let decision = match decision {
+            // A check answers once; asking for another is an authenticator bug, refused safely.
+            AuthDecision::Pending(_) => AuthDecision::Refuse(ReasonCode::UnspecifiedError),
+            decision => decision,
+        };
+        self.dispatch_connect_decision(id, *connect, decision, now);
+        let held = match self.connections.get_mut(&id) {
+            Some(connection) if matches!(connection.phase, Phase::Active(_)) => {
+                std::mem::take(&mut connection.held)
+            }
+            _ => Default::default(),
+        };
+        for packet in held {
+            self.handle_packet(id, packet, now);
+        }
+        self.close_oversized(now);
+    }
+
+    /// Keeps a packet that came after a CONNECT under verification.
+    pub(super) fn hold(&mut self, id: ConnectionId, packet: Packet, now: Time) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if connection.held.len() >= HELD_PACKETS_MAX {
+            let reason = CloseReason::ProtocolViolation(
+                ReasonCode::QuotaExceeded,
+                "too many packets before CONNACK",
+            );
+            self.close(id, reason, Some(ReasonCode::QuotaExceeded), now);
+            return;
+        }
+        connection.held.push_back(packet);
+    }
+
+    /// Compiles the permissions of a client being let in; refuses a will topic it may not
+    /// publish to. Returns whether the CONNECT may go on.
+    pub(super) fn admit(
+        &mut self,
+        id: ConnectionId,
+        connect: &Connect,
+        client_id: &tern_codec::MqttString,
+        identity: &Identity,
+        now: Time,
+    ) -> bool {
+        let Some(connection) = self.connections.get(&id) else {
+            return false;
+        };
+        let principal = Principal {
+            connection: id,
+            client_id,
+            identity,
+            profile: connection.auth_profile,
+        };
+        let permissions = self.authorizer.permissions(&principal);
+        if let (Some(will), Some(permissions)) = (&connect.will, &permissions) {
+            if !permissions.allows(Access::Publish, will.topic.as_str()) {
+                self.stats.publish_denied += 1;
+                self.stats.auth_failures += 1;
+                self.events.push_back(Event::Denied {
+                    connection: id,
+                    client_id: client_id.clone(),
+                    access: Access::Publish,
+                    topic: will.topic.as_str().to_owned(),
+                });
+                let version = connect.protocol_version;
+                self.refuse_connect(id, version, ReasonCode::NotAuthorized, now);
+                return false;
+            }
+        }
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.permissions = permissions;
+        }
+        true
+    }
+
+    /// Whether the client on `id` may publish to the topic name, or subscribe with the topic
+    /// filter, `topic` (a `$share/group/` or `$tree/` prefix is looked through: a tree view
+    /// shows what its inner filter matches). For features that publish on a client's behalf,
+    /// this is the check to make per resulting topic.
+    pub fn authorize(&self, id: ConnectionId, access: Access, topic: &str) -> bool {
+        let Some(connection) = self.connections.get(&id) else {
+            return false;
+        };
+        match &connection.permissions {
+            None => true,
+            Some(permissions) => {
+                let topic = match access {
+                    Access::Subscribe => inner_filter(topic),
+                    Access::Publish => topic,
+                };
+                permissions.allows(access, topic)
+            }
+        }
+    }
+
+    /// Records a denial: counted, and reported as an event for the log.
+    pub(super) fn denied(&mut self, id: ConnectionId, access: Access, topic: &str) {
+        match access {
+            Access::Publish => self.stats.publish_denied += 1,
+            Access::Subscribe => self.stats.subscribe_denied += 1,
+        }
+        let client_id = self
+            .connections
+            .get(&id)
+            .and_then(|c| c.session())
+            .map(|key| self.session(key).client_id.clone())
+            .unwrap_or_default();
+        self.events.push_back(Event::Denied {
+            connection: id,
+            client_id,
+            access,
+            topic: topic.to_owned(),
+        });
+    }
+
+    /// Drops the subscriptions of a resumed session that its new connection may not hold (the
+    /// session may have been made by another user with the same client identifier, or under
+    /// older rules), so resuming a session never widens what a client receives.
+    pub(super) fn prune_subscriptions(&mut self, id: ConnectionId, key: SessionKey) {
+        let denied: Vec<TopicFilter> = self
+            .session(key)
+            .subscriptions
+            .keys()
+            .filter(|filter| !self.authorize(id, Access::Subscribe, filter))
+            .cloned()
+            .collect();
+        for filter in denied {
+            if let Some(info) = self.session_mut(key).subscriptions.remove(&filter) {
+                self.unindex_subscription(key, &filter, &info);
+            }
+            self.denied(id, Access::Subscribe, &filter);
+        }
+    }
+
+    /// Whether `id` is an MQTT 5 connection.
+    pub(super) fn is_v5(&self, id: ConnectionId) -> bool {
+        self.connections
+            .get(&id)
+            .is_some_and(|c| c.version == ProtocolVersion::V5)
+    }
+}
+
+/// The identity a plain accept implies: the CONNECT user name.
+fn identity_from_connect(connect: &Connect) -> Identity {
+    Identity {
+        username: connect.username.as_ref().map(|u| u.as_str().to_owned()),
+        ..Identity::default()
+    }
+}
+
+/// The filter inside a `$share/group/filter` or a `$tree/filter`, or the filter itself.
+fn inner_filter(filter: &str) -> &str {
+    if let Some(inner) = filter.strip_prefix(crate::tree_view::TREE_PREFIX) {
+        return inner;
+    }
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_, inner)| inner)
+}

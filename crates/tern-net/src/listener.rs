@@ -1,0 +1,229 @@
+//! Accepting connections: admission limits, then the TLS and WebSocket handshakes (cut off at
+//! the CONNECT deadline), then the connection task over whichever byte stream resulted.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tern_core::ConnectionInfo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, warn};
+
+use crate::gate::Admitted;
+use crate::shared::Shared;
+use crate::tls::{certificate_identity, ReloadableTls, TlsError};
+use crate::{connection, ws, ListenerConfig, Transport};
+
+/// Room a WebSocket message may take beyond the largest MQTT packet (framing, a few packets
+/// batched into one message).
+const WS_MESSAGE_SLACK_BYTES: usize = 64 * 1024;
+
+/// A bound listener as the accept loop uses it.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    local: SocketAddr,
+    tls: Option<ReloadableTls>,
+    /// The WebSocket path, for WebSocket listeners.
+    ws_path: Option<String>,
+    use_identity_as_username: bool,
+    /// The authentication profile its clients are checked against.
+    pub(crate) auth_profile: usize,
+}
+
+impl Listener {
+    pub(crate) fn new(config: &ListenerConfig, local: SocketAddr) -> Result<Self, TlsError> {
+        let (tls, ws_path) = match &config.transport {
+            Transport::Tcp => (None, None),
+            Transport::Tls(settings) => (Some(ReloadableTls::load(settings.clone())?), None),
+            Transport::WebSocket { path } => (None, Some(path.clone())),
+            Transport::SecureWebSocket { tls, path } => {
+                (Some(ReloadableTls::load(tls.clone())?), Some(path.clone()))
+            }
+        };
+        Ok(Self {
+            local,
+            tls,
+            ws_path,
+            use_identity_as_username: config.use_identity_as_username,
+            auth_profile: 0,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        match (self.tls.is_some(), self.ws_path.is_some()) {
+            (false, false) => "mqtt",
+            (true, false) => "mqtts",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        }
+    }
+
+    /// For the log: address, then scheme and what a client must know (path, client
+    /// certificates).
+    pub(crate) fn describe(&self) -> String {
+        let mut text = format!("{} ({}", self.local, self.scheme());
+        if let Some(path) = &self.ws_path {
+            text.push_str(&format!(", path {path}"));
+        }
+        if let Some(tls) = &self.tls {
+            let settings = tls.settings();
+            if settings.client_ca.is_some() {
+                text.push_str(if settings.require_client_certificate {
+                    ", client certificate required"
+                } else {
+                    ", client certificate optional"
+                });
+            }
+            if self.use_identity_as_username {
+                text.push_str(", certificate identity as user name");
+            }
+        }
+        text.push(')');
+        text
+    }
+}
+
+pub(crate) async fn accept_loop(socket: TcpListener, listener: Rc<Listener>, shared: Rc<Shared>) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                let admitted = match shared.gate.admit(peer.ip(), Instant::now()) {
+                    Ok(admitted) => admitted,
+                    Err(reason) => {
+                        warn!(
+                            "refused connection from {peer} on {}: {reason}",
+                            listener.local
+                        );
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::task::spawn_local(handshake_and_serve(
+                    stream,
+                    peer,
+                    Rc::clone(&listener),
+                    Rc::clone(&shared),
+                    admitted,
+                ));
+            }
+            Err(error) => {
+                // Typically out of file descriptors: back off briefly rather than spin.
+                warn!("accept on {} failed: {error}", listener.local);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Runs the handshakes the listener needs, then the connection. A handshake gets the same
+/// deadline as CONNECT: a client that never finishes one is cut off.
+async fn handshake_and_serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Rc<Listener>,
+    shared: Rc<Shared>,
+    admitted: Admitted,
+) {
+    let deadline = Duration::from_millis(shared.connect_timeout_millis().max(1));
+    let refuse = |reason: &str| {
+        warn!(
+            "refused connection from {peer} on {}: {reason}",
+            listener.local
+        );
+    };
+    let message_max = shared.packet_size_max() as usize + WS_MESSAGE_SLACK_BYTES;
+    let profile = listener.auth_profile;
+    match (&listener.tls, &listener.ws_path) {
+        (None, None) => {
+            connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
+        }
+        (Some(tls), None) => {
+            match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let info = tls_info(&stream, &listener);
+                    connection::run(stream, peer, info, profile, shared).await;
+                }
+                Ok(Err(error)) => refuse(&format!("TLS handshake failed: {error}")),
+                Err(_) => refuse(&format!("TLS handshake not finished within {deadline:?}")),
+            }
+        }
+        (None, Some(path)) => {
+            match tokio::time::timeout(deadline, ws::accept(stream, path, message_max)).await {
+                Ok(Ok(stream)) => {
+                    connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
+                }
+                Ok(Err(reason)) => refuse(&reason),
+                Err(_) => refuse(&format!(
+                    "WebSocket upgrade not finished within {deadline:?}"
+                )),
+            }
+        }
+        (Some(tls), Some(path)) => {
+            let handshakes = async {
+                let stream = tls
+                    .acceptor()
+                    .accept(stream)
+                    .await
+                    .map_err(|error| format!("TLS handshake failed: {error}"))?;
+                let info = tls_info(&stream, &listener);
+                let stream = ws::accept(stream, path, message_max).await?;
+                Ok::<_, String>((stream, info))
+            };
+            match tokio::time::timeout(deadline, handshakes).await {
+                Ok(Ok((stream, info))) => {
+                    connection::run(stream, peer, info, profile, shared).await;
+                }
+                Ok(Err(reason)) => refuse(&reason),
+                Err(_) => refuse(&format!(
+                    "TLS and WebSocket handshakes not finished within {deadline:?}"
+                )),
+            }
+        }
+    }
+    drop(admitted);
+}
+
+fn tls_info<S>(stream: &TlsStream<S>, listener: &Listener) -> ConnectionInfo
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let certificate_identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(certificate_identity);
+    ConnectionInfo {
+        certificate_identity,
+        use_identity_as_username: listener.use_identity_as_username,
+    }
+}
+
+/// SIGHUP reloads every TLS listener's certificate and key; connections already open keep
+/// theirs. A reload that fails leaves the previous certificate in force.
+#[cfg(unix)]
+pub(crate) async fn reload_on_hangup(listeners: Vec<Rc<Listener>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            warn!("cannot watch SIGHUP, certificates will not be reloaded: {error}");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        for listener in &listeners {
+            let Some(tls) = &listener.tls else { continue };
+            match tls.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate of {}", listener.local),
+                Err(error) => warn!(
+                    "cannot reload the TLS certificate of {}, keeping the previous one: {error}",
+                    listener.local
+                ),
+            }
+        }
+        debug!("SIGHUP handled");
+    }
+}

@@ -1,0 +1,204 @@
+//! A slow credential check runs off the broker thread: while one client's CONNECT waits on a
+//! check that is blocked (here until the test releases it, as a long password hash would be),
+//! another client's publishes go round the broker as usual; once released, the waiting client
+//! gets its CONNACK and the packets it sent after CONNECT are served.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tern_codec::{
+    Connect, ConnectProperties, Decoder, MqttString, Packet, PacketId, ProtocolVersion, Publish,
+    QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription, SubscriptionList,
+    SubscriptionOptions, TopicFilter, TopicName,
+};
+use tern_core::{AllowAll, AuthDecision, AuthJob, AuthRequest, Authenticator};
+use tern_net::{AdmissionLimits, ListenerConfig, Server, ServerConfig};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Lets clients without a user name in at once; a client with one waits for the test to send
+/// a verdict on the channel, inside a blocking job.
+#[derive(Debug)]
+struct Gate {
+    verdicts: Arc<Mutex<mpsc::Receiver<bool>>>,
+}
+
+impl Authenticator for Gate {
+    fn authenticate(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
+        if request.username.is_none() {
+            return AuthDecision::Accept { data: None };
+        }
+        let verdicts = Arc::clone(&self.verdicts);
+        AuthDecision::Pending(AuthJob::new(move || {
+            let verdict = verdicts.lock().map(|rx| rx.recv_timeout(WAIT));
+            match verdict {
+                Ok(Ok(true)) => AuthDecision::Accept { data: None },
+                _ => AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword),
+            }
+        }))
+    }
+
+    fn continue_auth(&mut self, _request: &AuthRequest<'_>) -> AuthDecision {
+        AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod)
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl Client {
+    fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            stream,
+            decoder: Decoder::new(ProtocolVersion::V5, u32::MAX),
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(ProtocolVersion::V5, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    fn recv(&mut self) -> Packet {
+        loop {
+            if let Some(packet) = self.decoder.decode(&mut self.buf).unwrap() {
+                return packet;
+            }
+            let mut chunk = [0_u8; 4096];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .expect("a packet within the wait");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn connect(client_id: &str, username: Option<&str>) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol_version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 0,
+        properties: ConnectProperties::default(),
+        client_id: MqttString::new(client_id).unwrap(),
+        will: None,
+        username: username.map(|u| MqttString::new(u).unwrap()),
+        password: username.map(|_| Bytes::from_static(b"pw")),
+    }))
+}
+
+fn subscribe(filter: &str, packet_id: u16) -> Packet {
+    let filter: TopicFilter = filter.parse().unwrap();
+    let subscription = Subscription {
+        filter,
+        options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+    };
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(packet_id).unwrap(),
+        properties: SubscribeProperties::default(),
+        subscriptions: SubscriptionList::new(&[subscription]),
+    })
+}
+
+fn publish(topic: &str, payload: &'static [u8], packet_id: u16) -> Packet {
+    let topic: TopicName = topic.parse().unwrap();
+    let mut publish = Publish::new(topic, Bytes::from_static(payload));
+    publish.qos = QoS::AtLeastOnce;
+    publish.packet_id = PacketId::new(packet_id);
+    Packet::Publish(publish)
+}
+
+#[test]
+fn a_blocked_credential_check_does_not_stall_other_clients() {
+    let (verdict_tx, verdict_rx) = mpsc::channel();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let config = ServerConfig {
+                listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())],
+                admission: AdmissionLimits::default(),
+                core: tern_core::Config::default(),
+                sys_interval: None,
+                shutdown_grace: Duration::from_secs(1),
+                listener_auth_profiles: Vec::new(),
+            };
+            let mut server = Server::bind(config).await.unwrap();
+            let gate = Gate {
+                verdicts: Arc::new(Mutex::new(verdict_rx)),
+            };
+            server.set_auth(Box::new(gate), Box::new(AllowAll));
+            addr_tx.send(server.local_addrs()[0]).unwrap();
+            server
+                .run(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+    });
+    let addr = addr_rx.recv_timeout(WAIT).unwrap();
+
+    let mut slow = Client::open(addr);
+    slow.send(connect("slow", Some("user")));
+    // Sent before CONNACK, as clients may: held until the check answers.
+    slow.send(subscribe("held/#", 1));
+
+    let mut fast = Client::open(addr);
+    fast.send(connect("fast", None));
+    assert!(matches!(fast.recv(), Packet::ConnAck(c) if c.reason_code == ReasonCode::Success));
+    fast.send(subscribe("loop/#", 1));
+    assert!(matches!(fast.recv(), Packet::SubAck(_)));
+    for round in 0..20_u16 {
+        fast.send(publish("loop/x", b"ping", round + 10));
+        // The PUBACK and the delivery both arrive, in either order, while the check is blocked.
+        let mut got_ack = false;
+        let mut got_message = false;
+        while !(got_ack && got_message) {
+            match fast.recv() {
+                Packet::PubAck(_) => got_ack = true,
+                Packet::Publish(p) => {
+                    got_message = true;
+                    if let Some(id) = p.packet_id {
+                        fast.send(Packet::PubAck(tern_codec::Ack::new(id)));
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    verdict_tx.send(true).unwrap();
+    assert!(matches!(slow.recv(), Packet::ConnAck(c) if c.reason_code == ReasonCode::Success));
+    assert!(matches!(slow.recv(), Packet::SubAck(_)));
+    fast.send(publish("held/x", b"after", 99));
+    assert!(matches!(slow.recv(), Packet::Publish(p) if p.payload.as_ref() == b"after"));
+
+    // A refused check answers CONNACK 0x86.
+    let mut wrong = Client::open(addr);
+    wrong.send(connect("wrong", Some("user")));
+    verdict_tx.send(false).unwrap();
+    assert!(
+        matches!(wrong.recv(), Packet::ConnAck(c) if c.reason_code == ReasonCode::BadUserNameOrPassword)
+    );
+
+    drop((slow, fast, wrong));
+    let _ = stop_tx.send(());
+    server.join().unwrap();
+}

@@ -1,0 +1,278 @@
+//! The `[auth.<name>]` profiles, `[[acl]]` rules and `acl_file` of the configuration file, and
+//! how they become the broker's authenticator and authorizer.
+//!
+//! A listener names its profile with `auth = "<name>"`; a listener that names none uses
+//! `[auth.default]`. Without any `[auth.*]` table every listener lets anonymous clients in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tern_auth::{Acl, AuthService, DeviceKeys, JwtVerifier, PasswordFile, Profile, Rule};
+
+/// The profile a listener without `auth = ...` uses.
+pub(crate) const DEFAULT_PROFILE: &str = "default";
+
+/// One `[auth.<name>]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthProfileConfig {
+    /// Let clients without user name and password in (default: no).
+    #[serde(default)]
+    anonymous: bool,
+    /// Password file written by `tern passwd`.
+    password_file: Option<PathBuf>,
+    /// MQTT 5 enhanced authentication with SCRAM-SHA-256 against the password file.
+    #[serde(default)]
+    scram: bool,
+    jwt: Option<JwtConfig>,
+    device_keys: Option<DeviceKeysConfig>,
+}
+
+/// `[auth.<name>.jwt]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtConfig {
+    /// HS256, RS256 or ES256.
+    algorithm: String,
+    /// HS256 shared secret (or `secret_file`).
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    /// RS256/ES256 public key, PEM.
+    public_key_file: Option<PathBuf>,
+    /// Claim naming the user (default `sub`).
+    #[serde(default = "default_username_claim")]
+    username_claim: String,
+    /// Claim listing the topic filters the client is restricted to (optional).
+    topics_claim: Option<String>,
+    /// Clock difference tolerated on `exp`, in seconds (default 0).
+    #[serde(default)]
+    leeway_secs: u64,
+}
+
+fn default_username_claim() -> String {
+    "sub".to_owned()
+}
+
+/// `[auth.<name>.device_keys]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceKeysConfig {
+    /// How far a device's timestamp may be from the broker's clock, in seconds (default 300).
+    #[serde(default = "default_window")]
+    window_secs: u64,
+    /// Secrets by owner, inline.
+    #[serde(default)]
+    owners: BTreeMap<String, String>,
+    /// A TOML file of `owner = "secret"` lines, kept out of the main file.
+    owners_file: Option<PathBuf>,
+}
+
+fn default_window() -> u64 {
+    300
+}
+
+/// A file of `[[acl]]` rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclFile {
+    #[serde(default)]
+    acl: Vec<Rule>,
+}
+
+/// What the configuration asks for, resolved: the authenticator, the authorizer, and each
+/// profile's index by name.
+#[derive(Debug)]
+pub(crate) struct AuthSetup {
+    pub(crate) service: AuthService,
+    pub(crate) acl: Acl,
+    pub(crate) profiles: HashMap<String, usize>,
+}
+
+impl AuthSetup {
+    /// The profile index for a listener that names `name` (or none).
+    pub(crate) fn profile_index(&self, name: Option<&str>) -> anyhow::Result<usize> {
+        if self.profiles.is_empty() {
+            if let Some(name) = name {
+                bail!("listener names auth profile {name:?}, but there is no [auth.{name}]");
+            }
+            return Ok(0);
+        }
+        let name = name.unwrap_or(DEFAULT_PROFILE);
+        self.profiles.get(name).copied().with_context(|| {
+            format!("listener uses auth profile {name:?}, but there is no [auth.{name}]")
+        })
+    }
+}
+
+/// Builds the authenticator and authorizer; relative paths are taken from `base` (the
+/// directory of the configuration file).
+pub(crate) fn build(
+    profiles: &BTreeMap<String, AuthProfileConfig>,
+    rules: &[Rule],
+    acl_file: Option<&Path>,
+    base: &Path,
+) -> anyhow::Result<AuthSetup> {
+    let mut built = Vec::new();
+    let mut index = HashMap::new();
+    let mut password_files: HashMap<PathBuf, Arc<PasswordFile>> = HashMap::new();
+    for (name, config) in profiles {
+        let mut profile = Profile {
+            anonymous: config.anonymous,
+            scram: config.scram,
+            ..Profile::default()
+        };
+        if let Some(path) = &config.password_file {
+            let path = base.join(path);
+            let file = match password_files.get(&path) {
+                Some(file) => Arc::clone(file),
+                None => {
+                    let file = Arc::new(PasswordFile::load(&path)?);
+                    password_files.insert(path.clone(), Arc::clone(&file));
+                    file
+                }
+            };
+            profile.passwords = Some(file);
+        } else if config.scram {
+            bail!("[auth.{name}] scram = true needs a password_file");
+        }
+        if let Some(jwt) = &config.jwt {
+            profile.jwt = Some(Arc::new(jwt_verifier(name, jwt, base)?));
+        }
+        if let Some(devices) = &config.device_keys {
+            profile.devices = Some(Arc::new(device_keys(name, devices, base)?));
+        }
+        index.insert(name.clone(), built.len());
+        built.push(profile);
+    }
+    if built.is_empty() {
+        built.push(Profile::open());
+    }
+    let mut all_rules = rules.to_vec();
+    if let Some(path) = acl_file {
+        let path = base.join(path);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file: AclFile = toml::from_str(&text)
+            .with_context(|| format!("invalid ACL file {}", path.display()))?;
+        all_rules.extend(file.acl);
+    }
+    let acl = if rules.is_empty() && acl_file.is_none() {
+        Acl::allow_all()
+    } else {
+        Acl::new(all_rules)
+    };
+    Ok(AuthSetup {
+        service: AuthService::new(built),
+        acl,
+        profiles: index,
+    })
+}
+
+fn jwt_verifier(name: &str, jwt: &JwtConfig, base: &Path) -> anyhow::Result<JwtVerifier> {
+    let read = |path: &PathBuf| {
+        let path = base.join(path);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let key = match (&jwt.secret, &jwt.secret_file, &jwt.public_key_file) {
+        (Some(secret), None, None) => secret.as_bytes().to_vec(),
+        (None, Some(path), None) => {
+            let mut key = read(path)?;
+            // A trailing newline from an editor is not part of the secret.
+            while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                key.pop();
+            }
+            key
+        }
+        (None, None, Some(path)) => read(path)?,
+        _ => bail!("[auth.{name}.jwt] needs exactly one of secret, secret_file, public_key_file"),
+    };
+    let verifier = JwtVerifier::new(
+        &jwt.algorithm,
+        &key,
+        &jwt.username_claim,
+        jwt.topics_claim.as_deref(),
+        jwt.leeway_secs,
+    )
+    .with_context(|| format!("[auth.{name}.jwt]"))?;
+    Ok(verifier)
+}
+
+fn device_keys(name: &str, config: &DeviceKeysConfig, base: &Path) -> anyhow::Result<DeviceKeys> {
+    let mut owners = config.owners.clone();
+    if let Some(path) = &config.owners_file {
+        let path = base.join(path);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let more: BTreeMap<String, String> = toml::from_str(&text)
+            .with_context(|| format!("invalid owners file {}", path.display()))?;
+        owners.extend(more);
+    }
+    if owners.is_empty() {
+        bail!("[auth.{name}.device_keys] has no owners");
+    }
+    if let Some(bad) = owners.keys().find(|o| o.is_empty() || o.contains(':')) {
+        bail!("[auth.{name}.device_keys] owner {bad:?}: names must be non-empty, without ':'");
+    }
+    let secrets = owners
+        .into_iter()
+        .map(|(owner, secret)| (owner, secret.into_bytes()))
+        .collect();
+    Ok(DeviceKeys::new(secrets, config.window_secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profiles(text: &str) -> BTreeMap<String, AuthProfileConfig> {
+        #[derive(Deserialize)]
+        struct File {
+            auth: BTreeMap<String, AuthProfileConfig>,
+        }
+        toml::from_str::<File>(text)
+            .map(|f| f.auth)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn listeners_find_their_profiles() {
+        let setup = build(
+            &profiles("[auth.default]\nanonymous = true\n[auth.local]\nanonymous = true\n"),
+            &[],
+            None,
+            Path::new("."),
+        )
+        .map_err(|e| e.to_string());
+        let Ok(setup) = setup else {
+            panic!("{setup:?}");
+        };
+        let default = setup.profile_index(None).ok();
+        let local = setup.profile_index(Some("local")).ok();
+        assert!(default.is_some() && local.is_some() && default != local);
+        assert!(setup.profile_index(Some("missing")).is_err());
+        // Without any profile, only unnamed listeners are valid (everyone is let in).
+        let open = build(&BTreeMap::new(), &[], None, Path::new(".")).map_err(|e| e.to_string());
+        let Ok(open) = open else { panic!("{open:?}") };
+        assert_eq!(open.profile_index(None).ok(), Some(0));
+        assert!(open.profile_index(Some("default")).is_err());
+    }
+
+    #[test]
+    fn inconsistent_profiles_are_refused() {
+        let cases = [
+            "[auth.a]\nscram = true\n",
+            "[auth.a.jwt]\nalgorithm = \"HS256\"\n",
+            "[auth.a.jwt]\nalgorithm = \"none\"\nsecret = \"x\"\n",
+            "[auth.a.device_keys]\nowners = { \"a:b\" = \"s\" }\n",
+            "[auth.a.device_keys]\n",
+        ];
+        for case in cases {
+            let parsed = profiles(case);
+            assert!(!parsed.is_empty(), "{case} parses");
+            assert!(build(&parsed, &[], None, Path::new(".")).is_err(), "{case}");
+        }
+    }
+}
