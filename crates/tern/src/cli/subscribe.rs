@@ -49,6 +49,9 @@ pub(crate) struct SubArgs {
     /// Print no newline after each message.
     #[arg(short = 'N')]
     no_newline: bool,
+    /// Report the subscription and connection changes on standard error.
+    #[arg(short = 'd', long)]
+    debug: bool,
 }
 
 pub(crate) fn run(args: SubArgs) -> anyhow::Result<()> {
@@ -71,6 +74,15 @@ pub(crate) fn run(args: SubArgs) -> anyhow::Result<()> {
         let mut messages = client
             .subscribe_with(&filters, SubscribeProperties::default())
             .await?;
+        if args.debug {
+            eprintln!("subscribed: {:?}", messages.reason_codes());
+            let mut state = client.state();
+            tokio::spawn(async move {
+                while state.changed().await.is_ok() {
+                    eprintln!("connection: {:?}", *state.borrow_and_update());
+                }
+            });
+        }
         let deadline = args
             .timeout
             .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
