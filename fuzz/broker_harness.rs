@@ -41,6 +41,7 @@ fn fuzz_config() -> Config {
         },
         assigned_id_prefix: "fuzz-".to_owned(),
         persistence: true,
+        ..Config::default()
     }
 }
 

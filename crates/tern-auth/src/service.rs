@@ -340,6 +340,7 @@ mod tests {
             method: Some(&method),
             data: Some(b"n,,n=alice,r=abc"),
             profile: 0,
+            certificate_identity: None,
         };
         service.authenticate(&request)
     }
