@@ -92,10 +92,12 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Rc<Listener>, sha
                 let admitted = match shared.gate.admit(peer.ip(), Instant::now()) {
                     Ok(admitted) => admitted,
                     Err(reason) => {
-                        warn!(
-                            "refused connection from {peer} on {}: {reason}",
-                            listener.local
-                        );
+                        if shared.log_refusal() {
+                            warn!(
+                                "refused connection from {peer} on {}: {reason}",
+                                listener.local
+                            );
+                        }
                         continue;
                     }
                 };
@@ -168,10 +170,12 @@ async fn handshake_and_serve_wrapped(
     profile: usize,
 ) {
     let refuse = |reason: &str| {
-        warn!(
-            "refused connection from {peer} on {}: {reason}",
-            listener.local
-        );
+        if shared.log_refusal() {
+            warn!(
+                "refused connection from {peer} on {}: {reason}",
+                listener.local
+            );
+        }
     };
     match (tls, ws_path) {
         (None, None) => {
