@@ -477,19 +477,23 @@ fn nothing_acknowledged_is_lost_and_qos2_stays_exactly_once_across_sigkill() {
     // was stored but whose PUBACK the kill cut off.
     let (mut late, _) = RawClient::connect(tern.port, "late", true, 0).unwrap();
     late.subscribe("crash/ret/#", QoS::AtMostOnce).unwrap();
-    let mut retained = Receiver::default();
-    retained.run(&mut late, Duration::from_secs(10), |r| {
-        r.delivered.len() >= acked_retained.len()
-    });
-    for (topic, last) in &acked_retained {
+    // Whether the retained payloads in `r` hold, for `last` (a topic's last acknowledged
+    // payload, `prefix-n`), that payload or a later one of the same publisher.
+    let holds = |r: &Receiver, last: &String| {
         let (prefix, n) = last.rsplit_once('-').unwrap();
         let n: u32 = n.parse().unwrap();
-        let found = retained.delivered.keys().find(|p| {
+        r.delivered.keys().any(|p| {
             p.rsplit_once('-')
                 .is_some_and(|(pre, m)| pre == prefix && m.parse::<u32>().is_ok_and(|m| m >= n))
-        });
+        })
+    };
+    let mut retained = Receiver::default();
+    retained.run(&mut late, Duration::from_secs(10), |r| {
+        acked_retained.values().all(|last| holds(r, last))
+    });
+    for (topic, last) in &acked_retained {
         assert!(
-            found.is_some(),
+            holds(&retained, last),
             "{topic}: last acknowledged {last}, retained now {:?}",
             retained.delivered.keys().collect::<Vec<_>>()
         );
