@@ -25,6 +25,8 @@ RULES = {
     "tern-net": ({"tern-codec", "tern-core"}, {"fjall", "redb"}),
     # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
     "tern-auth": ({"tern-codec", "tern-core"}, ASYNC_IO),
+    # The client shares only the codec with the broker.
+    "tern-client": ({"tern-codec"}, {"fjall", "redb"}),
 }
 MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")
 

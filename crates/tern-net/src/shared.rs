@@ -45,20 +45,33 @@ pub(crate) struct Shared {
     pub(crate) committer: Option<Committer>,
     /// Reused buffer for store operations taken from the core.
     ops: RefCell<Vec<StoreOp>>,
+    /// Keeps a flood of refused connections (limits, failed handshakes, bad CONNECTs) from
+    /// flooding the log.
+    refusal_log: LogBudget,
 }
 
-/// Denials logged per second at most; the rest are counted and summed up in one line.
+/// Denials (and refused connections) logged per second at most; the rest are counted and
+/// summed up in one line.
 const DENIALS_LOGGED_PER_SEC: u32 = 20;
 
 /// A per-second allowance of log lines.
 #[derive(Default)]
 struct LogBudget {
+    /// What the lines are about, for the summing-up line.
+    what: &'static str,
     second: Cell<u64>,
     logged: Cell<u32>,
     suppressed: Cell<u64>,
 }
 
 impl LogBudget {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            ..Self::default()
+        }
+    }
+
     /// Whether one more line may be logged at `now`.
     fn admit(&self, now: Time) -> bool {
         let second = now.as_millis() / 1000;
@@ -67,7 +80,10 @@ impl LogBudget {
             self.logged.set(0);
             let suppressed = self.suppressed.replace(0);
             if suppressed > 0 {
-                warn!("{suppressed} more denials not logged (limit {DENIALS_LOGGED_PER_SEC}/s)");
+                warn!(
+                    "{suppressed} more {} not logged (limit {DENIALS_LOGGED_PER_SEC}/s)",
+                    self.what
+                );
             }
         }
         if self.logged.get() >= DENIALS_LOGGED_PER_SEC {
@@ -111,7 +127,8 @@ impl Shared {
             timer_wake: Notify::new(),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
-            denial_log: LogBudget::default(),
+            denial_log: LogBudget::new("denials"),
+            refusal_log: LogBudget::new("refused connections"),
             auth_slots: Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, usize::from)
@@ -140,6 +157,11 @@ impl Shared {
         self.broker
             .borrow_mut()
             .connection_opened_with(id, info, self.now());
+    }
+
+    /// Whether one more refused connection may be logged now (at most 20 a second).
+    pub(crate) fn log_refusal(&self) -> bool {
+        self.refusal_log.admit(self.now())
     }
 
     /// Time a connection has for its handshakes (and, once they are done, for CONNECT).
@@ -173,10 +195,13 @@ impl Shared {
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
         while let Some(event) = broker.poll_event() {
-            if let Event::Denied { .. } = event {
-                if !self.denial_log.admit(self.now()) {
-                    continue;
-                }
+            let budget = match event {
+                Event::Denied { .. } => Some(&self.denial_log),
+                Event::Refused { .. } => Some(&self.refusal_log),
+                _ => None,
+            };
+            if budget.is_some_and(|budget| !budget.admit(self.now())) {
+                continue;
             }
             log_event(&event);
         }

@@ -351,6 +351,9 @@ mod tests {
         assert!(matches!(&net[0].transport, Transport::Tls(tls)
             if tls.client_ca.is_some() && tls.require_client_certificate));
         assert!(net[0].use_identity_as_username);
+        assert_eq!(file.listener[0].auth.as_deref(), Some("devices"));
+        assert!(file.auth.contains_key("devices") && file.auth.contains_key("default"));
+        assert_eq!(file.acl.len(), 2);
         assert!(
             matches!(&net[1].transport, Transport::SecureWebSocket { path, .. } if path == "/mqtt")
         );

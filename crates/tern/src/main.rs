@@ -1,6 +1,8 @@
-//! The `tern` command line: `serve` runs the broker, `passwd` manages password files.
+//! The `tern` command line: `serve` runs the broker, `passwd` manages password files;
+//! `pub`, `sub` and `req` are clients.
 
 mod auth_config;
+mod cli;
 mod config;
 mod passwd;
 
@@ -38,6 +40,12 @@ enum Command {
     /// Add, change (-D: delete) a user in a password file; the password is prompted for, or
     /// read from standard input when it is not a terminal.
     Passwd(passwd::PasswdArgs),
+    /// Publish a message (like mosquitto_pub).
+    Pub(cli::publish::PubArgs),
+    /// Subscribe and print messages (like mosquitto_sub).
+    Sub(cli::subscribe::SubArgs),
+    /// Send a request and print the response (MQTT 5 request/response).
+    Req(cli::request::ReqArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +75,9 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Passwd(args) => passwd::run(&args),
+        Command::Pub(args) => cli::publish::run(args),
+        Command::Sub(args) => cli::subscribe::run(args),
+        Command::Req(args) => cli::request::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

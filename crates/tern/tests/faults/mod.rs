@@ -1,0 +1,245 @@
+//! Test infrastructure for the client's fault-injection suite: a TCP proxy that drops, resets
+//! or blackholes connections after a random number of forwarded bytes, and a launcher for
+//! Debian's `mosquitto` broker on a free loopback port.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does to a connection when its byte budget runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Close both sides (FIN).
+    Drop,
+    /// Abort both sides (RST).
+    Reset,
+    /// Stop forwarding without closing: neither TCP end notices.
+    Blackhole,
+}
+
+/// Counts of injected faults, by kind and by where they struck.
+#[derive(Debug, Default)]
+pub(crate) struct FaultCounts {
+    pub(crate) drop: AtomicUsize,
+    pub(crate) reset: AtomicUsize,
+    pub(crate) blackhole: AtomicUsize,
+    /// Faults before the CONNECT packet was fully forwarded.
+    pub(crate) mid_connect: AtomicUsize,
+    pub(crate) connections: AtomicUsize,
+}
+
+impl FaultCounts {
+    pub(crate) fn total(&self) -> usize {
+        self.drop.load(Ordering::Relaxed)
+            + self.reset.load(Ordering::Relaxed)
+            + self.blackhole.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "{} faults over {} connections: {} drops, {} resets, {} blackholes, {} mid-CONNECT",
+            self.total(),
+            self.connections.load(Ordering::Relaxed),
+            self.drop.load(Ordering::Relaxed),
+            self.reset.load(Ordering::Relaxed),
+            self.blackhole.load(Ordering::Relaxed),
+            self.mid_connect.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A proxy in front of a broker, injecting one fault per connection after a random budget of
+/// forwarded bytes (seeded, so a failing run can be replayed with the printed seed).
+pub(crate) struct FaultProxy {
+    pub(crate) port: u16,
+    pub(crate) counts: Arc<FaultCounts>,
+    /// Blackholed connections stay open (and unread) until the proxy is dropped.
+    held: Arc<Mutex<Vec<(TcpStream, TcpStream)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Proxies to `127.0.0.1:upstream`. Budgets are uniform in `0..budget_max` bytes, or in
+    /// `0..40` for one connection in six, which cuts the CONNECT or CONNACK itself.
+    pub(crate) async fn start(upstream: u16, seed: u64, budget_max: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let port = listener.local_addr().expect("proxy address").port();
+        let counts = Arc::new(FaultCounts::default());
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (task_counts, task_held) = (counts.clone(), held.clone());
+        let task = tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(broker) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = broker.set_nodelay(true);
+                let fault = match rng.u8(0..10) {
+                    0..=3 => Fault::Drop,
+                    4..=7 => Fault::Reset,
+                    _ => Fault::Blackhole,
+                };
+                // One connection in six is cut within its first bytes: in the middle of
+                // CONNECT or CONNACK.
+                let budget = if rng.u8(0..6) == 0 {
+                    rng.usize(0..40)
+                } else {
+                    rng.usize(0..budget_max)
+                };
+                task_counts.connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(pipe(
+                    client,
+                    broker,
+                    budget,
+                    fault,
+                    task_counts.clone(),
+                    task_held.clone(),
+                ));
+            }
+        });
+        Self {
+            port,
+            counts,
+            held,
+            task,
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+        }
+    }
+}
+
+async fn pipe(
+    mut client: TcpStream,
+    mut broker: TcpStream,
+    budget: usize,
+    fault: Fault,
+    counts: Arc<FaultCounts>,
+    held: Arc<Mutex<Vec<(TcpStream, TcpStream)>>>,
+) {
+    let mut remaining = budget;
+    let mut to_broker = 0usize;
+    let mut up = vec![0u8; 4096];
+    let mut down = vec![0u8; 4096];
+    loop {
+        if remaining == 0 {
+            break;
+        }
+        tokio::select! {
+            read = client.read(&mut up) => {
+                let Ok(n) = read else { return };
+                if n == 0 { return }
+                let k = n.min(remaining);
+                if broker.write_all(&up[..k]).await.is_err() { return }
+                remaining -= k;
+                to_broker += k;
+            }
+            read = broker.read(&mut down) => {
+                let Ok(n) = read else { return };
+                if n == 0 { return }
+                let k = n.min(remaining);
+                if client.write_all(&down[..k]).await.is_err() { return }
+                remaining -= k;
+            }
+        }
+    }
+    // A CONNECT from these tests is at least 30 bytes; fewer forwarded means it was cut.
+    if to_broker < 30 {
+        counts.mid_connect.fetch_add(1, Ordering::Relaxed);
+    }
+    match fault {
+        Fault::Drop => {
+            counts.drop.fetch_add(1, Ordering::Relaxed);
+        }
+        Fault::Reset => {
+            counts.reset.fetch_add(1, Ordering::Relaxed);
+            let _ = client.set_zero_linger();
+            let _ = broker.set_zero_linger();
+        }
+        Fault::Blackhole => {
+            counts.blackhole.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut held) = held.lock() {
+                held.push((client, broker));
+            }
+        }
+    }
+}
+
+/// A free loopback port (bound then released; the broker binds it right after).
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Debian's mosquitto on a free loopback port, with in-flight and queue limits raised so they
+/// are not what the tests measure; killed when dropped.
+pub(crate) struct Mosquitto {
+    child: Child,
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     max_inflight_messages 0\nmax_queued_messages 1000000\n\
+                     max_queued_bytes 0\nset_tcp_nodelay true\n"
+                ),
+            )
+            .expect("write mosquitto.conf");
+            let mut child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto is installed (scripts/setup-test-deps.sh)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // Port taken in the meantime: try another.
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("mosquitto did not start");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
