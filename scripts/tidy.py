@@ -14,11 +14,19 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_LINES = 800
 # crate -> (workspace crates it may depend on, external crates it must not use)
+ASYNC_IO = {"tokio", "mio", "async-std", "socket2"}
 RULES = {
-    "tern-codec": (set(), {"tokio", "mio", "async-std", "socket2"}),
+    "tern-codec": (set(), ASYNC_IO),
+    # The core emits store operations; it never calls (or knows) the store or its engine.
+    "tern-core": ({"tern-codec"}, ASYNC_IO | {"fjall", "redb"}),
+    # The store implements the core's trait on its engine; it knows nothing of the network.
+    "tern-store": ({"tern-codec", "tern-core"}, ASYNC_IO),
+    # The network runtime drives any `Store`; the engine stays behind the trait.
+    "tern-net": ({"tern-codec", "tern-core"}, {"fjall", "redb"}),
     # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
-    "tern-auth": ({"tern-codec", "tern-core"}, {"tokio", "mio", "async-std", "socket2"}),
-    "tern-client": ({"tern-codec"}, set()),
+    "tern-auth": ({"tern-codec", "tern-core"}, ASYNC_IO),
+    # The client shares only the codec with the broker.
+    "tern-client": ({"tern-codec"}, {"fjall", "redb"}),
 }
 MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")
 

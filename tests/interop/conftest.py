@@ -7,7 +7,7 @@ fixture (set it with ``@pytest.mark.broker_config({...})`` or override the fixtu
 
 Tern is started as::
 
-    $TERN_BIN serve --bind 127.0.0.1 --port 0 [--config FILE.toml]
+    $TERN_BIN serve --bind 127.0.0.1 --port 0 --data-dir WORKDIR/tern-data [--config FILE.toml]
 
 (``TERN_BIN`` defaults to ``target/debug/tern`` in the repository) in a scratch working
 directory, and is ready once it prints a line matching ``LISTENING`` on stdout or stderr.
@@ -221,7 +221,9 @@ class Broker:
             raise BrokerError(
                 f"tern binary not found at {binary}: build it with `cargo build -p tern` "
                 f"or point TERN_BIN at it (TERN_TEST_BROKER=mosquitto runs the reference broker)")
-        command = [str(binary), "serve", "--bind", "127.0.0.1", "--port", "0"]
+        # Each broker keeps its durable state in its own directory, kept across restart().
+        command = [str(binary), "serve", "--bind", "127.0.0.1", "--port", "0",
+                   "--data-dir", str(self.workdir / "tern-data")]
         if self.options:
             command += ["--config", str(write_toml(self.options, self.workdir / "tern.toml"))]
         return command

@@ -257,7 +257,7 @@ fn deltas(subscribers: usize, sensors: usize, readings_per_sec: u64, seconds: u6
     let published = per_window as u64 * windows;
     let deltas = bench.written_packets - packets;
     println!(
-        "{published} publishes in, {deltas} delta messages out ({:.1} MiB) in {:.0} ms of CPU: \
+        "{published} publishes in, {deltas} delta messages out ({:.1} MiB) in {:.0} ms: \
          {:.0} publishes/s and {:.0} deltas/s, broker thread {:.0}% busy",
         mib((bench.written_bytes - bytes) as usize),
         ms(elapsed),

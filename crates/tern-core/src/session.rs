@@ -212,6 +212,23 @@ impl Session {
         Some(delivery)
     }
 
+    /// Drops the queued deliveries whose message has expired at `now`; returns their sequence
+    /// numbers.
+    pub fn purge_expired(&mut self, now: Time) -> Vec<u64> {
+        let mut purged = Vec::new();
+        let mut freed = 0;
+        self.queue.retain(|delivery| {
+            let expired = delivery.message.is_expired(now);
+            if expired {
+                purged.push(delivery.seq);
+                freed += delivery.message.payload.len();
+            }
+            !expired
+        });
+        self.queued_bytes -= freed;
+        purged
+    }
+
     /// Payload bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

@@ -12,7 +12,7 @@ use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
-use crate::types::SharedMessage;
+use crate::types::{SharedMessage, Time};
 
 /// The durable part of a session: who it is, how long it lives, what it subscribed to, its will.
 #[derive(Debug, Clone)]
@@ -25,6 +25,11 @@ pub struct SessionRecord {
     pub subscriptions: Vec<(TopicFilter, SubscriptionInfo)>,
     /// Its will, if the last connection left one.
     pub will: Option<PendingWill>,
+    /// When the session expires, if its connection has ended (`None` while connected: a
+    /// session recovered without a deadline counts as disconnected at recovery).
+    pub expires_at: Option<Time>,
+    /// When its will is due, if its connection has ended and the will is delayed.
+    pub will_at: Option<Time>,
 }
 
 /// Where an outgoing QoS 1/2 delivery stands, as far as a restart must know.

@@ -154,3 +154,99 @@ fn nothing_is_recorded_without_persistence_or_for_clean_sessions() {
         "a session that ends with its connection is never stored"
     );
 }
+
+#[test]
+fn will_and_session_expiry_count_from_the_disconnect_not_from_the_restart() {
+    let mut store = MemoryStore::default();
+    let mut t = TestBroker::with_config(persistent_config());
+    let watcher = t.connect("watcher", V5, Opts::new().resume().expiry(3600));
+    t.subscribe(&watcher, "wills/#", Q1);
+    let gone = t.connect(
+        "gone",
+        V5,
+        Opts::new()
+            .resume()
+            .expiry(20)
+            .will(delayed_will("wills/gone", "bye", 10)),
+    );
+    t.subscribe(&gone, "x", Q1);
+    t.lose(&gone);
+    t.lose(&watcher);
+    t.skip(6_000);
+    flush_ops(&mut t, &mut store);
+
+    // Restarted 6 s after the disconnect: the will is due 4 s later, not 10.
+    restart(&mut t, &mut store);
+    t.advance(3_900);
+    let watcher = t.connect("watcher", V5, Opts::new().resume().expiry(3600));
+    t.expect_silent(&watcher);
+    t.advance(200);
+    let wills = t.recv(&watcher);
+    assert_eq!(wills.len(), 1, "{wills:?}");
+    assert_eq!(payload(&wills[0]).0, "bye");
+
+    // The session expires 20 s after the disconnect; what the store removes goes with it.
+    t.advance(9_800);
+    flush_ops(&mut t, &mut store);
+    restart(&mut t, &mut store);
+    let again = t.connect("gone", V5, Opts::new().resume().expiry(20));
+    assert!(
+        again.connack.session_present,
+        "still there 19.9 s after the disconnect"
+    );
+    t.lose(&again);
+    t.advance(20_001);
+    flush_ops(&mut t, &mut store);
+    restart(&mut t, &mut store);
+    let after = t.connect("gone", V5, Opts::new().resume().expiry(20));
+    assert!(!after.connack.session_present, "expired and purged");
+}
+
+#[test]
+fn sys_statistics_are_not_stored() {
+    let mut t = TestBroker::with_config(persistent_config());
+    let now = t.now;
+    t.broker
+        .publish_sys(now, tern_core::TrafficTotals::default(), "test");
+    let ops: Vec<_> = std::iter::from_fn(|| t.broker.poll_store_op()).collect();
+    assert!(ops.is_empty(), "{ops:?}");
+    // A client's own retained message under `$` is stored as any other.
+    let publisher = t.connect("pub", V5, Opts::new());
+    t.send(&publisher, retained("$app/state", "on", Q1, 1));
+    let ops: Vec<_> = std::iter::from_fn(|| t.broker.poll_store_op()).collect();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+}
+
+#[test]
+fn expired_messages_leave_offline_queues_and_the_store_while_running() {
+    let mut store = MemoryStore::default();
+    let mut t = TestBroker::with_config(persistent_config());
+    let sub = t.connect("sub", V5, Opts::new().resume().expiry(3600));
+    t.subscribe(&sub, "q", Q1);
+    t.lose(&sub);
+    let publisher = t.connect("pub", V5, Opts::new());
+    t.send(
+        &publisher,
+        publish_with("q", "brief", Q1, 1, |p| {
+            p.properties.message_expiry_interval = Some(30)
+        }),
+    );
+    t.send(&publisher, publish("q", "lasting", Q1, 2));
+    flush_ops(&mut t, &mut store);
+    assert_eq!(store.load().expect("loads").sessions[0].deliveries.len(), 2);
+
+    // Nobody reconnects; within a sweep interval after the expiry the message is gone.
+    t.advance_secs(31);
+    t.advance_secs(60);
+    flush_ops(&mut t, &mut store);
+    let snapshot = store.load().expect("loads");
+    let left: Vec<String> = snapshot.sessions[0]
+        .deliveries
+        .iter()
+        .map(|(d, _)| String::from_utf8_lossy(&d.message.payload).into_owned())
+        .collect();
+    assert_eq!(left, ["lasting"]);
+    let sub = t.connect("sub", V5, Opts::new().resume().expiry(3600));
+    let got: Vec<String> = t.recv(&sub).iter().map(|p| payload(p).0).collect();
+    assert_eq!(got, ["lasting"]);
+}

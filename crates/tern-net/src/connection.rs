@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use tern_codec::{Decoder, ProtocolVersion};
+use tern_codec::{Decoder, Packet, ProtocolVersion, QoS};
 use tern_core::{ConnectionId, ConnectionInfo, Transmit};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -91,6 +91,19 @@ fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf
     shared.after_input();
 }
 
+/// Whether `transmit` may overtake the sync of the state it was produced with. A QoS 0 or 1
+/// delivery may: if the broker dies before its message is durable, the publisher got no
+/// acknowledgement and sends it again, and a second copy is allowed at these QoS levels. A
+/// QoS 2 delivery may not (a second copy would break exactly-once), nor may anything that
+/// acknowledges state (PUBACK, PUBREC, PUBCOMP, CONNACK, SUBACK, ...).
+fn promises_nothing(transmit: &Transmit) -> bool {
+    match transmit {
+        Transmit::Packet(Packet::Publish(publish)) => publish.qos != QoS::ExactlyOnce,
+        Transmit::Packet(Packet::PingResp) => true,
+        _ => false,
+    }
+}
+
 /// Encodes and writes everything queued for `id`; returns whether the connection must close.
 async fn flush<S>(
     shared: &Shared,
@@ -107,7 +120,18 @@ where
             let mut broker = shared.broker.borrow_mut();
             let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
             while write_buf.len() < WRITE_BATCH_BYTES_MAX {
-                match broker.poll_transmit(id) {
+                // Packets produced with store operations wait until those are durable, except
+                // those that promise nothing about stored state.
+                if !shared.may_transmit(id)
+                    && !broker.peek_transmit(id).is_some_and(promises_nothing)
+                {
+                    break;
+                }
+                let transmit = broker.poll_transmit(id);
+                if transmit.is_some() {
+                    shared.transmitted(id);
+                }
+                match transmit {
                     Some(Transmit::Packet(packet)) => {
                         // A packet the codec cannot encode is a core bug; drop it rather than the connection.
                         if let Err(error) = packet.encode(version, write_buf) {

@@ -6,6 +6,7 @@
 //! connections with new output are woken once. See ARCHITECTURE.md for why one thread.
 
 mod connection;
+mod durable;
 mod gate;
 mod listener;
 mod shared;
@@ -16,16 +17,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tern_core::{Authenticator, Authorizer};
+use tern_core::{Authenticator, Authorizer, Snapshot, Store};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::LocalSet;
-use tracing::info;
+use tracing::{error, info};
 
 pub use gate::AdmissionLimits;
 pub use tls::{TlsError, TlsSettings};
 
+use durable::{Commit, Committer};
 use listener::Listener;
 use shared::Shared;
 
@@ -110,6 +113,9 @@ pub enum NetError {
         /// Why.
         source: TlsError,
     },
+    /// The durable store failed while running; what was not yet durable was not acknowledged.
+    #[error("the store failed: {0}")]
+    Store(String),
 }
 
 /// A server whose listeners are bound but not yet accepting.
@@ -119,6 +125,24 @@ pub struct Server {
     listeners: Vec<(TcpListener, Listener)>,
     authenticator: Option<Box<dyn Authenticator>>,
     authorizer: Option<Box<dyn Authorizer>>,
+    durable: Option<Durable>,
+}
+
+/// A durable store attached to the server: its thread, and the state it held at start.
+struct Durable {
+    committer: Committer,
+    commits: watch::Receiver<Commit>,
+    snapshot: Snapshot,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("retained", &self.snapshot.retained.len())
+            .field("sessions", &self.snapshot.sessions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -141,7 +165,26 @@ impl Server {
             listeners,
             authenticator: None,
             authorizer: None,
+            durable: None,
         })
+    }
+
+    /// Makes the server's state durable in `store`, starting from `snapshot` (what the store
+    /// held). `epoch` is the instant the store's clock counts `Time` from. The core must run
+    /// with `Config::persistence` on. Packets produced with store operations are written only
+    /// once `store.apply` has returned for them.
+    pub fn with_store<S>(mut self, store: S, snapshot: Snapshot, epoch: Instant) -> Self
+    where
+        S: Store + Send + 'static,
+    {
+        let (committer, commits) = Committer::start(store);
+        self.durable = Some(Durable {
+            committer,
+            commits,
+            snapshot,
+            epoch,
+        });
+        self
     }
 
     /// Installs the authentication and authorisation hooks (the defaults let everyone in and
@@ -163,16 +206,31 @@ impl Server {
             .collect()
     }
 
-    /// Accepts and serves connections until `shutdown` completes, then tells every client the
-    /// server is going away and waits (up to the grace period) for them to flush. On Unix,
-    /// SIGHUP reloads the certificates of TLS listeners.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Accepts and serves connections until `shutdown` completes (or the store fails), then
+    /// tells every client the server is going away and waits (up to the grace period) for them
+    /// to flush. On Unix, SIGHUP reloads the certificates of TLS listeners.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NetError> {
         let local = LocalSet::new();
-        local.run_until(self.serve(shutdown)).await;
+        local.run_until(self.serve(shutdown)).await
     }
 
-    async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let shared = Rc::new(Shared::new(self.config.core.clone(), self.config.admission));
+    async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), NetError> {
+        let (epoch, snapshot, committer, commits) = match self.durable {
+            Some(d) => (
+                d.epoch,
+                Some(d.snapshot),
+                Some(d.committer),
+                Some(d.commits),
+            ),
+            None => (Instant::now(), None, None, None),
+        };
+        let shared = Rc::new(Shared::new(
+            self.config.core.clone(),
+            self.config.admission,
+            epoch,
+            snapshot,
+            committer,
+        ));
         {
             let mut broker = shared.broker.borrow_mut();
             if let Some(authenticator) = self.authenticator {
@@ -181,6 +239,18 @@ impl Server {
             if let Some(authorizer) = self.authorizer {
                 broker.set_authorizer(authorizer);
             }
+        }
+        // What the restored broker purged goes to the store before anything else.
+        shared.after_input();
+        let failure = Rc::new(tokio::sync::Notify::new());
+        let failed = Rc::new(std::cell::RefCell::new(None));
+        if let Some(commits) = commits {
+            tokio::task::spawn_local(commit_loop(
+                Rc::clone(&shared),
+                commits,
+                Rc::clone(&failure),
+                Rc::clone(&failed),
+            ));
         }
         tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
         let mut all = Vec::new();
@@ -199,7 +269,10 @@ impl Server {
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         #[cfg(unix)]
         tokio::task::spawn_local(listener::reload_on_hangup(all));
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = failure.notified() => {}
+        }
         info!(
             "shutting down: disconnecting {} connection(s)",
             shared.connection_count()
@@ -207,8 +280,48 @@ impl Server {
         shared.shutdown();
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while shared.connection_count() > 0 && tokio::time::Instant::now() < deadline {
-            shared.closed.notified().await;
+            // Also wakes on the deadline: a connection waiting on a failed store never closes.
+            let _ = tokio::time::timeout_at(deadline, shared.closed.notified()).await;
         }
+        if let Some(committer) = &shared.committer {
+            committer.close();
+        }
+        let message = failed.borrow_mut().take();
+        match message {
+            Some(message) => Err(NetError::Store(message)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Hears from the store thread: wakes connections whose packets became durable, and stops
+/// the server if the store fails.
+async fn commit_loop(
+    shared: Rc<Shared>,
+    mut commits: watch::Receiver<Commit>,
+    failure: Rc<tokio::sync::Notify>,
+    failed: Rc<std::cell::RefCell<Option<String>>>,
+) {
+    while commits.changed().await.is_ok() {
+        let commit = commits.borrow_and_update().clone();
+        let message = match commit {
+            Commit::Through(seq) => {
+                shared.committed(seq);
+                continue;
+            }
+            Commit::Failed(message) => message,
+        };
+        error!("the store failed, stopping: {message}");
+        *failed.borrow_mut() = Some(message);
+        failure.notify_one();
+        return;
+    }
+    // The store thread is gone without a word (it panicked) unless shutdown closed it.
+    if shared.committer.as_ref().is_some_and(|c| !c.is_closing()) {
+        let message = "the store thread stopped".to_owned();
+        error!("{message}, stopping");
+        *failed.borrow_mut() = Some(message);
+        failure.notify_one();
     }
 }
 

@@ -92,10 +92,12 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Rc<Listener>, sha
                 let admitted = match shared.gate.admit(peer.ip(), Instant::now()) {
                     Ok(admitted) => admitted,
                     Err(reason) => {
-                        warn!(
-                            "refused connection from {peer} on {}: {reason}",
-                            listener.local
-                        );
+                        if shared.log_refusal() {
+                            warn!(
+                                "refused connection from {peer} on {}: {reason}",
+                                listener.local
+                            );
+                        }
                         continue;
                     }
                 };
@@ -128,10 +130,12 @@ async fn handshake_and_serve(
 ) {
     let deadline = Duration::from_millis(shared.connect_timeout_millis().max(1));
     let refuse = |reason: &str| {
-        warn!(
-            "refused connection from {peer} on {}: {reason}",
-            listener.local
-        );
+        if shared.log_refusal() {
+            warn!(
+                "refused connection from {peer} on {}: {reason}",
+                listener.local
+            );
+        }
     };
     let message_max = shared.packet_size_max() as usize + WS_MESSAGE_SLACK_BYTES;
     let profile = listener.auth_profile;

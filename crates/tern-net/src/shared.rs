@@ -1,5 +1,5 @@
 //! State shared by the tasks of the one broker thread: the core, the wakers of connection
-//! tasks, the clock, and the byte counters.
+//! tasks, the clock, the byte counters and, with a durable store, group commit.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -7,12 +7,13 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use tern_core::{
-    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, Event, Time,
-    TrafficTotals,
+    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, Event,
+    Snapshot, StoreOp, Time, TrafficTotals,
 };
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::durable::Committer;
 use crate::gate::{AdmissionLimits, Gate};
 
 pub(crate) struct Shared {
@@ -40,20 +41,37 @@ pub(crate) struct Shared {
     auth_slots: Semaphore,
     /// Keeps a client that keeps publishing where it may not from flooding the log.
     denial_log: LogBudget,
+    /// Group commit with the store thread, when state is durable.
+    pub(crate) committer: Option<Committer>,
+    /// Reused buffer for store operations taken from the core.
+    ops: RefCell<Vec<StoreOp>>,
+    /// Keeps a flood of refused connections (limits, failed handshakes, bad CONNECTs) from
+    /// flooding the log.
+    refusal_log: LogBudget,
 }
 
-/// Denials logged per second at most; the rest are counted and summed up in one line.
+/// Denials (and refused connections) logged per second at most; the rest are counted and
+/// summed up in one line.
 const DENIALS_LOGGED_PER_SEC: u32 = 20;
 
 /// A per-second allowance of log lines.
 #[derive(Default)]
 struct LogBudget {
+    /// What the lines are about, for the summing-up line.
+    what: &'static str,
     second: Cell<u64>,
     logged: Cell<u32>,
     suppressed: Cell<u64>,
 }
 
 impl LogBudget {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            ..Self::default()
+        }
+    }
+
     /// Whether one more line may be logged at `now`.
     fn admit(&self, now: Time) -> bool {
         let second = now.as_millis() / 1000;
@@ -62,7 +80,10 @@ impl LogBudget {
             self.logged.set(0);
             let suppressed = self.suppressed.replace(0);
             if suppressed > 0 {
-                warn!("{suppressed} more denials not logged (limit {DENIALS_LOGGED_PER_SEC}/s)");
+                warn!(
+                    "{suppressed} more {} not logged (limit {DENIALS_LOGGED_PER_SEC}/s)",
+                    self.what
+                );
             }
         }
         if self.logged.get() >= DENIALS_LOGGED_PER_SEC {
@@ -78,10 +99,22 @@ impl LogBudget {
 const AUTH_CHECKS_PARALLEL_MAX: usize = 4;
 
 impl Shared {
-    pub(crate) fn new(config: tern_core::Config, admission: AdmissionLimits) -> Self {
-        let epoch = Instant::now();
+    /// `epoch` is the instant of `Time` zero; a `snapshot` from a store rebuilds the broker,
+    /// and a `committer` makes what it does durable.
+    pub(crate) fn new(
+        config: tern_core::Config,
+        admission: AdmissionLimits,
+        epoch: Instant,
+        snapshot: Option<Snapshot>,
+        committer: Option<Committer>,
+    ) -> Self {
+        let now = Time::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let broker = match snapshot {
+            Some(snapshot) => Broker::restore(config, now, snapshot),
+            None => Broker::new(config, now),
+        };
         Self {
-            broker: RefCell::new(Broker::new(config, Time::from_millis(0))),
+            broker: RefCell::new(broker),
             wakers: RefCell::new(HashMap::new()),
             epoch,
             next_id: Cell::new(1),
@@ -94,12 +127,15 @@ impl Shared {
             timer_wake: Notify::new(),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
-            denial_log: LogBudget::default(),
+            denial_log: LogBudget::new("denials"),
+            refusal_log: LogBudget::new("refused connections"),
             auth_slots: Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, usize::from)
                     .min(AUTH_CHECKS_PARALLEL_MAX),
             ),
+            committer,
+            ops: RefCell::new(Vec::new()),
         }
     }
 
@@ -115,9 +151,17 @@ impl Shared {
 
     pub(crate) fn register(&self, id: ConnectionId, waker: Rc<Notify>, info: ConnectionInfo) {
         self.wakers.borrow_mut().insert(id, waker);
+        if let Some(committer) = &self.committer {
+            committer.register(id);
+        }
         self.broker
             .borrow_mut()
             .connection_opened_with(id, info, self.now());
+    }
+
+    /// Whether one more refused connection may be logged now (at most 20 a second).
+    pub(crate) fn log_refusal(&self) -> bool {
+        self.refusal_log.admit(self.now())
     }
 
     /// Time a connection has for its handshakes (and, once they are done, for CONNECT).
@@ -132,6 +176,9 @@ impl Shared {
     pub(crate) fn unregister(&self, id: ConnectionId) {
         self.broker.borrow_mut().connection_lost(id, self.now());
         self.wakers.borrow_mut().remove(&id);
+        if let Some(committer) = &self.committer {
+            committer.unregister(id);
+        }
         self.after_input();
         self.closed.notify_waiters();
     }
@@ -140,17 +187,21 @@ impl Shared {
         self.wakers.borrow().len()
     }
 
-    /// After the core has taken input: wake every connection with new output, once, and log
+    /// After the core has taken input: hand its store operations to the store thread (gating
+    /// the packets produced with them), wake every connection with new output, once, and log
     /// what happened.
     pub(crate) fn after_input(&self) {
         let mut woken = self.woken.borrow_mut();
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
         while let Some(event) = broker.poll_event() {
-            if let Event::Denied { .. } = event {
-                if !self.denial_log.admit(self.now()) {
-                    continue;
-                }
+            let budget = match event {
+                Event::Denied { .. } => Some(&self.denial_log),
+                Event::Refused { .. } => Some(&self.refusal_log),
+                _ => None,
+            };
+            if budget.is_some_and(|budget| !budget.admit(self.now())) {
+                continue;
             }
             log_event(&event);
         }
@@ -168,6 +219,16 @@ impl Shared {
             self.auth_wake.notify_one();
         }
         drop(jobs);
+        if let Some(committer) = &self.committer {
+            let mut ops = self.ops.borrow_mut();
+            while let Some(op) = broker.poll_store_op() {
+                ops.push(op);
+            }
+            if !ops.is_empty() {
+                let batch = std::mem::take(&mut *ops);
+                committer.submit(batch, &woken, |id| broker.pending_transmits(id));
+            }
+        }
         drop(broker);
         let wakers = self.wakers.borrow();
         for id in woken.drain(..) {
@@ -215,6 +276,33 @@ impl Shared {
                     shared.after_input();
                 });
             }
+        }
+    }
+
+    /// Batches up to `seq` are durable: wake the connections whose packets were waiting.
+    pub(crate) fn committed(&self, seq: u64) {
+        let Some(committer) = &self.committer else {
+            return;
+        };
+        let mut ready = Vec::new();
+        committer.committed(seq, &mut ready);
+        let wakers = self.wakers.borrow();
+        for id in ready {
+            if let Some(waker) = wakers.get(&id) {
+                waker.notify_one();
+            }
+        }
+    }
+
+    /// Whether the next packet for `id` may be written (its store operations are durable).
+    pub(crate) fn may_transmit(&self, id: ConnectionId) -> bool {
+        self.committer.as_ref().is_none_or(|c| c.may_transmit(id))
+    }
+
+    /// Notes that a packet for `id` was taken from the core.
+    pub(crate) fn transmitted(&self, id: ConnectionId) {
+        if let Some(committer) = &self.committer {
+            committer.transmitted(id);
         }
     }
 

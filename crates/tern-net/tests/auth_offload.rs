@@ -150,7 +150,8 @@ fn a_blocked_credential_check_does_not_stall_other_clients() {
                 .run(async {
                     let _ = stop_rx.await;
                 })
-                .await;
+                .await
+                .unwrap();
         });
     });
     let addr = addr_rx.recv_timeout(WAIT).unwrap();

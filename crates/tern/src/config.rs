@@ -33,6 +33,42 @@ pub(crate) struct FileConfig {
     pub(crate) acl_file: Option<PathBuf>,
     #[serde(default)]
     pub(crate) trees: TreesConfig,
+    #[serde(default)]
+    pub(crate) store: StoreConfig,
+}
+
+/// Where and how durably the broker keeps its state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreConfig {
+    /// The data directory; `./tern-data` by default.
+    pub(crate) dir: Option<PathBuf>,
+    /// How durable an acknowledged message is; `fsync` by default.
+    pub(crate) durability: Option<Durability>,
+}
+
+/// How durable an acknowledged message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Durability {
+    /// Synced to disk before it is acknowledged: survives a crash and a power loss.
+    Fsync,
+    /// Written to the operating system before it is acknowledged: survives the broker being
+    /// killed, not an operating-system crash or a power loss.
+    Os,
+    /// Kept in memory only: lost when the broker stops.
+    None,
+}
+
+/// The data directory: the flag wins over the file; with neither, `./tern-data`.
+pub(crate) fn data_dir(file: &FileConfig, flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| file.store.dir.clone())
+        .unwrap_or_else(|| PathBuf::from("tern-data"))
+}
+
+/// The durability: the flag wins over the file; with neither, `fsync`.
+pub(crate) fn durability(file: &FileConfig, flag: Option<Durability>) -> Durability {
+    flag.or(file.store.durability).unwrap_or(Durability::Fsync)
 }
 
 /// Mirrors [`tern_core::TreeConfig`]: how `$tree/` subscriptions batch their deltas.
@@ -315,6 +351,9 @@ mod tests {
         assert!(matches!(&net[0].transport, Transport::Tls(tls)
             if tls.client_ca.is_some() && tls.require_client_certificate));
         assert!(net[0].use_identity_as_username);
+        assert_eq!(file.listener[0].auth.as_deref(), Some("devices"));
+        assert!(file.auth.contains_key("devices") && file.auth.contains_key("default"));
+        assert_eq!(file.acl.len(), 2);
         assert!(
             matches!(&net[1].transport, Transport::SecureWebSocket { path, .. } if path == "/mqtt")
         );
@@ -355,5 +394,28 @@ mod tests {
                 "accepted: {extra}"
             );
         }
+    }
+
+    #[test]
+    fn the_example_file_parses_and_gives_the_defaults() {
+        let file: FileConfig = toml::from_str(include_str!("../../../tern.example.toml")).unwrap();
+        assert_eq!(durability(&file, None), Durability::Fsync);
+        assert_eq!(data_dir(&file, None), PathBuf::from("tern-data"));
+        assert_eq!(file.limits.to_limits().unwrap(), Limits::default());
+    }
+
+    #[test]
+    fn flags_win_over_the_store_section() {
+        let file: FileConfig =
+            toml::from_str("[store]\ndir = \"/var/lib/tern\"\ndurability = \"os\"\n").unwrap();
+        assert_eq!(durability(&file, None), Durability::Os);
+        assert_eq!(data_dir(&file, None), PathBuf::from("/var/lib/tern"));
+        assert_eq!(durability(&file, Some(Durability::None)), Durability::None);
+        assert_eq!(
+            data_dir(&file, Some(PathBuf::from("d"))),
+            PathBuf::from("d")
+        );
+        assert!(toml::from_str::<FileConfig>("[store]\ndurability = \"sometimes\"\n").is_err());
+        assert!(FileConfig::default().store.durability.is_none());
     }
 }

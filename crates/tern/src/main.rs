@@ -8,13 +8,16 @@ mod passwd;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tern_core::{Snapshot, Store};
 use tern_net::{Server, ServerConfig};
+use tern_store::{DiskStore, WallClock};
+use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 // mimalloc hands freed pages back to the system soon after a burst (a flood of connections
@@ -56,6 +59,13 @@ struct ServeArgs {
     /// Port to listen on; 0 picks a free port and logs it (replaces the file's listeners).
     #[arg(long, short)]
     port: Option<u16>,
+    /// Data directory for the durable store (replaces the file's `store.dir`; default
+    /// ./tern-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How durable acknowledged state is (replaces the file's `store.durability`).
+    #[arg(long, value_enum)]
+    durability: Option<config::Durability>,
     /// Log filter, e.g. "info" or "tern_net=debug" (RUST_LOG also works).
     #[arg(long, default_value = "info")]
     log: String,
@@ -90,18 +100,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => config::load(path)?,
         None => config::FileConfig::default(),
     };
+    let durability = config::durability(&file, args.durability);
     let core = tern_core::Config {
         limits: file.limits.to_limits()?,
         assigned_id_prefix: assigned_prefix(),
-        // The durable store is not wired in yet: state lives in memory.
-        persistence: false,
+        persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
     };
     let base = args
         .config
         .as_deref()
         .and_then(|p| p.parent())
-        .unwrap_or(std::path::Path::new("."));
+        .unwrap_or(Path::new("."));
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
@@ -119,19 +129,64 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    // Open and load the store before listening: a store that cannot be read stops here.
+    let store = match durability {
+        config::Durability::None => None,
+        config::Durability::Fsync | config::Durability::Os => Some(open_store(
+            &config::data_dir(&file, args.data_dir),
+            durability,
+        )?),
+    };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
         server.set_auth(Box::new(auth.service), Box::new(auth.acl));
-        server.run(shutdown_signal()).await;
+        if let Some((store, snapshot, epoch)) = store {
+            server = server.with_store(store, snapshot, epoch);
+        }
+        server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Opens the store in `dir` and reads everything it holds. The instant returned is `Time`
+/// zero for the broker, taken together with the wall-clock time the store converts with.
+fn open_store(
+    dir: &Path,
+    durability: config::Durability,
+) -> anyhow::Result<(DiskStore, Snapshot, Instant)> {
+    let epoch = Instant::now();
+    let epoch_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .context("the system clock is before 1970")?;
+    let mode = match durability {
+        config::Durability::Os => tern_store::Durability::Os,
+        _ => tern_store::Durability::Fsync,
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let mut store = DiskStore::open(dir, mode, WallClock { epoch_unix_ms })
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let started = Instant::now();
+    let snapshot = store
+        .load()
+        .with_context(|| format!("cannot load the store in {}", dir.display()))?;
+    let queued: usize = snapshot.sessions.iter().map(|s| s.deliveries.len()).sum();
+    info!(
+        "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, loaded in {:.2} s",
+        dir.display(),
+        snapshot.sessions.len(),
+        snapshot.retained.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok((store, snapshot, epoch))
 }
 
 /// Assigned client identifiers start with a prefix unique to this run, so they never collide
 /// with sessions kept from an earlier run.
 fn assigned_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("tern-{:x}-", nanos & 0xFFFF_FFFF_FFFF)

@@ -7,10 +7,13 @@ use tern_codec::{Disconnect, Packet, ProtocolVersion, PublishProperties, ReasonC
 
 use super::{Broker, TimerKind};
 use crate::connection::Phase;
-use crate::events::{CloseReason, Event};
+use crate::events::{CloseReason, DropReason, Event};
 use crate::session::{PendingWill, EXPIRY_NEVER};
 use crate::store::StoreOp;
 use crate::types::{ConnectionId, Message, SessionKey, Time};
+
+/// How often queues of disconnected sessions are swept for expired messages.
+const QUEUE_SWEEP_INTERVAL_MILLIS: u64 = 60_000;
 
 impl Broker {
     pub(super) fn handle_active(
@@ -154,6 +157,10 @@ impl Broker {
                 self.timers.insert((at, key, TimerKind::SessionExpiry));
             }
         }
+        if expiry_secs != 0 && self.session(key).connection.is_none() {
+            // The deadlines count from now, not from a restart: the store must know them.
+            self.save_session(key);
+        }
     }
 
     /// Publishes the session's pending will, if it has one.
@@ -254,6 +261,10 @@ impl Broker {
 
     /// Publishes the wills and ends the sessions that are due at `now`.
     pub(super) fn run_due_timers(&mut self, now: Time) {
+        if now >= self.next_queue_sweep {
+            self.next_queue_sweep = now.plus_millis(QUEUE_SWEEP_INTERVAL_MILLIS);
+            self.purge_expired_queues(now);
+        }
         // Expired retained messages leave memory and the store, not only the deliveries.
         while let Some((at, id, _)) = self.retained_expiry.first() {
             if *at > now {
@@ -290,6 +301,27 @@ impl Broker {
             match kind {
                 TimerKind::Will => self.publish_will(key, now),
                 TimerKind::SessionExpiry => self.end_session(key, now),
+            }
+        }
+    }
+
+    /// Drops expired messages from the queues of sessions without a connection, so they do not
+    /// hold memory (and store space) until the client comes back. Connected sessions drop them
+    /// as they reach the head of the queue.
+    fn purge_expired_queues(&mut self, now: Time) {
+        for slot in 0..self.sessions.len() {
+            let key = SessionKey(slot as u32);
+            let purged = match self.sessions.get_mut(slot) {
+                Some(Some(session))
+                    if session.connection.is_none() && !session.queue.is_empty() =>
+                {
+                    session.purge_expired(now)
+                }
+                _ => continue,
+            };
+            for seq in purged {
+                self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
+                self.dropped(key, DropReason::Expired);
             }
         }
     }

@@ -69,6 +69,8 @@ pub struct Broker {
     oversized: Vec<ConnectionId>,
     /// Changes for the durable store, when persistence is on.
     store_ops: VecDeque<StoreOp>,
+    /// When queues of disconnected sessions are next swept for expired messages.
+    next_queue_sweep: Time,
     /// Decides CONNECT credentials and AUTH exchanges.
     authenticator: Box<dyn Authenticator>,
     /// Compiles what each client may publish and subscribe to.
@@ -101,6 +103,7 @@ impl Broker {
             next_assigned_id: 1,
             started_at: now,
             store_ops: VecDeque::new(),
+            next_queue_sweep: now,
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             authorizer: Box::new(AllowAll),
@@ -250,6 +253,11 @@ impl Broker {
         Some(transmit)
     }
 
+    /// The next thing to do on `id`'s socket, left in place.
+    pub fn peek_transmit(&self, id: ConnectionId) -> Option<&Transmit> {
+        self.connections.get(&id)?.outbox.front()
+    }
+
     /// Connections that have something new to write since the last call; each appears once.
     pub fn take_woken(&mut self, out: &mut Vec<ConnectionId>) {
         for id in self.woken.drain(..) {
@@ -275,6 +283,12 @@ impl Broker {
     /// The protocol level `id` speaks, for encoding its packets.
     pub fn protocol_version(&self, id: ConnectionId) -> Option<ProtocolVersion> {
         self.connections.get(&id).map(|c| c.version)
+    }
+
+    /// Transmits waiting in `id`'s outbox. The runtime uses it to tell which packets were
+    /// produced together with store operations and must wait until those are durable.
+    pub fn pending_transmits(&self, id: ConnectionId) -> usize {
+        self.connections.get(&id).map_or(0, |c| c.outbox.len())
     }
 
     /// Number of open connections, in any phase.
@@ -469,6 +483,8 @@ impl Broker {
                     .map(|(filter, info)| (filter.clone(), *info))
                     .collect(),
                 will: session.will.clone(),
+                expires_at: session.expires_at,
+                will_at: session.will_at,
             })
         };
         self.store_ops.push_back(op);
@@ -502,20 +518,32 @@ impl Broker {
     /// (the broker stopped without the client's DISCONNECT) and its expiry starts again.
     pub fn restore(config: Config, now: Time, snapshot: Snapshot) -> Self {
         let mut broker = Self::new(config, now);
+        let mut last_message_id = 0;
         for message in snapshot.retained {
-            if !message.is_expired(now) {
-                let topic = message.topic.clone();
-                if let Some(at) = message.expires_at {
-                    broker
-                        .retained_expiry
-                        .insert((at, message.id, topic.clone()));
-                }
-                broker.retained.insert(&topic, message);
+            last_message_id = last_message_id.max(message.id);
+            let topic = message.topic.clone();
+            if message.is_expired(now) {
+                // Expired while the broker was down: purge it from the store too.
+                broker.persist(StoreOp::RetainedClear(topic));
+                continue;
             }
+            if let Some(at) = message.expires_at {
+                broker
+                    .retained_expiry
+                    .insert((at, message.id, topic.clone()));
+            }
+            broker.retained.insert(&topic, message);
         }
         for stored in snapshot.sessions {
+            for (delivery, _) in &stored.deliveries {
+                last_message_id = last_message_id.max(delivery.message.id);
+            }
             broker.restore_session(stored, now);
         }
+        // Message identities stay unique across the restart (retained expiry relies on them).
+        broker.next_message_id = last_message_id + 1;
+        // Wills and sessions whose time came while the broker was down go now.
+        broker.run_due_timers(now);
         broker
     }
 
@@ -528,8 +556,13 @@ impl Broker {
         for packet_id in stored.incoming_qos2 {
             session.incoming_qos2.insert(packet_id);
         }
+        let mut expired = Vec::new();
         for (delivery, stage) in stored.deliveries {
             match stage {
+                // Not yet sent and expired: never delivered (MQTT-3.3.2-5), purged.
+                DeliveryStage::Queued if delivery.message.is_expired(now) => {
+                    expired.push(delivery.seq);
+                }
                 DeliveryStage::Queued => session.restore_queued(delivery),
                 DeliveryStage::Sent(packet_id) => {
                     let state = match delivery.qos {
@@ -544,19 +577,31 @@ impl Broker {
             }
         }
         let key = self.insert_session(session);
+        for seq in expired {
+            self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
+        }
         for (filter, info) in record.subscriptions {
             if let Ok(info) = self.index_subscription(key, &filter, info) {
                 self.session_mut(key).subscriptions.insert(filter, info);
             }
         }
+        // A session that was connected when the broker stopped counts as disconnected now;
+        // one that was already disconnected keeps its deadlines.
         let expiry_secs = record.expiry_secs;
-        if let Some(delay) = self.session(key).will.as_ref().map(|w| w.delay_secs) {
-            let at = now.plus_secs(delay.min(expiry_secs));
+        if self.session(key).will.is_some() {
+            let at = record.will_at.unwrap_or_else(|| {
+                let delay = self.session(key).will.as_ref().map_or(0, |w| w.delay_secs);
+                now.plus_secs(delay.min(expiry_secs))
+            });
             self.session_mut(key).will_at = Some(at);
             self.timers.insert((at, key, TimerKind::Will));
         }
-        if expiry_secs != EXPIRY_NEVER {
-            let at = now.plus_secs(expiry_secs);
+        let expires_at = match record.expires_at {
+            Some(at) => Some(at),
+            None if expiry_secs != EXPIRY_NEVER => Some(now.plus_secs(expiry_secs)),
+            None => None,
+        };
+        if let Some(at) = expires_at {
             self.session_mut(key).expires_at = Some(at);
             self.timers.insert((at, key, TimerKind::SessionExpiry));
         }

@@ -261,17 +261,23 @@ impl Broker {
     /// Stores or clears the retained copy, then routes; returns whether any subscriber matched.
     pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> bool {
         if message.retain {
+            // The broker's own `$SYS` statistics are current only while it runs: never stored.
+            let durable = !(message.origin.is_none() && message.topic.is_dollar());
             if message.payload.is_empty() {
                 // An empty retained message clears the topic (MQTT-3.3.1-6) and is not stored.
                 self.retained.remove(&message.topic);
-                self.persist(StoreOp::RetainedClear(message.topic.clone()));
+                if durable {
+                    self.persist(StoreOp::RetainedClear(message.topic.clone()));
+                }
             } else {
                 self.retained.insert(&message.topic, Arc::clone(&message));
                 if let Some(at) = message.expires_at {
                     self.retained_expiry
                         .insert((at, message.id, message.topic.clone()));
                 }
-                self.persist(StoreOp::RetainedSet(Arc::clone(&message)));
+                if durable {
+                    self.persist(StoreOp::RetainedSet(Arc::clone(&message)));
+                }
             }
         }
         self.route(&message, now)
@@ -480,7 +486,7 @@ impl Broker {
         self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
     }
 
-    fn dropped(&mut self, key: SessionKey, reason: DropReason) {
+    pub(super) fn dropped(&mut self, key: SessionKey, reason: DropReason) {
         self.stats.publish_dropped += 1;
         let client_id = self.session(key).client_id.clone();
         self.events.push_back(Event::Dropped { client_id, reason });

@@ -1,6 +1,9 @@
 //! Starts the real `tern` binary on an ephemeral loopback port for black-box tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod mqtt;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,10 +17,35 @@ pub(crate) struct Tern {
 }
 
 impl Tern {
-    /// Starts `tern serve --bind 127.0.0.1 --port 0` and waits for its listening line.
+    /// Starts `tern serve --bind 127.0.0.1 --port 0` with state in memory only
+    /// (`--durability none`) and waits for its listening line.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn start() -> Self {
-        Self::start_with(&["serve", "--bind", "127.0.0.1", "--port", "0"])
+        Self::start_with(&[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--durability",
+            "none",
+        ])
+    }
+
+    /// Starts `tern serve --bind 127.0.0.1 --port 0` keeping its state in `dir` (durability
+    /// `fsync`, the default) and waits for its listening line.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_data(dir: &std::path::Path) -> Self {
+        let dir = dir.to_str().expect("UTF-8 path");
+        Self::start_with(&[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            dir,
+        ])
     }
 
     /// Starts `tern serve --config FILE` with `config` written to a scratch file; the first
@@ -28,7 +56,14 @@ impl Tern {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("tern-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, config).expect("write the configuration");
-        let tern = Self::start_with(&["serve", "--config", path.to_str().expect("UTF-8 path")]);
+        // State in memory only: tests never share (or leave behind) a data directory.
+        let tern = Self::start_with(&[
+            "serve",
+            "--config",
+            path.to_str().expect("UTF-8 path"),
+            "--durability",
+            "none",
+        ]);
         let _ = std::fs::remove_file(&path);
         tern
     }
@@ -77,6 +112,24 @@ impl Tern {
             .recv_timeout(Duration::from_secs(20))
             .expect("tern logs its listening port");
         Self { child, port }
+    }
+}
+
+impl Tern {
+    /// Kills the broker with SIGKILL: no chance to flush or say goodbye.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the broker with SIGTERM and returns its exit status.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
+        self.child.wait().expect("tern exits")
     }
 }
 

@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 import pytest
 
 import mqtt_raw
-from conftest import Broker, BrokerError
+from conftest import REPO_ROOT, Broker, BrokerError
 from support import BROKER_KIND, TIMEOUT, Names, PahoClient
 
 pytestmark = [
@@ -506,6 +506,30 @@ def test_connection_rate_per_address(tmp_path_factory):
         broker.stop()
 
 
+def test_publish_rate_above_the_limit_disconnects_with_0x96(tmp_path_factory, names):
+    """A client publishing faster than publish_rate_per_client_max is disconnected, an MQTT 5
+    client with DISCONNECT 0x96 Message rate too high; messages within the limit got through."""
+    config = ('[limits]\npublish_rate_per_client_max = 5\n\n'
+              '[[listener]]\nbind = "127.0.0.1:0"\n')
+    broker = start_broker(tmp_path_factory.mktemp("tern-publish-rate"), config, ["mqtt"])
+    watcher = PahoClient(broker.host, broker.port, names.client("w"))
+    fast = PahoClient(broker.host, broker.port, names.client("f"))
+    try:
+        watcher.connect()
+        watcher.subscribe(names.topic(), qos=0)
+        fast.connect()
+        for n in range(20):  # well over 5 within one second
+            fast.client.publish(names.topic(), f"{n}".encode(), qos=0)
+        gone = fast.expect_disconnected()
+        assert gone.from_server and gone.reason == 0x96, gone
+        first = [watcher.expect_message().payload for _ in range(5)]
+        assert first == [b"0", b"1", b"2", b"3", b"4"]
+    finally:
+        watcher.close()
+        fast.close()
+        broker.stop()
+
+
 # ---------------------------------------------------------------------------
 # Certificate reload on SIGHUP
 # ---------------------------------------------------------------------------
@@ -554,4 +578,70 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(certs, tmp_
         assert client.is_connected()
     finally:
         client.close()
+        broker.stop()
+
+
+# ---------------------------------------------------------------------------
+# The README's minimal secure configuration: TLS, client certificates, a password file, ACL
+# ---------------------------------------------------------------------------
+
+def tern_passwd(file: Path, user: str, password: str) -> None:
+    binary = Path(os.environ.get("TERN_BIN", "target/debug/tern"))
+    if not binary.is_absolute():
+        binary = REPO_ROOT / binary
+    done = subprocess.run([str(binary), "passwd", str(file), user], input=password + "\n",
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+@needs_mosquitto
+def test_secure_configuration_from_the_readme(certs, tmp_path_factory, names):
+    """Devices authenticate with their certificate, which names them in ACL rules (%u); people
+    log in with a password over secure WebSocket; wrong passwords and other devices' topics
+    are refused."""
+    workdir = tmp_path_factory.mktemp("tern-secure")
+    tern_passwd(workdir / "passwd", "alice", "alice-secret")
+    tls = f'cert = "{certs / "server.pem"}"\nkey = "{certs / "server.key"}"\n'
+    config = (
+        '[[listener]]\nbind = "127.0.0.1:0"\nauth = "default"\n\n'
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n{tls}'
+        f'client_ca = "{certs / "ca.pem"}"\nuse_identity_as_username = true\n'
+        'auth = "devices"\n\n'
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\n{tls}\n'
+        '[auth.devices]\nanonymous = true\n\n'
+        '[auth.default]\npassword_file = "passwd"\n\n'
+        '[[acl]]\ntopic = "devices/%u/#"\n'
+        '[[acl]]\nuser = "alice"\ntopic = "devices/#"\n'
+    )
+    broker = start_broker(workdir, config, ["mqtt", "devices", "wss"])
+    alice = ws_client(broker, "wss", names.client("alice"), 5, certs)
+    intruder = ws_client(broker, "wss", names.client("bad"), 5, certs)
+    try:
+        alice.client.username_pw_set("alice", "alice-secret")
+        alice.connect()
+        alice.subscribe("devices/#", qos=1)
+        intruder.client.username_pw_set("alice", "wrong")
+        assert intruder.connect(expect_code=None).code == 0x86  # bad user name or password
+
+        device = ["--cafile", str(certs / "ca.pem"), "--cert", str(certs / "client.pem"),
+                  "--key", str(certs / "client.key"), "-V", "mqttv311"]
+        # Its own subtree is granted, another device's is refused (SUBACK 0x80 in 3.1.1).
+        sub = subprocess.run(
+            mosquitto("mosquitto_sub", broker.ports["devices"], *device, "-t",
+                      "devices/device-42/#", "-t", "devices/device-7/#", "-q", "1", "-d",
+                      "-W", "1"),
+            capture_output=True, text=True, timeout=TIMEOUT)
+        granted = re.search(r"Subscribed \(mid: \d+\): (\d+), (\d+)", sub.stdout)
+        assert granted is not None, sub.stdout + sub.stderr
+        assert granted.groups() == ("1", "128")
+        # What the device publishes in its subtree reaches alice.
+        pub = subprocess.run(mosquitto("mosquitto_pub", broker.ports["devices"], *device, "-t",
+                                       "devices/device-42/temp", "-q", "1", "-m", "21.5"),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert pub.returncode == 0, pub.stderr
+        message = alice.expect_message()
+        assert (message.topic, message.payload) == ("devices/device-42/temp", b"21.5")
+    finally:
+        alice.close()
+        intruder.close()
         broker.stop()

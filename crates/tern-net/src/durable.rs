@@ -1,0 +1,229 @@
+//! Group commit: a store thread makes batches of store operations durable, while the broker
+//! thread holds back every packet produced together with them until their batch is committed.
+//!
+//! After each input batch the runtime takes the core's store operations as one numbered batch
+//! and sends it to the store thread. The store thread takes every batch waiting, applies them
+//! as one write and one sync, and reports the highest number committed. A connection that got
+//! packets in a batch with operations records a gate: "the first N packets of my outbox need
+//! batch S". The connection writes only the packets whose gates are committed, so PUBACK,
+//! PUBREC, SUBACK, CONNACK (and deliveries of messages not yet durable) never reach a socket
+//! before the state they acknowledge. The broker keeps routing while a sync is in flight.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tern_core::{ConnectionId, Store, StoreOp};
+use tokio::sync::watch;
+use tracing::error;
+
+/// What the store thread reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Every batch up to and including this number is durable.
+    Through(u64),
+    /// The store failed; nothing more will be committed.
+    Failed(String),
+}
+
+struct Batch {
+    seq: u64,
+    ops: Vec<StoreOp>,
+}
+
+/// Packets of one connection held until batches commit (its commit gates).
+#[derive(Debug, Default)]
+struct Held {
+    /// Packets taken from the connection's outbox so far.
+    taken: u64,
+    /// Packets before this count may be written.
+    open_until: u64,
+    /// `(end, seq)`: packets before `end` (and after the previous gate) need batch `seq`.
+    waiting: VecDeque<(u64, u64)>,
+}
+
+/// The broker thread's side of group commit.
+pub(crate) struct Committer {
+    sender: RefCell<Option<mpsc::Sender<Batch>>>,
+    thread: RefCell<Option<JoinHandle<()>>>,
+    last_sent: Cell<u64>,
+    committed: Cell<u64>,
+    gates: RefCell<HashMap<ConnectionId, Held>>,
+    closing: Cell<bool>,
+}
+
+impl Committer {
+    /// Starts the store thread; `receiver` hears about commits.
+    pub(crate) fn start<S>(mut store: S) -> (Self, watch::Receiver<Commit>)
+    where
+        S: Store + Send + 'static,
+    {
+        let (sender, batches) = mpsc::channel::<Batch>();
+        let (report, receiver) = watch::channel(Commit::Through(0));
+        let thread = std::thread::Builder::new()
+            .name("tern-store".to_owned())
+            .spawn(move || {
+                let mut ops = Vec::new();
+                while let Ok(first) = batches.recv() {
+                    // Everything waiting shares one write and one sync.
+                    let mut last = first.seq;
+                    ops.extend(first.ops);
+                    while let Ok(next) = batches.try_recv() {
+                        last = next.seq;
+                        ops.extend(next.ops);
+                    }
+                    if let Err(error) = store.apply(&ops) {
+                        let _ = report.send(Commit::Failed(error.to_string()));
+                        return;
+                    }
+                    ops.clear();
+                    let _ = report.send(Commit::Through(last));
+                }
+            });
+        let (sender, thread) = match thread {
+            Ok(thread) => (Some(sender), Some(thread)),
+            Err(error) => {
+                error!("cannot start the store thread: {error}");
+                (None, None)
+            }
+        };
+        let committer = Self {
+            sender: RefCell::new(sender),
+            thread: RefCell::new(thread),
+            last_sent: Cell::new(0),
+            committed: Cell::new(0),
+            gates: RefCell::new(HashMap::new()),
+            closing: Cell::new(false),
+        };
+        (committer, receiver)
+    }
+
+    pub(crate) fn register(&self, id: ConnectionId) {
+        self.gates.borrow_mut().insert(id, Held::default());
+    }
+
+    pub(crate) fn unregister(&self, id: ConnectionId) {
+        self.gates.borrow_mut().remove(&id);
+    }
+
+    /// Sends `ops` as the next batch and gates the packets now in the outboxes of `woken`
+    /// (`pending` gives each outbox's length) behind it.
+    pub(crate) fn submit(
+        &self,
+        ops: Vec<StoreOp>,
+        woken: &[ConnectionId],
+        pending: impl Fn(ConnectionId) -> usize,
+    ) {
+        let seq = self.last_sent.get() + 1;
+        self.last_sent.set(seq);
+        let sent = self
+            .sender
+            .borrow()
+            .as_ref()
+            .is_some_and(|sender| sender.send(Batch { seq, ops }).is_ok());
+        if !sent {
+            // The store thread has stopped (it failed, or shutdown closed it): nothing more
+            // may be acknowledged, so the gate is never opened.
+            error!("store batch {seq} could not be handed to the store");
+        }
+        let mut gates = self.gates.borrow_mut();
+        for &id in woken {
+            if let Some(gate) = gates.get_mut(&id) {
+                let end = gate.taken + pending(id) as u64;
+                gate.waiting.push_back((end, seq));
+            }
+        }
+    }
+
+    /// Whether the next packet in `id`'s outbox may be written now.
+    pub(crate) fn may_transmit(&self, id: ConnectionId) -> bool {
+        let mut gates = self.gates.borrow_mut();
+        let Some(gate) = gates.get_mut(&id) else {
+            return true;
+        };
+        let committed = self.committed.get();
+        while let Some(&(end, seq)) = gate.waiting.front() {
+            if seq > committed {
+                break;
+            }
+            gate.open_until = end;
+            gate.waiting.pop_front();
+        }
+        gate.waiting.is_empty() || gate.taken < gate.open_until
+    }
+
+    /// Notes that a packet was taken from `id`'s outbox.
+    pub(crate) fn transmitted(&self, id: ConnectionId) {
+        if let Some(gate) = self.gates.borrow_mut().get_mut(&id) {
+            gate.taken += 1;
+        }
+    }
+
+    /// Records that batches up to `seq` are durable; returns the connections that may now
+    /// write more.
+    pub(crate) fn committed(&self, seq: u64, out: &mut Vec<ConnectionId>) {
+        self.committed.set(seq);
+        for (&id, gate) in self.gates.borrow().iter() {
+            if gate.waiting.front().is_some_and(|&(_, s)| s <= seq) {
+                out.push(id);
+            }
+        }
+    }
+
+    /// Whether [`Committer::close`] was called (the store thread ending is then expected).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Stops taking batches and waits until the store thread has committed those sent.
+    pub(crate) fn close(&self) {
+        self.closing.set(true);
+        self.sender.borrow_mut().take();
+        if let Some(thread) = self.thread.borrow_mut().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tern_core::MemoryStore;
+
+    use super::*;
+
+    #[test]
+    fn packets_wait_for_their_own_batch_and_no_later_one() {
+        let (committer, _commits) = Committer::start(MemoryStore::default());
+        let (a, b) = (ConnectionId(1), ConnectionId(2));
+        committer.register(a);
+        committer.register(b);
+        // Batch 1 leaves two packets for `a`; batch 2 one more for `a` and one for `b`.
+        committer.submit(Vec::new(), &[a], |_| 2);
+        committer.submit(Vec::new(), &[a, b], |id| if id == a { 3 } else { 1 });
+        assert!(!committer.may_transmit(a));
+        assert!(!committer.may_transmit(b));
+
+        let mut ready = Vec::new();
+        committer.committed(1, &mut ready);
+        assert_eq!(ready, [a]);
+        for _ in 0..2 {
+            assert!(committer.may_transmit(a));
+            committer.transmitted(a);
+        }
+        assert!(!committer.may_transmit(a), "the third needs batch 2");
+        assert!(!committer.may_transmit(b));
+
+        ready.clear();
+        committer.committed(2, &mut ready);
+        ready.sort();
+        assert_eq!(ready, [a, b]);
+        assert!(committer.may_transmit(a));
+        committer.transmitted(a);
+        assert!(committer.may_transmit(b));
+        // Nothing gated remains: later packets produced without store operations go at once.
+        assert!(committer.may_transmit(a));
+        committer.unregister(a);
+        committer.close();
+    }
+}

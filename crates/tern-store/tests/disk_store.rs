@@ -1,0 +1,362 @@
+//! The fjall store gives back, after reopening, exactly what the applied operations left;
+//! deadlines survive as wall-clock times; other format versions and damaged records are refused.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a panic is a failure.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_codec::{
+    MqttString, PacketId, PublishProperties, QoS, SubscriptionIds, SubscriptionOptions,
+    TopicFilter, TopicName, UserProperties, Will, WillProperties,
+};
+use tern_core::session::{Delivery, PendingWill};
+use tern_core::store::{DeliveryStage, SessionRecord};
+use tern_core::tree::SubscriptionInfo;
+use tern_core::{Message, Store, StoreOp, Time};
+use tern_store::{DiskStore, Durability, StoreError, WallClock, FORMAT_VERSION};
+
+const EPOCH: u64 = 1_700_000_000_000;
+
+fn s(text: &str) -> MqttString {
+    MqttString::new(text).unwrap()
+}
+
+fn topic(text: &str) -> TopicName {
+    TopicName::new(s(text)).unwrap()
+}
+
+fn message(id: u64, name: &str, payload: &'static str, expires_at: Option<Time>) -> Arc<Message> {
+    let mut user_properties = UserProperties::default();
+    user_properties.push(&s("k"), &s("v"));
+    Arc::new(Message {
+        id,
+        topic: topic(name),
+        payload: Bytes::from_static(payload.as_bytes()),
+        qos: QoS::ExactlyOnce,
+        retain: true,
+        properties: PublishProperties {
+            content_type: Some(s("text/plain")),
+            user_properties,
+            ..PublishProperties::default()
+        },
+        expires_at,
+        origin: None,
+    })
+}
+
+fn session(client: &str) -> SessionRecord {
+    SessionRecord {
+        client_id: s(client),
+        expiry_secs: 3600,
+        subscriptions: vec![(
+            TopicFilter::new(s("a/+/c")).unwrap(),
+            SubscriptionInfo {
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    ..SubscriptionOptions::default()
+                },
+                identifier: Some(42),
+                tree_view: None,
+            },
+        )],
+        will: Some(PendingWill {
+            will: Will {
+                topic: topic("wills/x"),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: WillProperties {
+                    will_delay_interval: Some(30),
+                    ..WillProperties::default()
+                },
+            },
+            delay_secs: 30,
+        }),
+        expires_at: Some(Time::from_millis(90_000)),
+        will_at: Some(Time::from_millis(40_000)),
+    }
+}
+
+fn delivery(seq: u64, msg: Arc<Message>) -> Delivery {
+    Delivery {
+        seq,
+        message: msg,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: SubscriptionIds::from_ids([42]).unwrap(),
+    }
+}
+
+fn open(dir: &std::path::Path, epoch: u64) -> DiskStore {
+    DiskStore::open(
+        dir,
+        Durability::Fsync,
+        WallClock {
+            epoch_unix_ms: epoch,
+        },
+    )
+    .expect("store opens")
+}
+
+#[test]
+fn what_was_applied_is_loaded_after_reopening_with_times_moved_to_the_new_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open(dir.path(), EPOCH);
+        let client = s("sub");
+        let ops = vec![
+            StoreOp::RetainedSet(message(
+                1,
+                "r/kept",
+                "kept",
+                Some(Time::from_millis(600_000)),
+            )),
+            StoreOp::RetainedSet(message(2, "r/cleared", "x", None)),
+            StoreOp::RetainedClear(topic("r/cleared")),
+            StoreOp::SessionSet(session("sub")),
+            StoreOp::DeliveryQueued {
+                client_id: client.clone(),
+                delivery: delivery(0, message(3, "a/b/c", "zero", None)),
+            },
+            StoreOp::DeliveryQueued {
+                client_id: client.clone(),
+                delivery: delivery(1, message(4, "a/b/c", "one", None)),
+            },
+            StoreOp::DeliveryQueued {
+                client_id: client.clone(),
+                delivery: delivery(2, message(5, "a/b/c", "two", None)),
+            },
+            StoreOp::DeliveryStage {
+                client_id: client.clone(),
+                seq: 0,
+                stage: DeliveryStage::Sent(PacketId::new(7).unwrap()),
+            },
+            StoreOp::DeliveryStage {
+                client_id: client.clone(),
+                seq: 1,
+                stage: DeliveryStage::Released(PacketId::new(8).unwrap()),
+            },
+            StoreOp::DeliveryDone {
+                client_id: client.clone(),
+                seq: 2,
+            },
+            StoreOp::IncomingQos2 {
+                client_id: client.clone(),
+                packet_id: 9,
+                pending: true,
+            },
+            StoreOp::IncomingQos2 {
+                client_id: client.clone(),
+                packet_id: 10,
+                pending: true,
+            },
+            StoreOp::IncomingQos2 {
+                client_id: client,
+                packet_id: 10,
+                pending: false,
+            },
+            // A session created and removed in the same batch leaves nothing behind.
+            StoreOp::SessionSet(session("brief")),
+            StoreOp::DeliveryQueued {
+                client_id: s("brief"),
+                delivery: delivery(0, message(6, "a/b/c", "lost", None)),
+            },
+            StoreOp::SessionRemove(s("brief")),
+        ];
+        store.apply(&ops).unwrap();
+    }
+    // The next process started 10 s of wall-clock time later.
+    let mut store = open(dir.path(), EPOCH + 10_000);
+    let snapshot = store.load().unwrap();
+
+    assert_eq!(snapshot.retained.len(), 1);
+    let kept = &snapshot.retained[0];
+    assert_eq!(*kept.as_ref(), {
+        let mut m = (*message(1, "r/kept", "kept", None)).clone();
+        m.expires_at = Some(Time::from_millis(590_000));
+        m
+    });
+
+    assert_eq!(snapshot.sessions.len(), 1, "the removed session is gone");
+    let stored = &snapshot.sessions[0];
+    let mut expected = session("sub");
+    expected.expires_at = Some(Time::from_millis(80_000));
+    expected.will_at = Some(Time::from_millis(30_000));
+    assert_eq!(format!("{:?}", stored.record), format!("{expected:?}"));
+    let got: Vec<(u64, String, DeliveryStage, Vec<u32>)> = stored
+        .deliveries
+        .iter()
+        .map(|(d, stage)| {
+            (
+                d.seq,
+                String::from_utf8_lossy(&d.message.payload).into_owned(),
+                *stage,
+                d.subscription_ids.iter().collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                0,
+                "zero".to_owned(),
+                DeliveryStage::Sent(PacketId::new(7).unwrap()),
+                vec![42]
+            ),
+            (
+                1,
+                "one".to_owned(),
+                DeliveryStage::Released(PacketId::new(8).unwrap()),
+                vec![42]
+            ),
+        ]
+    );
+    assert_eq!(stored.incoming_qos2, [9]);
+}
+
+#[test]
+fn a_deadline_that_passed_while_stopped_is_due_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open(dir.path(), EPOCH);
+        store.apply(&[StoreOp::SessionSet(session("sub"))]).unwrap();
+    }
+    let mut store = open(dir.path(), EPOCH + 3_600_000);
+    let snapshot = store.load().unwrap();
+    let record = &snapshot.sessions[0].record;
+    assert_eq!(record.expires_at, Some(Time::from_millis(0)));
+    assert_eq!(record.will_at, Some(Time::from_millis(0)));
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), EPOCH));
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+        let meta = keyspace
+            .open_partition("meta", fjall::PartitionCreateOptions::default())
+            .unwrap();
+        meta.insert("format", (FORMAT_VERSION + 1).to_be_bytes())
+            .unwrap();
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let error = DiskStore::open(
+        dir.path(),
+        Durability::Fsync,
+        WallClock { epoch_unix_ms: 0 },
+    )
+    .expect_err("another version is refused");
+    assert!(
+        matches!(error, StoreError::UnknownVersion { found, .. } if found == FORMAT_VERSION + 1),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_damaged_record_is_an_error_not_a_silent_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open(dir.path(), EPOCH);
+        store.apply(&[StoreOp::SessionSet(session("sub"))]).unwrap();
+    }
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+        let sessions = keyspace
+            .open_partition("sessions", fjall::PartitionCreateOptions::default())
+            .unwrap();
+        sessions.insert("sub", [1u8, 2, 3]).unwrap();
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let mut store = open(dir.path(), EPOCH);
+    let error = store.load().expect_err("a damaged record is refused");
+    assert!(
+        matches!(
+            error,
+            StoreError::Corrupt {
+                partition: "sessions",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn records_without_a_format_version_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+        let retained = keyspace
+            .open_partition("retained", fjall::PartitionCreateOptions::default())
+            .unwrap();
+        retained.insert("t", [0u8]).unwrap();
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let error = DiskStore::open(
+        dir.path(),
+        Durability::Fsync,
+        WallClock { epoch_unix_ms: 0 },
+    )
+    .expect_err("records without a version are refused");
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+}
+
+#[test]
+fn stages_written_in_later_batches_take_precedence_and_go_with_the_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = s("sub");
+    let queued = |seq| StoreOp::DeliveryQueued {
+        client_id: s("sub"),
+        delivery: delivery(seq, message(10 + seq, "a/b/c", "m", None)),
+    };
+    let stage = |seq, stage| StoreOp::DeliveryStage {
+        client_id: s("sub"),
+        seq,
+        stage,
+    };
+    let sent = DeliveryStage::Sent(PacketId::new(3).unwrap());
+    let released = DeliveryStage::Released(PacketId::new(3).unwrap());
+    {
+        let mut store = open(dir.path(), EPOCH);
+        store
+            .apply(&[StoreOp::SessionSet(session("sub")), queued(0), queued(1)])
+            .unwrap();
+        store.apply(&[stage(0, sent), stage(1, sent)]).unwrap();
+        store.apply(&[stage(0, released)]).unwrap();
+        store
+            .apply(&[StoreOp::DeliveryDone {
+                client_id: client.clone(),
+                seq: 1,
+            }])
+            .unwrap();
+    }
+    let stages_of = |store: &mut DiskStore| -> Vec<(u64, DeliveryStage)> {
+        store.load().unwrap().sessions[0]
+            .deliveries
+            .iter()
+            .map(|(d, stage)| (d.seq, *stage))
+            .collect()
+    };
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(stages_of(&mut store), [(0, released)]);
+    store
+        .apply(&[StoreOp::DeliveryDone {
+            client_id: client,
+            seq: 0,
+        }])
+        .unwrap();
+    drop(store);
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(stages_of(&mut store), []);
+    // No stage record outlives its delivery.
+    drop(store);
+    let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+    let stages = keyspace
+        .open_partition("stages", fjall::PartitionCreateOptions::default())
+        .unwrap();
+    assert!(stages.is_empty().unwrap());
+}
