@@ -41,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     for n in 0u64.. {
         ticker.tick().await;
-        let reading = format!("{{\"n\":{n},\"celsius\":{:.1}}}", 20.0 + (n % 10) as f64 / 10.0);
+        let reading = format!(
+            "{{\"n\":{n},\"celsius\":{:.1}}}",
+            20.0 + (n % 10) as f64 / 10.0
+        );
         let mut message = tern_client::message("example/sensor/temperature", reading)?;
         message.qos = QoS::AtLeastOnce;
         // Hand it over and move on; the acknowledgement is awaited in the background.

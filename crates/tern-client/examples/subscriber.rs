@@ -14,7 +14,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     options.clean_start = false;
     options.session_expiry_secs = 3600;
     let (client, _task) = Client::start(options, TcpTransport::new(address))?;
-    let mut messages = client.subscribe("example/sensor/#", QoS::AtLeastOnce).await?;
+    let mut messages = client
+        .subscribe("example/sensor/#", QoS::AtLeastOnce)
+        .await?;
     while let Some(message) = messages.recv().await {
         println!(
             "{} {}",
