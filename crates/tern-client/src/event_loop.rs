@@ -460,7 +460,11 @@ impl EventLoop {
                 }
             }
             if !wire.write_buf.is_empty() {
-                let write = stream.write_all(&wire.write_buf);
+                // TLS and WebSocket streams buffer until flushed; TCP's flush is free.
+                let write = async {
+                    stream.write_all(&wire.write_buf).await?;
+                    stream.flush().await
+                };
                 match tokio::time::timeout(wire.write_timeout(), write).await {
                     Ok(Ok(())) => {
                         wire.write_buf.clear();
@@ -505,6 +509,7 @@ impl EventLoop {
         )));
         let flush = async {
             stream.write_all(&wire.write_buf).await?;
+            stream.flush().await?;
             stream.shutdown().await
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
@@ -524,11 +529,11 @@ impl EventLoop {
         tracing::debug!(?code, why, "protocol error from the broker");
         wire.write_buf.clear();
         wire.write(&Packet::Disconnect(Disconnect::new(code)));
-        let _ = tokio::time::timeout(
-            Duration::from_millis(200),
-            stream.write_all(&wire.write_buf),
-        )
-        .await;
+        let write = async {
+            stream.write_all(&wire.write_buf).await?;
+            stream.flush().await
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(200), write).await;
         Exit::Down(DownReason::Protocol(why.to_owned()))
     }
 

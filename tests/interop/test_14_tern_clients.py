@@ -168,3 +168,51 @@ def test_tern_pub_reports_a_refused_connection(broker) -> None:
     done = run([TERN, "pub", "-h", "127.0.0.1", "-p", "1", "-t", "x", "-m", "y",
                 "--connect-timeout", "2"])
     assert done.returncode != 0 and "cannot connect" in done.stderr
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command-line tool missing")
+def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) -> None:
+    from support import BROKER_KIND
+    from test_13_transports import make_ca, make_cert, start_broker
+
+    if BROKER_KIND != "tern":
+        pytest.skip("Tern's listener configuration")
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", "/CN=localhost", "DNS:localhost,IP:127.0.0.1")
+    tls = f'cert = "{tmp_path / "server.pem"}"\nkey = "{tmp_path / "server.key"}"\n'
+    config = (
+        '[[listener]]\nbind = "127.0.0.1:0"\n'
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n{tls}'
+        '[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "ws"\npath = "/mqtt"\n'
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\npath = "/mqtt"\n{tls}'
+    )
+    broker = start_broker(tmp_path, config, ["mqtt", "mqtts", "ws", "wss"])
+    try:
+        cafile = ["--cafile", str(tmp_path / "ca.pem")]
+        routes = [
+            (["-p", str(broker.ports["ws"]), "--ws"],
+             ["-p", str(broker.ports["mqtts"]), *cafile]),
+            (["-p", str(broker.ports["mqtts"]), "--tls", *cafile],
+             ["-p", str(broker.ports["wss"]), "--ws", *cafile]),
+        ]
+        for index, (sub_args, pub_args) in enumerate(routes):
+            topic = Names().topic(f"secure{index}")
+            command = [TERN, "sub", "-h", "127.0.0.1", *sub_args, "-t", topic, "-C", "1",
+                       "-W", str(WAIT_SECS), "-d", "-q", "1"]
+            sub = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            assert sub.stderr is not None
+            line = sub.stderr.readline()
+            assert line.startswith("subscribed"), line
+            done = run([TERN, "pub", "-h", "127.0.0.1", *pub_args, "-t", topic,
+                        "-m", f"via route {index}", "-q", "1"])
+            assert done.returncode == 0, done.stderr
+            out, err = sub.communicate(timeout=WAIT_SECS + 5)
+            assert sub.returncode == 0, err
+            assert out == f"via route {index}\n"
+        # Without the CA the broker's certificate is refused.
+        done = run([TERN, "pub", "-h", "127.0.0.1", "-p", str(broker.ports["mqtts"]), "--tls",
+                    "-t", "x", "-m", "y", "--connect-timeout", "3"])
+        assert done.returncode != 0
+    finally:
+        broker.stop()
