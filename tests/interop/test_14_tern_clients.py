@@ -173,7 +173,7 @@ def test_tern_pub_reports_a_refused_connection(broker) -> None:
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command-line tool missing")
 def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) -> None:
     from support import BROKER_KIND
-    from test_13_transports import make_ca, make_cert, start_broker
+    from test_15_transports import make_ca, make_cert, start_broker
 
     if BROKER_KIND != "tern":
         pytest.skip("Tern's listener configuration")
