@@ -5,7 +5,7 @@
 #
 # It installs what it needs: Debian's mosquitto (apt-get), rumqttd (cargo install into
 # bench/.tools), a Python venv with matplotlib (bench/.venv). Raw results, logs and the exact
-# commands go to bench/out/. Not part of the test command: a full run takes about 10 minutes.
+# commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
 # RETAINED (100000), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
