@@ -23,6 +23,7 @@ RULES = {
     "tern-store": ({"tern-codec", "tern-core"}, ASYNC_IO),
     # The network runtime drives any `Store`; the engine stays behind the trait.
     "tern-net": ({"tern-codec", "tern-core"}, {"fjall", "redb"}),
+    "tern-bench": ({"tern-codec"}, set()),
     # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
     "tern-auth": ({"tern-codec", "tern-core"}, ASYNC_IO),
     # The client shares only the codec with the broker.

@@ -65,6 +65,14 @@ impl MqttString {
         Self(bytes)
     }
 
+    /// A copy that owns its bytes, so it no longer keeps alive the buffer it was decoded from.
+    ///
+    /// For strings kept long after their packet (a session's client identifier): a few bytes
+    /// copied instead of a whole read buffer retained.
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     /// The empty string.
     pub const fn empty() -> Self {
         Self(Bytes::new())

@@ -1,7 +1,8 @@
 //! Session state: subscriptions, the outgoing QoS 1/2 window, messages waiting to be sent, and
 //! incoming QoS 2 packet identifiers. A session outlives its connections.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use rustc_hash::FxHashSet;
+use std::collections::{HashMap, VecDeque};
 
 use tern_codec::{
     MqttString, PacketId, ProtocolVersion, Publish, QoS, SubscriptionIds, TopicFilter, Will,
@@ -113,7 +114,7 @@ pub struct Session {
     /// Outgoing QoS 1/2 deliveries with packet identifiers, in the order first sent.
     pub inflight: VecDeque<Inflight>,
     /// Packet identifiers used by `inflight`.
-    used_ids: HashSet<u16>,
+    used_ids: FxHashSet<u16>,
     /// Entries of `inflight` that do not hold send quota.
     outside_quota: usize,
     /// The identifier to try next.
@@ -125,9 +126,9 @@ pub struct Session {
     /// Sequence number of the next queued delivery.
     next_seq: u64,
     /// Packet identifiers of incoming QoS 2 publishes received but not yet released.
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: FxHashSet<u16>,
     /// The will of the current (or last) connection.
-    pub will: Option<PendingWill>,
+    pub will: Option<Box<PendingWill>>,
     /// When the will is due, once its connection has ended.
     pub will_at: Option<Time>,
     /// Whether the durable store holds a record of this session.
@@ -145,13 +146,13 @@ impl Session {
             expires_at: None,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
-            used_ids: HashSet::new(),
+            used_ids: FxHashSet::default(),
             outside_quota: 0,
             next_id: 1,
             queue: VecDeque::new(),
             queued_bytes: 0,
             next_seq: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: FxHashSet::default(),
             will: None,
             will_at: None,
             persisted: false,

@@ -1,20 +1,26 @@
 //! One task per connection: read and decode every complete packet in the buffer, hand them to
 //! the core, then write everything the core queued for this connection in one batch.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use tern_codec::{Decoder, Packet, ProtocolVersion, QoS};
 use tern_core::{ConnectionId, ConnectionInfo, Transmit};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
 use crate::shared::Shared;
 
-/// Read buffer size to start with; it grows for larger packets and shrinks back when idle.
-const READ_BUFFER_INITIAL_BYTES: usize = 4 * 1024;
+/// Smallest read: what a quiet connection reads with (on the stack), and after quiet spells.
+const READ_CHUNK_MIN_BYTES: usize = 512;
+/// Largest read: a busy connection's reads double up to this.
+const READ_CHUNK_MAX_BYTES: usize = 64 * 1024;
+/// A write buffer up to this size is kept however little of it the last batch used.
+const WRITE_KEEP_BYTES: usize = 1024;
 /// How long one batch may take to write before the client is deemed stalled and dropped.
 const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
@@ -32,40 +38,92 @@ pub(crate) async fn run<S>(
 {
     let id = shared.next_connection_id();
     debug!(conn = id.0, "connection from {peer}");
-    let waker = Rc::new(Notify::new());
-    shared.register(id, Rc::clone(&waker), info);
+    shared.register(id, info);
     shared
         .broker
         .borrow_mut()
         .set_auth_profile(id, auth_profile);
     let max_packet = shared.broker.borrow().config().limits.packet_size_max_bytes;
     let mut decoder = Decoder::new(ProtocolVersion::V311, max_packet);
-    let mut read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
+    // An idle connection holds no read buffer: a quiet connection reads into the stack and
+    // keeps only what arrived; a busy one reads into a buffer sized by its last reads.
+    let mut read_buf = BytesMut::new();
+    let mut read_chunk = READ_CHUNK_MIN_BYTES;
     let mut write_buf = BytesMut::new();
     let mut closing = false;
     while !closing {
-        tokio::select! {
-            read = stream.read_buf(&mut read_buf) => {
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        shared.bytes_received.set(shared.bytes_received.get() + n as u64);
-                        decode_all(&shared, id, &mut decoder, &mut read_buf);
-                    }
+        // One poll for both sources, the socket and the core's output flag, so the task's
+        // resting state holds no futures of its own.
+        let input = std::future::poll_fn(|cx| {
+            let read = poll_read(&mut stream, cx, &mut read_buf, read_chunk);
+            match read {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending if shared.poll_woken(id, cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match input {
+            // Woken for output only: flushed below.
+            None => {}
+            Some(Ok((0, _))) | Some(Err(_)) => break,
+            Some(Ok((n, room))) => {
+                shared
+                    .bytes_received
+                    .set(shared.bytes_received.get() + n as u64);
+                read_chunk = next_read_chunk(read_chunk, n, room);
+                decode_all(&shared, id, &mut decoder, &mut read_buf);
+                if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
+                    read_buf = BytesMut::new();
                 }
             }
-            () = waker.notified() => {}
         }
         closing = flush(&shared, id, &mut write_buf, &mut stream)
             .await
             .unwrap_or(true);
-        if read_buf.is_empty() && read_buf.capacity() > 4 * READ_BUFFER_INITIAL_BYTES {
-            read_buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
-        }
     }
     let _ = stream.shutdown().await;
     debug!(conn = id.0, "connection from {peer} closed");
     shared.unregister(id);
+}
+
+/// Polls one read; on success, the bytes read and the room they were read into.
+fn poll_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut std::task::Context<'_>,
+    read_buf: &mut BytesMut,
+    read_chunk: usize,
+) -> Poll<std::io::Result<(usize, usize)>> {
+    if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
+        // Quiet: read into the stack and keep only what arrived.
+        let mut scratch = [0u8; READ_CHUNK_MIN_BYTES];
+        let mut scratch = ReadBuf::new(&mut scratch);
+        let poll = Pin::new(stream).poll_read(cx, &mut scratch);
+        return poll.map_ok(|()| {
+            read_buf.extend_from_slice(scratch.filled());
+            (scratch.filled().len(), READ_CHUNK_MIN_BYTES)
+        });
+    }
+    if read_buf.capacity() - read_buf.len() < read_chunk / 2 {
+        read_buf.reserve(read_chunk);
+    }
+    let room = read_buf.capacity() - read_buf.len();
+    // `read_buf` has no state of its own: a fresh one per poll loses nothing.
+    std::pin::pin!(stream.read_buf(read_buf))
+        .poll(cx)
+        .map_ok(|n| (n, room))
+}
+
+/// The next read size: double after a read that filled its room, halve after one that used
+/// under a quarter of it.
+fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
+    if read >= room {
+        (chunk * 2).min(READ_CHUNK_MAX_BYTES)
+    } else if read < room / 4 {
+        (chunk / 2).max(READ_CHUNK_MIN_BYTES)
+    } else {
+        chunk
+    }
 }
 
 /// Feeds every complete packet in `read_buf` to the core, then wakes whoever got output.
@@ -172,12 +230,15 @@ where
         shared
             .bytes_sent
             .set(shared.bytes_sent.get() + write_buf.len() as u64);
+        // Keep the buffer while batches fill it; give it back once they no longer do, so a
+        // quiet connection holds (almost) nothing.
+        let written = write_buf.len();
         write_buf.clear();
+        if write_buf.capacity() > WRITE_KEEP_BYTES && written < write_buf.capacity() / 4 {
+            *write_buf = BytesMut::new();
+        }
         if close {
             return Ok(true);
-        }
-        if write_buf.capacity() > 4 * WRITE_BATCH_BYTES_MAX {
-            *write_buf = BytesMut::new();
         }
     }
 }

@@ -129,6 +129,46 @@ async fn handshake_and_serve(
     admitted: Admitted,
 ) {
     let deadline = Duration::from_millis(shared.connect_timeout_millis().max(1));
+    let message_max = shared.packet_size_max() as usize + WS_MESSAGE_SLACK_BYTES;
+    let profile = listener.auth_profile;
+    // The task's size is that of its largest state: plain TCP is served inline, the TLS and
+    // WebSocket arms (whose streams and handshakes take kilobytes) are boxed, so a plain idle
+    // connection does not pay for them.
+    match (&listener.tls, &listener.ws_path) {
+        (None, None) => {
+            connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
+        }
+        (tls, ws_path) => {
+            Box::pin(handshake_and_serve_wrapped(
+                stream,
+                peer,
+                &listener,
+                shared,
+                tls,
+                ws_path,
+                deadline,
+                message_max,
+                profile,
+            ))
+            .await;
+        }
+    }
+    drop(admitted);
+}
+
+/// The TLS and WebSocket arms of [`handshake_and_serve`].
+#[allow(clippy::too_many_arguments)]
+async fn handshake_and_serve_wrapped(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: &Listener,
+    shared: Rc<Shared>,
+    tls: &Option<ReloadableTls>,
+    ws_path: &Option<String>,
+    deadline: Duration,
+    message_max: usize,
+    profile: usize,
+) {
     let refuse = |reason: &str| {
         if shared.log_refusal() {
             warn!(
@@ -137,16 +177,14 @@ async fn handshake_and_serve(
             );
         }
     };
-    let message_max = shared.packet_size_max() as usize + WS_MESSAGE_SLACK_BYTES;
-    let profile = listener.auth_profile;
-    match (&listener.tls, &listener.ws_path) {
+    match (tls, ws_path) {
         (None, None) => {
             connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
         }
         (Some(tls), None) => {
             match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let info = tls_info(&stream, &listener);
+                    let info = tls_info(&stream, listener);
                     connection::run(stream, peer, info, profile, shared).await;
                 }
                 Ok(Err(error)) => refuse(&format!("TLS handshake failed: {error}")),
@@ -171,7 +209,7 @@ async fn handshake_and_serve(
                     .accept(stream)
                     .await
                     .map_err(|error| format!("TLS handshake failed: {error}"))?;
-                let info = tls_info(&stream, &listener);
+                let info = tls_info(&stream, listener);
                 let stream = ws::accept(stream, path, message_max).await?;
                 Ok::<_, String>((stream, info))
             };
@@ -186,7 +224,6 @@ async fn handshake_and_serve(
             }
         }
     }
-    drop(admitted);
 }
 
 fn tls_info<S>(stream: &TlsStream<S>, listener: &Listener) -> ConnectionInfo

@@ -1,7 +1,8 @@
 //! The `tern` command line: `serve` runs the broker, `passwd` manages password files;
-//! `pub`, `sub` and `req` are clients.
+//! `pub`, `sub` and `req` are clients; `bench` loads a broker.
 
 mod auth_config;
+mod bench;
 mod cli;
 mod config;
 mod passwd;
@@ -46,6 +47,8 @@ enum Command {
     Sub(cli::subscribe::SubArgs),
     /// Send a request and print the response (MQTT 5 request/response).
     Req(cli::request::ReqArgs),
+    /// Load-test a broker: fan-in, fan-out, pairs, shared, latency, connections, retained.
+    Bench(tern_bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => cli::publish::run(args),
         Command::Sub(args) => cli::subscribe::run(args),
         Command::Req(args) => cli::request::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

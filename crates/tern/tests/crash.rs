@@ -2,7 +2,9 @@
 //! retained) to topics with persistent subscribers, and the broker is killed with SIGKILL at a
 //! random moment, then restarted, several times over. Afterwards every message acknowledged to
 //! its publisher (PUBACK, PUBREC) must reach every persistent subscriber, no QoS 2 message may
-//! be delivered twice, and retained messages and subscriptions must be intact.
+//! be delivered twice, and retained messages and subscriptions must be intact. One QoS 2
+//! publisher has a persistent session and resends what the kills interrupted, so the incoming
+//! QoS 2 identifiers must survive too.
 //!
 //! The seed of the random kill moments is printed; `TERN_CRASH_SEED=N` replays one.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
@@ -107,6 +109,96 @@ fn publisher(
     acked
 }
 
+/// A QoS 2 publisher with a persistent session, whose state outlives its connections: after a
+/// reconnect it sends again, with DUP, each PUBLISH not yet answered by PUBREC, and each
+/// PUBREL not yet answered by PUBCOMP. The broker must recognise the resent PUBLISH of a message
+/// it already took (its incoming QoS 2 identifiers survive the crash) and not route it again.
+#[derive(Default)]
+struct PersistentPublisher {
+    /// Packet identifier -> (payload, whether PUBREC came: PUBREL is due).
+    outstanding: BTreeMap<u16, (String, bool)>,
+    next: u32,
+    next_id: u16,
+    acked: Vec<String>,
+}
+
+impl PersistentPublisher {
+    const TOPIC: &'static str = "crash/q2/persistent";
+
+    fn run(&mut self, port: u16, stop: &AtomicBool, progress: &AtomicUsize) {
+        let Ok((mut client, _)) = RawClient::connect(port, "pub-persistent", false, 3600) else {
+            return;
+        };
+        for (&id, (payload, released)) in &self.outstanding {
+            let packet = if *released {
+                Packet::PubRel(ack(support::mqtt::pid(id)))
+            } else {
+                let mut packet = publish(
+                    Self::TOPIC,
+                    payload.clone().into_bytes(),
+                    QoS::ExactlyOnce,
+                    false,
+                    Some(support::mqtt::pid(id)),
+                );
+                if let Packet::Publish(p) = &mut packet {
+                    p.dup = true;
+                }
+                packet
+            };
+            if client.send(&packet).is_err() {
+                return;
+            }
+        }
+        let mut sent = 0;
+        loop {
+            while self.outstanding.len() < WINDOW
+                && sent < PER_ROUND_MAX
+                && !stop.load(Ordering::Relaxed)
+            {
+                self.next_id = self.next_id % 60_000 + 1;
+                let payload = format!("q2p-{}", self.next);
+                self.next += 1;
+                sent += 1;
+                let id = support::mqtt::pid(self.next_id);
+                let packet = publish(
+                    Self::TOPIC,
+                    payload.clone().into_bytes(),
+                    QoS::ExactlyOnce,
+                    false,
+                    Some(id),
+                );
+                self.outstanding.insert(self.next_id, (payload, false));
+                if client.send(&packet).is_err() {
+                    return;
+                }
+            }
+            if self.outstanding.is_empty() {
+                return;
+            }
+            match client.recv(Duration::from_secs(5)) {
+                Ok(Some(Packet::PubRec(a))) => {
+                    let id = a.packet_id.get();
+                    if let Some((payload, released)) = self.outstanding.get_mut(&id) {
+                        if !*released {
+                            *released = true;
+                            self.acked.push(payload.clone());
+                            progress.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if client.send(&Packet::PubRel(ack(a.packet_id))).is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(Packet::PubComp(a))) => {
+                    self.outstanding.remove(&a.packet_id.get());
+                }
+                Ok(Some(other)) => panic!("persistent publisher: unexpected {other:?}"),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
 /// A QoS 2 receiver that keeps its state across connections, as a client must: a message is
 /// delivered to the application on its first PUBLISH; the same packet identifier is a
 /// duplicate until PUBREL.
@@ -193,6 +285,7 @@ fn nothing_acknowledged_is_lost_and_qos2_stays_exactly_once_across_sigkill() {
     let mut tern = Some(tern);
 
     let mut q2_receiver = Receiver::default();
+    let mut persistent_publisher = PersistentPublisher::default();
     let mut acked_q1 = Vec::new();
     let mut acked_q2 = Vec::new();
     // Retained topic -> the last payload acknowledged on it.
@@ -229,6 +322,14 @@ fn nothing_acknowledged_is_lost_and_qos2_stays_exactly_once_across_sigkill() {
             true,
             |round, _| format!("crash/ret/{round}"),
         );
+        let persistent = {
+            let mut state = std::mem::take(&mut persistent_publisher);
+            let (progress, stop) = (Arc::clone(&progress), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                state.run(port, &stop, &progress);
+                state
+            })
+        };
         // Kill once traffic flows, after a random number of acknowledgements.
         let kill_after = 20 + rng.below(600) as usize;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -257,6 +358,7 @@ fn nothing_acknowledged_is_lost_and_qos2_stays_exactly_once_across_sigkill() {
             // Whatever was already on the socket counts as received.
             let _ = q2_receiver.run(&mut c, Duration::from_millis(100), |_| false);
         }
+        persistent_publisher = persistent.join().unwrap();
         acked_q1.extend(q1.join().unwrap().payloads);
         acked_q2.extend(q2.join().unwrap().payloads);
         let retained = retained.join().unwrap().payloads;
@@ -281,6 +383,19 @@ fn nothing_acknowledged_is_lost_and_qos2_stays_exactly_once_across_sigkill() {
 
     // The last start: everything acknowledged must come out.
     let tern = start(dir.path());
+    // The persistent publisher finishes what the kills interrupted, sending nothing new.
+    let still_open = persistent_publisher.outstanding.len();
+    persistent_publisher.run(tern.port, &AtomicBool::new(true), &AtomicUsize::new(0));
+    assert!(
+        persistent_publisher.outstanding.is_empty(),
+        "the persistent publisher's {still_open} open exchanges complete after the restart"
+    );
+    let acked_persistent = std::mem::take(&mut persistent_publisher.acked);
+    assert!(
+        !acked_persistent.is_empty(),
+        "the persistent publisher was acknowledged"
+    );
+    acked_q2.extend(acked_persistent);
     let (mut offline, connack) = RawClient::connect(tern.port, "sub-offline", false, 3600).unwrap();
     assert!(
         connack.session_present,
@@ -362,19 +477,23 @@ fn nothing_acknowledged_is_lost_and_qos2_stays_exactly_once_across_sigkill() {
     // was stored but whose PUBACK the kill cut off.
     let (mut late, _) = RawClient::connect(tern.port, "late", true, 0).unwrap();
     late.subscribe("crash/ret/#", QoS::AtMostOnce).unwrap();
-    let mut retained = Receiver::default();
-    retained.run(&mut late, Duration::from_secs(10), |r| {
-        r.delivered.len() >= acked_retained.len()
-    });
-    for (topic, last) in &acked_retained {
+    // Whether the retained payloads in `r` hold, for `last` (a topic's last acknowledged
+    // payload, `prefix-n`), that payload or a later one of the same publisher.
+    let holds = |r: &Receiver, last: &String| {
         let (prefix, n) = last.rsplit_once('-').unwrap();
         let n: u32 = n.parse().unwrap();
-        let found = retained.delivered.keys().find(|p| {
+        r.delivered.keys().any(|p| {
             p.rsplit_once('-')
                 .is_some_and(|(pre, m)| pre == prefix && m.parse::<u32>().is_ok_and(|m| m >= n))
-        });
+        })
+    };
+    let mut retained = Receiver::default();
+    retained.run(&mut late, Duration::from_secs(10), |r| {
+        acked_retained.values().all(|last| holds(r, last))
+    });
+    for (topic, last) in &acked_retained {
         assert!(
-            found.is_some(),
+            holds(&retained, last),
             "{topic}: last acknowledged {last}, retained now {:?}",
             retained.delivered.keys().collect::<Vec<_>>()
         );

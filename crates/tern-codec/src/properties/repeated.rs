@@ -197,6 +197,11 @@ impl SubscriptionIds {
 
     /// Builds the list; each identifier must be in 1..=268,435,455.
     pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> Result<Self, EncodeError> {
+        let mut ids = ids.into_iter().peekable();
+        // The usual case on the delivery path: no identifiers, nothing to build.
+        if ids.peek().is_none() {
+            return Ok(Self::default());
+        }
         let mut buf = BytesMut::new();
         for id in ids {
             if id == 0 || id > VARINT_MAX {

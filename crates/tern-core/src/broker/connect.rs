@@ -134,7 +134,8 @@ impl Broker {
         let client_id = if assigned {
             self.assign_client_id()
         } else {
-            connect.client_id.clone()
+            // The session outlives the CONNECT: keep its own copy, not the read buffer.
+            connect.client_id.detached()
         };
         if !self.admit(id, &connect, &client_id, &identity, now) {
             return;
@@ -200,9 +201,12 @@ impl Broker {
         session.expires_at = None;
         // A new connection before the will delay has passed cancels the old will (MQTT-3.1.3-9).
         session.will_at = None;
-        session.will = connect.will.map(|will| PendingWill {
-            delay_secs: will.properties.will_delay_interval.unwrap_or(0),
-            will,
+        // Boxed: most sessions have no will, and every session pays for the inline size.
+        session.will = connect.will.map(|will| {
+            Box::new(PendingWill {
+                delay_secs: will.properties.will_delay_interval.unwrap_or(0),
+                will,
+            })
         });
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.phase = Phase::Active(key);

@@ -167,9 +167,10 @@ impl Broker {
     fn publish_will(&mut self, key: SessionKey, now: Time) {
         let session = self.session_mut(key);
         session.will_at = None;
-        let Some(PendingWill { will, .. }) = session.will.take() else {
+        let Some(pending) = session.will.take() else {
             return;
         };
+        let PendingWill { will, .. } = *pending;
         self.save_session(key);
         let props = will.properties;
         let properties = PublishProperties {

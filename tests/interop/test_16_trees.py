@@ -2,14 +2,17 @@
 ``$tree/<filter>`` subscription gets a snapshot of the matching retained messages as one JSON
 object, then batched deltas; a PUBLISH to ``$tree/...`` is spread into one message per key.
 Checked with paho-mqtt (3.1.1 and 5.0), raw packets and the mosquitto command-line clients.
-The numbers in test names are the numbered points of docs/trees.md."""
+The numbers in test names are the numbered points of docs/trees.md; `tern pub`/`tern sub` are
+checked too."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -350,3 +353,31 @@ def test_5_acl_denial_inside_a_tree_publish_refuses_it_whole(clients, names, bro
     watcher = clients.connected(names.client("sub"), version=version)
     watcher.subscribe(f"$tree/ok/{tag}/+", qos=0)
     assert tree_of(watcher.expect_message()) == {}
+
+
+@pytest.mark.parametrize("version", ["311", "5"])
+def test_1_5_tern_clients(broker, names, version):
+    """`tern pub` publishes a tree, `tern sub` receives its snapshot and a delta."""
+    tern = str(Path(os.environ.get("TERN_BIN", Path(__file__).resolve().parents[2]
+                                   / "target/debug/tern")))
+    base = names.topic()
+    connect = ["-h", broker.host, "-p", str(broker.port), "-V", version]
+    subprocess.run([tern, "pub", *connect, "-r", "-q", "1", "-t", f"$tree/{base}/*",
+                    "-m", '{"a": 1, "b": "x"}'], check=True, timeout=TIMEOUT)
+    sub = subprocess.Popen([tern, "sub", *connect, "-t", f"$tree/{base}/+", "-v", "-C", "2",
+                            "-W", "10"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert sub.stdout is not None
+    try:
+        # Each read is bounded: tern sub exits after -W 10 seconds at the latest.
+        topic, payload = sub.stdout.readline().rstrip("\n").split(" ", 1)
+        assert (topic, json.loads(payload)) == (f"$tree/{base}/*", {"a": 1, "b": "x"})
+        subprocess.run([tern, "pub", *connect, "-t", f"{base}/b", "-m", "y"], check=True,
+                       timeout=TIMEOUT)
+        topic, payload = sub.stdout.readline().rstrip("\n").split(" ", 1)
+        assert (topic, json.loads(payload)) == (f"$tree/{base}/*", {"b": "y"})
+        assert sub.wait(timeout=TIMEOUT) == 0
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait(timeout=TIMEOUT)

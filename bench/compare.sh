@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Runs the same `tern bench` scenarios against Mosquitto, rumqttd and Tern, one broker at a time
+# on loopback, the broker pinned to one core and the generator to the other, then writes the
+# table and chart into BENCHMARKS.md (between the compare markers) and bench/compare.png.
+#
+# It installs what it needs: Debian's mosquitto (apt-get), rumqttd (cargo install into
+# bench/.tools), a Python venv with matplotlib (bench/.venv). Raw results, logs and the exact
+# commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
+#
+# Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
+# RETAINED (100000), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
+# "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md alone.
+#
+# Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
+# with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
+# against the better of the two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/bench/out
+TOOLS=$ROOT/bench/.tools
+VENV=$ROOT/bench/.venv
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-10000}
+RETAINED=${RETAINED:-100000}
+BROKER_CPU=${BROKER_CPU:-1}
+GENERATOR_CPU=${GENERATOR_CPU:-0}
+BROKERS=${BROKERS:-mosquitto mosquitto-nodelay rumqttd tern tern-fsync}
+PORT=${PORT:-18883}
+RUMQTTD_VERSION=0.20.0
+
+log() { printf '== %s\n' "$*" >&2; }
+
+install() {
+    if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+        log "installing mosquitto"
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo=sudo
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+    fi
+    if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$TOOLS/bin/rumqttd" ]; then
+        log "installing rumqttd $RUMQTTD_VERSION into bench/.tools"
+        # Its lock file pins metrics 0.22.1, which current compilers reject; without the lock
+        # cargo picks the fixed patch release.
+        cargo install rumqttd --version "$RUMQTTD_VERSION" --locked --root "$TOOLS" --quiet ||
+            cargo install rumqttd --version "$RUMQTTD_VERSION" --root "$TOOLS" --quiet
+    fi
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        log "creating bench/.venv with matplotlib"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet matplotlib
+    fi
+    log "building tern (release)"
+    cargo build --release --locked -p tern --quiet
+}
+
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+TERN=$ROOT/target/release/tern
+BROKER_PID=""
+
+wait_for_port() {
+    local deadline=$((SECONDS + 20))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ] || ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            log "broker did not start; see $OUT/$1.log"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# start_broker NAME: starts it pinned to BROKER_CPU, sets BROKER_PID, records the command.
+start_broker() {
+    local name=$1 cmd
+    case $name in
+        mosquitto | mosquitto-nodelay)
+            {
+                cat bench/mosquitto.conf
+                echo "listener $PORT 127.0.0.1"
+                [ "$name" = mosquitto-nodelay ] && echo "set_tcp_nodelay true"
+            } >"$OUT/$name.conf"
+            cmd=("$MOSQUITTO" -c "$OUT/$name.conf")
+            ;;
+        rumqttd)
+            sed "s/@PORT@/$PORT/" bench/rumqttd.toml >"$OUT/rumqttd.toml"
+            cmd=("$TOOLS/bin/rumqttd" --quiet --config "$OUT/rumqttd.toml")
+            ;;
+        tern | tern-fsync)
+            local durability=os
+            [ "$name" = tern-fsync ] && durability=fsync
+            rm -rf "$OUT/tern-data"
+            cmd=("$TERN" serve --config bench/tern.toml --bind 127.0.0.1 --port "$PORT" --log warn)
+            if "$TERN" serve --help | grep -q -- '--durability'; then
+                cmd+=(--durability "$durability" --data-dir "$OUT/tern-data")
+            elif [ "$name" = tern-fsync ]; then
+                log "this tern has no durable store: skipping tern-fsync"
+                return 2
+            fi
+            ;;
+    esac
+    echo "taskset -c $BROKER_CPU ${cmd[*]}" >>"$OUT/commands.txt"
+    taskset -c "$BROKER_CPU" "${cmd[@]}" >"$OUT/$name.log" 2>&1 &
+    BROKER_PID=$!
+    wait_for_port "$name"
+}
+
+stop_broker() {
+    if [ -n "$BROKER_PID" ]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=""
+    fi
+}
+trap stop_broker EXIT
+
+# bench NAME ARGS...: one generator run against the broker, pinned to GENERATOR_CPU.
+bench() {
+    local name=$1
+    shift
+    local cmd=("$TERN" bench --host 127.0.0.1 --port "$PORT" --label "$name" "$@")
+    echo "taskset -c $GENERATOR_CPU ${cmd[*]}" >>"$OUT/commands.txt"
+    if ! taskset -c "$GENERATOR_CPU" "${cmd[@]}" >>"$OUT/results.jsonl" 2>>"$OUT/bench.log"; then
+        log "$name: tern bench $* failed (see $OUT/bench.log)"
+        # A failed run still gets a row, so the table shows the gap.
+        printf '{"label":"%s","failed":true,"args":"%s"}\n' "$name" "$*" >>"$OUT/results.jsonl"
+    fi
+    tail -n 1 "$OUT/bench.log" >&2
+}
+
+run_broker() {
+    local name=$1 status=0
+    start_broker "$name" || status=$?
+    [ $status -eq 2 ] && return 0
+    [ $status -ne 0 ] && return 1
+    log "$name (pid $BROKER_PID on cpu $BROKER_CPU)"
+    local d=(--duration "$DURATION" --quiet)
+    if [ "$name" = mosquitto-nodelay ]; then
+        for qos in 0 1; do
+            bench "$name" latency --qos "$qos" --rate 1000 "${d[@]}"
+        done
+        stop_broker
+        return 0
+    fi
+    # First, on the fresh broker: memory per connection is only meaningful before other
+    # scenarios have grown (and freed) its heap.
+    bench "$name" connections --connections "$CONNECTIONS" --broker-pid "$BROKER_PID" --quiet
+    for qos in 0 1; do
+        bench "$name" fan-in --qos "$qos" --publishers 10 "${d[@]}"
+        bench "$name" fan-out --qos "$qos" --subscribers 10 "${d[@]}"
+        bench "$name" pairs --qos "$qos" --pairs 10 "${d[@]}"
+    done
+    bench "$name" pairs --qos 2 --pairs 10 "${d[@]}"
+    bench "$name" shared --qos 0 --publishers 10 --subscribers 10 "${d[@]}"
+    for qos in 0 1; do
+        bench "$name" latency --qos "$qos" --rate 1000 "${d[@]}"
+    done
+    bench "$name" retained --retained "$RETAINED" --quiet
+    stop_broker
+}
+
+main() {
+    install
+    mkdir -p "$OUT"
+    rm -f "$OUT/results.jsonl" "$OUT/commands.txt" "$OUT/bench.log"
+    # Both the broker and the generator hold one socket per connection.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    {
+        echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+        echo "kernel: $(uname -r)"
+        echo "mosquitto: $("$MOSQUITTO" -h 2>/dev/null | head -n 1 || true)"
+        echo "rumqttd: $RUMQTTD_VERSION"
+        echo "tern: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo '+changes')"
+        echo "open files: $(ulimit -n)"
+    } >"$OUT/machine.txt"
+    for broker in $BROKERS; do
+        run_broker "$broker"
+    done
+    local write=(--write BENCHMARKS.md)
+    [ "${NO_WRITE:-}" = 1 ] && write=()
+    "$VENV/bin/python" bench/report.py "$OUT" --chart bench/compare.png "${write[@]}"
+}
+
+main "$@"

@@ -1,0 +1,147 @@
+//! The connections scenario: open C idle connections with keep alive, measure how fast the
+//! broker accepts them and how much resident memory each costs it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::client::Conn;
+use crate::report::{self, ConnectionFigures, Report};
+use crate::{BenchArgs, BenchError};
+
+/// How long the broker's memory may take to settle once every connection is open.
+const SETTLE_MAX: Duration = Duration::from_secs(3);
+
+pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    raise_fd_limit(args.connections);
+    let run = report::run_id();
+    let rss_before = args.broker_pid.and_then(rss_kib);
+    let cpu_start = report::cpu_time();
+    let start = Instant::now();
+    let next = Rc::new(Cell::new(0usize));
+    let open = Rc::new(RefCell::new(Vec::with_capacity(args.connections)));
+    let progress = report::Progress::new(crate::Scenario::Connections, args.quiet);
+    let mut workers = Vec::new();
+    for _ in 0..args.connect_concurrency.max(1) {
+        let next = Rc::clone(&next);
+        let open = Rc::clone(&open);
+        let (host, port, total) = (args.host.clone(), args.port, args.connections);
+        let (version, keep_alive, run) = (args.version(), args.keep_alive, run.clone());
+        workers.push(tokio::task::spawn_local(async move {
+            loop {
+                let i = next.get();
+                if i >= total {
+                    return Ok::<(), BenchError>(());
+                }
+                next.set(i + 1);
+                let id = format!("bench-{run}-c{i}");
+                let mut conn = Conn::connect(&host, port, &id, version, keep_alive).await?;
+                // An idle connection keeps nothing but its socket.
+                conn.rbuf = bytes::BytesMut::new();
+                conn.wbuf = bytes::BytesMut::new();
+                open.borrow_mut().push(conn);
+            }
+        }));
+    }
+    let mut failure = None;
+    while !workers.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        progress.tick(
+            start.elapsed(),
+            next.get() as u64,
+            open.borrow().len() as u64,
+        );
+        if let Some(done) = workers.iter().position(|w| w.is_finished()) {
+            match workers.swap_remove(done).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failure = Some(error),
+                Err(join) => failure = Some(BenchError::Protocol(format!("worker: {join}"))),
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    progress.finish();
+    for worker in &workers {
+        worker.abort();
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let connect_s = start.elapsed().as_secs_f64();
+    let connections = open.borrow().len();
+    // Let the broker finish whatever each connection costs it, then read its memory.
+    let rss_after = match args.broker_pid {
+        Some(pid) => {
+            let settle_end = Instant::now() + SETTLE_MAX;
+            let mut last = rss_kib(pid);
+            while Instant::now() < settle_end {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = rss_kib(pid);
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+            last
+        }
+        None => None,
+    };
+    let cpu = report::cpu_time().saturating_sub(cpu_start);
+    let wall = start.elapsed();
+    if args.hold > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    }
+    drop(open);
+    let per = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if connections > 0 => {
+            Some((after.saturating_sub(before) * 1024) as f64 / connections as f64)
+        }
+        _ => None,
+    };
+    Ok(Report::with_connections(
+        args,
+        ConnectionFigures {
+            connections,
+            connect_s,
+            connect_rate: connections as f64 / connect_s.max(1e-9),
+            rss_before_kib: rss_before,
+            rss_after_kib: rss_after,
+            rss_per_connection_bytes: per,
+        },
+        cpu,
+        wall,
+    ))
+}
+
+/// Resident memory of a process in KiB, from `/proc/<pid>/status`.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// Lets this process hold `connections` sockets, as far as the hard limit allows.
+fn raise_fd_limit(connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = (connections as u64 + 256).min(hard);
+        if want > soft {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_resident_memory_is_readable() {
+        assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
+}

@@ -1,0 +1,361 @@
+//! One report per scenario run: a JSON line for scripts, a summary for people, a progress line
+//! while it runs, and the generator's own CPU time.
+
+use std::cell::Cell;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::track::Totals;
+use crate::{BenchArgs, Scenario};
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest seen.
+    pub max: u64,
+}
+
+/// Idle-connection figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionFigures {
+    /// Connections opened and acknowledged.
+    pub connections: usize,
+    /// Seconds from the first connect to the last CONNACK.
+    pub connect_s: f64,
+    /// Connections per second.
+    pub connect_rate: f64,
+    /// Broker resident memory before, in KiB (with `--broker-pid`).
+    pub rss_before_kib: Option<u64>,
+    /// Broker resident memory with every connection open, in KiB.
+    pub rss_after_kib: Option<u64>,
+    /// Extra resident bytes per connection.
+    pub rss_per_connection_bytes: Option<f64>,
+}
+
+/// Retained-delivery figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetainedFigures {
+    /// Retained topics published.
+    pub retained: usize,
+    /// Seconds to publish them all (QoS 1, every PUBACK received).
+    pub publish_s: f64,
+    /// Seconds from SUBSCRIBE to the last retained message arriving.
+    pub deliver_s: f64,
+    /// Retained messages delivered per second.
+    pub deliver_rate: f64,
+}
+
+/// The result of one scenario run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: Scenario,
+    /// The `--label` given (the broker's name).
+    pub label: String,
+    /// "3.1.1" or "5.0".
+    pub mqtt: &'static str,
+    /// QoS of publishes and subscriptions.
+    pub qos: u8,
+    /// Payload bytes per message.
+    pub payload_bytes: usize,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Messages per second per publisher; 0 is closed-loop.
+    pub rate_per_publisher: f64,
+    /// Seconds the publishers ran.
+    pub window_s: f64,
+    /// Messages published.
+    pub sent: u64,
+    /// Deliveries the subscriptions called for.
+    pub expected: u64,
+    /// Unique deliveries that arrived inside the window.
+    pub delivered_in_window: u64,
+    /// Unique deliveries that arrived after the publishers stopped.
+    pub backlog: u64,
+    /// Deliveries that never arrived.
+    pub lost: u64,
+    /// Deliveries that arrived more than once (each extra copy counted).
+    pub duplicated: u64,
+    /// Deliveries older than one already received from the same publisher.
+    pub out_of_order: u64,
+    /// Messages not from this run (left over on the broker).
+    pub foreign: u64,
+    /// `delivered_in_window` per second of window: the headline throughput.
+    pub delivered_per_s: f64,
+    /// Delivery latency (send to receipt).
+    pub latency_us: Option<Latency>,
+    /// CPU seconds the generator used (user + system).
+    pub generator_cpu_s: f64,
+    /// Generator CPU time over wall time, in percent of one core.
+    pub generator_cpu_pct: f64,
+    /// Idle-connection figures (connections scenario).
+    pub connections: Option<ConnectionFigures>,
+    /// Retained figures (retained scenario).
+    pub retained: Option<RetainedFigures>,
+}
+
+/// Inputs of a message-flow report.
+pub(crate) struct FlowFigures<'a> {
+    pub(crate) publishers: usize,
+    pub(crate) subscribers: usize,
+    pub(crate) rate: f64,
+    pub(crate) window: f64,
+    pub(crate) sent: u64,
+    pub(crate) expected: u64,
+    pub(crate) totals: &'a Totals,
+    pub(crate) cpu: Duration,
+    pub(crate) wall: Duration,
+}
+
+impl Report {
+    fn base(args: &BenchArgs, scenario: Scenario, cpu: Duration, wall: Duration) -> Self {
+        Self {
+            scenario,
+            label: args.label.clone(),
+            mqtt: if args.mqtt == 5 { "5.0" } else { "3.1.1" },
+            qos: args.qos,
+            payload_bytes: args.payload,
+            publishers: 0,
+            subscribers: 0,
+            rate_per_publisher: 0.0,
+            window_s: 0.0,
+            sent: 0,
+            expected: 0,
+            delivered_in_window: 0,
+            backlog: 0,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            foreign: 0,
+            delivered_per_s: 0.0,
+            latency_us: None,
+            generator_cpu_s: cpu.as_secs_f64(),
+            generator_cpu_pct: percent(cpu, wall),
+            connections: None,
+            retained: None,
+        }
+    }
+
+    pub(crate) fn flow(args: &BenchArgs, scenario: Scenario, f: FlowFigures<'_>) -> Self {
+        let t = f.totals;
+        let latency = &t.latency;
+        Self {
+            publishers: f.publishers,
+            subscribers: f.subscribers,
+            rate_per_publisher: f.rate,
+            window_s: f.window,
+            sent: f.sent,
+            expected: f.expected,
+            delivered_in_window: t.in_window,
+            backlog: t.backlog,
+            lost: f.expected.saturating_sub(t.unique()),
+            duplicated: t.duplicated,
+            out_of_order: t.out_of_order,
+            foreign: t.foreign,
+            delivered_per_s: t.in_window as f64 / f.window.max(1e-9),
+            latency_us: (!latency.is_empty()).then(|| Latency {
+                p50: latency.value_at_quantile(0.50),
+                p99: latency.value_at_quantile(0.99),
+                p999: latency.value_at_quantile(0.999),
+                max: latency.max(),
+            }),
+            ..Self::base(args, scenario, f.cpu, f.wall)
+        }
+    }
+
+    pub(crate) fn with_connections(
+        args: &BenchArgs,
+        figures: ConnectionFigures,
+        cpu: Duration,
+        wall: Duration,
+    ) -> Self {
+        Self {
+            subscribers: figures.connections,
+            connections: Some(figures),
+            ..Self::base(args, Scenario::Connections, cpu, wall)
+        }
+    }
+
+    pub(crate) fn with_retained(
+        args: &BenchArgs,
+        figures: RetainedFigures,
+        totals: &Totals,
+        cpu: Duration,
+        wall: Duration,
+    ) -> Self {
+        let expected = figures.retained as u64;
+        Self {
+            publishers: 1,
+            subscribers: 1,
+            sent: expected,
+            expected,
+            delivered_in_window: totals.in_window,
+            lost: expected.saturating_sub(totals.unique()),
+            duplicated: totals.duplicated,
+            foreign: totals.foreign,
+            delivered_per_s: figures.deliver_rate,
+            retained: Some(figures),
+            ..Self::base(args, Scenario::Retained, cpu, wall)
+        }
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A short human summary.
+    pub fn summary(&self) -> String {
+        let name = serde_json::to_value(self.scenario)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let label = if self.label.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", self.label)
+        };
+        let head = format!("{name}{label} MQTT {} QoS {}", self.mqtt, self.qos);
+        let cpu = format!(
+            "generator CPU {:.2} s ({:.0}% of a core)",
+            self.generator_cpu_s, self.generator_cpu_pct
+        );
+        if let Some(c) = &self.connections {
+            let memory = match (c.rss_per_connection_bytes, c.rss_after_kib) {
+                (Some(per), Some(after)) => {
+                    format!("; broker RSS {after} KiB, {per:.0} bytes per connection")
+                }
+                _ => String::new(),
+            };
+            return format!(
+                "{head}: {} connections in {:.2} s ({:.0}/s){memory}; {cpu}",
+                c.connections, c.connect_s, c.connect_rate
+            );
+        }
+        if let Some(r) = &self.retained {
+            return format!(
+                "{head}: {} retained published in {:.2} s; all delivered to one subscriber in \
+                 {:.3} s ({:.0}/s); lost {}, duplicated {}; {cpu}",
+                r.retained, r.publish_s, r.deliver_s, r.deliver_rate, self.lost, self.duplicated
+            );
+        }
+        let latency = self
+            .latency_us
+            .as_ref()
+            .map(|l| {
+                format!(
+                    "; latency p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                    l.p50, l.p99, l.p999, l.max
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "{head}, {} pub / {} sub, {} B: {:.0} msg/s delivered in the {:.1} s window \
+             ({} msgs), backlog {}, lost {}, duplicated {}, out of order {}{latency}; {cpu}",
+            self.publishers,
+            self.subscribers,
+            self.payload_bytes,
+            self.delivered_per_s,
+            self.window_s,
+            self.delivered_in_window,
+            self.backlog,
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+        )
+    }
+}
+
+fn percent(cpu: Duration, wall: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+}
+
+/// CPU time (user + system) this process has used, from `getrusage`.
+pub(crate) fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let to = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            to(usage.user_time()) + to(usage.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// A name for this run that keeps its topics and client identifiers apart from other runs.
+pub(crate) fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:x}", std::process::id(), nanos)
+}
+
+/// The progress line on stderr, at most once a second.
+pub(crate) struct Progress {
+    name: String,
+    quiet: bool,
+    terminal: bool,
+    last: Cell<Option<(Instant, u64)>>,
+}
+
+impl Progress {
+    pub(crate) fn new(scenario: Scenario, quiet: bool) -> Self {
+        Self {
+            name: serde_json::to_value(scenario)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            quiet,
+            terminal: std::io::stderr().is_terminal(),
+            last: Cell::new(None),
+        }
+    }
+
+    pub(crate) fn tick(&self, elapsed: Duration, sent: u64, received: u64) {
+        if self.quiet {
+            return;
+        }
+        let now = Instant::now();
+        let Some((at, count)) = self.last.get() else {
+            self.last.set(Some((now, received)));
+            return;
+        };
+        let since = now - at;
+        if since < Duration::from_secs(1) {
+            return;
+        }
+        self.last.set(Some((now, received)));
+        let rate = (received - count.min(received)) as f64 / since.as_secs_f64();
+        let line = format!(
+            "{} {:>5.1} s  sent {sent}  received {received}  {rate:.0} msg/s",
+            self.name,
+            elapsed.as_secs_f64()
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = if self.terminal {
+            write!(err, "\r{line}\x1b[K")
+        } else {
+            writeln!(err, "{line}")
+        };
+    }
+
+    pub(crate) fn finish(&self) {
+        if !self.quiet && self.terminal && self.last.get().is_some() {
+            eprintln!();
+        }
+    }
+}
