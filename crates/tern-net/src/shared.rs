@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use tern_core::{
-    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, Event,
-    Snapshot, StoreOp, Time, TrafficTotals,
+    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason,
+    Event, Snapshot, StoreOp, Time, TrafficTotals,
 };
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     /// Keeps a flood of refused connections (limits, failed handshakes, bad CONNECTs) from
     /// flooding the log.
     refusal_log: LogBudget,
+    /// A subscriber whose queue overflows loses QoS 1/2 messages its publishers saw accepted,
+    /// so each such drop is a warning; this keeps a flood of them readable.
+    drop_log: LogBudget,
 }
 
 /// Denials (and refused connections) logged per second at most; the rest are counted and
@@ -140,6 +143,7 @@ impl Shared {
             auth_wake: Notify::new(),
             denial_log: LogBudget::new("denials"),
             refusal_log: LogBudget::new("refused connections"),
+            drop_log: LogBudget::new("dropped messages"),
             auth_slots: Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, usize::from)
@@ -209,6 +213,10 @@ impl Shared {
             let budget = match event {
                 Event::Denied { .. } => Some(&self.denial_log),
                 Event::Refused { .. } => Some(&self.refusal_log),
+                Event::Dropped {
+                    reason: DropReason::QueueFull,
+                    ..
+                } => Some(&self.drop_log),
                 _ => None,
             };
             if budget.is_some_and(|budget| !budget.admit(self.now())) {
@@ -409,6 +417,12 @@ fn log_event(event: &Event) {
                 "client {client_id:?} denied: {what} {topic:?}"
             );
         }
+        // A QoS 1/2 message lost to a full session queue breaks the delivery promise the
+        // publisher's acknowledgement implied; the other reasons are expected (expiry, QoS 0).
+        Event::Dropped {
+            client_id,
+            reason: DropReason::QueueFull,
+        } => warn!("QoS 1/2 message for {client_id:?} dropped: its session queue is full"),
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }

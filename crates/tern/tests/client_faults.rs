@@ -18,7 +18,9 @@ use tern_client::{Client, ClientOptions, QoS, ReasonCode, TcpTransport};
 const FAULTS_MIN: usize = 200;
 /// Publishes awaiting acknowledgement at once.
 const OUTSTANDING_MAX: usize = 32;
-/// Messages the publisher may be ahead of the subscriber.
+/// Messages the publisher may be ahead of the subscriber. Unpaced, the subscriber falls more
+/// than the broker's `queued_count_max` (10,000) messages behind and the broker drops the
+/// newest for it by policy, while the publisher still gets PUBACK Success.
 const AHEAD_MAX: u64 = 64;
 /// Upper bound of one connection's byte budget before its fault.
 const BUDGET_MAX: usize = 12_000;

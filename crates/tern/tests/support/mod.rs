@@ -6,7 +6,7 @@ pub(crate) mod mqtt;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A running `tern serve`, killed when dropped.
@@ -14,6 +14,8 @@ pub(crate) struct Tern {
     child: Child,
     /// The port it listens on.
     pub(crate) port: u16,
+    /// Every line it has logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Tern {
@@ -89,6 +91,8 @@ impl Tern {
             .expect("tern starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (found, port) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
@@ -106,12 +110,34 @@ impl Tern {
                     }
                 }
                 // Keep draining so the broker never blocks on a full pipe.
+                lines.lock().expect("log lock").push(line);
             }
         });
         let port = port
             .recv_timeout(Duration::from_secs(20))
             .expect("tern logs its listening port");
-        Self { child, port }
+        Self { child, port, log }
+    }
+
+    /// Whether the broker logs a line containing `needle` within `timeout`.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
