@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -172,28 +173,58 @@ def test_tern_pub_reports_a_refused_connection(broker) -> None:
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command-line tool missing")
 def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) -> None:
+    """A broker of its own with mqtts, ws and wss listeners; certificates made by openssl."""
     from support import BROKER_KIND
-    from test_15_transports import make_ca, make_cert, start_broker
 
     if BROKER_KIND != "tern":
         pytest.skip("Tern's listener configuration")
-    make_ca(tmp_path, "ca")
-    make_cert(tmp_path, "server", "ca", "/CN=localhost", "DNS:localhost,IP:127.0.0.1")
+    openssl = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+               "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+    subprocess.run([*openssl, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    (tmp_path / "server.ext").write_text(
+        "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                    "-subj", "/CN=localhost"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    subprocess.run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey",
+                    "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
+                    "-extfile", "server.ext"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
     tls = f'cert = "{tmp_path / "server.pem"}"\nkey = "{tmp_path / "server.key"}"\n'
-    config = (
-        '[[listener]]\nbind = "127.0.0.1:0"\n'
+    config = tmp_path / "tern.toml"
+    config.write_text(
         f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n{tls}'
         '[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "ws"\npath = "/mqtt"\n'
-        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\npath = "/mqtt"\n{tls}'
-    )
-    broker = start_broker(tmp_path, config, ["mqtt", "mqtts", "ws", "wss"])
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\npath = "/mqtt"\n{tls}')
+    server = subprocess.Popen([TERN, "serve", "--config", str(config)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    ports: dict[str, int] = {}
+    listening = re.compile(r"listening for MQTT on \S+:(\d+) \((\w+)")
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def pump() -> None:
+        assert server.stderr is not None
+        for line in server.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while len(ports) < 3:
+        line = lines.get(timeout=TIMEOUT)
+        assert line is not None, "tern serve ended"
+        match = listening.search(line)
+        if match:
+            ports[match.group(2)] = int(match.group(1))
     try:
         cafile = ["--cafile", str(tmp_path / "ca.pem")]
         routes = [
-            (["-p", str(broker.ports["ws"]), "--ws"],
-             ["-p", str(broker.ports["mqtts"]), *cafile]),
-            (["-p", str(broker.ports["mqtts"]), "--tls", *cafile],
-             ["-p", str(broker.ports["wss"]), "--ws", *cafile]),
+            (["-p", str(ports["ws"]), "--ws"],
+             ["-p", str(ports["mqtts"]), *cafile]),
+            (["-p", str(ports["mqtts"]), "--tls", *cafile],
+             ["-p", str(ports["wss"]), "--ws", *cafile]),
         ]
         for index, (sub_args, pub_args) in enumerate(routes):
             topic = Names().topic(f"secure{index}")
@@ -211,8 +242,9 @@ def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) ->
             assert sub.returncode == 0, err
             assert out == f"via route {index}\n"
         # Without the CA the broker's certificate is refused.
-        done = run([TERN, "pub", "-h", "127.0.0.1", "-p", str(broker.ports["mqtts"]), "--tls",
+        done = run([TERN, "pub", "-h", "127.0.0.1", "-p", str(ports["mqtts"]), "--tls",
                     "-t", "x", "-m", "y", "--connect-timeout", "3"])
         assert done.returncode != 0
     finally:
-        broker.stop()
+        server.terminate()
+        server.wait(timeout=10)
