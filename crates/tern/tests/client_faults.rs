@@ -137,7 +137,12 @@ async fn run(broker_port: u16, seed: u64, label: &str, receive_maximum: u16) {
     };
     let sent = tokio::time::timeout(RUN_DEADLINE, publishing)
         .await
-        .unwrap_or_else(|_| panic!("{label}: publishing stalled; {}", proxy.counts.summary()))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{label} (seed {seed:#x}): publishing stalled; {}",
+                proxy.counts.summary()
+            )
+        })
         .unwrap();
     let arrived = tokio::time::timeout(
         RUN_DEADLINE,
@@ -172,9 +177,13 @@ async fn run(broker_port: u16, seed: u64, label: &str, receive_maximum: u16) {
 }
 
 fn seed() -> u64 {
+    // Failures print the seed in hex (0x...); decimal works too.
     std::env::var("TERN_FAULT_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        })
         .unwrap_or_else(|| fastrand::u64(..))
 }
 
