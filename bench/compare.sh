@@ -8,12 +8,14 @@
 # commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
-# RETAINED (100000), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
+# RETAINED (100000), LATENCY_ROUNDS (5), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
 # "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md alone.
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
 # with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
-# against the better of the two.
+# against the better of the two. Latency is run LATENCY_ROUNDS times per QoS and the report takes
+# the round with the median p99: one 5-second sample of a p99 on a shared 2-core machine varies
+# by a factor of 2 to 8 from run to run (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,6 +25,7 @@ VENV=$ROOT/bench/.venv
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-10000}
 RETAINED=${RETAINED:-100000}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-5}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
 BROKERS=${BROKERS:-mosquitto mosquitto-nodelay rumqttd tern tern-fsync}
@@ -128,6 +131,17 @@ bench() {
     tail -n 1 "$OUT/bench.log" >&2
 }
 
+# latency_rounds NAME ARGS...: LATENCY_ROUNDS latency runs per QoS, QoS 0 and 1 interleaved.
+latency_rounds() {
+    local name=$1 round qos
+    shift
+    for round in $(seq "$LATENCY_ROUNDS"); do
+        for qos in 0 1; do
+            bench "$name" latency --qos "$qos" --rate 1000 "$@"
+        done
+    done
+}
+
 run_broker() {
     local name=$1 status=0
     start_broker "$name" || status=$?
@@ -136,9 +150,7 @@ run_broker() {
     log "$name (pid $BROKER_PID on cpu $BROKER_CPU)"
     local d=(--duration "$DURATION" --quiet)
     if [ "$name" = mosquitto-nodelay ]; then
-        for qos in 0 1; do
-            bench "$name" latency --qos "$qos" --rate 1000 "${d[@]}"
-        done
+        latency_rounds "$name" "${d[@]}"
         stop_broker
         return 0
     fi
@@ -152,9 +164,7 @@ run_broker() {
     done
     bench "$name" pairs --qos 2 --pairs 10 "${d[@]}"
     bench "$name" shared --qos 0 --publishers 10 --subscribers 10 "${d[@]}"
-    for qos in 0 1; do
-        bench "$name" latency --qos "$qos" --rate 1000 "${d[@]}"
-    done
+    latency_rounds "$name" "${d[@]}"
     bench "$name" retained --retained "$RETAINED" --quiet
     stop_broker
 }
