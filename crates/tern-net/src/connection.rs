@@ -72,9 +72,15 @@ pub(crate) async fn run<S>(
                     .bytes_received
                     .set(shared.bytes_received.get() + n as u64);
                 read_chunk = next_read_chunk(read_chunk, n, room);
-                decode_all(&shared, id, &mut decoder, &mut read_buf);
+                let others_woken = decode_all(&shared, id, &mut decoder, &mut read_buf);
                 if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
                     read_buf = BytesMut::new();
+                }
+                if others_woken {
+                    // Deliveries first: the tasks this input woke write their PUBLISHes before
+                    // this connection writes its own PUBACK (as a broker writing in place
+                    // would), so an acknowledgement never delays a delivery.
+                    yield_behind_woken().await;
                 }
             }
         }
@@ -126,8 +132,30 @@ fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
     }
 }
 
-/// Feeds every complete packet in `read_buf` to the core, then wakes whoever got output.
-fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf: &mut BytesMut) {
+/// Lets every task already woken run before this one goes on: the task wakes itself, which
+/// puts it at the back of the thread's run queue (unlike `tokio::task::yield_now`, which waits
+/// for the next poll of the sockets).
+async fn yield_behind_woken() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Feeds every complete packet in `read_buf` to the core, then wakes whoever got output;
+/// returns whether a connection other than `id` was woken.
+fn decode_all(
+    shared: &Shared,
+    id: ConnectionId,
+    decoder: &mut Decoder,
+    read_buf: &mut BytesMut,
+) -> bool {
     {
         let mut broker = shared.broker.borrow_mut();
         let now = shared.now();
@@ -146,7 +174,7 @@ fn decode_all(shared: &Shared, id: ConnectionId, decoder: &mut Decoder, read_buf
             }
         }
     }
-    shared.after_input();
+    shared.after_input_from(Some(id))
 }
 
 /// Whether `transmit` may overtake the sync of the state it was produced with. A QoS 0 or 1
@@ -211,20 +239,24 @@ where
         if write_buf.is_empty() {
             return Ok(close);
         }
-        // A client that stops reading must not pin its connection (and this task) for ever.
-        // TLS and WebSocket buffer what they are given: flush pushes it to the socket.
-        let write = async {
-            stream.write_all(write_buf).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
-            Ok(written) => written?,
-            Err(_) => {
-                debug!(
-                    conn = id.0,
-                    "write stalled for {WRITE_STALL_TIMEOUT:?}: closing"
-                );
-                return Ok(true);
+        // Most batches go out at once; only one the socket cannot take arms the stall timer.
+        let (written_now, done) = write_now(stream, write_buf).await?;
+        if !done {
+            // A client that stops reading must not pin its connection (and this task) for
+            // ever. TLS and WebSocket buffer what they are given: flush pushes it to the socket.
+            let write = async {
+                stream.write_all(&write_buf[written_now..]).await?;
+                stream.flush().await
+            };
+            match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
+                Ok(written) => written?,
+                Err(_) => {
+                    debug!(
+                        conn = id.0,
+                        "write stalled for {WRITE_STALL_TIMEOUT:?}: closing"
+                    );
+                    return Ok(true);
+                }
             }
         }
         shared
@@ -241,4 +273,31 @@ where
             return Ok(true);
         }
     }
+}
+
+/// Writes and flushes as much of `bytes` as the stream takes without waiting; returns how many
+/// bytes were written and whether they were all written and flushed.
+async fn write_now<S>(stream: &mut S, bytes: &[u8]) -> std::io::Result<(usize, bool)>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut written = 0;
+    std::future::poll_fn(|cx| {
+        while written < bytes.len() {
+            match Pin::new(&mut *stream).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Ready(Ok((written, false))),
+            }
+        }
+        match Pin::new(&mut *stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok((written, true))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Ready(Ok((written, false))),
+        }
+    })
+    .await
 }

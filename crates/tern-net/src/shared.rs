@@ -206,6 +206,12 @@ impl Shared {
     /// the packets produced with them), wake every connection with new output, once, and log
     /// what happened.
     pub(crate) fn after_input(&self) {
+        self.after_input_from(None);
+    }
+
+    /// [`Shared::after_input`] for input read from `from`; returns whether a connection other
+    /// than `from` was woken.
+    pub(crate) fn after_input_from(&self, from: Option<ConnectionId>) -> bool {
         let mut woken = self.woken.borrow_mut();
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
@@ -250,7 +256,9 @@ impl Shared {
         }
         drop(broker);
         let mut wakers = self.wakers.borrow_mut();
+        let mut others = false;
         for id in woken.drain(..) {
+            others |= Some(id) != from;
             if let Some(wake) = wakers.get_mut(&id) {
                 wake.pending = true;
                 if let Some(waker) = wake.waker.take() {
@@ -258,6 +266,7 @@ impl Shared {
                 }
             }
         }
+        others
     }
 
     /// Whether the core has new output for `id`; if not, the task is woken when it has.
