@@ -10,10 +10,11 @@
 //! before the state they acknowledge. The broker keeps routing while a sync is in flight.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use rustc_hash::FxHashMap;
 use tern_core::{ConnectionId, Store, StoreOp};
 use tokio::sync::watch;
 use tracing::error;
@@ -49,7 +50,9 @@ pub(crate) struct Committer {
     thread: RefCell<Option<JoinHandle<()>>>,
     last_sent: Cell<u64>,
     committed: Cell<u64>,
-    gates: RefCell<HashMap<ConnectionId, Held>>,
+    /// Keyed by connection; looked up for every packet written, so hashed cheaply (the keys
+    /// are our own counters, not a peer's input).
+    gates: RefCell<FxHashMap<ConnectionId, Held>>,
     closing: Cell<bool>,
 }
 
@@ -93,7 +96,7 @@ impl Committer {
             thread: RefCell::new(thread),
             last_sent: Cell::new(0),
             committed: Cell::new(0),
-            gates: RefCell::new(HashMap::new()),
+            gates: RefCell::new(FxHashMap::default()),
             closing: Cell::new(false),
         };
         (committer, receiver)

@@ -5,6 +5,7 @@
 //! `RefCell`, so routing takes no lock at all, and after every batch of input the tasks of the
 //! connections with new output are woken once. See ARCHITECTURE.md for why one thread.
 
+mod busy_poll;
 mod connection;
 mod durable;
 mod gate;
@@ -92,6 +93,10 @@ pub struct ServerConfig {
     /// The authentication profile of each listener, by position in `listeners` (see
     /// `tern_core::AuthRequest::profile`); listeners past its end use profile 0.
     pub listener_auth_profiles: Vec<usize>,
+    /// How long the broker thread keeps polling its sockets after input, while inputs arrive
+    /// closer together than this, rather than sleeping between them; zero turns it off. See
+    /// ARCHITECTURE.md (adaptive busy polling).
+    pub busy_poll: Duration,
 }
 
 /// Errors starting the server.
@@ -253,6 +258,10 @@ impl Server {
             ));
         }
         tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
+        if !self.config.busy_poll.is_zero() {
+            let busy_poll = Rc::clone(&shared.busy_poll);
+            tokio::task::spawn_local(busy_poll.run(self.config.busy_poll));
+        }
         let mut all = Vec::new();
         for (index, (socket, mut listener)) in self.listeners.into_iter().enumerate() {
             listener.auth_profile = self

@@ -14,6 +14,7 @@ use tern_core::{
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::busy_poll::BusyPoll;
 use crate::durable::Committer;
 use crate::gate::{AdmissionLimits, Gate};
 
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     /// deadline earlier wakes it through `timer_wake`.
     timer_at: Cell<Time>,
     pub(crate) timer_wake: Notify,
+    /// Input seen, for busy polling.
+    pub(crate) busy_poll: Rc<BusyPoll>,
     /// Slow credential checks the core handed out, waiting for the checker task.
     auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
     /// Wakes the checker task.
@@ -139,6 +142,7 @@ impl Shared {
             gate: Gate::new(admission),
             timer_at: Cell::new(Time::from_millis(0)),
             timer_wake: Notify::new(),
+            busy_poll: Rc::new(BusyPoll::default()),
             auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
             denial_log: LogBudget::new("denials"),
@@ -212,6 +216,7 @@ impl Shared {
     /// [`Shared::after_input`] for input read from `from`; returns whether a connection other
     /// than `from` was woken.
     pub(crate) fn after_input_from(&self, from: Option<ConnectionId>) -> bool {
+        self.busy_poll.note_activity();
         let mut woken = self.woken.borrow_mut();
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);

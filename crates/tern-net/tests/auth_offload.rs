@@ -139,6 +139,7 @@ fn a_blocked_credential_check_does_not_stall_other_clients() {
                 sys_interval: None,
                 shutdown_grace: Duration::from_secs(1),
                 listener_auth_profiles: Vec::new(),
+                busy_poll: Duration::ZERO,
             };
             let mut server = Server::bind(config).await.unwrap();
             let gate = Gate {

@@ -23,6 +23,9 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub(crate) sys_interval_secs: Option<u64>,
+    /// Microseconds the broker thread keeps polling after input while inputs come close
+    /// together; 0 turns busy polling off.
+    pub(crate) busy_poll_micros: Option<u64>,
     /// Authentication profiles by name (`[auth.<name>]`).
     #[serde(default)]
     pub(crate) auth: BTreeMap<String, AuthProfileConfig>,
@@ -319,6 +322,11 @@ pub(crate) fn sys_interval(file: &FileConfig) -> Option<Duration> {
         Some(secs) => Some(Duration::from_secs(secs)),
         None => Some(Duration::from_secs(10)),
     }
+}
+
+/// Busy polling window after input: 100 microseconds unless the file says otherwise.
+pub(crate) fn busy_poll(file: &FileConfig) -> Duration {
+    Duration::from_micros(file.busy_poll_micros.unwrap_or(100))
 }
 
 #[cfg(test)]

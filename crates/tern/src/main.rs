@@ -128,6 +128,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),
         listener_auth_profiles,
+        busy_poll: config::busy_poll(&file),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
