@@ -135,7 +135,7 @@ fn next_read_chunk(chunk: usize, read: usize, room: usize) -> usize {
 /// Lets every task already woken run before this one goes on: the task wakes itself, which
 /// puts it at the back of the thread's run queue (unlike `tokio::task::yield_now`, which waits
 /// for the next poll of the sockets).
-pub(crate) async fn yield_behind_woken() {
+async fn yield_behind_woken() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {

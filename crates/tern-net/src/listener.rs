@@ -109,10 +109,6 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Rc<Listener>, sha
                     Rc::clone(&shared),
                     admitted,
                 ));
-                // The new connection's task runs (reads its CONNECT, answers it) before the
-                // next accept: under a burst of connects the first CONNACKs go out at once
-                // instead of after the whole burst has been accepted.
-                connection::yield_behind_woken().await;
             }
             Err(error) => {
                 // Typically out of file descriptors: back off briefly rather than spin.
