@@ -52,10 +52,10 @@ impl Default for BusyPoll {
 }
 
 impl BusyPoll {
-    /// Notes input handled on the broker thread; wakes the spinning task if inputs now come,
-    /// on average, closer together than its window.
-    pub(crate) fn note_activity(&self) {
-        if self.note_activity_at(Instant::now()) {
+    /// Notes input handled on the broker thread at `now`; wakes the spinning task if inputs
+    /// now come, on average, closer together than its window.
+    pub(crate) fn note_activity(&self, now: Instant) {
+        if self.note_activity_at(now) {
             self.wake.notify_one();
         }
     }

@@ -156,9 +156,11 @@ fn decode_all(
     decoder: &mut Decoder,
     read_buf: &mut BytesMut,
 ) -> bool {
+    // One clock read serves the core's time and the busy-poll bookkeeping.
+    let at = std::time::Instant::now();
     {
         let mut broker = shared.broker.borrow_mut();
-        let now = shared.now();
+        let now = shared.time_at(at);
         loop {
             match decoder.decode(read_buf) {
                 Ok(Some(packet)) => broker.handle_packet(id, packet, now),
@@ -174,7 +176,7 @@ fn decode_all(
             }
         }
     }
-    shared.after_input_from(Some(id))
+    shared.after_input_at(Some(id), at)
 }
 
 /// Whether `transmit` may overtake the sync of the state it was produced with. A QoS 0 or 1

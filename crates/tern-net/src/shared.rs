@@ -159,7 +159,13 @@ impl Shared {
     }
 
     pub(crate) fn now(&self) -> Time {
-        Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.time_at(Instant::now())
+    }
+
+    /// The core's time at `instant`.
+    pub(crate) fn time_at(&self, instant: Instant) -> Time {
+        let elapsed = instant.saturating_duration_since(self.epoch);
+        Time::from_millis(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
     pub(crate) fn next_connection_id(&self) -> ConnectionId {
@@ -210,13 +216,13 @@ impl Shared {
     /// the packets produced with them), wake every connection with new output, once, and log
     /// what happened.
     pub(crate) fn after_input(&self) {
-        self.after_input_from(None);
+        self.after_input_at(None, Instant::now());
     }
 
-    /// [`Shared::after_input`] for input read from `from`; returns whether a connection other
-    /// than `from` was woken.
-    pub(crate) fn after_input_from(&self, from: Option<ConnectionId>) -> bool {
-        self.busy_poll.note_activity();
+    /// [`Shared::after_input`] for input read from `from` at `at` (the instant the core was
+    /// given it); returns whether a connection other than `from` was woken.
+    pub(crate) fn after_input_at(&self, from: Option<ConnectionId>, at: Instant) -> bool {
+        self.busy_poll.note_activity(at);
         let mut woken = self.woken.borrow_mut();
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
