@@ -61,61 +61,8 @@ install() {
 
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 TERN=$ROOT/target/release/tern
-BROKER_PID=""
-
-wait_for_port() {
-    local deadline=$((SECONDS + 20))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
-        if [ $SECONDS -ge $deadline ] || ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            log "broker did not start; see $OUT/$1.log"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# start_broker NAME: starts it pinned to BROKER_CPU, sets BROKER_PID, records the command.
-start_broker() {
-    local name=$1 cmd
-    case $name in
-        mosquitto | mosquitto-nodelay)
-            {
-                cat bench/mosquitto.conf
-                echo "listener $PORT 127.0.0.1"
-                [ "$name" = mosquitto-nodelay ] && echo "set_tcp_nodelay true"
-            } >"$OUT/$name.conf"
-            cmd=("$MOSQUITTO" -c "$OUT/$name.conf")
-            ;;
-        rumqttd)
-            sed "s/@PORT@/$PORT/" bench/rumqttd.toml >"$OUT/rumqttd.toml"
-            cmd=("$TOOLS/bin/rumqttd" --quiet --config "$OUT/rumqttd.toml")
-            ;;
-        tern | tern-fsync)
-            local durability=os
-            [ "$name" = tern-fsync ] && durability=fsync
-            rm -rf "$OUT/tern-data"
-            cmd=("$TERN" serve --config bench/tern.toml --bind 127.0.0.1 --port "$PORT" --log warn)
-            if "$TERN" serve --help | grep -q -- '--durability'; then
-                cmd+=(--durability "$durability" --data-dir "$OUT/tern-data")
-            elif [ "$name" = tern-fsync ]; then
-                log "this tern has no durable store: skipping tern-fsync"
-                return 2
-            fi
-            ;;
-    esac
-    echo "taskset -c $BROKER_CPU ${cmd[*]}" >>"$OUT/commands.txt"
-    taskset -c "$BROKER_CPU" "${cmd[@]}" >"$OUT/$name.log" 2>&1 &
-    BROKER_PID=$!
-    wait_for_port "$name"
-}
-
-stop_broker() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
+# shellcheck source=bench/brokers.sh
+source bench/brokers.sh
 trap stop_broker EXIT
 
 # bench NAME ARGS...: one generator run against the broker, pinned to GENERATOR_CPU.

@@ -8,7 +8,7 @@
 # Usage: bench/latency.sh            (run bench/compare.sh once first: it installs Mosquitto)
 # Environment: ROUNDS (default 5), DURATION (seconds per run, default 5),
 #              BROKERS (default "mosquitto mosquitto-nodelay tern-none tern-os tern-fsync").
-# Output: bench/out/latency.jsonl (one `tern bench` JSON line per run) and a Markdown table.
+# Output: bench/out/latency/latency.jsonl (one `tern bench` JSON line per run) and a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,52 +18,25 @@ BROKERS=${BROKERS:-"mosquitto mosquitto-nodelay tern-none tern-os tern-fsync"}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
 PORT=${PORT:-18884}
-OUT=bench/out
+OUT=bench/out/latency
 TERN=target/release/tern
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 cargo build --release --locked -p tern >&2
 mkdir -p "$OUT"
 rm -f "$OUT/latency.jsonl"
-BROKER_PID=""
-stop_broker() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
+TOOLS=bench/.tools
+log() { printf '== %s\n' "$*" >&2; }
+# shellcheck source=bench/brokers.sh
+source bench/brokers.sh
 trap stop_broker EXIT
-
-start_broker() {
-    local name=$1 cmd
-    case $name in
-        mosquitto | mosquitto-nodelay)
-            {
-                cat bench/mosquitto.conf
-                echo "listener $PORT 127.0.0.1"
-                [ "$name" = mosquitto-nodelay ] && echo "set_tcp_nodelay true"
-            } >"$OUT/latency-$name.conf"
-            cmd=("$MOSQUITTO" -c "$OUT/latency-$name.conf")
-            ;;
-        tern-*)
-            rm -rf "$OUT/latency-data"
-            cmd=("$TERN" serve --config bench/tern.toml --bind 127.0.0.1 --port "$PORT" --log warn
-                --durability "${name#tern-}" --data-dir "$OUT/latency-data")
-            ;;
-    esac
-    taskset -c "$BROKER_CPU" "${cmd[@]}" >"$OUT/latency-$name.log" 2>&1 &
-    BROKER_PID=$!
-    local deadline=$((SECONDS + 20))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] && kill -0 "$BROKER_PID" 2>/dev/null || return 1
-        sleep 0.1
-    done
-}
 
 for round in $(seq "$ROUNDS"); do
     for name in $BROKERS; do
-        start_broker "$name"
+        status=0
+        start_broker "$name" || status=$?
+        [ $status -eq 2 ] && continue
+        [ $status -ne 0 ] && exit 1
         for qos in 0 1; do
             taskset -c "$GENERATOR_CPU" "$TERN" bench --host 127.0.0.1 --port "$PORT" \
                 --label "$name" latency --qos "$qos" --rate 1000 --duration "$DURATION" --quiet \
