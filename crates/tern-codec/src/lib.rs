@@ -31,9 +31,9 @@ mod wire;
 pub use codec::{connect_protocol_level, parse_frame, Decoder, Frame, PACKET_SIZE_MAX};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    Ack, Auth, ConnAck, Connect, Disconnect, FilterList, Packet, PacketId, PacketType,
-    ProtocolVersion, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription,
-    SubscriptionList, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    set_publish_packet_id, Ack, Auth, ConnAck, Connect, Disconnect, FilterList, Packet, PacketId,
+    PacketType, ProtocolVersion, Publish, PublishView, QoS, RetainHandling, SubAck, Subscribe,
+    Subscription, SubscriptionList, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,

@@ -10,8 +10,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tern_codec::{
-    parse_frame, Auth, Connect, DecodeError, Decoder, EncodeError, Packet, PacketType,
-    ProtocolVersion, PACKET_SIZE_MAX,
+    parse_frame, set_publish_packet_id, Auth, Connect, DecodeError, Decoder, EncodeError, Packet,
+    PacketType, ProtocolVersion, PublishView, PACKET_SIZE_MAX,
 };
 
 use support::{packet, packet_of, samples::samples, version, versioned_packet, VERSIONS};
@@ -327,4 +327,75 @@ fn interleaved_repeated_properties_keep_their_order() {
     // The canonical encoding groups each repeated property, in order, and decodes the same.
     check_roundtrip(V5, &packet).unwrap();
     assert_eq!(packet.encoded_len(V5).unwrap(), wire.len());
+}
+
+proptest! {
+    #![proptest_config(config(CASES_PER_TYPE))]
+
+    /// A PUBLISH encoded from a view, with its Message Expiry Interval and Subscription
+    /// Identifiers given beside the properties, is the PUBLISH that carries them; re-addressing
+    /// that encoding to another packet identifier gives that packet's bytes.
+    #[test]
+    fn publish_view_encodes_as_the_publish_it_stands_for(
+        (version, packet) in typed(PacketType::Publish),
+        (_, donor) in typed(PacketType::Publish),
+        other_id in 1u16..,
+    ) {
+        let (Packet::Publish(publish), Packet::Publish(donor)) = (&packet, &donor) else {
+            unreachable!("typed(Publish) yields PUBLISH packets");
+        };
+        // The forwarded fields come from another PUBLISH; the rest from this one.
+        let mut expected = publish.clone();
+        expected.properties.message_expiry_interval = donor.properties.message_expiry_interval;
+        expected.properties.subscription_identifiers =
+            donor.properties.subscription_identifiers.clone();
+        let mut stripped = publish.properties.clone();
+        stripped.message_expiry_interval = None;
+        stripped.subscription_identifiers = tern_codec::SubscriptionIds::new();
+        let view = PublishView {
+            properties: &stripped,
+            message_expiry_interval: donor.properties.message_expiry_interval,
+            subscription_identifiers: &donor.properties.subscription_identifiers,
+            ..publish.view()
+        };
+        let mut wire = BytesMut::new();
+        view.encode(version, &mut wire).unwrap();
+        let expected_packet = Packet::Publish(expected.clone());
+        prop_assert_eq!(&wire[..], &encode(version, &expected_packet)[..]);
+        prop_assert_eq!(view.encoded_len(version).unwrap(), wire.len());
+
+        let other_id = tern_codec::PacketId::new(other_id).unwrap();
+        let readdressed = set_publish_packet_id(&mut wire, other_id);
+        prop_assert_eq!(readdressed, publish.packet_id.is_some());
+        if readdressed {
+            expected.packet_id = Some(other_id);
+        }
+        prop_assert_eq!(&wire[..], &encode(version, &Packet::Publish(expected))[..]);
+    }
+}
+
+/// Re-addressing refuses what is not a QoS 1 or 2 PUBLISH, and a truncated one.
+#[test]
+fn set_publish_packet_id_refuses_other_packets() {
+    let id = tern_codec::PacketId::new(7).unwrap();
+    let qos0 = Packet::Publish(tern_codec::Publish::new(
+        tern_codec::TopicName::new(tern_codec::MqttString::new("a/b").unwrap()).unwrap(),
+        Bytes::from_static(b"x"),
+    ));
+    let mut wire = BytesMut::new();
+    qos0.encode(V311, &mut wire).unwrap();
+    let before = wire.clone();
+    assert!(!set_publish_packet_id(&mut wire, id));
+    assert_eq!(wire, before);
+    assert!(!set_publish_packet_id(&mut [], id));
+    // A QoS 1 PUBLISH header whose body stops inside the topic.
+    assert!(!set_publish_packet_id(
+        &mut [0x32, 0x05, 0x00, 0x03, b'a'],
+        id
+    ));
+    let mut puback = BytesMut::new();
+    Packet::PubAck(tern_codec::Ack::new(id))
+        .encode(V311, &mut puback)
+        .unwrap();
+    assert!(!set_publish_packet_id(&mut puback, id));
 }

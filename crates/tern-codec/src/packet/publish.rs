@@ -1,13 +1,13 @@
 //! PUBLISH (3.3): the one packet on the hot path; decoding slices topic and payload out of the
 //! frame without copying.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Packet, PacketId, ProtocolVersion, QoS};
+use super::{Packet, PacketId, PacketType, ProtocolVersion, QoS};
 use crate::error::{DecodeError, EncodeError};
-use crate::properties::PublishProperties;
+use crate::properties::{PublishProperties, SubscriptionIds};
 use crate::topic::TopicName;
-use crate::wire::{Reader, Sink};
+use crate::wire::{checked_varint, varint_len, Counter, Reader, Sink};
 
 /// PUBLISH: an application message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,17 +98,124 @@ impl Publish {
         version: ProtocolVersion,
         s: &mut S,
     ) -> Result<(), EncodeError> {
+        self.view().write_body(version, s)
+    }
+
+    /// This PUBLISH as a view, to encode as it stands.
+    pub fn view(&self) -> PublishView<'_> {
+        PublishView {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            message_expiry_interval: self.properties.message_expiry_interval,
+            subscription_identifiers: &self.properties.subscription_identifiers,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A PUBLISH to encode from borrowed parts: how a broker sends one stored message to many
+/// receivers without building a [`Publish`] for each. The Message Expiry Interval and
+/// Subscription Identifiers sent are the two fields here, not those in `properties`.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishView<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name.
+    pub topic: &'a TopicName,
+    /// Present exactly when QoS > 0.
+    pub packet_id: Option<PacketId>,
+    /// The other properties (MQTT 5 only).
+    pub properties: &'a PublishProperties,
+    /// Message Expiry Interval sent (MQTT 5 only).
+    pub message_expiry_interval: Option<u32>,
+    /// Subscription Identifiers sent (MQTT 5 only).
+    pub subscription_identifiers: &'a SubscriptionIds,
+    /// The application payload.
+    pub payload: &'a [u8],
+}
+
+impl PublishView<'_> {
+    fn check_sendable(&self) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
             return Err(EncodeError::PacketIdMismatch);
         }
+        if (self.dup && self.qos == QoS::AtMostOnce) || self.properties.topic_alias == Some(0) {
+            return Err(EncodeError::OutOfRange(
+                "field value a receiver must reject",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
+        self.check_sendable()?;
         s.put_string(self.topic.as_mqtt_str());
         if let Some(id) = self.packet_id {
             s.put_u16(id.get());
         }
         if version == ProtocolVersion::V5 {
-            self.properties.encode(s)?;
+            self.properties.encode_as(
+                s,
+                self.message_expiry_interval,
+                self.subscription_identifiers,
+            )?;
         }
-        s.put_slice(&self.payload);
+        s.put_slice(self.payload);
         Ok(())
     }
+
+    fn body_len(&self, version: ProtocolVersion) -> Result<u32, EncodeError> {
+        let mut counter = Counter::default();
+        self.write_body(version, &mut counter)?;
+        checked_varint(counter.0)
+    }
+
+    /// Total encoded size in bytes, fixed header included.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let body = self.body_len(version)?;
+        Ok(1 + varint_len(body) + body as usize)
+    }
+
+    /// Appends the encoding for `version` to `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let body = self.body_len(version)?;
+        buf.reserve(1 + varint_len(body) + body as usize);
+        let flags = (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
+        BufMut::put_u8(buf, ((PacketType::Publish as u8) << 4) | flags);
+        Sink::put_varint(buf, body);
+        self.write_body(version, buf)
+    }
+}
+
+/// Writes `id` as the packet identifier of the encoded QoS 1 or 2 PUBLISH `packet` (one
+/// complete packet, fixed header first), so one encoding can be sent to several receivers;
+/// returns false, changing nothing, if `packet` is no such PUBLISH.
+pub fn set_publish_packet_id(packet: &mut [u8], id: PacketId) -> bool {
+    let Some(&first) = packet.first() else {
+        return false;
+    };
+    if first >> 4 != PacketType::Publish as u8 || (first >> 1) & 0x03 == 0 {
+        return false;
+    }
+    let Ok(Some((_, header_len))) = crate::wire::decode_varint(&packet[1..]) else {
+        return false;
+    };
+    let topic_at = 1 + header_len;
+    let Some(topic_len) = packet.get(topic_at..topic_at + 2) else {
+        return false;
+    };
+    let id_at = topic_at + 2 + usize::from(u16::from_be_bytes([topic_len[0], topic_len[1]]));
+    let Some(slot) = packet.get_mut(id_at..id_at + 2) else {
+        return false;
+    };
+    slot.copy_from_slice(&id.get().to_be_bytes());
+    true
 }

@@ -569,12 +569,20 @@ impl PublishProperties {
         Ok(())
     }
 
-    pub(crate) fn write_fields(&self, s: &mut dyn Sink) -> Result<(), EncodeError> {
+    /// Writes the fields, with `expiry` and `ids` sent in place of this block's own Message
+    /// Expiry Interval and Subscription Identifiers (what differs between the copies of one
+    /// message a broker forwards).
+    fn write_fields_as(
+        &self,
+        s: &mut dyn Sink,
+        expiry: Option<u32>,
+        ids: &SubscriptionIds,
+    ) -> Result<(), EncodeError> {
         if let Some(v) = self.payload_format_indicator {
             s.put_u8(PropertyId::PayloadFormatIndicator as u8);
             s.put_u8(v as u8);
         }
-        if let Some(v) = self.message_expiry_interval {
+        if let Some(v) = expiry {
             s.put_u8(PropertyId::MessageExpiryInterval as u8);
             s.put_u32(v);
         }
@@ -595,16 +603,30 @@ impl PublishProperties {
             s.put_string(v);
         }
         s.put_slice(self.user_properties.raw());
-        s.put_slice(&self.subscription_identifiers.0);
+        s.put_slice(&ids.0);
         Ok(())
     }
 
-    pub(crate) fn encode<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        if self.is_empty() {
+    /// Encodes the block with `expiry` and `ids` in place of its own (see `write_fields_as`).
+    pub(crate) fn encode_as<S: Sink>(
+        &self,
+        s: &mut S,
+        expiry: Option<u32>,
+        ids: &SubscriptionIds,
+    ) -> Result<(), EncodeError> {
+        let empty = expiry.is_none()
+            && ids.is_empty()
+            && self.payload_format_indicator.is_none()
+            && self.topic_alias.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.user_properties.is_empty()
+            && self.content_type.is_none();
+        if empty {
             s.put_u8(0);
             return Ok(());
         }
-        put_block(s, |s| self.write_fields(s))
+        put_block(s, |s| self.write_fields_as(s, expiry, ids))
     }
 
     /// Whether no property is set.
