@@ -143,6 +143,9 @@ impl Harness {
                 );
                 match transmit {
                     Transmit::Packet(packet) => check_encodes(&packet, version),
+                    Transmit::Publish(publish) => {
+                        check_encodes(&Packet::Publish(publish.to_publish()), version);
+                    }
                     Transmit::Close => {
                         // The runtime flushes, closes the socket and tells the core.
                         self.sockets[index].closed = true;

@@ -5,9 +5,11 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::authz::Permissions;
 
-use tern_codec::{Packet, ProtocolVersion, TopicName};
+use tern_codec::{
+    Packet, PacketId, ProtocolVersion, Publish, PublishView, QoS, SubscriptionIds, TopicName,
+};
 
-use crate::types::{SessionKey, Time};
+use crate::types::{SessionKey, SharedMessage, Time};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +28,80 @@ pub enum Phase {
 }
 
 /// Something for the runtime to do on a connection's socket.
-// Packets are queued by value: boxing each one to shrink the rare `Close` would cost an
-// allocation per packet.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
-    /// Encode and write this packet.
-    Packet(Packet),
+    /// Encode and write a PUBLISH forwarding a shared message. Fan-out queues one of these per
+    /// receiver: a reference and a few fields, not a packet.
+    Publish(OutgoingPublish),
+    /// Encode and write this packet; boxed, so the queue's slots stay the size of a PUBLISH.
+    Packet(Box<Packet>),
     /// Flush what was written, then close the socket.
     Close,
+}
+
+impl Transmit {
+    /// The packet this writes, if any, a forwarded PUBLISH built out in full.
+    pub fn into_packet(self) -> Option<Packet> {
+        match self {
+            Self::Publish(publish) => Some(Packet::Publish(publish.to_publish())),
+            Self::Packet(packet) => Some(*packet),
+            Self::Close => None,
+        }
+    }
+}
+
+/// A PUBLISH forwarding a shared message to one receiver, with what is the receiver's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingPublish {
+    /// The message (topic, payload and the properties forwarded with it).
+    pub message: SharedMessage,
+    /// QoS it is delivered with.
+    pub qos: QoS,
+    /// RETAIN flag as sent to this receiver.
+    pub retain: bool,
+    /// DUP flag: a resend.
+    pub dup: bool,
+    /// Present exactly when QoS > 0.
+    pub packet_id: Option<PacketId>,
+    /// What remains of the Message Expiry Interval, in seconds (MQTT-3.3.2-6).
+    pub message_expiry_interval: Option<u32>,
+    /// Identifiers of the receiver's subscriptions it matched.
+    pub subscription_ids: SubscriptionIds,
+}
+
+impl OutgoingPublish {
+    /// The PUBLISH as a view, to encode without building it.
+    pub fn view(&self) -> PublishView<'_> {
+        let message = &self.message;
+        PublishView {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &message.topic,
+            packet_id: self.packet_id,
+            properties: &message.properties,
+            message_expiry_interval: self.message_expiry_interval,
+            subscription_identifiers: &self.subscription_ids,
+            payload: &message.payload,
+        }
+    }
+
+    /// The PUBLISH built out in full.
+    pub fn to_publish(&self) -> Publish {
+        let message = &self.message;
+        let mut properties = message.properties.clone();
+        properties.message_expiry_interval = self.message_expiry_interval;
+        properties.subscription_identifiers = self.subscription_ids.clone();
+        Publish {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: message.topic.clone(),
+            packet_id: self.packet_id,
+            properties,
+            payload: message.payload.clone(),
+        }
+    }
 }
 
 /// What the runtime knows of a connection when it opens: facts from the transport that

@@ -34,7 +34,7 @@ pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits};
-pub use connection::{ConnectionInfo, Transmit};
+pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, DropReason, Event, Stats};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
 pub use tree_view::TreeConfig;

@@ -4,10 +4,9 @@
 use rustc_hash::FxHashSet;
 use std::collections::{HashMap, VecDeque};
 
-use tern_codec::{
-    MqttString, PacketId, ProtocolVersion, Publish, QoS, SubscriptionIds, TopicFilter, Will,
-};
+use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, SubscriptionIds, TopicFilter, Will};
 
+use crate::connection::OutgoingPublish;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SharedMessage, Time};
 
@@ -30,24 +29,22 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The PUBLISH packet for this delivery at `now`.
+    /// The PUBLISH for this delivery at `now`.
     ///
     /// The Message Expiry Interval sent is what remains of it (MQTT-3.3.2-6).
-    pub fn to_publish(&self, packet_id: Option<PacketId>, dup: bool, now: Time) -> Publish {
+    pub fn outgoing(&self, packet_id: Option<PacketId>, dup: bool, now: Time) -> OutgoingPublish {
         let message = &self.message;
-        let mut properties = message.properties.clone();
-        if let Some(at) = message.expires_at {
-            properties.message_expiry_interval = Some(now.secs_until(at).max(1));
-        }
-        properties.subscription_identifiers = self.subscription_ids.clone();
-        Publish {
-            dup,
+        OutgoingPublish {
+            message: SharedMessage::clone(message),
             qos: self.qos,
             retain: self.retain,
-            topic: message.topic.clone(),
+            dup,
             packet_id,
-            properties,
-            payload: message.payload.clone(),
+            message_expiry_interval: message
+                .expires_at
+                .map(|at| now.secs_until(at).max(1))
+                .or(message.properties.message_expiry_interval),
+            subscription_ids: self.subscription_ids.clone(),
         }
     }
 }

@@ -4,13 +4,13 @@
 mod support;
 
 use tern_codec::{filter_matches, ConnAck, DecodeError, Packet, ReasonCode};
-use tern_core::{AuthDecision, AuthRequest, Authenticator, Event, Limits, Transmit};
+use tern_core::{AuthDecision, AuthRequest, Authenticator, Event, Limits};
 
 use support::*;
 
 /// Every packet written on connection `id` until it has nothing more, the close included.
-fn transmits(tb: &mut TestBroker, id: tern_core::ConnectionId) -> Vec<Transmit> {
-    std::iter::from_fn(|| tb.broker.poll_transmit(id)).collect()
+fn transmits(tb: &mut TestBroker, id: tern_core::ConnectionId) -> Vec<Sent> {
+    std::iter::from_fn(|| tb.broker.poll_transmit(id).map(Sent::from)).collect()
 }
 
 /// The payload of a PUBLISH, as text.
@@ -335,7 +335,7 @@ fn v311_mqtt_3_1_4_1() {
         let mut tb = TestBroker::new();
         let id = tb.open();
         tb.broker.handle_decode_error(id, error, tb.now);
-        assert_eq!(transmits(&mut tb, id), [Transmit::Close], "{error}");
+        assert_eq!(transmits(&mut tb, id), [Sent::Close], "{error}");
         assert_eq!(tb.stats().sessions, 0);
         assert_eq!(tb.stats().clients_connected, 0);
     }

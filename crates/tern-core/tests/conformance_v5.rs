@@ -9,7 +9,7 @@ use tern_codec::{
     filter_matches, Auth, AuthProperties, Connect, DecodeError, Disconnect, Packet, ReasonCode,
     SubscriptionIds,
 };
-use tern_core::{AuthDecision, AuthRequest, Authenticator, ConnectionId, Limits, Transmit};
+use tern_core::{AuthDecision, AuthRequest, Authenticator, ConnectionId, Limits};
 
 use support::*;
 
@@ -36,8 +36,8 @@ fn connect_with(tb: &mut TestBroker, connect: Connect) -> TestClient {
 }
 
 /// Everything written on connection `id` until it has nothing more, the close included.
-fn transmits(tb: &mut TestBroker, id: ConnectionId) -> Vec<Transmit> {
-    std::iter::from_fn(|| tb.broker.poll_transmit(id)).collect()
+fn transmits(tb: &mut TestBroker, id: ConnectionId) -> Vec<Sent> {
+    std::iter::from_fn(|| tb.broker.poll_transmit(id).map(Sent::from)).collect()
 }
 
 /// A CONNECT naming an Authentication Method that the default authenticator refuses (0x8C).
@@ -196,10 +196,10 @@ fn begin_challenge(tb: &mut TestBroker, client_id: &str, opts: &Opts) -> Connect
 }
 
 /// Whether `written` holds a CONNACK accepting the connection.
-fn accepted(written: &[Transmit]) -> bool {
-    written.iter().any(|t| {
-        matches!(t, Transmit::Packet(Packet::ConnAck(c)) if c.reason_code == ReasonCode::Success)
-    })
+fn accepted(written: &[Sent]) -> bool {
+    written.iter().any(
+        |t| matches!(t, Sent::Packet(Packet::ConnAck(c)) if c.reason_code == ReasonCode::Success),
+    )
 }
 
 /// Refuses the client identifier "banned" with 0x85 and lets every other client in.
@@ -529,7 +529,7 @@ fn v5_mqtt_3_1_2_30() {
         );
         tb.send_to(id, V5, answer);
         let written = transmits(&mut tb, id);
-        assert_eq!(written.last(), Some(&Transmit::Close), "{intruder:?}");
+        assert_eq!(written.last(), Some(&Sent::Close), "{intruder:?}");
         assert!(!accepted(&written), "{intruder:?}: {written:?}");
         tb.expect_silent(&watcher);
         assert_eq!(tb.stats().subscriptions, 1, "only the watcher's");
@@ -626,7 +626,7 @@ fn v5_mqtt_3_1_4_1() {
         let mut tb = TestBroker::new();
         let id = tb.open();
         tb.broker.handle_decode_error(id, error, tb.now);
-        assert_eq!(transmits(&mut tb, id), [Transmit::Close], "{error}");
+        assert_eq!(transmits(&mut tb, id), [Sent::Close], "{error}");
         assert_eq!(tb.stats().sessions, 0);
         assert_eq!(tb.stats().clients_connected, 0);
     }
@@ -649,7 +649,7 @@ fn v5_mqtt_3_1_4_6() {
     tb.send_to(id, V5, Packet::Connect(Box::new(valid)));
 
     let written = transmits(&mut tb, id);
-    let [Transmit::Packet(Packet::ConnAck(connack)), Transmit::Close] = written.as_slice() else {
+    let [Sent::Packet(Packet::ConnAck(connack)), Sent::Close] = written.as_slice() else {
         panic!("{written:?}");
     };
     assert_eq!(connack.reason_code, ReasonCode::BadAuthenticationMethod);
@@ -682,10 +682,10 @@ fn v5_mqtt_3_2_0_2() {
     let written = transmits(&mut tb, id);
     let connacks = written
         .iter()
-        .filter(|t| matches!(t, Transmit::Packet(Packet::ConnAck(_))))
+        .filter(|t| matches!(t, Sent::Packet(Packet::ConnAck(_))))
         .count();
     assert_eq!(connacks, 1, "{written:?}");
-    assert_eq!(written.last(), Some(&Transmit::Close));
+    assert_eq!(written.last(), Some(&Sent::Close));
 }
 
 /// MQTT-3.2.2-6: a CONNACK with a non-zero Reason Code has Session Present 0, even when a session
@@ -1149,8 +1149,8 @@ fn v5_mqtt_3_14_4_1() {
     assert_eq!(
         written,
         [
-            Transmit::Packet(disconnect(ReasonCode::ProtocolError)),
-            Transmit::Close
+            Sent::Packet(disconnect(ReasonCode::ProtocolError)),
+            Sent::Close
         ]
     );
     assert_eq!(tb.broker.poll_transmit(client.id), None);
@@ -1200,7 +1200,7 @@ fn v5_mqtt_3_15_2_2() {
         auth(ReasonCode::ReAuthenticate, METHOD, Some(b"nonce-signed")),
     );
     let written = transmits(&mut tb, id);
-    let [Transmit::Packet(success)] = written.as_slice() else {
+    let [Sent::Packet(success)] = written.as_slice() else {
         panic!("{written:?}");
     };
     let challenge = auth(ReasonCode::ContinueAuthentication, METHOD, Some(b"nonce"));
@@ -1567,11 +1567,7 @@ fn v5_mqtt_4_12_0_3() {
         tb.send_to(id, V5, auth(code, METHOD, Some(b"nonce-signed")));
         let written = transmits(&mut tb, id);
         assert_eq!(accepted(&written), accept, "{code:?}: {written:?}");
-        assert_eq!(
-            written.last() == Some(&Transmit::Close),
-            !accept,
-            "{code:?}"
-        );
+        assert_eq!(written.last() == Some(&Sent::Close), !accept, "{code:?}");
     }
 }
 
@@ -1597,7 +1593,7 @@ fn v5_mqtt_4_12_0_4() {
         auth(ReasonCode::ContinueAuthentication, METHOD, Some(b"forged")),
     );
     let written = transmits(&mut tb, id);
-    let [Transmit::Packet(Packet::ConnAck(connack)), Transmit::Close] = written.as_slice() else {
+    let [Sent::Packet(Packet::ConnAck(connack)), Sent::Close] = written.as_slice() else {
         panic!("{written:?}");
     };
     assert_eq!(connack.reason_code, ReasonCode::NotAuthorized);
@@ -1622,7 +1618,7 @@ fn v5_mqtt_4_12_0_5() {
         ),
     );
     let written = transmits(&mut tb, id);
-    let [Transmit::Packet(Packet::ConnAck(connack))] = written.as_slice() else {
+    let [Sent::Packet(Packet::ConnAck(connack))] = written.as_slice() else {
         panic!("{written:?}");
     };
     assert_eq!(connack.reason_code, ReasonCode::Success);
@@ -1640,7 +1636,7 @@ fn v5_mqtt_4_12_0_5() {
     );
     let written = transmits(&mut tb, id);
     assert!(!accepted(&written), "{written:?}");
-    assert_eq!(written.last(), Some(&Transmit::Close));
+    assert_eq!(written.last(), Some(&Sent::Close));
 }
 
 /// MQTT-4.12.0-6 and MQTT-4.12.0-7: a client that sent no Authentication Method gets no
@@ -1683,7 +1679,7 @@ fn v5_mqtt_4_12_1_1() {
     );
     assert_eq!(
         transmits(&mut tb, id),
-        [Transmit::Packet(auth(
+        [Sent::Packet(auth(
             ReasonCode::Success,
             METHOD,
             Some(b"welcome")
@@ -1697,8 +1693,8 @@ fn v5_mqtt_4_12_1_1() {
     assert_eq!(
         transmits(&mut tb, id),
         [
-            Transmit::Packet(disconnect(ReasonCode::ProtocolError)),
-            Transmit::Close
+            Sent::Packet(disconnect(ReasonCode::ProtocolError)),
+            Sent::Close
         ]
     );
 }
@@ -1791,7 +1787,7 @@ fn v5_mqtt_4_13_2_1() {
     let refused = connect_with_auth_method("c", &Opts::new());
     tb.send_to(id, V5, Packet::Connect(Box::new(refused)));
     let written = transmits(&mut tb, id);
-    let [Transmit::Packet(Packet::ConnAck(connack)), Transmit::Close] = written.as_slice() else {
+    let [Sent::Packet(Packet::ConnAck(connack)), Sent::Close] = written.as_slice() else {
         panic!("{written:?}");
     };
     assert!(!connack.reason_code.is_success());

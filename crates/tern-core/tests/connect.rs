@@ -4,7 +4,7 @@
 mod support;
 
 use tern_codec::{ConnAckProperties, DecodeError, Packet, ReasonCode};
-use tern_core::{Event, Limits};
+use tern_core::{Event, Limits, Transmit};
 
 use support::*;
 
@@ -122,10 +122,7 @@ fn first_packet_not_connect_closes_without_reply() {
         let mut tb = TestBroker::new();
         let id = tb.open();
         tb.send_to(id, version, publish("t", "x", Q0, 0));
-        assert_eq!(
-            tb.broker.poll_transmit(id),
-            Some(tern_core::Transmit::Close)
-        );
+        assert_eq!(tb.broker.poll_transmit(id), Some(Transmit::Close));
         assert_eq!(tb.broker.poll_transmit(id), None);
         assert_eq!(tb.stats().protocol_errors, 1);
         // Nothing more is processed on it.
@@ -299,14 +296,11 @@ fn unsupported_protocol_level_gets_connack_then_close() {
         tb.broker
             .handle_decode_error(id, DecodeError::UnsupportedProtocolVersion(level), tb.now);
         let version = tb.broker.protocol_version(id).expect("open");
-        let Some(tern_core::Transmit::Packet(connack)) = tb.broker.poll_transmit(id) else {
+        let Some(Transmit::Packet(connack)) = tb.broker.poll_transmit(id) else {
             panic!("level {level}: no CONNACK");
         };
         assert_eq!(encode(&connack, version), bytes, "level {level}");
-        assert_eq!(
-            tb.broker.poll_transmit(id),
-            Some(tern_core::Transmit::Close)
-        );
+        assert_eq!(tb.broker.poll_transmit(id), Some(Transmit::Close));
     }
 }
 
@@ -406,13 +400,9 @@ fn nothing_is_processed_after_a_refused_connect() {
     tb.send_to(id, V311, publish("t", "x", Q0, 0));
     tb.send_to(id, V311, Packet::PingReq);
     tb.expect_silent(&watcher);
-    let Some(tern_core::Transmit::Packet(Packet::ConnAck(_))) = tb.broker.poll_transmit(id) else {
-        panic!("CONNACK first");
-    };
-    assert_eq!(
-        tb.broker.poll_transmit(id),
-        Some(tern_core::Transmit::Close)
-    );
+    let first = tb.broker.poll_transmit(id).and_then(Transmit::into_packet);
+    assert!(matches!(first, Some(Packet::ConnAck(_))), "CONNACK first");
+    assert_eq!(tb.broker.poll_transmit(id), Some(Transmit::Close));
     assert_eq!(tb.broker.poll_transmit(id), None);
     assert_eq!(tb.stats().publish_received, 0);
 }

@@ -186,9 +186,9 @@ fn decode_all(
 /// acknowledges state (PUBACK, PUBREC, PUBCOMP, CONNACK, SUBACK, ...).
 fn promises_nothing(transmit: &Transmit) -> bool {
     match transmit {
-        Transmit::Packet(Packet::Publish(publish)) => publish.qos != QoS::ExactlyOnce,
-        Transmit::Packet(Packet::PingResp) => true,
-        _ => false,
+        Transmit::Publish(publish) => publish.qos != QoS::ExactlyOnce,
+        Transmit::Packet(packet) => matches!(**packet, Packet::PingResp),
+        Transmit::Close => false,
     }
 }
 
@@ -206,6 +206,7 @@ where
         let mut close = false;
         {
             let mut broker = shared.broker.borrow_mut();
+            let mut encoder = shared.encoder.borrow_mut();
             let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
             while write_buf.len() < WRITE_BATCH_BYTES_MAX {
                 // Packets produced with store operations wait until those are durable, except
@@ -220,19 +221,15 @@ where
                     shared.transmitted(id);
                 }
                 match transmit {
-                    Some(Transmit::Packet(packet)) => {
-                        // A packet the codec cannot encode is a core bug; drop it rather than the connection.
-                        if let Err(error) = packet.encode(version, write_buf) {
-                            debug!(
-                                conn = id.0,
-                                "cannot encode {:?}: {error}",
-                                packet.packet_type()
-                            );
-                        }
-                    }
                     Some(Transmit::Close) => {
                         close = true;
                         break;
+                    }
+                    Some(transmit) => {
+                        // What the codec cannot encode is a core bug; drop it, not the connection.
+                        if let Err(error) = encoder.encode(&transmit, version, write_buf) {
+                            debug!(conn = id.0, "cannot encode {transmit:?}: {error}");
+                        }
                     }
                     None => break,
                 }

@@ -8,6 +8,7 @@
 mod busy_poll;
 mod connection;
 mod durable;
+mod encode;
 mod gate;
 mod listener;
 mod shared;

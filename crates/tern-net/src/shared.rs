@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::busy_poll::BusyPoll;
 use crate::durable::Committer;
+use crate::encode::Encoder;
 use crate::gate::{AdmissionLimits, Gate};
 
 /// How the core's output reaches a connection task: a flag, and the task's own waker.
@@ -30,6 +31,8 @@ struct Wake {
 
 pub(crate) struct Shared {
     pub(crate) broker: RefCell<Broker>,
+    /// Encodes for every connection, so receivers of one message share its encoding.
+    pub(crate) encoder: RefCell<Encoder>,
     wakers: RefCell<FxHashMap<ConnectionId, Wake>>,
     epoch: Instant,
     next_id: Cell<u64>,
@@ -132,6 +135,7 @@ impl Shared {
         };
         Self {
             broker: RefCell::new(broker),
+            encoder: RefCell::default(),
             wakers: RefCell::new(FxHashMap::default()),
             epoch,
             next_id: Cell::new(1),

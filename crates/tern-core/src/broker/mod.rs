@@ -25,7 +25,7 @@ use tern_codec::{
 use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
-use crate::connection::{Connection, ConnectionInfo, Phase, Transmit};
+use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
 use crate::retained::RetainedTree;
 use crate::session::Session;
@@ -257,7 +257,7 @@ impl Broker {
             }
             return None;
         };
-        if let Transmit::Packet(Packet::Publish(publish)) = &transmit {
+        if let Transmit::Publish(publish) = &transmit {
             self.stats.publish_sent += 1;
             if publish.packet_id.is_none() {
                 connection.outbox_qos0 -= 1;
@@ -369,11 +369,24 @@ impl Broker {
             // does not fit cannot be left out without breaking the exchange, so the connection
             // is closed once the current input is handled.
             let limited = connection.client_packet_size_max != u32::MAX;
-            if limited && !matches!(packet, Packet::Publish(_)) && !fits(connection, &packet) {
+            if limited && !fits(connection, &packet) {
                 self.oversized.push(id);
                 return;
             }
-            connection.outbox.push_back(Transmit::Packet(packet));
+            connection
+                .outbox
+                .push_back(Transmit::Packet(Box::new(packet)));
+            wake(&mut self.woken, id, connection);
+        }
+    }
+
+    /// Queues a PUBLISH its caller has checked against the client's Maximum Packet Size.
+    fn send_publish(&mut self, id: ConnectionId, publish: OutgoingPublish) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            if connection.phase == Phase::Closing {
+                return;
+            }
+            connection.outbox.push_back(Transmit::Publish(publish));
             wake(&mut self.woken, id, connection);
         }
     }
@@ -429,7 +442,9 @@ impl Broker {
                 _ => None,
             };
             if let Some(packet) = farewell.filter(|p| fits(connection, p)) {
-                connection.outbox.push_back(Transmit::Packet(packet));
+                connection
+                    .outbox
+                    .push_back(Transmit::Packet(Box::new(packet)));
             }
         }
         connection.phase = Phase::Closing;

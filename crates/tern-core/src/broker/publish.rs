@@ -11,6 +11,7 @@ use tern_codec::{
 use super::tree_view::Outgoing;
 use super::Broker;
 use crate::authz::Access;
+use crate::connection::OutgoingPublish;
 use crate::events::{DropReason, Event};
 use crate::session::{Delivery, OutgoingState};
 use crate::store::{DeliveryStage, StoreOp};
@@ -359,12 +360,12 @@ impl Broker {
                 self.dropped(key, DropReason::OutboxFull);
                 return;
             }
-            let publish = Packet::Publish(delivery.to_publish(None, false, now));
+            let publish = delivery.outgoing(None, false, now);
             if self.fits_client(id, &publish) {
                 if let Some(connection) = self.connections.get_mut(&id) {
                     connection.outbox_qos0 += 1;
                 }
-                self.send(id, publish);
+                self.send_publish(id, publish);
             } else {
                 self.dropped(key, DropReason::TooLargeForClient);
             }
@@ -413,7 +414,7 @@ impl Broker {
         now: Time,
     ) -> bool {
         let entry = &self.session(key).inflight[index];
-        let publish = Packet::Publish(entry.delivery.to_publish(Some(entry.packet_id), true, now));
+        let publish = entry.delivery.outgoing(Some(entry.packet_id), true, now);
         if !self.fits_client(id, &publish) {
             if let Some(entry) = self.session_mut(key).remove_inflight(index) {
                 self.delivery_done(key, entry.delivery.seq);
@@ -422,7 +423,7 @@ impl Broker {
             return false;
         }
         self.session_mut(key).take_quota(index);
-        self.send(id, publish);
+        self.send_publish(id, publish);
         true
     }
 
@@ -455,7 +456,7 @@ impl Broker {
                 continue;
             }
             let packet_id = self.session_mut(key).allocate_packet_id();
-            let publish = Packet::Publish(delivery.to_publish(Some(packet_id), false, now));
+            let publish = delivery.outgoing(Some(packet_id), false, now);
             if !self.fits_client(id, &publish) {
                 // Too large for the client: discarded as if sent (MQTT-3.1.2-25).
                 self.session_mut(key).remove_inflight_id(packet_id);
@@ -470,15 +471,19 @@ impl Broker {
                 seq,
                 stage: DeliveryStage::Sent(packet_id),
             });
-            self.send(id, publish);
+            self.send_publish(id, publish);
         }
     }
 
     /// Whether the encoded PUBLISH fits the client's Maximum Packet Size.
-    fn fits_client(&self, id: ConnectionId, packet: &Packet) -> bool {
-        self.connections
-            .get(&id)
-            .is_some_and(|connection| super::fits(connection, packet))
+    fn fits_client(&self, id: ConnectionId, publish: &OutgoingPublish) -> bool {
+        self.connections.get(&id).is_some_and(|connection| {
+            connection.client_packet_size_max == u32::MAX
+                || publish
+                    .view()
+                    .encoded_len(connection.version)
+                    .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
+        })
     }
 
     /// Records that the delivery `seq` of `key` needs no more work.

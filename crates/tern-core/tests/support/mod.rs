@@ -377,8 +377,18 @@ impl TestBroker {
         while let Some(transmit) = self.broker.poll_transmit(id) {
             wrote = true;
             assert!(!self.wire(id).closed, "{id:?}: written after the close");
-            match transmit {
-                Transmit::Packet(packet) => {
+            if let Transmit::Publish(publish) = &transmit {
+                // A forwarded PUBLISH encodes from its view exactly as built out in full.
+                let mut viewed = BytesMut::new();
+                publish
+                    .view()
+                    .encode(version, &mut viewed)
+                    .expect("encodes");
+                let full = Packet::Publish(publish.to_publish());
+                assert_eq!(&viewed[..], &encode(&full, version)[..], "{publish:?}");
+            }
+            match transmit.into_packet() {
+                Some(packet) => {
                     let size = encode(&packet, version).len();
                     if let Some(max) = packet_size_max {
                         // MQTT-3.1.2-24: never more than the client's Maximum Packet Size.
@@ -389,7 +399,7 @@ impl TestBroker {
                     }
                     packets.push(wire(&packet, version));
                 }
-                Transmit::Close => self.wire(id).closed = true,
+                None => self.wire(id).closed = true,
             }
         }
         if wrote {
@@ -653,5 +663,23 @@ pub(crate) fn packet_id(packet: &Packet) -> u16 {
             ack.packet_id.get()
         }
         other => panic!("{other:?} has no packet identifier"),
+    }
+}
+
+/// What the broker wrote on a connection, a forwarded PUBLISH built out in full: what tests
+/// match on.
+// Unboxed, so tests can match slices of them by pattern.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// A packet.
+    Packet(Packet),
+    /// The close after the packets.
+    Close,
+}
+
+impl From<Transmit> for Sent {
+    fn from(transmit: Transmit) -> Self {
+        transmit.into_packet().map_or(Self::Close, Self::Packet)
     }
 }
