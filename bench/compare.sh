@@ -8,7 +8,7 @@
 # commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
-# RETAINED (100000), LATENCY_ROUNDS (5), CONNECT_ROUNDS (5), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
+# RETAINED (100000), LATENCY_ROUNDS (7), CONNECT_ROUNDS (5), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
 # "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md alone.
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
@@ -25,7 +25,7 @@ VENV=$ROOT/bench/.venv
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-10000}
 RETAINED=${RETAINED:-100000}
-LATENCY_ROUNDS=${LATENCY_ROUNDS:-5}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-7}
 CONNECT_ROUNDS=${CONNECT_ROUNDS:-5}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
@@ -113,6 +113,11 @@ run_broker() {
         start_broker "$name" || return 1
     done
     bench "$name" connections --connections "$CONNECTIONS" --broker-pid "$BROKER_PID" --quiet
+    # Latency next, on a fresh broker again: every broker (and mosquitto-nodelay above) is
+    # measured in the same state, not after the throughput scenarios have grown its heap.
+    stop_broker
+    start_broker "$name" || return 1
+    latency_rounds "$name" "${d[@]}"
     for qos in 0 1; do
         bench "$name" fan-in --qos "$qos" --publishers 10 "${d[@]}"
         bench "$name" fan-out --qos "$qos" --subscribers 10 "${d[@]}"
@@ -120,7 +125,6 @@ run_broker() {
     done
     bench "$name" pairs --qos 2 --pairs 10 "${d[@]}"
     bench "$name" shared --qos 0 --publishers 10 --subscribers 10 "${d[@]}"
-    latency_rounds "$name" "${d[@]}"
     bench "$name" retained --retained "$RETAINED" --quiet
     stop_broker
 }
