@@ -13,9 +13,10 @@
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
 # with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
-# against the better of the two. Latency is run LATENCY_ROUNDS times per QoS and the report takes
-# the round with the median p99: one 5-second sample of a p99 on a shared 2-core machine varies
-# by a factor of 2 to 8 from run to run (BENCHMARKS.md).
+# against the better of the two. Connections and latency run in interleaved rounds, every broker
+# once per round on a fresh start, and the report takes each broker's median round: one
+# 5-second sample of a p99 on a shared 2-core machine varies by a factor of 2 to 8 from run to
+# run, and a connect rate by 10-30% (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,45 +80,56 @@ bench() {
     tail -n 1 "$OUT/bench.log" >&2
 }
 
-# latency_rounds NAME ARGS...: LATENCY_ROUNDS latency runs per QoS, QoS 0 and 1 interleaved.
-latency_rounds() {
-    local name=$1 round qos
-    shift
-    for round in $(seq "$LATENCY_ROUNDS"); do
-        for qos in 0 1; do
-            bench "$name" latency --qos "$qos" --rate 1000 "$@"
+# fresh NAME: starts NAME; returns 2 when this tern cannot run it (skip), 1 on failure.
+fresh() {
+    local status=0
+    start_broker "$1" || status=$?
+    [ $status -eq 0 ] && log "$1 (pid $BROKER_PID on cpu $BROKER_CPU)"
+    return $status
+}
+
+# Connections and latency, in rounds: each round starts every broker in turn, once for the
+# connections scenario and once for the latency runs (QoS 0 and 1), so every figure comes from a
+# freshly started broker and a drift in the machine's state over the run (a 10,000-connection
+# burst lasts well under a second; one run's rate moves by 10-30% from run to run) falls on
+# every broker alike. The report takes each broker's median round. Memory per connection is
+# only meaningful on a fresh broker, before other scenarios have grown (and freed) its heap.
+interleaved_rounds() {
+    local rounds=$((CONNECT_ROUNDS > LATENCY_ROUNDS ? CONNECT_ROUNDS : LATENCY_ROUNDS))
+    local round name status qos
+    for round in $(seq "$rounds"); do
+        log "round $round of $rounds"
+        for name in $BROKERS; do
+            if [ "$name" != mosquitto-nodelay ] && [ "$round" -le "$CONNECT_ROUNDS" ]; then
+                status=0
+                fresh "$name" || status=$?
+                [ $status -eq 2 ] && continue
+                [ $status -ne 0 ] && return 1
+                bench "$name" connections --connections "$CONNECTIONS" --broker-pid "$BROKER_PID" --quiet
+                stop_broker
+            fi
+            if [ "$round" -le "$LATENCY_ROUNDS" ]; then
+                status=0
+                fresh "$name" || status=$?
+                [ $status -eq 2 ] && continue
+                [ $status -ne 0 ] && return 1
+                for qos in 0 1; do
+                    bench "$name" latency --qos "$qos" --rate 1000 --duration "$DURATION" --quiet
+                done
+                stop_broker
+            fi
         done
     done
 }
 
-run_broker() {
+# throughput NAME: the throughput scenarios and the retained one, on one broker run.
+throughput() {
     local name=$1 status=0
-    start_broker "$name" || status=$?
+    [ "$name" = mosquitto-nodelay ] && return 0
+    fresh "$name" || status=$?
     [ $status -eq 2 ] && return 0
     [ $status -ne 0 ] && return 1
-    log "$name (pid $BROKER_PID on cpu $BROKER_CPU)"
-    local d=(--duration "$DURATION" --quiet)
-    if [ "$name" = mosquitto-nodelay ]; then
-        latency_rounds "$name" "${d[@]}"
-        stop_broker
-        return 0
-    fi
-    # First, on the fresh broker: memory per connection is only meaningful before other
-    # scenarios have grown (and freed) its heap. A burst of 10,000 connects lasts well under a
-    # second, so one run's rate moves by 10-20% from run to run: CONNECT_ROUNDS runs, each on a
-    # freshly started broker, and the report takes the median.
-    local round
-    for round in $(seq 2 "$CONNECT_ROUNDS"); do
-        bench "$name" connections --connections "$CONNECTIONS" --broker-pid "$BROKER_PID" --quiet
-        stop_broker
-        start_broker "$name" || return 1
-    done
-    bench "$name" connections --connections "$CONNECTIONS" --broker-pid "$BROKER_PID" --quiet
-    # Latency next, on a fresh broker again: every broker (and mosquitto-nodelay above) is
-    # measured in the same state, not after the throughput scenarios have grown its heap.
-    stop_broker
-    start_broker "$name" || return 1
-    latency_rounds "$name" "${d[@]}"
+    local d=(--duration "$DURATION" --quiet) qos
     for qos in 0 1; do
         bench "$name" fan-in --qos "$qos" --publishers 10 "${d[@]}"
         bench "$name" fan-out --qos "$qos" --subscribers 10 "${d[@]}"
@@ -144,8 +156,9 @@ main() {
         echo "tern: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo '+changes')"
         echo "open files: $(ulimit -n)"
     } >"$OUT/machine.txt"
+    interleaved_rounds
     for broker in $BROKERS; do
-        run_broker "$broker"
+        throughput "$broker"
     done
     local write=(--write BENCHMARKS.md)
     [ "${NO_WRITE:-}" = 1 ] && write=()
