@@ -99,6 +99,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    disable_huge_pages();
 
     let file = match &args.config {
         Some(path) => config::load(path)?,
@@ -151,6 +152,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Keeps the broker's heap in 4 KiB pages. The allocator asks for transparent huge pages, so
+/// the heap grew in 2 MiB steps, each zeroed (and, on a fragmented machine, compacted) in one
+/// page fault while a connection or message waited: a stall in the tail, and resident memory
+/// that overstated 600 bytes per idle connection as 1,480 (see ARCHITECTURE.md).
+fn disable_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!("cannot turn transparent huge pages off: {error}");
+    }
 }
 
 /// Opens the store in `dir` and reads everything it holds. The instant returned is `Time`

@@ -387,3 +387,18 @@ fn settle(pid: u32, target: Option<u64>) -> u64 {
         }
     }
 }
+
+/// The broker's heap stays in 4 KiB pages: transparent huge pages are off for its process, so
+/// its resident memory follows what it holds, and no page fault zeroes (or compacts) 2 MiB
+/// while a client waits.
+#[cfg(target_os = "linux")]
+#[test]
+fn broker_runs_without_transparent_huge_pages() {
+    let tern = Tern::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tern.pid())).expect("status");
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
+}
