@@ -8,7 +8,7 @@
 # commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
-# RETAINED (100000), LATENCY_ROUNDS (7), CONNECT_ROUNDS (5), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
+# RETAINED (100000), LATENCY_ROUNDS (7), CONNECT_ROUNDS (7), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
 # "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md alone.
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
@@ -27,7 +27,7 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-10000}
 RETAINED=${RETAINED:-100000}
 LATENCY_ROUNDS=${LATENCY_ROUNDS:-7}
-CONNECT_ROUNDS=${CONNECT_ROUNDS:-5}
+CONNECT_ROUNDS=${CONNECT_ROUNDS:-7}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
 BROKERS=${BROKERS:-mosquitto mosquitto-nodelay rumqttd tern tern-fsync}
@@ -92,14 +92,18 @@ fresh() {
 # connections scenario and once for the latency runs (QoS 0 and 1), so every figure comes from a
 # freshly started broker and a drift in the machine's state over the run (a 10,000-connection
 # burst lasts well under a second; one run's rate moves by 10-30% from run to run) falls on
-# every broker alike. The report takes each broker's median round. Memory per connection is
+# every broker alike; every other round runs them in reverse order. The report takes each
+# broker's median round. Memory per connection is
 # only meaningful on a fresh broker, before other scenarios have grown (and freed) its heap.
 interleaved_rounds() {
     local rounds=$((CONNECT_ROUNDS > LATENCY_ROUNDS ? CONNECT_ROUNDS : LATENCY_ROUNDS))
-    local round name status qos
+    local round name status qos order
     for round in $(seq "$rounds"); do
         log "round $round of $rounds"
-        for name in $BROKERS; do
+        # Every other round runs the brokers in reverse, so none always follows the same one.
+        order=$BROKERS
+        [ $((round % 2)) -eq 0 ] && order=$(printf '%s\n' $BROKERS | tac | xargs)
+        for name in $order; do
             if [ "$name" != mosquitto-nodelay ] && [ "$round" -le "$CONNECT_ROUNDS" ]; then
                 status=0
                 fresh "$name" || status=$?
