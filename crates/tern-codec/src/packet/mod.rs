@@ -263,9 +263,8 @@ impl Packet {
             Self::ConnAck(p) => {
                 allowed(&p.reason_code) && p.properties.maximum_qos != Some(QoS::ExactlyOnce)
             }
-            Self::Publish(p) => {
-                !(p.dup && p.qos == QoS::AtMostOnce) && p.properties.topic_alias != Some(0)
-            }
+            // A PUBLISH is checked by the view it encodes through.
+            Self::Publish(_) => true,
             Self::PubAck(p) | Self::PubRec(p) | Self::PubRel(p) | Self::PubComp(p) => {
                 allowed(&p.reason_code)
             }
@@ -287,30 +286,54 @@ impl Packet {
 
     fn body_len(&self, version: ProtocolVersion) -> Result<u32, EncodeError> {
         self.check_sendable()?;
-        let mut counter = Counter::default();
-        self.write_body(version, &mut counter)?;
-        checked_varint(counter.0)
+        counted_body(|counter| self.write_body(version, counter))
     }
 
     /// Total encoded size in bytes, fixed header included.
     ///
     /// A CONNECT is encoded at its own protocol level whatever `version` says.
     pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
-        let body = self.body_len(version)?;
-        Ok(1 + varint_len(body) + body as usize)
+        Ok(framed_len(self.body_len(version)?))
     }
 
     /// Appends the packet's encoding for `version` to `buf`.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let body = self.body_len(version)?;
-        buf.reserve(1 + varint_len(body) + body as usize);
-        let start = buf.len();
-        BufMut::put_u8(buf, self.first_byte());
-        Sink::put_varint(buf, body);
-        self.write_body(version, buf)?;
-        debug_assert_eq!(buf.len() - start, 1 + varint_len(body) + body as usize);
-        Ok(())
+        put_framed(buf, self.first_byte(), body, |buf| {
+            self.write_body(version, buf)
+        })
     }
+}
+
+/// The length of the body `write` writes, as a remaining length.
+pub(crate) fn counted_body(
+    write: impl FnOnce(&mut Counter) -> Result<(), EncodeError>,
+) -> Result<u32, EncodeError> {
+    let mut counter = Counter::default();
+    write(&mut counter)?;
+    checked_varint(counter.0)
+}
+
+/// The size of a packet whose body is `body` bytes, fixed header included.
+pub(crate) fn framed_len(body: u32) -> usize {
+    1 + varint_len(body) + body as usize
+}
+
+/// Appends a packet to `buf`: its first byte, the remaining length `body`, and the body that
+/// `write_body` writes (which must be `body` bytes).
+pub(crate) fn put_framed(
+    buf: &mut BytesMut,
+    first_byte: u8,
+    body: u32,
+    write_body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    buf.reserve(framed_len(body));
+    let start = buf.len();
+    BufMut::put_u8(buf, first_byte);
+    Sink::put_varint(buf, body);
+    write_body(buf)?;
+    debug_assert_eq!(buf.len() - start, framed_len(body));
+    Ok(())
 }
 
 /// Reads a reason code and checks that the spec allows it in this packet type.

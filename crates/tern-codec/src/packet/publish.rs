@@ -1,13 +1,15 @@
 //! PUBLISH (3.3): the one packet on the hot path; decoding slices topic and payload out of the
 //! frame without copying.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use super::{Packet, PacketId, PacketType, ProtocolVersion, QoS};
+use super::{
+    counted_body, framed_len, put_framed, Packet, PacketId, PacketType, ProtocolVersion, QoS,
+};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{PublishProperties, SubscriptionIds};
 use crate::topic::TopicName;
-use crate::wire::{checked_varint, varint_len, Counter, Reader, Sink};
+use crate::wire::{Reader, Sink};
 
 /// PUBLISH: an application message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +45,7 @@ impl Publish {
     }
 
     pub(super) fn flags(&self) -> u8 {
-        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+        flags(self.dup, self.qos, self.retain)
     }
 
     /// Decodes a PUBLISH body straight into a [`Packet`].
@@ -172,27 +174,23 @@ impl PublishView<'_> {
         Ok(())
     }
 
-    fn body_len(&self, version: ProtocolVersion) -> Result<u32, EncodeError> {
-        let mut counter = Counter::default();
-        self.write_body(version, &mut counter)?;
-        checked_varint(counter.0)
-    }
-
     /// Total encoded size in bytes, fixed header included.
     pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
-        let body = self.body_len(version)?;
-        Ok(1 + varint_len(body) + body as usize)
+        Ok(framed_len(counted_body(|c| self.write_body(version, c))?))
     }
 
     /// Appends the encoding for `version` to `buf`.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let body = self.body_len(version)?;
-        buf.reserve(1 + varint_len(body) + body as usize);
-        let flags = (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
-        BufMut::put_u8(buf, ((PacketType::Publish as u8) << 4) | flags);
-        Sink::put_varint(buf, body);
-        self.write_body(version, buf)
+        let body = counted_body(|c| self.write_body(version, c))?;
+        let first_byte =
+            ((PacketType::Publish as u8) << 4) | flags(self.dup, self.qos, self.retain);
+        put_framed(buf, first_byte, body, |buf| self.write_body(version, buf))
     }
+}
+
+/// The flags nibble of a PUBLISH's first byte.
+fn flags(dup: bool, qos: QoS, retain: bool) -> u8 {
+    (u8::from(dup) << 3) | ((qos as u8) << 1) | u8::from(retain)
 }
 
 /// Writes `id` as the packet identifier of the encoded QoS 1 or 2 PUBLISH `packet` (one
