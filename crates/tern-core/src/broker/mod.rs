@@ -18,8 +18,8 @@ use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use tern_codec::{
-    ConnAck, ConnAckProperties, DecodeError, Disconnect, MqttString, Packet, PacketType,
-    ProtocolVersion, ReasonCode, TopicName,
+    ConnAck, ConnAckProperties, DecodeError, Disconnect, EncodeError, MqttString, Packet,
+    PacketType, ProtocolVersion, ReasonCode, TopicName,
 };
 
 use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
@@ -360,33 +360,32 @@ impl Broker {
 
     /// Queues a packet for `id` and marks the connection to be woken.
     fn send(&mut self, id: ConnectionId, packet: Packet) {
-        if let Some(connection) = self.connections.get_mut(&id) {
-            if connection.phase == Phase::Closing {
-                return;
-            }
-            // Nothing larger than the client's Maximum Packet Size may reach it (MQTT-3.1.2-24).
-            // PUBLISH packets are checked (and dropped) by their callers; any other packet that
-            // does not fit cannot be left out without breaking the exchange, so the connection
-            // is closed once the current input is handled.
-            let limited = connection.client_packet_size_max != u32::MAX;
-            if limited && !fits(connection, &packet) {
-                self.oversized.push(id);
-                return;
-            }
-            connection
-                .outbox
-                .push_back(Transmit::Packet(Box::new(packet)));
-            wake(&mut self.woken, id, connection);
+        // Nothing larger than the client's Maximum Packet Size may reach it (MQTT-3.1.2-24).
+        // PUBLISH packets are checked (and dropped) by their callers; any other packet that
+        // does not fit cannot be left out without breaking the exchange, so the connection
+        // is closed once the current input is handled.
+        let oversized = self.connections.get(&id).is_some_and(|connection| {
+            connection.phase != Phase::Closing && !fits(connection, &packet)
+        });
+        if oversized {
+            self.oversized.push(id);
+            return;
         }
+        self.queue(id, Transmit::Packet(Box::new(packet)));
     }
 
     /// Queues a PUBLISH its caller has checked against the client's Maximum Packet Size.
     fn send_publish(&mut self, id: ConnectionId, publish: OutgoingPublish) {
+        self.queue(id, Transmit::Publish(publish));
+    }
+
+    /// Puts `transmit` in the outbox of `id` (unless it is closing) and notes it for waking.
+    fn queue(&mut self, id: ConnectionId, transmit: Transmit) {
         if let Some(connection) = self.connections.get_mut(&id) {
             if connection.phase == Phase::Closing {
                 return;
             }
-            connection.outbox.push_back(Transmit::Publish(publish));
+            connection.outbox.push_back(transmit);
             wake(&mut self.woken, id, connection);
         }
     }
@@ -525,9 +524,17 @@ impl Broker {
 
 /// Whether `packet` fits the client's Maximum Packet Size.
 fn fits(connection: &Connection, packet: &Packet) -> bool {
+    within_packet_size(connection, |version| packet.encoded_len(version))
+}
+
+/// Whether a packet of `encoded_len` at the connection's level fits its client's Maximum
+/// Packet Size (sized only when the client set one).
+fn within_packet_size(
+    connection: &Connection,
+    encoded_len: impl FnOnce(ProtocolVersion) -> Result<usize, EncodeError>,
+) -> bool {
     connection.client_packet_size_max == u32::MAX
-        || packet
-            .encoded_len(connection.version)
+        || encoded_len(connection.version)
             .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
 }
 

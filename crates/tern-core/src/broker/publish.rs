@@ -478,11 +478,7 @@ impl Broker {
     /// Whether the encoded PUBLISH fits the client's Maximum Packet Size.
     fn fits_client(&self, id: ConnectionId, publish: &OutgoingPublish) -> bool {
         self.connections.get(&id).is_some_and(|connection| {
-            connection.client_packet_size_max == u32::MAX
-                || publish
-                    .view()
-                    .encoded_len(connection.version)
-                    .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
+            super::within_packet_size(connection, |version| publish.view().encoded_len(version))
         })
     }
 
