@@ -17,18 +17,23 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let run = report::run_id();
     let rss_before = args.broker_pid.and_then(rss_kib);
     let cpu_start = report::cpu_time();
+    let broker_cpu_start = args.broker_pid.and_then(process_cpu_time);
     let start = Instant::now();
     let next = Rc::new(Cell::new(0usize));
     let open = Rc::new(RefCell::new(Vec::with_capacity(args.connections)));
     // When the last connection completed its CONNACK: the measured window ends there, not
     // when this task next looks at the workers.
     let last_open = Rc::new(Cell::new(start));
+    // CPU times (broker, generator) when the last CONNACK arrived.
+    let cpu_at_last_open = Rc::new(Cell::new(None));
     let progress = report::Progress::new(crate::Scenario::Connections, args.quiet);
     let mut workers = Vec::new();
     for _ in 0..args.connect_concurrency.max(1) {
         let next = Rc::clone(&next);
         let open = Rc::clone(&open);
         let last_open = Rc::clone(&last_open);
+        let cpu_at_last_open = Rc::clone(&cpu_at_last_open);
+        let broker_pid = args.broker_pid;
         let (host, port, total) = (args.host.clone(), args.port, args.connections);
         let (version, keep_alive, run) = (args.version(), args.keep_alive, run.clone());
         workers.push(tokio::task::spawn_local(async move {
@@ -49,6 +54,10 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 conn.wbuf = bytes::BytesMut::new();
                 open.borrow_mut().push(conn);
                 last_open.set(Instant::now());
+                if open.borrow().len() == total {
+                    let broker = broker_pid.and_then(process_cpu_time);
+                    cpu_at_last_open.set(Some((broker, report::cpu_time())));
+                }
             }
         }));
     }
@@ -80,6 +89,14 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     let connect_s = last_open.get().duration_since(start).as_secs_f64();
     let connections = open.borrow().len();
+    let per_connect_us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / connections.max(1) as f64;
+    let (broker_cpu_end, generator_cpu_end) =
+        cpu_at_last_open.get().unwrap_or((None, report::cpu_time()));
+    let broker_cpu_per_connect_us = match (broker_cpu_start, broker_cpu_end) {
+        (Some(before), Some(after)) => Some(per_connect_us(after.saturating_sub(before))),
+        _ => None,
+    };
+    let generator_cpu_per_connect_us = per_connect_us(generator_cpu_end.saturating_sub(cpu_start));
     // Let the broker finish whatever each connection costs it, then read its memory.
     let rss_after = match args.broker_pid {
         Some(pid) => {
@@ -118,6 +135,8 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             rss_before_kib: rss_before,
             rss_after_kib: rss_after,
             rss_per_connection_bytes: per,
+            broker_cpu_per_connect_us,
+            generator_cpu_per_connect_us,
         },
         cpu,
         wall,
@@ -132,6 +151,23 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
+}
+
+/// CPU time of every thread of a process so far, from `/proc/<pid>/task/*/schedstat` (whose
+/// first field is nanoseconds on a CPU; finer than the clock ticks of `/proc/<pid>/stat`).
+/// Threads that ended before the call are not counted.
+pub(crate) fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(nanos) = stat.split_whitespace().next().and_then(|n| n.parse().ok()) {
+            total += Duration::from_nanos(nanos);
+        }
+    }
+    Some(total)
 }
 
 /// Lets this process hold `connections` sockets, as far as the hard limit allows.
@@ -152,5 +188,24 @@ mod tests {
     #[test]
     fn own_resident_memory_is_readable() {
         assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let pid = std::process::id();
+        let before = process_cpu_time(pid).expect("readable");
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let mut spins = 0u64;
+        // Spins until the figure shows 20 ms more: it fails if the figure does not move.
+        loop {
+            for _ in 0..100_000 {
+                spins = std::hint::black_box(spins + 1);
+            }
+            let after = process_cpu_time(pid).expect("readable");
+            if after.saturating_sub(before) >= Duration::from_millis(20) {
+                break;
+            }
+            assert!(Instant::now() < give_up, "CPU time stuck at {after:?}");
+        }
     }
 }

@@ -38,6 +38,12 @@ pub struct ConnectionFigures {
     pub rss_after_kib: Option<u64>,
     /// Extra resident bytes per connection.
     pub rss_per_connection_bytes: Option<f64>,
+    /// Broker CPU time (all its threads) per connection opened, in microseconds, over the
+    /// connect window (with `--broker-pid`): with the connect rate, it says whether the broker
+    /// was busy all along or waiting.
+    pub broker_cpu_per_connect_us: Option<f64>,
+    /// This generator's CPU time per connection opened over the same window.
+    pub generator_cpu_per_connect_us: f64,
 }
 
 /// Retained-delivery figures.
@@ -237,9 +243,14 @@ impl Report {
                 }
                 _ => String::new(),
             };
+            let broker_cpu = match c.broker_cpu_per_connect_us {
+                Some(us) => format!("broker {us:.1} µs, "),
+                None => String::new(),
+            };
             return format!(
-                "{head}: {} connections in {:.2} s ({:.0}/s){memory}; {cpu}",
-                c.connections, c.connect_s, c.connect_rate
+                "{head}: {} connections in {:.2} s ({:.0}/s; CPU per connect: {broker_cpu}\
+                 generator {:.1} µs){memory}; {cpu}",
+                c.connections, c.connect_s, c.connect_rate, c.generator_cpu_per_connect_us
             );
         }
         if let Some(r) = &self.retained {
