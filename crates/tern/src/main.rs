@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod config;
 mod passwd;
+mod process;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -99,7 +100,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    disable_huge_pages();
+    process::disable_huge_pages();
 
     let file = match &args.config {
         Some(path) => config::load(path)?,
@@ -122,9 +123,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let admission = file.limits.to_admission();
+    // Before the store or the runtime start a thread.
+    process::reserve_descriptors(admission.connections_max);
     let server_config = ServerConfig {
         listeners: config::listeners(&file, base, args.bind, args.port)?,
-        admission: file.limits.to_admission(),
+        admission,
         core,
         sys_interval: config::sys_interval(&file),
         shutdown_grace: Duration::from_secs(5),
@@ -152,17 +156,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
-}
-
-/// Keeps the broker's heap in 4 KiB pages. The allocator asks for transparent huge pages, so
-/// the heap grew in 2 MiB steps, each zeroed (and, on a fragmented machine, compacted) in one
-/// page fault while a connection or message waited: a stall in the tail, and resident memory
-/// that overstated 600 bytes per idle connection as 1,480 (see ARCHITECTURE.md).
-fn disable_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::debug!("cannot turn transparent huge pages off: {error}");
-    }
 }
 
 /// Opens the store in `dir` and reads everything it holds. The instant returned is `Time`
