@@ -215,12 +215,12 @@ impl Server {
     /// Accepts and serves connections until `shutdown` completes (or the store fails), then
     /// tells every client the server is going away and waits (up to the grace period) for them
     /// to flush. On Unix, SIGHUP reloads the certificates of TLS listeners.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NetError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + 'static) -> Result<(), NetError> {
         let local = LocalSet::new();
         local.run_until(self.serve(shutdown)).await
     }
 
-    async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), NetError> {
+    async fn serve(self, shutdown: impl Future<Output = ()> + 'static) -> Result<(), NetError> {
         let (epoch, snapshot, committer, commits) = match self.durable {
             Some(d) => (
                 d.epoch,
@@ -248,13 +248,23 @@ impl Server {
         }
         // What the restored broker purged goes to the store before anything else.
         shared.after_input();
-        let failure = Rc::new(tokio::sync::Notify::new());
+        // Shutdown and store failure both end the wait below. The shutdown future (signal
+        // listeners) runs as a task of its own: the future `run_until` drives is polled each
+        // time a connection task is woken, and the listeners would be polled with it.
+        let stop = Rc::new(tokio::sync::Notify::new());
+        {
+            let stop = Rc::clone(&stop);
+            tokio::task::spawn_local(async move {
+                shutdown.await;
+                stop.notify_one();
+            });
+        }
         let failed = Rc::new(std::cell::RefCell::new(None));
         if let Some(commits) = commits {
             tokio::task::spawn_local(commit_loop(
                 Rc::clone(&shared),
                 commits,
-                Rc::clone(&failure),
+                Rc::clone(&stop),
                 Rc::clone(&failed),
             ));
         }
@@ -279,10 +289,7 @@ impl Server {
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         #[cfg(unix)]
         tokio::task::spawn_local(listener::reload_on_hangup(all));
-        tokio::select! {
-            () = shutdown => {}
-            () = failure.notified() => {}
-        }
+        stop.notified().await;
         info!(
             "shutting down: disconnecting {} connection(s)",
             shared.connection_count()
@@ -309,7 +316,7 @@ impl Server {
 async fn commit_loop(
     shared: Rc<Shared>,
     mut commits: watch::Receiver<Commit>,
-    failure: Rc<tokio::sync::Notify>,
+    stop: Rc<tokio::sync::Notify>,
     failed: Rc<std::cell::RefCell<Option<String>>>,
 ) {
     while commits.changed().await.is_ok() {
@@ -323,7 +330,7 @@ async fn commit_loop(
         };
         error!("the store failed, stopping: {message}");
         *failed.borrow_mut() = Some(message);
-        failure.notify_one();
+        stop.notify_one();
         return;
     }
     // The store thread is gone without a word (it panicked) unless shutdown closed it.
@@ -331,7 +338,7 @@ async fn commit_loop(
         let message = "the store thread stopped".to_owned();
         error!("{message}, stopping");
         *failed.borrow_mut() = Some(message);
-        failure.notify_one();
+        stop.notify_one();
     }
 }
 

@@ -148,7 +148,7 @@ fn a_blocked_credential_check_does_not_stall_other_clients() {
             server.set_auth(Box::new(gate), Box::new(AllowAll));
             addr_tx.send(server.local_addrs()[0]).unwrap();
             server
-                .run(async {
+                .run(async move {
                     let _ = stop_rx.await;
                 })
                 .await
