@@ -50,8 +50,8 @@ pub(crate) struct Committer {
     thread: RefCell<Option<JoinHandle<()>>>,
     last_sent: Cell<u64>,
     committed: Cell<u64>,
-    /// Keyed by connection; looked up for every packet written, so hashed cheaply (the keys
-    /// are our own counters, not a peer's input).
+    /// The connections holding packets back, keyed by connection; looked up for every packet
+    /// written, so hashed cheaply (the keys are our own counters, not a peer's input).
     gates: RefCell<FxHashMap<ConnectionId, Held>>,
     closing: Cell<bool>,
 }
@@ -102,10 +102,6 @@ impl Committer {
         (committer, receiver)
     }
 
-    pub(crate) fn register(&self, id: ConnectionId) {
-        self.gates.borrow_mut().insert(id, Held::default());
-    }
-
     pub(crate) fn unregister(&self, id: ConnectionId) {
         self.gates.borrow_mut().remove(&id);
     }
@@ -132,10 +128,14 @@ impl Committer {
         }
         let mut gates = self.gates.borrow_mut();
         for &id in woken {
-            if let Some(gate) = gates.get_mut(&id) {
-                let end = gate.taken + pending(id) as u64;
-                gate.waiting.push_back((end, seq));
+            let pending = pending(id) as u64;
+            if pending == 0 {
+                continue;
             }
+            // A connection has a gate only while it holds packets back: counting starts here.
+            let gate = gates.entry(id).or_default();
+            let end = gate.taken + pending;
+            gate.waiting.push_back((end, seq));
         }
     }
 
@@ -153,7 +153,13 @@ impl Committer {
             gate.open_until = end;
             gate.waiting.pop_front();
         }
-        gate.waiting.is_empty() || gate.taken < gate.open_until
+        if gate.waiting.is_empty() {
+            // Nothing held back any more: the gate goes, so that committing a batch visits
+            // only the connections still waiting for one.
+            gates.remove(&id);
+            return true;
+        }
+        gate.taken < gate.open_until
     }
 
     /// Notes that a packet was taken from `id`'s outbox.
@@ -199,8 +205,6 @@ mod tests {
     fn packets_wait_for_their_own_batch_and_no_later_one() {
         let (committer, _commits) = Committer::start(MemoryStore::default());
         let (a, b) = (ConnectionId(1), ConnectionId(2));
-        committer.register(a);
-        committer.register(b);
         // Batch 1 leaves two packets for `a`; batch 2 one more for `a` and one for `b`.
         committer.submit(Vec::new(), &[a], |_| 2);
         committer.submit(Vec::new(), &[a, b], |id| if id == a { 3 } else { 1 });
@@ -224,9 +228,43 @@ mod tests {
         assert!(committer.may_transmit(a));
         committer.transmitted(a);
         assert!(committer.may_transmit(b));
-        // Nothing gated remains: later packets produced without store operations go at once.
+        // Nothing gated remains: later packets produced without store operations go at once,
+        // and no gate is left for a commit to visit.
         assert!(committer.may_transmit(a));
+        assert!(committer.gates.borrow().is_empty());
         committer.unregister(a);
+        committer.close();
+    }
+
+    #[test]
+    fn a_gate_counts_from_its_first_batch_and_goes_when_drained() {
+        let (committer, _commits) = Committer::start(MemoryStore::default());
+        let a = ConnectionId(1);
+        // Packets written before any batch need no gate.
+        for _ in 0..3 {
+            assert!(committer.may_transmit(a));
+            committer.transmitted(a);
+        }
+        // A batch that leaves nothing in the outbox gates nothing.
+        committer.submit(Vec::new(), &[a], |_| 0);
+        assert!(committer.gates.borrow().is_empty());
+        // Two packets wait for batch 2; a third arrives with batch 3.
+        committer.submit(Vec::new(), &[a], |_| 2);
+        committer.submit(Vec::new(), &[a], |_| 3);
+        let mut ready = Vec::new();
+        committer.committed(2, &mut ready);
+        assert_eq!(ready, [a]);
+        for _ in 0..2 {
+            assert!(committer.may_transmit(a));
+            committer.transmitted(a);
+        }
+        assert!(!committer.may_transmit(a), "the third needs batch 3");
+        ready.clear();
+        committer.committed(3, &mut ready);
+        assert_eq!(ready, [a]);
+        assert!(committer.may_transmit(a));
+        committer.transmitted(a);
+        assert!(committer.gates.borrow().is_empty());
         committer.close();
     }
 }

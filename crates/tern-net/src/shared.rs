@@ -180,9 +180,6 @@ impl Shared {
 
     pub(crate) fn register(&self, id: ConnectionId, info: ConnectionInfo) {
         self.wakers.borrow_mut().insert(id, Wake::default());
-        if let Some(committer) = &self.committer {
-            committer.register(id);
-        }
         self.broker
             .borrow_mut()
             .connection_opened_with(id, info, self.now());
