@@ -27,7 +27,7 @@ import pytest
 
 import mqtt_raw
 from conftest import LISTENING, REPO_ROOT, Broker, BrokerError
-from support import BROKER_KIND, QUIET, TIMEOUT, Names, PahoClient, expect_no_message
+from support import BROKER_KIND, QUIET, TIMEOUT, Disconnected, Names, PahoClient, expect_no_message
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="Tern's own auth configuration")
 
@@ -219,6 +219,28 @@ def test_jwt_valid_expired_and_forged(make, version):
     make(names.client("c"), version, "tok", forged).connect(expect_code=refused)
     # The token names the user: a different user name in CONNECT is refused.
     make(names.client("d"), version, "alice", good).connect(expect_code=refused)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_connection_ends_when_its_jwt_expires(make, version):
+    # A token good for two more seconds lets the client in, and its connection ends when the
+    # token does: MQTT 5 clients hear DISCONNECT 0xA0 (Maximum connect time) first.
+    names = Names()
+    connected_at = time.time()
+    short = jwt({"sub": "tok", "exp": int(connected_at) + 2})
+    c = make(names.client("short"), version, "tok", short)
+    c.connect()
+    # Meanwhile a client with a long-lived token stays, and the short one still works.
+    long_lived = jwt({"sub": "tok", "exp": int(connected_at) + 600})
+    lasting = make(names.client("long"), version, "tok", long_lived)
+    lasting.connect()
+    assert suback_codes(c, "users/tok/in") == [1]
+    gone = c.expect_disconnected(timeout=10)
+    assert time.time() >= int(connected_at) + 2, "closed before the token expired"
+    if version == 5:
+        assert gone == Disconnected(0xA0, True), gone
+    assert lasting.client.is_connected()
+    assert suback_codes(lasting, "users/tok/in") == [1]
 
 
 def test_jwt_topics_claim_restricts_the_connection(make):

@@ -26,6 +26,8 @@ pub struct JwtIdentity {
     pub username: String,
     /// Topic filters the token restricts the client to, if the claim is present.
     pub topics: Option<Vec<String>>,
+    /// The last second the token is accepted: its `exp` plus the verifier's leeway.
+    pub valid_until_unix_secs: u64,
 }
 
 /// How tokens are checked.
@@ -120,9 +122,12 @@ impl JwtVerifier {
                     .unwrap_or_default(),
             )
         });
+        // `exp` is present and numeric, or validation would have failed.
+        let expires = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         Ok(JwtIdentity {
             username: name.to_owned(),
             topics,
+            valid_until_unix_secs: expires.saturating_add(self.validation.leeway),
         })
     }
 }
@@ -150,16 +155,28 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_valid_until_its_expiry_plus_the_leeway() {
+        let v = JwtVerifier::new("HS256", b"k", "sub", None, 30).expect("verifier");
+        // Expired ten seconds ago, inside the leeway: accepted, for twenty more seconds.
+        let exp = now() - 10;
+        let late = token(&json!({"sub": "alice", "exp": exp}), b"k");
+        let id = v.verify(late.as_bytes(), None).expect("inside the leeway");
+        assert_eq!(id.valid_until_unix_secs, exp + 30);
+    }
+
+    #[test]
     fn hs256_tokens_checked_for_signature_expiry_and_claims() {
         let v = JwtVerifier::new("HS256", b"k", "sub", Some("topics"), 0).expect("verifier");
+        let exp = now() + 600;
         let good = token(
-            &json!({"sub": "alice", "exp": now() + 600, "topics": ["a/#"]}),
+            &json!({"sub": "alice", "exp": exp, "topics": ["a/#"]}),
             b"k",
         );
         assert!(JwtVerifier::claims(good.as_bytes()));
         let id = v.verify(good.as_bytes(), None).expect("valid");
         assert_eq!(id.username, "alice");
         assert_eq!(id.topics, Some(vec!["a/#".to_owned()]));
+        assert_eq!(id.valid_until_unix_secs, exp);
         assert!(v.verify(good.as_bytes(), Some("alice")).is_ok());
         assert_eq!(
             v.verify(good.as_bytes(), Some("bob")),

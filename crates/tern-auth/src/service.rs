@@ -150,6 +150,7 @@ impl AuthService {
                         username: Some(device.to_owned()),
                         owner: Some(owner),
                         topics: None,
+                        valid_for_millis: None,
                     },
                 },
                 Err(failure) => {
@@ -170,6 +171,13 @@ impl AuthService {
                         username: Some(identity.username),
                         owner: None,
                         topics: identity.topics,
+                        // Checked again while connected: the connection ends with the token.
+                        valid_for_millis: Some(
+                            identity
+                                .valid_until_unix_secs
+                                .saturating_mul(1000)
+                                .saturating_sub(unix_now_millis()),
+                        ),
                     },
                 },
                 Err(failure) => {
@@ -271,6 +279,13 @@ fn refused(request: &AuthRequest<'_>, why: &str) {
         client = request.client_id.as_str(),
         "authentication failed: {why}"
     );
+}
+
+fn unix_now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 fn unix_now() -> u64 {

@@ -45,6 +45,10 @@ pub struct Identity {
     /// Topic filters the credential itself restricts the client to (a JWT claim), on top of the
     /// ACL rules; `None` leaves only the ACL rules.
     pub topics: Option<Vec<String>>,
+    /// How long the credential stays valid from this decision (a token's expiry): the broker
+    /// then closes the connection (MQTT 5: DISCONNECT 0xA0, Maximum connect time). `None`: for
+    /// as long as the connection lasts.
+    pub valid_for_millis: Option<u64>,
 }
 
 /// A slow credential check (password hashing) for the runtime to run off the broker thread;

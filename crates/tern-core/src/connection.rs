@@ -162,6 +162,9 @@ pub struct Connection {
     pub held: VecDeque<Packet>,
     /// What the client may publish and subscribe to; `None` allows everything.
     pub permissions: Option<Box<dyn Permissions>>,
+    /// When the credential the client authenticated with runs out (see
+    /// [`crate::Identity::valid_for_millis`]).
+    pub credential_expires_at: Option<Time>,
 }
 
 impl Connection {
@@ -190,6 +193,7 @@ impl Connection {
             auth_profile: 0,
             held: VecDeque::new(),
             permissions: None,
+            credential_expires_at: None,
         }
     }
 

@@ -21,6 +21,8 @@ pub enum CloseReason {
     Malformed(DecodeError),
     /// Nothing arrived within 1.5 times the keep alive.
     KeepAliveTimeout,
+    /// The credential the client authenticated with (a token) has expired.
+    CredentialExpired,
     /// Another connection took the session over.
     SessionTakenOver,
     /// No CONNECT arrived in time.

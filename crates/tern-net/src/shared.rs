@@ -468,6 +468,7 @@ fn describe(reason: &CloseReason) -> String {
         }
         CloseReason::Malformed(error) => format!("bad packet: {error}"),
         CloseReason::KeepAliveTimeout => "keep alive timed out".to_owned(),
+        CloseReason::CredentialExpired => "its credential (token) expired".to_owned(),
         CloseReason::SessionTakenOver => "session taken over by a new connection".to_owned(),
         CloseReason::ConnectTimeout => "no CONNECT in time".to_owned(),
         CloseReason::ConnectionLost => "connection lost".to_owned(),

@@ -133,6 +133,9 @@ impl Broker {
         }
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.permissions = permissions;
+            connection.credential_expires_at = identity
+                .valid_for_millis
+                .map(|millis| now.plus_millis(millis));
         }
         true
     }

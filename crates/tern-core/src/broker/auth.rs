@@ -161,7 +161,16 @@ impl Broker {
         };
         match self.authenticator.continue_auth(&request) {
             // The connection keeps the permissions it was given at CONNECT.
-            AuthDecision::Accept { data } | AuthDecision::AcceptAs { data, .. } => {
+            AuthDecision::Accept { data } => {
+                self.send(id, auth_packet(ReasonCode::Success, method, data))
+            }
+            // A fresh credential brings its own expiry.
+            AuthDecision::AcceptAs { data, identity } => {
+                if let Some(connection) = self.connections.get_mut(&id) {
+                    connection.credential_expires_at = identity
+                        .valid_for_millis
+                        .map(|millis| now.plus_millis(millis));
+                }
                 self.send(id, auth_packet(ReasonCode::Success, method, data))
             }
             AuthDecision::Continue { data } => {

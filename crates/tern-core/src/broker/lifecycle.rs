@@ -219,7 +219,8 @@ impl Broker {
         });
     }
 
-    /// Runs everything due at `now`: connect deadlines, keep alive, wills, session expiry.
+    /// Runs everything due at `now`: connect deadlines, keep alive, expired credentials, wills,
+    /// session expiry.
     pub fn handle_timeout(&mut self, now: Time) {
         let connect_timeout = self.config.limits.connect_timeout_millis;
         let mut overdue = Vec::new();
@@ -236,6 +237,11 @@ impl Broker {
                 {
                     overdue.push((id, CloseReason::ConnectTimeout));
                 }
+                Phase::Active(_)
+                    if connection.credential_expires_at.is_some_and(|at| now >= at) =>
+                {
+                    overdue.push((id, CloseReason::CredentialExpired));
+                }
                 // Keep alive: 1.5 times the interval without a packet closes the connection
                 // (MQTT-3.1.2-24).
                 Phase::Active(_)
@@ -251,8 +257,11 @@ impl Broker {
         // on every run.
         overdue.sort_unstable_by_key(|&(id, _)| id);
         for (id, reason) in overdue {
-            let code =
-                (reason == CloseReason::KeepAliveTimeout).then_some(ReasonCode::KeepAliveTimeout);
+            let code = match reason {
+                CloseReason::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+                CloseReason::CredentialExpired => Some(ReasonCode::MaximumConnectTime),
+                _ => None,
+            };
             self.close(id, reason, code, now);
         }
         self.run_due_timers(now);
