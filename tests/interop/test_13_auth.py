@@ -18,6 +18,7 @@ import os
 import queue
 import secrets
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -480,5 +481,89 @@ password_file = "passwd"
                             password=b"wonderland")
             assert ack.code == 0
     finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_sighup_reloads_passwords_and_acl_rules(tmp_path: Path):
+    assert passwd(tmp_path / "passwd", "alice", "wonderland").returncode == 0
+    assert passwd(tmp_path / "passwd", "bob", "builder").returncode == 0
+    acl = tmp_path / "acl.toml"
+    acl.write_text('[[acl]]\ntopic = "users/%u/#"\n[[acl]]\ntopic = "public/#"\n',
+                   encoding="utf-8")
+    (tmp_path / "tern.toml").write_text("""
+acl_file = "acl.toml"
+
+[[listener]]
+bind = "127.0.0.1:0"
+
+[auth.default]
+password_file = "passwd"
+""", encoding="utf-8")
+    proc = subprocess.Popen([str(tern_bin()), "serve", "--config", str(tmp_path / "tern.toml"),
+                             "--durability", "none"],
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: "queue.Queue[str]" = queue.Queue()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    def wait_for(text: str) -> str:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if text in line:
+                return line
+        raise AssertionError(f"no log line with {text!r}")
+
+    threading.Thread(target=read, daemon=True).start()
+    opened: list[PahoClient] = []
+    try:
+        found = LISTENING.search(wait_for("listening for MQTT"))
+        assert found
+        port = int(found.group("port"))
+        names = Names()
+
+        def client(user: str, password: str, expect_code: int = 0) -> PahoClient:
+            c = PahoClient("127.0.0.1", port, names.client(user), version=5)
+            c.client.username_pw_set(user, password)
+            opened.append(c)
+            c.connect(expect_code=expect_code)
+            return c
+
+        alice = client("alice", "wonderland")
+        bob = client("bob", "builder")
+        assert suback_codes(alice, "public/#") == [1]
+        assert suback_codes(alice, "users/alice/in") == [1]
+
+        # public/# goes from the rules, bob gets a new password.
+        acl.write_text('[[acl]]\ntopic = "users/%u/#"\n', encoding="utf-8")
+        assert passwd(tmp_path / "passwd", "bob", "rebuilt").returncode == 0
+        os.kill(proc.pid, signal.SIGHUP)
+        assert "1 subscription(s)" in wait_for("reloaded authentication and ACL rules")
+
+        # alice's subscription under public/ is gone, her own namespace stays.
+        alice.client.publish("users/alice/in", b"still here", qos=1)
+        assert alice.messages.get(timeout=TIMEOUT).payload == b"still here"
+        assert suback_codes(alice, "public/#") == [0x87]
+        # The old password no longer lets bob in; the new one does.
+        client("bob", "builder", expect_code=0x86)
+        client("bob", "rebuilt")
+
+        # A reload that cannot be read keeps the rules in force.
+        acl.write_text("[[acl]\nnot toml", encoding="utf-8")
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for("cannot reload authentication and ACL rules")
+        assert suback_codes(alice, "users/alice/more") == [1]
+        assert suback_codes(alice, "public/again") == [0x87]
+    finally:
+        for c in opened:
+            c.close()
         proc.terminate()
         proc.wait(timeout=10)

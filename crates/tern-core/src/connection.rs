@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::auth::Identity;
 use crate::authz::Permissions;
 
 use tern_codec::{
@@ -165,6 +166,9 @@ pub struct Connection {
     /// When the credential the client authenticated with runs out (see
     /// [`crate::Identity::valid_for_millis`]).
     pub credential_expires_at: Option<Time>,
+    /// Who the client authenticated as, kept to compile its permissions again when the rules
+    /// change; boxed, and absent for the default (anonymous) identity.
+    pub identity: Option<Box<Identity>>,
 }
 
 impl Connection {
@@ -194,6 +198,7 @@ impl Connection {
             held: VecDeque::new(),
             permissions: None,
             credential_expires_at: None,
+            identity: None,
         }
     }
 

@@ -319,3 +319,59 @@ impl Authorizer for UserPrefix {
         Some(Box::new(UserPrefixPermissions(format!("sub/{user}/"))))
     }
 }
+
+/// Rules under which users publish under `out/<user>/` and subscribe under `in/<user>/`.
+#[derive(Debug)]
+struct Swapped;
+
+impl Authorizer for Swapped {
+    fn permissions(&mut self, principal: &Principal<'_>) -> Option<Box<dyn Permissions>> {
+        let user = principal.identity.username.clone().unwrap_or_default();
+        Some(Box::new(PrefixPermissions {
+            publish: format!("out/{user}/"),
+            subscribe: format!("in/{user}/"),
+        }))
+    }
+}
+
+#[test]
+fn replaced_rules_apply_to_clients_already_connected() {
+    let mut t = broker();
+    let watcher = t.connect("watch", V5, Opts::new());
+    let c = t.connect("c1", V5, Opts::new());
+    t.subscribe(&watcher, "#", Q0);
+    t.subscribe(&c, "sub/c1/a", Q0);
+    t.send(&c, publish("pub/u/x", "before", Q1, 1));
+    assert_eq!(t.recv(&c), [puback(1)]);
+    assert_eq!(payloads(&t.recv(&watcher)), ["before"]);
+    t.events();
+
+    // The identity NameIsU gave at CONNECT ("u") is what the new rules are compiled for.
+    let dropped = t.broker.replace_authorizer(Box::new(Swapped));
+    // Both subscriptions fall outside in/u/: dropped, each a denial.
+    assert_eq!(dropped, 2);
+    assert_eq!(
+        denials(&t.events()),
+        [
+            (Access::Subscribe, "#".to_owned()),
+            (Access::Subscribe, "sub/c1/a".to_owned())
+        ]
+    );
+    t.send(&c, publish("pub/u/x", "after", Q1, 2));
+    assert_eq!(
+        t.recv(&c),
+        [Packet::PubAck(ack(2, ReasonCode::NotAuthorized))]
+    );
+    // Allowed now, and nobody receives it: the watcher's "#" subscription is gone.
+    t.send(&c, publish("out/u/x", "allowed", Q1, 3));
+    assert_eq!(
+        t.recv(&c),
+        [Packet::PubAck(ack(3, ReasonCode::NoMatchingSubscribers))]
+    );
+    t.expect_silent(&watcher);
+    t.send(&c, subscribe(4, &[("in/u/#", Q0), ("sub/c1/a", Q0)]));
+    assert_eq!(
+        t.recv(&c),
+        [suback(4, &[granted(Q0), ReasonCode::NotAuthorized])]
+    );
+}

@@ -131,7 +131,32 @@ pub struct Server {
     listeners: Vec<(TcpListener, Listener)>,
     authenticator: Option<Box<dyn Authenticator>>,
     authorizer: Option<Box<dyn Authorizer>>,
+    auth_reload: Option<AuthReload>,
     durable: Option<Durable>,
+}
+
+/// Fresh authentication and authorisation hooks, built again from whatever they were built
+/// from (files that may have changed); an error says why they could not be.
+pub type AuthHooks = (Box<dyn Authenticator>, Box<dyn Authorizer>);
+
+/// What [`Server::set_auth_reload`] calls on SIGHUP.
+pub struct AuthReload(Box<dyn FnMut() -> Result<AuthHooks, String>>);
+
+impl AuthReload {
+    /// Wraps the function that builds the hooks again.
+    pub fn new(reload: impl FnMut() -> Result<AuthHooks, String> + 'static) -> Self {
+        Self(Box::new(reload))
+    }
+
+    pub(crate) fn reload(&mut self) -> Result<AuthHooks, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for AuthReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthReload")
+    }
 }
 
 /// A durable store attached to the server: its thread, and the state it held at start.
@@ -171,6 +196,7 @@ impl Server {
             listeners,
             authenticator: None,
             authorizer: None,
+            auth_reload: None,
             durable: None,
         })
     }
@@ -202,6 +228,14 @@ impl Server {
     ) {
         self.authenticator = Some(authenticator);
         self.authorizer = Some(authorizer);
+    }
+
+    /// On SIGHUP (Unix), builds the authentication and authorisation hooks again with `reload`
+    /// and installs them: new connections are authenticated by the new hooks, and clients
+    /// already connected have their permissions compiled again under the new rules (the
+    /// subscriptions those deny are dropped). A reload that fails leaves the hooks in force.
+    pub fn set_auth_reload(&mut self, reload: AuthReload) {
+        self.auth_reload = Some(reload);
     }
 
     /// The addresses actually bound (port 0 resolved), in configuration order.
@@ -288,7 +322,11 @@ impl Server {
         }
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         #[cfg(unix)]
-        tokio::task::spawn_local(listener::reload_on_hangup(all));
+        tokio::task::spawn_local(listener::reload_on_hangup(
+            all,
+            Rc::clone(&shared),
+            self.auth_reload,
+        ));
         stop.notified().await;
         info!(
             "shutting down: disconnecting {} connection(s)",

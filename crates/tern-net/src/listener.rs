@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::gate::Admitted;
 use crate::shared::Shared;
 use crate::tls::{certificate_identity, ReloadableTls, TlsError};
-use crate::{connection, ws, ListenerConfig, Transport};
+use crate::{connection, ws, AuthReload, ListenerConfig, Transport};
 
 /// Room a WebSocket message may take beyond the largest MQTT packet (framing, a few packets
 /// batched into one message).
@@ -242,10 +242,15 @@ where
     }
 }
 
-/// SIGHUP reloads every TLS listener's certificate and key; connections already open keep
-/// theirs. A reload that fails leaves the previous certificate in force.
+/// SIGHUP reloads every TLS listener's certificate and key (connections already open keep
+/// theirs) and, with an [`AuthReload`], the authentication and authorisation hooks. A reload
+/// that fails leaves what it would have replaced in force.
 #[cfg(unix)]
-pub(crate) async fn reload_on_hangup(listeners: Vec<Rc<Listener>>) {
+pub(crate) async fn reload_on_hangup(
+    listeners: Vec<Rc<Listener>>,
+    shared: Rc<Shared>,
+    mut auth_reload: Option<AuthReload>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
@@ -262,6 +267,27 @@ pub(crate) async fn reload_on_hangup(listeners: Vec<Rc<Listener>>) {
                 Err(error) => warn!(
                     "cannot reload the TLS certificate of {}, keeping the previous one: {error}",
                     listener.local
+                ),
+            }
+        }
+        if let Some(auth_reload) = auth_reload.as_mut() {
+            match auth_reload.reload() {
+                Ok((authenticator, authorizer)) => {
+                    let dropped = {
+                        let mut broker = shared.broker.borrow_mut();
+                        broker.set_authenticator(authenticator);
+                        broker.replace_authorizer(authorizer)
+                    };
+                    // Logs the denials and wakes whoever the change concerns.
+                    shared.after_input();
+                    tracing::info!(
+                        "reloaded authentication and ACL rules; {dropped} subscription(s) they \
+                         no longer allow were dropped"
+                    );
+                }
+                Err(error) => warn!(
+                    "cannot reload authentication and ACL rules, keeping the previous ones: \
+                     {error}"
                 ),
             }
         }

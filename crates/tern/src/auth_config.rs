@@ -11,6 +11,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_auth::{Acl, AuthService, DeviceKeys, JwtVerifier, PasswordFile, Profile, Rule};
+use tern_net::AuthReload;
+
+use crate::config;
 
 /// The profile a listener without `auth = ...` uses.
 pub(crate) const DEFAULT_PROFILE: &str = "default";
@@ -105,6 +108,27 @@ impl AuthSetup {
             format!("listener uses auth profile {name:?}, but there is no [auth.{name}]")
         })
     }
+}
+
+/// What SIGHUP does: reads the configuration file at `path` again and builds its
+/// authentication profiles and ACL rules (password files, ACL file, keys) anew. The profiles
+/// must be the ones the listeners were given at start-up, which fixed their indices: a file
+/// that adds, removes or renames one is refused until a restart. Other settings are not
+/// reloaded.
+pub(crate) fn reloader(
+    path: PathBuf,
+    base: PathBuf,
+    profiles: HashMap<String, usize>,
+) -> AuthReload {
+    AuthReload::new(move || {
+        let file = config::load(&path).map_err(|error| format!("{error:#}"))?;
+        let setup = build(&file.auth, &file.acl, file.acl_file.as_deref(), &base)
+            .map_err(|error| format!("{error:#}"))?;
+        if setup.profiles != profiles {
+            return Err("the [auth.*] profiles changed: restart to apply that".to_owned());
+        }
+        Ok((Box::new(setup.service), Box::new(setup.acl)))
+    })
 }
 
 /// Builds the authenticator and authorizer; relative paths are taken from `base` (the

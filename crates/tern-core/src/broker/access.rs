@@ -5,7 +5,7 @@ use tern_codec::{Connect, Packet, ProtocolVersion, ReasonCode, TopicFilter};
 
 use super::Broker;
 use crate::auth::{AuthDecision, Identity};
-use crate::authz::{Access, Principal};
+use crate::authz::{Access, Authorizer, Principal};
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
 use crate::types::{ConnectionId, SessionKey, Time};
@@ -136,8 +136,46 @@ impl Broker {
             connection.credential_expires_at = identity
                 .valid_for_millis
                 .map(|millis| now.plus_millis(millis));
+            connection.identity =
+                (*identity != Identity::default()).then(|| Box::new(identity.clone()));
         }
         true
+    }
+
+    /// Installs new authorisation rules and applies them to the clients already connected:
+    /// each connection's permissions are compiled again for the identity it authenticated as,
+    /// and the subscriptions the new rules deny are dropped (each a `Denied` event), as when a
+    /// session is resumed. Returns how many subscriptions were dropped. A will is left as it
+    /// is: it was admitted with its CONNECT.
+    pub fn replace_authorizer(&mut self, authorizer: Box<dyn Authorizer>) -> u64 {
+        self.authorizer = authorizer;
+        let mut active: Vec<(ConnectionId, SessionKey)> = self
+            .connections
+            .iter()
+            .filter_map(|(&id, connection)| connection.session().map(|key| (id, key)))
+            .collect();
+        // In connection order, so that the Denied events come out the same on every run.
+        active.sort_unstable_by_key(|&(id, _)| id);
+        let before = self.stats.subscribe_denied;
+        for (id, key) in active {
+            let client_id = self.session(key).client_id.clone();
+            let Some(connection) = self.connections.get(&id) else {
+                continue;
+            };
+            let identity = connection.identity.as_deref().cloned().unwrap_or_default();
+            let principal = Principal {
+                connection: id,
+                client_id: &client_id,
+                identity: &identity,
+                profile: connection.auth_profile,
+            };
+            let permissions = self.authorizer.permissions(&principal);
+            if let Some(connection) = self.connections.get_mut(&id) {
+                connection.permissions = permissions;
+            }
+            self.prune_subscriptions(id, key);
+        }
+        self.stats.subscribe_denied - before
     }
 
     /// Whether the client on `id` may publish to the topic name, or subscribe with the topic
