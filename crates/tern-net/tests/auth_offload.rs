@@ -4,22 +4,16 @@
 //! gets its CONNACK and the packets it sent after CONNECT are served.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tern_codec::{
-    Connect, ConnectProperties, Decoder, MqttString, Packet, PacketId, ProtocolVersion, Publish,
-    QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription, SubscriptionList,
-    SubscriptionOptions, TopicFilter, TopicName,
-};
+use support::{connect, publish, subscribe, Client, WAIT};
+use tern_codec::{Packet, ReasonCode};
 use tern_core::{AllowAll, AuthDecision, AuthJob, AuthRequest, Authenticator};
 use tern_net::{AdmissionLimits, ListenerConfig, Server, ServerConfig};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Lets clients without a user name in at once; a client with one waits for the test to send
 /// a verdict on the channel, inside a blocking job.
@@ -46,79 +40,6 @@ impl Authenticator for Gate {
     fn continue_auth(&mut self, _request: &AuthRequest<'_>) -> AuthDecision {
         AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod)
     }
-}
-
-struct Client {
-    stream: TcpStream,
-    decoder: Decoder,
-    buf: BytesMut,
-}
-
-impl Client {
-    fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        Self {
-            stream,
-            decoder: Decoder::new(ProtocolVersion::V5, u32::MAX),
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(ProtocolVersion::V5, &mut out).unwrap();
-        self.stream.write_all(&out).unwrap();
-    }
-
-    fn recv(&mut self) -> Packet {
-        loop {
-            if let Some(packet) = self.decoder.decode(&mut self.buf).unwrap() {
-                return packet;
-            }
-            let mut chunk = [0_u8; 4096];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .expect("a packet within the wait");
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-fn connect(client_id: &str, username: Option<&str>) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol_version: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive: 0,
-        properties: ConnectProperties::default(),
-        client_id: MqttString::new(client_id).unwrap(),
-        will: None,
-        username: username.map(|u| MqttString::new(u).unwrap()),
-        password: username.map(|_| Bytes::from_static(b"pw")),
-    }))
-}
-
-fn subscribe(filter: &str, packet_id: u16) -> Packet {
-    let filter: TopicFilter = filter.parse().unwrap();
-    let subscription = Subscription {
-        filter,
-        options: SubscriptionOptions::qos(QoS::AtLeastOnce),
-    };
-    Packet::Subscribe(Subscribe {
-        packet_id: PacketId::new(packet_id).unwrap(),
-        properties: SubscribeProperties::default(),
-        subscriptions: SubscriptionList::new(&[subscription]),
-    })
-}
-
-fn publish(topic: &str, payload: &'static [u8], packet_id: u16) -> Packet {
-    let topic: TopicName = topic.parse().unwrap();
-    let mut publish = Publish::new(topic, Bytes::from_static(payload));
-    publish.qos = QoS::AtLeastOnce;
-    publish.packet_id = PacketId::new(packet_id);
-    Packet::Publish(publish)
 }
 
 #[test]

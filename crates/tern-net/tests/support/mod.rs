@@ -1,0 +1,96 @@
+//! A blocking MQTT 5 client on the codec and packet builders, for the runtime's tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // Each test uses a part.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tern_codec::{
+    Connect, ConnectProperties, Decoder, MqttString, Packet, PacketId, ProtocolVersion, Publish,
+    QoS, Subscribe, SubscribeProperties, Subscription, SubscriptionList, SubscriptionOptions,
+    TopicFilter, TopicName,
+};
+
+/// How long a test waits for anything.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Client {
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl Client {
+    pub(crate) fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            stream,
+            decoder: Decoder::new(ProtocolVersion::V5, u32::MAX),
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub(crate) fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(ProtocolVersion::V5, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next packet; panics if the connection closes or nothing comes within [`WAIT`].
+    pub(crate) fn recv(&mut self) -> Packet {
+        self.try_recv().expect("connection closed")
+    }
+
+    /// The next packet, or `None` once the broker has closed the connection.
+    pub(crate) fn try_recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(packet) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(packet);
+            }
+            let mut chunk = [0_u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(error) => panic!("no packet within {WAIT:?}: {error}"),
+            }
+        }
+    }
+}
+
+pub(crate) fn connect(client_id: &str, username: Option<&str>) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol_version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 0,
+        properties: ConnectProperties::default(),
+        client_id: MqttString::new(client_id).unwrap(),
+        will: None,
+        username: username.map(|u| MqttString::new(u).unwrap()),
+        password: username.map(|_| Bytes::from_static(b"pw")),
+    }))
+}
+
+pub(crate) fn subscribe(filter: &str, packet_id: u16) -> Packet {
+    let filter: TopicFilter = filter.parse().unwrap();
+    let subscription = Subscription {
+        filter,
+        options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+    };
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(packet_id).unwrap(),
+        properties: SubscribeProperties::default(),
+        subscriptions: SubscriptionList::new(&[subscription]),
+    })
+}
+
+/// A QoS 1 PUBLISH.
+pub(crate) fn publish(topic: &str, payload: &'static [u8], packet_id: u16) -> Packet {
+    let topic: TopicName = topic.parse().unwrap();
+    let mut publish = Publish::new(topic, Bytes::from_static(payload));
+    publish.qos = QoS::AtLeastOnce;
+    publish.packet_id = PacketId::new(packet_id);
+    Packet::Publish(publish)
+}
