@@ -156,6 +156,38 @@ fn values_and_null_on_clearing() {
     }
 }
 
+/// A retained message that expires leaves the tree as a cleared one does: `null` in the next
+/// delta, and gone from later snapshots.
+#[test]
+fn an_expired_retained_message_is_null_in_the_next_delta() {
+    let mut tb = TestBroker::new();
+    let p = tb.connect("p", V5, Opts::new());
+    tb.send(&p, retained("v/kept", "1", Q0, 0));
+    tb.send(
+        &p,
+        publish_with("v/brief", "2", Q0, 0, |p| {
+            p.retain = true;
+            p.properties.message_expiry_interval = Some(2);
+        }),
+    );
+    let s = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&s, "$tree/v/+", Q0);
+    let want = json!({"kept": 1, "brief": 2});
+    assert_eq!(trees(&tb.recv(&s)), [snap("$tree/v/*", want, Q0)]);
+    tb.advance(1_999);
+    tb.expect_silent(&s);
+    // Expired at 2 s; the delta goes out when its window ends.
+    tb.advance(1);
+    tb.advance(10);
+    let got = trees(&tb.recv(&s));
+    assert_eq!(got, [delta("$tree/v/*", json!({"brief": null}), Q0)]);
+    tb.subscribe(&s, "$tree/v/+", Q0);
+    assert_eq!(
+        trees(&tb.recv(&s)),
+        [snap("$tree/v/*", json!({"kept": 1}), Q0)]
+    );
+}
+
 /// Point 4: changes within the window become one delta with only the changed keys and the last
 /// value of each; it goes out when the window ends (the core's next timeout), at the lower of
 /// the granted QoS and the highest merged QoS; MQTT 5 marks it `tree=delta`.

@@ -285,7 +285,9 @@ impl Broker {
                 break;
             };
             if self.retained.get(&topic).is_some_and(|m| m.id == id) {
-                self.retained.remove(&topic);
+                if let Some(message) = self.retained.remove(&topic) {
+                    self.clear_expired_in_tree_views(&message, now);
+                }
                 self.persist(StoreOp::RetainedClear(topic));
             }
         }

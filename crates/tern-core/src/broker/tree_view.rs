@@ -109,18 +109,46 @@ impl Broker {
         true
     }
 
+    /// A retained message left by expiring: every tree view showing its topic gets `null` for
+    /// it in the next delta, as if it had been cleared.
+    pub(super) fn clear_expired_in_tree_views(&mut self, message: &SharedMessage, now: Time) {
+        let mut matches = std::mem::take(&mut self.scratch);
+        matches.clear();
+        // Tree views keep their deltas for every member, online or not.
+        self.subscriptions
+            .matches(&message.topic, |_| true, &mut matches);
+        let mut views: Vec<TreeViewId> = matches.iter().filter_map(|m| m.info.tree_view).collect();
+        self.scratch = matches;
+        views.sort_unstable();
+        views.dedup();
+        for id in views {
+            self.record_tree(id, &message.topic, Change::Cleared, message.qos, now);
+        }
+    }
+
     fn record_tree_change(&mut self, id: TreeViewId, message: &SharedMessage, now: Time) {
-        let window = self.config.trees.window_millis;
-        let limits = &self.config.limits;
-        let Some(view) = self.tree_views.views.get_mut(&id) else {
-            return;
-        };
         let change = if message.retain && message.payload.is_empty() {
             Change::Cleared
         } else {
             Change::Set(message.payload.clone())
         };
-        if view.pending.record(&message.topic, change, message.qos) {
+        self.record_tree(id, &message.topic, change, message.qos, now);
+    }
+
+    fn record_tree(
+        &mut self,
+        id: TreeViewId,
+        topic: &TopicName,
+        change: Change,
+        qos: QoS,
+        now: Time,
+    ) {
+        let window = self.config.trees.window_millis;
+        let limits = &self.config.limits;
+        let Some(view) = self.tree_views.views.get_mut(&id) else {
+            return;
+        };
+        if view.pending.record(topic, change, qos) {
             let at = now.plus_millis(window);
             view.due = Some(at);
             self.tree_views.due.insert((at, id));
