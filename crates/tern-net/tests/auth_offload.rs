@@ -8,12 +8,11 @@ mod support;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use support::{connect, publish, subscribe, Client, WAIT};
+use support::{connect, loopback_config, on_own_runtime, publish, subscribe, Client, WAIT};
 use tern_codec::{Packet, ReasonCode};
 use tern_core::{AllowAll, AuthDecision, AuthJob, AuthRequest, Authenticator};
-use tern_net::{AdmissionLimits, ListenerConfig, Server, ServerConfig};
+use tern_net::Server;
 
 /// Lets clients without a user name in at once; a client with one waits for the test to send
 /// a verdict on the channel, inside a blocking job.
@@ -47,34 +46,20 @@ fn a_blocked_credential_check_does_not_stall_other_clients() {
     let (verdict_tx, verdict_rx) = mpsc::channel();
     let (addr_tx, addr_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let server = on_own_runtime(move || async move {
+        let config = loopback_config(tern_core::Config::default());
+        let mut server = Server::bind(config).await.unwrap();
+        let gate = Gate {
+            verdicts: Arc::new(Mutex::new(verdict_rx)),
+        };
+        server.set_auth(Box::new(gate), Box::new(AllowAll));
+        addr_tx.send(server.local_addrs()[0]).unwrap();
+        server
+            .run(async move {
+                let _ = stop_rx.await;
+            })
+            .await
             .unwrap();
-        runtime.block_on(async move {
-            let config = ServerConfig {
-                listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())],
-                admission: AdmissionLimits::default(),
-                core: tern_core::Config::default(),
-                sys_interval: None,
-                shutdown_grace: Duration::from_secs(1),
-                listener_auth_profiles: Vec::new(),
-                busy_poll: Duration::ZERO,
-            };
-            let mut server = Server::bind(config).await.unwrap();
-            let gate = Gate {
-                verdicts: Arc::new(Mutex::new(verdict_rx)),
-            };
-            server.set_auth(Box::new(gate), Box::new(AllowAll));
-            addr_tx.send(server.local_addrs()[0]).unwrap();
-            server
-                .run(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-        });
     });
     let addr = addr_rx.recv_timeout(WAIT).unwrap();
 

@@ -7,13 +7,13 @@ mod support;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use support::{connect, Client, WAIT};
+use support::{connect, loopback_config, on_own_runtime, Client, WAIT};
 use tern_codec::{Packet, PacketId, Publish, QoS, ReasonCode, TopicName};
 use tern_core::{MemoryStore, Snapshot, Store, StoreOp};
-use tern_net::{AdmissionLimits, ListenerConfig, NetError, Server, ServerConfig};
+use tern_net::{NetError, Server};
 
 /// Applies batches to memory until its `fail_at`-th, which fails (as a full disk would);
 /// records the retained topics of the batches it applied.
@@ -68,34 +68,20 @@ fn a_failing_store_stops_the_broker_and_nothing_unstored_is_acknowledged() {
     };
     let (addr_tx, addr_rx) = mpsc::channel();
     let (result_tx, result_rx) = mpsc::channel();
-    let server = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let config = ServerConfig {
-                listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())],
-                admission: AdmissionLimits::default(),
-                core: tern_core::Config {
-                    persistence: true,
-                    ..tern_core::Config::default()
-                },
-                sys_interval: None,
-                shutdown_grace: Duration::from_secs(1),
-                listener_auth_profiles: Vec::new(),
-                busy_poll: Duration::ZERO,
-            };
-            let server = Server::bind(config).await.unwrap().with_store(
-                store,
-                Snapshot::default(),
-                Instant::now(),
-            );
-            addr_tx.send(server.local_addrs()[0]).unwrap();
-            // Runs until the store fails: no shutdown signal is ever given.
-            let result = server.run(std::future::pending()).await;
-            result_tx.send(result).unwrap();
+    let server = on_own_runtime(move || async move {
+        let config = loopback_config(tern_core::Config {
+            persistence: true,
+            ..tern_core::Config::default()
         });
+        let server = Server::bind(config).await.unwrap().with_store(
+            store,
+            Snapshot::default(),
+            Instant::now(),
+        );
+        addr_tx.send(server.local_addrs()[0]).unwrap();
+        // Runs until the store fails: no shutdown signal is ever given.
+        let result = server.run(std::future::pending()).await;
+        result_tx.send(result).unwrap();
     });
     let addr = addr_rx.recv_timeout(WAIT).unwrap();
 

@@ -11,6 +11,7 @@ use tern_codec::{
     QoS, Subscribe, SubscribeProperties, Subscription, SubscriptionList, SubscriptionOptions,
     TopicFilter, TopicName,
 };
+use tern_net::{AdmissionLimits, ListenerConfig, ServerConfig};
 
 /// How long a test waits for anything.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -93,4 +94,33 @@ pub(crate) fn publish(topic: &str, payload: &'static [u8], packet_id: u16) -> Pa
     publish.qos = QoS::AtLeastOnce;
     publish.packet_id = PacketId::new(packet_id);
     Packet::Publish(publish)
+}
+
+/// One plain listener on a free loopback port, no `$SYS`, no busy polling, a short shutdown.
+pub(crate) fn loopback_config(core: tern_core::Config) -> ServerConfig {
+    ServerConfig {
+        listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())],
+        admission: AdmissionLimits::default(),
+        core,
+        sys_interval: None,
+        shutdown_grace: Duration::from_secs(1),
+        listener_auth_profiles: Vec::new(),
+        busy_poll: Duration::ZERO,
+    }
+}
+
+/// A current-thread runtime on a thread of its own, running the future `serve` makes there
+/// (a server's future stays on its thread).
+pub(crate) fn on_own_runtime<F, Fut>(serve: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve());
+    })
 }
