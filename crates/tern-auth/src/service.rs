@@ -289,10 +289,7 @@ fn unix_now_millis() -> u64 {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    unix_now_millis() / 1000
 }
 
 #[cfg(test)]
