@@ -47,6 +47,11 @@ enum TimerKind {
 /// Outbox capacity (in packets) a drained connection gives back rather than keeps.
 const OUTBOX_KEEP_MAX: usize = 16;
 
+/// Small drained outboxes kept for the next connection that gets output, so a connection that
+/// gets one message at a time does not allocate and free its outbox for every message, and an
+/// idle one still holds none.
+const SPARE_OUTBOXES_MAX: usize = 64;
+
 /// The broker state machine.
 #[derive(Debug)]
 pub struct Broker {
@@ -85,6 +90,9 @@ pub struct Broker {
     auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
+    /// Drained outboxes given back by their connections, for reuse (at most
+    /// `SPARE_OUTBOXES_MAX`, each at most `OUTBOX_KEEP_MAX` packets).
+    spare_outboxes: Vec<VecDeque<Transmit>>,
     /// `$tree/` subscriptions: their pending deltas and deadlines.
     tree_views: TreeViews,
 }
@@ -115,6 +123,7 @@ impl Broker {
             authorizer: Box::new(AllowAll),
             auth_jobs: VecDeque::new(),
             scratch: Vec::new(),
+            spare_outboxes: Vec::new(),
             tree_views: TreeViews::default(),
         }
     }
@@ -253,7 +262,10 @@ impl Broker {
             // Drained. A packet is a few hundred bytes, so even a small outbox kept by every
             // idle connection adds up: give it back (a busy connection's large one is kept).
             if connection.outbox.capacity() <= OUTBOX_KEEP_MAX {
-                connection.outbox = VecDeque::new();
+                let drained = std::mem::take(&mut connection.outbox);
+                if drained.capacity() > 0 && self.spare_outboxes.len() < SPARE_OUTBOXES_MAX {
+                    self.spare_outboxes.push(drained);
+                }
             }
             return None;
         };
@@ -384,6 +396,11 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&id) {
             if connection.phase == Phase::Closing {
                 return;
+            }
+            if connection.outbox.capacity() == 0 {
+                if let Some(spare) = self.spare_outboxes.pop() {
+                    connection.outbox = spare;
+                }
             }
             connection.outbox.push_back(transmit);
             wake(&mut self.woken, id, connection);
