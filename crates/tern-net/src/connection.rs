@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use tern_codec::{Decoder, Packet, ProtocolVersion, QoS};
 use tern_core::{ConnectionId, ConnectionInfo, Transmit};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tracing::debug;
 
 use crate::shared::Shared;
@@ -26,19 +27,22 @@ const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
-/// Serves one connection over any byte stream (TCP, TLS, WebSocket) until it closes.
+/// Serves one connection over any byte stream (TCP, TLS, WebSocket) until it closes. With a
+/// `direct` write half (plain TCP), other tasks may write this connection's deliveries while
+/// the broker is quiet.
 pub(crate) async fn run<S>(
     mut stream: S,
     peer: SocketAddr,
     info: ConnectionInfo,
     auth_profile: usize,
     shared: Rc<Shared>,
+    direct: Option<Rc<OwnedWriteHalf>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = shared.next_connection_id();
     debug!(conn = id.0, "connection from {peer}");
-    shared.register(id, info);
+    shared.register(id, info, direct);
     shared
         .broker
         .borrow_mut()
@@ -88,6 +92,7 @@ pub(crate) async fn run<S>(
             .await
             .unwrap_or(true);
     }
+    shared.detach_writer(id);
     let _ = stream.shutdown().await;
     debug!(conn = id.0, "connection from {peer} closed");
     shared.unregister(id);
@@ -192,6 +197,58 @@ fn promises_nothing(transmit: &Transmit) -> bool {
     }
 }
 
+/// What stopped [`encode_queued`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Nothing more is queued.
+    Drained,
+    /// The batch is full; more is queued.
+    Full,
+    /// The next packet waits for the store.
+    Waiting,
+    /// The next thing queued is the close (taken only when asked to).
+    Close,
+}
+
+/// Encodes into `write_buf` what the core queued for `id`, up to one batch. Packets produced
+/// with store operations stop it until those are durable, except those that promise nothing
+/// about stored state. With `take_close`, the close is taken from the queue (the caller then
+/// closes); without it, it is left there for the connection's own task.
+pub(crate) fn encode_queued(
+    shared: &Shared,
+    id: ConnectionId,
+    write_buf: &mut BytesMut,
+    take_close: bool,
+) -> Stop {
+    let mut broker = shared.broker.borrow_mut();
+    let mut encoder = shared.encoder.borrow_mut();
+    let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
+    while write_buf.len() < WRITE_BATCH_BYTES_MAX {
+        let next = broker.peek_transmit(id);
+        if !shared.may_transmit(id) && !next.is_some_and(promises_nothing) {
+            return Stop::Waiting;
+        }
+        if !take_close && matches!(next, Some(Transmit::Close)) {
+            return Stop::Close;
+        }
+        let transmit = broker.poll_transmit(id);
+        if transmit.is_some() {
+            shared.transmitted(id);
+        }
+        match transmit {
+            Some(Transmit::Close) => return Stop::Close,
+            Some(transmit) => {
+                // What the codec cannot encode is a core bug; drop it, not the connection.
+                if let Err(error) = encoder.encode(&transmit, version, write_buf) {
+                    debug!(conn = id.0, "cannot encode {transmit:?}: {error}");
+                }
+            }
+            None => return Stop::Drained,
+        }
+    }
+    Stop::Full
+}
+
 /// Encodes and writes everything queued for `id`; returns whether the connection must close.
 async fn flush<S>(
     shared: &Shared,
@@ -203,38 +260,11 @@ where
     S: AsyncWrite + Unpin,
 {
     loop {
-        let mut close = false;
-        {
-            let mut broker = shared.broker.borrow_mut();
-            let mut encoder = shared.encoder.borrow_mut();
-            let version = broker.protocol_version(id).unwrap_or(ProtocolVersion::V311);
-            while write_buf.len() < WRITE_BATCH_BYTES_MAX {
-                // Packets produced with store operations wait until those are durable, except
-                // those that promise nothing about stored state.
-                if !shared.may_transmit(id)
-                    && !broker.peek_transmit(id).is_some_and(promises_nothing)
-                {
-                    break;
-                }
-                let transmit = broker.poll_transmit(id);
-                if transmit.is_some() {
-                    shared.transmitted(id);
-                }
-                match transmit {
-                    Some(Transmit::Close) => {
-                        close = true;
-                        break;
-                    }
-                    Some(transmit) => {
-                        // What the codec cannot encode is a core bug; drop it, not the connection.
-                        if let Err(error) = encoder.encode(&transmit, version, write_buf) {
-                            debug!(conn = id.0, "cannot encode {transmit:?}: {error}");
-                        }
-                    }
-                    None => break,
-                }
-            }
+        // What a direct write could not finish goes out first.
+        if let Some(carry) = shared.take_carry(id) {
+            write_buf.extend_from_slice(&carry);
         }
+        let close = encode_queued(shared, id, write_buf, true) == Stop::Close;
         if write_buf.is_empty() {
             return Ok(close);
         }
@@ -247,7 +277,11 @@ where
                 stream.write_all(&write_buf[written_now..]).await?;
                 stream.flush().await
             };
-            match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
+            // Nothing may be written past the unwritten rest of this batch meanwhile.
+            shared.pause_direct_writes(id, true);
+            let written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await;
+            shared.pause_direct_writes(id, false);
+            match written {
                 Ok(written) => written?,
                 Err(_) => {
                     debug!(

@@ -12,6 +12,7 @@ mod encode;
 mod gate;
 mod listener;
 mod shared;
+mod tcp;
 mod tls;
 mod ws;
 
@@ -98,7 +99,17 @@ pub struct ServerConfig {
     /// closer together than this, rather than sleeping between them; zero turns it off. See
     /// ARCHITECTURE.md (adaptive busy polling).
     pub busy_poll: Duration,
+    /// A read that comes at least this long after the previous one finds the broker quiet:
+    /// the reading task then writes the deliveries it produced to plain TCP connections itself,
+    /// sparing each receiver's task a wake-up; under load receivers' tasks still gather many
+    /// inputs into one write. [`DIRECT_WRITE_QUIET_GAP`] by default; zero writes directly after
+    /// every read, [`Duration::MAX`] never.
+    pub direct_write_quiet_gap: Duration,
 }
+
+/// The default [`ServerConfig::direct_write_quiet_gap`]: longer than the gaps between reads of
+/// a busy broker, far shorter than those of one that handles a message every millisecond.
+pub const DIRECT_WRITE_QUIET_GAP: Duration = Duration::from_micros(50);
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +281,7 @@ impl Server {
             epoch,
             snapshot,
             committer,
+            self.config.direct_write_quiet_gap,
         ));
         {
             let mut broker = shared.broker.borrow_mut();

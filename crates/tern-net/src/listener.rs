@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::gate::Admitted;
 use crate::shared::Shared;
+use crate::tcp::SharedTcp;
 use crate::tls::{certificate_identity, ReloadableTls, TlsError};
 use crate::{connection, ws, AuthReload, ListenerConfig, Transport};
 
@@ -136,7 +137,10 @@ async fn handshake_and_serve(
     // connection does not pay for them.
     match (&listener.tls, &listener.ws_path) {
         (None, None) => {
-            connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
+            let stream = SharedTcp::new(stream);
+            let direct = Some(stream.writer());
+            let info = ConnectionInfo::default();
+            connection::run(stream, peer, info, profile, shared, direct).await;
         }
         (tls, ws_path) => {
             Box::pin(handshake_and_serve_wrapped(
@@ -179,13 +183,21 @@ async fn handshake_and_serve_wrapped(
     };
     match (tls, ws_path) {
         (None, None) => {
-            connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
+            connection::run(
+                stream,
+                peer,
+                ConnectionInfo::default(),
+                profile,
+                shared,
+                None,
+            )
+            .await;
         }
         (Some(tls), None) => {
             match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let info = tls_info(&stream, listener);
-                    connection::run(stream, peer, info, profile, shared).await;
+                    connection::run(stream, peer, info, profile, shared, None).await;
                 }
                 Ok(Err(error)) => refuse(&format!("TLS handshake failed: {error}")),
                 Err(_) => refuse(&format!("TLS handshake not finished within {deadline:?}")),
@@ -194,7 +206,15 @@ async fn handshake_and_serve_wrapped(
         (None, Some(path)) => {
             match tokio::time::timeout(deadline, ws::accept(stream, path, message_max)).await {
                 Ok(Ok(stream)) => {
-                    connection::run(stream, peer, ConnectionInfo::default(), profile, shared).await;
+                    connection::run(
+                        stream,
+                        peer,
+                        ConnectionInfo::default(),
+                        profile,
+                        shared,
+                        None,
+                    )
+                    .await;
                 }
                 Ok(Err(reason)) => refuse(&reason),
                 Err(_) => refuse(&format!(
@@ -215,7 +235,7 @@ async fn handshake_and_serve_wrapped(
             };
             match tokio::time::timeout(deadline, handshakes).await {
                 Ok(Ok((stream, info))) => {
-                    connection::run(stream, peer, info, profile, shared).await;
+                    connection::run(stream, peer, info, profile, shared, None).await;
                 }
                 Ok(Err(reason)) => refuse(&reason),
                 Err(_) => refuse(&format!(

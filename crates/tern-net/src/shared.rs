@@ -4,20 +4,24 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::{Context, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use tern_core::{
     Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason,
     Event, Snapshot, StoreOp, Time, TrafficTotals,
 };
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::busy_poll::BusyPoll;
+use crate::connection::{encode_queued, Stop};
 use crate::durable::Committer;
 use crate::encode::Encoder;
 use crate::gate::{AdmissionLimits, Gate};
+use crate::tcp::write_available;
 
 /// How the core's output reaches a connection task: a flag, and the task's own waker.
 ///
@@ -27,6 +31,10 @@ use crate::gate::{AdmissionLimits, Gate};
 struct Wake {
     pending: bool,
     waker: Option<Waker>,
+    /// The write half of a plain TCP connection, for direct writes while the broker is quiet.
+    direct: Option<Rc<OwnedWriteHalf>>,
+    /// Set while the connection's task waits to finish a write: nothing may overtake it.
+    direct_paused: bool,
 }
 
 pub(crate) struct Shared {
@@ -68,7 +76,20 @@ pub(crate) struct Shared {
     /// A subscriber whose queue overflows loses QoS 1/2 messages its publishers saw accepted,
     /// so each such drop is a warning; this keeps a flood of them readable.
     drop_log: LogBudget,
+    /// When input was last read from a connection (whether the broker is quiet).
+    last_read_at: Cell<Instant>,
+    /// How long after the previous read a read finds the broker quiet; its deliveries to plain
+    /// TCP connections are then written at once by the reading task (saving each receiver's
+    /// task a wake-up, a few microseconds at the 99th percentile of latency).
+    direct_write_quiet_gap: Duration,
+    /// Encoding buffer of direct writes.
+    direct_buf: RefCell<BytesMut>,
+    /// What direct writes could not finish, per connection, for the connection's own task.
+    carries: RefCell<FxHashMap<ConnectionId, BytesMut>>,
 }
+
+/// A direct-write buffer that grew past this is given back after use.
+const DIRECT_BUF_KEEP_BYTES: usize = 64 * 1024;
 
 /// Denials (and refused connections) logged per second at most; the rest are counted and
 /// summed up in one line.
@@ -127,6 +148,7 @@ impl Shared {
         epoch: Instant,
         snapshot: Option<Snapshot>,
         committer: Option<Committer>,
+        direct_write_quiet_gap: Duration,
     ) -> Self {
         let now = Time::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
         let broker = match snapshot {
@@ -159,6 +181,10 @@ impl Shared {
             ),
             committer,
             ops: RefCell::new(Vec::new()),
+            last_read_at: Cell::new(epoch),
+            direct_write_quiet_gap,
+            direct_buf: RefCell::new(BytesMut::new()),
+            carries: RefCell::new(FxHashMap::default()),
         }
     }
 
@@ -178,8 +204,18 @@ impl Shared {
         ConnectionId(id)
     }
 
-    pub(crate) fn register(&self, id: ConnectionId, info: ConnectionInfo) {
-        self.wakers.borrow_mut().insert(id, Wake::default());
+    /// Registers a new connection; `direct` is its write half when other tasks may write it.
+    pub(crate) fn register(
+        &self,
+        id: ConnectionId,
+        info: ConnectionInfo,
+        direct: Option<Rc<OwnedWriteHalf>>,
+    ) {
+        let wake = Wake {
+            direct,
+            ..Wake::default()
+        };
+        self.wakers.borrow_mut().insert(id, wake);
         self.broker
             .borrow_mut()
             .connection_opened_with(id, info, self.now());
@@ -202,6 +238,7 @@ impl Shared {
     pub(crate) fn unregister(&self, id: ConnectionId) {
         self.broker.borrow_mut().connection_lost(id, self.now());
         self.wakers.borrow_mut().remove(&id);
+        self.carries.borrow_mut().remove(&id);
         if let Some(committer) = &self.committer {
             committer.unregister(id);
         }
@@ -267,18 +304,86 @@ impl Shared {
             }
         }
         drop(broker);
+        let quiet = from.is_some()
+            && at.saturating_duration_since(self.last_read_at.replace(at))
+                >= self.direct_write_quiet_gap;
         let mut wakers = self.wakers.borrow_mut();
         let mut others = false;
         for id in woken.drain(..) {
-            others |= Some(id) != from;
-            if let Some(wake) = wakers.get_mut(&id) {
-                wake.pending = true;
-                if let Some(waker) = wake.waker.take() {
-                    waker.wake();
+            let Some(wake) = wakers.get_mut(&id) else {
+                continue;
+            };
+            if quiet && Some(id) != from && !wake.direct_paused {
+                if let Some(socket) = &wake.direct {
+                    if self.write_directly(id, socket) {
+                        continue;
+                    }
                 }
+            }
+            others |= Some(id) != from;
+            wake.pending = true;
+            if let Some(waker) = wake.waker.take() {
+                waker.wake();
             }
         }
         others
+    }
+
+    /// Encodes and writes what the core queued for `id` straight into its socket; returns
+    /// whether that was everything (else its task must be woken for the rest).
+    fn write_directly(&self, id: ConnectionId, socket: &OwnedWriteHalf) -> bool {
+        let mut carries = self.carries.borrow_mut();
+        if carries.contains_key(&id) {
+            return false;
+        }
+        let mut buf = self.direct_buf.borrow_mut();
+        buf.clear();
+        // The close is left for the connection's task, which alone can end the connection.
+        let stop = encode_queued(self, id, &mut buf, false);
+        let mut done = stop == Stop::Drained;
+        if !buf.is_empty() {
+            match write_available(socket, &buf) {
+                Ok(written) => {
+                    self.bytes_sent.set(self.bytes_sent.get() + written as u64);
+                    if written < buf.len() {
+                        carries.insert(id, BytesMut::from(&buf[written..]));
+                        done = false;
+                    }
+                }
+                // The connection's task meets the broken socket on its next read or write.
+                Err(error) => {
+                    debug!(conn = id.0, "direct write failed: {error}");
+                    done = false;
+                }
+            }
+        }
+        if buf.capacity() > DIRECT_BUF_KEEP_BYTES {
+            *buf = BytesMut::new();
+        }
+        done
+    }
+
+    /// What direct writes left unwritten for `id`, to be written before anything else.
+    pub(crate) fn take_carry(&self, id: ConnectionId) -> Option<BytesMut> {
+        let mut carries = self.carries.borrow_mut();
+        if carries.is_empty() {
+            return None;
+        }
+        carries.remove(&id)
+    }
+
+    /// Stops (or resumes) direct writes to `id` while its task waits to finish a write.
+    pub(crate) fn pause_direct_writes(&self, id: ConnectionId, paused: bool) {
+        if let Some(wake) = self.wakers.borrow_mut().get_mut(&id) {
+            wake.direct_paused = paused;
+        }
+    }
+
+    /// Ends direct writes to `id` (its task is closing it) and drops the write half held here.
+    pub(crate) fn detach_writer(&self, id: ConnectionId) {
+        if let Some(wake) = self.wakers.borrow_mut().get_mut(&id) {
+            wake.direct = None;
+        }
     }
 
     /// Whether the core has new output for `id`; if not, the task is woken when it has.
@@ -299,7 +404,7 @@ impl Shared {
 
     /// The next time the core's timers must run, at most `cap` from now; remembered so input
     /// that brings it earlier wakes the timer task.
-    pub(crate) fn plan_timer(&self, cap: std::time::Duration) -> tokio::time::Instant {
+    pub(crate) fn plan_timer(&self, cap: Duration) -> tokio::time::Instant {
         let now = self.now();
         let capped = now.plus_millis(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
         let at = self
@@ -309,7 +414,7 @@ impl Shared {
             .map_or(capped, |at| at.min(capped));
         self.timer_at.set(at);
         let wait = at.as_millis().saturating_sub(now.as_millis());
-        tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
+        tokio::time::Instant::now() + Duration::from_millis(wait)
     }
 
     /// Runs the slow credential checks the core asks for on tokio's blocking threads, so

@@ -139,6 +139,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(5),
         listener_auth_profiles,
         busy_poll: config::busy_poll(&file),
+        direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

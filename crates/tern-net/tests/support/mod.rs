@@ -106,6 +106,7 @@ pub(crate) fn loopback_config(core: tern_core::Config) -> ServerConfig {
         shutdown_grace: Duration::from_secs(1),
         listener_auth_profiles: Vec::new(),
         busy_poll: Duration::ZERO,
+        direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
     }
 }
 

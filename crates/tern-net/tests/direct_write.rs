@@ -1,0 +1,121 @@
+//! Direct writes (the reading task writes deliveries into plain TCP receivers' sockets itself)
+//! keep every receiver's stream whole and in order. With every read treated as quiet, one
+//! subscriber does not read while a publisher sends more than its socket can hold, so direct
+//! writes to it stop part-way and its own task must finish them; it starts reading half-way
+//! through, while messages still come, so its task's unfinished writes and new direct writes
+//! meet. It gets every message once, in order, as a subscriber that kept reading does.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+mod support;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::{connect, loopback_config, on_own_runtime, Client, WAIT};
+use tern_codec::{
+    Packet, PacketId, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription,
+    SubscriptionList, SubscriptionOptions,
+};
+use tern_net::Server;
+
+/// Messages sent, of `PAYLOAD_BYTES` each: 48 MiB, half of it more than loopback socket
+/// buffers hold.
+const MESSAGES: u32 = 1536;
+const PAYLOAD_BYTES: usize = 32 * 1024;
+
+fn subscribe_qos0(filter: &str) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: SubscribeProperties::default(),
+        subscriptions: SubscriptionList::new(&[Subscription {
+            filter: filter.parse().unwrap(),
+            options: SubscriptionOptions::qos(QoS::AtMostOnce),
+        }]),
+    })
+}
+
+/// Connects `client_id` and subscribes it to `t` at QoS 0.
+fn subscriber(addr: std::net::SocketAddr, client_id: &str) -> Client {
+    let mut client = Client::open(addr);
+    client.send(connect(client_id, None));
+    assert!(matches!(client.recv(), Packet::ConnAck(c) if c.reason_code == ReasonCode::Success));
+    client.send(subscribe_qos0("t"));
+    assert!(matches!(client.recv(), Packet::SubAck(_)));
+    client
+}
+
+/// Reads `MESSAGES` publishes and returns their sequence numbers in arrival order.
+fn read_sequence(client: &mut Client) -> Vec<u32> {
+    (0..MESSAGES)
+        .map(|_| match client.recv() {
+            Packet::Publish(publish) => {
+                assert_eq!(publish.payload.len(), PAYLOAD_BYTES, "payload intact");
+                let mut seq = [0_u8; 4];
+                seq.copy_from_slice(&publish.payload[..4]);
+                let seq = u32::from_be_bytes(seq);
+                let filler = u8::try_from(seq % 251).unwrap();
+                assert!(
+                    publish.payload[4..].iter().all(|&b| b == filler),
+                    "payload of message {seq} intact"
+                );
+                seq
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = on_own_runtime(move || async move {
+        let mut core = tern_core::Config::default();
+        // Nothing may be dropped for the stalled subscriber while it does not read.
+        core.limits.outbox_qos0_count_max = 100_000;
+        let mut config = loopback_config(core);
+        config.direct_write_quiet_gap = Duration::ZERO;
+        let server = Server::bind(config).await.unwrap();
+        addr_tx.send(server.local_addrs()[0]).unwrap();
+        server
+            .run(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let addr = addr_rx.recv_timeout(WAIT).unwrap();
+
+    let mut stalled = Some(subscriber(addr, "stalled"));
+    let mut reading = subscriber(addr, "reading");
+    let reader = std::thread::spawn(move || read_sequence(&mut reading));
+
+    let mut publisher = Client::open(addr);
+    publisher.send(connect("publisher", None));
+    assert!(matches!(publisher.recv(), Packet::ConnAck(_)));
+    let mut stalled_reader = None;
+    for seq in 0..MESSAGES {
+        if seq == MESSAGES / 2 {
+            let mut stalled = stalled.take().unwrap();
+            stalled_reader = Some(std::thread::spawn(move || read_sequence(&mut stalled)));
+        }
+        let mut payload = vec![u8::try_from(seq % 251).unwrap(); PAYLOAD_BYTES];
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        let mut publish = Publish::new("t".parse().unwrap(), Bytes::from(payload));
+        publish.qos = QoS::AtMostOnce;
+        publisher.send(Packet::Publish(publish));
+    }
+
+    let expected: Vec<u32> = (0..MESSAGES).collect();
+    assert_eq!(reader.join().unwrap(), expected, "the reading subscriber");
+    let stalled_reader = stalled_reader.unwrap();
+    assert_eq!(
+        stalled_reader.join().unwrap(),
+        expected,
+        "the stalled subscriber"
+    );
+
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
+}
