@@ -9,7 +9,8 @@
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
 # RETAINED (100000), LATENCY_ROUNDS (7), CONNECT_ROUNDS (7), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
-# "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md alone.
+# "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md and
+# bench/compare.png alone (the chart goes to the output directory).
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
 # with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
@@ -164,9 +165,13 @@ main() {
     for broker in $BROKERS; do
         throughput "$broker"
     done
-    local write=(--write BENCHMARKS.md)
-    [ "${NO_WRITE:-}" = 1 ] && write=()
-    "$VENV/bin/python" bench/report.py "$OUT" --chart bench/compare.png "${write[@]}"
+    local write=(--write BENCHMARKS.md) chart=bench/compare.png
+    if [ "${NO_WRITE:-}" = 1 ]; then
+        # A trial run leaves the committed table and chart alone.
+        write=()
+        chart="$OUT/compare.png"
+    fi
+    "$VENV/bin/python" bench/report.py "$OUT" --chart "$chart" "${write[@]}"
 }
 
 main "$@"
