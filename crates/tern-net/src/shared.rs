@@ -88,6 +88,11 @@ pub(crate) struct Shared {
     carries: RefCell<FxHashMap<ConnectionId, BytesMut>>,
 }
 
+/// Direct writes one read may make; the rest of a large fan-out goes through the receivers'
+/// tasks, so one message to thousands of subscribers does not hold the thread for thousands of
+/// system calls in a row while other connections wait.
+const DIRECT_WRITES_PER_READ_MAX: usize = 16;
+
 /// A direct-write buffer that grew past this is given back after use.
 const DIRECT_BUF_KEEP_BYTES: usize = 64 * 1024;
 
@@ -309,12 +314,14 @@ impl Shared {
                 >= self.direct_write_quiet_gap;
         let mut wakers = self.wakers.borrow_mut();
         let mut others = false;
+        let mut direct_writes_left = if quiet { DIRECT_WRITES_PER_READ_MAX } else { 0 };
         for id in woken.drain(..) {
             let Some(wake) = wakers.get_mut(&id) else {
                 continue;
             };
-            if quiet && Some(id) != from && !wake.direct_paused {
+            if direct_writes_left > 0 && Some(id) != from && !wake.direct_paused {
                 if let Some(socket) = &wake.direct {
+                    direct_writes_left -= 1;
                     if self.write_directly(id, socket) {
                         continue;
                     }

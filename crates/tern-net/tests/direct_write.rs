@@ -66,8 +66,13 @@ fn read_sequence(client: &mut Client) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
+/// A server on its own thread where every read counts as quiet; returns its address and what
+/// stops it.
+fn start_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = on_own_runtime(move || async move {
@@ -85,7 +90,21 @@ fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
             .await
             .unwrap();
     });
-    let addr = addr_rx.recv_timeout(WAIT).unwrap();
+    (addr_rx.recv_timeout(WAIT).unwrap(), stop_tx, server)
+}
+
+/// A QoS 0 PUBLISH to `t` carrying `seq` in its first four bytes, then a filler byte.
+fn message(seq: u32) -> Packet {
+    let mut payload = vec![u8::try_from(seq % 251).unwrap(); PAYLOAD_BYTES];
+    payload[..4].copy_from_slice(&seq.to_be_bytes());
+    let mut publish = Publish::new("t".parse().unwrap(), Bytes::from(payload));
+    publish.qos = QoS::AtMostOnce;
+    Packet::Publish(publish)
+}
+
+#[test]
+fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
+    let (addr, stop_tx, server) = start_server();
 
     let mut stalled = Some(subscriber(addr, "stalled"));
     let mut reading = subscriber(addr, "reading");
@@ -100,11 +119,7 @@ fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
             let mut stalled = stalled.take().unwrap();
             stalled_reader = Some(std::thread::spawn(move || read_sequence(&mut stalled)));
         }
-        let mut payload = vec![u8::try_from(seq % 251).unwrap(); PAYLOAD_BYTES];
-        payload[..4].copy_from_slice(&seq.to_be_bytes());
-        let mut publish = Publish::new("t".parse().unwrap(), Bytes::from(payload));
-        publish.qos = QoS::AtMostOnce;
-        publisher.send(Packet::Publish(publish));
+        publisher.send(message(seq));
     }
 
     let expected: Vec<u32> = (0..MESSAGES).collect();
@@ -116,6 +131,39 @@ fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
         "the stalled subscriber"
     );
 
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
+}
+
+/// One read writes to a bounded number of receivers directly and wakes the others' tasks: a
+/// fan-out wider than that bound reaches every subscriber, each message once and in order.
+#[test]
+fn a_wide_fan_out_reaches_every_subscriber_in_order() {
+    const SUBSCRIBERS: usize = 40;
+    const SENT: u32 = 5;
+    let (addr, stop_tx, server) = start_server();
+    let mut subscribers: Vec<Client> = (0..SUBSCRIBERS)
+        .map(|i| subscriber(addr, &format!("fan-{i}")))
+        .collect();
+    let mut publisher = Client::open(addr);
+    publisher.send(connect("fan-publisher", None));
+    assert!(matches!(publisher.recv(), Packet::ConnAck(_)));
+    for seq in 0..SENT {
+        publisher.send(message(seq));
+    }
+    for (i, client) in subscribers.iter_mut().enumerate() {
+        let got: Vec<u32> = (0..SENT)
+            .map(|_| match client.recv() {
+                Packet::Publish(publish) => {
+                    let mut seq = [0_u8; 4];
+                    seq.copy_from_slice(&publish.payload[..4]);
+                    u32::from_be_bytes(seq)
+                }
+                other => panic!("subscriber {i}: expected PUBLISH, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, (0..SENT).collect::<Vec<_>>(), "subscriber {i}");
+    }
     stop_tx.send(()).unwrap();
     server.join().unwrap();
 }
