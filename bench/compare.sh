@@ -8,7 +8,7 @@
 # commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
-# RETAINED (100000), LATENCY_ROUNDS (7), CONNECT_ROUNDS (7), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
+# RETAINED (100000), LATENCY_ROUNDS (15), CONNECT_ROUNDS (7), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
 # "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md and
 # bench/compare.png alone (the chart goes to the output directory).
 #
@@ -27,7 +27,7 @@ VENV=$ROOT/bench/.venv
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-10000}
 RETAINED=${RETAINED:-100000}
-LATENCY_ROUNDS=${LATENCY_ROUNDS:-7}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-15}
 CONNECT_ROUNDS=${CONNECT_ROUNDS:-7}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
