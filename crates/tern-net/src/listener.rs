@@ -136,12 +136,7 @@ async fn handshake_and_serve(
     // WebSocket arms (whose streams and handshakes take kilobytes) are boxed, so a plain idle
     // connection does not pay for them.
     match (&listener.tls, &listener.ws_path) {
-        (None, None) => {
-            let stream = SharedTcp::new(stream);
-            let direct = Some(stream.writer());
-            let info = ConnectionInfo::default();
-            connection::run(stream, peer, info, profile, shared, direct).await;
-        }
+        (None, None) => serve_plain(stream, peer, profile, shared).await,
         (tls, ws_path) => {
             Box::pin(handshake_and_serve_wrapped(
                 stream,
@@ -158,6 +153,14 @@ async fn handshake_and_serve(
         }
     }
     drop(admitted);
+}
+
+/// Serves a plain TCP connection, whose write half the broker thread shares for direct writes.
+async fn serve_plain(stream: TcpStream, peer: SocketAddr, profile: usize, shared: Rc<Shared>) {
+    let stream = SharedTcp::new(stream);
+    let direct = Some(stream.writer());
+    let info = ConnectionInfo::default();
+    connection::run(stream, peer, info, profile, shared, direct).await;
 }
 
 /// The TLS and WebSocket arms of [`handshake_and_serve`].
@@ -182,17 +185,7 @@ async fn handshake_and_serve_wrapped(
         }
     };
     match (tls, ws_path) {
-        (None, None) => {
-            connection::run(
-                stream,
-                peer,
-                ConnectionInfo::default(),
-                profile,
-                shared,
-                None,
-            )
-            .await;
-        }
+        (None, None) => serve_plain(stream, peer, profile, shared).await,
         (Some(tls), None) => {
             match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
                 Ok(Ok(stream)) => {
