@@ -9,10 +9,9 @@ mod support;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use support::{connect, loopback_config, on_own_runtime, publish, subscribe, Client, WAIT};
+use support::{connect, loopback_config, publish, spawn_server, subscribe, Client, WAIT};
 use tern_codec::{Packet, ReasonCode};
 use tern_core::{AllowAll, AuthDecision, AuthJob, AuthRequest, Authenticator};
-use tern_net::Server;
 
 /// Lets clients without a user name in at once; a client with one waits for the test to send
 /// a verdict on the channel, inside a blocking job.
@@ -44,24 +43,14 @@ impl Authenticator for Gate {
 #[test]
 fn a_blocked_credential_check_does_not_stall_other_clients() {
     let (verdict_tx, verdict_rx) = mpsc::channel();
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = on_own_runtime(move || async move {
-        let config = loopback_config(tern_core::Config::default());
-        let mut server = Server::bind(config).await.unwrap();
-        let gate = Gate {
-            verdicts: Arc::new(Mutex::new(verdict_rx)),
-        };
+    let gate = Gate {
+        verdicts: Arc::new(Mutex::new(verdict_rx)),
+    };
+    let config = loopback_config(tern_core::Config::default());
+    let server = spawn_server(config, move |server| {
         server.set_auth(Box::new(gate), Box::new(AllowAll));
-        addr_tx.send(server.local_addrs()[0]).unwrap();
-        server
-            .run(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
     });
-    let addr = addr_rx.recv_timeout(WAIT).unwrap();
+    let addr = server.addr;
 
     let mut slow = Client::open(addr);
     slow.send(connect("slow", Some("user")));
@@ -107,6 +96,5 @@ fn a_blocked_credential_check_does_not_stall_other_clients() {
     );
 
     drop((slow, fast, wrong));
-    let _ = stop_tx.send(());
-    server.join().unwrap();
+    server.stop();
 }

@@ -8,16 +8,14 @@
 
 mod support;
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{connect, loopback_config, on_own_runtime, Client, WAIT};
+use support::{connect, loopback_config, spawn_server, Client, RunningServer};
 use tern_codec::{
     Packet, PacketId, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription,
     SubscriptionList, SubscriptionOptions,
 };
-use tern_net::Server;
 
 /// Messages sent, of `PAYLOAD_BYTES` each: 48 MiB, half of it more than loopback socket
 /// buffers hold.
@@ -66,31 +64,14 @@ fn read_sequence(client: &mut Client) -> Vec<u32> {
         .collect()
 }
 
-/// A server on its own thread where every read counts as quiet; returns its address and what
-/// stops it.
-fn start_server() -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = on_own_runtime(move || async move {
-        let mut core = tern_core::Config::default();
-        // Nothing may be dropped for the stalled subscriber while it does not read.
-        core.limits.outbox_qos0_count_max = 100_000;
-        let mut config = loopback_config(core);
-        config.direct_write_quiet_gap = Duration::ZERO;
-        let server = Server::bind(config).await.unwrap();
-        addr_tx.send(server.local_addrs()[0]).unwrap();
-        server
-            .run(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    (addr_rx.recv_timeout(WAIT).unwrap(), stop_tx, server)
+/// A server on its own thread where every read counts as quiet.
+fn start_server() -> RunningServer {
+    let mut core = tern_core::Config::default();
+    // Nothing may be dropped for the stalled subscriber while it does not read.
+    core.limits.outbox_qos0_count_max = 100_000;
+    let mut config = loopback_config(core);
+    config.direct_write_quiet_gap = Duration::ZERO;
+    spawn_server(config, |_| {})
 }
 
 /// A QoS 0 PUBLISH to `t` carrying `seq` in its first four bytes, then a filler byte.
@@ -104,7 +85,8 @@ fn message(seq: u32) -> Packet {
 
 #[test]
 fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
-    let (addr, stop_tx, server) = start_server();
+    let server = start_server();
+    let addr = server.addr;
 
     let mut stalled = Some(subscriber(addr, "stalled"));
     let mut reading = subscriber(addr, "reading");
@@ -131,8 +113,7 @@ fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
         "the stalled subscriber"
     );
 
-    stop_tx.send(()).unwrap();
-    server.join().unwrap();
+    server.stop();
 }
 
 /// One read writes to a bounded number of receivers directly and wakes the others' tasks: a
@@ -141,7 +122,8 @@ fn direct_writes_to_a_stalled_receiver_arrive_whole_and_in_order() {
 fn a_wide_fan_out_reaches_every_subscriber_in_order() {
     const SUBSCRIBERS: usize = 40;
     const SENT: u32 = 5;
-    let (addr, stop_tx, server) = start_server();
+    let server = start_server();
+    let addr = server.addr;
     let mut subscribers: Vec<Client> = (0..SUBSCRIBERS)
         .map(|i| subscriber(addr, &format!("fan-{i}")))
         .collect();
@@ -164,6 +146,5 @@ fn a_wide_fan_out_reaches_every_subscriber_in_order() {
             .collect();
         assert_eq!(got, (0..SENT).collect::<Vec<_>>(), "subscriber {i}");
     }
-    stop_tx.send(()).unwrap();
-    server.join().unwrap();
+    server.stop();
 }

@@ -11,7 +11,7 @@ use tern_codec::{
     QoS, Subscribe, SubscribeProperties, Subscription, SubscriptionList, SubscriptionOptions,
     TopicFilter, TopicName,
 };
-use tern_net::{AdmissionLimits, ListenerConfig, ServerConfig};
+use tern_net::{AdmissionLimits, ListenerConfig, Server, ServerConfig};
 
 /// How long a test waits for anything.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -107,6 +107,48 @@ pub(crate) fn loopback_config(core: tern_core::Config) -> ServerConfig {
         listener_auth_profiles: Vec::new(),
         busy_poll: Duration::ZERO,
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+    }
+}
+
+/// A running server: its first listener's address, what stops it, and its thread.
+pub(crate) struct RunningServer {
+    pub(crate) addr: SocketAddr,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops the server and waits for its thread.
+    pub(crate) fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// Binds a server with `config` on a runtime thread of its own, lets `setup` adjust it (the
+/// authenticator, say), and runs it until stopped.
+pub(crate) fn spawn_server<F>(config: ServerConfig, setup: F) -> RunningServer
+where
+    F: FnOnce(&mut Server) + Send + 'static,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = on_own_runtime(move || async move {
+        let mut server = Server::bind(config).await.unwrap();
+        setup(&mut server);
+        addr_tx.send(server.local_addrs()[0]).unwrap();
+        server
+            .run(async move {
+                let _ = shutdown_rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let addr = addr_rx.recv_timeout(WAIT).unwrap();
+    RunningServer {
+        addr,
+        shutdown,
+        thread,
     }
 }
 
