@@ -1,6 +1,6 @@
 //! A plain TCP connection whose write side is shared: the connection's task reads and writes it
 //! as any stream, and while the broker is quiet another connection's task may write deliveries
-//! into it directly (see `Shared::write_through`).
+//! into it directly (see `Shared::write_directly`).
 
 use std::io;
 use std::pin::Pin;
