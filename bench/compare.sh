@@ -15,9 +15,10 @@
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
 # with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
 # against the better of the two. Connections and latency run in interleaved rounds, every broker
-# once per round on a fresh start, and the report takes each broker's median round: one
-# 5-second sample of a p99 on a shared 2-core machine varies by a factor of 2 to 8 from run to
-# run, and a connect rate by 10-30% (BENCHMARKS.md).
+# once per round on a fresh start; the report takes each broker's median connections round and
+# pools its latency rounds' samples into one distribution: one 5-second sample of a p99 on a
+# shared 2-core machine varies by a factor of 2 to 8 from run to run, and a connect rate by
+# 10-30% (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -94,7 +95,7 @@ fresh() {
 # freshly started broker and a drift in the machine's state over the run (a 10,000-connection
 # burst lasts well under a second; one run's rate moves by 10-30% from run to run) falls on
 # every broker alike; every other round runs them in reverse order. The report takes each
-# broker's median round. Memory per connection is
+# broker's median connections round and pools its latency samples. Memory per connection is
 # only meaningful on a fresh broker, before other scenarios have grown (and freed) its heap.
 interleaved_rounds() {
     local rounds=$((CONNECT_ROUNDS > LATENCY_ROUNDS ? CONNECT_ROUNDS : LATENCY_ROUNDS))

@@ -3,7 +3,8 @@
 # (pinned like bench/compare.sh: broker on BROKER_CPU, generator on GENERATOR_CPU) and runs the
 # latency scenario at QoS 0 and 1 against it. On a shared machine one 5 s run's p99 mostly
 # measures what else ran during those 5 s; rounds spread that noise over every broker alike,
-# and the summary reports the median (and range) of each broker's p99 over the rounds.
+# and the summary pools each broker's rounds into one distribution (p50 / p99 of all samples,
+# with the range of the rounds' own p99s).
 #
 # Usage: bench/latency.sh            (run bench/compare.sh once first: it installs Mosquitto)
 # Environment: ROUNDS (default 5), DURATION (seconds per run, default 5),
@@ -48,7 +49,9 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 - "$OUT/latency.jsonl" "$BROKERS" <<'EOF'
-import json, statistics, sys
+import json, sys
+sys.path.insert(0, "bench")
+from report import pooled_latency
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 brokers = sys.argv[2].split()
 print("| QoS | " + " | ".join(brokers) + " |")
@@ -56,9 +59,13 @@ print("| --- |" + " --- |" * len(brokers))
 for qos in (0, 1):
     cells = []
     for b in brokers:
-        p99 = sorted(r["latency_us"]["p99"] for r in runs if r.get("label") == b and r.get("qos") == qos)
-        p50 = [r["latency_us"]["p50"] for r in runs if r.get("label") == b and r.get("qos") == qos]
-        cells.append(f"{statistics.median(p50):.0f} / **{statistics.median(p99):.0f}** ({p99[0]}–{p99[-1]})"
-                     if p99 else "—")
+        mine = [r for r in runs if r.get("label") == b and r.get("qos") == qos and r.get("latency_us")]
+        if not mine:
+            cells.append("—")
+            continue
+        row = pooled_latency(mine)
+        rounds = row["p99_rounds"]
+        cells.append(f"{row['latency_us']['p50']} / **{row['latency_us']['p99']}** "
+                     f"(rounds {rounds[0]}–{rounds[-1]})")
     print(f"| QoS {qos} | " + " | ".join(cells) + " |")
 EOF

@@ -21,6 +21,11 @@ pub struct Latency {
     pub p999: u64,
     /// Largest seen.
     pub max: u64,
+    /// Latency scenario only: every recorded bucket as `[microseconds, count]`, so runs repeated
+    /// on the same broker can be pooled into one distribution (a p99 over several runs' samples
+    /// is steadier than any one run's p99, which rests on its few slowest messages).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub histogram: Vec<[u64; 2]>,
 }
 
 /// Idle-connection figures.
@@ -174,6 +179,14 @@ impl Report {
                 p99: latency.value_at_quantile(0.99),
                 p999: latency.value_at_quantile(0.999),
                 max: latency.max(),
+                histogram: if scenario == Scenario::Latency {
+                    latency
+                        .iter_recorded()
+                        .map(|bucket| [bucket.value_iterated_to(), bucket.count_at_value()])
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             }),
             ..Self::base(args, scenario, f.cpu, f.wall)
         }

@@ -112,6 +112,31 @@ fn latency_runs_at_the_fixed_rate() {
     // 500 msg/s for one second, give or take the timer's granularity.
     let sent = count(report, "sent");
     assert!((400..=600).contains(&sent), "{report}");
+    // The histogram (for pooling rounds) holds every delivery, in ascending buckets, and its
+    // 99th percentile is the one reported.
+    let latency = &report["latency_us"];
+    let buckets: Vec<(u64, u64)> = latency["histogram"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no histogram in {report}"))
+        .iter()
+        .map(|b| (b[0].as_u64().unwrap_or(0), b[1].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0), "{report}");
+    let total: u64 = buckets.iter().map(|b| b.1).sum();
+    assert_eq!(
+        total,
+        count(report, "delivered_in_window") + count(report, "backlog")
+    );
+    let rank = (total * 99).div_ceil(100);
+    let mut seen = 0;
+    let p99 = buckets
+        .iter()
+        .find(|b| {
+            seen += b.1;
+            seen >= rank
+        })
+        .map(|b| b.0);
+    assert_eq!(p99, Some(count(latency, "p99")), "{report}");
 }
 
 #[test]
