@@ -106,9 +106,10 @@ fn poll_read<S: AsyncRead + Unpin>(
     read_chunk: usize,
 ) -> Poll<std::io::Result<(usize, usize)>> {
     if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
-        // Quiet: read into the stack and keep only what arrived.
-        let mut scratch = [0u8; READ_CHUNK_MIN_BYTES];
-        let mut scratch = ReadBuf::new(&mut scratch);
+        // Quiet: read into the stack and keep only what arrived (uninitialised: the socket
+        // fills what is read, and zeroing 512 bytes per quiet read is a cost for nothing).
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK_MIN_BYTES];
+        let mut scratch = ReadBuf::uninit(&mut scratch);
         let poll = Pin::new(stream).poll_read(cx, &mut scratch);
         return poll.map_ok(|()| {
             read_buf.extend_from_slice(scratch.filled());

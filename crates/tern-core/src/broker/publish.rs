@@ -221,7 +221,9 @@ impl Broker {
         if topic.len() > limits.topic_length_max_bytes {
             return Err("topic name too long");
         }
-        if topic.split('/').count() > limits.topic_levels_max {
+        // A plain byte count: it vectorises, where splitting searches level by level.
+        let levels = topic.bytes().filter(|&byte| byte == b'/').count() + 1;
+        if levels > limits.topic_levels_max {
             return Err("topic name has too many levels");
         }
         Ok(())
