@@ -309,9 +309,11 @@ impl Shared {
             }
         }
         drop(broker);
-        let quiet = from.is_some()
-            && at.saturating_duration_since(self.last_read_at.replace(at))
-                >= self.direct_write_quiet_gap;
+        let quiet = from.is_some() && {
+            let quiet = self.quiet_at(at);
+            self.last_read_at.set(at);
+            quiet
+        };
         let mut wakers = self.wakers.borrow_mut();
         let mut others = false;
         let mut direct_writes_left = if quiet { DIRECT_WRITES_PER_READ_MAX } else { 0 };
@@ -334,6 +336,12 @@ impl Shared {
             }
         }
         others
+    }
+
+    /// Whether a read at `at` would find the broker quiet: the previous read was at least the
+    /// direct-write gap before it. Quiet reads write their deliveries directly.
+    pub(crate) fn quiet_at(&self, at: Instant) -> bool {
+        at.saturating_duration_since(self.last_read_at.get()) >= self.direct_write_quiet_gap
     }
 
     /// Encodes and writes what the core queued for `id` straight into its socket; returns

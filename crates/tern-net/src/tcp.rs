@@ -1,6 +1,7 @@
 //! A plain TCP connection whose write side is shared: the connection's task reads and writes it
 //! as any stream, and while the broker is quiet another connection's task may write deliveries
-//! into it directly (see `Shared::write_directly`).
+//! into it directly (see `Shared::write_directly`). A quiet read may peek first and take the
+//! bytes out after their deliveries are written (see `connection::run`).
 
 use std::io;
 use std::pin::Pin;
@@ -10,6 +11,9 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+/// The most a quiet read peeks at once (its stack buffer).
+pub(crate) const PEEK_BYTES_MAX: usize = 512;
 
 /// The two halves of a TCP connection; the write half is reference-counted so the broker thread
 /// can hold it too. The socket's write side shuts down when the last holder drops it.
@@ -45,6 +49,21 @@ pub(crate) fn write_available(socket: &OwnedWriteHalf, bytes: &[u8]) -> io::Resu
         }
     }
     Ok(written)
+}
+
+/// Takes out of the socket the `n` bytes a peek looked at (and the caller already processed).
+/// They are there, so anything but taking all `n` at once is an error.
+pub(crate) fn discard_peeked(socket: &TcpStream, n: usize) -> io::Result<()> {
+    let mut sink = [0u8; PEEK_BYTES_MAX];
+    let mut left = n;
+    while left > 0 {
+        match socket.try_read(&mut sink[..left.min(PEEK_BYTES_MAX)]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(taken) => left -= taken,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 impl AsyncRead for SharedTcp {

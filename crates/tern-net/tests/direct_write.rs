@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{connect, loopback_config, spawn_server, Client, RunningServer};
+use support::{connect, loopback_config, publish, spawn_server, Client, RunningServer};
 use tern_codec::{
     Packet, PacketId, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription,
     SubscriptionList, SubscriptionOptions,
@@ -146,5 +146,36 @@ fn a_wide_fan_out_reaches_every_subscriber_in_order() {
             .collect();
         assert_eq!(got, (0..SENT).collect::<Vec<_>>(), "subscriber {i}");
     }
+    server.stop();
+}
+
+/// A quiet read peeks and takes the bytes out of the socket only after the deliveries (and the
+/// reply) are written. Publishes arriving a byte at a time, so most reads are partial, are each
+/// taken once: every one is acknowledged once and delivered once, in order, and nothing else
+/// follows (the PINGRESP comes next).
+#[test]
+fn quiet_reads_take_every_byte_once() {
+    const SENT: u16 = 20;
+    let server = start_server();
+    let addr = server.addr;
+    let mut receiver = subscriber(addr, "peek-receiver");
+    let mut publisher = Client::open(addr);
+    publisher.send(connect("peek-publisher", None));
+    assert!(matches!(publisher.recv(), Packet::ConnAck(_)));
+    for packet_id in 1..=SENT {
+        publisher.send_bytewise(publish("t", b"peeked", packet_id));
+        match publisher.recv() {
+            Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), packet_id),
+            other => panic!("expected PUBACK {packet_id}, got {other:?}"),
+        }
+        match receiver.recv() {
+            Packet::Publish(publish) => assert_eq!(&publish.payload[..], b"peeked"),
+            other => panic!("expected PUBLISH {packet_id}, got {other:?}"),
+        }
+    }
+    publisher.send_bytewise(Packet::PingReq);
+    assert!(matches!(publisher.recv(), Packet::PingResp));
+    receiver.send(Packet::PingReq);
+    assert!(matches!(receiver.recv(), Packet::PingResp));
     server.stop();
 }

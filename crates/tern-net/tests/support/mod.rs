@@ -39,6 +39,17 @@ impl Client {
         self.stream.write_all(&out).unwrap();
     }
 
+    /// Sends `packet` one byte per write, each its own TCP segment (no Nagle), so the broker
+    /// sees it in as many reads as the timing allows, most of them partial.
+    pub(crate) fn send_bytewise(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(ProtocolVersion::V5, &mut out).unwrap();
+        self.stream.set_nodelay(true).unwrap();
+        for byte in out.iter() {
+            self.stream.write_all(std::slice::from_ref(byte)).unwrap();
+        }
+    }
+
     /// The next packet; panics if the connection closes or nothing comes within [`WAIT`].
     pub(crate) fn recv(&mut self) -> Packet {
         self.try_recv().expect("connection closed")
