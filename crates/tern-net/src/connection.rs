@@ -111,8 +111,7 @@ pub(crate) async fn run<S>(
         closing = flush(&shared, id, &mut write_buf, &mut stream)
             .await
             .unwrap_or(true);
-        // After this connection's own reply too, so at QoS 1 the PUBACK carries the
-        // acknowledgement rather than a packet of its own.
+        // After this connection's own reply too: nothing this input caused waits on the take.
         if let Some(socket) = peekable.as_deref().filter(|_| peeked > 0 && !closing) {
             closing = crate::tcp::discard_peeked(socket.as_ref(), peeked).is_err();
         }
