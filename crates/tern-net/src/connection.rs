@@ -65,20 +65,19 @@ pub(crate) async fn run<S>(
         let input = std::future::poll_fn(|cx| {
             // While the broker is quiet, a small read peeks and leaves the bytes in the
             // socket until this input's deliveries are written: taking them out is what makes
-            // the kernel acknowledge them, and over loopback that acknowledgement (about a
-            // third of a quiet read's time) would otherwise come before the deliveries.
+            // the kernel acknowledge them, and over loopback that acknowledgement (most of
+            // such a read's time) would otherwise come before the deliveries.
+            let small = read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES;
             let peek_socket = peekable
                 .as_deref()
-                .filter(|_| shared.quiet_at(std::time::Instant::now()))
+                .filter(|_| small && shared.quiet_at(std::time::Instant::now()))
                 .map(|write| write.as_ref());
             let read = match peek_socket {
-                Some(socket) if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES => {
-                    poll_peek(socket, cx, &mut read_buf).map_ok(|n| {
-                        peeked = n;
-                        (n, READ_CHUNK_MIN_BYTES)
-                    })
-                }
-                _ => poll_read(&mut stream, cx, &mut read_buf, read_chunk),
+                Some(socket) => poll_peek(socket, cx, &mut read_buf).map_ok(|n| {
+                    peeked = n;
+                    (n, READ_CHUNK_MIN_BYTES)
+                }),
+                None => poll_read(&mut stream, cx, &mut read_buf, read_chunk),
             };
             match read {
                 Poll::Ready(result) => Poll::Ready(Some(result)),
