@@ -158,7 +158,7 @@ fn poll_peek(
     cx: &mut std::task::Context<'_>,
     read_buf: &mut BytesMut,
 ) -> Poll<std::io::Result<usize>> {
-    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); crate::tcp::PEEK_BYTES_MAX];
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK_MIN_BYTES];
     let mut scratch = ReadBuf::uninit(&mut scratch);
     socket.poll_peek(cx, &mut scratch).map_ok(|n| {
         read_buf.extend_from_slice(scratch.filled());

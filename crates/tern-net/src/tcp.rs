@@ -12,9 +12,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-/// The most a quiet read peeks at once (its stack buffer).
-pub(crate) const PEEK_BYTES_MAX: usize = 512;
-
 /// The two halves of a TCP connection; the write half is reference-counted so the broker thread
 /// can hold it too. The socket's write side shuts down when the last holder drops it.
 pub(crate) struct SharedTcp {
@@ -52,12 +49,13 @@ pub(crate) fn write_available(socket: &OwnedWriteHalf, bytes: &[u8]) -> io::Resu
 }
 
 /// Takes out of the socket the `n` bytes a peek looked at (and the caller already processed).
-/// They are there, so anything but taking all `n` at once is an error.
+/// They are there, so the socket running dry before `n` is an error.
 pub(crate) fn discard_peeked(socket: &TcpStream, n: usize) -> io::Result<()> {
-    let mut sink = [0u8; PEEK_BYTES_MAX];
+    let mut sink = [0u8; 512];
     let mut left = n;
     while left > 0 {
-        match socket.try_read(&mut sink[..left.min(PEEK_BYTES_MAX)]) {
+        let chunk = left.min(sink.len());
+        match socket.try_read(&mut sink[..chunk]) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(taken) => left -= taken,
             Err(error) => return Err(error),
