@@ -33,6 +33,18 @@ WAIT_SECS = 10
 MOSQ_VERSIONS = {"311": "mqttv311", "5": "mqttv5"}
 
 
+def pump_lines(stream, lines: "queue.Queue[str | None]") -> None:
+    """Feeds the stream's lines (without their newline) to `lines`, then None. A test that
+    collects the process's output with communicate() closes the stream under this thread: that
+    ends the pumping too."""
+    try:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+    except ValueError:
+        pass
+    lines.put(None)
+
+
 class Proc:
     """A subscriber process whose stderr (or merged output) is read line by line."""
 
@@ -42,17 +54,13 @@ class Proc:
             stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True)
         self.lines: "queue.Queue[str | None]" = queue.Queue()
         stream = self.proc.stdout if merged else self.proc.stderr
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        threading.Thread(target=pump_lines, args=(stream, self.lines), daemon=True).start()
         while True:
             line = self.lines.get(timeout=TIMEOUT)
             assert line is not None, f"{command[0]} ended before subscribing"
             if ready in line:
                 break
 
-    def _pump(self, stream) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
 
     def finish(self) -> tuple[int, list[str]]:
         code = self.proc.wait(timeout=WAIT_SECS + 5)
@@ -72,13 +80,7 @@ def tern_sub(broker, version: str, topic: str, count: int, *extra: str) -> Proc:
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: "queue.Queue[str | None]" = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
+    threading.Thread(target=pump_lines, args=(proc.stderr, lines), daemon=True).start()
     while True:
         line = lines.get(timeout=TIMEOUT)
         assert line is not None, "tern sub ended before subscribing"
@@ -204,14 +206,7 @@ def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) ->
     ports: dict[str, int] = {}
     listening = re.compile(r"listening for MQTT on \S+:(\d+) \((\w+)")
     lines: "queue.Queue[str | None]" = queue.Queue()
-
-    def pump() -> None:
-        assert server.stderr is not None
-        for line in server.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
+    threading.Thread(target=pump_lines, args=(server.stderr, lines), daemon=True).start()
     while len(ports) < 3:
         line = lines.get(timeout=TIMEOUT)
         assert line is not None, "tern serve ended"
