@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::client::{ack, next_packet_id, packet_id, Conn, PublishTemplate};
+use crate::pace::Pacer;
 use crate::payload::{self, Stamp};
 use crate::report::{self, Report};
 use crate::track::{Seen, Totals};
@@ -275,6 +276,7 @@ async fn publisher(
     let sent = &state.sent[index];
     let delivered = &state.delivered[index];
     let window = state.window * state.fanout;
+    let pacer = Pacer::new();
     loop {
         let now = Instant::now();
         let stopped = now >= state.window_end;
@@ -361,7 +363,7 @@ async fn publisher(
             tokio::select! {
                 ready = conn.stream.readable() => ready.map_err(|e| BenchError::io("waiting", e))?,
                 () = state.progress.notified() => {}
-                () = tokio::time::sleep_until(wake_at.into()) => {}
+                () = pacer.sleep_until(wake_at) => {}
             }
         }
     }

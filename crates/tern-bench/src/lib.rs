@@ -10,6 +10,7 @@
 mod client;
 mod connections;
 mod flow;
+mod pace;
 mod payload;
 mod report;
 mod retained;
