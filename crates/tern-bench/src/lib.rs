@@ -108,7 +108,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub pairs: usize,
     /// Messages per second per publisher; 0 means as fast as the window allows.
-    /// The latency scenario defaults to 1000.
+    /// The latency scenario defaults to 1000. Sends are spaced evenly (a high-resolution timer
+    /// on Linux), not bunched at millisecond ticks.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Messages a publisher may have sent but not yet seen delivered to every subscriber.
