@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check Tern's CI runs, in order: formatting, lints, the no_std build of the codec, the
-# repository tidy rules, the conformance matrix, the Rust test suite, and the black-box interop
-# suite (paho-mqtt, raw sockets and the mosquitto command-line clients against `tern serve`).
+# repository tidy rules, the conformance matrix, the Rust test suite, the benchmark report's
+# statistics, and the black-box interop suite (paho-mqtt, raw sockets and the mosquitto
+# command-line clients against `tern serve`).
 # It installs what the tests need first (Debian's mosquitto and mosquitto-clients, a Python
 # venv at .venv with paho-mqtt and pytest).
 set -euo pipefail
@@ -29,6 +30,9 @@ python3 scripts/check_conformance.py
 
 step "tests"
 cargo test --workspace --locked
+
+step "benchmark report statistics"
+.venv/bin/pytest bench/test_report.py -q
 
 step "interop: real clients against tern serve"
 cargo build -p tern --locked
