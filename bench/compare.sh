@@ -5,12 +5,12 @@
 #
 # It installs what it needs: Debian's mosquitto (apt-get), rumqttd (cargo install into
 # bench/.tools), a Python venv with matplotlib (bench/.venv). Raw results, logs and the exact
-# commands go to bench/out/. Not part of the test command: a full run takes about 15 minutes.
+# commands go to bench/out/. Not part of the test command: a full run takes about 40 minutes.
 #
 # Environment: DURATION (seconds per throughput scenario, default 5), CONNECTIONS (10000),
-# RETAINED (100000), LATENCY_ROUNDS (15), CONNECT_ROUNDS (7), BROKER_CPU (1), GENERATOR_CPU (0), BROKERS (default
-# "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave BENCHMARKS.md and
-# bench/compare.png alone (the chart goes to the output directory).
+# RETAINED (100000), LATENCY_ROUNDS (30), CONNECT_ROUNDS (7), BROKER_CPU (1), GENERATOR_CPU (0),
+# BROKERS (default "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"), NO_WRITE=1 to leave
+# BENCHMARKS.md and bench/compare.png alone (the chart goes to the output directory).
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
 # with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
@@ -18,7 +18,8 @@
 # once per round on a fresh start; the report takes each broker's median connections round and
 # pools its latency rounds' samples into one distribution: one 5-second sample of a p99 on a
 # shared 2-core machine varies by a factor of 2 to 8 from run to run, and a connect rate by
-# 10-30% (BENCHMARKS.md).
+# 10-30% (BENCHMARKS.md). Thirty latency rounds: with fifteen, the p99 gap between two brokers
+# moved by about ±16 µs between resamplings of the rounds, as much as the gaps it was judging.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,7 +29,7 @@ VENV=$ROOT/bench/.venv
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-10000}
 RETAINED=${RETAINED:-100000}
-LATENCY_ROUNDS=${LATENCY_ROUNDS:-15}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-30}
 CONNECT_ROUNDS=${CONNECT_ROUNDS:-7}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
