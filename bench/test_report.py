@@ -43,23 +43,24 @@ def test_pooling_weighs_rounds_by_their_messages():
     assert sorted(row["p99_rounds"]) == [100, 100, 100, 900]
 
 
+def gap_of_simulated_rounds(seed, our_tail, their_tail, rounds=12):
+    """p99_gap between two brokers of `rounds` simulated rounds each, with the given tails."""
+    rng = random.Random(seed)
+    ours = [histogram(round_of(rng, 100, our_tail)) for _ in range(rounds)]
+    theirs = [histogram(round_of(rng, 100, their_tail)) for _ in range(rounds)]
+    gap = p99_gap({"round_histograms": ours}, {"round_histograms": theirs}, resamples=200)
+    return gap, pooled_p99(ours) - pooled_p99(theirs)
+
+
 def test_a_real_gap_gives_an_interval_that_excludes_zero():
-    rng = random.Random(1)
-    ours = [histogram(round_of(rng, 100, 200)) for _ in range(12)]
-    theirs = [histogram(round_of(rng, 100, 260)) for _ in range(12)]
-    gap, low, high = p99_gap({"round_histograms": ours}, {"round_histograms": theirs},
-                             resamples=200)
-    assert gap == pooled_p99(ours) - pooled_p99(theirs)
+    (gap, low, high), measured = gap_of_simulated_rounds(1, 200, 260)
+    assert gap == measured
     assert low <= gap <= high
     assert high < 0, (gap, low, high)
 
 
 def test_the_same_broker_twice_gives_an_interval_around_zero():
-    rng = random.Random(2)
-    ours = [histogram(round_of(rng, 100, 220)) for _ in range(12)]
-    theirs = [histogram(round_of(rng, 100, 220)) for _ in range(12)]
-    _, low, high = p99_gap({"round_histograms": ours}, {"round_histograms": theirs},
-                           resamples=200)
+    (_, low, high), _ = gap_of_simulated_rounds(2, 220, 220)
     assert low <= 0 <= high, (low, high)
 
 
