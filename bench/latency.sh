@@ -52,7 +52,7 @@ done
 python3 - "$OUT/latency.jsonl" "$BROKERS" <<'EOF'
 import json, sys
 sys.path.insert(0, "bench")
-from report import p99_gap, pooled_latency
+from report import better_mosquitto_gap, pooled_latency
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 brokers = sys.argv[2].split()
 print("| QoS | " + " | ".join(brokers) + " |")
@@ -74,9 +74,8 @@ for qos in (0, 1):
     # Each Tern against the better Mosquitto, with the range a rerun could give.
     mosquittos = [rows[b] for b in rows if b.startswith("mosquitto")]
     if mosquittos:
-        best = min(mosquittos, key=lambda row: row["latency_us"]["p99"])
         for b in rows:
-            gap = p99_gap(rows[b], best) if b.startswith("tern") else None
+            gap = better_mosquitto_gap(rows[b], mosquittos)[1] if b.startswith("tern") else None
             if gap:
                 gaps.append(f"QoS {qos} {b} {gap[0]:+d} µs ({gap[1]:+d} to {gap[2]:+d})")
 if gaps:
