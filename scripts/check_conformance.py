@@ -10,8 +10,8 @@ cell must be one of:
     reason: <text>                      why no test is needed
     pending: #N                         not covered yet; issue N will cover it
 
-The statement lists are read from $TERN_SPEC_DIR, else from ../shared/spec
-relative to the repository root. Run from the repository root:
+The statement lists are read from $TERN_SPEC_DIR, else from docs/spec in the
+repository (a fresh clone has everything it needs). Run from the repository root:
 
     python3 scripts/check_conformance.py [--strict] [--matrix PATH]
 
@@ -130,7 +130,7 @@ def main():
     parser.add_argument("--matrix", type=Path, default=REPO / "docs" / "conformance.md",
                         help="matrix file to check (default: docs/conformance.md)")
     args = parser.parse_args()
-    spec_dir = Path(os.environ.get("TERN_SPEC_DIR") or REPO.parent / "shared" / "spec")
+    spec_dir = Path(os.environ.get("TERN_SPEC_DIR") or REPO / "docs" / "spec")
     for path in (args.matrix, *(spec_dir / tsv for _, tsv in SECTIONS.values())):
         if not path.is_file():
             print(f"conformance: cannot read {path}", file=sys.stderr)

@@ -4,6 +4,8 @@
 - Crate dependency rules from ARCHITECTURE.md (read from `cargo metadata`).
 - Source files stay focused: at most 800 lines under crates/*/src.
 - No leftover debugging or placeholder markers in committed Rust code.
+- Nothing tracked reads outside the repository: a fresh clone alone must pass every test, so no
+  script, test or source names a path in a sibling directory (`../<name>/`).
 """
 import json
 import pathlib
@@ -30,6 +32,10 @@ RULES = {
     "tern-client": ({"tern-codec"}, {"fjall", "redb"}),
 }
 MARKERS = re.compile(r"\b(dbg!|todo!|unimplemented!|FIXME|XXX)")
+# A path that climbs out of the repository into a sibling directory.
+CLIMB = re.compile(r"(?:\.\./)+[A-Za-z_][\w.-]*")
+PARENT_JOIN = re.compile(r"""\.parent\s*/\s*["']""")
+CHECKED_SUFFIXES = {".rs", ".py", ".sh", ".toml"}
 
 
 def dependency_problems():
@@ -70,8 +76,42 @@ def source_problems():
     return problems
 
 
+def outside_problems():
+    """Tracked code and scripts that would read from beside the repository."""
+    tracked = subprocess.check_output(["git", "ls-files"], cwd=ROOT, text=True).splitlines()
+    problems = []
+    for rel in tracked:
+        path = ROOT / rel
+        if path.suffix not in CHECKED_SUFFIXES or not path.is_file():
+            continue
+        if rel == "scripts/tidy.py":
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        bases = [path.parent, crate_dir(path)]
+        for number, line in enumerate(text.splitlines(), 1):
+            escapes = PARENT_JOIN.search(line) is not None or any(
+                all(not inside(base / found.group(0)) for base in bases)
+                for found in CLIMB.finditer(line)
+            )
+            if escapes:
+                problems.append(f"{rel}:{number}: reads outside the repository: {line.strip()}")
+    return problems
+
+
+def crate_dir(path):
+    """The nearest folder above `path` with a Cargo.toml (relative paths in Rust resolve there)."""
+    for parent in path.parents:
+        if (parent / "Cargo.toml").is_file():
+            return parent
+    return ROOT
+
+
+def inside(path):
+    return path.resolve().is_relative_to(ROOT)
+
+
 def main():
-    problems = dependency_problems() + source_problems()
+    problems = dependency_problems() + source_problems() + outside_problems()
     for problem in problems:
         print(f"tidy: {problem}")
     if problems:
