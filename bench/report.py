@@ -395,10 +395,19 @@ def chart(rows, brokers, path):
     fig.savefig(path, dpi=90)
 
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def repo_relative(command, root=REPO):
+    """A command line with the checkout's absolute path taken out, so the report names paths
+    relative to the repository whichever machine ran it."""
+    return command.replace(f"{root}/", "")
+
+
 def markdown(out, rows, chart_path):
     brokers = present(rows)
     machine = (out / "machine.txt").read_text().strip()
-    commands = (out / "commands.txt").read_text().splitlines()
+    commands = [repo_relative(c) for c in (out / "commands.txt").read_text().splitlines()]
     starts = [c for c in commands if " bench " not in c]
     first = next((k for k, _ in brokers), "")
     runs = [c for c in commands if " bench " in c and f"--label {first} " in c]

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from report import p99_gap, pooled_latency, pooled_p99, quantile  # noqa: E402
+from report import p99_gap, pooled_latency, pooled_p99, quantile, repo_relative  # noqa: E402
 
 
 def histogram(samples):
@@ -66,3 +66,11 @@ def test_the_same_broker_twice_gives_an_interval_around_zero():
 
 def test_no_interval_without_round_histograms():
     assert p99_gap({}, {"round_histograms": [[(1, 1)]]}) is None
+
+
+def test_commands_name_paths_relative_to_the_repository():
+    root = pathlib.Path("/srv/build/tern")
+    line = "taskset -c 0 /srv/build/tern/target/release/tern serve --config bench/tern.toml"
+    relative = repo_relative(line, root)
+    assert relative == "taskset -c 0 target/release/tern serve --config bench/tern.toml"
+    assert "/srv/build" not in relative
