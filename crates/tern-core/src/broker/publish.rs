@@ -120,7 +120,7 @@ impl Broker {
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let session = self.session(key);
-                let mut ack = Ack::new(packet_id);
+                let ack = Ack::new(packet_id);
                 if !session.incoming_qos2.contains(&packet_id.get()) {
                     // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
                     // A 3.1.1 client never hears of it; its open exchanges are bounded by the
@@ -143,14 +143,18 @@ impl Broker {
                         packet_id: packet_id.get(),
                         pending: true,
                     });
+                    // The PUBREC goes first, so the publisher's answer is not behind a copy
+                    // delivered to its own subscription. It says Success even when nobody
+                    // subscribes: 0x10 is allowed there, not required (3.5.2.1), and the short
+                    // form saves the publisher two bytes.
+                    self.send(id, Packet::PubRec(ack));
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
-                    // only acknowledged again (exactly once, method B of 4.3.3).
-                    // A refused 3.1.1 publish completes the handshake but goes nowhere.
+                    // only acknowledged again (exactly once, 4.3.3). A refused 3.1.1 publish
+                    // completes the handshake but goes nowhere.
                     if let Ok(outgoing) = outcome {
-                        if !self.accept_outgoing(key, outgoing, now) {
-                            ack.reason_code = ReasonCode::NoMatchingSubscribers;
-                        }
+                        self.accept_outgoing(key, outgoing, now);
                     }
+                    return;
                 }
                 self.send(id, Packet::PubRec(ack));
             }
