@@ -37,8 +37,8 @@ pub use packet::{
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PayloadFormat, PropertyId, PublishProperties, SubscribeProperties, SubscriptionIds,
-    UnsubscribeProperties, UserProperties, WillProperties,
+    PayloadFormat, PropertyId, PropertyOrder, PublishProperties, SubscribeProperties,
+    SubscriptionIds, UnsubscribeProperties, UserProperties, WillProperties,
 };
 pub use reason::ReasonCode;
 pub use string::{MqttString, StringError};

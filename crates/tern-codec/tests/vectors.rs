@@ -11,10 +11,10 @@ use tern_codec::RetainHandling::{self, DoNotSend, SendAtSubscribe, SendIfNew};
 use tern_codec::{
     Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, Decoder, Disconnect, DisconnectProperties, FilterList, MqttString, Packet,
-    PacketId, PayloadFormat, ProtocolVersion, Publish, PublishProperties, QoS, SubAck, Subscribe,
-    SubscribeProperties, Subscription, SubscriptionIds, SubscriptionList, SubscriptionOptions,
-    TopicFilter, TopicName, UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperties, Will,
-    WillProperties, PACKET_SIZE_MAX,
+    PacketId, PayloadFormat, PropertyOrder, ProtocolVersion, Publish, PublishProperties, QoS,
+    SubAck, Subscribe, SubscribeProperties, Subscription, SubscriptionIds, SubscriptionList,
+    SubscriptionOptions, TopicFilter, TopicName, UnsubAck, Unsubscribe, UnsubscribeProperties,
+    UserProperties, Will, WillProperties, PACKET_SIZE_MAX,
 };
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
@@ -420,9 +420,9 @@ const V5_CONNECT_FULL: &[u8] = &[
     0x18, 0x00, 0x00, 0x00, 0x05,             //   will delay interval 5
     0x01, 0x01,                               //   payload format indicator: UTF-8
     0x02, 0x00, 0x00, 0x0E, 0x10,             //   message expiry interval 3600
-    0x03, 0x00, 0x04, b't', b'e', b'x', b't', //   content type "text"
     0x08, 0x00, 0x03, b'r', b'/', b'x',       //   response topic "r/x"
     0x09, 0x00, 0x02, 0x0A, 0x0B,             //   correlation data 0A 0B
+    0x03, 0x00, 0x04, b't', b'e', b'x', b't', //   content type "text"
     0x26, 0x00, 0x01, b'a', 0x00, 0x01, b'b', //   user property a=b
     0x00, 0x01, b'w',                         // will topic "w"
     0x00, 0x03, b'b', b'y', b'e',             // will payload "bye"
@@ -451,6 +451,7 @@ fn v5_connect_with_all_properties_and_will() {
         response_topic: Some(topic("r/x")),
         correlation_data: Some(bin(&[0x0A, 0x0B])),
         user_properties: users(&[("a", "b")]),
+        order: PropertyOrder::canonical(),
     };
     let will = Will {
         topic: topic("w"),
@@ -599,9 +600,9 @@ const V5_PUBLISH_FULL: &[u8] = &[
     0x00, 0x03, b'a', b'/', b'b',             // topic name "a/b"
     0x00, 0x05,                               // packet identifier 5
     0x3D,                                     // property length 61
+    0x23, 0x00, 0x03,                         //   topic alias 3 (first: see PublishView)
     0x01, 0x01,                               //   payload format indicator: UTF-8
     0x02, 0x00, 0x00, 0x00, 0x0A,             //   message expiry interval 10
-    0x23, 0x00, 0x03,                         //   topic alias 3
     0x08, 0x00, 0x05, b'r', b'e', b'p', b'/', b'1', //   response topic "rep/1"
     0x09, 0x00, 0x03, 0x01, 0x02, 0x03,       //   correlation data 01 02 03
     0x03, 0x00, 0x0A, b't', b'e', b'x', b't', b'/', b'p', b'l', b'a', b'i', b'n',
@@ -626,6 +627,7 @@ fn v5_publish_qos1_with_all_properties() {
         user_properties: users(&[("z", "1"), ("a", "2")]),
         subscription_identifiers: ids,
         content_type: Some(s("text/plain")),
+        order: PropertyOrder::canonical(),
     };
     let packet = Publish {
         properties,
@@ -919,4 +921,73 @@ fn v5_auth() {
         properties,
     };
     vector(V5, &wire, Packet::Auth(auth));
+}
+
+/// A will's properties, in whatever order they came, are written back in that order, and the
+/// message the will becomes keeps it with the Will Delay Interval taken out (Mosquitto's
+/// 07-will-properties compares the delivered bytes with those the client sent).
+#[test]
+fn v5_will_properties_keep_their_order() {
+    #[rustfmt::skip]
+    let sent: &[u8] = &[
+        0x26, 0x00, 0x01, b'a', 0x00, 0x01, b'1', // user property a=1
+        0x08, 0x00, 0x01, b'r',                   // response topic "r"
+        0x09, 0x00, 0x01, b'd',                   // correlation data "d"
+        0x18, 0x00, 0x00, 0x00, 0x00,             // will delay interval 0
+        0x01, 0x01,                               // payload format indicator: UTF-8
+        0x03, 0x00, 0x01, b't',                   // content type "t"
+        0x26, 0x00, 0x01, b'b', 0x00, 0x01, b'2', // user property b=2
+    ];
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x04, 0, 60, 0, 0, 1, b'c'];
+    body.push(sent.len() as u8);
+    body.extend_from_slice(sent);
+    body.extend_from_slice(&[0, 1, b'w', 0, 1, b'x']);
+    let mut wire = vec![0x10, body.len() as u8];
+    wire.extend_from_slice(&body);
+    let decoded = Decoder::new(V5, PACKET_SIZE_MAX)
+        .decode(&mut BytesMut::from(&wire[..]))
+        .expect("decodes")
+        .expect("complete");
+    assert_eq!(encode(V5, &decoded), wire, "the CONNECT re-encodes as sent");
+    let Packet::Connect(connect) = decoded else {
+        panic!("{decoded:?}");
+    };
+    let will = connect.will.expect("a will");
+    assert!(!will.properties.order.is_canonical());
+    let message = Publish {
+        properties: will.properties.to_publish(),
+        ..publish(QoS::AtMostOnce, 0, will.topic, b"x")
+    };
+    let forwarded = encode(V5, &Packet::Publish(message));
+    let without_delay: Vec<u8> = [&sent[..15], &sent[20..]].concat();
+    let block_at = 2 + 3 + 1;
+    assert_eq!(usize::from(forwarded[block_at - 1]), without_delay.len());
+    assert_eq!(
+        &forwarded[block_at..block_at + without_delay.len()],
+        &without_delay[..]
+    );
+}
+
+/// A PUBLISH's properties in another order than the encoder's come back out in that order.
+#[test]
+fn v5_publish_properties_keep_their_order() {
+    #[rustfmt::skip]
+    let wire = [
+        0x30, 0x0E,                   // PUBLISH, QoS 0, remaining length 14
+        0x00, 0x01, b't',             // topic "t"
+        0x09,                         // property length 9
+        0x03, 0x00, 0x01, b'j',       //   content type "j"
+        0x02, 0x00, 0x00, 0x00, 0x05, //   message expiry interval 5
+        b'p',                         // payload
+    ];
+    let mut buf = BytesMut::from(&wire[..]);
+    let decoded = Decoder::new(V5, PACKET_SIZE_MAX)
+        .decode(&mut buf)
+        .expect("decodes")
+        .expect("complete");
+    assert_eq!(encode(V5, &decoded), wire);
+    let Packet::Publish(publish) = decoded else {
+        panic!("{decoded:?}");
+    };
+    assert!(!publish.properties.order.is_canonical());
 }

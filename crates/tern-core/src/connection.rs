@@ -81,6 +81,7 @@ impl OutgoingPublish {
             topic: &message.topic,
             packet_id: self.packet_id,
             properties: &message.properties,
+            topic_alias: None,
             message_expiry_interval: self.message_expiry_interval,
             subscription_identifiers: &self.subscription_ids,
             payload: &message.payload,

@@ -112,6 +112,7 @@ impl Publish {
             topic: &self.topic,
             packet_id: self.packet_id,
             properties: &self.properties,
+            topic_alias: self.properties.topic_alias,
             message_expiry_interval: self.properties.message_expiry_interval,
             subscription_identifiers: &self.properties.subscription_identifiers,
             payload: &self.payload,
@@ -120,8 +121,8 @@ impl Publish {
 }
 
 /// A PUBLISH to encode from borrowed parts: how a broker sends one stored message to many
-/// receivers without building a [`Publish`] for each. The Message Expiry Interval and
-/// Subscription Identifiers sent are the two fields here, not those in `properties`.
+/// receivers without building a [`Publish`] for each. The Topic Alias, Message Expiry Interval
+/// and Subscription Identifiers sent are the fields here, not those in `properties`.
 #[derive(Debug, Clone, Copy)]
 pub struct PublishView<'a> {
     /// DUP flag.
@@ -136,6 +137,8 @@ pub struct PublishView<'a> {
     pub packet_id: Option<PacketId>,
     /// The other properties (MQTT 5 only).
     pub properties: &'a PublishProperties,
+    /// Topic Alias sent (MQTT 5 only); with an empty `topic`, it stands for the topic.
+    pub topic_alias: Option<u16>,
     /// Message Expiry Interval sent (MQTT 5 only).
     pub message_expiry_interval: Option<u32>,
     /// Subscription Identifiers sent (MQTT 5 only).
@@ -149,7 +152,7 @@ impl PublishView<'_> {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
             return Err(EncodeError::PacketIdMismatch);
         }
-        if (self.dup && self.qos == QoS::AtMostOnce) || self.properties.topic_alias == Some(0) {
+        if (self.dup && self.qos == QoS::AtMostOnce) || self.topic_alias == Some(0) {
             return Err(EncodeError::OutOfRange(
                 "field value a receiver must reject",
             ));
@@ -166,6 +169,7 @@ impl PublishView<'_> {
         if version == ProtocolVersion::V5 {
             self.properties.encode_as(
                 s,
+                self.topic_alias,
                 self.message_expiry_interval,
                 self.subscription_identifiers,
             )?;

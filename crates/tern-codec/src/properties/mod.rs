@@ -12,8 +12,12 @@ use crate::string::MqttString;
 use crate::topic::TopicName;
 use crate::wire::{Counter, Reader, Sink, VARINT_MAX};
 
+mod message;
+mod order;
 mod repeated;
 
+pub use message::{PublishProperties, WillProperties};
+pub use order::PropertyOrder;
 use repeated::RunCollector;
 pub use repeated::{SubscriptionIds, UserProperties};
 
@@ -397,24 +401,6 @@ property_block! {
 }
 
 property_block! {
-    /// Properties of a will message (3.1.3.2).
-    WillProperties, "will properties" {
-        /// Seconds to wait after the connection ends before publishing the will.
-        will_delay_interval: WillDelayInterval as u32,
-        /// Whether the will payload is UTF-8.
-        payload_format_indicator: PayloadFormatIndicator as payload_format,
-        /// Lifetime of the will message in seconds.
-        message_expiry_interval: MessageExpiryInterval as u32,
-        /// MIME-like description of the payload.
-        content_type: ContentType as string,
-        /// Topic for a response to the will message.
-        response_topic: ResponseTopic as topic,
-        /// Correlation data for a response.
-        correlation_data: CorrelationData as binary,
-    }
-}
-
-property_block! {
     /// Properties of CONNACK (3.2.2.3).
     ConnAckProperties, "CONNACK" {
         /// Session expiry the server chose, when it differs from the client's.
@@ -494,150 +480,5 @@ property_block! {
         authentication_data: AuthenticationData as binary,
         /// Human-readable diagnostic.
         reason_string: ReasonString as string,
-    }
-}
-
-/// Properties of PUBLISH (3.3.2.3).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PublishProperties {
-    /// Whether the payload is UTF-8.
-    pub payload_format_indicator: Option<PayloadFormat>,
-    /// Lifetime of the message in seconds.
-    pub message_expiry_interval: Option<u32>,
-    /// Topic alias standing for, or set to, the topic name; never 0.
-    pub topic_alias: Option<u16>,
-    /// Topic for a response.
-    pub response_topic: Option<TopicName>,
-    /// Correlation data for a response.
-    pub correlation_data: Option<Bytes>,
-    /// User properties, in order.
-    pub user_properties: UserProperties,
-    /// Identifiers of the subscriptions that matched (server to client only).
-    pub subscription_identifiers: SubscriptionIds,
-    /// MIME-like description of the payload.
-    pub content_type: Option<MqttString>,
-}
-
-impl PublishProperties {
-    /// Decodes a property block into `self`, which must be empty.
-    pub(crate) fn decode_into(&mut self, r: &mut Reader) -> Result<(), DecodeError> {
-        debug_assert!(self.is_empty());
-        if r.peek() == Some(0) {
-            // The usual case: no properties at all.
-            r.u8()?;
-            return Ok(());
-        }
-        let props = self;
-        let mut users = RunCollector::default();
-        let mut sub_ids = RunCollector::default();
-        let block = read_block(r, |id, block, start| {
-            match id {
-                PropertyId::PayloadFormatIndicator => {
-                    once(
-                        &mut props.payload_format_indicator,
-                        read_payload_format(block)?,
-                    )?;
-                }
-                PropertyId::MessageExpiryInterval => {
-                    once(&mut props.message_expiry_interval, block.u32()?)?;
-                }
-                PropertyId::TopicAlias => {
-                    let alias = block.u16()?;
-                    if alias == 0 {
-                        return Err(DecodeError::TopicAliasInvalid("topic alias of 0"));
-                    }
-                    once(&mut props.topic_alias, alias)?;
-                }
-                PropertyId::ResponseTopic => once(&mut props.response_topic, read_topic(block)?)?,
-                PropertyId::CorrelationData => once(&mut props.correlation_data, block.binary()?)?,
-                PropertyId::ContentType => once(&mut props.content_type, block.string()?)?,
-                PropertyId::UserProperty => {
-                    skip_pair(block)?;
-                    users.push(block, start);
-                }
-                PropertyId::SubscriptionIdentifier => {
-                    read_subscription_id(block)?;
-                    sub_ids.push(block, start);
-                }
-                _ => return Err(DecodeError::Malformed("property not allowed in PUBLISH")),
-            }
-            Ok(())
-        })?;
-        props.user_properties = UserProperties(users.finish(&block, PropertyId::UserProperty));
-        props.subscription_identifiers =
-            SubscriptionIds(sub_ids.finish(&block, PropertyId::SubscriptionIdentifier));
-        Ok(())
-    }
-
-    /// Writes the fields, with `expiry` and `ids` sent in place of this block's own Message
-    /// Expiry Interval and Subscription Identifiers (what differs between the copies of one
-    /// message a broker forwards).
-    fn write_fields_as(
-        &self,
-        s: &mut dyn Sink,
-        expiry: Option<u32>,
-        ids: &SubscriptionIds,
-    ) -> Result<(), EncodeError> {
-        if let Some(v) = self.payload_format_indicator {
-            s.put_u8(PropertyId::PayloadFormatIndicator as u8);
-            s.put_u8(v as u8);
-        }
-        if let Some(v) = expiry {
-            s.put_u8(PropertyId::MessageExpiryInterval as u8);
-            s.put_u32(v);
-        }
-        if let Some(v) = self.topic_alias {
-            s.put_u8(PropertyId::TopicAlias as u8);
-            s.put_u16(v);
-        }
-        if let Some(v) = &self.response_topic {
-            s.put_u8(PropertyId::ResponseTopic as u8);
-            s.put_string(v.as_mqtt_str());
-        }
-        if let Some(v) = &self.correlation_data {
-            s.put_u8(PropertyId::CorrelationData as u8);
-            s.put_binary(v)?;
-        }
-        if let Some(v) = &self.content_type {
-            s.put_u8(PropertyId::ContentType as u8);
-            s.put_string(v);
-        }
-        s.put_slice(self.user_properties.raw());
-        s.put_slice(&ids.0);
-        Ok(())
-    }
-
-    /// Encodes the block with `expiry` and `ids` in place of its own (see `write_fields_as`).
-    pub(crate) fn encode_as<S: Sink>(
-        &self,
-        s: &mut S,
-        expiry: Option<u32>,
-        ids: &SubscriptionIds,
-    ) -> Result<(), EncodeError> {
-        let empty = expiry.is_none()
-            && ids.is_empty()
-            && self.payload_format_indicator.is_none()
-            && self.topic_alias.is_none()
-            && self.response_topic.is_none()
-            && self.correlation_data.is_none()
-            && self.user_properties.is_empty()
-            && self.content_type.is_none();
-        if empty {
-            s.put_u8(0);
-            return Ok(());
-        }
-        put_block(s, |s| self.write_fields_as(s, expiry, ids))
-    }
-
-    /// Whether no property is set.
-    pub fn is_empty(&self) -> bool {
-        self.payload_format_indicator.is_none()
-            && self.message_expiry_interval.is_none()
-            && self.topic_alias.is_none()
-            && self.response_topic.is_none()
-            && self.correlation_data.is_none()
-            && self.user_properties.is_empty()
-            && self.subscription_identifiers.is_empty()
-            && self.content_type.is_none()
     }
 }

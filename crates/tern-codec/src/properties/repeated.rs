@@ -58,7 +58,7 @@ impl RunCollector {
 
 impl PropertyId {
     /// Steps over this property's value, whose data type table 2-4 fixes.
-    fn skip_value(self, r: &mut Reader) -> Result<(), DecodeError> {
+    pub(super) fn skip_value(self, r: &mut Reader) -> Result<(), DecodeError> {
         match self {
             Self::PayloadFormatIndicator
             | Self::RequestProblemInformation

@@ -82,6 +82,7 @@ pub(crate) fn will_properties() -> impl Strategy<Value = WillProperties> {
             response_topic: rt,
             correlation_data: cd,
             user_properties: users,
+            order: Default::default(),
         })
 }
 
@@ -155,6 +156,7 @@ pub(crate) fn publish_properties() -> impl Strategy<Value = PublishProperties> {
                 user_properties: u,
                 subscription_identifiers: ids,
                 content_type: ct,
+                order: Default::default(),
             },
         )
 }

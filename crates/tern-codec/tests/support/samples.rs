@@ -110,6 +110,7 @@ fn full_connect(version: ProtocolVersion) -> Connect {
                     response_topic: Some(topic("clients/c1/reply")),
                     correlation_data: Some(Bytes::from_static(b"corr")),
                     user_properties: users(),
+                    order: Default::default(),
                 }
             } else {
                 WillProperties::default()
@@ -176,6 +177,7 @@ fn full_publish() -> Publish {
             subscription_identifiers: SubscriptionIds::from_ids([1, 128, 16_384, VARINT_MAX])
                 .unwrap(),
             content_type: Some(s("application/json")),
+            order: Default::default(),
         },
         payload: Bytes::from_static(b"{\"t\":21.5}"),
     }

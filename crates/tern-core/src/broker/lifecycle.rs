@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tern_codec::{Disconnect, Packet, ProtocolVersion, PublishProperties, ReasonCode};
+use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 
 use super::{Broker, TimerKind};
 use crate::connection::Phase;
@@ -172,17 +172,13 @@ impl Broker {
         };
         let PendingWill { will, .. } = *pending;
         self.save_session(key);
-        let props = will.properties;
-        let properties = PublishProperties {
-            payload_format_indicator: props.payload_format_indicator,
-            message_expiry_interval: None,
-            topic_alias: None,
-            response_topic: props.response_topic,
-            correlation_data: props.correlation_data,
-            user_properties: props.user_properties,
-            subscription_identifiers: Default::default(),
-            content_type: props.content_type,
-        };
+        // Forwarded in the order the client sent them (the Will Delay Interval left out); the
+        // expiry is kept as a deadline and sent as what remains of it.
+        let mut properties = will.properties.to_publish();
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|secs| now.plus_secs(secs));
         let message = Message {
             id: self.next_message_id(),
             topic: will.topic,
@@ -190,9 +186,7 @@ impl Broker {
             qos: will.qos,
             retain: will.retain,
             properties,
-            expires_at: props
-                .message_expiry_interval
-                .map(|secs| now.plus_secs(secs)),
+            expires_at,
             origin: Some(key),
         };
         self.accept_message(Arc::new(message), now);

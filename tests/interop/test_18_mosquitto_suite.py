@@ -1,0 +1,53 @@
+"""Behaviours that Mosquitto's own broker tests (``test/broker`` in its repository) check on
+the wire, one test per behaviour, each naming the Mosquitto test it corresponds to.
+
+These are Tern's own tests of the same behaviours, written against the standard; where Tern
+and Mosquitto are allowed to differ, ``docs/conformance.md`` says how and why ("Where Tern
+differs from Mosquitto").
+"""
+
+from __future__ import annotations
+
+import mqtt_raw
+from mqtt_raw import V5, V311, Will
+from support import Clients, Names
+
+
+def raw_subscriber(clients: Clients, client_id: str, topic: str, *, version: int = V5,
+                   qos: int = 0) -> mqtt_raw.RawClient:
+    raw = clients.raw_connected(client_id, version=version)
+    raw.send(mqtt_raw.subscribe(1, topic, qos=qos, version=version))
+    raw.expect_packet(mqtt_raw.SUBACK)
+    return raw
+
+
+def property_block(pkt: mqtt_raw.Packet) -> bytes:
+    """The property block of a QoS 0 MQTT 5 PUBLISH, length prefix left out."""
+    topic_len = int.from_bytes(pkt.body[:2], "big")
+    length, start = mqtt_raw.decode_varint(pkt.body, 2 + topic_len)
+    return pkt.body[start:start + length]
+
+
+def test_will_properties_are_forwarded_in_the_order_sent(clients: Clients, names: Names):
+    """07-will-properties: the will arrives with its properties byte for byte as the client
+    sent them, the Will Delay Interval left out (MQTT-3.1.3-10 asks this of user properties;
+    Tern keeps the order of all of them)."""
+    topic = names.topic("will")
+    observer = raw_subscriber(clients, names.client("obs"), topic)
+    sent = [
+        (mqtt_raw.USER_PROPERTY, ("key1", "value1")),
+        (mqtt_raw.RESPONSE_TOPIC, "response/topic"),
+        (mqtt_raw.CORRELATION_DATA, b"data"),
+        (mqtt_raw.WILL_DELAY_INTERVAL, 0),
+        (mqtt_raw.PAYLOAD_FORMAT_INDICATOR, 1),
+        (mqtt_raw.CONTENT_TYPE, "application/test"),
+        (mqtt_raw.USER_PROPERTY, ("key2", "value2")),
+    ]
+    holder = clients.raw_connected(names.client(), version=V5,
+                                   will=Will(topic, b"will payload", properties=sent))
+    holder.abort()
+    forwarded = [prop for prop in sent if prop[0] != mqtt_raw.WILL_DELAY_INTERVAL]
+    expected = mqtt_raw.encode_properties(forwarded)
+    _, start = mqtt_raw.decode_varint(expected, 0)
+    will = observer.expect_packet(mqtt_raw.PUBLISH)
+    assert property_block(will) == expected[start:], will
