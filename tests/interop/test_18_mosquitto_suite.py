@@ -51,3 +51,23 @@ def test_will_properties_are_forwarded_in_the_order_sent(clients: Clients, names
     _, start = mqtt_raw.decode_varint(expected, 0)
     will = observer.expect_packet(mqtt_raw.PUBLISH)
     assert property_block(will) == expected[start:], will
+
+
+def test_v5_take_over_of_a_continued_session_does_not_publish_the_will(clients: Clients,
+                                                                       names: Names):
+    """07-will-takeover (MQTT 5, both sessions persistent): the connection taking over is a new
+    connection to the session before the will's delay has passed, so the will of the one it
+    replaces is not published (MQTT-3.1.2-8, MQTT-3.1.3-9). The taker's own message is the
+    first the watcher sees: a will published at the take-over would have come before it."""
+    topic = names.topic("will")
+    client_id = names.client()
+    observer = raw_subscriber(clients, names.client("obs"), topic)
+    persistent = {mqtt_raw.SESSION_EXPIRY_INTERVAL: 60}
+    clients.raw_connected(client_id, version=V5, clean=False, properties=persistent,
+                          will=Will(topic, b"LWT"))
+    taker = clients.raw_connected(client_id, version=V5, clean=False, properties=persistent)
+    assert taker.connack.session_present
+    taker.send(mqtt_raw.publish(topic, b"ready", version=V5))
+    first = mqtt_raw.parse_publish(observer.expect_packet(mqtt_raw.PUBLISH), V5)
+    assert first.payload == b"ready", first
+    taker.send(mqtt_raw.disconnect(version=V5))

@@ -126,8 +126,21 @@ impl Broker {
             self.save_session(key);
         }
         let session = self.session(key);
+        // An MQTT 5 take-over of a session that goes on is a new connection to it before the Will
+        // Delay Interval has passed, which starts only now (MQTT-3.1.2-8, MQTT-3.1.3-9): the will
+        // stays pending, replaced if the new connection resumes the session, published if it
+        // starts afresh and this session ends. A 3.1.1 will belongs to its network connection
+        // and goes out as for any other close (3.1.1 MQTT-3.1.2-8).
+        let continued = reason == CloseReason::SessionTakenOver
+            && expiry_secs != 0
+            && session.version == ProtocolVersion::V5;
         let mut will_triggered = false;
-        if let Some(delay) = session.will.as_ref().map(|w| w.delay_secs) {
+        if let Some(delay) = session
+            .will
+            .as_ref()
+            .map(|w| w.delay_secs)
+            .filter(|_| !continued)
+        {
             will_triggered = true;
             if delay == 0 || expiry_secs == 0 {
                 self.publish_will(key, now);
