@@ -58,8 +58,8 @@ impl Default for Limits {
             qos_max: QoS::ExactlyOnce,
             retain_available: true,
             subscriptions_per_session_max: 10_000,
-            topic_length_max_bytes: 1024,
-            topic_levels_max: 64,
+            topic_length_max_bytes: usize::from(u16::MAX),
+            topic_levels_max: 200,
             connect_timeout_millis: 10_000,
             publish_rate_per_client_max: 0,
         }
