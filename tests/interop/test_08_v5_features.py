@@ -277,7 +277,7 @@ def test_v5_mqtt_3_1_2_25_oversize_message_discarded_as_if_sent(clients, names):
 def test_v5_mqtt_3_1_2_29_no_reason_string_when_problem_information_0(clients, names):
     raw = raw_v5(clients, names.client(), {mqtt_raw.REQUEST_PROBLEM_INFORMATION: 0})
     # Acknowledgements that report problems: an UNSUBSCRIBE of nothing (0x11), a PUBREL for
-    # an unknown packet identifier (0x92), a QoS 1 publish nobody subscribes to (0x10 or 0).
+    # an unknown packet identifier (0x92 or 0), a QoS 1 publish nobody subscribes to (0x10 or 0).
     raw.send(mqtt_raw.unsubscribe(1, names.topic("none"), version=V5))
     acks = [mqtt_raw.parse_ack(raw.expect_packet(UNSUBACK), V5)]
     raw.send(mqtt_raw.pubrel(4242, version=V5))

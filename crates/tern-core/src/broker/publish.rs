@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use tern_codec::{
-    Ack, AckProperties, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionIds,
-    TopicName,
+    Ack, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionIds, TopicName,
 };
 
 use super::tree_view::Outgoing;
@@ -570,11 +569,9 @@ impl Broker {
                 pending: false,
             });
         }
-        let mut comp = Ack::new(ack.packet_id);
-        if !known {
-            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
-            comp.properties = AckProperties::default();
-        }
-        self.send(id, Packet::PubComp(comp));
+        // Success also for an identifier no longer held: a PUBREL resent after a reconnection
+        // whose PUBCOMP was lost is the usual cause, and the identifier is released either way.
+        // 0x92 is allowed there, not required (3.7.2.1), and costs the client a byte.
+        self.send(id, Packet::PubComp(Ack::new(ack.packet_id)));
     }
 }
