@@ -71,3 +71,39 @@ def test_v5_take_over_of_a_continued_session_does_not_publish_the_will(clients: 
     first = mqtt_raw.parse_publish(observer.expect_packet(mqtt_raw.PUBLISH), V5)
     assert first.payload == b"ready", first
     taker.send(mqtt_raw.disconnect(version=V5))
+
+
+def mqtt31_connect(clients: Clients, client_id: str, *, clean: bool) -> mqtt_raw.RawClient:
+    """A raw MQTT 3.1 connection ("MQIsdp", level 3; otherwise laid out as 3.1.1)."""
+    raw = clients.raw()
+    raw.send(mqtt_raw.connect(client_id, version=V311, clean=clean, protocol_name="MQIsdp",
+                              protocol_level=3))
+    connack = raw.expect_packet(mqtt_raw.CONNACK)
+    # 3.1 has no Session Present flag: the whole CONNACK is "accepted", resumed session or not.
+    assert connack.body == b"\x00\x00", connack
+    return raw
+
+
+def test_mqtt31_qos2_publish_survives_reconnections(clients: Clients, names: Names):
+    """03-publish-c2b-disconnect-qos2 at level 3: an MQTT 3.1 client with a persistent session
+    resends its QoS 2 PUBLISH (DUP) and then its PUBREL (DUP set, as 3.1 retries do) across
+    reconnections; the message is delivered once."""
+    topic, client_id = names.topic(), names.client()
+    watcher = clients.subscriber(names.client("sub"), topic, qos=2, version=4)
+    raw = mqtt31_connect(clients, client_id, clean=False)
+    raw.send(mqtt_raw.publish(topic, b"disconnect-message", qos=2, packet_id=1))
+    raw.expect_packet(mqtt_raw.PUBREC)
+    raw.abort()
+    raw = mqtt31_connect(clients, client_id, clean=False)
+    raw.send(mqtt_raw.publish(topic, b"disconnect-message", qos=2, packet_id=1, dup=True))
+    raw.expect_packet(mqtt_raw.PUBREC)
+    raw.send(mqtt_raw.pubrel(1))
+    raw.expect_packet(mqtt_raw.PUBCOMP)
+    raw.abort()
+    raw = mqtt31_connect(clients, client_id, clean=False)
+    raw.send(mqtt_raw.packet(mqtt_raw.PUBREL, 0x0A, b"\x00\x01"))  # DUP 1, QoS 1
+    assert mqtt_raw.packet_id_of(raw.expect_packet(mqtt_raw.PUBCOMP)) == 1
+    assert watcher.expect_message().payload == b"disconnect-message"
+    watcher.expect_no_message()
+    raw.send(mqtt_raw.disconnect())
+    mqtt31_connect(clients, client_id, clean=True).send(mqtt_raw.disconnect())

@@ -55,7 +55,8 @@ pub fn connect_protocol_level(buf: &[u8]) -> Option<u8> {
     let (_, len_len) = decode_varint(buf.get(1..)?).ok()??;
     let name = buf.get(1 + len_len..)?;
     match name {
-        [0x00, 0x04, b'M', b'Q', b'T', b'T', level, ..] => Some(*level),
+        [0x00, 0x04, b'M', b'Q', b'T', b'T', level, ..]
+        | [0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', level, ..] => Some(*level),
         _ => None,
     }
 }

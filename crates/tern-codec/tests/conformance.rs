@@ -25,6 +25,7 @@ use wire_builders::{cat, decode, frame, props, str16};
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
+const V31: ProtocolVersion = ProtocolVersion::V31;
 const MALFORMED: ReasonCode = ReasonCode::MalformedPacket;
 const PROTOCOL: ReasonCode = ReasonCode::ProtocolError;
 
@@ -262,10 +263,18 @@ fn protocol_name_checked(v: ProtocolVersion) {
         let e = reject(v, &frame(0x10, &body), PROTOCOL);
         assert!(matches!(e, DecodeError::Protocol(_)), "{e:?}");
     }
-    // MQTT 3.1's name with its level 3 is recognised, and refused as an unsupported version.
+    // MQTT 3.1's name goes with its level 3 only, and level 3 with that name: any other pairing
+    // is an unsupported version.
     let body = cat(&[&str16(b"MQIsdp"), &[3, 0x02, 0, 60], &str16(b"c")]);
-    let e = decode(v, &frame(0x10, &body));
-    assert_eq!(e, Err(DecodeError::UnsupportedProtocolVersion(3)));
+    assert_eq!(
+        connect_of(accept(v, &frame(0x10, &body))).protocol_version,
+        V31
+    );
+    for (name, level) in [(&b"MQIsdp"[..], 4), (b"MQTT", 3)] {
+        let body = cat(&[&str16(name), &[level, 0x02, 0, 60], &str16(b"c")]);
+        let e = decode(v, &frame(0x10, &body));
+        assert_eq!(e, Err(DecodeError::UnsupportedProtocolVersion(level)));
+    }
 }
 
 statements! {

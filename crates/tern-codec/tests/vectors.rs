@@ -991,3 +991,73 @@ fn v5_publish_properties_keep_their_order() {
     };
     assert!(!publish.properties.order.is_canonical());
 }
+
+const V31: ProtocolVersion = ProtocolVersion::V31;
+
+/// MQTT 3.1 (protocol name "MQIsdp", level 3) decodes as 3.1.1 does; its CONNACK has no
+/// Session Present flag (the byte is reserved there), whatever the session.
+#[test]
+fn v31_connect_and_connack() {
+    #[rustfmt::skip]
+    let wire = [
+        0x10, 0x13,                                     // CONNECT, remaining length 19
+        0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', // protocol name "MQIsdp"
+        0x03,                                           // protocol level 3
+        0x00,                                           // flags: persistent session
+        0x00, 0x3C,                                     // keep alive 60
+        0x00, 0x05, b'd', b'e', b'v', b'-', b'1',       // client identifier "dev-1"
+    ];
+    let connect = Connect {
+        keep_alive: 60,
+        ..connect(V31, "dev-1")
+    };
+    vector(V31, &wire, Packet::Connect(Box::new(connect)));
+    let resumed = connack(true, R::Success, ConnAckProperties::default());
+    assert_eq!(encode(V31, &resumed), [0x20, 0x02, 0x00, 0x00]);
+    assert_eq!(encode(V3, &resumed), [0x20, 0x02, 0x01, 0x00]);
+    let refused = connack(
+        false,
+        R::ClientIdentifierNotValid,
+        ConnAckProperties::default(),
+    );
+    assert_eq!(encode(V31, &refused), [0x20, 0x02, 0x00, 0x02]);
+}
+
+/// 3.1 lets a client set DUP (and QoS 1) on a PUBREL, SUBSCRIBE or UNSUBSCRIBE it sends again,
+/// and reserves none of the other packets' flag bits: they are not checked at level 3.
+#[test]
+fn v31_flag_bits_are_not_checked() {
+    let again = [0x6A, 0x02, 0x00, 0x01]; // PUBREL, DUP 1, QoS 1, packet identifier 1
+    decodes_to(
+        V31,
+        &again,
+        Packet::PubRel(ack(1, R::Success, AckProperties::default())),
+    );
+    let mut buf = BytesMut::from(&again[..]);
+    assert!(Decoder::new(V3, PACKET_SIZE_MAX).decode(&mut buf).is_err());
+    decodes_to(V31, &[0xC1, 0x00], Packet::PingReq);
+}
+
+/// 3.1 lets the remaining length win over the flags: a user name or password that the flags
+/// announce but the packet ends before is absent, and the CONNECT valid.
+#[test]
+fn v31_missing_user_name_and_password_are_absent() {
+    #[rustfmt::skip]
+    let wire = [
+        0x10, 0x0F,
+        0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+        0xC2,                         // user name and password flagged, clean session
+        0x00, 0x3C,
+        0x00, 0x01, b'c',             // client identifier "c", then the packet ends
+    ];
+    let connect = Connect {
+        clean_start: true,
+        keep_alive: 60,
+        ..connect(V31, "c")
+    };
+    decodes_to(V31, &wire, Packet::Connect(Box::new(connect)));
+    let mut v311 = wire;
+    v311[2..9].copy_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04]);
+    let mut buf = BytesMut::from(&v311[..]);
+    assert!(Decoder::new(V3, PACKET_SIZE_MAX).decode(&mut buf).is_err());
+}

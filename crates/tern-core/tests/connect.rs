@@ -150,7 +150,7 @@ fn second_connect_closes() {
         let packets = tb.expect_closed(&client);
         match version {
             V5 => assert_eq!(packets, [disconnect(ReasonCode::ProtocolError)]),
-            V311 => assert_eq!(packets, []),
+            V31 | V311 => assert_eq!(packets, []),
         }
         assert_eq!(tb.stats().protocol_errors, 1);
         assert_eq!(tb.stats().clients_connected, 0);
@@ -423,4 +423,47 @@ fn undecodable_second_connect_is_a_protocol_error() {
         };
         assert_eq!(tb.expect_closed(&client), expected);
     }
+}
+
+/// MQTT 3.1 ("MQIsdp", level 3) is served as 3.1.1: a persistent session is resumed, with its
+/// queued messages, but the CONNACK says nothing of it, as 3.1 has no Session Present flag
+/// (Mosquitto's 03-publish-c2b-disconnect-qos2 connects at level 3 and expects CONNACK 0).
+#[test]
+fn v31_client_is_served_as_3_1_1() {
+    let mut tb = TestBroker::new();
+    let client = tb.connect("dev-1", V31, Opts::new().resume());
+    tb.subscribe(&client, "t", Q1);
+    tb.disconnect(&client);
+    let publisher = tb.connect("p", V311, Opts::new());
+    tb.send(&publisher, publish("t", "queued", Q1, 1));
+    let (id, packets, closed) = tb.try_connect(connect_packet("dev-1", V31, &Opts::new().resume()));
+    assert!(!closed);
+    assert_eq!(encode(&packets[0], V31), [0x20, 0x02, 0x00, 0x00]);
+    assert_eq!(&packets[1..], [publish("t", "queued", Q1, 1)]);
+    assert_eq!(tb.broker.protocol_version(id), Some(V31));
+}
+
+/// MQTT 3.1 has no assigned client identifiers: an empty one is refused with return code 0x02
+/// (Identifier rejected), whatever the Clean Session flag.
+#[test]
+fn v31_empty_client_id_is_refused() {
+    let mut tb = TestBroker::new();
+    let (_, packets, closed) = tb.try_connect(connect_packet("", V31, &Opts::new()));
+    assert!(closed);
+    assert_eq!(encode(&packets[0], V31), [0x20, 0x02, 0x00, 0x02]);
+}
+
+/// An MQTT 3.1 SUBACK can only grant (a 3.1 client reads any byte there as a granted QoS), so a
+/// refused filter closes the connection: the one refusal 3.1 knows. Filters granted in the same
+/// SUBSCRIBE stay.
+#[test]
+fn v31_refused_subscription_closes_the_connection() {
+    let mut tb = TestBroker::with_limits(Limits {
+        topic_levels_max: 2,
+        ..Limits::default()
+    });
+    let client = tb.connect("dev-1", V31, Opts::new().resume());
+    tb.send(&client, subscribe(1, &[("a", Q1), ("a/b/c", Q0)]));
+    assert_eq!(tb.expect_closed(&client), []);
+    assert_eq!(tb.stats().subscriptions, 1);
 }

@@ -35,7 +35,7 @@ fn restart(t: &mut TestBroker, store: &mut MemoryStore) {
 
 fn persistent_opts(version: ProtocolVersion) -> Opts {
     match version {
-        V311 => Opts::new().resume(),
+        V31 | V311 => Opts::new().resume(),
         V5 => Opts::new().resume().expiry(3600),
     }
 }

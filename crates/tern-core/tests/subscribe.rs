@@ -294,7 +294,7 @@ fn unsubscribe_stops_delivery_and_reports_each_filter() {
                     ReasonCode::Success,
                 ],
             ),
-            V311 => unsuback(77, &[]),
+            V31 | V311 => unsuback(77, &[]),
         };
         assert_eq!(tb.recv(&client), [expected]);
         assert_eq!(tb.stats().subscriptions, 1);

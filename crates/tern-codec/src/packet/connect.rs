@@ -11,7 +11,7 @@ use crate::topic::TopicName;
 use crate::wire::{Reader, Sink};
 
 const PROTOCOL_NAME: &str = "MQTT";
-/// The protocol name of MQTT 3.1 (level 3), which Tern refuses as unsupported.
+/// The protocol name of MQTT 3.1 (level 3).
 const PROTOCOL_NAME_V31: &str = "MQIsdp";
 
 /// A will message, published by the server when the connection ends abnormally.
@@ -55,6 +55,7 @@ impl Connect {
         let name = r.string()?;
         let level = r.u8()?;
         let protocol_version = match (name.as_str(), level) {
+            (PROTOCOL_NAME_V31, 3) => ProtocolVersion::V31,
             (PROTOCOL_NAME, 4) => ProtocolVersion::V311,
             (PROTOCOL_NAME, 5) => ProtocolVersion::V5,
             (PROTOCOL_NAME | PROTOCOL_NAME_V31, _) => {
@@ -78,13 +79,15 @@ impl Connect {
                 "will QoS or retain set without a will",
             ));
         }
-        if protocol_version == ProtocolVersion::V311 && has_password && !has_username {
+        let v5 = protocol_version == ProtocolVersion::V5;
+        if !v5 && has_password && !has_username {
             return Err(DecodeError::Malformed("password without user name"));
         }
         let keep_alive = r.u16()?;
-        let properties = match protocol_version {
-            ProtocolVersion::V5 => ConnectProperties::decode(r)?,
-            ProtocolVersion::V311 => ConnectProperties::default(),
+        let properties = if v5 {
+            ConnectProperties::decode(r)?
+        } else {
+            ConnectProperties::default()
         };
         if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
             return Err(DecodeError::Protocol(
@@ -93,9 +96,10 @@ impl Connect {
         }
         let client_id = r.string()?;
         let will = if has_will {
-            let properties = match protocol_version {
-                ProtocolVersion::V5 => WillProperties::decode(r)?,
-                ProtocolVersion::V311 => WillProperties::default(),
+            let properties = if v5 {
+                WillProperties::decode(r)?
+            } else {
+                WillProperties::default()
             };
             let topic = TopicName::new(r.string()?)?;
             let payload = r.binary()?;
@@ -109,12 +113,15 @@ impl Connect {
         } else {
             None
         };
-        let username = if has_username {
+        // MQTT 3.1 lets the remaining length win over the flags: a user name or password
+        // flagged but missing at the end of the packet is absent, and the CONNECT valid.
+        let lenient = protocol_version == ProtocolVersion::V31;
+        let username = if has_username && !(lenient && r.is_empty()) {
             Some(r.string()?)
         } else {
             None
         };
-        let password = if has_password {
+        let password = if has_password && !(lenient && r.is_empty()) {
             Some(r.binary()?)
         } else {
             None
@@ -134,10 +141,16 @@ impl Connect {
     pub(super) fn encode<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         let v5 = self.protocol_version == ProtocolVersion::V5;
         if !v5 && self.password.is_some() && self.username.is_none() {
-            return Err(EncodeError::OutOfRange("3.1.1 password without user name"));
+            return Err(EncodeError::OutOfRange(
+                "3.1.1 or 3.1 password without user name",
+            ));
         }
-        s.put_u16(PROTOCOL_NAME.len() as u16);
-        s.put_slice(PROTOCOL_NAME.as_bytes());
+        let name = match self.protocol_version {
+            ProtocolVersion::V31 => PROTOCOL_NAME_V31,
+            ProtocolVersion::V311 | ProtocolVersion::V5 => PROTOCOL_NAME,
+        };
+        s.put_u16(name.len() as u16);
+        s.put_slice(name.as_bytes());
         s.put_u8(self.protocol_version.level());
         let mut flags = u8::from(self.clean_start) << 1;
         if let Some(will) = &self.will {
@@ -187,7 +200,7 @@ impl ConnAck {
         }
         let session_present = flags & 0x01 != 0;
         let (reason_code, properties) = match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 let code = ReasonCode::from_v3_connack(r.u8()?)
                     .ok_or(DecodeError::Protocol("unknown CONNACK return code"))?;
                 (code, ConnAckProperties::default())
@@ -214,9 +227,14 @@ impl ConnAck {
         version: ProtocolVersion,
         s: &mut S,
     ) -> Result<(), EncodeError> {
-        s.put_u8(u8::from(self.session_present));
+        // MQTT 3.1 has no Session Present flag: the byte is reserved.
+        s.put_u8(u8::from(
+            self.session_present && version != ProtocolVersion::V31,
+        ));
         match version {
-            ProtocolVersion::V311 => s.put_u8(self.reason_code.to_v3_connack()),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                s.put_u8(self.reason_code.to_v3_connack());
+            }
             ProtocolVersion::V5 => {
                 s.put_u8(self.reason_code.as_u8());
                 self.properties.encode(s)?;

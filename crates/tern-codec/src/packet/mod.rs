@@ -28,6 +28,11 @@ use crate::wire::{checked_varint, varint_len, Counter, Reader, Sink};
 /// The protocol level a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProtocolVersion {
+    /// MQTT 3.1 (`MQIsdp`), protocol level 3: spoken as 3.1.1, except that its CONNACK has no
+    /// Session Present flag and the flag bits of packets other than PUBLISH are not checked
+    /// (3.1 leaves them unused but lets a client set DUP on a PUBREL, SUBSCRIBE or UNSUBSCRIBE it
+    /// sends again).
+    V31,
     /// MQTT 3.1.1, protocol level 4.
     V311,
     /// MQTT 5.0, protocol level 5.
@@ -38,6 +43,7 @@ impl ProtocolVersion {
     /// The protocol level byte of CONNECT.
     pub fn level(self) -> u8 {
         match self {
+            Self::V31 => 3,
             Self::V311 => 4,
             Self::V5 => 5,
         }
@@ -199,7 +205,8 @@ impl Packet {
             .ok_or(DecodeError::Malformed("reserved packet type 0"))?;
         let flags = first_byte & 0x0F;
         if let Some(required) = packet_type.required_flags() {
-            if flags != required {
+            // MQTT 3.1 reserves none of these bits (see `ProtocolVersion::V31`).
+            if flags != required && version != ProtocolVersion::V31 {
                 return Err(DecodeError::Malformed("reserved flag bits are wrong"));
             }
         }
@@ -349,6 +356,8 @@ fn read_reason(r: &mut Reader, packet: PacketType) -> Result<ReasonCode, DecodeE
 fn require_v5(version: ProtocolVersion) -> Result<(), DecodeError> {
     match version {
         ProtocolVersion::V5 => Ok(()),
-        ProtocolVersion::V311 => Err(DecodeError::Malformed("AUTH does not exist in MQTT 3.1.1")),
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            Err(DecodeError::Malformed("AUTH does not exist before MQTT 5"))
+        }
     }
 }

@@ -88,7 +88,9 @@ impl Publish {
                 ProtocolVersion::V5 => {
                     DecodeError::Protocol("empty topic name without a topic alias")
                 }
-                ProtocolVersion::V311 => DecodeError::TopicNameInvalid("topic name is empty"),
+                ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                    DecodeError::TopicNameInvalid("topic name is empty")
+                }
             });
         }
         publish.payload = r.rest();

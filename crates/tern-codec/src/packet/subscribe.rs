@@ -60,7 +60,7 @@ impl SubscriptionOptions {
 
     fn from_byte(byte: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let reserved = match version {
-            ProtocolVersion::V311 => 0xFC,
+            ProtocolVersion::V31 | ProtocolVersion::V311 => 0xFC,
             ProtocolVersion::V5 => 0xC0,
         };
         if byte & reserved != 0 {
@@ -70,7 +70,9 @@ impl SubscriptionOptions {
         }
         // QoS 3 is malformed in 3.1.1 (MQTT-3.8.3-4) but a Protocol Error in 5.0 (3.8.3.1).
         let qos = QoS::from_u8(byte & 0x03).ok_or(match version {
-            ProtocolVersion::V311 => DecodeError::Malformed("subscription QoS of 3"),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                DecodeError::Malformed("subscription QoS of 3")
+            }
             ProtocolVersion::V5 => DecodeError::Protocol("subscription QoS of 3"),
         })?;
         let retain_handling = match (byte >> 4) & 0x03 {
@@ -153,7 +155,7 @@ impl SubscriptionList {
     fn encode<S: Sink>(&self, version: ProtocolVersion, s: &mut S) {
         match version {
             ProtocolVersion::V5 => s.put_slice(&self.0),
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 for sub in self.iter() {
                     s.put_string(sub.filter.as_mqtt_str());
                     s.put_u8(sub.options.to_byte(version));
@@ -185,7 +187,7 @@ impl Subscribe {
         let packet_id = PacketId::read(r)?;
         let properties = match version {
             ProtocolVersion::V5 => SubscribeProperties::decode(r)?,
-            ProtocolVersion::V311 => SubscribeProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => SubscribeProperties::default(),
         };
         let subscriptions = SubscriptionList::decode(r, version)?;
         Ok(Self {
@@ -277,7 +279,7 @@ impl Unsubscribe {
         let packet_id = PacketId::read(r)?;
         let properties = match version {
             ProtocolVersion::V5 => UnsubscribeProperties::decode(r)?,
-            ProtocolVersion::V311 => UnsubscribeProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => UnsubscribeProperties::default(),
         };
         let filters = FilterList::decode(r)?;
         Ok(Self {
@@ -320,7 +322,7 @@ impl SubAck {
         let packet_id = PacketId::read(r)?;
         let properties = match version {
             ProtocolVersion::V5 => AckProperties::decode(r)?,
-            ProtocolVersion::V311 => AckProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => AckProperties::default(),
         };
         let reason_codes = read_reason_list(r, PacketType::SubAck, version)?;
         if reason_codes.is_empty() {
@@ -346,7 +348,7 @@ impl SubAck {
                     .iter()
                     .for_each(|code| s.put_u8(code.as_u8()));
             }
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 self.reason_codes
                     .iter()
                     .for_each(|code| s.put_u8(code.to_v3_suback()));
@@ -379,7 +381,7 @@ impl UnsubAck {
                 }
                 (properties, codes)
             }
-            ProtocolVersion::V311 => (AckProperties::default(), Vec::new()),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => (AckProperties::default(), Vec::new()),
         };
         Ok(Self {
             packet_id,
@@ -418,7 +420,7 @@ fn read_reason_list(
     let mut codes = Vec::with_capacity(bytes.len());
     for &byte in bytes.iter() {
         let code = match version {
-            ProtocolVersion::V311 => match byte {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => match byte {
                 0x00..=0x02 | 0x80 => ReasonCode::from_u8(byte),
                 _ => None,
             },

@@ -22,7 +22,7 @@ use tern_codec::{
 };
 
 pub(crate) use properties::*;
-use ProtocolVersion::{V311, V5};
+use ProtocolVersion::{V31, V311, V5};
 
 /// Both protocol levels.
 pub(crate) const VERSIONS: [ProtocolVersion; 2] = [V311, V5];
@@ -231,13 +231,13 @@ pub(crate) fn connect(version: ProtocolVersion) -> BoxedStrategy<Connect> {
 
 pub(crate) fn connack(version: ProtocolVersion) -> BoxedStrategy<ConnAck> {
     let code = match version {
-        V311 => (0u8..=5)
+        V31 | V311 => (0u8..=5)
             .prop_map(|c| ReasonCode::from_v3_connack(c).unwrap())
             .boxed(),
         V5 => reason_in(PacketType::ConnAck).boxed(),
     };
     let properties = match version {
-        V311 => Just(ConnAckProperties::default()).boxed(),
+        V31 | V311 => Just(ConnAckProperties::default()).boxed(),
         V5 => connack_properties().boxed(),
     };
     (any::<bool>(), code, properties)
@@ -252,11 +252,11 @@ pub(crate) fn connack(version: ProtocolVersion) -> BoxedStrategy<ConnAck> {
 
 pub(crate) fn publish(version: ProtocolVersion) -> BoxedStrategy<Publish> {
     let properties = match version {
-        V311 => Just(PublishProperties::default()).boxed(),
+        V31 | V311 => Just(PublishProperties::default()).boxed(),
         V5 => publish_properties().boxed(),
     };
     let topic = match version {
-        V311 => topic_name().boxed(),
+        V31 | V311 => topic_name().boxed(),
         V5 => prop_oneof![6 => topic_name(), 1 => Just(TopicName::empty())].boxed(),
     };
     (
@@ -286,7 +286,7 @@ pub(crate) fn publish(version: ProtocolVersion) -> BoxedStrategy<Publish> {
 
 pub(crate) fn ack(version: ProtocolVersion, packet: PacketType) -> BoxedStrategy<Ack> {
     match version {
-        V311 => packet_id().prop_map(Ack::new).boxed(),
+        V31 | V311 => packet_id().prop_map(Ack::new).boxed(),
         V5 => (packet_id(), reason_in(packet), ack_properties())
             .prop_map(|(packet_id, reason_code, properties)| Ack {
                 packet_id,
@@ -312,7 +312,7 @@ fn subscription(version: ProtocolVersion) -> impl Strategy<Value = Subscription>
     )
         .prop_map(move |(filter, qos, no_local, rap, handling)| {
             let options = match version {
-                V311 => SubscriptionOptions::qos(qos),
+                V31 | V311 => SubscriptionOptions::qos(qos),
                 V5 => SubscriptionOptions {
                     qos,
                     // No Local on a shared subscription is a protocol error.
@@ -327,7 +327,7 @@ fn subscription(version: ProtocolVersion) -> impl Strategy<Value = Subscription>
 
 pub(crate) fn subscribe(version: ProtocolVersion) -> BoxedStrategy<Subscribe> {
     let properties = match version {
-        V311 => Just(SubscribeProperties::default()).boxed(),
+        V31 | V311 => Just(SubscribeProperties::default()).boxed(),
         V5 => (of(subscription_id()), user_properties())
             .prop_map(|(id, u)| SubscribeProperties {
                 subscription_identifier: id,
@@ -346,7 +346,7 @@ pub(crate) fn subscribe(version: ProtocolVersion) -> BoxedStrategy<Subscribe> {
 
 pub(crate) fn suback(version: ProtocolVersion) -> BoxedStrategy<SubAck> {
     let (code, properties) = match version {
-        V311 => (
+        V31 | V311 => (
             select(vec![
                 ReasonCode::GRANTED_QOS_0,
                 ReasonCode::GrantedQos1,
@@ -372,7 +372,7 @@ pub(crate) fn suback(version: ProtocolVersion) -> BoxedStrategy<SubAck> {
 
 pub(crate) fn unsubscribe(version: ProtocolVersion) -> BoxedStrategy<Unsubscribe> {
     let properties = match version {
-        V311 => Just(UnsubscribeProperties::default()).boxed(),
+        V31 | V311 => Just(UnsubscribeProperties::default()).boxed(),
         V5 => user_properties()
             .prop_map(|u| UnsubscribeProperties { user_properties: u })
             .boxed(),
@@ -388,7 +388,7 @@ pub(crate) fn unsubscribe(version: ProtocolVersion) -> BoxedStrategy<Unsubscribe
 
 pub(crate) fn unsuback(version: ProtocolVersion) -> BoxedStrategy<UnsubAck> {
     match version {
-        V311 => packet_id()
+        V31 | V311 => packet_id()
             .prop_map(|packet_id| UnsubAck {
                 packet_id,
                 properties: AckProperties::default(),
@@ -411,7 +411,7 @@ pub(crate) fn unsuback(version: ProtocolVersion) -> BoxedStrategy<UnsubAck> {
 
 pub(crate) fn disconnect(version: ProtocolVersion) -> BoxedStrategy<Disconnect> {
     match version {
-        V311 => Just(Disconnect::default()).boxed(),
+        V31 | V311 => Just(Disconnect::default()).boxed(),
         V5 => (
             reason_in(PacketType::Disconnect),
             of(any::<u32>()),

@@ -34,7 +34,7 @@ pub(crate) fn str16(bytes: &[u8]) -> Vec<u8> {
 /// The property length byte (for blocks under 128 bytes) followed by the block, in 5.0 only.
 pub(crate) fn props(v: ProtocolVersion, block: &[u8]) -> Vec<u8> {
     match v {
-        ProtocolVersion::V311 => Vec::new(),
+        ProtocolVersion::V31 | ProtocolVersion::V311 => Vec::new(),
         ProtocolVersion::V5 => cat(&[&[block.len() as u8], block]),
     }
 }

@@ -83,8 +83,10 @@ impl Broker {
             }
         }
         let assigned = connect.client_id.is_empty();
-        if assigned && !v5 && !connect.clean_start {
-            // A 3.1.1 client without an identifier must ask for a clean session (MQTT-3.1.3-8).
+        // A 3.1.1 client without an identifier must ask for a clean session (MQTT-3.1.3-8); an
+        // MQTT 3.1 client must always send one (its spec knows no assigned identifiers). Longer
+        // identifiers than the 23 bytes 3.1 promises are taken, as in 3.1.1.
+        if assigned && (version == ProtocolVersion::V31 || (!v5 && !connect.clean_start)) {
             self.refuse_connect(id, version, ReasonCode::ClientIdentifierNotValid, now);
             return;
         }
@@ -144,8 +146,8 @@ impl Broker {
         let limits = &self.config.limits;
         let requested_expiry = match version {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
-            ProtocolVersion::V311 if connect.clean_start => 0,
-            ProtocolVersion::V311 => EXPIRY_NEVER,
+            ProtocolVersion::V31 | ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V31 | ProtocolVersion::V311 => EXPIRY_NEVER,
         };
         let expiry_secs = requested_expiry.min(limits.session_expiry_max_secs);
         let (keep_alive, server_keep_alive) =

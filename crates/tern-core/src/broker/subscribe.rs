@@ -85,14 +85,26 @@ impl Broker {
                 retained_to_send[first..].sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
             }
         }
+        // The record is saved before the SUBACK is released, so a durable store acknowledges
+        // only a subscription it holds.
+        self.save_session(key);
+        let v31 = self.connections.get(&id).map(|c| c.version) == Some(ProtocolVersion::V31);
+        if v31 && reason_codes.iter().any(|code| !code.is_success()) {
+            // An MQTT 3.1 SUBACK can only grant: its byte would be read as a granted QoS, so a
+            // refused filter is said the one way 3.1 has, by closing the connection.
+            self.violation(
+                id,
+                ReasonCode::UnspecifiedError,
+                "subscription refused, and MQTT 3.1 has no SUBACK failure code",
+                now,
+            );
+            return;
+        }
         let suback = SubAck {
             packet_id: subscribe.packet_id,
             properties: AckProperties::default(),
             reason_codes,
         };
-        // The record is saved before the SUBACK is released, so a durable store acknowledges
-        // only a subscription it holds.
-        self.save_session(key);
         self.send(id, Packet::SubAck(suback));
         for (message, granted, identifier) in retained_to_send {
             let delivery = Delivery {
@@ -129,8 +141,9 @@ impl Broker {
                 ReasonCode::NoSubscriptionExisted
             });
         }
+        // Reason codes are MQTT 5's; UNSUBACK had none before.
         let version = self.connections.get(&id).map(|c| c.version);
-        if version == Some(ProtocolVersion::V311) {
+        if version != Some(ProtocolVersion::V5) {
             reason_codes.clear();
         }
         let unsuback = UnsubAck {

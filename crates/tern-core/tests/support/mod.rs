@@ -16,7 +16,8 @@ use tern_codec::{
 };
 use tern_core::{Broker, Config, ConnectionId, Event, Limits, Stats, Time, Transmit};
 
-pub(crate) use ProtocolVersion::{V311, V5};
+#[allow(unused_imports)] // V31 only where MQTT 3.1 clients are tested
+pub(crate) use ProtocolVersion::{V31, V311, V5};
 pub(crate) use QoS::{AtLeastOnce as Q1, AtMostOnce as Q0, ExactlyOnce as Q2};
 
 /// Both protocol levels, for scenarios that hold for each.
