@@ -172,10 +172,10 @@ fn check_reencode(packet: &Packet, level: ProtocolVersion, used: usize) {
     );
 }
 
-/// The fuzz entry point: every check above, for both protocol levels.
+/// The fuzz entry point: every check above, for each protocol level.
 fn check_input(data: &[u8]) {
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+    for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
         let unlimited = decode_stream(data, version, PACKET_SIZE_MAX, false);
         let bytewise = decode_stream(data, version, PACKET_SIZE_MAX, true);
         assert_eq!(

@@ -195,10 +195,12 @@ pub struct ConnAck {
 impl ConnAck {
     pub(super) fn decode(r: &mut Reader, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let flags = r.u8()?;
-        if flags & 0xFE != 0 {
+        // MQTT 3.1 reserves the whole byte, unused: no Session Present, nothing to check.
+        let v31 = version == ProtocolVersion::V31;
+        if flags & 0xFE != 0 && !v31 {
             return Err(DecodeError::Malformed("CONNACK reserved flags are set"));
         }
-        let session_present = flags & 0x01 != 0;
+        let session_present = flags & 0x01 != 0 && !v31;
         let (reason_code, properties) = match version {
             ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 let code = ReasonCode::from_v3_connack(r.u8()?)
