@@ -1021,6 +1021,10 @@ fn v31_connect_and_connack() {
         ConnAckProperties::default(),
     );
     assert_eq!(encode(V31, &refused), [0x20, 0x02, 0x00, 0x02]);
+    // The byte is unused in 3.1: whatever a 3.1 server put there says nothing.
+    let accepted = connack(false, R::Success, ConnAckProperties::default());
+    decodes_to(V31, &[0x20, 0x02, 0x01, 0x00], accepted.clone());
+    decodes_to(V31, &[0x20, 0x02, 0xFF, 0x00], accepted);
 }
 
 /// 3.1 lets a client set DUP (and QoS 1) on a PUBREL, SUBSCRIBE or UNSUBSCRIBE it sends again,
