@@ -8,9 +8,11 @@ differs from Mosquitto").
 
 from __future__ import annotations
 
+import pytest
+
 import mqtt_raw
 from mqtt_raw import V5, V311, Will
-from support import Clients, Names
+from support import BROKER_KIND, Clients, Names, connect_properties
 
 
 def raw_subscriber(clients: Clients, client_id: str, topic: str, *, version: int = V5,
@@ -107,3 +109,36 @@ def test_mqtt31_qos2_publish_survives_reconnections(clients: Clients, names: Nam
     watcher.expect_no_message()
     raw.send(mqtt_raw.disconnect())
     mqtt31_connect(clients, client_id, clean=True).send(mqtt_raw.disconnect())
+
+
+@pytest.mark.skipif(BROKER_KIND != "tern",
+                    reason="aliases towards clients are optional; mosquitto 2.0.11 sends none")
+def test_topic_aliases_towards_a_paho_client(clients: Clients, names: Names):
+    """02-subpub-b2c-topic-alias, with Tern's own rules: a client that gives a Topic Alias
+    Maximum in CONNECT gets the first PUBLISH on a topic with the topic and an alias set, and
+    the later ones with the alias alone. paho-mqtt 2.2 hands the alias to the application
+    without resolving it, as a client that asks for aliases must (3.3.2.3.4); resolved, every
+    message has its topic."""
+    topic = names.topic("sensors/livingroom/temperature")
+    receiver = clients.connected(names.client("paho"), version=5,
+                                 properties=connect_properties(TopicAliasMaximum=10))
+    receiver.subscribe(topic, qos=1)
+    wire = clients.raw_connected(names.client("raw"), version=V5,
+                                 properties={mqtt_raw.TOPIC_ALIAS_MAXIMUM: 10})
+    wire.send(mqtt_raw.subscribe(1, topic, qos=0, version=V5))
+    wire.expect_packet(mqtt_raw.SUBACK)
+    sender = clients.connected(names.client("pub"), version=4)
+    for index in range(3):
+        sender.publish(topic, b"%d" % index, qos=1)
+    aliases: dict[int, str] = {}
+    for index in range(3):
+        message = receiver.expect_message()
+        alias = getattr(message.properties, "TopicAlias", None)
+        assert alias is not None and 1 <= alias <= 10, message
+        if message.topic:
+            aliases[alias] = message.topic
+        assert (aliases[alias], message.payload) == (topic, b"%d" % index), message
+    on_wire = [mqtt_raw.parse_publish(wire.expect_packet(mqtt_raw.PUBLISH), V5)
+               for _ in range(3)]
+    assert [(p.topic, p.properties.get(mqtt_raw.TOPIC_ALIAS)) for p in on_wire] == [
+        (topic, 1), ("", 1), ("", 1)], on_wire

@@ -31,9 +31,10 @@ mod wire;
 pub use codec::{connect_protocol_level, parse_frame, Decoder, Frame, PACKET_SIZE_MAX};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    set_publish_packet_id, Ack, Auth, ConnAck, Connect, Disconnect, FilterList, Packet, PacketId,
-    PacketType, ProtocolVersion, Publish, PublishView, QoS, RetainHandling, SubAck, Subscribe,
-    Subscription, SubscriptionList, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    put_with_topic_alias, set_publish_packet_id, Ack, Auth, ConnAck, Connect, Disconnect,
+    FilterList, Packet, PacketId, PacketType, ProtocolVersion, Publish, PublishView, QoS,
+    RetainHandling, SubAck, Subscribe, Subscription, SubscriptionList, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,

@@ -61,6 +61,12 @@ impl TopicName {
         Self(MqttString::empty())
     }
 
+    /// A copy that holds its own bytes, for a name kept long after its packet (see
+    /// [`MqttString::detached`]).
+    pub fn detached(&self) -> Self {
+        Self(self.0.detached())
+    }
+
     /// The validated string.
     pub fn as_mqtt_str(&self) -> &MqttString {
         &self.0

@@ -10,8 +10,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tern_codec::{
-    parse_frame, set_publish_packet_id, Auth, Connect, DecodeError, Decoder, EncodeError, Packet,
-    PacketType, ProtocolVersion, PublishView, PACKET_SIZE_MAX,
+    parse_frame, put_with_topic_alias, set_publish_packet_id, Auth, Connect, DecodeError, Decoder,
+    EncodeError, Packet, PacketType, ProtocolVersion, PublishView, PACKET_SIZE_MAX,
 };
 
 use support::{packet, packet_of, samples::samples, version, versioned_packet, VERSIONS};
@@ -372,6 +372,59 @@ proptest! {
         }
         prop_assert_eq!(&wire[..], &encode(version, &Packet::Publish(expected))[..]);
     }
+}
+
+proptest! {
+    #![proptest_config(config(CASES_PER_TYPE))]
+
+    /// A receiver's Topic Alias put into an encoding shared by several receivers gives the bytes
+    /// of that receiver's own PUBLISH: with the topic, which the alias is set to, or without it,
+    /// the alias standing for it.
+    #[test]
+    fn topic_alias_put_into_a_shared_encoding(
+        packet in packet_of(V5, PacketType::Publish),
+        alias in 1u16..,
+        omit_topic in any::<bool>(),
+    ) {
+        let Packet::Publish(mut publish) = packet else {
+            unreachable!("packet_of(Publish) yields PUBLISH packets");
+        };
+        publish.properties.take_topic_alias();
+        let shared = encode(V5, &Packet::Publish(publish.clone()));
+        let mut own = publish;
+        own.properties.topic_alias = Some(alias);
+        if omit_topic {
+            own.topic = tern_codec::TopicName::empty();
+        }
+        let mut out = BytesMut::from(&b"kept"[..]);
+        prop_assert!(put_with_topic_alias(&shared, alias, omit_topic, &mut out));
+        prop_assert_eq!(&out[..4], b"kept");
+        prop_assert_eq!(&out[4..], &encode(V5, &Packet::Publish(own))[..]);
+    }
+}
+
+/// Putting a Topic Alias refuses what is not a PUBLISH, and a truncated one.
+#[test]
+fn put_with_topic_alias_refuses_other_packets() {
+    let mut out = BytesMut::new();
+    let publish = Packet::Publish(tern_codec::Publish::new(
+        tern_codec::TopicName::new(tern_codec::MqttString::new("a/b").unwrap()).unwrap(),
+        Bytes::from_static(b"x"),
+    ));
+    let wire = encode(V5, &publish);
+    assert!(!put_with_topic_alias(
+        &wire[..wire.len() - 1],
+        1,
+        true,
+        &mut out
+    ));
+    assert!(!put_with_topic_alias(
+        &encode(V5, &Packet::PingReq),
+        1,
+        true,
+        &mut out
+    ));
+    assert!(out.is_empty());
 }
 
 /// Re-addressing refuses what is not a QoS 1 or 2 PUBLISH, and a truncated one.

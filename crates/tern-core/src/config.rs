@@ -21,6 +21,9 @@ pub struct Limits {
     pub outbox_qos0_count_max: usize,
     /// Highest topic alias accepted from a client (MQTT 5); 0 disables aliases.
     pub topic_alias_max: u16,
+    /// Topic aliases the broker sets towards an MQTT 5 client that accepts them (its Topic Alias
+    /// Maximum in CONNECT, which also bounds them); 0 disables them.
+    pub topic_alias_out_max: u16,
     /// Longest session expiry granted, in seconds.
     pub session_expiry_max_secs: u32,
     /// Longest keep alive accepted, in seconds; a client asking more (or 0) is told this value
@@ -53,6 +56,7 @@ impl Default for Limits {
             queued_bytes_max: 64 * 1024 * 1024,
             outbox_qos0_count_max: 10_000,
             topic_alias_max: 64,
+            topic_alias_out_max: 64,
             session_expiry_max_secs: u32::MAX,
             keep_alive_max_secs: 0,
             qos_max: QoS::ExactlyOnce,

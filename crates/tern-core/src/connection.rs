@@ -1,8 +1,10 @@
-//! Per-connection state: protocol level, negotiated limits, inbound topic aliases, keep alive,
+//! Per-connection state: protocol level, negotiated limits, topic aliases both ways, keep alive,
 //! and the queue of packets waiting to be written.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU16;
 
+use crate::alias::{OutboundAliases, TopicAlias};
 use crate::auth::Identity;
 use crate::authz::Permissions;
 
@@ -68,20 +70,50 @@ pub struct OutgoingPublish {
     pub message_expiry_interval: Option<u32>,
     /// Identifiers of the receiver's subscriptions it matched.
     pub subscription_ids: SubscriptionIds,
+    /// The topic alias it is sent with, chosen as it leaves the outbox (see
+    /// [`crate::Broker::poll_transmit`] and [`Self::topic_alias`]). Kept as two small fields
+    /// rather than an `Option<TopicAlias>`, which would make every outbox slot 8 bytes larger.
+    pub alias: Option<NonZeroU16>,
+    /// With `alias`: whether the topic is left out, the alias standing for it.
+    pub alias_only: bool,
 }
 
+/// The name of a PUBLISH whose topic travels as an alias.
+static NO_TOPIC: TopicName = TopicName::empty();
+
 impl OutgoingPublish {
+    /// How it names its topic by alias, if it does.
+    pub fn topic_alias(&self) -> Option<TopicAlias> {
+        let alias = self.alias?.get();
+        Some(if self.alias_only {
+            TopicAlias::Use(alias)
+        } else {
+            TopicAlias::Set(alias)
+        })
+    }
+
+    /// Sends it with `alias` (0 is no alias).
+    pub fn set_topic_alias(&mut self, alias: Option<TopicAlias>) {
+        self.alias = alias.and_then(|alias| NonZeroU16::new(alias.value()));
+        self.alias_only = self.alias.is_some() && alias.is_some_and(TopicAlias::omits_topic);
+    }
+
     /// The PUBLISH as a view, to encode without building it.
     pub fn view(&self) -> PublishView<'_> {
         let message = &self.message;
+        let omit_topic = self.alias.is_some() && self.alias_only;
         PublishView {
             dup: self.dup,
             qos: self.qos,
             retain: self.retain,
-            topic: &message.topic,
+            topic: if omit_topic {
+                &NO_TOPIC
+            } else {
+                &message.topic
+            },
             packet_id: self.packet_id,
             properties: &message.properties,
-            topic_alias: None,
+            topic_alias: self.alias.map(NonZeroU16::get),
             message_expiry_interval: self.message_expiry_interval,
             subscription_identifiers: &self.subscription_ids,
             payload: &message.payload,
@@ -94,11 +126,17 @@ impl OutgoingPublish {
         let mut properties = message.properties.clone();
         properties.message_expiry_interval = self.message_expiry_interval;
         properties.subscription_identifiers = self.subscription_ids.clone();
+        properties.topic_alias = self.alias.map(NonZeroU16::get);
+        let omit_topic = self.alias.is_some() && self.alias_only;
         Publish {
             dup: self.dup,
             qos: self.qos,
             retain: self.retain,
-            topic: message.topic.clone(),
+            topic: if omit_topic {
+                TopicName::empty()
+            } else {
+                message.topic.clone()
+            },
             packet_id: self.packet_id,
             properties,
             payload: message.payload.clone(),
@@ -138,6 +176,9 @@ pub struct Connection {
     pub problem_information: bool,
     /// Topic aliases the client has set, by alias.
     pub aliases: HashMap<u16, TopicName>,
+    /// Topic aliases the broker has set towards the client (MQTT 5, when it accepts them);
+    /// boxed, as most connections have none.
+    pub aliases_out: Option<Box<OutboundAliases>>,
     /// Packets waiting to be written, oldest first.
     pub outbox: VecDeque<Transmit>,
     /// QoS 0 PUBLISH packets in `outbox`.
@@ -185,6 +226,7 @@ impl Connection {
             client_packet_size_max: u32::MAX,
             problem_information: true,
             aliases: HashMap::new(),
+            aliases_out: None,
             outbox: VecDeque::new(),
             outbox_qos0: 0,
             disconnected_normally: false,

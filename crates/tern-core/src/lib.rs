@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`broker`]: the state machine and its handlers (connect, publish, subscribe, lifecycle).
-//! - [`session`], [`connection`]: per-session and per-connection state.
+//! - [`session`], [`connection`]: per-session and per-connection state; [`alias`]: the topic
+//!   aliases the broker sets towards a client.
 //! - [`tree`], [`retained`]: the subscription index and the retained-message trie.
 //! - [`tree_view`]: `$tree/` subscriptions and publishes (JSON trees of many topics).
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
@@ -16,6 +17,7 @@
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
+pub mod alias;
 pub mod auth;
 pub mod authz;
 pub mod broker;
@@ -29,6 +31,7 @@ pub mod tree;
 pub mod tree_view;
 pub mod types;
 
+pub use alias::TopicAlias;
 pub use auth::{AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity};
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::sys::TrafficTotals;

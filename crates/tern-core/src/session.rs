@@ -45,6 +45,8 @@ impl Delivery {
                 .map(|at| now.secs_until(at).max(1))
                 .or(message.properties.message_expiry_interval),
             subscription_ids: self.subscription_ids.clone(),
+            alias: None,
+            alias_only: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Topic aliases (MQTT 5) prove that an alias is set and used per connection, that an alias
-//! above the maximum is refused with 0x94, an unknown alias with 0x82, and that the server
-//! sends none.
+//! above the maximum is refused with 0x94, an unknown alias with 0x82; and, towards clients, that
+//! the broker sets aliases only for a client that accepts them, within both maximums, only where
+//! they save bytes and the packet still fits, and afresh on every connection.
 
 mod support;
 
@@ -143,4 +144,131 @@ fn aliases_are_per_connection() {
         .map(|p| p.topic.to_string())
         .collect();
     assert_eq!(topics, ["from/a", "from/b", "from/a"]);
+}
+
+/// The aliases a client receives, with the topic sent beside each (empty: the alias stands for
+/// it), in the order the PUBLISH packets came.
+fn names(packets: &[tern_codec::Packet]) -> Vec<(Option<u16>, String)> {
+    publishes(packets)
+        .into_iter()
+        .map(|p| (p.properties.topic_alias, p.topic.to_string()))
+        .collect()
+}
+
+/// A subscriber to `#` that accepts topic aliases up to `max`.
+fn alias_taker(tb: &mut TestBroker, client_id: &str, opts: Opts) -> TestClient {
+    let client = tb.connect(client_id, V5, opts);
+    tb.subscribe(&client, "#", Q1);
+    client
+}
+
+/// 3.3.2.3.4: a client that gave a Topic Alias Maximum gets a topic with an alias set the first
+/// time and the alias alone after that, so it pays for a long topic once; a topic no longer than
+/// an alias (3 bytes) goes by name. A client without a maximum gets no alias (MQTT-3.1.2-27).
+#[test]
+fn broker_sets_aliases_towards_a_client_that_takes_them() {
+    let mut tb = TestBroker::new();
+    let taker = alias_taker(&mut tb, "s", Opts::new().topic_alias_maximum(10));
+    let plain = alias_taker(&mut tb, "plain", Opts::new());
+    let publisher = tb.connect("p", V311, Opts::new());
+    for (topic_name, payload) in [
+        ("sensors/1/temp", "1"),
+        ("sensors/1/temp", "2"),
+        ("a/b", "3"),
+    ] {
+        tb.send(&publisher, publish(topic_name, payload, Q0, 0));
+    }
+    tb.send(&publisher, publish("sensors/2/temp", "4", Q1, 1));
+    tb.send(&publisher, publish("sensors/1/temp", "5", Q1, 2));
+    let packets = tb.recv(&taker);
+    assert_eq!(
+        names(&packets),
+        [
+            (Some(1), "sensors/1/temp".to_owned()),
+            (Some(1), String::new()),
+            (None, "a/b".to_owned()),
+            (Some(2), "sensors/2/temp".to_owned()),
+            (Some(1), String::new()),
+        ]
+    );
+    let payloads: Vec<&[u8]> = publishes(&packets).iter().map(|p| &p.payload[..]).collect();
+    assert_eq!(payloads, [&b"1"[..], b"2", b"3", b"4", b"5"]);
+    assert!(names(&tb.recv(&plain))
+        .iter()
+        .all(|(alias, _)| alias.is_none()));
+}
+
+/// The broker sets no more aliases than its own setting allows, however many the client takes,
+/// and none at all when the setting is 0.
+#[test]
+fn broker_aliases_are_bounded_by_its_setting() {
+    for (setting, expected) in [(1, [Some(1), None, Some(1)]), (0, [None, None, None])] {
+        let mut tb = TestBroker::with_limits(Limits {
+            topic_alias_out_max: setting,
+            ..Limits::default()
+        });
+        let taker = alias_taker(&mut tb, "s", Opts::new().topic_alias_maximum(100));
+        let publisher = tb.connect("p", V311, Opts::new());
+        for topic_name in ["first/topic", "second/topic", "first/topic"] {
+            tb.send(&publisher, publish(topic_name, "x", Q0, 0));
+        }
+        let aliases: Vec<Option<u16>> = names(&tb.recv(&taker)).into_iter().map(|n| n.0).collect();
+        assert_eq!(aliases, expected, "setting {setting}");
+    }
+}
+
+/// MQTT-3.1.2-24: setting an alias makes a PUBLISH three bytes longer; where that would pass the
+/// client's Maximum Packet Size the topic goes by name alone, unaliased, and a later message that
+/// leaves room sets the alias.
+#[test]
+fn broker_sets_no_alias_that_would_pass_the_maximum_packet_size() {
+    let mut tb = TestBroker::new();
+    // "sensors/1/temp" at QoS 0 is 2 + 2 + 14 + 1 + payload bytes: 22 with a 3-byte payload, one
+    // that sets an alias 22 with an empty payload.
+    let opts = Opts::new().topic_alias_maximum(10).max_packet_size(22);
+    let taker = alias_taker(&mut tb, "s", opts);
+    let publisher = tb.connect("p", V311, Opts::new());
+    tb.send(&publisher, publish("sensors/1/temp", "abc", Q0, 0));
+    tb.send(&publisher, publish("sensors/1/temp", "", Q0, 0));
+    tb.send(&publisher, publish("sensors/1/temp", "abc", Q0, 0));
+    assert_eq!(
+        names(&tb.recv(&taker)),
+        [
+            (None, "sensors/1/temp".to_owned()),
+            (Some(1), "sensors/1/temp".to_owned()),
+            (Some(1), String::new()),
+        ]
+    );
+}
+
+/// MQTT-3.3.2-7: aliases belong to a network connection. After a reconnection with the session
+/// resumed, the broker's aliases start afresh: the resent unacknowledged PUBLISH (DUP) carries
+/// its topic, setting the alias anew, and so does the next new message on another topic.
+#[test]
+fn broker_aliases_start_afresh_on_each_connection() {
+    let mut tb = TestBroker::new();
+    let opts = Opts::new().resume().expiry(60).topic_alias_maximum(10);
+    let taker = alias_taker(&mut tb, "s", opts.clone());
+    let publisher = tb.connect("p", V311, Opts::new());
+    tb.send(&publisher, publish("sensors/1/temp", "1", Q1, 1));
+    tb.send(&publisher, publish("sensors/1/temp", "2", Q1, 2));
+    assert_eq!(
+        names(&tb.recv(&taker)),
+        [
+            (Some(1), "sensors/1/temp".to_owned()),
+            (Some(1), String::new())
+        ]
+    );
+    tb.lose(&taker);
+    let taker = tb.connect("s", V5, opts);
+    assert!(taker.connack.session_present);
+    let resent = tb.recv(&taker);
+    assert_eq!(
+        names(&resent),
+        [
+            (Some(1), "sensors/1/temp".to_owned()),
+            (Some(1), String::new())
+        ]
+    );
+    assert!(publishes(&resent).iter().all(|p| p.dup));
 }

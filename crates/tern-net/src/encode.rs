@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
-use tern_codec::{set_publish_packet_id, EncodeError, ProtocolVersion, QoS};
+use tern_codec::{
+    put_with_topic_alias, set_publish_packet_id, EncodeError, ProtocolVersion, PublishView, QoS,
+};
 use tern_core::{OutgoingPublish, Transmit};
 
 /// Encodings larger than this are not kept: copying them costs what encoding them does.
@@ -58,6 +60,9 @@ impl Encoder {
         if !publish.subscription_ids.is_empty() {
             return publish.view().encode(version, buf);
         }
+        // So is a topic alias, but it changes only the head of the packet: the shared encoding
+        // (which has none) is kept as for anyone, and this receiver's alias is put into a copy.
+        let alias = publish.alias;
         let key = Key {
             message_id: publish.message.id,
             version,
@@ -68,25 +73,61 @@ impl Encoder {
         };
         let start = buf.len();
         if let Some(bytes) = self.kept.get(&key) {
-            buf.extend_from_slice(bytes);
+            copy_for(bytes, publish, buf)?;
             if let Some(id) = publish.packet_id {
                 set_publish_packet_id(&mut buf[start..], id);
             }
             return Ok(());
         }
-        publish.view().encode(version, buf)?;
         // Keep it only if someone else may want it: the message is referenced by more than
         // this copy and, at QoS 1 and 2, this receiver's own in-flight record.
         let others = Arc::strong_count(&publish.message) > 2;
-        let encoded = &buf[start..];
-        if others && encoded.len() <= KEPT_BYTES_MAX {
-            if self.kept.len() >= KEPT_MAX {
-                self.kept.clear();
-            }
-            self.kept.insert(key, encoded.to_vec());
+        if !others {
+            return publish.view().encode(version, buf);
         }
+        let shared = PublishView {
+            topic: &publish.message.topic,
+            topic_alias: None,
+            ..publish.view()
+        };
+        shared.encode(version, buf)?;
+        let encoded = &buf[start..];
+        if encoded.len() > KEPT_BYTES_MAX {
+            if alias.is_some() {
+                buf.truncate(start);
+                return publish.view().encode(version, buf);
+            }
+            return Ok(());
+        }
+        if self.kept.len() >= KEPT_MAX {
+            self.kept.clear();
+        }
+        let kept = encoded.to_vec();
+        if alias.is_some() {
+            buf.truncate(start);
+            copy_for(&kept, publish, buf)?;
+        }
+        self.kept.insert(key, kept);
         Ok(())
     }
+}
+
+/// Appends `publish`'s copy of the shared encoding `bytes`: the bytes themselves, or with the
+/// receiver's topic alias put in.
+fn copy_for(
+    bytes: &[u8],
+    publish: &OutgoingPublish,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    match publish.topic_alias() {
+        None => buf.extend_from_slice(bytes),
+        Some(alias) => {
+            if !put_with_topic_alias(bytes, alias.value(), alias.omits_topic(), buf) {
+                return Err(EncodeError::OutOfRange("topic alias in a shared encoding"));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -96,7 +137,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use tern_codec::{MqttString, Packet, PacketId, QoS, SubscriptionIds, TopicName};
-    use tern_core::{Message, SharedMessage};
+    use tern_core::{Message, SharedMessage, TopicAlias};
 
     fn message(id: u64, topic: &str, payload: &'static [u8]) -> SharedMessage {
         Arc::new(Message {
@@ -120,6 +161,8 @@ mod tests {
             packet_id: packet_id.map(|id| PacketId::new(id).unwrap()),
             message_expiry_interval: None,
             subscription_ids: SubscriptionIds::new(),
+            alias: None,
+            alias_only: false,
         }
     }
 
@@ -138,6 +181,7 @@ mod tests {
     fn copies_are_the_receivers_own_packets() {
         let first = message(1, "site/a/temp", b"21.5");
         let second = message(2, "site/b/temp", b"19.0");
+        let third = message(3, "site/c/humidity", b"40");
         let ids = SubscriptionIds::from_ids([7]).unwrap();
         let mut with_ids = outgoing(&first, QoS::AtLeastOnce, Some(4));
         with_ids.subscription_ids = ids;
@@ -147,6 +191,11 @@ mod tests {
         resent.dup = true;
         let mut retained = outgoing(&first, QoS::AtMostOnce, None);
         retained.retain = true;
+        let aliased = |publish: &OutgoingPublish, alias: TopicAlias| {
+            let mut aliased = publish.clone();
+            aliased.set_topic_alias(Some(alias));
+            aliased
+        };
         let sequence = [
             (
                 outgoing(&first, QoS::AtMostOnce, None),
@@ -186,6 +235,44 @@ mod tests {
             ),
             (
                 outgoing(&first, QoS::ExactlyOnce, Some(12)),
+                ProtocolVersion::V5,
+            ),
+            // Receivers' own topic aliases, setting one or using one, from a kept encoding.
+            (
+                aliased(
+                    &outgoing(&first, QoS::ExactlyOnce, Some(13)),
+                    TopicAlias::Set(2),
+                ),
+                ProtocolVersion::V5,
+            ),
+            (
+                aliased(
+                    &outgoing(&first, QoS::ExactlyOnce, Some(14)),
+                    TopicAlias::Use(2),
+                ),
+                ProtocolVersion::V5,
+            ),
+            (
+                aliased(&outgoing(&first, QoS::AtMostOnce, None), TopicAlias::Use(7)),
+                ProtocolVersion::V5,
+            ),
+            // And for a message first encoded for an aliased receiver.
+            (
+                aliased(
+                    &outgoing(&third, QoS::AtLeastOnce, Some(15)),
+                    TopicAlias::Set(1),
+                ),
+                ProtocolVersion::V5,
+            ),
+            (
+                outgoing(&third, QoS::AtLeastOnce, Some(16)),
+                ProtocolVersion::V5,
+            ),
+            (
+                aliased(
+                    &outgoing(&third, QoS::AtLeastOnce, Some(17)),
+                    TopicAlias::Use(1),
+                ),
                 ProtocolVersion::V5,
             ),
         ];

@@ -195,6 +195,7 @@ pub(crate) struct LimitsConfig {
     queued_bytes_max: Option<usize>,
     outbox_qos0_count_max: Option<usize>,
     topic_alias_max: Option<u16>,
+    topic_alias_out_max: Option<u16>,
     session_expiry_max_secs: Option<u32>,
     keep_alive_max_secs: Option<u16>,
     qos_max: Option<u8>,
@@ -237,6 +238,9 @@ impl LimitsConfig {
                 .outbox_qos0_count_max
                 .unwrap_or(defaults.outbox_qos0_count_max),
             topic_alias_max: self.topic_alias_max.unwrap_or(defaults.topic_alias_max),
+            topic_alias_out_max: self
+                .topic_alias_out_max
+                .unwrap_or(defaults.topic_alias_out_max),
             session_expiry_max_secs: self
                 .session_expiry_max_secs
                 .unwrap_or(defaults.session_expiry_max_secs),

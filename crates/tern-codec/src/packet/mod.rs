@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use ack::Ack;
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
-pub use publish::{set_publish_packet_id, Publish, PublishView};
+pub use publish::{put_with_topic_alias, set_publish_packet_id, Publish, PublishView};
 pub use subscribe::{
     FilterList, RetainHandling, SubAck, Subscribe, Subscription, SubscriptionList,
     SubscriptionOptions, UnsubAck, Unsubscribe,

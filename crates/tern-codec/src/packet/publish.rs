@@ -223,3 +223,87 @@ pub fn set_publish_packet_id(packet: &mut [u8], id: PacketId) -> bool {
     slot.copy_from_slice(&id.get().to_be_bytes());
     true
 }
+
+/// Appends to `out` the MQTT 5 PUBLISH `packet` (one complete packet, fixed header first, with no
+/// Topic Alias: a broker's encoding shared by its receivers) as sent with Topic Alias `alias`,
+/// first in its properties, and without its topic name when `omit_topic` (the client has the
+/// alias already). The result is the bytes the same PUBLISH encodes to with that alias, got by
+/// copying rather than encoding again. Returns false, appending nothing, if `packet` is no such
+/// PUBLISH or the result would exceed the MQTT size limit.
+pub fn put_with_topic_alias(
+    packet: &[u8],
+    alias: u16,
+    omit_topic: bool,
+    out: &mut BytesMut,
+) -> bool {
+    let Some(parts) = PublishParts::of(packet) else {
+        return false;
+    };
+    let topic = if omit_topic { &[][..] } else { parts.topic };
+    let properties_len = parts.properties.len() + 3;
+    let Ok(properties_len) = u32::try_from(properties_len) else {
+        return false;
+    };
+    let body = 2
+        + topic.len()
+        + parts.packet_id.len()
+        + crate::wire::varint_len(properties_len)
+        + properties_len as usize
+        + parts.payload.len();
+    let Ok(body) = crate::wire::checked_varint(body) else {
+        return false;
+    };
+    put_framed(out, packet[0], body, |out| {
+        let s: &mut dyn Sink = out;
+        s.put_u16(topic.len() as u16);
+        s.put_slice(topic);
+        s.put_slice(parts.packet_id);
+        s.put_varint(properties_len);
+        s.put_u8(crate::properties::PropertyId::TopicAlias as u8);
+        s.put_u16(alias);
+        s.put_slice(parts.properties);
+        s.put_slice(parts.payload);
+        Ok(())
+    })
+    .is_ok()
+}
+
+/// The fields of an encoded MQTT 5 PUBLISH, as slices of it.
+struct PublishParts<'a> {
+    topic: &'a [u8],
+    /// Empty at QoS 0.
+    packet_id: &'a [u8],
+    /// The property block without its length.
+    properties: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl<'a> PublishParts<'a> {
+    fn of(packet: &'a [u8]) -> Option<Self> {
+        let first = *packet.first()?;
+        if first >> 4 != PacketType::Publish as u8 {
+            return None;
+        }
+        let (remaining, header_len) = crate::wire::decode_varint(packet.get(1..)?).ok()??;
+        let body = packet.get(1 + header_len..)?;
+        if body.len() != remaining as usize {
+            return None;
+        }
+        let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+        let topic = body.get(2..2 + topic_len)?;
+        let id_len = if (first >> 1) & 0x03 == 0 { 0 } else { 2 };
+        let at = 2 + topic_len;
+        let packet_id = body.get(at..at + id_len)?;
+        let (properties_len, len_len) =
+            crate::wire::decode_varint(body.get(at + id_len..)?).ok()??;
+        let start = at + id_len + len_len;
+        let properties = body.get(start..start + properties_len as usize)?;
+        let payload = body.get(start + properties_len as usize..)?;
+        Some(Self {
+            topic,
+            packet_id,
+            properties,
+            payload,
+        })
+    }
+}

@@ -129,6 +129,20 @@ impl PublishProperties {
         Ok(())
     }
 
+    /// Takes the Topic Alias out, and its place in the order: a broker forwards a message under
+    /// each receiver's own alias, if any.
+    pub fn take_topic_alias(&mut self) -> Option<u16> {
+        self.order.without(PropertyId::TopicAlias);
+        self.topic_alias.take()
+    }
+
+    /// Takes the Subscription Identifiers out, and their places in the order: a broker forwards
+    /// each receiver's own.
+    pub fn clear_subscription_identifiers(&mut self) {
+        self.order.without(PropertyId::SubscriptionIdentifier);
+        self.subscription_identifiers = SubscriptionIds::new();
+    }
+
     /// The block as written with `alias`, `expiry` and `ids` sent in place of its own Topic
     /// Alias, Message Expiry Interval and Subscription Identifiers (what differs between the
     /// copies of one message a broker forwards).
@@ -141,7 +155,6 @@ impl PublishProperties {
         Fields {
             will_delay: None,
             alias,
-            alias_in_order: self.topic_alias.is_some(),
             format: self.payload_format_indicator,
             expiry,
             response_topic: self.response_topic.as_ref(),
@@ -149,7 +162,6 @@ impl PublishProperties {
             content_type: self.content_type.as_ref(),
             users: self.user_properties.raw(),
             ids: &ids.0,
-            ids_in_order: !self.subscription_identifiers.is_empty(),
         }
     }
 
@@ -227,7 +239,6 @@ impl WillProperties {
         let fields = Fields {
             will_delay: self.will_delay_interval,
             alias: None,
-            alias_in_order: false,
             format: self.payload_format_indicator,
             expiry: self.message_expiry_interval,
             response_topic: self.response_topic.as_ref(),
@@ -235,7 +246,6 @@ impl WillProperties {
             content_type: self.content_type.as_ref(),
             users: self.user_properties.raw(),
             ids: &[],
-            ids_in_order: false,
         };
         put_block(s, |s| fields.write(self.order.runs(), s))
     }
@@ -269,12 +279,11 @@ impl WillProperties {
 }
 
 /// What one block writes: the fields of either kind, with a broker's per-copy values in place.
+/// Where the order has no place for the Topic Alias it goes first, and Subscription Identifiers
+/// without places go last: that is where a broker puts a receiver's own.
 struct Fields<'a> {
     will_delay: Option<u32>,
     alias: Option<u16>,
-    /// Whether a Topic Alias entry of the order is this alias (the block's own); otherwise the
-    /// alias is a receiver's and goes first.
-    alias_in_order: bool,
     format: Option<PayloadFormat>,
     expiry: Option<u32>,
     response_topic: Option<&'a TopicName>,
@@ -284,9 +293,6 @@ struct Fields<'a> {
     users: &'a [u8],
     /// Subscription identifiers in wire form.
     ids: &'a [u8],
-    /// Whether the Subscription Identifier entries of the order are these identifiers (the
-    /// block's own); otherwise they are a receiver's and go last.
-    ids_in_order: bool,
 }
 
 /// The single-valued properties, as bits, in the order the writer puts them without an order.
@@ -328,7 +334,10 @@ impl Fields<'_> {
         let mut users = self.users;
         let mut ids = self.ids;
         if let Some(order) = order {
-            if !self.alias_in_order {
+            let alias_slot = order
+                .iter()
+                .any(|&(id, _)| id == PropertyId::TopicAlias as u8);
+            if !alias_slot {
                 self.put_single(ALIAS, s)?;
                 done |= ALIAS;
             }
@@ -343,7 +352,7 @@ impl Fields<'_> {
                         s.put_slice(run);
                         users = rest;
                     }
-                    PropertyId::SubscriptionIdentifier if self.ids_in_order => {
+                    PropertyId::SubscriptionIdentifier => {
                         let len = (0..count).fold(0, |at, _| at + subscription_id_len(&ids[at..]));
                         let (run, rest) = ids.split_at(len);
                         s.put_slice(run);

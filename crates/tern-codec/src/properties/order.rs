@@ -41,6 +41,20 @@ impl PropertyOrder {
         self.0.as_deref()
     }
 
+    /// This order without `id`'s entries (a property taken out of the block).
+    pub(super) fn without(&mut self, id: PropertyId) {
+        if let Some(runs) = &self.0 {
+            if runs.iter().any(|&(this, _)| this == id as u8) {
+                let kept: Vec<Run> = runs
+                    .iter()
+                    .copied()
+                    .filter(|&(this, _)| this != id as u8)
+                    .collect();
+                self.0 = Some(kept.into_boxed_slice());
+            }
+        }
+    }
+
     /// The order of the properties in `block`, a complete block that has been decoded without
     /// error (so every identifier and value in it is well-formed).
     pub(super) fn of_block(block: &Reader) -> Self {

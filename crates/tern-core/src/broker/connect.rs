@@ -9,6 +9,7 @@ use tern_codec::{
 use bytes::Bytes;
 
 use super::Broker;
+use crate::alias::OutboundAliases;
 use crate::auth::{AuthRequest, Identity};
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
@@ -162,6 +163,14 @@ impl Broker {
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         connection.client_packet_size_max =
             connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        // Topic aliases towards the client, when it takes them (3.3.2.3.4, MQTT-3.3.2-11).
+        let alias_out_max = connect
+            .properties
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(limits.topic_alias_out_max);
+        connection.aliases_out =
+            (v5 && alias_out_max > 0).then(|| Box::new(OutboundAliases::new(alias_out_max)));
         connection.problem_information = connect
             .properties
             .request_problem_information

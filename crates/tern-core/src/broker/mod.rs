@@ -22,6 +22,7 @@ use tern_codec::{
     PacketType, ProtocolVersion, ReasonCode, TopicName,
 };
 
+use crate::alias::{OutboundAliases, TopicAlias};
 use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
@@ -269,10 +270,17 @@ impl Broker {
             }
             return None;
         };
-        if let Transmit::Publish(publish) = &transmit {
+        let mut transmit = transmit;
+        if let Transmit::Publish(publish) = &mut transmit {
             self.stats.publish_sent += 1;
             if publish.packet_id.is_none() {
                 connection.outbox_qos0 -= 1;
+            }
+            // Chosen here, as the PUBLISH leaves for the socket in the order it is written: an
+            // alias is set by the first PUBLISH on the wire that carries it, whatever was queued.
+            let (version, size_max) = (connection.version, connection.client_packet_size_max);
+            if let Some(aliases) = connection.aliases_out.as_deref_mut() {
+                alias_topic(aliases, version, size_max, publish);
             }
         }
         Some(transmit)
@@ -553,6 +561,30 @@ fn within_packet_size(
     connection.client_packet_size_max == u32::MAX
         || encoded_len(connection.version)
             .is_ok_and(|len| len <= connection.client_packet_size_max as usize)
+}
+
+/// Names the topic of `publish` by alias on a connection whose client accepts them: by the alias
+/// it has, or setting the next one if the PUBLISH that sets it (three bytes longer) still fits
+/// the client's Maximum Packet Size; else by the topic alone.
+fn alias_topic(
+    aliases: &mut OutboundAliases,
+    version: ProtocolVersion,
+    size_max: u32,
+    publish: &mut OutgoingPublish,
+) {
+    let Some(alias) = aliases.lookup(&publish.message.topic) else {
+        return;
+    };
+    publish.set_topic_alias(Some(alias));
+    if let TopicAlias::Set(value) = alias {
+        let fits = size_max == u32::MAX
+            || (publish.view().encoded_len(version)).is_ok_and(|len| len <= size_max as usize);
+        if fits {
+            aliases.record(&publish.message.topic, value);
+        } else {
+            publish.set_topic_alias(None);
+        }
+    }
 }
 
 /// Marks `connection` to be woken once, however many packets are queued before the runtime looks.

@@ -194,7 +194,7 @@ impl Broker {
         id: ConnectionId,
         publish: &mut Publish,
     ) -> Result<(), (ReasonCode, &'static str)> {
-        let Some(alias) = publish.properties.topic_alias.take() else {
+        let Some(alias) = publish.properties.take_topic_alias() else {
             return Ok(());
         };
         let max = self.config.limits.topic_alias_max;
@@ -250,7 +250,7 @@ impl Broker {
             .message_expiry_interval
             .take()
             .map(|secs| now.plus_secs(secs));
-        properties.subscription_identifiers = SubscriptionIds::new();
+        properties.clear_subscription_identifiers();
         let message = Message {
             id: self.next_message_id(),
             topic: publish.topic,

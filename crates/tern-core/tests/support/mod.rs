@@ -31,6 +31,7 @@ pub(crate) struct Opts {
     pub(crate) session_expiry: Option<u32>,
     pub(crate) receive_maximum: Option<u16>,
     pub(crate) maximum_packet_size: Option<u32>,
+    pub(crate) topic_alias_maximum: Option<u16>,
     pub(crate) will: Option<Will>,
 }
 
@@ -42,6 +43,7 @@ impl Default for Opts {
             session_expiry: None,
             receive_maximum: None,
             maximum_packet_size: None,
+            topic_alias_maximum: None,
             will: None,
         }
     }
@@ -77,6 +79,12 @@ impl Opts {
 
     pub(crate) fn max_packet_size(mut self, max: u32) -> Self {
         self.maximum_packet_size = Some(max);
+        self
+    }
+
+    /// Topic Alias Maximum (MQTT 5): the broker may send topic aliases up to it.
+    pub(crate) fn topic_alias_maximum(mut self, max: u16) -> Self {
+        self.topic_alias_maximum = Some(max);
         self
     }
 
@@ -455,6 +463,7 @@ pub(crate) fn connect_packet(client_id: &str, version: ProtocolVersion, opts: &O
         session_expiry_interval: opts.session_expiry,
         receive_maximum: opts.receive_maximum,
         maximum_packet_size: opts.maximum_packet_size,
+        topic_alias_maximum: opts.topic_alias_maximum,
         ..ConnectProperties::default()
     };
     Connect {
