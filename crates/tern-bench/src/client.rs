@@ -32,13 +32,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Opens a TCP connection and completes CONNECT/CONNACK with a clean session.
+    /// Opens a TCP connection and completes CONNECT/CONNACK with a clean session; an MQTT 5
+    /// connection announces `topic_alias_maximum` (0: the broker may send no topic alias).
     pub(crate) async fn connect(
         host: &str,
         port: u16,
         client_id: &str,
         version: ProtocolVersion,
         keep_alive: u16,
+        topic_alias_maximum: u16,
     ) -> Result<Self, BenchError> {
         let stream = TcpStream::connect((host, port))
             .await
@@ -57,6 +59,9 @@ impl Conn {
         let properties = ConnectProperties {
             // Take whatever the broker sends; the generator acknowledges at once.
             receive_maximum: Some(u16::MAX),
+            // Receivers read publisher and sequence from the payload, so an alias standing
+            // for the topic changes nothing they count.
+            topic_alias_maximum: Some(topic_alias_maximum).filter(|&max| max > 0),
             ..ConnectProperties::default()
         };
         conn.send(&Packet::Connect(Box::new(Connect {

@@ -44,7 +44,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 }
                 next.set(i + 1);
                 let id = format!("bench-{run}-c{i}");
-                let mut conn = Conn::connect(&host, port, &id, version, keep_alive).await?;
+                let mut conn = Conn::connect(&host, port, &id, version, keep_alive, 0).await?;
                 // Closed with a reset when the run ends: ten thousand sockets left in
                 // TIME_WAIT would slow the next run's connects (port search, reuse checks),
                 // whichever broker it measures.

@@ -139,6 +139,7 @@ pub(crate) async fn run(args: &BenchArgs, scenario: Scenario) -> Result<Report, 
             &format!("bench-{run}-s{i}"),
             version,
             args.keep_alive,
+            args.topic_alias_maximum,
         )
         .await?;
         conn.subscribe(filter, qos).await?;
@@ -152,6 +153,7 @@ pub(crate) async fn run(args: &BenchArgs, scenario: Scenario) -> Result<Report, 
             &format!("bench-{run}-p{i}"),
             version,
             args.keep_alive,
+            0,
         )
         .await?;
         let template = PublishTemplate::new(topic, qos, false, args.payload, version)?;

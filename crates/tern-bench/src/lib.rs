@@ -118,6 +118,10 @@ pub struct BenchArgs {
     /// QoS 1/2 publishes a publisher keeps unacknowledged (capped by the broker's Receive Maximum).
     #[arg(long, default_value_t = 100)]
     pub inflight: u16,
+    /// Topic Alias Maximum the subscribers announce in CONNECT (MQTT 5; 0: none), so that a
+    /// broker may send them topic aliases.
+    #[arg(long, default_value_t = 0)]
+    pub topic_alias_maximum: u16,
     /// Idle connections to open (connections).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,

@@ -35,6 +35,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         &format!("bench-{run}-rp"),
         version,
         args.keep_alive,
+        0,
     )
     .await?;
     let inflight_max = usize::from(publisher.receive_maximum.min(args.inflight));
@@ -80,6 +81,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         &format!("bench-{run}-rs"),
         version,
         args.keep_alive,
+        args.topic_alias_maximum,
     )
     .await?;
     let mut seen = Seen::default();

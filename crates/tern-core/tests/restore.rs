@@ -250,3 +250,32 @@ fn expired_messages_leave_offline_queues_and_the_store_while_running() {
     let got: Vec<String> = t.recv(&sub).iter().map(|p| payload(p).0).collect();
     assert_eq!(got, ["lasting"]);
 }
+
+/// MQTT-3.1.3-9 across a restart: a client that reconnects to its session within the Will Delay
+/// Interval cancels the will, whether the broker restarted in between or restarts after
+/// (Mosquitto's 07-will-delay-recover reconnects within the delay).
+#[test]
+fn reconnecting_within_the_will_delay_after_a_restart_cancels_the_will() {
+    let mut store = MemoryStore::default();
+    let mut t = TestBroker::with_config(persistent_config());
+    let opts = Opts::new().resume().expiry(60);
+    let watcher = t.connect("watcher", V5, opts.clone());
+    t.subscribe(&watcher, "wills/#", Q1);
+    let gone = t.connect(
+        "gone",
+        V5,
+        opts.clone().will(delayed_will("wills/gone", "bye", 10)),
+    );
+    t.lose(&gone);
+    t.skip(3_000);
+    flush_ops(&mut t, &mut store);
+    restart(&mut t, &mut store);
+    t.advance(2_000);
+    let back = t.connect("gone", V5, opts.clone());
+    assert!(back.connack.session_present);
+    flush_ops(&mut t, &mut store);
+    restart(&mut t, &mut store);
+    t.advance(20_000);
+    let watcher = t.connect("watcher", V5, opts);
+    t.expect_silent(&watcher);
+}
