@@ -63,7 +63,7 @@ impl Default for Limits {
             retain_available: true,
             subscriptions_per_session_max: 10_000,
             topic_length_max_bytes: usize::from(u16::MAX),
-            topic_levels_max: 200,
+            topic_levels_max: 201,
             connect_timeout_millis: 10_000,
             publish_rate_per_client_max: 0,
         }

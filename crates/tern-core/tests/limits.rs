@@ -518,14 +518,15 @@ fn publish_rate_above_the_limit_disconnects() {
     }
 }
 
-/// By default a topic may be as long as MQTT allows (65,535 bytes) and 200 levels deep, so
-/// topics Mosquitto takes are taken (its 02-subpub-qos0-long-topic subscribes and publishes to
-/// 200-level topics; 03-publish-long-topic publishes to a 65,535-byte one).
+/// By default a topic may be as long as MQTT allows (65,535 bytes) and have 200 separators (201
+/// levels), as in Mosquitto: its 02-subpub-qos0-long-topic subscribes and publishes to topics
+/// of 200 separators, `/` alone or between words. One level more is refused (SUBACK 0x80).
 #[test]
 fn default_topic_limits_take_long_and_deep_topics() {
     let longest = "x".repeat(65_535);
-    let deepest = ["abc"; 200].join("/");
-    for name in [longest.as_str(), deepest.as_str()] {
+    let deepest_words = ["abc"; 200].join("/") + "/d";
+    let deepest_empty = "/".repeat(200);
+    for name in [&longest, &deepest_words, &deepest_empty] {
         let mut tb = TestBroker::new();
         let client = tb.connect("c", V311, Opts::new());
         tb.send(&client, subscribe(1, &[(name, Q0)]));
@@ -533,4 +534,9 @@ fn default_topic_limits_take_long_and_deep_topics() {
         tb.send(&client, publish(name, "x", Q0, 0));
         assert_eq!(tb.recv(&client), [publish(name, "x", Q0, 0)]);
     }
+    let too_deep = "/".repeat(201);
+    let mut tb = TestBroker::new();
+    let client = tb.connect("c", V311, Opts::new());
+    tb.send(&client, subscribe(1, &[(&too_deep, Q0)]));
+    assert_eq!(tb.recv(&client), [suback(1, &[ReasonCode::UnspecifiedError])]);
 }
