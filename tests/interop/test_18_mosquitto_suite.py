@@ -12,7 +12,7 @@ import pytest
 
 import mqtt_raw
 from mqtt_raw import V5, V311, Will
-from support import BROKER_KIND, Clients, Names, connect_properties
+from support import BROKER_KIND, Clients, Names, connect_properties, mosquitto_deviation
 
 
 def raw_subscriber(clients: Clients, client_id: str, topic: str, *, version: int = V5,
@@ -73,6 +73,48 @@ def test_v5_take_over_of_a_continued_session_does_not_publish_the_will(clients: 
     first = mqtt_raw.parse_publish(observer.expect_packet(mqtt_raw.PUBLISH), V5)
     assert first.payload == b"ready", first
     taker.send(mqtt_raw.disconnect(version=V5))
+
+
+@mosquitto_deviation("sends 41-byte PUBLISH packets to a client whose Maximum Packet Size is 40 "
+                     "(its check leaves out the fixed header's first byte)")
+@pytest.mark.parametrize("qos", [1, 2])
+def test_oversize_messages_are_dropped_and_the_next_that_fits_arrives(clients: Clients,
+                                                                      names: Names, qos: int):
+    """12-prop-maximum-packet-size-publish-qos1/-qos2: a client with a Maximum Packet Size of 40
+    subscribes to its own topic. Its first two messages would reach it as 41-byte PUBLISH
+    packets (the fixed header counts, MQTT-3.1.2-24) and are dropped for it (MQTT-3.1.2-25); the
+    third, exactly 40 bytes, arrives. Each is acknowledged at once: at QoS 2 the PUBREC comes
+    before the copy delivered back."""
+    topic = names.topic("max/publish/test/t")[:30].ljust(30, "x")
+    raw = clients.raw_connected(names.client(), version=V5,
+                                properties={mqtt_raw.MAXIMUM_PACKET_SIZE: 40})
+    raw.send(mqtt_raw.subscribe(1, topic, qos=qos, version=V5))
+    raw.expect_packet(mqtt_raw.SUBACK)
+    delivered = []
+
+    def until(ptype: int) -> mqtt_raw.Packet:
+        while (pkt := raw.recv_packet()).type == mqtt_raw.PUBLISH:
+            delivered.append(pkt)
+        assert pkt.type == ptype, pkt
+        return pkt
+
+    sent = [(b"1234", None), (b"56", {mqtt_raw.PAYLOAD_FORMAT_INDICATOR: 1}), (b"789", None)]
+    for packet_id, (payload, properties) in enumerate(sent, start=1):
+        raw.send(mqtt_raw.publish(topic, payload, qos=qos, packet_id=packet_id, version=V5,
+                                  properties=properties))
+        if qos == 1:
+            assert mqtt_raw.packet_id_of(until(mqtt_raw.PUBACK)) == packet_id
+        else:
+            # The PUBREC comes first, before any copy (02-subpub-qos2).
+            assert mqtt_raw.packet_id_of(raw.expect_packet(mqtt_raw.PUBREC)) == packet_id
+            raw.send(mqtt_raw.pubrel(packet_id, version=V5))
+            assert mqtt_raw.packet_id_of(until(mqtt_raw.PUBCOMP)) == packet_id
+    if not delivered:
+        delivered.append(raw.expect_packet(mqtt_raw.PUBLISH))
+    assert [mqtt_raw.parse_publish(pkt, V5).payload for pkt in delivered] == [b"789"], delivered
+    body = delivered[0].body
+    assert 1 + len(mqtt_raw.varint(len(body))) + len(body) == 40, delivered
+    raw.expect_no_packet()
 
 
 def mqtt31_connect(clients: Clients, client_id: str, *, clean: bool) -> mqtt_raw.RawClient:

@@ -5,7 +5,7 @@
 
 mod support;
 
-use tern_codec::{DecodeError, Packet, ReasonCode};
+use tern_codec::{DecodeError, Packet, PayloadFormat, ReasonCode};
 use tern_core::{DropReason, Event, Limits, Stats};
 
 use support::*;
@@ -189,6 +189,40 @@ fn oversize_for_the_client_is_dropped_and_counted() {
     assert_eq!(tb.stats().publish_dropped, 2);
     let dropped = vec![("s".to_owned(), DropReason::TooLargeForClient); 2];
     assert_eq!(drops(&tb.events()), dropped);
+}
+
+/// MQTT-3.1.2-24/25 at the boundary, QoS 1 and 2 (Mosquitto's
+/// 12-prop-maximum-packet-size-publish-qos1/-qos2): Maximum Packet Size counts the whole packet,
+/// fixed header included, so a PUBLISH of exactly the maximum is sent and one a byte longer is
+/// not; a dropped one counts as sent and holds no place in the client's Receive Maximum, so the
+/// next that fits still arrives.
+#[test]
+fn oversize_qos1_and_qos2_at_the_boundary_do_not_block_the_next() {
+    let topic = "12/max/publish/qos2/test/topic";
+    for qos in [Q1, Q2] {
+        let mut tb = TestBroker::new();
+        let subscriber = tb.connect("s", V5, Opts::new().max_packet_size(40).receive_maximum(1));
+        tb.subscribe(&subscriber, topic, qos);
+        let publisher = tb.connect("p", V5, Opts::new());
+        // 2 + 2 + 30 + 2 + 1 + payload: 41 bytes, 41 bytes (a property), then 40 bytes.
+        let oversize = [
+            publish(topic, "1234", qos, 1),
+            publish_with(topic, "56", qos, 2, |p| {
+                p.properties.payload_format_indicator = Some(PayloadFormat::Utf8)
+            }),
+        ];
+        for packet in oversize {
+            tb.send(&publisher, packet);
+            tb.expect_silent(&subscriber);
+        }
+        tb.send(&publisher, publish(topic, "789", qos, 3));
+        let packets = tb.recv(&subscriber);
+        assert_eq!(
+            packets,
+            [publish(topic, "789", qos, packet_id(&packets[0]))]
+        );
+        assert_eq!(tb.stats().publish_dropped, 2, "{qos:?}");
+    }
 }
 
 /// 3.3.1.2: a PUBLISH above the Maximum QoS the server announced is answered with DISCONNECT
@@ -538,5 +572,8 @@ fn default_topic_limits_take_long_and_deep_topics() {
     let mut tb = TestBroker::new();
     let client = tb.connect("c", V311, Opts::new());
     tb.send(&client, subscribe(1, &[(&too_deep, Q0)]));
-    assert_eq!(tb.recv(&client), [suback(1, &[ReasonCode::UnspecifiedError])]);
+    assert_eq!(
+        tb.recv(&client),
+        [suback(1, &[ReasonCode::UnspecifiedError])]
+    );
 }
