@@ -111,7 +111,10 @@ impl Broker {
                 self.send(id, Packet::PubAck(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) if v5 && outcome.is_err() => {
-                // A PUBREC with an error code ends the exchange: nothing is remembered.
+                // A PUBREC with an error code ends the exchange: the identifier is free for a new
+                // message (MQTT-4.3.3-9), even when an earlier copy was accepted before the rules
+                // changed and held it; the client will send no PUBREL for it.
+                self.release_incoming_qos2(key, packet_id.get());
                 let mut ack = Ack::new(packet_id);
                 if let Err(code) = outcome {
                     ack.reason_code = code;
@@ -555,22 +558,25 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrel(&mut self, id: ConnectionId, key: SessionKey, ack: Ack) {
-        let known = self
-            .session_mut(key)
-            .incoming_qos2
-            .remove(&ack.packet_id.get());
-        if known {
-            self.persist_for(key, |client_id| StoreOp::IncomingQos2 {
-                client_id,
-                packet_id: ack.packet_id.get(),
-                pending: false,
-            });
-        }
+        let known = self.release_incoming_qos2(key, ack.packet_id.get());
         let mut comp = Ack::new(ack.packet_id);
         if !known {
             comp.reason_code = ReasonCode::PacketIdentifierNotFound;
             comp.properties = AckProperties::default();
         }
         self.send(id, Packet::PubComp(comp));
+    }
+
+    /// Ends the inbound QoS 2 exchange `packet_id` of `key`; returns whether one was open.
+    fn release_incoming_qos2(&mut self, key: SessionKey, packet_id: u16) -> bool {
+        let known = self.session_mut(key).incoming_qos2.remove(&packet_id);
+        if known {
+            self.persist_for(key, |client_id| StoreOp::IncomingQos2 {
+                client_id,
+                packet_id,
+                pending: false,
+            });
+        }
+        known
     }
 }
