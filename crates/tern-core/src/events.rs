@@ -134,6 +134,11 @@ pub struct Stats {
     pub publish_dropped: u64,
     /// Retained messages held, now.
     pub retained: u64,
+    /// Bytes of retained messages held (topics and payloads), now.
+    pub retained_bytes: u64,
+    /// Retained PUBLISH packets refused (or, for wills, not retained) because storing them
+    /// would exceed `retained_count_max` or `retained_bytes_max`.
+    pub retained_refused: u64,
     /// Subscriptions held, now.
     pub subscriptions: u64,
     /// Connections refused or closed for a protocol violation.

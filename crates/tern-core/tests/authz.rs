@@ -391,7 +391,10 @@ fn qos2_refused_after_reload_frees_its_packet_identifier() {
         [Packet::PubRec(ack(7, ReasonCode::NoMatchingSubscribers))]
     );
     t.broker.replace_authorizer(Box::new(Swapped));
-    t.send(&c, publish_with("pub/u/x", "first", Q2, 7, |p| p.dup = true));
+    t.send(
+        &c,
+        publish_with("pub/u/x", "first", Q2, 7, |p| p.dup = true),
+    );
     assert_eq!(
         t.recv(&c),
         [Packet::PubRec(ack(7, ReasonCode::NotAuthorized))]

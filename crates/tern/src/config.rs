@@ -199,6 +199,8 @@ pub(crate) struct LimitsConfig {
     keep_alive_max_secs: Option<u16>,
     qos_max: Option<u8>,
     retain_available: Option<bool>,
+    retained_count_max: Option<usize>,
+    retained_bytes_max: Option<usize>,
     subscriptions_per_session_max: Option<usize>,
     topic_length_max_bytes: Option<usize>,
     topic_levels_max: Option<usize>,
@@ -245,6 +247,12 @@ impl LimitsConfig {
                 .unwrap_or(defaults.keep_alive_max_secs),
             qos_max,
             retain_available: self.retain_available.unwrap_or(defaults.retain_available),
+            retained_count_max: self
+                .retained_count_max
+                .unwrap_or(defaults.retained_count_max),
+            retained_bytes_max: self
+                .retained_bytes_max
+                .unwrap_or(defaults.retained_bytes_max),
             subscriptions_per_session_max: self
                 .subscriptions_per_session_max
                 .unwrap_or(defaults.subscriptions_per_session_max),
