@@ -105,7 +105,22 @@ pub struct ServerConfig {
     /// inputs into one write. [`DIRECT_WRITE_QUIET_GAP`] by default; zero writes directly after
     /// every read, [`Duration::MAX`] never.
     pub direct_write_quiet_gap: Duration,
+    /// How long one batch may take to write before its client is deemed stalled and the
+    /// connection closed; [`WRITE_STALL_TIMEOUT`] by default.
+    pub write_stall_timeout: Duration,
+    /// How long closing a connection may wait for the peer to take what closing writes (TLS
+    /// `close_notify`, a WebSocket Close frame, buffered output) before the socket is dropped,
+    /// so that a peer that stopped reading cannot hold back the connection's will, its
+    /// session's expiry and its connection slot; [`CLOSE_TIMEOUT`] by default.
+    pub close_timeout: Duration,
 }
+
+/// The default [`ServerConfig::write_stall_timeout`].
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default [`ServerConfig::close_timeout`]: a peer that reads takes a `close_notify` or a
+/// Close frame in one write; one that does not is not waited for longer than this.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The default [`ServerConfig::direct_write_quiet_gap`]: longer than the gaps between reads of
 /// a busy broker, far shorter than those of one that handles a message every millisecond.
@@ -282,6 +297,10 @@ impl Server {
             snapshot,
             committer,
             self.config.direct_write_quiet_gap,
+            shared::ConnectionTimeouts {
+                write_stall: self.config.write_stall_timeout,
+                close: self.config.close_timeout,
+            },
         ));
         {
             let mut broker = shared.broker.borrow_mut();

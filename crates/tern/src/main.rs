@@ -140,6 +140,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener_auth_profiles,
         busy_poll: config::busy_poll(&file),
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+        write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
+        close_timeout: tern_net::CLOSE_TIMEOUT,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
