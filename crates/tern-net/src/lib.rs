@@ -10,6 +10,7 @@ mod connection;
 mod durable;
 mod encode;
 mod gate;
+mod handshake;
 mod listener;
 mod shared;
 mod tcp;
@@ -145,6 +146,9 @@ pub enum NetError {
         /// Why.
         source: TlsError,
     },
+    /// The threads that run TLS handshakes could not be started.
+    #[error("cannot start the TLS handshake threads: {0}")]
+    HandshakeThreads(io::Error),
     /// The durable store failed while running; what was not yet durable was not acknowledged.
     #[error("the store failed: {0}")]
     Store(String),
@@ -338,6 +342,14 @@ impl Server {
             let busy_poll = Rc::clone(&shared.busy_poll);
             tokio::task::spawn_local(busy_poll.run(self.config.busy_poll));
         }
+        // TLS handshakes run on threads of their own (see `handshake`), started only when a
+        // listener needs them.
+        let handshakes = match self.listeners.iter().any(|(_, l)| l.is_tls()) {
+            true => Some(Rc::new(
+                handshake::TlsHandshakes::start().map_err(NetError::HandshakeThreads)?,
+            )),
+            false => None,
+        };
         let mut all = Vec::new();
         for (index, (socket, mut listener)) in self.listeners.into_iter().enumerate() {
             listener.auth_profile = self
@@ -349,7 +361,13 @@ impl Server {
             info!("listening for MQTT on {}", listener.describe());
             let listener = Rc::new(listener);
             all.push(Rc::clone(&listener));
-            tokio::task::spawn_local(listener::accept_loop(socket, listener, Rc::clone(&shared)));
+            let handshakes = handshakes.clone().filter(|_| listener.is_tls());
+            tokio::task::spawn_local(listener::accept_loop(
+                socket,
+                listener,
+                Rc::clone(&shared),
+                handshakes,
+            ));
         }
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         #[cfg(unix)]
