@@ -390,7 +390,7 @@ fn qos2_refused_after_reload_frees_its_packet_identifier() {
         t.recv(&c),
         [Packet::PubRec(ack(7, ReasonCode::NoMatchingSubscribers))]
     );
-    t.broker.replace_authorizer(Box::new(Swapped));
+    t.broker.replace_authorizer(Box::new(Swapped), t.now);
     t.send(
         &c,
         publish_with("pub/u/x", "first", Q2, 7, |p| p.dup = true),
