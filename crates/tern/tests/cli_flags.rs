@@ -515,3 +515,107 @@ async fn unix_socket_and_bind_address() {
     .await
     .unwrap();
 }
+
+/// A SOCKS5 proxy (RFC 1928, user name and password per RFC 1929) for one connection at a
+/// time: checks the credentials and the requested host, then relays to the broker.
+async fn socks5_proxy(upstream: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut head = [0u8; 3];
+            client.read_exact(&mut head).await.unwrap();
+            assert_eq!(
+                head,
+                [5, 1, 2],
+                "one method offered: user name and password"
+            );
+            client.write_all(&[5, 2]).await.unwrap();
+            let mut field = |len: usize| vec![0u8; len];
+            let mut version_len = [0u8; 2];
+            client.read_exact(&mut version_len).await.unwrap();
+            let mut user = field(usize::from(version_len[1]));
+            client.read_exact(&mut user).await.unwrap();
+            let password_len = usize::from(client.read_u8().await.unwrap());
+            let mut password = field(password_len);
+            client.read_exact(&mut password).await.unwrap();
+            let ok = user == b"me@home" && password == b"p:w";
+            client.write_all(&[1, u8::from(!ok)]).await.unwrap();
+            if !ok {
+                continue;
+            }
+            let mut request = [0u8; 5];
+            client.read_exact(&mut request).await.unwrap();
+            assert_eq!(request[..4], [5, 1, 0, 3], "CONNECT to a host name");
+            let mut host = field(usize::from(request[4]) + 2);
+            client.read_exact(&mut host).await.unwrap();
+            let port = u16::from_be_bytes([host[host.len() - 2], host[host.len() - 1]]);
+            assert_eq!(&host[..host.len() - 2], b"localhost");
+            assert_eq!(port, upstream);
+            let mut broker = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                .await
+                .unwrap();
+            client
+                .write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0])
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_proxy_and_request_with_a_response_topic() {
+    let (_broker, port) = broker();
+    let proxy = socks5_proxy(port.parse().unwrap()).await;
+    // A responder that answers on the request's response topic.
+    let (responder, _task) = tern_client::Client::start(
+        tern_client::ClientOptions::new("cli-flags-responder"),
+        tern_client::TcpTransport::new(format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    responder.wait_connected(WAIT).await.unwrap();
+    responder
+        .serve("svc/echo", |request| async move {
+            let mut reply = b"echo: ".to_vec();
+            reply.extend_from_slice(&request.payload);
+            Ok(tern_client::Bytes::from(reply))
+        })
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let proxy_url = format!("socks5h://me%40home:p%3Aw@127.0.0.1:{proxy}");
+        let (status, out, err) = cli::run(
+            &[
+                "req",
+                "-h",
+                "localhost",
+                "-p",
+                &port,
+                "--proxy",
+                &proxy_url,
+                "-t",
+                "svc/echo",
+                "-e",
+                "my/replies",
+                "-m",
+                "ping",
+            ],
+            b"",
+        );
+        assert!(status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out), "echo: ping\n");
+        let wrong = format!(
+            "pub -h localhost -p {port} --connect-timeout 1 -t x -m y \
+             --proxy socks5h://me%40home:nope@127.0.0.1:{proxy}"
+        );
+        let (status, _, _) = cli::run(&wrong.split(' ').collect::<Vec<_>>(), b"");
+        assert!(!status.success());
+    })
+    .await
+    .unwrap();
+}
