@@ -412,6 +412,12 @@ fn timeout_exits_27_and_unknown_or_unsupported_flags_are_refused() {
     let (status, _, err) = cli::run(&["sub", "-p", &port, "-t", "idle", "-W", "1"], b"");
     assert_eq!(status.code(), Some(27), "{err}");
     assert!(err.contains("timed out"), "{err}");
+    // -h is the host; help and the version are long options only.
+    let (status, out, _) = cli::run(&["sub", "--version"], b"");
+    assert!(status.success() && String::from_utf8_lossy(&out).starts_with("tern-sub "));
+    let (status, out, _) = cli::run(&["pub", "--help"], b"");
+    let help = String::from_utf8_lossy(&out);
+    assert!(status.success() && help.contains("-h, --host") && help.contains("--will-topic"));
     for (args, why) in [
         (vec!["sub", "--bogus", "-t", "x"], "unexpected argument"),
         (vec!["sub", "-S", "-t", "x"], "unexpected argument"),

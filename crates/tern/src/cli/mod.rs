@@ -69,12 +69,16 @@ pub(crate) fn quieten(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result
     }
 }
 
-/// The `-h` flag means host, as in the mosquitto clients; help is `--help` only.
+/// The `-h` flag means host, as in the mosquitto clients; help is `--help` only, and the
+/// version `--version` only.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HelpFlag {
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// Print the version (`-V` is the protocol version, as in the mosquitto clients).
+    #[arg(long = "version", action = clap::ArgAction::Version)]
+    print_version: Option<bool>,
 }
 
 pub(crate) fn parse_qos(value: &str) -> Result<QoS, String> {

@@ -14,7 +14,7 @@ use super::{parse_qos, HelpFlag, PayloadArgs};
 
 /// Options of `tern pub`.
 #[derive(Debug, clap::Args)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, disable_version_flag = true, version)]
 pub(crate) struct PubArgs {
     #[command(flatten)]
     connect: ConnectArgs,

@@ -12,7 +12,7 @@ use super::{HelpFlag, PayloadArgs};
 
 /// Options of `tern req`.
 #[derive(Debug, clap::Args)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, disable_version_flag = true, version)]
 pub(crate) struct ReqArgs {
     #[command(flatten)]
     connect: ConnectArgs,

@@ -19,7 +19,7 @@ const TIMED_OUT: u8 = 27;
 
 /// Options of `tern sub`.
 #[derive(Debug, clap::Args)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, disable_version_flag = true, version)]
 pub(crate) struct SubArgs {
     #[command(flatten)]
     connect: ConnectArgs,
