@@ -538,7 +538,7 @@ async fn socks5_proxy(upstream: u16) -> u16 {
                 "one method offered: user name and password"
             );
             client.write_all(&[5, 2]).await.unwrap();
-            let mut field = |len: usize| vec![0u8; len];
+            let field = |len: usize| vec![0u8; len];
             let mut version_len = [0u8; 2];
             client.read_exact(&mut version_len).await.unwrap();
             let mut user = field(usize::from(version_len[1]));
