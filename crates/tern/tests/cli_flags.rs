@@ -174,7 +174,8 @@ fn json_formats_carry_the_same_fields_as_mosquitto_sub() {
 fn count_no_retained_filter_out_no_newline_and_verbose() {
     let (_broker, port) = broker();
     publish(&port, &["-t", "sel/old", "-m", "stale", "-r"], b"");
-    // -R leaves the retained message out, -T the filtered topic; -C counts what is printed.
+    // -R leaves the retained message out, -T the filtered topic; -C counts what is printed
+    // (all of it, with --random-filter 100).
     let sub = subscriber(
         &port,
         &[
@@ -187,6 +188,8 @@ fn count_no_retained_filter_out_no_newline_and_verbose() {
             "2",
             "-v",
             "-N",
+            "--random-filter",
+            "100",
         ],
     );
     publish(&port, &["-t", "sel/skip/x", "-m", "no"], b"");
@@ -379,6 +382,19 @@ fn urls_give_credentials_host_port_and_topic() {
 }
 
 #[test]
+fn id_prefix_is_followed_by_the_process_id() {
+    let (broker, port) = broker();
+    let mut args = vec!["pub"];
+    args.extend(base(&port));
+    args.extend(["-I", "cli-prefix-", "-t", "x", "-m", "y"]);
+    let publisher = cli::tern(&args);
+    let connected = format!("client \"cli-prefix-{}\" connected", publisher.pid());
+    let (status, _, err) = publisher.finish(WAIT);
+    assert!(status.success(), "{err}");
+    assert!(broker.wait_for_log(&connected, WAIT), "{connected}");
+}
+
+#[test]
 fn will_is_published_when_the_client_is_killed() {
     let (_broker, port) = broker();
     let watcher = subscriber(
@@ -452,6 +468,14 @@ fn timeout_exits_27_and_unknown_or_unsupported_flags_are_refused() {
         (
             vec!["sub", "-t", "x", "-F", "%z"],
             "Invalid format specifier",
+        ),
+        (
+            vec!["sub", "-t", "x", "--random-filter", "0"],
+            "--random-filter",
+        ),
+        (
+            vec!["sub", "-t", "x", "-L", "mqtt://host"],
+            "names no topic",
         ),
         (
             vec!["sub", "-t", "x", "-R", "--retained-only"],

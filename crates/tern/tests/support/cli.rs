@@ -60,6 +60,11 @@ pub(crate) fn spawn(command: &mut Command) -> Running {
 }
 
 impl Running {
+    /// The command's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The command's standard input.
     pub(crate) fn stdin(&mut self) -> ChildStdin {
         self.child.stdin.take().expect("stdin is piped")
