@@ -379,6 +379,10 @@ impl ConnectArgs {
             }
             return Ok(Box::new(tern_client::UnixTransport::new(path)));
         }
+        #[cfg(not(unix))]
+        if self.unix.is_some() {
+            bail!("--unix: this system has no Unix domain sockets");
+        }
         let endpoint = self.endpoint()?;
         let dialer = self.dialer()?;
         let config = match &endpoint.tls {
