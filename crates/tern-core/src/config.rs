@@ -77,4 +77,21 @@ pub struct Config {
     pub persistence: bool,
     /// How `$tree/` subscriptions batch their deltas.
     pub trees: TreeConfig,
+    /// What a client gets when its client identifier names a session that belongs to another
+    /// identity.
+    pub other_identity: OtherIdentity,
+}
+
+/// What happens when a client connects with the client identifier of a session that another
+/// identity created (another user, another method, another owner's device). Either way the
+/// old session never passes to the newcomer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtherIdentity {
+    /// CONNACK 0x87 Not authorized (3.1.1: 0x05); the session and its connection, if any,
+    /// are left as they were.
+    #[default]
+    Refuse,
+    /// The old session (and its connection) ends, as with clean start, and the newcomer starts
+    /// a fresh one: the client identifier goes to whoever connects last.
+    Fresh,
 }

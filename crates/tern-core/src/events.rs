@@ -46,6 +46,9 @@ pub enum DropReason {
     Expired,
     /// The packet would exceed the client's Maximum Packet Size.
     TooLargeForClient,
+    /// The session's connection may not receive the topic (rules changed, or another identity
+    /// resumed a session recovered without an owner).
+    NotAuthorized,
 }
 
 /// Something that happened in the broker, for logs and observers.
@@ -97,6 +100,16 @@ pub enum Event {
         access: Access,
         /// The topic name or filter.
         topic: String,
+    },
+    /// A CONNECT was refused because its client identifier names a session that belongs to
+    /// another identity.
+    SessionRefused {
+        /// The connection.
+        connection: ConnectionId,
+        /// The client identifier it asked for.
+        client_id: MqttString,
+        /// Who it authenticated as (`method:name`), for the log.
+        identity: String,
     },
     /// A message was not delivered to a subscriber.
     Dropped {

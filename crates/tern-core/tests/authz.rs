@@ -347,7 +347,7 @@ fn replaced_rules_apply_to_clients_already_connected() {
     t.events();
 
     // The identity NameIsU gave at CONNECT ("u") is what the new rules are compiled for.
-    let dropped = t.broker.replace_authorizer(Box::new(Swapped));
+    let dropped = t.broker.replace_authorizer(Box::new(Swapped), t.now);
     // Both subscriptions fall outside in/u/: dropped, each a denial.
     assert_eq!(dropped, 2);
     assert_eq!(

@@ -286,10 +286,11 @@ pub(crate) async fn reload_on_hangup(
         if let Some(auth_reload) = auth_reload.as_mut() {
             match auth_reload.reload() {
                 Ok((authenticator, authorizer)) => {
+                    let now = shared.now();
                     let dropped = {
                         let mut broker = shared.broker.borrow_mut();
                         broker.set_authenticator(authenticator);
-                        broker.replace_authorizer(authorizer)
+                        broker.replace_authorizer(authorizer, now)
                     };
                     // Logs the denials and wakes whoever the change concerns.
                     shared.after_input();

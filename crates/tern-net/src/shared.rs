@@ -558,6 +558,15 @@ fn log_event(event: &Event) {
                 "client {client_id:?} denied: {what} {topic:?}"
             );
         }
+        Event::SessionRefused {
+            connection,
+            client_id,
+            identity,
+        } => warn!(
+            conn = connection.0,
+            "CONNECT as {identity} refused: the session of client {client_id:?} belongs to \
+             another identity"
+        ),
         // A QoS 1/2 message lost to a full session queue breaks the delivery promise the
         // publisher's acknowledgement implied; the other reasons are expected (expiry, QoS 0).
         Event::Dropped {

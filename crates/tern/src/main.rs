@@ -116,6 +116,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
+        other_identity: file.sessions.to_core(),
     };
     let base = args
         .config

@@ -520,6 +520,7 @@ impl Broker {
             session.persisted = true;
             StoreOp::SessionSet(SessionRecord {
                 client_id: session.client_id.clone(),
+                owner: session.owner.clone(),
                 expiry_secs: session.expiry_secs,
                 subscriptions: session
                     .subscriptions
@@ -602,6 +603,7 @@ impl Broker {
     fn restore_session(&mut self, stored: StoredSession, now: Time) {
         let record = stored.record;
         let mut session = Session::new(record.client_id, ProtocolVersion::V5);
+        session.owner = record.owner;
         session.expiry_secs = record.expiry_secs;
         session.persisted = true;
         session.will = record.will.map(Box::new);
