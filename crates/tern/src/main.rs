@@ -87,6 +87,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // A client command chose its exit status (as the mosquitto clients do).
+            if let Some(exit) = error.downcast_ref::<cli::Exit>() {
+                return exit.report();
+            }
             eprintln!("tern: {error:#}");
             ExitCode::FAILURE
         }
