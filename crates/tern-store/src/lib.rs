@@ -11,11 +11,13 @@
 //! - [`record`]: the byte layout of each record.
 //! - `layout`: the data directory's pieces, checked before the engine opens them; `journal`
 //!   reads the engine's journals for damage; `commit`: the marker of the last batch committed;
-//!   `salvage`: refusing, or repairing and logging, what is found.
+//!   `meta`: the format version and commit counter; `salvage`: refusing, or repairing and
+//!   logging, what is found.
 
 mod commit;
 mod journal;
 mod layout;
+mod meta;
 pub mod record;
 mod salvage;
 
@@ -28,17 +30,20 @@ use bytes::Bytes;
 use fjall::{Batch, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use tern_codec::MqttString;
 use tern_core::session::Delivery;
-use tern_core::store::{DeliveryStage, StoredSession};
+use tern_core::store::{DeliveryStage, SessionRecord, StoredSession};
 use tern_core::{Snapshot, Store, StoreOp};
 use tracing::info;
 
-use commit::{Marker, MarkerFile};
+use commit::MarkerFile;
+use meta::Format;
 use record::RecordError;
 pub use record::WallClock;
 use salvage::Salvage;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format this build converts at open: version 1 session records name no owner.
+const FORMAT_VERSION_1: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
 /// Key of the number of the last batch committed, in the `meta` partition (see [`commit`]).
@@ -246,10 +251,10 @@ impl DiskStore {
             .into_iter()
             .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
             .map_err(engine)?;
-        let write_format = check_format(path, format, is_empty, &mut salvage)?;
-        let committed = read_counter(committed, &mut salvage)?;
-        check_committed(path, &found, committed, &mut salvage)?;
-        if write_format {
+        let format = meta::check_format(path, format, is_empty, &mut salvage)?;
+        let committed = meta::read_counter(committed, &mut salvage)?;
+        meta::check_committed(path, &found, committed, &mut salvage)?;
+        if format == Format::Write {
             meta.insert(FORMAT_KEY, FORMAT_VERSION.to_be_bytes())
                 .map_err(engine)?;
         }
@@ -263,7 +268,7 @@ impl DiskStore {
         for item in stages.keys() {
             staged.insert(item.map_err(engine)?.to_vec());
         }
-        Ok(Self {
+        let mut store = Self {
             path: path.to_owned(),
             durability,
             clock,
@@ -279,7 +284,47 @@ impl DiskStore {
             marker,
             marker_written: Instant::now(),
             salvage,
-        })
+        };
+        if format == Format::Version1 {
+            store.upgrade_from_version_1()?;
+        }
+        Ok(store)
+    }
+
+    /// Converts a format version 1 store: its session records gain an owner field, unknown
+    /// (the first identity to resume such a session claims it). One batch, synced, then the
+    /// version is raised; a crash half-way leaves version 1 and the conversion runs again.
+    /// When recovering, a record that does not decode is dropped (see [`Store::load`]).
+    fn upgrade_from_version_1(&mut self) -> Result<(), StoreError> {
+        let mut batch = self.keyspace.batch();
+        let mut converted = 0_u64;
+        for item in self.sessions.iter() {
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            let layout = record::SessionLayout::WithoutOwner;
+            let session = self
+                .decode_session(&key, value, layout)
+                .and_then(|session| {
+                    record::encode_session(self.clock, &session).map_err(self.record("sessions"))
+                });
+            match session {
+                Ok(value) => {
+                    batch.insert(&self.sessions, key, value.to_vec());
+                    converted += 1;
+                }
+                Err(e) => drop_record(&mut self.salvage, &mut batch, &self.sessions, key, e)?,
+            }
+        }
+        batch.insert(&self.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+        batch.commit().map_err(|e| self.engine(e))?;
+        self.keyspace
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| self.engine(e))?;
+        info!(
+            "converted the store in {} from format version 1 to {FORMAT_VERSION} ({converted} \
+             session(s), whose owner is unknown until first resumed)",
+            self.path.display()
+        );
+        Ok(())
     }
 
     /// Where the store lives.
@@ -309,6 +354,19 @@ impl DiskStore {
 
     fn record(&self, partition: &'static str) -> impl Fn(RecordError) -> StoreError + '_ {
         move |e| self.corrupt(partition, e.0)
+    }
+
+    /// Decodes a `sessions` record: its key, the client id, and its value.
+    fn decode_session(
+        &self,
+        key: &[u8],
+        value: fjall::Slice,
+        layout: record::SessionLayout,
+    ) -> Result<SessionRecord, StoreError> {
+        let client_id = MqttString::from_bytes(Bytes::copy_from_slice(key))
+            .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))?;
+        record::decode_session(self.clock, client_id, Bytes::from(value), layout)
+            .map_err(self.record("sessions"))
     }
 
     /// Splits a key of `partition` into its session's client id and `N` bytes after it (`what`).
@@ -364,85 +422,6 @@ impl DiskStore {
             batch.remove(partition, key);
         }
         Ok(())
-    }
-}
-
-/// Checks the format version read from `meta`; returns whether it is to be written: in a new
-/// store, or when recovering one whose version is missing or unreadable.
-fn check_format(
-    path: &Path,
-    format: Option<fjall::Slice>,
-    is_empty: bool,
-    salvage: &mut Salvage,
-) -> Result<bool, StoreError> {
-    let mut write = false;
-    let mut set = || {
-        write = true;
-        Ok(format!("set to version {FORMAT_VERSION}"))
-    };
-    match format {
-        Some(value) => match <[u8; 4]>::try_from(&value[..]).map(u32::from_be_bytes) {
-            Ok(FORMAT_VERSION) => {}
-            Ok(found) => {
-                return Err(StoreError::UnknownVersion {
-                    path: path.to_owned(),
-                    found,
-                })
-            }
-            Err(_) => salvage.corrupt("meta", "format version is not 4 bytes", &mut set)?,
-        },
-        // A new store, or one whose making was cut off: nothing to misread.
-        None if is_empty => write = true,
-        None => salvage.corrupt("meta", "records without a format version", &mut set)?,
-    }
-    Ok(write)
-}
-
-/// The commit counter read from `meta` (0 in a new store, or one made before the counter).
-fn read_counter(value: Option<fjall::Slice>, salvage: &mut Salvage) -> Result<u64, StoreError> {
-    let Some(value) = value else { return Ok(0) };
-    match <[u8; 8]>::try_from(&value[..]) {
-        Ok(bytes) => Ok(u64::from_be_bytes(bytes)),
-        Err(_) => {
-            salvage.corrupt("meta", "commit counter is not 8 bytes", || {
-                Ok("counting again from 0".to_owned())
-            })?;
-            Ok(0)
-        }
-    }
-}
-
-/// Compares the last batch the store reads back (`committed`) with the commit marker: fewer
-/// means committed batches were lost (a journal emptied, deleted or cut short).
-fn check_committed(
-    path: &Path,
-    found: &layout::Found,
-    committed: u64,
-    salvage: &mut Salvage,
-) -> Result<(), StoreError> {
-    if found.lost_partitions.contains(&META_PARTITION) {
-        // The counter went with `meta`; the loss is told as that partition's.
-        return Ok(());
-    }
-    match found.marker {
-        Marker::Committed(recorded) if recorded > committed => {
-            let lost = recorded - committed;
-            salvage.damaged(
-                format!(
-                    "batch {recorded} was committed, but the store reads back only to batch \
-                     {committed}: {lost} committed batches are missing"
-                ),
-                || Ok(format!("{lost} committed batches lost")),
-            )
-        }
-        Marker::Absent if committed > 0 && !found.fresh => salvage.damaged(
-            format!(
-                "the commit marker {} is missing",
-                path.join(commit::FILE).display()
-            ),
-            || Ok("it is written anew".to_owned()),
-        ),
-        _ => Ok(()),
     }
 }
 
@@ -586,15 +565,9 @@ impl Store for DiskStore {
         let mut sessions: HashMap<MqttString, StoredSession> = HashMap::new();
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let decoded = MqttString::from_bytes(Bytes::from(key.clone()))
-                .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))
-                .and_then(|client_id| {
-                    record::decode_session(self.clock, client_id.clone(), Bytes::from(value))
-                        .map(|record| (client_id, record))
-                        .map_err(self.record("sessions"))
-                });
-            let (client_id, record) = match decoded {
-                Ok(decoded) => decoded,
+            let layout = record::SessionLayout::WithOwner;
+            let (client_id, record) = match self.decode_session(&key, value, layout) {
+                Ok(record) => (record.client_id.clone(), record),
                 Err(e) => {
                     drop_record(&mut self.salvage, &mut dropped, &self.sessions, key, e)?;
                     continue;
