@@ -70,6 +70,10 @@ struct ServeArgs {
     /// How durable acknowledged state is (replaces the file's `store.durability`).
     #[arg(long, value_enum)]
     durability: Option<config::Durability>,
+    /// Start on a damaged data directory with what reads back, logging what was lost
+    /// (without it, a damaged store stops the broker); also `store.recover` in the file.
+    #[arg(long)]
+    recover: bool,
     /// Log filter, e.g. "info" or "tern_net=debug" (RUST_LOG also works).
     #[arg(long, default_value = "info")]
     log: String,
@@ -87,6 +91,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // A client command chose its exit status (as the mosquitto clients do).
+            if let Some(exit) = error.downcast_ref::<cli::Exit>() {
+                return exit.report();
+            }
             eprintln!("tern: {error:#}");
             ExitCode::FAILURE
         }
@@ -112,6 +120,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
+        other_identity: file.sessions.to_core(),
     };
     let base = args
         .config
@@ -140,6 +149,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener_auth_profiles,
         busy_poll: config::busy_poll(&file),
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+        write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
+        close_timeout: tern_net::CLOSE_TIMEOUT,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -151,6 +162,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config::Durability::Fsync | config::Durability::Os => Some(open_store(
             &config::data_dir(&file, args.data_dir),
             durability,
+            args.recover || file.store.recover,
         )?),
     };
     runtime.block_on(async {
@@ -172,6 +184,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn open_store(
     dir: &Path,
     durability: config::Durability,
+    recover: bool,
 ) -> anyhow::Result<(DiskStore, Snapshot, Instant)> {
     let epoch = Instant::now();
     let epoch_unix_ms = SystemTime::now()
@@ -184,8 +197,13 @@ fn open_store(
     };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let mut store = DiskStore::open(dir, mode, WallClock { epoch_unix_ms })
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let clock = WallClock { epoch_unix_ms };
+    let opened = match recover {
+        true => DiskStore::recover(dir, mode, clock),
+        false => DiskStore::open(dir, mode, clock),
+    };
+    let mut store =
+        opened.with_context(|| format!("cannot open the store in {}", dir.display()))?;
     let started = Instant::now();
     let snapshot = store
         .load()
