@@ -992,6 +992,42 @@ fn v5_publish_properties_keep_their_order() {
     assert!(!publish.properties.order.is_canonical());
 }
 
+/// The kept order is bounded: a block of up to 32 runs (here user properties alternating with
+/// subscription identifiers, as a client may receive them) comes back out as it came; one of 33
+/// keeps no order and is written in the encoder's, its properties all there.
+#[test]
+fn v5_property_order_is_kept_up_to_32_runs() {
+    for runs in [32_u8, 33] {
+        let mut props = Vec::new();
+        for run in 0..runs {
+            if run % 2 == 0 {
+                props.extend_from_slice(&[0x26, 0, 0, 0, 0]); // user property ""=""
+            } else {
+                props.extend_from_slice(&[0x0B, run]);
+            }
+        }
+        let mut body = vec![0x00, 0x01, b't'];
+        body.push(u8::try_from(props.len()).unwrap());
+        body.extend_from_slice(&props);
+        body.push(b'p');
+        let mut wire = vec![0x30, u8::try_from(body.len()).unwrap()];
+        wire.extend_from_slice(&body);
+        let decoded = Decoder::new(V5, PACKET_SIZE_MAX)
+            .decode(&mut BytesMut::from(&wire[..]))
+            .expect("decodes")
+            .expect("complete");
+        let Packet::Publish(publish) = &decoded else {
+            panic!("{decoded:?}");
+        };
+        assert_eq!(publish.properties.order.is_canonical(), runs > 32, "{runs}");
+        let ids: Vec<u32> = publish.properties.subscription_identifiers.iter().collect();
+        assert_eq!(ids.len(), usize::from(runs / 2), "{runs}");
+        let encoded = encode(V5, &decoded);
+        assert_eq!(encoded == wire, runs <= 32, "{runs}");
+        assert_eq!(encoded.len(), wire.len(), "{runs}");
+    }
+}
+
 const V31: ProtocolVersion = ProtocolVersion::V31;
 
 /// MQTT 3.1 (protocol name "MQIsdp", level 3) decodes as 3.1.1 does; its CONNACK has no

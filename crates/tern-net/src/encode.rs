@@ -1,13 +1,13 @@
 //! Encodes what the core queued for a socket; a message forwarded alike to several receivers is
 //! encoded once and copied to the rest.
 
+use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
-use tern_codec::{
-    put_with_topic_alias, set_publish_packet_id, EncodeError, ProtocolVersion, PublishView, QoS,
-};
+
+use tern_codec::{put_with_topic_alias, set_publish_packet_id, EncodeError, ProtocolVersion, QoS};
 use tern_core::{OutgoingPublish, Transmit};
 
 /// Encodings larger than this are not kept: copying them costs what encoding them does.
@@ -18,6 +18,8 @@ const KEPT_BYTES_MAX: usize = 4 * 1024;
 const KEPT_MAX: usize = 1024;
 
 /// What makes two receivers' copies of a message the same bytes, the packet identifier aside.
+/// A topic alias is one of these: in a fan-out the receivers usually hold the same alias for a
+/// topic (they took their aliases in the order the same topics came), so they share its bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     message_id: u64,
@@ -26,6 +28,8 @@ struct Key {
     retain: bool,
     dup: bool,
     message_expiry_interval: Option<u32>,
+    alias: Option<NonZeroU16>,
+    alias_only: bool,
 }
 
 /// Encodes what the core queued. The encodings of messages other receivers are still to get
@@ -60,9 +64,6 @@ impl Encoder {
         if !publish.subscription_ids.is_empty() {
             return publish.view().encode(version, buf);
         }
-        // So is a topic alias, but it changes only the head of the packet: the shared encoding
-        // (which has none) is kept as for anyone, and this receiver's alias is put into a copy.
-        let alias = publish.alias;
         let key = Key {
             message_id: publish.message.id,
             version,
@@ -70,64 +71,48 @@ impl Encoder {
             retain: publish.retain,
             dup: publish.dup,
             message_expiry_interval: publish.message_expiry_interval,
+            alias: publish.alias,
+            alias_only: publish.alias_only,
         };
         let start = buf.len();
-        if let Some(bytes) = self.kept.get(&key) {
-            copy_for(bytes, publish, buf)?;
-            if let Some(id) = publish.packet_id {
-                set_publish_packet_id(&mut buf[start..], id);
+        let copied = if let Some(bytes) = self.kept.get(&key) {
+            buf.extend_from_slice(bytes);
+            true
+        } else {
+            // A copy that differs from a kept one only by its topic alias is made from it: the
+            // alias changes the head of the packet alone.
+            let spliced = publish.topic_alias().is_some_and(|alias| {
+                let without_alias = Key {
+                    alias: None,
+                    alias_only: false,
+                    ..key
+                };
+                self.kept.get(&without_alias).is_some_and(|bytes| {
+                    put_with_topic_alias(bytes, alias.value(), alias.omits_topic(), buf)
+                })
+            });
+            if !spliced {
+                // Encoded for this receiver: its own packet identifier is in already.
+                publish.view().encode(version, buf)?;
             }
-            return Ok(());
-        }
-        // Keep it only if someone else may want it: the message is referenced by more than
-        // this copy and, at QoS 1 and 2, this receiver's own in-flight record.
-        let others = Arc::strong_count(&publish.message) > 2;
-        if !others {
-            return publish.view().encode(version, buf);
-        }
-        let shared = PublishView {
-            topic: &publish.message.topic,
-            topic_alias: None,
-            ..publish.view()
+            // Keep it only if someone else may want it: the message is referenced by more than
+            // this copy and, at QoS 1 and 2, this receiver's own in-flight record.
+            let others = Arc::strong_count(&publish.message) > 2;
+            let encoded = &buf[start..];
+            if others && encoded.len() <= KEPT_BYTES_MAX {
+                if self.kept.len() >= KEPT_MAX {
+                    self.kept.clear();
+                }
+                self.kept.insert(key, encoded.to_vec());
+            }
+            spliced
         };
-        shared.encode(version, buf)?;
-        let encoded = &buf[start..];
-        if encoded.len() > KEPT_BYTES_MAX {
-            if alias.is_some() {
-                buf.truncate(start);
-                return publish.view().encode(version, buf);
-            }
-            return Ok(());
+        // A copy holds the identifier of the receiver it was encoded for.
+        if let (true, Some(id)) = (copied, publish.packet_id) {
+            set_publish_packet_id(&mut buf[start..], id);
         }
-        if self.kept.len() >= KEPT_MAX {
-            self.kept.clear();
-        }
-        let kept = encoded.to_vec();
-        if alias.is_some() {
-            buf.truncate(start);
-            copy_for(&kept, publish, buf)?;
-        }
-        self.kept.insert(key, kept);
         Ok(())
     }
-}
-
-/// Appends `publish`'s copy of the shared encoding `bytes`: the bytes themselves, or with the
-/// receiver's topic alias put in.
-fn copy_for(
-    bytes: &[u8],
-    publish: &OutgoingPublish,
-    buf: &mut BytesMut,
-) -> Result<(), EncodeError> {
-    match publish.topic_alias() {
-        None => buf.extend_from_slice(bytes),
-        Some(alias) => {
-            if !put_with_topic_alias(bytes, alias.value(), alias.omits_topic(), buf) {
-                return Err(EncodeError::OutOfRange("topic alias in a shared encoding"));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -271,6 +256,14 @@ mod tests {
             (
                 aliased(
                     &outgoing(&third, QoS::AtLeastOnce, Some(17)),
+                    TopicAlias::Use(1),
+                ),
+                ProtocolVersion::V5,
+            ),
+            // Another receiver with the same alias copies the aliased encoding kept for it.
+            (
+                aliased(
+                    &outgoing(&third, QoS::AtLeastOnce, Some(18)),
                     TopicAlias::Use(1),
                 ),
                 ProtocolVersion::V5,

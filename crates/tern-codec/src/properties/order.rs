@@ -2,7 +2,6 @@
 //! encoder writes them in, so that a broker forwards them as they were sent.
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 
 use bytes::Bytes;
 
@@ -21,9 +20,22 @@ const RUNS_MAX: usize = 32;
 
 /// The properties of a block in the order they arrived, as runs of one identifier. Empty when
 /// the block came in the order the encoder writes anyway, which is the usual case and costs
-/// nothing.
+/// nothing. A thin pointer: it sits in every PUBLISH, which is moved on the hot path.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct PropertyOrder(Option<Box<[Run]>>);
+pub struct PropertyOrder(Option<Box<Runs>>);
+
+/// The runs of a kept order, in one fixed-size allocation.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Runs {
+    len: u8,
+    runs: [Run; RUNS_MAX],
+}
+
+impl Runs {
+    fn as_slice(&self) -> &[Run] {
+        &self.runs[..usize::from(self.len)]
+    }
+}
 
 impl PropertyOrder {
     /// The encoder's own order.
@@ -38,20 +50,16 @@ impl PropertyOrder {
 
     /// The runs in arrival order, unless that is the encoder's own.
     pub(super) fn runs(&self) -> Option<&[Run]> {
-        self.0.as_deref()
+        self.0.as_deref().map(Runs::as_slice)
     }
 
     /// This order without `id`'s entries (a property taken out of the block).
     pub(super) fn without(&mut self, id: PropertyId) {
-        if let Some(runs) = &self.0 {
-            if runs.iter().any(|&(this, _)| this == id as u8) {
-                let kept: Vec<Run> = runs
-                    .iter()
-                    .copied()
-                    .filter(|&(this, _)| this != id as u8)
-                    .collect();
-                self.0 = Some(kept.into_boxed_slice());
-            }
+        let Some(runs) = self.runs() else {
+            return;
+        };
+        if runs.iter().any(|&(this, _)| this == id as u8) {
+            *self = Self::of_runs(runs.iter().copied().filter(|&(this, _)| this != id as u8));
         }
     }
 
@@ -59,21 +67,34 @@ impl PropertyOrder {
     /// error (so every identifier and value in it is well-formed).
     pub(super) fn of_block(block: &Reader) -> Self {
         let bytes = block.slice_between(0, block.position());
-        // Counted first, so the runs take one allocation of their exact size.
-        let mut count = 0;
-        let all_fit = for_each_run(&bytes, |_| {
-            count += 1;
-            count <= RUNS_MAX
-        });
-        if !all_fit {
-            return Self::canonical();
-        }
-        let mut runs = Vec::with_capacity(count);
-        for_each_run(&bytes, |run| {
-            runs.push(run);
+        let mut runs = [(0, 0); RUNS_MAX];
+        let mut len = 0;
+        let all_fit = for_each_run(&bytes, |run| {
+            let Some(slot) = runs.get_mut(len) else {
+                return false;
+            };
+            *slot = run;
+            len += 1;
             true
         });
-        Self(Some(runs.into_boxed_slice()))
+        if all_fit {
+            Self::of_runs(runs[..len].iter().copied())
+        } else {
+            Self::canonical()
+        }
+    }
+
+    /// The order made of `runs` (at most `RUNS_MAX`; none: the encoder's own).
+    fn of_runs(runs: impl Iterator<Item = Run>) -> Self {
+        let mut kept = Runs {
+            len: 0,
+            runs: [(0, 0); RUNS_MAX],
+        };
+        for (slot, run) in kept.runs.iter_mut().zip(runs) {
+            *slot = run;
+            kept.len += 1;
+        }
+        Self((kept.len > 0).then(|| Box::new(kept)))
     }
 }
 
@@ -108,7 +129,7 @@ impl core::fmt::Debug for PropertyOrder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match &self.0 {
             None => f.write_str("canonical"),
-            Some(runs) => f.debug_list().entries(runs.iter()).finish(),
+            Some(runs) => f.debug_list().entries(runs.as_slice()).finish(),
         }
     }
 }
