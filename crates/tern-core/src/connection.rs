@@ -141,6 +141,8 @@ pub struct Connection {
     pub outbox: VecDeque<Transmit>,
     /// QoS 0 PUBLISH packets in `outbox`.
     pub outbox_qos0: usize,
+    /// Bytes charged for them ([`crate::Message::charge`]).
+    pub outbox_qos0_bytes: usize,
     /// Set by a normal DISCONNECT from the client: the will is not published.
     pub disconnected_normally: bool,
     /// Whether the connection is already listed for the runtime to wake.
@@ -186,6 +188,7 @@ impl Connection {
             aliases: HashMap::new(),
             outbox: VecDeque::new(),
             outbox_qos0: 0,
+            outbox_qos0_bytes: 0,
             disconnected_normally: false,
             woken: false,
             auth_method: None,

@@ -31,6 +31,8 @@ pub enum CloseReason {
     ConnectionLost,
     /// The broker is shutting down.
     ServerShutdown,
+    /// The broker reached its memory limit and this client's messages took the most of it.
+    MemoryLimit,
     /// The CONNECT was refused.
     ConnectRefused(ReasonCode),
 }
@@ -46,6 +48,9 @@ pub enum DropReason {
     Expired,
     /// The packet would exceed the client's Maximum Packet Size.
     TooLargeForClient,
+    /// The broker reached its memory limit (`memory_max_bytes`): a QoS 0 message, a message
+    /// for the largest consumer, or one a cut-loose consumer held.
+    MemoryFull,
 }
 
 /// Something that happened in the broker, for logs and observers.
@@ -105,6 +110,16 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// The broker reached its memory limit and cut this session loose: it held the most
+    /// bytes of messages, and lost them all.
+    Shed {
+        /// Its client identifier.
+        client_id: MqttString,
+        /// The bytes of messages it held.
+        bytes: usize,
+        /// The messages it lost.
+        messages: usize,
+    },
     /// A PUBLISH was refused without closing the connection (a `$tree/` publish whose payload
     /// does not fit its topic, or a denied topic); an MQTT 5 client got the reason code.
     PublishRefused {
@@ -132,6 +147,12 @@ pub struct Stats {
     pub publish_sent: u64,
     /// Deliveries dropped for any [`DropReason`].
     pub publish_dropped: u64,
+    /// Of those, dropped for the memory limit ([`DropReason::MemoryFull`]).
+    pub publish_dropped_memory: u64,
+    /// Sessions cut loose for the memory limit.
+    pub sessions_shed: u64,
+    /// Bytes of messages held for receivers, now ([`crate::Message::charge`]).
+    pub held_bytes: u64,
     /// Retained messages held, now.
     pub retained: u64,
     /// Subscriptions held, now.

@@ -31,6 +31,7 @@ pub mod types;
 
 pub use auth::{AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity};
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
+pub use broker::memory::HeldBytes;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits};

@@ -279,7 +279,7 @@ impl Shared {
                 Event::Denied { .. } => Some(&self.denial_log),
                 Event::Refused { .. } => Some(&self.refusal_log),
                 Event::Dropped {
-                    reason: DropReason::QueueFull,
+                    reason: DropReason::QueueFull | DropReason::MemoryFull,
                     ..
                 } => Some(&self.drop_log),
                 _ => None,
@@ -581,6 +581,20 @@ fn log_event(event: &Event) {
             client_id,
             reason: DropReason::QueueFull,
         } => warn!("QoS 1/2 message for {client_id:?} dropped: its session queue is full"),
+        // QoS 0 messages go first when the broker reaches its memory limit; then the QoS 1/2
+        // messages of the largest consumer.
+        Event::Dropped {
+            client_id,
+            reason: DropReason::MemoryFull,
+        } => warn!("message for {client_id:?} dropped: the broker is at its memory limit"),
+        Event::Shed {
+            client_id,
+            bytes,
+            messages,
+        } => warn!(
+            "client {client_id:?} cut loose at the broker's memory limit: its messages took \
+             the most memory ({bytes} bytes); {messages} messages dropped"
+        ),
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }
@@ -610,6 +624,9 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::ConnectTimeout => "no CONNECT in time".to_owned(),
         CloseReason::ConnectionLost => "connection lost".to_owned(),
         CloseReason::ServerShutdown => "server shutting down".to_owned(),
+        CloseReason::MemoryLimit => {
+            "the broker reached its memory limit and this client held the most".to_owned()
+        }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
     }
 }

@@ -191,9 +191,12 @@ pub(crate) struct LimitsConfig {
     packet_size_max_bytes: Option<u32>,
     receive_maximum: Option<u16>,
     inflight_count_max: Option<u16>,
+    inflight_bytes_max: Option<usize>,
     queued_count_max: Option<usize>,
     queued_bytes_max: Option<usize>,
     outbox_qos0_count_max: Option<usize>,
+    outbox_qos0_bytes_max: Option<usize>,
+    memory_max_bytes: Option<usize>,
     topic_alias_max: Option<u16>,
     session_expiry_max_secs: Option<u32>,
     keep_alive_max_secs: Option<u16>,
@@ -231,11 +234,18 @@ impl LimitsConfig {
             inflight_count_max: self
                 .inflight_count_max
                 .unwrap_or(defaults.inflight_count_max),
+            inflight_bytes_max: self
+                .inflight_bytes_max
+                .unwrap_or(defaults.inflight_bytes_max),
             queued_count_max: self.queued_count_max.unwrap_or(defaults.queued_count_max),
             queued_bytes_max: self.queued_bytes_max.unwrap_or(defaults.queued_bytes_max),
             outbox_qos0_count_max: self
                 .outbox_qos0_count_max
                 .unwrap_or(defaults.outbox_qos0_count_max),
+            outbox_qos0_bytes_max: self
+                .outbox_qos0_bytes_max
+                .unwrap_or(defaults.outbox_qos0_bytes_max),
+            memory_max_bytes: self.memory_max_bytes.unwrap_or(defaults.memory_max_bytes),
             topic_alias_max: self.topic_alias_max.unwrap_or(defaults.topic_alias_max),
             session_expiry_max_secs: self
                 .session_expiry_max_secs

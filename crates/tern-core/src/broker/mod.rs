@@ -9,6 +9,7 @@ mod access;
 mod auth;
 mod connect;
 mod lifecycle;
+pub mod memory;
 mod publish;
 mod subscribe;
 pub mod sys;
@@ -95,6 +96,10 @@ pub struct Broker {
     spare_outboxes: Vec<VecDeque<Transmit>>,
     /// `$tree/` subscriptions: their pending deltas and deadlines.
     tree_views: TreeViews,
+    /// Bytes charged for every message held for receivers (see `memory.rs`).
+    held_bytes: usize,
+    /// Connections of sessions cut loose for the memory limit, to be closed.
+    shed_connections: Vec<ConnectionId>,
 }
 
 impl Broker {
@@ -125,6 +130,8 @@ impl Broker {
             scratch: Vec::new(),
             spare_outboxes: Vec::new(),
             tree_views: TreeViews::default(),
+            held_bytes: 0,
+            shed_connections: Vec::new(),
         }
     }
 
@@ -139,6 +146,7 @@ impl Broker {
         stats.retained = self.retained.len() as u64;
         stats.subscriptions = self.subscriptions.len() as u64;
         stats.sessions = (self.sessions.len() - self.free_session_slots.len()) as u64;
+        stats.held_bytes = self.held_bytes as u64;
         stats
     }
 
@@ -250,7 +258,9 @@ impl Broker {
         if matches!(connection.phase, Phase::Active(_)) {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
-        self.connections.remove(&id);
+        if let Some(connection) = self.connections.remove(&id) {
+            self.held_bytes -= connection.outbox_qos0_bytes;
+        }
         self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
@@ -272,7 +282,10 @@ impl Broker {
         if let Transmit::Publish(publish) = &transmit {
             self.stats.publish_sent += 1;
             if publish.packet_id.is_none() {
+                let bytes = publish.message.charge();
                 connection.outbox_qos0 -= 1;
+                connection.outbox_qos0_bytes -= bytes;
+                self.held_bytes -= bytes;
             }
         }
         Some(transmit)
@@ -407,9 +420,16 @@ impl Broker {
         }
     }
 
-    /// Closes the connections whose next reply would have exceeded their Maximum Packet Size.
+    /// Closes the connections whose next reply would have exceeded their Maximum Packet Size,
+    /// and those of sessions cut loose for the memory limit: after the input that decided it,
+    /// so no session goes while a message is being routed.
     fn close_oversized(&mut self, now: Time) {
-        while let Some(id) = self.oversized.pop() {
+        // A will published by one of these closes may cut another session loose.
+        loop {
+            self.close_shed(now);
+            let Some(id) = self.oversized.pop() else {
+                return;
+            };
             let reason = CloseReason::ProtocolViolation(
                 ReasonCode::ImplementationSpecificError,
                 "a reply would exceed the client's Maximum Packet Size",
@@ -628,6 +648,7 @@ impl Broker {
                 }
             }
         }
+        self.held_bytes += session.held_bytes();
         let key = self.insert_session(session);
         for seq in expired {
             self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });

@@ -13,7 +13,7 @@ use super::Broker;
 use crate::authz::Access;
 use crate::connection::OutgoingPublish;
 use crate::events::{DropReason, Event};
-use crate::session::{Delivery, OutgoingState};
+use crate::session::{Delivery, OutgoingState, Session};
 use crate::store::{DeliveryStage, StoreOp};
 use crate::tree::Match;
 use crate::tree_view::TREE_PREFIX;
@@ -349,37 +349,48 @@ impl Broker {
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, now: Time) {
         let session = self.session(key);
         let connection = session.connection;
+        let bytes = delivery.message.charge();
         if delivery.qos == QoS::AtMostOnce {
             let Some(id) = connection else {
                 // QoS 0 messages are not kept for sessions without a connection.
                 return;
             };
-            let over = self
-                .connections
-                .get(&id)
-                .is_some_and(|c| c.outbox_qos0 >= self.config.limits.outbox_qos0_count_max);
+            let limits = &self.config.limits;
+            let over = self.connections.get(&id).is_some_and(|c| {
+                c.outbox_qos0 >= limits.outbox_qos0_count_max
+                    || c.outbox_qos0_bytes + bytes > limits.outbox_qos0_bytes_max
+            });
             if over {
                 self.dropped(key, DropReason::OutboxFull);
                 return;
             }
-            let publish = delivery.outgoing(None, false, now);
-            if self.fits_client(id, &publish) {
-                if let Some(connection) = self.connections.get_mut(&id) {
-                    connection.outbox_qos0 += 1;
-                }
-                self.send_publish(id, publish);
-            } else {
-                self.dropped(key, DropReason::TooLargeForClient);
+            if !self.within_memory(key, bytes, QoS::AtMostOnce) {
+                self.dropped(key, DropReason::MemoryFull);
+                return;
             }
+            let publish = delivery.outgoing(None, false, now);
+            if !self.fits_client(id, &publish) {
+                self.dropped(key, DropReason::TooLargeForClient);
+                return;
+            }
+            self.charge_outbox(id, bytes);
+            self.send_publish(id, publish);
             return;
         }
         let limits = &self.config.limits;
         let (count_max, bytes_max) = (limits.queued_count_max, limits.queued_bytes_max);
-        if self
-            .session_mut(key)
-            .enqueue(delivery, count_max, bytes_max)
-            .is_err()
-        {
+        if session.queue_refusal(bytes, count_max, bytes_max).is_some() {
+            self.dropped(key, DropReason::QueueFull);
+            return;
+        }
+        if !self.within_memory(key, bytes, delivery.qos) {
+            self.dropped(key, DropReason::MemoryFull);
+            return;
+        }
+        let queued = self.with_session(key, |session| {
+            session.enqueue(delivery, count_max, bytes_max)
+        });
+        if queued.is_err() {
             self.dropped(key, DropReason::QueueFull);
             return;
         }
@@ -418,7 +429,7 @@ impl Broker {
         let entry = &self.session(key).inflight[index];
         let publish = entry.delivery.outgoing(Some(entry.packet_id), true, now);
         if !self.fits_client(id, &publish) {
-            if let Some(entry) = self.session_mut(key).remove_inflight(index) {
+            if let Some(entry) = self.remove_inflight(key, index) {
                 self.delivery_done(key, entry.delivery.seq);
             }
             self.dropped(key, DropReason::TooLargeForClient);
@@ -438,6 +449,7 @@ impl Broker {
         let Some(window) = self.send_window(id) else {
             return;
         };
+        let inflight_bytes_max = self.config.limits.inflight_bytes_max;
         loop {
             let session = self.session_mut(key);
             // The send quota (MQTT-4.9.0-2), and a free packet identifier.
@@ -448,8 +460,16 @@ impl Broker {
                 self.resend_publish(id, key, index, now);
                 continue;
             }
-            let session = self.session_mut(key);
-            let Some(delivery) = session.dequeue() else {
+            let session = self.session(key);
+            let Some(next) = session.queue.front() else {
+                return;
+            };
+            // The byte limit of the window: the rest waits in the queue, where its own limits
+            // apply.
+            if !session.inflight_has_room(next.message.charge(), inflight_bytes_max) {
+                return;
+            }
+            let Some(delivery) = self.with_session(key, Session::dequeue) else {
                 return;
             };
             if delivery.message.is_expired(now) {
@@ -467,7 +487,7 @@ impl Broker {
                 continue;
             }
             let seq = delivery.seq;
-            self.session_mut(key).push_inflight(packet_id, delivery);
+            self.with_session(key, |session| session.push_inflight(packet_id, delivery));
             self.persist_for(key, |client_id| StoreOp::DeliveryStage {
                 client_id,
                 seq,
@@ -485,12 +505,15 @@ impl Broker {
     }
 
     /// Records that the delivery `seq` of `key` needs no more work.
-    fn delivery_done(&mut self, key: SessionKey, seq: u64) {
+    pub(super) fn delivery_done(&mut self, key: SessionKey, seq: u64) {
         self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
     }
 
     pub(super) fn dropped(&mut self, key: SessionKey, reason: DropReason) {
         self.stats.publish_dropped += 1;
+        if reason == DropReason::MemoryFull {
+            self.stats.publish_dropped_memory += 1;
+        }
         let client_id = self.session(key).client_id.clone();
         self.events.push_back(Event::Dropped { client_id, reason });
     }
@@ -499,7 +522,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubAck => {
-                if let Some(entry) = session.remove_inflight(index) {
+                if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                 }
                 self.pump(key, now);
@@ -524,7 +547,7 @@ impl Broker {
                     self.send(id, Packet::PubRel(Ack::new(ack.packet_id)));
                 } else {
                     // The client refused the message: the exchange ends here (MQTT-4.3.3-4).
-                    if let Some(entry) = session.remove_inflight(index) {
+                    if let Some(entry) = self.remove_inflight(key, index) {
                         self.delivery_done(key, entry.delivery.seq);
                     }
                     self.pump(key, now);
@@ -545,7 +568,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubComp => {
-                if let Some(entry) = session.remove_inflight(index) {
+                if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                 }
                 self.pump(key, now);

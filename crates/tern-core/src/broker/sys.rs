@@ -22,7 +22,7 @@ impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let stats = self.stats();
-        let values: [(&str, String); 14] = [
+        let values: [(&str, String); 18] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -30,6 +30,16 @@ impl Broker {
             ("messages/received", stats.publish_received.to_string()),
             ("messages/sent", stats.publish_sent.to_string()),
             ("messages/dropped", stats.publish_dropped.to_string()),
+            (
+                "messages/dropped/memory",
+                stats.publish_dropped_memory.to_string(),
+            ),
+            ("clients/shed", stats.sessions_shed.to_string()),
+            ("memory/held", stats.held_bytes.to_string()),
+            (
+                "memory/maximum",
+                self.config.limits.memory_max_bytes.to_string(),
+            ),
             ("retained messages/count", stats.retained.to_string()),
             ("subscriptions/count", stats.subscriptions.to_string()),
             ("bytes/received", traffic.bytes_received.to_string()),

@@ -14,7 +14,7 @@ use tern_codec::{
     TopicFilter, TopicName, UnsubAck, Unsubscribe, UnsubscribeProperties, Will, WillProperties,
     PACKET_SIZE_MAX,
 };
-use tern_core::{Broker, Config, ConnectionId, Event, Limits, Stats, Time, Transmit};
+use tern_core::{Broker, Config, ConnectionId, DropReason, Event, Limits, Stats, Time, Transmit};
 
 pub(crate) use ProtocolVersion::{V311, V5};
 pub(crate) use QoS::{AtLeastOnce as Q1, AtMostOnce as Q0, ExactlyOnce as Q2};
@@ -244,6 +244,7 @@ impl TestBroker {
     pub(crate) fn send_to(&mut self, id: ConnectionId, version: ProtocolVersion, packet: Packet) {
         let packet = wire(&packet, version);
         self.broker.handle_packet(id, packet, self.now);
+        self.check_held_bytes();
     }
 
     /// Reports bytes on `client`'s connection that did not decode.
@@ -319,6 +320,7 @@ impl TestBroker {
     pub(crate) fn advance(&mut self, millis: u64) {
         self.now = self.now.plus_millis(millis);
         self.broker.handle_timeout(self.now);
+        self.check_held_bytes();
     }
 
     /// Moves the clock on by `secs` seconds and runs the broker's timers.
@@ -363,8 +365,19 @@ impl TestBroker {
         closed
     }
 
+    /// Every scenario checks the memory accounts as it goes: the running total of bytes held
+    /// for receivers is what summing them afresh gives.
+    pub(crate) fn check_held_bytes(&self) {
+        assert_eq!(
+            self.broker.held_bytes(),
+            self.broker.held_bytes_recounted(),
+            "the running total of held bytes drifted"
+        );
+    }
+
     /// Drains `id`'s outbox through the codec of its protocol level.
     pub(crate) fn drain(&mut self, id: ConnectionId) -> Vec<Packet> {
+        self.check_held_bytes();
         let mut woken = Vec::new();
         self.broker.take_woken(&mut woken);
         self.woken.extend(woken);
@@ -408,6 +421,7 @@ impl TestBroker {
                 "{id:?} had output but was not woken"
             );
         }
+        self.check_held_bytes();
         packets
     }
 }
@@ -682,4 +696,15 @@ impl From<Transmit> for Sent {
     fn from(transmit: Transmit) -> Self {
         transmit.into_packet().map_or(Self::Close, Self::Packet)
     }
+}
+
+/// The `Dropped` events among `events`, as (client, reason).
+pub(crate) fn drops(events: &[Event]) -> Vec<(String, DropReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped { client_id, reason } => Some((client_id.to_string(), *reason)),
+            _ => None,
+        })
+        .collect()
 }
