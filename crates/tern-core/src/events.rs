@@ -51,6 +51,9 @@ pub enum DropReason {
     /// The broker reached its memory limit (`memory_max_bytes`): a QoS 0 message, a message
     /// for the largest consumer, or one a cut-loose consumer held.
     MemoryFull,
+    /// The session's connection may not receive the topic (rules changed, or another identity
+    /// resumed a session recovered without an owner).
+    NotAuthorized,
 }
 
 /// Something that happened in the broker, for logs and observers.
@@ -102,6 +105,16 @@ pub enum Event {
         access: Access,
         /// The topic name or filter.
         topic: String,
+    },
+    /// A CONNECT was refused because its client identifier names a session that belongs to
+    /// another identity.
+    SessionRefused {
+        /// The connection.
+        connection: ConnectionId,
+        /// The client identifier it asked for.
+        client_id: MqttString,
+        /// Who it authenticated as (`method:name`), for the log.
+        identity: String,
     },
     /// A message was not delivered to a subscriber.
     Dropped {
@@ -155,6 +168,11 @@ pub struct Stats {
     pub held_bytes: u64,
     /// Retained messages held, now.
     pub retained: u64,
+    /// Bytes of retained messages held (topics and payloads), now.
+    pub retained_bytes: u64,
+    /// Retained PUBLISH packets refused (or, for wills, not retained) because storing them
+    /// would exceed `retained_count_max` or `retained_bytes_max`.
+    pub retained_refused: u64,
     /// Subscriptions held, now.
     pub subscriptions: u64,
     /// Connections refused or closed for a protocol violation.

@@ -371,6 +371,9 @@ fn stats_add_up() {
         // "queued" on t/3, held for the subscriber: the topic's 3 bytes and the payload's 6.
         held_bytes: 9,
         retained: 1,
+        // "t/1" and "a".
+        retained_bytes: 4,
+        retained_refused: 0,
         subscriptions: 2,
         protocol_errors: 0,
         publish_denied: 0,
