@@ -27,6 +27,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of the subscriptions it matched.
     pub subscription_ids: SubscriptionIds,
+    /// What holding it costs, in bytes: [`crate::Message::charge`] of its message, worked out
+    /// once per message rather than at every step of its way.
+    pub charge: usize,
 }
 
 impl Delivery {
@@ -195,7 +198,7 @@ impl Session {
         count_max: usize,
         bytes_max: usize,
     ) -> Result<(), QueueRefusal> {
-        let bytes = delivery.message.charge();
+        let bytes = delivery.charge;
         if let Some(refusal) = self.queue_refusal(bytes, count_max, bytes_max) {
             return Err(refusal);
         }
@@ -209,7 +212,7 @@ impl Session {
     /// Puts back a queued delivery recovered from the store, keeping its sequence number.
     pub fn restore_queued(&mut self, delivery: Delivery) {
         self.next_seq = self.next_seq.max(delivery.seq + 1);
-        self.queued_bytes += delivery.message.charge();
+        self.queued_bytes += delivery.charge;
         self.queue.push_back(delivery);
     }
 
@@ -224,7 +227,7 @@ impl Session {
         self.next_seq = self.next_seq.max(delivery.seq + 1);
         self.used_ids.insert(packet_id.get());
         self.outside_quota += 1;
-        self.inflight_bytes += delivery.message.charge();
+        self.inflight_bytes += delivery.charge;
         self.inflight.push_back(Inflight {
             packet_id,
             delivery,
@@ -236,7 +239,7 @@ impl Session {
     /// Takes the oldest queued delivery.
     pub fn dequeue(&mut self) -> Option<Delivery> {
         let delivery = self.queue.pop_front()?;
-        self.queued_bytes -= delivery.message.charge();
+        self.queued_bytes -= delivery.charge;
         Some(delivery)
     }
 
@@ -284,7 +287,7 @@ impl Session {
             let gone = drop(delivery);
             if gone {
                 dropped.push(delivery.seq);
-                freed += delivery.message.charge();
+                freed += delivery.charge;
             }
             !gone
         });
@@ -345,7 +348,7 @@ impl Session {
     /// Records a delivery as sent with `packet_id`.
     pub fn push_inflight(&mut self, packet_id: PacketId, delivery: Delivery) {
         debug_assert!(self.used_ids.contains(&packet_id.get()));
-        self.inflight_bytes += delivery.message.charge();
+        self.inflight_bytes += delivery.charge;
         let state = match delivery.qos {
             QoS::ExactlyOnce => OutgoingState::AwaitPubRec,
             _ => OutgoingState::AwaitPubAck,
@@ -406,7 +409,7 @@ impl Session {
     /// Ends an in-flight exchange and frees its packet identifier.
     pub fn remove_inflight(&mut self, index: usize) -> Option<Inflight> {
         let entry = self.inflight.remove(index)?;
-        self.inflight_bytes -= entry.delivery.message.charge();
+        self.inflight_bytes -= entry.delivery.charge;
         self.used_ids.remove(&entry.packet_id.get());
         if !entry.holds_quota {
             self.outside_quota -= 1;
@@ -439,9 +442,11 @@ mod tests {
             expires_at: None,
             origin: None,
         };
+        let message = Arc::new(message);
         Delivery {
             seq: 0,
-            message: Arc::new(message),
+            charge: message.charge(),
+            message,
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: SubscriptionIds::new(),

@@ -381,6 +381,8 @@ impl Broker {
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
         let any = tree_views || !matches.is_empty();
+        // Worked out once, for every receiver.
+        let charge = message.charge();
         // Group a session's overlapping non-shared subscriptions into one delivery.
         matches.sort_by_key(|m| (m.shared, m.key));
         let mut index = 0;
@@ -392,15 +394,22 @@ impl Broker {
                     end += 1;
                 }
             }
-            self.deliver_matches(message, &matches[index..end], now);
+            self.deliver_matches(message, charge, &matches[index..end], now);
             index = end;
         }
         self.scratch = matches;
         any
     }
 
-    /// One delivery to one session for its subscriptions in `group` (all the same session).
-    fn deliver_matches(&mut self, message: &SharedMessage, group: &[Match<SessionKey>], now: Time) {
+    /// One delivery to one session for its subscriptions in `group` (all the same session);
+    /// `charge` is the message's.
+    fn deliver_matches(
+        &mut self,
+        message: &SharedMessage,
+        charge: usize,
+        group: &[Match<SessionKey>],
+        now: Time,
+    ) {
         let key = group[0].key;
         // Overlapping subscriptions: the highest granted QoS and every identifier (MQTT-3.3.4-2/-3).
         let granted = group
@@ -418,6 +427,7 @@ impl Broker {
             // Without Retain As Published, a forwarded message has RETAIN cleared (MQTT-3.3.1-12).
             retain: message.retain && retain_as_published,
             subscription_ids,
+            charge,
         };
         self.deliver(key, delivery, now);
     }
@@ -426,7 +436,7 @@ impl Broker {
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, now: Time) {
         let session = self.session(key);
         let connection = session.connection;
-        let bytes = delivery.message.charge();
+        let bytes = delivery.charge;
         if delivery.qos == QoS::AtMostOnce {
             let Some(id) = connection else {
                 // QoS 0 messages are not kept for sessions without a connection.
@@ -543,7 +553,7 @@ impl Broker {
             };
             // The byte limit of the window: the rest waits in the queue, where its own limits
             // apply.
-            if !session.inflight_has_room(next.message.charge(), inflight_bytes_max) {
+            if !session.inflight_has_room(next.charge, inflight_bytes_max) {
                 return;
             }
             let Some(delivery) = self.with_session(key, Session::dequeue) else {
