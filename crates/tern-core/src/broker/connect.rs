@@ -54,6 +54,19 @@ impl Broker {
         code: ReasonCode,
         now: Time,
     ) {
+        let reason = CloseReason::ConnectRefused(code);
+        self.refuse_connect_because(id, version, code, reason, now);
+    }
+
+    /// [`Broker::refuse_connect`], with the reason the log gives.
+    pub(super) fn refuse_connect_because(
+        &mut self,
+        id: ConnectionId,
+        version: ProtocolVersion,
+        code: ReasonCode,
+        reason: CloseReason,
+        now: Time,
+    ) {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.version = version;
         }
@@ -63,7 +76,7 @@ impl Broker {
             properties: ConnAckProperties::default(),
         };
         self.send(id, Packet::ConnAck(Box::new(connack)));
-        self.close(id, CloseReason::ConnectRefused(code), None, now);
+        self.close(id, reason, None, now);
     }
 
     pub(super) fn handle_connect(&mut self, id: ConnectionId, mut connect: Connect, now: Time) {
@@ -102,6 +115,10 @@ impl Broker {
                     return;
                 }
             }
+        }
+        // Too many failed logins from this address or for this user: refused unchecked.
+        if self.refuse_if_throttled(id, &connect, now) {
+            return;
         }
         let request = AuthRequest {
             connection: id,

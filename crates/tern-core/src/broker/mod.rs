@@ -13,6 +13,7 @@ mod publish;
 mod subscribe;
 pub mod sys;
 mod tree_view;
+mod verify;
 
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -22,7 +23,7 @@ use tern_codec::{
     PacketType, ProtocolVersion, ReasonCode, TopicName,
 };
 
-use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
+use crate::auth::{AllowAnonymous, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
@@ -31,6 +32,7 @@ use crate::retained::RetainedTree;
 use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
+use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
 use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
@@ -86,8 +88,10 @@ pub struct Broker {
     authenticator: Box<dyn Authenticator>,
     /// Compiles what each client may publish and subscribe to.
     authorizer: Box<dyn Authorizer>,
-    /// Slow credential checks for the runtime to run off the broker thread.
-    auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
+    /// Slow credential checks waiting for the runtime to run them off the broker thread.
+    auth_queue: verify::AuthQueue,
+    /// Failed logins per source address and per user name.
+    throttle: LoginThrottle,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
     /// Drained outboxes given back by their connections, for reuse (at most
@@ -100,6 +104,10 @@ pub struct Broker {
 impl Broker {
     /// A broker with no connections, sessions or retained messages.
     pub fn new(config: Config, now: Time) -> Self {
+        let throttle = LoginThrottle::new(
+            config.limits.login_failures_per_address_max,
+            config.limits.login_failures_per_user_max,
+        );
         Self {
             config,
             connections: FxHashMap::default(),
@@ -121,7 +129,8 @@ impl Broker {
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             authorizer: Box::new(AllowAll),
-            auth_jobs: VecDeque::new(),
+            auth_queue: verify::AuthQueue::default(),
+            throttle,
             scratch: Vec::new(),
             spare_outboxes: Vec::new(),
             tree_views: TreeViews::default(),
@@ -160,12 +169,6 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.auth_profile = profile;
         }
-    }
-
-    /// The next slow credential check to run off the broker thread; hand its result to
-    /// [`Broker::auth_finished`].
-    pub fn poll_auth_job(&mut self) -> Option<(ConnectionId, AuthJob)> {
-        self.auth_jobs.pop_front()
     }
 
     /// A new network connection has opened.
@@ -250,6 +253,7 @@ impl Broker {
         if matches!(connection.phase, Phase::Active(_)) {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
+        self.drop_auth_check(id);
         self.connections.remove(&id);
         self.authenticator.connection_closed(id);
         self.close_oversized(now);
@@ -466,6 +470,7 @@ impl Broker {
         connection.phase = Phase::Closing;
         connection.outbox.push_back(Transmit::Close);
         wake(&mut self.woken, id, connection);
+        self.drop_auth_check(id);
         if matches!(
             reason,
             CloseReason::ProtocolViolation(..) | CloseReason::Malformed(_)
