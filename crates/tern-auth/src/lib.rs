@@ -7,9 +7,11 @@
 //! # Layout
 //! - [`service`]: the authenticator, with one [`Profile`] of methods per listener.
 //! - [`passwd`], [`jwt`], [`device`], [`scram`]: the methods.
+//! - [`cache`]: successful password checks, remembered for the next login.
 //! - [`acl`]: the rules and the authorizer.
 
 pub mod acl;
+pub mod cache;
 pub mod device;
 pub mod jwt;
 pub mod passwd;
@@ -17,6 +19,7 @@ pub mod scram;
 pub mod service;
 
 pub use acl::{Acl, Action, CompiledAcl, Rule, RuleAccess};
+pub use cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 pub use device::{device_password, DeviceKeys};
 pub use jwt::JwtVerifier;
 pub use passwd::PasswordFile;

@@ -6,7 +6,8 @@
 //!    (a profile that allows anonymous clients and has no methods lets every client in);
 //! 3. a password starting `dk1:` with device keys enabled: a device key;
 //! 4. a password that looks like a JWT with tokens enabled: a JWT;
-//! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose).
+//! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose),
+//!    unless the same user logged in with the same password before ([`LoginCache`]).
 //!
 //! Wrong credentials get 0x86 Bad user name or password (0x04 in 3.1.1). The reason is logged
 //! with the user name, never the password.
@@ -19,6 +20,7 @@ use tern_codec::ReasonCode;
 use tern_core::{AuthDecision, AuthJob, AuthRequest, Authenticator, ConnectionId, Identity};
 use tracing::warn;
 
+use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 use crate::device::DeviceKeys;
 use crate::jwt::JwtVerifier;
 use crate::passwd::{hash_password, verify_password, PasswordFile};
@@ -62,6 +64,8 @@ pub struct AuthService {
     scram_order: VecDeque<ConnectionId>,
     /// A hash to verify against for unknown users, so they take as long as known ones.
     decoy_hash: Arc<str>,
+    /// Successful password checks, so a client logging in again is not hashed again.
+    logins: LoginCache,
 }
 
 impl AuthService {
@@ -73,7 +77,19 @@ impl AuthService {
             scram: HashMap::new(),
             scram_order: VecDeque::new(),
             decoy_hash: decoy_hash.into(),
+            logins: LoginCache::new(LOGIN_CACHE_ENTRIES_MAX),
         }
+    }
+
+    /// Remembers at most `entries` successful logins (0: none).
+    pub fn with_login_cache(mut self, entries: usize) -> Self {
+        self.logins = LoginCache::new(entries);
+        self
+    }
+
+    /// The remembered logins.
+    pub fn login_cache(&self) -> &LoginCache {
+        &self.logins
     }
 
     fn scram_start(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
@@ -130,7 +146,7 @@ impl AuthService {
         }
     }
 
-    fn password(&self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
+    fn password(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
         let username = request.username.map(|u| u.as_str());
         let password = request.password.unwrap_or_default();
         if let Some(devices) = profile
@@ -203,12 +219,15 @@ impl AuthService {
             Some(entry) => (entry.hash.as_str().into(), true),
             None => (Arc::clone(&self.decoy_hash), false),
         };
+        if known && self.logins.check(request.connection, user, &hash, password) {
+            return password_accepted();
+        }
         let password = password.to_vec();
         let user = user.to_owned();
         let connection = request.connection.0;
         AuthDecision::Pending(AuthJob::new(move || {
             if verify_password(&hash, &password) && known {
-                AuthDecision::Accept { data: None }
+                password_accepted()
             } else {
                 let why = if known {
                     "wrong password"
@@ -269,7 +288,17 @@ impl Authenticator for AuthService {
         if self.scram.remove(&connection).is_some() {
             self.scram_order.retain(|&id| id != connection);
         }
+        self.logins.forget(connection);
     }
+
+    fn check_finished(&mut self, connection: ConnectionId, accepted: bool) {
+        self.logins.finished(connection, accepted);
+    }
+}
+
+/// What a right password (checked, or remembered) lets the client in as.
+fn password_accepted() -> AuthDecision {
+    AuthDecision::Accept { data: None }
 }
 
 fn refused(request: &AuthRequest<'_>, why: &str) {

@@ -115,15 +115,21 @@ impl AuthSetup {
 /// must be the ones the listeners were given at start-up, which fixed their indices: a file
 /// that adds, removes or renames one is refused until a restart. Other settings are not
 /// reloaded.
+/// The new authenticator remembers no logins: the files it reads may have changed them.
 pub(crate) fn reloader(
     path: PathBuf,
     base: PathBuf,
     profiles: HashMap<String, usize>,
+    login_cache_entries_max: usize,
 ) -> AuthReload {
     AuthReload::new(move || {
         let file = config::load(&path).map_err(|error| format!("{error:#}"))?;
         let setup = build(&file.auth, &file.acl, file.acl_file.as_deref(), &base)
             .map_err(|error| format!("{error:#}"))?;
+        let setup = AuthSetup {
+            service: setup.service.with_login_cache(login_cache_entries_max),
+            ..setup
+        };
         if setup.profiles != profiles {
             return Err("the [auth.*] profiles changed: restart to apply that".to_owned());
         }

@@ -119,11 +119,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .unwrap_or(Path::new("."));
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let login_cache_entries_max = file.limits.login_cache_entries_max();
     // SIGHUP builds the same from the file again (when there is a file).
-    let auth_reload = args
-        .config
-        .clone()
-        .map(|path| auth_config::reloader(path, base.to_path_buf(), auth.profiles.clone()));
+    let auth_reload = args.config.clone().map(|path| {
+        let profiles = auth.profiles.clone();
+        auth_config::reloader(path, base.to_path_buf(), profiles, login_cache_entries_max)
+    });
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
@@ -155,7 +156,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
-        server.set_auth(Box::new(auth.service), Box::new(auth.acl));
+        let service = auth.service.with_login_cache(login_cache_entries_max);
+        server.set_auth(Box::new(service), Box::new(auth.acl));
         if let Some(reload) = auth_reload {
             server.set_auth_reload(reload);
         }
