@@ -23,7 +23,7 @@ pub use cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 pub use device::{device_password, DeviceKeys};
 pub use jwt::JwtVerifier;
 pub use passwd::PasswordFile;
-pub use scram::ScramCredential;
+pub use scram::{FakeSaltKey, ScramCredential};
 pub use service::{AuthService, Profile};
 
 /// Errors loading or changing authentication data.

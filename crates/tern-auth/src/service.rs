@@ -24,7 +24,7 @@ use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 use crate::device::DeviceKeys;
 use crate::jwt::JwtVerifier;
 use crate::passwd::{hash_password, verify_password, PasswordFile};
-use crate::scram::{self, ScramFailure, ScramPending};
+use crate::scram::{self, FakeSaltKey, ScramFailure, ScramPending};
 
 /// SCRAM exchanges in progress at once; the oldest is forgotten beyond this (its client, if
 /// still there, fails the exchange and may retry).
@@ -66,6 +66,8 @@ pub struct AuthService {
     decoy_hash: Arc<str>,
     /// Successful password checks, so a client logging in again is not hashed again.
     logins: LoginCache,
+    /// What SCRAM salts of unknown users are made from.
+    fake_salts: FakeSaltKey,
 }
 
 impl AuthService {
@@ -78,7 +80,15 @@ impl AuthService {
             scram_order: VecDeque::new(),
             decoy_hash: decoy_hash.into(),
             logins: LoginCache::new(LOGIN_CACHE_ENTRIES_MAX),
+            fake_salts: FakeSaltKey::random(),
         }
+    }
+
+    /// Makes the SCRAM salts of unknown users from `key` rather than a secret of this process
+    /// (which would change them at a restart, while known users' stay).
+    pub fn with_fake_salt_key(mut self, key: FakeSaltKey) -> Self {
+        self.fake_salts = key;
+        self
     }
 
     /// Remembers at most `entries` successful logins (0: none).
@@ -97,7 +107,7 @@ impl AuthService {
             return AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod);
         };
         let lookup = |user: &str| passwords.get(user).and_then(|e| e.scram.clone());
-        match scram::start(request.data.unwrap_or_default(), lookup) {
+        match scram::start(request.data.unwrap_or_default(), lookup, &self.fake_salts) {
             Ok((server_first, pending)) => {
                 if self.scram.len() >= SCRAM_PENDING_MAX {
                     if let Some(oldest) = self.scram_order.pop_front() {

@@ -119,11 +119,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .unwrap_or(Path::new("."));
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
-    let login_cache_entries_max = file.limits.login_cache_entries_max();
+    let data_dir = config::data_dir(&file, args.data_dir.clone());
+    let service_settings = auth_config::ServiceSettings {
+        login_cache_entries_max: file.limits.login_cache_entries_max(),
+        fake_salt_key: match auth_config::uses_scram(&file.auth) {
+            true => Some(auth_config::fake_salt_key(&data_dir)?),
+            false => None,
+        },
+    };
     // SIGHUP builds the same from the file again (when there is a file).
     let auth_reload = args.config.clone().map(|path| {
         let profiles = auth.profiles.clone();
-        auth_config::reloader(path, base.to_path_buf(), profiles, login_cache_entries_max)
+        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
     });
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
@@ -149,14 +156,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Open and load the store before listening: a store that cannot be read stops here.
     let store = match durability {
         config::Durability::None => None,
-        config::Durability::Fsync | config::Durability::Os => Some(open_store(
-            &config::data_dir(&file, args.data_dir),
-            durability,
-        )?),
+        config::Durability::Fsync | config::Durability::Os => {
+            Some(open_store(&data_dir, durability)?)
+        }
     };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
-        let service = auth.service.with_login_cache(login_cache_entries_max);
+        let service = service_settings.apply(auth.service);
         server.set_auth(Box::new(service), Box::new(auth.acl));
         if let Some(reload) = auth_reload {
             server.set_auth_reload(reload);
