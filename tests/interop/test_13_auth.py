@@ -90,6 +90,9 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory):
     options = {
         "acl_file": "acl.toml",
         "sys_interval_secs": 1,
+        # Every client here comes from 127.0.0.1 and many fail on purpose: the failed-login
+        # throttle (tested in crates/tern-core/tests/login_guard.rs) would answer them 0x89.
+        "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 0},
         "auth": {"default": {
             "password_file": "passwd",
             "scram": True,
