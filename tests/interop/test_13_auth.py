@@ -28,17 +28,20 @@ import pytest
 
 import mqtt_raw
 from conftest import LISTENING, REPO_ROOT, Broker, BrokerError
-from support import BROKER_KIND, QUIET, TIMEOUT, Disconnected, Names, PahoClient, expect_no_message
+from support import (BROKER_KIND, QUIET, TIMEOUT, Disconnected, Names, PahoClient,
+                     connect_properties, expect_no_message)
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="Tern's own auth configuration")
 
 JWT_SECRET = b"jwt-test-secret"
 OWNER_SECRET = b"acme-owner-secret"
+GLOBEX_SECRET = b"globex-owner-secret"
 
 ACL = """
-# Everyone: their own user and client namespaces.
+# Users of the password file and of tokens: their own namespaces. Client namespaces for all.
 [[acl]]
 topic = "users/%u/#"
+method = ["password", "jwt"]
 [[acl]]
 topic = "clients/%c/#"
 # Devices: their own channel under the owner, and the owner's shared channel.
@@ -55,6 +58,14 @@ topic = "sensors/#"
 user = "reader"
 access = "subscribe"
 topic = "sensors/#"
+# The password user "ops" (and nobody else who is named ops).
+[[acl]]
+user = "ops"
+topic = "ops/#"
+# A rule for every client, written with a device in mind and no owner: it is for the password
+# file's users only, because device identifiers repeat across owners.
+[[acl]]
+topic = "devices/%u/#"
 # The consumer may watch the broker's statistics.
 [[acl]]
 user = "reader"
@@ -83,7 +94,8 @@ def passwd(file: Path, user: str, password: str | None = None, *args: str) -> su
 @pytest.fixture(scope="module")
 def auth_broker(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("tern-auth-")
-    for user, password in [("alice", "wonderland"), ("sensor", "s3nsor"), ("reader", "r3ader")]:
+    for user, password in [("alice", "wonderland"), ("sensor", "s3nsor"), ("reader", "r3ader"),
+                           ("ops", "0ps-pass"), ("bob", "builder")]:
         done = passwd(workdir / "passwd", user, password)
         assert done.returncode == 0, done.stderr
     (workdir / "acl.toml").write_text(ACL, encoding="utf-8")
@@ -97,7 +109,8 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory):
             "password_file": "passwd",
             "scram": True,
             "jwt": {"algorithm": "HS256", "secret": JWT_SECRET.decode(), "topics_claim": "topics"},
-            "device_keys": {"window_secs": 300, "owners": {"acme": OWNER_SECRET.decode()}},
+            "device_keys": {"window_secs": 300, "owners": {"acme": OWNER_SECRET.decode(),
+                                                           "globex": GLOBEX_SECRET.decode()}},
         }},
     }
     broker = Broker("tern", workdir, options)
@@ -285,6 +298,89 @@ def test_device_owner_namespace(make):
     assert suback_codes(dev, "acme/dev8/cmd") == [0x87]
     assert suback_codes(dev, "globex/shared/#") == [0x87]
     assert suback_codes(dev, "acme/#") == [0x87]
+
+
+# -- identities of different methods and owners never meet -------------------------------------
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_device_named_like_a_user_gets_none_of_its_rights(make, version):
+    refused = 0x80 if version == 4 else 0x87
+    names = Names()
+    now = int(time.time())
+    ops = make(names.client("real"), version, "ops", "0ps-pass")
+    ops.connect()
+    assert suback_codes(ops, "ops/#") == [1]
+    assert suback_codes(ops, "devices/ops/#") == [1]
+    # An owner mints a key for a device it calls "ops": it is let in as acme's device ops,
+    # which is not the password user ops.
+    cid = names.client("dev")
+    dev = make(cid, version, "ops", device_key("ops", cid, now))
+    dev.connect()
+    assert suback_codes(dev, "ops/#") == [refused]
+    assert suback_codes(dev, "devices/ops/#") == [refused]
+    assert suback_codes(dev, "users/ops/#") == [refused]
+    assert suback_codes(dev, "acme/ops/#") == [1]
+    # A token whose subject is ops is not the password user either.
+    token = jwt({"sub": "ops", "exp": now + 600})
+    tok = make(names.client("tok"), version, "ops", token)
+    tok.connect()
+    assert suback_codes(tok, "ops/#") == [refused]
+    assert suback_codes(tok, "users/ops/#") == [1]
+
+
+def test_a_device_of_one_owner_never_reaches_another_owners_device(make):
+    names = Names()
+    now = int(time.time())
+    cid = names.client("g")
+    theirs = make(cid, 5, "pump", device_key("pump", cid, now, owner="globex", secret=GLOBEX_SECRET))
+    theirs.connect()
+    assert suback_codes(theirs, "globex/pump/#") == [1]
+    cid = names.client("a")
+    mine = make(cid, 5, "pump", device_key("pump", cid, now))
+    mine.connect()
+    assert suback_codes(mine, "acme/pump/#") == [1]
+    assert suback_codes(mine, "globex/pump/#") == [0x87]
+    assert suback_codes(mine, "globex/shared/#") == [0x87]
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_another_user_cannot_take_over_a_session_or_read_its_queue(auth_broker, make, version):
+    names = Names()
+    phone = names.client("phone")
+    opened: list[PahoClient] = []
+
+    def client(user: str, password: str, clean: bool) -> PahoClient:
+        c = PahoClient(auth_broker.host, auth_broker.port, phone, version=version, clean=clean)
+        c.client.username_pw_set(user, password)
+        opened.append(c)
+        return c
+
+    expiry = connect_properties(SessionExpiryInterval=3600) if version == 5 else None
+    try:
+        alice = client("alice", "wonderland", clean=False)
+        alice.connect(properties=expiry)
+        assert suback_codes(alice, "users/alice/inbox") == [1]
+        alice.close()
+        sender = make(names.client("s"), 5, "alice", "wonderland")
+        sender.connect()
+        for n in range(3):
+            sender.publish("users/alice/inbox", f"m{n}".encode(), qos=1)
+        # bob, with his own good password and alice's client identifier: refused (0x87, or
+        # 0x05 in 3.1.1, which paho reports as 0x87), resuming or not, and the session and its
+        # queue stay alice's.
+        for clean in (False, True):
+            bob = client("bob", "builder", clean=clean)
+            bob.connect(properties=expiry, expect_code=0x87)
+            bob.expect_no_message()
+        assert "belongs to another identity" in auth_broker.output_tail(400)
+        alice = client("alice", "wonderland", clean=False)
+        assert alice.connect(properties=expiry).session_present
+        assert [alice.expect_message().payload for _ in range(3)] == [b"m0", b"m1", b"m2"]
+        sender.publish("users/alice/inbox", b"after", qos=1)
+        assert alice.expect_message().payload == b"after"
+    finally:
+        for c in opened:
+            c.close()
 
 
 def scram_client_final(password: str, client_first_bare: str, server_first: str) -> tuple[str, bytes]:

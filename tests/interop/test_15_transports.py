@@ -610,7 +610,7 @@ def test_secure_configuration_from_the_readme(certs, tmp_path_factory, names):
         f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\n{tls}\n'
         '[auth.devices]\nanonymous = true\n\n'
         '[auth.default]\npassword_file = "passwd"\n\n'
-        '[[acl]]\ntopic = "devices/%u/#"\n'
+        '[[acl]]\ntopic = "devices/%u/#"\nmethod = "certificate"\n'
         '[[acl]]\nuser = "alice"\ntopic = "devices/#"\n'
     )
     broker = start_broker(workdir, config, ["mqtt", "devices", "wss"])

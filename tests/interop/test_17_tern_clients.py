@@ -1,5 +1,7 @@
 """`tern pub` and `tern sub` with Debian's mosquitto_sub and mosquitto_pub, both directions, in
-MQTT 3.1.1 and 5.0, at every QoS; JSON output with properties; retained messages.
+MQTT 3.1.1 and 5.0, at every QoS; JSON output with properties; retained messages; TLS,
+WebSocket and mosquitto's TLS flags (--capath, --insecure, --cert/--key, --tls-version,
+-L mqtts://).
 
 Every process is bounded: `tern sub` and mosquitto_sub run with -C count and -W timeout.
 `tern sub -d` reports "subscribed" on stderr, and mosquitto_sub -d prints "received SUBACK";
@@ -73,10 +75,14 @@ class Proc:
         return code, out
 
 
-def tern_sub(broker, version: str, topic: str, count: int, *extra: str) -> Proc:
+def tern_sub(broker, version: str, topic: str, count: int, *extra: str) -> subprocess.Popen:
     # stdout is read after exit; stderr carries the readiness line.
-    command = [TERN, "sub", "-h", broker.host, "-p", str(broker.port), "-V", version,
-               "-t", topic, "-C", str(count), "-W", str(WAIT_SECS), "-d", *extra]
+    return subscribed([TERN, "sub", "-h", broker.host, "-p", str(broker.port), "-V", version,
+                       "-t", topic, "-C", str(count), "-W", str(WAIT_SECS), "-d", *extra])
+
+
+def subscribed(command: list[str]) -> subprocess.Popen:
+    """Starts a `tern sub ... -d` and returns once it reports its subscription."""
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: "queue.Queue[str | None]" = queue.Queue()
@@ -173,33 +179,31 @@ def test_tern_pub_reports_a_refused_connection(broker) -> None:
     assert done.returncode != 0 and "cannot connect" in done.stderr
 
 
-@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command-line tool missing")
-def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) -> None:
-    """A broker of its own with mqtts, ws and wss listeners; certificates made by openssl."""
-    from support import BROKER_KIND
+def make_certificates(directory: Path, server_names: str) -> None:
+    """ca.pem/ca.key, server.pem/server.key for `server_names` (a subjectAltName list) and
+    client.pem/client.key, all made by openssl in `directory`."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
-    if BROKER_KIND != "tern":
-        pytest.skip("Tern's listener configuration")
-    openssl = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-               "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
-    subprocess.run([*openssl, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca"],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
-    (tmp_path / "server.ext").write_text(
-        "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", "server.key", "-out", "server.csr",
-                    "-subj", "/CN=localhost"],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
-    subprocess.run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey",
-                    "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
-                    "-extfile", "server.ext"],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
-    tls = f'cert = "{tmp_path / "server.pem"}"\nkey = "{tmp_path / "server.key"}"\n'
-    config = tmp_path / "tern.toml"
-    config.write_text(
-        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n{tls}'
-        '[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "ws"\npath = "/mqtt"\n'
-        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\npath = "/mqtt"\n{tls}')
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=30)
+
+    openssl("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+            "-subj", "/CN=test-ca")
+    for name, usage, subject in [("server", "serverAuth", "/CN=localhost"),
+                                 ("client", "clientAuth", "/CN=device-1")]:
+        extensions = f"extendedKeyUsage={usage}\n"
+        if name == "server":
+            extensions += f"subjectAltName={server_names}\n"
+        (directory / f"{name}.ext").write_text(extensions)
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                "-extfile", f"{name}.ext")
+
+
+def start_tern(config: Path, listeners: int) -> tuple[subprocess.Popen, dict[str, int]]:
+    """`tern serve --config config`, and the port of each of its listeners by protocol."""
     server = subprocess.Popen([TERN, "serve", "--config", str(config)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -207,12 +211,30 @@ def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) ->
     listening = re.compile(r"listening for MQTT on \S+:(\d+) \((\w+)")
     lines: "queue.Queue[str | None]" = queue.Queue()
     threading.Thread(target=pump_lines, args=(server.stderr, lines), daemon=True).start()
-    while len(ports) < 3:
+    while len(ports) < listeners:
         line = lines.get(timeout=TIMEOUT)
         assert line is not None, "tern serve ended"
         match = listening.search(line)
         if match:
             ports[match.group(2)] = int(match.group(1))
+    return server, ports
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command-line tool missing")
+def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) -> None:
+    """A broker of its own with mqtts, ws and wss listeners; certificates made by openssl."""
+    from support import BROKER_KIND
+
+    if BROKER_KIND != "tern":
+        pytest.skip("Tern's listener configuration")
+    make_certificates(tmp_path, "DNS:localhost,IP:127.0.0.1")
+    tls = f'cert = "{tmp_path / "server.pem"}"\nkey = "{tmp_path / "server.key"}"\n'
+    config = tmp_path / "tern.toml"
+    config.write_text(
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n{tls}'
+        '[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "ws"\npath = "/mqtt"\n'
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "wss"\npath = "/mqtt"\n{tls}')
+    server, ports = start_tern(config, 3)
     try:
         cafile = ["--cafile", str(tmp_path / "ca.pem")]
         routes = [
@@ -225,11 +247,7 @@ def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) ->
             topic = Names().topic(f"secure{index}")
             command = [TERN, "sub", "-h", "127.0.0.1", *sub_args, "-t", topic, "-C", "1",
                        "-W", str(WAIT_SECS), "-d", "-q", "1"]
-            sub = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-            assert sub.stderr is not None
-            line = sub.stderr.readline()
-            assert line.startswith("subscribed"), line
+            sub = subscribed(command)
             done = run([TERN, "pub", "-h", "127.0.0.1", *pub_args, "-t", topic,
                         "-m", f"via route {index}", "-q", "1"])
             assert done.returncode == 0, done.stderr
@@ -240,6 +258,55 @@ def test_tern_clients_over_tls_websocket_and_secure_websocket(tmp_path: Path) ->
         done = run([TERN, "pub", "-h", "127.0.0.1", "-p", str(ports["mqtts"]), "--tls",
                     "-t", "x", "-m", "y", "--connect-timeout", "3"])
         assert done.returncode != 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl command-line tool missing")
+def test_tern_clients_tls_options(tmp_path: Path) -> None:
+    """mosquitto's TLS flags: a listener that requires client certificates, with a server
+    certificate naming only tern.test, so -h 127.0.0.1 needs --insecure (which still checks
+    the chain); --capath, --tls-version, and -L mqtts://."""
+    from support import BROKER_KIND
+
+    if BROKER_KIND != "tern":
+        pytest.skip("Tern's listener configuration")
+    make_certificates(tmp_path, "DNS:tern.test")
+    cas = tmp_path / "cas"
+    cas.mkdir()
+    shutil.copy(tmp_path / "ca.pem", cas / "test-ca.crt")
+    config = tmp_path / "tern.toml"
+    config.write_text(
+        f'[[listener]]\nbind = "127.0.0.1:0"\nprotocol = "mqtts"\n'
+        f'cert = "{tmp_path / "server.pem"}"\nkey = "{tmp_path / "server.key"}"\n'
+        f'client_ca = "{tmp_path / "ca.pem"}"\nrequire_client_certificate = true\n')
+    server, ports = start_tern(config, 1)
+    port = str(ports["mqtts"])
+    identity = ["--cert", str(tmp_path / "client.pem"), "--key", str(tmp_path / "client.key")]
+    cafile = ["--cafile", str(tmp_path / "ca.pem")]
+    try:
+        topic = Names().topic("tlsopts")
+        # The subscriber: -L mqtts:// (TLS), the CA from a directory, the chain checked but
+        # not the name.
+        command = [TERN, "sub", "-L", f"mqtts://127.0.0.1:{port}/{topic}", "--capath", str(cas),
+                   "--insecure", *identity, "-C", "2", "-W", str(WAIT_SECS), "-d"]
+        sub = subscribed(command)
+        publish = [TERN, "pub", "-h", "127.0.0.1", "-p", port, "-t", topic, "--connect-timeout",
+                   "1", *cafile]
+        for refused in ([], ["--insecure"], identity):
+            # The certificate names tern.test, not 127.0.0.1; or no client certificate.
+            done = run([*publish, *refused, "-m", "refused"])
+            assert done.returncode != 0, refused
+        done = run([*publish, "--insecure", *identity, "--tls-version", "tlsv1.2", "-m", "one"])
+        assert done.returncode == 0, done.stderr
+        done = run([*publish, "--insecure", *identity, "--tls-version", "tlsv1.3", "-m", "two"])
+        assert done.returncode == 0, done.stderr
+        done = run([*publish, "--insecure", *identity, "--tls-version", "tlsv1.1", "-m", "x"])
+        assert done.returncode != 0 and "tlsv1.1" in done.stderr
+        out, err = sub.communicate(timeout=WAIT_SECS + 5)
+        assert sub.returncode == 0, err
+        assert out == "one\ntwo\n"
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -5,30 +5,37 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tern_auth::{Acl, Action, Rule, RuleAccess};
-use tern_core::{Access, Permissions};
+use tern_core::{Access, Identity, Method, Permissions};
 
 fn rules() -> Vec<Rule> {
     let mut rules: Vec<Rule> = (0..9)
         .map(|i| Rule {
             action: Action::Allow,
             access: RuleAccess::Both,
-            topic: format!("other{i}/%u/#"),
-            user: None,
-            anonymous: false,
+            topic: format!("other{i}/%o/%u/#"),
+            ..Rule::default()
         })
         .collect();
     rules.push(Rule {
         action: Action::Allow,
         access: RuleAccess::Both,
         topic: "%o/%u/#".to_owned(),
-        user: None,
-        anonymous: false,
+        ..Rule::default()
     });
     rules
 }
 
 fn bench(c: &mut Criterion) {
-    let acl = Acl::new(rules()).compile("client-1", Some("sensor42"), Some("site"), None);
+    let device = Identity {
+        method: Method::DeviceKey,
+        username: Some("sensor42".to_owned()),
+        owner: Some("site".to_owned()),
+        ..Identity::default()
+    };
+    let Ok(acl) = Acl::new(rules()) else {
+        panic!("the rules are valid");
+    };
+    let acl = acl.compile("client-1", &device);
     let mut group = c.benchmark_group("acl_10_rules");
     group.bench_function("publish_allowed", |b| {
         b.iter(|| acl.allows(Access::Publish, black_box("site/sensor42/temp")))

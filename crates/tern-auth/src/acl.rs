@@ -1,6 +1,7 @@
 //! Access control lists: ordered allow/deny rules over topic filters with `%u` (user name),
 //! `%c` (client identifier) and `%o` (device owner) substituted, compiled once per connection
-//! into [`CompiledAcl`], which the core asks on every PUBLISH and SUBSCRIBE.
+//! into [`CompiledAcl`], which the core asks on every PUBLISH and SUBSCRIBE. Which identities a
+//! rule applies to (by login method, name and owner) is [`crate::scope`]'s.
 //!
 //! Semantics: the first rule that applies decides; if none does, the answer is no. For a
 //! PUBLISH a rule applies when its filter matches the topic. For a SUBSCRIBE an allow rule
@@ -9,7 +10,9 @@
 //! receive a denied topic), so a deny carved out of a wider allow cannot be subscribed around.
 
 use serde::Deserialize;
-use tern_core::{Access, Authorizer, Permissions, Principal};
+use tern_core::{Access, Authorizer, Identity, Permissions, Principal};
+
+use crate::scope::{RuleError, RuleMethods, Scope};
 
 /// Whether a rule lets the client in or keeps it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -47,7 +50,7 @@ impl RuleAccess {
 }
 
 /// One ACL rule as written in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Allow (default) or deny.
@@ -58,12 +61,31 @@ pub struct Rule {
     pub access: RuleAccess,
     /// The topic filter, with `%u`, `%c` and `%o` substituted per client.
     pub topic: String,
-    /// Only for this user name; every client when absent.
+    /// Only for this name (of the rule's methods); every client when absent.
     #[serde(default)]
     pub user: Option<String>,
     /// Only for clients without a user name (anonymous), when true.
     #[serde(default)]
     pub anonymous: bool,
+    /// The login methods the rule applies to; when absent, implied by the rule (see
+    /// [`crate::scope`]).
+    #[serde(default)]
+    pub method: Option<RuleMethods>,
+    /// Only for devices of this owner.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// A rule that cannot be used, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ACL rule {index} (topic {topic:?}): {reason}")]
+pub struct AclError {
+    /// 1-based position among all rules.
+    pub index: usize,
+    /// Its topic.
+    pub topic: String,
+    /// What is wrong.
+    pub reason: RuleError,
 }
 
 /// One level of a compiled filter.
@@ -130,7 +152,7 @@ impl Permissions for CompiledAcl {
 /// The configured rules; an [`Authorizer`] that compiles them per connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
-    rules: Vec<Rule>,
+    rules: Vec<(Rule, Scope)>,
     /// Whether rules are in force at all: without any, everything is allowed (unless a
     /// credential restricts its own topics).
     enabled: bool,
@@ -138,12 +160,29 @@ pub struct Acl {
 
 impl Acl {
     /// Rules in force, in order. An empty list denies everything; use [`Acl::allow_all`] for
-    /// no access control.
-    pub fn new(rules: Vec<Rule>) -> Self {
-        Self {
-            rules,
-            enabled: true,
+    /// no access control. A rule that could not tell apart the identities it names (a device
+    /// without its owner, say) or that could never apply is refused.
+    pub fn new(rules: Vec<Rule>) -> Result<Self, AclError> {
+        let mut scoped = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.into_iter().enumerate() {
+            let scope = Scope::new(
+                &rule.topic,
+                rule.user.as_deref(),
+                rule.owner.as_deref(),
+                rule.anonymous,
+                rule.method.as_ref(),
+            )
+            .map_err(|reason| AclError {
+                index: index + 1,
+                topic: rule.topic.clone(),
+                reason,
+            })?;
+            scoped.push((rule, scope));
         }
+        Ok(Self {
+            rules: scoped,
+            enabled: true,
+        })
     }
 
     /// No access control (credentials may still restrict their own topics).
@@ -152,13 +191,9 @@ impl Acl {
     }
 
     /// The rules that apply to a client, with its names substituted.
-    pub fn compile(
-        &self,
-        client_id: &str,
-        username: Option<&str>,
-        owner: Option<&str>,
-        restriction: Option<&[String]>,
-    ) -> CompiledAcl {
+    pub fn compile(&self, client_id: &str, identity: &Identity) -> CompiledAcl {
+        let username = identity.username.as_deref();
+        let owner = identity.owner.as_deref();
         let mut rules = Vec::new();
         if !self.enabled {
             rules.push(CompiledRule {
@@ -167,13 +202,8 @@ impl Acl {
                 levels: vec![Level::Rest],
             });
         }
-        for rule in &self.rules {
-            let applies = match (&rule.user, username) {
-                (Some(user), Some(name)) => user == name,
-                (Some(_), None) => false,
-                (None, name) => !rule.anonymous || name.is_none(),
-            };
-            if !applies {
+        for (rule, scope) in &self.rules {
+            if !scope.applies(identity) {
                 continue;
             }
             // A rule whose substitution is impossible (no owner) or would change the shape of
@@ -187,7 +217,10 @@ impl Acl {
                 levels: parse(&topic),
             });
         }
-        let restriction = restriction.map(|filters| filters.iter().map(|f| parse(f)).collect());
+        let restriction = identity
+            .topics
+            .as_ref()
+            .map(|filters| filters.iter().map(|f| parse(f)).collect());
         CompiledAcl { rules, restriction }
     }
 }
@@ -198,12 +231,9 @@ impl Authorizer for Acl {
         if !self.enabled && identity.topics.is_none() {
             return None;
         }
-        Some(Box::new(self.compile(
-            principal.client_id.as_str(),
-            identity.username.as_deref(),
-            identity.owner.as_deref(),
-            identity.topics.as_deref(),
-        )))
+        Some(Box::new(
+            self.compile(principal.client_id.as_str(), identity),
+        ))
     }
 }
 
@@ -327,6 +357,7 @@ fn overlaps(rule: &[Level], requested: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_core::Method;
 
     fn rule(action: Action, access: RuleAccess, topic: &str, user: Option<&str>) -> Rule {
         Rule {
@@ -334,7 +365,27 @@ mod tests {
             access,
             topic: topic.to_owned(),
             user: user.map(str::to_owned),
-            anonymous: false,
+            ..Rule::default()
+        }
+    }
+
+    fn acl(rules: Vec<Rule>) -> Acl {
+        Acl::new(rules).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn user(name: &str) -> Identity {
+        Identity {
+            method: Method::Password,
+            username: Some(name.to_owned()),
+            ..Identity::default()
+        }
+    }
+
+    fn device(name: &str, owner: &str) -> Identity {
+        Identity {
+            method: Method::DeviceKey,
+            owner: Some(owner.to_owned()),
+            ..user(name)
         }
     }
 
@@ -368,11 +419,11 @@ mod tests {
 
     #[test]
     fn first_applicable_rule_decides_and_default_is_deny() {
-        let acl = Acl::new(vec![
+        let acl = acl(vec![
             rule(Action::Deny, RuleAccess::Both, "a/secret", None),
             rule(Action::Allow, RuleAccess::Both, "a/#", None),
         ]);
-        let p = acl.compile("c", Some("u"), None, None);
+        let p = acl.compile("c", &user("u"));
         assert!(p.allows(Access::Publish, "a/open"));
         assert!(!p.allows(Access::Publish, "a/secret"));
         assert!(!p.allows(Access::Subscribe, "a/#"));
@@ -382,51 +433,65 @@ mod tests {
 
     #[test]
     fn substitution_and_principal_selection() {
-        let acl = Acl::new(vec![
-            rule(Action::Allow, RuleAccess::Publish, "devices/%u/%c/#", None),
+        let acl = acl(vec![
+            rule(
+                Action::Allow,
+                RuleAccess::Publish,
+                "devices/%o/%u/%c/#",
+                None,
+            ),
             rule(Action::Allow, RuleAccess::Subscribe, "%o/shared/#", None),
             rule(Action::Allow, RuleAccess::Both, "admin/#", Some("root")),
+            rule(Action::Allow, RuleAccess::Publish, "users/%u/%c/#", None),
         ]);
-        let p = acl.compile("cid", Some("dev1"), Some("acme"), None);
-        assert!(p.allows(Access::Publish, "devices/dev1/cid/t"));
-        assert!(!p.allows(Access::Publish, "devices/dev2/cid/t"));
-        assert!(!p.allows(Access::Subscribe, "devices/dev1/cid/t"));
+        let p = acl.compile("cid", &device("dev1", "acme"));
+        assert!(p.allows(Access::Publish, "devices/acme/dev1/cid/t"));
+        assert!(!p.allows(Access::Publish, "devices/acme/dev2/cid/t"));
+        assert!(!p.allows(Access::Subscribe, "devices/acme/dev1/cid/t"));
         assert!(p.allows(Access::Subscribe, "acme/shared/#"));
         assert!(!p.allows(Access::Subscribe, "other/shared/#"));
         assert!(!p.allows(Access::Publish, "admin/x"));
+        // A device is not a user of the same name.
+        assert!(!p.allows(Access::Publish, "users/dev1/cid/t"));
         // No owner: %o rules are left out. No user name: %u rules too.
-        let anon = acl.compile("cid", None, None, None);
+        let anon = acl.compile("cid", &Identity::default());
         assert!(!anon.allows(Access::Subscribe, "acme/shared/x"));
-        assert!(!anon.allows(Access::Publish, "devices//cid/t"));
+        assert!(!anon.allows(Access::Publish, "users//cid/t"));
         // A user name that would widen the filter is never substituted.
-        let sneaky = acl.compile("cid", Some("+"), None, None);
-        assert!(!sneaky.allows(Access::Publish, "devices/x/cid/t"));
+        let sneaky = acl.compile("cid", &user("+"));
+        assert!(!sneaky.allows(Access::Publish, "users/x/cid/t"));
         assert!(acl
-            .compile("c", Some("root"), None, None)
+            .compile("c", &user("root"))
             .allows(Access::Subscribe, "admin/#"));
+        assert!(acl
+            .compile("cid", &user("dev1"))
+            .allows(Access::Publish, "users/dev1/cid/t"));
     }
 
     #[test]
     fn anonymous_rules_apply_only_without_a_user_name() {
         let mut public = rule(Action::Allow, RuleAccess::Subscribe, "public/#", None);
         public.anonymous = true;
-        let acl = Acl::new(vec![public]);
-        let anon = acl.compile("c", None, None, None);
+        let acl = acl(vec![public]);
+        let anon = acl.compile("c", &Identity::default());
         assert!(anon.allows(Access::Subscribe, "public/x"));
         assert!(!anon.allows(Access::Publish, "public/x"));
-        let named = acl.compile("c", Some("u"), None, None);
+        let named = acl.compile("c", &user("u"));
         assert!(!named.allows(Access::Subscribe, "public/x"));
         // An empty rule list denies everything.
         assert!(!Acl::new(Vec::new())
-            .compile("c", Some("u"), None, None)
-            .allows(Access::Publish, "x"));
+            .map(|acl| acl.compile("c", &user("u")).allows(Access::Publish, "x"))
+            .unwrap_or(true));
     }
 
     #[test]
     fn credential_restrictions_narrow_the_rules() {
         let acl = Acl::allow_all();
-        let topics = ["telemetry/#".to_owned()];
-        let p = acl.compile("c", Some("u"), None, Some(&topics));
+        let token = Identity {
+            topics: Some(vec!["telemetry/#".to_owned()]),
+            ..user("u")
+        };
+        let p = acl.compile("c", &token);
         assert!(p.allows(Access::Publish, "telemetry/x"));
         assert!(!p.allows(Access::Publish, "commands/x"));
         assert!(p.allows(Access::Subscribe, "telemetry/+"));

@@ -10,14 +10,18 @@
 //!    unless the same user logged in with the same password before ([`LoginCache`]).
 //!
 //! Wrong credentials get 0x86 Bad user name or password (0x04 in 3.1.1). The reason is logged
-//! with the user name, never the password.
+//! with the user name, never the password. Each accepted client is an [`Identity`] of the
+//! method that proved it ([`Method`]): names of different methods never meet. A profile may
+//! also bind client identifiers to names ([`ClientIds::Own`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_codec::ReasonCode;
-use tern_core::{AuthDecision, AuthJob, AuthRequest, Authenticator, ConnectionId, Identity};
+use tern_core::{
+    AuthDecision, AuthJob, AuthRequest, Authenticator, ConnectionId, Identity, Method,
+};
 use tracing::warn;
 
 use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
@@ -29,6 +33,32 @@ use crate::scram::{self, FakeSaltKey, ScramFailure, ScramPending};
 /// SCRAM exchanges in progress at once; the oldest is forgotten beyond this (its client, if
 /// still there, fails the exchange and may retry).
 const SCRAM_PENDING_MAX: usize = 4096;
+
+/// Which client identifiers a profile's clients may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientIds {
+    /// Any (MQTT's own rule): a session is still bound to the identity that created it.
+    #[default]
+    Any,
+    /// Only the client's own: its name, or its name followed by `-` and anything; so `%c` in
+    /// ACL rules stays inside the client's name. An empty identifier (one the broker assigns)
+    /// is allowed. Refused with 0x85 Client Identifier not valid (3.1.1: 0x02).
+    Own,
+}
+
+impl ClientIds {
+    /// Whether a client named `name` may use `client_id`.
+    pub fn allows(self, name: Option<&str>, client_id: &str) -> bool {
+        match (self, name) {
+            (Self::Any, _) => true,
+            (Self::Own, _) if client_id.is_empty() => true,
+            (Self::Own, None) => false,
+            (Self::Own, Some(name)) => client_id
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-')),
+        }
+    }
+}
 
 /// The methods one listener accepts.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +73,8 @@ pub struct Profile {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Device keys (per-owner secrets).
     pub devices: Option<Arc<DeviceKeys>>,
+    /// Which client identifiers its clients may use.
+    pub client_ids: ClientIds,
 }
 
 impl Profile {
@@ -134,13 +166,15 @@ impl AuthService {
         };
         self.scram_order.retain(|&id| id != request.connection);
         match scram::finish(&pending, request.data.unwrap_or_default()) {
-            Ok(server_final) => AuthDecision::AcceptAs {
-                data: Some(Bytes::from(server_final)),
-                identity: Identity {
+            Ok(server_final) => {
+                let identity = Identity {
+                    method: Method::Password,
                     username: Some(pending.username),
                     ..Identity::default()
-                },
-            },
+                };
+                let data = Some(Bytes::from(server_final));
+                self.accept_as(request, identity, data)
+            }
             Err(failure) => {
                 let why = match failure {
                     ScramFailure::Malformed => "malformed SCRAM client-final message",
@@ -170,15 +204,16 @@ impl AuthService {
             };
             let now = unix_now();
             return match devices.verify(device, request.client_id.as_str(), password, now) {
-                Ok(owner) => AuthDecision::AcceptAs {
-                    data: None,
-                    identity: Identity {
+                Ok(owner) => {
+                    let identity = Identity {
+                        method: Method::DeviceKey,
                         username: Some(device.to_owned()),
                         owner: Some(owner),
                         topics: None,
                         valid_for_millis: None,
-                    },
-                },
+                    };
+                    self.accept_as(request, identity, None)
+                }
                 Err(failure) => {
                     refused(request, &format!("device key refused: {failure:?}"));
                     AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
@@ -191,21 +226,22 @@ impl AuthService {
             .filter(|_| JwtVerifier::claims(password))
         {
             return match jwt.verify(password, username) {
-                Ok(identity) => AuthDecision::AcceptAs {
-                    data: None,
-                    identity: Identity {
-                        username: Some(identity.username),
+                Ok(token) => {
+                    let identity = Identity {
+                        method: Method::Token,
+                        username: Some(token.username),
                         owner: None,
-                        topics: identity.topics,
+                        topics: token.topics,
                         // Checked again while connected: the connection ends with the token.
                         valid_for_millis: Some(
-                            identity
+                            token
                                 .valid_until_unix_secs
                                 .saturating_mul(1000)
                                 .saturating_sub(unix_now_millis()),
                         ),
-                    },
-                },
+                    };
+                    self.accept_as(request, identity, None)
+                }
                 Err(failure) => {
                     refused(request, &format!("token refused: {failure:?}"));
                     AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
@@ -216,6 +252,12 @@ impl AuthService {
             profile.passwords.is_none() && profile.jwt.is_none() && profile.devices.is_none();
         if no_methods && profile.anonymous {
             // Nothing to check against: the open profile takes the user name as given.
+            if !profile
+                .client_ids
+                .allows(username, request.client_id.as_str())
+            {
+                return client_id_refused(request);
+            }
             return AuthDecision::Accept { data: None };
         }
         let (Some(passwords), Some(user)) = (&profile.passwords, username) else {
@@ -225,19 +267,25 @@ impl AuthService {
             );
             return AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword);
         };
+        if !profile
+            .client_ids
+            .allows(Some(user), request.client_id.as_str())
+        {
+            return client_id_refused(request);
+        }
         let (hash, known): (Arc<str>, bool) = match passwords.get(user) {
             Some(entry) => (entry.hash.as_str().into(), true),
             None => (Arc::clone(&self.decoy_hash), false),
         };
         if known && self.logins.check(request.connection, user, &hash, password) {
-            return password_accepted();
+            return password_accepted(user.to_owned());
         }
         let password = password.to_vec();
         let user = user.to_owned();
         let connection = request.connection.0;
         AuthDecision::Pending(AuthJob::new(move || {
             if verify_password(&hash, &password) && known {
-                password_accepted()
+                password_accepted(user)
             } else {
                 let why = if known {
                     "wrong password"
@@ -248,6 +296,26 @@ impl AuthService {
                 AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
             }
         }))
+    }
+}
+
+impl AuthService {
+    /// Lets a verified client in, if its profile lets it use its client identifier.
+    fn accept_as(
+        &self,
+        request: &AuthRequest<'_>,
+        identity: Identity,
+        data: Option<Bytes>,
+    ) -> AuthDecision {
+        let client_ids = self
+            .profiles
+            .get(request.profile)
+            .map_or(ClientIds::Any, |p| p.client_ids);
+        let name = identity.username.as_deref();
+        if !client_ids.allows(name, request.client_id.as_str()) {
+            return client_id_refused(request);
+        }
+        AuthDecision::AcceptAs { data, identity }
     }
 }
 
@@ -306,9 +374,24 @@ impl Authenticator for AuthService {
     }
 }
 
-/// What a right password (checked, or remembered) lets the client in as.
-fn password_accepted() -> AuthDecision {
-    AuthDecision::Accept { data: None }
+/// What a right password (checked, or remembered) lets `user` in as.
+fn password_accepted(user: String) -> AuthDecision {
+    AuthDecision::AcceptAs {
+        data: None,
+        identity: Identity {
+            method: Method::Password,
+            username: Some(user),
+            ..Identity::default()
+        },
+    }
+}
+
+fn client_id_refused(request: &AuthRequest<'_>) -> AuthDecision {
+    refused(
+        request,
+        "the client identifier is not the client's own (client_ids = \"own\")",
+    );
+    AuthDecision::Refuse(ReasonCode::ClientIdentifierNotValid)
 }
 
 fn refused(request: &AuthRequest<'_>, why: &str) {
@@ -441,6 +524,92 @@ mod tests {
         assert_eq!(
             refused(&decide(&mut service, 9, None, None, None)),
             Some(ReasonCode::NotAuthorized)
+        );
+    }
+
+    fn decide_as(
+        service: &mut AuthService,
+        client_id: &str,
+        user: &str,
+        pw: &[u8],
+    ) -> AuthDecision {
+        let client_id = MqttString::new(client_id).unwrap_or_default();
+        let username = MqttString::new(user).ok();
+        let request = AuthRequest {
+            connection: ConnectionId(1),
+            version: ProtocolVersion::V5,
+            client_id: &client_id,
+            username: username.as_ref(),
+            password: Some(pw),
+            method: None,
+            data: None,
+            profile: 0,
+            certificate_identity: None,
+        };
+        match service.authenticate(&request) {
+            AuthDecision::Pending(job) => job.run(),
+            decision => decision,
+        }
+    }
+
+    #[test]
+    fn each_method_names_its_own_identity() {
+        let mut profile = profile_with_alice();
+        profile.devices = Some(Arc::new(DeviceKeys::new(
+            [("acme".to_owned(), b"s".to_vec())].into_iter().collect(),
+            300,
+        )));
+        let mut service = AuthService::new(vec![profile]);
+        let identity = |decision: AuthDecision| match decision {
+            AuthDecision::AcceptAs { identity, .. } => Some(identity),
+            _ => None,
+        };
+        let alice = identity(decide_as(&mut service, "c", "alice", b"pw"));
+        assert_eq!(alice.as_ref().map(|i| i.method), Some(Method::Password));
+        let key = crate::device_password("acme", b"s", "alice", "c", unix_now());
+        let device = identity(decide_as(&mut service, "c", "alice", key.as_bytes()));
+        assert_eq!(device.as_ref().map(|i| i.method), Some(Method::DeviceKey));
+        assert_eq!(
+            device.as_ref().and_then(|i| i.owner.as_deref()),
+            Some("acme")
+        );
+        // One name, two identities: their sessions are not each other's.
+        let (Some(alice), Some(device)) = (alice, device) else {
+            panic!("both let in");
+        };
+        assert_ne!(alice.session_owner(), device.session_owner());
+    }
+
+    #[test]
+    fn own_client_identifiers_start_with_the_clients_name() {
+        let mut profile = profile_with_alice();
+        profile.client_ids = ClientIds::Own;
+        let mut service = AuthService::new(vec![profile]);
+        for (client_id, allowed) in [
+            ("alice", true),
+            ("alice-phone", true),
+            ("", true),
+            ("alicex", false),
+            ("bob-phone", false),
+            ("ali", false),
+        ] {
+            let decision = decide_as(&mut service, client_id, "alice", b"pw");
+            let code = refused(&decision);
+            if allowed {
+                assert_eq!(code, None, "{client_id:?}");
+            } else {
+                assert_eq!(
+                    code,
+                    Some(ReasonCode::ClientIdentifierNotValid),
+                    "{client_id:?}"
+                );
+            }
+        }
+        // Any client identifier with the default.
+        let mut open = AuthService::new(vec![profile_with_alice()]);
+        assert_eq!(
+            refused(&decide_as(&mut open, "bob-phone", "alice", b"pw")),
+            None
         );
     }
 }

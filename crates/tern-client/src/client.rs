@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tern_codec::{
-    FilterList, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription,
-    SubscriptionList, SubscriptionOptions, TopicFilter, Unsubscribe, UnsubscribeProperties,
+    DisconnectProperties, FilterList, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties,
+    Subscription, SubscriptionList, SubscriptionOptions, Unsubscribe, UnsubscribeProperties,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -44,6 +44,32 @@ impl Client {
         options: ClientOptions,
         transport: impl Transport,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        Self::launch(options, transport, None)
+    }
+
+    /// Like [`Client::start`], and also returns an inbox that receives every incoming message
+    /// no subscription's [`Messages`] takes: those a resumed session delivers before the
+    /// application subscribes again, those for filters it no longer routes, and all of them
+    /// once the `Messages` of a subscription are dropped. A command-line subscriber reads
+    /// only the inbox and so prints whatever the broker sends, in order.
+    pub fn start_with_inbox(
+        options: ClientOptions,
+        transport: impl Transport,
+    ) -> Result<(Self, Messages, JoinHandle<()>), StoreError> {
+        let (sender, receiver) = mpsc::channel(options.subscription_buffer_count.max(1));
+        let (client, task) = Self::launch(options, transport, Some(sender))?;
+        let inbox = Messages {
+            receiver,
+            reason_codes: Vec::new(),
+        };
+        Ok((client, inbox, task))
+    }
+
+    fn launch(
+        options: ClientOptions,
+        transport: impl Transport,
+        inbox: Option<mpsc::Sender<Publish>>,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let mut session = Session::default();
         let store = match &options.store_dir {
             Some(dir) => {
@@ -64,6 +90,7 @@ impl Client {
             state: state_tx,
             session,
             routes: Vec::new(),
+            inbox,
             store,
             connected_once: false,
         };
@@ -163,6 +190,33 @@ impl Client {
         filters: &[(&str, SubscriptionOptions)],
         properties: SubscribeProperties,
     ) -> Result<Messages, SubscribeError> {
+        let (sender, receiver) = mpsc::channel(self.options.subscription_buffer_count.max(1));
+        let reason_codes = self
+            .send_subscribe(filters, properties, Some(sender))
+            .await?;
+        Ok(Messages {
+            receiver,
+            reason_codes,
+        })
+    }
+
+    /// Subscribes without a receiver of its own: the messages go to the inbox of a client
+    /// started with [`Client::start_with_inbox`], in the order the broker sends them. Returns
+    /// the SUBACK reason codes.
+    pub async fn subscribe_to_inbox(
+        &self,
+        filters: &[(&str, SubscriptionOptions)],
+        properties: SubscribeProperties,
+    ) -> Result<Vec<ReasonCode>, SubscribeError> {
+        self.send_subscribe(filters, properties, None).await
+    }
+
+    async fn send_subscribe(
+        &self,
+        filters: &[(&str, SubscriptionOptions)],
+        properties: SubscribeProperties,
+        sender: Option<mpsc::Sender<Publish>>,
+    ) -> Result<Vec<ReasonCode>, SubscribeError> {
         let mut subscriptions = Vec::with_capacity(filters.len());
         for (filter, options) in filters {
             subscriptions.push(Subscription {
@@ -170,9 +224,10 @@ impl Client {
                 options: *options,
             });
         }
-        let route_filters: Vec<TopicFilter> =
-            subscriptions.iter().map(|s| s.filter.clone()).collect();
-        let (sender, receiver) = mpsc::channel(self.options.subscription_buffer_count.max(1));
+        let route = sender.map(|sender| Route {
+            filters: subscriptions.iter().map(|s| s.filter.clone()).collect(),
+            sender,
+        });
         let subscribe = Subscribe {
             // Assigned by the event loop.
             packet_id: tern_codec::PacketId::new(1).ok_or(SubscribeError::Closed)?,
@@ -180,34 +235,36 @@ impl Client {
             subscriptions: SubscriptionList::new(&subscriptions),
         };
         let (done, outcome) = oneshot::channel();
-        let route = Route {
-            filters: route_filters,
-            sender,
-        };
         self.commands
             .send(Command::Subscribe {
                 subscribe,
-                route: Some(route),
+                route,
                 done,
             })
             .await
             .map_err(|_| SubscribeError::Closed)?;
-        let reason_codes = outcome.await.map_err(|_| SubscribeError::Closed)??;
-        Ok(Messages {
-            receiver,
-            reason_codes,
-        })
+        outcome.await.map_err(|_| SubscribeError::Closed)?
     }
 
     /// Unsubscribes from filters; messages for them stop reaching their [`Messages`].
     pub async fn unsubscribe(&self, filters: &[&str]) -> Result<Vec<ReasonCode>, SubscribeError> {
+        self.unsubscribe_with(filters, UnsubscribeProperties::default())
+            .await
+    }
+
+    /// Unsubscribes from filters, with MQTT 5 properties (user properties).
+    pub async fn unsubscribe_with(
+        &self,
+        filters: &[&str],
+        properties: UnsubscribeProperties,
+    ) -> Result<Vec<ReasonCode>, SubscribeError> {
         let mut parsed = Vec::with_capacity(filters.len());
         for filter in filters {
             parsed.push(crate::topic_filter(filter)?);
         }
         let unsubscribe = Unsubscribe {
             packet_id: tern_codec::PacketId::new(1).ok_or(SubscribeError::Closed)?,
-            properties: UnsubscribeProperties::default(),
+            properties,
             filters: FilterList::new(&parsed),
         };
         let (done, outcome) = oneshot::channel();
@@ -221,10 +278,16 @@ impl Client {
     /// Sends DISCONNECT (no will is published) and stops the event loop. Publishes still
     /// queued or in flight fail with `PublishError::Closed`; persisted ones stay on disk.
     pub async fn disconnect(&self) {
+        self.disconnect_with(DisconnectProperties::default()).await;
+    }
+
+    /// Like [`Client::disconnect`], with MQTT 5 DISCONNECT properties (a new session expiry
+    /// interval, user properties).
+    pub async fn disconnect_with(&self, properties: DisconnectProperties) {
         let (done, finished) = oneshot::channel();
         if self
             .commands
-            .send(Command::Disconnect { done })
+            .send(Command::Disconnect { properties, done })
             .await
             .is_ok()
         {

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_codec::{
-    Ack, Connect, ConnectProperties, Disconnect, MqttString, Packet, ProtocolVersion, Publish, QoS,
-    ReasonCode, Subscribe, SubscribeProperties, SubscriptionList, TopicFilter, Unsubscribe, Will,
+    Ack, Connect, ConnectProperties, Disconnect, DisconnectProperties, MqttString, Packet,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, SubscriptionList,
+    TopicFilter, Unsubscribe, Will,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,6 +38,7 @@ pub(crate) enum Command {
         done: ControlDone,
     },
     Disconnect {
+        properties: DisconnectProperties,
         done: oneshot::Sender<()>,
     },
 }
@@ -72,6 +74,8 @@ pub(crate) struct EventLoop {
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) session: Session,
     pub(crate) routes: Vec<Route>,
+    /// Where messages no route takes go, when the application asked for them.
+    pub(crate) inbox: Option<mpsc::Sender<Publish>>,
     pub(crate) store: Option<Store>,
     pub(crate) connected_once: bool,
 }
@@ -178,6 +182,8 @@ impl EventLoop {
                 properties.topic_alias_maximum = Some(options.topic_alias_maximum);
             }
             properties.user_properties = options.connect_user_properties.clone();
+            properties.request_response_information = options.request_response_information;
+            properties.request_problem_information = options.request_problem_information;
         }
         let client_id = MqttString::new(&options.client_id).unwrap_or_default();
         let will = options.will.as_ref().and_then(|will| {
@@ -212,7 +218,7 @@ impl EventLoop {
     ) -> Result<(), Option<oneshot::Sender<()>>> {
         match command {
             None => Err(None),
-            Some(Command::Disconnect { done }) => Err(Some(done)),
+            Some(Command::Disconnect { done, .. }) => Err(Some(done)),
             Some(command) => {
                 self.accept(command, None);
                 Ok(())
@@ -482,9 +488,12 @@ impl EventLoop {
                     Err(e) => return Exit::Down(DownReason::Transport(e.to_string())),
                 },
                 command = self.commands.recv() => match command {
-                    None => return self.goodbye(&mut stream, &mut wire, None).await,
-                    Some(Command::Disconnect { done }) => {
-                        return self.goodbye(&mut stream, &mut wire, Some(done)).await
+                    None => {
+                        let properties = DisconnectProperties::default();
+                        return self.goodbye(&mut stream, &mut wire, properties, None).await;
+                    }
+                    Some(Command::Disconnect { properties, done }) => {
+                        return self.goodbye(&mut stream, &mut wire, properties, Some(done)).await
                     }
                     Some(command) => self.accept(command, Some(&mut wire)),
                 },
@@ -502,11 +511,12 @@ impl EventLoop {
         &mut self,
         stream: &mut crate::transport::BoxStream,
         wire: &mut Wire,
+        properties: DisconnectProperties,
         done: Option<oneshot::Sender<()>>,
     ) -> Exit {
-        wire.write(&Packet::Disconnect(Disconnect::new(
-            ReasonCode::NORMAL_DISCONNECTION,
-        )));
+        let mut disconnect = Disconnect::new(ReasonCode::NORMAL_DISCONNECTION);
+        disconnect.properties = properties;
+        wire.write(&Packet::Disconnect(disconnect));
         let flush = async {
             stream.write_all(&wire.write_buf).await?;
             stream.flush().await?;
@@ -664,18 +674,28 @@ impl EventLoop {
         let _ = done.send(outcome);
     }
 
-    /// Hands a message to every route whose filters match; a full route stalls the link
-    /// (back-pressure to the broker), a closed one is removed.
+    /// Hands a message to every route whose filters match, or to the inbox when none takes
+    /// it; a full route stalls the link (back-pressure to the broker), a closed one is removed.
     async fn deliver(&mut self, publish: Publish) {
         let topic = publish.topic.as_str().to_owned();
         let mut closed = false;
+        let mut taken = false;
         for route in self.routes.iter().filter(|r| r.matches(&topic)) {
             if route.sender.send(publish.clone()).await.is_err() {
                 closed = true;
+            } else {
+                taken = true;
             }
         }
         if closed {
             self.routes.retain(|route| !route.sender.is_closed());
+        }
+        if !taken {
+            if let Some(inbox) = &self.inbox {
+                if inbox.send(publish).await.is_err() {
+                    self.inbox = None;
+                }
+            }
         }
     }
 }

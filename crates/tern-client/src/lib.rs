@@ -29,6 +29,7 @@ mod event_loop;
 mod options;
 pub mod request;
 mod session;
+mod socks;
 mod state;
 mod store;
 pub mod tls;
@@ -39,14 +40,17 @@ pub use bytes::Bytes;
 pub use client::{Client, Messages, Pending};
 pub use error::{ConnectError, PublishError, RequestError, StoreError, SubscribeError};
 pub use options::{ClientOptions, LastWill, QueuePolicy};
+pub use socks::Socks5Proxy;
 pub use state::{ConnectionState, DownReason};
 /// The protocol crate, for packets and properties in full.
 pub use tern_codec as codec;
 pub use tern_codec::{
     ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubscriptionOptions,
 };
-pub use tls::TlsTransport;
-pub use transport::{FnTransport, TcpTransport, Transport};
+pub use tls::{TlsOptions, TlsTransport, TlsVersion};
+#[cfg(unix)]
+pub use transport::UnixTransport;
+pub use transport::{Dialer, FnTransport, TcpTransport, Transport};
 pub use ws::WsTransport;
 
 use tern_codec::{MqttString, TopicFilter, TopicName};

@@ -77,6 +77,10 @@ pub struct ClientOptions {
     pub maximum_packet_size: u32,
     /// User properties sent in CONNECT.
     pub connect_user_properties: UserProperties,
+    /// MQTT 5 Request Response Information sent in CONNECT (absent: the broker's default, no).
+    pub request_response_information: Option<bool>,
+    /// MQTT 5 Request Problem Information sent in CONNECT (absent: the broker's default, yes).
+    pub request_problem_information: Option<bool>,
     /// Publishes waiting for a free in-flight slot or for the link (the offline queue).
     pub queue_count_max: usize,
     /// Policy when that queue is full.
@@ -112,6 +116,8 @@ impl ClientOptions {
             outgoing_topic_aliases: 16,
             maximum_packet_size: 1024 * 1024,
             connect_user_properties: UserProperties::new(),
+            request_response_information: None,
+            request_problem_information: None,
             queue_count_max: 10_000,
             queue_policy: QueuePolicy::RejectNew,
             subscription_buffer_count: 1024,

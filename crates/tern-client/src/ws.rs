@@ -10,19 +10,19 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::transport::{BoxStream, ConnectFuture, Stream as ByteStream, Transport};
+use crate::transport::{BoxStream, ConnectFuture, Dialer, Stream as ByteStream, Transport};
 
 /// MQTT over WebSocket to a `ws://` or `wss://` URL (e.g. `ws://127.0.0.1:8080/mqtt`).
 #[derive(Debug, Clone)]
 pub struct WsTransport {
     url: String,
     tls: Option<Arc<ClientConfig>>,
+    dialer: Dialer,
 }
 
 impl WsTransport {
@@ -31,7 +31,14 @@ impl WsTransport {
         Self {
             url: url.into(),
             tls,
+            dialer: Dialer::default(),
         }
+    }
+
+    /// Opens the TCP connection with `dialer` (local address, SOCKS5 proxy).
+    pub fn with_dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = dialer;
+        self
     }
 }
 
@@ -60,8 +67,7 @@ impl Transport for WsTransport {
                 .uri()
                 .port_u16()
                 .unwrap_or(if secure { 443 } else { 80 });
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = self.dialer.dial(&host, port).await?;
             if secure {
                 let config = match &self.tls {
                     Some(config) => config.clone(),

@@ -1,7 +1,7 @@
 //! The client over an in-memory duplex transport, against a scripted broker: QoS 1 and 2
 //! flows, resending with DUP and PUBREL after an outage, resubscribing when the broker kept no
-//! session, topic aliases and Receive Maximum in both directions, and keep-alive detecting a
-//! silent link.
+//! session, topic aliases and Receive Maximum in both directions, keep-alive detecting a
+//! silent link, and the inbox of messages no receiver takes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 use std::time::Duration;
@@ -65,6 +65,13 @@ impl Peer {
 
 /// A client whose every connection attempt hands the broker's end to the test.
 fn start(options: ClientOptions) -> (Client, mpsc::UnboundedReceiver<Peer>) {
+    let (transport, peers) = transport();
+    let (client, _task) = Client::start(options, transport).unwrap();
+    (client, peers)
+}
+
+/// A transport whose every connection attempt hands the broker's end to the test.
+fn transport() -> (FnTransport, mpsc::UnboundedReceiver<Peer>) {
     let (peers_tx, peers) = mpsc::unbounded_channel();
     let transport = FnTransport::new(move || {
         let (client_end, broker_end) = tokio::io::duplex(64 * 1024);
@@ -76,8 +83,7 @@ fn start(options: ClientOptions) -> (Client, mpsc::UnboundedReceiver<Peer>) {
         });
         async move { Ok(client_end) }
     });
-    let (client, _task) = Client::start(options, transport).unwrap();
-    (client, peers)
+    (transport, peers)
 }
 
 fn options() -> ClientOptions {
@@ -373,4 +379,117 @@ async fn incoming_topic_aliases_are_resolved() {
         );
         assert_eq!(m.properties.topic_alias, None);
     }
+}
+
+fn publish_packet(name: &str, id: u16, payload: &'static str) -> Packet {
+    let mut publish = Publish::new(topic(name), Bytes::from_static(payload.as_bytes()));
+    publish.qos = QoS::AtLeastOnce;
+    publish.packet_id = PacketId::new(id);
+    Packet::Publish(publish)
+}
+
+fn granted(packet_id: PacketId) -> Packet {
+    Packet::SubAck(SubAck {
+        packet_id,
+        properties: Default::default(),
+        reason_codes: vec![ReasonCode::GrantedQos1],
+    })
+}
+
+async fn next_payload(messages: &mut tern_client::Messages) -> Bytes {
+    tokio::time::timeout(WAIT, messages.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .payload
+}
+
+#[tokio::test]
+async fn the_inbox_gets_what_no_receiver_takes() {
+    use tern_client::codec::{
+        DisconnectProperties, MqttString, SubscribeProperties, SubscriptionOptions,
+        UnsubscribeProperties,
+    };
+    let (transport, mut peers) = transport();
+    let mut resume = options();
+    resume.clean_start = false;
+    let (client, mut inbox, _task) = Client::start_with_inbox(resume, transport).unwrap();
+    let mut peer = next_peer(&mut peers).await;
+    assert!(!peer.accept(true, |_| {}).await);
+    // A resumed session's queue arrives before the application has subscribed to anything.
+    peer.send(publish_packet("queued", 7, "from the session"))
+        .await;
+    assert_eq!(&next_payload(&mut inbox).await[..], b"from the session");
+    assert!(matches!(peer.recv().await, Packet::PubAck(ack) if ack.packet_id.get() == 7));
+
+    let qos1 = SubscriptionOptions::qos(QoS::AtLeastOnce);
+    let c = client.clone();
+    let into_inbox = tokio::spawn(async move {
+        c.subscribe_to_inbox(&[("live", qos1)], SubscribeProperties::default())
+            .await
+    });
+    let Packet::Subscribe(subscribe) = peer.recv().await else {
+        panic!("expected SUBSCRIBE")
+    };
+    peer.send(granted(subscribe.packet_id)).await;
+    assert_eq!(
+        into_inbox.await.unwrap().unwrap(),
+        [ReasonCode::GrantedQos1]
+    );
+    let c = client.clone();
+    let routed = tokio::spawn(async move { c.subscribe("routed", QoS::AtLeastOnce).await });
+    let Packet::Subscribe(subscribe) = peer.recv().await else {
+        panic!("expected SUBSCRIBE")
+    };
+    peer.send(granted(subscribe.packet_id)).await;
+    let mut routed = routed.await.unwrap().unwrap();
+
+    peer.send(publish_packet("routed", 8, "to its receiver"))
+        .await;
+    peer.send(publish_packet("live", 9, "to the inbox")).await;
+    assert_eq!(&next_payload(&mut routed).await[..], b"to its receiver");
+    assert_eq!(&next_payload(&mut inbox).await[..], b"to the inbox");
+    // Once a subscription's receiver is dropped, its messages go to the inbox too.
+    drop(routed);
+    peer.send(publish_packet("routed", 10, "no receiver left"))
+        .await;
+    assert_eq!(&next_payload(&mut inbox).await[..], b"no receiver left");
+
+    // UNSUBSCRIBE and DISCONNECT carry the properties given.
+    let mut properties = UnsubscribeProperties::default();
+    let name = MqttString::new("why").unwrap();
+    properties
+        .user_properties
+        .push(&name, &MqttString::new("done").unwrap());
+    let c = client.clone();
+    let unsubscribed = tokio::spawn(async move { c.unsubscribe_with(&["live"], properties).await });
+    let unsubscribe = loop {
+        match peer.recv().await {
+            Packet::Unsubscribe(unsubscribe) => break unsubscribe,
+            Packet::PubAck(_) => {}
+            other => panic!("expected UNSUBSCRIBE, got {other:?}"),
+        }
+    };
+    let pairs: Vec<_> = unsubscribe.properties.user_properties.iter().collect();
+    assert_eq!(pairs, [("why", "done")]);
+    let unsuback = tern_client::codec::UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        properties: Default::default(),
+        reason_codes: vec![ReasonCode::Success],
+    };
+    peer.send(Packet::UnsubAck(unsuback)).await;
+    unsubscribed.await.unwrap().unwrap();
+    let c = client.clone();
+    let disconnected = tokio::spawn(async move {
+        c.disconnect_with(DisconnectProperties {
+            session_expiry_interval: Some(0),
+            ..DisconnectProperties::default()
+        })
+        .await
+    });
+    let Packet::Disconnect(disconnect) = peer.recv().await else {
+        panic!("expected DISCONNECT")
+    };
+    assert_eq!(disconnect.properties.session_expiry_interval, Some(0));
+    disconnected.await.unwrap();
 }

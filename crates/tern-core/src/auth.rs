@@ -34,10 +34,44 @@ pub struct AuthRequest<'a> {
     pub profile: usize,
 }
 
+/// How a client proved who it is. Names are only unique within one method (and, for devices,
+/// one owner): a password user `ops`, a token whose subject is `ops` and a device `ops` are
+/// three identities, so rules and sessions tell them apart by method as well as by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Nothing was verified: an anonymous client, or a user name taken as the client gave it
+    /// (a listener that lets everyone in).
+    #[default]
+    Unverified,
+    /// A user of the password file, by password or SCRAM.
+    Password,
+    /// A bearer token (JWT): the name is its subject claim.
+    Token,
+    /// A client certificate verified at the TLS handshake: the name is the certificate's.
+    Certificate,
+    /// A device key: the name is the device identifier, unique within its owner.
+    DeviceKey,
+}
+
+impl Method {
+    /// The word configuration files and logs use for the method.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unverified => "unverified",
+            Self::Password => "password",
+            Self::Token => "jwt",
+            Self::Certificate => "certificate",
+            Self::DeviceKey => "device",
+        }
+    }
+}
+
 /// Who an authenticator found the client to be, beyond the CONNECT user name: what the
-/// authorizer compiles the connection's rules for.
+/// authorizer compiles the connection's rules for, and what a persistent session is bound to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
+    /// How the name was proved; [`Method::Unverified`] unless an authenticator says otherwise.
+    pub method: Method,
     /// The authenticated user name (`%u` in ACL rules); may differ from CONNECT's (a JWT claim).
     pub username: Option<String>,
     /// The owner a device belongs to (`%o` in ACL rules), for device-key authentication.
@@ -49,6 +83,66 @@ pub struct Identity {
     /// then closes the connection (MQTT 5: DISCONNECT 0xA0, Maximum connect time). `None`: for
     /// as long as the connection lasts.
     pub valid_for_millis: Option<u64>,
+}
+
+impl Identity {
+    /// The principal a session created by this identity belongs to (see [`SessionOwner`]).
+    pub fn session_owner(&self) -> SessionOwner {
+        match (self.method, &self.username) {
+            (Method::Unverified, _) | (_, None) => SessionOwner::unverified(),
+            (method, Some(name)) => {
+                let owner = self.owner.as_deref().unwrap_or_default();
+                // U+0000 cannot occur in an MQTT string, so the parts cannot run together.
+                let key = format!("{}\0{owner}\0{name}", method.as_str());
+                SessionOwner(Some(key.into_boxed_str()))
+            }
+        }
+    }
+
+    /// The identity as logs name it: `password:alice`, `device:acme/ops`, `unverified:bob`.
+    pub fn describe(&self) -> String {
+        let name = self.username.as_deref().unwrap_or("(anonymous)");
+        match &self.owner {
+            Some(owner) => format!("{}:{owner}/{name}", self.method.as_str()),
+            None => format!("{}:{name}", self.method.as_str()),
+        }
+    }
+}
+
+/// The identity a persistent session is bound to: only the same method, owner and name may
+/// resume it. Clients whose names nothing verified share one owner ([`SessionOwner::unverified`])
+/// (none of them can be told apart), and never resume a verified identity's session or the
+/// other way round. Kept as one boxed string (`method NUL owner NUL name`), so the common
+/// unverified case costs a session no allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct SessionOwner(Option<Box<str>>);
+
+impl SessionOwner {
+    /// Sessions of clients whose names were not verified (the default).
+    pub const fn unverified() -> Self {
+        Self(None)
+    }
+
+    /// A session recovered from a store that did not record owners: the first identity to
+    /// resume it claims it.
+    pub fn unknown() -> Self {
+        Self(Some(Box::from("")))
+    }
+
+    /// Whether this is [`SessionOwner::unknown`].
+    pub fn is_unknown(&self) -> bool {
+        self.0.as_deref() == Some("")
+    }
+
+    /// The stored form: `None` for unverified, `""` for unknown, the key otherwise.
+    pub fn as_stored(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Back from [`SessionOwner::as_stored`].
+    pub fn from_stored(stored: Option<&str>) -> Self {
+        Self(stored.map(Box::from))
+    }
 }
 
 /// A slow credential check (password hashing) for the runtime to run off the broker thread;

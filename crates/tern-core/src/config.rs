@@ -30,6 +30,12 @@ pub struct Limits {
     pub qos_max: QoS,
     /// Whether retained messages are supported.
     pub retain_available: bool,
+    /// Retained messages held at most (topics); a retained PUBLISH to a new topic past it is
+    /// refused (MQTT 5: 0x97 Quota exceeded). 0 means no limit.
+    pub retained_count_max: usize,
+    /// Bytes of retained messages held at most (topic and payload of each); a retained PUBLISH
+    /// that would grow them past it is refused (MQTT 5: 0x97 Quota exceeded). 0 means no limit.
+    pub retained_bytes_max: usize,
     /// Subscriptions one session may hold.
     pub subscriptions_per_session_max: usize,
     /// Longest topic name or filter, in bytes.
@@ -66,6 +72,8 @@ impl Default for Limits {
             keep_alive_max_secs: 0,
             qos_max: QoS::ExactlyOnce,
             retain_available: true,
+            retained_count_max: 1_000_000,
+            retained_bytes_max: 1024 * 1024 * 1024,
             subscriptions_per_session_max: 10_000,
             topic_length_max_bytes: 1024,
             topic_levels_max: 64,
@@ -89,4 +97,21 @@ pub struct Config {
     pub persistence: bool,
     /// How `$tree/` subscriptions batch their deltas.
     pub trees: TreeConfig,
+    /// What a client gets when its client identifier names a session that belongs to another
+    /// identity.
+    pub other_identity: OtherIdentity,
+}
+
+/// What happens when a client connects with the client identifier of a session that another
+/// identity created (another user, another method, another owner's device). Either way the
+/// old session never passes to the newcomer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtherIdentity {
+    /// CONNACK 0x87 Not authorized (3.1.1: 0x05); the session and its connection, if any,
+    /// are left as they were.
+    #[default]
+    Refuse,
+    /// The old session (and its connection) ends, as with clean start, and the newcomer starts
+    /// a fresh one: the client identifier goes to whoever connects last.
+    Fresh,
 }

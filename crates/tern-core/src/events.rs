@@ -52,6 +52,9 @@ pub enum DropReason {
     Expired,
     /// The packet would exceed the client's Maximum Packet Size.
     TooLargeForClient,
+    /// The session's connection may not receive the topic (rules changed, or another identity
+    /// resumed a session recovered without an owner).
+    NotAuthorized,
 }
 
 /// Something that happened in the broker, for logs and observers.
@@ -104,6 +107,16 @@ pub enum Event {
         /// The topic name or filter.
         topic: String,
     },
+    /// A CONNECT was refused because its client identifier names a session that belongs to
+    /// another identity.
+    SessionRefused {
+        /// The connection.
+        connection: ConnectionId,
+        /// The client identifier it asked for.
+        client_id: MqttString,
+        /// Who it authenticated as (`method:name`), for the log.
+        identity: String,
+    },
     /// A message was not delivered to a subscriber.
     Dropped {
         /// The subscriber.
@@ -140,6 +153,11 @@ pub struct Stats {
     pub publish_dropped: u64,
     /// Retained messages held, now.
     pub retained: u64,
+    /// Bytes of retained messages held (topics and payloads), now.
+    pub retained_bytes: u64,
+    /// Retained PUBLISH packets refused (or, for wills, not retained) because storing them
+    /// would exceed `retained_count_max` or `retained_bytes_max`.
+    pub retained_refused: u64,
     /// Subscriptions held, now.
     pub subscriptions: u64,
     /// Connections refused or closed for a protocol violation.

@@ -31,11 +31,14 @@ pub mod tree;
 pub mod tree_view;
 pub mod types;
 
-pub use auth::{AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity};
+pub use auth::{
+    AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity, Method,
+    SessionOwner,
+};
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, OtherIdentity};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, DropReason, Event, Stats};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, SubscriptionIds, TopicFilter, Will};
 
+use crate::auth::SessionOwner;
 use crate::connection::OutgoingPublish;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SharedMessage, Time};
@@ -93,11 +94,22 @@ pub enum QueueRefusal {
     BytesFull,
 }
 
+/// What [`Session::withdraw`] did.
+#[derive(Debug, Default)]
+pub struct Withdrawn {
+    /// Sequence numbers of the deliveries dropped.
+    pub dropped: Vec<u64>,
+    /// QoS 2 deliveries moved to the PUBREL stage (sequence number, packet identifier).
+    pub released: Vec<(u64, PacketId)>,
+}
+
 /// Session state, connected or not.
 #[derive(Debug)]
 pub struct Session {
     /// The client identifier.
     pub client_id: MqttString,
+    /// The identity that created the session: only it may resume the session.
+    pub owner: SessionOwner,
     /// The connection currently attached, if any.
     pub connection: Option<ConnectionId>,
     /// Protocol level of the last connection.
@@ -137,6 +149,7 @@ impl Session {
     pub fn new(client_id: MqttString, version: ProtocolVersion) -> Self {
         Self {
             client_id,
+            owner: SessionOwner::unverified(),
             connection: None,
             version,
             expiry_secs: 0,
@@ -213,18 +226,53 @@ impl Session {
     /// Drops the queued deliveries whose message has expired at `now`; returns their sequence
     /// numbers.
     pub fn purge_expired(&mut self, now: Time) -> Vec<u64> {
-        let mut purged = Vec::new();
+        self.drop_queued(|delivery| delivery.message.is_expired(now))
+    }
+
+    /// Withdraws the deliveries `refused` picks. Queued ones and QoS 1 ones in flight are
+    /// dropped. A QoS 2 PUBLISH in flight may be held by the client, whose packet identifier
+    /// then stays in use until a PUBREL: it moves to the PUBREL stage, which frees the
+    /// identifier on both sides without sending the message again. One whose PUBREC came is
+    /// left as it is (the client has it).
+    pub fn withdraw(&mut self, refused: impl Fn(&Delivery) -> bool) -> Withdrawn {
+        let mut withdrawn = Withdrawn {
+            dropped: self.drop_queued(&refused),
+            released: Vec::new(),
+        };
+        let mut index = 0;
+        while let Some(entry) = self.inflight.get_mut(index) {
+            index += 1;
+            if entry.state == OutgoingState::AwaitPubComp || !refused(&entry.delivery) {
+                continue;
+            }
+            if entry.state == OutgoingState::AwaitPubRec {
+                entry.state = OutgoingState::AwaitPubComp;
+                withdrawn
+                    .released
+                    .push((entry.delivery.seq, entry.packet_id));
+                continue;
+            }
+            index -= 1;
+            if let Some(entry) = self.remove_inflight(index) {
+                withdrawn.dropped.push(entry.delivery.seq);
+            }
+        }
+        withdrawn
+    }
+
+    fn drop_queued(&mut self, mut drop: impl FnMut(&Delivery) -> bool) -> Vec<u64> {
+        let mut dropped = Vec::new();
         let mut freed = 0;
         self.queue.retain(|delivery| {
-            let expired = delivery.message.is_expired(now);
-            if expired {
-                purged.push(delivery.seq);
+            let gone = drop(delivery);
+            if gone {
+                dropped.push(delivery.seq);
                 freed += delivery.message.payload.len();
             }
-            !expired
+            !gone
         });
         self.queued_bytes -= freed;
-        purged
+        dropped
     }
 
     /// Payload bytes waiting in the queue.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
+use crate::auth::SessionOwner;
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
 use crate::types::{SharedMessage, Time};
@@ -19,6 +20,8 @@ use crate::types::{SharedMessage, Time};
 pub struct SessionRecord {
     /// The client identifier.
     pub client_id: MqttString,
+    /// The identity the session belongs to.
+    pub owner: SessionOwner,
     /// Seconds the session outlives its connection.
     pub expiry_secs: u32,
     /// Its subscriptions.

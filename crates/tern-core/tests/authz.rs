@@ -325,7 +325,7 @@ fn replaced_rules_apply_to_clients_already_connected() {
     t.events();
 
     // The identity NameIsU gave at CONNECT ("u") is what the new rules are compiled for.
-    let dropped = t.broker.replace_authorizer(Box::new(Swapped));
+    let dropped = t.broker.replace_authorizer(Box::new(Swapped), t.now);
     // Both subscriptions fall outside in/u/: dropped, each a denial.
     assert_eq!(dropped, 2);
     assert_eq!(
@@ -352,4 +352,38 @@ fn replaced_rules_apply_to_clients_already_connected() {
         t.recv(&c),
         [suback(4, &[granted(Q0), ReasonCode::NotAuthorized])]
     );
+}
+
+/// MQTT-4.3.3-9: once the server has answered a PUBREC of 0x80 or above, the next PUBLISH with
+/// that packet identifier is a new message. Here the first copy was accepted (its identifier
+/// held for PUBREL), the rules changed, and the resent copy was refused with 0x87: the refusal
+/// ends the exchange, so the identifier must not stay held, or the client's next message with
+/// it would be taken for a duplicate and dropped.
+#[test]
+fn qos2_refused_after_reload_frees_its_packet_identifier() {
+    let mut t = broker();
+    let c = t.connect("c1", V5, Opts::new());
+    t.send(&c, publish("pub/u/x", "first", Q2, 7));
+    assert_eq!(
+        t.recv(&c),
+        [Packet::PubRec(ack(7, ReasonCode::NoMatchingSubscribers))]
+    );
+    t.broker.replace_authorizer(Box::new(Swapped), t.now);
+    t.send(
+        &c,
+        publish_with("pub/u/x", "first", Q2, 7, |p| p.dup = true),
+    );
+    assert_eq!(
+        t.recv(&c),
+        [Packet::PubRec(ack(7, ReasonCode::NotAuthorized))]
+    );
+    // A new message on the same identifier is routed (nobody subscribes: 0x10), not
+    // acknowledged as a duplicate of the refused one.
+    t.send(&c, publish("out/u/x", "second", Q2, 7));
+    assert_eq!(
+        t.recv(&c),
+        [Packet::PubRec(ack(7, ReasonCode::NoMatchingSubscribers))]
+    );
+    t.send(&c, pubrel(7));
+    assert_eq!(t.recv(&c), [pubcomp(7)]);
 }

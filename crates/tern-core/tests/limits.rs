@@ -377,6 +377,9 @@ fn stats_add_up() {
         publish_sent: 3,
         publish_dropped: 0,
         retained: 1,
+        // "t/1" and "a".
+        retained_bytes: 4,
+        retained_refused: 0,
         subscriptions: 2,
         protocol_errors: 0,
         publish_denied: 0,

@@ -22,8 +22,6 @@ const READ_CHUNK_MIN_BYTES: usize = 512;
 const READ_CHUNK_MAX_BYTES: usize = 64 * 1024;
 /// A write buffer up to this size is kept however little of it the last batch used.
 const WRITE_KEEP_BYTES: usize = 1024;
-/// How long one batch may take to write before the client is deemed stalled and dropped.
-const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes encoded before they are written out, so one busy connection cannot hog the thread.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
@@ -61,6 +59,8 @@ pub(crate) async fn run<S>(
     let mut read_chunk = READ_CHUNK_MIN_BYTES;
     let mut write_buf = BytesMut::new();
     let mut closing = false;
+    // The first socket failure, logged and counted once when the connection ends.
+    let mut failure: Option<SocketFailure> = None;
     while !closing {
         // Bytes peeked (and taken into `read_buf`) that are still in the socket.
         let mut peeked = 0;
@@ -93,7 +93,11 @@ pub(crate) async fn run<S>(
         match input {
             // Woken for output only: flushed below.
             None => {}
-            Some(Ok((0, _))) | Some(Err(_)) => break,
+            Some(Ok((0, _))) => break,
+            Some(Err(error)) => {
+                failure = Some(SocketFailure::new("read", error));
+                break;
+            }
             Some(Ok((n, room))) => {
                 shared
                     .bytes_received
@@ -111,20 +115,63 @@ pub(crate) async fn run<S>(
                 }
             }
         }
-        closing = flush(&shared, id, &mut write_buf, &mut stream)
-            .await
-            .unwrap_or(true);
+        closing = match flush(&shared, id, &mut write_buf, &mut stream).await {
+            Ok(closing) => closing,
+            Err(error) => {
+                failure = Some(SocketFailure::new("write", error));
+                true
+            }
+        };
         // After this connection's own reply too: nothing this input caused waits on the take.
         if let Some(socket) = peekable.as_deref().filter(|_| peeked > 0 && !closing) {
-            closing = crate::tcp::discard_peeked(socket.as_ref(), peeked).is_err();
+            if let Err(error) = crate::tcp::discard_peeked(socket.as_ref(), peeked) {
+                failure = Some(SocketFailure::new("read", error));
+                closing = true;
+            }
         }
     }
     // The last holders of the write half other than the stream, so shutting down reaches it.
     drop(peekable);
     shared.detach_writer(id);
-    let _ = stream.shutdown().await;
+    // A broken socket is not closed politely; a stalled one is tried, within the bound: a peer
+    // that stopped reading must not hold back the will, the session's expiry and the slot.
+    if failure.as_ref().is_none_or(SocketFailure::stalled) {
+        let close = shared.timeouts.close;
+        let failed = match tokio::time::timeout(close, stream.shutdown()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error),
+            Err(_) => Some(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer took nothing for {close:?}"),
+            )),
+        };
+        if let (None, Some(error)) = (&failure, failed) {
+            failure = Some(SocketFailure::new("close", error));
+        }
+    }
+    if let Some(failure) = failure {
+        shared.socket_error(id, failure.during, &failure.error);
+    }
     debug!(conn = id.0, "connection from {peer} closed");
     shared.unregister(id);
+}
+
+/// What ended a connection's socket, for the log.
+struct SocketFailure {
+    /// The operation: read, write or close.
+    during: &'static str,
+    error: std::io::Error,
+}
+
+impl SocketFailure {
+    fn new(during: &'static str, error: std::io::Error) -> Self {
+        Self { during, error }
+    }
+
+    /// A write that made no progress for the stall timeout: the socket itself still works.
+    fn stalled(&self) -> bool {
+        self.error.kind() == std::io::ErrorKind::TimedOut
+    }
 }
 
 /// Polls one read; on success, the bytes read and the room they were read into.
@@ -285,7 +332,7 @@ pub(crate) fn encode_queued(
             Some(transmit) => {
                 // What the codec cannot encode is a core bug; drop it, not the connection.
                 if let Err(error) = encoder.encode(&transmit, version, write_buf) {
-                    debug!(conn = id.0, "cannot encode {transmit:?}: {error}");
+                    shared.encode_error(id, &transmit, &error);
                 }
             }
             None => return Stop::Drained,
@@ -295,6 +342,7 @@ pub(crate) fn encode_queued(
 }
 
 /// Encodes and writes everything queued for `id`; returns whether the connection must close.
+/// A write that makes no progress for the stall timeout fails with `TimedOut`.
 async fn flush<S>(
     shared: &Shared,
     id: ConnectionId,
@@ -324,16 +372,16 @@ where
             };
             // Nothing may be written past the unwritten rest of this batch meanwhile.
             shared.pause_direct_writes(id, true);
-            let written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await;
+            let stall = shared.timeouts.write_stall;
+            let written = tokio::time::timeout(stall, write).await;
             shared.pause_direct_writes(id, false);
             match written {
                 Ok(written) => written?,
                 Err(_) => {
-                    debug!(
-                        conn = id.0,
-                        "write stalled for {WRITE_STALL_TIMEOUT:?}: closing"
-                    );
-                    return Ok(true);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("stalled for {stall:?}: the client stopped reading"),
+                    ))
                 }
             }
         }

@@ -10,6 +10,7 @@ mod connection;
 mod durable;
 mod encode;
 mod gate;
+mod handshake;
 mod listener;
 mod shared;
 mod tcp;
@@ -105,7 +106,22 @@ pub struct ServerConfig {
     /// inputs into one write. [`DIRECT_WRITE_QUIET_GAP`] by default; zero writes directly after
     /// every read, [`Duration::MAX`] never.
     pub direct_write_quiet_gap: Duration,
+    /// How long one batch may take to write before its client is deemed stalled and the
+    /// connection closed; [`WRITE_STALL_TIMEOUT`] by default.
+    pub write_stall_timeout: Duration,
+    /// How long closing a connection may wait for the peer to take what closing writes (TLS
+    /// `close_notify`, a WebSocket Close frame, buffered output) before the socket is dropped,
+    /// so that a peer that stopped reading cannot hold back the connection's will, its
+    /// session's expiry and its connection slot; [`CLOSE_TIMEOUT`] by default.
+    pub close_timeout: Duration,
 }
+
+/// The default [`ServerConfig::write_stall_timeout`].
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default [`ServerConfig::close_timeout`]: a peer that reads takes a `close_notify` or a
+/// Close frame in one write; one that does not is not waited for longer than this.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The default [`ServerConfig::direct_write_quiet_gap`]: longer than the gaps between reads of
 /// a busy broker, far shorter than those of one that handles a message every millisecond.
@@ -130,6 +146,9 @@ pub enum NetError {
         /// Why.
         source: TlsError,
     },
+    /// The threads that run TLS handshakes could not be started.
+    #[error("cannot start the TLS handshake threads: {0}")]
+    HandshakeThreads(io::Error),
     /// The durable store failed while running; what was not yet durable was not acknowledged.
     #[error("the store failed: {0}")]
     Store(String),
@@ -282,6 +301,10 @@ impl Server {
             snapshot,
             committer,
             self.config.direct_write_quiet_gap,
+            shared::ConnectionTimeouts {
+                write_stall: self.config.write_stall_timeout,
+                close: self.config.close_timeout,
+            },
         ));
         {
             let mut broker = shared.broker.borrow_mut();
@@ -319,6 +342,14 @@ impl Server {
             let busy_poll = Rc::clone(&shared.busy_poll);
             tokio::task::spawn_local(busy_poll.run(self.config.busy_poll));
         }
+        // TLS handshakes run on threads of their own (see `handshake`), started only when a
+        // listener needs them.
+        let handshakes = match self.listeners.iter().any(|(_, l)| l.is_tls()) {
+            true => Some(Rc::new(
+                handshake::TlsHandshakes::start().map_err(NetError::HandshakeThreads)?,
+            )),
+            false => None,
+        };
         let mut all = Vec::new();
         for (index, (socket, mut listener)) in self.listeners.into_iter().enumerate() {
             listener.auth_profile = self
@@ -330,7 +361,13 @@ impl Server {
             info!("listening for MQTT on {}", listener.describe());
             let listener = Rc::new(listener);
             all.push(Rc::clone(&listener));
-            tokio::task::spawn_local(listener::accept_loop(socket, listener, Rc::clone(&shared)));
+            let handshakes = handshakes.clone().filter(|_| listener.is_tls());
+            tokio::task::spawn_local(listener::accept_loop(
+                socket,
+                listener,
+                Rc::clone(&shared),
+                handshakes,
+            ));
         }
         tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
         #[cfg(unix)]

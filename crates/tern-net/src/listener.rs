@@ -12,6 +12,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
 use crate::gate::Admitted;
+use crate::handshake::TlsHandshakes;
 use crate::shared::Shared;
 use crate::tcp::SharedTcp;
 use crate::tls::{certificate_identity, ReloadableTls, TlsError};
@@ -52,6 +53,11 @@ impl Listener {
         })
     }
 
+    /// Whether its clients speak TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     fn scheme(&self) -> &'static str {
         match (self.tls.is_some(), self.ws_path.is_some()) {
             (false, false) => "mqtt",
@@ -86,7 +92,13 @@ impl Listener {
     }
 }
 
-pub(crate) async fn accept_loop(socket: TcpListener, listener: Rc<Listener>, shared: Rc<Shared>) {
+/// Accepts connections; `handshakes` runs the TLS handshakes of a TLS listener.
+pub(crate) async fn accept_loop(
+    socket: TcpListener,
+    listener: Rc<Listener>,
+    shared: Rc<Shared>,
+    handshakes: Option<Rc<TlsHandshakes>>,
+) {
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
@@ -108,6 +120,7 @@ pub(crate) async fn accept_loop(socket: TcpListener, listener: Rc<Listener>, sha
                     peer,
                     Rc::clone(&listener),
                     Rc::clone(&shared),
+                    handshakes.clone(),
                     admitted,
                 ));
             }
@@ -127,6 +140,7 @@ async fn handshake_and_serve(
     peer: SocketAddr,
     listener: Rc<Listener>,
     shared: Rc<Shared>,
+    handshakes: Option<Rc<TlsHandshakes>>,
     admitted: Admitted,
 ) {
     let deadline = Duration::from_millis(shared.connect_timeout_millis().max(1));
@@ -135,7 +149,8 @@ async fn handshake_and_serve(
     // The task's size is that of its largest state: plain TCP is served inline, the TLS and
     // WebSocket arms (whose streams and handshakes take kilobytes) are boxed, so a plain idle
     // connection does not pay for them.
-    match (&listener.tls, &listener.ws_path) {
+    let tls = listener.tls.as_ref().zip(handshakes.as_deref());
+    match (tls, &listener.ws_path) {
         (None, None) => serve_plain(stream, peer, profile, shared).await,
         (tls, ws_path) => {
             Box::pin(handshake_and_serve_wrapped(
@@ -170,7 +185,7 @@ async fn handshake_and_serve_wrapped(
     peer: SocketAddr,
     listener: &Listener,
     shared: Rc<Shared>,
-    tls: &Option<ReloadableTls>,
+    tls: Option<(&ReloadableTls, &TlsHandshakes)>,
     ws_path: &Option<String>,
     deadline: Duration,
     message_max: usize,
@@ -186,14 +201,13 @@ async fn handshake_and_serve_wrapped(
     };
     match (tls, ws_path) {
         (None, None) => serve_plain(stream, peer, profile, shared).await,
-        (Some(tls), None) => {
-            match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
-                Ok(Ok(stream)) => {
+        (Some((tls, handshakes)), None) => {
+            match handshakes.accept(stream, tls.config(), deadline).await {
+                Ok(stream) => {
                     let info = tls_info(&stream, listener);
                     connection::run(stream, peer, info, profile, shared, None).await;
                 }
-                Ok(Err(error)) => refuse(&format!("TLS handshake failed: {error}")),
-                Err(_) => refuse(&format!("TLS handshake not finished within {deadline:?}")),
+                Err(reason) => refuse(&reason),
             }
         }
         (None, Some(path)) => {
@@ -215,19 +229,16 @@ async fn handshake_and_serve_wrapped(
                 )),
             }
         }
-        (Some(tls), Some(path)) => {
-            let handshakes = async {
-                let stream = tls
-                    .acceptor()
-                    .accept(stream)
-                    .await
-                    .map_err(|error| format!("TLS handshake failed: {error}"))?;
-                let info = tls_info(&stream, listener);
-                let stream = ws::accept(stream, path, message_max).await?;
-                Ok::<_, String>((stream, info))
+        (Some((tls, handshakes)), Some(path)) => {
+            // Both handshakes share the deadline: the WebSocket upgrade gets what TLS left.
+            let at = tokio::time::Instant::now() + deadline;
+            let stream = match handshakes.accept(stream, tls.config(), deadline).await {
+                Ok(stream) => stream,
+                Err(reason) => return refuse(&reason),
             };
-            match tokio::time::timeout(deadline, handshakes).await {
-                Ok(Ok((stream, info))) => {
+            let info = tls_info(&stream, listener);
+            match tokio::time::timeout_at(at, ws::accept(stream, path, message_max)).await {
+                Ok(Ok(stream)) => {
                     connection::run(stream, peer, info, profile, shared, None).await;
                 }
                 Ok(Err(reason)) => refuse(&reason),
@@ -287,10 +298,11 @@ pub(crate) async fn reload_on_hangup(
         if let Some(auth_reload) = auth_reload.as_mut() {
             match auth_reload.reload() {
                 Ok((authenticator, authorizer)) => {
+                    let now = shared.now();
                     let dropped = {
                         let mut broker = shared.broker.borrow_mut();
                         broker.set_authenticator(authenticator);
-                        broker.replace_authorizer(authorizer)
+                        broker.replace_authorizer(authorizer, now)
                     };
                     // Logs the denials and wakes whoever the change concerns.
                     shared.after_input();

@@ -86,6 +86,22 @@ pub(crate) struct Shared {
     direct_buf: RefCell<BytesMut>,
     /// What direct writes could not finish, per connection, for the connection's own task.
     carries: RefCell<FxHashMap<ConnectionId, BytesMut>>,
+    /// How long a connection waits on a client that does not read.
+    pub(crate) timeouts: ConnectionTimeouts,
+    /// Packets that could not be encoded, and sockets that failed, since start.
+    encode_errors: Cell<u64>,
+    socket_errors: Cell<u64>,
+    /// Keeps a flood of failing sockets from flooding the log.
+    error_log: LogBudget,
+}
+
+/// How long a connection waits on a client that does not read (see [`crate::ServerConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionTimeouts {
+    /// One batch's write.
+    pub(crate) write_stall: Duration,
+    /// Closing: TLS `close_notify`, a WebSocket Close frame.
+    pub(crate) close: Duration,
 }
 
 /// Direct writes one read may make; the rest of a large fan-out goes through the receivers'
@@ -154,6 +170,7 @@ impl Shared {
         snapshot: Option<Snapshot>,
         committer: Option<Committer>,
         direct_write_quiet_gap: Duration,
+        timeouts: ConnectionTimeouts,
     ) -> Self {
         let now = Time::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
         let broker = match snapshot {
@@ -189,6 +206,32 @@ impl Shared {
             direct_write_quiet_gap,
             direct_buf: RefCell::new(BytesMut::new()),
             carries: RefCell::new(FxHashMap::default()),
+            timeouts,
+            encode_errors: Cell::new(0),
+            socket_errors: Cell::new(0),
+            error_log: LogBudget::new("socket and encoding errors"),
+        }
+    }
+
+    /// Counts and logs (at most 20 lines a second) a connection whose socket failed.
+    pub(crate) fn socket_error(&self, id: ConnectionId, during: &str, error: &std::io::Error) {
+        self.socket_errors.set(self.socket_errors.get() + 1);
+        if self.error_log.admit(self.now()) {
+            warn!(conn = id.0, "socket error on {during}: {error}");
+        }
+    }
+
+    /// Counts and logs a packet the core queued that could not be encoded (a core bug: the
+    /// packet is dropped, the connection kept).
+    pub(crate) fn encode_error(
+        &self,
+        id: ConnectionId,
+        transmit: &tern_core::Transmit,
+        error: &tern_codec::EncodeError,
+    ) {
+        self.encode_errors.set(self.encode_errors.get() + 1);
+        if self.error_log.admit(self.now()) {
+            warn!(conn = id.0, "cannot encode {transmit:?}, dropped: {error}");
         }
     }
 
@@ -270,7 +313,7 @@ impl Shared {
         broker.take_woken(&mut woken);
         while let Some(event) = broker.poll_event() {
             let budget = match event {
-                Event::Denied { .. } => Some(&self.denial_log),
+                Event::Denied { .. } | Event::PublishRefused { .. } => Some(&self.denial_log),
                 Event::Refused { .. } => Some(&self.refusal_log),
                 Event::Dropped {
                     reason: DropReason::QueueFull,
@@ -359,7 +402,8 @@ impl Shared {
                         done = false;
                     }
                 }
-                // The connection's task meets the broken socket on its next read or write.
+                // The connection's task meets the broken socket on its next read or write, and
+                // counts it then.
                 Err(error) => {
                     debug!(conn = id.0, "direct write failed: {error}");
                     done = false;
@@ -500,6 +544,8 @@ impl Shared {
         let traffic = TrafficTotals {
             bytes_received: self.bytes_received.get(),
             bytes_sent: self.bytes_sent.get(),
+            encode_errors: self.encode_errors.get(),
+            socket_errors: self.socket_errors.get(),
         };
         self.broker
             .borrow_mut()
@@ -561,6 +607,15 @@ fn log_event(event: &Event) {
                 "client {client_id:?} denied: {what} {topic:?}"
             );
         }
+        Event::SessionRefused {
+            connection,
+            client_id,
+            identity,
+        } => warn!(
+            conn = connection.0,
+            "CONNECT as {identity} refused: the session of client {client_id:?} belongs to \
+             another identity"
+        ),
         // A QoS 1/2 message lost to a full session queue breaks the delivery promise the
         // publisher's acknowledgement implied; the other reasons are expected (expiry, QoS 0).
         Event::Dropped {

@@ -12,7 +12,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use tokio_rustls::TlsAcceptor;
 
 /// Where a TLS listener finds its certificate, key and client CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +72,9 @@ impl ReloadableTls {
         })
     }
 
-    /// The acceptor for a new connection.
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(&self.current.borrow()))
+    /// The configuration for a new connection's handshake.
+    pub(crate) fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.borrow())
     }
 
     /// Reads the files again; on failure the previous configuration stays in force.

@@ -11,27 +11,15 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{connect, loopback_config, publish, spawn_server, Client, RunningServer};
-use tern_codec::{
-    Packet, PacketId, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription,
-    SubscriptionList, SubscriptionOptions,
+use support::{
+    connect, loopback_config, publish, spawn_server, subscribe_qos0, Client, RunningServer,
 };
+use tern_codec::{Packet, Publish, QoS, ReasonCode};
 
 /// Messages sent, of `PAYLOAD_BYTES` each: 48 MiB, half of it more than loopback socket
 /// buffers hold.
 const MESSAGES: u32 = 1536;
 const PAYLOAD_BYTES: usize = 32 * 1024;
-
-fn subscribe_qos0(filter: &str) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: SubscribeProperties::default(),
-        subscriptions: SubscriptionList::new(&[Subscription {
-            filter: filter.parse().unwrap(),
-            options: SubscriptionOptions::qos(QoS::AtMostOnce),
-        }]),
-    })
-}
 
 /// Connects `client_id` and subscribes it to `t` at QoS 0.
 fn subscriber(addr: std::net::SocketAddr, client_id: &str) -> Client {

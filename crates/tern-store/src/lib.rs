@@ -27,7 +27,9 @@ use record::RecordError;
 pub use record::WallClock;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format this build converts at open: version 1 session records name no owner.
+const FORMAT_VERSION_1: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
 /// A progress line is logged every this many records while loading.
@@ -157,7 +159,9 @@ impl DiskStore {
                 let found = <[u8; 4]>::try_from(&value[..])
                     .map(u32::from_be_bytes)
                     .map_err(|_| store.corrupt("meta", "format version is not 4 bytes"))?;
-                if found != FORMAT_VERSION {
+                if found == FORMAT_VERSION_1 {
+                    store.upgrade_from_version_1(&meta)?;
+                } else if found != FORMAT_VERSION {
                     return Err(StoreError::UnknownVersion {
                         path: path.to_owned(),
                         found,
@@ -179,6 +183,37 @@ impl DiskStore {
             store.staged.insert(key.to_vec());
         }
         Ok(store)
+    }
+
+    /// Converts a format version 1 store: its session records gain an owner field, unknown
+    /// (the first identity to resume such a session claims it). One batch, synced, then the
+    /// version is raised; a crash half-way leaves version 1 and the conversion runs again.
+    fn upgrade_from_version_1(&self, meta: &PartitionHandle) -> Result<(), StoreError> {
+        let mut batch = self.keyspace.batch();
+        let mut converted = 0_u64;
+        for item in self.sessions.iter() {
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            let client_id = MqttString::from_bytes(Bytes::copy_from_slice(&key))
+                .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))?;
+            let layout = record::SessionLayout::WithoutOwner;
+            let session = record::decode_session(self.clock, client_id, Bytes::from(value), layout)
+                .map_err(self.record("sessions"))?;
+            let value =
+                record::encode_session(self.clock, &session).map_err(self.record("sessions"))?;
+            batch.insert(&self.sessions, key, value.to_vec());
+            converted += 1;
+        }
+        batch.insert(meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+        batch.commit().map_err(|e| self.engine(e))?;
+        self.keyspace
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| self.engine(e))?;
+        info!(
+            "converted the store in {} from format version 1 to {FORMAT_VERSION} ({converted} \
+             session(s), whose owner is unknown until first resumed)",
+            self.path.display()
+        );
+        Ok(())
     }
 
     /// Where the store lives.
@@ -389,8 +424,10 @@ impl Store for DiskStore {
             let (key, value) = item.map_err(|e| self.engine(e))?;
             let client_id = MqttString::from_bytes(Bytes::from(key))
                 .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))?;
-            let record = record::decode_session(self.clock, client_id.clone(), Bytes::from(value))
-                .map_err(self.record("sessions"))?;
+            let layout = record::SessionLayout::WithOwner;
+            let record =
+                record::decode_session(self.clock, client_id.clone(), Bytes::from(value), layout)
+                    .map_err(self.record("sessions"))?;
             let stored = StoredSession {
                 record,
                 deliveries: Vec::new(),

@@ -1,4 +1,4 @@
-//! The byte layout of stored records (format version 1; see docs/design/store-format.md).
+//! The byte layout of stored records (format version 2; see docs/design/store-format.md).
 //!
 //! Fixed fields are big-endian integers. Everything that carries MQTT content (a message's
 //! topic, properties and payload; a will) is kept as an MQTT 5 packet encoded by `tern-codec`:
@@ -16,7 +16,7 @@ use tern_codec::{
 use tern_core::session::{Delivery, PendingWill};
 use tern_core::store::{DeliveryStage, SessionRecord};
 use tern_core::tree::SubscriptionInfo;
-use tern_core::{Message, SharedMessage, Time};
+use tern_core::{Message, SessionOwner, SharedMessage, Time};
 
 /// Why a record could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -307,13 +307,33 @@ pub(crate) fn encode_session(
             put_packet(&mut buf, &Packet::Connect(Box::new(connect)))?;
         }
     }
+    match record.owner.as_stored() {
+        None => buf.put_u8(0),
+        Some(owner) => {
+            buf.put_u8(1);
+            let len = u16::try_from(owner.len()).map_err(|_| corrupt("session owner too long"))?;
+            buf.put_u16(len);
+            buf.put_slice(owner.as_bytes());
+        }
+    }
     Ok(buf.freeze())
+}
+
+/// Which layout a session record has: format version 1 records end after the will and name no
+/// owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionLayout {
+    /// Format version 1: no owner (read as [`SessionOwner::unknown`]).
+    WithoutOwner,
+    /// Format version 2.
+    WithOwner,
 }
 
 pub(crate) fn decode_session(
     clock: WallClock,
     client_id: MqttString,
     bytes: Bytes,
+    layout: SessionLayout,
 ) -> Result<SessionRecord, RecordError> {
     let mut r = Reader { bytes };
     let expiry_secs = r.u32()?;
@@ -350,9 +370,23 @@ pub(crate) fn decode_session(
             Some(PendingWill { will, delay_secs })
         }
     };
+    let owner = match layout {
+        SessionLayout::WithoutOwner => SessionOwner::unknown(),
+        SessionLayout::WithOwner => match r.u8()? {
+            0 => SessionOwner::unverified(),
+            _ => {
+                let len = usize::from(r.u16()?);
+                let owner = std::str::from_utf8(&r.take(len)?)
+                    .map_err(|_| corrupt("session owner is not UTF-8"))?
+                    .to_owned();
+                SessionOwner::from_stored(Some(&owner))
+            }
+        },
+    };
     r.finish()?;
     Ok(SessionRecord {
         client_id,
+        owner,
         expiry_secs,
         subscriptions,
         will,

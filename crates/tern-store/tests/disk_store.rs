@@ -12,7 +12,7 @@ use tern_codec::{
 use tern_core::session::{Delivery, PendingWill};
 use tern_core::store::{DeliveryStage, SessionRecord};
 use tern_core::tree::SubscriptionInfo;
-use tern_core::{Message, Store, StoreOp, Time};
+use tern_core::{Identity, Message, Method, SessionOwner, Store, StoreOp, Time};
 use tern_store::{DiskStore, Durability, StoreError, WallClock, FORMAT_VERSION};
 
 const EPOCH: u64 = 1_700_000_000_000;
@@ -45,8 +45,15 @@ fn message(id: u64, name: &str, payload: &'static str, expires_at: Option<Time>)
 }
 
 fn session(client: &str) -> SessionRecord {
+    let owner = Identity {
+        method: Method::DeviceKey,
+        username: Some("ops".to_owned()),
+        owner: Some("acme".to_owned()),
+        ..Identity::default()
+    };
     SessionRecord {
         client_id: s(client),
+        owner: owner.session_owner(),
         expiry_secs: 3600,
         subscriptions: vec![(
             TopicFilter::new(s("a/+/c")).unwrap(),
@@ -254,6 +261,48 @@ fn a_store_of_another_format_version_is_refused() {
         matches!(error, StoreError::UnknownVersion { found, .. } if found == FORMAT_VERSION + 1),
         "{error}"
     );
+}
+
+#[test]
+fn a_version_1_store_is_converted_and_its_sessions_owner_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let unowned = SessionRecord {
+        owner: SessionOwner::unverified(),
+        ..session("old")
+    };
+    drop(open(dir.path(), EPOCH));
+    {
+        let mut store = open(dir.path(), EPOCH);
+        store.apply(&[StoreOp::SessionSet(unowned)]).unwrap();
+    }
+    // Rewrite it as version 1 wrote it: the same record without the owner's byte.
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+        let options = fjall::PartitionCreateOptions::default;
+        let meta = keyspace.open_partition("meta", options()).unwrap();
+        let sessions = keyspace.open_partition("sessions", options()).unwrap();
+        let value = sessions.get("old").unwrap().expect("the session record");
+        assert_eq!(value.last(), Some(&0), "an unverified owner is one byte, 0");
+        sessions.insert("old", &value[..value.len() - 1]).unwrap();
+        meta.insert("format", 1_u32.to_be_bytes()).unwrap();
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    for _ in 0..2 {
+        // Converted at the first open; the second reads the converted store.
+        let mut store = open(dir.path(), EPOCH);
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.sessions.len(), 1);
+        let record = &snapshot.sessions[0].record;
+        assert!(record.owner.is_unknown(), "{:?}", record.owner);
+        assert_eq!(record.subscriptions.len(), 1);
+        assert!(record.will.is_some());
+    }
+    let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+    let meta = keyspace
+        .open_partition("meta", fjall::PartitionCreateOptions::default())
+        .unwrap();
+    let format = meta.get("format").unwrap().expect("a format version");
+    assert_eq!(&format[..], FORMAT_VERSION.to_be_bytes());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_auth::{
-    Acl, AuthService, DeviceKeys, FakeSaltKey, JwtVerifier, PasswordFile, Profile, Rule,
+    Acl, AuthService, ClientIds, DeviceKeys, FakeSaltKey, JwtVerifier, PasswordFile, Profile, Rule,
 };
 use tern_net::AuthReload;
 
@@ -34,6 +34,19 @@ pub(crate) struct AuthProfileConfig {
     scram: bool,
     jwt: Option<JwtConfig>,
     device_keys: Option<DeviceKeysConfig>,
+    /// Which client identifiers clients may use: "any" (default) or "own" (their name, or
+    /// their name followed by `-` and anything).
+    #[serde(default)]
+    client_ids: ClientIdsConfig,
+}
+
+/// `client_ids = "any" | "own"`.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ClientIdsConfig {
+    #[default]
+    Any,
+    Own,
 }
 
 /// `[auth.<name>.jwt]`
@@ -219,6 +232,10 @@ pub(crate) fn build(
         let mut profile = Profile {
             anonymous: config.anonymous,
             scram: config.scram,
+            client_ids: match config.client_ids {
+                ClientIdsConfig::Any => ClientIds::Any,
+                ClientIdsConfig::Own => ClientIds::Own,
+            },
             ..Profile::default()
         };
         if let Some(path) = &config.password_file {
@@ -259,7 +276,7 @@ pub(crate) fn build(
     let acl = if rules.is_empty() && acl_file.is_none() {
         Acl::allow_all()
     } else {
-        Acl::new(all_rules)
+        Acl::new(all_rules)?
     };
     Ok(AuthSetup {
         service: AuthService::new(built),

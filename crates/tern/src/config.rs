@@ -38,6 +38,35 @@ pub(crate) struct FileConfig {
     pub(crate) trees: TreesConfig,
     #[serde(default)]
     pub(crate) store: StoreConfig,
+    #[serde(default)]
+    pub(crate) sessions: SessionsConfig,
+}
+
+/// `[sessions]`: who may have a session.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SessionsConfig {
+    /// A client whose client identifier names another identity's session: "refuse" (default)
+    /// or "fresh".
+    #[serde(default)]
+    other_identity: OtherIdentityConfig,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OtherIdentityConfig {
+    #[default]
+    Refuse,
+    Fresh,
+}
+
+impl SessionsConfig {
+    pub(crate) fn to_core(&self) -> tern_core::OtherIdentity {
+        match self.other_identity {
+            OtherIdentityConfig::Refuse => tern_core::OtherIdentity::Refuse,
+            OtherIdentityConfig::Fresh => tern_core::OtherIdentity::Fresh,
+        }
+    }
 }
 
 /// Where and how durably the broker keeps its state.
@@ -199,6 +228,8 @@ pub(crate) struct LimitsConfig {
     keep_alive_max_secs: Option<u16>,
     qos_max: Option<u8>,
     retain_available: Option<bool>,
+    retained_count_max: Option<usize>,
+    retained_bytes_max: Option<usize>,
     subscriptions_per_session_max: Option<usize>,
     topic_length_max_bytes: Option<usize>,
     topic_levels_max: Option<usize>,
@@ -249,6 +280,12 @@ impl LimitsConfig {
                 .unwrap_or(defaults.keep_alive_max_secs),
             qos_max,
             retain_available: self.retain_available.unwrap_or(defaults.retain_available),
+            retained_count_max: self
+                .retained_count_max
+                .unwrap_or(defaults.retained_count_max),
+            retained_bytes_max: self
+                .retained_bytes_max
+                .unwrap_or(defaults.retained_bytes_max),
             subscriptions_per_session_max: self
                 .subscriptions_per_session_max
                 .unwrap_or(defaults.subscriptions_per_session_max),
@@ -363,6 +400,18 @@ mod tests {
         let file = parse(text);
         file.limits.to_limits().expect("limits");
         listeners(&file, Path::new("/etc/tern"), None, None).expect("listeners");
+        // The commented-out ACL rules are valid once uncommented.
+        let section = &text[text.find("# ---- Authorisation").expect("ACL section")..];
+        let rules: String = section
+            .lines()
+            .take_while(|line| !line.starts_with('['))
+            .skip_while(|line| !line.starts_with("# [[acl]]"))
+            .filter_map(|line| line.strip_prefix("# "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let rules = parse(&rules).acl;
+        assert!(rules.len() >= 4, "{rules:?}");
+        tern_auth::Acl::new(rules).expect("the example's rules are valid");
     }
 
     #[test]
@@ -381,6 +430,7 @@ mod tests {
         assert_eq!(file.listener[0].auth.as_deref(), Some("devices"));
         assert!(file.auth.contains_key("devices") && file.auth.contains_key("default"));
         assert_eq!(file.acl.len(), 2);
+        tern_auth::Acl::new(file.acl.clone()).expect("the README's rules are valid");
         assert!(
             matches!(&net[1].transport, Transport::SecureWebSocket { path, .. } if path == "/mqtt")
         );

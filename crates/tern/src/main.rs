@@ -87,6 +87,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // A client command chose its exit status (as the mosquitto clients do).
+            if let Some(exit) = error.downcast_ref::<cli::Exit>() {
+                return exit.report();
+            }
             eprintln!("tern: {error:#}");
             ExitCode::FAILURE
         }
@@ -112,6 +116,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
+        other_identity: file.sessions.to_core(),
     };
     let base = args
         .config
@@ -148,6 +153,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener_auth_profiles,
         busy_poll: config::busy_poll(&file),
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+        write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
+        close_timeout: tern_net::CLOSE_TIMEOUT,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,13 +1,15 @@
 //! Acting on authentication decisions (including checks that finish later, off the broker
 //! thread) and asking a connection's permissions before a PUBLISH, a SUBSCRIBE or a will.
 
-use tern_codec::{Connect, Packet, ProtocolVersion, ReasonCode, TopicFilter};
+use rustc_hash::FxHashSet;
+use tern_codec::{Ack, Connect, Packet, ProtocolVersion, ReasonCode, TopicFilter};
 
 use super::Broker;
-use crate::auth::{AuthDecision, Identity};
+use crate::auth::{AuthDecision, Identity, Method};
 use crate::authz::{Access, Authorizer, Principal};
 use crate::connection::Phase;
-use crate::events::{CloseReason, Event};
+use crate::events::{CloseReason, DropReason, Event};
+use crate::store::{DeliveryStage, StoreOp};
 use crate::types::{ConnectionId, SessionKey, Time};
 
 /// Packets a client may send after CONNECT while its credentials are being checked; beyond
@@ -35,7 +37,11 @@ impl Broker {
             }
             AuthDecision::Continue { data } => self.begin_enhanced_auth(id, connect, data, now),
             AuthDecision::Accept { data } => {
-                let identity = identity_from_connect(&connect);
+                let certified = self
+                    .connections
+                    .get(&id)
+                    .is_some_and(|c| c.info.use_identity_as_username);
+                let identity = identity_from_connect(&connect, certified);
                 self.complete_connect(id, connect, data, identity, now);
             }
             AuthDecision::AcceptAs { data, identity } => {
@@ -145,10 +151,10 @@ impl Broker {
 
     /// Installs new authorisation rules and applies them to the clients already connected:
     /// each connection's permissions are compiled again for the identity it authenticated as,
-    /// and the subscriptions the new rules deny are dropped (each a `Denied` event), as when a
-    /// session is resumed. Returns how many subscriptions were dropped. A will is left as it
+    /// and the subscriptions the new rules deny are dropped (each a `Denied` event) with the
+    /// queued messages they would not let through, as when a session is resumed. Returns how many subscriptions were dropped. A will is left as it
     /// is: it was admitted with its CONNECT.
-    pub fn replace_authorizer(&mut self, authorizer: Box<dyn Authorizer>) -> u64 {
+    pub fn replace_authorizer(&mut self, authorizer: Box<dyn Authorizer>, now: Time) -> u64 {
         self.authorizer = authorizer;
         let mut active: Vec<(ConnectionId, SessionKey)> = self
             .connections
@@ -175,6 +181,10 @@ impl Broker {
                 connection.permissions = permissions;
             }
             self.prune_subscriptions(id, key);
+            if self.recheck_deliveries(id, key, true) {
+                // Withdrawn in-flight messages freed send quota for queued ones.
+                self.pump(key, now);
+            }
         }
         self.stats.subscribe_denied - before
     }
@@ -238,6 +248,59 @@ impl Broker {
         }
     }
 
+    /// Withdraws the queued and in-flight deliveries of a session that its connection may not
+    /// receive, each counted as dropped: messages routed under other rules, or to a session
+    /// recovered without an owner that another identity resumed, are not handed over. The
+    /// check a subscription passed when it was made covers every later delivery, so this is
+    /// needed only when a session meets new permissions (resumption, a rules reload). A QoS 2
+    /// message in flight is released (PUBREL) rather than sent again, now if `release_now`,
+    /// else with the in-flight messages resent after CONNACK. Returns whether any delivery was
+    /// withdrawn.
+    pub(super) fn recheck_deliveries(
+        &mut self,
+        id: ConnectionId,
+        key: SessionKey,
+        release_now: bool,
+    ) -> bool {
+        let restricted = self
+            .connections
+            .get(&id)
+            .is_some_and(|c| c.permissions.is_some());
+        if !restricted {
+            return false;
+        }
+        let session = self.session(key);
+        let refused: FxHashSet<u64> = session
+            .queue
+            .iter()
+            .chain(session.inflight.iter().map(|entry| &entry.delivery))
+            .filter(|d| !self.authorize(id, Access::Subscribe, d.message.topic.as_str()))
+            .map(|d| d.seq)
+            .collect();
+        if refused.is_empty() {
+            return false;
+        }
+        let withdrawn = self
+            .session_mut(key)
+            .withdraw(|delivery| refused.contains(&delivery.seq));
+        for seq in withdrawn.dropped {
+            self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
+            self.dropped(key, DropReason::NotAuthorized);
+        }
+        for (seq, packet_id) in withdrawn.released {
+            self.persist_for(key, |client_id| StoreOp::DeliveryStage {
+                client_id,
+                seq,
+                stage: DeliveryStage::Released(packet_id),
+            });
+            self.dropped(key, DropReason::NotAuthorized);
+            if release_now {
+                self.send(id, Packet::PubRel(Ack::new(packet_id)));
+            }
+        }
+        true
+    }
+
     /// Whether `id` is an MQTT 5 connection.
     pub(super) fn is_v5(&self, id: ConnectionId) -> bool {
         self.connections
@@ -246,9 +309,15 @@ impl Broker {
     }
 }
 
-/// The identity a plain accept implies: the CONNECT user name.
-fn identity_from_connect(connect: &Connect) -> Identity {
+/// The identity a plain accept implies: the CONNECT user name, which nothing verified unless
+/// the listener took it from the client certificate it verified.
+fn identity_from_connect(connect: &Connect, certified: bool) -> Identity {
     Identity {
+        method: if certified {
+            Method::Certificate
+        } else {
+            Method::Unverified
+        },
         username: connect.username.as_ref().map(|u| u.as_str().to_owned()),
         ..Identity::default()
     }

@@ -9,7 +9,8 @@ use tern_codec::{
 use bytes::Bytes;
 
 use super::Broker;
-use crate::auth::{AuthRequest, Identity};
+use crate::auth::{AuthRequest, Identity, SessionOwner};
+use crate::config::OtherIdentity;
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
 use crate::session::{OutgoingState, PendingWill, Session, EXPIRY_NEVER};
@@ -154,6 +155,12 @@ impl Broker {
             // The session outlives the CONNECT: keep its own copy, not the read buffer.
             connect.client_id.detached()
         };
+        let owner = identity.session_owner();
+        let Some(clean_start) = self.session_claim(id, &connect, &client_id, &identity, &owner)
+        else {
+            self.refuse_connect(id, version, ReasonCode::NotAuthorized, now);
+            return;
+        };
         if !self.admit(id, &connect, &client_id, &identity, now) {
             return;
         }
@@ -197,7 +204,7 @@ impl Broker {
         // The take-over may have ended the session; look again.
         let existing = self.session_ids.get(&client_id).copied();
         let (key, session_present) = match existing {
-            Some(key) if !connect.clean_start => (key, true),
+            Some(key) if !clean_start => (key, true),
             Some(key) => {
                 self.end_session(key, now);
                 (
@@ -212,6 +219,9 @@ impl Broker {
         };
 
         let session = self.session_mut(key);
+        // A new session takes its creator's identity; a recovered one of unknown owner is
+        // claimed by the first identity to resume it.
+        session.owner = owner;
         session.connection = Some(id);
         session.version = version;
         session.expiry_secs = expiry_secs;
@@ -230,6 +240,7 @@ impl Broker {
         }
         if session_present {
             self.prune_subscriptions(id, key);
+            self.recheck_deliveries(id, key, false);
         }
         self.save_session(key);
         self.stats.clients_connected += 1;
@@ -265,6 +276,39 @@ impl Broker {
             self.resend_inflight(id, key, now);
         }
         self.pump(key, now);
+    }
+
+    /// Whether the client may have the session of its client identifier. A session belongs to
+    /// the identity that created it: another identity (another user, method or device owner)
+    /// is refused, or with [`OtherIdentity::Fresh`] starts a fresh session, and never resumes
+    /// the old one. Returns the clean start to apply, `None` to refuse.
+    fn session_claim(
+        &mut self,
+        id: ConnectionId,
+        connect: &Connect,
+        client_id: &MqttString,
+        identity: &Identity,
+        owner: &SessionOwner,
+    ) -> Option<bool> {
+        let Some(&key) = self.session_ids.get(client_id) else {
+            return Some(connect.clean_start);
+        };
+        let current = &self.session(key).owner;
+        if current == owner || current.is_unknown() {
+            return Some(connect.clean_start);
+        }
+        match self.config.other_identity {
+            OtherIdentity::Fresh => Some(true),
+            OtherIdentity::Refuse => {
+                self.stats.auth_failures += 1;
+                self.events.push_back(Event::SessionRefused {
+                    connection: id,
+                    client_id: client_id.clone(),
+                    identity: identity.describe(),
+                });
+                None
+            }
+        }
     }
 
     fn fill_connack_properties(&self, properties: &mut ConnAckProperties) {

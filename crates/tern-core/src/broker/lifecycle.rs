@@ -276,20 +276,9 @@ impl Broker {
             self.purge_expired_queues(now);
         }
         // Expired retained messages leave memory and the store, not only the deliveries.
-        while let Some((at, id, _)) = self.retained_expiry.first() {
-            if *at > now {
-                break;
-            }
-            let id = *id;
-            let Some((_, _, topic)) = self.retained_expiry.pop_first() else {
-                break;
-            };
-            if self.retained.get(&topic).is_some_and(|m| m.id == id) {
-                if let Some(message) = self.retained.remove(&topic) {
-                    self.clear_expired_in_tree_views(&message, now);
-                }
-                self.persist(StoreOp::RetainedClear(topic));
-            }
+        while let Some(message) = self.retained.pop_expired(now) {
+            self.clear_expired_in_tree_views(&message, now);
+            self.persist(StoreOp::RetainedClear(message.topic.clone()));
         }
         while let Some(&(at, key, kind)) = self.timers.first() {
             if at > now {
@@ -343,7 +332,7 @@ impl Broker {
     /// the runtime calls at least once a second.
     pub fn next_timeout(&self) -> Option<Time> {
         let session = self.timers.first().map(|&(at, _, _)| at);
-        let retained = self.retained_expiry.first().map(|(at, _, _)| *at);
+        let retained = self.retained.next_expiry();
         let trees = self.next_tree_due();
         session.into_iter().chain(retained).chain(trees).min()
     }

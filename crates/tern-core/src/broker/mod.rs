@@ -10,6 +10,7 @@ mod auth;
 mod connect;
 mod lifecycle;
 mod publish;
+mod retained_store;
 mod subscribe;
 pub mod sys;
 mod tree_view;
@@ -20,7 +21,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use tern_codec::{
     ConnAck, ConnAckProperties, DecodeError, Disconnect, EncodeError, MqttString, Packet,
-    PacketType, ProtocolVersion, ReasonCode, TopicName,
+    PacketType, ProtocolVersion, ReasonCode,
 };
 
 use crate::auth::{AllowAnonymous, Authenticator};
@@ -28,14 +29,13 @@ use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
-use crate::retained::RetainedTree;
 use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
 use crate::tree_view::TreeViews;
-use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
+use crate::types::{ConnectionId, SessionKey, Time};
 
 /// Timers the broker keeps for sessions without a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,12 +65,9 @@ pub struct Broker {
     free_session_slots: Vec<u32>,
     session_ids: HashMap<MqttString, SessionKey>,
     subscriptions: SubscriptionTree<SessionKey>,
-    retained: RetainedTree<SharedMessage>,
+    retained: retained_store::RetainedStore,
     /// Will and expiry deadlines; an entry is stale once the session's own field disagrees.
     timers: BTreeSet<(Time, SessionKey, TimerKind)>,
-    /// Retained messages with an expiry, by when they expire (message id tells whether the
-    /// topic still holds the same message).
-    retained_expiry: BTreeSet<(Time, u64, TopicName)>,
     /// Connections with something new to write, each listed once.
     woken: Vec<ConnectionId>,
     events: VecDeque<Event>,
@@ -115,9 +112,8 @@ impl Broker {
             free_session_slots: Vec::new(),
             session_ids: HashMap::new(),
             subscriptions: SubscriptionTree::new(),
-            retained: RetainedTree::new(),
+            retained: retained_store::RetainedStore::default(),
             timers: BTreeSet::new(),
-            retained_expiry: BTreeSet::new(),
             woken: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -146,6 +142,7 @@ impl Broker {
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
         stats.retained = self.retained.len() as u64;
+        stats.retained_bytes = self.retained.bytes() as u64;
         stats.subscriptions = self.subscriptions.len() as u64;
         stats.sessions = (self.sessions.len() - self.free_session_slots.len()) as u64;
         stats
@@ -525,6 +522,7 @@ impl Broker {
             session.persisted = true;
             StoreOp::SessionSet(SessionRecord {
                 client_id: session.client_id.clone(),
+                owner: session.owner.clone(),
                 expiry_secs: session.expiry_secs,
                 subscriptions: session
                     .subscriptions
@@ -578,18 +576,14 @@ impl Broker {
         let mut last_message_id = 0;
         for message in snapshot.retained {
             last_message_id = last_message_id.max(message.id);
-            let topic = message.topic.clone();
             if message.is_expired(now) {
                 // Expired while the broker was down: purge it from the store too.
-                broker.persist(StoreOp::RetainedClear(topic));
+                broker.persist(StoreOp::RetainedClear(message.topic.clone()));
                 continue;
             }
-            if let Some(at) = message.expires_at {
-                broker
-                    .retained_expiry
-                    .insert((at, message.id, topic.clone()));
-            }
-            broker.retained.insert(&topic, message);
+            // What the store held is kept even past lowered limits: dropping it here would lose
+            // messages that were accepted; new ones are refused until it is under them again.
+            broker.retained.set(message);
         }
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
@@ -607,6 +601,7 @@ impl Broker {
     fn restore_session(&mut self, stored: StoredSession, now: Time) {
         let record = stored.record;
         let mut session = Session::new(record.client_id, ProtocolVersion::V5);
+        session.owner = record.owner;
         session.expiry_secs = record.expiry_secs;
         session.persisted = true;
         session.will = record.will.map(Box::new);

@@ -8,6 +8,7 @@ use tern_codec::{
     TopicName,
 };
 
+use super::retained_store::{retained_size, RetainedLimit};
 use super::tree_view::Outgoing;
 use super::Broker;
 use crate::authz::Access;
@@ -87,6 +88,7 @@ impl Broker {
             self.denied(id, Access::Publish, &publish.topic);
             Err(ReasonCode::NotAuthorized)
         };
+        let outcome = outcome.and_then(|outgoing| self.within_retained_limits(key, outgoing));
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if let Ok(outgoing) = outcome {
@@ -111,7 +113,10 @@ impl Broker {
                 self.send(id, Packet::PubAck(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) if v5 && outcome.is_err() => {
-                // A PUBREC with an error code ends the exchange: nothing is remembered.
+                // A PUBREC with an error code ends the exchange: the identifier is free for a new
+                // message (MQTT-4.3.3-9), even when an earlier copy was accepted before the rules
+                // changed and held it; the client will send no PUBREL for it.
+                self.release_incoming_qos2(key, packet_id.get());
                 let mut ack = Ack::new(packet_id);
                 if let Err(code) = outcome {
                     ack.reason_code = code;
@@ -268,22 +273,94 @@ impl Broker {
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
             if message.payload.is_empty() {
                 // An empty retained message clears the topic (MQTT-3.3.1-6) and is not stored.
-                self.retained.remove(&message.topic);
+                self.retained.clear(&message.topic);
                 if durable {
                     self.persist(StoreOp::RetainedClear(message.topic.clone()));
                 }
-            } else {
-                self.retained.insert(&message.topic, Arc::clone(&message));
-                if let Some(at) = message.expires_at {
-                    self.retained_expiry
-                        .insert((at, message.id, message.topic.clone()));
+            } else if let Err(limit) = self.retained_fits(&message) {
+                // A client's PUBLISH was checked before it was acknowledged; what reaches here
+                // is a will, which nobody can be told of: it is delivered, not retained.
+                if let Some(key) = message.origin {
+                    self.retained_refused(key, message.topic.clone(), limit);
                 }
+            } else {
+                self.retained.set(Arc::clone(&message));
                 if durable {
                     self.persist(StoreOp::RetainedSet(Arc::clone(&message)));
                 }
             }
         }
         self.route(&message, now)
+    }
+
+    /// Whether storing `message` as retained stays within the limits. The broker's own `$SYS`
+    /// topics are few and fixed, and never refused.
+    fn retained_fits(&self, message: &Message) -> Result<(), RetainedLimit> {
+        if message.origin.is_none() {
+            return Ok(());
+        }
+        let limits = &self.config.limits;
+        let size = retained_size(&message.topic, message.payload.len());
+        self.retained.fits(
+            &message.topic,
+            size,
+            limits.retained_count_max,
+            limits.retained_bytes_max,
+        )
+    }
+
+    /// Refuses a PUBLISH whose retained copies would exceed the retained limits (0x97), before
+    /// it is acknowledged; the copies of a `$tree/` publish are counted together.
+    fn within_retained_limits(
+        &mut self,
+        key: SessionKey,
+        outgoing: Outgoing,
+    ) -> Result<Outgoing, ReasonCode> {
+        let publishes = match &outgoing {
+            Outgoing::One(publish) => std::slice::from_ref(publish),
+            Outgoing::Spread(publishes) => publishes.as_slice(),
+        };
+        let (mut new_topics, mut added, mut replaced) = (0, 0, 0);
+        for publish in publishes
+            .iter()
+            .filter(|p| p.retain && !p.payload.is_empty())
+        {
+            added += retained_size(&publish.topic, publish.payload.len());
+            match self.retained.tree().get(&publish.topic) {
+                Some(old) => replaced += retained_size(&old.topic, old.payload.len()),
+                None => new_topics += 1,
+            }
+        }
+        if added == 0 {
+            return Ok(outgoing);
+        }
+        let limits = &self.config.limits;
+        let checked = self.retained.check(
+            new_topics,
+            added,
+            replaced,
+            limits.retained_count_max,
+            limits.retained_bytes_max,
+        );
+        match checked {
+            Ok(()) => Ok(outgoing),
+            Err(limit) => {
+                self.retained_refused(key, publishes[0].topic.clone(), limit);
+                Err(ReasonCode::QuotaExceeded)
+            }
+        }
+    }
+
+    /// Counts and reports a retained message refused for `limit`.
+    fn retained_refused(&mut self, key: SessionKey, topic: TopicName, limit: RetainedLimit) {
+        self.stats.retained_refused += 1;
+        let client_id = self.session(key).client_id.clone();
+        self.events.push_back(Event::PublishRefused {
+            client_id,
+            topic,
+            reason: ReasonCode::QuotaExceeded,
+            detail: limit.detail(),
+        });
     }
 
     /// Delivers `message` to every matching subscription; returns whether there was one.
@@ -555,22 +632,25 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrel(&mut self, id: ConnectionId, key: SessionKey, ack: Ack) {
-        let known = self
-            .session_mut(key)
-            .incoming_qos2
-            .remove(&ack.packet_id.get());
-        if known {
-            self.persist_for(key, |client_id| StoreOp::IncomingQos2 {
-                client_id,
-                packet_id: ack.packet_id.get(),
-                pending: false,
-            });
-        }
+        let known = self.release_incoming_qos2(key, ack.packet_id.get());
         let mut comp = Ack::new(ack.packet_id);
         if !known {
             comp.reason_code = ReasonCode::PacketIdentifierNotFound;
             comp.properties = AckProperties::default();
         }
         self.send(id, Packet::PubComp(comp));
+    }
+
+    /// Ends the inbound QoS 2 exchange `packet_id` of `key`; returns whether one was open.
+    fn release_incoming_qos2(&mut self, key: SessionKey, packet_id: u16) -> bool {
+        let known = self.session_mut(key).incoming_qos2.remove(&packet_id);
+        if known {
+            self.persist_for(key, |client_id| StoreOp::IncomingQos2 {
+                client_id,
+                packet_id,
+                pending: false,
+            });
+        }
+        known
     }
 }

@@ -76,7 +76,7 @@ impl Broker {
                 snapshots.push(view);
             } else if send_retained {
                 let first = retained_to_send.len();
-                self.retained.for_each_match(&filter, |message| {
+                self.retained.tree().for_each_match(&filter, |message| {
                     if !message.is_expired(now) {
                         retained_to_send.push((Arc::clone(message), options.qos, identifier));
                     }

@@ -9,20 +9,24 @@ use tern_codec::{PublishProperties, QoS, TopicName};
 use super::Broker;
 use crate::types::{Message, Time};
 
-/// Byte counts only the runtime sees.
+/// Counts only the runtime sees.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrafficTotals {
     /// Bytes read from clients.
     pub bytes_received: u64,
     /// Bytes written to clients.
     pub bytes_sent: u64,
+    /// Packets the runtime could not encode (and so did not send).
+    pub encode_errors: u64,
+    /// Client sockets that failed on a read, a write or the close.
+    pub socket_errors: u64,
 }
 
 impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let stats = self.stats();
-        let values: [(&str, String); 18] = [
+        let values: [(&str, String); 22] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -31,6 +35,11 @@ impl Broker {
             ("messages/sent", stats.publish_sent.to_string()),
             ("messages/dropped", stats.publish_dropped.to_string()),
             ("retained messages/count", stats.retained.to_string()),
+            ("retained messages/bytes", stats.retained_bytes.to_string()),
+            (
+                "retained messages/refused",
+                stats.retained_refused.to_string(),
+            ),
             ("subscriptions/count", stats.subscriptions.to_string()),
             ("bytes/received", traffic.bytes_received.to_string()),
             ("bytes/sent", traffic.bytes_sent.to_string()),
@@ -47,6 +56,8 @@ impl Broker {
                 "clients/logins_throttled",
                 stats.logins_throttled.to_string(),
             ),
+            ("errors/encode", traffic.encode_errors.to_string()),
+            ("errors/socket", traffic.socket_errors.to_string()),
         ];
         for (name, value) in values {
             let Ok(topic) = format!("$SYS/broker/{name}").parse::<TopicName>() else {

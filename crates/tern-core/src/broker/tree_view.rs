@@ -247,6 +247,7 @@ impl Broker {
             let after = job.cursor.as_ref().map(|topic| topic.as_str());
             let more = self
                 .retained
+                .tree()
                 .for_each_match_after(inner, after, budget, |message| {
                     taken += 1;
                     // The message, not its topic: cloning a topic may allocate, once per topic.

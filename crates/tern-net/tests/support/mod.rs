@@ -13,11 +13,14 @@ use tern_codec::{
 };
 use tern_net::{AdmissionLimits, ListenerConfig, Server, ServerConfig};
 
+pub(crate) mod tls;
+
 /// How long a test waits for anything.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) struct Client {
-    stream: TcpStream,
+/// MQTT 5 over a blocking byte stream: plain TCP unless said otherwise.
+pub(crate) struct Client<S = TcpStream> {
+    stream: S,
     decoder: Decoder,
     buf: BytesMut,
 }
@@ -26,17 +29,7 @@ impl Client {
     pub(crate) fn open(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        Self {
-            stream,
-            decoder: Decoder::new(ProtocolVersion::V5, u32::MAX),
-            buf: BytesMut::new(),
-        }
-    }
-
-    pub(crate) fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(ProtocolVersion::V5, &mut out).unwrap();
-        self.stream.write_all(&out).unwrap();
+        Self::over(stream)
     }
 
     /// Sends `packet` one byte per write, each its own TCP segment (no Nagle), so the broker
@@ -48,6 +41,24 @@ impl Client {
         for byte in out.iter() {
             self.stream.write_all(std::slice::from_ref(byte)).unwrap();
         }
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on a connection already open (and through its handshakes).
+    pub(crate) fn over(stream: S) -> Self {
+        Self {
+            stream,
+            decoder: Decoder::new(ProtocolVersion::V5, u32::MAX),
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub(crate) fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(ProtocolVersion::V5, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+        self.stream.flush().unwrap();
     }
 
     /// The next packet; panics if the connection closes or nothing comes within [`WAIT`].
@@ -98,6 +109,18 @@ pub(crate) fn subscribe(filter: &str, packet_id: u16) -> Packet {
     })
 }
 
+/// A SUBSCRIBE to `filter` at QoS 0.
+pub(crate) fn subscribe_qos0(filter: &str) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: SubscribeProperties::default(),
+        subscriptions: SubscriptionList::new(&[Subscription {
+            filter: filter.parse().unwrap(),
+            options: SubscriptionOptions::qos(QoS::AtMostOnce),
+        }]),
+    })
+}
+
 /// A QoS 1 PUBLISH.
 pub(crate) fn publish(topic: &str, payload: &'static [u8], packet_id: u16) -> Packet {
     let topic: TopicName = topic.parse().unwrap();
@@ -118,12 +141,16 @@ pub(crate) fn loopback_config(core: tern_core::Config) -> ServerConfig {
         listener_auth_profiles: Vec::new(),
         busy_poll: Duration::ZERO,
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+        write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
+        close_timeout: tern_net::CLOSE_TIMEOUT,
     }
 }
 
 /// A running server: its first listener's address, what stops it, and its thread.
 pub(crate) struct RunningServer {
     pub(crate) addr: SocketAddr,
+    /// Every listener's address, in configuration order.
+    pub(crate) addrs: Vec<SocketAddr>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -147,7 +174,7 @@ where
     let thread = on_own_runtime(move || async move {
         let mut server = Server::bind(config).await.unwrap();
         setup(&mut server);
-        addr_tx.send(server.local_addrs()[0]).unwrap();
+        addr_tx.send(server.local_addrs()).unwrap();
         server
             .run(async move {
                 let _ = shutdown_rx.await;
@@ -155,9 +182,10 @@ where
             .await
             .unwrap();
     });
-    let addr = addr_rx.recv_timeout(WAIT).unwrap();
+    let addrs: Vec<SocketAddr> = addr_rx.recv_timeout(WAIT).unwrap();
     RunningServer {
-        addr,
+        addr: addrs[0],
+        addrs,
         shutdown,
         thread,
     }

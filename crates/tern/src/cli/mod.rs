@@ -1,79 +1,84 @@
-//! `tern pub`, `tern sub` and `tern req`: command-line MQTT clients with options familiar to
-//! `mosquitto_pub` and `mosquitto_sub` users, built on `tern-client`.
+//! `tern pub`, `tern sub` and `tern req`: command-line MQTT clients that take
+//! `mosquitto_pub`'s and `mosquitto_sub`'s options with their letters and meanings (the table
+//! in docs/client.md), built on `tern-client`.
 
+pub(crate) mod connect;
+mod format;
+mod json;
+mod properties;
 pub(crate) mod publish;
 pub(crate) mod request;
 pub(crate) mod subscribe;
+mod url;
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use tern_client::codec::{MqttString, UserProperties};
-use tern_client::{
-    Bytes, Client, ClientOptions, ProtocolVersion, QoS, TcpTransport, TlsTransport, Transport,
-    WsTransport,
-};
+use anyhow::Context;
+use tern_client::{Bytes, QoS};
 
-/// Connection options shared by `pub`, `sub` and `req`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ConnectArgs {
-    /// Broker host.
-    #[arg(short = 'h', long, default_value = "localhost")]
-    host: String,
-    /// Broker port (default 1883; 8883 with --tls; 80/443 with --ws).
-    #[arg(short = 'p', long)]
-    port: Option<u16>,
-    /// Client identifier (default: tern-<command>-<random>).
-    #[arg(short = 'i', long = "id")]
-    id: Option<String>,
-    /// MQTT protocol version: 311 or 5.
-    #[arg(short = 'V', long = "protocol-version", default_value = "5", value_parser = parse_version)]
-    version: ProtocolVersion,
-    /// User name.
-    #[arg(short = 'u', long)]
-    username: Option<String>,
-    /// Password.
-    #[arg(short = 'P', long = "pw")]
-    password: Option<String>,
-    /// Keep-alive in seconds.
-    #[arg(short = 'k', long, default_value_t = 60)]
-    keepalive: u16,
-    /// Connect over TLS.
-    #[arg(long)]
-    tls: bool,
-    /// Trust the certificate authorities in this PEM file (implies --tls).
-    #[arg(long)]
-    cafile: Option<PathBuf>,
-    /// Connect over WebSocket (ws://, or wss:// with --tls).
-    #[arg(long)]
-    ws: bool,
-    /// WebSocket path.
-    #[arg(long, default_value = "/mqtt")]
-    ws_path: String,
-    /// User property KEY=VALUE sent with CONNECT and with each message (MQTT 5; repeatable).
-    #[arg(long = "user-property", value_name = "KEY=VALUE")]
-    user_properties: Vec<String>,
-    /// Seconds to wait for the connection.
-    #[arg(long, default_value_t = 10)]
-    connect_timeout: u64,
+/// Ends a command with this exit status (a refused connection's return code, mosquitto_sub's
+/// 27 for a timeout), printing `message` unless it is `None` (`--quiet`).
+#[derive(Debug)]
+pub(crate) struct Exit {
+    code: u8,
+    message: Option<String>,
 }
 
-/// The `-h` flag means host, as in the mosquitto clients; help is `--help` only.
+impl Exit {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: Some(message.into()),
+        }
+    }
+
+    /// Prints the message, if any, and returns the exit status.
+    pub(crate) fn report(&self) -> ExitCode {
+        if let Some(message) = &self.message {
+            eprintln!("tern: {message}");
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => write!(f, "exit status {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// With `--quiet`, a runtime error keeps its exit status but prints nothing.
+pub(crate) fn quieten(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result<()> {
+    match result {
+        Err(error) if quiet => {
+            let code = error.downcast_ref::<Exit>().map_or(1, |exit| exit.code);
+            Err(Exit {
+                code,
+                message: None,
+            }
+            .into())
+        }
+        other => other,
+    }
+}
+
+/// The `-h` flag means host, as in the mosquitto clients; help is `--help` only, and the
+/// version `--version` only.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HelpFlag {
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
-}
-
-fn parse_version(value: &str) -> Result<ProtocolVersion, String> {
-    match value {
-        "311" | "mqttv311" | "4" => Ok(ProtocolVersion::V311),
-        "5" | "mqttv5" => Ok(ProtocolVersion::V5),
-        other => Err(format!("unknown protocol version {other}; use 311 or 5")),
-    }
+    /// Print the version (`-V` is the protocol version, as in the mosquitto clients).
+    #[arg(long = "version", action = clap::ArgAction::Version)]
+    print_version: Option<bool>,
 }
 
 pub(crate) fn parse_qos(value: &str) -> Result<QoS, String> {
@@ -82,86 +87,6 @@ pub(crate) fn parse_qos(value: &str) -> Result<QoS, String> {
         .ok()
         .and_then(QoS::from_u8)
         .ok_or_else(|| format!("QoS must be 0, 1 or 2, not {value}"))
-}
-
-impl ConnectArgs {
-    /// Client options for this command; `tag` names the command in generated client ids.
-    pub(crate) fn options(&self, tag: &str) -> anyhow::Result<ClientOptions> {
-        let id = match &self.id {
-            Some(id) => id.clone(),
-            None => format!("tern-{tag}-{:08x}", fastrand::u32(..)),
-        };
-        let mut options = ClientOptions::new(id);
-        options.version = self.version;
-        options.keep_alive = Duration::from_secs(u64::from(self.keepalive));
-        options.connect_timeout = Duration::from_secs(self.connect_timeout);
-        options.username = self.username.clone();
-        options.password = self.password.clone().map(Bytes::from);
-        options.connect_user_properties = self.user_properties()?;
-        Ok(options)
-    }
-
-    /// The user properties given with --user-property.
-    pub(crate) fn user_properties(&self) -> anyhow::Result<UserProperties> {
-        let mut properties = UserProperties::new();
-        for pair in &self.user_properties {
-            let Some((key, value)) = pair.split_once('=') else {
-                bail!("--user-property expects KEY=VALUE, got {pair:?}");
-            };
-            properties.push(&MqttString::new(key)?, &MqttString::new(value)?);
-        }
-        Ok(properties)
-    }
-
-    fn transport(&self) -> anyhow::Result<Box<dyn Transport>> {
-        let tls = self.tls || self.cafile.is_some();
-        let config = if tls {
-            Some(tern_client::tls::client_config(self.cafile.as_deref()).context("TLS setup")?)
-        } else {
-            None
-        };
-        let transport: Box<dyn Transport> = match (self.ws, config) {
-            (true, config) => {
-                let scheme = if config.is_some() { "wss" } else { "ws" };
-                let port = self.port.unwrap_or(if config.is_some() { 443 } else { 80 });
-                let host = if self.host.contains(':') {
-                    format!("[{}]", self.host)
-                } else {
-                    self.host.clone()
-                };
-                let url = format!("{scheme}://{host}:{port}{}", self.ws_path);
-                Box::new(WsTransport::new(url, config))
-            }
-            (false, Some(config)) => Box::new(TlsTransport::new(
-                self.host.clone(),
-                self.port.unwrap_or(8883),
-                config,
-            )),
-            (false, None) => {
-                let port = self.port.unwrap_or(1883);
-                Box::new(TcpTransport::new(format!("{}:{port}", self.host)))
-            }
-        };
-        Ok(transport)
-    }
-
-    /// Starts a client and waits for its first connection.
-    pub(crate) async fn connect(&self, options: ClientOptions) -> anyhow::Result<Client> {
-        let (client, _task) = Client::start(options, BoxedTransport(self.transport()?))?;
-        client
-            .wait_connected(Duration::from_secs(self.connect_timeout))
-            .await
-            .with_context(|| format!("cannot connect to {}", self.host))?;
-        Ok(client)
-    }
-}
-
-struct BoxedTransport(Box<dyn Transport>);
-
-impl Transport for BoxedTransport {
-    fn connect(&self) -> tern_client::transport::ConnectFuture<'_> {
-        self.0.connect()
-    }
 }
 
 /// The payload sources of `pub` and `req`: -m, -f, -s, -n.
@@ -182,6 +107,11 @@ pub(crate) struct PayloadArgs {
 }
 
 impl PayloadArgs {
+    /// Whether a payload source was given.
+    pub(crate) fn given(&self) -> bool {
+        self.message.is_some() || self.file.is_some() || self.stdin_file || self.null_message
+    }
+
     pub(crate) fn read(&self) -> anyhow::Result<Bytes> {
         if let Some(message) = &self.message {
             return Ok(Bytes::from(message.clone()));

@@ -1,42 +1,75 @@
-//! `tern sub`: subscribes to filters and prints messages, as text or JSON with properties.
+//! `tern sub`: subscribes and prints what arrives, with mosquitto_sub's options: output as
+//! payload, `-v`, `-F` format or `--json`; `-C`, `-W`, `-E` and `--retained-only` to stop;
+//! `-R`, `-T` and `--random-filter` to leave messages out; `-U`, `--remove-retained`.
 
 use std::io::Write;
 use std::time::Duration;
 
-use tern_client::codec::{PayloadFormat, SubscribeProperties};
-use tern_client::{Publish, QoS, RetainHandling, SubscriptionOptions};
+use anyhow::{bail, Context};
+use tern_client::codec::{MqttString, PayloadFormat, TopicFilter};
+use tern_client::{Client, Publish, QoS, RetainHandling, SubscriptionOptions};
 
-use super::{parse_qos, ConnectArgs, HelpFlag};
+use super::connect::ConnectArgs;
+use super::format::{hex, Format};
+use super::properties::PropertySet;
+use super::{parse_qos, Exit, HelpFlag};
+
+/// mosquitto_sub's exit status when -W runs out.
+const TIMED_OUT: u8 = 27;
 
 /// Options of `tern sub`.
 #[derive(Debug, clap::Args)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, disable_version_flag = true, version)]
 pub(crate) struct SubArgs {
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(flatten)]
     help: HelpFlag,
-    /// Topic filter to subscribe to (repeatable).
-    #[arg(short = 't', long = "topic", required = true)]
+    /// Topic filter to subscribe to (repeatable; -L's URL may give one).
+    #[arg(short = 't', long = "topic")]
     topics: Vec<String>,
+    /// Do not print messages whose topic matches this filter (repeatable).
+    #[arg(short = 'T', long = "filter-out")]
+    filter_out: Vec<String>,
+    /// Unsubscribe from this filter after subscribing (repeatable; for persistent sessions).
+    #[arg(short = 'U', long = "unsubscribe")]
+    unsubscribe: Vec<String>,
     /// Quality of service: 0, 1 or 2.
     #[arg(short = 'q', long, default_value = "0", value_parser = parse_qos)]
     qos: QoS,
     /// Print the topic before each payload.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Output format, as mosquitto_sub's -F (%t topic, %p payload, %j JSON, ...).
+    #[arg(short = 'F', long = "format", conflicts_with = "json")]
+    format: Option<String>,
     /// Print each message as one JSON object, with its properties.
     #[arg(long)]
     json: bool,
+    /// Indent the JSON of -F %j and %J.
+    #[arg(long)]
+    pretty: bool,
     /// Exit after this many messages.
     #[arg(short = 'C', long)]
     count: Option<u64>,
-    /// Exit after this many seconds (with an error if -C was not reached).
+    /// Exit (status 27) after this many seconds from connecting.
     #[arg(short = 'W', long)]
     timeout: Option<u64>,
-    /// Do not print retained messages (those sent because of the subscription).
-    #[arg(short = 'R', long)]
+    /// Exit once the subscriptions (and unsubscriptions) are acknowledged.
+    #[arg(short = 'E')]
+    exit_after_subscribe: bool,
+    /// Do not print retained messages.
+    #[arg(short = 'R', conflicts_with = "retained_only")]
     no_retained: bool,
+    /// Print only retained messages; exit at the first message that is not.
+    #[arg(long)]
+    retained_only: bool,
+    /// Clear every retained message received (except those -T leaves out).
+    #[arg(long)]
+    remove_retained: bool,
+    /// Print only this percentage of messages, chosen at random (0.1 to 100).
+    #[arg(long, value_name = "CHANCE")]
+    random_filter: Option<f64>,
     /// Retain handling (MQTT 5): 0 send retained, 1 only for new subscriptions, 2 never.
     #[arg(long, default_value_t = 0)]
     retain_handling: u8,
@@ -49,77 +82,228 @@ pub(crate) struct SubArgs {
     /// Print no newline after each message.
     #[arg(short = 'N')]
     no_newline: bool,
-    /// Report the subscription and connection changes on standard error.
-    #[arg(short = 'd', long)]
-    debug: bool,
 }
 
-pub(crate) fn run(args: SubArgs) -> anyhow::Result<()> {
-    super::run(async move {
-        let client = args.connect.connect(args.connect.options("sub")?).await?;
-        let retain_handling = match args.retain_handling {
+/// How each message is printed.
+enum Output {
+    Payload { verbose: bool },
+    Format(Format),
+    Json,
+}
+
+/// What to do with a received message.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Print,
+    Skip,
+    Stop,
+}
+
+fn filters(list: &[String]) -> anyhow::Result<Vec<TopicFilter>> {
+    list.iter()
+        .map(|f| {
+            let string = MqttString::new(f).with_context(|| format!("bad filter {f:?}"))?;
+            TopicFilter::new(string).with_context(|| format!("bad filter {f:?}"))
+        })
+        .collect()
+}
+
+impl SubArgs {
+    fn output(&self) -> anyhow::Result<Output> {
+        Ok(match (&self.format, self.json) {
+            (Some(format), _) => Output::Format(
+                Format::parse(format, self.pretty).map_err(|e| anyhow::anyhow!("-F: {e}"))?,
+            ),
+            (None, true) => Output::Json,
+            (None, false) => Output::Payload {
+                verbose: self.verbose,
+            },
+        })
+    }
+
+    fn subscription_options(&self) -> anyhow::Result<SubscriptionOptions> {
+        let retain_handling = match self.retain_handling {
             0 => RetainHandling::SendAtSubscribe,
             1 => RetainHandling::SendIfNew,
             2 => RetainHandling::DoNotSend,
-            other => anyhow::bail!("retain handling must be 0, 1 or 2, not {other}"),
+            other => bail!("retain handling must be 0, 1 or 2, not {other}"),
         };
-        let options = SubscriptionOptions {
-            qos: args.qos,
-            no_local: args.no_local,
-            retain_as_published: args.retain_as_published,
+        Ok(SubscriptionOptions {
+            qos: self.qos,
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
             retain_handling,
-        };
-        let filters: Vec<(&str, SubscriptionOptions)> =
-            args.topics.iter().map(|t| (t.as_str(), options)).collect();
-        let mut messages = client
-            .subscribe_with(&filters, SubscribeProperties::default())
-            .await?;
-        if args.debug {
-            eprintln!("subscribed: {:?}", messages.reason_codes());
-            let mut state = client.state();
-            tokio::spawn(async move {
-                while state.changed().await.is_ok() {
-                    eprintln!("connection: {:?}", *state.borrow_and_update());
-                }
-            });
+        })
+    }
+
+    /// mosquitto_sub's order: --retained-only, -R, -T, --random-filter; then the message is
+    /// printed (and counted).
+    fn verdict(&self, message: &Publish, filtered_out: &[TopicFilter]) -> Verdict {
+        if self.retained_only && !message.retain {
+            return Verdict::Stop;
         }
-        let deadline = args
-            .timeout
-            .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
-        let mut received = 0u64;
-        let mut stdout = std::io::stdout().lock();
-        while args.count.is_none_or(|count| received < count) {
-            let next = match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, messages.recv()).await {
-                    Ok(next) => next,
-                    Err(_) if args.count.is_some() => {
-                        client.disconnect().await;
-                        anyhow::bail!("timed out after {received} messages");
-                    }
-                    Err(_) => break,
-                },
-                None => messages.recv().await,
-            };
-            let Some(message) = next else { break };
-            if args.no_retained && message.retain {
-                continue;
+        if self.no_retained && message.retain {
+            return Verdict::Skip;
+        }
+        if filtered_out
+            .iter()
+            .any(|f| f.matches(message.topic.as_str()))
+        {
+            return Verdict::Skip;
+        }
+        if let Some(chance) = self.random_filter {
+            if fastrand::f64() * 100.0 >= chance {
+                return Verdict::Skip;
             }
-            received += 1;
-            print_message(&mut stdout, &args, &message)?;
         }
-        client.disconnect().await;
-        Ok(())
-    })
+        Verdict::Print
+    }
 }
 
-fn print_message(out: &mut impl Write, args: &SubArgs, message: &Publish) -> anyhow::Result<()> {
-    if args.json {
-        serde_json::to_writer(&mut *out, &to_json(message))?;
-    } else {
-        if args.verbose {
-            write!(out, "{} ", message.topic.as_str())?;
+pub(crate) fn run(args: SubArgs) -> anyhow::Result<()> {
+    let quiet = args.connect.quiet;
+    super::quieten(super::run(subscribe(args)), quiet)
+}
+
+async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    let properties = args.connect.property_set()?;
+    properties.only_for(
+        "sub",
+        &[
+            "connect",
+            "subscribe",
+            "unsubscribe",
+            "disconnect",
+            "will",
+            "publish",
+        ],
+    )?;
+    let output = args.output()?;
+    let mut topics = args.topics.clone();
+    if let Some(url) = args.connect.url()? {
+        if !url.topic.is_empty() {
+            topics.push(url.topic);
         }
-        out.write_all(&message.payload)?;
+    }
+    if topics.is_empty() {
+        bail!("give a topic to subscribe to (-t, or -L with a topic)");
+    }
+    let filtered_out = filters(&args.filter_out)?;
+    filters(&args.unsubscribe)?;
+    if let Some(chance) = args.random_filter {
+        if !(0.1..=100.0).contains(&chance) {
+            bail!("--random-filter must be between 0.1 and 100");
+        }
+    }
+    let options = args.connect.options("sub", &properties)?;
+    let (client, inbox) = args.connect.connect(options, true).await?;
+    let mut inbox = inbox.context("the client has no inbox")?;
+    let deadline = args
+        .timeout
+        .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
+    let subscription = args.subscription_options()?;
+    let requested: Vec<(&str, SubscriptionOptions)> =
+        topics.iter().map(|t| (t.as_str(), subscription)).collect();
+    let codes = client
+        .subscribe_to_inbox(&requested, properties.subscribe.clone())
+        .await?;
+    if args.connect.debug {
+        eprintln!("subscribed: {codes:?}");
+    }
+    if !args.unsubscribe.is_empty() {
+        let list: Vec<&str> = args.unsubscribe.iter().map(String::as_str).collect();
+        let codes = client
+            .unsubscribe_with(&list, properties.unsubscribe.clone())
+            .await?;
+        if args.connect.debug {
+            eprintln!("unsubscribed: {codes:?}");
+        }
+    }
+    let outcome = if args.exit_after_subscribe {
+        Ok(())
+    } else {
+        receive(
+            &args,
+            &client,
+            &mut inbox,
+            &properties,
+            &output,
+            &filtered_out,
+            deadline,
+        )
+        .await
+    };
+    client.disconnect_with(properties.disconnect.clone()).await;
+    outcome
+}
+
+async fn receive(
+    args: &SubArgs,
+    client: &Client,
+    inbox: &mut tern_client::Messages,
+    properties: &PropertySet,
+    output: &Output,
+    filtered_out: &[TopicFilter],
+    deadline: Option<tokio::time::Instant>,
+) -> anyhow::Result<()> {
+    let mut printed = 0u64;
+    let mut clearing = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    while args.count.is_none_or(|count| printed < count) {
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                Ok(next) => next,
+                Err(_) => return Err(Exit::new(TIMED_OUT, "timed out").into()),
+            },
+            None => inbox.recv().await,
+        };
+        let Some(message) = next else { break };
+        match args.verdict(&message, filtered_out) {
+            Verdict::Stop => break,
+            Verdict::Skip => continue,
+            Verdict::Print => {}
+        }
+        if args.remove_retained && message.retain {
+            let mut clear = tern_client::message(message.topic.as_str(), "")?;
+            clear.qos = QoS::AtLeastOnce;
+            clear.retain = true;
+            clear.properties = properties.publish.clone();
+            clearing.push(client.send(clear).await?);
+        }
+        print_message(&mut stdout, args, output, &message)?;
+        printed += 1;
+    }
+    // Exit only once the retained messages are cleared, as mosquitto_sub does.
+    for pending in clearing {
+        pending.await?;
+    }
+    Ok(())
+}
+
+fn print_message(
+    out: &mut impl Write,
+    args: &SubArgs,
+    output: &Output,
+    message: &Publish,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => serde_json::to_writer(&mut *out, &to_json(message))?,
+        Output::Format(format) => match format.render(message, chrono::Local::now()) {
+            Ok(bytes) => out.write_all(&bytes)?,
+            Err(error) => {
+                // As mosquitto_sub: the message is reported, not printed, and the run goes on.
+                if !args.connect.quiet {
+                    eprintln!("tern: {error}");
+                }
+                return Ok(());
+            }
+        },
+        Output::Payload { verbose } => {
+            if *verbose {
+                write!(out, "{} ", message.topic.as_str())?;
+            }
+            out.write_all(&message.payload)?;
+        }
     }
     if !args.no_newline {
         writeln!(out)?;
@@ -176,8 +360,4 @@ pub(crate) fn to_json(message: &Publish) -> serde_json::Value {
     }
     object.insert("properties".into(), Value::Object(props));
     Value::Object(object)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

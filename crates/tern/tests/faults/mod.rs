@@ -75,14 +75,12 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(seed);
             loop {
-                let Ok((client, _)) = listener.accept().await else {
+                let Some(pair) = accept_pair(&listener, upstream).await else {
                     return;
                 };
-                let Ok(broker) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                let Some((client, broker)) = pair else {
                     continue;
                 };
-                let _ = client.set_nodelay(true);
-                let _ = broker.set_nodelay(true);
                 let fault = match rng.u8(0..10) {
                     0..=3 => Fault::Drop,
                     4..=7 => Fault::Reset,
@@ -122,6 +120,21 @@ impl Drop for FaultProxy {
             held.clear();
         }
     }
+}
+
+/// The next client and its own connection to the broker (Nagle off on both); `None` when the
+/// listener fails, `Some(None)` when the broker refused this one.
+async fn accept_pair(
+    listener: &TcpListener,
+    upstream: u16,
+) -> Option<Option<(TcpStream, TcpStream)>> {
+    let (client, _) = listener.accept().await.ok()?;
+    let Ok(broker) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return Some(None);
+    };
+    let _ = client.set_nodelay(true);
+    let _ = broker.set_nodelay(true);
+    Some(Some((client, broker)))
 }
 
 async fn pipe(
@@ -241,5 +254,135 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a [`LinkProxy`] does to its traffic now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkState {
+    /// Bytes read from either side are dropped, nothing is closed.
+    blackholed: bool,
+    /// Connections opened before the latest reset are aborted (RST).
+    resets: u64,
+}
+
+/// A proxy for one link that forwards faithfully until told to blackhole it: then every
+/// connection through it, old or new, stops carrying bytes both ways without closing, and
+/// after the blackhole's duration every such connection is reset (RST) and forwarding resumes
+/// for new ones: a route that goes dark and then comes back.
+pub(crate) struct LinkProxy {
+    pub(crate) port: u16,
+    state: tokio::sync::watch::Sender<LinkState>,
+    /// Bytes dropped while blackholed.
+    pub(crate) dropped: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub(crate) connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkProxy {
+    /// Proxies to `127.0.0.1:upstream`.
+    pub(crate) async fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (state, _) = tokio::sync::watch::channel(LinkState {
+            blackholed: false,
+            resets: 0,
+        });
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (task_state, task_dropped, task_connections) =
+            (state.clone(), dropped.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Some(pair) = accept_pair(&listener, upstream).await else {
+                    return;
+                };
+                let Some((client, broker)) = pair else {
+                    continue;
+                };
+                task_connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(link_pipe(
+                    client,
+                    broker,
+                    task_state.subscribe(),
+                    task_dropped.clone(),
+                ));
+            }
+        });
+        Self {
+            port,
+            state,
+            dropped,
+            connections,
+            task,
+        }
+    }
+
+    /// Blackholes the link from now on; after `duration`, resets every connection made before
+    /// and forwards again. Returns once the blackhole is in force.
+    pub(crate) fn blackhole_then_reset(&self, duration: Duration) {
+        self.state.send_modify(|state| state.blackholed = true);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            state.send_modify(|state| {
+                state.blackholed = false;
+                state.resets += 1;
+            });
+        });
+    }
+
+    /// Whether the link is blackholed now.
+    pub(crate) fn blackholed(&self) -> bool {
+        self.state.borrow().blackholed
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Every connection task ends with its link at the next reset.
+        self.state.send_modify(|state| state.resets += 1);
+    }
+}
+
+async fn link_pipe(
+    mut client: TcpStream,
+    mut broker: TcpStream,
+    mut state: tokio::sync::watch::Receiver<LinkState>,
+    dropped: Arc<AtomicUsize>,
+) {
+    let born = state.borrow().resets;
+    let mut up = vec![0u8; 4096];
+    let mut down = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            read = client.read(&mut up) => {
+                let Ok(n) = read else { return };
+                if n == 0 { return }
+                if state.borrow().blackholed {
+                    dropped.fetch_add(n, Ordering::Relaxed);
+                } else if broker.write_all(&up[..n]).await.is_err() {
+                    return;
+                }
+            }
+            read = broker.read(&mut down) => {
+                let Ok(n) = read else { return };
+                if n == 0 { return }
+                if state.borrow().blackholed {
+                    dropped.fetch_add(n, Ordering::Relaxed);
+                } else if client.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+            changed = state.changed() => {
+                if changed.is_err() || state.borrow().resets > born {
+                    let _ = client.set_zero_linger();
+                    let _ = broker.set_zero_linger();
+                    return;
+                }
+            }
+        }
     }
 }

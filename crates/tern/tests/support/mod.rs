@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 #[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod cli;
+#[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mqtt;
 
 use std::io::{BufRead, BufReader};
