@@ -97,7 +97,12 @@ impl Broker {
                 .map(|name| name.as_str());
             if let Some(throttled) = self.throttle.check(self.peer_address(id), username, now) {
                 drop(job);
-                self.refuse_throttled(id, ProtocolVersion::V311, throttled, now);
+                // The parked CONNECT set the connection's protocol level.
+                let version = self
+                    .connections
+                    .get(&id)
+                    .map_or(ProtocolVersion::V311, |c| c.version);
+                self.refuse_throttled(id, version, throttled, now);
                 continue;
             }
             self.stats.auth_checks_run += 1;
@@ -147,11 +152,6 @@ impl Broker {
         throttled: Throttled,
         now: Time,
     ) {
-        // A parked CONNECT already told the connection its protocol level.
-        let version = match self.connections.get(&id) {
-            Some(connection) if connection.phase == Phase::Verifying => connection.version,
-            _ => version,
-        };
         self.stats.logins_throttled += 1;
         let reason = CloseReason::LoginThrottled(throttled);
         self.refuse_connect_because(id, version, ReasonCode::ServerBusy, reason, now);
