@@ -77,6 +77,9 @@ pub(crate) struct StoreConfig {
     pub(crate) dir: Option<PathBuf>,
     /// How durable an acknowledged message is; `fsync` by default.
     pub(crate) durability: Option<Durability>,
+    /// Start on a damaged store with what reads back, logging what was lost (`--recover`).
+    #[serde(default)]
+    pub(crate) recover: bool,
 }
 
 /// How durable an acknowledged message is.

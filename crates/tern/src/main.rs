@@ -70,6 +70,10 @@ struct ServeArgs {
     /// How durable acknowledged state is (replaces the file's `store.durability`).
     #[arg(long, value_enum)]
     durability: Option<config::Durability>,
+    /// Start on a damaged data directory with what reads back, logging what was lost
+    /// (without it, a damaged store stops the broker); also `store.recover` in the file.
+    #[arg(long)]
+    recover: bool,
     /// Log filter, e.g. "info" or "tern_net=debug" (RUST_LOG also works).
     #[arg(long, default_value = "info")]
     log: String,
@@ -163,9 +167,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Open and load the store before listening: a store that cannot be read stops here.
     let store = match durability {
         config::Durability::None => None,
-        config::Durability::Fsync | config::Durability::Os => {
-            Some(open_store(&data_dir, durability)?)
-        }
+        config::Durability::Fsync | config::Durability::Os => Some(open_store(
+            &data_dir,
+            durability,
+            args.recover || file.store.recover,
+        )?),
     };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
@@ -187,6 +193,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn open_store(
     dir: &Path,
     durability: config::Durability,
+    recover: bool,
 ) -> anyhow::Result<(DiskStore, Snapshot, Instant)> {
     let epoch = Instant::now();
     let epoch_unix_ms = SystemTime::now()
@@ -199,8 +206,13 @@ fn open_store(
     };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let mut store = DiskStore::open(dir, mode, WallClock { epoch_unix_ms })
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let clock = WallClock { epoch_unix_ms };
+    let opened = match recover {
+        true => DiskStore::recover(dir, mode, clock),
+        false => DiskStore::open(dir, mode, clock),
+    };
+    let mut store =
+        opened.with_context(|| format!("cannot open the store in {}", dir.display()))?;
     let started = Instant::now();
     let snapshot = store
         .load()
