@@ -178,7 +178,8 @@ pub(crate) fn uses_scram(profiles: &BTreeMap<String, AuthProfileConfig>) -> bool
 }
 
 /// The file in the data directory that keeps the secret SCRAM salts of unknown users are made
-/// from, so they stay the same across restarts (as known users' salts do).
+/// from, so they stay the same across restarts (as known users' salts do). The store leaves it
+/// alone (`tern_store::BESIDE_THE_STORE`).
 pub(crate) const FAKE_SALT_KEY_FILE: &str = "auth.key";
 
 /// Reads the SCRAM salt secret from `dir`, or makes one there (mode 0600) the first time.
@@ -407,5 +408,22 @@ mod tests {
         }
         assert!(std::fs::write(&path, b"short").is_ok());
         assert!(fake_salt_key(&data).is_err());
+    }
+
+    /// The store takes a data directory that holds only the secret (made at a start without a
+    /// store, `durability = "none"`) for a new one, and opens with the secret beside it.
+    #[test]
+    fn the_store_opens_beside_the_scram_salt_secret() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(dir) = dir else { panic!("{dir:?}") };
+        let made = fake_salt_key(dir.path()).map_err(|e| e.to_string());
+        assert!(made.is_ok(), "{made:?}");
+        assert!(tern_store::BESIDE_THE_STORE.contains(&FAKE_SALT_KEY_FILE));
+        let clock = tern_store::WallClock { epoch_unix_ms: 0 };
+        let store = tern_store::DiskStore::open(dir.path(), tern_store::Durability::Os, clock)
+            .map_err(|e| e.to_string());
+        assert!(store.is_ok(), "{store:?}");
+        drop(store);
+        assert_eq!(fake_salt_key(dir.path()).map_err(|e| e.to_string()), made);
     }
 }
