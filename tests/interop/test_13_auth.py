@@ -673,7 +673,8 @@ password_file = "passwd"
 def test_failed_logins_are_throttled_on_the_wire(tmp_path: Path):
     """Past login_failures_per_user_max wrong passwords for a user name, its CONNECTs are refused
     at once with 0x89 Server busy (3.1.1: 0x03 Server unavailable), even with the right
-    password, and the log says why; another user logs in as usual."""
+    password the broker has not verified recently, and the log says why; another user logs in as
+    usual, and a login verified recently still gets in during its user's block."""
     for user, password in [("alice", "wonderland"), ("bob", "builder")]:
         assert passwd(tmp_path / "passwd", user, password).returncode == 0
     options = {
@@ -694,5 +695,10 @@ def test_failed_logins_are_throttled_on_the_wire(tmp_path: Path):
         assert login("alice", b"wonderland", mqtt_raw.V311) == 0x03
         assert login("bob", b"builder", mqtt_raw.V311) == 0x00
         broker._wait_for_line(re.compile("login throttled: too many failed logins for this user"))
+        # bob's password was verified a moment ago: during his block it still lets him in, while
+        # a guess (which would need a check) is refused unchecked.
+        assert [login("bob", b"guess", mqtt_raw.V5) for _ in range(3)] == [0x86] * 3
+        assert login("bob", b"builder", mqtt_raw.V5) == 0x00
+        assert login("bob", b"guess", mqtt_raw.V5) == 0x89
     finally:
         broker.stop()

@@ -9,7 +9,7 @@ use tern_codec::{
 use bytes::Bytes;
 
 use super::Broker;
-use crate::auth::{AuthRequest, Identity, SessionOwner};
+use crate::auth::{AuthDecision, AuthRequest, Identity, SessionOwner};
 use crate::config::OtherIdentity;
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
@@ -117,10 +117,6 @@ impl Broker {
                 }
             }
         }
-        // Too many failed logins from this address or for this user: refused unchecked.
-        if self.refuse_if_throttled(id, &connect, now) {
-            return;
-        }
         let request = AuthRequest {
             connection: id,
             version,
@@ -133,6 +129,18 @@ impl Broker {
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         let decision = self.authenticator.authenticate(&request);
+        // Too many failed logins from this address or for this user: what would need a slow
+        // check (a password hash) or start an exchange a guesser could repeat (SCRAM) is
+        // refused unchecked. What the authenticator settles at once (a login it verified
+        // recently, a token, a device key) still gets in, so a fleet behind one address is not
+        // locked out by a few of its devices with stale passwords.
+        let guessable = matches!(
+            decision,
+            AuthDecision::Pending(_) | AuthDecision::Continue { .. }
+        );
+        if guessable && self.refuse_if_throttled(id, &connect, now) {
+            return;
+        }
         self.dispatch_connect_decision(id, connect, decision, now);
     }
 
