@@ -57,6 +57,15 @@ pub struct Limits {
     /// PUBLISH packets one client may send per second; past it the connection is closed
     /// (MQTT 5: DISCONNECT 0x96 Message rate too high). 0 means no limit.
     pub publish_rate_per_client_max: u32,
+    /// Slow credential checks (password hashes) waiting for a thread; a CONNECT that would
+    /// need one more is refused with Server busy (3.1.1: 0x03 Server unavailable).
+    pub auth_checks_queued_max: usize,
+    /// Failed logins from one source address (IPv6: one /64) within a minute before further
+    /// CONNECTs from it are refused unchecked, for 10 s, doubling with each block up to 15
+    /// minutes. 0 means no limit.
+    pub login_failures_per_address_max: u32,
+    /// The same for one user name.
+    pub login_failures_per_user_max: u32,
 }
 
 impl Default for Limits {
@@ -83,6 +92,9 @@ impl Default for Limits {
             topic_levels_max: 64,
             connect_timeout_millis: 10_000,
             publish_rate_per_client_max: 0,
+            auth_checks_queued_max: 256,
+            login_failures_per_address_max: 20,
+            login_failures_per_user_max: 10,
         }
     }
 }

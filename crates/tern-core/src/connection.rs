@@ -114,6 +114,8 @@ pub struct ConnectionInfo {
     /// Take `certificate_identity` as the user name, whatever CONNECT says; a connection
     /// without one is refused (0x87 Not authorized).
     pub use_identity_as_username: bool,
+    /// The client's source address, which failed logins are counted against.
+    pub peer_address: Option<std::net::IpAddr>,
 }
 
 /// One network connection as the core sees it.

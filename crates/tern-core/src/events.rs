@@ -4,6 +4,7 @@
 use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode, TopicName};
 
 use crate::authz::Access;
+use crate::throttle::Throttled;
 use crate::types::ConnectionId;
 
 /// Why a connection ended.
@@ -35,6 +36,11 @@ pub enum CloseReason {
     MemoryLimit,
     /// The CONNECT was refused.
     ConnectRefused(ReasonCode),
+    /// The CONNECT was refused with Server busy: `auth_checks_queued_max` credential checks
+    /// were already waiting.
+    AuthQueueFull,
+    /// The CONNECT was refused with Server busy, unchecked: too many failed logins.
+    LoginThrottled(Throttled),
 }
 
 /// Why a message was not delivered to a subscriber.
@@ -183,4 +189,13 @@ pub struct Stats {
     pub subscribe_denied: u64,
     /// CONNECTs refused for bad or missing credentials or authorisation.
     pub auth_failures: u64,
+    /// Slow credential checks handed to the runtime to run.
+    pub auth_checks_run: u64,
+    /// Slow credential checks dropped unrun because their connection closed first.
+    pub auth_checks_skipped: u64,
+    /// CONNECTs refused with Server busy because the queue of checks was full.
+    pub auth_queue_full: u64,
+    /// CONNECTs refused with Server busy, unchecked, after too many failed logins from their
+    /// address or for their user name.
+    pub logins_throttled: u64,
 }

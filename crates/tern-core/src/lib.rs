@@ -13,6 +13,7 @@
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
+//! - [`throttle`]: failed logins counted per address and user name, and the blocks they earn.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod events;
 pub mod retained;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod tree;
 pub mod tree_view;
 pub mod types;
@@ -41,5 +43,6 @@ pub use config::{Config, Limits, OtherIdentity};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, DropReason, Event, Stats};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
+pub use throttle::Throttled;
 pub use tree_view::TreeConfig;
 pub use types::{ConnectionId, Message, SessionKey, SharedMessage, Time};

@@ -379,6 +379,10 @@ fn stats_add_up() {
         publish_denied: 0,
         subscribe_denied: 0,
         auth_failures: 0,
+        auth_checks_run: 0,
+        auth_checks_skipped: 0,
+        auth_queue_full: 0,
+        logins_throttled: 0,
     };
     assert_eq!(tb.stats(), expected);
     let subscriber = tb.connect("s", V5, Opts::new().resume().expiry(60));

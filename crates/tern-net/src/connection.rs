@@ -40,6 +40,10 @@ pub(crate) async fn run<S>(
 {
     let id = shared.next_connection_id();
     debug!(conn = id.0, "connection from {peer}");
+    let info = ConnectionInfo {
+        peer_address: Some(peer.ip()),
+        ..info
+    };
     // Plain TCP: the socket, for quiet reads that peek (below).
     let peekable: Option<Rc<OwnedWriteHalf>> = direct.clone();
     shared.register(id, info, direct);

@@ -3,14 +3,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use tern_core::{
-    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason,
-    Event, Snapshot, StoreOp, Time, TrafficTotals,
+    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason, Event,
+    Snapshot, StoreOp, Throttled, Time, TrafficTotals,
 };
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
@@ -57,13 +58,12 @@ pub(crate) struct Shared {
     pub(crate) timer_wake: Notify,
     /// Input seen, for busy polling.
     pub(crate) busy_poll: Rc<BusyPoll>,
-    /// Slow credential checks the core handed out, waiting for the checker task.
-    auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
-    /// Wakes the checker task.
+    /// Wakes the checker task: the core has a credential check waiting.
     auth_wake: Notify,
     /// Checks running at once: each argon2 check holds about 19 MiB and a core for tens of
-    /// milliseconds, so a burst of logins queues here instead of exhausting memory.
-    auth_slots: Semaphore,
+    /// milliseconds, so a burst of logins waits in the core's bounded queue (where the checks
+    /// of clients that leave are dropped unrun) instead of exhausting memory.
+    auth_slots: Arc<Semaphore>,
     /// Keeps a client that keeps publishing where it may not from flooding the log.
     denial_log: LogBudget,
     /// Group commit with the store thread, when state is durable.
@@ -193,16 +193,15 @@ impl Shared {
             timer_at: Cell::new(Time::from_millis(0)),
             timer_wake: Notify::new(),
             busy_poll: Rc::new(BusyPoll::default()),
-            auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
             denial_log: LogBudget::new("denials"),
             refusal_log: LogBudget::new("refused connections"),
             drop_log: LogBudget::new("dropped messages"),
-            auth_slots: Semaphore::new(
+            auth_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, usize::from)
                     .min(AUTH_CHECKS_PARALLEL_MAX),
-            ),
+            )),
             committer,
             ops: RefCell::new(Vec::new()),
             last_read_at: Cell::new(epoch),
@@ -338,14 +337,9 @@ impl Shared {
         {
             self.timer_wake.notify_one();
         }
-        let mut jobs = self.auth_jobs.borrow_mut();
-        while let Some(job) = broker.poll_auth_job() {
-            jobs.push(job);
-        }
-        if !jobs.is_empty() {
+        if broker.has_auth_job() {
             self.auth_wake.notify_one();
         }
-        drop(jobs);
         if let Some(committer) = &self.committer {
             let mut ops = self.ops.borrow_mut();
             while let Some(op) = broker.poll_store_op() {
@@ -494,28 +488,37 @@ impl Shared {
     }
 
     /// Runs the slow credential checks the core asks for on tokio's blocking threads, so
-    /// password hashing never stalls the broker thread, and hands each answer back.
+    /// password hashing never stalls the broker thread, and hands each answer back. A check is
+    /// taken from the core only once a slot is free: until then it waits there, where it is
+    /// dropped if its client goes away.
     pub(crate) async fn run_auth_checks(self: Rc<Self>) {
         loop {
-            self.auth_wake.notified().await;
-            let jobs = std::mem::take(&mut *self.auth_jobs.borrow_mut());
-            for (id, job) in jobs {
-                let shared = Rc::clone(&self);
-                tokio::task::spawn_local(async move {
-                    // The semaphore is never closed, so acquiring only waits.
-                    let _slot = shared.auth_slots.acquire().await;
-                    let decision = tokio::task::spawn_blocking(move || job.run())
-                        .await
-                        .unwrap_or(AuthDecision::Refuse(
-                            tern_codec::ReasonCode::UnspecifiedError,
-                        ));
-                    shared
-                        .broker
-                        .borrow_mut()
-                        .auth_finished(id, decision, shared.now());
-                    shared.after_input();
-                });
-            }
+            // The semaphore is never closed, so acquiring only waits.
+            let Ok(slot) = Arc::clone(&self.auth_slots).acquire_owned().await else {
+                return;
+            };
+            let next = self.broker.borrow_mut().poll_auth_job(self.now());
+            let Some((id, job)) = next else {
+                drop(slot);
+                self.auth_wake.notified().await;
+                continue;
+            };
+            // Checks refused while being taken (throttled meanwhile) have output to write.
+            self.after_input();
+            let shared = Rc::clone(&self);
+            tokio::task::spawn_local(async move {
+                let decision = tokio::task::spawn_blocking(move || job.run())
+                    .await
+                    .unwrap_or(AuthDecision::Refuse(
+                        tern_codec::ReasonCode::UnspecifiedError,
+                    ));
+                drop(slot);
+                shared
+                    .broker
+                    .borrow_mut()
+                    .auth_finished(id, decision, shared.now());
+                shared.after_input();
+            });
         }
     }
 
@@ -683,5 +686,20 @@ fn describe(reason: &CloseReason) -> String {
             "the broker reached its memory limit and this client held the most".to_owned()
         }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
+        CloseReason::AuthQueueFull => {
+            "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
+                .to_owned()
+        }
+        CloseReason::LoginThrottled(Throttled::Address {
+            address,
+            retry_after_secs,
+        }) => format!(
+            "login throttled: too many failed logins from {address}, blocked for \
+             {retry_after_secs} s more"
+        ),
+        CloseReason::LoginThrottled(Throttled::User { retry_after_secs }) => format!(
+            "login throttled: too many failed logins for this user name, blocked for \
+             {retry_after_secs} s more"
+        ),
     }
 }

@@ -3,28 +3,43 @@
 //! Each batch of [`StoreOp`]s becomes one fjall write batch; with [`Durability::Fsync`] the
 //! journal is then synced, so one sync covers every operation of the batch (group commit is
 //! the caller's batching). Records are versioned by a format key; a store of another version,
-//! or one whose records do not decode, is refused with an error, never reset.
+//! a damaged one, or one whose records do not decode, is refused with an error, never reset;
+//! [`DiskStore::recover`] opens a damaged one with what reads back, logging what was lost.
 //!
 //! # Layout
 //! - this file: opening, applying batches, loading a snapshot.
 //! - [`record`]: the byte layout of each record.
+//! - `layout`: the data directory's pieces, checked before the engine opens them; `journal`
+//!   reads the engine's journals for damage; `commit`: the marker of the last batch committed;
+//!   `meta`: the format version and commit counter; `salvage`: refusing, or repairing and
+//!   logging, what is found.
 
+mod commit;
+mod journal;
+mod layout;
+mod meta;
 pub mod record;
+mod salvage;
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjall::{Batch, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use tern_codec::MqttString;
 use tern_core::session::Delivery;
-use tern_core::store::{DeliveryStage, StoredSession};
+use tern_core::store::{DeliveryStage, SessionRecord, StoredSession};
 use tern_core::{Snapshot, Store, StoreOp};
 use tracing::info;
 
+use commit::MarkerFile;
+pub use layout::BESIDE_THE_STORE;
+use meta::Format;
 use record::RecordError;
 pub use record::WallClock;
+use salvage::Salvage;
 
 /// The record format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -32,6 +47,20 @@ pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_VERSION_1: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
+/// Key of the number of the last batch committed, in the `meta` partition (see [`commit`]).
+const COMMIT_KEY: &[u8] = b"commit";
+/// The partition of the format version and the commit counter.
+const META_PARTITION: &str = "meta";
+/// The partitions, in the order a new store makes them: `meta` last, so that a store whose
+/// `meta` exists was made whole (see `layout`).
+const PARTITIONS: [&str; 6] = [
+    "retained",
+    "sessions",
+    "deliveries",
+    "stages",
+    "incoming",
+    META_PARTITION,
+];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
 /// Journal size past which fjall flushes memtables and drops old journals: bounds the disk
@@ -39,6 +68,11 @@ const PROGRESS_EVERY: u64 = 250_000;
 const JOURNAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Memory for memtables across partitions before they are flushed to disk.
 const WRITE_BUFFER_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// With [`Durability::Os`] the commit marker is written at most this often (and when the
+/// store is dropped): the write costs about as much as the rest of a small batch, and a
+/// marker that lags only narrows the check. With [`Durability::Fsync`] it is written after
+/// every batch, a small cost beside the sync.
+const OS_MARKER_EVERY: Duration = Duration::from_millis(1);
 
 /// How far a batch has got when [`Store::apply`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +106,10 @@ pub enum StoreError {
         found: u32,
     },
     /// A record could not be read.
-    #[error("the store in {path} is corrupt: {partition} record: {reason}")]
+    #[error(
+        "the store in {path} is corrupt: {partition} record: {reason} (`tern serve --recover` \
+         drops what cannot be read and logs it; or move the directory away to start empty)"
+    )]
     Corrupt {
         /// The store directory.
         path: PathBuf,
@@ -80,6 +117,33 @@ pub enum StoreError {
         partition: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// A piece of the store is missing or damaged (see `docs/design/store-format.md`).
+    #[error(
+        "the store in {path} is damaged: {problem} (`tern serve --recover` starts with what \
+         reads back and logs what is lost; or move the directory away to start empty)"
+    )]
+    Damaged {
+        /// The store directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The directory cannot hold a store as it is.
+    #[error("cannot use {path} as a data directory: {problem}")]
+    Unusable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+    /// Reading or writing the store's own files (beside the engine's) failed.
+    #[error("store I/O error in {path}: {source}")]
+    Io {
+        /// The store directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
 }
 
@@ -99,6 +163,7 @@ pub struct DiskStore {
     durability: Durability,
     clock: WallClock,
     keyspace: Keyspace,
+    meta: PartitionHandle,
     retained: PartitionHandle,
     sessions: PartitionHandle,
     deliveries: PartitionHandle,
@@ -107,6 +172,14 @@ pub struct DiskStore {
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
+    /// The number of the last batch committed.
+    committed: u64,
+    /// The commit marker file, which records it.
+    marker: MarkerFile,
+    /// When the marker was last written.
+    marker_written: Instant,
+    /// Damage found while opening, and what recovering did about it.
+    salvage: Salvage,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -118,18 +191,47 @@ impl std::fmt::Debug for DiskStore {
     }
 }
 
+impl Drop for DiskStore {
+    /// Brings the commit marker up to date (with [`Durability::Os`] it may lag).
+    fn drop(&mut self) {
+        if self.keyspace.persist(PersistMode::SyncAll).is_ok() {
+            let _ = self.marker.record(self.committed);
+        }
+    }
+}
+
 impl DiskStore {
     /// Opens (or creates) the store in `path`. `clock` maps the broker's `Time` to wall-clock
-    /// time, so deadlines survive a restart.
+    /// time, so deadlines survive a restart. A directory that does not exist or is empty gets
+    /// a new store; one that holds a damaged store, or anything else, is refused.
     pub fn open(path: &Path, durability: Durability, clock: WallClock) -> Result<Self, StoreError> {
+        Self::open_with(path, durability, clock, false)
+    }
+
+    /// As [`DiskStore::open`], but a damaged store is opened with what reads back: each
+    /// problem is repaired (a journal cut at its damage, a partition made anew, records that
+    /// do not decode dropped at [`Store::load`], ...) and logged as a warning with what it
+    /// cost. A store of another format version is still refused.
+    pub fn recover(
+        path: &Path,
+        durability: Durability,
+        clock: WallClock,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(path, durability, clock, true)
+    }
+
+    fn open_with(
+        path: &Path,
+        durability: Durability,
+        clock: WallClock,
+        recover: bool,
+    ) -> Result<Self, StoreError> {
         let engine = |source| StoreError::Engine {
             path: path.to_owned(),
             source,
         };
-        let fresh = !path.exists()
-            || std::fs::read_dir(path)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
+        let mut salvage = Salvage::new(path, recover);
+        let found = layout::inspect(path, &PARTITIONS, &mut salvage)?;
         let keyspace = fjall::Config::new(path)
             .manual_journal_persist(true)
             .max_journaling_size(JOURNAL_MAX_BYTES)
@@ -141,46 +243,51 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let meta = open("meta")?;
+        let [retained, sessions, deliveries, stages, incoming, meta] = PARTITIONS.map(open);
+        let (retained, sessions, deliveries, stages, incoming, meta) =
+            (retained?, sessions?, deliveries?, stages?, incoming?, meta?);
+        let format = meta.get(FORMAT_KEY).map_err(engine)?;
+        let committed = meta.get(COMMIT_KEY).map_err(engine)?;
+        let is_empty = [&retained, &sessions, &deliveries, &stages, &incoming]
+            .into_iter()
+            .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
+            .map_err(engine)?;
+        let format = meta::check_format(path, format, is_empty, &mut salvage)?;
+        let committed = meta::read_counter(committed, &mut salvage)?;
+        meta::check_committed(path, &found, committed, &mut salvage)?;
+        if format == Format::Write {
+            meta.insert(FORMAT_KEY, FORMAT_VERSION.to_be_bytes())
+                .map_err(engine)?;
+        }
+        // The marker is made once the store is whole and synced: with it, the store is made.
+        keyspace.persist(PersistMode::SyncAll).map_err(engine)?;
+        let marker = MarkerFile::create(path, committed).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut staged = HashSet::new();
+        for item in stages.keys() {
+            staged.insert(item.map_err(engine)?.to_vec());
+        }
         let mut store = Self {
             path: path.to_owned(),
             durability,
             clock,
-            retained: open("retained")?,
-            sessions: open("sessions")?,
-            deliveries: open("deliveries")?,
-            stages: open("stages")?,
-            incoming: open("incoming")?,
             keyspace,
-            staged: HashSet::new(),
+            meta,
+            retained,
+            sessions,
+            deliveries,
+            stages,
+            incoming,
+            staged,
+            committed,
+            marker,
+            marker_written: Instant::now(),
+            salvage,
         };
-        match meta.get(FORMAT_KEY).map_err(engine)? {
-            Some(value) => {
-                let found = <[u8; 4]>::try_from(&value[..])
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| store.corrupt("meta", "format version is not 4 bytes"))?;
-                if found == FORMAT_VERSION_1 {
-                    store.upgrade_from_version_1(&meta)?;
-                } else if found != FORMAT_VERSION {
-                    return Err(StoreError::UnknownVersion {
-                        path: path.to_owned(),
-                        found,
-                    });
-                }
-            }
-            None if fresh || store.is_empty()? => {
-                meta.insert(FORMAT_KEY, FORMAT_VERSION.to_be_bytes())
-                    .map_err(engine)?;
-                store
-                    .keyspace
-                    .persist(PersistMode::SyncAll)
-                    .map_err(engine)?;
-            }
-            None => return Err(store.corrupt("meta", "records without a format version")),
-        }
-        for item in store.stages.keys() {
-            let key = item.map_err(&engine)?;
-            store.staged.insert(key.to_vec());
+        if format == Format::Version1 {
+            store.upgrade_from_version_1()?;
         }
         Ok(store)
     }
@@ -188,22 +295,27 @@ impl DiskStore {
     /// Converts a format version 1 store: its session records gain an owner field, unknown
     /// (the first identity to resume such a session claims it). One batch, synced, then the
     /// version is raised; a crash half-way leaves version 1 and the conversion runs again.
-    fn upgrade_from_version_1(&self, meta: &PartitionHandle) -> Result<(), StoreError> {
+    /// When recovering, a record that does not decode is dropped (see [`Store::load`]).
+    fn upgrade_from_version_1(&mut self) -> Result<(), StoreError> {
         let mut batch = self.keyspace.batch();
         let mut converted = 0_u64;
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let client_id = MqttString::from_bytes(Bytes::copy_from_slice(&key))
-                .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))?;
             let layout = record::SessionLayout::WithoutOwner;
-            let session = record::decode_session(self.clock, client_id, Bytes::from(value), layout)
-                .map_err(self.record("sessions"))?;
-            let value =
-                record::encode_session(self.clock, &session).map_err(self.record("sessions"))?;
-            batch.insert(&self.sessions, key, value.to_vec());
-            converted += 1;
+            let session = self
+                .decode_session(&key, value, layout)
+                .and_then(|session| {
+                    record::encode_session(self.clock, &session).map_err(self.record("sessions"))
+                });
+            match session {
+                Ok(value) => {
+                    batch.insert(&self.sessions, key, value.to_vec());
+                    converted += 1;
+                }
+                Err(e) => drop_record(&mut self.salvage, &mut batch, &self.sessions, key, e)?,
+            }
         }
-        batch.insert(meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+        batch.insert(&self.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
         batch.commit().map_err(|e| self.engine(e))?;
         self.keyspace
             .persist(PersistMode::SyncAll)
@@ -226,21 +338,6 @@ impl DiskStore {
         self.keyspace.disk_space()
     }
 
-    fn is_empty(&self) -> Result<bool, StoreError> {
-        for partition in [
-            &self.retained,
-            &self.sessions,
-            &self.deliveries,
-            &self.stages,
-            &self.incoming,
-        ] {
-            if !partition.is_empty().map_err(|e| self.engine(e))? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     fn engine(&self, source: fjall::Error) -> StoreError {
         StoreError::Engine {
             path: self.path.clone(),
@@ -258,6 +355,32 @@ impl DiskStore {
 
     fn record(&self, partition: &'static str) -> impl Fn(RecordError) -> StoreError + '_ {
         move |e| self.corrupt(partition, e.0)
+    }
+
+    /// Decodes a `sessions` record: its key, the client id, and its value.
+    fn decode_session(
+        &self,
+        key: &[u8],
+        value: fjall::Slice,
+        layout: record::SessionLayout,
+    ) -> Result<SessionRecord, StoreError> {
+        let client_id = MqttString::from_bytes(Bytes::copy_from_slice(key))
+            .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))?;
+        record::decode_session(self.clock, client_id, Bytes::from(value), layout)
+            .map_err(self.record("sessions"))
+    }
+
+    /// Splits a key of `partition` into its session's client id and `N` bytes after it (`what`).
+    fn session_key<const N: usize>(
+        &self,
+        partition: &'static str,
+        key: &[u8],
+        what: &str,
+    ) -> Result<(MqttString, [u8; N]), StoreError> {
+        let (client_id, rest) = record::split_session_key(key).map_err(self.record(partition))?;
+        let rest = <[u8; N]>::try_from(rest)
+            .map_err(|_| self.corrupt(partition, format!("{what} is not {N} bytes")))?;
+        Ok((client_id, rest))
     }
 
     /// Adds the delivery changes gathered from a batch of operations to `batch`.
@@ -400,34 +523,57 @@ impl Store for DiskStore {
             }
         }
         self.write_deliveries(&mut batch, &mut deliveries)?;
+        let number = self.committed + 1;
+        batch.insert(&self.meta, COMMIT_KEY, number.to_be_bytes());
         batch.commit().map_err(|e| self.engine(e))?;
         let mode = match self.durability {
             Durability::Fsync => PersistMode::SyncData,
             Durability::Os => PersistMode::Buffer,
         };
-        self.keyspace.persist(mode).map_err(|e| self.engine(e))
+        self.keyspace.persist(mode).map_err(|e| self.engine(e))?;
+        self.committed = number;
+        // Only now: the marker never runs ahead of the journal.
+        if self.durability == Durability::Fsync || self.marker_written.elapsed() >= OS_MARKER_EVERY
+        {
+            self.marker
+                .record(number)
+                .map_err(|source| StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            self.marker_written = Instant::now();
+        }
+        Ok(())
     }
 
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut progress = Progress::default();
         let mut snapshot = Snapshot::default();
+        // Records of a session removed in a batch that also wrote them are orphans, and when
+        // recovering, records that do not decode are damage: both are deleted.
+        let mut dropped = self.keyspace.batch();
         for item in self.retained.iter() {
-            let (_, value) = item.map_err(|e| self.engine(e))?;
-            let message = record::decode_retained(self.clock, Bytes::from(value))
-                .map_err(self.record("retained"))?;
-            snapshot.retained.push(message.into());
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            match record::decode_retained(self.clock, Bytes::from(value))
+                .map_err(self.record("retained"))
+            {
+                Ok(message) => snapshot.retained.push(message.into()),
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.retained, key, e)?,
+            }
             progress.tick();
         }
         let mut sessions: HashMap<MqttString, StoredSession> = HashMap::new();
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let client_id = MqttString::from_bytes(Bytes::from(key))
-                .map_err(|e| self.corrupt("sessions", format!("client identifier: {e}")))?;
             let layout = record::SessionLayout::WithOwner;
-            let record =
-                record::decode_session(self.clock, client_id.clone(), Bytes::from(value), layout)
-                    .map_err(self.record("sessions"))?;
+            let (client_id, record) = match self.decode_session(&key, value, layout) {
+                Ok(record) => (record.client_id.clone(), record),
+                Err(e) => {
+                    drop_record(&mut self.salvage, &mut dropped, &self.sessions, key, e)?;
+                    continue;
+                }
+            };
             let stored = StoredSession {
                 record,
                 deliveries: Vec::new(),
@@ -440,25 +586,40 @@ impl Store for DiskStore {
         let mut stages = HashMap::new();
         for item in self.stages.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let stage = record::decode_stage(&value).map_err(self.record("stages"))?;
-            stages.insert(key.to_vec(), stage);
+            match record::decode_stage(&value).map_err(self.record("stages")) {
+                Ok(stage) => {
+                    stages.insert(key.to_vec(), stage);
+                }
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.stages, key, e)?,
+            }
         }
-        // Records of a session removed in a batch that also wrote them are orphans: dropped.
-        let mut orphans = self.keyspace.batch();
         for item in self.deliveries.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let (client_id, rest) =
-                record::split_session_key(&key).map_err(self.record("deliveries"))?;
-            let seq = <[u8; 8]>::try_from(rest)
-                .map(u64::from_be_bytes)
-                .map_err(|_| self.corrupt("deliveries", "sequence number is not 8 bytes"))?;
+            let parsed = self.session_key("deliveries", &key, "sequence number");
+            let (client_id, seq) = match parsed {
+                Ok((client_id, seq)) => (client_id, u64::from_be_bytes(seq)),
+                Err(e) => {
+                    drop_record(&mut self.salvage, &mut dropped, &self.deliveries, key, e)?;
+                    continue;
+                }
+            };
             let Some(session) = sessions.get_mut(&client_id) else {
-                orphans.remove(&self.deliveries, key.clone());
-                orphans.remove(&self.stages, key);
+                dropped.remove(&self.deliveries, key.clone());
+                dropped.remove(&self.stages, key);
+                self.salvage.orphans(1);
                 continue;
             };
-            let (delivery, inline) = record::decode_delivery(self.clock, seq, Bytes::from(value))
-                .map_err(self.record("deliveries"))?;
+            let (delivery, inline) =
+                match record::decode_delivery(self.clock, seq, Bytes::from(value))
+                    .map_err(self.record("deliveries"))
+                {
+                    Ok(decoded) => decoded,
+                    Err(e) => {
+                        dropped.remove(&self.stages, key.clone());
+                        drop_record(&mut self.salvage, &mut dropped, &self.deliveries, key, e)?;
+                        continue;
+                    }
+                };
             // A later stage, written on its own, takes precedence over the one inline.
             let stage = stages.get(&key[..]).copied().unwrap_or(inline);
             session.deliveries.push((delivery, stage));
@@ -466,18 +627,19 @@ impl Store for DiskStore {
         }
         for item in self.incoming.iter() {
             let (key, _) = item.map_err(|e| self.engine(e))?;
-            let (client_id, rest) =
-                record::split_session_key(&key).map_err(self.record("incoming"))?;
-            let packet_id = <[u8; 2]>::try_from(rest)
-                .map(u16::from_be_bytes)
-                .map_err(|_| self.corrupt("incoming", "packet identifier is not 2 bytes"))?;
-            match sessions.get_mut(&client_id) {
-                Some(session) => session.incoming_qos2.push(packet_id),
-                None => orphans.remove(&self.incoming, key),
+            match self.session_key("incoming", &key, "packet identifier") {
+                Ok((client_id, id)) => match sessions.get_mut(&client_id) {
+                    Some(session) => session.incoming_qos2.push(u16::from_be_bytes(id)),
+                    None => {
+                        dropped.remove(&self.incoming, key);
+                        self.salvage.orphans(1);
+                    }
+                },
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.incoming, key, e)?,
             }
         }
-        if !orphans.is_empty() {
-            orphans.commit().map_err(|e| self.engine(e))?;
+        if !dropped.is_empty() {
+            dropped.commit().map_err(|e| self.engine(e))?;
         }
         snapshot.sessions = sessions.into_values().collect();
         if progress.count >= PROGRESS_EVERY {
@@ -487,8 +649,23 @@ impl Store for DiskStore {
                 started.elapsed().as_secs_f64()
             );
         }
+        self.salvage.report();
         Ok(snapshot)
     }
+}
+
+/// A record that does not decode (`error`): returned, or when recovering, counted and
+/// deleted from `partition` with the `dropped` batch.
+fn drop_record(
+    salvage: &mut Salvage,
+    dropped: &mut Batch,
+    partition: &PartitionHandle,
+    key: fjall::Slice,
+    error: StoreError,
+) -> Result<(), StoreError> {
+    salvage.undecodable(error)?;
+    dropped.remove(partition, key);
+    Ok(())
 }
 
 /// Counts records while loading and logs a line now and then, so a large recovery is visibly

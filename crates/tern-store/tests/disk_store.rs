@@ -1,5 +1,8 @@
 //! The fjall store gives back, after reopening, exactly what the applied operations left;
-//! deadlines survive as wall-clock times; other format versions and damaged records are refused.
+//! deadlines survive as wall-clock times; other format versions, damaged records and a journal
+//! that reads back short of what was committed are refused, and recovering opens what reads
+//! back; a crash's unfinished last write, a creation cut off and a store older than the commit
+//! marker open as they are.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a panic is a failure.
 
 use std::sync::Arc;
@@ -94,6 +97,26 @@ fn delivery(seq: u64, msg: Arc<Message>) -> Delivery {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: SubscriptionIds::from_ids([42]).unwrap(),
+    }
+}
+
+/// Changes `partition` of the store in `dir` behind the store's back, with the engine alone.
+fn edit_partition(
+    dir: &std::path::Path,
+    partition: &str,
+    edit: impl FnOnce(&fjall::PartitionHandle),
+) {
+    let keyspace = fjall::Config::new(dir).open().unwrap();
+    let handle = keyspace
+        .open_partition(partition, fjall::PartitionCreateOptions::default())
+        .unwrap();
+    edit(&handle);
+    keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+fn clock() -> WallClock {
+    WallClock {
+        epoch_unix_ms: EPOCH,
     }
 }
 
@@ -243,15 +266,10 @@ fn a_deadline_that_passed_while_stopped_is_due_at_once() {
 fn a_store_of_another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), EPOCH));
-    {
-        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
-        let meta = keyspace
-            .open_partition("meta", fjall::PartitionCreateOptions::default())
+    edit_partition(dir.path(), "meta", |p| {
+        p.insert("format", (FORMAT_VERSION + 1).to_be_bytes())
             .unwrap();
-        meta.insert("format", (FORMAT_VERSION + 1).to_be_bytes())
-            .unwrap();
-        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
+    });
     let error = DiskStore::open(
         dir.path(),
         Durability::Fsync,
@@ -313,14 +331,9 @@ fn a_damaged_record_is_an_error_not_a_silent_reset() {
         let mut store = open(dir.path(), EPOCH);
         store.apply(&[StoreOp::SessionSet(session("sub"))]).unwrap();
     }
-    {
-        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
-        let sessions = keyspace
-            .open_partition("sessions", fjall::PartitionCreateOptions::default())
-            .unwrap();
-        sessions.insert("sub", [1u8, 2, 3]).unwrap();
-        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
+    edit_partition(dir.path(), "sessions", |p| {
+        p.insert("sub", [1u8, 2, 3]).unwrap();
+    });
     let mut store = open(dir.path(), EPOCH);
     let error = store.load().expect_err("a damaged record is refused");
     assert!(
@@ -338,14 +351,9 @@ fn a_damaged_record_is_an_error_not_a_silent_reset() {
 #[test]
 fn records_without_a_format_version_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
-        let retained = keyspace
-            .open_partition("retained", fjall::PartitionCreateOptions::default())
-            .unwrap();
-        retained.insert("t", [0u8]).unwrap();
-        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
+    edit_partition(dir.path(), "retained", |p| {
+        p.insert("t", [0u8]).unwrap();
+    });
     let error = DiskStore::open(
         dir.path(),
         Durability::Fsync,
@@ -409,4 +417,206 @@ fn stages_written_in_later_batches_take_precedence_and_go_with_the_delivery() {
         .open_partition("stages", fjall::PartitionCreateOptions::default())
         .unwrap();
     assert!(stages.is_empty().unwrap());
+}
+
+/// The one journal file of a small store, and how many bytes of it were written (the rest is
+/// the zeros it was preallocated with).
+fn journal(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
+    let mut files = std::fs::read_dir(dir.join("journals")).unwrap();
+    let path = files.next().unwrap().unwrap().path();
+    assert!(files.next().is_none(), "one journal");
+    let bytes = std::fs::read(&path).unwrap();
+    let written = bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |last| last + 1);
+    (path, bytes, written)
+}
+
+/// The client identifiers of the sessions `store` loads.
+fn sessions(store: &mut DiskStore) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .load()
+        .unwrap()
+        .sessions
+        .iter()
+        .map(|s| s.record.client_id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A store holding sessions `a` then `b`, each committed in its own batch.
+fn two_batches(dir: &std::path::Path) {
+    let mut store = open(dir, EPOCH);
+    store.apply(&[StoreOp::SessionSet(session("a"))]).unwrap();
+    store.apply(&[StoreOp::SessionSet(session("b"))]).unwrap();
+}
+
+#[test]
+fn a_last_write_cut_off_by_a_crash_is_dropped_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    two_batches(dir.path());
+    let (path, mut bytes, written) = journal(dir.path());
+    // The beginning of a batch whose write was cut off: a start entry and part of an item.
+    bytes[written..written + 17]
+        .copy_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 2, 0]);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(sessions(&mut store), ["a", "b"]);
+}
+
+#[test]
+fn a_committed_batch_that_no_longer_reads_back_is_refused_and_recovering_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    two_batches(dir.path());
+    let (path, mut bytes, written) = journal(dir.path());
+    // A byte flipped in the last batch, committed: the journal reads back one batch of two.
+    bytes[written - 20] ^= 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    let error = DiskStore::open(dir.path(), Durability::Fsync, clock())
+        .expect_err("a store short of what was committed is refused");
+    assert!(
+        matches!(&error, StoreError::Damaged { problem, .. }
+            if problem.contains("batch 2 was committed") && problem.contains("batch 1:")),
+        "{error}"
+    );
+    let mut store = DiskStore::recover(dir.path(), Durability::Fsync, clock()).unwrap();
+    assert_eq!(sessions(&mut store), ["a"]);
+    drop(store);
+    // Recovered, the store opens again as it now is.
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(sessions(&mut store), ["a"]);
+}
+
+#[test]
+fn a_store_older_than_the_commit_marker_is_taken_and_a_removed_marker_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    two_batches(dir.path());
+    let marker = dir.path().join("committed");
+    std::fs::remove_file(&marker).unwrap();
+    let error = DiskStore::open(dir.path(), Durability::Fsync, clock())
+        .expect_err("a store that committed batches needs its marker");
+    assert!(
+        matches!(&error, StoreError::Damaged { problem, .. } if problem.contains("commit marker")),
+        "{error}"
+    );
+    // A store from before the marker had no counter either: it is taken, and marked.
+    edit_partition(dir.path(), "meta", |p| {
+        p.remove("commit").unwrap();
+    });
+    let mut store = open(dir.path(), EPOCH);
+    assert_eq!(sessions(&mut store), ["a", "b"]);
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_creation_cut_off_is_a_fresh_start_and_other_files_are_not_a_store() {
+    // The engine's first folders, before its `version` file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("journals")).unwrap();
+    std::fs::create_dir(dir.path().join("partitions")).unwrap();
+    std::fs::write(dir.path().join("journals").join("0"), vec![0; 4096]).unwrap();
+    let mut store = open(dir.path(), EPOCH);
+    assert!(sessions(&mut store).is_empty());
+    store.apply(&[StoreOp::SessionSet(session("a"))]).unwrap();
+    drop(store);
+    assert_eq!(sessions(&mut open(dir.path(), EPOCH)), ["a"]);
+
+    // The engine's store made, Tern's partitions not yet.
+    let dir = tempfile::tempdir().unwrap();
+    drop(fjall::Config::new(dir.path()).open().unwrap());
+    assert!(sessions(&mut open(dir.path(), EPOCH)).is_empty());
+
+    // Anything else is not taken for a store, recovering or not.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    for recover in [false, true] {
+        let opened = match recover {
+            false => DiskStore::open(dir.path(), Durability::Fsync, clock()),
+            true => DiskStore::recover(dir.path(), Durability::Fsync, clock()),
+        };
+        let error = opened.expect_err("not a store");
+        assert!(matches!(error, StoreError::Unusable { .. }), "{error}");
+    }
+}
+
+#[test]
+fn recovering_drops_records_that_do_not_decode_but_not_another_format_version() {
+    let dir = tempfile::tempdir().unwrap();
+    two_batches(dir.path());
+    edit_partition(dir.path(), "sessions", |p| {
+        p.insert("b", [1u8, 2, 3]).unwrap();
+    });
+    let mut store = DiskStore::recover(dir.path(), Durability::Fsync, clock()).unwrap();
+    assert_eq!(sessions(&mut store), ["a"]);
+    drop(store);
+    // The record was dropped, not skipped: the store now loads without recovering.
+    assert_eq!(sessions(&mut open(dir.path(), EPOCH)), ["a"]);
+
+    edit_partition(dir.path(), "meta", |p| {
+        p.insert("format", (FORMAT_VERSION + 1).to_be_bytes())
+            .unwrap();
+    });
+    let error = DiskStore::recover(dir.path(), Durability::Fsync, clock())
+        .expect_err("another format version is not damage");
+    assert!(
+        matches!(error, StoreError::UnknownVersion { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn with_durability_os_a_journal_emptied_after_a_stop_is_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Batches closer together than the marker is written with `os`: closing brings it up.
+        let mut store = DiskStore::open(dir.path(), Durability::Os, clock()).unwrap();
+        for name in ["a", "b", "c"] {
+            store.apply(&[StoreOp::SessionSet(session(name))]).unwrap();
+        }
+    }
+    let (path, _, _) = journal(dir.path());
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let error =
+        DiskStore::open(dir.path(), Durability::Os, clock()).expect_err("the batches are missing");
+    assert!(
+        matches!(&error, StoreError::Damaged { problem, .. }
+            if problem.contains("batch 3 was committed")),
+        "{error}"
+    );
+}
+
+#[test]
+fn recovering_a_version_1_store_drops_the_sessions_that_do_not_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open(dir.path(), EPOCH);
+        let unowned = SessionRecord {
+            owner: SessionOwner::unverified(),
+            ..session("a")
+        };
+        store.apply(&[StoreOp::SessionSet(unowned)]).unwrap();
+    }
+    edit_partition(dir.path(), "meta", |p| {
+        p.insert("format", 1_u32.to_be_bytes()).unwrap();
+    });
+    // `a` as version 1 wrote it (without the owner's byte), `b` beyond reading.
+    edit_partition(dir.path(), "sessions", |p| {
+        let a = p.get("a").unwrap().expect("the session record");
+        p.insert("a", &a[..a.len() - 1]).unwrap();
+        p.insert("b", [1u8, 2, 3]).unwrap();
+    });
+    let error = DiskStore::open(dir.path(), Durability::Fsync, clock())
+        .expect_err("a session that does not convert is refused");
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    let mut store = DiskStore::recover(dir.path(), Durability::Fsync, clock()).unwrap();
+    assert_eq!(sessions(&mut store), ["a"]);
+    drop(store);
+    assert_eq!(sessions(&mut open(dir.path(), EPOCH)), ["a"]);
 }

@@ -77,6 +77,9 @@ pub(crate) struct StoreConfig {
     pub(crate) dir: Option<PathBuf>,
     /// How durable an acknowledged message is; `fsync` by default.
     pub(crate) durability: Option<Durability>,
+    /// Start on a damaged store with what reads back, logging what was lost (`--recover`).
+    #[serde(default)]
+    pub(crate) recover: bool,
 }
 
 /// How durable an acknowledged message is.
@@ -241,6 +244,10 @@ pub(crate) struct LimitsConfig {
     connections_max: Option<usize>,
     connections_per_address_max: Option<usize>,
     connection_rate_per_address_max: Option<u32>,
+    auth_checks_queued_max: Option<usize>,
+    login_failures_per_address_max: Option<u32>,
+    login_failures_per_user_max: Option<u32>,
+    login_cache_entries_max: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -307,7 +314,22 @@ impl LimitsConfig {
             publish_rate_per_client_max: self
                 .publish_rate_per_client_max
                 .unwrap_or(defaults.publish_rate_per_client_max),
+            auth_checks_queued_max: self
+                .auth_checks_queued_max
+                .unwrap_or(defaults.auth_checks_queued_max),
+            login_failures_per_address_max: self
+                .login_failures_per_address_max
+                .unwrap_or(defaults.login_failures_per_address_max),
+            login_failures_per_user_max: self
+                .login_failures_per_user_max
+                .unwrap_or(defaults.login_failures_per_user_max),
         })
+    }
+
+    /// Successful password checks remembered, so a client logging in again is not hashed again.
+    pub(crate) fn login_cache_entries_max(&self) -> usize {
+        self.login_cache_entries_max
+            .unwrap_or(tern_auth::LOGIN_CACHE_ENTRIES_MAX)
     }
 
     /// The caps applied when a connection is accepted.

@@ -81,6 +81,10 @@ struct ServeArgs {
     /// How durable acknowledged state is (replaces the file's `store.durability`).
     #[arg(long, value_enum)]
     durability: Option<config::Durability>,
+    /// Start on a damaged data directory with what reads back, logging what was lost
+    /// (without it, a damaged store stops the broker); also `store.recover` in the file.
+    #[arg(long)]
+    recover: bool,
     /// Log filter, e.g. "info" or "tern_net=debug" (RUST_LOG also works).
     #[arg(long, default_value = "info")]
     log: String,
@@ -135,11 +139,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .unwrap_or(Path::new("."));
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let data_dir = config::data_dir(&file, args.data_dir.clone());
+    let service_settings = auth_config::ServiceSettings {
+        login_cache_entries_max: file.limits.login_cache_entries_max(),
+        fake_salt_key: match auth_config::uses_scram(&file.auth) {
+            true => Some(auth_config::fake_salt_key(&data_dir)?),
+            false => None,
+        },
+    };
     // SIGHUP builds the same from the file again (when there is a file).
-    let auth_reload = args
-        .config
-        .clone()
-        .map(|path| auth_config::reloader(path, base.to_path_buf(), auth.profiles.clone()));
+    let auth_reload = args.config.clone().map(|path| {
+        let profiles = auth.profiles.clone();
+        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
+    });
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
@@ -168,13 +180,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = match durability {
         config::Durability::None => None,
         config::Durability::Fsync | config::Durability::Os => Some(open_store(
-            &config::data_dir(&file, args.data_dir),
+            &data_dir,
             durability,
+            args.recover || file.store.recover,
         )?),
     };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
-        server.set_auth(Box::new(auth.service), Box::new(auth.acl));
+        let service = service_settings.apply(auth.service);
+        server.set_auth(Box::new(service), Box::new(auth.acl));
         if let Some(reload) = auth_reload {
             server.set_auth_reload(reload);
         }
@@ -191,6 +205,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn open_store(
     dir: &Path,
     durability: config::Durability,
+    recover: bool,
 ) -> anyhow::Result<(DiskStore, Snapshot, Instant)> {
     let epoch = Instant::now();
     let epoch_unix_ms = SystemTime::now()
@@ -203,8 +218,13 @@ fn open_store(
     };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let mut store = DiskStore::open(dir, mode, WallClock { epoch_unix_ms })
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let clock = WallClock { epoch_unix_ms };
+    let opened = match recover {
+        true => DiskStore::recover(dir, mode, clock),
+        false => DiskStore::open(dir, mode, clock),
+    };
+    let mut store =
+        opened.with_context(|| format!("cannot open the store in {}", dir.display()))?;
     let started = Instant::now();
     let snapshot = store
         .load()

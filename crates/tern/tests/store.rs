@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::mqtt::{ack, publish, RawClient};
+use support::mqtt::{publish, RawClient};
 use support::Tern;
 use tern_codec::{Packet, QoS};
 
@@ -15,26 +14,16 @@ fn start(dir: &std::path::Path) -> Tern {
     Tern::start_with_data(dir)
 }
 
-/// Packets until `count` PUBLISH packets have arrived (each acknowledged), or 10 s pass.
+/// The topic, payload and retain flag of the next `count` PUBLISH packets (see
+/// [`RawClient::receive_acked`]).
 fn receive(client: &mut RawClient, count: usize) -> Vec<(String, String, bool)> {
-    let mut got = Vec::new();
-    while got.len() < count {
-        match client.recv(Duration::from_secs(10)).unwrap() {
-            Some(Packet::Publish(p)) => {
-                if let Some(id) = p.packet_id {
-                    client.send(&Packet::PubAck(ack(id))).unwrap();
-                }
-                got.push((
-                    p.topic.as_str().to_owned(),
-                    String::from_utf8_lossy(&p.payload).into_owned(),
-                    p.retain,
-                ));
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    got
+    let got = client.receive_acked(count).unwrap();
+    got.iter()
+        .map(|p| {
+            let payload = String::from_utf8_lossy(&p.payload).into_owned();
+            (p.topic.as_str().to_owned(), payload, p.retain)
+        })
+        .collect()
 }
 
 #[test]
@@ -101,22 +90,6 @@ fn sessions_queued_and_retained_messages_survive_a_restart() {
     );
 }
 
-/// Runs `tern serve` on `dir` expecting it to refuse to start; returns its error output.
-fn refused(dir: &std::path::Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("tern runs");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "tern must not start: {stderr}");
-    assert!(
-        !stderr.contains("listening for MQTT"),
-        "refused before listening: {stderr}"
-    );
-    stderr
-}
-
 /// A store with one session in it, stopped.
 fn populated_store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +111,7 @@ fn a_store_from_an_unknown_version_stops_the_broker_with_an_error() {
         meta.insert("format", 99u32.to_be_bytes()).unwrap();
         keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let stderr = refused(dir.path());
+    let stderr = Tern::refused(dir.path(), &[]);
     assert!(stderr.contains("format version 99"), "{stderr}");
 }
 
@@ -154,12 +127,12 @@ fn a_corrupt_store_stops_the_broker_with_an_error() {
         sessions.insert("keeper", [0xFFu8; 5]).unwrap();
         keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let stderr = refused(dir.path());
+    let stderr = Tern::refused(dir.path(), &[]);
     assert!(stderr.contains("corrupt"), "{stderr}");
 
     // Damaged engine files.
     let dir = populated_store();
     std::fs::write(dir.path().join("version"), b"garbage").unwrap();
-    let stderr = refused(dir.path());
+    let stderr = Tern::refused(dir.path(), &[]);
     assert!(stderr.contains("cannot open the store"), "{stderr}");
 }

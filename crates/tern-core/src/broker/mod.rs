@@ -15,6 +15,7 @@ mod retained_store;
 mod subscribe;
 pub mod sys;
 mod tree_view;
+mod verify;
 
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -24,7 +25,7 @@ use tern_codec::{
     PacketType, ProtocolVersion, ReasonCode,
 };
 
-use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
+use crate::auth::{AllowAnonymous, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
@@ -32,6 +33,7 @@ use crate::events::{CloseReason, Event, Stats};
 use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
+use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
 use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, Time};
@@ -84,8 +86,10 @@ pub struct Broker {
     authenticator: Box<dyn Authenticator>,
     /// Compiles what each client may publish and subscribe to.
     authorizer: Box<dyn Authorizer>,
-    /// Slow credential checks for the runtime to run off the broker thread.
-    auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
+    /// Slow credential checks waiting for the runtime to run them off the broker thread.
+    auth_queue: verify::AuthQueue,
+    /// Failed logins per source address and per user name.
+    throttle: LoginThrottle,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
     /// Drained outboxes given back by their connections, for reuse (at most
@@ -102,6 +106,10 @@ pub struct Broker {
 impl Broker {
     /// A broker with no connections, sessions or retained messages.
     pub fn new(config: Config, now: Time) -> Self {
+        let throttle = LoginThrottle::new(
+            config.limits.login_failures_per_address_max,
+            config.limits.login_failures_per_user_max,
+        );
         Self {
             config,
             connections: FxHashMap::default(),
@@ -122,7 +130,8 @@ impl Broker {
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             authorizer: Box::new(AllowAll),
-            auth_jobs: VecDeque::new(),
+            auth_queue: verify::AuthQueue::default(),
+            throttle,
             scratch: Vec::new(),
             spare_outboxes: Vec::new(),
             tree_views: TreeViews::default(),
@@ -165,12 +174,6 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.auth_profile = profile;
         }
-    }
-
-    /// The next slow credential check to run off the broker thread; hand its result to
-    /// [`Broker::auth_finished`].
-    pub fn poll_auth_job(&mut self) -> Option<(ConnectionId, AuthJob)> {
-        self.auth_jobs.pop_front()
     }
 
     /// A new network connection has opened.
@@ -255,6 +258,7 @@ impl Broker {
         if matches!(connection.phase, Phase::Active(_)) {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
+        self.drop_auth_check(id);
         if let Some(connection) = self.connections.remove(&id) {
             self.held_bytes -= connection.outbox_qos0_bytes;
         }
@@ -483,6 +487,7 @@ impl Broker {
         connection.phase = Phase::Closing;
         connection.outbox.push_back(Transmit::Close);
         wake(&mut self.woken, id, connection);
+        self.drop_auth_check(id);
         if matches!(
             reason,
             CloseReason::ProtocolViolation(..) | CloseReason::Malformed(_)

@@ -26,7 +26,7 @@ impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let stats = self.stats();
-        let values: [(&str, String); 22] = [
+        let values: [(&str, String); 26] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -56,6 +56,16 @@ impl Broker {
             ("messages/denied", stats.publish_denied.to_string()),
             ("subscriptions/denied", stats.subscribe_denied.to_string()),
             ("clients/auth_failures", stats.auth_failures.to_string()),
+            ("clients/auth_checks_run", stats.auth_checks_run.to_string()),
+            (
+                "clients/auth_checks_skipped",
+                stats.auth_checks_skipped.to_string(),
+            ),
+            ("clients/auth_queue_full", stats.auth_queue_full.to_string()),
+            (
+                "clients/logins_throttled",
+                stats.logins_throttled.to_string(),
+            ),
             ("errors/encode", traffic.encode_errors.to_string()),
             ("errors/socket", traffic.socket_errors.to_string()),
         ];

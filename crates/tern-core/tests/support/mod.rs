@@ -708,3 +708,34 @@ pub(crate) fn drops(events: &[Event]) -> Vec<(String, DropReason)> {
         })
         .collect()
 }
+
+/// Checks "alice"/"secret" in a job the runtime runs later, as a password hash would be, and
+/// lets "alice"/"cached" in at once, as a login verified recently would be; counts how often
+/// it is asked.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) asked: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl tern_core::Authenticator for Deferred {
+    fn authenticate(&mut self, request: &tern_core::AuthRequest<'_>) -> tern_core::AuthDecision {
+        use tern_core::{AuthDecision, AuthJob};
+        self.asked.set(self.asked.get() + 1);
+        let alice = request.username.map(|u| u.as_str()) == Some("alice");
+        if alice && request.password == Some(&b"cached"[..]) {
+            return AuthDecision::Accept { data: None };
+        }
+        let good = alice && request.password == Some(&b"secret"[..]);
+        AuthDecision::Pending(AuthJob::new(move || {
+            if good {
+                AuthDecision::Accept { data: None }
+            } else {
+                AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+            }
+        }))
+    }
+
+    fn continue_auth(&mut self, _request: &tern_core::AuthRequest<'_>) -> tern_core::AuthDecision {
+        tern_core::AuthDecision::Refuse(ReasonCode::NotAuthorized)
+    }
+}

@@ -40,8 +40,19 @@ impl Tern {
     /// `fsync`, the default) and waits for its listening line.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn start_with_data(dir: &std::path::Path) -> Self {
+        Self::start_on_data(dir, &[])
+    }
+
+    /// Starts `tern serve --recover` on `dir` (see [`Tern::start_with_data`]): a damaged store
+    /// is salvaged rather than refused.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_recovering(dir: &std::path::Path) -> Self {
+        Self::start_on_data(dir, &["--recover"])
+    }
+
+    fn start_on_data(dir: &std::path::Path, extra: &[&str]) -> Self {
         let dir = dir.to_str().expect("UTF-8 path");
-        Self::start_with(&[
+        let mut args = vec![
             "serve",
             "--bind",
             "127.0.0.1",
@@ -49,7 +60,43 @@ impl Tern {
             "0",
             "--data-dir",
             dir,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
+    }
+
+    /// Runs `tern serve` on `dir` (with `extra` arguments) expecting it to refuse to start:
+    /// a non-zero exit status before listening. Returns its error output.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn refused(dir: &std::path::Path, extra: &[&str]) -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tern runs");
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let (done, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            let _ = done.send(text);
+        });
+        // The error output ends when tern exits; a broker that started keeps it open.
+        let Ok(stderr) = output.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern started on {} instead of refusing", dir.display());
+        };
+        let status = child.wait().expect("tern exits");
+        assert!(!status.success(), "tern must not start: {stderr}");
+        assert!(
+            !stderr.contains("listening for MQTT"),
+            "refused before listening: {stderr}"
+        );
+        stderr
     }
 
     /// Starts `tern serve --config FILE` with `config` written to a scratch file; the first

@@ -105,6 +105,25 @@ impl RawClient {
         }
     }
 
+    /// PUBLISH packets until `count` have arrived (each acknowledged), or none arrives for
+    /// 10 s.
+    pub(crate) fn receive_acked(&mut self, count: usize) -> io::Result<Vec<Publish>> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            match self.recv(Duration::from_secs(10))? {
+                Some(Packet::Publish(p)) => {
+                    if let Some(id) = p.packet_id {
+                        self.send(&Packet::PubAck(ack(id)))?;
+                    }
+                    got.push(p);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(got)
+    }
+
     /// A fresh packet identifier (1..=65535, cycling).
     pub(crate) fn fresh_id(&mut self) -> PacketId {
         let id = self.next_id;
