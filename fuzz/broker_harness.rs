@@ -30,7 +30,10 @@ fn fuzz_config() -> Config {
             inflight_count_max: 8,
             queued_count_max: 16,
             queued_bytes_max: 4096,
+            inflight_bytes_max: 2048,
             outbox_qos0_count_max: 16,
+            outbox_qos0_bytes_max: 2048,
+            memory_max_bytes: 8192,
             topic_alias_max: 4,
             subscriptions_per_session_max: 8,
             topic_length_max_bytes: 64,
@@ -154,6 +157,11 @@ impl Harness {
                 }
             }
         }
+        assert_eq!(
+            self.broker.held_bytes(),
+            self.broker.held_bytes_recounted(),
+            "the running total of bytes held for receivers drifted"
+        );
         let open = self.sockets.iter().filter(|s| !s.closed).count();
         assert!(
             self.broker.connection_count() >= open,

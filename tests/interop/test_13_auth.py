@@ -5,7 +5,8 @@ with argon2id hashes and SCRAM keys), HS256 JWTs, per-owner device keys, SCRAM-S
 enhanced authentication, and an ACL file. Checked from the client side: wrong passwords,
 expired or forged tokens and forged device keys are refused with CONNACK 0x86 (5.0) / 0x04
 (3.1.1); denied subscriptions get SUBACK 0x87 / 0x80; denied QoS 1 publishes get PUBACK 0x87
-in 5.0 and are acknowledged but dropped in 3.1.1.
+in 5.0 and are acknowledged but dropped in 3.1.1. A user name with too many failed logins is
+refused with 0x89 / 0x03 (on a broker of its own: the module's broker turns that throttle off).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hmac
 import json
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -102,6 +104,9 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory):
     options = {
         "acl_file": "acl.toml",
         "sys_interval_secs": 1,
+        # Every client here comes from 127.0.0.1 and many fail on purpose: the failed-login
+        # throttle (tested in crates/tern-core/tests/login_guard.rs) would answer them 0x89.
+        "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 0},
         "auth": {"default": {
             "password_file": "passwd",
             "scram": True,
@@ -663,3 +668,37 @@ password_file = "passwd"
             c.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_failed_logins_are_throttled_on_the_wire(tmp_path: Path):
+    """Past login_failures_per_user_max wrong passwords for a user name, its CONNECTs are refused
+    at once with 0x89 Server busy (3.1.1: 0x03 Server unavailable), even with the right
+    password the broker has not verified recently, and the log says why; another user logs in as
+    usual, and a login verified recently still gets in during its user's block."""
+    for user, password in [("alice", "wonderland"), ("bob", "builder")]:
+        assert passwd(tmp_path / "passwd", user, password).returncode == 0
+    options = {
+        "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 3},
+        "auth": {"default": {"password_file": "passwd"}},
+    }
+    broker = Broker("tern", tmp_path, options)
+    broker.start()
+    names = Names()
+    try:
+        def login(user: str, password: bytes, version: int) -> int:
+            with raw(broker) as c:
+                return c.connect(names.client(user), version=version, username=user,
+                                 password=password).code
+
+        assert [login("alice", b"guess", mqtt_raw.V5) for _ in range(3)] == [0x86] * 3
+        assert login("alice", b"wonderland", mqtt_raw.V5) == 0x89
+        assert login("alice", b"wonderland", mqtt_raw.V311) == 0x03
+        assert login("bob", b"builder", mqtt_raw.V311) == 0x00
+        broker._wait_for_line(re.compile("login throttled: too many failed logins for this user"))
+        # bob's password was verified a moment ago: during his block it still lets him in, while
+        # a guess (which would need a check) is refused unchecked.
+        assert [login("bob", b"guess", mqtt_raw.V5) for _ in range(3)] == [0x86] * 3
+        assert login("bob", b"builder", mqtt_raw.V5) == 0x00
+        assert login("bob", b"guess", mqtt_raw.V5) == 0x89
+    finally:
+        broker.stop()

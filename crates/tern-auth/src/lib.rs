@@ -7,9 +7,11 @@
 //! # Layout
 //! - [`service`]: the authenticator, with one [`Profile`] of methods per listener.
 //! - [`passwd`], [`jwt`], [`device`], [`scram`]: the methods.
+//! - [`cache`]: successful password checks, remembered for the next login.
 //! - [`acl`]: the rules and the authorizer; [`scope`]: which identities a rule applies to.
 
 pub mod acl;
+pub mod cache;
 pub mod device;
 pub mod jwt;
 pub mod passwd;
@@ -18,11 +20,12 @@ pub mod scram;
 pub mod service;
 
 pub use acl::{Acl, AclError, Action, CompiledAcl, Rule, RuleAccess};
+pub use cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 pub use device::{device_password, DeviceKeys};
 pub use jwt::JwtVerifier;
 pub use passwd::PasswordFile;
 pub use scope::{RuleError, RuleMethod, RuleMethods};
-pub use scram::ScramCredential;
+pub use scram::{FakeSaltKey, ScramCredential};
 pub use service::{AuthService, ClientIds, Profile};
 
 /// Errors loading or changing authentication data.

@@ -95,11 +95,51 @@ pub struct ScramPending {
     credential: Option<ScramCredential>,
 }
 
+/// The server secret unknown users' salts are made from: HMAC-SHA256(secret, user name), so
+/// the salt of a name is the same every time it is asked for (as a real user's is), and cannot
+/// be computed from the name alone (which would tell that the name is unknown).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FakeSaltKey([u8; 32]);
+
+impl FakeSaltKey {
+    /// A fresh random secret.
+    pub fn random() -> Self {
+        let mut bytes = [0_u8; 32];
+        argon2::password_hash::rand_core::RngCore::fill_bytes(
+            &mut argon2::password_hash::rand_core::OsRng,
+            &mut bytes,
+        );
+        Self(bytes)
+    }
+
+    /// A secret kept elsewhere (see [`FakeSaltKey::to_bytes`]).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The secret, to keep across restarts.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The made-up salt for the unknown user `name`, as long as the salts `tern passwd` makes.
+    pub fn salt(&self, name: &str) -> Vec<u8> {
+        hmac(&self.0, name.as_bytes())[..16].to_vec()
+    }
+}
+
+impl std::fmt::Debug for FakeSaltKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeSaltKey(..)")
+    }
+}
+
 /// Reads the client-first message and answers with the server-first. An unknown user gets a
-/// made-up salt and fails at the proof, like a wrong password.
+/// made-up salt (from `fake_salts`) and fails at the proof, like a wrong password.
 pub fn start(
     client_first: &[u8],
     lookup: impl FnOnce(&str) -> Option<ScramCredential>,
+    fake_salts: &FakeSaltKey,
 ) -> Result<(String, ScramPending), ScramFailure> {
     let text = std::str::from_utf8(client_first).map_err(|_| ScramFailure::Malformed)?;
     // gs2-header: "n" or "y" (no channel binding), optional authzid, then the bare message.
@@ -129,7 +169,7 @@ pub fn start(
     let credential = lookup(&username);
     let (salt, iterations) = match &credential {
         Some(c) => (c.salt.clone(), c.iterations),
-        None => (Sha256::digest(username.as_bytes())[..16].to_vec(), 4096),
+        None => (fake_salts.salt(&username), crate::passwd::SCRAM_ITERATIONS),
     };
     let nonce = format!("{client_nonce}{}", random_b64(18));
     let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(salt));
@@ -255,10 +295,10 @@ mod tests {
         );
         let bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
         for (password, ok) in [("pencil", true), ("pen", false)] {
-            let (server_first, pending) = start(format!("n,,{bare}").as_bytes(), |_| {
-                Some(credential.clone())
-            })
-            .expect("first");
+            let first = format!("n,,{bare}");
+            let lookup = |_: &str| Some(credential.clone());
+            let (server_first, pending) =
+                start(first.as_bytes(), lookup, &FakeSaltKey::random()).expect("first");
             assert!(server_first.starts_with("r=rOprNGfwEbeRWgbNEkqO"));
             let reply = client_final(password, bare, &server_first);
             let result = finish(&pending, reply.as_bytes());
@@ -280,16 +320,45 @@ mod tests {
     #[test]
     fn unknown_users_and_malformed_messages_fail() {
         let bare = "n=ghost,r=abc";
+        let key = FakeSaltKey::random();
         let (server_first, pending) =
-            start(format!("n,,{bare}").as_bytes(), |_| None).expect("first");
+            start(format!("n,,{bare}").as_bytes(), |_| None, &key).expect("first");
         let reply = client_final("x", bare, &server_first);
         assert_eq!(
             finish(&pending, reply.as_bytes()),
             Err(ScramFailure::BadProof)
         );
-        assert!(start(b"p=tls-unique,,n=u,r=x", |_| None).is_err());
-        assert!(start(b"n,,r=x", |_| None).is_err());
-        assert!(start(b"n,,n=a=zz,r=x", |_| None).is_err());
+        assert!(start(b"p=tls-unique,,n=u,r=x", |_| None, &key).is_err());
+        assert!(start(b"n,,r=x", |_| None, &key).is_err());
+        assert!(start(b"n,,n=a=zz,r=x", |_| None, &key).is_err());
         assert_eq!(unescape("a=2Cb=3Dc").as_deref(), Some("a,b=c"));
+    }
+
+    /// The salt an unknown name gets: the same each time under one secret, not the SHA-256
+    /// of the name (which anyone can compute, and so tell the name is unknown), and another
+    /// under another secret.
+    #[test]
+    fn unknown_users_get_a_stable_salt_only_the_server_can_compute() {
+        let salt_of = |key: &FakeSaltKey, name: &str| {
+            let first = format!("n,,n={name},r=abc");
+            let (server_first, _) = start(first.as_bytes(), |_| None, key).expect("first");
+            let salt = server_first
+                .split(',')
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            B64.decode(salt.strip_prefix("s=").unwrap_or_default())
+                .unwrap_or_default()
+        };
+        let key = FakeSaltKey::random();
+        let ghost = salt_of(&key, "ghost");
+        assert_eq!(ghost.len(), 16);
+        assert_eq!(ghost, salt_of(&key, "ghost"));
+        assert_ne!(ghost, salt_of(&key, "ghost2"));
+        assert_ne!(ghost, Sha256::digest(b"ghost")[..16].to_vec());
+        let kept = FakeSaltKey::from_bytes(key.to_bytes());
+        assert_eq!(ghost, salt_of(&kept, "ghost"));
+        assert_ne!(ghost, salt_of(&FakeSaltKey::random(), "ghost"));
+        assert_eq!(format!("{key:?}"), "FakeSaltKey(..)");
     }
 }

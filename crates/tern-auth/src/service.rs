@@ -6,7 +6,8 @@
 //!    (a profile that allows anonymous clients and has no methods lets every client in);
 //! 3. a password starting `dk1:` with device keys enabled: a device key;
 //! 4. a password that looks like a JWT with tokens enabled: a JWT;
-//! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose).
+//! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose),
+//!    unless the same user logged in with the same password before ([`LoginCache`]).
 //!
 //! Wrong credentials get 0x86 Bad user name or password (0x04 in 3.1.1). The reason is logged
 //! with the user name, never the password. Each accepted client is an [`Identity`] of the
@@ -23,10 +24,11 @@ use tern_core::{
 };
 use tracing::warn;
 
+use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 use crate::device::DeviceKeys;
 use crate::jwt::JwtVerifier;
 use crate::passwd::{hash_password, verify_password, PasswordFile};
-use crate::scram::{self, ScramFailure, ScramPending};
+use crate::scram::{self, FakeSaltKey, ScramFailure, ScramPending};
 
 /// SCRAM exchanges in progress at once; the oldest is forgotten beyond this (its client, if
 /// still there, fails the exchange and may retry).
@@ -94,6 +96,10 @@ pub struct AuthService {
     scram_order: VecDeque<ConnectionId>,
     /// A hash to verify against for unknown users, so they take as long as known ones.
     decoy_hash: Arc<str>,
+    /// Successful password checks, so a client logging in again is not hashed again.
+    logins: LoginCache,
+    /// What SCRAM salts of unknown users are made from.
+    fake_salts: FakeSaltKey,
 }
 
 impl AuthService {
@@ -105,7 +111,27 @@ impl AuthService {
             scram: HashMap::new(),
             scram_order: VecDeque::new(),
             decoy_hash: decoy_hash.into(),
+            logins: LoginCache::new(LOGIN_CACHE_ENTRIES_MAX),
+            fake_salts: FakeSaltKey::random(),
         }
+    }
+
+    /// Makes the SCRAM salts of unknown users from `key` rather than a secret of this process
+    /// (which would change them at a restart, while known users' stay).
+    pub fn with_fake_salt_key(mut self, key: FakeSaltKey) -> Self {
+        self.fake_salts = key;
+        self
+    }
+
+    /// Remembers at most `entries` successful logins (0: none).
+    pub fn with_login_cache(mut self, entries: usize) -> Self {
+        self.logins = LoginCache::new(entries);
+        self
+    }
+
+    /// The remembered logins.
+    pub fn login_cache(&self) -> &LoginCache {
+        &self.logins
     }
 
     fn scram_start(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
@@ -113,7 +139,7 @@ impl AuthService {
             return AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod);
         };
         let lookup = |user: &str| passwords.get(user).and_then(|e| e.scram.clone());
-        match scram::start(request.data.unwrap_or_default(), lookup) {
+        match scram::start(request.data.unwrap_or_default(), lookup, &self.fake_salts) {
             Ok((server_first, pending)) => {
                 if self.scram.len() >= SCRAM_PENDING_MAX {
                     if let Some(oldest) = self.scram_order.pop_front() {
@@ -164,7 +190,7 @@ impl AuthService {
         }
     }
 
-    fn password(&self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
+    fn password(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
         let username = request.username.map(|u| u.as_str());
         let password = request.password.unwrap_or_default();
         if let Some(devices) = profile
@@ -251,19 +277,15 @@ impl AuthService {
             Some(entry) => (entry.hash.as_str().into(), true),
             None => (Arc::clone(&self.decoy_hash), false),
         };
+        if known && self.logins.check(request.connection, user, &hash, password) {
+            return password_accepted(user.to_owned());
+        }
         let password = password.to_vec();
         let user = user.to_owned();
         let connection = request.connection.0;
         AuthDecision::Pending(AuthJob::new(move || {
             if verify_password(&hash, &password) && known {
-                AuthDecision::AcceptAs {
-                    data: None,
-                    identity: Identity {
-                        method: Method::Password,
-                        username: Some(user),
-                        ..Identity::default()
-                    },
-                }
+                password_accepted(user)
             } else {
                 let why = if known {
                     "wrong password"
@@ -344,6 +366,23 @@ impl Authenticator for AuthService {
         if self.scram.remove(&connection).is_some() {
             self.scram_order.retain(|&id| id != connection);
         }
+        self.logins.forget(connection);
+    }
+
+    fn check_finished(&mut self, connection: ConnectionId, accepted: bool) {
+        self.logins.finished(connection, accepted);
+    }
+}
+
+/// What a right password (checked, or remembered) lets `user` in as.
+fn password_accepted(user: String) -> AuthDecision {
+    AuthDecision::AcceptAs {
+        data: None,
+        identity: Identity {
+            method: Method::Password,
+            username: Some(user),
+            ..Identity::default()
+        },
     }
 }
 

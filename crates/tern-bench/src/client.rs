@@ -42,6 +42,28 @@ impl Conn {
         keep_alive: u16,
         topic_alias_maximum: u16,
     ) -> Result<Self, BenchError> {
+        Self::connect_as(
+            host,
+            port,
+            client_id,
+            version,
+            keep_alive,
+            topic_alias_maximum,
+            None,
+        )
+        .await
+    }
+
+    /// [`Conn::connect`] with a user name and password.
+    pub(crate) async fn connect_as(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        version: ProtocolVersion,
+        keep_alive: u16,
+        topic_alias_maximum: u16,
+        login: Option<(&str, &str)>,
+    ) -> Result<Self, BenchError> {
         let stream = TcpStream::connect((host, port))
             .await
             .map_err(|e| BenchError::io(format!("connecting to {host}:{port}"), e))?;
@@ -56,6 +78,11 @@ impl Conn {
         };
         let client_id = MqttString::new(client_id)
             .map_err(|e| BenchError::Options(format!("client identifier: {e}")))?;
+        let username = login
+            .map(|(user, _)| MqttString::new(user))
+            .transpose()
+            .map_err(|e| BenchError::Options(format!("user name: {e}")))?;
+        let password = login.map(|(_, password)| Bytes::copy_from_slice(password.as_bytes()));
         let properties = ConnectProperties {
             // Take whatever the broker sends; the generator acknowledges at once.
             receive_maximum: Some(u16::MAX),
@@ -71,8 +98,8 @@ impl Conn {
             properties,
             client_id,
             will: None,
-            username: None,
-            password: None,
+            username,
+            password,
         })))?;
         conn.flush().await?;
         match conn.handshake_packet("CONNACK").await? {

@@ -1,5 +1,6 @@
 //! The connections scenario: open C idle connections with keep alive, measure how fast the
-//! broker accepts them and how much resident memory each costs it.
+//! broker accepts them and how much resident memory each costs it; optionally logging in
+//! (`--username`, `--password`, `--users`), to measure password checks.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,6 +37,8 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         let broker_pid = args.broker_pid;
         let (host, port, total) = (args.host.clone(), args.port, args.connections);
         let (version, keep_alive, run) = (args.version(), args.keep_alive, run.clone());
+        let (username, password, users) =
+            (args.username.clone(), args.password.clone(), args.users);
         workers.push(tokio::task::spawn_local(async move {
             loop {
                 let i = next.get();
@@ -44,7 +47,15 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 }
                 next.set(i + 1);
                 let id = format!("bench-{run}-c{i}");
-                let mut conn = Conn::connect(&host, port, &id, version, keep_alive, 0).await?;
+                let user = match (&username, users) {
+                    (Some(name), 1..) => Some(format!("{name}{}", i % users)),
+                    (name, _) => name.clone(),
+                };
+                let login = user
+                    .as_deref()
+                    .map(|u| (u, password.as_deref().unwrap_or("")));
+                let mut conn =
+                    Conn::connect_as(&host, port, &id, version, keep_alive, 0, login).await?;
                 // Closed with a reset when the run ends: ten thousand sockets left in
                 // TIME_WAIT would slow the next run's connects (port search, reuse checks),
                 // whichever broker it measures.

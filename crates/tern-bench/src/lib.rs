@@ -137,6 +137,16 @@ pub struct BenchArgs {
     /// PID of the broker, to read its resident memory from /proc (connections).
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// User name every connection logs in with (connections); with `--users N`, followed by
+    /// the connection's number modulo N (`dev0`, `dev1`, ...).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Password every connection logs in with (connections).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Distinct user names `--username` makes (connections); 0 uses it as given.
+    #[arg(long, default_value_t = 0)]
+    pub users: usize,
     /// Retained topics to publish (retained).
     #[arg(long, default_value_t = 100_000)]
     pub retained: usize,

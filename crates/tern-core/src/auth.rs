@@ -206,6 +206,11 @@ pub trait Authenticator: fmt::Debug {
 
     /// The connection is gone: forget any exchange in progress for it.
     fn connection_closed(&mut self, _connection: ConnectionId) {}
+
+    /// The slow check this authenticator handed out for `connection` (as
+    /// [`AuthDecision::Pending`]) answered, accepting the client or not. The answer may come
+    /// from a check handed out by an authenticator this one replaced.
+    fn check_finished(&mut self, _connection: ConnectionId, _accepted: bool) {}
 }
 
 /// Lets every client in with plain CONNECT, and refuses every enhanced authentication method

@@ -13,12 +13,22 @@ pub struct Limits {
     pub receive_maximum: u16,
     /// Cap on QoS 1/2 publishes in flight towards one client, whatever its Receive Maximum.
     pub inflight_count_max: u16,
+    /// Bytes of QoS 1/2 messages in flight towards one client ([`crate::Message::charge`]);
+    /// past it further deliveries wait in the session queue. The first always goes.
+    pub inflight_bytes_max: usize,
     /// Messages waiting per session (offline, or beyond the in-flight window); newest dropped past it.
     pub queued_count_max: usize,
-    /// Payload bytes waiting per session; newest dropped past it.
+    /// Bytes of messages waiting per session ([`crate::Message::charge`]); newest dropped past it.
     pub queued_bytes_max: usize,
     /// QoS 0 packets waiting to be written to one connection before new ones are dropped.
     pub outbox_qos0_count_max: usize,
+    /// Bytes of QoS 0 messages waiting to be written to one connection before new ones are
+    /// dropped ([`crate::Message::charge`]).
+    pub outbox_qos0_bytes_max: usize,
+    /// Bytes of messages the broker holds for all receivers together (the sum of the charges
+    /// above); past it QoS 0 deliveries are dropped and the largest consumers are cut loose
+    /// (docs/design/backpressure.md). 0 means no limit.
+    pub memory_max_bytes: usize,
     /// Highest topic alias accepted from a client (MQTT 5); 0 disables aliases.
     pub topic_alias_max: u16,
     /// Topic aliases the broker sets towards an MQTT 5 client that accepts them (its Topic Alias
@@ -50,6 +60,15 @@ pub struct Limits {
     /// PUBLISH packets one client may send per second; past it the connection is closed
     /// (MQTT 5: DISCONNECT 0x96 Message rate too high). 0 means no limit.
     pub publish_rate_per_client_max: u32,
+    /// Slow credential checks (password hashes) waiting for a thread; a CONNECT that would
+    /// need one more is refused with Server busy (3.1.1: 0x03 Server unavailable).
+    pub auth_checks_queued_max: usize,
+    /// Failed logins from one source address (IPv6: one /64) within a minute before further
+    /// CONNECTs from it are refused unchecked, for 10 s, doubling with each block up to 15
+    /// minutes. 0 means no limit.
+    pub login_failures_per_address_max: u32,
+    /// The same for one user name.
+    pub login_failures_per_user_max: u32,
 }
 
 impl Default for Limits {
@@ -58,9 +77,12 @@ impl Default for Limits {
             packet_size_max_bytes: 1024 * 1024,
             receive_maximum: 1024,
             inflight_count_max: 1024,
+            inflight_bytes_max: 16 * 1024 * 1024,
             queued_count_max: 10_000,
             queued_bytes_max: 64 * 1024 * 1024,
             outbox_qos0_count_max: 10_000,
+            outbox_qos0_bytes_max: 16 * 1024 * 1024,
+            memory_max_bytes: 1024 * 1024 * 1024,
             topic_alias_max: 64,
             topic_alias_out_max: 64,
             session_expiry_max_secs: u32::MAX,
@@ -74,6 +96,9 @@ impl Default for Limits {
             topic_levels_max: 201,
             connect_timeout_millis: 10_000,
             publish_rate_per_client_max: 0,
+            auth_checks_queued_max: 256,
+            login_failures_per_address_max: 20,
+            login_failures_per_user_max: 10,
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct ConnectionInfo {
     /// Take `certificate_identity` as the user name, whatever CONNECT says; a connection
     /// without one is refused (0x87 Not authorized).
     pub use_identity_as_username: bool,
+    /// The client's source address, which failed logins are counted against.
+    pub peer_address: Option<std::net::IpAddr>,
 }
 
 /// One network connection as the core sees it.
@@ -183,6 +185,8 @@ pub struct Connection {
     pub outbox: VecDeque<Transmit>,
     /// QoS 0 PUBLISH packets in `outbox`.
     pub outbox_qos0: usize,
+    /// Bytes charged for them ([`crate::Message::charge`]).
+    pub outbox_qos0_bytes: usize,
     /// Set by a normal DISCONNECT from the client: the will is not published.
     pub disconnected_normally: bool,
     /// Whether the connection is already listed for the runtime to wake.
@@ -229,6 +233,7 @@ impl Connection {
             aliases_out: None,
             outbox: VecDeque::new(),
             outbox_qos0: 0,
+            outbox_qos0_bytes: 0,
             disconnected_normally: false,
             woken: false,
             auth_method: None,

@@ -4,6 +4,7 @@
 use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode, TopicName};
 
 use crate::authz::Access;
+use crate::throttle::Throttled;
 use crate::types::ConnectionId;
 
 /// Why a connection ended.
@@ -31,8 +32,15 @@ pub enum CloseReason {
     ConnectionLost,
     /// The broker is shutting down.
     ServerShutdown,
+    /// The broker reached its memory limit and this client's messages took the most of it.
+    MemoryLimit,
     /// The CONNECT was refused.
     ConnectRefused(ReasonCode),
+    /// The CONNECT was refused with Server busy: `auth_checks_queued_max` credential checks
+    /// were already waiting.
+    AuthQueueFull,
+    /// The CONNECT was refused with Server busy, unchecked: too many failed logins.
+    LoginThrottled(Throttled),
 }
 
 /// Why a message was not delivered to a subscriber.
@@ -46,6 +54,9 @@ pub enum DropReason {
     Expired,
     /// The packet would exceed the client's Maximum Packet Size.
     TooLargeForClient,
+    /// The broker reached its memory limit (`memory_max_bytes`): a QoS 0 message, a message
+    /// for the largest consumer, or one a cut-loose consumer held.
+    MemoryFull,
     /// The session's connection may not receive the topic (rules changed, or another identity
     /// resumed a session recovered without an owner).
     NotAuthorized,
@@ -118,6 +129,16 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// The broker reached its memory limit and cut this session loose: it held the most
+    /// bytes of messages, and lost them all.
+    Shed {
+        /// Its client identifier.
+        client_id: MqttString,
+        /// The bytes of messages it held.
+        bytes: usize,
+        /// The messages it lost.
+        messages: usize,
+    },
     /// A PUBLISH was refused without closing the connection (a `$tree/` publish whose payload
     /// does not fit its topic, or a denied topic); an MQTT 5 client got the reason code.
     PublishRefused {
@@ -145,6 +166,12 @@ pub struct Stats {
     pub publish_sent: u64,
     /// Deliveries dropped for any [`DropReason`].
     pub publish_dropped: u64,
+    /// Of those, dropped for the memory limit ([`DropReason::MemoryFull`]).
+    pub publish_dropped_memory: u64,
+    /// Sessions cut loose for the memory limit.
+    pub sessions_shed: u64,
+    /// Bytes of messages held for receivers, now ([`crate::Message::charge`]).
+    pub held_bytes: u64,
     /// Retained messages held, now.
     pub retained: u64,
     /// Bytes of retained messages held (topics and payloads), now.
@@ -162,4 +189,13 @@ pub struct Stats {
     pub subscribe_denied: u64,
     /// CONNECTs refused for bad or missing credentials or authorisation.
     pub auth_failures: u64,
+    /// Slow credential checks handed to the runtime to run.
+    pub auth_checks_run: u64,
+    /// Slow credential checks dropped unrun because their connection closed first.
+    pub auth_checks_skipped: u64,
+    /// CONNECTs refused with Server busy because the queue of checks was full.
+    pub auth_queue_full: u64,
+    /// CONNECTs refused with Server busy, unchecked, after too many failed logins from their
+    /// address or for their user name.
+    pub logins_throttled: u64,
 }

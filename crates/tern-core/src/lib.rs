@@ -14,6 +14,7 @@
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
+//! - [`throttle`]: failed logins counted per address and user name, and the blocks they earn.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod events;
 pub mod retained;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod tree;
 pub mod tree_view;
 pub mod types;
@@ -37,11 +39,13 @@ pub use auth::{
     SessionOwner,
 };
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
+pub use broker::memory::HeldBytes;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use config::{Config, Limits, OtherIdentity};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, DropReason, Event, Stats};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
+pub use throttle::Throttled;
 pub use tree_view::TreeConfig;
 pub use types::{ConnectionId, Message, SessionKey, SharedMessage, Time};

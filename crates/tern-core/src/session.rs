@@ -27,6 +27,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of the subscriptions it matched.
     pub subscription_ids: SubscriptionIds,
+    /// What holding it costs, in bytes: [`crate::Message::charge`] of its message, worked out
+    /// once per message rather than at every step of its way.
+    pub charge: usize,
 }
 
 impl Delivery {
@@ -124,6 +127,8 @@ pub struct Session {
     pub subscriptions: HashMap<TopicFilter, SubscriptionInfo>,
     /// Outgoing QoS 1/2 deliveries with packet identifiers, in the order first sent.
     pub inflight: VecDeque<Inflight>,
+    /// Bytes charged for `inflight` ([`crate::Message::charge`]).
+    inflight_bytes: usize,
     /// Packet identifiers used by `inflight`.
     used_ids: FxHashSet<u16>,
     /// Entries of `inflight` that do not hold send quota.
@@ -132,7 +137,7 @@ pub struct Session {
     next_id: u16,
     /// Deliveries waiting for the window or for a connection, oldest first.
     pub queue: VecDeque<Delivery>,
-    /// Payload bytes in `queue`.
+    /// Bytes charged for `queue` ([`crate::Message::charge`]).
     queued_bytes: usize,
     /// Sequence number of the next queued delivery.
     next_seq: u64,
@@ -158,6 +163,7 @@ impl Session {
             expires_at: None,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
             used_ids: FxHashSet::default(),
             outside_quota: 0,
             next_id: 1,
@@ -171,6 +177,22 @@ impl Session {
         }
     }
 
+    /// Why a delivery charged `bytes` would not be queued under these limits, if it would not.
+    pub fn queue_refusal(
+        &self,
+        bytes: usize,
+        count_max: usize,
+        bytes_max: usize,
+    ) -> Option<QueueRefusal> {
+        if self.queue.len() >= count_max {
+            return Some(QueueRefusal::CountFull);
+        }
+        if self.queued_bytes + bytes > bytes_max {
+            return Some(QueueRefusal::BytesFull);
+        }
+        None
+    }
+
     /// Queues a delivery unless the session's queue limits are reached.
     pub fn enqueue(
         &mut self,
@@ -178,12 +200,9 @@ impl Session {
         count_max: usize,
         bytes_max: usize,
     ) -> Result<(), QueueRefusal> {
-        if self.queue.len() >= count_max {
-            return Err(QueueRefusal::CountFull);
-        }
-        let bytes = delivery.message.payload.len();
-        if self.queued_bytes + bytes > bytes_max {
-            return Err(QueueRefusal::BytesFull);
+        let bytes = delivery.charge;
+        if let Some(refusal) = self.queue_refusal(bytes, count_max, bytes_max) {
+            return Err(refusal);
         }
         delivery.seq = self.next_seq;
         self.next_seq += 1;
@@ -195,7 +214,7 @@ impl Session {
     /// Puts back a queued delivery recovered from the store, keeping its sequence number.
     pub fn restore_queued(&mut self, delivery: Delivery) {
         self.next_seq = self.next_seq.max(delivery.seq + 1);
-        self.queued_bytes += delivery.message.payload.len();
+        self.queued_bytes += delivery.charge;
         self.queue.push_back(delivery);
     }
 
@@ -210,6 +229,7 @@ impl Session {
         self.next_seq = self.next_seq.max(delivery.seq + 1);
         self.used_ids.insert(packet_id.get());
         self.outside_quota += 1;
+        self.inflight_bytes += delivery.charge;
         self.inflight.push_back(Inflight {
             packet_id,
             delivery,
@@ -221,7 +241,7 @@ impl Session {
     /// Takes the oldest queued delivery.
     pub fn dequeue(&mut self) -> Option<Delivery> {
         let delivery = self.queue.pop_front()?;
-        self.queued_bytes -= delivery.message.payload.len();
+        self.queued_bytes -= delivery.charge;
         Some(delivery)
     }
 
@@ -269,7 +289,7 @@ impl Session {
             let gone = drop(delivery);
             if gone {
                 dropped.push(delivery.seq);
-                freed += delivery.message.payload.len();
+                freed += delivery.charge;
             }
             !gone
         });
@@ -277,9 +297,39 @@ impl Session {
         dropped
     }
 
-    /// Payload bytes waiting in the queue.
+    /// Bytes charged for the deliveries waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Bytes charged for the deliveries in flight.
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes
+    }
+
+    /// Bytes charged for every delivery the session holds, queued or in flight.
+    pub fn held_bytes(&self) -> usize {
+        self.queued_bytes + self.inflight_bytes
+    }
+
+    /// Whether a delivery charged `bytes` may join the in-flight window under `bytes_max`; the
+    /// first always may, so a message larger than the limit still goes out alone.
+    pub fn inflight_has_room(&self, bytes: usize, bytes_max: usize) -> bool {
+        self.inflight.is_empty() || self.inflight_bytes + bytes <= bytes_max
+    }
+
+    /// Lets go of every delivery the session holds, queued and in flight (their packet
+    /// identifiers are freed); returns their sequence numbers.
+    pub fn discard_held(&mut self) -> Vec<u64> {
+        let inflight = self.inflight.drain(..).map(|entry| entry.delivery.seq);
+        let seqs = inflight
+            .chain(self.queue.drain(..).map(|delivery| delivery.seq))
+            .collect();
+        self.used_ids.clear();
+        self.outside_quota = 0;
+        self.inflight_bytes = 0;
+        self.queued_bytes = 0;
+        seqs
     }
 
     /// Allocates a packet identifier not used by any in-flight delivery.
@@ -300,6 +350,7 @@ impl Session {
     /// Records a delivery as sent with `packet_id`.
     pub fn push_inflight(&mut self, packet_id: PacketId, delivery: Delivery) {
         debug_assert!(self.used_ids.contains(&packet_id.get()));
+        self.inflight_bytes += delivery.charge;
         let state = match delivery.qos {
             QoS::ExactlyOnce => OutgoingState::AwaitPubRec,
             _ => OutgoingState::AwaitPubAck,
@@ -360,10 +411,105 @@ impl Session {
     /// Ends an in-flight exchange and frees its packet identifier.
     pub fn remove_inflight(&mut self, index: usize) -> Option<Inflight> {
         let entry = self.inflight.remove(index)?;
+        self.inflight_bytes -= entry.delivery.charge;
         self.used_ids.remove(&entry.packet_id.get());
         if !entry.holds_quota {
             self.outside_quota -= 1;
         }
         Some(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is a failure.
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, SubscriptionIds};
+
+    use super::{Delivery, QueueRefusal, Session};
+    use crate::types::Message;
+
+    /// A QoS 1 delivery on topic `t` charged `bytes` (one for the topic, the rest payload).
+    fn delivery(bytes: usize) -> Delivery {
+        let message = Message {
+            id: 1,
+            topic: "t".parse().unwrap(),
+            payload: Bytes::from(vec![0u8; bytes - 1]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            origin: None,
+        };
+        let message = Arc::new(message);
+        Delivery {
+            seq: 0,
+            charge: message.charge(),
+            message,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: SubscriptionIds::new(),
+        }
+    }
+
+    fn session() -> Session {
+        Session::new(MqttString::new("c").unwrap(), ProtocolVersion::V5)
+    }
+
+    #[test]
+    fn queue_and_window_bytes_go_up_and_down_exactly() {
+        let mut session = session();
+        session.enqueue(delivery(100), 10, 1000).unwrap();
+        session.enqueue(delivery(30), 10, 1000).unwrap();
+        assert_eq!((session.queued_bytes(), session.inflight_bytes()), (130, 0));
+        let first = session.dequeue().unwrap();
+        let id = session.allocate_packet_id();
+        session.push_inflight(id, first);
+        assert_eq!(
+            (session.queued_bytes(), session.inflight_bytes()),
+            (30, 100)
+        );
+        assert_eq!(session.held_bytes(), 130);
+        let index = session.find_inflight(id).unwrap();
+        session.remove_inflight(index).unwrap();
+        assert_eq!((session.queued_bytes(), session.inflight_bytes()), (30, 0));
+        session.restore_inflight(
+            PacketId::new(7).unwrap(),
+            delivery(5),
+            super::OutgoingState::AwaitPubComp,
+        );
+        assert_eq!(session.held_bytes(), 35);
+        assert_eq!(session.discard_held().len(), 2);
+        assert_eq!(session.held_bytes(), 0);
+        assert!(session.queue.is_empty() && session.inflight.is_empty());
+    }
+
+    #[test]
+    fn queue_limits_refuse_the_newest() {
+        let mut session = session();
+        session.enqueue(delivery(60), 2, 100).unwrap();
+        assert_eq!(
+            session.enqueue(delivery(41), 2, 100).unwrap_err(),
+            QueueRefusal::BytesFull
+        );
+        session.enqueue(delivery(40), 2, 100).unwrap();
+        assert_eq!(
+            session.enqueue(delivery(1), 2, 100).unwrap_err(),
+            QueueRefusal::CountFull
+        );
+        assert_eq!(session.queued_bytes(), 100);
+    }
+
+    #[test]
+    fn window_byte_limit_admits_the_first_whatever_its_size() {
+        let mut session = session();
+        assert!(session.inflight_has_room(500, 100));
+        let id = session.allocate_packet_id();
+        session.push_inflight(id, delivery(60));
+        assert!(session.inflight_has_room(40, 100));
+        assert!(!session.inflight_has_room(41, 100));
     }
 }

@@ -73,6 +73,25 @@ impl Message {
     pub fn is_expired(&self, now: Time) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+
+    /// Bytes one receiver is charged for holding this message, for the memory limits: its
+    /// topic, payload and forwarded properties, in full, as if it held the only copy (see
+    /// docs/design/backpressure.md).
+    pub fn charge(&self) -> usize {
+        let properties = &self.properties;
+        self.topic.len()
+            + self.payload.len()
+            + properties.user_properties.wire_len()
+            + properties.correlation_data.as_ref().map_or(0, Bytes::len)
+            + properties
+                .response_topic
+                .as_ref()
+                .map_or(0, |topic| topic.len())
+            + properties
+                .content_type
+                .as_ref()
+                .map_or(0, |kind| kind.len())
+    }
 }
 
 /// A message shared between subscribers.

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use support::*;
 use tern_codec::{Packet, ReasonCode};
 use tern_core::{
-    Access, AuthDecision, AuthJob, AuthRequest, Authenticator, Authorizer, Event, Identity,
-    Permissions, Principal,
+    Access, AuthDecision, AuthRequest, Authenticator, Authorizer, Event, Identity, Permissions,
+    Principal,
 };
 
 /// Lets a client publish under `pub/<user>/` and subscribe under `sub/<client id>/`; the client
@@ -188,34 +188,12 @@ fn a_will_topic_the_client_may_not_publish_to_refuses_connect() {
     }
 }
 
-/// Verifies "alice"/"secret" in a job the runtime runs later, as a slow hash check would.
-#[derive(Debug)]
-struct Deferred;
-
-impl Authenticator for Deferred {
-    fn authenticate(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
-        let good = request.username.map(|u| u.as_str()) == Some("alice")
-            && request.password == Some(&b"secret"[..]);
-        AuthDecision::Pending(AuthJob::new(move || {
-            if good {
-                AuthDecision::Accept { data: None }
-            } else {
-                AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
-            }
-        }))
-    }
-
-    fn continue_auth(&mut self, _request: &AuthRequest<'_>) -> AuthDecision {
-        AuthDecision::Refuse(ReasonCode::NotAuthorized)
-    }
-}
-
 #[test]
 fn pending_checks_park_the_connect_while_others_carry_on() {
     for version in VERSIONS {
         let mut t = TestBroker::new();
         let other = t.connect("other", version, Opts::new());
-        t.broker.set_authenticator(Box::new(Deferred));
+        t.broker.set_authenticator(Box::new(Deferred::default()));
         let mut connect = connect_packet("slow", version, &Opts::new());
         connect.username = Some(mstr("alice"));
         connect.password = Some(Bytes::from_static(b"secret"));
@@ -228,9 +206,9 @@ fn pending_checks_park_the_connect_while_others_carry_on() {
         t.send(&other, Packet::PingReq);
         assert_eq!(t.recv(&other), [Packet::PingResp]);
 
-        let (job_conn, job) = t.broker.poll_auth_job().expect("a job");
+        let (job_conn, job) = t.broker.poll_auth_job(t.now).expect("a job");
         assert_eq!(job_conn, slow);
-        assert!(t.broker.poll_auth_job().is_none());
+        assert!(t.broker.poll_auth_job(t.now).is_none());
         let now = tern_core::Time::from_millis(5);
         t.broker.auth_finished(slow, job.run(), now);
         let packets = t.drain(slow);
@@ -243,7 +221,7 @@ fn pending_checks_park_the_connect_while_others_carry_on() {
         connect.client_id = mstr("slow2");
         connect.password = Some(Bytes::from_static(b"guess"));
         let (id, _, _) = t.try_connect(connect);
-        let (_, job) = t.broker.poll_auth_job().expect("a job");
+        let (_, job) = t.broker.poll_auth_job(t.now).expect("a job");
         t.broker.auth_finished(id, job.run(), now);
         let packets = t.drain(id);
         assert!(t.take_closed(id));
@@ -257,9 +235,9 @@ fn pending_checks_park_the_connect_while_others_carry_on() {
 #[test]
 fn an_answer_for_a_closed_connection_is_ignored() {
     let mut t = TestBroker::new();
-    t.broker.set_authenticator(Box::new(Deferred));
+    t.broker.set_authenticator(Box::new(Deferred::default()));
     let (id, _, _) = t.try_connect(connect_packet("gone", V5, &Opts::new()));
-    let (_, job) = t.broker.poll_auth_job().expect("a job");
+    let (_, job) = t.broker.poll_auth_job(t.now).expect("a job");
     t.broker
         .connection_lost(id, tern_core::Time::from_millis(1));
     t.broker

@@ -67,6 +67,7 @@ fn identity_is_shown_to_the_authenticator_next_to_the_user_name() {
     let info = ConnectionInfo {
         certificate_identity: Some("device-7".to_owned()),
         use_identity_as_username: false,
+        ..ConnectionInfo::default()
     };
     let packets = connect_on(&mut t, info, Some("someone-else"));
     assert_eq!(connack_code(&packets), ReasonCode::NotAuthorized);
@@ -82,6 +83,7 @@ fn identity_replaces_the_user_name_when_configured() {
     let info = ConnectionInfo {
         certificate_identity: Some("device-7".to_owned()),
         use_identity_as_username: true,
+        ..ConnectionInfo::default()
     };
     let packets = connect_on(&mut t, info, Some("someone-else"));
     assert_eq!(connack_code(&packets), ReasonCode::Success);
@@ -98,6 +100,7 @@ fn identity_as_user_name_without_a_certificate_is_refused() {
         let id = t.open_with(ConnectionInfo {
             certificate_identity: None,
             use_identity_as_username: true,
+            ..ConnectionInfo::default()
         });
         let mut connect = connect_packet("c", version, &Opts::new());
         connect.username = Some(mstr("device-7"));

@@ -6,20 +6,9 @@
 mod support;
 
 use tern_codec::{DecodeError, Packet, PayloadFormat, ReasonCode};
-use tern_core::{DropReason, Event, Limits, Stats};
+use tern_core::{DropReason, Limits, Stats};
 
 use support::*;
-
-/// The `Dropped` events among `events`, as (client, reason).
-fn drops(events: &[Event]) -> Vec<(String, DropReason)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Dropped { client_id, reason } => Some((client_id.to_string(), *reason)),
-            _ => None,
-        })
-        .collect()
-}
 
 /// A full session queue drops the newest message for that subscriber only: others still get
 /// it, and the publisher still gets its PUBACK (the message was accepted, MQTT-4.5.0-1).
@@ -69,7 +58,7 @@ fn full_queue_drops_newest_for_that_subscriber_only() {
 fn offline_queue_keeps_the_oldest() {
     let limits = Limits {
         queued_count_max: 3,
-        queued_bytes_max: 10,
+        queued_bytes_max: 13,
         ..Limits::default()
     };
     let mut tb = TestBroker::with_limits(limits);
@@ -77,7 +66,8 @@ fn offline_queue_keeps_the_oldest() {
     tb.subscribe(&client, "t", Q1);
     tb.disconnect(&client);
     let publisher = tb.connect("p", V311, Opts::new());
-    // 4 + 4 bytes fit, 4 more would make 12 > 10, 2 more make 10, then the count is full.
+    // Each is charged its topic and payload: 5 + 5 bytes fit, 5 more would make 15 > 13, 3 more
+    // make 13, then the count is full.
     for (n, payload) in ["aaaa", "bbbb", "cccc", "dd", "e"].iter().enumerate() {
         tb.send(&publisher, publish("t", payload, Q1, n as u16 + 1));
     }
@@ -410,6 +400,10 @@ fn stats_add_up() {
         publish_received: 5,
         publish_sent: 3,
         publish_dropped: 0,
+        publish_dropped_memory: 0,
+        sessions_shed: 0,
+        // "queued" on t/3, held for the subscriber: the topic's 3 bytes and the payload's 6.
+        held_bytes: 9,
         retained: 1,
         // "t/1" and "a".
         retained_bytes: 4,
@@ -419,12 +413,17 @@ fn stats_add_up() {
         publish_denied: 0,
         subscribe_denied: 0,
         auth_failures: 0,
+        auth_checks_run: 0,
+        auth_checks_skipped: 0,
+        auth_queue_full: 0,
+        logins_throttled: 0,
     };
     assert_eq!(tb.stats(), expected);
     let subscriber = tb.connect("s", V5, Opts::new().resume().expiry(60));
     assert_eq!(payloads(&tb.recv(&subscriber)), ["queued"]);
     tb.send(&publisher, Packet::PingResp);
     tb.expect_closed(&publisher);
+    // Still held: in flight, not yet acknowledged.
     let expected = Stats {
         publish_sent: 4,
         protocol_errors: 1,

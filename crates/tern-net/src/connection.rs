@@ -40,6 +40,10 @@ pub(crate) async fn run<S>(
 {
     let id = shared.next_connection_id();
     debug!(conn = id.0, "connection from {peer}");
+    let info = ConnectionInfo {
+        peer_address: Some(peer.ip()),
+        ..info
+    };
     // Plain TCP: the socket, for quiet reads that peek (below).
     let peekable: Option<Rc<OwnedWriteHalf>> = direct.clone();
     shared.register(id, info, direct);
@@ -77,7 +81,7 @@ pub(crate) async fn run<S>(
                     peeked = n;
                     (n, READ_CHUNK_MIN_BYTES)
                 }),
-                None => poll_read(&mut stream, cx, &mut read_buf, read_chunk),
+                None => poll_read(&mut stream, cx, &mut read_buf, read_chunk, max_packet),
             };
             match read {
                 Poll::Ready(result) => Poll::Ready(Some(result)),
@@ -176,6 +180,7 @@ fn poll_read<S: AsyncRead + Unpin>(
     cx: &mut std::task::Context<'_>,
     read_buf: &mut BytesMut,
     read_chunk: usize,
+    packet_size_max: u32,
 ) -> Poll<std::io::Result<(usize, usize)>> {
     if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
         // Quiet: read into the stack and keep only what arrived (uninitialised: the socket
@@ -189,13 +194,40 @@ fn poll_read<S: AsyncRead + Unpin>(
         });
     }
     if read_buf.capacity() - read_buf.len() < read_chunk / 2 {
-        read_buf.reserve(read_chunk);
+        match large_packet_len(read_buf, packet_size_max) {
+            Some(total) => grow_towards(read_buf, read_chunk, total),
+            None => read_buf.reserve(read_chunk),
+        }
     }
     let room = read_buf.capacity() - read_buf.len();
     // `read_buf` has no state of its own: a fresh one per poll loses nothing.
     std::pin::pin!(stream.read_buf(read_buf))
         .poll(cx)
         .map_ok(|n| (n, room))
+}
+
+/// The length of the packet begun in `read_buf` (whose complete packets have been taken), when
+/// it is larger than a read chunk and within the packet size limit.
+fn large_packet_len(read_buf: &BytesMut, packet_size_max: u32) -> Option<usize> {
+    let frame = tern_codec::parse_frame(read_buf, packet_size_max).ok()??;
+    (frame.total_len > READ_CHUNK_MAX_BYTES).then_some(frame.total_len)
+}
+
+/// Grows `read_buf` for a large packet of `total` bytes: doubling, as it would anyway (so a
+/// client that declares a large packet and sends little gets little), but never past the
+/// packet. The message keeps the buffer it was read into alive for as long as any receiver
+/// holds it, so the last step makes a buffer of exactly the packet's size, and the memory a
+/// large message holds is what it is charged for (docs/design/backpressure.md), not up to
+/// twice that.
+fn grow_towards(read_buf: &mut BytesMut, read_chunk: usize, total: usize) {
+    let capacity = (read_buf.capacity() * 2)
+        .max(read_buf.len() + read_chunk)
+        .min(total);
+    if capacity > read_buf.capacity() {
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(read_buf);
+        *read_buf = grown;
+    }
 }
 
 /// Polls a peek into the stack; on success the bytes are copied into `read_buf` but stay in the
@@ -422,4 +454,57 @@ where
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PUBLISH header declaring `total` bytes in all, and `body` of them.
+    fn large_packet_start(total: usize, body: usize) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0x30, 0x80 | ((total - 4) % 128) as u8]);
+        buf.extend_from_slice(&[
+            0x80 | (((total - 4) >> 7) % 128) as u8,
+            ((total - 4) >> 14) as u8,
+        ]);
+        buf.extend_from_slice(&vec![0u8; body]);
+        buf
+    }
+
+    #[test]
+    fn a_large_packet_ends_in_a_buffer_of_its_own_size() {
+        let total = 512 * 1024 + 100;
+        let mut buf = large_packet_start(total, 1000);
+        assert_eq!(large_packet_len(&buf, u32::MAX), Some(total));
+        let mut capacities = Vec::new();
+        while buf.len() < total {
+            grow_towards(&mut buf, READ_CHUNK_MAX_BYTES, total);
+            capacities.push(buf.capacity());
+            let room = (buf.capacity() - buf.len()).min(total - buf.len());
+            buf.extend_from_slice(&vec![0u8; room]);
+        }
+        // Doubling, as with the bytes that arrive, and exactly the packet at the end.
+        assert_eq!(capacities.last(), Some(&total), "{capacities:?}");
+        assert!(capacities
+            .windows(2)
+            .all(|w| w[1] <= w[0] * 2 || w[0] < READ_CHUNK_MAX_BYTES));
+    }
+
+    #[test]
+    fn a_declared_large_packet_gets_room_only_as_its_bytes_arrive() {
+        let total = 900_000;
+        let mut buf = large_packet_start(total, 10);
+        grow_towards(&mut buf, READ_CHUNK_MAX_BYTES, total);
+        assert!(
+            buf.capacity() <= 2 * READ_CHUNK_MAX_BYTES,
+            "{}",
+            buf.capacity()
+        );
+        // Past the packet size limit it is not a packet to make room for.
+        assert_eq!(large_packet_len(&buf, 100_000), None);
+        // Small packets keep the usual read chunks.
+        let small = BytesMut::from(&[0x30, 100, 0, 1, b't'][..]);
+        assert_eq!(large_packet_len(&small, u32::MAX), None);
+    }
 }

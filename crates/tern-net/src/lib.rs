@@ -106,6 +106,11 @@ pub struct ServerConfig {
     /// inputs into one write. [`DIRECT_WRITE_QUIET_GAP`] by default; zero writes directly after
     /// every read, [`Duration::MAX`] never.
     pub direct_write_quiet_gap: Duration,
+    /// Called on the broker thread once it falls quiet after input (a quarter of a second with
+    /// no connection opened, closed or read): the binary passes its allocator's
+    /// collection here, so what a burst freed goes back to the system even when nothing
+    /// allocates afterwards. Libraries do not choose the allocator; `None` does nothing.
+    pub release_memory: Option<fn()>,
     /// How long one batch may take to write before its client is deemed stalled and the
     /// connection closed; [`WRITE_STALL_TIMEOUT`] by default.
     pub write_stall_timeout: Duration,
@@ -369,7 +374,11 @@ impl Server {
                 handshakes,
             ));
         }
-        tokio::task::spawn_local(timer_loop(Rc::clone(&shared), self.config.sys_interval));
+        tokio::task::spawn_local(timer_loop(
+            Rc::clone(&shared),
+            self.config.sys_interval,
+            self.config.release_memory,
+        ));
         #[cfg(unix)]
         tokio::task::spawn_local(listener::reload_on_hangup(
             all,
@@ -429,11 +438,16 @@ async fn commit_loop(
     }
 }
 
-async fn timer_loop(shared: Rc<Shared>, sys_interval: Option<Duration>) {
+async fn timer_loop(
+    shared: Rc<Shared>,
+    sys_interval: Option<Duration>,
+    release_memory: Option<fn()>,
+) {
     // Sleeps until the core's next deadline (a tree view's delta window is a few milliseconds),
     // but at least every 250 ms, which the connection deadlines rely on.
     let cap = Duration::from_millis(250);
     let mut last_sys = tokio::time::Instant::now();
+    let mut quiet = QuietWatch::new(shared.activity());
     loop {
         let at = shared.plan_timer(cap);
         tokio::select! {
@@ -448,8 +462,78 @@ async fn timer_loop(shared: Rc<Shared>, sys_interval: Option<Duration>) {
                 shared.publish_sys();
             }
         }
+        if quiet.fell_quiet(shared.activity(), tokio::time::Instant::now()) {
+            if let Some(release) = release_memory {
+                release();
+            }
+        }
         // A deadline that is already due (a large tree snapshot built in chunks) must not keep
         // the connection tasks waiting: let them run between two rounds.
         tokio::task::yield_now().await;
+    }
+}
+
+/// How long the broker thread must go without input to count as quiet.
+const QUIET_SPELL: Duration = Duration::from_millis(250);
+
+/// Tells when the broker thread falls quiet: once per spell of input, when `QUIET_SPELL` has
+/// passed since the last input the timer task saw.
+#[derive(Debug)]
+struct QuietWatch {
+    seen: u64,
+    /// When the timer task last saw input, while it has not yet reported the quiet after it.
+    busy_at: Option<tokio::time::Instant>,
+}
+
+impl QuietWatch {
+    fn new(activity: u64) -> Self {
+        Self {
+            seen: activity,
+            busy_at: None,
+        }
+    }
+
+    /// Given the activity counter at `now`, whether the broker has just fallen quiet.
+    fn fell_quiet(&mut self, activity: u64, now: tokio::time::Instant) -> bool {
+        if activity != self.seen {
+            self.seen = activity;
+            self.busy_at = Some(now);
+            return false;
+        }
+        match self.busy_at {
+            Some(at) if now.saturating_duration_since(at) >= QUIET_SPELL => {
+                self.busy_at = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::{QuietWatch, QUIET_SPELL};
+    use std::time::Duration;
+
+    #[test]
+    fn falls_quiet_once_per_spell_of_input() {
+        let start = tokio::time::Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let spell = QUIET_SPELL.as_millis() as u64;
+        let mut watch = QuietWatch::new(0);
+        assert!(!watch.fell_quiet(0, at(spell * 2)), "no input yet");
+        assert!(!watch.fell_quiet(3, at(1000)), "input this round");
+        assert!(
+            !watch.fell_quiet(3, at(1000 + spell - 1)),
+            "not quiet for long enough"
+        );
+        assert!(!watch.fell_quiet(5, at(1000 + spell)), "input again");
+        assert!(
+            watch.fell_quiet(5, at(1000 + spell * 2)),
+            "quiet for a whole spell"
+        );
+        assert!(!watch.fell_quiet(5, at(1000 + spell * 4)), "only once");
+        assert!(!watch.fell_quiet(6, at(5000)));
+        assert!(watch.fell_quiet(6, at(5000 + spell)));
     }
 }

@@ -263,6 +263,7 @@ where
     ConnectionInfo {
         certificate_identity,
         use_identity_as_username: listener.use_identity_as_username,
+        peer_address: None,
     }
 }
 

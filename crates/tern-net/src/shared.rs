@@ -3,14 +3,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use tern_core::{
-    Access, AuthDecision, AuthJob, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason,
-    Event, Snapshot, StoreOp, Time, TrafficTotals,
+    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason, Event,
+    Snapshot, StoreOp, Throttled, Time, TrafficTotals,
 };
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
@@ -57,13 +58,12 @@ pub(crate) struct Shared {
     pub(crate) timer_wake: Notify,
     /// Input seen, for busy polling.
     pub(crate) busy_poll: Rc<BusyPoll>,
-    /// Slow credential checks the core handed out, waiting for the checker task.
-    auth_jobs: RefCell<Vec<(ConnectionId, AuthJob)>>,
-    /// Wakes the checker task.
+    /// Wakes the checker task: the core has a credential check waiting.
     auth_wake: Notify,
     /// Checks running at once: each argon2 check holds about 19 MiB and a core for tens of
-    /// milliseconds, so a burst of logins queues here instead of exhausting memory.
-    auth_slots: Semaphore,
+    /// milliseconds, so a burst of logins waits in the core's bounded queue (where the checks
+    /// of clients that leave are dropped unrun) instead of exhausting memory.
+    auth_slots: Arc<Semaphore>,
     /// Keeps a client that keeps publishing where it may not from flooding the log.
     denial_log: LogBudget,
     /// Group commit with the store thread, when state is durable.
@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     drop_log: LogBudget,
     /// When input was last read from a connection (whether the broker is quiet).
     last_read_at: Cell<Instant>,
+    /// Connections opened, closed or read from so far (the timer task tells quiet spells by it).
+    activity: Cell<u64>,
     /// How long after the previous read a read finds the broker quiet; its deliveries to plain
     /// TCP connections are then written at once by the reading task (saving each receiver's
     /// task a wake-up, a few microseconds at the 99th percentile of latency).
@@ -191,19 +193,19 @@ impl Shared {
             timer_at: Cell::new(Time::from_millis(0)),
             timer_wake: Notify::new(),
             busy_poll: Rc::new(BusyPoll::default()),
-            auth_jobs: RefCell::new(Vec::new()),
             auth_wake: Notify::new(),
             denial_log: LogBudget::new("denials"),
             refusal_log: LogBudget::new("refused connections"),
             drop_log: LogBudget::new("dropped messages"),
-            auth_slots: Semaphore::new(
+            auth_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism()
                     .map_or(1, usize::from)
                     .min(AUTH_CHECKS_PARALLEL_MAX),
-            ),
+            )),
             committer,
             ops: RefCell::new(Vec::new()),
             last_read_at: Cell::new(epoch),
+            activity: Cell::new(0),
             direct_write_quiet_gap,
             direct_buf: RefCell::new(BytesMut::new()),
             carries: RefCell::new(FxHashMap::default()),
@@ -259,6 +261,7 @@ impl Shared {
         info: ConnectionInfo,
         direct: Option<Rc<OwnedWriteHalf>>,
     ) {
+        self.note_activity();
         let wake = Wake {
             direct,
             ..Wake::default()
@@ -284,6 +287,7 @@ impl Shared {
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {
+        self.note_activity();
         self.broker.borrow_mut().connection_lost(id, self.now());
         self.wakers.borrow_mut().remove(&id);
         self.carries.borrow_mut().remove(&id);
@@ -317,7 +321,7 @@ impl Shared {
                 Event::Denied { .. } | Event::PublishRefused { .. } => Some(&self.denial_log),
                 Event::Refused { .. } => Some(&self.refusal_log),
                 Event::Dropped {
-                    reason: DropReason::QueueFull,
+                    reason: DropReason::QueueFull | DropReason::MemoryFull,
                     ..
                 } => Some(&self.drop_log),
                 _ => None,
@@ -333,14 +337,9 @@ impl Shared {
         {
             self.timer_wake.notify_one();
         }
-        let mut jobs = self.auth_jobs.borrow_mut();
-        while let Some(job) = broker.poll_auth_job() {
-            jobs.push(job);
-        }
-        if !jobs.is_empty() {
+        if broker.has_auth_job() {
             self.auth_wake.notify_one();
         }
-        drop(jobs);
         if let Some(committer) = &self.committer {
             let mut ops = self.ops.borrow_mut();
             while let Some(op) = broker.poll_store_op() {
@@ -352,6 +351,9 @@ impl Shared {
             }
         }
         drop(broker);
+        if from.is_some() {
+            self.note_activity();
+        }
         let quiet = from.is_some() && {
             let quiet = self.quiet_at(at);
             self.last_read_at.set(at);
@@ -379,6 +381,15 @@ impl Shared {
             }
         }
         others
+    }
+
+    fn note_activity(&self) {
+        self.activity.set(self.activity.get().wrapping_add(1));
+    }
+
+    /// Connections opened, closed or read from so far.
+    pub(crate) fn activity(&self) -> u64 {
+        self.activity.get()
     }
 
     /// Whether a read at `at` would find the broker quiet: the previous read was at least the
@@ -477,28 +488,37 @@ impl Shared {
     }
 
     /// Runs the slow credential checks the core asks for on tokio's blocking threads, so
-    /// password hashing never stalls the broker thread, and hands each answer back.
+    /// password hashing never stalls the broker thread, and hands each answer back. A check is
+    /// taken from the core only once a slot is free: until then it waits there, where it is
+    /// dropped if its client goes away.
     pub(crate) async fn run_auth_checks(self: Rc<Self>) {
         loop {
-            self.auth_wake.notified().await;
-            let jobs = std::mem::take(&mut *self.auth_jobs.borrow_mut());
-            for (id, job) in jobs {
-                let shared = Rc::clone(&self);
-                tokio::task::spawn_local(async move {
-                    // The semaphore is never closed, so acquiring only waits.
-                    let _slot = shared.auth_slots.acquire().await;
-                    let decision = tokio::task::spawn_blocking(move || job.run())
-                        .await
-                        .unwrap_or(AuthDecision::Refuse(
-                            tern_codec::ReasonCode::UnspecifiedError,
-                        ));
-                    shared
-                        .broker
-                        .borrow_mut()
-                        .auth_finished(id, decision, shared.now());
-                    shared.after_input();
-                });
-            }
+            // The semaphore is never closed, so acquiring only waits.
+            let Ok(slot) = Arc::clone(&self.auth_slots).acquire_owned().await else {
+                return;
+            };
+            let next = self.broker.borrow_mut().poll_auth_job(self.now());
+            let Some((id, job)) = next else {
+                drop(slot);
+                self.auth_wake.notified().await;
+                continue;
+            };
+            // Checks refused while being taken (throttled meanwhile) have output to write.
+            self.after_input();
+            let shared = Rc::clone(&self);
+            tokio::task::spawn_local(async move {
+                let decision = tokio::task::spawn_blocking(move || job.run())
+                    .await
+                    .unwrap_or(AuthDecision::Refuse(
+                        tern_codec::ReasonCode::UnspecifiedError,
+                    ));
+                drop(slot);
+                shared
+                    .broker
+                    .borrow_mut()
+                    .auth_finished(id, decision, shared.now());
+                shared.after_input();
+            });
         }
     }
 
@@ -619,6 +639,20 @@ fn log_event(event: &Event) {
             client_id,
             reason: DropReason::QueueFull,
         } => warn!("QoS 1/2 message for {client_id:?} dropped: its session queue is full"),
+        // QoS 0 messages go first when the broker reaches its memory limit; then the QoS 1/2
+        // messages of the largest consumer.
+        Event::Dropped {
+            client_id,
+            reason: DropReason::MemoryFull,
+        } => warn!("message for {client_id:?} dropped: the broker is at its memory limit"),
+        Event::Shed {
+            client_id,
+            bytes,
+            messages,
+        } => warn!(
+            "client {client_id:?} cut loose at the broker's memory limit: its messages took \
+             the most memory ({bytes} bytes); {messages} messages dropped"
+        ),
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }
@@ -648,6 +682,24 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::ConnectTimeout => "no CONNECT in time".to_owned(),
         CloseReason::ConnectionLost => "connection lost".to_owned(),
         CloseReason::ServerShutdown => "server shutting down".to_owned(),
+        CloseReason::MemoryLimit => {
+            "the broker reached its memory limit and this client held the most".to_owned()
+        }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
+        CloseReason::AuthQueueFull => {
+            "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
+                .to_owned()
+        }
+        CloseReason::LoginThrottled(Throttled::Address {
+            address,
+            retry_after_secs,
+        }) => format!(
+            "login throttled: too many failed logins from {address}, blocked for \
+             {retry_after_secs} s more"
+        ),
+        CloseReason::LoginThrottled(Throttled::User { retry_after_secs }) => format!(
+            "login throttled: too many failed logins for this user name, blocked for \
+             {retry_after_secs} s more"
+        ),
     }
 }

@@ -57,6 +57,7 @@ fn start_server() -> RunningServer {
     let mut core = tern_core::Config::default();
     // Nothing may be dropped for the stalled subscriber while it does not read.
     core.limits.outbox_qos0_count_max = 100_000;
+    core.limits.outbox_qos0_bytes_max = usize::MAX;
     let mut config = loopback_config(core);
     config.direct_write_quiet_gap = Duration::ZERO;
     spawn_server(config, |_| {})

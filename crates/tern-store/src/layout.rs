@@ -28,6 +28,10 @@ const MANIFEST: &str = "manifest";
 /// What `mkfs` leaves at the root of a file system: a data directory that is a mount point
 /// holds it from the start.
 const LOST_AND_FOUND: &str = "lost+found";
+/// Files the broker keeps in the data directory beside the store: the secret SCRAM salts of
+/// unknown users are made from (docs/design/auth.md), and its copy being written. They are
+/// not the store's, and not a sign of a directory that belongs to something else.
+pub const BESIDE_THE_STORE: &[&str] = &["auth.key", "auth.key.new"];
 
 /// What the directory holds.
 #[derive(Debug)]
@@ -100,7 +104,10 @@ pub(crate) fn inspect(
         Err(e) => return Err(io(e)),
         Ok(read) => read
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .filter(|name| !matches!(name, Ok(name) if name == LOST_AND_FOUND))
+            .filter(|name| {
+                !matches!(name, Ok(name) if name == LOST_AND_FOUND
+                    || BESIDE_THE_STORE.contains(&name.as_str()))
+            })
             .collect::<io::Result<_>>()
             .map_err(&io)?,
     };

@@ -35,6 +35,7 @@ use tern_core::{Snapshot, Store, StoreOp};
 use tracing::info;
 
 use commit::MarkerFile;
+pub use layout::BESIDE_THE_STORE;
 use meta::Format;
 use record::RecordError;
 pub use record::WallClock;

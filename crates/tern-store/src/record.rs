@@ -205,9 +205,11 @@ pub(crate) fn decode_delivery(
     let retain = r.u8()? != 0;
     let (message, subscription_ids) = read_message(&mut r, clock)?;
     r.finish()?;
+    let message = SharedMessage::new(message);
     let delivery = Delivery {
         seq,
-        message: SharedMessage::new(message),
+        charge: message.charge(),
+        message,
         qos,
         retain,
         subscription_ids,

@@ -92,6 +92,7 @@ fn session(client: &str) -> SessionRecord {
 fn delivery(seq: u64, msg: Arc<Message>) -> Delivery {
     Delivery {
         seq,
+        charge: msg.charge(),
         message: msg,
         qos: QoS::AtLeastOnce,
         retain: false,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_auth::{
-    Acl, AuthService, ClientIds, DeviceKeys, JwtVerifier, PasswordFile, Profile, Rule,
+    Acl, AuthService, ClientIds, DeviceKeys, FakeSaltKey, JwtVerifier, PasswordFile, Profile, Rule,
 };
 use tern_net::AuthReload;
 
@@ -130,20 +130,92 @@ impl AuthSetup {
 /// must be the ones the listeners were given at start-up, which fixed their indices: a file
 /// that adds, removes or renames one is refused until a restart. Other settings are not
 /// reloaded.
+/// The new authenticator remembers no logins: the files it reads may have changed them.
 pub(crate) fn reloader(
     path: PathBuf,
     base: PathBuf,
     profiles: HashMap<String, usize>,
+    settings: ServiceSettings,
 ) -> AuthReload {
     AuthReload::new(move || {
         let file = config::load(&path).map_err(|error| format!("{error:#}"))?;
         let setup = build(&file.auth, &file.acl, file.acl_file.as_deref(), &base)
             .map_err(|error| format!("{error:#}"))?;
+        let setup = AuthSetup {
+            service: settings.apply(setup.service),
+            ..setup
+        };
         if setup.profiles != profiles {
             return Err("the [auth.*] profiles changed: restart to apply that".to_owned());
         }
         Ok((Box::new(setup.service), Box::new(setup.acl)))
     })
+}
+
+/// What the authenticator keeps beyond the `[auth.*]` profiles, the same at start-up and at
+/// every reload.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceSettings {
+    /// `limits.login_cache_entries_max`.
+    pub(crate) login_cache_entries_max: usize,
+    /// The secret SCRAM salts of unknown users are made from, when a profile enables SCRAM.
+    pub(crate) fake_salt_key: Option<FakeSaltKey>,
+}
+
+impl ServiceSettings {
+    pub(crate) fn apply(&self, service: AuthService) -> AuthService {
+        let service = service.with_login_cache(self.login_cache_entries_max);
+        match &self.fake_salt_key {
+            Some(key) => service.with_fake_salt_key(key.clone()),
+            None => service,
+        }
+    }
+}
+
+/// Whether any profile enables SCRAM.
+pub(crate) fn uses_scram(profiles: &BTreeMap<String, AuthProfileConfig>) -> bool {
+    profiles.values().any(|profile| profile.scram)
+}
+
+/// The file in the data directory that keeps the secret SCRAM salts of unknown users are made
+/// from, so they stay the same across restarts (as known users' salts do). The store leaves it
+/// alone (`tern_store::BESIDE_THE_STORE`).
+pub(crate) const FAKE_SALT_KEY_FILE: &str = "auth.key";
+
+/// Reads the SCRAM salt secret from `dir`, or makes one there (mode 0600) the first time.
+pub(crate) fn fake_salt_key(dir: &Path) -> anyhow::Result<FakeSaltKey> {
+    let path = dir.join(FAKE_SALT_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+                anyhow::anyhow!(
+                    "{} holds {} bytes, not 32: remove it to make a new one",
+                    path.display(),
+                    bytes.len()
+                )
+            })?;
+            return Ok(FakeSaltKey::from_bytes(bytes));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let key = FakeSaltKey::random();
+    // Written aside and renamed into place, so a crash never leaves a short key behind.
+    let partial = dir.join(format!("{FAKE_SALT_KEY_FILE}.new"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write = |options: &std::fs::OpenOptions| -> std::io::Result<()> {
+        let mut file = options.open(&partial)?;
+        std::io::Write::write_all(&mut file, &key.to_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, &path)
+    };
+    write(&options).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
 }
 
 /// Builds the authenticator and authorizer; relative paths are taken from `base` (the
@@ -317,5 +389,41 @@ mod tests {
             assert!(!parsed.is_empty(), "{case} parses");
             assert!(build(&parsed, &[], None, Path::new(".")).is_err(), "{case}");
         }
+    }
+
+    #[test]
+    fn the_scram_salt_secret_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(dir) = dir else { panic!("{dir:?}") };
+        let data = dir.path().join("data");
+        let made = fake_salt_key(&data).map_err(|e| e.to_string());
+        let again = fake_salt_key(&data).map_err(|e| e.to_string());
+        assert!(made.is_ok() && made == again, "{made:?} {again:?}");
+        let path = data.join(FAKE_SALT_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(mode.ok(), Some(0o600));
+        }
+        assert!(std::fs::write(&path, b"short").is_ok());
+        assert!(fake_salt_key(&data).is_err());
+    }
+
+    /// The store takes a data directory that holds only the secret (made at a start without a
+    /// store, `durability = "none"`) for a new one, and opens with the secret beside it.
+    #[test]
+    fn the_store_opens_beside_the_scram_salt_secret() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(dir) = dir else { panic!("{dir:?}") };
+        let made = fake_salt_key(dir.path()).map_err(|e| e.to_string());
+        assert!(made.is_ok(), "{made:?}");
+        assert!(tern_store::BESIDE_THE_STORE.contains(&FAKE_SALT_KEY_FILE));
+        let clock = tern_store::WallClock { epoch_unix_ms: 0 };
+        let store = tern_store::DiskStore::open(dir.path(), tern_store::Durability::Os, clock)
+            .map_err(|e| e.to_string());
+        assert!(store.is_ok(), "{store:?}");
+        drop(store);
+        assert_eq!(fake_salt_key(dir.path()).map_err(|e| e.to_string()), made);
     }
 }

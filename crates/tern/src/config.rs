@@ -223,9 +223,12 @@ pub(crate) struct LimitsConfig {
     packet_size_max_bytes: Option<u32>,
     receive_maximum: Option<u16>,
     inflight_count_max: Option<u16>,
+    inflight_bytes_max: Option<usize>,
     queued_count_max: Option<usize>,
     queued_bytes_max: Option<usize>,
     outbox_qos0_count_max: Option<usize>,
+    outbox_qos0_bytes_max: Option<usize>,
+    memory_max_bytes: Option<usize>,
     topic_alias_max: Option<u16>,
     topic_alias_out_max: Option<u16>,
     session_expiry_max_secs: Option<u32>,
@@ -242,6 +245,10 @@ pub(crate) struct LimitsConfig {
     connections_max: Option<usize>,
     connections_per_address_max: Option<usize>,
     connection_rate_per_address_max: Option<u32>,
+    auth_checks_queued_max: Option<usize>,
+    login_failures_per_address_max: Option<u32>,
+    login_failures_per_user_max: Option<u32>,
+    login_cache_entries_max: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -266,11 +273,18 @@ impl LimitsConfig {
             inflight_count_max: self
                 .inflight_count_max
                 .unwrap_or(defaults.inflight_count_max),
+            inflight_bytes_max: self
+                .inflight_bytes_max
+                .unwrap_or(defaults.inflight_bytes_max),
             queued_count_max: self.queued_count_max.unwrap_or(defaults.queued_count_max),
             queued_bytes_max: self.queued_bytes_max.unwrap_or(defaults.queued_bytes_max),
             outbox_qos0_count_max: self
                 .outbox_qos0_count_max
                 .unwrap_or(defaults.outbox_qos0_count_max),
+            outbox_qos0_bytes_max: self
+                .outbox_qos0_bytes_max
+                .unwrap_or(defaults.outbox_qos0_bytes_max),
+            memory_max_bytes: self.memory_max_bytes.unwrap_or(defaults.memory_max_bytes),
             topic_alias_max: self.topic_alias_max.unwrap_or(defaults.topic_alias_max),
             topic_alias_out_max: self
                 .topic_alias_out_max
@@ -304,7 +318,22 @@ impl LimitsConfig {
             publish_rate_per_client_max: self
                 .publish_rate_per_client_max
                 .unwrap_or(defaults.publish_rate_per_client_max),
+            auth_checks_queued_max: self
+                .auth_checks_queued_max
+                .unwrap_or(defaults.auth_checks_queued_max),
+            login_failures_per_address_max: self
+                .login_failures_per_address_max
+                .unwrap_or(defaults.login_failures_per_address_max),
+            login_failures_per_user_max: self
+                .login_failures_per_user_max
+                .unwrap_or(defaults.login_failures_per_user_max),
         })
+    }
+
+    /// Successful password checks remembered, so a client logging in again is not hashed again.
+    pub(crate) fn login_cache_entries_max(&self) -> usize {
+        self.login_cache_entries_max
+            .unwrap_or(tern_auth::LOGIN_CACHE_ENTRIES_MAX)
     }
 
     /// The caps applied when a connection is accepted.

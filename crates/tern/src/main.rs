@@ -27,6 +27,17 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands what the broker thread freed back to the system now. mimalloc returns freed pages
+/// only after a delay, and only when it next runs on that thread: after a burst, a broker with
+/// nothing more to do would keep them resident for ever. tern-net calls this once the broker
+/// thread falls quiet; see ARCHITECTURE.md.
+#[allow(unsafe_code)] // One call into the allocator's C API.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` has no preconditions: it may be called on any thread at any time,
+    // and only gives back memory that no allocation uses.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Tern: an MQTT 3.1.1 and 5.0 broker and client toolkit.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -128,11 +139,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .unwrap_or(Path::new("."));
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let data_dir = config::data_dir(&file, args.data_dir.clone());
+    let service_settings = auth_config::ServiceSettings {
+        login_cache_entries_max: file.limits.login_cache_entries_max(),
+        fake_salt_key: match auth_config::uses_scram(&file.auth) {
+            true => Some(auth_config::fake_salt_key(&data_dir)?),
+            false => None,
+        },
+    };
     // SIGHUP builds the same from the file again (when there is a file).
-    let auth_reload = args
-        .config
-        .clone()
-        .map(|path| auth_config::reloader(path, base.to_path_buf(), auth.profiles.clone()));
+    let auth_reload = args.config.clone().map(|path| {
+        let profiles = auth.profiles.clone();
+        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
+    });
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
@@ -149,6 +168,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener_auth_profiles,
         busy_poll: config::busy_poll(&file),
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+        release_memory: Some(release_freed_memory),
         write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
         close_timeout: tern_net::CLOSE_TIMEOUT,
     };
@@ -160,14 +180,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = match durability {
         config::Durability::None => None,
         config::Durability::Fsync | config::Durability::Os => Some(open_store(
-            &config::data_dir(&file, args.data_dir),
+            &data_dir,
             durability,
             args.recover || file.store.recover,
         )?),
     };
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
-        server.set_auth(Box::new(auth.service), Box::new(auth.acl));
+        let service = service_settings.apply(auth.service);
+        server.set_auth(Box::new(service), Box::new(auth.acl));
         if let Some(reload) = auth_reload {
             server.set_auth_reload(reload);
         }

@@ -29,6 +29,10 @@ impl Broker {
         match decision {
             AuthDecision::Refuse(code) => {
                 self.stats.auth_failures += 1;
+                if code == ReasonCode::BadUserNameOrPassword {
+                    let username = connect.username.as_ref().map(|name| name.as_str());
+                    self.login_failed(id, username, now);
+                }
                 self.refuse_connect(id, version, code, now);
             }
             AuthDecision::Continue { data } => self.begin_enhanced_auth(id, connect, data, now),
@@ -43,15 +47,7 @@ impl Broker {
             AuthDecision::AcceptAs { data, identity } => {
                 self.complete_connect(id, connect, data, identity, now);
             }
-            AuthDecision::Pending(job) => {
-                let Some(connection) = self.connections.get_mut(&id) else {
-                    return;
-                };
-                connection.version = version;
-                connection.phase = Phase::Verifying;
-                connection.pending_connect = Some(Box::new(connect));
-                self.auth_jobs.push_back((id, job));
-            }
+            AuthDecision::Pending(job) => self.queue_auth_check(id, connect, job, now),
         }
     }
 
@@ -68,6 +64,11 @@ impl Broker {
             return;
         };
         connection.phase = Phase::AwaitingConnect;
+        let accepted = matches!(
+            decision,
+            AuthDecision::Accept { .. } | AuthDecision::AcceptAs { .. }
+        );
+        self.authenticator.check_finished(id, accepted);
         let decision = match decision {
             // A check answers once; asking for another is an authenticator bug, refused safely.
             AuthDecision::Pending(_) => AuthDecision::Refuse(ReasonCode::UnspecifiedError),
@@ -279,9 +280,9 @@ impl Broker {
         if refused.is_empty() {
             return false;
         }
-        let withdrawn = self
-            .session_mut(key)
-            .withdraw(|delivery| refused.contains(&delivery.seq));
+        let withdrawn = self.with_session(key, |session| {
+            session.withdraw(|delivery| refused.contains(&delivery.seq))
+        });
         for seq in withdrawn.dropped {
             self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
             self.dropped(key, DropReason::NotAuthorized);

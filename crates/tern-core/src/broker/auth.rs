@@ -185,6 +185,10 @@ impl Broker {
                     AuthDecision::Refuse(code) => code,
                     _ => ReasonCode::NotAuthorized,
                 };
+                if code == ReasonCode::BadUserNameOrPassword {
+                    // A wrong proof counts against the address like a wrong password.
+                    self.login_failed(id, None, now);
+                }
                 // Failed re-authentication ends the connection (MQTT-4.12.1-2).
                 let code = if code.allowed_in(tern_codec::PacketType::Disconnect) {
                     code

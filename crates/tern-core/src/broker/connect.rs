@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::Broker;
 use crate::alias::OutboundAliases;
-use crate::auth::{AuthRequest, Identity, SessionOwner};
+use crate::auth::{AuthDecision, AuthRequest, Identity, SessionOwner};
 use crate::config::OtherIdentity;
 use crate::connection::Phase;
 use crate::events::{CloseReason, Event};
@@ -56,6 +56,19 @@ impl Broker {
         code: ReasonCode,
         now: Time,
     ) {
+        let reason = CloseReason::ConnectRefused(code);
+        self.refuse_connect_because(id, version, code, reason, now);
+    }
+
+    /// [`Broker::refuse_connect`], with the reason the log gives.
+    pub(super) fn refuse_connect_because(
+        &mut self,
+        id: ConnectionId,
+        version: ProtocolVersion,
+        code: ReasonCode,
+        reason: CloseReason,
+        now: Time,
+    ) {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.version = version;
         }
@@ -65,7 +78,7 @@ impl Broker {
             properties: ConnAckProperties::default(),
         };
         self.send(id, Packet::ConnAck(Box::new(connack)));
-        self.close(id, CloseReason::ConnectRefused(code), None, now);
+        self.close(id, reason, None, now);
     }
 
     pub(super) fn handle_connect(&mut self, id: ConnectionId, mut connect: Connect, now: Time) {
@@ -119,6 +132,18 @@ impl Broker {
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
         };
         let decision = self.authenticator.authenticate(&request);
+        // Too many failed logins from this address or for this user: what would need a slow
+        // check (a password hash) or start an exchange a guesser could repeat (SCRAM) is
+        // refused unchecked. What the authenticator settles at once (a login it verified
+        // recently, a token, a device key) still gets in, so a fleet behind one address is not
+        // locked out by a few of its devices with stale passwords.
+        let guessable = matches!(
+            decision,
+            AuthDecision::Pending(_) | AuthDecision::Continue { .. }
+        );
+        if guessable && self.refuse_if_throttled(id, &connect, now) {
+            return;
+        }
         self.dispatch_connect_decision(id, connect, decision, now);
     }
 

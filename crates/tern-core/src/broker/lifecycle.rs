@@ -213,6 +213,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key.0 as usize).and_then(Option::take) else {
             return;
         };
+        self.held_bytes -= session.held_bytes();
         for (filter, info) in &session.subscriptions {
             self.unindex_subscription(key, filter, info);
         }
@@ -319,11 +320,11 @@ impl Broker {
     fn purge_expired_queues(&mut self, now: Time) {
         for slot in 0..self.sessions.len() {
             let key = SessionKey(slot as u32);
-            let purged = match self.sessions.get_mut(slot) {
+            let purged = match self.sessions.get(slot) {
                 Some(Some(session))
                     if session.connection.is_none() && !session.queue.is_empty() =>
                 {
-                    session.purge_expired(now)
+                    self.with_session(key, |session| session.purge_expired(now))
                 }
                 _ => continue,
             };

@@ -9,11 +9,13 @@ mod access;
 mod auth;
 mod connect;
 mod lifecycle;
+pub mod memory;
 mod publish;
 mod retained_store;
 mod subscribe;
 pub mod sys;
 mod tree_view;
+mod verify;
 
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -24,7 +26,7 @@ use tern_codec::{
 };
 
 use crate::alias::{OutboundAliases, TopicAlias};
-use crate::auth::{AllowAnonymous, AuthJob, Authenticator};
+use crate::auth::{AllowAnonymous, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
@@ -32,6 +34,7 @@ use crate::events::{CloseReason, Event, Stats};
 use crate::session::Session;
 use crate::session::{OutgoingState, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
+use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
 use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, Time};
@@ -84,8 +87,10 @@ pub struct Broker {
     authenticator: Box<dyn Authenticator>,
     /// Compiles what each client may publish and subscribe to.
     authorizer: Box<dyn Authorizer>,
-    /// Slow credential checks for the runtime to run off the broker thread.
-    auth_jobs: VecDeque<(ConnectionId, AuthJob)>,
+    /// Slow credential checks waiting for the runtime to run them off the broker thread.
+    auth_queue: verify::AuthQueue,
+    /// Failed logins per source address and per user name.
+    throttle: LoginThrottle,
     /// Reused buffer for subscription matches, so routing does not allocate.
     scratch: Vec<Match<SessionKey>>,
     /// Drained outboxes given back by their connections, for reuse (at most
@@ -93,11 +98,19 @@ pub struct Broker {
     spare_outboxes: Vec<VecDeque<Transmit>>,
     /// `$tree/` subscriptions: their pending deltas and deadlines.
     tree_views: TreeViews,
+    /// Bytes charged for every message held for receivers (see `memory.rs`).
+    held_bytes: usize,
+    /// Connections of sessions cut loose for the memory limit, to be closed.
+    shed_connections: Vec<ConnectionId>,
 }
 
 impl Broker {
     /// A broker with no connections, sessions or retained messages.
     pub fn new(config: Config, now: Time) -> Self {
+        let throttle = LoginThrottle::new(
+            config.limits.login_failures_per_address_max,
+            config.limits.login_failures_per_user_max,
+        );
         Self {
             config,
             connections: FxHashMap::default(),
@@ -118,10 +131,13 @@ impl Broker {
             oversized: Vec::new(),
             authenticator: Box::new(AllowAnonymous),
             authorizer: Box::new(AllowAll),
-            auth_jobs: VecDeque::new(),
+            auth_queue: verify::AuthQueue::default(),
+            throttle,
             scratch: Vec::new(),
             spare_outboxes: Vec::new(),
             tree_views: TreeViews::default(),
+            held_bytes: 0,
+            shed_connections: Vec::new(),
         }
     }
 
@@ -137,6 +153,7 @@ impl Broker {
         stats.retained_bytes = self.retained.bytes() as u64;
         stats.subscriptions = self.subscriptions.len() as u64;
         stats.sessions = (self.sessions.len() - self.free_session_slots.len()) as u64;
+        stats.held_bytes = self.held_bytes as u64;
         stats
     }
 
@@ -158,12 +175,6 @@ impl Broker {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.auth_profile = profile;
         }
-    }
-
-    /// The next slow credential check to run off the broker thread; hand its result to
-    /// [`Broker::auth_finished`].
-    pub fn poll_auth_job(&mut self) -> Option<(ConnectionId, AuthJob)> {
-        self.auth_jobs.pop_front()
     }
 
     /// A new network connection has opened.
@@ -248,7 +259,10 @@ impl Broker {
         if matches!(connection.phase, Phase::Active(_)) {
             self.close(id, CloseReason::ConnectionLost, None, now);
         }
-        self.connections.remove(&id);
+        self.drop_auth_check(id);
+        if let Some(connection) = self.connections.remove(&id) {
+            self.held_bytes -= connection.outbox_qos0_bytes;
+        }
         self.authenticator.connection_closed(id);
         self.close_oversized(now);
     }
@@ -271,7 +285,10 @@ impl Broker {
         if let Transmit::Publish(publish) = &mut transmit {
             self.stats.publish_sent += 1;
             if publish.packet_id.is_none() {
+                let bytes = publish.message.charge();
                 connection.outbox_qos0 -= 1;
+                connection.outbox_qos0_bytes -= bytes;
+                self.held_bytes -= bytes;
             }
             // Chosen here, as the PUBLISH leaves for the socket in the order it is written: an
             // alias is set by the first PUBLISH on the wire that carries it, whatever was queued.
@@ -412,9 +429,16 @@ impl Broker {
         }
     }
 
-    /// Closes the connections whose next reply would have exceeded their Maximum Packet Size.
+    /// Closes the connections whose next reply would have exceeded their Maximum Packet Size,
+    /// and those of sessions cut loose for the memory limit: after the input that decided it,
+    /// so no session goes while a message is being routed.
     fn close_oversized(&mut self, now: Time) {
-        while let Some(id) = self.oversized.pop() {
+        // A will published by one of these closes may cut another session loose.
+        loop {
+            self.close_shed(now);
+            let Some(id) = self.oversized.pop() else {
+                return;
+            };
             let reason = CloseReason::ProtocolViolation(
                 ReasonCode::ImplementationSpecificError,
                 "a reply would exceed the client's Maximum Packet Size",
@@ -471,6 +495,7 @@ impl Broker {
         connection.phase = Phase::Closing;
         connection.outbox.push_back(Transmit::Close);
         wake(&mut self.woken, id, connection);
+        self.drop_auth_check(id);
         if matches!(
             reason,
             CloseReason::ProtocolViolation(..) | CloseReason::Malformed(_)
@@ -655,6 +680,7 @@ impl Broker {
                 }
             }
         }
+        self.held_bytes += session.held_bytes();
         let key = self.insert_session(session);
         for seq in expired {
             self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });

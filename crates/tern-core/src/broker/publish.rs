@@ -13,7 +13,7 @@ use super::Broker;
 use crate::authz::Access;
 use crate::connection::OutgoingPublish;
 use crate::events::{DropReason, Event};
-use crate::session::{Delivery, OutgoingState};
+use crate::session::{Delivery, OutgoingState, Session};
 use crate::store::{DeliveryStage, StoreOp};
 use crate::tree::Match;
 use crate::tree_view::TREE_PREFIX;
@@ -384,6 +384,8 @@ impl Broker {
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
         let any = tree_views || !matches.is_empty();
+        // Worked out once, for every receiver.
+        let charge = message.charge();
         // Group a session's overlapping non-shared subscriptions into one delivery.
         matches.sort_by_key(|m| (m.shared, m.key));
         let mut index = 0;
@@ -395,15 +397,22 @@ impl Broker {
                     end += 1;
                 }
             }
-            self.deliver_matches(message, &matches[index..end], now);
+            self.deliver_matches(message, charge, &matches[index..end], now);
             index = end;
         }
         self.scratch = matches;
         any
     }
 
-    /// One delivery to one session for its subscriptions in `group` (all the same session).
-    fn deliver_matches(&mut self, message: &SharedMessage, group: &[Match<SessionKey>], now: Time) {
+    /// One delivery to one session for its subscriptions in `group` (all the same session);
+    /// `charge` is the message's.
+    fn deliver_matches(
+        &mut self,
+        message: &SharedMessage,
+        charge: usize,
+        group: &[Match<SessionKey>],
+        now: Time,
+    ) {
         let key = group[0].key;
         // Overlapping subscriptions: the highest granted QoS and every identifier (MQTT-3.3.4-2/-3).
         let granted = group
@@ -421,6 +430,7 @@ impl Broker {
             // Without Retain As Published, a forwarded message has RETAIN cleared (MQTT-3.3.1-12).
             retain: message.retain && retain_as_published,
             subscription_ids,
+            charge,
         };
         self.deliver(key, delivery, now);
     }
@@ -429,37 +439,48 @@ impl Broker {
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, now: Time) {
         let session = self.session(key);
         let connection = session.connection;
+        let bytes = delivery.charge;
         if delivery.qos == QoS::AtMostOnce {
             let Some(id) = connection else {
                 // QoS 0 messages are not kept for sessions without a connection.
                 return;
             };
-            let over = self
-                .connections
-                .get(&id)
-                .is_some_and(|c| c.outbox_qos0 >= self.config.limits.outbox_qos0_count_max);
+            let limits = &self.config.limits;
+            let over = self.connections.get(&id).is_some_and(|c| {
+                c.outbox_qos0 >= limits.outbox_qos0_count_max
+                    || c.outbox_qos0_bytes + bytes > limits.outbox_qos0_bytes_max
+            });
             if over {
                 self.dropped(key, DropReason::OutboxFull);
                 return;
             }
-            let publish = delivery.outgoing(None, false, now);
-            if self.fits_client(id, &publish) {
-                if let Some(connection) = self.connections.get_mut(&id) {
-                    connection.outbox_qos0 += 1;
-                }
-                self.send_publish(id, publish);
-            } else {
-                self.dropped(key, DropReason::TooLargeForClient);
+            if !self.within_memory(key, bytes, QoS::AtMostOnce) {
+                self.dropped(key, DropReason::MemoryFull);
+                return;
             }
+            let publish = delivery.outgoing(None, false, now);
+            if !self.fits_client(id, &publish) {
+                self.dropped(key, DropReason::TooLargeForClient);
+                return;
+            }
+            self.charge_outbox(id, bytes);
+            self.send_publish(id, publish);
             return;
         }
         let limits = &self.config.limits;
         let (count_max, bytes_max) = (limits.queued_count_max, limits.queued_bytes_max);
-        if self
-            .session_mut(key)
-            .enqueue(delivery, count_max, bytes_max)
-            .is_err()
-        {
+        if session.queue_refusal(bytes, count_max, bytes_max).is_some() {
+            self.dropped(key, DropReason::QueueFull);
+            return;
+        }
+        if !self.within_memory(key, bytes, delivery.qos) {
+            self.dropped(key, DropReason::MemoryFull);
+            return;
+        }
+        let queued = self.with_session(key, |session| {
+            session.enqueue(delivery, count_max, bytes_max)
+        });
+        if queued.is_err() {
             self.dropped(key, DropReason::QueueFull);
             return;
         }
@@ -498,7 +519,7 @@ impl Broker {
         let entry = &self.session(key).inflight[index];
         let publish = entry.delivery.outgoing(Some(entry.packet_id), true, now);
         if !self.fits_client(id, &publish) {
-            if let Some(entry) = self.session_mut(key).remove_inflight(index) {
+            if let Some(entry) = self.remove_inflight(key, index) {
                 self.delivery_done(key, entry.delivery.seq);
             }
             self.dropped(key, DropReason::TooLargeForClient);
@@ -518,6 +539,7 @@ impl Broker {
         let Some(window) = self.send_window(id) else {
             return;
         };
+        let inflight_bytes_max = self.config.limits.inflight_bytes_max;
         loop {
             let session = self.session_mut(key);
             // The send quota (MQTT-4.9.0-2), and a free packet identifier.
@@ -528,8 +550,16 @@ impl Broker {
                 self.resend_publish(id, key, index, now);
                 continue;
             }
-            let session = self.session_mut(key);
-            let Some(delivery) = session.dequeue() else {
+            let session = self.session(key);
+            let Some(next) = session.queue.front() else {
+                return;
+            };
+            // The byte limit of the window: the rest waits in the queue, where its own limits
+            // apply.
+            if !session.inflight_has_room(next.charge, inflight_bytes_max) {
+                return;
+            }
+            let Some(delivery) = self.with_session(key, Session::dequeue) else {
                 return;
             };
             if delivery.message.is_expired(now) {
@@ -547,7 +577,7 @@ impl Broker {
                 continue;
             }
             let seq = delivery.seq;
-            self.session_mut(key).push_inflight(packet_id, delivery);
+            self.with_session(key, |session| session.push_inflight(packet_id, delivery));
             self.persist_for(key, |client_id| StoreOp::DeliveryStage {
                 client_id,
                 seq,
@@ -565,12 +595,15 @@ impl Broker {
     }
 
     /// Records that the delivery `seq` of `key` needs no more work.
-    fn delivery_done(&mut self, key: SessionKey, seq: u64) {
+    pub(super) fn delivery_done(&mut self, key: SessionKey, seq: u64) {
         self.persist_for(key, |client_id| StoreOp::DeliveryDone { client_id, seq });
     }
 
     pub(super) fn dropped(&mut self, key: SessionKey, reason: DropReason) {
         self.stats.publish_dropped += 1;
+        if reason == DropReason::MemoryFull {
+            self.stats.publish_dropped_memory += 1;
+        }
         let client_id = self.session(key).client_id.clone();
         self.events.push_back(Event::Dropped { client_id, reason });
     }
@@ -579,7 +612,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubAck => {
-                if let Some(entry) = session.remove_inflight(index) {
+                if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                 }
                 self.pump(key, now);
@@ -604,7 +637,7 @@ impl Broker {
                     self.send(id, Packet::PubRel(Ack::new(ack.packet_id)));
                 } else {
                     // The client refused the message: the exchange ends here (MQTT-4.3.3-4).
-                    if let Some(entry) = session.remove_inflight(index) {
+                    if let Some(entry) = self.remove_inflight(key, index) {
                         self.delivery_done(key, entry.delivery.seq);
                     }
                     self.pump(key, now);
@@ -625,7 +658,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubComp => {
-                if let Some(entry) = session.remove_inflight(index) {
+                if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                 }
                 self.pump(key, now);

@@ -113,6 +113,7 @@ impl Broker {
                 // A retained message sent because of a subscription keeps RETAIN set (MQTT-3.3.1-8).
                 retain: true,
                 subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
+                charge: message.charge(),
                 message,
             };
             self.deliver(key, delivery, now);

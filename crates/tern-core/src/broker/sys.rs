@@ -26,7 +26,7 @@ impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let stats = self.stats();
-        let values: [(&str, String); 18] = [
+        let values: [(&str, String); 26] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -34,6 +34,16 @@ impl Broker {
             ("messages/received", stats.publish_received.to_string()),
             ("messages/sent", stats.publish_sent.to_string()),
             ("messages/dropped", stats.publish_dropped.to_string()),
+            (
+                "messages/dropped/memory",
+                stats.publish_dropped_memory.to_string(),
+            ),
+            ("clients/shed", stats.sessions_shed.to_string()),
+            ("memory/held", stats.held_bytes.to_string()),
+            (
+                "memory/maximum",
+                self.config.limits.memory_max_bytes.to_string(),
+            ),
             ("retained messages/count", stats.retained.to_string()),
             ("retained messages/bytes", stats.retained_bytes.to_string()),
             (
@@ -46,6 +56,16 @@ impl Broker {
             ("messages/denied", stats.publish_denied.to_string()),
             ("subscriptions/denied", stats.subscribe_denied.to_string()),
             ("clients/auth_failures", stats.auth_failures.to_string()),
+            ("clients/auth_checks_run", stats.auth_checks_run.to_string()),
+            (
+                "clients/auth_checks_skipped",
+                stats.auth_checks_skipped.to_string(),
+            ),
+            ("clients/auth_queue_full", stats.auth_queue_full.to_string()),
+            (
+                "clients/logins_throttled",
+                stats.logins_throttled.to_string(),
+            ),
             ("errors/encode", traffic.encode_errors.to_string()),
             ("errors/socket", traffic.socket_errors.to_string()),
         ];

@@ -335,6 +335,7 @@ impl Broker {
             qos,
             retain,
             subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
+            charge: message.charge(),
         };
         self.deliver(key, delivery, now);
     }

@@ -14,7 +14,7 @@ use tern_codec::{
     TopicFilter, TopicName, UnsubAck, Unsubscribe, UnsubscribeProperties, Will, WillProperties,
     PACKET_SIZE_MAX,
 };
-use tern_core::{Broker, Config, ConnectionId, Event, Limits, Stats, Time, Transmit};
+use tern_core::{Broker, Config, ConnectionId, DropReason, Event, Limits, Stats, Time, Transmit};
 
 #[allow(unused_imports)] // V31 only where MQTT 3.1 clients are tested
 pub(crate) use ProtocolVersion::{V31, V311, V5};
@@ -253,6 +253,7 @@ impl TestBroker {
     pub(crate) fn send_to(&mut self, id: ConnectionId, version: ProtocolVersion, packet: Packet) {
         let packet = wire(&packet, version);
         self.broker.handle_packet(id, packet, self.now);
+        self.check_held_bytes();
     }
 
     /// Reports bytes on `client`'s connection that did not decode.
@@ -328,6 +329,7 @@ impl TestBroker {
     pub(crate) fn advance(&mut self, millis: u64) {
         self.now = self.now.plus_millis(millis);
         self.broker.handle_timeout(self.now);
+        self.check_held_bytes();
     }
 
     /// Moves the clock on by `secs` seconds and runs the broker's timers.
@@ -372,8 +374,19 @@ impl TestBroker {
         closed
     }
 
+    /// Every scenario checks the memory accounts as it goes: the running total of bytes held
+    /// for receivers is what summing them afresh gives.
+    pub(crate) fn check_held_bytes(&self) {
+        assert_eq!(
+            self.broker.held_bytes(),
+            self.broker.held_bytes_recounted(),
+            "the running total of held bytes drifted"
+        );
+    }
+
     /// Drains `id`'s outbox through the codec of its protocol level.
     pub(crate) fn drain(&mut self, id: ConnectionId) -> Vec<Packet> {
+        self.check_held_bytes();
         let mut woken = Vec::new();
         self.broker.take_woken(&mut woken);
         self.woken.extend(woken);
@@ -417,6 +430,7 @@ impl TestBroker {
                 "{id:?} had output but was not woken"
             );
         }
+        self.check_held_bytes();
         packets
     }
 }
@@ -691,5 +705,47 @@ pub(crate) enum Sent {
 impl From<Transmit> for Sent {
     fn from(transmit: Transmit) -> Self {
         transmit.into_packet().map_or(Self::Close, Self::Packet)
+    }
+}
+
+/// The `Dropped` events among `events`, as (client, reason).
+pub(crate) fn drops(events: &[Event]) -> Vec<(String, DropReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped { client_id, reason } => Some((client_id.to_string(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks "alice"/"secret" in a job the runtime runs later, as a password hash would be, and
+/// lets "alice"/"cached" in at once, as a login verified recently would be; counts how often
+/// it is asked.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) asked: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl tern_core::Authenticator for Deferred {
+    fn authenticate(&mut self, request: &tern_core::AuthRequest<'_>) -> tern_core::AuthDecision {
+        use tern_core::{AuthDecision, AuthJob};
+        self.asked.set(self.asked.get() + 1);
+        let alice = request.username.map(|u| u.as_str()) == Some("alice");
+        if alice && request.password == Some(&b"cached"[..]) {
+            return AuthDecision::Accept { data: None };
+        }
+        let good = alice && request.password == Some(&b"secret"[..]);
+        AuthDecision::Pending(AuthJob::new(move || {
+            if good {
+                AuthDecision::Accept { data: None }
+            } else {
+                AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+            }
+        }))
+    }
+
+    fn continue_auth(&mut self, _request: &tern_core::AuthRequest<'_>) -> tern_core::AuthDecision {
+        tern_core::AuthDecision::Refuse(ReasonCode::NotAuthorized)
     }
 }

@@ -141,6 +141,7 @@ pub(crate) fn loopback_config(core: tern_core::Config) -> ServerConfig {
         listener_auth_profiles: Vec::new(),
         busy_poll: Duration::ZERO,
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
+        release_memory: None,
         write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
         close_timeout: tern_net::CLOSE_TIMEOUT,
     }
