@@ -1,13 +1,12 @@
 //! Encodes what the core queued for a socket; a message forwarded alike to several receivers is
 //! encoded once and copied to the rest.
 
-use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 
-use tern_codec::{put_with_topic_alias, set_publish_packet_id, EncodeError, ProtocolVersion, QoS};
+use tern_codec::{put_with_topic_alias, set_publish_packet_id, EncodeError, ProtocolVersion};
 use tern_core::{OutgoingPublish, Transmit};
 
 /// Encodings larger than this are not kept: copying them costs what encoding them does.
@@ -17,19 +16,54 @@ const KEPT_BYTES_MAX: usize = 4 * 1024;
 /// until the next receiver's batch asks for them.
 const KEPT_MAX: usize = 1024;
 
-/// What makes two receivers' copies of a message the same bytes, the packet identifier aside.
-/// A topic alias is one of these: in a fan-out the receivers usually hold the same alias for a
-/// topic (they took their aliases in the order the same topics came), so they share its bytes.
+/// What makes two receivers' copies of a message the same bytes, the packet identifier aside:
+/// the message, and the form it is sent in (protocol version, QoS, RETAIN, DUP, what remains of
+/// its expiry, the receiver's topic alias) packed into one word, so that looking a copy up per
+/// delivery hashes and compares two words. A topic alias is part of the form: in a fan-out the
+/// receivers usually hold the same alias for a topic (they took their aliases in the order the
+/// same topics came), so they share its bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     message_id: u64,
-    version: ProtocolVersion,
-    qos: QoS,
-    retain: bool,
-    dup: bool,
-    message_expiry_interval: Option<u32>,
-    alias: Option<NonZeroU16>,
-    alias_only: bool,
+    form: u64,
+}
+
+/// Where the alias sits in [`Key::form`]: its 16 bits and the flag for "alias alone".
+const ALIAS_SHIFT: u32 = 33;
+const ALIAS_MASK: u64 = 0x1_FFFF << ALIAS_SHIFT;
+
+impl Key {
+    fn of(publish: &OutgoingPublish, version: ProtocolVersion) -> Self {
+        // Bits 0-32: the expiry, present or not; 33-48: the alias (0: none); 49: the alias
+        // stands alone; 50: RETAIN; 51: DUP; 52-53: QoS; 54-55: the protocol version.
+        let expiry = publish
+            .message_expiry_interval
+            .map_or(0, |secs| u64::from(secs) << 1 | 1);
+        let alias = publish.alias.map_or(0, |alias| u64::from(alias.get()))
+            | u64::from(publish.alias_only) << 16;
+        let version: u64 = match version {
+            ProtocolVersion::V31 => 0,
+            ProtocolVersion::V311 => 1,
+            ProtocolVersion::V5 => 2,
+        };
+        Self {
+            message_id: publish.message.id,
+            form: expiry
+                | alias << ALIAS_SHIFT
+                | u64::from(publish.retain) << 50
+                | u64::from(publish.dup) << 51
+                | (publish.qos as u64) << 52
+                | version << 54,
+        }
+    }
+
+    /// The key of the same copy without a topic alias.
+    fn without_alias(self) -> Self {
+        Self {
+            form: self.form & !ALIAS_MASK,
+            ..self
+        }
+    }
 }
 
 /// Encodes what the core queued. The encodings of messages other receivers are still to get
@@ -64,16 +98,7 @@ impl Encoder {
         if !publish.subscription_ids.is_empty() {
             return publish.view().encode(version, buf);
         }
-        let key = Key {
-            message_id: publish.message.id,
-            version,
-            qos: publish.qos,
-            retain: publish.retain,
-            dup: publish.dup,
-            message_expiry_interval: publish.message_expiry_interval,
-            alias: publish.alias,
-            alias_only: publish.alias_only,
-        };
+        let key = Key::of(publish, version);
         let start = buf.len();
         let copied = if let Some(bytes) = self.kept.get(&key) {
             buf.extend_from_slice(bytes);
@@ -82,11 +107,7 @@ impl Encoder {
             // A copy that differs from a kept one only by its topic alias is made from it: the
             // alias changes the head of the packet alone.
             let spliced = publish.topic_alias().is_some_and(|alias| {
-                let without_alias = Key {
-                    alias: None,
-                    alias_only: false,
-                    ..key
-                };
+                let without_alias = key.without_alias();
                 self.kept.get(&without_alias).is_some_and(|bytes| {
                     put_with_topic_alias(bytes, alias.value(), alias.omits_topic(), buf)
                 })
