@@ -69,6 +69,19 @@ pub struct Message {
 }
 
 impl Message {
+    /// The same message in allocations of its own. A decoded message's topic, payload and
+    /// properties are slices of the read buffer it arrived in, which a busy connection shares
+    /// among every packet of a read (up to 64 KiB): a message kept long after its packet (a
+    /// retained message) would keep that whole buffer alive for a few bytes of its own.
+    pub fn detached(&self) -> Self {
+        Self {
+            topic: self.topic.detached(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            properties: self.properties.detached(),
+            ..self.clone()
+        }
+    }
+
     /// Whether the message has expired at `now`.
     pub fn is_expired(&self, now: Time) -> bool {
         self.expires_at.is_some_and(|at| at <= now)

@@ -342,3 +342,46 @@ fn retained_messages_for_a_wildcard_arrive_in_topic_order() {
         assert_eq!(topics, ["s/a", "s/b", "s/b/x", "s/c"], "{version:?}");
     }
 }
+
+#[test]
+fn a_retained_message_keeps_nothing_of_the_buffer_it_arrived_in() {
+    // A busy connection decodes many packets out of one read buffer; the retained copy of one
+    // of them must not keep that buffer alive.
+    let mut t = TestBroker::with_config(tern_core::Config {
+        persistence: true,
+        assigned_id_prefix: "auto-".to_owned(),
+        ..tern_core::Config::default()
+    });
+    let publisher = t.connect("p", V5, Opts::new());
+    let buffer = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let within = |bytes: &[u8]| {
+        let start = buffer.as_ptr() as usize;
+        let at = bytes.as_ptr() as usize;
+        at >= start && at < start + buffer.len()
+    };
+    let Packet::Publish(mut publish) = retained("status/door", "", Q1, 1) else {
+        panic!("a PUBLISH");
+    };
+    publish.payload = buffer.slice(100..110);
+    publish.properties.correlation_data = Some(buffer.slice(200..210));
+    t.broker
+        .handle_packet(publisher.id, Packet::Publish(publish), t.now);
+    let kept = std::iter::from_fn(|| t.broker.poll_store_op())
+        .find_map(|op| match op {
+            tern_core::StoreOp::RetainedSet(message) => Some(message),
+            _ => None,
+        })
+        .expect("the retained message is stored");
+    assert_eq!(&kept.payload[..], &buffer[100..110]);
+    assert!(!within(&kept.payload), "the payload is its own");
+    let data = kept
+        .properties
+        .correlation_data
+        .as_deref()
+        .unwrap_or_default();
+    assert!(!data.is_empty() && !within(data), "so are the properties");
+    // New subscribers get it as it was sent.
+    let s = t.connect("s", V5, Opts::new());
+    t.subscribe(&s, "status/#", Q1);
+    assert_eq!(publishes(&t.recv(&s))[0].payload, &buffer[100..110]);
+}

@@ -76,6 +76,22 @@ fn rank(id: PropertyId) -> u8 {
 }
 
 impl PublishProperties {
+    /// The same properties in allocations of their own, for a message kept long after its
+    /// packet (a retained message): a few bytes copied instead of a read buffer retained.
+    pub fn detached(&self) -> Self {
+        Self {
+            response_topic: self.response_topic.as_ref().map(TopicName::detached),
+            correlation_data: self
+                .correlation_data
+                .as_ref()
+                .map(|data| Bytes::copy_from_slice(data)),
+            user_properties: self.user_properties.detached(),
+            subscription_identifiers: self.subscription_identifiers.detached(),
+            content_type: self.content_type.as_ref().map(MqttString::detached),
+            ..self.clone()
+        }
+    }
+
     /// Decodes a property block into `self`, which must be empty.
     pub(crate) fn decode_into(&mut self, r: &mut Reader) -> Result<(), DecodeError> {
         debug_assert!(self.is_empty());

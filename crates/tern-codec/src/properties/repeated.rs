@@ -116,6 +116,11 @@ impl UserProperties {
         Self(Bytes::new())
     }
 
+    /// The same list in an allocation of its own (see [`MqttString::detached`]).
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     /// Builds the list from key/value pairs, in order.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a MqttString, &'a MqttString)>,
@@ -193,6 +198,11 @@ impl SubscriptionIds {
     /// None.
     pub const fn new() -> Self {
         Self(Bytes::new())
+    }
+
+    /// The same list in an allocation of its own (see [`MqttString::detached`]).
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
     }
 
     /// Builds the list; each identifier must be in 1..=268,435,455.

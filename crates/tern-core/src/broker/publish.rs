@@ -287,10 +287,13 @@ impl Broker {
                     self.retained_refused(key, message.topic.clone(), limit);
                 }
             } else {
-                self.retained.set(Arc::clone(&message));
+                // Kept for as long as the topic holds it: in allocations of its own, not as
+                // slices that pin the read buffer the PUBLISH arrived in.
+                let kept = Arc::new(message.detached());
                 if durable {
-                    self.persist(StoreOp::RetainedSet(Arc::clone(&message)));
+                    self.persist(StoreOp::RetainedSet(Arc::clone(&kept)));
                 }
+                self.retained.set(kept);
             }
         }
         self.route(&message, now)
