@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use tern_core::{
-    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason, Event,
-    Snapshot, StoreOp, Throttled, Time, TrafficTotals,
+    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, CutReason, DropReason,
+    Event, Snapshot, StoreOp, Throttled, Time, TrafficTotals,
 };
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
@@ -653,6 +653,23 @@ fn log_event(event: &Event) {
             "client {client_id:?} cut loose at the broker's memory limit: its messages took \
              the most memory ({bytes} bytes); {messages} messages dropped"
         ),
+        Event::CutLoose {
+            client_id,
+            reason,
+            disconnected,
+            queued,
+            bytes,
+        } => {
+            let policy = match disconnected {
+                true => "disconnected",
+                false => "its newest messages are dropped until it catches up",
+            };
+            warn!(
+                "subscriber {client_id:?} cut loose ({}): {policy}; {queued} messages \
+                 ({bytes} bytes) were waiting for it, and its publishers are no longer held",
+                describe_cut(*reason)
+            );
+        }
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }
@@ -685,6 +702,9 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::MemoryLimit => {
             "the broker reached its memory limit and this client held the most".to_owned()
         }
+        CloseReason::CutLoose(reason) => {
+            format!("cut loose as a subscriber ({})", describe_cut(*reason))
+        }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
         CloseReason::AuthQueueFull => {
             "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
@@ -701,5 +721,16 @@ fn describe(reason: &CloseReason) -> String {
             "login throttled: too many failed logins for this user name, blocked for \
              {retry_after_secs} s more"
         ),
+    }
+}
+
+/// Why a subscriber was cut loose, for the log.
+fn describe_cut(reason: CutReason) -> &'static str {
+    match reason {
+        CutReason::Stalled => {
+            "it held its publishers back and made no progress for the stall timeout"
+        }
+        CutReason::SocketStalled => "its socket took nothing for the stall timeout",
+        CutReason::OverBudget => "its queue grew past twice queued_bytes_max",
     }
 }

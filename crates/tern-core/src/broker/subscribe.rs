@@ -116,7 +116,7 @@ impl Broker {
                 charge: message.charge(),
                 message,
             };
-            self.deliver(key, delivery, now);
+            self.deliver(key, delivery, super::publish::Feed::Broker, now);
         }
         for view in snapshots {
             self.start_tree_snapshot(view, key, now);
