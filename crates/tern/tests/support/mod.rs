@@ -11,6 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+/// Resident memory of the process `pid`, in bytes.
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
 /// A running `tern serve`, killed when dropped.
 pub(crate) struct Tern {
     child: Child,
