@@ -483,3 +483,26 @@ fn a_feed_is_not_kept_across_a_restart() {
     assert_eq!(topics(&all), ["k/00000"]);
     assert!(publishes(&all)[0].dup);
 }
+
+/// The outbox limits apply to retained QoS 0 messages as to any: with no room for QoS 0 at all
+/// (`outbox_qos0_count_max = 0`) each is dropped and counted, and the feed goes on to the
+/// QoS 1 messages behind it rather than waiting for room that never comes.
+#[test]
+fn a_qos0_retained_message_with_no_room_at_all_is_dropped_not_waited_for() {
+    let mut tb = TestBroker::with_limits(Limits {
+        outbox_qos0_count_max: 0,
+        ..Limits::default()
+    });
+    let p = tb.connect("p", V5, Opts::new());
+    tb.send(&p, retained("z/1", "zero", Q0, 0));
+    tb.send(&p, retained("z/2", "one", Q1, 1));
+    tb.recv(&p);
+    let s = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&s, "z/#", Q1);
+    let (all, _) = tb.read_all(&s);
+    assert_eq!(topics(&all), ["z/2"]);
+    assert_eq!(
+        drops(&tb.events()),
+        [("s".to_owned(), DropReason::OutboxFull)]
+    );
+}

@@ -380,11 +380,13 @@ impl Room {
             return Blocked::Window;
         }
         if qos == QoS::AtMostOnce {
-            let fits = self.outbox_count > 0 && (charge <= self.outbox_bytes || self.outbox_empty);
+            // Into an empty outbox one always goes (the outbox limits then apply to it as to
+            // any QoS 0 message): waiting would be for a write that never comes.
+            let fits = self.outbox_empty || (self.outbox_count > 0 && charge <= self.outbox_bytes);
             if !fits {
                 return Blocked::Outbox;
             }
-            self.outbox_count -= 1;
+            self.outbox_count = self.outbox_count.saturating_sub(1);
             self.outbox_bytes = self.outbox_bytes.saturating_sub(charge);
             self.outbox_empty = false;
             return Blocked::No;
