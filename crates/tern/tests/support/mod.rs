@@ -174,9 +174,17 @@ impl Tern {
                 lines.lock().expect("log lock").push(line);
             }
         });
-        let port = port
-            .recv_timeout(Duration::from_secs(20))
-            .expect("tern logs its listening port");
+        let port = match port.recv_timeout(Duration::from_secs(20)) {
+            Ok(port) => port,
+            Err(why) => {
+                // Say why: the broker's own last words, and how it ended if it did.
+                let status = child.try_wait();
+                let _ = child.kill();
+                let _ = child.wait();
+                let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("tern logged no listening port ({why:?}; exit: {status:?}):\n{lines}");
+            }
+        };
         Self { child, port, log }
     }
 
