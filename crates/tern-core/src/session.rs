@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, SubscriptionIds, TopicFilter, Will};
 
 use crate::auth::SessionOwner;
+use crate::broker::retained_feed::RetainedFeeds;
 use crate::connection::OutgoingPublish;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SharedMessage, Time};
@@ -168,6 +169,8 @@ pub struct Session {
     pub flow: FlowState,
     /// When its client last acknowledged a delivery (PUBACK, PUBREC or PUBCOMP).
     pub acked_at: Time,
+    /// Retained messages still owed to its new subscriptions; boxed, as most sessions owe none.
+    pub(crate) retained_feeds: Option<Box<RetainedFeeds>>,
 }
 
 impl Session {
@@ -195,6 +198,7 @@ impl Session {
             persisted: false,
             flow: FlowState::Clear,
             acked_at: Time::from_millis(0),
+            retained_feeds: None,
         }
     }
 

@@ -462,3 +462,55 @@ fn a_held_publisher_that_leaves_is_forgotten() {
     assert_eq!(got, ["m1", "m2", "m3", "m4", "m5", "m6"]);
     assert!(tb.stats().held_millis == 0 && tb.stats().subscribers_congested == 0);
 }
+
+/// Retained messages for a new subscription are the broker's own: a congested subscriber gets
+/// all of them, more than its queue holds, once what was queued before its SUBSCRIBE has gone;
+/// they hold no publisher while they go, and none is dropped.
+#[test]
+fn a_retained_feed_holds_nobody_and_is_not_cut_by_the_queue_limit() {
+    let mut tb = TestBroker::with_limits(small_queues());
+    let retainer = tb.connect("r", V5, Opts::new());
+    for n in 1..=10u16 {
+        tb.send(&retainer, retained(&format!("r/{n:02}"), "x", Q1, n));
+    }
+    assert_eq!(ack_ids(&tb.recv(&retainer)).len(), 10);
+    let subscriber = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&subscriber, "t", Q1);
+    let publisher = tb.connect("p", V5, Opts::new());
+    // m1 in flight, m2..m5 fill the queue: p is held from m5.
+    for n in 1..=5u16 {
+        tb.send(&publisher, publish("t", &format!("m{n}"), Q1, n));
+    }
+    assert_eq!(ack_ids(&tb.recv(&publisher)), [1, 2, 3, 4]);
+    let first = tb.recv(&subscriber);
+    assert_eq!(payloads(&first), ["m1"]);
+    tb.subscribe(&subscriber, "r/#", Q1);
+    tb.send(&subscriber, puback(packet_id(&first[0])));
+    let mut got = vec!["m1".to_owned()];
+    let mut acks = Vec::new();
+    let mut live = Vec::new();
+    while let Some(payload) = take_one(&mut tb, &subscriber) {
+        got.push(payload);
+        acks.extend(ack_ids(&tb.recv(&publisher)));
+        // Once the queue has drained, the publisher feeds the subscriber a live message now
+        // and then while the retained messages go: acknowledged at once.
+        if got.len() > 5 && got.len() % 3 == 0 {
+            let n = got.len() as u16;
+            live.push(format!("live{n}"));
+            tb.send(&publisher, publish("t", &format!("live{n}"), Q1, 100 + n));
+            assert_eq!(ack_ids(&tb.recv(&publisher)), [100 + n], "{got:?}");
+        }
+    }
+    assert_eq!(
+        acks,
+        [5],
+        "m5's acknowledgement, let go at the low-water mark"
+    );
+    let retained_got = got.iter().filter(|p| *p == "x").count();
+    assert_eq!(retained_got, 10, "{got:?}");
+    assert_eq!(got[..5], ["m1", "m2", "m3", "m4", "m5"]);
+    // The live messages wait behind the feed (they were published after the SUBSCRIBE).
+    assert_eq!(got[15..], live);
+    assert!(drops(&tb.events()).is_empty());
+    assert_eq!(tb.stats().acks_held, 1);
+}

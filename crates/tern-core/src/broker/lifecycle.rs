@@ -284,6 +284,7 @@ impl Broker {
         }
         self.run_due_timers(now);
         self.run_tree_views(now);
+        self.resume_retained_feeds(now);
         self.check_stalls(now);
         self.close_oversized(now);
     }
@@ -347,17 +348,20 @@ impl Broker {
     }
 
     /// The earliest time [`Broker::handle_timeout`] has work for a will, an expiring session or
-    /// retained message, a tree view delta, or a subscriber that may have stalled. Connection deadlines are checked on every call;
-    /// the runtime calls at least once a second.
+    /// retained message, a tree view delta, retained messages owed to a subscription (then at
+    /// once), or a congested subscriber that may have stalled. Connection deadlines are checked
+    /// on every call; the runtime calls at least once a second.
     pub fn next_timeout(&self) -> Option<Time> {
         let session = self.timers.first().map(|&(at, _, _)| at);
         let retained = self.retained.next_expiry();
         let trees = self.next_tree_due();
+        let feeds = self.retained_feeds_ready().then_some(self.started_at);
         let stalls = self.next_stall_check();
         session
             .into_iter()
             .chain(retained)
             .chain(trees)
+            .chain(feeds)
             .chain(stalls)
             .min()
     }

@@ -29,8 +29,10 @@ pub(super) enum Feed {
         /// Whether through a shared subscription.
         shared: bool,
     },
-    /// Sent by the broker itself (retained messages for a new subscription, `$tree/` deltas):
-    /// there is no publisher to hold, and past the queue limits the newest is dropped.
+    /// Sent by the broker itself (`$tree/` snapshots and deltas, the QoS 0 messages of a
+    /// retained feed): there is no publisher to hold, and past the queue limits the newest is
+    /// dropped. (A retained feed's QoS 1/2 messages enter at the head of the queue, outside its
+    /// limits and outside flow control: retained_feed.rs.)
     Broker,
 }
 
@@ -607,6 +609,8 @@ impl Broker {
                 self.resend_publish(id, key, index, now);
                 continue;
             }
+            // Retained messages owed to new subscriptions go first (retained_feed.rs).
+            self.feed_retained(key, id, now);
             let session = self.session(key);
             let Some(next) = session.queue.front() else {
                 return;

@@ -27,7 +27,7 @@ impl Broker {
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let mut stats = self.stats();
         self.add_flow_stats(&mut stats, Some(now));
-        let values: [(&str, String); 33] = [
+        let values: [(&str, String); 34] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -57,6 +57,10 @@ impl Broker {
             (
                 "retained messages/refused",
                 stats.retained_refused.to_string(),
+            ),
+            (
+                "retained messages/capped",
+                stats.retained_capped.to_string(),
             ),
             ("subscriptions/count", stats.subscriptions.to_string()),
             ("bytes/received", traffic.bytes_received.to_string()),

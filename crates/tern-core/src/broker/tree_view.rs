@@ -11,6 +11,7 @@ use tern_codec::{
     TopicFilter, TopicName, UserProperties,
 };
 
+use super::publish::Feed;
 use super::Broker;
 use crate::authz::Access;
 use crate::session::Delivery;
@@ -337,7 +338,7 @@ impl Broker {
             subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
             charge: message.charge(),
         };
-        self.deliver(key, delivery, super::publish::Feed::Broker, now);
+        self.deliver(key, delivery, Feed::Broker, now);
     }
 
     /// Turns a PUBLISH into what is routed: a `$tree/` publish is spread into one PUBLISH per
