@@ -195,11 +195,19 @@ fn a_publisher_held_past_its_window_is_not_read() {
     tb.advance_secs(16);
     tb.expect_silent(&publisher);
     // Five queued; draining to the low-water mark (1) takes four.
+    let mut resumed = Vec::new();
     for _ in 0..4 {
+        tb.broker.take_resumed(&mut resumed);
+        assert!(resumed.is_empty(), "{resumed:?}");
         take_one(&mut tb, &subscriber);
     }
     assert_eq!(ack_ids(&tb.recv(&publisher)), [3, 4, 5, 6]);
     assert!(!tb.broker.any_reading_paused());
+    // The runtime is told to read it again (and wakes its task), once.
+    tb.broker.take_resumed(&mut resumed);
+    assert_eq!(resumed, [publisher.id]);
+    tb.broker.take_resumed(&mut resumed);
+    assert_eq!(resumed, [publisher.id]);
     let stats = tb.stats();
     assert_eq!((stats.publishers_held, stats.publishers_paused), (0, 0));
     assert!(stats.paused_millis >= 16_000, "{stats:?}");

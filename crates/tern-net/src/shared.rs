@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Connections whose reading flow control let go on again: their tasks are woken to read,
+    /// even when a direct write leaves them nothing to write.
+    resumed: RefCell<Vec<ConnectionId>>,
     /// Admission limits at accept.
     pub(crate) gate: Rc<Gate>,
     /// When the timer task will next run the core's timers; input that moves the core's next
@@ -189,6 +192,7 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            resumed: RefCell::new(Vec::new()),
             gate: Gate::new(admission),
             timer_at: Cell::new(Time::from_millis(0)),
             timer_wake: Notify::new(),
@@ -316,6 +320,8 @@ impl Shared {
         let mut woken = self.woken.borrow_mut();
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
+        let mut resumed = self.resumed.borrow_mut();
+        broker.take_resumed(&mut resumed);
         while let Some(event) = broker.poll_event() {
             let budget = match event {
                 Event::Denied { .. }
@@ -382,12 +388,35 @@ impl Shared {
                 waker.wake();
             }
         }
+        for id in resumed.drain(..) {
+            if let Some(wake) = wakers.get_mut(&id) {
+                wake.pending = true;
+                if let Some(waker) = wake.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
         // A direct write may have taken a connection's outbox down far enough for the retained
         // messages owed to its session to go on: the timer task sends them.
         if self.broker.borrow().retained_feeds_ready() {
             self.timer_wake.notify_one();
         }
         others
+    }
+
+    /// Whether flow control has paused reading `id`: its task then waits for output only,
+    /// leaving input in the socket (TCP flow control stops the client), until the core lets it
+    /// go on and [`Shared::after_input`] wakes it.
+    pub(crate) fn reading_paused(&self, id: ConnectionId) -> bool {
+        let broker = self.broker.borrow();
+        broker.any_reading_paused() && broker.reading_paused(id)
+    }
+
+    /// The connection `id`'s socket took nothing of a pending write for the stall timeout: the
+    /// core cuts its client loose (counted, logged) and closes it.
+    pub(crate) fn socket_stalled(&self, id: ConnectionId) {
+        self.broker.borrow_mut().socket_stalled(id, self.now());
+        self.after_input();
     }
 
     /// Sends more of the retained messages owed to subscriptions whose connections have taken

@@ -31,6 +31,8 @@ pub(super) struct FlowControl {
     collecting: bool,
     /// Publishers whose sockets are not read now.
     paused: usize,
+    /// Connections read again since the runtime last asked ([`Broker::take_resumed`]).
+    resumed: Vec<ConnectionId>,
     /// Connections of subscribers cut loose, to be closed after the current input.
     to_close: Vec<(ConnectionId, CutReason)>,
     /// Finished spans of holding and of pausing, in milliseconds, summed over publishers.
@@ -97,6 +99,14 @@ impl Broker {
     /// Whether any connection's reading is paused: one check before [`Broker::reading_paused`].
     pub fn any_reading_paused(&self) -> bool {
         self.flow.paused > 0
+    }
+
+    /// Appends to `out` the connections whose reading was paused and may go on now (each
+    /// once): the runtime wakes their tasks, whether or not they have anything to write.
+    pub fn take_resumed(&mut self, out: &mut Vec<ConnectionId>) {
+        if !self.flow.resumed.is_empty() {
+            out.append(&mut self.flow.resumed);
+        }
     }
 
     /// The runtime gave up on `id`: its socket took nothing of a pending write for the stall
@@ -327,8 +337,8 @@ impl Broker {
         self.flow.paused_millis += now.as_millis().saturating_sub(since.as_millis());
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.last_activity = now;
+            self.flow.resumed.push(id);
         }
-        self.wake_connection(id);
     }
 
     /// `id` has nothing held any more (all let go, or its connection is closing).

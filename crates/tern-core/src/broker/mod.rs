@@ -448,13 +448,6 @@ impl Broker {
         }
     }
 
-    /// Marks `id` to be woken, with or without new output (its runtime task looks again).
-    fn wake_connection(&mut self, id: ConnectionId) {
-        if let Some(connection) = self.connections.get_mut(&id) {
-            wake(&mut self.woken, id, connection);
-        }
-    }
-
     /// Queues a PUBLISH its caller has checked against the client's Maximum Packet Size.
     fn send_publish(&mut self, id: ConnectionId, publish: OutgoingPublish) {
         self.queue(id, Transmit::Publish(publish));
