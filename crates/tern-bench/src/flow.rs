@@ -270,8 +270,11 @@ pub(crate) async fn run(args: &BenchArgs, scenario: Scenario) -> Result<Report, 
             rate: plan.rate,
             window: args.duration().as_secs_f64(),
             expected: sent.iter().sum::<u64>() * plan.fanout,
-            per_publisher: ledger.figures(&sent, qos != QoS::AtMostOnce),
-            acknowledged_in_window: ledger.acknowledged_in_window(),
+            per_publisher: ledger.figures(
+                &sent,
+                qos != QoS::AtMostOnce,
+                args.duration().as_secs_f64(),
+            ),
             undelivered_at_window_end: ledger.undelivered_at_window_end(),
             inflight_max: if qos == QoS::AtMostOnce || inflight == u64::MAX {
                 0

@@ -20,8 +20,10 @@ struct Receiver {
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     acknowledged: u64,
+    acknowledged_in_window: u64,
     refused: u64,
     delivered: u64,
+    delivered_in_window: u64,
     duplicated: u64,
     out_of_order: u64,
 }
@@ -36,7 +38,6 @@ pub(crate) struct Ledger {
     receivers: Vec<Receiver>,
     counts: Vec<Counts>,
     pub(crate) totals: Totals,
-    acknowledged_in_window: u64,
     /// Deliveries owed for messages acknowledged inside the window and not made inside it.
     undelivered_at_window_end: u64,
 }
@@ -57,7 +58,6 @@ impl Ledger {
                 .collect(),
             counts: vec![Counts::default(); publishers],
             totals: Totals::new(),
-            acknowledged_in_window: 0,
             undelivered_at_window_end: 0,
         }
     }
@@ -73,7 +73,7 @@ impl Ledger {
         }
         self.counts[publisher].acknowledged += 1;
         if in_window {
-            self.acknowledged_in_window += 1;
+            self.counts[publisher].acknowledged_in_window += 1;
             // A group may already have it: a broker can deliver before its acknowledgement
             // reaches the publisher.
             let owed = self
@@ -114,6 +114,7 @@ impl Ledger {
         }
         *newest = Some(newest.map_or(seq, |n| n.max(seq)));
         if in_window {
+            counts.delivered_in_window += 1;
             self.totals.in_window += 1;
             // Acknowledged before it arrived, so inside the window too: it was counted as owed.
             if self.acked[publisher].contains(seq) {
@@ -143,19 +144,21 @@ impl Ledger {
         self.counts.iter().map(|c| c.refused).sum()
     }
 
-    pub(crate) fn acknowledged_in_window(&self) -> u64 {
-        self.acknowledged_in_window
-    }
-
     pub(crate) fn undelivered_at_window_end(&self) -> u64 {
         self.undelivered_at_window_end
     }
 
-    /// Each publisher's figures once the run is over, given what each sent. `acknowledged`
-    /// says whether deliveries are owed for acknowledged messages (QoS 1/2) or for every
-    /// message sent (QoS 0).
-    pub(crate) fn figures(&self, sent: &[u64], acknowledged: bool) -> Vec<PublisherFigures> {
+    /// Each publisher's figures once the run is over, given what each sent and the window's
+    /// length in seconds. `acknowledged` says whether deliveries are owed for acknowledged
+    /// messages (QoS 1/2) or for every message sent (QoS 0).
+    pub(crate) fn figures(
+        &self,
+        sent: &[u64],
+        acknowledged: bool,
+        window_s: f64,
+    ) -> Vec<PublisherFigures> {
         let groups = self.seen.len() as u64;
+        let per_s = |count: u64| count as f64 / window_s.max(1e-9);
         (0..self.publishers())
             .map(|p| {
                 let c = self.counts[p];
@@ -172,8 +175,12 @@ impl Ledger {
                 PublisherFigures {
                     sent,
                     acknowledged: c.acknowledged,
+                    acknowledged_in_window: c.acknowledged_in_window,
+                    acknowledged_per_s: per_s(c.acknowledged_in_window),
                     refused: c.refused,
                     delivered: c.delivered,
+                    delivered_in_window: c.delivered_in_window,
+                    delivered_per_s: per_s(c.delivered_in_window),
                     lost,
                     duplicated: c.duplicated,
                     out_of_order: c.out_of_order,
@@ -210,7 +217,7 @@ mod tests {
         for seq in 0..8 {
             ledger.delivered(0, 1, seq, true);
         }
-        let figures = ledger.figures(&[10, 10], true);
+        let figures = ledger.figures(&[10, 10], true, 1.0);
         assert_eq!(figures[0].lost, 3, "seq 1, 5 and 9");
         assert_eq!(figures[1].lost, 0);
         assert_eq!(figures[1].acknowledged, 6);
@@ -233,7 +240,7 @@ mod tests {
                 ledger.delivered(2, 0, seq, seq < 80);
             }
         }
-        let figures = ledger.figures(&[100], true);
+        let figures = ledger.figures(&[100], true, 1.0);
         assert_eq!(figures[0].lost, 10 + 50);
         assert_eq!(figures[0].delivered, 100 + 90 + 50);
         // Owed when the window closed: group 1's last 10, group 2's 60 (50 never, 10 later).
@@ -255,7 +262,7 @@ mod tests {
         for seq in 0..5 {
             ledger.delivered(0, 1, seq, true);
         }
-        let figures = ledger.figures(&[5, 5], true);
+        let figures = ledger.figures(&[5, 5], true, 1.0);
         assert_eq!((figures[0].duplicated, figures[0].out_of_order), (2, 1));
         assert_eq!((figures[1].duplicated, figures[1].out_of_order), (0, 0));
         assert_eq!(total(&figures, |f| f.lost), 0);
@@ -280,7 +287,7 @@ mod tests {
         for seq in [0, 2] {
             ledger.delivered(1, 0, seq, true);
         }
-        let figures = ledger.figures(&[6], true);
+        let figures = ledger.figures(&[6], true, 1.0);
         assert_eq!(figures[0].out_of_order, 0);
         assert_eq!(figures[0].lost, 1, "seq 4");
     }
@@ -291,7 +298,7 @@ mod tests {
         ledger.acknowledged(0, 0, true);
         ledger.refused(0);
         ledger.delivered(0, 0, 0, true);
-        let figures = ledger.figures(&[2], true);
+        let figures = ledger.figures(&[2], true, 1.0);
         assert_eq!((figures[0].refused, figures[0].lost), (1, 0));
         assert_eq!(ledger.refused_total(), 1);
     }
@@ -302,8 +309,8 @@ mod tests {
         ledger.acknowledged(0, 4, true);
         ledger.acknowledged(0, 4, true);
         assert_eq!(ledger.acknowledged_total(), 1);
-        assert_eq!(ledger.acknowledged_in_window(), 1);
-        assert_eq!(ledger.figures(&[5], true)[0].lost, 1);
+        let figures = ledger.figures(&[5], true, 1.0);
+        assert_eq!((figures[0].acknowledged_in_window, figures[0].lost), (1, 1));
     }
 
     #[test]
@@ -315,7 +322,7 @@ mod tests {
         for seq in 0..4 {
             ledger.delivered(1, 0, seq, false);
         }
-        let figures = ledger.figures(&[10], false);
+        let figures = ledger.figures(&[10], false, 1.0);
         assert_eq!(figures[0].lost, 6);
         assert_eq!(ledger.undelivered_at_window_end(), 0);
     }
@@ -333,7 +340,33 @@ mod tests {
             1,
             "owed when the window closed"
         );
-        assert_eq!(ledger.figures(&[2], true)[0].lost, 0);
-        assert_eq!(ledger.acknowledged_in_window(), 1);
+        let figures = ledger.figures(&[2], true, 1.0);
+        assert_eq!((figures[0].acknowledged_in_window, figures[0].lost), (1, 0));
+    }
+
+    #[test]
+    fn each_publisher_has_its_own_rates_inside_the_window() {
+        // Fan-in over a 2-second window: publisher 0 is acknowledged and delivered 8 times
+        // inside it and twice after; publisher 1 is acknowledged 4 times, delivered never.
+        let mut ledger = Ledger::new(2, 1, &[0]);
+        for seq in 0..10 {
+            ledger.acknowledged(0, seq, seq < 8);
+            ledger.delivered(0, 0, seq, seq < 8);
+        }
+        for seq in 0..4 {
+            ledger.acknowledged(1, seq, true);
+        }
+        let figures = ledger.figures(&[10, 6], true, 2.0);
+        let rates = |f: &PublisherFigures| (f.acknowledged_per_s, f.delivered_per_s);
+        assert_eq!(rates(&figures[0]), (4.0, 4.0));
+        assert_eq!(rates(&figures[1]), (2.0, 0.0));
+        assert_eq!(
+            (
+                figures[0].acknowledged_in_window,
+                figures[0].delivered_in_window
+            ),
+            (8, 8)
+        );
+        assert_eq!((figures[1].lost, figures[1].acknowledged_in_window), (4, 4));
     }
 }

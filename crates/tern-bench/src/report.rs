@@ -71,10 +71,18 @@ pub struct PublisherFigures {
     pub sent: u64,
     /// Of those, the broker acknowledged (PUBACK; PUBREC at QoS 2).
     pub acknowledged: u64,
+    /// Of those, acknowledged inside the measured window.
+    pub acknowledged_in_window: u64,
+    /// `acknowledged_in_window` per second of window.
+    pub acknowledged_per_s: f64,
     /// Of those, the broker refused (a reason code of 0x80 or above).
     pub refused: u64,
     /// Unique deliveries of its messages, over every subscriber group.
     pub delivered: u64,
+    /// Of those, delivered inside the measured window.
+    pub delivered_in_window: u64,
+    /// `delivered_in_window` per second of window.
+    pub delivered_per_s: f64,
     /// Deliveries owed and never made (see [`Report::lost`]).
     pub lost: u64,
     /// Extra copies received.
@@ -170,7 +178,6 @@ pub(crate) struct FlowFigures<'a> {
     pub(crate) window: f64,
     pub(crate) expected: u64,
     pub(crate) per_publisher: Vec<PublisherFigures>,
-    pub(crate) acknowledged_in_window: u64,
     pub(crate) undelivered_at_window_end: u64,
     pub(crate) inflight_max: u64,
     pub(crate) subscribers_closed: u64,
@@ -225,6 +232,7 @@ impl Report {
         let sent: u64 = sum(|p| p.sent);
         let acknowledged: u64 = sum(|p| p.acknowledged);
         let refused: u64 = sum(|p| p.refused);
+        let acknowledged_in_window: u64 = sum(|p| p.acknowledged_in_window);
         let qos0 = args.qos == 0;
         Self {
             publishers: f.publishers,
@@ -241,8 +249,8 @@ impl Report {
             } else {
                 sent.saturating_sub(acknowledged + refused)
             },
-            acknowledged_in_window: f.acknowledged_in_window,
-            acknowledged_per_s: f.acknowledged_in_window as f64 / f.window.max(1e-9),
+            acknowledged_in_window,
+            acknowledged_per_s: acknowledged_in_window as f64 / f.window.max(1e-9),
             undelivered_at_window_end: f.undelivered_at_window_end,
             delivered_in_window: t.in_window,
             backlog: t.backlog,
@@ -393,7 +401,7 @@ impl Report {
         format!(
             "{head}{mode}, {} pub / {} sub, {} B: {lost}{:.0} msg/s delivered in the {:.1} s \
              window ({} msgs), {acknowledged}backlog {}, lost {}, duplicated {}, out of order \
-             {}{closed}{latency}; {cpu}",
+             {}{closed}{}{latency}; {cpu}",
             self.publishers,
             self.subscribers,
             self.payload_bytes,
@@ -404,6 +412,34 @@ impl Report {
             self.lost,
             self.duplicated,
             self.out_of_order,
+            self.publisher_spread(),
+        )
+    }
+
+    /// The least and most of each publisher's figures, for an open-loop run with more than one
+    /// publisher: whether the broker served (and lost) them alike.
+    fn publisher_spread(&self) -> String {
+        if !self.open_loop || self.per_publisher.len() < 2 {
+            return String::new();
+        }
+        let range = |field: fn(&PublisherFigures) -> f64| {
+            let values = self.per_publisher.iter().map(field);
+            let low = values.clone().fold(f64::INFINITY, f64::min);
+            let high = values.fold(0.0, f64::max);
+            if low == high {
+                format!("{low:.0}")
+            } else {
+                format!("{low:.0}–{high:.0}")
+            }
+        };
+        format!(
+            "; per publisher {} msg/s delivered, {} acknowledged, lost {}, duplicated {}, out \
+             of order {}",
+            range(|p| p.delivered_per_s),
+            range(|p| p.acknowledged_per_s),
+            range(|p| p.lost as f64),
+            range(|p| p.duplicated as f64),
+            range(|p| p.out_of_order as f64),
         )
     }
 

@@ -1,7 +1,8 @@
 //! The open-loop mode against a broker that misbehaves on purpose, by sequence number: it
 //! acknowledges and drops some messages, delivers some twice, delivers some out of order,
 //! refuses some and never answers some. The report must count each kind exactly, for every
-//! publisher and every subscriber group, at QoS 1 and QoS 2 (acknowledged at PUBREC).
+//! publisher and every subscriber group, at QoS 1 and QoS 2 (acknowledged at PUBREC); and the
+//! same broker delivering everything once, in order, must be reported as losing nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 use std::cell::RefCell;
@@ -34,6 +35,7 @@ enum Fate {
     Hold,
 }
 
+/// What the misbehaving broker does with each message.
 fn fate(seq: u64) -> Fate {
     match seq % 10 {
         3 => Fate::Drop,
@@ -51,8 +53,8 @@ fn seq_of(publish: &Publish) -> u64 {
 
 type Subscribers = Rc<RefCell<Vec<mpsc::UnboundedSender<Publish>>>>;
 
-/// Serves one connection: a publisher, a subscriber, or both.
-async fn serve(mut stream: TcpStream, subscribers: Subscribers) {
+/// Serves one connection (a publisher, a subscriber, or both), deciding each message's `fate`.
+async fn serve(mut stream: TcpStream, subscribers: Subscribers, fate: fn(u64) -> Fate) {
     let version = ProtocolVersion::V5;
     let mut decoder = Decoder::new(version, u32::MAX);
     let mut rbuf = BytesMut::new();
@@ -136,7 +138,7 @@ async fn serve(mut stream: TcpStream, subscribers: Subscribers) {
 }
 
 /// Starts the broker on its own thread; returns its port.
-fn start_broker() -> u16 {
+fn start_broker(fate: fn(u64) -> Fate) -> u16 {
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -150,7 +152,7 @@ fn start_broker() -> u16 {
             let subscribers = Subscribers::default();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                tokio::task::spawn_local(serve(stream, Rc::clone(&subscribers)));
+                tokio::task::spawn_local(serve(stream, Rc::clone(&subscribers), fate));
             }
         });
     });
@@ -204,8 +206,8 @@ fn check(report: &Report, groups: u64) {
     assert_eq!(report.subscribers_closed, 0);
 }
 
-fn run(args: &[&str]) -> Report {
-    let port = start_broker().to_string();
+fn run(fate: fn(u64) -> Fate, args: &[&str]) -> Report {
+    let port = start_broker(fate).to_string();
     let cli = Cli::parse_from(
         [
             &[
@@ -230,13 +232,37 @@ const PACE: [&str; 4] = ["--rate", "2000", "--duration", "0.25"];
 
 #[test]
 fn qos1_fan_in_counts_every_fate_per_publisher() {
-    let report = run(&[&["fan-in", "--qos", "1", "--publishers", "2"][..], &PACE].concat());
+    let args = [&["fan-in", "--qos", "1", "--publishers", "2"][..], &PACE].concat();
+    let report = run(fate, &args);
     assert_eq!(report.scenario, Scenario::FanIn);
     check(&report, 1);
 }
 
 #[test]
 fn qos2_fan_out_counts_every_fate_per_group() {
-    let report = run(&[&["fan-out", "--qos", "2", "--subscribers", "2"][..], &PACE].concat());
+    let args = [&["fan-out", "--qos", "2", "--subscribers", "2"][..], &PACE].concat();
+    let report = run(fate, &args);
     check(&report, 2);
+}
+
+#[test]
+fn a_broker_that_delivers_everything_loses_nothing() {
+    let args = [&["fan-in", "--qos", "2", "--publishers", "3"][..], &PACE].concat();
+    let report = run(|_| Fate::Deliver, &args);
+    assert_eq!(report.per_publisher.len(), 3);
+    for p in &report.per_publisher {
+        assert!(p.sent >= 20, "{p:?}");
+        // Every message acknowledged and delivered once, in the order it was sent.
+        let got = [
+            p.acknowledged,
+            p.delivered,
+            p.lost,
+            p.duplicated,
+            p.out_of_order,
+        ];
+        assert_eq!(got, [p.sent, p.sent, 0, 0, 0], "{p:?}");
+    }
+    let totals = [report.lost, report.duplicated, report.out_of_order];
+    assert_eq!(totals, [0, 0, 0], "{report:?}");
+    assert_eq!((report.unacknowledged, report.refused), (0, 0));
 }

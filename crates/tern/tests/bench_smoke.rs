@@ -198,6 +198,9 @@ fn assert_open_loop_accounts(report: &Value) {
     let sum = |field: &str| publishers.iter().map(|p| count(p, field)).sum::<u64>();
     assert_eq!(sum("sent"), sent, "{report}");
     assert_eq!(sum("lost"), count(report, "lost"), "{report}");
+    for field in ["acknowledged_in_window", "delivered_in_window"] {
+        assert_eq!(sum(field), count(report, field), "{field}: {report}");
+    }
     let delivered = count(report, "delivered_in_window") + count(report, "backlog");
     assert_eq!(sum("delivered"), delivered, "{report}");
     // One subscriber group here: each acknowledged message arrived once or is lost.
