@@ -20,6 +20,7 @@ BROKERS = [
     ("rumqttd", "rumqttd"),
     ("tern", "Tern (durability os)"),
     ("tern-fsync", "Tern (durability fsync)"),
+    ("tern-defaults", "Tern (defaults)"),
 ]
 # (scenario, qos, x Mosquitto, x rumqttd): the closed-loop throughput targets.
 THROUGHPUT = [
@@ -41,8 +42,9 @@ SHAPES = {
     "pairs": "16 pairs",
     "shared": "10 → 10 in one group",
 }
-# The open-loop runs: (scenario, qos). Tern's target in each: nothing acknowledged is lost,
-# duplicated or reordered, at no less than this share of its closed-loop delivered rate.
+# The open-loop runs: (scenario, qos). Tern's target in each, with its defaults: nothing
+# acknowledged is lost, duplicated or reordered, at no less than this share of its closed-loop
+# delivered rate (with bench/tern.toml) in the same scenario.
 OPEN_LOOP = [(s, q) for s in ("fan-in", "fan-out", "pairs") for q in (1, 2)]
 OPEN_LOOP_SHARE = 0.9
 OPEN = "/open"
@@ -256,16 +258,32 @@ def open_loop_cell(row):
     return cell
 
 
+def open_loop_inflight(rows):
+    """The in-flight windows the open-loop runs kept, as text (normally one figure)."""
+    windows = sorted({row["inflight_max"] for key, row in rows.items()
+                      if key[1].endswith(OPEN) and row.get("inflight_max")})
+    return " or ".join(num(w) for w in windows) or "—"
+
+
+def open_loop_tern(rows):
+    """The Tern the open-loop target judges: the one with its defaults where it ran (the target
+    is about what a user gets), else the one with bench/tern.toml."""
+    return "tern-defaults" if any(key[0] == "tern-defaults" for key in rows) else "tern"
+
+
 def open_loop_table(rows, brokers):
-    head = ["Scenario"] + [name for _, name in brokers]
-    head += ["Tern ÷ Mosquitto", "Tern ÷ rumqttd", "Tern open ÷ closed loop", "Target", "Met"]
+    judged = open_loop_tern(rows)
+    name = dict(BROKERS)[judged]
+    head = ["Scenario"] + [label for _, label in brokers]
+    head += [f"{name} ÷ Mosquitto", f"{name} ÷ rumqttd",
+             f"{name} open ÷ {dict(BROKERS)['tern']} closed loop", "Target", "Met"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for scenario, qos in OPEN_LOOP:
         key = scenario + OPEN
         cells = [f"{scenario} ({SHAPES[scenario]}) QoS {qos}"]
         for broker, _ in brokers:
             cells.append(open_loop_cell(rows.get((broker, key, qos))))
-        tern_row = rows.get(("tern", key, qos))
+        tern_row = rows.get((judged, key, qos))
         tern = clean_rate(tern_row)
         cells.append(fmt_ratio(ratio(tern, clean_rate(rows.get(("mosquitto", key, qos))))))
         cells.append(fmt_ratio(ratio(tern, clean_rate(rows.get(("rumqttd", key, qos))))))
@@ -541,15 +559,15 @@ def markdown(out, rows, chart_path):
         "",
         "### Open loop: what a broker acknowledges, it must deliver",
         "",
-        "Publishers bounded only by their in-flight window (100 unacknowledged QoS 1/2 publishes "
-        "each, as a device's client library keeps), never by delivery; 64-byte payloads, MQTT "
-        "3.1.1. A message counts as acknowledged at PUBACK (QoS 1) or PUBREC (QoS 2), and one "
+        f"Publishers bounded only by their in-flight window ({open_loop_inflight(rows)} "
+        "unacknowledged QoS 1/2 publishes each, as a device's client library keeps), never by "
+        "delivery; 64-byte payloads, MQTT 3.1.1. A message counts as acknowledged at PUBACK (QoS 1) or PUBREC (QoS 2), and one "
         "acknowledged but not delivered by the end of the drain after the window is **lost**: "
         "such a run shows it first and counts towards no ratio, however fast it acknowledged. "
         "\"Owed at the window's end\" is what the broker had acknowledged and not yet delivered "
-        "when the publishers stopped. The target is Tern's: nothing lost, duplicated or "
-        f"reordered, at {OPEN_LOOP_SHARE * 100:.0f}% or more of its closed-loop rate in the "
-        "same scenario (the table above).",
+        "when the publishers stopped. The target is Tern's with its defaults (where that ran): "
+        f"nothing lost, duplicated or reordered, at {OPEN_LOOP_SHARE * 100:.0f}% or more of "
+        "its closed-loop rate in the same scenario (the table above).",
         "",
         open_loop_table(rows, brokers),
         "",

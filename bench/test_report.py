@@ -8,8 +8,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from report import (  # noqa: E402
-    clean_rate, distinct, load, open_loop_table, p99_gap, pooled_latency, pooled_p99, quantile,
-    repo_relative,
+    clean_rate, distinct, load, open_loop_inflight, open_loop_table, p99_gap, pooled_latency,
+    pooled_p99, quantile, repo_relative,
 )
 
 
@@ -150,3 +150,27 @@ def test_a_subscriber_cut_off_earns_no_ratio():
 def test_repeated_commands_are_listed_once_with_their_count():
     commands = ["a --broker-pid 12", "b", "a --broker-pid 13", "b", "b"]
     assert distinct(commands) == ["a --broker-pid PID  # 2 times", "b  # 3 times"]
+
+
+def test_the_open_loop_target_is_judged_on_tern_with_its_defaults_where_it_ran():
+    # With bench/tern.toml's raised queues nothing is lost; with the defaults, half is.
+    rows = rows_of(flow("tern", "fan-out", 2, 1000),
+                   flow("tern", "fan-out", 2, 1000, open_loop=True),
+                   flow("tern-defaults", "fan-out", 2, 950, open_loop=True, lost=500))
+    brokers = [("tern", "Tern (durability os)"), ("tern-defaults", "Tern (defaults)")]
+    table = open_loop_table(rows, brokers)
+    assert "Tern (defaults) open ÷ Tern (durability os) closed loop" in table.splitlines()[0]
+    cells = cells_of(table, "fan-out (1 → 16) QoS 2")
+    assert cells[1].startswith("1,000/s delivered")
+    assert cells[2].startswith("**LOST 500 of 1,000 acknowledged (50%)**")
+    assert cells[-1] == "**no**"
+    # Without a run with the defaults, the one with bench/tern.toml is judged.
+    del rows[("tern-defaults", "fan-out/open", 2)]
+    assert cells_of(open_loop_table(rows, brokers[:1]), "fan-out (1 → 16) QoS 2")[-1] == "yes"
+
+
+def test_the_open_loop_window_is_read_from_the_runs():
+    rows = rows_of(flow("tern", "pairs", 1, 10, inflight_max=65535),
+                   flow("tern", "pairs", 1, 10, open_loop=True, inflight_max=1024),
+                   flow("mosquitto", "pairs", 1, 10, open_loop=True, inflight_max=1024))
+    assert open_loop_inflight(rows) == "1,024"
