@@ -501,15 +501,16 @@ def chart(rows, brokers, path):
     axes[1][0].legend(fontsize=7)
     axes[1][0].set_ylabel("ms")
     axes[1][0].set_title("p99 latency at 1,000 msg/s")
-    mem = []
-    for key, label in brokers:
-        c = figures(rows, key, "connections", "connections")
-        mem.append((c or {}).get("rss_per_connection_bytes") or 0)
-    axes[1][1].bar(range(len(brokers)), [m / 1024 for m in mem],
-                   color=[f"C{i}" for i in range(len(brokers))])
-    axes[1][1].set_xticks(range(len(brokers)),
+    # Only the brokers whose connection rounds ran (Tern with its defaults runs none), each in
+    # the colour it has in the other panels.
+    mem = [(f"C{i}", name, figures(rows, key, "connections", "connections"))
+           for i, (key, name) in enumerate(brokers) if (key, "connections", 0) in rows]
+    axes[1][1].bar(range(len(mem)), [((c or {}).get("rss_per_connection_bytes") or 0) / 1024
+                                     for _, _, c in mem],
+                   color=[colour for colour, _, _ in mem])
+    axes[1][1].set_xticks(range(len(mem)),
                           [n.split(" (")[0] + ("\nfsync" if "fsync" in n else "")
-                           for _, n in brokers], fontsize=8)
+                           for _, n, _ in mem], fontsize=8)
     axes[1][1].set_ylabel("KiB")
     axes[1][1].set_title("Memory per idle connection")
     fig.tight_layout()
