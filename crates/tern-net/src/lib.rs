@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{error, info};
 
-pub use gate::AdmissionLimits;
+pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
 pub use tls::{TlsError, TlsSettings};
 
 use durable::{Commit, Committer};

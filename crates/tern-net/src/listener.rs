@@ -151,7 +151,7 @@ async fn handshake_and_serve(
     // connection does not pay for them.
     let tls = listener.tls.as_ref().zip(handshakes.as_deref());
     match (tls, &listener.ws_path) {
-        (None, None) => serve_plain(stream, peer, profile, shared).await,
+        (None, None) => serve_plain(stream, peer, profile, shared, admitted).await,
         (tls, ws_path) => {
             Box::pin(handshake_and_serve_wrapped(
                 stream,
@@ -163,19 +163,25 @@ async fn handshake_and_serve(
                 deadline,
                 message_max,
                 profile,
+                admitted,
             ))
             .await;
         }
     }
-    drop(admitted);
 }
 
 /// Serves a plain TCP connection, whose write half the broker thread shares for direct writes.
-async fn serve_plain(stream: TcpStream, peer: SocketAddr, profile: usize, shared: Rc<Shared>) {
+async fn serve_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    profile: usize,
+    shared: Rc<Shared>,
+    admitted: Admitted,
+) {
     let stream = SharedTcp::new(stream);
     let direct = Some(stream.writer());
     let info = ConnectionInfo::default();
-    connection::run(stream, peer, info, profile, shared, direct).await;
+    connection::run(stream, peer, info, profile, shared, direct, admitted).await;
 }
 
 /// The TLS and WebSocket arms of [`handshake_and_serve`].
@@ -190,6 +196,7 @@ async fn handshake_and_serve_wrapped(
     deadline: Duration,
     message_max: usize,
     profile: usize,
+    admitted: Admitted,
 ) {
     let refuse = |reason: &str| {
         if shared.log_refusal() {
@@ -200,12 +207,12 @@ async fn handshake_and_serve_wrapped(
         }
     };
     match (tls, ws_path) {
-        (None, None) => serve_plain(stream, peer, profile, shared).await,
+        (None, None) => serve_plain(stream, peer, profile, shared, admitted).await,
         (Some((tls, handshakes)), None) => {
             match handshakes.accept(stream, tls.config(), deadline).await {
                 Ok(stream) => {
                     let info = tls_info(&stream, listener);
-                    connection::run(stream, peer, info, profile, shared, None).await;
+                    connection::run(stream, peer, info, profile, shared, None, admitted).await;
                 }
                 Err(reason) => refuse(&reason),
             }
@@ -220,6 +227,7 @@ async fn handshake_and_serve_wrapped(
                         profile,
                         shared,
                         None,
+                        admitted,
                     )
                     .await;
                 }
@@ -239,7 +247,7 @@ async fn handshake_and_serve_wrapped(
             let info = tls_info(&stream, listener);
             match tokio::time::timeout_at(at, ws::accept(stream, path, message_max)).await {
                 Ok(Ok(stream)) => {
-                    connection::run(stream, peer, info, profile, shared, None).await;
+                    connection::run(stream, peer, info, profile, shared, None, admitted).await;
                 }
                 Ok(Err(reason)) => refuse(&reason),
                 Err(_) => refuse(&format!(
