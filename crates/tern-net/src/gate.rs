@@ -8,25 +8,24 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Connection limits applied when a socket is accepted; 0 means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Connection limits applied when a socket is accepted; 0 means no limit, and the default is
+/// no limit at all.
+///
+/// The per-address caps are a hardening choice for clients that each have an address of their
+/// own: a fleet behind one carrier-grade NAT or a load balancer, and a load test from one host,
+/// arrive from one address. What keeps one address from taking every slot with connections
+/// that never send CONNECT is the fair share (see [`PENDING_PER_ADDRESS_FLOOR`]), which applies
+/// whenever `connections_max` is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionLimits {
-    /// Open connections, all listeners together (0: no cap, and no fair share is kept).
+    /// Open connections, all listeners together. `tern serve` derives its default from the
+    /// process's open-file limit; a library user sets it (0: only the system's limit applies,
+    /// and no fair share is kept).
     pub connections_max: usize,
     /// Open connections from one source address.
     pub connections_per_address_max: usize,
     /// New connections accepted from one source address per second.
     pub connection_rate_per_address_max: u32,
-}
-
-impl Default for AdmissionLimits {
-    fn default() -> Self {
-        Self {
-            connections_max: 10_000,
-            connections_per_address_max: 1_000,
-            connection_rate_per_address_max: 500,
-        }
-    }
 }
 
 /// Connections from one address that have not sent their CONNECT yet may always number this
@@ -210,6 +209,14 @@ mod tests {
                 Err(reason) => return (admitted, reason),
             }
         }
+    }
+
+    #[test]
+    fn the_defaults_limit_nothing_per_address() {
+        let gate = Gate::new(AdmissionLimits::default());
+        let now = Instant::now();
+        let admitted: Vec<_> = (0..5_000).map(|_| gate.admit(A, now)).collect();
+        assert!(admitted.iter().all(Result::is_ok));
     }
 
     #[test]
