@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tern_core::ConnectionInfo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
@@ -21,6 +21,24 @@ use crate::{connection, ws, AuthReload, ListenerConfig, Transport};
 /// Room a WebSocket message may take beyond the largest MQTT packet (framing, a few packets
 /// batched into one message).
 const WS_MESSAGE_SLACK_BYTES: usize = 64 * 1024;
+
+/// Connections the kernel may complete and queue on a listener before the broker accepts
+/// them; the kernel caps it at `net.core.somaxconn` (4,096 by default since Linux 5.4). With
+/// Tokio's 128, a flood of connects from one address kept the queue full, and a client from
+/// elsewhere whose SYN met a full queue was dropped and tried again a second later.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds a listening socket on `address`, reusing the address as `TcpListener::bind` does.
+pub(crate) fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// A bound listener as the accept loop uses it.
 #[derive(Debug)]

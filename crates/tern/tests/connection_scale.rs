@@ -1,7 +1,8 @@
 //! The connection defaults at scale, against the real binary with no configuration: 20,000
 //! connections from one address are all accepted (as far as the open-file limit allows), and
 //! one address flooding the broker with sockets that never send CONNECT takes half of the free
-//! slots and no more, while clients from another address connect and exchange messages.
+//! slots and no more, while clients from another address connect and exchange messages; and a
+//! burst of connects finds room in the listener's queue while the broker is not accepting.
 //!
 //! A test binary of its own: it holds thousands of descriptors, which would crowd out tests
 //! sharing its process. Its clients bind loopback addresses of their own and ports outside
@@ -34,6 +35,7 @@ const FLEET: usize = 20_000;
 /// Where the fleet comes from; the flood comes from 127.0.0.2, its victims from 127.0.0.1.
 const FLEET_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 19, 1);
 const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const BURST_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 19, 2);
 /// What the broker keeps out of its default `connections_max` (crates/tern/src/process.rs).
 const DESCRIPTOR_RESERVE: u64 = 1024;
 /// Connection attempts in flight at once: enough to be quick, few enough to stay within the
@@ -329,4 +331,57 @@ fn a_flood_from_one_address_leaves_room_for_others() {
     assert_eq!(FLOOD - closed, cap / 2, "flood sockets kept of {cap} slots");
     assert!(tern.wait_for_log("have not sent CONNECT", TIMEOUT));
     assert!(tern.wait_for_log(&format!("connections_max {cap}:"), TIMEOUT));
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the broker.
+fn signal(tern: &Tern, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(tern.pid().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// While the broker is stopped (`SIGSTOP`: it accepts nothing), a burst of 1,000 connects
+/// completes its handshakes in the kernel: the listen queue holds them all (as many as
+/// `net.core.somaxconn` allows, 4,096 by default), where a queue of 128 would leave the rest
+/// retrying their SYNs second after second. Once the broker runs again, it serves them.
+#[test]
+fn a_burst_of_connects_waits_in_the_listen_queue() {
+    const BURST: usize = 1_000;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4_096);
+    let burst = BURST.min(somaxconn);
+    eprintln!("net.core.somaxconn {somaxconn}: {burst} connects while the broker is stopped");
+    let tern = Tern::start();
+    let broker = SocketAddr::from(([127, 0, 0, 1], tern.port));
+    let source = Arc::new(SourcePorts::new(BURST_SOURCE));
+    let rt = runtime();
+    signal(&tern, "STOP");
+    let queued = rt.block_on(async {
+        let source = Arc::clone(&source);
+        tokio::time::timeout(
+            TIMEOUT,
+            open_many(burst, move |_| {
+                let source = Arc::clone(&source);
+                async move { source.connect(broker).await }
+            }),
+        )
+        .await
+    });
+    signal(&tern, "CONT");
+    let queued = queued.expect("every connect of the burst completed while the broker slept");
+    assert_eq!(queued.into_iter().filter(Result::is_ok).count(), burst);
+    // Served once it runs: a client behind the burst connects (the burst's sockets, which
+    // send nothing, wait for their CONNECT deadline).
+    rt.block_on(async {
+        let next = mqtt_connect(&source, broker, "after-the-burst")
+            .await
+            .expect("connects");
+        assert!(next.is_some(), "served after the burst");
+    });
 }
