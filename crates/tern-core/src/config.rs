@@ -49,6 +49,10 @@ pub struct Limits {
     /// Bytes of retained messages held at most (topic and payload of each); a retained PUBLISH
     /// that would grow them past it is refused (MQTT 5: 0x97 Quota exceeded). 0 means no limit.
     pub retained_bytes_max: usize,
+    /// Retained messages sent at most for one subscription when it is made; the rest are left
+    /// out, counted, and an MQTT 5 SUBACK names the filter. 0 means no cap: every matching
+    /// retained message is sent, paced by the subscriber.
+    pub retained_per_subscription_max: usize,
     /// Subscriptions one session may hold.
     pub subscriptions_per_session_max: usize,
     /// Longest topic name or filter, in bytes.
@@ -91,6 +95,7 @@ impl Default for Limits {
             retain_available: true,
             retained_count_max: 1_000_000,
             retained_bytes_max: 1024 * 1024 * 1024,
+            retained_per_subscription_max: 0,
             subscriptions_per_session_max: 10_000,
             topic_length_max_bytes: usize::from(u16::MAX),
             topic_levels_max: 201,

@@ -187,6 +187,9 @@ pub struct Connection {
     pub outbox_qos0: usize,
     /// Bytes charged for them ([`crate::Message::charge`]).
     pub outbox_qos0_bytes: usize,
+    /// Whether retained messages owed to the session wait for room in `outbox` (QoS 0): taking
+    /// them out lists the session to go on.
+    pub retained_feed_waits: bool,
     /// Set by a normal DISCONNECT from the client: the will is not published.
     pub disconnected_normally: bool,
     /// Whether the connection is already listed for the runtime to wake.
@@ -234,6 +237,7 @@ impl Connection {
             outbox: VecDeque::new(),
             outbox_qos0: 0,
             outbox_qos0_bytes: 0,
+            retained_feed_waits: false,
             disconnected_normally: false,
             woken: false,
             auth_method: None,

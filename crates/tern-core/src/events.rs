@@ -1,7 +1,7 @@
 //! Typed events the core reports (connects, disconnects, refusals, drops) and its counters.
 //! The runtime logs them; later the status registry and console read the same stream.
 
-use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode, TopicName};
+use tern_codec::{DecodeError, MqttString, ProtocolVersion, ReasonCode, TopicFilter, TopicName};
 
 use crate::authz::Access;
 use crate::throttle::Throttled;
@@ -139,6 +139,16 @@ pub enum Event {
         /// The messages it lost.
         messages: usize,
     },
+    /// A subscription matched more retained messages than `retained_per_subscription_max`:
+    /// only that many are sent.
+    RetainedCapped {
+        /// The subscriber.
+        client_id: MqttString,
+        /// The subscription's filter.
+        filter: TopicFilter,
+        /// The cap.
+        max: usize,
+    },
     /// A PUBLISH was refused without closing the connection (a `$tree/` publish whose payload
     /// does not fit its topic, or a denied topic); an MQTT 5 client got the reason code.
     PublishRefused {
@@ -179,6 +189,9 @@ pub struct Stats {
     /// Retained PUBLISH packets refused (or, for wills, not retained) because storing them
     /// would exceed `retained_count_max` or `retained_bytes_max`.
     pub retained_refused: u64,
+    /// Subscriptions sent fewer retained messages than matched, for
+    /// `retained_per_subscription_max`.
+    pub retained_capped: u64,
     /// Subscriptions held, now.
     pub subscriptions: u64,
     /// Connections refused or closed for a protocol violation.

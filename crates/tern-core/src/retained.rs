@@ -218,11 +218,27 @@ impl<V> RetainedTree<V> {
         filter: &str,
         after: Option<&str>,
         limit: usize,
-        f: impl FnMut(&V),
+        mut f: impl FnMut(&V),
+    ) -> bool {
+        self.take_matches_after(filter, after, limit, |value| {
+            f(value);
+            true
+        })
+    }
+
+    /// Offers `take` the values whose topic matches `filter`, in topic order (level by level),
+    /// starting after the topic `after`, until it has taken `limit` of them or refuses one
+    /// (returns false); returns whether more remain (the refused one among them).
+    pub fn take_matches_after(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+        take: impl FnMut(&V) -> bool,
     ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let cursor: Option<Vec<&str>> = after.map(|topic| topic.split('/').collect());
-        let mut walk = Limited { f, left: limit };
+        let mut walk = Limited { take, left: limit };
         walk_from(&self.root, &levels, cursor.as_deref(), true, &mut walk)
     }
 
@@ -286,23 +302,23 @@ fn walk<V>(node: &Node<V>, remaining: Option<&str>, at_root: bool, f: &mut impl 
     }
 }
 
-/// A callback that takes a bounded number of values.
+/// A callback that takes a bounded number of values, and may refuse one to stop early.
 struct Limited<F> {
-    f: F,
+    take: F,
     left: usize,
 }
 
 impl<F> Limited<F> {
-    /// Gives `value` to the callback; returns true (stop) if the limit was already reached.
+    /// Offers `value` to the callback; returns true (stop) if the limit was already reached or
+    /// the callback refused it.
     fn emit<V>(&mut self, value: &V) -> bool
     where
-        F: FnMut(&V),
+        F: FnMut(&V) -> bool,
     {
-        if self.left == 0 {
+        if self.left == 0 || !(self.take)(value) {
             return true;
         }
         self.left -= 1;
-        (self.f)(value);
         false
     }
 }
@@ -325,7 +341,7 @@ fn children_from<'n, 'c, V>(
 
 /// [`walk`] in order, after `cursor` (the levels of the last topic given, below `node`; empty
 /// if it was `node` itself). Returns true if it stopped at the limit.
-fn walk_from<V, F: FnMut(&V)>(
+fn walk_from<V, F: FnMut(&V) -> bool>(
     node: &Node<V>,
     filter: &[&str],
     cursor: Option<&[&str]>,
@@ -375,7 +391,7 @@ fn walk_from<V, F: FnMut(&V)>(
 }
 
 /// Every value of `node` and below, in order, after `cursor`.
-fn visit_from<V, F: FnMut(&V)>(
+fn visit_from<V, F: FnMut(&V) -> bool>(
     node: &Node<V>,
     cursor: Option<&[&str]>,
     walk: &mut Limited<F>,
@@ -486,6 +502,35 @@ mod tests {
                 assert_eq!(got, want, "filter {filter}, limit {limit}");
             }
         }
+    }
+
+    #[test]
+    fn a_refused_value_is_where_the_walk_resumes() {
+        let mut tree = RetainedTree::new();
+        for topic in ["s/a", "s/b", "s/c", "s/d"] {
+            tree.insert(topic, topic.to_owned());
+        }
+        let mut taken = Vec::new();
+        // Takes until it meets s/c, which it refuses: more remain, s/c among them.
+        let more = tree.take_matches_after("s/#", None, 10, |v: &String| {
+            if v == "s/c" {
+                return false;
+            }
+            taken.push(v.clone());
+            true
+        });
+        assert!(more);
+        assert_eq!(taken, ["s/a", "s/b"]);
+        let mut rest = Vec::new();
+        let more = tree.take_matches_after("s/#", Some("s/b"), 10, |v: &String| {
+            rest.push(v.clone());
+            true
+        });
+        assert!(!more);
+        assert_eq!(rest, ["s/c", "s/d"]);
+        // A limit of 0 takes nothing and says whether anything matches.
+        assert!(tree.take_matches_after("s/+", None, 0, |_| true));
+        assert!(!tree.take_matches_after("t/+", None, 0, |_| true));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, SubscriptionIds, TopicFilter, Will};
 
 use crate::auth::SessionOwner;
+use crate::broker::retained_feed::RetainedFeeds;
 use crate::connection::OutgoingPublish;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SharedMessage, Time};
@@ -149,6 +150,8 @@ pub struct Session {
     pub will_at: Option<Time>,
     /// Whether the durable store holds a record of this session.
     pub persisted: bool,
+    /// Retained messages still owed to its new subscriptions; boxed, as most sessions owe none.
+    pub(crate) retained_feeds: Option<Box<RetainedFeeds>>,
 }
 
 impl Session {
@@ -174,6 +177,7 @@ impl Session {
             will: None,
             will_at: None,
             persisted: false,
+            retained_feeds: None,
         }
     }
 

@@ -408,6 +408,7 @@ fn stats_add_up() {
         // "t/1" and "a".
         retained_bytes: 4,
         retained_refused: 0,
+        retained_capped: 0,
         subscriptions: 2,
         protocol_errors: 0,
         publish_denied: 0,

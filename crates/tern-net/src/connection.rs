@@ -433,6 +433,8 @@ where
         if close {
             return Ok(true);
         }
+        // The client has taken this batch: retained messages waiting for room can follow.
+        shared.resume_retained_feeds();
     }
 }
 

@@ -318,7 +318,9 @@ impl Shared {
         broker.take_woken(&mut woken);
         while let Some(event) = broker.poll_event() {
             let budget = match event {
-                Event::Denied { .. } | Event::PublishRefused { .. } => Some(&self.denial_log),
+                Event::Denied { .. }
+                | Event::PublishRefused { .. }
+                | Event::RetainedCapped { .. } => Some(&self.denial_log),
                 Event::Refused { .. } => Some(&self.refusal_log),
                 Event::Dropped {
                     reason: DropReason::QueueFull | DropReason::MemoryFull,
@@ -380,7 +382,25 @@ impl Shared {
                 waker.wake();
             }
         }
+        // A direct write may have taken a connection's outbox down far enough for the retained
+        // messages owed to its session to go on: the timer task sends them.
+        if self.broker.borrow().retained_feeds_ready() {
+            self.timer_wake.notify_one();
+        }
         others
+    }
+
+    /// Sends more of the retained messages owed to subscriptions whose connections have taken
+    /// their share out of the outbox (the core lists them as it hands those out), so a large
+    /// set of retained messages goes out as fast as the subscriber reads, no faster.
+    pub(crate) fn resume_retained_feeds(&self) {
+        let mut broker = self.broker.borrow_mut();
+        if !broker.retained_feeds_ready() {
+            return;
+        }
+        broker.resume_retained_feeds(self.now());
+        drop(broker);
+        self.after_input();
     }
 
     fn note_activity(&self) {
@@ -664,6 +684,14 @@ fn log_event(event: &Event) {
         } => {
             warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
         }
+        Event::RetainedCapped {
+            client_id,
+            filter,
+            max,
+        } => warn!(
+            "subscription of {client_id:?} to {filter:?} gets only {max} of its retained \
+             messages (limits.retained_per_subscription_max)"
+        ),
     }
 }
 

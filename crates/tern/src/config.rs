@@ -237,6 +237,7 @@ pub(crate) struct LimitsConfig {
     retain_available: Option<bool>,
     retained_count_max: Option<usize>,
     retained_bytes_max: Option<usize>,
+    retained_per_subscription_max: Option<usize>,
     subscriptions_per_session_max: Option<usize>,
     topic_length_max_bytes: Option<usize>,
     topic_levels_max: Option<usize>,
@@ -303,6 +304,9 @@ impl LimitsConfig {
             retained_bytes_max: self
                 .retained_bytes_max
                 .unwrap_or(defaults.retained_bytes_max),
+            retained_per_subscription_max: self
+                .retained_per_subscription_max
+                .unwrap_or(defaults.retained_per_subscription_max),
             subscriptions_per_session_max: self
                 .subscriptions_per_session_max
                 .unwrap_or(defaults.subscriptions_per_session_max),

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::mqtt::{ack, publish, RawClient};
-use support::Tern;
+use support::{rss_bytes, Tern};
 use tern_codec::{Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -28,17 +28,6 @@ const OVERHEAD_BYTES: u64 = 16 * 1024 * 1024;
 const WINDOW: u32 = 8;
 /// Subscribers that never read, one per topic `big/N`; the first at QoS 0.
 const STALLED: u32 = 3;
-
-/// Resident memory of `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line");
-    kib * 1024
-}
 
 /// Receives every message on `big/#` at QoS 1, acknowledging each; returns their numbers.
 fn healthy_subscriber(mut client: RawClient) -> Vec<u32> {

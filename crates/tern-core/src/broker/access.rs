@@ -243,6 +243,7 @@ impl Broker {
         for filter in denied {
             if let Some(info) = self.session_mut(key).subscriptions.remove(&filter) {
                 self.unindex_subscription(key, &filter, &info);
+                self.stop_retained_feed(key, &filter);
             }
             self.denied(id, Access::Subscribe, &filter);
         }

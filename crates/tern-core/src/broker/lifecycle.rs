@@ -274,6 +274,7 @@ impl Broker {
         }
         self.run_due_timers(now);
         self.run_tree_views(now);
+        self.resume_retained_feeds(now);
         self.close_oversized(now);
     }
 
@@ -336,13 +337,20 @@ impl Broker {
     }
 
     /// The earliest time [`Broker::handle_timeout`] has work for a will, an expiring session or
-    /// retained message, or a tree view delta. Connection deadlines are checked on every call;
-    /// the runtime calls at least once a second.
+    /// retained message, a tree view delta, or retained messages owed to a subscription (then
+    /// at once). Connection deadlines are checked on every call; the runtime calls at least once
+    /// a second.
     pub fn next_timeout(&self) -> Option<Time> {
         let session = self.timers.first().map(|&(at, _, _)| at);
         let retained = self.retained.next_expiry();
         let trees = self.next_tree_due();
-        session.into_iter().chain(retained).chain(trees).min()
+        let feeds = self.retained_feeds_ready().then_some(self.started_at);
+        session
+            .into_iter()
+            .chain(retained)
+            .chain(trees)
+            .chain(feeds)
+            .min()
     }
 
     pub(super) fn next_message_id(&mut self) -> u64 {

@@ -11,6 +11,7 @@ mod connect;
 mod lifecycle;
 pub mod memory;
 mod publish;
+pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;
 pub mod sys;
@@ -37,7 +38,7 @@ use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSessio
 use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
 use crate::tree_view::TreeViews;
-use crate::types::{ConnectionId, SessionKey, Time};
+use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
 
 /// Timers the broker keeps for sessions without a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,6 +103,10 @@ pub struct Broker {
     held_bytes: usize,
     /// Connections of sessions cut loose for the memory limit, to be closed.
     shed_connections: Vec<ConnectionId>,
+    /// Sessions whose retained messages can go on (see `retained_feed.rs`).
+    retained_ready: Vec<SessionKey>,
+    /// Reused buffer for the retained messages one step of a feed takes.
+    feed_scratch: Vec<(SharedMessage, tern_codec::QoS, Option<u32>)>,
 }
 
 impl Broker {
@@ -138,6 +143,8 @@ impl Broker {
             tree_views: TreeViews::default(),
             held_bytes: 0,
             shed_connections: Vec::new(),
+            retained_ready: Vec::new(),
+            feed_scratch: Vec::new(),
         }
     }
 
@@ -289,6 +296,7 @@ impl Broker {
                 connection.outbox_qos0 -= 1;
                 connection.outbox_qos0_bytes -= bytes;
                 self.held_bytes -= bytes;
+                retained_feed::outbox_taken(&mut self.retained_ready, connection);
             }
             // Chosen here, as the PUBLISH leaves for the socket in the order it is written: an
             // alias is set by the first PUBLISH on the wire that carries it, whatever was queued.

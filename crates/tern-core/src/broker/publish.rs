@@ -553,6 +553,8 @@ impl Broker {
                 self.resend_publish(id, key, index, now);
                 continue;
             }
+            // Retained messages owed to new subscriptions go first (retained_feed.rs).
+            self.feed_retained(key, id, now);
             let session = self.session(key);
             let Some(next) = session.queue.front() else {
                 return;

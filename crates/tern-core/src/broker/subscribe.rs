@@ -1,18 +1,15 @@
 //! SUBSCRIBE and UNSUBSCRIBE: granting QoS, replacing identical filters, shared subscriptions,
 //! and retained messages sent per Retain Handling.
 
-use std::sync::Arc;
-
 use tern_codec::{
     AckProperties, Packet, ProtocolVersion, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
-    SubscriptionIds, UnsubAck, Unsubscribe,
+    UnsubAck, Unsubscribe,
 };
 
 use super::Broker;
 use crate::authz::Access;
-use crate::session::Delivery;
 use crate::tree::SubscriptionInfo;
-use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
+use crate::types::{ConnectionId, SessionKey, Time};
 
 impl Broker {
     pub(super) fn handle_subscribe(
@@ -24,7 +21,8 @@ impl Broker {
     ) {
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::new();
-        let mut retained_to_send: Vec<(SharedMessage, QoS, Option<u32>)> = Vec::new();
+        let mut feeds = false;
+        let mut capped = Vec::new();
         let mut snapshots = Vec::new();
         for subscription in subscribe.subscriptions.iter() {
             let filter = subscription.filter;
@@ -65,24 +63,26 @@ impl Broker {
 
             // Retained messages go to a new or replaced subscription per Retain Handling
             // (MQTT-3.3.1-9/-10/-11), never to a shared subscription (4.8.2). A tree view gets
-            // them as one snapshot, under the same rule.
-            let send_retained = !filter.is_shared()
-                && match options.retain_handling {
-                    RetainHandling::SendAtSubscribe => true,
-                    RetainHandling::SendIfNew => is_new,
-                    RetainHandling::DoNotSend => false,
-                };
-            if let (true, Some(view)) = (send_retained, info.tree_view) {
-                snapshots.push(view);
-            } else if send_retained {
-                let first = retained_to_send.len();
-                self.retained.tree().for_each_match(&filter, |message| {
-                    if !message.is_expired(now) {
-                        retained_to_send.push((Arc::clone(message), options.qos, identifier));
+            // them as one snapshot, under the same rule; any other subscription as a feed paced
+            // by the subscriber (retained_feed.rs).
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => is_new,
+                RetainHandling::DoNotSend => false,
+            };
+            if filter.is_shared() {
+                continue;
+            }
+            match info.tree_view {
+                Some(view) if send_retained => snapshots.push(view),
+                Some(_) => {}
+                None => {
+                    let qos = options.qos;
+                    if self.subscribe_retained(key, &filter, qos, identifier, send_retained) {
+                        capped.push(filter.clone());
                     }
-                });
-                // In topic order: the same on every run, and easy to read for a person.
-                retained_to_send[first..].sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
+                    feeds |= send_retained;
+                }
             }
         }
         // The record is saved before the SUBACK is released, so a durable store acknowledges
@@ -100,23 +100,26 @@ impl Broker {
             );
             return;
         }
-        let suback = SubAck {
+        let mut suback = SubAck {
             packet_id: subscribe.packet_id,
             properties: AckProperties::default(),
             reason_codes,
         };
+        if let Some(user_properties) = self.capped_properties(id, &capped) {
+            let plain = suback.clone();
+            suback.properties.user_properties = user_properties;
+            // Left out if it would pass the client's Maximum Packet Size (MQTT-3.9.2-2).
+            let fits = self
+                .connections
+                .get(&id)
+                .is_some_and(|c| super::fits(c, &Packet::SubAck(suback.clone())));
+            if !fits {
+                suback = plain;
+            }
+        }
         self.send(id, Packet::SubAck(suback));
-        for (message, granted, identifier) in retained_to_send {
-            let delivery = Delivery {
-                seq: 0,
-                qos: message.qos.min(granted),
-                // A retained message sent because of a subscription keeps RETAIN set (MQTT-3.3.1-8).
-                retain: true,
-                subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
-                charge: message.charge(),
-                message,
-            };
-            self.deliver(key, delivery, now);
+        if feeds {
+            self.pump(key, now);
         }
         for view in snapshots {
             self.start_tree_snapshot(view, key, now);
@@ -135,6 +138,7 @@ impl Broker {
             let existed = removed.is_some();
             if let Some(info) = removed {
                 self.unindex_subscription(key, &filter, &info);
+                self.stop_retained_feed(key, &filter);
             }
             reason_codes.push(if existed {
                 ReasonCode::Success

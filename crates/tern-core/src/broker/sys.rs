@@ -26,7 +26,7 @@ impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
         let stats = self.stats();
-        let values: [(&str, String); 26] = [
+        let values: [(&str, String); 27] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -49,6 +49,10 @@ impl Broker {
             (
                 "retained messages/refused",
                 stats.retained_refused.to_string(),
+            ),
+            (
+                "retained messages/capped",
+                stats.retained_capped.to_string(),
             ),
             ("subscriptions/count", stats.subscriptions.to_string()),
             ("bytes/received", traffic.bytes_received.to_string()),

@@ -272,6 +272,45 @@ impl TestBroker {
         packets
     }
 
+    /// What `client` gets while it reads as fast as the broker writes and acknowledges each
+    /// QoS 1/2 PUBLISH at once (PUBACK; PUBREC, then PUBCOMP for the PUBREL): its outbox is
+    /// drained and, as the runtime does after each write, retained messages waiting for room
+    /// go on, until nothing more comes. Returns every packet in order, and the largest number
+    /// of PUBLISH packets one drain held.
+    pub(crate) fn read_all(&mut self, client: &TestClient) -> (Vec<Packet>, usize) {
+        let mut all = Vec::new();
+        let mut batch_max = 0;
+        loop {
+            let packets = self.recv(client);
+            if packets.is_empty() {
+                if !self.broker.retained_feeds_ready() {
+                    return (all, batch_max);
+                }
+                let now = self.now;
+                self.broker.resume_retained_feeds(now);
+                continue;
+            }
+            batch_max = batch_max.max(publishes(&packets).len());
+            for packet in &packets {
+                match packet {
+                    Packet::Publish(p) if p.qos == QoS::AtLeastOnce => {
+                        self.send(client, puback(packet_id(packet)));
+                    }
+                    Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                        self.send(client, pubrec(packet_id(packet)));
+                    }
+                    Packet::PubRel(ack) => self.send(client, pubcomp(ack.packet_id.get())),
+                    _ => {}
+                }
+            }
+            all.extend(
+                packets
+                    .into_iter()
+                    .filter(|p| !matches!(p, Packet::PubRel(_))),
+            );
+        }
+    }
+
     /// Expects nothing written to `client`.
     pub(crate) fn expect_silent(&mut self, client: &TestClient) {
         let packets = self.recv(client);

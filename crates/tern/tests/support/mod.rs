@@ -22,6 +22,18 @@ const IN_MEMORY: &[&str] = &[
     "none",
 ];
 
+/// Resident memory of the process `pid`, in bytes.
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
 /// A running `tern serve`, killed when dropped.
 pub(crate) struct Tern {
     child: Child,
@@ -184,9 +196,17 @@ impl Tern {
                 lines.lock().expect("log lock").push(line);
             }
         });
-        let port = port
-            .recv_timeout(Duration::from_secs(20))
-            .expect("tern logs its listening port");
+        let port = match port.recv_timeout(Duration::from_secs(20)) {
+            Ok(port) => port,
+            Err(why) => {
+                // Say why: the broker's own last words, and how it ended if it did.
+                let status = child.try_wait();
+                let _ = child.kill();
+                let _ = child.wait();
+                let lines = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("tern logged no listening port ({why:?}; exit: {status:?}):\n{lines}");
+            }
+        };
         Self { child, port, log }
     }
 

@@ -73,6 +73,18 @@ impl RawClient {
         self.stream.write_all(&out)
     }
 
+    /// Sends `packets` in as few writes as the socket takes (one buffer), as a client that
+    /// publishes in bulk does.
+    pub(crate) fn send_all(&mut self, packets: impl IntoIterator<Item = Packet>) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        for packet in packets {
+            packet
+                .encode(ProtocolVersion::V5, &mut out)
+                .map_err(|e| other(e.to_string()))?;
+        }
+        self.stream.write_all(&out)
+    }
+
     /// The next packet, or `None` if none arrives within `timeout`. A closed connection is an
     /// error.
     pub(crate) fn recv(&mut self, timeout: Duration) -> io::Result<Option<Packet>> {
@@ -103,6 +115,13 @@ impl RawClient {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The next packet already read from the socket, if a whole one has been: never waits.
+    pub(crate) fn recv_buffered(&mut self) -> io::Result<Option<Packet>> {
+        self.decoder
+            .decode(&mut self.buf)
+            .map_err(|e| other(e.to_string()))
     }
 
     /// PUBLISH packets until `count` have arrived (each acknowledged), or none arrives for
