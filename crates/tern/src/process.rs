@@ -60,9 +60,10 @@ fn kernel_open_files_max() -> Option<u64> {
 /// them but [`DESCRIPTOR_RESERVE`], or half of them when the limit is below twice that, and
 /// never 0 (which would mean no cap).
 ///
-/// Memory is not the tighter bound: an idle connection costs the broker about 520 bytes and
-/// the kernel a few kilobytes more for its socket, so even a million connections fit in a few
-/// GiB, and the memory their messages may take has its own limit (`memory_max_bytes`).
+/// Memory is not the tighter bound: an idle connection costs the broker 0.6 to 1.6 KB
+/// (BENCHMARKS.md) and the kernel a few kilobytes more for its socket, so even a million
+/// connections fit in a few GiB, and the memory their messages may take has its own limit
+/// (`memory_max_bytes`).
 pub(crate) fn connections_max_for(descriptor_limit: u64) -> usize {
     let reserve = DESCRIPTOR_RESERVE.min(descriptor_limit / 2);
     usize::try_from(descriptor_limit - reserve)
