@@ -176,6 +176,13 @@ where
     all
 }
 
+/// Writes `line` to standard error past the test harness's capture: how many connections a
+/// test made depends on the machine, and the output says so even when the test passes.
+fn say(line: String) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,7 +220,7 @@ fn twenty_thousand_connections_from_one_address_are_accepted_by_default() {
     let limit = raise_open_file_limit();
     let cap = derived_connections_max(limit);
     let fleet = FLEET.min(cap);
-    eprintln!(
+    say(format!(
         "open-file limit {limit}: the broker may hold {cap} connections; opening {fleet} from \
          {FLEET_SOURCE}{}{}",
         if fleet < FLEET {
@@ -226,7 +233,7 @@ fn twenty_thousand_connections_from_one_address_are_accepted_by_default() {
         } else {
             ""
         }
-    );
+    ));
     let data = tempfile::tempdir().expect("data directory");
     let tern = Tern::start_with_data(data.path());
     let broker = SocketAddr::from(([127, 0, 0, 1], tern.port));
@@ -356,7 +363,9 @@ fn a_burst_of_connects_waits_in_the_listen_queue() {
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(4_096);
     let burst = BURST.min(somaxconn);
-    eprintln!("net.core.somaxconn {somaxconn}: {burst} connects while the broker is stopped");
+    say(format!(
+        "net.core.somaxconn {somaxconn}: {burst} connects while the broker is stopped"
+    ));
     let tern = Tern::start();
     let broker = SocketAddr::from(([127, 0, 0, 1], tern.port));
     let source = Arc::new(SourcePorts::new(BURST_SOURCE));
