@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tracing::debug;
 
+use crate::gate::Admitted;
 use crate::shared::Shared;
 
 /// Smallest read: what a quiet connection reads with (on the stack), and after quiet spells.
@@ -36,6 +37,7 @@ pub(crate) async fn run<S>(
     auth_profile: usize,
     shared: Rc<Shared>,
     direct: Option<Rc<OwnedWriteHalf>>,
+    admitted: Admitted,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -124,7 +126,7 @@ pub(crate) async fn run<S>(
             }
         };
         if handle {
-            let handled = decode_all(&shared, id, &mut decoder, &mut read_buf);
+            let handled = decode_all(&shared, id, &admitted, &mut decoder, &mut read_buf);
             unhandled = handled.paused;
             if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
                 read_buf = BytesMut::new();
@@ -317,6 +319,7 @@ struct Handled {
 fn decode_all(
     shared: &Shared,
     id: ConnectionId,
+    admitted: &Admitted,
     decoder: &mut Decoder,
     read_buf: &mut BytesMut,
 ) -> Handled {
@@ -329,6 +332,8 @@ fn decode_all(
         loop {
             match decoder.decode(read_buf) {
                 Ok(Some(packet)) => {
+                    // Its first packet is its CONNECT (the core closes it otherwise).
+                    admitted.connect_received();
                     broker.handle_packet(id, packet, now);
                     if broker.any_reading_paused() && broker.reading_paused(id) {
                         paused = true;
