@@ -433,11 +433,35 @@ impl Session {
         }
     }
 
-    /// The position of the in-flight delivery with `packet_id` (usually the oldest).
+    /// The position of the in-flight delivery with `packet_id`.
+    ///
+    /// Identifiers are handed out in turn, so the window is in identifier order counted from
+    /// its oldest, usually without gaps: the distance from the oldest identifier is then its
+    /// position, and otherwise a binary search finds it. A scan would pass every QoS 2
+    /// delivery awaiting its PUBCOMP on each PUBREC, thousands in a deep window. Where that
+    /// order does not hold (deliveries restored from the store, identifiers that went round
+    /// past one held for long) it scans.
     pub fn find_inflight(&self, packet_id: PacketId) -> Option<usize> {
+        let oldest = self.inflight.front()?.packet_id.get();
+        // How many identifiers after the oldest one `id` is handed out (1 follows 65,535).
+        let after_oldest = |id: u16| (u32::from(id) + 65_535 - u32::from(oldest)) % 65_535;
+        let distance = after_oldest(packet_id.get());
+        let guess = usize::try_from(distance).unwrap_or(usize::MAX);
+        if self
+            .inflight
+            .get(guess)
+            .is_some_and(|entry| entry.packet_id == packet_id)
+        {
+            return Some(guess);
+        }
         self.inflight
-            .iter()
-            .position(|entry| entry.packet_id == packet_id)
+            .binary_search_by_key(&distance, |entry| after_oldest(entry.packet_id.get()))
+            .ok()
+            .or_else(|| {
+                self.inflight
+                    .iter()
+                    .position(|entry| entry.packet_id == packet_id)
+            })
     }
 
     /// Frees a packet identifier that was allocated but never sent.
@@ -538,6 +562,53 @@ mod tests {
             QueueRefusal::CountFull
         );
         assert_eq!(session.queued_bytes(), 100);
+    }
+
+    /// A window of `n` deliveries with identifiers handed out from `first` on.
+    fn window_from(first: u16, n: usize) -> (Session, Vec<PacketId>) {
+        let mut session = session();
+        session.next_id = first;
+        let ids = (0..n)
+            .map(|_| {
+                let id = session.allocate_packet_id();
+                session.push_inflight(id, delivery(10));
+                id
+            })
+            .collect();
+        (session, ids)
+    }
+
+    #[test]
+    fn every_delivery_in_flight_is_found_by_its_identifier() {
+        // In order, across the wrap from 65,535 to 1, with gaps where deliveries completed
+        // out of order.
+        let (mut window, mut ids) = window_from(65_000, 2_000);
+        assert_eq!((ids[535].get(), ids[536].get()), (65_535, 1));
+        for gone in [1_500, 536, 535, 1] {
+            let id = ids.remove(gone);
+            let index = window.find_inflight(id).unwrap();
+            window.remove_inflight(index).unwrap();
+            assert_eq!(window.find_inflight(id), None);
+        }
+        for (index, &id) in ids.iter().enumerate() {
+            assert_eq!(window.find_inflight(id), Some(index));
+        }
+        // Out of identifier order, as restored from the store.
+        let mut restored = session();
+        for id in [9, 3, 60_000, 4, 1] {
+            restored.restore_inflight(
+                PacketId::new(id).unwrap(),
+                delivery(10),
+                super::OutgoingState::AwaitPubAck,
+            );
+        }
+        for (index, id) in [9, 3, 60_000, 4, 1].into_iter().enumerate() {
+            assert_eq!(
+                restored.find_inflight(PacketId::new(id).unwrap()),
+                Some(index)
+            );
+        }
+        assert_eq!(restored.find_inflight(PacketId::new(2).unwrap()), None);
     }
 
     #[test]
