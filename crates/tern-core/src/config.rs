@@ -11,7 +11,9 @@ pub struct Limits {
     pub packet_size_max_bytes: u32,
     /// QoS 1/2 publishes a client may have unacknowledged towards the broker (Receive Maximum).
     pub receive_maximum: u16,
-    /// Cap on QoS 1/2 publishes in flight towards one client, whatever its Receive Maximum.
+    /// Cap on QoS 1/2 publishes in flight towards one client, whatever its Receive Maximum;
+    /// the window of a client that states none (docs/design/backpressure.md, "The in-flight
+    /// window").
     pub inflight_count_max: u16,
     /// Bytes of QoS 1/2 messages in flight towards one client ([`crate::Message::charge`]);
     /// past it further deliveries wait in the session queue. The first always goes.
@@ -94,7 +96,7 @@ impl Default for Limits {
         Self {
             packet_size_max_bytes: 1024 * 1024,
             receive_maximum: 1024,
-            inflight_count_max: 1024,
+            inflight_count_max: 8192,
             inflight_bytes_max: 16 * 1024 * 1024,
             queued_count_max: 10_000,
             queued_bytes_max: 64 * 1024 * 1024,

@@ -343,6 +343,34 @@ fn inflight_cap_bounds_the_window() {
     assert_eq!(payloads(&tb.recv(&subscriber)), ["1", "2"]);
 }
 
+/// By default a subscriber that states no Receive Maximum (any 3.1.1 client, and an MQTT 5 one
+/// that leaves it out, which means 65,535) gets 8,192 QoS 1 messages before it acknowledges
+/// one: a window deep enough to keep a fast subscriber busy across its round trips. The next
+/// waits for an acknowledgement.
+#[test]
+fn default_window_for_a_subscriber_without_receive_maximum() {
+    const WINDOW: u16 = 8_192;
+    for version in VERSIONS {
+        let mut tb = TestBroker::new();
+        let subscriber = tb.connect("s", version, Opts::new());
+        tb.subscribe(&subscriber, "t", Q1);
+        let publisher = tb.connect("p", V311, Opts::new());
+        for n in 1..=WINDOW + 1 {
+            tb.send(&publisher, publish("t", &n.to_string(), Q1, n));
+            assert_eq!(tb.recv(&publisher), [puback(n)]);
+        }
+        let window = tb.recv(&subscriber);
+        assert_eq!(window.len(), usize::from(WINDOW), "{version:?}");
+        tb.send(&subscriber, puback(packet_id(&window[0])));
+        let last = (WINDOW + 1).to_string();
+        assert_eq!(
+            payloads(&tb.recv(&subscriber)),
+            [last.as_str()],
+            "{version:?}"
+        );
+    }
+}
+
 /// MQTT-4.13.1-1: a packet that fails to decode after CONNECT closes the connection, with the
 /// reason code the error names in 5.0 (0x81 Malformed Packet, 0x95 Packet too large).
 #[test]

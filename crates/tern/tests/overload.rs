@@ -25,8 +25,8 @@ use tern_codec::{Packet, QoS, ReasonCode};
 const WAIT: Duration = Duration::from_secs(30);
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 const PUBLISHERS: usize = 2;
-/// Messages each publisher sends: together more than a queue holds (10,000 by default), so
-/// the stalled subscriber and then the slow one fill theirs.
+/// Messages each publisher sends: together more than a subscriber's window and queue hold
+/// (8,192 and 10,000 by default), so the stalled subscriber and then the slow one fill theirs.
 const PER_PUBLISHER: usize = 10_000;
 /// QoS 1 messages each publisher keeps unacknowledged at most.
 const WINDOW: usize = 256;
@@ -36,7 +36,7 @@ const SLOW_BATCH: usize = 8;
 const SLOW_PAUSE: Duration = Duration::from_millis(2);
 /// The defaults this test relies on (`Limits::default()`).
 const QUEUED_COUNT_MAX: usize = 10_000;
-const INFLIGHT_COUNT_MAX: usize = 1_024;
+const INFLIGHT_COUNT_MAX: usize = 8_192;
 const LOW_WATER_PERCENT: usize = 50;
 
 /// The payload of message `seq` of publisher `publisher`.
