@@ -10,21 +10,21 @@
 # Environment: DURATION (seconds per throughput scenario, default 5), OPEN_DRAIN (most seconds
 # an open-loop run waits after its window for what the broker still owes, default 20),
 # CONNECTIONS (10000), RETAINED (100000), LATENCY_ROUNDS (30), CONNECT_ROUNDS (7), BROKER_CPU (1),
-# GENERATOR_CPU (0), BROKERS (default "mosquitto mosquitto-nodelay rumqttd tern tern-fsync
-# tern-defaults"), NO_WRITE=1 to leave BENCHMARKS.md and bench/compare.png alone (the chart goes
-# to the output directory).
+# GENERATOR_CPU (0), BROKERS (default "mosquitto mosquitto-nodelay rumqttd tern tern-fsync"),
+# NO_WRITE=1 to leave BENCHMARKS.md and bench/compare.png alone (the chart goes to the output
+# directory).
 #
 # Mosquitto runs twice: with its default Nagle batching (best throughput) for every scenario, and
 # with set_tcp_nodelay (best latency) for the latency scenarios only; each target is checked
-# against the better of the two. Tern runs with bench/tern.toml's raised limits, and once more
-# with its defaults (tern-defaults) for the throughput scenarios only: when publishers are not
-# held back by delivery, the defaults decide what a broker that acknowledges faster than it
-# delivers drops. Connections and latency run in interleaved rounds, every broker once per round
-# on a fresh start; the report takes each broker's median connections round and pools its
-# latency rounds' samples into one distribution: one 5-second sample of a p99 on a shared 2-core
-# machine varies by a factor of 2 to 8 from run to run, and a connect rate by 10-30%
-# (BENCHMARKS.md). Thirty latency rounds: with fifteen, the p99 gap between two brokers moved by
-# about ±16 µs between resamplings of the rounds, as much as the gaps it was judging.
+# against the better of the two. Tern runs with its default limits (bench/tern.toml only turns
+# $SYS updates off), with durability os and with its default, fsync: what it acknowledges and
+# delivers is what a user who starts it gets. Connections and latency run in interleaved
+# rounds, every broker once per round on a fresh start; the report takes each broker's median
+# connections round and pools its latency rounds' samples into one distribution: one 5-second
+# sample of a p99 on a shared 2-core machine varies by a factor of 2 to 8 from run to run, and
+# a connect rate by 10-30% (BENCHMARKS.md). Thirty latency rounds: with fifteen, the p99 gap
+# between two brokers moved by about ±16 µs between resamplings of the rounds, as much as the
+# gaps it was judging.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,7 +39,7 @@ LATENCY_ROUNDS=${LATENCY_ROUNDS:-30}
 CONNECT_ROUNDS=${CONNECT_ROUNDS:-7}
 BROKER_CPU=${BROKER_CPU:-1}
 GENERATOR_CPU=${GENERATOR_CPU:-0}
-BROKERS=${BROKERS:-mosquitto mosquitto-nodelay rumqttd tern tern-fsync tern-defaults}
+BROKERS=${BROKERS:-mosquitto mosquitto-nodelay rumqttd tern tern-fsync}
 PORT=${PORT:-18883}
 RUMQTTD_VERSION=0.20.0
 
@@ -113,7 +113,6 @@ interleaved_rounds() {
         order=$BROKERS
         [ $((round % 2)) -eq 0 ] && order=$(printf '%s\n' $BROKERS | tac | xargs)
         for name in $order; do
-            [ "$name" = tern-defaults ] && continue
             if [ "$name" != mosquitto-nodelay ] && [ "$round" -le "$CONNECT_ROUNDS" ]; then
                 status=0
                 fresh "$name" || status=$?
