@@ -11,6 +11,7 @@ mod connect;
 mod lifecycle;
 pub mod memory;
 mod publish;
+pub mod request;
 pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;

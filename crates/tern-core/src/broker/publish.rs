@@ -91,7 +91,7 @@ impl Broker {
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if let Ok(outgoing) = outcome {
-                    self.accept_outgoing(key, outgoing, now);
+                    self.accept_outgoing(Some(key), outgoing, now);
                 }
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
@@ -104,7 +104,7 @@ impl Broker {
                         }
                     }
                     Ok(outgoing) => {
-                        if !self.accept_outgoing(key, outgoing, now) {
+                        if self.accept_outgoing(Some(key), outgoing, now) == 0 {
                             ack.reason_code = ReasonCode::NoMatchingSubscribers;
                         }
                     }
@@ -156,7 +156,7 @@ impl Broker {
                     // only acknowledged again (exactly once, 4.3.3). A refused 3.1.1 publish
                     // completes the handshake but goes nowhere.
                     if let Ok(outgoing) = outcome {
-                        self.accept_outgoing(key, outgoing, now);
+                        self.accept_outgoing(Some(key), outgoing, now);
                     }
                     return;
                 }
@@ -237,19 +237,25 @@ impl Broker {
         Ok(())
     }
 
-    /// Routes what an accepted PUBLISH became; returns whether any subscriber matched.
-    fn accept_outgoing(&mut self, key: SessionKey, outgoing: Outgoing, now: Time) -> bool {
+    /// Routes what an accepted PUBLISH of `origin` became; returns the subscriptions matched.
+    pub(super) fn accept_outgoing(
+        &mut self,
+        origin: Option<SessionKey>,
+        outgoing: Outgoing,
+        now: Time,
+    ) -> usize {
         match outgoing {
-            Outgoing::One(publish) => self.accept_publish(key, publish, now),
-            Outgoing::Spread(publishes) => publishes.into_iter().fold(false, |any, publish| {
-                self.accept_publish(key, publish, now) | any
-            }),
+            Outgoing::One(publish) => self.accept_publish(origin, publish, now),
+            Outgoing::Spread(publishes) => publishes
+                .into_iter()
+                .map(|publish| self.accept_publish(origin, publish, now))
+                .sum(),
         }
     }
 
-    /// Turns an accepted PUBLISH into a message and routes it; returns whether any subscriber
+    /// Turns an accepted PUBLISH into a message and routes it; returns the subscriptions
     /// matched.
-    fn accept_publish(&mut self, key: SessionKey, publish: Publish, now: Time) -> bool {
+    fn accept_publish(&mut self, origin: Option<SessionKey>, publish: Publish, now: Time) -> usize {
         let mut properties = publish.properties;
         let expires_at = properties
             .message_expiry_interval
@@ -264,13 +270,13 @@ impl Broker {
             retain: publish.retain,
             properties,
             expires_at,
-            origin: Some(key),
+            origin,
         };
         self.accept_message(Arc::new(message), now)
     }
 
-    /// Stores or clears the retained copy, then routes; returns whether any subscriber matched.
-    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> bool {
+    /// Stores or clears the retained copy, then routes; returns the subscriptions matched.
+    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> usize {
         if message.retain {
             // The broker's own `$SYS` statistics are current only while it runs: never stored.
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
@@ -326,6 +332,18 @@ impl Broker {
             Outgoing::One(publish) => std::slice::from_ref(publish),
             Outgoing::Spread(publishes) => publishes.as_slice(),
         };
+        match self.retained_room(publishes) {
+            Ok(()) => Ok(outgoing),
+            Err(limit) => {
+                self.retained_refused(key, publishes[0].topic.clone(), limit);
+                Err(ReasonCode::QuotaExceeded)
+            }
+        }
+    }
+
+    /// Whether the retained copies of `publishes`, counted together, stay within the retained
+    /// limits.
+    pub(super) fn retained_room(&self, publishes: &[Publish]) -> Result<(), RetainedLimit> {
         let (mut new_topics, mut added, mut replaced) = (0, 0, 0);
         for publish in publishes
             .iter()
@@ -338,29 +356,32 @@ impl Broker {
             }
         }
         if added == 0 {
-            return Ok(outgoing);
+            return Ok(());
         }
         let limits = &self.config.limits;
-        let checked = self.retained.check(
+        self.retained.check(
             new_topics,
             added,
             replaced,
             limits.retained_count_max,
             limits.retained_bytes_max,
-        );
-        match checked {
-            Ok(()) => Ok(outgoing),
-            Err(limit) => {
-                self.retained_refused(key, publishes[0].topic.clone(), limit);
-                Err(ReasonCode::QuotaExceeded)
-            }
-        }
+        )
     }
 
     /// Counts and reports a retained message refused for `limit`.
     fn retained_refused(&mut self, key: SessionKey, topic: TopicName, limit: RetainedLimit) {
-        self.stats.retained_refused += 1;
         let client_id = self.session(key).client_id.clone();
+        self.retained_refused_for(client_id, topic, limit);
+    }
+
+    /// Counts and reports a retained message of `client_id` refused for `limit`.
+    pub(super) fn retained_refused_for(
+        &mut self,
+        client_id: tern_codec::MqttString,
+        topic: TopicName,
+        limit: RetainedLimit,
+    ) {
+        self.stats.retained_refused += 1;
         self.events.push_back(Event::PublishRefused {
             client_id,
             topic,
@@ -369,8 +390,9 @@ impl Broker {
         });
     }
 
-    /// Delivers `message` to every matching subscription; returns whether there was one.
-    pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> bool {
+    /// Delivers `message` to every matching subscription; returns how many matched (a `$tree/`
+    /// view counts once, whatever its members).
+    pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> usize {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
@@ -386,7 +408,7 @@ impl Broker {
         let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
-        let any = tree_views || !matches.is_empty();
+        let matched = usize::from(tree_views) + matches.len();
         // Worked out once, for every receiver.
         let charge = message.charge();
         // Group a session's overlapping non-shared subscriptions into one delivery.
@@ -404,7 +426,7 @@ impl Broker {
             index = end;
         }
         self.scratch = matches;
-        any
+        matched
     }
 
     /// One delivery to one session for its subscriptions in `group` (all the same session);
