@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     socket_errors: Cell<u64>,
     /// Keeps a flood of failing sockets from flooding the log.
     error_log: LogBudget,
+    /// Signalled whenever batches become durable (edges waiting on one, see `edge.rs`).
+    pub(crate) durable_wake: Notify,
 }
 
 /// How long a connection waits on a client that does not read (see [`crate::ServerConfig`]).
@@ -213,6 +215,7 @@ impl Shared {
             encode_errors: Cell::new(0),
             socket_errors: Cell::new(0),
             error_log: LogBudget::new("socket and encoding errors"),
+            durable_wake: Notify::new(),
         }
     }
 
@@ -549,6 +552,7 @@ impl Shared {
         };
         let mut ready = Vec::new();
         committer.committed(seq, &mut ready);
+        self.durable_wake.notify_waiters();
         let mut wakers = self.wakers.borrow_mut();
         for id in ready {
             if let Some(wake) = wakers.get_mut(&id) {
