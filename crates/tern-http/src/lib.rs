@@ -1,0 +1,1 @@
+//! Tern's HTTP device bridge.
