@@ -134,6 +134,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_gives_the_defaults() {
+        let example = file(include_str!("../../../tern.example.toml"));
+        let config = http_config(&example, Path::new("/"), None, None, None, "d".into())
+            .unwrap()
+            .unwrap();
+        let defaults = HttpConfig::new(config.listeners.clone(), "d".into());
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+        assert_eq!(ports(Some(config)), [DEFAULT_HTTP_PORT]);
+    }
+
+    #[test]
     fn https_takes_the_tls_settings_of_mqtts() {
         let https = file(
             "[[listener]]\nbind = \"127.0.0.1:8443\"\nprotocol = \"https\"\n\
