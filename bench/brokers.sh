@@ -2,8 +2,9 @@
 # and bench/latency.sh. The caller sets OUT, PORT, BROKER_CPU, TERN, MOSQUITTO and TOOLS, and
 # defines log().
 #
-# Broker names: mosquitto, mosquitto-nodelay (TCP_NODELAY, for latency), rumqttd, and tern with
-# its durability: tern (os), tern-os, tern-fsync, tern-none.
+# Broker names: mosquitto, mosquitto-nodelay (TCP_NODELAY, for latency), rumqttd, tern with
+# its durability: tern (os), tern-os, tern-fsync, tern-none, each with bench/tern.toml's raised
+# limits, and tern-defaults: no configuration file, every default in force.
 
 BROKER_PID=""
 
@@ -34,6 +35,15 @@ start_broker() {
         rumqttd)
             sed "s/@PORT@/$PORT/" bench/rumqttd.toml >"$OUT/rumqttd.toml"
             cmd=("$TOOLS/bin/rumqttd" --quiet --config "$OUT/rumqttd.toml")
+            ;;
+        tern-defaults)
+            # As a user starts it, but for the data directory (kept under bench/out) and the log
+            # level (warn, as for the other variants).
+            rm -rf "$OUT/tern-data"
+            cmd=("$TERN" serve --bind 127.0.0.1 --port "$PORT" --log warn)
+            if "$TERN" serve --help | grep -q -- '--data-dir'; then
+                cmd+=(--data-dir "$OUT/tern-data")
+            fi
             ;;
         tern | tern-*)
             local durability=${name#tern-}

@@ -10,6 +10,8 @@
 mod client;
 mod connections;
 mod flow;
+mod inflight;
+mod ledger;
 mod pace;
 mod payload;
 mod report;
@@ -112,10 +114,20 @@ pub struct BenchArgs {
     /// on Linux), not bunched at millisecond ticks.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Messages a publisher may have sent but not yet seen delivered to every subscriber.
+    /// Messages a publisher may have sent but not yet seen delivered to every subscriber
+    /// (closed-loop runs).
     #[arg(long, default_value_t = 1000)]
     pub window: u64,
-    /// QoS 1/2 publishes a publisher keeps unacknowledged (capped by the broker's Receive Maximum).
+    /// Open loop: publishers are bounded only by their in-flight window (`--inflight`) of
+    /// unacknowledged QoS 1/2 publishes, never by delivery, as a device's client library is.
+    /// Messages the broker acknowledged (PUBACK; PUBREC at QoS 2) and never delivered by the
+    /// end of the drain are reported as lost.
+    #[arg(long)]
+    pub open_loop: bool,
+    /// QoS 1/2 publishes a publisher keeps unacknowledged, capped by the broker's Receive
+    /// Maximum (retained, and flow scenarios with `--open-loop`; closed-loop publishers keep as
+    /// many as the broker's Receive Maximum and `--window` allow). 100 is rumqttc's default;
+    /// libmosquitto and Paho Python keep 20, Paho Java 10.
     #[arg(long, default_value_t = 100)]
     pub inflight: u16,
     /// Topic Alias Maximum the subscribers announce in CONNECT (MQTT 5; 0: none), so that a
@@ -195,6 +207,13 @@ impl BenchArgs {
         if self.inflight == 0 || self.window == 0 {
             return Err(BenchError::Options(
                 "--inflight and --window must be at least 1".into(),
+            ));
+        }
+        if self.open_loop && self.qos == 0 {
+            return Err(BenchError::Options(
+                "--open-loop needs --qos 1 or 2: a QoS 0 publisher has no acknowledgement to \
+                 bound it"
+                    .into(),
             ));
         }
         if !(self.duration.is_finite() && self.duration > 0.0) {

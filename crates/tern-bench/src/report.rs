@@ -64,6 +64,33 @@ pub struct RetainedFigures {
     pub deliver_rate: f64,
 }
 
+/// What became of one publisher's messages (message-flow scenarios).
+#[derive(Debug, Clone, Serialize)]
+pub struct PublisherFigures {
+    /// Messages it published.
+    pub sent: u64,
+    /// Of those, the broker acknowledged (PUBACK; PUBREC at QoS 2).
+    pub acknowledged: u64,
+    /// Of those, acknowledged inside the measured window.
+    pub acknowledged_in_window: u64,
+    /// `acknowledged_in_window` per second of window.
+    pub acknowledged_per_s: f64,
+    /// Of those, the broker refused (a reason code of 0x80 or above).
+    pub refused: u64,
+    /// Unique deliveries of its messages, over every subscriber group.
+    pub delivered: u64,
+    /// Of those, delivered inside the measured window.
+    pub delivered_in_window: u64,
+    /// `delivered_in_window` per second of window.
+    pub delivered_per_s: f64,
+    /// Deliveries owed and never made (see [`Report::lost`]).
+    pub lost: u64,
+    /// Extra copies received.
+    pub duplicated: u64,
+    /// Deliveries older than one a connection had already received from it.
+    pub out_of_order: u64,
+}
+
 /// The result of one scenario run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -81,19 +108,42 @@ pub struct Report {
     pub publishers: usize,
     /// Subscriber connections.
     pub subscribers: usize,
-    /// Messages per second per publisher; 0 is closed-loop.
+    /// Messages per second per publisher; 0 is closed-loop (or `open_loop`).
     pub rate_per_publisher: f64,
+    /// Publishers bounded only by their in-flight window, not by delivery (`--open-loop`).
+    pub open_loop: bool,
+    /// QoS 1/2 publishes a publisher kept unacknowledged at most (the smallest over the
+    /// publishers, after the broker's Receive Maximum); 0 at QoS 0.
+    pub inflight_max: u64,
     /// Seconds the publishers ran.
     pub window_s: f64,
     /// Messages published.
     pub sent: u64,
-    /// Deliveries the subscriptions called for.
+    /// Deliveries the subscriptions called for (messages sent times the groups they match).
     pub expected: u64,
+    /// QoS 1/2 messages the broker acknowledged (PUBACK; PUBREC at QoS 2): it owes their
+    /// delivery.
+    pub acknowledged: u64,
+    /// QoS 1/2 messages the broker refused (a reason code of 0x80 or above): not owed.
+    pub refused: u64,
+    /// QoS 1/2 messages the broker had neither acknowledged nor refused when the run ended:
+    /// not owed, and not counted as lost.
+    pub unacknowledged: u64,
+    /// Messages acknowledged inside the window.
+    pub acknowledged_in_window: u64,
+    /// `acknowledged_in_window` per second of window.
+    pub acknowledged_per_s: f64,
+    /// Deliveries owed for messages acknowledged inside the window that had not been made when
+    /// it closed: the backlog the broker held (or had dropped) at its end.
+    pub undelivered_at_window_end: u64,
     /// Unique deliveries that arrived inside the window.
     pub delivered_in_window: u64,
     /// Unique deliveries that arrived after the publishers stopped.
     pub backlog: u64,
-    /// Deliveries that never arrived.
+    /// Deliveries owed that never arrived, not even in the drain after the window: for every
+    /// message the broker acknowledged (QoS 1/2), or every message sent (QoS 0), one per
+    /// subscriber group its topic matches. At QoS 1/2 this is what the broker acknowledged and
+    /// then did not deliver.
     pub lost: u64,
     /// Deliveries that arrived more than once (each extra copy counted).
     pub duplicated: u64,
@@ -101,6 +151,8 @@ pub struct Report {
     pub out_of_order: u64,
     /// Messages not from this run (left over on the broker).
     pub foreign: u64,
+    /// Subscriber connections the broker closed during the run (what they were owed is lost).
+    pub subscribers_closed: u64,
     /// `delivered_in_window` per second of window: the headline throughput.
     pub delivered_per_s: f64,
     /// Delivery latency (send to receipt).
@@ -113,6 +165,9 @@ pub struct Report {
     pub connections: Option<ConnectionFigures>,
     /// Retained figures (retained scenario).
     pub retained: Option<RetainedFigures>,
+    /// Each publisher's figures (message-flow scenarios), in publisher order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_publisher: Vec<PublisherFigures>,
 }
 
 /// Inputs of a message-flow report.
@@ -121,8 +176,11 @@ pub(crate) struct FlowFigures<'a> {
     pub(crate) subscribers: usize,
     pub(crate) rate: f64,
     pub(crate) window: f64,
-    pub(crate) sent: u64,
     pub(crate) expected: u64,
+    pub(crate) per_publisher: Vec<PublisherFigures>,
+    pub(crate) undelivered_at_window_end: u64,
+    pub(crate) inflight_max: u64,
+    pub(crate) subscribers_closed: u64,
     pub(crate) totals: &'a Totals,
     pub(crate) cpu: Duration,
     pub(crate) wall: Duration,
@@ -139,40 +197,68 @@ impl Report {
             publishers: 0,
             subscribers: 0,
             rate_per_publisher: 0.0,
+            open_loop: args.open_loop,
+            inflight_max: 0,
             window_s: 0.0,
             sent: 0,
             expected: 0,
+            acknowledged: 0,
+            refused: 0,
+            unacknowledged: 0,
+            acknowledged_in_window: 0,
+            acknowledged_per_s: 0.0,
+            undelivered_at_window_end: 0,
             delivered_in_window: 0,
             backlog: 0,
             lost: 0,
             duplicated: 0,
             out_of_order: 0,
             foreign: 0,
+            subscribers_closed: 0,
             delivered_per_s: 0.0,
             latency_us: None,
             generator_cpu_s: cpu.as_secs_f64(),
             generator_cpu_pct: percent(cpu, wall),
             connections: None,
             retained: None,
+            per_publisher: Vec::new(),
         }
     }
 
     pub(crate) fn flow(args: &BenchArgs, scenario: Scenario, f: FlowFigures<'_>) -> Self {
         let t = f.totals;
         let latency = &t.latency;
+        let sum = |field: fn(&PublisherFigures) -> u64| f.per_publisher.iter().map(field).sum();
+        let sent: u64 = sum(|p| p.sent);
+        let acknowledged: u64 = sum(|p| p.acknowledged);
+        let refused: u64 = sum(|p| p.refused);
+        let acknowledged_in_window: u64 = sum(|p| p.acknowledged_in_window);
+        let qos0 = args.qos == 0;
         Self {
             publishers: f.publishers,
             subscribers: f.subscribers,
             rate_per_publisher: f.rate,
+            inflight_max: f.inflight_max,
             window_s: f.window,
-            sent: f.sent,
+            sent,
             expected: f.expected,
+            acknowledged,
+            refused,
+            unacknowledged: if qos0 {
+                0
+            } else {
+                sent.saturating_sub(acknowledged + refused)
+            },
+            acknowledged_in_window,
+            acknowledged_per_s: acknowledged_in_window as f64 / f.window.max(1e-9),
+            undelivered_at_window_end: f.undelivered_at_window_end,
             delivered_in_window: t.in_window,
             backlog: t.backlog,
-            lost: f.expected.saturating_sub(t.unique()),
+            lost: sum(|p| p.lost),
             duplicated: t.duplicated,
             out_of_order: t.out_of_order,
             foreign: t.foreign,
+            subscribers_closed: f.subscribers_closed,
             delivered_per_s: t.in_window as f64 / f.window.max(1e-9),
             latency_us: (!latency.is_empty()).then(|| Latency {
                 p50: latency.value_at_quantile(0.50),
@@ -188,6 +274,7 @@ impl Report {
                     Vec::new()
                 },
             }),
+            per_publisher: f.per_publisher,
             ..Self::base(args, scenario, f.cpu, f.wall)
         }
     }
@@ -283,9 +370,38 @@ impl Report {
                 )
             })
             .unwrap_or_default();
+        let mode = if self.open_loop {
+            format!(" open loop (in flight {})", self.inflight_max)
+        } else {
+            String::new()
+        };
+        let acknowledged = if self.qos > 0 {
+            format!(
+                "{:.0} msg/s acknowledged, {} owed at the window's end, ",
+                self.acknowledged_per_s, self.undelivered_at_window_end
+            )
+        } else {
+            String::new()
+        };
+        // Loss first: a broker that acknowledges what it then drops is not fast.
+        let lost = if self.lost > 0 {
+            let owed = if self.qos > 0 { " acknowledged" } else { "" };
+            format!("LOST {} of {}{owed} deliveries; ", self.lost, self.owed())
+        } else {
+            String::new()
+        };
+        let closed = if self.subscribers_closed > 0 {
+            format!(
+                ", {} subscribers closed by the broker",
+                self.subscribers_closed
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{head}, {} pub / {} sub, {} B: {:.0} msg/s delivered in the {:.1} s window \
-             ({} msgs), backlog {}, lost {}, duplicated {}, out of order {}{latency}; {cpu}",
+            "{head}{mode}, {} pub / {} sub, {} B: {lost}{:.0} msg/s delivered in the {:.1} s \
+             window ({} msgs), {acknowledged}backlog {}, lost {}, duplicated {}, out of order \
+             {}{closed}{}{latency}; {cpu}",
             self.publishers,
             self.subscribers,
             self.payload_bytes,
@@ -296,7 +412,45 @@ impl Report {
             self.lost,
             self.duplicated,
             self.out_of_order,
+            self.publisher_spread(),
         )
+    }
+
+    /// The least and most of each publisher's figures, for an open-loop run with more than one
+    /// publisher: whether the broker served (and lost) them alike.
+    fn publisher_spread(&self) -> String {
+        if !self.open_loop || self.per_publisher.len() < 2 {
+            return String::new();
+        }
+        let range = |field: fn(&PublisherFigures) -> f64| {
+            let values = self.per_publisher.iter().map(field);
+            let low = values.clone().fold(f64::INFINITY, f64::min);
+            let high = values.fold(0.0, f64::max);
+            if low == high {
+                format!("{low:.0}")
+            } else {
+                format!("{low:.0}–{high:.0}")
+            }
+        };
+        format!(
+            "; per publisher {} msg/s delivered, {} acknowledged, lost {}, duplicated {}, out \
+             of order {}",
+            range(|p| p.delivered_per_s),
+            range(|p| p.acknowledged_per_s),
+            range(|p| p.lost as f64),
+            range(|p| p.duplicated as f64),
+            range(|p| p.out_of_order as f64),
+        )
+    }
+
+    /// Deliveries owed: of every message acknowledged (QoS 1/2) or sent (QoS 0).
+    fn owed(&self) -> u64 {
+        let groups = self.expected.checked_div(self.sent).unwrap_or(0);
+        if self.qos > 0 {
+            self.acknowledged * groups
+        } else {
+            self.expected
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tern_codec::{MqttString, Packet, Publish, QoS, TopicName};
 use crate::client::{ack, next_packet_id, packet_id, Conn};
 use crate::payload::{self, Stamp};
 use crate::report::{self, Report, RetainedFigures};
-use crate::track::{Seen, Totals};
+use crate::track::{SeqSet, Totals};
 use crate::{BenchArgs, BenchError};
 
 /// How long delivery may stall before the run gives up on the rest.
@@ -84,7 +84,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         args.topic_alias_maximum,
     )
     .await?;
-    let mut seen = Seen::default();
+    let mut seen = SeqSet::default();
     let mut totals = Totals::new();
     let subscribed = Instant::now();
     let mut last_arrival = subscribed;
@@ -106,7 +106,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 _ => {}
             }
             match payload::read(&publish.payload).filter(|s| s.seq < total as u64) {
-                Some(stamp) if seen.mark(stamp.seq) => {
+                Some(stamp) if seen.insert(stamp.seq) => {
                     totals.in_window += 1;
                     last_arrival = now;
                 }

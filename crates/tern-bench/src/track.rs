@@ -1,17 +1,19 @@
-//! What receivers saw: unique deliveries inside and after the measured window, duplicates,
-//! reordering, and a latency histogram.
+//! What receivers saw: sets of sequence numbers, unique deliveries inside and after the
+//! measured window, duplicates, reordering, and a latency histogram.
 
 use hdrhistogram::Histogram;
 
-/// Messages one subscriber group has seen from one publisher, as a bit per sequence number.
-#[derive(Debug, Default)]
-pub(crate) struct Seen {
+/// A set of sequence numbers from one publisher, one bit each: what a subscriber group has
+/// received, or what the broker has acknowledged.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SeqSet {
     bits: Vec<u64>,
+    len: u64,
 }
 
-impl Seen {
-    /// Marks `seq`; returns whether it is new.
-    pub(crate) fn mark(&mut self, seq: u64) -> bool {
+impl SeqSet {
+    /// Adds `seq`; returns whether it is new.
+    pub(crate) fn insert(&mut self, seq: u64) -> bool {
         let word = (seq / 64) as usize;
         if word >= self.bits.len() {
             self.bits.resize(word + 1 + word / 2, 0);
@@ -19,7 +21,31 @@ impl Seen {
         let bit = 1u64 << (seq % 64);
         let new = self.bits[word] & bit == 0;
         self.bits[word] |= bit;
+        self.len += u64::from(new);
         new
+    }
+
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.bits
+            .get((seq / 64) as usize)
+            .is_some_and(|word| word & (1u64 << (seq % 64)) != 0)
+    }
+
+    /// How many sequence numbers the set holds.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// How many members of this set `other` lacks.
+    pub(crate) fn count_missing_from(&self, other: &Self) -> u64 {
+        self.bits
+            .iter()
+            .enumerate()
+            .map(|(i, word)| {
+                let theirs = other.bits.get(i).copied().unwrap_or(0);
+                u64::from((word & !theirs).count_ones())
+            })
+            .sum()
     }
 }
 
@@ -64,13 +90,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seen_reports_each_sequence_number_new_once() {
-        let mut seen = Seen::default();
-        assert!(seen.mark(0));
-        assert!(seen.mark(1000));
-        assert!(!seen.mark(0));
-        assert!(seen.mark(63));
-        assert!(seen.mark(64));
-        assert!(!seen.mark(1000));
+    fn a_sequence_number_is_new_once() {
+        let mut seen = SeqSet::default();
+        assert!(seen.insert(0));
+        assert!(seen.insert(1000));
+        assert!(!seen.insert(0));
+        assert!(seen.insert(63));
+        assert!(seen.insert(64));
+        assert!(!seen.insert(1000));
+        assert_eq!(seen.len(), 4);
+        assert!(seen.contains(63) && seen.contains(1000));
+        assert!(!seen.contains(62) && !seen.contains(1 << 40));
+    }
+
+    #[test]
+    fn missing_counts_members_the_other_set_lacks() {
+        let mut acked = SeqSet::default();
+        let mut seen = SeqSet::default();
+        for seq in 0..200 {
+            acked.insert(seq);
+        }
+        for seq in (0..200).filter(|s| s % 3 != 0) {
+            seen.insert(seq);
+        }
+        // Received but never acknowledged: not missing from anything acknowledged.
+        seen.insert(5000);
+        assert_eq!(acked.count_missing_from(&seen), 67);
+        assert_eq!(seen.count_missing_from(&acked), 1);
+        assert_eq!(acked.count_missing_from(&SeqSet::default()), 200);
     }
 }

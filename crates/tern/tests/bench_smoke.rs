@@ -1,17 +1,29 @@
 //! `tern bench` against the real `tern serve`: a few short scenarios must run to completion
-//! with every message delivered once, in order, and report sane JSON.
+//! with every message delivered once, in order, and report sane JSON. The open-loop mode must
+//! count exactly what a broker acknowledged and dropped as lost (against `tern serve` with a
+//! tiny session queue, checked against its `$SYS` drop counter), and nothing against a broker
+//! that loses nothing (Mosquitto).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 mod support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::mosquitto::Mosquitto;
+use support::mqtt::RawClient;
 use support::Tern;
+use tern_codec::{Packet, QoS};
 
 /// Runs `tern bench` with `args` against `tern` and returns one parsed JSON report per line.
 fn bench(tern: &Tern, args: &[&str]) -> Vec<Value> {
-    let port = tern.port.to_string();
+    bench_on(tern.port, args)
+}
+
+/// Runs `tern bench` with `args` against the broker on `port`.
+fn bench_on(port: u16, args: &[&str]) -> Vec<Value> {
+    let port = port.to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["bench", "--host", "127.0.0.1", "--port", &port, "--quiet"])
         .args(args)
@@ -167,4 +179,111 @@ fn connections_and_retained_report_their_figures() {
     assert_eq!(count(retained, "duplicated"), 0, "{retained}");
     assert_eq!(count(retained, "delivered_in_window"), 500, "{retained}");
     assert!(retained["retained"]["deliver_s"].as_f64().unwrap() > 0.0);
+}
+
+/// Checks an open-loop report's own arithmetic: every message was answered, each publisher's
+/// figures add up to the totals, and every acknowledged message was delivered or lost.
+fn assert_open_loop_accounts(report: &Value) {
+    assert_eq!(report["open_loop"], true, "{report}");
+    let sent = count(report, "sent");
+    let acknowledged = count(report, "acknowledged");
+    assert!(sent > 0, "{report}");
+    assert_eq!(acknowledged, sent, "every publish answered: {report}");
+    assert_eq!(count(report, "unacknowledged"), 0, "{report}");
+    assert_eq!(count(report, "duplicated"), 0, "{report}");
+    assert_eq!(count(report, "out_of_order"), 0, "{report}");
+    assert!(count(report, "acknowledged_in_window") > 0, "{report}");
+    let publishers = report["per_publisher"].as_array().expect("per_publisher");
+    assert_eq!(publishers.len() as u64, count(report, "publishers"));
+    let sum = |field: &str| publishers.iter().map(|p| count(p, field)).sum::<u64>();
+    assert_eq!(sum("sent"), sent, "{report}");
+    assert_eq!(sum("lost"), count(report, "lost"), "{report}");
+    for field in ["acknowledged_in_window", "delivered_in_window"] {
+        assert_eq!(sum(field), count(report, field), "{field}: {report}");
+    }
+    let delivered = count(report, "delivered_in_window") + count(report, "backlog");
+    assert_eq!(sum("delivered"), delivered, "{report}");
+    // One subscriber group here: each acknowledged message arrived once or is lost.
+    assert_eq!(delivered + count(report, "lost"), acknowledged, "{report}");
+}
+
+/// The broker's `$SYS/broker/messages/dropped` as published after this call: retained copies
+/// (published before) are skipped, the first live one is taken.
+fn dropped_by(tern: &Tern) -> u64 {
+    let (mut client, _) = RawClient::connect(tern.port, "sys-reader", true, 0).unwrap();
+    client
+        .subscribe("$SYS/broker/messages/dropped", QoS::AtMostOnce)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match client.recv(Duration::from_secs(5)).unwrap() {
+            Some(Packet::Publish(p)) if !p.retain => {
+                return std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+            }
+            _ => continue,
+        }
+    }
+    panic!("no $SYS/broker/messages/dropped within 20 s");
+}
+
+#[test]
+fn open_loop_counts_what_the_broker_acknowledged_and_dropped_as_lost() {
+    // A subscriber window and queue of 10 each: a burst of the publishers' 4 x 100 in flight
+    // overflows them, and the broker drops the newest, having acknowledged every one.
+    let config = "sys_interval_secs = 1\n[[listener]]\nbind = \"127.0.0.1:0\"\n\
+                  [limits]\ninflight_count_max = 10\nqueued_count_max = 10\n";
+    for extra in [&["--qos", "1"][..], &["--qos", "2", "--mqtt", "5"]] {
+        let tern = Tern::start_with_config(config);
+        let args = [
+            &[
+                "fan-in",
+                "--open-loop",
+                "--publishers",
+                "4",
+                "--duration",
+                "0.5",
+            ][..],
+            extra,
+        ]
+        .concat();
+        let report = &bench(&tern, &args)[0];
+        assert_open_loop_accounts(report);
+        assert_eq!(count(report, "inflight_max"), 100, "{report}");
+        let lost = count(report, "lost");
+        assert!(
+            lost > 0,
+            "the queue limit must have dropped messages: {report}"
+        );
+        assert_eq!(
+            lost,
+            dropped_by(&tern),
+            "lost is what the broker dropped: {report}"
+        );
+        assert_eq!(count(report, "subscribers_closed"), 0, "{report}");
+    }
+}
+
+#[test]
+fn open_loop_against_mosquitto_loses_nothing() {
+    // Mosquitto acknowledges a publish no sooner than it has queued it for the subscriber,
+    // and its queues are raised here: every acknowledged message must be counted delivered.
+    let mosquitto = Mosquitto::start();
+    let common = ["--open-loop", "--duration", "0.5", "--inflight", "20"];
+    let qos1 = bench_on(
+        mosquitto.port,
+        &[&["fan-in", "--qos", "1", "--publishers", "3"][..], &common].concat(),
+    );
+    let qos2 = bench_on(
+        mosquitto.port,
+        &[
+            &["pairs", "--qos", "2", "--mqtt", "5", "--pairs", "2"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    for report in qos1.iter().chain(&qos2) {
+        assert_open_loop_accounts(report);
+        assert_eq!(count(report, "lost"), 0, "{report}");
+        assert_eq!(count(report, "inflight_max"), 20, "{report}");
+    }
 }

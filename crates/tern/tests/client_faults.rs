@@ -11,7 +11,8 @@ mod support;
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use faults::{FaultProxy, Mosquitto};
+use faults::FaultProxy;
+use support::mosquitto::Mosquitto;
 use tern_client::{Client, ClientOptions, QoS, ReasonCode, TcpTransport};
 
 /// Faults to inject per run (both clients together).
