@@ -9,12 +9,16 @@ const PAGE: &str = include_str!("../../../docs/http.md");
 
 /// The fenced block that follows `after` in the page.
 fn block_after(after: &str) -> String {
-    let start = PAGE.find(after).unwrap_or_else(|| panic!("{after:?} not in docs/http.md"));
+    let start = PAGE
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} not in docs/http.md"));
     let rest = &PAGE[start..];
     let open = rest.find("```").expect("a fenced block");
     let body = &rest[open..];
     let body = &body[body.find('\n').expect("fence line") + 1..];
-    body[..body.find("```").expect("closing fence")].trim_end().to_owned()
+    body[..body.find("```").expect("closing fence")]
+        .trim_end()
+        .to_owned()
 }
 
 fn secret() -> [u8; 32] {
@@ -29,7 +33,9 @@ fn secret() -> [u8; 32] {
 #[test]
 fn the_worked_example_signs_as_the_page_says() {
     let request = block_after("The request:");
-    let (head, body) = request.split_once("\n\n").expect("headers, blank line, body");
+    let (head, body) = request
+        .split_once("\n\n")
+        .expect("headers, blank line, body");
     let mut lines = head.lines();
     let start: Vec<&str> = lines.next().unwrap().split(' ').collect();
     let (path, query) = start[1].split_once('?').unwrap();
