@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import secrets
+import ssl
 import sys
 import time
 import urllib.parse
@@ -110,6 +111,7 @@ class Device:
     clock: bool = True  # False: Tern-Time "-" (needs counter nonces)
     timeout: float = 10.0
     verify_responses: bool = True
+    ssl_context: Optional[ssl.SSLContext] = None  # for https: the CA to trust, say
     last: Optional[dict[str, str]] = field(default=None, repr=False)  # last request's headers
 
     @property
@@ -142,9 +144,14 @@ class Device:
              body: bytes = b"") -> Response:
         """Sends a request as given (signed or not) and reads the answer."""
         parsed = urllib.parse.urlsplit(self.url)
-        connection_class = (http.client.HTTPSConnection if parsed.scheme == "https"
-                            else http.client.HTTPConnection)
-        connection = connection_class(parsed.hostname, parsed.port, timeout=self.timeout)
+        connection: http.client.HTTPConnection
+        if parsed.scheme == "https":
+            connection = http.client.HTTPSConnection(parsed.hostname, parsed.port,
+                                                     timeout=self.timeout,
+                                                     context=self.ssl_context)
+        else:
+            connection = http.client.HTTPConnection(parsed.hostname, parsed.port,
+                                                    timeout=self.timeout)
         try:
             connection.putrequest(method, path_and_query, skip_accept_encoding=True)
             for name, value in headers:

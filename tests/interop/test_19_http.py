@@ -28,7 +28,8 @@ from http_device import Device, Response  # noqa: E402
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the HTTP bridge is Tern's")
 
-HTTP_LISTENING = re.compile(r"listening for HTTP on (?P<host>\S+):(?P<port>\d+) \(http\)")
+HTTP_LISTENING = re.compile(
+    r"listening for HTTP on (?P<host>\S+):(?P<port>\d+) \((?P<scheme>https?)\)")
 BODY_MAX = 4096
 HEADER_TIMEOUT = 1
 
@@ -46,7 +47,8 @@ class HttpBroker(Broker):
         for line in self.output:
             match = HTTP_LISTENING.search(line)
             if match:
-                self.http_url = f"http://{match.group('host')}:{match.group('port')}"
+                scheme = match.group("scheme")
+                self.http_url = f"{scheme}://{match.group('host')}:{match.group('port')}"
                 return
         raise BrokerError(f"no HTTP listening line:\n{self.output_tail()}")
 
@@ -387,3 +389,44 @@ def test_refused_requests_are_logged_with_their_reason(bridge):
     broker.mark()
     stranger.publish("http/x", b"x")
     broker.wait_for_output(r"HTTP request refused: signature_invalid \(401\) POST /v1/pub/http/x")
+
+
+class ConfiguredBroker(HttpBroker):
+    """A broker whose listeners all come from its configuration file (no listener flags)."""
+
+    def _tern_command(self) -> list[str]:
+        command = Broker._tern_command(self)
+        at = command.index("--bind")
+        return command[:at] + command[at + 4:]
+
+
+def test_https_serves_the_bridge_with_the_tls_settings_of_mqtts(tmp_path: Path, clients,
+                                                               names: Names):
+    import ssl
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    data = tmp_path / "tern-data"
+    secret = add_key(data, "d:tls1")
+    options = {"listener": [
+        {"bind": "127.0.0.1:0"},
+        {"bind": "127.0.0.1:0", "protocol": "https", "cert": str(cert), "key": str(key)},
+    ]}
+    broker = ConfiguredBroker("tern", tmp_path, options)
+    try:
+        broker.start()
+    except BrokerError as err:
+        pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
+    try:
+        assert broker.http_url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(cert))
+        dev = Device(broker.http_url, "d:tls1", secret, ssl_context=context)
+        clients.broker = broker
+        topic = f"http/{names.tag}/tls"
+        subscriber = clients.subscriber(names.client("s"), topic, qos=1)
+        assert dev.publish(topic, b"secure").json() == {"qos": 1, "matched": 1}
+        assert subscriber.expect_message().payload == b"secure"
+    finally:
+        broker.stop()
