@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use tern_auth::keyring::{KEYS_FILE, MASTER_KEY_FILE};
-use tern_auth::{KeyRing, MasterKey};
+use tern_auth::keyring::{KEYS_FILE, MASTER_KEY_FILE, SECRETS_PER_KEY_MAX};
+use tern_auth::{Credential, KeyRing, MasterKey};
 use tracing::{info, warn};
 
 /// The keys in force, shared by the HTTP tasks.
@@ -43,8 +43,24 @@ impl Keys {
         }
     }
 
-    pub(crate) fn decoy(&self, key_id: &str) -> [u8; 32] {
-        self.decoys.decoy(key_id)
+    /// The key a request names, if it is known, and the secrets to check or sign with:
+    /// always [`SECRETS_PER_KEY_MAX`] of them, decoys standing in for an unknown key or a
+    /// missing second secret, so neither the work done nor the answer tells keys apart.
+    pub(crate) fn secrets(
+        &self,
+        key_id: &str,
+        client: Option<&str>,
+    ) -> (Option<Credential>, Vec<[u8; 32]>) {
+        let credential = self.ring().lookup(key_id, client);
+        let mut secrets = credential
+            .as_ref()
+            .map(|credential| credential.secrets.clone())
+            .unwrap_or_default();
+        while secrets.len() < SECRETS_PER_KEY_MAX {
+            let label = format!("{key_id}\0{}", secrets.len());
+            secrets.push(self.decoys.decoy(&label));
+        }
+        (credential, secrets)
     }
 
     /// Reads the key file again if it changed; a file that does not read leaves the keys in

@@ -547,17 +547,9 @@ pub(crate) async fn time(
         return respond(error.status, error.body(), None, false);
     };
     let client = header("tern-client");
-    // Two signatures whatever the key: a decoy stands in for an unknown key or a missing
-    // second secret, so the answer does not tell which keys exist.
-    let mut secrets = shared
-        .keys
-        .ring()
-        .lookup(&key_id, client.as_deref())
-        .map(|credential| credential.secrets)
-        .unwrap_or_default();
-    while secrets.len() < tern_auth::keyring::SECRETS_PER_KEY_MAX {
-        secrets.push(shared.keys.decoy(&format!("{key_id}\0{}", secrets.len())));
-    }
+    // Two signatures whatever the key (see `Keys::secrets`): the answer does not tell which
+    // keys exist.
+    let (_, secrets) = shared.keys.secrets(&key_id, client.as_deref());
     let now = bridge::unix_now();
     let body = Bytes::from(
         serde_json::to_vec(&serde_json::json!({"time": now, "challenge": challenge}))

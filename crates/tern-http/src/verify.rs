@@ -1,7 +1,7 @@
 //! Who sent a request: its `Tern-Key` (and `Tern-Client`, for an app key), checked against
 //! `Tern-Signature` over the canonical request, on the HTTP threads. An unknown key, a revoked
 //! one and a wrong signature get the same answer, after the same work: an unknown key is
-//! checked against a decoy secret.
+//! checked against decoy secrets, as many as a known key has.
 
 use tern_auth::Credential;
 
@@ -76,15 +76,11 @@ pub(crate) fn verify(keys: &Keys, parts: &RequestParts<'_>) -> Result<Verified, 
     let canonical = signing::canonical_request(parts)
         .map_err(|e| ApiError::bad_request(format!("cannot sign this request: {e}")))?;
     let client = header(headers, "Tern-Client");
-    let ring = keys.ring();
-    let credential = ring.lookup(key_id, client);
-    let secrets = match &credential {
-        Some(credential) => credential.secrets.clone(),
-        None => vec![keys.decoy(key_id)],
-    };
+    let (credential, secrets) = keys.secrets(key_id, client);
+    let real = credential.as_ref().map_or(0, |c| c.secrets.len());
     let matched = signing::verify(&secrets, canonical.as_bytes(), &signature);
     match (credential, matched) {
-        (Some(credential), Some(index)) => Ok(Verified {
+        (Some(credential), Some(index)) if index < real => Ok(Verified {
             secret: secrets[index],
             credential,
             signature,
