@@ -11,8 +11,9 @@ use tern_core::{Broker, ConnectionId, Time};
 
 use crate::shared::Shared;
 
-/// What an edge runs on the broker thread, started by [`crate::Server::run`].
-pub type EdgeTask = Box<dyn FnOnce(BrokerHandle) -> Pin<Box<dyn Future<Output = ()>>>>;
+/// What an edge runs on the broker thread, started by [`crate::Server::run`]: made where the
+/// edge is set up (any thread), its future then made and run on the broker thread.
+pub type EdgeTask = Box<dyn FnOnce(BrokerHandle) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
 /// A task's way to the broker core, on the broker thread.
 #[derive(Clone)]
