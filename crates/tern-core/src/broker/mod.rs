@@ -7,6 +7,7 @@
 
 mod access;
 mod auth;
+mod cluster;
 mod connect;
 mod lifecycle;
 pub mod memory;
@@ -107,6 +108,8 @@ pub struct Broker {
     retained_ready: Vec<SessionKey>,
     /// Reused buffer for the retained messages one step of a feed takes.
     feed_scratch: Vec<(SharedMessage, tern_codec::QoS, Option<u32>)>,
+    /// Operations for the other nodes and the interest they hear of (`Config::cluster`).
+    cluster: cluster::ClusterState,
 }
 
 impl Broker {
@@ -145,6 +148,7 @@ impl Broker {
             shed_connections: Vec::new(),
             retained_ready: Vec::new(),
             feed_scratch: Vec::new(),
+            cluster: cluster::ClusterState::default(),
         }
     }
 

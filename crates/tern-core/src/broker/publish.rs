@@ -296,6 +296,10 @@ impl Broker {
                 self.retained.set(kept);
             }
         }
+        if !self.forward_to_cluster(&message, now) {
+            // Routed when it comes back replicated; whether anyone matched is not known here.
+            return true;
+        }
         self.route(&message, now)
     }
 
