@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::busy_poll::BusyPoll;
+use crate::cluster::ClusterOut;
 use crate::connection::{encode_queued, Stop};
 use crate::durable::Committer;
 use crate::encode::Encoder;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     denial_log: LogBudget,
     /// Group commit with the store thread, when state is durable.
     pub(crate) committer: Option<Committer>,
+    /// The link to the cluster layer, when the broker is a cluster node.
+    pub(crate) cluster: std::cell::OnceCell<ClusterOut>,
     /// Reused buffer for store operations taken from the core.
     ops: RefCell<Vec<StoreOp>>,
     /// Keeps a flood of refused connections (limits, failed handshakes, bad CONNECTs) from
@@ -203,6 +206,7 @@ impl Shared {
                     .min(AUTH_CHECKS_PARALLEL_MAX),
             )),
             committer,
+            cluster: std::cell::OnceCell::new(),
             ops: RefCell::new(Vec::new()),
             last_read_at: Cell::new(epoch),
             activity: Cell::new(0),
@@ -294,6 +298,9 @@ impl Shared {
         if let Some(committer) = &self.committer {
             committer.unregister(id);
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.forget(id);
+        }
         self.after_input();
         self.closed.notify_waiters();
     }
@@ -351,6 +358,10 @@ impl Shared {
                 let batch = std::mem::take(&mut *ops);
                 committer.submit(batch, &woken, |id| broker.pending_transmits(id));
             }
+        }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.take_ops(|| broker.poll_cluster_op());
+            cluster.submit(|id| broker.pending_transmits(id));
         }
         drop(broker);
         if from.is_some() {
@@ -549,6 +560,11 @@ impl Shared {
         };
         let mut ready = Vec::new();
         committer.committed(seq, &mut ready);
+        self.wake_ready(ready);
+    }
+
+    /// Wakes the tasks of connections whose held packets may now be written.
+    fn wake_ready(&self, ready: Vec<ConnectionId>) {
         let mut wakers = self.wakers.borrow_mut();
         for id in ready {
             if let Some(wake) = wakers.get_mut(&id) {
@@ -560,9 +576,11 @@ impl Shared {
         }
     }
 
-    /// Whether the next packet for `id` may be written (its store operations are durable).
+    /// Whether the next packet for `id` may be written (its store operations are durable, and
+    /// the messages it acknowledges replicated).
     pub(crate) fn may_transmit(&self, id: ConnectionId) -> bool {
         self.committer.as_ref().is_none_or(|c| c.may_transmit(id))
+            && self.cluster.get().is_none_or(|c| c.may_transmit(id))
     }
 
     /// Notes that a packet for `id` was taken from the core.
@@ -570,6 +588,20 @@ impl Shared {
         if let Some(committer) = &self.committer {
             committer.transmitted(id);
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.transmitted(id);
+        }
+    }
+
+    /// Cluster batches up to `seq` are through: wake the connections whose acknowledgements
+    /// were waiting for them.
+    pub(crate) fn cluster_through(&self, seq: u64) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let mut ready = Vec::new();
+        cluster.through(seq, &mut ready);
+        self.wake_ready(ready);
     }
 
     pub(crate) fn handle_timeout(&self) {

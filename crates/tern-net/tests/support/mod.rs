@@ -34,6 +34,11 @@ impl Client {
 
     /// Sends `packet` one byte per write, each its own TCP segment (no Nagle), so the broker
     /// sees it in as many reads as the timing allows, most of them partial.
+    /// The socket, for tests that look at it directly.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     pub(crate) fn send_bytewise(&mut self, packet: Packet) {
         let mut out = BytesMut::new();
         packet.encode(ProtocolVersion::V5, &mut out).unwrap();
