@@ -40,6 +40,8 @@ pub(crate) struct FileConfig {
     pub(crate) store: StoreConfig,
     #[serde(default)]
     pub(crate) sessions: SessionsConfig,
+    /// `[cluster]`: join other nodes through NATS; absent, the broker is a single node.
+    pub(crate) cluster: Option<crate::cluster_config::ClusterConfig>,
 }
 
 /// `[sessions]`: who may have a session.
