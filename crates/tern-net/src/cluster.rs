@@ -51,16 +51,22 @@ impl ClusterOut {
         self.ops.borrow_mut().extend(std::iter::from_fn(poll));
     }
 
-    /// Sends the operations taken as the next batch, and holds the packets now in the outbox
-    /// of each connection that published a QoS 1/2 message in it (`pending` gives each
-    /// outbox's length) until the batch is through.
-    pub(crate) fn submit(&self, pending: impl Fn(ConnectionId) -> usize) {
+    /// Sends the operations taken as the next batch, and holds until the batch is through the
+    /// packets now in the outbox (`pending` gives its length) of each connection that
+    /// published a QoS 1/2 message in it and, when the batch changes the node's interest, of
+    /// every connection that got packets with it (`woken`): a SUBACK then goes only once the
+    /// NATS server has the subscription, so a message published elsewhere right after it is
+    /// not missed.
+    pub(crate) fn submit(&self, woken: &[ConnectionId], pending: impl Fn(ConnectionId) -> usize) {
         let mut ops = self.ops.borrow_mut();
         if ops.is_empty() {
             return;
         }
         let seq = self.last_sent.get() + 1;
         self.last_sent.set(seq);
+        let interest = ops
+            .iter()
+            .any(|op| matches!(op, ClusterOp::Interest { .. }));
         let mut held: Vec<ConnectionId> = ops
             .iter()
             .filter_map(|op| match op {
@@ -68,6 +74,9 @@ impl ClusterOut {
                 ClusterOp::Interest { .. } => None,
             })
             .collect();
+        if interest {
+            held.extend_from_slice(woken);
+        }
         held.sort_unstable();
         held.dedup();
         for id in held {

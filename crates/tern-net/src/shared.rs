@@ -361,7 +361,7 @@ impl Shared {
         }
         if let Some(cluster) = self.cluster.get() {
             cluster.take_ops(|| broker.poll_cluster_op());
-            cluster.submit(|id| broker.pending_transmits(id));
+            cluster.submit(&woken, |id| broker.pending_transmits(id));
         }
         drop(broker);
         if from.is_some() {

@@ -1,5 +1,6 @@
 //! The seam to the cluster layer, with a scripted cluster in place of NATS: operations leave in
-//! numbered batches, a QoS 1 PUBACK waits until its batch is reported through, messages from
+//! numbered batches, a QoS 1 PUBACK (and a SUBACK that changes the node's interest) waits until
+//! its batch is reported through, messages from
 //! the cluster are routed, and a cluster layer that fails stops the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
@@ -73,14 +74,16 @@ fn a_puback_waits_until_the_cluster_reports_its_message_replicated() {
     subscriber.send(connect("sub", None));
     assert!(matches!(subscriber.recv(), Packet::ConnAck(_)));
     subscriber.send(subscribe("t/+", 1));
-    assert!(matches!(subscriber.recv(), Packet::SubAck(_)));
     let batch = cluster.next_batch();
     assert_eq!(batch.seq, 1);
     assert!(matches!(
         &batch.ops[..],
         [ClusterOp::Interest { filter, present: true }] if filter.as_str() == "t/+"
     ));
+    // The SUBACK waits until the cluster has the subscription too.
+    assert_nothing_to_read(&mut subscriber);
     cluster.say(ClusterInput::Through(1));
+    assert!(matches!(subscriber.recv(), Packet::SubAck(_)));
 
     let mut publisher = Client::open(server.addr);
     publisher.send(connect("pub", None));
@@ -123,9 +126,9 @@ fn a_puback_waits_until_the_cluster_reports_its_message_replicated() {
     server.stop();
 }
 
-/// Whether the publisher's socket holds nothing: the PUBACK would have been written right after
-/// the PUBLISH was handled, long before the subscriber's delivery made its round through the
-/// cluster, had it not been held.
+/// Whether the client's socket holds nothing. An acknowledgement not held would have been
+/// written right after its packet was handled: before the batch reached the scripted cluster
+/// (for the SUBACK), before the subscriber's delivery made its round through it (the PUBACK).
 fn assert_nothing_to_read(client: &mut Client) {
     let stream = client.stream();
     stream.set_nonblocking(true).unwrap();
