@@ -7,6 +7,8 @@ pub(crate) mod cli;
 pub(crate) mod mosquitto;
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mqtt;
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
