@@ -195,22 +195,27 @@ impl Tern {
     /// Whether the broker logs a line containing `needle` within `timeout`.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self
-                .log
-                .lock()
-                .expect("log lock")
-                .iter()
-                .any(|l| l.contains(needle))
-            {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        logged(&self.log, needle, timeout)
+    }
+}
+
+/// Whether `log` (lines a child process writes, collected as they come) holds a line
+/// containing `needle` within `timeout`.
+pub(crate) fn logged(log: &Mutex<Vec<String>>, needle: &str, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            return true;
         }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

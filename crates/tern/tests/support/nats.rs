@@ -101,22 +101,7 @@ impl NatsServer {
 
     /// Whether the server has logged a line containing `needle` within `timeout`.
     pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self
-                .log
-                .lock()
-                .expect("log lock")
-                .iter()
-                .any(|l| l.contains(needle))
-            {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::logged(&self.log, needle, timeout)
     }
 
     /// The port in the line starting after `needle`, once the server has logged it; `None`
