@@ -7,11 +7,13 @@
 //! types, which the binary connects; without them nothing of this runs.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
+use tern_codec::QoS;
 use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ConnectionId};
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::hold::Holds;
 use crate::shared::Shared;
@@ -23,7 +25,16 @@ pub struct ClusterLink {
     pub batches: mpsc::UnboundedSender<ClusterBatch>,
     /// What the cluster layer says: messages from other nodes, batches through, failure.
     pub inputs: mpsc::Receiver<ClusterInput>,
+    /// Bytes of QoS 0 messages that may wait for the cluster layer
+    /// ([`CLUSTER_QOS0_BACKLOG_BYTES_MAX`] unless a test wants a smaller one).
+    pub qos0_backlog_bytes_max: usize,
 }
+
+/// Bytes of QoS 0 messages handed to the cluster layer and not yet through: past it, further
+/// QoS 0 messages for other nodes are dropped (this node's own subscribers have them already)
+/// rather than queued without bound while NATS is slow or unreachable. QoS 1/2 messages are
+/// never dropped here: their publishers wait for the PUBACK, so Receive Maximum bounds them.
+pub const CLUSTER_QOS0_BACKLOG_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The broker thread's side of the link.
 #[derive(Debug)]
@@ -34,16 +45,70 @@ pub(crate) struct ClusterOut {
     holds: Holds,
     /// Reused buffer for the operations taken from the core.
     ops: RefCell<Vec<ClusterOp>>,
+    /// QoS 0 bytes of each batch not yet through, by batch number, and their sum.
+    backlog: RefCell<VecDeque<(u64, usize)>>,
+    backlog_bytes: Cell<usize>,
+    backlog_max: usize,
+    /// QoS 0 messages not sent to other nodes because the backlog was full, since start, and
+    /// since the log last said so.
+    dropped: Cell<u64>,
+    dropped_unlogged: Cell<u64>,
 }
 
 impl ClusterOut {
-    pub(crate) fn new(batches: mpsc::UnboundedSender<ClusterBatch>) -> Self {
+    pub(crate) fn new(batches: mpsc::UnboundedSender<ClusterBatch>, backlog_max: usize) -> Self {
         Self {
             batches,
             last_sent: Cell::new(0),
             holds: Holds::default(),
             ops: RefCell::new(Vec::new()),
+            backlog: RefCell::new(VecDeque::new()),
+            backlog_bytes: Cell::new(0),
+            backlog_max,
+            dropped: Cell::new(0),
+            dropped_unlogged: Cell::new(0),
         }
+    }
+
+    /// QoS 0 messages not sent to other nodes because the backlog was full, since start.
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    /// Drops the QoS 0 messages among `ops` that would take the backlog past its limit;
+    /// returns the QoS 0 bytes kept.
+    fn within_backlog(&self, ops: &mut Vec<ClusterOp>) -> usize {
+        let mut bytes = self.backlog_bytes.get();
+        let before = bytes;
+        let mut dropped = 0;
+        ops.retain(|op| {
+            let ClusterOp::Publish(publish) = op else {
+                return true;
+            };
+            if publish.message.qos != QoS::AtMostOnce {
+                return true;
+            }
+            let charge = publish.message.charge();
+            if bytes + charge > self.backlog_max {
+                dropped += 1;
+                return false;
+            }
+            bytes += charge;
+            true
+        });
+        if dropped > 0 {
+            if self.dropped_unlogged.get() == 0 {
+                warn!(
+                    "the cluster layer is behind by {before} bytes of QoS 0 messages: further \
+                     ones are not sent to other nodes until it catches up"
+                );
+            }
+            self.dropped.set(self.dropped.get() + dropped);
+            self.dropped_unlogged
+                .set(self.dropped_unlogged.get() + dropped);
+        }
+        bytes - before
     }
 
     /// Takes what the core queued for the cluster (`poll` gives it).
@@ -59,10 +124,16 @@ impl ClusterOut {
     /// not missed.
     pub(crate) fn submit(&self, woken: &[ConnectionId], pending: impl Fn(ConnectionId) -> usize) {
         let mut ops = self.ops.borrow_mut();
+        let qos0_bytes = self.within_backlog(&mut ops);
         if ops.is_empty() {
             return;
         }
         let seq = self.last_sent.get() + 1;
+        if qos0_bytes > 0 {
+            self.backlog.borrow_mut().push_back((seq, qos0_bytes));
+            self.backlog_bytes
+                .set(self.backlog_bytes.get() + qos0_bytes);
+        }
         self.last_sent.set(seq);
         let interest = ops
             .iter()
@@ -103,6 +174,18 @@ impl ClusterOut {
 
     pub(crate) fn through(&self, seq: u64, out: &mut Vec<ConnectionId>) {
         self.holds.done(seq, out);
+        let mut backlog = self.backlog.borrow_mut();
+        while let Some(&(batch, bytes)) = backlog.front() {
+            if batch > seq {
+                break;
+            }
+            backlog.pop_front();
+            self.backlog_bytes.set(self.backlog_bytes.get() - bytes);
+        }
+        if backlog.is_empty() && self.dropped_unlogged.get() > 0 {
+            let dropped = self.dropped_unlogged.replace(0);
+            warn!("the cluster layer caught up; {dropped} QoS 0 message(s) were not sent to other nodes meanwhile");
+        }
     }
 
     pub(crate) fn forget(&self, id: ConnectionId) {
@@ -132,4 +215,81 @@ pub(crate) async fn input_loop(
         }
     }
     "the cluster layer stopped".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tern_codec::PublishProperties;
+    use tern_core::{ClusterPublish, Message};
+
+    use super::*;
+
+    fn message(qos: QoS, payload: usize) -> ClusterOp {
+        ClusterOp::Publish(ClusterPublish {
+            message: Arc::new(Message {
+                id: 1,
+                topic: "t"
+                    .parse()
+                    .unwrap_or_else(|_| tern_codec::TopicName::empty()),
+                payload: Bytes::from(vec![0; payload]),
+                qos,
+                retain: false,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            }),
+            publisher: None,
+            expiry_millis: None,
+            acknowledges: None,
+        })
+    }
+
+    fn sent(batches: &mut mpsc::UnboundedReceiver<ClusterBatch>) -> Vec<QoS> {
+        let mut qos = Vec::new();
+        while let Ok(batch) = batches.try_recv() {
+            for op in batch.ops {
+                if let ClusterOp::Publish(publish) = op {
+                    qos.push(publish.message.qos);
+                }
+            }
+        }
+        qos
+    }
+
+    #[test]
+    fn qos0_past_the_backlog_is_dropped_and_counted_qos1_never() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let one = match message(QoS::AtMostOnce, 1000) {
+            ClusterOp::Publish(p) => p.message.charge(),
+            ClusterOp::Interest { .. } => 0,
+        };
+        // Room for two QoS 0 messages.
+        let out = ClusterOut::new(tx, 2 * one + one / 2);
+        let mut ops = vec![
+            message(QoS::AtMostOnce, 1000),
+            message(QoS::AtMostOnce, 1000),
+            message(QoS::AtMostOnce, 1000),
+            message(QoS::AtLeastOnce, 1000),
+        ];
+        out.take_ops(|| ops.pop());
+        out.submit(&[], |_| 0);
+        assert_eq!(out.dropped(), 1);
+        let mut got = sent(&mut rx);
+        got.sort();
+        assert_eq!(got, [QoS::AtMostOnce, QoS::AtMostOnce, QoS::AtLeastOnce]);
+        // Still full until the batch is through.
+        let mut more = vec![message(QoS::AtMostOnce, 1000)];
+        out.take_ops(|| more.pop());
+        out.submit(&[], |_| 0);
+        assert_eq!(out.dropped(), 2);
+        out.through(1, &mut Vec::new());
+        let mut more = vec![message(QoS::AtMostOnce, 1000)];
+        out.take_ops(|| more.pop());
+        out.submit(&[], |_| 0);
+        assert_eq!(out.dropped(), 2);
+        assert_eq!(sent(&mut rx), [QoS::AtMostOnce]);
+    }
 }

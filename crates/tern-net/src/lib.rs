@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{error, info};
 
-pub use cluster::ClusterLink;
+pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
 pub use gate::AdmissionLimits;
 pub use tls::{TlsError, TlsSettings};
 
@@ -337,7 +337,8 @@ impl Server {
             }
         }
         let cluster_inputs = self.cluster.map(|link| {
-            let _ = shared.cluster.set(cluster::ClusterOut::new(link.batches));
+            let out = cluster::ClusterOut::new(link.batches, link.qos0_backlog_bytes_max);
+            let _ = shared.cluster.set(out);
             link.inputs
         });
         // What the restored broker purged goes to the store before anything else (and the

@@ -31,6 +31,7 @@ fn link() -> (ClusterLink, FakeCluster) {
         ClusterLink {
             batches: batches_tx,
             inputs: inputs_rx,
+            qos0_backlog_bytes_max: tern_net::CLUSTER_QOS0_BACKLOG_BYTES_MAX,
         },
         FakeCluster {
             batches: batches_rx,

@@ -207,6 +207,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server.set_cluster(tern_net::ClusterLink {
                 batches: link.batches,
                 inputs: link.inputs,
+                qos0_backlog_bytes_max: tern_net::CLUSTER_QOS0_BACKLOG_BYTES_MAX,
             });
         }
         server.run(shutdown_signal()).await?;
