@@ -163,8 +163,10 @@ mod tests {
     use super::*;
 
     fn sample() -> Envelope {
-        let mut properties = tern_codec::PublishProperties::default();
-        properties.content_type = Some(MqttString::new("text/plain").unwrap_or_default());
+        let properties = tern_codec::PublishProperties {
+            content_type: MqttString::new("text/plain").ok(),
+            ..Default::default()
+        };
         Envelope {
             origin: 0xDEAD_BEEF,
             counter: 42,

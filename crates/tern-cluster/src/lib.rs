@@ -119,8 +119,7 @@ impl ClusterNode {
                             return;
                         }
                     };
-                    let max_payload = usize::try_from(joined.client.server_info().max_payload)
-                        .unwrap_or(usize::MAX);
+                    let max_payload = joined.client.server_info().max_payload;
                     let _ = ready_tx.send(Ok(max_payload));
                     node::run(joined, batches_rx, inputs_tx, thread_counters).await;
                 });

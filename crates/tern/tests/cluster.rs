@@ -290,6 +290,58 @@ fn real_clients_exchange_messages_across_nodes() {
     sub.kill();
 }
 
+/// A PUBACK only once JetStream has stored the message: while the NATS server is stopped
+/// (SIGSTOP, its sockets open) none comes; once it runs again the message is stored, the PUBACK
+/// goes and the subscriber on the other node gets the message once.
+#[test]
+fn no_puback_before_jetstream_has_the_message() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let (n1, n2) = (node(&urls, "n1", 1), node(&urls, "n2", 1));
+    let mut subscriber = client(&n2, "subscriber");
+    subscriber.subscribe("held", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n1, "publisher");
+    send(&mut publisher, "held", "before", QoS::AtLeastOnce);
+
+    nats.signal("STOP");
+    let packet_id = publisher.fresh_id();
+    publisher
+        .send(&publish(
+            "held",
+            b"while stopped".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(packet_id),
+        ))
+        .unwrap();
+    // Nothing can store it while the server is stopped, so nothing may acknowledge it.
+    let early = publisher.recv(Duration::from_secs(1)).unwrap();
+    assert!(
+        early.is_none(),
+        "acknowledged while NATS was stopped: {early:?}"
+    );
+    let stopped_at = Instant::now();
+    nats.signal("CONT");
+    match publisher.recv(WAIT).unwrap() {
+        Some(Packet::PubAck(ack)) => {
+            assert_eq!(ack.packet_id, packet_id);
+            assert_eq!(ack.reason_code, ReasonCode::Success);
+        }
+        other => panic!("expected the PUBACK, got {other:?}"),
+    }
+    println!(
+        "PUBACK {:.1} s after the NATS server resumed",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    send(&mut publisher, "held", "end", QoS::AtLeastOnce);
+    let seen = receive_until(&mut subscriber, |seen| {
+        seen.iter().any(|(_, p, _)| p == "end")
+    });
+    let payloads: Vec<&str> = seen.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert_eq!(payloads, ["before", "while stopped", "end"]);
+    drop((n1, n2));
+}
+
 #[test]
 fn a_node_that_cannot_reach_nats_refuses_to_start() {
     // A port nothing listens on.

@@ -94,6 +94,16 @@ impl NatsServer {
         Some(server)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIG{signal} sent");
+    }
+
     /// The client URL.
     pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
