@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tracing::debug;
 
+use crate::gate::Admitted;
 use crate::shared::Shared;
 
 /// Smallest read: what a quiet connection reads with (on the stack), and after quiet spells.
@@ -35,6 +36,7 @@ pub(crate) async fn run<S>(
     auth_profile: usize,
     shared: Rc<Shared>,
     direct: Option<Rc<OwnedWriteHalf>>,
+    admitted: Admitted,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -103,7 +105,7 @@ pub(crate) async fn run<S>(
                     .bytes_received
                     .set(shared.bytes_received.get() + n as u64);
                 read_chunk = next_read_chunk(read_chunk, n, room);
-                let others_woken = decode_all(&shared, id, &mut decoder, &mut read_buf);
+                let others_woken = decode_all(&shared, id, &admitted, &mut decoder, &mut read_buf);
                 if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
                     read_buf = BytesMut::new();
                 }
@@ -278,6 +280,7 @@ async fn yield_behind_woken() {
 fn decode_all(
     shared: &Shared,
     id: ConnectionId,
+    admitted: &Admitted,
     decoder: &mut Decoder,
     read_buf: &mut BytesMut,
 ) -> bool {
@@ -288,7 +291,11 @@ fn decode_all(
         let now = shared.time_at(at);
         loop {
             match decoder.decode(read_buf) {
-                Ok(Some(packet)) => broker.handle_packet(id, packet, now),
+                Ok(Some(packet)) => {
+                    // Its first packet is its CONNECT (the core closes it otherwise).
+                    admitted.connect_received();
+                    broker.handle_packet(id, packet, now);
+                }
                 Ok(None) => break,
                 Err(error) => {
                     if let Some(level) = tern_codec::connect_protocol_level(read_buf) {

@@ -1,16 +1,26 @@
-//! Admission at accept: caps on connections in total and per source address, and on the rate
-//! of new connections per address. A refused socket is closed before any byte is read.
+//! Admission at accept: caps on connections in total and per source address, on the rate of
+//! new connections per address, and a fair share of the free slots for connections that have
+//! not sent their CONNECT yet. A refused socket is closed before any byte is read.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Connection limits applied when a socket is accepted; 0 means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Connection limits applied when a socket is accepted; 0 means no limit, and the default is
+/// no limit at all.
+///
+/// The per-address caps are a hardening choice for clients that each have an address of their
+/// own: a fleet behind one carrier-grade NAT or a load balancer, and a load test from one host,
+/// arrive from one address. What keeps one address from taking every slot with connections
+/// that never send CONNECT is the fair share (see [`PENDING_PER_ADDRESS_FLOOR`]), which applies
+/// whenever `connections_max` is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionLimits {
-    /// Open connections, all listeners together.
+    /// Open connections, all listeners together. `tern serve` derives its default from the
+    /// process's open-file limit; a library user sets it (0: only the system's limit applies,
+    /// and no fair share is kept).
     pub connections_max: usize,
     /// Open connections from one source address.
     pub connections_per_address_max: usize,
@@ -18,20 +28,22 @@ pub struct AdmissionLimits {
     pub connection_rate_per_address_max: u32,
 }
 
-impl Default for AdmissionLimits {
-    fn default() -> Self {
-        Self {
-            connections_max: 10_000,
-            connections_per_address_max: 1_000,
-            connection_rate_per_address_max: 500,
-        }
-    }
-}
+/// Connections from one address that have not sent their CONNECT yet may always number this
+/// many; past it, an address whose waiting connections are as many as the free slots gets no
+/// more until some of them send CONNECT, close or time out (`connect_timeout`). One address
+/// flooding the broker with sockets that never speak can so take at most half of what was
+/// free (and this floor), never every slot; clients from other addresses keep the rest. The
+/// floor keeps a burst of honest clients from one address from being refused near the total
+/// cap: a connection counts as waiting from its accept until its task has read its CONNECT,
+/// and the accept loop takes up to 128 sockets before their tasks run.
+pub const PENDING_PER_ADDRESS_FLOOR: usize = 256;
 
 /// Per-address bookkeeping.
 #[derive(Debug)]
 struct Address {
     open: usize,
+    /// Of `open`, those that have not sent their CONNECT yet.
+    pending: usize,
     window_start: Instant,
     accepted_in_window: u32,
 }
@@ -54,6 +66,8 @@ pub(crate) struct Gate {
 pub(crate) struct Admitted {
     gate: Rc<Gate>,
     address: IpAddr,
+    /// It has not sent its CONNECT yet.
+    pending: Cell<bool>,
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -85,6 +99,7 @@ impl Gate {
                 limits.connections_max
             ));
         }
+        let free = limits.connections_max.saturating_sub(state.open);
         if state.addresses.len() > ADDRESSES_TRACKED_SOFT_MAX {
             state
                 .addresses
@@ -92,9 +107,20 @@ impl Gate {
         }
         let entry = state.addresses.entry(address).or_insert(Address {
             open: 0,
+            pending: 0,
             window_start: now,
             accepted_in_window: 0,
         });
+        if limits.connections_max != 0
+            && entry.pending >= PENDING_PER_ADDRESS_FLOOR
+            && entry.pending >= free
+        {
+            return Err(format!(
+                "{} connections from this address have not sent CONNECT, as many as the free \
+                 slots ({free} of {})",
+                entry.pending, limits.connections_max
+            ));
+        }
         if limits.connections_per_address_max != 0
             && entry.open >= limits.connections_per_address_max
         {
@@ -117,11 +143,32 @@ impl Gate {
         }
         entry.accepted_in_window += 1;
         entry.open += 1;
+        entry.pending += 1;
         state.open += 1;
         Ok(Admitted {
             gate: Rc::clone(self),
             address,
+            pending: Cell::new(true),
         })
+    }
+
+    /// One connection from `address` has sent its CONNECT.
+    fn settle_pending(&self, address: IpAddr) {
+        if let Some(entry) = self.state.borrow_mut().addresses.get_mut(&address) {
+            entry.pending = entry.pending.saturating_sub(1);
+        }
+    }
+}
+
+impl Admitted {
+    /// The connection has sent its CONNECT: it no longer counts against its address's share
+    /// of the free slots.
+    #[inline]
+    pub(crate) fn connect_received(&self) {
+        if self.pending.get() {
+            self.pending.set(false);
+            self.gate.settle_pending(self.address);
+        }
     }
 }
 
@@ -131,6 +178,9 @@ impl Drop for Admitted {
         state.open = state.open.saturating_sub(1);
         if let Some(entry) = state.addresses.get_mut(&self.address) {
             entry.open = entry.open.saturating_sub(1);
+            if self.pending.get() {
+                entry.pending = entry.pending.saturating_sub(1);
+            }
         }
     }
 }
@@ -149,6 +199,25 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    /// Admits from `address` until refused; the admitted connections and the reason.
+    fn fill(gate: &Rc<Gate>, address: IpAddr, now: Instant) -> (Vec<Admitted>, String) {
+        let mut admitted = Vec::new();
+        loop {
+            match gate.admit(address, now) {
+                Ok(connection) => admitted.push(connection),
+                Err(reason) => return (admitted, reason),
+            }
+        }
+    }
+
+    #[test]
+    fn the_defaults_limit_nothing_per_address() {
+        let gate = Gate::new(AdmissionLimits::default());
+        let now = Instant::now();
+        let admitted: Vec<_> = (0..5_000).map(|_| gate.admit(A, now)).collect();
+        assert!(admitted.iter().all(Result::is_ok));
+    }
 
     #[test]
     fn total_cap_counts_every_address_and_frees_on_drop() {
@@ -181,5 +250,60 @@ mod tests {
         assert!(refused.is_err_and(|reason| reason.contains("rate")));
         assert!(gate.admit(B, now).is_ok());
         assert!(gate.admit(A, now + Duration::from_millis(1000)).is_ok());
+    }
+
+    #[test]
+    fn one_address_waiting_for_connect_takes_half_of_the_free_slots() {
+        let gate = gate(2_000, 0, 0);
+        let now = Instant::now();
+        let (flood, reason) = fill(&gate, A, now);
+        assert_eq!(flood.len(), 1_000, "{reason}");
+        assert!(reason.contains("have not sent CONNECT"), "{reason}");
+        // Clients from another address that send their CONNECT get the other half.
+        let mut others = Vec::new();
+        while let Ok(connection) = gate.admit(B, now) {
+            connection.connect_received();
+            others.push(connection);
+        }
+        assert_eq!(others.len(), 1_000);
+        assert!(gate
+            .admit(B, now)
+            .is_err_and(|reason| reason.contains("connection limit reached")));
+    }
+
+    #[test]
+    fn connections_that_sent_connect_leave_the_share() {
+        let gate = gate(2_000, 0, 0);
+        let now = Instant::now();
+        let (fleet, _) = fill(&gate, A, now);
+        fleet.iter().for_each(Admitted::connect_received);
+        // Calling it again changes nothing.
+        fleet[0].connect_received();
+        // 1,000 open and connected: half of the 1,000 free slots may wait for CONNECT.
+        let (more, _) = fill(&gate, A, now);
+        assert_eq!(more.len(), 500);
+        // Waiting connections that close give their place back.
+        drop(more);
+        let (again, _) = fill(&gate, A, now);
+        assert_eq!(again.len(), 500);
+        drop(again);
+        // Every connection from one address is accepted up to the total cap when each sends
+        // its CONNECT as it comes.
+        let mut connected = fleet;
+        while let Ok(connection) = gate.admit(A, now) {
+            connection.connect_received();
+            connected.push(connection);
+        }
+        assert_eq!(connected.len(), 2_000);
+    }
+
+    #[test]
+    fn below_the_floor_an_address_may_always_wait() {
+        let gate = gate(300, 0, 0);
+        let now = Instant::now();
+        let (burst, reason) = fill(&gate, A, now);
+        assert_eq!(burst.len(), PENDING_PER_ADDRESS_FLOOR, "{reason}");
+        let (others, _) = fill(&gate, B, now);
+        assert_eq!(others.len(), 300 - PENDING_PER_ADDRESS_FLOOR);
     }
 }

@@ -32,7 +32,7 @@ use tokio::task::LocalSet;
 use tracing::{error, info};
 
 pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
-pub use gate::AdmissionLimits;
+pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
 pub use tls::{TlsError, TlsSettings};
 
 use durable::{Commit, Committer};
@@ -225,9 +225,8 @@ impl Server {
         let mut listeners = Vec::new();
         for listener_config in &config.listeners {
             let address = listener_config.bind;
-            let socket = TcpListener::bind(address)
-                .await
-                .map_err(|source| NetError::Bind { address, source })?;
+            let socket =
+                listener::listen(address).map_err(|source| NetError::Bind { address, source })?;
             let local = socket.local_addr().unwrap_or(address);
             let listener = Listener::new(listener_config, local)
                 .map_err(|source| NetError::Tls { address, source })?;

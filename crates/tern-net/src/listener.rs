@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tern_core::ConnectionInfo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
@@ -21,6 +21,24 @@ use crate::{connection, ws, AuthReload, ListenerConfig, Transport};
 /// Room a WebSocket message may take beyond the largest MQTT packet (framing, a few packets
 /// batched into one message).
 const WS_MESSAGE_SLACK_BYTES: usize = 64 * 1024;
+
+/// Connections the kernel may complete and queue on a listener before the broker accepts
+/// them; the kernel caps it at `net.core.somaxconn` (4,096 by default since Linux 5.4). With
+/// Tokio's 128, a flood of connects from one address kept the queue full, and a client from
+/// elsewhere whose SYN met a full queue was dropped and tried again a second later.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds a listening socket on `address`, reusing the address as `TcpListener::bind` does.
+pub(crate) fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// A bound listener as the accept loop uses it.
 #[derive(Debug)]
@@ -151,7 +169,7 @@ async fn handshake_and_serve(
     // connection does not pay for them.
     let tls = listener.tls.as_ref().zip(handshakes.as_deref());
     match (tls, &listener.ws_path) {
-        (None, None) => serve_plain(stream, peer, profile, shared).await,
+        (None, None) => serve_plain(stream, peer, profile, shared, admitted).await,
         (tls, ws_path) => {
             Box::pin(handshake_and_serve_wrapped(
                 stream,
@@ -163,19 +181,25 @@ async fn handshake_and_serve(
                 deadline,
                 message_max,
                 profile,
+                admitted,
             ))
             .await;
         }
     }
-    drop(admitted);
 }
 
 /// Serves a plain TCP connection, whose write half the broker thread shares for direct writes.
-async fn serve_plain(stream: TcpStream, peer: SocketAddr, profile: usize, shared: Rc<Shared>) {
+async fn serve_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    profile: usize,
+    shared: Rc<Shared>,
+    admitted: Admitted,
+) {
     let stream = SharedTcp::new(stream);
     let direct = Some(stream.writer());
     let info = ConnectionInfo::default();
-    connection::run(stream, peer, info, profile, shared, direct).await;
+    connection::run(stream, peer, info, profile, shared, direct, admitted).await;
 }
 
 /// The TLS and WebSocket arms of [`handshake_and_serve`].
@@ -190,6 +214,7 @@ async fn handshake_and_serve_wrapped(
     deadline: Duration,
     message_max: usize,
     profile: usize,
+    admitted: Admitted,
 ) {
     let refuse = |reason: &str| {
         if shared.log_refusal() {
@@ -200,12 +225,12 @@ async fn handshake_and_serve_wrapped(
         }
     };
     match (tls, ws_path) {
-        (None, None) => serve_plain(stream, peer, profile, shared).await,
+        (None, None) => serve_plain(stream, peer, profile, shared, admitted).await,
         (Some((tls, handshakes)), None) => {
             match handshakes.accept(stream, tls.config(), deadline).await {
                 Ok(stream) => {
                     let info = tls_info(&stream, listener);
-                    connection::run(stream, peer, info, profile, shared, None).await;
+                    connection::run(stream, peer, info, profile, shared, None, admitted).await;
                 }
                 Err(reason) => refuse(&reason),
             }
@@ -220,6 +245,7 @@ async fn handshake_and_serve_wrapped(
                         profile,
                         shared,
                         None,
+                        admitted,
                     )
                     .await;
                 }
@@ -239,7 +265,7 @@ async fn handshake_and_serve_wrapped(
             let info = tls_info(&stream, listener);
             match tokio::time::timeout_at(at, ws::accept(stream, path, message_max)).await {
                 Ok(Ok(stream)) => {
-                    connection::run(stream, peer, info, profile, shared, None).await;
+                    connection::run(stream, peer, info, profile, shared, None, admitted).await;
                 }
                 Ok(Err(reason)) => refuse(&reason),
                 Err(_) => refuse(&format!(

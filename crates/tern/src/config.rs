@@ -342,11 +342,17 @@ impl LimitsConfig {
             .unwrap_or(tern_auth::LOGIN_CACHE_ENTRIES_MAX)
     }
 
-    /// The caps applied when a connection is accepted.
-    pub(crate) fn to_admission(&self) -> AdmissionLimits {
+    /// `connections_max` if the file sets it; by default it is derived from the open-file
+    /// limit (`process::connections_max`).
+    pub(crate) fn connections_max(&self) -> Option<usize> {
+        self.connections_max
+    }
+
+    /// The caps applied when a connection is accepted, with `connections_max` in force.
+    pub(crate) fn to_admission(&self, connections_max: usize) -> AdmissionLimits {
         let defaults = AdmissionLimits::default();
         AdmissionLimits {
-            connections_max: self.connections_max.unwrap_or(defaults.connections_max),
+            connections_max,
             connections_per_address_max: self
                 .connections_per_address_max
                 .unwrap_or(defaults.connections_per_address_max),
@@ -461,7 +467,7 @@ mod tests {
             file.limits.to_limits().unwrap().publish_rate_per_client_max,
             100
         );
-        assert_eq!(file.limits.to_admission().connections_per_address_max, 100);
+        assert_eq!(file.limits.to_admission(0).connections_per_address_max, 100);
     }
 
     #[test]
@@ -502,6 +508,15 @@ mod tests {
         assert_eq!(durability(&file, None), Durability::Fsync);
         assert_eq!(data_dir(&file, None), PathBuf::from("tern-data"));
         assert_eq!(file.limits.to_limits().unwrap(), Limits::default());
+        // connections_max is derived from the open-file limit, so the example leaves it unset.
+        assert_eq!(file.limits.connections_max(), None);
+        assert_eq!(
+            file.limits.to_admission(12_345),
+            AdmissionLimits {
+                connections_max: 12_345,
+                ..AdmissionLimits::default()
+            }
+        );
     }
 
     #[test]

@@ -163,9 +163,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let admission = file.limits.to_admission();
     // Before the store or the runtime start a thread.
-    process::reserve_descriptors(admission.connections_max);
+    let descriptor_limit = process::raise_open_file_limit();
+    let connections_max = process::connections_max(file.limits.connections_max(), descriptor_limit);
+    let admission = file.limits.to_admission(connections_max);
+    process::reserve_descriptors(admission.connections_max, descriptor_limit);
     let server_config = ServerConfig {
         listeners: config::listeners(&file, base, args.bind, args.port)?,
         admission,

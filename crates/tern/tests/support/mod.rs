@@ -15,6 +15,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+/// `tern serve` on an ephemeral loopback port with state in memory only.
+const IN_MEMORY: &[&str] = &[
+    "serve",
+    "--bind",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--durability",
+    "none",
+];
+
 /// Resident memory of the process `pid`, in bytes.
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) fn rss_bytes(pid: u32) -> u64 {
@@ -41,15 +52,7 @@ impl Tern {
     /// (`--durability none`) and waits for its listening line.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn start() -> Self {
-        Self::start_with(&[
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--durability",
-            "none",
-        ])
+        Self::start_with(IN_MEMORY)
     }
 
     /// Starts `tern serve --bind 127.0.0.1 --port 0` keeping its state in `dir` (durability
@@ -147,9 +150,28 @@ impl Tern {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// As [`Tern::start`], under an open-file limit (soft and hard) lowered to `limit`, as
+    /// `ulimit -n` in a shell does.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_open_file_limit(limit: u64) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("ulimit -n \"$0\" && exec \"$@\"")
+            .arg(limit.to_string())
+            .arg(env!("CARGO_BIN_EXE_tern"))
+            .args(IN_MEMORY);
+        Self::start_command(command)
+    }
+
     fn start_with(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command.args(args);
+        Self::start_command(command)
+    }
+
+    fn start_command(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -195,25 +217,36 @@ impl Tern {
     /// Whether the broker logs a line containing `needle` within `timeout`.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        logged(&self.log, needle, timeout)
+        self.wait_for_log_line(needle, timeout).is_some()
+    }
+
+    /// The first line the broker logs containing `needle`, waiting up to `timeout` for it.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn wait_for_log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        logged_line(&self.log, needle, timeout)
     }
 }
 
-/// Whether `log` (lines a child process writes, collected as they come) holds a line
-/// containing `needle` within `timeout`.
-pub(crate) fn logged(log: &Mutex<Vec<String>>, needle: &str, timeout: Duration) -> bool {
+/// The first line of `log` (lines a child process writes, collected as they come) containing
+/// `needle`, waiting up to `timeout` for it.
+pub(crate) fn logged_line(
+    log: &Mutex<Vec<String>>,
+    needle: &str,
+    timeout: Duration,
+) -> Option<String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        if log
+        let found = log
             .lock()
             .expect("log lock")
             .iter()
-            .any(|l| l.contains(needle))
-        {
-            return true;
+            .find(|l| l.contains(needle))
+            .cloned();
+        if found.is_some() {
+            return found;
         }
         if std::time::Instant::now() >= deadline {
-            return false;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -111,7 +111,7 @@ impl NatsServer {
 
     /// Whether the server has logged a line containing `needle` within `timeout`.
     pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        super::logged(&self.log, needle, timeout)
+        super::logged_line(&self.log, needle, timeout).is_some()
     }
 
     /// The port in the line starting after `needle`, once the server has logged it; `None`
