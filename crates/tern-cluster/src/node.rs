@@ -45,6 +45,8 @@ const RECEIVED_QUEUE: usize = 4096;
 const DELIVER_BATCH_MAX: usize = 256;
 /// Batches waiting for their acknowledgements.
 const PENDING_BATCHES: usize = 1024;
+/// Wait between attempts to find or create the stream while NATS forms.
+const STREAM_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// How long a node stopping waits for NATS to take what it was handed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Wait before publishing again a QoS 1/2 message JetStream did not acknowledge.
@@ -83,10 +85,19 @@ pub(crate) async fn join(
         allow_direct: true,
         ..Default::default()
     };
-    let stream = jetstream
-        .get_or_create_stream(config)
-        .await
-        .map_err(|error| ClusterError::Stream(error.to_string()))?;
+    // A NATS cluster that is still forming (servers starting together) refuses to place a
+    // replicated stream until enough of its servers have joined: try again until the deadline.
+    let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+    let stream = loop {
+        match jetstream.get_or_create_stream(config.clone()).await {
+            Ok(stream) => break stream,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                info!("stream {STREAM} not ready yet ({error}); trying again");
+                tokio::time::sleep(STREAM_RETRY_DELAY).await;
+            }
+            Err(error) => return Err(ClusterError::Stream(error.to_string())),
+        }
+    };
     let replicas = stream.cached_info().config.num_replicas;
     if replicas != settings.replicas {
         warn!(
