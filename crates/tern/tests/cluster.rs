@@ -303,7 +303,7 @@ fn no_puback_before_jetstream_has_the_message() {
     let mut publisher = client(&n1, "publisher");
     send(&mut publisher, "held", "before", QoS::AtLeastOnce);
 
-    nats.signal("STOP");
+    nats.pause();
     let packet_id = publisher.fresh_id();
     publisher
         .send(&publish(

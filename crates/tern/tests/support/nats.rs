@@ -104,6 +104,32 @@ impl NatsServer {
         assert!(status.success(), "SIG{signal} sent");
     }
 
+    /// Stops the server (SIGSTOP) and waits until every one of its threads has stopped: a
+    /// thread that was running keeps going until the signal reaches it.
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks)
+                .expect("the server's threads")
+                .filter_map(Result::ok)
+                .all(|task| {
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name, which is in parentheses.
+                    stat.rsplit(") ")
+                        .next()
+                        .is_some_and(|rest| rest.starts_with('T'))
+                });
+            if all_stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The client URL.
     pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
