@@ -65,7 +65,7 @@ pub(crate) async fn join(
     settings: &Settings,
     counters: Arc<Counters>,
 ) -> Result<Joined, ClusterError> {
-    let options = settings.connect_options(counters).await?;
+    let options = settings.connect_options(counters)?;
     let client = options
         .connect(settings.nats.clone())
         .await
@@ -390,7 +390,7 @@ async fn dispatch(
         let mut out = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next {
-            if let Some(remote) = unwrap(message, &mut recent, boot, &counters) {
+            if let Some(remote) = open_envelope(message, &mut recent, boot, &counters) {
                 out.push(remote);
             }
             next = match out.len() < DELIVER_BATCH_MAX {
@@ -405,7 +405,7 @@ async fn dispatch(
 }
 
 /// The message a NATS message carries, unless it is a copy already routed.
-fn unwrap(
+fn open_envelope(
     message: async_nats::Message,
     recent: &mut Recent,
     boot: u64,

@@ -76,7 +76,7 @@ pub enum ClusterError {
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Settings {
-    pub(crate) async fn connect_options(
+    pub(crate) fn connect_options(
         &self,
         counters: Arc<Counters>,
     ) -> Result<ConnectOptions, ClusterError> {
