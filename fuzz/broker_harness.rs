@@ -40,6 +40,7 @@ fn fuzz_config() -> Config {
             topic_levels_max: 8,
             connect_timeout_millis: 1000,
             publish_rate_per_client_max: 64,
+            stall_timeout_millis: 1000,
             ..Limits::default()
         },
         assigned_id_prefix: "fuzz-".to_owned(),

@@ -16,10 +16,24 @@ pub struct Limits {
     /// Bytes of QoS 1/2 messages in flight towards one client ([`crate::Message::charge`]);
     /// past it further deliveries wait in the session queue. The first always goes.
     pub inflight_bytes_max: usize,
-    /// Messages waiting per session (offline, or beyond the in-flight window); newest dropped past it.
+    /// Messages waiting per session (offline, or beyond the in-flight window). Past it the
+    /// newest is dropped, except for a connected subscriber under [`Overload::Backpressure`],
+    /// whose publishers are held instead (docs/design/backpressure.md).
     pub queued_count_max: usize,
-    /// Bytes of messages waiting per session ([`crate::Message::charge`]); newest dropped past it.
+    /// Bytes of messages waiting per session ([`crate::Message::charge`]), with the same rule.
     pub queued_bytes_max: usize,
+    /// What a connected subscriber whose queue reaches its limits does to its publishers.
+    pub overload: Overload,
+    /// With [`Overload::Backpressure`]: publishers held for a subscriber are let go once its
+    /// queue is back to this share (in per cent) of `queued_count_max` and `queued_bytes_max`.
+    pub overload_low_water_percent: u8,
+    /// With [`Overload::Backpressure`]: a subscriber holding publishers that acknowledges
+    /// nothing for this long (milliseconds) is stalled, and cut loose per `stalled_subscriber`.
+    /// The runtime gives a socket that takes nothing the same time.
+    pub stall_timeout_millis: u64,
+    /// What happens to a subscriber cut loose: stalled, or more than twice `queued_bytes_max`
+    /// behind.
+    pub stalled_subscriber: StalledSubscriber,
     /// QoS 0 packets waiting to be written to one connection before new ones are dropped.
     pub outbox_qos0_count_max: usize,
     /// Bytes of QoS 0 messages waiting to be written to one connection before new ones are
@@ -84,6 +98,10 @@ impl Default for Limits {
             inflight_bytes_max: 16 * 1024 * 1024,
             queued_count_max: 10_000,
             queued_bytes_max: 64 * 1024 * 1024,
+            overload: Overload::Backpressure,
+            overload_low_water_percent: 50,
+            stall_timeout_millis: 30_000,
+            stalled_subscriber: StalledSubscriber::Disconnect,
             outbox_qos0_count_max: 10_000,
             outbox_qos0_bytes_max: 16 * 1024 * 1024,
             memory_max_bytes: 1024 * 1024 * 1024,
@@ -106,6 +124,33 @@ impl Default for Limits {
             login_failures_per_user_max: 10,
         }
     }
+}
+
+/// What happens when a connected subscriber's queue reaches `queued_count_max` or
+/// `queued_bytes_max` (docs/design/backpressure.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overload {
+    /// The message is still queued, and the acknowledgements (PUBACK, PUBREC) of the publishers
+    /// feeding that subscriber are held back until its queue drains, so their own in-flight
+    /// windows stop them; a publisher past its window is no longer read. Nothing acknowledged
+    /// is lost to a subscriber that keeps up, however slowly.
+    #[default]
+    Backpressure,
+    /// The newest message for that subscriber is dropped (counted, logged) and its publishers
+    /// acknowledged as usual: publishers never wait for a subscriber.
+    Drop,
+}
+
+/// What happens to a subscriber cut loose for holding its publishers back without progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StalledSubscriber {
+    /// It is disconnected (MQTT 5: DISCONNECT 0x97 Quota exceeded); its session stays, per
+    /// its expiry, with what was queued for it, as after a lost connection.
+    #[default]
+    Disconnect,
+    /// It stays connected, holds no publisher, and its newest messages are dropped past its
+    /// queue limits, until it has caught up to the low-water mark.
+    Drop,
 }
 
 /// Everything the core needs to know about its configuration.

@@ -194,6 +194,9 @@ pub struct Connection {
     pub disconnected_normally: bool,
     /// Whether the connection is already listed for the runtime to wake.
     pub woken: bool,
+    /// PUBLISH packets taken from the outbox for writing (wrapping): flow control's sign that
+    /// the client's socket takes what it is sent.
+    pub publishes_taken: u32,
     /// The enhanced authentication method the client chose, if any (MQTT 5).
     pub auth_method: Option<tern_codec::MqttString>,
     /// The protocol level a CONNECT that could not be decoded asked for, if it could be read.
@@ -240,6 +243,7 @@ impl Connection {
             retained_feed_waits: false,
             disconnected_normally: false,
             woken: false,
+            publishes_taken: 0,
             auth_method: None,
             level_hint: None,
             pending_connect: None,

@@ -34,6 +34,9 @@ pub enum CloseReason {
     ServerShutdown,
     /// The broker reached its memory limit and this client's messages took the most of it.
     MemoryLimit,
+    /// The client was cut loose as a subscriber that held its publishers back (see
+    /// [`Event::CutLoose`]).
+    CutLoose(CutReason),
     /// The CONNECT was refused.
     ConnectRefused(ReasonCode),
     /// The CONNECT was refused with Server busy: `auth_checks_queued_max` credential checks
@@ -41,6 +44,19 @@ pub enum CloseReason {
     AuthQueueFull,
     /// The CONNECT was refused with Server busy, unchecked: too many failed logins.
     LoginThrottled(Throttled),
+}
+
+/// Why a subscriber was cut loose (docs/design/backpressure.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    /// Its queue held publishers back and it acknowledged nothing, and took no message to
+    /// write, for the stall timeout.
+    Stalled,
+    /// Its socket took nothing of a pending write for the stall timeout (the runtime's check).
+    SocketStalled,
+    /// Its queue grew past twice `queued_bytes_max`: further behind than the windows of the
+    /// publishers it holds explain.
+    OverBudget,
 }
 
 /// Why a message was not delivered to a subscriber.
@@ -139,6 +155,21 @@ pub enum Event {
         /// The messages it lost.
         messages: usize,
     },
+    /// A subscriber was cut loose (stalled, or too far behind): the publishers it held were let
+    /// go, and it was disconnected or, with `stalled_subscriber = "drop"`, has its newest
+    /// messages dropped until it catches up.
+    CutLoose {
+        /// Its client identifier.
+        client_id: MqttString,
+        /// Why.
+        reason: CutReason,
+        /// Whether it was disconnected (else its messages are dropped).
+        disconnected: bool,
+        /// Messages waiting in its queue then.
+        queued: usize,
+        /// Bytes held for it then ([`crate::Message::charge`]).
+        bytes: usize,
+    },
     /// A subscription matched more retained messages than `retained_per_subscription_max`:
     /// only that many are sent.
     RetainedCapped {
@@ -180,6 +211,22 @@ pub struct Stats {
     pub publish_dropped_memory: u64,
     /// Sessions cut loose for the memory limit.
     pub sessions_shed: u64,
+    /// Subscribers cut loose for holding publishers back without progress, or for falling
+    /// too far behind ([`CutReason`]).
+    pub subscribers_cut_loose: u64,
+    /// Connected subscribers whose full queues hold publishers back, now.
+    pub subscribers_congested: u64,
+    /// Publishers with acknowledgements held back, now.
+    pub publishers_held: u64,
+    /// Of those, publishers whose sockets are not read, now.
+    pub publishers_paused: u64,
+    /// Acknowledgements (PUBACK, PUBREC) held back so far.
+    pub acks_held: u64,
+    /// Time publishers have spent with acknowledgements held back, summed over publishers, in
+    /// milliseconds (spans still running count up to the last time they changed).
+    pub held_millis: u64,
+    /// Time publishers' sockets have spent unread, summed likewise, in milliseconds.
+    pub paused_millis: u64,
     /// Bytes of messages held for receivers, now ([`crate::Message::charge`]).
     pub held_bytes: u64,
     /// Retained messages held, now.

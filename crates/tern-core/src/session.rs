@@ -100,6 +100,21 @@ pub enum QueueRefusal {
     BytesFull,
 }
 
+/// Where a session stands in flow control (docs/design/backpressure.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowState {
+    /// Holds no publisher: its queue is below its limits, or it has no connection.
+    #[default]
+    Clear,
+    /// Connected, and its queue reached its limits: the publishers feeding it wait for their
+    /// acknowledgements until it drains to the low-water mark.
+    Congested,
+    /// Cut loose for making no progress or falling too far behind: it holds nobody, and its
+    /// newest messages are dropped past its queue limits until it drains to the low-water mark
+    /// (or its connection, already being closed, ends).
+    CutLoose,
+}
+
 /// What [`Session::withdraw`] did.
 #[derive(Debug, Default)]
 pub struct Withdrawn {
@@ -150,6 +165,10 @@ pub struct Session {
     pub will_at: Option<Time>,
     /// Whether the durable store holds a record of this session.
     pub persisted: bool,
+    /// Where it stands in flow control; only ever other than `Clear` while connected.
+    pub flow: FlowState,
+    /// When its client last acknowledged a delivery (PUBACK, PUBREC or PUBCOMP).
+    pub acked_at: Time,
     /// Retained messages still owed to its new subscriptions; boxed, as most sessions owe none.
     pub(crate) retained_feeds: Option<Box<RetainedFeeds>>,
 }
@@ -177,8 +196,22 @@ impl Session {
             will: None,
             will_at: None,
             persisted: false,
+            flow: FlowState::Clear,
+            acked_at: Time::from_millis(0),
             retained_feeds: None,
         }
+    }
+
+    /// Whether the queue has reached either of its limits: the high-water mark of flow control.
+    pub fn at_high_water(&self, count_max: usize, bytes_max: usize) -> bool {
+        self.queue.len() >= count_max || self.queued_bytes >= bytes_max
+    }
+
+    /// Whether the queue is down to `percent` of both its limits: the low-water mark.
+    pub fn at_low_water(&self, count_max: usize, bytes_max: usize, percent: u8) -> bool {
+        let percent = u128::from(percent);
+        (self.queue.len() as u128) * 100 <= (count_max as u128) * percent
+            && (self.queued_bytes as u128) * 100 <= (bytes_max as u128) * percent
     }
 
     /// Why a delivery charged `bytes` would not be queued under these limits, if it would not.

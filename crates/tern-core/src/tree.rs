@@ -39,6 +39,17 @@ pub struct Match<K> {
     pub shared: bool,
 }
 
+/// How ready a member of a `$share` group is to take a message: a group prefers the readiest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Readiness {
+    /// Not connected: its messages wait for it to come back.
+    Offline,
+    /// Connected, but behind: its queue is full (flow control would hold the publisher).
+    Busy,
+    /// Connected and keeping up.
+    Ready,
+}
+
 #[derive(Debug)]
 struct SharedGroup<K> {
     name: Box<str>,
@@ -194,11 +205,16 @@ impl<K: Copy + Eq> SubscriptionTree<K> {
     }
 
     /// Appends to `out` every subscription matching `topic`. For each shared group one member is
-    /// chosen, round robin, preferring members for which `online` is true.
-    pub fn matches(&mut self, topic: &str, online: impl Fn(K) -> bool, out: &mut Vec<Match<K>>) {
+    /// chosen, round robin, preferring the readiest as `readiness` tells.
+    pub fn matches(
+        &mut self,
+        topic: &str,
+        readiness: impl Fn(K) -> Readiness,
+        out: &mut Vec<Match<K>>,
+    ) {
         // Topics beginning with `$` are not matched by a filter beginning with a wildcard.
         let dollar = topic.starts_with('$');
-        collect(&mut self.root, Some(topic), true, dollar, &online, out);
+        collect(&mut self.root, Some(topic), true, dollar, &readiness, out);
     }
 }
 
@@ -300,15 +316,15 @@ fn collect<K: Copy>(
     remaining: Option<&str>,
     at_root: bool,
     dollar: bool,
-    online: &impl Fn(K) -> bool,
+    readiness: &impl Fn(K) -> Readiness,
     out: &mut Vec<Match<K>>,
 ) {
     let wildcard_allowed = !(dollar && at_root);
     if wildcard_allowed {
-        emit(&mut node.hash, online, out);
+        emit(&mut node.hash, readiness, out);
     }
     let Some(remaining) = remaining else {
-        emit(&mut node.here, online, out);
+        emit(&mut node.here, readiness, out);
         return;
     };
     let (level, rest) = match remaining.split_once('/') {
@@ -316,18 +332,18 @@ fn collect<K: Copy>(
         None => (remaining, None),
     };
     if let Some(child) = node.children.get_mut(level) {
-        collect(child, rest, false, dollar, online, out);
+        collect(child, rest, false, dollar, readiness, out);
     }
     if wildcard_allowed {
         if let Some(child) = node.plus.as_deref_mut() {
-            collect(child, rest, false, dollar, online, out);
+            collect(child, rest, false, dollar, readiness, out);
         }
     }
 }
 
 fn emit<K: Copy>(
     subscribers: &mut Subscribers<K>,
-    online: &impl Fn(K) -> bool,
+    readiness: &impl Fn(K) -> Readiness,
     out: &mut Vec<Match<K>>,
 ) {
     out.extend(subscribers.direct.iter().map(|&(key, info)| Match {
@@ -341,10 +357,18 @@ fn emit<K: Copy>(
             continue;
         }
         let start = group.cursor % count;
-        let chosen = (0..count)
-            .map(|offset| (start + offset) % count)
-            .find(|&index| online(group.members[index].0))
-            .unwrap_or(start);
+        // The first ready member from the cursor on, else the first busy one, else the next.
+        let mut chosen = (start, Readiness::Offline);
+        for index in (0..count).map(|offset| (start + offset) % count) {
+            let readiness = readiness(group.members[index].0);
+            if readiness > chosen.1 {
+                chosen = (index, readiness);
+                if readiness == Readiness::Ready {
+                    break;
+                }
+            }
+        }
+        let chosen = chosen.0;
         group.cursor = chosen + 1;
         let (key, info) = group.members[chosen];
         out.push(Match {
@@ -375,7 +399,7 @@ mod tests {
 
     fn keys(tree: &mut SubscriptionTree<u32>, topic: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        tree.matches(topic, |_| true, &mut out);
+        tree.matches(topic, |_| Readiness::Ready, &mut out);
         let mut keys: Vec<u32> = out.iter().map(|m| m.key).collect();
         keys.sort_unstable();
         keys
@@ -432,14 +456,44 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..6 {
             let mut out = Vec::new();
-            tree.matches("s/x", |_| true, &mut out);
+            tree.matches("s/x", |_| Readiness::Ready, &mut out);
             assert_eq!(out.len(), 2, "one direct, one group member");
             seen.push(out.iter().find(|m| m.shared).unwrap().key);
         }
         assert_eq!(seen, [1, 2, 3, 1, 2, 3]);
         let mut out = Vec::new();
-        tree.matches("s/x", |k| k == 3, &mut out);
+        let online = |k| match k {
+            3 => Readiness::Ready,
+            _ => Readiness::Offline,
+        };
+        tree.matches("s/x", online, &mut out);
         assert_eq!(out.iter().find(|m| m.shared).unwrap().key, 3);
+        // A busy member is passed over for a ready one, and taken before an offline one.
+        let busy = |k| match k {
+            1 => Readiness::Busy,
+            2 => Readiness::Ready,
+            _ => Readiness::Offline,
+        };
+        let mut chosen = Vec::new();
+        for _ in 0..3 {
+            out.clear();
+            tree.matches("s/x", busy, &mut out);
+            chosen.push(out.iter().find(|m| m.shared).unwrap().key);
+        }
+        assert_eq!(chosen, [2, 2, 2]);
+        out.clear();
+        tree.matches(
+            "s/x",
+            |k| {
+                if k == 1 {
+                    Readiness::Busy
+                } else {
+                    Readiness::Offline
+                }
+            },
+            &mut out,
+        );
+        assert_eq!(out.iter().find(|m| m.shared).unwrap().key, 1);
         assert_eq!(
             tree.remove(&filter("$share/g/s/+"), 2),
             Some(info(QoS::AtLeastOnce))

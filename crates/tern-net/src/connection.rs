@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tern_codec::{Decoder, Packet, ProtocolVersion, QoS};
@@ -63,58 +64,78 @@ pub(crate) async fn run<S>(
     let mut closing = false;
     // The first socket failure, logged and counted once when the connection ends.
     let mut failure: Option<SocketFailure> = None;
+    // Complete packets left in `read_buf` when flow control paused reading part way through it.
+    let mut unhandled = false;
     while !closing {
         // Bytes peeked (and taken into `read_buf`) that are still in the socket.
         let mut peeked = 0;
-        // One poll for both sources, the socket and the core's output flag, so the task's
-        // resting state holds no futures of its own.
-        let input = std::future::poll_fn(|cx| {
-            // While the broker is quiet, a small read peeks and leaves the bytes in the
-            // socket until this input's deliveries are written: taking them out is what makes
-            // the kernel acknowledge them, and over loopback that acknowledgement (most of
-            // such a read's time) would otherwise come before the deliveries.
-            let small = read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES;
-            let peek_socket = peekable
-                .as_deref()
-                .filter(|_| small && shared.quiet_at(std::time::Instant::now()))
-                .map(|write| write.as_ref());
-            let read = match peek_socket {
-                Some(socket) => poll_peek(socket, cx, &mut read_buf).map_ok(|n| {
-                    peeked = n;
-                    (n, READ_CHUNK_MIN_BYTES)
-                }),
-                None => poll_read(&mut stream, cx, &mut read_buf, read_chunk, max_packet),
-            };
-            match read {
-                Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending if shared.poll_woken(id, cx) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        match input {
+        let input = if unhandled && !shared.reading_paused(id) {
+            Input::Unhandled
+        } else {
+            // One poll for both sources, the socket and the core's output flag, so the task's
+            // resting state holds no futures of its own.
+            std::future::poll_fn(|cx| {
+                // A publisher held back past its window is not read: what it sends waits in
+                // the socket, and TCP's own flow control stops it. The core's letting it go
+                // wakes this task.
+                if shared.reading_paused(id) {
+                    return match shared.poll_woken(id, cx) {
+                        true => Poll::Ready(Input::Output),
+                        false => Poll::Pending,
+                    };
+                }
+                // While the broker is quiet, a small read peeks and leaves the bytes in the
+                // socket until this input's deliveries are written: taking them out is what
+                // makes the kernel acknowledge them, and over loopback that acknowledgement
+                // (most of such a read's time) would otherwise come before the deliveries.
+                let small = read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES;
+                let peek_socket = peekable
+                    .as_deref()
+                    .filter(|_| small && shared.quiet_at(std::time::Instant::now()))
+                    .map(|write| write.as_ref());
+                let read = match peek_socket {
+                    Some(socket) => poll_peek(socket, cx, &mut read_buf).map_ok(|n| {
+                        peeked = n;
+                        (n, READ_CHUNK_MIN_BYTES)
+                    }),
+                    None => poll_read(&mut stream, cx, &mut read_buf, read_chunk, max_packet),
+                };
+                match read {
+                    Poll::Ready(result) => Poll::Ready(Input::Read(result)),
+                    Poll::Pending if shared.poll_woken(id, cx) => Poll::Ready(Input::Output),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+        };
+        let handle = match input {
             // Woken for output only: flushed below.
-            None => {}
-            Some(Ok((0, _))) => break,
-            Some(Err(error)) => {
+            Input::Output => false,
+            Input::Unhandled => true,
+            Input::Read(Ok((0, _))) => break,
+            Input::Read(Err(error)) => {
                 failure = Some(SocketFailure::new("read", error));
                 break;
             }
-            Some(Ok((n, room))) => {
+            Input::Read(Ok((n, room))) => {
                 shared
                     .bytes_received
                     .set(shared.bytes_received.get() + n as u64);
                 read_chunk = next_read_chunk(read_chunk, n, room);
-                let others_woken = decode_all(&shared, id, &admitted, &mut decoder, &mut read_buf);
-                if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
-                    read_buf = BytesMut::new();
-                }
-                if others_woken {
-                    // Deliveries first: the tasks this input woke write their PUBLISHes before
-                    // this connection writes its own PUBACK (as a broker writing in place
-                    // would), so an acknowledgement never delays a delivery.
-                    yield_behind_woken().await;
-                }
+                true
+            }
+        };
+        if handle {
+            let handled = decode_all(&shared, id, &admitted, &mut decoder, &mut read_buf);
+            unhandled = handled.paused;
+            if read_buf.is_empty() && read_chunk == READ_CHUNK_MIN_BYTES {
+                read_buf = BytesMut::new();
+            }
+            if handled.others_woken {
+                // Deliveries first: the tasks this input woke write their PUBLISHes before
+                // this connection writes its own PUBACK (as a broker writing in place
+                // would), so an acknowledgement never delays a delivery.
+                yield_behind_woken().await;
             }
         }
         closing = match flush(&shared, id, &mut write_buf, &mut stream).await {
@@ -275,17 +296,36 @@ async fn yield_behind_woken() {
     .await;
 }
 
-/// Feeds every complete packet in `read_buf` to the core, then wakes whoever got output;
-/// returns whether a connection other than `id` was woken.
+/// What a connection's task got in one turn.
+enum Input {
+    /// A read from the socket: the bytes read and the room they were read into.
+    Read(std::io::Result<(usize, usize)>),
+    /// The core has output for it (or let its reading go on).
+    Output,
+    /// Reading may go on, and packets read before it was paused wait in the read buffer.
+    Unhandled,
+}
+
+/// What [`decode_all`] did.
+struct Handled {
+    /// Whether a connection other than this one was woken.
+    others_woken: bool,
+    /// Whether flow control paused reading this connection, leaving packets in the buffer.
+    paused: bool,
+}
+
+/// Feeds every complete packet in `read_buf` to the core, up to one after which flow control
+/// pauses reading the connection, then wakes whoever got output.
 fn decode_all(
     shared: &Shared,
     id: ConnectionId,
     admitted: &Admitted,
     decoder: &mut Decoder,
     read_buf: &mut BytesMut,
-) -> bool {
+) -> Handled {
     // One clock read serves the core's time and the busy-poll bookkeeping.
     let at = std::time::Instant::now();
+    let mut paused = false;
     {
         let mut broker = shared.broker.borrow_mut();
         let now = shared.time_at(at);
@@ -295,6 +335,10 @@ fn decode_all(
                     // Its first packet is its CONNECT (the core closes it otherwise).
                     admitted.connect_received();
                     broker.handle_packet(id, packet, now);
+                    if broker.any_reading_paused() && broker.reading_paused(id) {
+                        paused = true;
+                        break;
+                    }
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -308,7 +352,10 @@ fn decode_all(
             }
         }
     }
-    shared.after_input_at(Some(id), at)
+    Handled {
+        others_woken: shared.after_input_at(Some(id), at),
+        paused,
+    }
 }
 
 /// Whether `transmit` may overtake the sync of the state it was produced with. A QoS 0 or 1
@@ -399,25 +446,18 @@ where
         // Most batches go out at once; only one the socket cannot take arms the stall timer.
         let (written_now, done) = write_now(stream, write_buf).await?;
         if !done {
-            // A client that stops reading must not pin its connection (and this task) for
-            // ever. TLS and WebSocket buffer what they are given: flush pushes it to the socket.
-            let write = async {
-                stream.write_all(&write_buf[written_now..]).await?;
-                stream.flush().await
-            };
             // Nothing may be written past the unwritten rest of this batch meanwhile.
             shared.pause_direct_writes(id, true);
             let stall = shared.timeouts.write_stall;
-            let written = tokio::time::timeout(stall, write).await;
+            let written = write_rest(stream, &write_buf[written_now..], stall).await;
             shared.pause_direct_writes(id, false);
-            match written {
-                Ok(written) => written?,
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("stalled for {stall:?}: the client stopped reading"),
-                    ))
+            if let Err(error) = written {
+                if error.kind() == std::io::ErrorKind::TimedOut {
+                    // A client that stops reading must not pin its connection (and this task,
+                    // and the publishers it holds back) for ever.
+                    shared.socket_stalled(id);
                 }
+                return Err(error);
             }
         }
         shared
@@ -435,6 +475,34 @@ where
         }
         // The client has taken this batch: retained messages waiting for room can follow.
         shared.resume_retained_feeds();
+    }
+}
+
+/// Writes and flushes all of `bytes`, failing with `TimedOut` once the stream has taken nothing
+/// for `stall`: a client that reads slowly is given time as long as it takes something. TLS and
+/// WebSocket streams take what they are given into a buffer of their own; their flush, which
+/// pushes it to the socket, is given `stall` as a whole.
+async fn write_rest<S>(stream: &mut S, mut bytes: &[u8], stall: Duration) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let stalled = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("stalled for {stall:?}: the client stopped reading"),
+        )
+    };
+    while !bytes.is_empty() {
+        match tokio::time::timeout(stall, stream.write(bytes)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(stalled()),
+        }
+    }
+    match tokio::time::timeout(stall, stream.flush()).await {
+        Ok(flushed) => flushed,
+        Err(_) => Err(stalled()),
     }
 }
 

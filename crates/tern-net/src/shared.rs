@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use tern_core::{
-    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, DropReason, Event,
-    Snapshot, StoreOp, Throttled, Time, TrafficTotals,
+    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, CutReason, DropReason,
+    Event, Snapshot, StoreOp, Throttled, Time, TrafficTotals,
 };
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     /// Signalled whenever a connection task ends (shutdown waits on it).
     pub(crate) closed: Notify,
     woken: RefCell<Vec<ConnectionId>>,
+    /// Connections whose reading flow control let go on again: their tasks are woken to read,
+    /// even when a direct write leaves them nothing to write.
+    resumed: RefCell<Vec<ConnectionId>>,
     /// Admission limits at accept.
     pub(crate) gate: Rc<Gate>,
     /// When the timer task will next run the core's timers; input that moves the core's next
@@ -192,6 +195,7 @@ impl Shared {
             bytes_sent: Cell::new(0),
             closed: Notify::new(),
             woken: RefCell::new(Vec::new()),
+            resumed: RefCell::new(Vec::new()),
             gate: Gate::new(admission),
             timer_at: Cell::new(Time::from_millis(0)),
             timer_wake: Notify::new(),
@@ -323,6 +327,8 @@ impl Shared {
         let mut woken = self.woken.borrow_mut();
         let mut broker = self.broker.borrow_mut();
         broker.take_woken(&mut woken);
+        let mut resumed = self.resumed.borrow_mut();
+        broker.take_resumed(&mut resumed);
         while let Some(event) = broker.poll_event() {
             let budget = match event {
                 Event::Denied { .. }
@@ -393,12 +399,35 @@ impl Shared {
                 waker.wake();
             }
         }
+        for id in resumed.drain(..) {
+            if let Some(wake) = wakers.get_mut(&id) {
+                wake.pending = true;
+                if let Some(waker) = wake.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
         // A direct write may have taken a connection's outbox down far enough for the retained
         // messages owed to its session to go on: the timer task sends them.
         if self.broker.borrow().retained_feeds_ready() {
             self.timer_wake.notify_one();
         }
         others
+    }
+
+    /// Whether flow control has paused reading `id`: its task then waits for output only,
+    /// leaving input in the socket (TCP flow control stops the client), until the core lets it
+    /// go on and [`Shared::after_input`] wakes it.
+    pub(crate) fn reading_paused(&self, id: ConnectionId) -> bool {
+        let broker = self.broker.borrow();
+        broker.any_reading_paused() && broker.reading_paused(id)
+    }
+
+    /// The connection `id`'s socket took nothing of a pending write for the stall timeout: the
+    /// core cuts its client loose (counted, logged) and closes it.
+    pub(crate) fn socket_stalled(&self, id: ConnectionId) {
+        self.broker.borrow_mut().socket_stalled(id, self.now());
+        self.after_input();
     }
 
     /// Sends more of the retained messages owed to subscriptions whose connections have taken
@@ -705,6 +734,23 @@ fn log_event(event: &Event) {
             "client {client_id:?} cut loose at the broker's memory limit: its messages took \
              the most memory ({bytes} bytes); {messages} messages dropped"
         ),
+        Event::CutLoose {
+            client_id,
+            reason,
+            disconnected,
+            queued,
+            bytes,
+        } => {
+            let policy = match disconnected {
+                true => "disconnected",
+                false => "its newest messages are dropped until it catches up",
+            };
+            warn!(
+                "subscriber {client_id:?} cut loose ({}): {policy}; {queued} messages \
+                 ({bytes} bytes) were waiting for it, and its publishers are no longer held",
+                describe_cut(*reason)
+            );
+        }
         Event::Dropped { client_id, reason } => {
             debug!("message for {client_id:?} dropped: {reason:?}")
         }
@@ -745,6 +791,9 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::MemoryLimit => {
             "the broker reached its memory limit and this client held the most".to_owned()
         }
+        CloseReason::CutLoose(reason) => {
+            format!("cut loose as a subscriber ({})", describe_cut(*reason))
+        }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
         CloseReason::AuthQueueFull => {
             "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
@@ -761,5 +810,16 @@ fn describe(reason: &CloseReason) -> String {
             "login throttled: too many failed logins for this user name, blocked for \
              {retry_after_secs} s more"
         ),
+    }
+}
+
+/// Why a subscriber was cut loose, for the log.
+fn describe_cut(reason: CutReason) -> &'static str {
+    match reason {
+        CutReason::Stalled => {
+            "it held its publishers back and made no progress for the stall timeout"
+        }
+        CutReason::SocketStalled => "its socket took nothing for the stall timeout",
+        CutReason::OverBudget => "its queue grew past twice queued_bytes_max",
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_codec::QoS;
-use tern_core::Limits;
+use tern_core::{Limits, Overload, StalledSubscriber};
 use tern_net::{AdmissionLimits, ListenerConfig as NetListener, TlsSettings, Transport};
 
 use crate::auth_config::AuthProfileConfig;
@@ -228,6 +228,10 @@ pub(crate) struct LimitsConfig {
     inflight_bytes_max: Option<usize>,
     queued_count_max: Option<usize>,
     queued_bytes_max: Option<usize>,
+    overload: Option<OverloadConfig>,
+    overload_low_water_percent: Option<u8>,
+    stall_timeout_secs: Option<u64>,
+    stalled_subscriber: Option<StalledSubscriberConfig>,
     outbox_qos0_count_max: Option<usize>,
     outbox_qos0_bytes_max: Option<usize>,
     memory_max_bytes: Option<usize>,
@@ -254,6 +258,22 @@ pub(crate) struct LimitsConfig {
     login_cache_entries_max: Option<usize>,
 }
 
+/// `limits.overload`: what a subscriber that falls behind does to its publishers.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OverloadConfig {
+    Backpressure,
+    Drop,
+}
+
+/// `limits.stalled_subscriber`: what happens to a subscriber cut loose.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StalledSubscriberConfig {
+    Disconnect,
+    Drop,
+}
+
 impl LimitsConfig {
     pub(crate) fn to_limits(&self) -> anyhow::Result<Limits> {
         let defaults = Limits::default();
@@ -268,6 +288,22 @@ impl LimitsConfig {
         if self.packet_size_max_bytes.is_some_and(|v| v < 64) {
             bail!("limits.packet_size_max_bytes must be at least 64");
         }
+        if self.overload_low_water_percent.is_some_and(|v| v > 100) {
+            bail!("limits.overload_low_water_percent must be at most 100");
+        }
+        if self.stall_timeout_secs == Some(0) {
+            bail!("limits.stall_timeout_secs must be at least 1");
+        }
+        let overload = match self.overload {
+            None => defaults.overload,
+            Some(OverloadConfig::Backpressure) => Overload::Backpressure,
+            Some(OverloadConfig::Drop) => Overload::Drop,
+        };
+        let stalled_subscriber = match self.stalled_subscriber {
+            None => defaults.stalled_subscriber,
+            Some(StalledSubscriberConfig::Disconnect) => StalledSubscriber::Disconnect,
+            Some(StalledSubscriberConfig::Drop) => StalledSubscriber::Drop,
+        };
         Ok(Limits {
             packet_size_max_bytes: self
                 .packet_size_max_bytes
@@ -281,6 +317,16 @@ impl LimitsConfig {
                 .unwrap_or(defaults.inflight_bytes_max),
             queued_count_max: self.queued_count_max.unwrap_or(defaults.queued_count_max),
             queued_bytes_max: self.queued_bytes_max.unwrap_or(defaults.queued_bytes_max),
+            overload,
+            overload_low_water_percent: self
+                .overload_low_water_percent
+                .unwrap_or(defaults.overload_low_water_percent),
+            stall_timeout_millis: self
+                .stall_timeout_secs
+                .map_or(defaults.stall_timeout_millis, |secs| {
+                    secs.saturating_mul(1000)
+                }),
+            stalled_subscriber,
             outbox_qos0_count_max: self
                 .outbox_qos0_count_max
                 .unwrap_or(defaults.outbox_qos0_count_max),
@@ -517,6 +563,32 @@ mod tests {
                 ..AdmissionLimits::default()
             }
         );
+    }
+
+    #[test]
+    fn overload_settings_are_read_and_checked() {
+        let file = parse(
+            "[limits]\noverload = \"drop\"\noverload_low_water_percent = 20\n\
+             stall_timeout_secs = 5\nstalled_subscriber = \"drop\"\n",
+        );
+        let limits = file.limits.to_limits().unwrap();
+        assert_eq!(limits.overload, Overload::Drop);
+        assert_eq!(limits.overload_low_water_percent, 20);
+        assert_eq!(limits.stall_timeout_millis, 5_000);
+        assert_eq!(limits.stalled_subscriber, StalledSubscriber::Drop);
+        let defaults = FileConfig::default().limits.to_limits().unwrap();
+        assert_eq!(defaults.overload, Overload::Backpressure);
+        assert_eq!(defaults.stalled_subscriber, StalledSubscriber::Disconnect);
+        for bad in ["overload_low_water_percent = 101", "stall_timeout_secs = 0"] {
+            let file = parse(&format!("[limits]\n{bad}\n"));
+            assert!(file.limits.to_limits().is_err(), "accepted: {bad}");
+        }
+        for bad in ["overload = \"block\"", "stalled_subscriber = \"ignore\""] {
+            assert!(
+                toml::from_str::<FileConfig>(&format!("[limits]\n{bad}\n")).is_err(),
+                "accepted: {bad}"
+            );
+        }
     }
 
     #[test]

@@ -168,6 +168,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let connections_max = process::connections_max(file.limits.connections_max(), descriptor_limit);
     let admission = file.limits.to_admission(connections_max);
     process::reserve_descriptors(admission.connections_max, descriptor_limit);
+    // A socket that takes nothing is given as long as a subscriber that makes no progress.
+    let write_stall_timeout = Duration::from_millis(core.limits.stall_timeout_millis);
     let server_config = ServerConfig {
         listeners: config::listeners(&file, base, args.bind, args.port)?,
         admission,
@@ -178,7 +180,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         busy_poll: config::busy_poll(&file),
         direct_write_quiet_gap: tern_net::DIRECT_WRITE_QUIET_GAP,
         release_memory: Some(release_freed_memory),
-        write_stall_timeout: tern_net::WRITE_STALL_TIMEOUT,
+        write_stall_timeout,
         close_timeout: tern_net::CLOSE_TIMEOUT,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -229,9 +229,11 @@ fn dropped_by(tern: &Tern) -> u64 {
 #[test]
 fn open_loop_counts_what_the_broker_acknowledged_and_dropped_as_lost() {
     // A subscriber window and queue of 10 each: a burst of the publishers' 4 x 100 in flight
-    // overflows them, and the broker drops the newest, having acknowledged every one.
+    // overflows them, and under the drop policy the broker drops the newest, having
+    // acknowledged every one (the default, backpressure, would hold the publishers instead).
     let config = "sys_interval_secs = 1\n[[listener]]\nbind = \"127.0.0.1:0\"\n\
-                  [limits]\ninflight_count_max = 10\nqueued_count_max = 10\n";
+                  [limits]\ninflight_count_max = 10\nqueued_count_max = 10\n\
+                  overload = \"drop\"\n";
     for extra in [&["--qos", "1"][..], &["--qos", "2", "--mqtt", "5"]] {
         let tern = Tern::start_with_config(config);
         let args = [
@@ -260,6 +262,35 @@ fn open_loop_counts_what_the_broker_acknowledged_and_dropped_as_lost() {
             "lost is what the broker dropped: {report}"
         );
         assert_eq!(count(report, "subscribers_closed"), 0, "{report}");
+    }
+}
+
+#[test]
+fn open_loop_against_tern_under_backpressure_loses_nothing() {
+    // The same small window and queue under the default overload policy: the publishers'
+    // acknowledgements wait for the subscriber instead, and everything acknowledged arrives.
+    let config = "[[listener]]\nbind = \"127.0.0.1:0\"\n\
+                  [limits]\ninflight_count_max = 10\nqueued_count_max = 10\n";
+    for extra in [&["--qos", "1"][..], &["--qos", "2", "--mqtt", "5"]] {
+        let tern = Tern::start_with_config(config);
+        let args = [
+            &[
+                "fan-in",
+                "--open-loop",
+                "--publishers",
+                "4",
+                "--duration",
+                "0.5",
+            ][..],
+            extra,
+        ]
+        .concat();
+        let report = &bench(&tern, &args)[0];
+        assert_open_loop_accounts(report);
+        assert!(count(report, "acknowledged") > 0, "{report}");
+        assert_eq!(count(report, "lost"), 0, "{report}");
+        assert_eq!(count(report, "duplicated"), 0, "{report}");
+        assert_eq!(count(report, "out_of_order"), 0, "{report}");
     }
 }
 

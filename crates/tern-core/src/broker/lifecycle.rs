@@ -8,7 +8,7 @@ use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use super::{Broker, TimerKind};
 use crate::connection::Phase;
 use crate::events::{CloseReason, DropReason, Event};
-use crate::session::{PendingWill, EXPIRY_NEVER};
+use crate::session::{FlowState, PendingWill, EXPIRY_NEVER};
 use crate::store::StoreOp;
 use crate::types::{ConnectionId, Message, SessionKey, Time};
 
@@ -115,6 +115,11 @@ impl Broker {
         if session.connection == Some(id) {
             session.connection = None;
         }
+        // Without a connection it holds no publisher: those it held go on at once.
+        if session.flow != FlowState::Clear {
+            self.settle_flow(key, now);
+        }
+        let session = self.session_mut(key);
         let client_id = session.client_id.clone();
         // A normal DISCONNECT deletes the will without publishing it (MQTT-3.1.2-10).
         let forget_will = reason == CloseReason::ClientDisconnect && session.will.is_some();
@@ -210,6 +215,10 @@ impl Broker {
         if self.session(key).will.is_some() && self.session(key).connection.is_none() {
             self.publish_will(key, now);
         }
+        if self.session(key).flow != FlowState::Clear {
+            self.session_mut(key).connection = None;
+            self.settle_flow(key, now);
+        }
         let Some(session) = self.sessions.get_mut(key.0 as usize).and_then(Option::take) else {
             return;
         };
@@ -251,10 +260,11 @@ impl Broker {
                     overdue.push((id, CloseReason::CredentialExpired));
                 }
                 // Keep alive: 1.5 times the interval without a packet closes the connection
-                // (MQTT-3.1.2-24).
+                // (MQTT-3.1.2-24). Not while the broker itself does not read it.
                 Phase::Active(_)
                     if connection.keep_alive_grace_millis > 0
-                        && silent > connection.keep_alive_grace_millis =>
+                        && silent > connection.keep_alive_grace_millis
+                        && !self.reading_paused(id) =>
                 {
                     overdue.push((id, CloseReason::KeepAliveTimeout));
                 }
@@ -275,6 +285,7 @@ impl Broker {
         self.run_due_timers(now);
         self.run_tree_views(now);
         self.resume_retained_feeds(now);
+        self.check_stalls(now);
         self.close_oversized(now);
     }
 
@@ -337,19 +348,21 @@ impl Broker {
     }
 
     /// The earliest time [`Broker::handle_timeout`] has work for a will, an expiring session or
-    /// retained message, a tree view delta, or retained messages owed to a subscription (then
-    /// at once). Connection deadlines are checked on every call; the runtime calls at least once
-    /// a second.
+    /// retained message, a tree view delta, retained messages owed to a subscription (then at
+    /// once), or a congested subscriber that may have stalled. Connection deadlines are checked
+    /// on every call; the runtime calls at least once a second.
     pub fn next_timeout(&self) -> Option<Time> {
         let session = self.timers.first().map(|&(at, _, _)| at);
         let retained = self.retained.next_expiry();
         let trees = self.next_tree_due();
         let feeds = self.retained_feeds_ready().then_some(self.started_at);
+        let stalls = self.next_stall_check();
         session
             .into_iter()
             .chain(retained)
             .chain(trees)
             .chain(feeds)
+            .chain(stalls)
             .min()
     }
 

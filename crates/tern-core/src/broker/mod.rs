@@ -9,6 +9,7 @@ mod access;
 mod auth;
 mod cluster;
 mod connect;
+mod flow;
 mod lifecycle;
 pub mod memory;
 mod publish;
@@ -104,6 +105,8 @@ pub struct Broker {
     held_bytes: usize,
     /// Connections of sessions cut loose for the memory limit, to be closed.
     shed_connections: Vec<ConnectionId>,
+    /// Flow control: congested subscribers and the publishers they hold (see `flow.rs`).
+    flow: flow::FlowControl,
     /// Sessions whose retained messages can go on (see `retained_feed.rs`).
     retained_ready: Vec<SessionKey>,
     /// Reused buffer for the retained messages one step of a feed takes.
@@ -146,6 +149,7 @@ impl Broker {
             tree_views: TreeViews::default(),
             held_bytes: 0,
             shed_connections: Vec::new(),
+            flow: flow::FlowControl::default(),
             retained_ready: Vec::new(),
             feed_scratch: Vec::new(),
             cluster: cluster::ClusterState::default(),
@@ -165,7 +169,19 @@ impl Broker {
         stats.subscriptions = self.subscriptions.len() as u64;
         stats.sessions = (self.sessions.len() - self.free_session_slots.len()) as u64;
         stats.held_bytes = self.held_bytes as u64;
+        self.add_flow_stats(&mut stats, None);
         stats
+    }
+
+    /// Adds the flow-control gauges and totals to `stats`; with `now`, the spans of holding
+    /// and pausing still running count up to it.
+    fn add_flow_stats(&self, stats: &mut Stats, now: Option<Time>) {
+        let flow = self.flow_stats(now);
+        stats.subscribers_congested = flow.congested;
+        stats.publishers_held = flow.held;
+        stats.publishers_paused = flow.paused;
+        stats.held_millis = flow.held_millis;
+        stats.paused_millis = flow.paused_millis;
     }
 
     /// Installs the authentication hook (the default lets everyone in without enhanced
@@ -295,6 +311,8 @@ impl Broker {
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
             self.stats.publish_sent += 1;
+            // A sign of progress for flow control's stall check.
+            connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {
                 let bytes = publish.message.charge();
                 connection.outbox_qos0 -= 1;
@@ -420,6 +438,20 @@ impl Broker {
         self.queue(id, Transmit::Packet(Box::new(packet)));
     }
 
+    /// [`Broker::send`], at `position` in the outbox rather than at its end: where the packet
+    /// would have gone had it been sent before what was queued since.
+    fn send_at(&mut self, id: ConnectionId, packet: Packet, position: usize) {
+        let end = self.pending_transmits(id);
+        self.send(id, packet);
+        if let Some(connection) = self.connections.get_mut(&id) {
+            if position < end && connection.outbox.len() == end + 1 {
+                if let Some(sent) = connection.outbox.pop_back() {
+                    connection.outbox.insert(position, sent);
+                }
+            }
+        }
+    }
+
     /// Queues a PUBLISH its caller has checked against the client's Maximum Packet Size.
     fn send_publish(&mut self, id: ConnectionId, publish: OutgoingPublish) {
         self.queue(id, Transmit::Publish(publish));
@@ -448,6 +480,7 @@ impl Broker {
         // A will published by one of these closes may cut another session loose.
         loop {
             self.close_shed(now);
+            self.close_cut_loose(now);
             let Some(id) = self.oversized.pop() else {
                 return;
             };
@@ -507,6 +540,9 @@ impl Broker {
         connection.phase = Phase::Closing;
         connection.outbox.push_back(Transmit::Close);
         wake(&mut self.woken, id, connection);
+        // Acknowledgements held for it go with it: its client sends those PUBLISH packets
+        // again when it reconnects.
+        self.end_hold(id, now);
         self.drop_auth_check(id);
         if matches!(
             reason,

@@ -11,13 +11,30 @@ use super::retained_store::{retained_size, RetainedLimit};
 use super::tree_view::Outgoing;
 use super::Broker;
 use crate::authz::Access;
+use crate::config::Overload;
 use crate::connection::OutgoingPublish;
-use crate::events::{DropReason, Event};
-use crate::session::{Delivery, OutgoingState, Session};
+use crate::events::{CutReason, DropReason, Event};
+use crate::session::{Delivery, FlowState, OutgoingState, Session};
 use crate::store::{DeliveryStage, StoreOp};
-use crate::tree::Match;
+use crate::tree::{Match, Readiness};
 use crate::tree_view::TREE_PREFIX;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
+
+/// Where a delivery comes from, which decides what a full queue does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Feed {
+    /// Routed from a PUBLISH or a will: under backpressure a connected subscriber keeps it past
+    /// its queue limits and holds the publisher (flow.rs); `shared` for a `$share` member.
+    Routed {
+        /// Whether through a shared subscription.
+        shared: bool,
+    },
+    /// Sent by the broker itself (`$tree/` snapshots and deltas, the QoS 0 messages of a
+    /// retained feed): there is no publisher to hold, and past the queue limits the newest is
+    /// dropped. (A retained feed's QoS 1/2 messages enter at the head of the queue, outside its
+    /// limits and outside flow control: retained_feed.rs.)
+    Broker,
+}
 
 impl Broker {
     pub(super) fn handle_publish(
@@ -104,12 +121,14 @@ impl Broker {
                         }
                     }
                     Ok(outgoing) => {
+                        self.collect_congested();
                         if !self.accept_outgoing(key, outgoing, now) {
                             ack.reason_code = ReasonCode::NoMatchingSubscribers;
                         }
                     }
                 }
-                self.send(id, Packet::PubAck(ack));
+                // Held back while a subscriber it fed is congested (flow.rs).
+                self.acknowledge(id, ack, false, None, now);
             }
             (QoS::ExactlyOnce, Some(packet_id)) if v5 && outcome.is_err() => {
                 // A PUBREC with an error code ends the exchange: the identifier is free for a new
@@ -120,7 +139,7 @@ impl Broker {
                 if let Err(code) = outcome {
                     ack.reason_code = code;
                 }
-                self.send(id, Packet::PubRec(ack));
+                self.acknowledge(id, ack, true, None, now);
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let session = self.session(key);
@@ -147,20 +166,23 @@ impl Broker {
                         packet_id: packet_id.get(),
                         pending: true,
                     });
-                    // The PUBREC goes first, so the publisher's answer is not behind a copy
-                    // delivered to its own subscription. It says Success even when nobody
-                    // subscribes: 0x10 is allowed there, not required (3.5.2.1), and the short
-                    // form saves the publisher two bytes.
-                    self.send(id, Packet::PubRec(ack));
                     // Routed once, on first receipt: a resent PUBLISH with the same identifier is
                     // only acknowledged again (exactly once, 4.3.3). A refused 3.1.1 publish
                     // completes the handshake but goes nowhere.
+                    let position = self.pending_transmits(id);
                     if let Ok(outgoing) = outcome {
+                        self.collect_congested();
                         self.accept_outgoing(key, outgoing, now);
                     }
+                    // Unless held back, the PUBREC goes ahead of what routing queued, so the
+                    // publisher's answer is not behind a copy delivered to its own
+                    // subscription. It says Success even when nobody subscribes: 0x10 is
+                    // allowed there, not required (3.5.2.1), and the short form saves the
+                    // publisher two bytes.
+                    self.acknowledge(id, ack, true, Some(position), now);
                     return;
                 }
-                self.send(id, Packet::PubRec(ack));
+                self.acknowledge(id, ack, true, None, now);
             }
             // The codec guarantees a packet identifier for QoS 1 and 2.
             (_, None) => self.violation(
@@ -378,14 +400,15 @@ impl Broker {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
-        let online = |key: SessionKey| {
-            sessions
-                .get(key.0 as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| s.connection.is_some())
-        };
+        // A `$share` group passes over a member whose queue is full before it holds anyone.
+        let readiness =
+            |key: SessionKey| match sessions.get(key.0 as usize).and_then(Option::as_ref) {
+                Some(s) if s.connection.is_some() && s.flow == FlowState::Clear => Readiness::Ready,
+                Some(s) if s.connection.is_some() => Readiness::Busy,
+                _ => Readiness::Offline,
+            };
         self.subscriptions
-            .matches(&message.topic, online, &mut matches);
+            .matches(&message.topic, readiness, &mut matches);
         // Tree views share one delta among their members, so No Local does not apply to them.
         let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
@@ -439,11 +462,14 @@ impl Broker {
             subscription_ids,
             charge,
         };
-        self.deliver(key, delivery, now);
+        let feed = Feed::Routed {
+            shared: group[0].shared,
+        };
+        self.deliver(key, delivery, feed, now);
     }
 
     /// Sends a delivery now if the session is connected and its window allows, else queues it.
-    pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, now: Time) {
+    pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, feed: Feed, now: Time) {
         let session = self.session(key);
         let connection = session.connection;
         let bytes = delivery.charge;
@@ -476,14 +502,31 @@ impl Broker {
         }
         let limits = &self.config.limits;
         let (count_max, bytes_max) = (limits.queued_count_max, limits.queued_bytes_max);
+        // A connected subscriber under backpressure keeps what passes its queue limits (they
+        // are where its publishers are held, flow.rs), up to its budget.
+        let backpressure = limits.overload == Overload::Backpressure
+            && connection.is_some()
+            && session.flow != FlowState::CutLoose
+            && feed != Feed::Broker;
         if session.queue_refusal(bytes, count_max, bytes_max).is_some() {
-            self.dropped(key, DropReason::QueueFull);
-            return;
+            if !backpressure {
+                self.dropped(key, DropReason::QueueFull);
+                return;
+            }
+            if session.queued_bytes() + bytes > bytes_max.saturating_mul(2) {
+                self.cut_loose(key, CutReason::OverBudget, now);
+                self.dropped(key, DropReason::QueueFull);
+                return;
+            }
         }
         if !self.within_memory(key, bytes, delivery.qos) {
             self.dropped(key, DropReason::MemoryFull);
             return;
         }
+        let (count_max, bytes_max) = match backpressure {
+            true => (usize::MAX, usize::MAX),
+            false => (count_max, bytes_max),
+        };
         let queued = self.with_session(key, |session| {
             session.enqueue(delivery, count_max, bytes_max)
         });
@@ -499,6 +542,9 @@ impl Broker {
         }
         if connection.is_some() {
             self.pump(key, now);
+            if let (true, Feed::Routed { shared }) = (backpressure, feed) {
+                self.note_queue_growth(key, shared, now);
+            }
         }
     }
 
@@ -538,8 +584,18 @@ impl Broker {
     }
 
     /// Moves queued deliveries into the in-flight window while it has room, after the
-    /// deliveries still to be resent on this connection.
+    /// deliveries still to be resent on this connection; a congested queue that drained lets
+    /// go of the publishers it held.
     pub(super) fn pump(&mut self, key: SessionKey, now: Time) {
+        self.fill_window(key, now);
+        if self.session(key).flow != FlowState::Clear {
+            self.settle_flow(key, now);
+        }
+    }
+
+    /// Moves queued deliveries into the in-flight window while it has room, after the
+    /// deliveries still to be resent on this connection.
+    fn fill_window(&mut self, key: SessionKey, now: Time) {
         let Some(id) = self.session(key).connection else {
             return;
         };
@@ -621,6 +677,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubAck => {
+                session.acked_at = now;
                 if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                 }
@@ -635,6 +692,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubRec => {
+                session.acked_at = now;
                 if ack.reason_code.is_success() {
                     session.inflight[index].state = OutgoingState::AwaitPubComp;
                     let seq = session.inflight[index].delivery.seq;
@@ -667,6 +725,7 @@ impl Broker {
         let session = self.session_mut(key);
         match session.find_inflight(ack.packet_id) {
             Some(index) if session.inflight[index].state == OutgoingState::AwaitPubComp => {
+                session.acked_at = now;
                 if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                 }

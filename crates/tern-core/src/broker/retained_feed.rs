@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tern_codec::{MqttString, QoS, SubscriptionIds, TopicFilter, TopicName, UserProperties};
 
+use super::publish::Feed;
 use super::Broker;
 use crate::connection::{Connection, Phase};
 use crate::events::{DropReason, Event};
@@ -267,7 +268,8 @@ impl Broker {
                 message,
             };
             if qos == QoS::AtMostOnce {
-                self.deliver(key, delivery, now);
+                // Sent by the broker: it never holds a publisher (flow.rs).
+                self.deliver(key, delivery, Feed::Broker, now);
             } else {
                 self.queue_first(key, delivery);
             }

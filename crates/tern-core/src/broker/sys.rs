@@ -25,8 +25,9 @@ pub struct TrafficTotals {
 impl Broker {
     /// Publishes the `$SYS/broker/...` statistics as retained QoS 0 messages.
     pub fn publish_sys(&mut self, now: Time, traffic: TrafficTotals, version: &str) {
-        let stats = self.stats();
-        let values: [(&str, String); 27] = [
+        let mut stats = self.stats();
+        self.add_flow_stats(&mut stats, Some(now));
+        let values: [(&str, String); 34] = [
             ("version", version.to_owned()),
             ("uptime", format!("{} seconds", self.uptime_secs(now))),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -39,6 +40,13 @@ impl Broker {
                 stats.publish_dropped_memory.to_string(),
             ),
             ("clients/shed", stats.sessions_shed.to_string()),
+            ("clients/cut_loose", stats.subscribers_cut_loose.to_string()),
+            ("clients/congested", stats.subscribers_congested.to_string()),
+            ("publishers/held", stats.publishers_held.to_string()),
+            ("publishers/paused", stats.publishers_paused.to_string()),
+            ("publishers/acks_held", stats.acks_held.to_string()),
+            ("publishers/held_millis", stats.held_millis.to_string()),
+            ("publishers/paused_millis", stats.paused_millis.to_string()),
             ("memory/held", stats.held_bytes.to_string()),
             (
                 "memory/maximum",

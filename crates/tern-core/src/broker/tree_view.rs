@@ -11,10 +11,11 @@ use tern_codec::{
     TopicFilter, TopicName, UserProperties,
 };
 
+use super::publish::Feed;
 use super::Broker;
 use crate::authz::Access;
 use crate::session::Delivery;
-use crate::tree::{Match, SubscriptionInfo};
+use crate::tree::{Match, Readiness, SubscriptionInfo};
 use crate::tree_view::json::{self, TreeBuilder, TreeWriter};
 use crate::tree_view::{
     key_path, tree_inner, tree_topic, Change, Changes, Member, SnapshotJob, TreeViewId, TREE_PREFIX,
@@ -124,7 +125,7 @@ impl Broker {
         matches.clear();
         // Tree views keep their deltas for every member, online or not.
         self.subscriptions
-            .matches(&message.topic, |_| true, &mut matches);
+            .matches(&message.topic, |_| Readiness::Ready, &mut matches);
         let mut views: Vec<TreeViewId> = matches.iter().filter_map(|m| m.info.tree_view).collect();
         self.scratch = matches;
         views.sort_unstable();
@@ -345,7 +346,7 @@ impl Broker {
             subscription_ids: SubscriptionIds::from_ids(identifier).unwrap_or_default(),
             charge: message.charge(),
         };
-        self.deliver(key, delivery, now);
+        self.deliver(key, delivery, Feed::Broker, now);
     }
 
     /// Turns a PUBLISH into what is routed: a `$tree/` publish is spread into one PUBLISH per

@@ -66,6 +66,12 @@ impl<S: Read + Write> Client<S> {
         self.stream.flush().unwrap();
     }
 
+    /// Writes `bytes` (packets already encoded) in one write.
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
     /// The next packet; panics if the connection closes or nothing comes within [`WAIT`].
     pub(crate) fn recv(&mut self) -> Packet {
         self.try_recv().expect("connection closed")
