@@ -10,6 +10,7 @@ mod cluster;
 mod connection;
 mod durable;
 mod encode;
+mod event_log;
 mod gate;
 mod handshake;
 mod hold;
