@@ -111,6 +111,16 @@ impl Broker {
                     self.accept_outgoing(key, outgoing, now);
                 }
             }
+            // A QoS 1 message counts against the window until its PUBACK, like a QoS 2 one
+            // until its PUBCOMP: held acknowledgements (flow.rs) make that reachable.
+            (QoS::AtLeastOnce, Some(_)) if v5 && self.receive_maximum_reached(id, key) => {
+                self.violation(
+                    id,
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "too many QoS 1/2 publishes unacknowledged",
+                    now,
+                );
+            }
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let mut ack = Ack::new(packet_id);
                 match outcome {
@@ -145,13 +155,10 @@ impl Broker {
                 let session = self.session(key);
                 let ack = Ack::new(packet_id);
                 if !session.incoming_qos2.contains(&packet_id.get()) {
-                    // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
+                    // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-7).
                     // A 3.1.1 client never hears of it; its open exchanges are bounded by the
                     // 65,535 packet identifiers instead.
-                    if v5
-                        && session.incoming_qos2.len()
-                            >= usize::from(self.config.limits.receive_maximum)
-                    {
+                    if v5 && self.receive_maximum_reached(id, key) {
                         self.violation(
                             id,
                             ReasonCode::ReceiveMaximumExceeded,
