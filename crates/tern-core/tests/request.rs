@@ -102,7 +102,7 @@ fn a_request_publish_reaches_every_matching_subscription_and_counts_them() {
     );
     assert_eq!(
         outcomes,
-        [Ok(2), Ok(0)],
+        [Ok(Some(2)), Ok(Some(0))],
         "zero matches is an answer, not an error"
     );
     for subscriber in [&wide, &narrow] {
@@ -142,7 +142,7 @@ fn the_rules_and_the_credential_restriction_must_both_allow() {
     assert_eq!(
         outcomes,
         [
-            Ok(1),
+            Ok(Some(1)),
             Err(RequestRefusal::NotAuthorized),
             Err(RequestRefusal::NotAuthorized)
         ]
@@ -199,7 +199,7 @@ fn a_session_of_another_identity_refuses_requests_and_its_own_is_the_origin() {
     let outcomes = broker
         .broker
         .publish_for(&dev, vec![message("t", QoS::AtMostOnce)], false, now);
-    assert_eq!(outcomes, [Ok(1)], "the squatter's subscription only");
+    assert_eq!(outcomes, [Ok(Some(1))], "the squatter's subscription only");
     broker.expect_silent(&own);
     assert_eq!(broker.recv(&squatter).len(), 1);
 }
@@ -254,7 +254,11 @@ fn an_atomic_batch_publishes_all_or_nothing() {
     let outcomes = broker.broker.publish_for(&dev, batch, false, now);
     assert!(matches!(
         &outcomes[..],
-        [Ok(1), Ok(1), Err(RequestRefusal::QuotaExceeded(_))]
+        [
+            Ok(Some(1)),
+            Ok(Some(1)),
+            Err(RequestRefusal::QuotaExceeded(_))
+        ]
     ));
     assert_eq!(broker.stats().retained, 2);
     assert_eq!(broker.recv(&watcher).len(), 2);
@@ -275,7 +279,7 @@ fn a_request_leaves_the_store_operations_a_publish_would() {
     kept.retain = true;
     let now = broker.now;
     let outcomes = broker.broker.publish_for(&dev, vec![kept], false, now);
-    assert_eq!(outcomes, [Ok(1)]);
+    assert_eq!(outcomes, [Ok(Some(1))]);
     let ops: Vec<StoreOp> = std::iter::from_fn(|| broker.broker.poll_store_op()).collect();
     assert!(
         matches!(&ops[..], [StoreOp::RetainedSet(m), StoreOp::DeliveryQueued { client_id, .. }]

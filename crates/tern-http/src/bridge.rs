@@ -201,8 +201,10 @@ fn apply(
 pub(crate) struct Published {
     /// The message's QoS.
     qos: u8,
-    /// Subscriptions that got a copy (zero is not an error).
-    matched: usize,
+    /// Subscriptions that got a copy (zero is not an error); absent on a cluster node for QoS 1
+    /// and 2, routed once the cluster has replicated them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<usize>,
     /// True when the message expired before it arrived (its `age` reached its `ttl`): it was
     /// not published.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -233,7 +235,7 @@ fn published(
         match outcome {
             None => Ok(Published {
                 qos,
-                matched: 0,
+                matched: Some(0),
                 expired: true,
             }),
             Some(Ok(matched)) => Ok(Published {

@@ -1,7 +1,8 @@
 //! Other edges on the broker thread: a task that reaches the core the way a connection task
 //! does (the HTTP bridge), through a [`BrokerHandle`]. It calls the core directly, with no
-//! lock, then hands the store operations it caused to group commit, and can wait until they
-//! are durable before answering, as a PUBACK waits.
+//! lock, then hands the store operations it caused to group commit (and, on a cluster node,
+//! the messages to the cluster layer), and can wait until they are durable (and replicated)
+//! before answering, as a PUBACK waits.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,9 +28,13 @@ impl std::fmt::Debug for BrokerHandle {
     }
 }
 
-/// A batch of store operations that an edge's input caused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Batch(u64);
+/// What an edge's input handed on: the batch of its store operations and the batch of its
+/// cluster operations, each when there was one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    store: Option<u64>,
+    cluster: Option<u64>,
+}
 
 impl BrokerHandle {
     pub(crate) fn new(shared: Rc<Shared>) -> Self {
@@ -49,8 +54,8 @@ impl BrokerHandle {
 
     /// Runs `input` against the core at the current time, then does what the runtime does
     /// after every input: logs the events, wakes the connections with new output and hands
-    /// the store operations to the store thread. Returns the batch those operations went
-    /// into, if there were any: answers that acknowledge them wait for it with
+    /// the store (and cluster) operations on. Returns the batches those operations went into,
+    /// if there were any: answers that acknowledge them wait for them with
     /// [`BrokerHandle::durable`].
     pub fn input<R>(&self, input: impl FnOnce(&mut Broker, Time) -> R) -> (R, Option<Batch>) {
         let result = {
@@ -60,25 +65,39 @@ impl BrokerHandle {
         let before = self.last_sent();
         self.shared.after_input();
         let after = self.last_sent();
-        (result, (after > before).then_some(Batch(after)))
+        let newer = |before: u64, after: u64| (after > before).then_some(after);
+        let batch = Batch {
+            store: newer(before.0, after.0),
+            cluster: newer(before.1, after.1),
+        };
+        let any = batch.store.is_some() || batch.cluster.is_some();
+        (result, any.then_some(batch))
     }
 
-    /// Waits until `batch` is durable. Never returns if the store fails: the server then
-    /// stops, and the task with it.
+    /// Waits until `batch` is durable, and replicated on a cluster node. Never returns if the
+    /// store or the cluster layer fails: the server then stops, and the task with it.
     pub async fn durable(&self, batch: Batch) {
-        let Some(committer) = &self.shared.committer else {
-            return;
-        };
         loop {
             let woken = self.shared.durable_wake.notified();
-            if committer.last_committed() >= batch.0 {
+            let stored = match (&self.shared.committer, batch.store) {
+                (Some(committer), Some(seq)) => committer.last_committed() >= seq,
+                _ => true,
+            };
+            let replicated = match (self.shared.cluster.get(), batch.cluster) {
+                (Some(cluster), Some(seq)) => cluster.last_through() >= seq,
+                _ => true,
+            };
+            if stored && replicated {
                 return;
             }
             woken.await;
         }
     }
 
-    fn last_sent(&self) -> u64 {
-        self.shared.committer.as_ref().map_or(0, |c| c.last_sent())
+    /// The last store batch and the last cluster batch handed on.
+    fn last_sent(&self) -> (u64, u64) {
+        let store = self.shared.committer.as_ref().map_or(0, |c| c.last_sent());
+        let cluster = self.shared.cluster.get().map_or(0, |c| c.last_sent());
+        (store, cluster)
     }
 }

@@ -6,12 +6,15 @@
 //! connections with new output are woken once. See ARCHITECTURE.md for why one thread.
 
 mod busy_poll;
+mod cluster;
 mod connection;
 mod durable;
 mod edge;
 mod encode;
+mod event_log;
 mod gate;
 mod handshake;
+mod hold;
 mod listener;
 mod shared;
 mod tcp;
@@ -30,6 +33,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{error, info};
 
+pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
 pub use edge::{Batch, BrokerHandle, EdgeTask};
 pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
 pub use tls::{server_config as tls_server_config, TlsError, TlsSettings};
@@ -159,6 +163,9 @@ pub enum NetError {
     /// The durable store failed while running; what was not yet durable was not acknowledged.
     #[error("the store failed: {0}")]
     Store(String),
+    /// The cluster layer stopped; what was not yet replicated was not acknowledged.
+    #[error("the cluster layer failed: {0}")]
+    Cluster(String),
 }
 
 /// A server whose listeners are bound but not yet accepting.
@@ -171,6 +178,7 @@ pub struct Server {
     auth_reload: Option<AuthReload>,
     durable: Option<Durable>,
     edges: Vec<Edge>,
+    cluster: Option<ClusterLink>,
 }
 
 /// An [`EdgeTask`] waiting for the server to run.
@@ -245,6 +253,7 @@ impl Server {
             auth_reload: None,
             durable: None,
             edges: Vec::new(),
+            cluster: None,
         })
     }
 
@@ -264,6 +273,14 @@ impl Server {
             epoch,
         });
         self
+    }
+
+    /// Makes the server a cluster node: the core's cluster operations go to `link.batches`
+    /// and what arrives on `link.inputs` is routed; acknowledgements of QoS 1/2 messages wait
+    /// until the cluster layer reports them replicated. The core must run with
+    /// `Config::cluster` on. If the cluster layer stops, so does the server.
+    pub fn set_cluster(&mut self, link: ClusterLink) {
+        self.cluster = Some(link);
     }
 
     /// Installs the authentication and authorisation hooks (the defaults let everyone in and
@@ -338,7 +355,13 @@ impl Server {
                 broker.set_authorizer(authorizer);
             }
         }
-        // What the restored broker purged goes to the store before anything else.
+        let cluster_inputs = self.cluster.map(|link| {
+            let out = cluster::ClusterOut::new(link.batches, link.qos0_backlog_bytes_max);
+            let _ = shared.cluster.set(out);
+            link.inputs
+        });
+        // What the restored broker purged goes to the store before anything else (and the
+        // interest of restored sessions to the cluster).
         shared.after_input();
         // Shutdown and store failure both end the wait below. The shutdown future (signal
         // listeners) runs as a task of its own: the future `run_until` drives is polled each
@@ -359,6 +382,15 @@ impl Server {
                 Rc::clone(&stop),
                 Rc::clone(&failed),
             ));
+        }
+        if let Some(inputs) = cluster_inputs {
+            let (shared, stop, failed) = (Rc::clone(&shared), Rc::clone(&stop), Rc::clone(&failed));
+            tokio::task::spawn_local(async move {
+                let message = cluster::input_loop(Rc::clone(&shared), inputs).await;
+                error!("the cluster layer failed, stopping: {message}");
+                *failed.borrow_mut() = Some(NetError::Cluster(message));
+                stop.notify_one();
+            });
         }
         tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
         for Edge(task) in self.edges {
@@ -420,9 +452,9 @@ impl Server {
         if let Some(committer) = &shared.committer {
             committer.close();
         }
-        let message = failed.borrow_mut().take();
-        match message {
-            Some(message) => Err(NetError::Store(message)),
+        let failure = failed.borrow_mut().take();
+        match failure {
+            Some(error) => Err(error),
             None => Ok(()),
         }
     }
@@ -434,7 +466,7 @@ async fn commit_loop(
     shared: Rc<Shared>,
     mut commits: watch::Receiver<Commit>,
     stop: Rc<tokio::sync::Notify>,
-    failed: Rc<std::cell::RefCell<Option<String>>>,
+    failed: Rc<std::cell::RefCell<Option<NetError>>>,
 ) {
     while commits.changed().await.is_ok() {
         let commit = commits.borrow_and_update().clone();
@@ -446,7 +478,7 @@ async fn commit_loop(
             Commit::Failed(message) => message,
         };
         error!("the store failed, stopping: {message}");
-        *failed.borrow_mut() = Some(message);
+        *failed.borrow_mut() = Some(NetError::Store(message));
         stop.notify_one();
         return;
     }
@@ -454,7 +486,7 @@ async fn commit_loop(
     if shared.committer.as_ref().is_some_and(|c| !c.is_closing()) {
         let message = "the store thread stopped".to_owned();
         error!("{message}, stopping");
-        *failed.borrow_mut() = Some(message);
+        *failed.borrow_mut() = Some(NetError::Store(message));
         stop.notify_one();
     }
 }

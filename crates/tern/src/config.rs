@@ -43,6 +43,8 @@ pub(crate) struct FileConfig {
     /// `[http]`: the HTTP bridge (its listeners are `[[listener]]`s with protocol "http").
     #[serde(default)]
     pub(crate) http: crate::http_config::HttpSection,
+    /// `[cluster]`: join other nodes through NATS; absent, the broker is a single node.
+    pub(crate) cluster: Option<crate::cluster_config::ClusterConfig>,
 }
 
 /// `[sessions]`: who may have a session.

@@ -5,6 +5,7 @@
 mod auth_config;
 mod bench;
 mod cli;
+mod cluster_config;
 mod config;
 mod http_config;
 mod key;
@@ -139,18 +140,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => config::FileConfig::default(),
     };
     let durability = config::durability(&file, args.durability);
-    let core = tern_core::Config {
+    let mut core = tern_core::Config {
         limits: file.limits.to_limits()?,
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
         other_identity: file.sessions.to_core(),
+        cluster: false,
     };
     let base = args
         .config
         .as_deref()
         .and_then(|p| p.parent())
         .unwrap_or(Path::new("."));
+    // Joins NATS before anything listens: a node that cannot join stops here.
+    let cluster = match &file.cluster {
+        Some(section) => Some(cluster_config::join(section, base, &mut core)?),
+        None => None,
+    };
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
     let data_dir = config::data_dir(&file, args.data_dir.clone());
     let service_settings = auth_config::ServiceSettings {
@@ -222,6 +229,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    let (cluster_node, cluster_link) = cluster.unzip();
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
         if let Some(edge) = http_edge {
@@ -235,9 +243,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some((store, snapshot, epoch)) = store {
             server = server.with_store(store, snapshot, epoch);
         }
+        if let Some(link) = cluster_link {
+            server.set_cluster(tern_net::ClusterLink {
+                batches: link.batches,
+                inputs: link.inputs,
+                qos0_backlog_bytes_max: tern_net::CLUSTER_QOS0_BACKLOG_BYTES_MAX,
+            });
+        }
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
-    })
+    })?;
+    // The server dropped its end of the link: the node finishes what it was handed.
+    if let Some(node) = cluster_node {
+        node.join();
+    }
+    Ok(())
 }
 
 /// Opens the store in `dir` and reads everything it holds. The instant returned is `Time`

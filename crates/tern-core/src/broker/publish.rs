@@ -111,6 +111,16 @@ impl Broker {
                     self.accept_outgoing(Some(key), outgoing, now);
                 }
             }
+            // A QoS 1 message counts against the window until its PUBACK, like a QoS 2 one
+            // until its PUBCOMP: held acknowledgements (flow.rs) make that reachable.
+            (QoS::AtLeastOnce, Some(_)) if v5 && self.receive_maximum_reached(id, key) => {
+                self.violation(
+                    id,
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "too many QoS 1/2 publishes unacknowledged",
+                    now,
+                );
+            }
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let mut ack = Ack::new(packet_id);
                 match outcome {
@@ -122,7 +132,7 @@ impl Broker {
                     }
                     Ok(outgoing) => {
                         self.collect_congested();
-                        if self.accept_outgoing(Some(key), outgoing, now) == 0 {
+                        if self.accept_outgoing(Some(key), outgoing, now) == Some(0) {
                             ack.reason_code = ReasonCode::NoMatchingSubscribers;
                         }
                     }
@@ -145,13 +155,10 @@ impl Broker {
                 let session = self.session(key);
                 let ack = Ack::new(packet_id);
                 if !session.incoming_qos2.contains(&packet_id.get()) {
-                    // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-9).
+                    // Receive Maximum bounds QoS 2 exchanges the client has open (MQTT-3.3.4-7).
                     // A 3.1.1 client never hears of it; its open exchanges are bounded by the
                     // 65,535 packet identifiers instead.
-                    if v5
-                        && session.incoming_qos2.len()
-                            >= usize::from(self.config.limits.receive_maximum)
-                    {
+                    if v5 && self.receive_maximum_reached(id, key) {
                         self.violation(
                             id,
                             ReasonCode::ReceiveMaximumExceeded,
@@ -259,25 +266,31 @@ impl Broker {
         Ok(())
     }
 
-    /// Routes what an accepted PUBLISH of `origin` became; returns the subscriptions matched.
+    /// Routes what an accepted PUBLISH of `origin` became; returns the subscriptions matched,
+    /// or `None` where that is not known yet (a cluster routes QoS 1/2 once replicated).
     pub(super) fn accept_outgoing(
         &mut self,
         origin: Option<SessionKey>,
         outgoing: Outgoing,
         now: Time,
-    ) -> usize {
+    ) -> Option<usize> {
         match outgoing {
             Outgoing::One(publish) => self.accept_publish(origin, publish, now),
             Outgoing::Spread(publishes) => publishes
                 .into_iter()
                 .map(|publish| self.accept_publish(origin, publish, now))
-                .sum(),
+                .fold(Some(0), |sum, matched| Some(sum? + matched?)),
         }
     }
 
     /// Turns an accepted PUBLISH into a message and routes it; returns the subscriptions
-    /// matched.
-    fn accept_publish(&mut self, origin: Option<SessionKey>, publish: Publish, now: Time) -> usize {
+    /// matched, if known.
+    fn accept_publish(
+        &mut self,
+        origin: Option<SessionKey>,
+        publish: Publish,
+        now: Time,
+    ) -> Option<usize> {
         let mut properties = publish.properties;
         let expires_at = properties
             .message_expiry_interval
@@ -297,8 +310,9 @@ impl Broker {
         self.accept_message(Arc::new(message), now)
     }
 
-    /// Stores or clears the retained copy, then routes; returns the subscriptions matched.
-    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> usize {
+    /// Stores or clears the retained copy, then routes; returns the subscriptions matched (`None`
+    /// for a message the cluster routes once replicated).
+    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> Option<usize> {
         if message.retain {
             // The broker's own `$SYS` statistics are current only while it runs: never stored.
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
@@ -324,7 +338,11 @@ impl Broker {
                 self.retained.set(kept);
             }
         }
-        self.route(&message, now)
+        if !self.forward_to_cluster(&message, now) {
+            // Routed when it comes back replicated; whether anyone matched is not known here.
+            return None;
+        }
+        Some(self.route(&message, now))
     }
 
     /// Whether storing `message` as retained stays within the limits. The broker's own `$SYS`

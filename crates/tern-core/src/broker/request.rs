@@ -85,9 +85,10 @@ impl RequestRefusal {
     }
 }
 
-/// What became of one message of a request: the subscriptions it matched, or why it was
-/// refused.
-pub type RequestOutcome = Result<usize, RequestRefusal>;
+/// What became of one message of a request: the subscriptions it matched (`None` when not
+/// known at once: a cluster node routes a QoS 1/2 message once the cluster has replicated it),
+/// or why it was refused.
+pub type RequestOutcome = Result<Option<usize>, RequestRefusal>;
 
 impl Broker {
     /// Compiles what `identity`, acting for `client_id` through the edge `edge`, may do: the
