@@ -276,10 +276,15 @@ impl Broker {
     ) -> Option<usize> {
         match outgoing {
             Outgoing::One(publish) => self.accept_publish(origin, publish, now),
-            Outgoing::Spread(publishes) => publishes
-                .into_iter()
-                .map(|publish| self.accept_publish(origin, publish, now))
-                .fold(Some(0), |sum, matched| Some(sum? + matched?)),
+            Outgoing::Spread(publishes) => {
+                // Every one is published, whatever the matches of the others.
+                let mut matched = Some(0);
+                for publish in publishes {
+                    let one = self.accept_publish(origin, publish, now);
+                    matched = matched.zip(one).map(|(sum, one)| sum + one);
+                }
+                matched
+            }
         }
     }
 
