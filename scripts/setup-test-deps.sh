@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the black-box integration tests (tests/interop) need:
-#   - Debian's mosquitto broker and clients (the reference broker the tests are checked against);
+#   - Debian's mosquitto broker and clients (the reference broker the tests are checked against)
+#     and curl (a client of the HTTP bridge);
+#   - Debian's nats-server (with JetStream), which the cluster tests run Tern nodes over;
 #   - a Python virtual environment at .venv with tests/interop/requirements.txt installed.
 # Idempotent and quiet: prints nothing when all is well, and returns fast when nothing changed.
 # The venv is re-provisioned only when the requirements (or the Python interpreter) change.
@@ -69,13 +71,22 @@ stop_packaged_mosquitto() {
     fi
 }
 
-# 1. mosquitto
-if ! deb_installed mosquitto mosquitto-clients; then
-    apt_install mosquitto mosquitto-clients
+# 1. mosquitto, and curl (the HTTP bridge's tests sign requests for it)
+if ! deb_installed mosquitto mosquitto-clients curl; then
+    apt_install mosquitto mosquitto-clients curl
 fi
 stop_packaged_mosquitto
 
-# 2. the Python virtual environment
+# 2. nats-server, for the cluster tests (crates/tern/tests/cluster.rs). Each test starts its
+# own servers on loopback; a packaged service, if the package starts one, is stopped.
+if ! deb_installed nats-server; then
+    apt_install nats-server
+fi
+if systemd_running && systemctl is-active --quiet nats-server.service 2>/dev/null; then
+    quiet as_root systemctl disable --now nats-server.service
+fi
+
+# 3. the Python virtual environment
 PYTHON="${PYTHON:-python3}"
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     rm -rf "$VENV"

@@ -3,14 +3,14 @@
 # repository tidy rules, the conformance matrix, the Rust test suite, the benchmark report's
 # statistics, and the black-box interop suite (paho-mqtt, raw sockets and the mosquitto
 # command-line clients against `tern serve`).
-# It installs what the tests need first (Debian's mosquitto and mosquitto-clients, a Python
-# venv at .venv with paho-mqtt and pytest).
+# It installs what the tests need first (Debian's mosquitto, mosquitto-clients and nats-server,
+# a Python venv at .venv with paho-mqtt and pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "test dependencies (mosquitto, mosquitto-clients, Python venv)"
+step "test dependencies (mosquitto, mosquitto-clients, nats-server, Python venv)"
 ./scripts/setup-test-deps.sh
 
 step "rustfmt"

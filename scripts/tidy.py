@@ -20,14 +20,20 @@ ASYNC_IO = {"tokio", "mio", "async-std", "socket2"}
 RULES = {
     "tern-codec": (set(), ASYNC_IO),
     # The core emits store operations; it never calls (or knows) the store or its engine.
-    "tern-core": ({"tern-codec"}, ASYNC_IO | {"fjall", "redb"}),
+    "tern-core": ({"tern-codec"}, ASYNC_IO | {"fjall", "redb", "async-nats"}),
     # The store implements the core's trait on its engine; it knows nothing of the network.
     "tern-store": ({"tern-codec", "tern-core"}, ASYNC_IO),
     # The network runtime drives any `Store`; the engine stays behind the trait.
-    "tern-net": ({"tern-codec", "tern-core"}, {"fjall", "redb"}),
+    "tern-net": ({"tern-codec", "tern-core"}, {"fjall", "redb", "async-nats"}),
+    # The cluster layer does NATS I/O around the core, as tern-net does sockets: it never
+    # reaches into the network runtime or the store, and the core never sees NATS.
+    "tern-cluster": ({"tern-codec", "tern-core"}, {"fjall", "redb"}),
     "tern-bench": ({"tern-codec"}, set()),
     # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
     "tern-auth": ({"tern-codec", "tern-core"}, ASYNC_IO),
+    # The HTTP bridge: an edge on the network runtime's broker thread, with the auth crate's
+    # keys and ACL engine; it never touches the store's engine.
+    "tern-http": ({"tern-codec", "tern-core", "tern-net", "tern-auth"}, {"fjall", "redb"}),
     # The client shares only the codec with the broker.
     "tern-client": ({"tern-codec"}, {"fjall", "redb"}),
 }

@@ -159,6 +159,12 @@ impl TopicFilter {
         &self.0
     }
 
+    /// A copy that holds its own bytes, for a filter kept long after its packet (see
+    /// [`MqttString::detached`]).
+    pub fn detached(&self) -> Self {
+        Self(self.0.detached())
+    }
+
     /// For `$share/{group}/{filter}`, the group name and the inner filter.
     pub fn shared(&self) -> Option<(&str, Self)> {
         let rest = self.as_str().strip_prefix(SHARED_PREFIX)?;

@@ -164,6 +164,10 @@ pub struct Config {
     pub assigned_id_prefix: String,
     /// Whether the broker emits [`crate::store::StoreOp`]s for a durable store to apply.
     pub persistence: bool,
+    /// Whether the broker is a node of a cluster: it emits [`crate::ClusterOp`]s for the
+    /// other nodes, routes its QoS 1/2 messages only once they come back replicated, and
+    /// refuses shared subscriptions (not yet spread across nodes).
+    pub cluster: bool,
     /// How `$tree/` subscriptions batch their deltas.
     pub trees: TreeConfig,
     /// What a client gets when its client identifier names a session that belongs to another

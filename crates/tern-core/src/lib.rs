@@ -14,6 +14,7 @@
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
+//! - [`cluster`]: what a node tells the other nodes of a cluster, and hears from them.
 //! - [`throttle`]: failed logins counted per address and user name, and the blocks they earn.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod alias;
 pub mod auth;
 pub mod authz;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod events;
@@ -40,9 +42,11 @@ pub use auth::{
 };
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::memory::HeldBytes;
+pub use broker::request::{RequestClient, RequestOutcome, RequestRefusal};
 pub use broker::retained_feed::RETAINED_CAPPED_PROPERTY;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
+pub use cluster::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage};
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, CutReason, DropReason, Event, Stats};

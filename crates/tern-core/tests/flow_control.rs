@@ -522,3 +522,40 @@ fn a_retained_feed_holds_nobody_and_is_not_cut_by_the_queue_limit() {
     assert!(drops(&tb.events()).is_empty());
     assert_eq!(tb.stats().acks_held, 1);
 }
+
+/// An MQTT 5 publisher that sends more QoS 1 messages than the Receive Maximum while their
+/// acknowledgements are held has broken MQTT-3.3.4-7 as surely as one with too many QoS 2
+/// exchanges open: DISCONNECT 0x93, and the message past the window goes nowhere. Held QoS 1
+/// acknowledgements and open QoS 2 exchanges count together.
+#[test]
+fn an_mqtt5_publisher_past_the_receive_maximum_while_held_is_disconnected() {
+    let mut tb = TestBroker::with_limits(Limits {
+        queued_count_max: 2,
+        inflight_count_max: 1,
+        receive_maximum: 3,
+        ..Limits::default()
+    });
+    let subscriber = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&subscriber, "t", Q1);
+    let publisher = tb.connect("p", V5, Opts::new());
+    assert_eq!(publisher.connack.properties.receive_maximum, Some(3));
+    // m1 in flight, m2 queued, m3 fills the queue: held from m3 on. m3 and m4 held, and one
+    // QoS 2 exchange open: three unacknowledged, the window's worth.
+    for n in 1..=4u16 {
+        tb.send(&publisher, publish("t", &format!("m{n}"), Q1, n));
+    }
+    tb.send(&publisher, publish("t", "x", Q2, 5));
+    assert_eq!(ack_ids(&tb.recv(&publisher)), [1, 2]);
+    tb.send(&publisher, publish("t", "m6", Q1, 6));
+    assert_eq!(
+        tb.expect_closed(&publisher),
+        [Packet::Disconnect(tern_codec::Disconnect::new(
+            ReasonCode::ReceiveMaximumExceeded
+        ))]
+    );
+    let mut got = Vec::new();
+    while let Some(payload) = take_one(&mut tb, &subscriber) {
+        got.push(payload);
+    }
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "x"], "m6 went nowhere");
+}

@@ -10,14 +10,14 @@
 //! before the state they acknowledge. The broker keeps routing while a sync is in flight.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rustc_hash::FxHashMap;
 use tern_core::{ConnectionId, Store, StoreOp};
 use tokio::sync::watch;
 use tracing::error;
+
+use crate::hold::Holds;
 
 /// What the store thread reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,26 +33,13 @@ struct Batch {
     ops: Vec<StoreOp>,
 }
 
-/// Packets of one connection held until batches commit (its commit gates).
-#[derive(Debug, Default)]
-struct Held {
-    /// Packets taken from the connection's outbox so far.
-    taken: u64,
-    /// Packets before this count may be written.
-    open_until: u64,
-    /// `(end, seq)`: packets before `end` (and after the previous gate) need batch `seq`.
-    waiting: VecDeque<(u64, u64)>,
-}
-
 /// The broker thread's side of group commit.
 pub(crate) struct Committer {
     sender: RefCell<Option<mpsc::Sender<Batch>>>,
     thread: RefCell<Option<JoinHandle<()>>>,
     last_sent: Cell<u64>,
-    committed: Cell<u64>,
-    /// The connections holding packets back, keyed by connection; looked up for every packet
-    /// written, so hashed cheaply (the keys are our own counters, not a peer's input).
-    gates: RefCell<FxHashMap<ConnectionId, Held>>,
+    /// The packets held back until their batch commits (their commit gates).
+    gates: Holds,
     closing: Cell<bool>,
 }
 
@@ -95,15 +82,14 @@ impl Committer {
             sender: RefCell::new(sender),
             thread: RefCell::new(thread),
             last_sent: Cell::new(0),
-            committed: Cell::new(0),
-            gates: RefCell::new(FxHashMap::default()),
+            gates: Holds::default(),
             closing: Cell::new(false),
         };
         (committer, receiver)
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId) {
-        self.gates.borrow_mut().remove(&id);
+        self.gates.forget(id);
     }
 
     /// Sends `ops` as the next batch and gates the packets now in the outboxes of `woken`
@@ -126,58 +112,35 @@ impl Committer {
             // may be acknowledged, so the gate is never opened.
             error!("store batch {seq} could not be handed to the store");
         }
-        let mut gates = self.gates.borrow_mut();
         for &id in woken {
-            let pending = pending(id) as u64;
-            if pending == 0 {
-                continue;
-            }
-            // A connection has a gate only while it holds packets back: counting starts here.
-            let gate = gates.entry(id).or_default();
-            let end = gate.taken + pending;
-            gate.waiting.push_back((end, seq));
+            self.gates.hold(id, pending(id), seq);
         }
     }
 
     /// Whether the next packet in `id`'s outbox may be written now.
     pub(crate) fn may_transmit(&self, id: ConnectionId) -> bool {
-        let mut gates = self.gates.borrow_mut();
-        let Some(gate) = gates.get_mut(&id) else {
-            return true;
-        };
-        let committed = self.committed.get();
-        while let Some(&(end, seq)) = gate.waiting.front() {
-            if seq > committed {
-                break;
-            }
-            gate.open_until = end;
-            gate.waiting.pop_front();
-        }
-        if gate.waiting.is_empty() {
-            // Nothing held back any more: the gate goes, so that committing a batch visits
-            // only the connections still waiting for one.
-            gates.remove(&id);
-            return true;
-        }
-        gate.taken < gate.open_until
+        self.gates.may_transmit(id)
     }
 
     /// Notes that a packet was taken from `id`'s outbox.
     pub(crate) fn transmitted(&self, id: ConnectionId) {
-        if let Some(gate) = self.gates.borrow_mut().get_mut(&id) {
-            gate.taken += 1;
-        }
+        self.gates.transmitted(id);
     }
 
     /// Records that batches up to `seq` are durable; returns the connections that may now
     /// write more.
     pub(crate) fn committed(&self, seq: u64, out: &mut Vec<ConnectionId>) {
-        self.committed.set(seq);
-        for (&id, gate) in self.gates.borrow().iter() {
-            if gate.waiting.front().is_some_and(|&(_, s)| s <= seq) {
-                out.push(id);
-            }
-        }
+        self.gates.done(seq, out);
+    }
+
+    /// The number of the last batch handed to the store thread.
+    pub(crate) fn last_sent(&self) -> u64 {
+        self.last_sent.get()
+    }
+
+    /// The number of the last batch the store thread reported durable.
+    pub(crate) fn last_committed(&self) -> u64 {
+        self.gates.done_through()
     }
 
     /// Whether [`Committer::close`] was called (the store thread ending is then expected).
@@ -231,7 +194,7 @@ mod tests {
         // Nothing gated remains: later packets produced without store operations go at once,
         // and no gate is left for a commit to visit.
         assert!(committer.may_transmit(a));
-        assert!(committer.gates.borrow().is_empty());
+        assert!(committer.gates.is_empty());
         committer.unregister(a);
         committer.close();
     }
@@ -247,7 +210,7 @@ mod tests {
         }
         // A batch that leaves nothing in the outbox gates nothing.
         committer.submit(Vec::new(), &[a], |_| 0);
-        assert!(committer.gates.borrow().is_empty());
+        assert!(committer.gates.is_empty());
         // Two packets wait for batch 2; a third arrives with batch 3.
         committer.submit(Vec::new(), &[a], |_| 2);
         committer.submit(Vec::new(), &[a], |_| 3);
@@ -264,7 +227,7 @@ mod tests {
         assert_eq!(ready, [a]);
         assert!(committer.may_transmit(a));
         committer.transmitted(a);
-        assert!(committer.gates.borrow().is_empty());
+        assert!(committer.gates.is_empty());
         committer.close();
     }
 }

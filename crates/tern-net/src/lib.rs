@@ -6,11 +6,15 @@
 //! connections with new output are woken once. See ARCHITECTURE.md for why one thread.
 
 mod busy_poll;
+mod cluster;
 mod connection;
 mod durable;
+mod edge;
 mod encode;
+mod event_log;
 mod gate;
 mod handshake;
+mod hold;
 mod listener;
 mod shared;
 mod tcp;
@@ -29,8 +33,10 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{error, info};
 
+pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
+pub use edge::{Batch, BrokerHandle, EdgeTask};
 pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
-pub use tls::{TlsError, TlsSettings};
+pub use tls::{server_config as tls_server_config, TlsError, TlsSettings};
 
 use durable::{Commit, Committer};
 use listener::Listener;
@@ -157,6 +163,9 @@ pub enum NetError {
     /// The durable store failed while running; what was not yet durable was not acknowledged.
     #[error("the store failed: {0}")]
     Store(String),
+    /// The cluster layer stopped; what was not yet replicated was not acknowledged.
+    #[error("the cluster layer failed: {0}")]
+    Cluster(String),
 }
 
 /// A server whose listeners are bound but not yet accepting.
@@ -168,6 +177,17 @@ pub struct Server {
     authorizer: Option<Box<dyn Authorizer>>,
     auth_reload: Option<AuthReload>,
     durable: Option<Durable>,
+    edges: Vec<Edge>,
+    cluster: Option<ClusterLink>,
+}
+
+/// An [`EdgeTask`] waiting for the server to run.
+struct Edge(EdgeTask);
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Edge")
+    }
 }
 
 /// Fresh authentication and authorisation hooks, built again from whatever they were built
@@ -232,6 +252,8 @@ impl Server {
             authorizer: None,
             auth_reload: None,
             durable: None,
+            edges: Vec::new(),
+            cluster: None,
         })
     }
 
@@ -253,6 +275,14 @@ impl Server {
         self
     }
 
+    /// Makes the server a cluster node: the core's cluster operations go to `link.batches`
+    /// and what arrives on `link.inputs` is routed; acknowledgements of QoS 1/2 messages wait
+    /// until the cluster layer reports them replicated. The core must run with
+    /// `Config::cluster` on. If the cluster layer stops, so does the server.
+    pub fn set_cluster(&mut self, link: ClusterLink) {
+        self.cluster = Some(link);
+    }
+
     /// Installs the authentication and authorisation hooks (the defaults let everyone in and
     /// allow everything).
     pub fn set_auth(
@@ -270,6 +300,12 @@ impl Server {
     /// subscriptions those deny are dropped). A reload that fails leaves the hooks in force.
     pub fn set_auth_reload(&mut self, reload: AuthReload) {
         self.auth_reload = Some(reload);
+    }
+
+    /// Runs `task` on the broker thread once the server runs, with a [`BrokerHandle`]: another
+    /// edge (the HTTP bridge) reaching the core as connections do.
+    pub fn add_edge(&mut self, task: EdgeTask) {
+        self.edges.push(Edge(task));
     }
 
     /// The addresses actually bound (port 0 resolved), in configuration order.
@@ -319,7 +355,13 @@ impl Server {
                 broker.set_authorizer(authorizer);
             }
         }
-        // What the restored broker purged goes to the store before anything else.
+        let cluster_inputs = self.cluster.map(|link| {
+            let out = cluster::ClusterOut::new(link.batches, link.qos0_backlog_bytes_max);
+            let _ = shared.cluster.set(out);
+            link.inputs
+        });
+        // What the restored broker purged goes to the store before anything else (and the
+        // interest of restored sessions to the cluster).
         shared.after_input();
         // Shutdown and store failure both end the wait below. The shutdown future (signal
         // listeners) runs as a task of its own: the future `run_until` drives is polled each
@@ -341,7 +383,19 @@ impl Server {
                 Rc::clone(&failed),
             ));
         }
+        if let Some(inputs) = cluster_inputs {
+            let (shared, stop, failed) = (Rc::clone(&shared), Rc::clone(&stop), Rc::clone(&failed));
+            tokio::task::spawn_local(async move {
+                let message = cluster::input_loop(Rc::clone(&shared), inputs).await;
+                error!("the cluster layer failed, stopping: {message}");
+                *failed.borrow_mut() = Some(NetError::Cluster(message));
+                stop.notify_one();
+            });
+        }
         tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
+        for Edge(task) in self.edges {
+            tokio::task::spawn_local(task(BrokerHandle::new(Rc::clone(&shared))));
+        }
         if !self.config.busy_poll.is_zero() {
             let busy_poll = Rc::clone(&shared.busy_poll);
             tokio::task::spawn_local(busy_poll.run(self.config.busy_poll));
@@ -398,9 +452,9 @@ impl Server {
         if let Some(committer) = &shared.committer {
             committer.close();
         }
-        let message = failed.borrow_mut().take();
-        match message {
-            Some(message) => Err(NetError::Store(message)),
+        let failure = failed.borrow_mut().take();
+        match failure {
+            Some(error) => Err(error),
             None => Ok(()),
         }
     }
@@ -412,7 +466,7 @@ async fn commit_loop(
     shared: Rc<Shared>,
     mut commits: watch::Receiver<Commit>,
     stop: Rc<tokio::sync::Notify>,
-    failed: Rc<std::cell::RefCell<Option<String>>>,
+    failed: Rc<std::cell::RefCell<Option<NetError>>>,
 ) {
     while commits.changed().await.is_ok() {
         let commit = commits.borrow_and_update().clone();
@@ -424,7 +478,7 @@ async fn commit_loop(
             Commit::Failed(message) => message,
         };
         error!("the store failed, stopping: {message}");
-        *failed.borrow_mut() = Some(message);
+        *failed.borrow_mut() = Some(NetError::Store(message));
         stop.notify_one();
         return;
     }
@@ -432,7 +486,7 @@ async fn commit_loop(
     if shared.committer.as_ref().is_some_and(|c| !c.is_closing()) {
         let message = "the store thread stopped".to_owned();
         error!("{message}, stopping");
-        *failed.borrow_mut() = Some(message);
+        *failed.borrow_mut() = Some(NetError::Store(message));
         stop.notify_one();
     }
 }

@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use tern_core::{
-    Access, AuthDecision, Broker, CloseReason, ConnectionId, ConnectionInfo, CutReason, DropReason,
-    Event, Snapshot, StoreOp, Throttled, Time, TrafficTotals,
+    AuthDecision, Broker, ConnectionId, ConnectionInfo, DropReason, Event, Snapshot, StoreOp, Time,
+    TrafficTotals,
 };
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::busy_poll::BusyPoll;
+use crate::cluster::ClusterOut;
 use crate::connection::{encode_queued, Stop};
 use crate::durable::Committer;
 use crate::encode::Encoder;
+use crate::event_log::{log_event, LogBudget};
 use crate::gate::{AdmissionLimits, Gate};
 use crate::tcp::write_available;
 
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     denial_log: LogBudget,
     /// Group commit with the store thread, when state is durable.
     pub(crate) committer: Option<Committer>,
+    /// The link to the cluster layer, when the broker is a cluster node.
+    pub(crate) cluster: std::cell::OnceCell<ClusterOut>,
     /// Reused buffer for store operations taken from the core.
     ops: RefCell<Vec<StoreOp>>,
     /// Keeps a flood of refused connections (limits, failed handshakes, bad CONNECTs) from
@@ -98,6 +102,9 @@ pub(crate) struct Shared {
     socket_errors: Cell<u64>,
     /// Keeps a flood of failing sockets from flooding the log.
     error_log: LogBudget,
+    /// Signalled whenever batches become durable or replicated (edges waiting on one, see
+    /// `edge.rs`).
+    pub(crate) durable_wake: Notify,
 }
 
 /// How long a connection waits on a client that does not read (see [`crate::ServerConfig`]).
@@ -116,51 +123,6 @@ const DIRECT_WRITES_PER_READ_MAX: usize = 16;
 
 /// A direct-write buffer that grew past this is given back after use.
 const DIRECT_BUF_KEEP_BYTES: usize = 64 * 1024;
-
-/// Denials (and refused connections) logged per second at most; the rest are counted and
-/// summed up in one line.
-const DENIALS_LOGGED_PER_SEC: u32 = 20;
-
-/// A per-second allowance of log lines.
-#[derive(Default)]
-struct LogBudget {
-    /// What the lines are about, for the summing-up line.
-    what: &'static str,
-    second: Cell<u64>,
-    logged: Cell<u32>,
-    suppressed: Cell<u64>,
-}
-
-impl LogBudget {
-    fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            ..Self::default()
-        }
-    }
-
-    /// Whether one more line may be logged at `now`.
-    fn admit(&self, now: Time) -> bool {
-        let second = now.as_millis() / 1000;
-        if second != self.second.get() {
-            self.second.set(second);
-            self.logged.set(0);
-            let suppressed = self.suppressed.replace(0);
-            if suppressed > 0 {
-                warn!(
-                    "{suppressed} more {} not logged (limit {DENIALS_LOGGED_PER_SEC}/s)",
-                    self.what
-                );
-            }
-        }
-        if self.logged.get() >= DENIALS_LOGGED_PER_SEC {
-            self.suppressed.set(self.suppressed.get() + 1);
-            return false;
-        }
-        self.logged.set(self.logged.get() + 1);
-        true
-    }
-}
 
 /// Credential checks that may run at once, whatever the number of cores.
 const AUTH_CHECKS_PARALLEL_MAX: usize = 4;
@@ -207,6 +169,7 @@ impl Shared {
                     .min(AUTH_CHECKS_PARALLEL_MAX),
             )),
             committer,
+            cluster: std::cell::OnceCell::new(),
             ops: RefCell::new(Vec::new()),
             last_read_at: Cell::new(epoch),
             activity: Cell::new(0),
@@ -217,6 +180,7 @@ impl Shared {
             encode_errors: Cell::new(0),
             socket_errors: Cell::new(0),
             error_log: LogBudget::new("socket and encoding errors"),
+            durable_wake: Notify::new(),
         }
     }
 
@@ -298,6 +262,9 @@ impl Shared {
         if let Some(committer) = &self.committer {
             committer.unregister(id);
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.forget(id);
+        }
         self.after_input();
         self.closed.notify_waiters();
     }
@@ -357,6 +324,10 @@ impl Shared {
                 let batch = std::mem::take(&mut *ops);
                 committer.submit(batch, &woken, |id| broker.pending_transmits(id));
             }
+        }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.take_ops(|| broker.poll_cluster_op());
+            cluster.submit(&woken, |id| broker.pending_transmits(id));
         }
         drop(broker);
         if from.is_some() {
@@ -578,6 +549,12 @@ impl Shared {
         };
         let mut ready = Vec::new();
         committer.committed(seq, &mut ready);
+        self.durable_wake.notify_waiters();
+        self.wake_ready(ready);
+    }
+
+    /// Wakes the tasks of connections whose held packets may now be written.
+    fn wake_ready(&self, ready: Vec<ConnectionId>) {
         let mut wakers = self.wakers.borrow_mut();
         for id in ready {
             if let Some(wake) = wakers.get_mut(&id) {
@@ -589,9 +566,11 @@ impl Shared {
         }
     }
 
-    /// Whether the next packet for `id` may be written (its store operations are durable).
+    /// Whether the next packet for `id` may be written (its store operations are durable, and
+    /// the messages it acknowledges replicated).
     pub(crate) fn may_transmit(&self, id: ConnectionId) -> bool {
         self.committer.as_ref().is_none_or(|c| c.may_transmit(id))
+            && self.cluster.get().is_none_or(|c| c.may_transmit(id))
     }
 
     /// Notes that a packet for `id` was taken from the core.
@@ -599,6 +578,21 @@ impl Shared {
         if let Some(committer) = &self.committer {
             committer.transmitted(id);
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.transmitted(id);
+        }
+    }
+
+    /// Cluster batches up to `seq` are through: wake the connections whose acknowledgements
+    /// were waiting for them.
+    pub(crate) fn cluster_through(&self, seq: u64) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let mut ready = Vec::new();
+        cluster.through(seq, &mut ready);
+        self.durable_wake.notify_waiters();
+        self.wake_ready(ready);
     }
 
     pub(crate) fn handle_timeout(&self) {
@@ -622,172 +616,5 @@ impl Shared {
     pub(crate) fn shutdown(&self) {
         self.broker.borrow_mut().shutdown(self.now());
         self.after_input();
-    }
-}
-
-fn log_event(event: &Event) {
-    match event {
-        Event::Connected {
-            connection,
-            client_id,
-            version,
-            session_present,
-        } => {
-            info!(
-                conn = connection.0,
-                "client {client_id:?} connected ({version:?}, session present: {session_present})"
-            );
-        }
-        Event::Refused { connection, reason } => {
-            warn!(
-                conn = connection.0,
-                "connection refused: {}",
-                describe(reason)
-            );
-        }
-        Event::Disconnected {
-            connection,
-            client_id,
-            reason,
-            will_triggered,
-        } => {
-            info!(
-                conn = connection.0,
-                "client {client_id:?} disconnected: {} (will triggered: {will_triggered})",
-                describe(reason)
-            );
-        }
-        Event::SessionEnded { client_id } => debug!("session of {client_id:?} ended"),
-        Event::Denied {
-            connection,
-            client_id,
-            access,
-            topic,
-        } => {
-            let what = match access {
-                Access::Publish => "publish to",
-                Access::Subscribe => "subscribe to",
-            };
-            warn!(
-                conn = connection.0,
-                "client {client_id:?} denied: {what} {topic:?}"
-            );
-        }
-        Event::SessionRefused {
-            connection,
-            client_id,
-            identity,
-        } => warn!(
-            conn = connection.0,
-            "CONNECT as {identity} refused: the session of client {client_id:?} belongs to \
-             another identity"
-        ),
-        // A QoS 1/2 message lost to a full session queue breaks the delivery promise the
-        // publisher's acknowledgement implied; the other reasons are expected (expiry, QoS 0).
-        Event::Dropped {
-            client_id,
-            reason: DropReason::QueueFull,
-        } => warn!("QoS 1/2 message for {client_id:?} dropped: its session queue is full"),
-        // QoS 0 messages go first when the broker reaches its memory limit; then the QoS 1/2
-        // messages of the largest consumer.
-        Event::Dropped {
-            client_id,
-            reason: DropReason::MemoryFull,
-        } => warn!("message for {client_id:?} dropped: the broker is at its memory limit"),
-        Event::Shed {
-            client_id,
-            bytes,
-            messages,
-        } => warn!(
-            "client {client_id:?} cut loose at the broker's memory limit: its messages took \
-             the most memory ({bytes} bytes); {messages} messages dropped"
-        ),
-        Event::CutLoose {
-            client_id,
-            reason,
-            disconnected,
-            queued,
-            bytes,
-        } => {
-            let policy = match disconnected {
-                true => "disconnected",
-                false => "its newest messages are dropped until it catches up",
-            };
-            warn!(
-                "subscriber {client_id:?} cut loose ({}): {policy}; {queued} messages \
-                 ({bytes} bytes) were waiting for it, and its publishers are no longer held",
-                describe_cut(*reason)
-            );
-        }
-        Event::Dropped { client_id, reason } => {
-            debug!("message for {client_id:?} dropped: {reason:?}")
-        }
-        Event::PublishRefused {
-            client_id,
-            topic,
-            reason,
-            detail,
-        } => {
-            warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
-        }
-        Event::RetainedCapped {
-            client_id,
-            filter,
-            max,
-        } => warn!(
-            "subscription of {client_id:?} to {filter:?} gets only {max} of its retained \
-             messages (limits.retained_per_subscription_max)"
-        ),
-    }
-}
-
-fn describe(reason: &CloseReason) -> String {
-    match reason {
-        CloseReason::ClientDisconnect => "client sent DISCONNECT".to_owned(),
-        CloseReason::ClientDisconnectWithWill => "client sent DISCONNECT with will".to_owned(),
-        CloseReason::ClientError(code) => format!("client sent DISCONNECT with {code:?}"),
-        CloseReason::ProtocolViolation(code, detail) => {
-            format!("protocol violation ({code:?}): {detail}")
-        }
-        CloseReason::Malformed(error) => format!("bad packet: {error}"),
-        CloseReason::KeepAliveTimeout => "keep alive timed out".to_owned(),
-        CloseReason::CredentialExpired => "its credential (token) expired".to_owned(),
-        CloseReason::SessionTakenOver => "session taken over by a new connection".to_owned(),
-        CloseReason::ConnectTimeout => "no CONNECT in time".to_owned(),
-        CloseReason::ConnectionLost => "connection lost".to_owned(),
-        CloseReason::ServerShutdown => "server shutting down".to_owned(),
-        CloseReason::MemoryLimit => {
-            "the broker reached its memory limit and this client held the most".to_owned()
-        }
-        CloseReason::CutLoose(reason) => {
-            format!("cut loose as a subscriber ({})", describe_cut(*reason))
-        }
-        CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
-        CloseReason::AuthQueueFull => {
-            "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
-                .to_owned()
-        }
-        CloseReason::LoginThrottled(Throttled::Address {
-            address,
-            retry_after_secs,
-        }) => format!(
-            "login throttled: too many failed logins from {address}, blocked for \
-             {retry_after_secs} s more"
-        ),
-        CloseReason::LoginThrottled(Throttled::User { retry_after_secs }) => format!(
-            "login throttled: too many failed logins for this user name, blocked for \
-             {retry_after_secs} s more"
-        ),
-    }
-}
-
-/// Why a subscriber was cut loose, for the log.
-fn describe_cut(reason: CutReason) -> &'static str {
-    match reason {
-        CutReason::Stalled => {
-            "it held its publishers back and made no progress for the stall timeout"
-        }
-        CutReason::SocketStalled => "its socket took nothing for the stall timeout",
-        CutReason::OverBudget => "its queue grew past twice queued_bytes_max",
     }
 }

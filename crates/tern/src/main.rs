@@ -1,10 +1,14 @@
-//! The `tern` command line: `serve` runs the broker, `passwd` manages password files;
-//! `pub`, `sub` and `req` are clients; `bench` loads a broker.
+//! The `tern` command line: `serve` runs the broker, `passwd` manages password files, `key`
+//! the HTTP bridge's keys; `pub`, `sub` and `req` are clients, `http sign` signs requests for
+//! curl; `bench` loads a broker.
 
 mod auth_config;
 mod bench;
 mod cli;
+mod cluster_config;
 mod config;
+mod http_config;
+mod key;
 mod passwd;
 mod process;
 
@@ -48,7 +52,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker (with no options: all interfaces, port 1883).
+    /// Run the broker (with no options: all interfaces, MQTT on port 1883 and HTTP on 8080).
     Serve(ServeArgs),
     /// Add, change (-D: delete) a user in a password file; the password is prompted for, or
     /// read from standard input when it is not a terminal.
@@ -61,6 +65,10 @@ enum Command {
     Req(cli::request::ReqArgs),
     /// Load-test a broker: fan-in, fan-out, pairs, shared, latency, connections, retained.
     Bench(tern_bench::BenchArgs),
+    /// Manage the HTTP bridge's keys in a data directory (the broker may be running).
+    Key(key::KeyArgs),
+    /// HTTP bridge tools: `sign` prints a request's signing headers.
+    Http(key::HttpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +82,10 @@ struct ServeArgs {
     /// Port to listen on; 0 picks a free port and logs it (replaces the file's listeners).
     #[arg(long, short)]
     port: Option<u16>,
+    /// Port to serve the HTTP bridge on (8080 when no listener is configured); 0 picks a
+    /// free port and logs it (replaces the file's HTTP listeners).
+    #[arg(long)]
+    http_port: Option<u16>,
     /// Data directory for the durable store (replaces the file's `store.dir`; default
     /// ./tern-data).
     #[arg(long)]
@@ -98,6 +110,8 @@ fn main() -> ExitCode {
         Command::Sub(args) => cli::subscribe::run(args),
         Command::Req(args) => cli::request::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Key(args) => key::run_key(args),
+        Command::Http(args) => key::run_http(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,18 +140,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => config::FileConfig::default(),
     };
     let durability = config::durability(&file, args.durability);
-    let core = tern_core::Config {
+    let mut core = tern_core::Config {
         limits: file.limits.to_limits()?,
         assigned_id_prefix: assigned_prefix(),
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
         other_identity: file.sessions.to_core(),
+        cluster: false,
     };
     let base = args
         .config
         .as_deref()
         .and_then(|p| p.parent())
         .unwrap_or(Path::new("."));
+    // Joins NATS before anything listens: a node that cannot join stops here.
+    let cluster = match &file.cluster {
+        Some(section) => Some(cluster_config::join(section, base, &mut core)?),
+        None => None,
+    };
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
     let data_dir = config::data_dir(&file, args.data_dir.clone());
     let service_settings = auth_config::ServiceSettings {
@@ -189,8 +209,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.recover || file.store.recover,
         )?),
     };
+    let http = http_config::http_config(
+        &file,
+        base,
+        args.bind,
+        args.port,
+        args.http_port,
+        data_dir.clone(),
+    )?
+    .map(tern_http::HttpBridge::start)
+    .transpose()?;
+    // The bridge's threads run until the broker has stopped (dropped after `block_on`).
+    let (_http_bridge, http_edge) = match http {
+        Some((bridge, edge)) => {
+            for line in bridge.describe() {
+                info!("listening for HTTP on {line}");
+            }
+            (Some(bridge), Some(edge))
+        }
+        None => (None, None),
+    };
+    let (cluster_node, cluster_link) = cluster.unzip();
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
+        if let Some(edge) = http_edge {
+            server.add_edge(edge);
+        }
         let service = service_settings.apply(auth.service);
         server.set_auth(Box::new(service), Box::new(auth.acl));
         if let Some(reload) = auth_reload {
@@ -199,9 +243,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some((store, snapshot, epoch)) = store {
             server = server.with_store(store, snapshot, epoch);
         }
+        if let Some(link) = cluster_link {
+            server.set_cluster(tern_net::ClusterLink {
+                batches: link.batches,
+                inputs: link.inputs,
+                qos0_backlog_bytes_max: tern_net::CLUSTER_QOS0_BACKLOG_BYTES_MAX,
+            });
+        }
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
-    })
+    })?;
+    // The server dropped its end of the link: the node finishes what it was handed.
+    if let Some(node) = cluster_node {
+        node.join();
+    }
+    Ok(())
 }
 
 /// Opens the store in `dir` and reads everything it holds. The instant returned is `Time`

@@ -59,6 +59,9 @@ struct Congestion {
 #[derive(Debug)]
 struct Held {
     acks: VecDeque<HeldAck>,
+    /// How many of `acks` are PUBACKs: QoS 1 messages the client still counts against the
+    /// Receive Maximum (its QoS 2 exchanges are counted by the session).
+    pubacks: usize,
     /// (acknowledgements in the run, congested sessions they still wait on); a run is let go
     /// once its sessions, and every run before it, are clear.
     runs: VecDeque<(usize, Vec<SessionKey>)>,
@@ -254,10 +257,12 @@ impl Broker {
         self.stats.acks_held += 1;
         let held = self.flow.held.entry(id).or_insert_with(|| Held {
             acks: VecDeque::new(),
+            pubacks: 0,
             runs: VecDeque::new(),
             since: now,
             paused_since: None,
         });
+        held.pubacks += usize::from(!ack.pubrec);
         held.acks.push_back(ack);
         // An acknowledgement that waits on no more than the last run does is let go with it.
         match held.runs.back_mut() {
@@ -299,6 +304,18 @@ impl Broker {
             .is_some_and(|key| self.session(key).flow == FlowState::Congested)
     }
 
+    /// Whether a new QoS 1/2 PUBLISH from `id` (of session `key`) would pass the Receive
+    /// Maximum: its QoS 1 messages whose PUBACK is held and its open QoS 2 exchanges together
+    /// (MQTT-3.3.4-7; the client counts both against the window until it has their answers).
+    pub(super) fn receive_maximum_reached(&self, id: ConnectionId, key: SessionKey) -> bool {
+        let held = match self.flow.held.is_empty() {
+            true => 0,
+            false => self.flow.held.get(&id).map_or(0, |held| held.pubacks),
+        };
+        held + self.session(key).incoming_qos2.len()
+            >= usize::from(self.config.limits.receive_maximum)
+    }
+
     /// Sends `id` the held acknowledgements whose runs are clear, from the oldest on.
     fn release_ready(&mut self, id: ConnectionId, now: Time) {
         let window = usize::from(self.config.limits.receive_maximum);
@@ -310,6 +327,7 @@ impl Broker {
             let count = *count;
             held.runs.pop_front();
             ready.extend(held.acks.drain(..count));
+            held.pubacks = held.acks.iter().filter(|ack| !ack.pubrec).count();
         }
         let empty = held.acks.is_empty();
         let resume = held.acks.len() <= window;

@@ -7,11 +7,13 @@
 
 mod access;
 mod auth;
+mod cluster;
 mod connect;
 mod flow;
 mod lifecycle;
 pub mod memory;
 mod publish;
+pub mod request;
 pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;
@@ -110,6 +112,8 @@ pub struct Broker {
     retained_ready: Vec<SessionKey>,
     /// Reused buffer for the retained messages one step of a feed takes.
     feed_scratch: Vec<(SharedMessage, tern_codec::QoS, Option<u32>)>,
+    /// Operations for the other nodes and the interest they hear of (`Config::cluster`).
+    cluster: cluster::ClusterState,
 }
 
 impl Broker {
@@ -149,6 +153,7 @@ impl Broker {
             flow: flow::FlowControl::default(),
             retained_ready: Vec::new(),
             feed_scratch: Vec::new(),
+            cluster: cluster::ClusterState::default(),
         }
     }
 

@@ -50,7 +50,9 @@ impl Broker {
     ) -> Result<SubscriptionInfo, &'static str> {
         let Some(inner) = tree_inner(filter) else {
             info.tree_view = None;
-            self.subscriptions.insert(filter, key, info);
+            if self.subscriptions.insert(filter, key, info).is_none() {
+                self.interest_added(filter);
+            }
             return Ok(info);
         };
         let inner = inner?;
@@ -66,7 +68,9 @@ impl Broker {
             member.identifier = info.identifier;
         }
         info.tree_view = Some(id);
-        self.subscriptions.insert(&inner, key, info);
+        if self.subscriptions.insert(&inner, key, info).is_none() {
+            self.interest_added(&inner);
+        }
         Ok(info)
     }
 
@@ -79,11 +83,15 @@ impl Broker {
     ) {
         match info.tree_view {
             None => {
-                self.subscriptions.remove(filter, key);
+                if self.subscriptions.remove(filter, key).is_some() {
+                    self.interest_removed(filter);
+                }
             }
             Some(id) => {
                 if let Some(inner) = self.tree_views.leave(id, key) {
-                    self.subscriptions.remove_tree_view(&inner, key);
+                    if self.subscriptions.remove_tree_view(&inner, key).is_some() {
+                        self.interest_removed(&inner);
+                    }
                 }
             }
         }

@@ -34,6 +34,11 @@ impl Client {
 
     /// Sends `packet` one byte per write, each its own TCP segment (no Nagle), so the broker
     /// sees it in as many reads as the timing allows, most of them partial.
+    /// The socket, for tests that look at it directly.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     pub(crate) fn send_bytewise(&mut self, packet: Packet) {
         let mut out = BytesMut::new();
         packet.encode(ProtocolVersion::V5, &mut out).unwrap();
@@ -59,6 +64,23 @@ impl<S: Read + Write> Client<S> {
         packet.encode(ProtocolVersion::V5, &mut out).unwrap();
         self.stream.write_all(&out).unwrap();
         self.stream.flush().unwrap();
+    }
+
+    /// Connects as an MQTT 3.1.1 client (`client_id`, clean session) and reads 3.1.1 from here
+    /// on; returns the CONNACK.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn connect_v311(&mut self, client_id: &str) -> Packet {
+        let Packet::Connect(mut connect) = connect(client_id, None) else {
+            unreachable!("connect() makes a CONNECT")
+        };
+        connect.protocol_version = ProtocolVersion::V311;
+        let mut out = BytesMut::new();
+        Packet::Connect(connect)
+            .encode(ProtocolVersion::V311, &mut out)
+            .unwrap();
+        self.decoder = Decoder::new(ProtocolVersion::V311, u32::MAX);
+        self.send_raw(&out);
+        self.recv()
     }
 
     /// Writes `bytes` (packets already encoded) in one write.

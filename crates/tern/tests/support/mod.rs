@@ -7,6 +7,8 @@ pub(crate) mod cli;
 pub(crate) mod mosquitto;
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mqtt;
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -221,23 +223,32 @@ impl Tern {
     /// The first line the broker logs containing `needle`, waiting up to `timeout` for it.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn wait_for_log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let found = self
-                .log
-                .lock()
-                .expect("log lock")
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned();
-            if found.is_some() {
-                return found;
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        logged_line(&self.log, needle, timeout)
+    }
+}
+
+/// The first line of `log` (lines a child process writes, collected as they come) containing
+/// `needle`, waiting up to `timeout` for it.
+pub(crate) fn logged_line(
+    log: &Mutex<Vec<String>>,
+    needle: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let found = log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned();
+        if found.is_some() {
+            return found;
         }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,0 +1,138 @@
+//! The core's side of a cluster: which messages leave for the other nodes and when a message
+//! accepted here is routed, the interest this node holds, and messages from other nodes.
+//!
+//! Everything here is inert unless [`crate::Config::cluster`] is on.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use tern_codec::{QoS, TopicFilter};
+
+use super::Broker;
+use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
+use crate::types::{Message, SharedMessage, Time};
+
+/// The cluster state the broker keeps.
+#[derive(Debug, Default)]
+pub(super) struct ClusterState {
+    /// Operations for the other nodes, in the order they happened.
+    ops: VecDeque<ClusterOp>,
+    /// Subscriptions in the trie per filter (the inner filter of `$share` and `$tree/`
+    /// subscriptions): the node's interest, counted so it changes only between 0 and 1.
+    interest: FxHashMap<TopicFilter, u32>,
+}
+
+impl Broker {
+    /// The next operation for the other nodes of the cluster (only with `Config::cluster`).
+    /// The runtime hands them over in order; the packets produced with a QoS 1/2
+    /// [`ClusterOp::Publish`] for its [`ClusterPublish::acknowledges`] connection must wait
+    /// until the message is replicated.
+    pub fn poll_cluster_op(&mut self) -> Option<ClusterOp> {
+        self.cluster.ops.pop_front()
+    }
+
+    /// The filters this node has interest in, for the other nodes (in no particular order).
+    pub fn cluster_interest(&self) -> impl Iterator<Item = &TopicFilter> {
+        self.cluster.interest.keys()
+    }
+
+    /// Routes a message from the cluster (another node's, or a QoS 1/2 message of this node
+    /// back from the replicated log) to this node's subscriptions, once, as a local publish is:
+    /// overlapping subscriptions of a session make one delivery. It is not sent on to other
+    /// nodes, and nothing of it is retained here. Returns whether a subscription matched.
+    pub fn deliver_from_cluster(&mut self, remote: RemoteMessage, now: Time) -> bool {
+        if remote.expiry_millis == Some(0) {
+            return false;
+        }
+        let origin = remote
+            .publisher
+            .as_ref()
+            .and_then(|client_id| self.session_ids.get(client_id))
+            .copied();
+        let message = Message {
+            id: self.next_message_id(),
+            topic: remote.topic,
+            payload: remote.payload,
+            qos: remote.qos,
+            retain: remote.retain,
+            properties: remote.properties,
+            expires_at: remote.expiry_millis.map(|millis| now.plus_millis(millis)),
+            origin,
+        };
+        self.route(&Arc::new(message), now) > 0
+    }
+
+    /// Hands a message accepted on this node to the cluster; returns whether it is to be
+    /// routed here now. QoS 0 is, QoS 1/2 is routed when it comes back from the replicated
+    /// log (see [`ClusterPublish::message`]). The broker's own `$SYS` messages stay on the
+    /// node: their figures are its own.
+    pub(super) fn forward_to_cluster(&mut self, message: &SharedMessage, now: Time) -> bool {
+        if !self.config.cluster || (message.origin.is_none() && message.topic.is_dollar()) {
+            return true;
+        }
+        let session = message.origin.map(|key| self.session(key));
+        let publisher = session.map(|s| s.client_id.clone());
+        let acknowledges = session
+            .and_then(|s| s.connection)
+            .filter(|_| message.qos != QoS::AtMostOnce);
+        let expiry_millis = message
+            .expires_at
+            .map(|at| at.as_millis().saturating_sub(now.as_millis()));
+        self.cluster
+            .ops
+            .push_back(ClusterOp::Publish(ClusterPublish {
+                message: SharedMessage::clone(message),
+                publisher,
+                expiry_millis,
+                acknowledges,
+            }));
+        message.qos == QoS::AtMostOnce
+    }
+
+    /// Counts a subscription added to the trie under `filter`.
+    pub(super) fn interest_added(&mut self, filter: &TopicFilter) {
+        if !self.config.cluster {
+            return;
+        }
+        let filter = interest_filter(filter);
+        let count = self.cluster.interest.entry(filter.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let op = ClusterOp::Interest {
+                filter,
+                present: true,
+            };
+            self.cluster.ops.push_back(op);
+        }
+    }
+
+    /// Counts a subscription removed from the trie under `filter`.
+    pub(super) fn interest_removed(&mut self, filter: &TopicFilter) {
+        if !self.config.cluster {
+            return;
+        }
+        let filter = interest_filter(filter);
+        let Some(count) = self.cluster.interest.get_mut(&filter) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.cluster.interest.remove(&filter);
+            let op = ClusterOp::Interest {
+                filter,
+                present: false,
+            };
+            self.cluster.ops.push_back(op);
+        }
+    }
+}
+
+/// The filter whose messages a subscription under `filter` needs: a `$share` filter's inner
+/// one, kept in allocations of its own (it outlives the SUBSCRIBE it came in).
+fn interest_filter(filter: &TopicFilter) -> TopicFilter {
+    match filter.shared() {
+        Some((_, inner)) => inner.detached(),
+        None => filter.detached(),
+    }
+}

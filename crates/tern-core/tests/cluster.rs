@@ -1,0 +1,284 @@
+//! The core as a cluster node: what it tells the other nodes (messages, interest), when a
+//! message accepted here is routed, and how a message from the cluster is delivered.
+
+mod support;
+
+use bytes::Bytes;
+use tern_codec::{PublishProperties, ReasonCode, SubscriptionOptions};
+use tern_core::{ClusterOp, ClusterPublish, Config, RemoteMessage, Time};
+
+use support::*;
+
+fn cluster_broker() -> TestBroker {
+    TestBroker::with_config(Config {
+        cluster: true,
+        assigned_id_prefix: "auto-".to_owned(),
+        ..Config::default()
+    })
+}
+
+fn ops(tb: &mut TestBroker) -> Vec<ClusterOp> {
+    std::iter::from_fn(|| tb.broker.poll_cluster_op()).collect()
+}
+
+/// The interest changes among `ops`, as (filter, present).
+fn interest(ops: &[ClusterOp]) -> Vec<(String, bool)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            ClusterOp::Interest { filter, present } => Some((filter.as_str().to_owned(), *present)),
+            ClusterOp::Publish(_) => None,
+        })
+        .collect()
+}
+
+fn publishes(ops: Vec<ClusterOp>) -> Vec<ClusterPublish> {
+    ops.into_iter()
+        .filter_map(|op| match op {
+            ClusterOp::Publish(publish) => Some(publish),
+            ClusterOp::Interest { .. } => None,
+        })
+        .collect()
+}
+
+/// What a node receives for `publish`, as the cluster layer would hand it over.
+fn remote(publish: &ClusterPublish) -> RemoteMessage {
+    let message = &publish.message;
+    RemoteMessage {
+        topic: message.topic.clone(),
+        payload: message.payload.clone(),
+        qos: message.qos,
+        retain: message.retain,
+        properties: message.properties.clone(),
+        expiry_millis: publish.expiry_millis,
+        publisher: publish.publisher.clone(),
+    }
+}
+
+fn remote_on(topic_name: &str, payload: &str, qos: tern_codec::QoS) -> RemoteMessage {
+    RemoteMessage {
+        topic: topic(topic_name),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        properties: PublishProperties::default(),
+        expiry_millis: None,
+        publisher: Some(mstr("elsewhere")),
+    }
+}
+
+#[test]
+fn a_single_node_tells_no_one_anything() {
+    let mut tb = TestBroker::new();
+    let client = tb.connect("c", V5, Opts::new());
+    tb.subscribe(&client, "a/#", Q1);
+    tb.send(&client, publish("a/b", "x", Q1, 1));
+    assert_eq!(tb.recv(&client).len(), 2, "PUBACK and the delivery");
+    assert!(ops(&mut tb).is_empty());
+}
+
+#[test]
+fn interest_changes_only_between_none_and_some_subscriptions_per_filter() {
+    let mut tb = cluster_broker();
+    let a = tb.connect("a", V5, Opts::new());
+    let b = tb.connect("b", V311, Opts::new().resume());
+    tb.subscribe(&a, "x/+", Q1);
+    tb.subscribe(&b, "x/+", Q0);
+    tb.subscribe(&b, "y/#", Q0);
+    // The same filter again replaces the subscription: no change.
+    tb.subscribe(&b, "y/#", Q1);
+    tb.subscribe(&a, "$tree/z/+", Q0);
+    assert_eq!(
+        interest(&ops(&mut tb)),
+        [
+            ("x/+".to_owned(), true),
+            ("y/#".to_owned(), true),
+            ("z/+".to_owned(), true),
+        ]
+    );
+    assert_eq!(tb.broker.cluster_interest().count(), 3);
+
+    tb.send(&a, unsubscribe(7, &["x/+"]));
+    tb.recv(&a);
+    assert!(interest(&ops(&mut tb)).is_empty(), "b still holds x/+");
+
+    // A session that outlives its connection keeps its subscriptions on this node, and so
+    // the node keeps hearing of messages for it.
+    tb.lose(&b);
+    assert!(interest(&ops(&mut tb)).is_empty());
+
+    // A clean session ends with its connection, and its subscriptions with it.
+    tb.disconnect(&a);
+    assert_eq!(interest(&ops(&mut tb)), [("z/+".to_owned(), false)]);
+    let b = tb.connect("b", V311, Opts::new());
+    let _ = b;
+    let mut gone = interest(&ops(&mut tb));
+    gone.sort();
+    assert_eq!(
+        gone,
+        [("x/+".to_owned(), false), ("y/#".to_owned(), false)],
+        "clean session: the old session and its subscriptions ended"
+    );
+    assert_eq!(tb.broker.cluster_interest().count(), 0);
+}
+
+#[test]
+fn qos0_is_routed_here_at_once_and_handed_to_the_cluster() {
+    let mut tb = cluster_broker();
+    let publisher = tb.connect("p", V5, Opts::new());
+    let subscriber = tb.connect("s", V311, Opts::new());
+    tb.subscribe(&subscriber, "t/+", Q0);
+    ops(&mut tb);
+    tb.send(&publisher, publish("t/1", "zero", Q0, 0));
+    assert_eq!(tb.recv(&subscriber), [publish("t/1", "zero", Q0, 0)]);
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.topic.as_str(), "t/1");
+    assert_eq!(sent[0].publisher, Some(mstr("p")));
+    assert_eq!(sent[0].acknowledges, None, "nobody waits on QoS 0");
+}
+
+#[test]
+fn qos1_is_routed_only_when_it_comes_back_from_the_log() {
+    let mut tb = cluster_broker();
+    let publisher = tb.connect("p", V5, Opts::new());
+    let subscriber = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&subscriber, "t", Q1);
+    ops(&mut tb);
+    tb.send(&publisher, publish("t", "one", Q1, 9));
+    // The PUBACK is queued (the runtime holds it until the log has the message); whether
+    // anyone matched is not known on this node, so it says Success.
+    assert_eq!(tb.recv(&publisher), [puback(9)]);
+    tb.expect_silent(&subscriber);
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].acknowledges, Some(publisher.id));
+    // Back from the log: delivered once, here as on every node.
+    assert!(tb.broker.deliver_from_cluster(remote(&sent[0]), tb.now));
+    assert_eq!(tb.recv(&subscriber), [publish("t", "one", Q1, 1)]);
+    assert!(
+        ops(&mut tb).is_empty(),
+        "what came from the cluster goes back to no one"
+    );
+}
+
+#[test]
+fn a_message_from_the_cluster_is_matched_once_against_overlapping_subscriptions() {
+    let mut tb = cluster_broker();
+    let subscriber = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&subscriber, "a/+/c", Q1);
+    tb.subscribe(&subscriber, "a/#", Q0);
+    let other = tb.connect("o", V311, Opts::new());
+    tb.subscribe(&other, "a/b/+", Q1);
+    assert!(tb
+        .broker
+        .deliver_from_cluster(remote_on("a/b/c", "x", Q1), tb.now));
+    assert_eq!(tb.recv(&subscriber), [publish("a/b/c", "x", Q1, 1)]);
+    assert_eq!(tb.recv(&other), [publish("a/b/c", "x", Q1, 1)]);
+    assert!(!tb
+        .broker
+        .deliver_from_cluster(remote_on("q", "nobody", Q0), tb.now));
+}
+
+/// MQTT-3.8.3-3 across nodes: No Local is decided by the publisher's client identifier, which
+/// travels with the message.
+#[test]
+fn no_local_holds_for_a_message_back_from_the_cluster() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("c", V5, Opts::new());
+    let no_local = SubscriptionOptions {
+        no_local: true,
+        ..opts(Q1)
+    };
+    tb.send(&client, subscribe_with(1, &[("t", no_local)], None));
+    tb.recv(&client);
+    let other = tb.connect("o", V5, Opts::new());
+    tb.subscribe(&other, "t", Q1);
+    ops(&mut tb);
+    tb.send(&client, publish("t", "mine", Q1, 3));
+    assert_eq!(tb.recv(&client), [puback(3)]);
+    let sent = publishes(ops(&mut tb));
+    tb.broker.deliver_from_cluster(remote(&sent[0]), tb.now);
+    tb.expect_silent(&client);
+    assert_eq!(tb.recv(&other), [publish("t", "mine", Q1, 1)]);
+}
+
+#[test]
+fn message_expiry_crosses_as_what_remains_of_it() {
+    let mut tb = cluster_broker();
+    let publisher = tb.connect("p", V5, Opts::new());
+    let subscriber = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&subscriber, "t", Q1);
+    ops(&mut tb);
+    let with_expiry = publish_with("t", "x", Q1, 1, |p| {
+        p.properties.message_expiry_interval = Some(60);
+    });
+    tb.skip(1_000);
+    tb.send(&publisher, with_expiry);
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent[0].expiry_millis, Some(60_000));
+    // Ten seconds in the cluster: 50 remain.
+    let mut arrived = remote(&sent[0]);
+    arrived.expiry_millis = Some(50_000);
+    tb.broker.deliver_from_cluster(arrived, tb.now);
+    let expected = publish_with("t", "x", Q1, 1, |p| {
+        p.properties.message_expiry_interval = Some(50);
+    });
+    assert_eq!(tb.recv(&subscriber), [expected]);
+    // Nothing remains: never delivered.
+    let mut expired = remote(&sent[0]);
+    expired.expiry_millis = Some(0);
+    assert!(!tb.broker.deliver_from_cluster(expired, tb.now));
+    tb.expect_silent(&subscriber);
+}
+
+#[test]
+fn the_brokers_own_sys_topics_stay_on_the_node() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("c", V311, Opts::new());
+    tb.subscribe(&client, "$SYS/#", Q0);
+    ops(&mut tb);
+    tb.broker.publish_sys(
+        Time::from_millis(5_000),
+        tern_core::TrafficTotals::default(),
+        "test",
+    );
+    assert!(!tb.recv(&client).is_empty());
+    assert!(publishes(ops(&mut tb)).is_empty());
+}
+
+#[test]
+fn a_will_crosses_like_any_message() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("w", V5, Opts::new().will(will("gone/w", "bye", Q1, false)));
+    ops(&mut tb);
+    tb.lose(&client);
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.topic.as_str(), "gone/w");
+    assert_eq!(sent[0].acknowledges, None, "no client waits on a will");
+}
+
+/// Shared subscriptions are not yet spread across nodes: refused, and MQTT 5 clients are told
+/// in CONNACK (Shared Subscription Available 0).
+#[test]
+fn shared_subscriptions_are_refused_on_a_cluster_node() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("c", V5, Opts::new());
+    assert_eq!(
+        client.connack.properties.shared_subscription_available,
+        Some(false)
+    );
+    tb.send(&client, subscribe(4, &[("$share/g/t", Q1), ("t", Q1)]));
+    assert_eq!(
+        tb.recv(&client),
+        [suback(
+            4,
+            &[ReasonCode::SharedSubscriptionsNotSupported, granted(Q1)]
+        )]
+    );
+    let single = TestBroker::new().connect("c", V5, Opts::new());
+    assert_eq!(
+        single.connack.properties.shared_subscription_available,
+        None
+    );
+}

@@ -1,0 +1,416 @@
+//! Several `tern serve` nodes joined through a real `nats-server` with JetStream: messages
+//! cross between nodes at QoS 0 and 1 whatever bytes their topics hold, once per matching
+//! subscription, in each publisher's order, and a QoS 1 PUBACK means the message is in the
+//! replicated stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use support::cli;
+use support::mqtt::{publish, RawClient};
+use support::nats::{NatsCluster, NatsServer};
+use support::Tern;
+use tern_codec::{Packet, QoS, ReasonCode};
+
+/// How long a test waits for anything that should come.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A node joined to the NATS servers at `urls`.
+fn node(urls: &[String], id: &str, replicas: usize) -> Tern {
+    let nats = urls
+        .iter()
+        .map(|url| format!("{url:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Tern::start_with_config(&format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[cluster]\nnats = [{nats}]\nnode_id = \
+         \"{id}\"\nreplicas = {replicas}\n"
+    ))
+}
+
+fn client(node: &Tern, id: &str) -> RawClient {
+    let (client, connack) = RawClient::connect(node.port, id, true, 0).expect("connects");
+    assert_eq!(connack.reason_code, ReasonCode::Success);
+    client
+}
+
+/// Publishes at `qos`; at QoS 1 waits for the PUBACK, which must say Success.
+fn send(client: &mut RawClient, topic: &str, payload: &str, qos: QoS) {
+    let packet_id = (qos != QoS::AtMostOnce).then(|| client.fresh_id());
+    client
+        .send(&publish(
+            topic,
+            payload.as_bytes().to_vec(),
+            qos,
+            false,
+            packet_id,
+        ))
+        .expect("publishes");
+    let Some(packet_id) = packet_id else {
+        return;
+    };
+    match client.recv(WAIT).expect("connected") {
+        Some(Packet::PubAck(ack)) if ack.packet_id == packet_id => {
+            assert_eq!(ack.reason_code, ReasonCode::Success, "{topic:?}");
+        }
+        other => panic!("expected the PUBACK for {topic:?}, got {other:?}"),
+    }
+}
+
+/// A message as a subscriber saw it.
+type Seen = (String, String, QoS);
+
+/// Receives (and acknowledges) until `done` says enough, or [`WAIT`] passes.
+fn receive_until(client: &mut RawClient, mut done: impl FnMut(&[Seen]) -> bool) -> Vec<Seen> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "only got {seen:#?}");
+        match client.recv(left).expect("connected") {
+            Some(Packet::Publish(publish)) => {
+                if let Some(id) = publish.packet_id {
+                    client
+                        .send(&Packet::PubAck(tern_codec::Ack::new(id)))
+                        .unwrap();
+                }
+                let payload = String::from_utf8(publish.payload.to_vec()).unwrap();
+                seen.push((publish.topic.as_str().to_owned(), payload, publish.qos));
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => {}
+        }
+    }
+    seen
+}
+
+/// Nothing more arrives: a copy that dedup let through would follow the marker that ended the
+/// wait within microseconds (copies of one message are handed out together), far inside this.
+fn assert_quiet(client: &mut RawClient) {
+    let extra = client.recv(Duration::from_millis(300)).expect("connected");
+    assert!(extra.is_none(), "more than expected: {extra:?}");
+}
+
+/// Whether both end markers (QoS 0 and QoS 1, which take different paths) have arrived.
+fn ended(seen: &[Seen]) -> bool {
+    let end = |qos| {
+        seen.iter()
+            .any(|(t, p, q)| t == "end" && p == "end" && *q == qos)
+    };
+    end(QoS::AtMostOnce) && end(QoS::AtLeastOnce)
+}
+
+/// Topics NATS would misread as they are (separators, wildcards, spaces), empty levels,
+/// multi-byte characters, the escape character itself, and one too long to be a subject.
+fn awkward_topics() -> Vec<String> {
+    let mut topics: Vec<String> = [
+        "a.b/c",
+        "star/*/x",
+        "gt/>",
+        "with space/ and =/=2E",
+        "/",
+        "a//b/",
+        "ünï/çødé/😀",
+        "plain",
+    ]
+    .iter()
+    .map(|t| (*t).to_owned())
+    .collect();
+    topics.push(format!("long/{}", "x.".repeat(1500)));
+    topics
+}
+
+#[test]
+fn messages_cross_nodes_once_whatever_bytes_their_topics_hold() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let (n1, n2, n3) = (
+        node(&urls, "n1", 1),
+        node(&urls, "n2", 1),
+        node(&urls, "n3", 1),
+    );
+    let mut everything = client(&n2, "everything");
+    everything.subscribe("#", QoS::AtLeastOnce).unwrap();
+    let mut dollar = client(&n3, "dollar");
+    dollar.subscribe("$x/#", QoS::AtLeastOnce).unwrap();
+    dollar.subscribe("+/b", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n1, "publisher");
+
+    let topics = awkward_topics();
+    let mut expected = Vec::new();
+    for (n, topic) in topics.iter().enumerate() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let payload = format!("{n}:{qos:?}");
+            send(&mut publisher, topic, &payload, qos);
+            expected.push((topic.clone(), payload, qos));
+        }
+    }
+    // `#` never matches a topic starting with `$`, nor does `+/b` (MQTT-4.7.2-1).
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        send(&mut publisher, "$x/b", "dollar", qos);
+        send(&mut publisher, "end", "end", qos);
+        expected.push(("end".to_owned(), "end".to_owned(), qos));
+    }
+
+    let mut seen = receive_until(&mut everything, |seen| {
+        ended(seen) && seen.len() >= expected.len()
+    });
+    assert_quiet(&mut everything);
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let seen = receive_until(&mut dollar, |seen| seen.len() >= 2);
+    assert_eq!(
+        seen,
+        [
+            ("$x/b".to_owned(), "dollar".to_owned(), QoS::AtMostOnce),
+            ("$x/b".to_owned(), "dollar".to_owned(), QoS::AtLeastOnce),
+        ]
+    );
+    assert_quiet(&mut dollar);
+    drop(n3);
+}
+
+#[test]
+fn overlapping_subscriptions_get_one_copy_in_each_publishers_order_on_every_node() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let (n1, n2) = (node(&urls, "n1", 1), node(&urls, "n2", 1));
+    // Four NATS subscriptions of n2 match `o/b/c`: `o`, `o.>`, `o.*.c`, `o.b.c`.
+    let mut overlapping = client(&n2, "overlapping");
+    for filter in ["o/#", "o/+/c", "o/b/c", "end"] {
+        overlapping.subscribe(filter, QoS::AtLeastOnce).unwrap();
+    }
+    // On the publisher's own node, QoS 1 comes back from the stream like everywhere else.
+    let mut local = client(&n1, "local");
+    local.subscribe("o/b/c", QoS::AtLeastOnce).unwrap();
+    local.subscribe("end", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n1, "publisher");
+
+    const COUNT: usize = 50;
+    for n in 0..COUNT {
+        send(&mut publisher, "o/b/c", &format!("{n}"), QoS::AtMostOnce);
+        send(&mut publisher, "o/b/c", &format!("{n}"), QoS::AtLeastOnce);
+    }
+    send(&mut publisher, "end", "end", QoS::AtMostOnce);
+    send(&mut publisher, "end", "end", QoS::AtLeastOnce);
+
+    for subscriber in [&mut overlapping, &mut local] {
+        let seen = receive_until(subscriber, |seen| ended(seen) && seen.len() >= 2 * COUNT);
+        assert_quiet(subscriber);
+        let mut by_qos: BTreeMap<QoS, Vec<String>> = BTreeMap::new();
+        for (topic, payload, qos) in seen.into_iter().filter(|(t, _, _)| t != "end") {
+            assert_eq!(topic, "o/b/c");
+            by_qos.entry(qos).or_default().push(payload);
+        }
+        let in_order: Vec<String> = (0..COUNT).map(|n| n.to_string()).collect();
+        assert_eq!(by_qos.get(&QoS::AtMostOnce), Some(&in_order), "QoS 0");
+        assert_eq!(by_qos.get(&QoS::AtLeastOnce), Some(&in_order), "QoS 1");
+    }
+    drop((n1, n2));
+}
+
+/// Real clients: mosquitto_sub on one node, `tern pub` on another.
+#[test]
+fn real_clients_exchange_messages_across_nodes() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let (n1, n2) = (node(&urls, "n1", 1), node(&urls, "n2", 1));
+    let topics = ["spaces and.dots/*/>", "ünï/😀", "a//b", "$app/x"];
+    let port = n2.port.to_string();
+    // Line-buffered: mosquitto_sub writes its debug lines through stdio, which a pipe would
+    // hold back.
+    let mut sub = cli::spawn(
+        std::process::Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-d",
+                "-v",
+            ])
+            .args(["-t", "#", "-t", "$app/#"]),
+    );
+    // With -d it reports the SUBACK: the subscriptions stand (and NATS has them) from there.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = sub.line(WAIT).expect("mosquitto_sub runs");
+        if line.contains("SUBACK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no SUBACK");
+    }
+    let port = n1.port.to_string();
+    for (n, topic) in topics.iter().enumerate() {
+        let payload = format!("m{n}");
+        let (status, _, errors) = cli::run(
+            &[
+                "pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                &payload,
+            ],
+            b"",
+        );
+        assert!(status.success(), "tern pub to {topic:?}: {errors}");
+    }
+    let mut got = Vec::new();
+    while got.len() < topics.len() {
+        let line = sub.line(WAIT).expect("a message");
+        // Debug lines say what the client sent and received; the messages are `topic payload`.
+        if let Some((topic, payload)) = line.rsplit_once(' ') {
+            if payload.starts_with('m') && !line.starts_with("Client ") {
+                got.push((topic.to_owned(), payload.to_owned()));
+            }
+        }
+    }
+    let expected: Vec<(String, String)> = topics
+        .iter()
+        .enumerate()
+        .map(|(n, t)| ((*t).to_owned(), format!("m{n}")))
+        .collect();
+    assert_eq!(got, expected);
+    sub.kill();
+}
+
+/// A PUBACK only once JetStream has stored the message: while the NATS server is stopped
+/// (SIGSTOP, its sockets open) none comes; once it runs again the message is stored, the PUBACK
+/// goes and the subscriber on the other node gets the message once.
+#[test]
+fn no_puback_before_jetstream_has_the_message() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let (n1, n2) = (node(&urls, "n1", 1), node(&urls, "n2", 1));
+    let mut subscriber = client(&n2, "subscriber");
+    subscriber.subscribe("held", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n1, "publisher");
+    send(&mut publisher, "held", "before", QoS::AtLeastOnce);
+
+    nats.pause();
+    let packet_id = publisher.fresh_id();
+    publisher
+        .send(&publish(
+            "held",
+            b"while stopped".to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(packet_id),
+        ))
+        .unwrap();
+    // Nothing can store it while the server is stopped, so nothing may acknowledge it.
+    let early = publisher.recv(Duration::from_secs(1)).unwrap();
+    assert!(
+        early.is_none(),
+        "acknowledged while NATS was stopped: {early:?}"
+    );
+    let stopped_at = Instant::now();
+    nats.signal("CONT");
+    match publisher.recv(WAIT).unwrap() {
+        Some(Packet::PubAck(ack)) => {
+            assert_eq!(ack.packet_id, packet_id);
+            assert_eq!(ack.reason_code, ReasonCode::Success);
+        }
+        other => panic!("expected the PUBACK, got {other:?}"),
+    }
+    println!(
+        "PUBACK {:.1} s after the NATS server resumed",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    send(&mut publisher, "held", "end", QoS::AtLeastOnce);
+    let seen = receive_until(&mut subscriber, |seen| {
+        seen.iter().any(|(_, p, _)| p == "end")
+    });
+    let payloads: Vec<&str> = seen.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert_eq!(payloads, ["before", "while stopped", "end"]);
+    drop((n1, n2));
+}
+
+#[test]
+fn a_node_that_cannot_reach_nats_refuses_to_start() {
+    // A port nothing listens on.
+    let port = support::mosquitto::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[cluster]\nnats = [\"nats://127.0.0.1:{port}\"]\n\
+             node_id = \"lonely\"\n"
+        ),
+    )
+    .unwrap();
+    let (status, _, errors) = cli::run(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--durability",
+            "none",
+        ],
+        b"",
+    );
+    assert!(!status.success());
+    assert!(errors.contains("cannot connect to NATS"), "{errors}");
+    assert!(!errors.contains("listening for MQTT"), "{errors}");
+}
+
+/// Three NATS servers joined by routes, the stream replicated on all three, nodes on different
+/// servers.
+#[test]
+fn qos1_crosses_nodes_on_different_nats_servers_with_three_replicas() {
+    let cluster = NatsCluster::start(3);
+    let first = [cluster.servers[0].url()];
+    let third = [cluster.servers[2].url()];
+    let (n1, n2) = (node(&first, "n1", 3), node(&third, "n2", 3));
+    let mut subscriber = client(&n2, "subscriber");
+    subscriber.subscribe("t/#", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n1, "publisher");
+    // The SUBACK means n2's NATS server has the subscription; the other servers learn of it
+    // over their routes a moment later. Probe until a message gets through.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        send(&mut publisher, "t/probe", "probe", QoS::AtLeastOnce);
+        if let Some(Packet::Publish(p)) = subscriber.recv(Duration::from_millis(200)).unwrap() {
+            if let Some(id) = p.packet_id {
+                subscriber
+                    .send(&Packet::PubAck(tern_codec::Ack::new(id)))
+                    .unwrap();
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "interest never reached the publisher's server"
+        );
+    }
+    for n in 0..20 {
+        send(&mut publisher, "t/seq", &n.to_string(), QoS::AtLeastOnce);
+    }
+    let seen = receive_until(&mut subscriber, |seen| {
+        seen.iter().filter(|(t, _, _)| t == "t/seq").count() >= 20
+    });
+    let sequence: Vec<String> = seen
+        .into_iter()
+        .filter(|(t, _, _)| t == "t/seq")
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(sequence, (0..20).map(|n| n.to_string()).collect::<Vec<_>>());
+    drop((n1, n2));
+}
