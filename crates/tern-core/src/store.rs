@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
+use crate::guard::{GuardKey, GuardRecord};
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
 use crate::types::{SharedMessage, Time};
@@ -91,6 +92,10 @@ pub enum StoreOp {
         /// True when recorded, false when released.
         pending: bool,
     },
+    /// An edge's request guard record was set (written with the effect of its request).
+    GuardSet(GuardRecord),
+    /// An edge's request guard record expired and is forgotten.
+    GuardForget(GuardKey),
 }
 
 /// A session as recovered from the store.
@@ -111,6 +116,8 @@ pub struct Snapshot {
     pub retained: Vec<SharedMessage>,
     /// Sessions that outlive their connections.
     pub sessions: Vec<StoredSession>,
+    /// The request guard's records, for the edge that wrote them (the core does not use them).
+    pub guard: Vec<GuardRecord>,
 }
 
 /// A durable home for the broker's state.
@@ -132,6 +139,7 @@ pub trait Store {
 pub struct MemoryStore {
     retained: HashMap<TopicName, SharedMessage>,
     sessions: HashMap<MqttString, MemorySession>,
+    guard: HashMap<GuardKey, GuardRecord>,
 }
 
 #[derive(Debug)]
@@ -214,6 +222,12 @@ impl Store for MemoryStore {
                         }
                     }
                 }
+                StoreOp::GuardSet(record) => {
+                    self.guard.insert(record.key(), record.clone());
+                }
+                StoreOp::GuardForget(key) => {
+                    self.guard.remove(key);
+                }
             }
         }
         Ok(())
@@ -230,6 +244,11 @@ impl Store for MemoryStore {
                 incoming_qos2: s.incoming_qos2.iter().copied().collect(),
             })
             .collect();
-        Ok(Snapshot { retained, sessions })
+        let guard = self.guard.values().cloned().collect();
+        Ok(Snapshot {
+            retained,
+            sessions,
+            guard,
+        })
     }
 }

@@ -1,9 +1,11 @@
 //! The bridge task: the HTTP bridge's side on the broker thread. HTTP tasks (on their own
 //! threads) verify a request's signature and read its body, then send it here over a bounded
 //! channel; this task takes every request waiting, checks its nonce, acts on all of them in one
-//! input to the core (as a connection hands over a read batch) and answers each, once its
-//! effect is durable when it promises that (QoS 1 and 2, as a PUBACK does). No lock is taken:
-//! the core is called on its own thread, with one routing path for MQTT and HTTP alike.
+//! input to the core (as a connection hands over a read batch) and answers each once its
+//! effect and its spent nonce are durable (the nonce's record goes to the store in the same
+//! input as the effect, so a request answered is never accepted again, even after a crash).
+//! No lock is taken: the core is called on its own thread, with one routing path for MQTT and
+//! HTTP alike.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,13 +13,13 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::Serialize;
 use tern_codec::{MqttString, QoS};
-use tern_core::{ConnectionId, Permissions, RequestOutcome};
+use tern_core::{ConnectionId, GuardRecord, Permissions, RequestOutcome};
 use tern_net::BrokerHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::publish::Item;
-use crate::replay::{Admission, Answer, Nonce, ReplayGuard, ReplayLimits};
+use crate::replay::{Admission, Answer, Change, Nonce, ReplayGuard, ReplayLimits};
 
 /// Requests taken from the channel for one input to the core, at most.
 const REQUESTS_PER_INPUT_MAX: usize = 256;
@@ -64,27 +66,19 @@ impl Op {
             }),
         }
     }
-
-    /// Whether the answer must wait until the effect is durable.
-    fn durable(&self) -> bool {
-        match self {
-            Self::Publish { items, .. } => items.iter().any(|item| {
-                item.publish
-                    .as_ref()
-                    .is_some_and(|p| p.qos != QoS::AtMostOnce)
-            }),
-        }
-    }
 }
 
-/// Runs the bridge on the broker thread until every HTTP task is gone.
+/// Runs the bridge on the broker thread until every HTTP task is gone; `restored` is what the
+/// store kept of the request guard.
 pub(crate) async fn run(
     handle: BrokerHandle,
     mut requests: mpsc::Receiver<Envelope>,
     limits: ReplayLimits,
+    restored: Vec<GuardRecord>,
 ) {
     let edge = handle.connection_id();
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
+    guard.borrow_mut().restore(restored, unix_now());
     let mut taken = Vec::new();
     while requests.recv_many(&mut taken, REQUESTS_PER_INPUT_MAX).await > 0 {
         let now_unix = unix_now();
@@ -114,27 +108,47 @@ pub(crate) async fn run(
             continue;
         }
         let (answers, batch) = handle.input(|broker, now| {
-            fresh
+            let answers = fresh
                 .iter()
-                .map(|envelope| apply(broker, edge, &envelope.request, now))
-                .collect::<Vec<Answer>>()
-        });
-        let mut waiting = Vec::new();
-        for (envelope, answer) in fresh.into_iter().zip(answers) {
-            if batch.is_some() && envelope.request.op.durable() {
-                waiting.push((envelope, answer));
-            } else {
-                finish(&guard, envelope, answer);
-            }
-        }
-        if let (Some(batch), false) = (batch, waiting.is_empty()) {
-            let (handle, guard) = (handle.clone(), Rc::clone(&guard));
-            tokio::task::spawn_local(async move {
-                handle.durable(batch).await;
-                for (envelope, answer) in waiting {
-                    finish(&guard, envelope, answer);
+                .map(|envelope| {
+                    let request = &envelope.request;
+                    let answer = apply(broker, edge, request, now);
+                    if request.op.exactly_once() {
+                        guard.borrow_mut().record_answer(
+                            &request.principal,
+                            &request.nonce,
+                            &request.signature,
+                            &answer,
+                            unix_now(),
+                        );
+                    }
+                    answer
+                })
+                .collect::<Vec<Answer>>();
+            // The nonces spent and answers given, in the batch of the effects they guard.
+            for change in guard.borrow_mut().take_changes() {
+                match change {
+                    Change::Set(record) => broker.record_guard(record),
+                    Change::Forget(key) => broker.forget_guard(key),
                 }
-            });
+            }
+            answers
+        });
+        let answered = fresh.into_iter().zip(answers);
+        match batch {
+            // Without a store (durability "none") nothing waits, and nothing outlives the
+            // process either.
+            None => answered.for_each(|(envelope, answer)| finish(&guard, envelope, answer)),
+            Some(batch) => {
+                let (handle, guard) = (handle.clone(), Rc::clone(&guard));
+                let waiting: Vec<_> = answered.collect();
+                tokio::task::spawn_local(async move {
+                    handle.durable(batch).await;
+                    for (envelope, answer) in waiting {
+                        finish(&guard, envelope, answer);
+                    }
+                });
+            }
         }
     }
 }

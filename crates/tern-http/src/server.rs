@@ -67,8 +67,11 @@ impl Drop for HttpBridge {
 impl HttpBridge {
     /// Binds the listeners, loads the keys and starts the HTTP threads; the returned task
     /// must run on the broker thread (`tern_net::Server::add_edge`): it is the bridge's side
-    /// there.
-    pub fn start(config: HttpConfig) -> Result<(Self, tern_net::EdgeTask), HttpError> {
+    /// there. `restored` is what the store kept of the request guard (the snapshot's).
+    pub fn start(
+        config: HttpConfig,
+        restored: Vec<tern_core::GuardRecord>,
+    ) -> Result<(Self, tern_net::EdgeTask), HttpError> {
         let keys = Keys::load(&config.data_dir).map_err(HttpError::Keys)?;
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
@@ -130,7 +133,7 @@ impl HttpBridge {
             }
         });
         let edge: tern_net::EdgeTask =
-            Box::new(move |handle| Box::pin(bridge::run(handle, receiver, limits)));
+            Box::new(move |handle| Box::pin(bridge::run(handle, receiver, limits, restored)));
         let bridge = Self {
             runtime: Some(runtime),
             listeners,

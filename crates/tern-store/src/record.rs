@@ -408,8 +408,8 @@ pub(crate) fn session_prefix(client_id: &MqttString) -> Vec<u8> {
     key
 }
 
-/// Splits a per-session key into the client identifier and the rest.
-pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), RecordError> {
+/// Splits a key that starts `[len u16][name]` into the name and the rest.
+pub(crate) fn split_prefixed(key: &[u8]) -> Result<(&[u8], &[u8]), RecordError> {
     let (len, rest) = key
         .split_first_chunk::<2>()
         .ok_or_else(|| corrupt("key too short"))?;
@@ -417,7 +417,12 @@ pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), Recor
     if rest.len() < len {
         return Err(corrupt("key too short"));
     }
-    let (id, rest) = rest.split_at(len);
+    Ok(rest.split_at(len))
+}
+
+/// Splits a per-session key into the client identifier and the rest.
+pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), RecordError> {
+    let (id, rest) = split_prefixed(key)?;
     let client_id = MqttString::from_bytes(Bytes::copy_from_slice(id))
         .map_err(|e| corrupt(format!("client identifier: {e}")))?;
     Ok((client_id, rest))

@@ -201,7 +201,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     // Open and load the store before listening: a store that cannot be read stops here.
-    let store = match durability {
+    let mut store = match durability {
         config::Durability::None => None,
         config::Durability::Fsync | config::Durability::Os => Some(open_store(
             &data_dir,
@@ -209,6 +209,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.recover || file.store.recover,
         )?),
     };
+    // The request guard's records are the HTTP bridge's, not the core's.
+    let guard = store
+        .as_mut()
+        .map(|(_, snapshot, _)| std::mem::take(&mut snapshot.guard))
+        .unwrap_or_default();
     let http = http_config::http_config(
         &file,
         base,
@@ -217,7 +222,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.http_port,
         data_dir.clone(),
     )?
-    .map(tern_http::HttpBridge::start)
+    .map(|config| tern_http::HttpBridge::start(config, guard))
     .transpose()?;
     // The bridge's threads run until the broker has stopped (dropped after `block_on`).
     let (_http_bridge, http_edge) = match http {

@@ -13,6 +13,8 @@ use super::Broker;
 use crate::auth::Identity;
 use crate::authz::{Access, Permissions, Principal};
 use crate::events::Event;
+use crate::guard::{GuardKey, GuardRecord};
+use crate::store::StoreOp;
 use crate::types::{ConnectionId, SessionKey, Time};
 
 /// A client acting through requests: who it is and what it may do, compiled once (by
@@ -172,6 +174,18 @@ impl Broker {
             .flatten()
             .map(|publish| Ok(self.accept_outgoing(origin, Outgoing::One(publish), now)))
             .collect()
+    }
+
+    /// Hands a request guard record (a nonce spent, an exactly-once answer) to the store with
+    /// the operations of this input: called in the input that applies the request, the record
+    /// is durable exactly when the request's effect is. Nothing without persistence.
+    pub fn record_guard(&mut self, record: GuardRecord) {
+        self.persist(StoreOp::GuardSet(record));
+    }
+
+    /// Lets the store forget a request guard record that expired.
+    pub fn forget_guard(&mut self, key: GuardKey) {
+        self.persist(StoreOp::GuardForget(key));
     }
 
     /// The session of the client's identifier, if it has one (the origin of its messages, for
