@@ -34,6 +34,10 @@ pub struct SessionRecord {
     pub expires_at: Option<Time>,
     /// When its will is due, if its connection has ended and the will is delayed.
     pub will_at: Option<Time>,
+    /// The sequence number its next queued delivery gets, at least: a poller has seen the
+    /// ones below, so they are never given again (the store keeps it from one record to the
+    /// next even when the deliveries themselves are gone).
+    pub next_seq: u64,
 }
 
 /// Where an outgoing QoS 1/2 delivery stands, as far as a restart must know.
@@ -45,6 +49,8 @@ pub enum DeliveryStage {
     Sent(PacketId),
     /// PUBREC received for this packet identifier; PUBCOMP awaited.
     Released(PacketId),
+    /// Rejected by its poller (or handed out too often): a dead letter, kept until re-queued.
+    Dead,
 }
 
 /// One change to the durable state. Only sessions that outlive their connection are recorded.

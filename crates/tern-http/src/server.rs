@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Response, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -28,7 +28,7 @@ use crate::refusals::Refusals;
 use crate::replay::{Answer, ReplayLimits};
 use crate::signing::{self, RequestParts};
 use crate::verify::{self, Verified};
-use crate::{publish, HttpConfig, HttpError};
+use crate::{mailbox_routes, publish, HttpConfig, HttpError};
 
 /// Requests waiting for the broker thread, at most; HTTP tasks wait for room beyond it.
 const BRIDGE_QUEUE_MAX: usize = 1024;
@@ -40,7 +40,7 @@ const THREADS_MAX: usize = 4;
 pub(crate) struct Shared {
     keys: Keys,
     bridge: mpsc::Sender<Envelope>,
-    config: HttpConfig,
+    pub(crate) config: HttpConfig,
     refusals: Refusals,
 }
 
@@ -132,8 +132,10 @@ impl HttpBridge {
                 watched.keys.reload_if_changed();
             }
         });
-        let edge: tern_net::EdgeTask =
-            Box::new(move |handle| Box::pin(bridge::run(handle, receiver, limits, restored)));
+        let mailboxes = config.mailboxes;
+        let edge: tern_net::EdgeTask = Box::new(move |handle| {
+            Box::pin(bridge::run(handle, receiver, limits, restored, mailboxes))
+        });
         let bridge = Self {
             runtime: Some(runtime),
             listeners,
@@ -166,6 +168,17 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/time", get(time))
         .route("/v1/pub", post(publish_batch))
         .route("/v1/pub/{*topic}", post(publish_one))
+        .route("/v1/mbox", get(mailbox_routes::poll))
+        .route("/v1/mbox/ack", post(mailbox_routes::settle))
+        .route("/v1/mbox/dead", get(mailbox_routes::dead_letters))
+        .route("/v1/mbox/dead/requeue", post(mailbox_routes::requeue))
+        .route("/v1/mbox/subs", get(mailbox_routes::subscriptions))
+        .route(
+            "/v1/mbox/subs/{*filter}",
+            put(mailbox_routes::subscribe)
+                .get(mailbox_routes::subscription)
+                .delete(mailbox_routes::unsubscribe),
+        )
         .route("/v1/openapi.json", get(openapi_document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -295,7 +308,7 @@ struct RequestLine {
 
 /// A signed request's way through: size and time limits, the signature, reading it into an
 /// operation, the broker thread, the signed answer.
-async fn signed(
+pub(crate) async fn signed(
     shared: Arc<Shared>,
     request: Request,
     read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
@@ -366,7 +379,7 @@ async fn signed(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 12] = [
+    const CODES: [&str; 17] = [
         "acl_denied",
         "access_denied",
         "topic_invalid",
@@ -379,6 +392,11 @@ fn refused_code(code: &str) -> &'static str {
         "request_in_progress",
         "rate_limited",
         "payload_invalid",
+        "no_mailbox",
+        "mailbox_in_use",
+        "filter_invalid",
+        "not_subscribed",
+        "poll_superseded",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }
@@ -453,7 +471,7 @@ async fn read_body(
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The payload. Content-Type becomes the message's Content Type (text and JSON: Payload Format Indicator 1, UTF-8 required); Mqtt-Response-Topic, Mqtt-Correlation-Data (base64url) and Mqtt-User-Property (key=value, repeatable) its properties."),
     responses(
-        (status = 200, description = "Published; matched may be 0.", body = bridge::Published),
+        (status = 200, description = "Published; matched may be 0.", body = crate::answers::Published),
         (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
         (status = 503, description = "The broker is shutting down.", body = crate::error::ErrorBody),
     ),

@@ -43,9 +43,10 @@ pub use record::WallClock;
 use salvage::Salvage;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format this build converts at open: version 1 session records name no owner;
-/// stores before version 3 have no `guard` partition.
+/// stores before version 3 have no `guard` partition; session records before version 4 do not
+/// keep the next sequence number.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
@@ -319,22 +320,22 @@ impl DiskStore {
         Ok(store)
     }
 
-    /// Converts a store of an older format `version`. From version 1, its session records gain
-    /// an owner field, unknown (the first identity to resume such a session claims it); from
-    /// version 2 there is nothing to convert (version 3 added the `guard` partition, made
-    /// empty at open). One batch, synced, then the version is raised; a crash half-way leaves
-    /// the old version and the conversion runs again. When recovering, a record that does not
-    /// decode is dropped (see [`Store::load`]).
+    /// Converts a store of an older format `version`: its session records are rewritten in
+    /// this format's layout. From version 1 they gain an owner, unknown (the first identity to
+    /// resume such a session claims it); before version 4 they gain the next sequence number
+    /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
+    /// partition was missing, and is made empty at open. One batch, synced, then the version
+    /// is raised; a crash half-way leaves the old version and the conversion runs again. When
+    /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
         let mut batch = self.keyspace.batch();
         let mut converted = 0_u64;
-        let sessions = match version {
-            FORMAT_VERSION_OLDEST => self.sessions.iter().collect(),
-            _ => Vec::new(),
+        let layout = match version {
+            FORMAT_VERSION_OLDEST => record::SessionLayout::WithoutOwner,
+            _ => record::SessionLayout::WithOwner,
         };
-        for item in sessions {
+        for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let layout = record::SessionLayout::WithoutOwner;
             let session = self
                 .decode_session(&key, value, layout)
                 .and_then(|session| {
@@ -357,7 +358,7 @@ impl DiskStore {
             FORMAT_VERSION_OLDEST => {
                 format!(" ({converted} session(s), whose owner is unknown until first resumed)")
             }
-            _ => String::new(),
+            _ => format!(" ({converted} session(s))"),
         };
         info!(
             "converted the store in {} from format version {version} to {FORMAT_VERSION}{sessions}",
@@ -612,7 +613,7 @@ impl Store for DiskStore {
         let mut sessions: HashMap<MqttString, StoredSession> = HashMap::new();
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let layout = record::SessionLayout::WithOwner;
+            let layout = record::SessionLayout::Current;
             let (client_id, record) = match self.decode_session(&key, value, layout) {
                 Ok(record) => (record.client_id.clone(), record),
                 Err(e) => {

@@ -22,9 +22,9 @@ use crate::types::{ConnectionId, SessionKey, Time};
 #[derive(Debug)]
 pub struct RequestClient {
     /// The runtime's identifier of the edge the requests come through (named in events).
-    edge: ConnectionId,
-    client_id: MqttString,
-    identity: Identity,
+    pub(super) edge: ConnectionId,
+    pub(super) client_id: MqttString,
+    pub(super) identity: Identity,
     /// The authorizer's permissions for this identity and client identifier (`None`: all).
     permissions: Option<Box<dyn Permissions>>,
     /// What the credential itself is limited to (a key's grants), on top of the permissions.
@@ -71,6 +71,12 @@ pub enum RequestRefusal {
     QuotaExceeded(&'static str),
     /// Another message of an all-or-nothing batch was refused, so this one was not published.
     NotApplied,
+    /// The client identifier has no session to read (subscribe first).
+    NoMailbox,
+    /// The client identifier's session is connected over MQTT: it is read there.
+    MailboxInUse,
+    /// Not a topic filter a mailbox may subscribe with; the detail says why.
+    FilterInvalid(&'static str),
 }
 
 impl RequestRefusal {
@@ -82,7 +88,8 @@ impl RequestRefusal {
             Self::QosNotSupported => ReasonCode::QosNotSupported,
             Self::RetainNotSupported => ReasonCode::RetainNotSupported,
             Self::QuotaExceeded(_) => ReasonCode::QuotaExceeded,
-            Self::NotApplied => ReasonCode::UnspecifiedError,
+            Self::NotApplied | Self::NoMailbox | Self::MailboxInUse => ReasonCode::UnspecifiedError,
+            Self::FilterInvalid(_) => ReasonCode::TopicFilterInvalid,
         }
     }
 }
@@ -190,7 +197,7 @@ impl Broker {
 
     /// The session of the client's identifier, if it has one (the origin of its messages, for
     /// No Local); a session of another identity refuses the request.
-    fn request_session(
+    pub(super) fn request_session(
         &self,
         client: &RequestClient,
     ) -> Result<Option<SessionKey>, RequestRefusal> {
