@@ -289,6 +289,16 @@ class Device:
         return self.request("POST", "/v1/mbox/dead/requeue", body,
                             [("Content-Type", "application/json")])
 
+    # -- the same key over MQTT ------------------------------------------------------------------
+    def mqtt_password(self, client_id: Optional[str] = None, when: Optional[int] = None) -> str:
+        """The password to connect over MQTT as this key (user name: the key id; client id: the
+        device's), so MQTT and HTTP are one identity with one session (docs/http.md). Valid
+        within the broker's time window: send it over TLS."""
+        client_id = client_id or self.client or self.key.split(":", 1)[1]
+        seconds = int(time.time()) if when is None else when
+        message = f"TERN1-MQTT\n{self.key}\n{client_id}\n{seconds}"
+        return f"hk1:{seconds}:{sign(self.secret, message)}"
+
     def broker_time(self) -> int:
         """GET /v1/time with a fresh challenge: the broker's clock, checked by signature."""
         challenge = secrets.token_hex(16)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import BrokerError
+import mqtt_raw
 from http_support import Device, HttpBroker, Response, add_key, error_code
 from support import BROKER_KIND, TIMEOUT, Clients, Names
 
@@ -191,3 +192,47 @@ def test_another_key_cannot_read_the_mailbox(fleet: Fleet, names: Names):
     nothing = limited.poll()
     assert (nothing.status, error_code(nothing)) == (404, "no_mailbox")
     assert payloads(ok(dev.poll())["messages"]) == ["private"]
+
+
+def test_the_same_client_alternating_mqtt_and_http_sees_one_queue(fleet: Fleet, names: Names):
+    dev = fleet.device()
+    topic = f"mb/{names.tag}/cmd"
+    ok(dev.subscribe(f"mb/{names.tag}/#"))
+    fleet.publish(names, topic, b"a")
+
+    def over_mqtt(acknowledge: bool) -> bytes:
+        """Connects as the device's key (the same identity: its session is the mailbox), takes
+        the message waiting, acknowledges it or not, and leaves (the broker has handled all of
+        it once the connection is closed)."""
+        mqtt = fleet.clients.raw()
+        ack = mqtt.connect("dev1", version=mqtt_raw.V5, clean=False,
+                           username="d:dev1", password=dev.mqtt_password().encode(),
+                           properties={mqtt_raw.SESSION_EXPIRY_INTERVAL: 3600})
+        assert (ack.code, ack.session_present) == (0, True)
+        busy = dev.poll()
+        assert (busy.status, error_code(busy)) == (409, "mailbox_in_use")
+        message = mqtt_raw.parse_publish(mqtt.expect_packet(mqtt_raw.PUBLISH), mqtt_raw.V5)
+        if acknowledge:
+            mqtt.send(mqtt_raw.puback(message.packet_id, version=mqtt_raw.V5))
+        mqtt.send(mqtt_raw.disconnect(version=mqtt_raw.V5))
+        mqtt.expect_closed()
+        return message.payload
+
+    # Over MQTT, the subscription made over HTTP delivers, and MQTT's acknowledgement completes.
+    assert over_mqtt(acknowledge=True) == b"a"
+    fleet.publish(names, topic, b"b")
+    # Over HTTP: only what MQTT did not acknowledge.
+    assert payloads(ok(dev.poll(lease=1))["messages"]) == ["b"]
+    # Left unacknowledged there, it is the MQTT client's when it comes back...
+    assert over_mqtt(acknowledge=False) == b"b"
+    # ...and the poller's again once its lease ends (a lease is the mailbox's, whichever way
+    # the device came since), until someone acknowledges it.
+    again = ok(dev.poll(wait=20))
+    assert payloads(again["messages"]) == ["b"]
+    ok(dev.settle(ack=again["next_ack"]))
+    assert ok(dev.poll())["leased"] == 0
+    # A wrong key password is refused as any bad credential.
+    stranger = fleet.clients.raw()
+    refused = stranger.connect("dev1", version=mqtt_raw.V5, username="d:dev1",
+                               password=b"hk1:0:" + b"00" * 32)
+    assert refused.code == 0x86

@@ -38,7 +38,7 @@ const THREADS_MAX: usize = 4;
 /// What every HTTP task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    keys: Keys,
+    keys: Arc<Keys>,
     bridge: mpsc::Sender<Envelope>,
     pub(crate) config: HttpConfig,
     refusals: Refusals,
@@ -72,7 +72,8 @@ impl HttpBridge {
         config: HttpConfig,
         restored: Vec<tern_core::GuardRecord>,
     ) -> Result<(Self, tern_net::EdgeTask), HttpError> {
-        let keys = Keys::load(&config.data_dir).map_err(HttpError::Keys)?;
+        let keys =
+            Keys::load(&config.data_dir, config.window.as_secs()).map_err(HttpError::Keys)?;
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .saturating_sub(1)
@@ -90,7 +91,7 @@ impl HttpBridge {
             ..ReplayLimits::default()
         };
         let shared = Arc::new(Shared {
-            keys,
+            keys: Arc::new(keys),
             bridge: sender,
             config: config.clone(),
             refusals: Refusals::new(),
@@ -155,6 +156,11 @@ impl HttpBridge {
             .iter()
             .map(|(address, tls)| format!("{address} ({})", if *tls { "https" } else { "http" }))
             .collect()
+    }
+
+    /// The keys in force, for MQTT logins with them (`tern_auth::key_login`).
+    pub fn key_logins(&self) -> Arc<dyn tern_auth::KeyLogins> {
+        Arc::clone(&self.shared.keys) as Arc<dyn tern_auth::KeyLogins>
     }
 
     /// Refused requests so far, by error code.

@@ -160,18 +160,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
     let data_dir = config::data_dir(&file, args.data_dir.clone());
-    let service_settings = auth_config::ServiceSettings {
+    let mut service_settings = auth_config::ServiceSettings {
         login_cache_entries_max: file.limits.login_cache_entries_max(),
         fake_salt_key: match auth_config::uses_scram(&file.auth) {
             true => Some(auth_config::fake_salt_key(&data_dir)?),
             false => None,
         },
+        http_keys: None,
     };
-    // SIGHUP builds the same from the file again (when there is a file).
-    let auth_reload = args.config.clone().map(|path| {
-        let profiles = auth.profiles.clone();
-        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
-    });
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
@@ -225,7 +221,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .map(|config| tern_http::HttpBridge::start(config, guard))
     .transpose()?;
     // The bridge's threads run until the broker has stopped (dropped after `block_on`).
-    let (_http_bridge, http_edge) = match http {
+    let (http_bridge, http_edge) = match http {
         Some((bridge, edge)) => {
             for line in bridge.describe() {
                 info!("listening for HTTP on {line}");
@@ -234,6 +230,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    // While the bridge runs, its keys log in over MQTT too (as the identity they have in HTTP).
+    service_settings.http_keys = http_bridge.as_ref().map(|bridge| bridge.key_logins());
+    // SIGHUP builds the same from the file again (when there is a file).
+    let auth_reload = args.config.clone().map(|path| {
+        let profiles = auth.profiles.clone();
+        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
+    });
     let (cluster_node, cluster_link) = cluster.unzip();
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
