@@ -528,7 +528,7 @@ impl Broker {
                 self.dropped(key, DropReason::OutboxFull);
                 return;
             }
-            if !self.within_memory(key, bytes, QoS::AtMostOnce) {
+            if !self.within_memory(key, bytes, QoS::AtMostOnce, now) {
                 self.dropped(key, DropReason::MemoryFull);
                 return;
             }
@@ -560,7 +560,7 @@ impl Broker {
                 return;
             }
         }
-        if !self.within_memory(key, bytes, delivery.qos) {
+        if !self.within_memory(key, bytes, delivery.qos, now) {
             self.dropped(key, DropReason::MemoryFull);
             return;
         }
