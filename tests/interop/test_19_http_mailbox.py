@@ -119,6 +119,8 @@ def test_a_long_poll_is_answered_when_a_message_arrives(fleet: Fleet, names: Nam
         assert len(done) == 1 and len(waiting) == 1, "one poll takes the other's place"
         superseded = done.pop().result()
         assert (superseded.status, error_code(superseded)) == (409, "poll_superseded")
+        # A poll that does not wait, meanwhile, finds nothing and leaves the long poll waiting.
+        assert ok(dev.poll())["messages"] == []
         fleet.publish(names, f"mb/{names.tag}/cmd", b"wake up")
         answer = waiting.pop().result(timeout=TIMEOUT)
     assert payloads(ok(answer)["messages"]) == ["wake up"]

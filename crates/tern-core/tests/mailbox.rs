@@ -244,9 +244,34 @@ fn a_watched_mailbox_is_noted_once_when_a_delivery_is_queued() {
     assert!(broker.broker.mailboxes_ready());
     assert_eq!(broker.broker.take_ready_mailboxes(), [mstr("dev")]);
     assert!(!broker.broker.mailboxes_ready());
-    // Not watched any more once something was handed out.
-    poll(&mut broker, "dev", fetch(10));
+    // A poll that does not wait leaves it watched (a long poll may be waiting)...
+    poll(&mut broker, "dev", fetch(1));
     publish(&mut broker, "m/a", &["c"]);
+    assert_eq!(broker.broker.take_ready_mailboxes(), [mstr("dev")]);
+    // ...a long poll that gets something ends it, as does the edge when its poll is answered.
+    let waiting = Fetch {
+        watch: true,
+        ..fetch(10)
+    };
+    assert!(!poll(&mut broker, "dev", waiting.clone())
+        .messages
+        .is_empty());
+    publish(&mut broker, "m/a", &["d"]);
+    assert!(!broker.broker.mailboxes_ready());
+    let drained = poll(
+        &mut broker,
+        "dev",
+        Fetch {
+            ack: Some(u64::MAX),
+            ..waiting
+        },
+    );
+    assert!(
+        drained.messages.is_empty(),
+        "all acknowledged: it waits again"
+    );
+    broker.broker.mailbox_watch(&mstr("dev"), false);
+    publish(&mut broker, "m/a", &["e"]);
     assert!(!broker.broker.mailboxes_ready());
 }
 

@@ -235,7 +235,11 @@ impl Bridge {
                 }
                 let last = Instant::now() >= waiter.deadline;
                 match self.apply(broker, &waiter.envelope.request, (true, last), now) {
-                    Outcome::Answer(answer) => answered.push((waiter.envelope, answer)),
+                    Outcome::Answer(answer) => {
+                        // No poll waits on the mailbox any more.
+                        broker.mailbox_watch(&client_id, false);
+                        answered.push((waiter.envelope, answer));
+                    }
                     Outcome::Wait { recheck, .. } => {
                         let recheck = recheck.map(longpoll::in_);
                         self.waiters.borrow_mut().park(

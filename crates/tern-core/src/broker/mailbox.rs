@@ -41,8 +41,9 @@ pub struct Fetch {
     pub deliveries_max: u32,
     /// Dead letters kept at most; past it the oldest goes (counted as dropped).
     pub dead_max: usize,
-    /// If nothing is handed out, note the mailbox for the edge when a delivery is queued to
-    /// it (a long poll waits).
+    /// A long poll: if nothing is handed out, note the mailbox for the edge when a delivery
+    /// is queued to it, and stop noting it if something is (a poll that does not wait leaves
+    /// that as it was: a long poll may be waiting; [`Broker::mailbox_watch`] ends it).
     pub watch: bool,
 }
 
@@ -281,7 +282,9 @@ impl Broker {
         mailbox
             .leases
             .retain(|seq, _| present.binary_search(seq).is_ok());
-        mailbox.watched = fetch.watch && fetched.messages.is_empty();
+        if fetch.watch {
+            mailbox.watched = fetched.messages.is_empty();
+        }
         fetched.dead = mailbox.dead.len();
         self.touch_mailbox(key, now);
         Ok(fetched)
