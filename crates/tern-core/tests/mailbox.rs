@@ -396,3 +396,44 @@ fn a_subscription_queues_the_retained_messages_and_unsubscribing_stops_the_flow(
     );
     assert!(after.messages.is_empty());
 }
+
+/// Allows what does not start with one prefix.
+#[derive(Debug)]
+struct Except(&'static str);
+
+impl Permissions for Except {
+    fn allows(&self, _access: Access, topic: &str) -> bool {
+        !topic.starts_with(self.0)
+    }
+}
+
+#[test]
+fn a_poll_meets_the_permissions_of_now_and_never_hands_out_what_they_deny() {
+    let mut broker = persistent();
+    subscribe(&mut broker, "dev", "m/#");
+    subscribe(&mut broker, "dev", "m/secret/#");
+    publish(&mut broker, "m/open", &["a"]);
+    publish(&mut broker, "m/secret/x", &["b"]);
+    publish(&mut broker, "m/open", &["c"]);
+    // The key's grants narrowed since: the same client, now without m/secret/.
+    let narrowed = broker.broker.request_client(
+        EDGE,
+        mstr("dev"),
+        key_identity("dev"),
+        Some(Box::new(Except("m/secret"))),
+    );
+    let now = broker.now;
+    let fetched = broker
+        .broker
+        .mailbox_fetch(&narrowed, &fetch(10), now)
+        .expect("the mailbox polls");
+    assert_eq!(texts(&fetched), ["a", "c"]);
+    assert_eq!(
+        drops(&broker.events()),
+        [("dev".to_owned(), tern_core::DropReason::NotAuthorized)]
+    );
+    let subscriptions = broker.broker.mailbox_subscriptions(&narrowed).unwrap();
+    let filters: Vec<&str> = subscriptions.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(filters, ["m/#"]);
+    broker.check_held_bytes();
+}

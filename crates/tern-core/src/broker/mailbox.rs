@@ -6,7 +6,10 @@
 //! A poll hands out queued and in-flight deliveries in sequence order, without moving them, and
 //! leases what it hands out; an acknowledgement by sequence number (cumulative: everything up
 //! to it) completes them as a PUBACK would, a `nack` ends a lease at once, a `reject` makes a
-//! dead letter, kept (durably) until re-queued. Sequence numbers only grow, across restarts too
+//! dead letter, kept (durably) until re-queued. Every poll meets the client's permissions as
+//! they are now, as a resumed MQTT session does: subscriptions it may no longer make go, and
+//! deliveries on topics it may no longer receive are dropped, not handed out.
+//! Sequence numbers only grow, across restarts too
 //! (the session record keeps the next one), so an acknowledgement never settles a delivery
 //! its poller has not seen. A long poll asks to be told when a delivery is queued
 //! ([`Broker::take_ready_mailboxes`]).
@@ -113,13 +116,7 @@ impl Broker {
     ) -> Result<QoS, RequestRefusal> {
         let filter = self.mailbox_filter(filter)?;
         if !client.allows(Access::Subscribe, filter.as_str()) {
-            self.stats.subscribe_denied += 1;
-            self.events.push_back(Event::Denied {
-                connection: client.edge,
-                client_id: client.client_id.clone(),
-                access: Access::Subscribe,
-                topic: filter.as_str().to_owned(),
-            });
+            self.subscribe_denied(client, &filter);
             return Err(RequestRefusal::NotAuthorized);
         }
         let key = self.open_mailbox(client, expiry_secs)?;
@@ -209,7 +206,8 @@ impl Broker {
 
     /// Polls `client`'s mailbox: acknowledges as `fetch` says, then hands out and leases the
     /// deliveries that are not leased, oldest first, within its limits. A delivery handed out
-    /// `deliveries_max` times becomes a dead letter instead; an expired one is dropped.
+    /// `deliveries_max` times becomes a dead letter instead; an expired one, or one the client
+    /// may not receive, is dropped.
     pub fn mailbox_fetch(
         &mut self,
         client: &RequestClient,
@@ -220,6 +218,7 @@ impl Broker {
         if let Some(ack) = fetch.ack {
             self.ack_through(key, ack);
         }
+        self.prune_mailbox_subscriptions(client, key);
         let mut fetched = Fetched::default();
         let mut bytes = 0;
         let lease_until = now.plus_millis(fetch.lease_millis);
@@ -227,10 +226,15 @@ impl Broker {
         let present: Vec<u64> = held.iter().map(|delivery| delivery.seq).collect();
         for delivery in held {
             let seq = delivery.seq;
-            if delivery.message.is_expired(now) {
+            let expired = delivery.message.is_expired(now);
+            if expired || !client.allows(Access::Subscribe, delivery.message.topic.as_str()) {
                 self.take_delivery(key, seq);
                 self.delivery_done(key, seq);
-                self.dropped(key, DropReason::Expired);
+                let why = match expired {
+                    true => DropReason::Expired,
+                    false => DropReason::NotAuthorized,
+                };
+                self.dropped(key, why);
                 continue;
             }
             let lease = self
@@ -332,6 +336,7 @@ impl Broker {
         let session = self.session(key);
         let dead = session.mailbox.iter().flat_map(|m| m.dead_letters());
         Ok(dead
+            .filter(|d| client.allows(Access::Subscribe, d.message.topic.as_str()))
             .map(|delivery| MailboxMessage {
                 delivery: delivery.clone(),
                 deliveries: 0,
@@ -352,7 +357,8 @@ impl Broker {
         let chosen: Vec<u64> = {
             let session = self.session(key);
             let dead = session.mailbox.iter().flat_map(|m| m.dead_letters());
-            dead.map(|delivery| delivery.seq)
+            dead.filter(|d| client.allows(Access::Subscribe, d.message.topic.as_str()))
+                .map(|delivery| delivery.seq)
                 .filter(|seq| seqs.is_none_or(|seqs| seqs.contains(seq)))
                 .collect()
         };
@@ -428,6 +434,35 @@ impl Broker {
             let client_id = session.client_id.clone();
             self.ready_mailboxes.push(client_id);
         }
+    }
+
+    /// Drops the subscriptions of `key` that `client` may not make (any more), as a resumed
+    /// MQTT session's are: polling never widens what a client receives.
+    fn prune_mailbox_subscriptions(&mut self, client: &RequestClient, key: SessionKey) {
+        let denied: Vec<TopicFilter> = self
+            .session(key)
+            .subscriptions
+            .keys()
+            .filter(|filter| !client.allows(Access::Subscribe, filter))
+            .cloned()
+            .collect();
+        for filter in denied {
+            if let Some(info) = self.session_mut(key).subscriptions.remove(&filter) {
+                self.unindex_subscription(key, &filter, &info);
+            }
+            self.subscribe_denied(client, &filter);
+        }
+    }
+
+    /// Counts and tells of a subscription `client` may not make.
+    fn subscribe_denied(&mut self, client: &RequestClient, filter: &TopicFilter) {
+        self.stats.subscribe_denied += 1;
+        self.events.push_back(Event::Denied {
+            connection: client.edge,
+            client_id: client.client_id.clone(),
+            access: Access::Subscribe,
+            topic: filter.as_str().to_owned(),
+        });
     }
 
     /// A filter a mailbox may subscribe with: valid, within the topic limits, and neither a
