@@ -3,16 +3,22 @@
 
 It signs every request as docs/http.md describes (canonical string, HMAC-SHA256, counter or
 random nonces), checks the signature of every answer against the request it sent, and keeps
-nothing else: a device that wakes, publishes and sleeps needs no more.
+only the acknowledgement it owes its mailbox: a device that wakes, talks and sleeps needs no
+more.
 
     from http_device import Device
     device = Device("http://127.0.0.1:8080", "d:sensor-1", "<64 hex digits>")
     device.publish("sensors/sensor-1/t", b"21.5", qos=1)   # -> {"qos": 1, "matched": 2}
     device.publish_batch([{"topic": "sensors/sensor-1/t", "payload": 21.5}])
+    device.subscribe("commands/sensor-1/#")                  # the mailbox: its MQTT session
+    for message in device.receive(wait=25):                  # acknowledges the last ones
+        print(message["seq"], message["topic"], message.get("payload"))
 
 As a command:
 
     http_device.py URL KEY SECRET publish TOPIC PAYLOAD [--qos N] [--retain] [--ttl S]
+    http_device.py URL KEY SECRET subscribe FILTER [--qos N]
+    http_device.py URL KEY SECRET receive [--wait S]
     http_device.py URL KEY SECRET time
 """
 
@@ -113,6 +119,7 @@ class Device:
     verify_responses: bool = True
     ssl_context: Optional[ssl.SSLContext] = None  # for https: the CA to trust, say
     last: Optional[dict[str, str]] = field(default=None, repr=False)  # last request's headers
+    owed_ack: Optional[int] = None  # the mailbox acknowledgement the next poll carries
 
     @property
     def secret(self) -> bytes:
@@ -141,17 +148,18 @@ class Device:
         return headers
 
     def send(self, method: str, path_and_query: str, headers: list[tuple[str, str]],
-             body: bytes = b"") -> Response:
+             body: bytes = b"", timeout: Optional[float] = None) -> Response:
         """Sends a request as given (signed or not) and reads the answer."""
         parsed = urllib.parse.urlsplit(self.url)
         connection: http.client.HTTPConnection
+        timeout = timeout or self.timeout
         if parsed.scheme == "https":
             connection = http.client.HTTPSConnection(parsed.hostname, parsed.port,
-                                                     timeout=self.timeout,
+                                                     timeout=timeout,
                                                      context=self.ssl_context)
         else:
             connection = http.client.HTTPConnection(parsed.hostname, parsed.port,
-                                                    timeout=self.timeout)
+                                                    timeout=timeout)
         try:
             connection.putrequest(method, path_and_query, skip_accept_encoding=True)
             for name, value in headers:
@@ -166,11 +174,12 @@ class Device:
             connection.close()
 
     def request(self, method: str, path_and_query: str, body: bytes = b"",
-                extra: Optional[list[tuple[str, str]]] = None) -> Response:
+                extra: Optional[list[tuple[str, str]]] = None,
+                timeout: Optional[float] = None) -> Response:
         """Signs, sends, and checks the answer's signature (bound to this request's)."""
         headers = self.signed_headers(method, path_and_query, body, extra)
         self.last = dict(headers)
-        response = self.send(method, path_and_query, headers, body)
+        response = self.send(method, path_and_query, headers, body, timeout)
         if self.verify_responses and response.status != 401:
             self.check(response, self.last["Tern-Signature"][3:])
         return response
@@ -219,6 +228,77 @@ class Device:
         path = "/v1/pub?atomic=1" if atomic else "/v1/pub"
         return self.request("POST", path, body, [("Content-Type", "application/json")])
 
+    # -- the mailbox: the client's MQTT persistent session, read by polling ---------------------
+    @staticmethod
+    def _filter_path(topic_filter: str) -> str:
+        return "/v1/mbox/subs/" + "/".join(urllib.parse.quote(level, safe="")
+                                           for level in topic_filter.split("/"))
+
+    def subscribe(self, topic_filter: str, qos: int = 1, retained: bool = True) -> Response:
+        """PUT /v1/mbox/subs/FILTER: the mailbox (made if need be) receives what matches."""
+        query = urllib.parse.urlencode({"qos": qos, "retained": int(retained)})
+        return self.request("PUT", self._filter_path(topic_filter) + "?" + query)
+
+    def unsubscribe(self, topic_filter: str) -> Response:
+        """DELETE /v1/mbox/subs/FILTER."""
+        return self.request("DELETE", self._filter_path(topic_filter))
+
+    def subscriptions(self) -> Response:
+        """GET /v1/mbox/subs: the mailbox's subscriptions."""
+        return self.request("GET", "/v1/mbox/subs")
+
+    def poll(self, ack: Optional[int] = None, limit: Optional[int] = None,
+             max_bytes: Optional[int] = None, wait: Optional[int] = None,
+             lease: Optional[int] = None) -> Response:
+        """GET /v1/mbox: acknowledges through `ack`, then hands out what waits (leased)."""
+        query = {name: str(value) for name, value in
+                 (("ack", ack), ("limit", limit), ("max_bytes", max_bytes), ("wait", wait),
+                  ("lease", lease)) if value is not None}
+        path = "/v1/mbox" + ("?" + urllib.parse.urlencode(query) if query else "")
+        return self.request("GET", path, timeout=self.timeout + (wait or 0))
+
+    def receive(self, wait: Optional[int] = None, limit: Optional[int] = None,
+                lease: Optional[int] = None) -> list[dict[str, Any]]:
+        """Polls, carrying the acknowledgement of what the last call returned (so each message
+        is handled once the device has it, and completed by the next wake), and remembers the
+        one it owes now. Returns the messages, oldest first."""
+        response = self.poll(ack=self.owed_ack, limit=limit, wait=wait, lease=lease)
+        if response.status != 200:
+            raise RuntimeError(f"poll: {response.status} {response.body!r}")
+        body = response.json()
+        if body.get("next_ack") is not None:
+            self.owed_ack = body["next_ack"]
+        return body["messages"]
+
+    def settle(self, ack: Optional[int] = None, nack: Optional[list[int]] = None,
+               reject: Optional[list[int]] = None) -> Response:
+        """POST /v1/mbox/ack: acknowledge through `ack`, give back `nack`, dead-letter `reject`."""
+        body: dict[str, Any] = {"nack": nack or [], "reject": reject or []}
+        if ack is not None:
+            body["ack"] = ack
+        return self.request("POST", "/v1/mbox/ack", json.dumps(body).encode(),
+                            [("Content-Type", "application/json")])
+
+    def dead_letters(self) -> Response:
+        """GET /v1/mbox/dead."""
+        return self.request("GET", "/v1/mbox/dead")
+
+    def requeue(self, seqs: Optional[list[int]] = None) -> Response:
+        """POST /v1/mbox/dead/requeue: queue dead letters again (all without `seqs`)."""
+        body = json.dumps({} if seqs is None else {"seqs": seqs}).encode()
+        return self.request("POST", "/v1/mbox/dead/requeue", body,
+                            [("Content-Type", "application/json")])
+
+    # -- the same key over MQTT ------------------------------------------------------------------
+    def mqtt_password(self, client_id: Optional[str] = None, when: Optional[int] = None) -> str:
+        """The password to connect over MQTT as this key (user name: the key id; client id: the
+        device's), so MQTT and HTTP are one identity with one session (docs/http.md). Valid
+        within the broker's time window: send it over TLS."""
+        client_id = client_id or self.client or self.key.split(":", 1)[1]
+        seconds = int(time.time()) if when is None else when
+        message = f"TERN1-MQTT\n{self.key}\n{client_id}\n{seconds}"
+        return f"hk1:{seconds}:{sign(self.secret, message)}"
+
     def broker_time(self) -> int:
         """GET /v1/time with a fresh challenge: the broker's clock, checked by signature."""
         challenge = secrets.token_hex(16)
@@ -242,6 +322,12 @@ def main(argv: list[str]) -> int:
     pub.add_argument("--qos", type=int, default=1)
     pub.add_argument("--retain", action="store_true")
     pub.add_argument("--ttl", type=int)
+    sub = commands.add_parser("subscribe")
+    sub.add_argument("filter")
+    sub.add_argument("--qos", type=int, default=1)
+    receive = commands.add_parser("receive")
+    receive.add_argument("--wait", type=int, default=0)
+    receive.add_argument("--ack", type=int, help="acknowledge through this sequence number")
     commands.add_parser("time")
     args = parser.parse_args(argv)
     secret = os.environ.get("TERN_SECRET", "") if args.secret == "-" else args.secret
@@ -249,6 +335,13 @@ def main(argv: list[str]) -> int:
     if args.command == "time":
         print(device.broker_time())
         return 0
+    if args.command in ("subscribe", "receive"):
+        if args.command == "subscribe":
+            answer = device.subscribe(args.filter, args.qos)
+        else:
+            answer = device.poll(ack=args.ack, wait=args.wait)
+        print(answer.status, answer.body.decode(errors="replace"))
+        return 0 if answer.status < 300 else 1
     response = device.publish(args.topic, args.payload.encode(), args.qos, args.retain, args.ttl)
     print(response.status, response.body.decode(errors="replace"))
     return 0 if response.status < 300 else 1

@@ -9,83 +9,22 @@ slowloris client.
 
 from __future__ import annotations
 
-import queue
-import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
 
-from conftest import REPO_ROOT, Broker, BrokerError
+from conftest import Broker, BrokerError
+from http_support import Device, HttpBroker, add_key, error_code, tern
 from support import BROKER_KIND, TIMEOUT, Names
-
-sys.path.insert(0, str(REPO_ROOT / "examples"))
-from http_device import Device, Response  # noqa: E402
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the HTTP bridge is Tern's")
 
-HTTP_LISTENING = re.compile(
-    r"listening for HTTP on (?P<host>\S+):(?P<port>\d+) \((?P<scheme>https?)\)")
 BODY_MAX = 4096
 HEADER_TIMEOUT = 1
-
-
-class HttpBroker(Broker):
-    """A Tern broker that also serves HTTP on a free port (``http_url``)."""
-
-    http_url = ""
-
-    def _tern_command(self) -> list[str]:
-        return super()._tern_command() + ["--http-port", "0"]
-
-    def start(self) -> None:
-        super().start()
-        for line in self.output:
-            match = HTTP_LISTENING.search(line)
-            if match:
-                scheme = match.group("scheme")
-                self.http_url = f"{scheme}://{match.group('host')}:{match.group('port')}"
-                return
-        raise BrokerError(f"no HTTP listening line:\n{self.output_tail()}")
-
-    def mark(self) -> None:
-        """Forgets the output so far: `wait_for_output` then looks only at what follows."""
-        while True:
-            try:
-                self._lines.get_nowait()
-            except queue.Empty:
-                return
-
-    def wait_for_output(self, pattern: str) -> None:
-        """Waits (bounded) for a log line matching `pattern` printed since `mark()`."""
-        deadline = time.monotonic() + TIMEOUT
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is not None and re.search(pattern, line):
-                return
-        raise AssertionError(f"no log line matching {pattern!r}:\n{self.output_tail()}")
-
-
-def tern(*args: str) -> str:
-    binary = Path(__import__("os").environ.get("TERN_BIN", "target/debug/tern"))
-    if not binary.is_absolute():
-        binary = REPO_ROOT / binary
-    done = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def add_key(data_dir: Path, key: str, *grants: str) -> str:
-    """Adds a key with `tern key add` and returns its secret."""
-    out = tern("key", "add", key, "--data-dir", str(data_dir), *grants)
-    return out.split()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +55,6 @@ def device(bridge: tuple[HttpBroker, dict[str, str]], key: str = "d:dev1",
            **options: Any) -> Device:
     broker, secrets = bridge
     return Device(broker.http_url, key, secrets[key], **options)
-
-
-def error_code(response: Response) -> Optional[str]:
-    body = response.json() or {}
-    return (body.get("error") or {}).get("code")
 
 
 # -- publishing -------------------------------------------------------------------------------

@@ -8,13 +8,15 @@
 //! - [`service`]: the authenticator, with one [`Profile`] of methods per listener.
 //! - [`passwd`], [`jwt`], [`device`], [`scram`]: the methods.
 //! - [`cache`]: successful password checks, remembered for the next login.
-//! - [`keyring`]: the keys of the HTTP bridge, sealed at rest.
+//! - [`keyring`]: the keys of the HTTP bridge, sealed at rest; [`key_login`]: MQTT logins with
+//!   them.
 //! - [`acl`]: the rules and the authorizer; [`scope`]: which identities a rule applies to.
 
 pub mod acl;
 pub mod cache;
 pub mod device;
 pub mod jwt;
+pub mod key_login;
 pub mod keyring;
 pub mod passwd;
 pub mod scope;
@@ -25,6 +27,7 @@ pub use acl::{Acl, AclError, Action, CompiledAcl, Rule, RuleAccess};
 pub use cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 pub use device::{device_password, DeviceKeys};
 pub use jwt::JwtVerifier;
+pub use key_login::{key_password, KeyLogins};
 pub use keyring::{Credential, Grant, HttpKey, KeyError, KeyRing, MasterKey};
 pub use passwd::PasswordFile;
 pub use scope::{RuleError, RuleMethod, RuleMethods};

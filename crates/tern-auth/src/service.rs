@@ -4,7 +4,8 @@
 //! 1. an Authentication Method: SCRAM-SHA-256 if the profile enables it, else 0x8C;
 //! 2. no user name and no password: let in if the profile allows anonymous clients, else 0x87
 //!    (a profile that allows anonymous clients and has no methods lets every client in);
-//! 3. a password starting `dk1:` with device keys enabled: a device key;
+//! 3. a password starting `hk1:` while the HTTP bridge runs: one of its keys
+//!    ([`crate::key_login`]); a password starting `dk1:` with device keys enabled: a device key;
 //! 4. a password that looks like a JWT with tokens enabled: a JWT;
 //! 5. otherwise the password file, checked off the broker thread (argon2 is slow on purpose),
 //!    unless the same user logged in with the same password before ([`LoginCache`]).
@@ -27,6 +28,7 @@ use tracing::warn;
 use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 use crate::device::DeviceKeys;
 use crate::jwt::JwtVerifier;
+use crate::key_login::{self, KeyLogins};
 use crate::passwd::{hash_password, verify_password, PasswordFile};
 use crate::scram::{self, FakeSaltKey, ScramFailure, ScramPending};
 
@@ -75,6 +77,8 @@ pub struct Profile {
     pub devices: Option<Arc<DeviceKeys>>,
     /// Which client identifiers its clients may use.
     pub client_ids: ClientIds,
+    /// The HTTP bridge's keys, for `hk1:` logins (set on every profile while it runs).
+    pub http_keys: Option<Arc<dyn KeyLogins>>,
 }
 
 impl Profile {
@@ -132,6 +136,14 @@ impl AuthService {
     /// The remembered logins.
     pub fn login_cache(&self) -> &LoginCache {
         &self.logins
+    }
+
+    /// Lets the clients of every profile log in with the HTTP bridge's `keys`.
+    pub fn with_http_keys(mut self, keys: Arc<dyn KeyLogins>) -> Self {
+        for profile in &mut self.profiles {
+            profile.http_keys = Some(Arc::clone(&keys));
+        }
+        self
     }
 
     fn scram_start(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
@@ -193,6 +205,24 @@ impl AuthService {
     fn password(&mut self, profile: &Profile, request: &AuthRequest<'_>) -> AuthDecision {
         let username = request.username.map(|u| u.as_str());
         let password = request.password.unwrap_or_default();
+        if let Some(keys) = profile
+            .http_keys
+            .as_ref()
+            .filter(|_| password.starts_with(key_login::PASSWORD_PREFIX.as_bytes()))
+        {
+            let Some(key_id) = username else {
+                refused(request, "HTTP key login without the key id as user name");
+                return AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword);
+            };
+            let client_id = request.client_id.as_str();
+            return match key_login::verify(keys.as_ref(), key_id, client_id, password, unix_now()) {
+                Ok(identity) => self.accept_as(request, identity, None),
+                Err(failure) => {
+                    refused(request, &format!("HTTP key refused: {failure:?}"));
+                    AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
+                }
+            };
+        }
         if let Some(devices) = profile
             .devices
             .as_ref()

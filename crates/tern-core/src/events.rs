@@ -76,6 +76,8 @@ pub enum DropReason {
     /// The session's connection may not receive the topic (rules changed, or another identity
     /// resumed a session recovered without an owner).
     NotAuthorized,
+    /// A mailbox's dead letters passed their limit: the oldest went.
+    DeadLettersFull,
 }
 
 /// Something that happened in the broker, for logs and observers.

@@ -14,6 +14,8 @@
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
 //! - [`store`]: the changes a durable store applies, and the trait it implements.
+//! - [`guard`]: the records an edge keeps so a signed request takes effect once;
+//!   [`mailbox`]: what a session read by polling keeps (leases, dead letters).
 //! - [`cluster`]: what a node tells the other nodes of a cluster, and hears from them.
 //! - [`throttle`]: failed logins counted per address and user name, and the blocks they earn.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
@@ -27,6 +29,8 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod guard;
+pub mod mailbox;
 pub mod retained;
 pub mod session;
 pub mod store;
@@ -50,6 +54,7 @@ pub use cluster::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteM
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, CutReason, DropReason, Event, Stats};
+pub use guard::{GuardKey, GuardRecord};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
 pub use throttle::Throttled;
 pub use tree_view::TreeConfig;

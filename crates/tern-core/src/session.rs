@@ -9,6 +9,7 @@ use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, SubscriptionIds, To
 use crate::auth::SessionOwner;
 use crate::broker::retained_feed::RetainedFeeds;
 use crate::connection::OutgoingPublish;
+use crate::mailbox::Mailbox;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, SharedMessage, Time};
 
@@ -171,6 +172,9 @@ pub struct Session {
     pub acked_at: Time,
     /// Retained messages still owed to its new subscriptions; boxed, as most sessions owe none.
     pub(crate) retained_feeds: Option<Box<RetainedFeeds>>,
+    /// What polling it over HTTP needs (leases, dead letters); boxed, as most sessions are
+    /// never polled.
+    pub mailbox: Option<Box<Mailbox>>,
 }
 
 impl Session {
@@ -199,7 +203,32 @@ impl Session {
             flow: FlowState::Clear,
             acked_at: Time::from_millis(0),
             retained_feeds: None,
+            mailbox: None,
         }
+    }
+
+    /// The sequence number the next queued delivery gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Raises the next sequence number to at least `seq` (recovered from the store), so numbers
+    /// a poller saw are never given again.
+    pub fn raise_next_seq(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
+    /// Takes the queued delivery `seq`, wherever it is in the queue.
+    pub fn remove_queued(&mut self, seq: u64) -> Option<Delivery> {
+        let index = self.queue.iter().position(|d| d.seq == seq)?;
+        let delivery = self.queue.remove(index)?;
+        self.queued_bytes -= delivery.charge;
+        Some(delivery)
+    }
+
+    /// The mailbox state, made on first use.
+    pub fn mailbox_mut(&mut self) -> &mut Mailbox {
+        self.mailbox.get_or_insert_with(Box::default)
     }
 
     /// Whether the queue has reached either of its limits: the high-water mark of flow control.
@@ -344,9 +373,10 @@ impl Session {
         self.inflight_bytes
     }
 
-    /// Bytes charged for every delivery the session holds, queued or in flight.
+    /// Bytes charged for every delivery the session holds: queued, in flight or dead letters.
     pub fn held_bytes(&self) -> usize {
-        self.queued_bytes + self.inflight_bytes
+        let dead = self.mailbox.as_ref().map_or(0, |m| m.dead_bytes());
+        self.queued_bytes + self.inflight_bytes + dead
     }
 
     /// Whether a delivery charged `bytes` may join the in-flight window under `bytes_max`; the
@@ -355,13 +385,16 @@ impl Session {
         self.inflight.is_empty() || self.inflight_bytes + bytes <= bytes_max
     }
 
-    /// Lets go of every delivery the session holds, queued and in flight (their packet
+    /// Lets go of every delivery the session holds, queued, in flight and dead letters (packet
     /// identifiers are freed); returns their sequence numbers.
     pub fn discard_held(&mut self) -> Vec<u64> {
         let inflight = self.inflight.drain(..).map(|entry| entry.delivery.seq);
-        let seqs = inflight
+        let mut seqs: Vec<u64> = inflight
             .chain(self.queue.drain(..).map(|delivery| delivery.seq))
             .collect();
+        if let Some(mailbox) = self.mailbox.as_mut() {
+            seqs.extend(mailbox.discard_dead());
+        }
         self.used_ids.clear();
         self.outside_quota = 0;
         self.inflight_bytes = 0;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
+use crate::guard::{GuardKey, GuardRecord};
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
 use crate::types::{SharedMessage, Time};
@@ -33,6 +34,10 @@ pub struct SessionRecord {
     pub expires_at: Option<Time>,
     /// When its will is due, if its connection has ended and the will is delayed.
     pub will_at: Option<Time>,
+    /// The sequence number its next queued delivery gets, at least: a poller has seen the
+    /// ones below, so they are never given again (the store keeps it from one record to the
+    /// next even when the deliveries themselves are gone).
+    pub next_seq: u64,
 }
 
 /// Where an outgoing QoS 1/2 delivery stands, as far as a restart must know.
@@ -44,6 +49,8 @@ pub enum DeliveryStage {
     Sent(PacketId),
     /// PUBREC received for this packet identifier; PUBCOMP awaited.
     Released(PacketId),
+    /// Rejected by its poller (or handed out too often): a dead letter, kept until re-queued.
+    Dead,
 }
 
 /// One change to the durable state. Only sessions that outlive their connection are recorded.
@@ -91,6 +98,10 @@ pub enum StoreOp {
         /// True when recorded, false when released.
         pending: bool,
     },
+    /// An edge's request guard record was set (written with the effect of its request).
+    GuardSet(GuardRecord),
+    /// An edge's request guard record expired and is forgotten.
+    GuardForget(GuardKey),
 }
 
 /// A session as recovered from the store.
@@ -111,6 +122,8 @@ pub struct Snapshot {
     pub retained: Vec<SharedMessage>,
     /// Sessions that outlive their connections.
     pub sessions: Vec<StoredSession>,
+    /// The request guard's records, for the edge that wrote them (the core does not use them).
+    pub guard: Vec<GuardRecord>,
 }
 
 /// A durable home for the broker's state.
@@ -132,6 +145,7 @@ pub trait Store {
 pub struct MemoryStore {
     retained: HashMap<TopicName, SharedMessage>,
     sessions: HashMap<MqttString, MemorySession>,
+    guard: HashMap<GuardKey, GuardRecord>,
 }
 
 #[derive(Debug)]
@@ -214,6 +228,12 @@ impl Store for MemoryStore {
                         }
                     }
                 }
+                StoreOp::GuardSet(record) => {
+                    self.guard.insert(record.key(), record.clone());
+                }
+                StoreOp::GuardForget(key) => {
+                    self.guard.remove(key);
+                }
             }
         }
         Ok(())
@@ -230,6 +250,11 @@ impl Store for MemoryStore {
                 incoming_qos2: s.incoming_qos2.iter().copied().collect(),
             })
             .collect();
-        Ok(Snapshot { retained, sessions })
+        let guard = self.guard.values().cloned().collect();
+        Ok(Snapshot {
+            retained,
+            sessions,
+            guard,
+        })
     }
 }

@@ -11,19 +11,11 @@ use bytes::Bytes;
 use support::*;
 use tern_codec::{Packet, Publish, QoS, SubscriptionOptions};
 use tern_core::{
-    Access, AuthDecision, AuthRequest, Authenticator, Authorizer, Config, ConnectionId, Event,
-    Identity, Limits, Method, Permissions, Principal, RequestClient, RequestRefusal, StoreOp,
+    Access, Authorizer, Config, ConnectionId, Event, Identity, Limits, Method, Permissions,
+    Principal, RequestClient, RequestRefusal, StoreOp,
 };
 
 const EDGE: ConnectionId = ConnectionId(1_000_000);
-
-fn key_identity(name: &str) -> Identity {
-    Identity {
-        method: Method::HttpKey,
-        username: Some(name.to_owned()),
-        ..Identity::default()
-    }
-}
 
 fn message(topic_name: &str, qos: QoS) -> Publish {
     let mut publish = Publish::new(topic(topic_name), Bytes::from_static(b"21.5"));
@@ -61,24 +53,6 @@ impl Authorizer for KeysOwnPrefix {
             _ => "\u{0}nothing".to_owned(),
         };
         Some(Box::new(Prefix(prefix)))
-    }
-}
-
-/// Lets every MQTT client in as the HTTP key of its client identifier (as a key used over MQTT
-/// would be).
-#[derive(Debug)]
-struct AsKey;
-
-impl Authenticator for AsKey {
-    fn authenticate(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
-        AuthDecision::AcceptAs {
-            data: None,
-            identity: key_identity(request.client_id.as_str()),
-        }
-    }
-
-    fn continue_auth(&mut self, _request: &AuthRequest<'_>) -> AuthDecision {
-        AuthDecision::Refuse(tern_codec::ReasonCode::BadAuthenticationMethod)
     }
 }
 

@@ -1,23 +1,28 @@
 //! The bridge task: the HTTP bridge's side on the broker thread. HTTP tasks (on their own
 //! threads) verify a request's signature and read its body, then send it here over a bounded
 //! channel; this task takes every request waiting, checks its nonce, acts on all of them in one
-//! input to the core (as a connection hands over a read batch) and answers each, once its
-//! effect is durable when it promises that (QoS 1 and 2, as a PUBACK does). No lock is taken:
-//! the core is called on its own thread, with one routing path for MQTT and HTTP alike.
+//! input to the core (as a connection hands over a read batch) and answers each once its
+//! effect and its spent nonce are durable (the nonce's record goes to the store in the same
+//! input as the effect, so a request answered is never accepted again, even after a crash).
+//! No lock is taken: the core is called on its own thread, with one routing path for MQTT and
+//! HTTP alike.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use bytes::Bytes;
-use serde::Serialize;
 use tern_codec::{MqttString, QoS};
-use tern_core::{ConnectionId, Permissions, RequestOutcome};
+use tern_core::{ConnectionId, GuardRecord, Permissions, RequestOutcome};
 use tern_net::BrokerHandle;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
+use crate::answers::published;
+pub(crate) use crate::answers::{json, refused};
 use crate::error::ApiError;
+use crate::longpoll::{self, Waiters};
+use crate::mailbox::{self, MailboxOp, MailboxSettings, Outcome};
 use crate::publish::Item;
-use crate::replay::{Admission, Answer, Nonce, ReplayGuard, ReplayLimits};
+use crate::replay::{Admission, Answer, Change, Nonce, ReplayGuard, ReplayLimits};
 
 /// Requests taken from the channel for one input to the core, at most.
 const REQUESTS_PER_INPUT_MAX: usize = 256;
@@ -51,6 +56,8 @@ pub(crate) enum Op {
         atomic: bool,
         batch: bool,
     },
+    /// Something done to the client's mailbox.
+    Mailbox(MailboxOp),
 }
 
 impl Op {
@@ -62,36 +69,74 @@ impl Op {
                     .as_ref()
                     .is_some_and(|p| p.qos == QoS::ExactlyOnce)
             }),
-        }
-    }
-
-    /// Whether the answer must wait until the effect is durable.
-    fn durable(&self) -> bool {
-        match self {
-            Self::Publish { items, .. } => items.iter().any(|item| {
-                item.publish
-                    .as_ref()
-                    .is_some_and(|p| p.qos != QoS::AtMostOnce)
-            }),
+            Self::Mailbox(_) => false,
         }
     }
 }
 
-/// Runs the bridge on the broker thread until every HTTP task is gone.
+/// The bridge's state on the broker thread.
+struct Bridge {
+    handle: BrokerHandle,
+    /// The connection identifier the core names the bridge by.
+    edge: ConnectionId,
+    guard: Rc<RefCell<ReplayGuard>>,
+    mailboxes: MailboxSettings,
+    waiters: RefCell<Waiters>,
+}
+
+/// What makes the bridge look at waiting long polls again.
+#[derive(Debug, Clone, Copy)]
+enum Look {
+    /// The core noted deliveries queued to watched mailboxes.
+    Ready,
+    /// Deadlines and lease ends came.
+    Due,
+}
+
+/// Runs the bridge on the broker thread until every HTTP task is gone; `restored` is what the
+/// store kept of the request guard.
 pub(crate) async fn run(
     handle: BrokerHandle,
     mut requests: mpsc::Receiver<Envelope>,
     limits: ReplayLimits,
+    restored: Vec<GuardRecord>,
+    mailboxes: MailboxSettings,
 ) {
-    let edge = handle.connection_id();
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
+    guard.borrow_mut().restore(restored, unix_now());
+    let bridge = Bridge {
+        edge: handle.connection_id(),
+        handle,
+        guard,
+        mailboxes,
+        waiters: RefCell::default(),
+    };
     let mut taken = Vec::new();
-    while requests.recv_many(&mut taken, REQUESTS_PER_INPUT_MAX).await > 0 {
+    loop {
+        let wake_at = bridge.waiters.borrow().next_wake();
+        tokio::select! {
+            received = requests.recv_many(&mut taken, REQUESTS_PER_INPUT_MAX) => {
+                if received == 0 {
+                    return;
+                }
+                bridge.take(&mut taken);
+            }
+            () = bridge.handle.mailboxes_ready() => bridge.look(Look::Ready),
+            () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)),
+                if wake_at.is_some() => bridge.look(Look::Due),
+        }
+    }
+}
+
+impl Bridge {
+    /// Admits the requests taken, acts on the fresh ones in one input to the core and answers
+    /// them (or parks the long polls that found nothing).
+    fn take(&self, taken: &mut Vec<Envelope>) {
         let now_unix = unix_now();
         let mut fresh = Vec::new();
         for envelope in taken.drain(..) {
             let request = &envelope.request;
-            let admission = guard.borrow_mut().admit(
+            let admission = self.guard.borrow_mut().admit(
                 &request.principal,
                 &request.nonce,
                 &request.signature,
@@ -111,30 +156,168 @@ pub(crate) async fn run(
             }
         }
         if fresh.is_empty() {
-            continue;
+            return;
         }
-        let (answers, batch) = handle.input(|broker, now| {
-            fresh
+        let (outcomes, batch) = self.handle.input(|broker, now| {
+            let outcomes = fresh
                 .iter()
-                .map(|envelope| apply(broker, edge, &envelope.request, now))
-                .collect::<Vec<Answer>>()
+                .map(|envelope| {
+                    let request = &envelope.request;
+                    let outcome = self.apply(broker, request, (false, false), now);
+                    if let (Outcome::Answer(answer), true) = (&outcome, request.op.exactly_once()) {
+                        self.guard.borrow_mut().record_answer(
+                            &request.principal,
+                            &request.nonce,
+                            &request.signature,
+                            answer,
+                            unix_now(),
+                        );
+                    }
+                    outcome
+                })
+                .collect::<Vec<Outcome>>();
+            // The nonces spent and answers given, in the batch of the effects they guard.
+            for change in self.guard.borrow_mut().take_changes() {
+                match change {
+                    Change::Set(record) => broker.record_guard(record),
+                    Change::Forget(key) => broker.forget_guard(key),
+                }
+            }
+            outcomes
         });
-        let mut waiting = Vec::new();
-        for (envelope, answer) in fresh.into_iter().zip(answers) {
-            if batch.is_some() && envelope.request.op.durable() {
-                waiting.push((envelope, answer));
-            } else {
-                finish(&guard, envelope, answer);
+        let mut answered = Vec::new();
+        for (envelope, outcome) in fresh.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Answer(answer) => answered.push((envelope, answer)),
+                Outcome::Wait {
+                    client_id,
+                    deadline,
+                    recheck,
+                } => {
+                    let replaced = self.waiters.borrow_mut().park(
+                        client_id,
+                        envelope,
+                        longpoll::in_(deadline),
+                        recheck.map(longpoll::in_),
+                    );
+                    if let Some(older) = replaced {
+                        let error = ApiError::new(
+                            409,
+                            "poll_superseded",
+                            "a newer poll of this mailbox took the place of this one",
+                        );
+                        answered.push((older, refused(&error)));
+                    }
+                }
             }
         }
-        if let (Some(batch), false) = (batch, waiting.is_empty()) {
-            let (handle, guard) = (handle.clone(), Rc::clone(&guard));
-            tokio::task::spawn_local(async move {
-                handle.durable(batch).await;
-                for (envelope, answer) in waiting {
-                    finish(&guard, envelope, answer);
+        self.answer_when_durable(batch, answered);
+    }
+
+    /// Looks again at the long polls whose mailboxes got deliveries (`Ready`) or whose time
+    /// came (`Due`): each is answered with what it finds now, or at its deadline with nothing,
+    /// or waits on.
+    fn look(&self, look: Look) {
+        let mut answered = Vec::new();
+        let (_, batch) = self.handle.input(|broker, now| {
+            let clients = match look {
+                Look::Ready => broker.take_ready_mailboxes(),
+                Look::Due => self.waiters.borrow().due(Instant::now()),
+            };
+            for client_id in clients {
+                let Some(waiter) = self.waiters.borrow_mut().take(&client_id) else {
+                    continue;
+                };
+                if waiter.envelope.reply.is_closed() {
+                    // Its client went away: nobody to answer.
+                    broker.mailbox_watch(&client_id, false);
+                    continue;
                 }
-            });
+                let last = Instant::now() >= waiter.deadline;
+                match self.apply(broker, &waiter.envelope.request, (true, last), now) {
+                    Outcome::Answer(answer) => {
+                        // No poll waits on the mailbox any more.
+                        broker.mailbox_watch(&client_id, false);
+                        answered.push((waiter.envelope, answer));
+                    }
+                    Outcome::Wait { recheck, .. } => {
+                        let recheck = recheck.map(longpoll::in_);
+                        self.waiters.borrow_mut().park(
+                            client_id,
+                            waiter.envelope,
+                            waiter.deadline,
+                            recheck,
+                        );
+                    }
+                }
+            }
+        });
+        self.answer_when_durable(batch, answered);
+    }
+
+    /// Sends each answer once `batch` (what was done with it) is durable.
+    fn answer_when_durable(
+        &self,
+        batch: Option<tern_net::Batch>,
+        answered: Vec<(Envelope, Answer)>,
+    ) {
+        match batch {
+            // Without a store (durability "none") nothing waits, and nothing outlives the
+            // process either.
+            None => {
+                for (envelope, answer) in answered {
+                    finish(&self.guard, envelope, answer);
+                }
+            }
+            Some(batch) => {
+                let (handle, guard) = (self.handle.clone(), Rc::clone(&self.guard));
+                tokio::task::spawn_local(async move {
+                    handle.durable(batch).await;
+                    for (envelope, answer) in answered {
+                        finish(&guard, envelope, answer);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Acts on one request in the core (a long poll looked at again: `look` is (again, last))
+    /// and words its answer.
+    fn apply(
+        &self,
+        broker: &mut tern_core::Broker,
+        request: &Request,
+        look: (bool, bool),
+        now: tern_core::Time,
+    ) -> Outcome {
+        let credential = &request.credential;
+        let Ok(client_id) = MqttString::new(&credential.client_id) else {
+            return Outcome::Answer(refused(&ApiError::bad_request(
+                "the client identifier is not an MQTT string",
+            )));
+        };
+        let restriction = credential
+            .restriction
+            .clone()
+            .map(|acl| Box::new(acl) as Box<dyn Permissions>);
+        let identity = credential.identity.clone();
+        let client = broker.request_client(self.edge, client_id, identity, restriction);
+        match &request.op {
+            Op::Publish {
+                items,
+                atomic,
+                batch,
+            } => {
+                let live: Vec<_> = items.iter().filter_map(|i| i.publish.clone()).collect();
+                let mut outcomes = broker.publish_for(&client, live, *atomic, now).into_iter();
+                let results: Vec<(usize, &Item, Option<RequestOutcome>)> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (i, item, item.publish.as_ref().and_then(|_| outcomes.next())))
+                    .collect();
+                Outcome::Answer(published(&results, *batch, *atomic))
+            }
+            Op::Mailbox(op) => mailbox::apply(broker, &client, op, &self.mailboxes, look, now),
         }
     }
 }
@@ -151,154 +334,6 @@ fn finish(guard: &RefCell<ReplayGuard>, envelope: Envelope, answer: Answer) {
         );
     }
     let _ = envelope.reply.send(answer);
-}
-
-fn refused(error: &ApiError) -> Answer {
-    Answer {
-        status: error.status,
-        body: error.body(),
-        replayed: false,
-    }
-}
-
-/// Acts on one request in the core and words its answer.
-fn apply(
-    broker: &mut tern_core::Broker,
-    edge: ConnectionId,
-    request: &Request,
-    now: tern_core::Time,
-) -> Answer {
-    let credential = &request.credential;
-    let Ok(client_id) = MqttString::new(&credential.client_id) else {
-        return refused(&ApiError::bad_request(
-            "the client identifier is not an MQTT string",
-        ));
-    };
-    let restriction = credential
-        .restriction
-        .clone()
-        .map(|acl| Box::new(acl) as Box<dyn Permissions>);
-    let client = broker.request_client(edge, client_id, credential.identity.clone(), restriction);
-    match &request.op {
-        Op::Publish {
-            items,
-            atomic,
-            batch,
-        } => {
-            let live: Vec<_> = items.iter().filter_map(|i| i.publish.clone()).collect();
-            let mut outcomes = broker.publish_for(&client, live, *atomic, now).into_iter();
-            let results: Vec<(usize, &Item, Option<RequestOutcome>)> = items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| (i, item, item.publish.as_ref().and_then(|_| outcomes.next())))
-                .collect();
-            published(&results, *batch, *atomic)
-        }
-    }
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Published {
-    /// The message's QoS.
-    qos: u8,
-    /// Subscriptions that got a copy (zero is not an error); absent on a cluster node for QoS 1
-    /// and 2, routed once the cluster has replicated them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    matched: Option<usize>,
-    /// True when the message expired before it arrived (its `age` reached its `ttl`): it was
-    /// not published.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    expired: bool,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct ItemResult {
-    /// The item's position in the batch.
-    i: usize,
-    /// Whether it was published.
-    ok: bool,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    published: Option<Published>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    error: Option<serde_json::Value>,
-}
-
-/// The answer to a publish: a single message's own, or a batch's list of results.
-fn published(
-    results: &[(usize, &Item, Option<RequestOutcome>)],
-    batch: bool,
-    atomic: bool,
-) -> Answer {
-    let result = |(i, item, outcome): &(usize, &Item, Option<RequestOutcome>)| {
-        let qos = item.publish.as_ref().map_or(0, |p| p.qos as u8);
-        match outcome {
-            None => Ok(Published {
-                qos,
-                matched: Some(0),
-                expired: true,
-            }),
-            Some(Ok(matched)) => Ok(Published {
-                qos,
-                matched: *matched,
-                expired: false,
-            }),
-            Some(Err(refusal)) => Err((*i, ApiError::from_refusal(*refusal, &item.topic))),
-        }
-    };
-    if !batch {
-        return match results.first().map(result) {
-            Some(Ok(published)) => json(200, &published),
-            Some(Err((_, error))) => refused(&error),
-            None => refused(&ApiError::bad_request("nothing to publish")),
-        };
-    }
-    let mut first_error = None;
-    let items: Vec<ItemResult> = results
-        .iter()
-        .map(|entry| match result(entry) {
-            Ok(published) => ItemResult {
-                i: entry.0,
-                ok: true,
-                published: Some(published),
-                error: None,
-            },
-            Err((i, error)) => {
-                let body = serde_json::from_slice::<serde_json::Value>(&error.body())
-                    .ok()
-                    .and_then(|v| v.get("error").cloned());
-                if first_error.is_none() && error.code != "not_applied" {
-                    first_error = Some(error);
-                }
-                ItemResult {
-                    i,
-                    ok: false,
-                    published: None,
-                    error: body,
-                }
-            }
-        })
-        .collect();
-    match first_error {
-        None => json(200, &serde_json::json!({ "results": items })),
-        // All or nothing: the request failed as its first refused message did.
-        Some(error) if atomic => json(
-            error.status,
-            &serde_json::json!({
-                "error": {"code": error.code, "message": error.message},
-                "results": items,
-            }),
-        ),
-        Some(_) => json(207, &serde_json::json!({ "results": items })),
-    }
-}
-
-fn json(status: u16, value: &impl Serialize) -> Answer {
-    Answer {
-        status,
-        body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-        replayed: false,
-    }
 }
 
 /// Seconds since the Unix epoch by the system clock.

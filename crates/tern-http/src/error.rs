@@ -29,7 +29,8 @@ pub(crate) struct ErrorDetail {
     /// `signature_missing`, `signature_invalid`, `time_skew`, `nonce_replayed`, `acl_denied`,
     /// `access_denied`, `not_found`, `method_not_allowed`, `request_timeout`, `nonce_reused`,
     /// `request_in_progress`, `payload_too_large`, `quota_exceeded`, `rate_limited`,
-    /// `unavailable`, `internal`.
+    /// `unavailable`, `internal`, and for mailboxes `no_mailbox`, `mailbox_in_use`,
+    /// `filter_invalid`, `not_subscribed`, `poll_superseded`.
     pub(crate) code: String,
     /// For people; may change.
     pub(crate) message: String,
@@ -64,7 +65,8 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
-    /// How a refused message of a publish is answered.
+    /// How a refused message of a publish (or a refused mailbox request, `topic` being the
+    /// filter it names) is answered.
     pub(crate) fn from_refusal(refusal: RequestRefusal, topic: &str) -> Self {
         match refusal {
             RequestRefusal::NotAuthorized => Self::new(
@@ -92,6 +94,19 @@ impl ApiError {
                 "not_applied",
                 "another message of the all-or-nothing batch was refused",
             ),
+            RequestRefusal::NoMailbox => Self::new(
+                404,
+                "no_mailbox",
+                "this client identifier has no mailbox: subscribe first (PUT /v1/mbox/subs/FILTER)",
+            ),
+            RequestRefusal::MailboxInUse => Self::new(
+                409,
+                "mailbox_in_use",
+                "the client is connected over MQTT, where its messages go: poll once it is not",
+            ),
+            RequestRefusal::FilterInvalid(why) => {
+                Self::new(400, "filter_invalid", format!("filter {topic:?}: {why}"))
+            }
         }
     }
 }

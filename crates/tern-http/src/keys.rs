@@ -8,13 +8,15 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use tern_auth::keyring::{KEYS_FILE, MASTER_KEY_FILE, SECRETS_PER_KEY_MAX};
-use tern_auth::{Credential, KeyRing, MasterKey};
+use tern_auth::{Credential, KeyLogins, KeyRing, MasterKey};
 use tracing::{info, warn};
 
-/// The keys in force, shared by the HTTP tasks.
+/// The keys in force, shared by the HTTP tasks (and MQTT logins with keys).
 #[derive(Debug)]
 pub(crate) struct Keys {
     dir: PathBuf,
+    /// How far a key login's time may be from the broker's clock.
+    window_secs: u64,
     ring: RwLock<Arc<KeyRing>>,
     /// What unknown keys are answered with (see [`MasterKey::decoy`]).
     decoys: MasterKey,
@@ -23,12 +25,14 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// Reads the keys in `dir` (none if there is no key file).
-    pub(crate) fn load(dir: &Path) -> Result<Self, String> {
+    /// Reads the keys in `dir` (none if there is no key file); key logins over MQTT are
+    /// accepted within `window_secs` of the broker's clock.
+    pub(crate) fn load(dir: &Path, window_secs: u64) -> Result<Self, String> {
         let stamp = stamp(dir);
         let (ring, master) = read(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
+            window_secs,
             ring: RwLock::new(Arc::new(ring)),
             decoys: master.unwrap_or_else(MasterKey::random),
             stamp: RwLock::new(stamp),
@@ -84,6 +88,17 @@ impl Keys {
             }
             Err(error) => warn!("cannot reload the HTTP keys, keeping those in force: {error}"),
         }
+    }
+}
+
+/// MQTT logins with the same keys (`tern_auth::key_login`).
+impl KeyLogins for Keys {
+    fn secrets(&self, key_id: &str, client_id: &str) -> (Option<Credential>, Vec<[u8; 32]>) {
+        Self::secrets(self, key_id, Some(client_id))
+    }
+
+    fn window_secs(&self) -> u64 {
+        self.window_secs
     }
 }
 

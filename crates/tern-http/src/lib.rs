@@ -1,23 +1,29 @@
-//! Tern's HTTP device bridge: devices that cannot hold an MQTT connection publish (and, in
-//! later increments, receive) over plain HTTP or HTTPS, with every request signed by a key of
-//! their own (docs/http.md).
+//! Tern's HTTP device bridge: devices that cannot hold an MQTT connection publish and receive
+//! over plain HTTP or HTTPS, with every request signed by a key of their own (docs/http.md).
 //!
 //! # Layout
 //! - [`signing`]: the canonical request and the signatures of requests and responses.
 //! - `verify`: a request's signature, key and nonce, checked on the HTTP threads.
 //! - `replay`: nonces, counters and exactly-once answers, on the broker thread.
 //! - `bridge`: the task on the broker thread that acts on verified requests through the core,
-//!   as a connection does, and answers once the effect is durable.
+//!   as a connection does, and answers once the effect is durable; `longpoll`: the long polls
+//!   waiting there; `answers`: how answers are worded.
 //! - `server`: listeners, the HTTP runtime, routes, limits and time-outs; `publish`: reading
-//!   publishes; `keys`: the key file, reloaded when it changes; `openapi`: the served document.
+//!   publishes; `mailbox`, `mailbox_routes`: receiving (polls, acknowledgements,
+//!   subscriptions, dead letters); `keys`: the key file, reloaded when it changes; `openapi`:
+//!   the served document.
 //!
 //! HTTP runs on a small runtime of its own threads: parsing, TLS and HMAC never take the broker
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
 //! effect crosses over, through a bounded channel, to the bridge task.
 
+mod answers;
 mod bridge;
 pub mod error;
 pub mod keys;
+mod longpoll;
+mod mailbox;
+mod mailbox_routes;
 mod openapi;
 mod publish;
 mod refusals;
@@ -31,6 +37,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ApiError;
+pub use mailbox::MailboxSettings;
 pub use openapi::openapi_json;
 pub use server::HttpBridge;
 
@@ -66,6 +73,8 @@ pub struct HttpConfig {
     pub connections_max: usize,
     /// How often the key file is looked at for changes.
     pub keys_poll: Duration,
+    /// How mailboxes behave.
+    pub mailboxes: MailboxSettings,
 }
 
 impl HttpConfig {
@@ -82,6 +91,7 @@ impl HttpConfig {
             body_timeout: Duration::from_secs(30),
             connections_max: 10_000,
             keys_poll: Duration::from_millis(500),
+            mailboxes: MailboxSettings::default(),
         }
     }
 }

@@ -4,8 +4,9 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::bridge::{ItemResult, Published};
+use crate::answers::{ItemResult, Published};
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::mailbox::{MboxMessage, Polled, RequeueBody, SettleBody};
 use crate::publish::{BatchItem, Fields};
 
 #[derive(OpenApi)]
@@ -19,9 +20,28 @@ use crate::publish::{BatchItem, Fields};
         crate::server::publish_one,
         crate::server::publish_batch,
         crate::server::time,
+        crate::mailbox_routes::poll,
+        crate::mailbox_routes::settle,
+        crate::mailbox_routes::subscribe,
+        crate::mailbox_routes::subscription,
+        crate::mailbox_routes::subscriptions,
+        crate::mailbox_routes::unsubscribe,
+        crate::mailbox_routes::dead_letters,
+        crate::mailbox_routes::requeue,
         crate::server::openapi_document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Published, ItemResult, BatchItem, Fields)),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        Published,
+        ItemResult,
+        BatchItem,
+        Fields,
+        Polled,
+        MboxMessage,
+        SettleBody,
+        RequeueBody
+    )),
     modifiers(&Signature)
 )]
 struct ApiDoc;

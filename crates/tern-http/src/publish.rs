@@ -49,7 +49,7 @@ impl Query {
         self.0.get(name).map(String::as_str)
     }
 
-    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+    pub(crate) fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         self.get(name)
             .map(|v| {
                 v.parse()
@@ -124,19 +124,23 @@ pub(crate) fn topic_of(raw_path: &str, query: &Query) -> Result<String, ApiError
         return Ok(topic.to_owned());
     }
     let rest = raw_path.strip_prefix("/v1/pub/").unwrap_or_default();
+    levels_of(rest, "topic_invalid")
+}
+
+/// A topic (or filter) spelled as path segments, each level percent-decoded once: an encoded
+/// `/` inside a level is refused (`code`), so a path names exactly one topic.
+pub(crate) fn levels_of(rest: &str, code: &'static str) -> Result<String, ApiError> {
     let mut levels = Vec::new();
     for level in rest.split('/') {
-        let bytes =
-            decode(level).map_err(|e| ApiError::new(400, "topic_invalid", e.to_string()))?;
+        let bytes = decode(level).map_err(|e| ApiError::new(400, code, e.to_string()))?;
         if bytes.contains(&b'/') {
             return Err(ApiError::new(
                 400,
-                "topic_invalid",
-                "%2F inside a topic level: use ?topic= for such topics",
+                code,
+                "%2F inside a level: a path segment is one level (?topic= can name a topic)",
             ));
         }
-        let level = String::from_utf8(bytes)
-            .map_err(|_| ApiError::new(400, "topic_invalid", "the topic is not UTF-8"))?;
+        let level = String::from_utf8(bytes).map_err(|_| ApiError::new(400, code, "not UTF-8"))?;
         levels.push(level);
     }
     Ok(levels.join("/"))

@@ -10,8 +10,15 @@
 //!
 //! Every table is bounded; when one is full, new requests that need a place in it are refused
 //! (429), never let through unguarded.
+//!
+//! Each spent nonce and each exactly-once answer is also a record for the store
+//! ([`ReplayGuard::take_changes`]), which the bridge hands to the core in the same input as
+//! the request's effect: both are durable together, and [`ReplayGuard::restore`] takes the
+//! records back at start, so a restart (or a crash) does not reopen a replay.
 
 use std::collections::{HashMap, VecDeque};
+
+use tern_core::{GuardKey, GuardRecord};
 
 use crate::error::ApiError;
 
@@ -41,7 +48,8 @@ impl Nonce {
         }
     }
 
-    fn text(&self) -> String {
+    /// The nonce as sent.
+    pub fn text(&self) -> String {
         match self {
             Self::Counter(n) => format!("c:{n:x}"),
             Self::Random(digits) => format!("r:{digits}"),
@@ -108,6 +116,15 @@ enum Remembered {
 
 type Key = (String, String);
 
+/// A change for the store's copy of the guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Keep this record (replacing one with the same key).
+    Set(GuardRecord),
+    /// Forget this expired one.
+    Forget(GuardKey),
+}
+
 /// Nonces, counters and answers.
 #[derive(Debug)]
 pub struct ReplayGuard {
@@ -117,6 +134,8 @@ pub struct ReplayGuard {
     nonce_expiry: VecDeque<(u64, Key)>,
     answers: HashMap<Key, Remembered>,
     answer_expiry: VecDeque<(u64, Key)>,
+    /// Changes not yet handed to the store.
+    changes: Vec<Change>,
 }
 
 impl ReplayGuard {
@@ -129,7 +148,57 @@ impl ReplayGuard {
             nonce_expiry: VecDeque::new(),
             answers: HashMap::new(),
             answer_expiry: VecDeque::new(),
+            changes: Vec::new(),
         }
+    }
+
+    /// Takes back what the store kept, at start (`now`, Unix seconds): expired records are
+    /// not taken, and are forgotten in the store too.
+    pub fn restore(&mut self, records: Vec<GuardRecord>, now: u64) {
+        for record in records {
+            match record {
+                GuardRecord::Counter { principal, last } => {
+                    let counter = self.counters.entry(principal).or_default();
+                    *counter = (*counter).max(last);
+                }
+                GuardRecord::Nonce {
+                    principal,
+                    nonce,
+                    until,
+                } if until >= now => {
+                    let key = (principal, nonce);
+                    self.nonces.insert(key.clone(), until);
+                    self.nonce_expiry.push_back((until, key));
+                }
+                GuardRecord::Answer {
+                    principal,
+                    nonce,
+                    signature,
+                    status,
+                    body,
+                    until,
+                } if until >= now => {
+                    let key = (principal, nonce);
+                    let answer = Answer {
+                        status,
+                        body,
+                        replayed: false,
+                    };
+                    self.answers
+                        .insert(key.clone(), Remembered::Done(signature, answer));
+                    self.answer_expiry.push_back((until, key));
+                }
+                expired => self.changes.push(Change::Forget(expired.key())),
+            }
+        }
+        self.nonce_expiry.make_contiguous().sort();
+        self.answer_expiry.make_contiguous().sort();
+    }
+
+    /// The changes for the store since the last call, in order: to be handed to the core in
+    /// the input that applies the requests admitted since.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Decides on a request of `principal` (its key and client) signed `signature`, with its
@@ -208,6 +277,10 @@ impl ReplayGuard {
                     return full("nonce counters");
                 }
                 self.counters.insert(principal.to_owned(), *counter);
+                self.changes.push(Change::Set(GuardRecord::Counter {
+                    principal: principal.to_owned(),
+                    last: *counter,
+                }));
             }
             Nonce::Random(_) => {
                 if self.nonces.contains_key(&key) {
@@ -224,12 +297,37 @@ impl ReplayGuard {
                 let until = time.unwrap_or(now).max(now) + self.limits.window_secs;
                 self.nonces.insert(key.clone(), until);
                 self.nonce_expiry.push_back((until, key.clone()));
+                self.changes.push(Change::Set(GuardRecord::Nonce {
+                    principal: key.0.clone(),
+                    nonce: key.1.clone(),
+                    until,
+                }));
             }
         }
         if exactly_once {
             self.answers.insert(key, Remembered::Pending(*signature));
         }
         Admission::Fresh
+    }
+
+    /// The answer to an exactly-once request admitted as fresh, for the store: recorded in the
+    /// input that applies the request, it is durable exactly when the effect is.
+    pub fn record_answer(
+        &mut self,
+        principal: &str,
+        nonce: &Nonce,
+        signature: &[u8; 32],
+        answer: &Answer,
+        now: u64,
+    ) {
+        self.changes.push(Change::Set(GuardRecord::Answer {
+            principal: principal.to_owned(),
+            nonce: nonce.text(),
+            signature: *signature,
+            status: answer.status,
+            body: answer.body.clone(),
+            until: now + self.limits.idempotency_secs,
+        }));
     }
 
     /// The answer to an exactly-once request admitted as fresh, given once its effect is
@@ -252,6 +350,8 @@ impl ReplayGuard {
             }
             if let Some((_, key)) = self.nonce_expiry.pop_front() {
                 self.nonces.remove(&key);
+                self.changes
+                    .push(Change::Forget(GuardKey::Nonce(key.0, key.1)));
             }
         }
         while let Some((until, _)) = self.answer_expiry.front() {
@@ -260,6 +360,8 @@ impl ReplayGuard {
             }
             if let Some((_, key)) = self.answer_expiry.pop_front() {
                 self.answers.remove(&key);
+                self.changes
+                    .push(Change::Forget(GuardKey::Answer(key.0, key.1)));
             }
         }
     }

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 use super::*;
+use tern_core::{GuardKey, GuardRecord};
 
 const NOW: u64 = 1_767_225_600;
 
@@ -142,4 +143,86 @@ fn an_exactly_once_request_is_answered_again_and_never_applied_twice() {
         code(guard.admit("d:a", &nonce, &sig, None, NOW + 3601, true)),
         "nonce_replayed"
     );
+}
+
+#[test]
+fn what_the_store_kept_guards_a_new_guard_as_the_old_one() {
+    let mut old = guard();
+    let sig = [1; 32];
+    let random = Nonce::Random("00112233".into());
+    assert_eq!(
+        code(old.admit("d:a", &Nonce::Counter(7), &sig, None, NOW, true)),
+        "fresh"
+    );
+    old.record_answer("d:a", &Nonce::Counter(7), &sig, &answer(), NOW);
+    assert_eq!(
+        code(old.admit("d:b", &random, &sig, Some(NOW), NOW, false)),
+        "fresh"
+    );
+    let records: Vec<GuardRecord> = old
+        .take_changes()
+        .into_iter()
+        .map(|change| match change {
+            Change::Set(record) => record,
+            Change::Forget(key) => panic!("nothing expired yet: {key:?}"),
+        })
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(old.take_changes().is_empty(), "each change is taken once");
+
+    // A restart: a new guard from the records.
+    let mut new = guard();
+    new.restore(records.clone(), NOW + 10);
+    assert_eq!(
+        code(new.admit("d:a", &Nonce::Counter(6), &sig, None, NOW + 10, false)),
+        "nonce_replayed"
+    );
+    match new.admit("d:a", &Nonce::Counter(7), &sig, None, NOW + 10, true) {
+        Admission::Replay(replayed) => {
+            assert!(replayed.replayed);
+            assert_eq!(replayed.body, answer().body);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        code(new.admit("d:b", &random, &sig, Some(NOW), NOW + 10, false)),
+        "nonce_replayed"
+    );
+
+    // Restored after the window and the idempotency period: the nonce and the answer are
+    // forgotten, in the store too; the counter never is.
+    let mut later = guard();
+    later.restore(records, NOW + 4000);
+    let forgotten: Vec<Change> = later.take_changes();
+    assert_eq!(
+        forgotten,
+        [
+            Change::Forget(GuardKey::Answer("d:a".into(), "c:7".into())),
+            Change::Forget(GuardKey::Nonce("d:b".into(), "r:00112233".into())),
+        ]
+    );
+    assert_eq!(
+        code(later.admit("d:a", &Nonce::Counter(7), &sig, None, NOW + 4000, false)),
+        "nonce_replayed"
+    );
+}
+
+#[test]
+fn expired_nonces_and_answers_are_forgotten_in_the_store_too() {
+    let mut guard = guard();
+    let sig = [1; 32];
+    let random = Nonce::Random("00112233".into());
+    guard.admit("d:a", &random, &sig, Some(NOW), NOW, true);
+    guard.answered("d:a", &random, answer(), NOW);
+    guard.take_changes();
+    guard.admit("d:a", &Nonce::Counter(1), &sig, None, NOW + 3601, false);
+    let changes = guard.take_changes();
+    assert!(changes.contains(&Change::Forget(GuardKey::Nonce(
+        "d:a".into(),
+        "r:00112233".into()
+    ))));
+    assert!(changes.contains(&Change::Forget(GuardKey::Answer(
+        "d:a".into(),
+        "r:00112233".into()
+    ))));
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Response, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -28,7 +28,7 @@ use crate::refusals::Refusals;
 use crate::replay::{Answer, ReplayLimits};
 use crate::signing::{self, RequestParts};
 use crate::verify::{self, Verified};
-use crate::{publish, HttpConfig, HttpError};
+use crate::{mailbox_routes, publish, HttpConfig, HttpError};
 
 /// Requests waiting for the broker thread, at most; HTTP tasks wait for room beyond it.
 const BRIDGE_QUEUE_MAX: usize = 1024;
@@ -38,9 +38,9 @@ const THREADS_MAX: usize = 4;
 /// What every HTTP task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    keys: Keys,
+    keys: Arc<Keys>,
     bridge: mpsc::Sender<Envelope>,
-    config: HttpConfig,
+    pub(crate) config: HttpConfig,
     refusals: Refusals,
 }
 
@@ -67,9 +67,13 @@ impl Drop for HttpBridge {
 impl HttpBridge {
     /// Binds the listeners, loads the keys and starts the HTTP threads; the returned task
     /// must run on the broker thread (`tern_net::Server::add_edge`): it is the bridge's side
-    /// there.
-    pub fn start(config: HttpConfig) -> Result<(Self, tern_net::EdgeTask), HttpError> {
-        let keys = Keys::load(&config.data_dir).map_err(HttpError::Keys)?;
+    /// there. `restored` is what the store kept of the request guard (the snapshot's).
+    pub fn start(
+        config: HttpConfig,
+        restored: Vec<tern_core::GuardRecord>,
+    ) -> Result<(Self, tern_net::EdgeTask), HttpError> {
+        let keys =
+            Keys::load(&config.data_dir, config.window.as_secs()).map_err(HttpError::Keys)?;
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .saturating_sub(1)
@@ -87,7 +91,7 @@ impl HttpBridge {
             ..ReplayLimits::default()
         };
         let shared = Arc::new(Shared {
-            keys,
+            keys: Arc::new(keys),
             bridge: sender,
             config: config.clone(),
             refusals: Refusals::new(),
@@ -129,8 +133,10 @@ impl HttpBridge {
                 watched.keys.reload_if_changed();
             }
         });
-        let edge: tern_net::EdgeTask =
-            Box::new(move |handle| Box::pin(bridge::run(handle, receiver, limits)));
+        let mailboxes = config.mailboxes;
+        let edge: tern_net::EdgeTask = Box::new(move |handle| {
+            Box::pin(bridge::run(handle, receiver, limits, restored, mailboxes))
+        });
         let bridge = Self {
             runtime: Some(runtime),
             listeners,
@@ -152,6 +158,11 @@ impl HttpBridge {
             .collect()
     }
 
+    /// The keys in force, for MQTT logins with them (`tern_auth::key_login`).
+    pub fn key_logins(&self) -> Arc<dyn tern_auth::KeyLogins> {
+        Arc::clone(&self.shared.keys) as Arc<dyn tern_auth::KeyLogins>
+    }
+
     /// Refused requests so far, by error code.
     pub fn refused_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
         self.shared.refusals.counts()
@@ -163,6 +174,17 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/time", get(time))
         .route("/v1/pub", post(publish_batch))
         .route("/v1/pub/{*topic}", post(publish_one))
+        .route("/v1/mbox", get(mailbox_routes::poll))
+        .route("/v1/mbox/ack", post(mailbox_routes::settle))
+        .route("/v1/mbox/dead", get(mailbox_routes::dead_letters))
+        .route("/v1/mbox/dead/requeue", post(mailbox_routes::requeue))
+        .route("/v1/mbox/subs", get(mailbox_routes::subscriptions))
+        .route(
+            "/v1/mbox/subs/{*filter}",
+            put(mailbox_routes::subscribe)
+                .get(mailbox_routes::subscription)
+                .delete(mailbox_routes::unsubscribe),
+        )
         .route("/v1/openapi.json", get(openapi_document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -292,7 +314,7 @@ struct RequestLine {
 
 /// A signed request's way through: size and time limits, the signature, reading it into an
 /// operation, the broker thread, the signed answer.
-async fn signed(
+pub(crate) async fn signed(
     shared: Arc<Shared>,
     request: Request,
     read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
@@ -363,7 +385,7 @@ async fn signed(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 12] = [
+    const CODES: [&str; 17] = [
         "acl_denied",
         "access_denied",
         "topic_invalid",
@@ -376,6 +398,11 @@ fn refused_code(code: &str) -> &'static str {
         "request_in_progress",
         "rate_limited",
         "payload_invalid",
+        "no_mailbox",
+        "mailbox_in_use",
+        "filter_invalid",
+        "not_subscribed",
+        "poll_superseded",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }
@@ -450,7 +477,7 @@ async fn read_body(
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The payload. Content-Type becomes the message's Content Type (text and JSON: Payload Format Indicator 1, UTF-8 required); Mqtt-Response-Topic, Mqtt-Correlation-Data (base64url) and Mqtt-User-Property (key=value, repeatable) its properties."),
     responses(
-        (status = 200, description = "Published; matched may be 0.", body = bridge::Published),
+        (status = 200, description = "Published; matched may be 0.", body = crate::answers::Published),
         (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
         (status = 503, description = "The broker is shutting down.", body = crate::error::ErrorBody),
     ),

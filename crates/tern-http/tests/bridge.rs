@@ -91,8 +91,11 @@ fn a_signed_publish_reaches_an_mqtt_subscriber_and_a_bad_one_is_counted() {
         bind: "127.0.0.1:0".parse().unwrap(),
         tls: None,
     };
-    let (bridge, edge) =
-        HttpBridge::start(HttpConfig::new(vec![listener], dir.path().to_owned())).unwrap();
+    let (bridge, edge) = HttpBridge::start(
+        HttpConfig::new(vec![listener], dir.path().to_owned()),
+        Vec::new(),
+    )
+    .unwrap();
     let http = bridge.local_addrs()[0];
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -20,12 +20,25 @@ fn the_document_lists_every_route() {
     assert_eq!(
         routes,
         [
+            "DELETE /v1/mbox/subs/{filter}",
+            "GET /v1/mbox",
+            "GET /v1/mbox/dead",
+            "GET /v1/mbox/subs",
+            "GET /v1/mbox/subs/{filter}",
             "GET /v1/openapi.json",
             "GET /v1/time",
+            "POST /v1/mbox/ack",
+            "POST /v1/mbox/dead/requeue",
             "POST /v1/pub",
-            "POST /v1/pub/{topic}"
+            "POST /v1/pub/{topic}",
+            "PUT /v1/mbox/subs/{filter}",
         ]
     );
     assert!(document["components"]["securitySchemes"]["tern_signature"].is_object());
-    assert!(document["components"]["schemas"]["ErrorBody"].is_object());
+    for schema in ["ErrorBody", "Polled", "MboxMessage", "SettleBody"] {
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "{schema}"
+        );
+    }
 }

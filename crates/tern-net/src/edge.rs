@@ -94,6 +94,12 @@ impl BrokerHandle {
         }
     }
 
+    /// Waits until a watched mailbox had a delivery queued (see
+    /// `tern_core::Broker::take_ready_mailboxes`); one edge waits on this.
+    pub async fn mailboxes_ready(&self) {
+        self.shared.mailbox_wake.notified().await;
+    }
+
     /// The last store batch and the last cluster batch handed on.
     fn last_sent(&self) -> (u64, u64) {
         let store = self.shared.committer.as_ref().map_or(0, |c| c.last_sent());

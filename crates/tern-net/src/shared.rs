@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     /// Signalled whenever batches become durable or replicated (edges waiting on one, see
     /// `edge.rs`).
     pub(crate) durable_wake: Notify,
+    /// Signalled when a watched mailbox had a delivery queued (the edge polling it, `edge.rs`).
+    pub(crate) mailbox_wake: Notify,
 }
 
 /// How long a connection waits on a client that does not read (see [`crate::ServerConfig`]).
@@ -181,6 +183,7 @@ impl Shared {
             socket_errors: Cell::new(0),
             error_log: LogBudget::new("socket and encoding errors"),
             durable_wake: Notify::new(),
+            mailbox_wake: Notify::new(),
         }
     }
 
@@ -314,6 +317,9 @@ impl Shared {
         }
         if broker.has_auth_job() {
             self.auth_wake.notify_one();
+        }
+        if broker.mailboxes_ready() {
+            self.mailbox_wake.notify_one();
         }
         if let Some(committer) = &self.committer {
             let mut ops = self.ops.borrow_mut();

@@ -51,6 +51,9 @@ pub(crate) struct Found {
     /// The partitions whose folders were missing or incomplete (recovering: the engine makes
     /// them anew, empty).
     pub(crate) lost_partitions: Vec<&'static str>,
+    /// Partitions of a newer format than the oldest this build converts that were not there
+    /// (with their folder's state): damage only if the store is of this build's format.
+    pub(crate) newer_missing: Vec<(&'static str, String)>,
 }
 
 impl Found {
@@ -59,6 +62,7 @@ impl Found {
             fresh: true,
             marker: Marker::Absent,
             lost_partitions: Vec::new(),
+            newer_missing: Vec::new(),
         }
     }
 }
@@ -100,10 +104,12 @@ fn unfinished_creation(dir: &Path, entries: &[String]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Looks at `dir` before the engine opens it: `partitions` are the store's partitions.
+/// Looks at `dir` before the engine opens it: `partitions` are the store's partitions, of which
+/// `newer` are absent from a store of an older format.
 pub(crate) fn inspect(
     dir: &Path,
     partitions: &[&'static str],
+    newer: &[&'static str],
     salvage: &mut Salvage,
 ) -> Result<Found, StoreError> {
     let io = io_error(dir);
@@ -162,12 +168,30 @@ pub(crate) fn inspect(
         )?;
     }
     check_journals(dir, salvage)?;
-    let lost_partitions = check_partitions(dir, partitions, marker, salvage)?;
+    let (lost_partitions, newer_missing) =
+        check_partitions(dir, partitions, newer, marker, salvage)?;
     Ok(Found {
         fresh: false,
         marker,
         lost_partitions,
+        newer_missing,
     })
+}
+
+/// In a store of this build's format, the partitions of the newer formats must have been
+/// there too (recovering: the engine made them anew, empty).
+pub(crate) fn check_newer_partitions(
+    found: &Found,
+    salvage: &mut Salvage,
+) -> Result<(), StoreError> {
+    for (name, state) in &found.newer_missing {
+        salvage.damaged(format!("partition `{name}` {state}"), || {
+            Ok(format!(
+                "partition `{name}` recreated empty; its records are lost"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether the engine's `folder` is there: missing, it is damage (recovering, made empty).
@@ -253,21 +277,28 @@ fn check_journals(dir: &Path, salvage: &mut Salvage) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What `check_partitions` found missing: partitions lost, and partitions of a newer format
+/// absent (with their folder's state).
+type Missing = (Vec<&'static str>, Vec<(&'static str, String)>);
+
 /// Once the store is made (its commit marker written, or in a store older than the marker,
-/// its `meta` partition made, which is made last), every partition must be there whole.
+/// its `meta` partition made, which is made last), every partition must be there whole; those
+/// of a newer format (`newer`) are looked at once the format is known.
 fn check_partitions(
     dir: &Path,
     partitions: &[&'static str],
+    newer: &[&'static str],
     marker: Marker,
     salvage: &mut Salvage,
-) -> Result<Vec<&'static str>, StoreError> {
+) -> Result<Missing, StoreError> {
     let folder = dir.join(PARTITIONS);
     engine_folder(&folder, salvage)?;
     let whole = |name: &str| folder.join(name).join(MANIFEST).is_file();
     if marker == Marker::Absent && !whole(crate::META_PARTITION) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut lost = Vec::new();
+    let mut newer_missing = Vec::new();
     for name in partitions {
         if whole(name) {
             continue;
@@ -277,6 +308,10 @@ fn check_partitions(
         } else {
             "is missing"
         };
+        if newer.contains(name) {
+            newer_missing.push((*name, format!("{state} ({})", folder.join(name).display())));
+            continue;
+        }
         salvage.damaged(
             format!(
                 "partition `{name}` {state} ({})",
@@ -290,5 +325,5 @@ fn check_partitions(
         )?;
         lost.push(*name);
     }
-    Ok(lost)
+    Ok((lost, newer_missing))
 }

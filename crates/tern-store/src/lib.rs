@@ -8,13 +8,14 @@
 //!
 //! # Layout
 //! - this file: opening, applying batches, loading a snapshot.
-//! - [`record`]: the byte layout of each record.
+//! - [`record`]: the byte layout of each record; `guard`: of the request guard's records.
 //! - `layout`: the data directory's pieces, checked before the engine opens them; `journal`
 //!   reads the engine's journals for damage; `commit`: the marker of the last batch committed;
 //!   `meta`: the format version and commit counter; `salvage`: refusing, or repairing and
 //!   logging, what is found.
 
 mod commit;
+mod guard;
 mod journal;
 mod layout;
 mod meta;
@@ -42,25 +43,33 @@ pub use record::WallClock;
 use salvage::Salvage;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
-/// The older format this build converts at open: version 1 session records name no owner.
-const FORMAT_VERSION_1: u32 = 1;
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format this build converts at open: version 1 session records name no owner;
+/// stores before version 3 have no `guard` partition; session records before version 4 do not
+/// keep the next sequence number.
+const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
 /// Key of the number of the last batch committed, in the `meta` partition (see [`commit`]).
 const COMMIT_KEY: &[u8] = b"commit";
 /// The partition of the format version and the commit counter.
 const META_PARTITION: &str = "meta";
+/// The partition of the request guard's records (format version 3).
+const GUARD_PARTITION: &str = "guard";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 6] = [
+const PARTITIONS: [&str; 7] = [
     "retained",
     "sessions",
     "deliveries",
     "stages",
     "incoming",
+    GUARD_PARTITION,
     META_PARTITION,
 ];
+/// Partitions a store of an older format does not have: their absence is damage only in a
+/// store of this format (see `layout`).
+const PARTITIONS_SINCE_VERSION_3: [&str; 1] = [GUARD_PARTITION];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
 /// Journal size past which fjall flushes memtables and drops old journals: bounds the disk
@@ -169,6 +178,7 @@ pub struct DiskStore {
     deliveries: PartitionHandle,
     stages: PartitionHandle,
     incoming: PartitionHandle,
+    guard: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
@@ -231,7 +241,7 @@ impl DiskStore {
             source,
         };
         let mut salvage = Salvage::new(path, recover);
-        let found = layout::inspect(path, &PARTITIONS, &mut salvage)?;
+        let found = layout::inspect(path, &PARTITIONS, &PARTITIONS_SINCE_VERSION_3, &mut salvage)?;
         let keyspace = fjall::Config::new(path)
             .manual_journal_persist(true)
             .max_journaling_size(JOURNAL_MAX_BYTES)
@@ -243,16 +253,33 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, meta] = PARTITIONS.map(open);
-        let (retained, sessions, deliveries, stages, incoming, meta) =
-            (retained?, sessions?, deliveries?, stages?, incoming?, meta?);
+        let [retained, sessions, deliveries, stages, incoming, guard, meta] = PARTITIONS.map(open);
+        let (retained, sessions, deliveries, stages, incoming, guard, meta) = (
+            retained?,
+            sessions?,
+            deliveries?,
+            stages?,
+            incoming?,
+            guard?,
+            meta?,
+        );
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
         let committed = meta.get(COMMIT_KEY).map_err(engine)?;
-        let is_empty = [&retained, &sessions, &deliveries, &stages, &incoming]
-            .into_iter()
-            .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
-            .map_err(engine)?;
+        let is_empty = [
+            &retained,
+            &sessions,
+            &deliveries,
+            &stages,
+            &incoming,
+            &guard,
+        ]
+        .into_iter()
+        .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
+        .map_err(engine)?;
         let format = meta::check_format(path, format, is_empty, &mut salvage)?;
+        if matches!(format, Format::Current) {
+            layout::check_newer_partitions(&found, &mut salvage)?;
+        }
         let committed = meta::read_counter(committed, &mut salvage)?;
         meta::check_committed(path, &found, committed, &mut salvage)?;
         if format == Format::Write {
@@ -280,28 +307,35 @@ impl DiskStore {
             deliveries,
             stages,
             incoming,
+            guard,
             staged,
             committed,
             marker,
             marker_written: Instant::now(),
             salvage,
         };
-        if format == Format::Version1 {
-            store.upgrade_from_version_1()?;
+        if let Format::Older(version) = format {
+            store.upgrade(version)?;
         }
         Ok(store)
     }
 
-    /// Converts a format version 1 store: its session records gain an owner field, unknown
-    /// (the first identity to resume such a session claims it). One batch, synced, then the
-    /// version is raised; a crash half-way leaves version 1 and the conversion runs again.
-    /// When recovering, a record that does not decode is dropped (see [`Store::load`]).
-    fn upgrade_from_version_1(&mut self) -> Result<(), StoreError> {
+    /// Converts a store of an older format `version`: its session records are rewritten in
+    /// this format's layout. From version 1 they gain an owner, unknown (the first identity to
+    /// resume such a session claims it); before version 4 they gain the next sequence number
+    /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
+    /// partition was missing, and is made empty at open. One batch, synced, then the version
+    /// is raised; a crash half-way leaves the old version and the conversion runs again. When
+    /// recovering, a record that does not decode is dropped (see [`Store::load`]).
+    fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
         let mut batch = self.keyspace.batch();
         let mut converted = 0_u64;
+        let layout = match version {
+            FORMAT_VERSION_OLDEST => record::SessionLayout::WithoutOwner,
+            _ => record::SessionLayout::WithOwner,
+        };
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let layout = record::SessionLayout::WithoutOwner;
             let session = self
                 .decode_session(&key, value, layout)
                 .and_then(|session| {
@@ -320,9 +354,14 @@ impl DiskStore {
         self.keyspace
             .persist(PersistMode::SyncAll)
             .map_err(|e| self.engine(e))?;
+        let sessions = match version {
+            FORMAT_VERSION_OLDEST => {
+                format!(" ({converted} session(s), whose owner is unknown until first resumed)")
+            }
+            _ => format!(" ({converted} session(s))"),
+        };
         info!(
-            "converted the store in {} from format version 1 to {FORMAT_VERSION} ({converted} \
-             session(s), whose owner is unknown until first resumed)",
+            "converted the store in {} from format version {version} to {FORMAT_VERSION}{sessions}",
             self.path.display()
         );
         Ok(())
@@ -520,6 +559,14 @@ impl Store for DiskStore {
                         batch.remove(&self.incoming, key);
                     }
                 }
+                StoreOp::GuardSet(record) => {
+                    let key = guard::key(&record.key()).map_err(self.record("guard"))?;
+                    batch.insert(&self.guard, key, guard::encode(record));
+                }
+                StoreOp::GuardForget(key) => {
+                    let key = guard::key(key).map_err(self.record("guard"))?;
+                    batch.remove(&self.guard, key);
+                }
             }
         }
         self.write_deliveries(&mut batch, &mut deliveries)?;
@@ -566,7 +613,7 @@ impl Store for DiskStore {
         let mut sessions: HashMap<MqttString, StoredSession> = HashMap::new();
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            let layout = record::SessionLayout::WithOwner;
+            let layout = record::SessionLayout::Current;
             let (client_id, record) = match self.decode_session(&key, value, layout) {
                 Ok(record) => (record.client_id.clone(), record),
                 Err(e) => {
@@ -637,6 +684,14 @@ impl Store for DiskStore {
                 },
                 Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.incoming, key, e)?,
             }
+        }
+        for item in self.guard.iter() {
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            match guard::decode(&key, &value).map_err(self.record("guard")) {
+                Ok(record) => snapshot.guard.push(record),
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.guard, key, e)?,
+            }
+            progress.tick();
         }
         if !dropped.is_empty() {
             dropped.commit().map_err(|e| self.engine(e))?;

@@ -1,12 +1,12 @@
 //! The `meta` partition, read at open: the format version (refused if another, converted if
-//! 1, written in a new store) and the commit counter, compared with the commit marker.
+//! older, written in a new store) and the commit counter, compared with the commit marker.
 
 use std::path::Path;
 
 use crate::commit::{self, Marker};
 use crate::layout::Found;
 use crate::salvage::Salvage;
-use crate::{StoreError, FORMAT_VERSION, FORMAT_VERSION_1, META_PARTITION};
+use crate::{StoreError, FORMAT_VERSION, FORMAT_VERSION_OLDEST, META_PARTITION};
 
 /// What the format version read from `meta` calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +16,8 @@ pub(crate) enum Format {
     /// None, in a new store, or when recovering one whose version is missing or unreadable:
     /// this build's is written.
     Write,
-    /// Version 1: the store is converted.
-    Version1,
+    /// An older version this build converts.
+    Older(u32),
 }
 
 /// Checks the format version read from `meta`.
@@ -35,7 +35,7 @@ pub(crate) fn check_format(
     match format {
         Some(value) => match <[u8; 4]>::try_from(&value[..]).map(u32::from_be_bytes) {
             Ok(FORMAT_VERSION) => {}
-            Ok(FORMAT_VERSION_1) => found = Format::Version1,
+            Ok(older @ FORMAT_VERSION_OLDEST..FORMAT_VERSION) => found = Format::Older(older),
             Ok(other) => {
                 return Err(StoreError::UnknownVersion {
                     path: path.to_owned(),

@@ -1,4 +1,4 @@
-//! The byte layout of stored records (format version 2; see docs/design/store-format.md).
+//! The byte layout of stored records (format version 4; see docs/design/store-format.md).
 //!
 //! Fixed fields are big-endian integers. Everything that carries MQTT content (a message's
 //! topic, properties and payload; a will) is kept as an MQTT 5 packet encoded by `tern-codec`:
@@ -218,12 +218,13 @@ pub(crate) fn decode_delivery(
 }
 
 /// Where a delivery stands: `[tag u8][packet id u16]`, tag 0 = queued (id 0), 1 = sent,
-/// 2 = released.
+/// 2 = released, 3 = a dead letter (id 0).
 pub(crate) fn encode_stage(stage: DeliveryStage) -> [u8; 3] {
     let (tag, id) = match stage {
         DeliveryStage::Queued => (0u8, 0),
         DeliveryStage::Sent(id) => (1u8, id.get()),
         DeliveryStage::Released(id) => (2u8, id.get()),
+        DeliveryStage::Dead => (3u8, 0),
     };
     let [hi, lo] = id.to_be_bytes();
     [tag, hi, lo]
@@ -234,8 +235,10 @@ pub(crate) fn decode_stage(bytes: &[u8]) -> Result<DeliveryStage, RecordError> {
         return Err(corrupt("delivery stage is not 3 bytes"));
     };
     let id = u16::from_be_bytes([hi, lo]);
-    if tag == 0 {
-        return Ok(DeliveryStage::Queued);
+    match tag {
+        0 => return Ok(DeliveryStage::Queued),
+        3 => return Ok(DeliveryStage::Dead),
+        _ => {}
     }
     let id = PacketId::new(id).ok_or_else(|| corrupt("delivery stage with packet identifier 0"))?;
     match tag {
@@ -270,7 +273,8 @@ fn options_from_byte(byte: u8) -> Result<SubscriptionOptions, RecordError> {
 
 /// A session: `[expiry_secs u32][expires_at u64][will_at u64][subscriptions u32]`, each
 /// subscription `[filter len u16][filter][options u8][has id u8][id u32]`, then `[has will u8]`
-/// and, with a will, `[delay u32]` and a CONNECT carrying it.
+/// and, with a will, `[delay u32]` and a CONNECT carrying it; then the owner (`[has owner u8]`
+/// and with one `[len u16][owner]`) and `[next seq u64]`.
 pub(crate) fn encode_session(
     clock: WallClock,
     record: &SessionRecord,
@@ -318,17 +322,20 @@ pub(crate) fn encode_session(
             buf.put_slice(owner.as_bytes());
         }
     }
+    buf.put_u64(record.next_seq);
     Ok(buf.freeze())
 }
 
 /// Which layout a session record has: format version 1 records end after the will and name no
-/// owner.
+/// owner; versions 2 and 3 end after the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionLayout {
     /// Format version 1: no owner (read as [`SessionOwner::unknown`]).
     WithoutOwner,
-    /// Format version 2.
+    /// Format versions 2 and 3: no next sequence number (read as 0).
     WithOwner,
+    /// This format: the owner and the next sequence number.
+    Current,
 }
 
 pub(crate) fn decode_session(
@@ -374,7 +381,7 @@ pub(crate) fn decode_session(
     };
     let owner = match layout {
         SessionLayout::WithoutOwner => SessionOwner::unknown(),
-        SessionLayout::WithOwner => match r.u8()? {
+        SessionLayout::WithOwner | SessionLayout::Current => match r.u8()? {
             0 => SessionOwner::unverified(),
             _ => {
                 let len = usize::from(r.u16()?);
@@ -385,6 +392,10 @@ pub(crate) fn decode_session(
             }
         },
     };
+    let next_seq = match layout {
+        SessionLayout::Current => r.u64()?,
+        SessionLayout::WithoutOwner | SessionLayout::WithOwner => 0,
+    };
     r.finish()?;
     Ok(SessionRecord {
         client_id,
@@ -394,6 +405,7 @@ pub(crate) fn decode_session(
         will,
         expires_at,
         will_at,
+        next_seq,
     })
 }
 
@@ -408,8 +420,8 @@ pub(crate) fn session_prefix(client_id: &MqttString) -> Vec<u8> {
     key
 }
 
-/// Splits a per-session key into the client identifier and the rest.
-pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), RecordError> {
+/// Splits a key that starts `[len u16][name]` into the name and the rest.
+pub(crate) fn split_prefixed(key: &[u8]) -> Result<(&[u8], &[u8]), RecordError> {
     let (len, rest) = key
         .split_first_chunk::<2>()
         .ok_or_else(|| corrupt("key too short"))?;
@@ -417,7 +429,12 @@ pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), Recor
     if rest.len() < len {
         return Err(corrupt("key too short"));
     }
-    let (id, rest) = rest.split_at(len);
+    Ok(rest.split_at(len))
+}
+
+/// Splits a per-session key into the client identifier and the rest.
+pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), RecordError> {
+    let (id, rest) = split_prefixed(key)?;
     let client_id = MqttString::from_bytes(Bytes::copy_from_slice(id))
         .map_err(|e| corrupt(format!("client identifier: {e}")))?;
     Ok((client_id, rest))

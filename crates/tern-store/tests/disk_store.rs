@@ -86,6 +86,7 @@ fn session(client: &str) -> SessionRecord {
         }),
         expires_at: Some(Time::from_millis(90_000)),
         will_at: Some(Time::from_millis(40_000)),
+        next_seq: 17,
     }
 }
 
@@ -294,15 +295,22 @@ fn a_version_1_store_is_converted_and_its_sessions_owner_is_unknown() {
         let mut store = open(dir.path(), EPOCH);
         store.apply(&[StoreOp::SessionSet(unowned)]).unwrap();
     }
-    // Rewrite it as version 1 wrote it: the same record without the owner's byte.
+    // Rewrite it as version 1 wrote it: the same record without the owner's byte and the next
+    // sequence number (eight bytes) after it.
     {
         let keyspace = fjall::Config::new(dir.path()).open().unwrap();
         let options = fjall::PartitionCreateOptions::default;
         let meta = keyspace.open_partition("meta", options()).unwrap();
         let sessions = keyspace.open_partition("sessions", options()).unwrap();
         let value = sessions.get("old").unwrap().expect("the session record");
-        assert_eq!(value.last(), Some(&0), "an unverified owner is one byte, 0");
-        sessions.insert("old", &value[..value.len() - 1]).unwrap();
+        let (record, next_seq) = value.split_at(value.len() - 8);
+        assert_eq!(next_seq, 17_u64.to_be_bytes());
+        assert_eq!(
+            record.last(),
+            Some(&0),
+            "an unverified owner is one byte, 0"
+        );
+        sessions.insert("old", &record[..record.len() - 1]).unwrap();
         meta.insert("format", 1_u32.to_be_bytes()).unwrap();
         keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
@@ -606,10 +614,11 @@ fn recovering_a_version_1_store_drops_the_sessions_that_do_not_convert() {
     edit_partition(dir.path(), "meta", |p| {
         p.insert("format", 1_u32.to_be_bytes()).unwrap();
     });
-    // `a` as version 1 wrote it (without the owner's byte), `b` beyond reading.
+    // `a` as version 1 wrote it (without the owner's byte and the next sequence number), `b`
+    // beyond reading.
     edit_partition(dir.path(), "sessions", |p| {
         let a = p.get("a").unwrap().expect("the session record");
-        p.insert("a", &a[..a.len() - 1]).unwrap();
+        p.insert("a", &a[..a.len() - 9]).unwrap();
         p.insert("b", [1u8, 2, 3]).unwrap();
     });
     let error = DiskStore::open(dir.path(), Durability::Fsync, clock())

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_auth::{
-    Acl, AuthService, ClientIds, DeviceKeys, FakeSaltKey, JwtVerifier, PasswordFile, Profile, Rule,
+    Acl, AuthService, ClientIds, DeviceKeys, FakeSaltKey, JwtVerifier, KeyLogins, PasswordFile,
+    Profile, Rule,
 };
 use tern_net::AuthReload;
 
@@ -160,11 +161,16 @@ pub(crate) struct ServiceSettings {
     pub(crate) login_cache_entries_max: usize,
     /// The secret SCRAM salts of unknown users are made from, when a profile enables SCRAM.
     pub(crate) fake_salt_key: Option<FakeSaltKey>,
+    /// The HTTP bridge's keys, which log in over MQTT too while it runs.
+    pub(crate) http_keys: Option<Arc<dyn KeyLogins>>,
 }
 
 impl ServiceSettings {
     pub(crate) fn apply(&self, service: AuthService) -> AuthService {
-        let service = service.with_login_cache(self.login_cache_entries_max);
+        let mut service = service.with_login_cache(self.login_cache_entries_max);
+        if let Some(keys) = &self.http_keys {
+            service = service.with_http_keys(Arc::clone(keys));
+        }
         match &self.fake_salt_key {
             Some(key) => service.with_fake_salt_key(key.clone()),
             None => service,

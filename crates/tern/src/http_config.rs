@@ -33,6 +33,12 @@ pub(crate) struct HttpSection {
     body_timeout_secs: Option<u64>,
     /// HTTP connections at once (10000).
     connections_max: Option<usize>,
+    /// How long a mailbox made over HTTP outlives its last request, seconds (604800).
+    mailbox_expiry_secs: Option<u32>,
+    /// Hand-outs of a message without an acknowledgement before it is a dead letter (10).
+    mailbox_deliveries_max: Option<u32>,
+    /// Dead letters kept per mailbox (1000).
+    mailbox_dead_letters_max: Option<usize>,
 }
 
 /// The bridge's configuration, or `None` when no HTTP listener is wanted: `--http-port` gives
@@ -83,6 +89,15 @@ pub(crate) fn http_config(
     config.body_max_bytes = section.body_max_bytes.unwrap_or(config.body_max_bytes);
     config.batch_items_max = section.batch_items_max.unwrap_or(config.batch_items_max);
     config.connections_max = section.connections_max.unwrap_or(config.connections_max);
+    let mailboxes = &mut config.mailboxes;
+    mailboxes.expiry_secs = section.mailbox_expiry_secs.unwrap_or(mailboxes.expiry_secs);
+    mailboxes.deliveries_max = section
+        .mailbox_deliveries_max
+        .unwrap_or(mailboxes.deliveries_max)
+        .max(1);
+    mailboxes.dead_letters_max = section
+        .mailbox_dead_letters_max
+        .unwrap_or(mailboxes.dead_letters_max);
     Ok(Some(config))
 }
 

@@ -160,18 +160,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
     let data_dir = config::data_dir(&file, args.data_dir.clone());
-    let service_settings = auth_config::ServiceSettings {
+    let mut service_settings = auth_config::ServiceSettings {
         login_cache_entries_max: file.limits.login_cache_entries_max(),
         fake_salt_key: match auth_config::uses_scram(&file.auth) {
             true => Some(auth_config::fake_salt_key(&data_dir)?),
             false => None,
         },
+        http_keys: None,
     };
-    // SIGHUP builds the same from the file again (when there is a file).
-    let auth_reload = args.config.clone().map(|path| {
-        let profiles = auth.profiles.clone();
-        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
-    });
     let listener_auth_profiles = config::listener_auth_names(&file, args.bind, args.port)
         .iter()
         .map(|name| auth.profile_index(name.as_deref()))
@@ -201,7 +197,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     // Open and load the store before listening: a store that cannot be read stops here.
-    let store = match durability {
+    let mut store = match durability {
         config::Durability::None => None,
         config::Durability::Fsync | config::Durability::Os => Some(open_store(
             &data_dir,
@@ -209,6 +205,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.recover || file.store.recover,
         )?),
     };
+    // The request guard's records are the HTTP bridge's, not the core's.
+    let guard = store
+        .as_mut()
+        .map(|(_, snapshot, _)| std::mem::take(&mut snapshot.guard))
+        .unwrap_or_default();
     let http = http_config::http_config(
         &file,
         base,
@@ -217,10 +218,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.http_port,
         data_dir.clone(),
     )?
-    .map(tern_http::HttpBridge::start)
+    .map(|config| tern_http::HttpBridge::start(config, guard))
     .transpose()?;
     // The bridge's threads run until the broker has stopped (dropped after `block_on`).
-    let (_http_bridge, http_edge) = match http {
+    let (http_bridge, http_edge) = match http {
         Some((bridge, edge)) => {
             for line in bridge.describe() {
                 info!("listening for HTTP on {line}");
@@ -229,6 +230,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    // While the bridge runs, its keys log in over MQTT too (as the identity they have in HTTP).
+    service_settings.http_keys = http_bridge.as_ref().map(|bridge| bridge.key_logins());
+    // SIGHUP builds the same from the file again (when there is a file).
+    let auth_reload = args.config.clone().map(|path| {
+        let profiles = auth.profiles.clone();
+        auth_config::reloader(path, base.to_path_buf(), profiles, service_settings.clone())
+    });
     let (cluster_node, cluster_link) = cluster.unzip();
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;

@@ -11,6 +11,7 @@ mod cluster;
 mod connect;
 mod flow;
 mod lifecycle;
+pub mod mailbox;
 pub mod memory;
 mod publish;
 pub mod request;
@@ -114,6 +115,8 @@ pub struct Broker {
     feed_scratch: Vec<(SharedMessage, tern_codec::QoS, Option<u32>)>,
     /// Operations for the other nodes and the interest they hear of (`Config::cluster`).
     cluster: cluster::ClusterState,
+    /// Watched mailboxes that had a delivery queued (see `mailbox.rs`).
+    ready_mailboxes: Vec<MqttString>,
 }
 
 impl Broker {
@@ -154,6 +157,7 @@ impl Broker {
             retained_ready: Vec::new(),
             feed_scratch: Vec::new(),
             cluster: cluster::ClusterState::default(),
+            ready_mailboxes: Vec::new(),
         }
     }
 
@@ -609,6 +613,7 @@ impl Broker {
                 will: session.will.as_deref().cloned(),
                 expires_at: session.expires_at,
                 will_at: session.will_at,
+                next_seq: session.next_seq(),
             })
         };
         self.store_ops.push_back(op);
@@ -706,6 +711,7 @@ impl Broker {
         session.expiry_secs = record.expiry_secs;
         session.persisted = true;
         session.will = record.will.map(Box::new);
+        session.raise_next_seq(record.next_seq);
         for packet_id in stored.incoming_qos2 {
             session.incoming_qos2.insert(packet_id);
         }
@@ -726,6 +732,10 @@ impl Broker {
                 }
                 DeliveryStage::Released(packet_id) => {
                     session.restore_inflight(packet_id, delivery, OutgoingState::AwaitPubComp);
+                }
+                DeliveryStage::Dead => {
+                    session.raise_next_seq(delivery.seq + 1);
+                    session.mailbox_mut().push_dead(delivery);
                 }
             }
         }

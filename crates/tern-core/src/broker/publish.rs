@@ -581,6 +581,7 @@ impl Broker {
                 delivery,
             });
         }
+        self.note_mailbox(key);
         if connection.is_some() {
             self.pump(key, now);
             if let (true, Feed::Routed { shared }) = (backpressure, feed) {

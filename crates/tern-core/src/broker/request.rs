@@ -13,6 +13,8 @@ use super::Broker;
 use crate::auth::Identity;
 use crate::authz::{Access, Permissions, Principal};
 use crate::events::Event;
+use crate::guard::{GuardKey, GuardRecord};
+use crate::store::StoreOp;
 use crate::types::{ConnectionId, SessionKey, Time};
 
 /// A client acting through requests: who it is and what it may do, compiled once (by
@@ -20,9 +22,9 @@ use crate::types::{ConnectionId, SessionKey, Time};
 #[derive(Debug)]
 pub struct RequestClient {
     /// The runtime's identifier of the edge the requests come through (named in events).
-    edge: ConnectionId,
-    client_id: MqttString,
-    identity: Identity,
+    pub(super) edge: ConnectionId,
+    pub(super) client_id: MqttString,
+    pub(super) identity: Identity,
     /// The authorizer's permissions for this identity and client identifier (`None`: all).
     permissions: Option<Box<dyn Permissions>>,
     /// What the credential itself is limited to (a key's grants), on top of the permissions.
@@ -69,6 +71,12 @@ pub enum RequestRefusal {
     QuotaExceeded(&'static str),
     /// Another message of an all-or-nothing batch was refused, so this one was not published.
     NotApplied,
+    /// The client identifier has no session to read (subscribe first).
+    NoMailbox,
+    /// The client identifier's session is connected over MQTT: it is read there.
+    MailboxInUse,
+    /// Not a topic filter a mailbox may subscribe with; the detail says why.
+    FilterInvalid(&'static str),
 }
 
 impl RequestRefusal {
@@ -80,7 +88,8 @@ impl RequestRefusal {
             Self::QosNotSupported => ReasonCode::QosNotSupported,
             Self::RetainNotSupported => ReasonCode::RetainNotSupported,
             Self::QuotaExceeded(_) => ReasonCode::QuotaExceeded,
-            Self::NotApplied => ReasonCode::UnspecifiedError,
+            Self::NotApplied | Self::NoMailbox | Self::MailboxInUse => ReasonCode::UnspecifiedError,
+            Self::FilterInvalid(_) => ReasonCode::TopicFilterInvalid,
         }
     }
 }
@@ -174,9 +183,21 @@ impl Broker {
             .collect()
     }
 
+    /// Hands a request guard record (a nonce spent, an exactly-once answer) to the store with
+    /// the operations of this input: called in the input that applies the request, the record
+    /// is durable exactly when the request's effect is. Nothing without persistence.
+    pub fn record_guard(&mut self, record: GuardRecord) {
+        self.persist(StoreOp::GuardSet(record));
+    }
+
+    /// Lets the store forget a request guard record that expired.
+    pub fn forget_guard(&mut self, key: GuardKey) {
+        self.persist(StoreOp::GuardForget(key));
+    }
+
     /// The session of the client's identifier, if it has one (the origin of its messages, for
     /// No Local); a session of another identity refuses the request.
-    fn request_session(
+    pub(super) fn request_session(
         &self,
         client: &RequestClient,
     ) -> Result<Option<SessionKey>, RequestRefusal> {

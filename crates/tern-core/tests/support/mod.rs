@@ -16,6 +16,10 @@ use tern_codec::{
 };
 use tern_core::{Broker, Config, ConnectionId, DropReason, Event, Limits, Stats, Time, Transmit};
 
+mod keys;
+#[allow(unused_imports)] // Only the request and mailbox scenarios use them.
+pub(crate) use keys::{key_identity, AsKey};
+
 #[allow(unused_imports)] // V31 only where MQTT 3.1 clients are tested
 pub(crate) use ProtocolVersion::{V31, V311, V5};
 pub(crate) use QoS::{AtLeastOnce as Q1, AtMostOnce as Q0, ExactlyOnce as Q2};

@@ -1,0 +1,269 @@
+//! The `/v1/mbox` routes: each reads its request (query, path, body) into a mailbox operation
+//! and hands it, signed and verified, to the broker thread (see `mailbox`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Response;
+use tern_codec::QoS;
+
+use crate::bridge::Op;
+use crate::error::ApiError;
+use crate::mailbox::{
+    MailboxOp, RequeueBody, SettleBody, BYTES_DEFAULT, LEASE_DEFAULT_SECS, LEASE_MAX_SECS,
+    LIMIT_DEFAULT, LIMIT_MAX, WAIT_MAX_SECS,
+};
+use crate::publish::{levels_of, Query};
+use crate::server::{signed, Shared};
+
+/// A number from the query within `range`, or `default`.
+fn within<T>(
+    query: &Query,
+    name: &str,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let value = query.number(name)?.unwrap_or(default);
+    if !range.contains(&value) {
+        return Err(ApiError::bad_request(format!(
+            "{name} is {}..={}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(value)
+}
+
+fn poll_op(raw: &str) -> Result<MailboxOp, ApiError> {
+    let query = Query::parse(raw)?;
+    Ok(MailboxOp::Poll {
+        ack: query.number("ack")?,
+        limit: within(&query, "limit", 1..=LIMIT_MAX, LIMIT_DEFAULT)?,
+        bytes_max: within(&query, "max_bytes", 1..=usize::MAX, BYTES_DEFAULT)?,
+        lease: Duration::from_secs(within(
+            &query,
+            "lease",
+            1..=LEASE_MAX_SECS,
+            LEASE_DEFAULT_SECS,
+        )?),
+        wait: Duration::from_secs(within(&query, "wait", 0..=WAIT_MAX_SECS, 0)?),
+    })
+}
+
+/// The filter named by the path after `/v1/mbox/subs/` (each level percent-decoded once: `#`
+/// is sent as `%23`).
+fn filter_of(path: &str) -> Result<String, ApiError> {
+    let rest = path.strip_prefix("/v1/mbox/subs/").unwrap_or_default();
+    levels_of(rest, "filter_invalid")
+}
+
+/// A JSON body, or its default when the body is empty.
+fn body_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(400, "payload_invalid", e.to_string()))
+}
+
+/// Polls the mailbox: acknowledges (`ack`), then hands out and leases what waits.
+#[utoipa::path(
+    get,
+    path = "/v1/mbox",
+    tag = "mailbox",
+    params(
+        ("ack" = Option<u64>, Query, description = "Completes every message up to this sequence number first (the next_ack of the last poll)."),
+        ("limit" = Option<usize>, Query, description = "Messages handed out at most: 1-100, default 10."),
+        ("max_bytes" = Option<usize>, Query, description = "Bytes handed out at most (the first message goes whatever its size); default 65536."),
+        ("wait" = Option<u64>, Query, description = "Long poll: seconds (0-60, default 0) to wait for a message when none waits."),
+        ("lease" = Option<u64>, Query, description = "Seconds (1-3600, default 60) before an unacknowledged message is handed out again."),
+    ),
+    responses(
+        (status = 200, description = "What was handed out (none: nothing arrived within wait).", body = crate::mailbox::Polled),
+        (status = "4XX", description = "Refused: no_mailbox (404), mailbox_in_use (409), ...", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn poll(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
+    signed(shared, request, |_, parts, _| {
+        Ok(Op::Mailbox(poll_op(parts.query)?))
+    })
+    .await
+}
+
+/// Settles what polls handed out: acknowledged (cumulative), given back, or rejected.
+#[utoipa::path(
+    post,
+    path = "/v1/mbox/ack",
+    tag = "mailbox",
+    request_body(content = SettleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "{\"acked\": N, \"nacked\": N, \"rejected\": N}"),
+        (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn settle(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
+    signed(shared, request, |_, _, body| {
+        let settle: SettleBody = body_or_default(&body)?;
+        Ok(Op::Mailbox(MailboxOp::Settle(settle)))
+    })
+    .await
+}
+
+/// Subscribes the mailbox (made, a persistent session, if the client has none).
+#[utoipa::path(
+    put,
+    path = "/v1/mbox/subs/{filter}",
+    tag = "mailbox",
+    params(
+        ("filter" = String, Path, description = "The topic filter: the rest of the path, each level percent-decoded once (# as %23)."),
+        ("qos" = Option<u8>, Query, description = "1 (default) or 2: a mailbox keeps QoS 1 and 2 messages."),
+        ("retained" = Option<u8>, Query, description = "1 (default): queue the matching retained messages of QoS 1 and 2; 0: not."),
+    ),
+    responses(
+        (status = 200, description = "{\"filter\": ..., \"qos\": GRANTED}"),
+        (status = "4XX", description = "Refused: acl_denied (403), filter_invalid (400), ...", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn subscribe(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    signed(shared, request, |_, parts, _| {
+        let query = Query::parse(parts.query)?;
+        let qos = match query.number::<u8>("qos")?.unwrap_or(1) {
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "qos is 1 or 2: a mailbox keeps QoS 1 and 2 messages (QoS 0 ones are not \
+                     kept for a client that is not connected)",
+                ))
+            }
+        };
+        let retained = match query.get("retained") {
+            None => true,
+            Some(_) => query.flag("retained")?,
+        };
+        Ok(Op::Mailbox(MailboxOp::Subscribe {
+            filter: filter_of(parts.path)?,
+            qos,
+            retained,
+        }))
+    })
+    .await
+}
+
+/// One subscription of the mailbox.
+#[utoipa::path(
+    get,
+    path = "/v1/mbox/subs/{filter}",
+    tag = "mailbox",
+    params(("filter" = String, Path, description = "The topic filter, as for PUT.")),
+    responses(
+        (status = 200, description = "{\"filter\": ..., \"qos\": N}"),
+        (status = 404, description = "not_subscribed, or no_mailbox.", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn subscription(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    signed(shared, request, |_, parts, _| {
+        let filter = Some(filter_of(parts.path)?);
+        Ok(Op::Mailbox(MailboxOp::Subscriptions { filter }))
+    })
+    .await
+}
+
+/// The mailbox's subscriptions (its session's, whether made over HTTP or MQTT).
+#[utoipa::path(
+    get,
+    path = "/v1/mbox/subs",
+    tag = "mailbox",
+    responses(
+        (status = 200, description = "{\"subscriptions\": [{\"filter\": ..., \"qos\": N}]}"),
+        (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn subscriptions(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    signed(shared, request, |_, _, _| {
+        Ok(Op::Mailbox(MailboxOp::Subscriptions { filter: None }))
+    })
+    .await
+}
+
+/// Unsubscribes the mailbox, so its queue stops growing with that filter's messages.
+#[utoipa::path(
+    delete,
+    path = "/v1/mbox/subs/{filter}",
+    tag = "mailbox",
+    params(("filter" = String, Path, description = "The topic filter, as for PUT.")),
+    responses(
+        (status = 200, description = "{\"filter\": ..., \"removed\": BOOL}"),
+        (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn unsubscribe(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    signed(shared, request, |_, parts, _| {
+        let filter = filter_of(parts.path)?;
+        Ok(Op::Mailbox(MailboxOp::Unsubscribe { filter }))
+    })
+    .await
+}
+
+/// The mailbox's dead letters.
+#[utoipa::path(
+    get,
+    path = "/v1/mbox/dead",
+    tag = "mailbox",
+    responses(
+        (status = 200, description = "{\"messages\": [...]}, oldest first."),
+        (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn dead_letters(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    signed(shared, request, |_, _, _| {
+        Ok(Op::Mailbox(MailboxOp::DeadLetters))
+    })
+    .await
+}
+
+/// Queues dead letters again (`seqs`, or all), under new sequence numbers.
+#[utoipa::path(
+    post,
+    path = "/v1/mbox/dead/requeue",
+    tag = "mailbox",
+    request_body(content = RequeueBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "{\"requeued\": N}"),
+        (status = "4XX", description = "Refused.", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn requeue(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
+    signed(shared, request, |_, _, body| {
+        let RequeueBody { seqs } = body_or_default(&body)?;
+        Ok(Op::Mailbox(MailboxOp::Requeue { seqs }))
+    })
+    .await
+}
