@@ -112,7 +112,13 @@ impl ClusterNode {
                     }
                 };
                 runtime.block_on(async move {
-                    let joined = match node::join(&settings, Arc::clone(&thread_counters)).await {
+                    let joined = match node::join(
+                        &settings,
+                        Arc::clone(&thread_counters),
+                        inputs_tx.clone(),
+                    )
+                    .await
+                    {
                         Ok(joined) => joined,
                         Err(error) => {
                             let _ = ready_tx.send(Err(error));

@@ -64,8 +64,9 @@ pub(crate) struct Joined {
 pub(crate) async fn join(
     settings: &Settings,
     counters: Arc<Counters>,
+    inputs: mpsc::Sender<ClusterInput>,
 ) -> Result<Joined, ClusterError> {
-    let options = settings.connect_options(counters)?;
+    let options = settings.connect_options(counters, inputs)?;
     let client = options
         .connect(settings.nats.clone())
         .await

@@ -80,6 +80,9 @@ pub enum ClusterInput {
     /// Every batch up to and including this number has been handed on, and its QoS 1/2
     /// messages are replicated: the acknowledgements held for them may go.
     Through(u64),
+    /// Whether the cluster is within reach: the node lost (`false`) or regained (`true`) its
+    /// connection to it. See [`crate::Broker::set_cluster_reachable`].
+    Reachable(bool),
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),
 }

@@ -4,8 +4,9 @@
 mod support;
 
 use bytes::Bytes;
+use tern_codec::Packet;
 use tern_codec::{PublishProperties, ReasonCode, SubscriptionOptions};
-use tern_core::{ClusterOp, ClusterPublish, Config, RemoteMessage, Time};
+use tern_core::{CloseReason, ClusterOp, ClusterPublish, Config, Event, RemoteMessage, Time};
 
 use support::*;
 
@@ -281,4 +282,44 @@ fn shared_subscriptions_are_refused_on_a_cluster_node() {
         single.connack.properties.shared_subscription_available,
         None
     );
+}
+
+/// Strict partition mode: while the node cannot reach the cluster, a new CONNECT is refused
+/// with Server unavailable (3.1.1: return code 3) so that a load balancer sends the client
+/// elsewhere; clients already connected stay; once the cluster is back, CONNECTs are accepted.
+#[test]
+fn connects_are_refused_as_server_unavailable_while_the_cluster_is_out_of_reach() {
+    let mut tb = cluster_broker();
+    let before = tb.connect("before", V5, Opts::new());
+    tb.broker.set_cluster_reachable(false);
+    tb.events();
+    for version in VERSIONS {
+        let (_, packets, closed) = tb.try_connect(connect_packet("late", version, &Opts::new()));
+        let [Packet::ConnAck(connack)] = &packets[..] else {
+            panic!("expected a CONNACK, got {packets:?}");
+        };
+        assert_eq!(connack.reason_code, ReasonCode::ServerUnavailable);
+        assert!(closed);
+    }
+    let refused = tb
+        .events()
+        .into_iter()
+        .filter(|event| {
+            matches!(
+                event,
+                Event::Refused {
+                    reason: CloseReason::ClusterUnavailable,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(refused, 2, "each refusal is reported, for the log");
+    tb.subscribe(&before, "still/here", Q1);
+    tb.broker.set_cluster_reachable(true);
+    tb.connect("after", V311, Opts::new());
+    // A single node has no cluster to lose.
+    let mut single = TestBroker::new();
+    single.broker.set_cluster_reachable(false);
+    single.connect("c", V5, Opts::new());
 }

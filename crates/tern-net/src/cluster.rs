@@ -211,6 +211,9 @@ pub(crate) async fn input_loop(
                 shared.after_input();
             }
             ClusterInput::Through(seq) => shared.cluster_through(seq),
+            ClusterInput::Reachable(reachable) => {
+                shared.broker.borrow_mut().set_cluster_reachable(reachable);
+            }
             ClusterInput::Failed(message) => return message,
         }
     }

@@ -33,7 +33,8 @@ pub(crate) struct ClusterConfig {
     /// Seconds the stream keeps messages.
     #[serde(default = "default_offline_horizon")]
     offline_horizon_secs: u64,
-    /// What a node does while NATS is unreachable: planned, refused.
+    /// What a node does while NATS is unreachable: `strict` (the default and, for now, the
+    /// only mode) refuses new connections.
     partition_mode: Option<String>,
 }
 
@@ -77,11 +78,14 @@ impl ClusterConfig {
         if self.credentials_file.is_some() {
             bail!("cluster.credentials_file is planned, not yet available: use user/password or token");
         }
-        if let Some(mode) = &self.partition_mode {
-            bail!(
-                "cluster.partition_mode = {mode:?} is planned, not yet available (see \
-                 docs/cluster.md for what a node does while NATS is unreachable)"
-            );
+        match self.partition_mode.as_deref() {
+            None | Some("strict") => {}
+            Some("island") => bail!(
+                "cluster.partition_mode = \"island\" is planned, not yet available: use \
+                 \"strict\" (see docs/cluster.md for what a node does while NATS is \
+                 unreachable)"
+            ),
+            Some(mode) => bail!("cluster.partition_mode must be \"strict\", not {mode:?}"),
         }
         if !(1..=5).contains(&self.replicas) {
             bail!("cluster.replicas must be 1 to 5 (JetStream's range)");
@@ -187,8 +191,10 @@ mod tests {
     fn what_is_planned_is_refused_not_ignored() {
         let base = "nats = [\"nats://127.0.0.1:4222\"]\nnode_id = \"n1\"\n";
         assert!(section(base).is_ok());
+        assert!(section(&format!("{base}partition_mode = \"strict\"\n")).is_ok());
         for extra in [
-            "partition_mode = \"strict\"",
+            "partition_mode = \"island\"",
+            "partition_mode = \"loose\"",
             "credentials_file = \"n1.creds\"",
             "replicas = 0",
             "user = \"u\"",

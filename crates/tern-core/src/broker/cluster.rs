@@ -7,11 +7,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use tern_codec::{QoS, TopicFilter};
+use tern_codec::{ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
 use super::Broker;
 use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
-use crate::types::{Message, SharedMessage, Time};
+use crate::events::CloseReason;
+use crate::types::{ConnectionId, Message, SharedMessage, Time};
 
 /// The cluster state the broker keeps.
 #[derive(Debug, Default)]
@@ -21,6 +22,9 @@ pub(super) struct ClusterState {
     /// Subscriptions in the trie per filter (the inner filter of `$share` and `$tree/`
     /// subscriptions): the node's interest, counted so it changes only between 0 and 1.
     interest: FxHashMap<TopicFilter, u32>,
+    /// Whether the cluster layer last said the cluster is out of reach: new CONNECTs are then
+    /// refused (strict partition mode).
+    unreachable: bool,
 }
 
 impl Broker {
@@ -30,6 +34,29 @@ impl Broker {
     /// until the message is replicated.
     pub fn poll_cluster_op(&mut self) -> Option<ClusterOp> {
         self.cluster.ops.pop_front()
+    }
+
+    /// Tells the core whether this node can reach the cluster. While it cannot, every new
+    /// CONNECT is refused with Server unavailable (3.1.1: return code 3), so that a load
+    /// balancer sends the client to another node (strict partition mode); connected clients
+    /// stay, their QoS 1/2 acknowledgements waiting as ever for replication.
+    pub fn set_cluster_reachable(&mut self, reachable: bool) {
+        self.cluster.unreachable = !reachable;
+    }
+
+    /// Refuses a CONNECT while the cluster is out of reach; returns whether it did.
+    pub(super) fn refuse_while_partitioned(
+        &mut self,
+        id: ConnectionId,
+        version: ProtocolVersion,
+        now: Time,
+    ) -> bool {
+        if !self.config.cluster || !self.cluster.unreachable {
+            return false;
+        }
+        let reason = CloseReason::ClusterUnavailable;
+        self.refuse_connect_because(id, version, ReasonCode::ServerUnavailable, reason, now);
+        true
     }
 
     /// The filters this node has interest in, for the other nodes (in no particular order).

@@ -87,6 +87,9 @@ impl Broker {
         self.run_due_timers(now);
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
+        if self.refuse_while_partitioned(id, version, now) {
+            return;
+        }
         if let Some(will) = &connect.will {
             if will.qos > self.config.limits.qos_max {
                 self.refuse_connect(id, version, ReasonCode::QosNotSupported, now);

@@ -4,6 +4,8 @@
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod cli;
 #[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod cluster;
+#[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mosquitto;
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mqtt;
