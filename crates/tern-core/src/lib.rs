@@ -13,7 +13,8 @@
 //! - [`tree_view`]: `$tree/` subscriptions and publishes (JSON trees of many topics).
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
-//! - [`store`]: the changes a durable store applies, and the trait it implements.
+//! - [`store`]: the changes a durable store applies, and the trait it implements; [`record`]:
+//!   the byte layout of what it keeps, which a cluster node also hands to another.
 //! - [`cluster`]: what a node tells the other nodes of a cluster, and hears from them.
 //! - [`throttle`]: failed logins counted per address and user name, and the blocks they earn.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod record;
 pub mod retained;
 pub mod session;
 pub mod store;
