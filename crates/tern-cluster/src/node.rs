@@ -21,7 +21,9 @@ use async_nats::jetstream::{
     self, context::PublishAckFuture, context::PublishError, message::PublishMessage,
 };
 use futures_util::StreamExt;
-use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage};
+use tern_core::{
+    ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -157,6 +159,7 @@ pub(crate) async fn run(
         joined.boot,
         Arc::clone(&counters),
     ));
+    let claims = inputs.clone();
     let acker = tokio::spawn(acknowledge(
         pending_rx,
         inputs,
@@ -194,6 +197,24 @@ pub(crate) async fn run(
                         pending.acks.push(unacked);
                     }
                 }
+                // Sessions stay on their node: each is this node's as soon as it is claimed.
+                ClusterOp::Claim(claim) => {
+                    let outcome = ClaimOutcome::Owned {
+                        handed_over: None,
+                        backlog: Vec::new(),
+                    };
+                    let settled = ClusterInput::ClaimSettled {
+                        connection: claim.connection,
+                        outcome,
+                    };
+                    if claims.send(settled).await.is_err() {
+                        break;
+                    }
+                }
+                ClusterOp::ClaimDone { .. }
+                | ClusterOp::SessionSaved { .. }
+                | ClusterOp::SessionEnded { .. }
+                | ClusterOp::HandedOver { .. } => {}
             }
         }
         if pending_tx.send(pending).await.is_err() {

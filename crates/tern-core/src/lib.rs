@@ -47,7 +47,10 @@ pub use broker::memory::HeldBytes;
 pub use broker::retained_feed::RETAINED_CAPPED_PROPERTY;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
-pub use cluster::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage};
+pub use cluster::{
+    ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage,
+    SessionClaim,
+};
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, CutReason, DropReason, Event, Stats};

@@ -3,9 +3,8 @@
 
 mod support;
 
-use bytes::Bytes;
 use tern_codec::Packet;
-use tern_codec::{PublishProperties, ReasonCode, SubscriptionOptions};
+use tern_codec::{ReasonCode, SubscriptionOptions};
 use tern_core::{CloseReason, ClusterOp, ClusterPublish, Config, Event, RemoteMessage, Time};
 
 use support::*;
@@ -19,7 +18,7 @@ fn cluster_broker() -> TestBroker {
 }
 
 fn ops(tb: &mut TestBroker) -> Vec<ClusterOp> {
-    std::iter::from_fn(|| tb.broker.poll_cluster_op()).collect()
+    tb.cluster_ops()
 }
 
 /// The interest changes among `ops`, as (filter, present).
@@ -27,7 +26,7 @@ fn interest(ops: &[ClusterOp]) -> Vec<(String, bool)> {
     ops.iter()
         .filter_map(|op| match op {
             ClusterOp::Interest { filter, present } => Some((filter.as_str().to_owned(), *present)),
-            ClusterOp::Publish(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -36,7 +35,7 @@ fn publishes(ops: Vec<ClusterOp>) -> Vec<ClusterPublish> {
     ops.into_iter()
         .filter_map(|op| match op {
             ClusterOp::Publish(publish) => Some(publish),
-            ClusterOp::Interest { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -52,18 +51,6 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         properties: message.properties.clone(),
         expiry_millis: publish.expiry_millis,
         publisher: publish.publisher.clone(),
-    }
-}
-
-fn remote_on(topic_name: &str, payload: &str, qos: tern_codec::QoS) -> RemoteMessage {
-    RemoteMessage {
-        topic: topic(topic_name),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos,
-        retain: false,
-        properties: PublishProperties::default(),
-        expiry_millis: None,
-        publisher: Some(mstr("elsewhere")),
     }
 }
 

@@ -160,6 +160,12 @@ impl Broker {
         identity: Identity,
         now: Time,
     ) {
+        // On a cluster node the session is claimed across the cluster first.
+        let Some((connect, auth_data, identity)) =
+            self.claim_first(id, connect, auth_data, identity)
+        else {
+            return;
+        };
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
         let assigned = connect.client_id.is_empty();

@@ -404,6 +404,17 @@ impl Broker {
 
     /// Delivers `message` to every matching subscription; returns whether there was one.
     pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> bool {
+        self.route_to(message, None, now)
+    }
+
+    /// [`Broker::route`], to the subscriptions of session `only` alone when given (tree views
+    /// then left out: their delta is every member's).
+    pub(super) fn route_to(
+        &mut self,
+        message: &SharedMessage,
+        only: Option<SessionKey>,
+        now: Time,
+    ) -> bool {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
@@ -416,6 +427,9 @@ impl Broker {
             };
         self.subscriptions
             .matches(&message.topic, readiness, &mut matches);
+        if let Some(key) = only {
+            matches.retain(|m| m.key == key && m.info.tree_view.is_none());
+        }
         // Tree views share one delta among their members, so No Local does not apply to them.
         let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
