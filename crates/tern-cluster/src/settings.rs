@@ -55,6 +55,10 @@ pub struct Settings {
     pub offline_horizon: Duration,
     /// How long joining may take before the node gives up.
     pub connect_timeout: Duration,
+    /// How long a node's lease lasts without renewal: a node whose lease lapsed is not waited
+    /// for when another takes its sessions. One value for the whole cluster (the bucket of
+    /// leases keeps it); the first node to create the bucket sets it.
+    pub lease: Duration,
 }
 
 /// Why a node could not join.

@@ -36,6 +36,9 @@ pub(crate) struct ClusterConfig {
     /// What a node does while NATS is unreachable: `strict` (the default and, for now, the
     /// only mode) refuses new connections.
     partition_mode: Option<String>,
+    /// Seconds a node's lease lasts without renewal (one value for the whole cluster).
+    #[serde(default = "default_lease")]
+    lease_secs: u64,
 }
 
 /// `[cluster.tls]`.
@@ -55,6 +58,10 @@ fn default_replicas() -> usize {
 
 fn default_offline_horizon() -> u64 {
     24 * 60 * 60
+}
+
+fn default_lease() -> u64 {
+    15
 }
 
 /// How long joining NATS may take at start-up.
@@ -90,6 +97,9 @@ impl ClusterConfig {
         if !(1..=5).contains(&self.replicas) {
             bail!("cluster.replicas must be 1 to 5 (JetStream's range)");
         }
+        if !(1..=3600).contains(&self.lease_secs) {
+            bail!("cluster.lease_secs must be 1 to 3600");
+        }
         let auth = match (&self.user, &self.password, &self.token) {
             (None, None, None) => NatsAuth::None,
             (Some(user), Some(password), None) => NatsAuth::UserPassword {
@@ -118,6 +128,7 @@ impl ClusterConfig {
             replicas: self.replicas,
             offline_horizon: Duration::from_secs(self.offline_horizon_secs),
             connect_timeout: CONNECT_TIMEOUT,
+            lease: Duration::from_secs(self.lease_secs),
         })
     }
 }
@@ -185,6 +196,7 @@ mod tests {
         assert_eq!(settings.nats, ["nats://127.0.0.1:4222"]);
         assert_eq!(settings.replicas, 1);
         assert_eq!(settings.offline_horizon, Duration::from_secs(86_400));
+        assert_eq!(settings.lease, Duration::from_secs(15));
     }
 
     #[test]
@@ -197,6 +209,7 @@ mod tests {
             "partition_mode = \"loose\"",
             "credentials_file = \"n1.creds\"",
             "replicas = 0",
+            "lease_secs = 0",
             "user = \"u\"",
             "user = \"u\"\npassword = \"p\"\ntoken = \"t\"",
         ] {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use support::cli;
-use support::cluster::{client, node, receive_until, send, Seen, WAIT};
+use support::cluster::{client, node, receive_until, send, three_nodes, Seen, WAIT};
 use support::mqtt::{publish, RawClient};
 use support::nats::{NatsCluster, NatsServer};
 use tern_codec::{Packet, QoS, ReasonCode};
@@ -54,12 +54,7 @@ fn awkward_topics() -> Vec<String> {
 #[test]
 fn messages_cross_nodes_once_whatever_bytes_their_topics_hold() {
     let nats = NatsServer::start();
-    let urls = [nats.url()];
-    let (n1, n2, n3) = (
-        node(&urls, "n1", 1),
-        node(&urls, "n2", 1),
-        node(&urls, "n3", 1),
-    );
+    let (n1, n2, n3) = three_nodes(&nats);
     let mut everything = client(&n2, "everything");
     everything.subscribe("#", QoS::AtLeastOnce).unwrap();
     let mut dollar = client(&n3, "dollar");

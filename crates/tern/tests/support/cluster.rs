@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use tern_codec::{Packet, QoS, ReasonCode};
 
 use super::mqtt::{publish, RawClient};
+use super::nats::NatsServer;
 use super::Tern;
 
 /// How long a test waits for anything that should come.
@@ -12,6 +13,21 @@ pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// A node joined to the NATS servers at `urls`.
 pub(crate) fn node(urls: &[String], id: &str, replicas: usize) -> Tern {
+    node_with(urls, id, replicas, "")
+}
+
+/// Nodes `n1`, `n2` and `n3` on `nats`.
+pub(crate) fn three_nodes(nats: &NatsServer) -> (Tern, Tern, Tern) {
+    let urls = [nats.url()];
+    (
+        node(&urls, "n1", 1),
+        node(&urls, "n2", 1),
+        node(&urls, "n3", 1),
+    )
+}
+
+/// [`node`], with `extra` lines in its `[cluster]` section.
+pub(crate) fn node_with(urls: &[String], id: &str, replicas: usize, extra: &str) -> Tern {
     let nats = urls
         .iter()
         .map(|url| format!("{url:?}"))
@@ -19,7 +35,7 @@ pub(crate) fn node(urls: &[String], id: &str, replicas: usize) -> Tern {
         .join(", ");
     Tern::start_with_config(&format!(
         "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[cluster]\nnats = [{nats}]\nnode_id = \
-         \"{id}\"\nreplicas = {replicas}\n"
+         \"{id}\"\nreplicas = {replicas}\n{extra}\n"
     ))
 }
 

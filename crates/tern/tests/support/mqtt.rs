@@ -49,15 +49,6 @@ impl RawClient {
         clean_start: bool,
         expiry: u32,
     ) -> io::Result<(Self, ConnAck)> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_nodelay(true)?;
-        let mut client = Self {
-            stream,
-            decoder: Decoder::new(version, 16 * 1024 * 1024),
-            buf: BytesMut::with_capacity(64 * 1024),
-            next_id: 1,
-            version,
-        };
         let v5 = version == ProtocolVersion::V5;
         let connect = Connect {
             protocol_version: version,
@@ -71,6 +62,21 @@ impl RawClient {
             will: None,
             username: None,
             password: None,
+        };
+        Self::connect_with(port, connect)
+    }
+
+    /// Sends `connect` on a new connection and returns the client and its CONNACK.
+    pub(crate) fn connect_with(port: u16, connect: Connect) -> io::Result<(Self, ConnAck)> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        let version = connect.protocol_version;
+        let mut client = Self {
+            stream,
+            decoder: Decoder::new(version, 16 * 1024 * 1024),
+            buf: BytesMut::with_capacity(64 * 1024),
+            next_id: 1,
+            version,
         };
         client.send(&Packet::Connect(Box::new(connect)))?;
         match client.recv(Duration::from_secs(10))? {

@@ -103,38 +103,12 @@ impl NatsServer {
 
     /// Sends `signal` (`STOP`, `CONT`) to the server process.
     pub(crate) fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "SIG{signal} sent");
+        super::signal_process(self.child.id(), signal);
     }
 
-    /// Stops the server (SIGSTOP) and waits until every one of its threads has stopped: a
-    /// thread that was running keeps going until the signal reaches it.
+    /// Stops the server (SIGSTOP) and waits until every one of its threads has stopped.
     pub(crate) fn pause(&self) {
-        self.signal("STOP");
-        let tasks = format!("/proc/{}/task", self.child.id());
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let all_stopped = std::fs::read_dir(&tasks)
-                .expect("the server's threads")
-                .filter_map(Result::ok)
-                .all(|task| {
-                    let stat =
-                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                    // The state follows the command name, which is in parentheses.
-                    stat.rsplit(") ")
-                        .next()
-                        .is_some_and(|rest| rest.starts_with('T'))
-                });
-            if all_stopped {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not stop");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        super::stop_process(self.child.id());
     }
 
     /// The client URL.
