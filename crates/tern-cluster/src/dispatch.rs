@@ -5,13 +5,16 @@
 //! Order matters for a take-over. The claimant's notice goes through the stream, so it has a
 //! place in the stream's order: messages stored before it are the old holder's to hand over,
 //! those stored after it the claimant's. The old holder must therefore have routed every message
-//! stored before the notice when it takes the notice in. NATS gives the node a connection in
-//! the stream's order, but async-nats hands each subscription its own queue, so the queues are
-//! merged here by stream sequence (`Nats-Sequence`, which the stream's republish adds): all
-//! queues are drained once, which gives a horizon (the highest sequence seen), then once more,
-//! which brings in every message up to the horizon that was on its way (the connection fills the
-//! queues one message at a time in wire order); those go out sorted, the rest waits for the next
-//! round. Messages without a sequence (QoS 0, straight from their node) go out as they come.
+//! stored before the notice when it takes the notice in. NATS gives the node's connection the
+//! stream's messages in the stream's order, but async-nats hands each subscription its own
+//! queue; here they are merged back by stream sequence (`Nats-Sequence`, which the stream's
+//! republish adds). The connection fills the queues in its order from a task on this thread,
+//! which cannot run while a drain does: a drain of every queue therefore takes everything up to
+//! some point of the connection's order, and sorted it is that order. A drain must not stop
+//! early, or the connection would run again and a later message could go out before an earlier
+//! one still queued: tokio's budget for one task makes a queue look empty after 128 messages, so
+//! drains run outside it. Messages without a sequence (QoS 0, straight from their node) keep the
+//! order they came in, ahead of the round's others.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -128,24 +131,17 @@ impl Received {
 /// Subscriptions merged in the stream's order (see the module's documentation).
 pub(crate) struct Merge<S> {
     streams: SelectAll<S>,
-    carry: Vec<Received>,
 }
 
 impl<S: Stream<Item = async_nats::Message> + Unpin> Merge<S> {
     pub(crate) fn new() -> Self {
         Self {
             streams: SelectAll::new(),
-            carry: Vec::new(),
         }
     }
 
     pub(crate) fn add(&mut self, stream: S) {
         self.streams.push(stream);
-    }
-
-    /// Whether messages wait from the last round.
-    fn carrying(&self) -> bool {
-        !self.carry.is_empty()
     }
 
     /// The next message of any subscription (none while there is no subscription).
@@ -156,31 +152,18 @@ impl<S: Stream<Item = async_nats::Message> + Unpin> Merge<S> {
         self.streams.next().await
     }
 
-    /// One round: `first` (just received) and whatever else has arrived, in order up to the
-    /// horizon.
+    /// One round: `first` (just received) and everything else queued, in order.
     async fn round(&mut self, first: Option<async_nats::Message>) -> Vec<Received> {
-        let mut batch = std::mem::take(&mut self.carry);
-        batch.extend(first.map(Received::new));
-        // Each drain takes everything queued: tokio's budget for one task would otherwise have
-        // a queue look empty part way (after 128 messages), and FuturesUnordered then yield.
-        let horizon = tokio::task::unconstrained(async {
-            self.drain(&mut batch);
-            let horizon = batch.iter().filter_map(|r| r.seq).max();
-            self.drain(&mut batch);
-            horizon
+        let mut batch: Vec<Received> = first.map(Received::new).into_iter().collect();
+        tokio::task::unconstrained(async {
+            while let Some(Some(message)) = self.streams.next().now_or_never() {
+                batch.push(Received::new(message));
+            }
         })
         .await;
         // Stable: messages without a sequence keep the order they came in, before the others.
         batch.sort_by_key(|r| r.seq);
-        let ready = batch.partition_point(|r| r.seq <= horizon);
-        self.carry = batch.split_off(ready);
         batch
-    }
-
-    fn drain(&mut self, batch: &mut Vec<Received>) {
-        while let Some(Some(message)) = self.streams.next().now_or_never() {
-            batch.push(Received::new(message));
-        }
     }
 }
 
@@ -225,21 +208,18 @@ impl Dispatcher {
     pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut merge: Merge<Merged> = Merge::new();
         loop {
-            let mut first = None;
-            if !merge.carrying() {
-                tokio::select! {
-                    command = commands.recv() => match command {
-                        Some(command) => {
-                            if self.command(command, &mut merge).await.is_err() {
-                                return;
-                            }
-                            continue;
+            let first = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        if self.command(command, &mut merge).await.is_err() {
+                            return;
                         }
-                        None => return,
-                    },
-                    message = merge.next() => first = message,
-                }
-            }
+                        continue;
+                    }
+                    None => return,
+                },
+                message = merge.next() => message,
+            };
             // Subscriptions made meanwhile join before the round.
             while let Ok(command) = commands.try_recv() {
                 if self.command(command, &mut merge).await.is_err() {
@@ -520,54 +500,40 @@ mod tests {
                 let queue = (seq * 7 % 3) as usize;
                 senders[queue].send(message("s", Some(seq))).unwrap();
             }
-            let mut seen = Vec::new();
-            while seen.len() < 1000 {
-                let round = merge.round(None).await;
-                assert!(
-                    !round.is_empty() || merge.carrying(),
-                    "stuck at {}",
-                    seen.len()
-                );
-                seen.extend(round.iter().filter_map(|r| r.seq));
-            }
+            let round = merge.round(None).await;
+            let seen: Vec<u64> = round.iter().filter_map(|r| r.seq).collect();
             assert_eq!(seen, (1..=1000).collect::<Vec<_>>());
         });
     }
 
     /// Messages queued on several subscriptions in the stream's order come out in that order,
-    /// whichever queue they wait in; those without a sequence come out as they are.
+    /// whichever queue they wait in; those without a sequence come out as they came, first.
     #[test]
     fn the_merge_puts_subscriptions_back_in_the_streams_order() {
         let mut merge = Merge::new();
-        let queues: Vec<_> = (0..3).map(|_| channel()).collect();
         let mut senders = Vec::new();
-        for (tx, stream) in queues {
+        for _ in 0..3 {
+            let (tx, stream) = channel();
             senders.push(tx);
             merge.add(stream);
         }
         for seq in 1..=30u64 {
             let queue = (seq * 7 % 3) as usize;
-            senders[queue]
-                .send(message(&format!("s{queue}"), Some(seq)))
-                .unwrap();
+            senders[queue].send(message("s", Some(seq))).unwrap();
             if seq % 10 == 0 {
-                senders[0].send(message("plain", None)).unwrap();
+                senders[0]
+                    .send(message(&format!("plain {seq}"), None))
+                    .unwrap();
             }
         }
-        let mut seen = Vec::new();
-        let mut plain = 0;
-        for received in merge.round(None).now_or_never().unwrap() {
-            match received.seq {
-                Some(seq) => seen.push(seq),
-                None => plain += 1,
-            }
-        }
-        assert!(!merge.carrying());
-        assert_eq!(seen, (1..=30).collect::<Vec<_>>());
-        assert_eq!(plain, 3);
-        senders[1].send(message("s1", Some(31))).unwrap();
         let round = merge.round(None).now_or_never().unwrap();
-        let round: Vec<Option<u64>> = round.iter().map(|r| r.seq).collect();
-        assert_eq!(round, [Some(31)]);
+        let plain: Vec<&str> = round
+            .iter()
+            .take_while(|r| r.seq.is_none())
+            .map(|r| r.message.subject.as_str())
+            .collect();
+        assert_eq!(plain, ["plain 10", "plain 20", "plain 30"]);
+        let seen: Vec<u64> = round.iter().filter_map(|r| r.seq).collect();
+        assert_eq!(seen, (1..=30).collect::<Vec<_>>());
     }
 }
