@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the black-box integration tests (tests/interop) need:
-#   - Debian's mosquitto broker and clients (the reference broker the tests are checked against);
+#   - Debian's mosquitto broker and clients (the reference broker the tests are checked against)
+#     and curl (a client of the HTTP bridge);
 #   - Debian's nats-server (with JetStream), which the cluster tests run Tern nodes over;
 #   - a Python virtual environment at .venv with tests/interop/requirements.txt installed.
 # Idempotent and quiet: prints nothing when all is well, and returns fast when nothing changed.
@@ -70,9 +71,9 @@ stop_packaged_mosquitto() {
     fi
 }
 
-# 1. mosquitto
-if ! deb_installed mosquitto mosquitto-clients; then
-    apt_install mosquitto mosquitto-clients
+# 1. mosquitto, and curl (the HTTP bridge's tests sign requests for it)
+if ! deb_installed mosquitto mosquitto-clients curl; then
+    apt_install mosquitto mosquitto-clients curl
 fi
 stop_packaged_mosquitto
 

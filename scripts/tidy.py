@@ -31,6 +31,9 @@ RULES = {
     "tern-bench": ({"tern-codec"}, set()),
     # Authentication methods and ACLs: decision functions behind the core's hooks, no runtime.
     "tern-auth": ({"tern-codec", "tern-core"}, ASYNC_IO),
+    # The HTTP bridge: an edge on the network runtime's broker thread, with the auth crate's
+    # keys and ACL engine; it never touches the store's engine.
+    "tern-http": ({"tern-codec", "tern-core", "tern-net", "tern-auth"}, {"fjall", "redb"}),
     # The client shares only the codec with the broker.
     "tern-client": ({"tern-codec"}, {"fjall", "redb"}),
 }

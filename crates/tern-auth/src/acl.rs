@@ -26,7 +26,7 @@ pub enum Action {
 }
 
 /// What a rule is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleAccess {
     /// PUBLISH (and the will).

@@ -8,12 +8,14 @@
 //! - [`service`]: the authenticator, with one [`Profile`] of methods per listener.
 //! - [`passwd`], [`jwt`], [`device`], [`scram`]: the methods.
 //! - [`cache`]: successful password checks, remembered for the next login.
+//! - [`keyring`]: the keys of the HTTP bridge, sealed at rest.
 //! - [`acl`]: the rules and the authorizer; [`scope`]: which identities a rule applies to.
 
 pub mod acl;
 pub mod cache;
 pub mod device;
 pub mod jwt;
+pub mod keyring;
 pub mod passwd;
 pub mod scope;
 pub mod scram;
@@ -23,6 +25,7 @@ pub use acl::{Acl, AclError, Action, CompiledAcl, Rule, RuleAccess};
 pub use cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 pub use device::{device_password, DeviceKeys};
 pub use jwt::JwtVerifier;
+pub use keyring::{Credential, Grant, HttpKey, KeyError, KeyRing, MasterKey};
 pub use passwd::PasswordFile;
 pub use scope::{RuleError, RuleMethod, RuleMethods};
 pub use scram::{FakeSaltKey, ScramCredential};

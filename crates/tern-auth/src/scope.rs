@@ -18,6 +18,8 @@ pub enum RuleMethod {
     Certificate,
     /// Device keys.
     Device,
+    /// Keys of the HTTP bridge (signed requests).
+    Http,
     /// Names nothing verified (a listener that lets everyone in), and anonymous clients.
     Unverified,
 }
@@ -30,6 +32,7 @@ impl RuleMethod {
             Self::Certificate => 4,
             Self::Device => 8,
             Self::Unverified => 16,
+            Self::Http => 32,
         }
     }
 }
@@ -59,7 +62,7 @@ impl RuleMethods {
 pub(crate) struct MethodSet(u8);
 
 impl MethodSet {
-    const ALL: Self = Self(31);
+    const ALL: Self = Self(63);
 
     fn contains(self, method: RuleMethod) -> bool {
         self.0 & method.bit() != 0
@@ -72,6 +75,7 @@ impl MethodSet {
             Method::Token => RuleMethod::Jwt,
             Method::Certificate => RuleMethod::Certificate,
             Method::DeviceKey => RuleMethod::Device,
+            Method::HttpKey => RuleMethod::Http,
         };
         self.contains(method)
     }
@@ -227,6 +231,7 @@ mod tests {
                 "unverified",
                 identity(Method::Unverified, Some("ops"), None),
             ),
+            ("http", identity(Method::HttpKey, Some("ops"), None)),
             ("anonymous", identity(Method::Unverified, None, None)),
         ]
     }
@@ -272,6 +277,7 @@ mod tests {
             ("\"certificate\"", "certificate"),
             ("\"unverified\"", "unverified"),
             ("\"password\"", "password"),
+            ("\"http\"", "http"),
         ] {
             assert_eq!(who(&scope("t/#", Some("ops"), None, method)), [label]);
         }
@@ -290,8 +296,8 @@ mod tests {
             who(&scope("users/%u/#", None, None, "[\"password\", \"jwt\"]")),
             ["password", "jwt"]
         );
-        assert_eq!(who(&scope("public/#", None, None, "")).len(), 7);
-        assert_eq!(who(&scope("clients/%c/#", None, None, "")).len(), 7);
+        assert_eq!(who(&scope("public/#", None, None, "")).len(), 8);
+        assert_eq!(who(&scope("clients/%c/#", None, None, "")).len(), 8);
         assert_eq!(
             who(&scope("public/#", None, None, "\"device\"")),
             ["device acme", "device globex"]

@@ -51,6 +51,9 @@ pub enum Method {
     Certificate,
     /// A device key: the name is the device identifier, unique within its owner.
     DeviceKey,
+    /// A key of the HTTP bridge (a signed request): the name is the client identifier the key
+    /// speaks for; an app key's devices have the app as their owner.
+    HttpKey,
 }
 
 impl Method {
@@ -62,6 +65,7 @@ impl Method {
             Self::Token => "jwt",
             Self::Certificate => "certificate",
             Self::DeviceKey => "device",
+            Self::HttpKey => "http",
         }
     }
 }

@@ -44,6 +44,7 @@ pub use auth::{
 };
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::memory::HeldBytes;
+pub use broker::request::{RequestClient, RequestOutcome, RequestRefusal};
 pub use broker::retained_feed::RETAINED_CAPPED_PROPERTY;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;

@@ -46,6 +46,14 @@ fn handed_over(ops: &[ClusterOp], token: u64) -> Option<Box<StoredSession>> {
         .unwrap_or_else(|| panic!("no answer for token {token}: {ops:?}"))
 }
 
+/// Sends an MQTT 5 CONNECT for `client_id` on a new connection of `tb`.
+fn send_connect(tb: &mut TestBroker, client_id: &str, opts: &Opts) -> tern_core::ConnectionId {
+    let id = tb.open();
+    let connect = connect_packet(client_id, V5, opts);
+    tb.send_to(id, V5, Packet::Connect(Box::new(connect)));
+    id
+}
+
 fn owned(handed_over: Option<Box<StoredSession>>, backlog: Vec<RemoteMessage>) -> ClaimOutcome {
     ClaimOutcome::Owned {
         handed_over,
@@ -56,12 +64,7 @@ fn owned(handed_over: Option<Box<StoredSession>>, backlog: Vec<RemoteMessage>) -
 #[test]
 fn a_connect_waits_for_its_claim_and_so_do_the_packets_after_it() {
     let mut tb = claiming_broker();
-    let id = tb.open();
-    tb.send_to(
-        id,
-        V5,
-        Packet::Connect(Box::new(connect_packet("c", V5, &Opts::new()))),
-    );
+    let id = send_connect(&mut tb, "c", &Opts::new());
     tb.send_to(id, V5, subscribe(1, &[("t", Q1)]));
     assert!(tb.drain(id).is_empty(), "nothing before the claim settles");
     let ops = tb.cluster_ops();
@@ -156,12 +159,7 @@ fn a_session_taken_over_moves_with_what_was_in_flight_and_queued() {
     let other = b.connect("other", V5, Opts::new());
     b.subscribe(&other, "t", Q1);
     b.auto_claim = false;
-    let id = b.open();
-    b.send_to(
-        id,
-        V5,
-        Packet::Connect(Box::new(connect_packet("s", V5, &opts))),
-    );
+    let id = send_connect(&mut b, "s", &opts);
     assert!(!claims(&b.cluster_ops())[0].clean_start);
     let backlog = vec![remote_on("t", "5", Q1)];
     b.broker
@@ -338,16 +336,43 @@ fn expiry_in_a_handed_over_queue_counts_on_from_where_it_was() {
     let session = handed_over(&a.cluster_ops(), 3);
 
     let mut b = claiming_broker();
-    let id = b.open();
-    b.send_to(
-        id,
-        V5,
-        Packet::Connect(Box::new(connect_packet("e", V5, &opts))),
-    );
+    let id = send_connect(&mut b, "e", &opts);
     b.broker
         .claim_settled(id, owned(session, Vec::new()), b.now);
     let packets = b.drain(id);
     let sent = publishes(&packets);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].properties.message_expiry_interval, Some(6));
+}
+
+/// The backlog is delivered as routing would: overlapping subscriptions make one delivery, and
+/// No Local holds for what the client itself published during the hand-over.
+#[test]
+fn the_backlog_follows_the_routing_rules() {
+    let mut a = cluster_broker();
+    let opts = Opts::new().resume().expiry(600);
+    let old = a.connect("nl", V5, opts.clone());
+    let no_local = tern_codec::SubscriptionOptions {
+        no_local: true,
+        ..support::opts(Q1)
+    };
+    a.send(
+        &old,
+        subscribe_with(1, &[("t/+", no_local), ("t/#", no_local)], None),
+    );
+    a.recv(&old);
+    a.cluster_ops();
+    a.broker
+        .session_taken_over(&mstr("nl"), false, Some(5), a.now);
+    a.expect_closed(&old);
+    let session = handed_over(&a.cluster_ops(), 5);
+
+    let mut b = claiming_broker();
+    let id = send_connect(&mut b, "nl", &opts);
+    let mut own = remote_on("t/x", "mine", Q1);
+    own.publisher = Some(mstr("nl"));
+    let backlog = vec![own, remote_on("t/x", "theirs", Q1)];
+    b.broker.claim_settled(id, owned(session, backlog), b.now);
+    let packets = b.drain(id);
+    assert_eq!(payloads(&packets), ["theirs"], "{packets:?}");
 }

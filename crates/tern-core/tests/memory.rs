@@ -242,3 +242,62 @@ fn an_offline_session_cut_loose_keeps_its_subscriptions() {
     assert!(offline.connack.session_present);
     assert_eq!(take_and_ack(&mut tb, &offline), ["after"]);
 }
+
+/// Stalled is not slow: at the memory limit, a subscriber that is taking its messages (it
+/// acknowledged one within the last second) is neither refused its new messages nor cut loose
+/// while one that has made no progress holds any: the stalled one goes first, even when the
+/// moving one holds more.
+#[test]
+fn memory_limit_cuts_a_stalled_consumer_before_a_moving_larger_one() {
+    let mut tb = TestBroker::with_limits(Limits {
+        memory_max_bytes: 1000,
+        ..Limits::default()
+    });
+    tb.advance_secs(10);
+    // Each message costs 100 bytes: a 3-byte topic and 97 bytes of payload.
+    let message = |n: usize| format!("{n:097}");
+    let moving = tb.connect("moving", V5, Opts::new());
+    tb.subscribe(&moving, "t/+", Q1);
+    let stalled = tb.connect("stalled", V5, Opts::new());
+    tb.subscribe(&stalled, "t/a", Q1);
+    let publisher = tb.connect("p", V5, Opts::new());
+    tb.send(&publisher, publish("t/a", &message(0), Q1, 1));
+    tb.send(&publisher, publish("t/a", &message(1), Q1, 2));
+    // The moving subscriber acknowledges the first and is slower with the rest.
+    let first = tb.recv(&moving);
+    assert_eq!(payloads(&first)[0], message(0));
+    tb.send(&moving, puback(packet_id(&first[0])));
+    let mut got = payloads(&first)[..1].to_vec();
+    let unacknowledged = payloads(&first)[1..].to_vec();
+    tb.advance(100);
+    for n in 2..10 {
+        tb.send(&publisher, publish("t/b", &message(n), Q1, n as u16 + 1));
+    }
+    // 900 bytes for the moving one, 200 for the stalled: the limit was passed on the way, and
+    // the stalled one was cut loose rather than the moving one refused.
+    let events = tb.events();
+    assert!(drops(&events).is_empty(), "{events:?}");
+    assert!(
+        events.contains(&Event::Shed {
+            client_id: mstr("stalled"),
+            bytes: 200,
+            messages: 2
+        }),
+        "{events:?}"
+    );
+    assert_eq!(
+        tb.expect_closed(&stalled),
+        [disconnect(ReasonCode::QuotaExceeded)]
+    );
+    // The rest of the first read is acknowledged now, then everything sent since.
+    for packet in &first[1..] {
+        tb.send(&moving, puback(packet_id(packet)));
+    }
+    got.extend(unacknowledged);
+    while got.len() < 10 {
+        let more = take_and_ack(&mut tb, &moving);
+        assert!(!more.is_empty(), "got {got:?}");
+        got.extend(more);
+    }
+    assert_eq!(got, (0..10).map(message).collect::<Vec<_>>());
+}

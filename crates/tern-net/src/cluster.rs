@@ -193,6 +193,16 @@ impl ClusterOut {
     pub(crate) fn forget(&self, id: ConnectionId) {
         self.holds.forget(id);
     }
+
+    /// The number of the last batch handed to the cluster layer.
+    pub(crate) fn last_sent(&self) -> u64 {
+        self.last_sent.get()
+    }
+
+    /// The number of the last batch the cluster layer reported through.
+    pub(crate) fn last_through(&self) -> u64 {
+        self.holds.done_through()
+    }
 }
 
 /// Hears from the cluster layer: routes messages from other nodes, releases acknowledgements

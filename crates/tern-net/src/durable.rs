@@ -133,6 +133,16 @@ impl Committer {
         self.gates.done(seq, out);
     }
 
+    /// The number of the last batch handed to the store thread.
+    pub(crate) fn last_sent(&self) -> u64 {
+        self.last_sent.get()
+    }
+
+    /// The number of the last batch the store thread reported durable.
+    pub(crate) fn last_committed(&self) -> u64 {
+        self.gates.done_through()
+    }
+
     /// Whether [`Committer::close`] was called (the store thread ending is then expected).
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.get()

@@ -91,6 +91,11 @@ impl Holds {
         self.held.borrow_mut().remove(&id);
     }
 
+    /// Every batch up to this number is done.
+    pub(crate) fn done_through(&self) -> u64 {
+        self.done.get()
+    }
+
     /// Whether no connection holds anything back.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {

@@ -9,6 +9,7 @@ mod busy_poll;
 mod cluster;
 mod connection;
 mod durable;
+mod edge;
 mod encode;
 mod event_log;
 mod gate;
@@ -33,8 +34,9 @@ use tokio::task::LocalSet;
 use tracing::{error, info};
 
 pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
+pub use edge::{Batch, BrokerHandle, EdgeTask};
 pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
-pub use tls::{TlsError, TlsSettings};
+pub use tls::{server_config as tls_server_config, TlsError, TlsSettings};
 
 use durable::{Commit, Committer};
 use listener::Listener;
@@ -175,7 +177,17 @@ pub struct Server {
     authorizer: Option<Box<dyn Authorizer>>,
     auth_reload: Option<AuthReload>,
     durable: Option<Durable>,
+    edges: Vec<Edge>,
     cluster: Option<ClusterLink>,
+}
+
+/// An [`EdgeTask`] waiting for the server to run.
+struct Edge(EdgeTask);
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Edge")
+    }
 }
 
 /// Fresh authentication and authorisation hooks, built again from whatever they were built
@@ -240,6 +252,7 @@ impl Server {
             authorizer: None,
             auth_reload: None,
             durable: None,
+            edges: Vec::new(),
             cluster: None,
         })
     }
@@ -287,6 +300,12 @@ impl Server {
     /// subscriptions those deny are dropped). A reload that fails leaves the hooks in force.
     pub fn set_auth_reload(&mut self, reload: AuthReload) {
         self.auth_reload = Some(reload);
+    }
+
+    /// Runs `task` on the broker thread once the server runs, with a [`BrokerHandle`]: another
+    /// edge (the HTTP bridge) reaching the core as connections do.
+    pub fn add_edge(&mut self, task: EdgeTask) {
+        self.edges.push(Edge(task));
     }
 
     /// The addresses actually bound (port 0 resolved), in configuration order.
@@ -374,6 +393,9 @@ impl Server {
             });
         }
         tokio::task::spawn_local(Rc::clone(&shared).run_auth_checks());
+        for Edge(task) in self.edges {
+            tokio::task::spawn_local(task(BrokerHandle::new(Rc::clone(&shared))));
+        }
         if !self.config.busy_poll.is_zero() {
             let busy_poll = Rc::clone(&shared.busy_poll);
             tokio::task::spawn_local(busy_poll.run(self.config.busy_poll));

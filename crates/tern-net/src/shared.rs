@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     socket_errors: Cell<u64>,
     /// Keeps a flood of failing sockets from flooding the log.
     error_log: LogBudget,
+    /// Signalled whenever batches become durable or replicated (edges waiting on one, see
+    /// `edge.rs`).
+    pub(crate) durable_wake: Notify,
 }
 
 /// How long a connection waits on a client that does not read (see [`crate::ServerConfig`]).
@@ -177,6 +180,7 @@ impl Shared {
             encode_errors: Cell::new(0),
             socket_errors: Cell::new(0),
             error_log: LogBudget::new("socket and encoding errors"),
+            durable_wake: Notify::new(),
         }
     }
 
@@ -545,6 +549,7 @@ impl Shared {
         };
         let mut ready = Vec::new();
         committer.committed(seq, &mut ready);
+        self.durable_wake.notify_waiters();
         self.wake_ready(ready);
     }
 
@@ -586,6 +591,7 @@ impl Shared {
         };
         let mut ready = Vec::new();
         cluster.through(seq, &mut ready);
+        self.durable_wake.notify_waiters();
         self.wake_ready(ready);
     }
 

@@ -89,6 +89,12 @@ impl ReloadableTls {
     }
 }
 
+/// The rustls server configuration of `settings` (what a TLS listener uses), for other edges
+/// that take the same settings.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    build_config(settings)
+}
+
 fn build_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&settings.cert)?;

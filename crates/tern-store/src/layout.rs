@@ -29,9 +29,17 @@ const MANIFEST: &str = "manifest";
 /// holds it from the start.
 const LOST_AND_FOUND: &str = "lost+found";
 /// Files the broker keeps in the data directory beside the store: the secret SCRAM salts of
-/// unknown users are made from (docs/design/auth.md), and its copy being written. They are
-/// not the store's, and not a sign of a directory that belongs to something else.
-pub const BESIDE_THE_STORE: &[&str] = &["auth.key", "auth.key.new"];
+/// unknown users are made from (docs/design/auth.md), the HTTP bridge's keys and the master key
+/// that seals them (docs/http.md), and their copies being written. They are not the store's,
+/// and not a sign of a directory that belongs to something else.
+pub const BESIDE_THE_STORE: &[&str] = &[
+    "auth.key",
+    "auth.key.new",
+    "http.key",
+    "http.key.new",
+    "http-keys.json",
+    "http-keys.json.new",
+];
 
 /// What the directory holds.
 #[derive(Debug)]

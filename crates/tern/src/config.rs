@@ -40,6 +40,9 @@ pub(crate) struct FileConfig {
     pub(crate) store: StoreConfig,
     #[serde(default)]
     pub(crate) sessions: SessionsConfig,
+    /// `[http]`: the HTTP bridge (its listeners are `[[listener]]`s with protocol "http").
+    #[serde(default)]
+    pub(crate) http: crate::http_config::HttpSection,
     /// `[cluster]`: join other nodes through NATS; absent, the broker is a single node.
     pub(crate) cluster: Option<crate::cluster_config::ClusterConfig>,
 }
@@ -138,6 +141,10 @@ pub(crate) enum Protocol {
     Ws,
     /// WebSocket over TLS.
     Wss,
+    /// The HTTP bridge (`docs/http.md`).
+    Http,
+    /// The HTTP bridge over TLS.
+    Https,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,19 +175,8 @@ impl ListenerConfig {
     /// the configuration file).
     fn to_net(&self, base: &Path) -> anyhow::Result<NetListener> {
         let at = |what: &str| format!("listener {}: {what}", self.bind);
-        let tls = matches!(self.protocol, Protocol::Mqtts | Protocol::Wss);
         let ws = matches!(self.protocol, Protocol::Ws | Protocol::Wss);
-        if !tls
-            && (self.cert.is_some()
-                || self.key.is_some()
-                || self.client_ca.is_some()
-                || self.require_client_certificate.is_some()
-                || self.use_identity_as_username)
-        {
-            bail!(at(
-                "certificate settings need protocol = \"mqtts\" or \"wss\""
-            ));
-        }
+        let settings = self.tls_settings(base)?;
         if !ws && self.path.is_some() {
             bail!(at("path is for protocol = \"ws\" or \"wss\""));
         }
@@ -191,19 +187,6 @@ impl ListenerConfig {
         if !path.starts_with('/') {
             bail!(at("path must start with '/'"));
         }
-        let settings = if tls {
-            let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
-                bail!(at("TLS needs both cert and key"));
-            };
-            Some(TlsSettings {
-                cert: base.join(cert),
-                key: base.join(key),
-                client_ca: self.client_ca.as_ref().map(|ca| base.join(ca)),
-                require_client_certificate: self.require_client_certificate.unwrap_or(true),
-            })
-        } else {
-            None
-        };
         let transport = match (self.protocol, settings) {
             (Protocol::Mqtts, Some(tls)) => Transport::Tls(tls),
             (Protocol::Wss, Some(tls)) => Transport::SecureWebSocket { tls, path },
@@ -215,6 +198,43 @@ impl ListenerConfig {
             transport,
             use_identity_as_username: self.use_identity_as_username,
         })
+    }
+
+    /// Whether it is a listener of the HTTP bridge.
+    pub(crate) fn is_http(&self) -> bool {
+        matches!(self.protocol, Protocol::Http | Protocol::Https)
+    }
+
+    /// The TLS settings of a TLS listener (mqtts, wss, https); `None` for the others, which
+    /// must then have no certificate settings.
+    pub(crate) fn tls_settings(&self, base: &Path) -> anyhow::Result<Option<TlsSettings>> {
+        let at = |what: &str| format!("listener {}: {what}", self.bind);
+        let tls = matches!(
+            self.protocol,
+            Protocol::Mqtts | Protocol::Wss | Protocol::Https
+        );
+        if !tls {
+            if self.cert.is_some()
+                || self.key.is_some()
+                || self.client_ca.is_some()
+                || self.require_client_certificate.is_some()
+                || self.use_identity_as_username
+            {
+                bail!(at(
+                    "certificate settings need protocol = \"mqtts\", \"wss\" or \"https\""
+                ));
+            }
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+            bail!(at("TLS needs both cert and key"));
+        };
+        Ok(Some(TlsSettings {
+            cert: base.join(cert),
+            key: base.join(key),
+            client_ca: self.client_ca.as_ref().map(|ca| base.join(ca)),
+            require_client_certificate: self.require_client_certificate.unwrap_or(true),
+        }))
     }
 }
 
@@ -431,7 +451,11 @@ pub(crate) fn listeners(
             port.unwrap_or(1883),
         ))]);
     }
-    file.listener.iter().map(|l| l.to_net(base)).collect()
+    file.listener
+        .iter()
+        .filter(|l| !l.is_http())
+        .map(|l| l.to_net(base))
+        .collect()
 }
 
 /// The auth profile each listener names, in the order of [`listeners`].
@@ -443,7 +467,11 @@ pub(crate) fn listener_auth_names(
     if bind.is_some() || port.is_some() || file.listener.is_empty() {
         return vec![None];
     }
-    file.listener.iter().map(|l| l.auth.clone()).collect()
+    file.listener
+        .iter()
+        .filter(|l| !l.is_http())
+        .map(|l| l.auth.clone())
+        .collect()
 }
 
 /// `$SYS` interval: 10 seconds unless the file says otherwise.

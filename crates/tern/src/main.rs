@@ -1,11 +1,14 @@
-//! The `tern` command line: `serve` runs the broker, `passwd` manages password files;
-//! `pub`, `sub` and `req` are clients; `bench` loads a broker.
+//! The `tern` command line: `serve` runs the broker, `passwd` manages password files, `key`
+//! the HTTP bridge's keys; `pub`, `sub` and `req` are clients, `http sign` signs requests for
+//! curl; `bench` loads a broker.
 
 mod auth_config;
 mod bench;
 mod cli;
 mod cluster_config;
 mod config;
+mod http_config;
+mod key;
 mod passwd;
 mod process;
 
@@ -49,7 +52,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker (with no options: all interfaces, port 1883).
+    /// Run the broker (with no options: all interfaces, MQTT on port 1883 and HTTP on 8080).
     Serve(ServeArgs),
     /// Add, change (-D: delete) a user in a password file; the password is prompted for, or
     /// read from standard input when it is not a terminal.
@@ -62,6 +65,10 @@ enum Command {
     Req(cli::request::ReqArgs),
     /// Load-test a broker: fan-in, fan-out, pairs, shared, latency, connections, retained.
     Bench(tern_bench::BenchArgs),
+    /// Manage the HTTP bridge's keys in a data directory (the broker may be running).
+    Key(key::KeyArgs),
+    /// HTTP bridge tools: `sign` prints a request's signing headers.
+    Http(key::HttpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +82,10 @@ struct ServeArgs {
     /// Port to listen on; 0 picks a free port and logs it (replaces the file's listeners).
     #[arg(long, short)]
     port: Option<u16>,
+    /// Port to serve the HTTP bridge on (8080 when no listener is configured); 0 picks a
+    /// free port and logs it (replaces the file's HTTP listeners).
+    #[arg(long)]
+    http_port: Option<u16>,
     /// Data directory for the durable store (replaces the file's `store.dir`; default
     /// ./tern-data).
     #[arg(long)]
@@ -99,6 +110,8 @@ fn main() -> ExitCode {
         Command::Sub(args) => cli::subscribe::run(args),
         Command::Req(args) => cli::request::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Key(args) => key::run_key(args),
+        Command::Http(args) => key::run_http(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,9 +209,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.recover || file.store.recover,
         )?),
     };
+    let http = http_config::http_config(
+        &file,
+        base,
+        args.bind,
+        args.port,
+        args.http_port,
+        data_dir.clone(),
+    )?
+    .map(tern_http::HttpBridge::start)
+    .transpose()?;
+    // The bridge's threads run until the broker has stopped (dropped after `block_on`).
+    let (_http_bridge, http_edge) = match http {
+        Some((bridge, edge)) => {
+            for line in bridge.describe() {
+                info!("listening for HTTP on {line}");
+            }
+            (Some(bridge), Some(edge))
+        }
+        None => (None, None),
+    };
     let (cluster_node, cluster_link) = cluster.unzip();
     runtime.block_on(async {
         let mut server = Server::bind(server_config).await?;
+        if let Some(edge) = http_edge {
+            server.add_edge(edge);
+        }
         let service = service_settings.apply(auth.service);
         server.set_auth(Box::new(service), Box::new(auth.acl));
         if let Some(reload) = auth_reload {

@@ -75,7 +75,7 @@ impl Broker {
     /// nodes, and nothing of it is retained here. Returns whether a subscription matched.
     pub fn deliver_from_cluster(&mut self, remote: RemoteMessage, now: Time) -> bool {
         match self.message_from_cluster(remote, now) {
-            Some(message) => self.route(&message, now),
+            Some(message) => self.route(&message, now) > 0,
             None => false,
         }
     }

@@ -19,6 +19,7 @@ use crate::connection::Phase;
 use crate::events::CloseReason;
 use crate::session::{Delivery, Inflight, OutgoingState, Session, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, StoreOp, StoredSession};
+use crate::tree::Match;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 /// A CONNECT waiting for its claim, with what completing it takes.
@@ -101,7 +102,7 @@ impl Broker {
                 if let Some(&key) = self.session_ids.get(&client_id) {
                     for remote in backlog {
                         if let Some(message) = self.message_from_cluster(remote, now) {
-                            self.route_to(&message, Some(key), now);
+                            self.deliver_to_session(key, &message, now);
                         }
                     }
                 }
@@ -118,6 +119,28 @@ impl Broker {
             .ops
             .push_back(ClusterOp::ClaimDone { connection: id });
         self.close_oversized(now);
+    }
+
+    /// Delivers `message` to session `key` alone, as routing would for its subscriptions (tree
+    /// views left out: their delta is every member's, and the members have had it).
+    fn deliver_to_session(&mut self, key: SessionKey, message: &SharedMessage, now: Time) {
+        let topic = message.topic.as_str();
+        let matches: Vec<Match<SessionKey>> = self
+            .session(key)
+            .subscriptions
+            .iter()
+            .filter(|(filter, info)| info.tree_view.is_none() && filter.matches(topic))
+            // No Local: never back to the publishing session (MQTT-3.8.3-3).
+            .filter(|(_, info)| !(info.options.no_local && message.origin == Some(key)))
+            .map(|(_, info)| Match {
+                key,
+                info: *info,
+                shared: false,
+            })
+            .collect();
+        if !matches.is_empty() {
+            self.deliver_matches(message, message.charge(), &matches, now);
+        }
     }
 
     /// Completes a CONNECT whose claim settled, then handles the packets that came after it.

@@ -5,6 +5,10 @@
 use tern_codec::{QoS, ReasonCode};
 
 use super::Broker;
+
+/// A receiver that acknowledged a message this recently is taking its messages: at the memory
+/// limit it is not cut loose, nor refused its new messages, while a stalled one holds any.
+const MOVING_WITHIN_MILLIS: u64 = 1_000;
 use crate::events::{CloseReason, Event};
 use crate::session::{Inflight, Session};
 use crate::types::{ConnectionId, SessionKey, Time};
@@ -82,9 +86,17 @@ impl Broker {
     }
 
     /// Whether a delivery of `bytes` to `key` at `qos` fits the memory limit. A QoS 1/2
-    /// delivery makes room by cutting loose the consumers holding the most, as long as they
-    /// hold more than `key` does; a QoS 0 one never does.
-    pub(super) fn within_memory(&mut self, key: SessionKey, bytes: usize, qos: QoS) -> bool {
+    /// delivery makes room by cutting loose other consumers, the largest first: for a receiver
+    /// that is taking its messages, any consumer making no progress (stalled is not slow),
+    /// then moving ones holding more than it does; for a stalled receiver, stalled ones holding
+    /// more than it does. A QoS 0 delivery never cuts anyone loose.
+    pub(super) fn within_memory(
+        &mut self,
+        key: SessionKey,
+        bytes: usize,
+        qos: QoS,
+        now: Time,
+    ) -> bool {
         let max = self.config.limits.memory_max_bytes;
         if max == 0 || self.held_bytes + bytes <= max {
             return true;
@@ -93,30 +105,51 @@ impl Broker {
         if qos == QoS::AtMostOnce || bytes > max {
             return false;
         }
-        // A receiver holding half of everything is the largest consumer: no scan needed.
-        if self.consumer_bytes(key).total() * 2 >= self.held_bytes {
+        let moving = self.moving(key, now);
+        // A stalled receiver holding half of everything is the consumer to go: no scan needed.
+        if !moving && self.consumer_bytes(key).total() * 2 >= self.held_bytes {
             return false;
         }
+        let own = self.consumer_bytes(key).total();
         while self.held_bytes + bytes > max {
-            match self.largest_consumer() {
-                Some(largest) if largest != key => self.shed(largest),
+            match self.consumer_to_shed(key, now) {
+                // A moving receiver goes on at the cost of any stalled one.
+                Some((victim, false, _)) if moving => self.shed(victim),
+                // Otherwise, among the stalled or among the moving, the larger goes.
+                Some((victim, victim_moving, held)) if victim_moving == moving && held > own => {
+                    self.shed(victim)
+                }
                 _ => return false,
             }
         }
         true
     }
 
-    /// The session holding the most bytes, if any holds some.
-    fn largest_consumer(&self) -> Option<SessionKey> {
+    /// Whether `key` is taking its messages: connected, and it acknowledged one within the
+    /// last [`MOVING_WITHIN_MILLIS`].
+    fn moving(&self, key: SessionKey, now: Time) -> bool {
+        let session = self.session(key);
+        let acked = session.acked_at.as_millis();
+        session.connection.is_some()
+            && acked > 0
+            && now.as_millis().saturating_sub(acked) < MOVING_WITHIN_MILLIS
+    }
+
+    /// The consumer other than `key` to cut loose first, if any holds some bytes: a stalled
+    /// one before a moving one, the largest first. Returns it, whether it is moving, and what
+    /// it holds.
+    fn consumer_to_shed(&self, key: SessionKey, now: Time) -> Option<(SessionKey, bool, usize)> {
         (0..self.sessions.len())
+            .filter(|&slot| slot != key.0 as usize)
             .filter(|&slot| matches!(self.sessions.get(slot), Some(Some(_))))
             .map(|slot| {
-                let key = SessionKey(slot as u32);
-                (self.consumer_bytes(key).total(), key)
+                let other = SessionKey(slot as u32);
+                let held = self.consumer_bytes(other).total();
+                (!self.moving(other, now), held, other)
             })
-            .filter(|&(bytes, _)| bytes > 0)
+            .filter(|&(_, held, _)| held > 0)
             .max()
-            .map(|(_, key)| key)
+            .map(|(stalled, held, other)| (other, !stalled, held))
     }
 
     /// What the session of `key` and its connection hold.

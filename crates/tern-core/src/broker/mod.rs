@@ -14,6 +14,7 @@ mod flow;
 mod lifecycle;
 pub mod memory;
 mod publish;
+pub mod request;
 pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;

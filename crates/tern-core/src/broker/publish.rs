@@ -108,7 +108,7 @@ impl Broker {
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if let Ok(outgoing) = outcome {
-                    self.accept_outgoing(key, outgoing, now);
+                    self.accept_outgoing(Some(key), outgoing, now);
                 }
             }
             // A QoS 1 message counts against the window until its PUBACK, like a QoS 2 one
@@ -132,7 +132,7 @@ impl Broker {
                     }
                     Ok(outgoing) => {
                         self.collect_congested();
-                        if !self.accept_outgoing(key, outgoing, now) {
+                        if self.accept_outgoing(Some(key), outgoing, now) == Some(0) {
                             ack.reason_code = ReasonCode::NoMatchingSubscribers;
                         }
                     }
@@ -179,7 +179,7 @@ impl Broker {
                     let position = self.pending_transmits(id);
                     if let Ok(outgoing) = outcome {
                         self.collect_congested();
-                        self.accept_outgoing(key, outgoing, now);
+                        self.accept_outgoing(Some(key), outgoing, now);
                     }
                     // Unless held back, the PUBREC goes ahead of what routing queued, so the
                     // publisher's answer is not behind a copy delivered to its own
@@ -266,19 +266,36 @@ impl Broker {
         Ok(())
     }
 
-    /// Routes what an accepted PUBLISH became; returns whether any subscriber matched.
-    fn accept_outgoing(&mut self, key: SessionKey, outgoing: Outgoing, now: Time) -> bool {
+    /// Routes what an accepted PUBLISH of `origin` became; returns the subscriptions matched,
+    /// or `None` where that is not known yet (a cluster routes QoS 1/2 once replicated).
+    pub(super) fn accept_outgoing(
+        &mut self,
+        origin: Option<SessionKey>,
+        outgoing: Outgoing,
+        now: Time,
+    ) -> Option<usize> {
         match outgoing {
-            Outgoing::One(publish) => self.accept_publish(key, publish, now),
-            Outgoing::Spread(publishes) => publishes.into_iter().fold(false, |any, publish| {
-                self.accept_publish(key, publish, now) | any
-            }),
+            Outgoing::One(publish) => self.accept_publish(origin, publish, now),
+            Outgoing::Spread(publishes) => {
+                // Every one is published, whatever the matches of the others.
+                let mut matched = Some(0);
+                for publish in publishes {
+                    let one = self.accept_publish(origin, publish, now);
+                    matched = matched.zip(one).map(|(sum, one)| sum + one);
+                }
+                matched
+            }
         }
     }
 
-    /// Turns an accepted PUBLISH into a message and routes it; returns whether any subscriber
-    /// matched.
-    fn accept_publish(&mut self, key: SessionKey, publish: Publish, now: Time) -> bool {
+    /// Turns an accepted PUBLISH into a message and routes it; returns the subscriptions
+    /// matched, if known.
+    fn accept_publish(
+        &mut self,
+        origin: Option<SessionKey>,
+        publish: Publish,
+        now: Time,
+    ) -> Option<usize> {
         let mut properties = publish.properties;
         let expires_at = properties
             .message_expiry_interval
@@ -293,13 +310,14 @@ impl Broker {
             retain: publish.retain,
             properties,
             expires_at,
-            origin: Some(key),
+            origin,
         };
         self.accept_message(Arc::new(message), now)
     }
 
-    /// Stores or clears the retained copy, then routes; returns whether any subscriber matched.
-    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> bool {
+    /// Stores or clears the retained copy, then routes; returns the subscriptions matched (`None`
+    /// for a message the cluster routes once replicated).
+    pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> Option<usize> {
         if message.retain {
             // The broker's own `$SYS` statistics are current only while it runs: never stored.
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
@@ -327,9 +345,9 @@ impl Broker {
         }
         if !self.forward_to_cluster(&message, now) {
             // Routed when it comes back replicated; whether anyone matched is not known here.
-            return true;
+            return None;
         }
-        self.route(&message, now)
+        Some(self.route(&message, now))
     }
 
     /// Whether storing `message` as retained stays within the limits. The broker's own `$SYS`
@@ -359,6 +377,18 @@ impl Broker {
             Outgoing::One(publish) => std::slice::from_ref(publish),
             Outgoing::Spread(publishes) => publishes.as_slice(),
         };
+        match self.retained_room(publishes) {
+            Ok(()) => Ok(outgoing),
+            Err(limit) => {
+                self.retained_refused(key, publishes[0].topic.clone(), limit);
+                Err(ReasonCode::QuotaExceeded)
+            }
+        }
+    }
+
+    /// Whether the retained copies of `publishes`, counted together, stay within the retained
+    /// limits.
+    pub(super) fn retained_room(&self, publishes: &[Publish]) -> Result<(), RetainedLimit> {
         let (mut new_topics, mut added, mut replaced) = (0, 0, 0);
         for publish in publishes
             .iter()
@@ -371,29 +401,32 @@ impl Broker {
             }
         }
         if added == 0 {
-            return Ok(outgoing);
+            return Ok(());
         }
         let limits = &self.config.limits;
-        let checked = self.retained.check(
+        self.retained.check(
             new_topics,
             added,
             replaced,
             limits.retained_count_max,
             limits.retained_bytes_max,
-        );
-        match checked {
-            Ok(()) => Ok(outgoing),
-            Err(limit) => {
-                self.retained_refused(key, publishes[0].topic.clone(), limit);
-                Err(ReasonCode::QuotaExceeded)
-            }
-        }
+        )
     }
 
     /// Counts and reports a retained message refused for `limit`.
     fn retained_refused(&mut self, key: SessionKey, topic: TopicName, limit: RetainedLimit) {
-        self.stats.retained_refused += 1;
         let client_id = self.session(key).client_id.clone();
+        self.retained_refused_for(client_id, topic, limit);
+    }
+
+    /// Counts and reports a retained message of `client_id` refused for `limit`.
+    pub(super) fn retained_refused_for(
+        &mut self,
+        client_id: tern_codec::MqttString,
+        topic: TopicName,
+        limit: RetainedLimit,
+    ) {
+        self.stats.retained_refused += 1;
         self.events.push_back(Event::PublishRefused {
             client_id,
             topic,
@@ -402,19 +435,9 @@ impl Broker {
         });
     }
 
-    /// Delivers `message` to every matching subscription; returns whether there was one.
-    pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> bool {
-        self.route_to(message, None, now)
-    }
-
-    /// [`Broker::route`], to the subscriptions of session `only` alone when given (tree views
-    /// then left out: their delta is every member's).
-    pub(super) fn route_to(
-        &mut self,
-        message: &SharedMessage,
-        only: Option<SessionKey>,
-        now: Time,
-    ) -> bool {
+    /// Delivers `message` to every matching subscription; returns how many matched (a `$tree/`
+    /// view counts once, whatever its members).
+    pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> usize {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
@@ -427,14 +450,11 @@ impl Broker {
             };
         self.subscriptions
             .matches(&message.topic, readiness, &mut matches);
-        if let Some(key) = only {
-            matches.retain(|m| m.key == key && m.info.tree_view.is_none());
-        }
         // Tree views share one delta among their members, so No Local does not apply to them.
         let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
         matches.retain(|m| !(m.info.options.no_local && Some(m.key) == message.origin));
-        let any = tree_views || !matches.is_empty();
+        let matched = usize::from(tree_views) + matches.len();
         // Worked out once, for every receiver.
         let charge = message.charge();
         // Group a session's overlapping non-shared subscriptions into one delivery.
@@ -452,12 +472,12 @@ impl Broker {
             index = end;
         }
         self.scratch = matches;
-        any
+        matched
     }
 
     /// One delivery to one session for its subscriptions in `group` (all the same session);
     /// `charge` is the message's.
-    fn deliver_matches(
+    pub(super) fn deliver_matches(
         &mut self,
         message: &SharedMessage,
         charge: usize,
@@ -508,7 +528,7 @@ impl Broker {
                 self.dropped(key, DropReason::OutboxFull);
                 return;
             }
-            if !self.within_memory(key, bytes, QoS::AtMostOnce) {
+            if !self.within_memory(key, bytes, QoS::AtMostOnce, now) {
                 self.dropped(key, DropReason::MemoryFull);
                 return;
             }
@@ -540,7 +560,7 @@ impl Broker {
                 return;
             }
         }
-        if !self.within_memory(key, bytes, delivery.qos) {
+        if !self.within_memory(key, bytes, delivery.qos, now) {
             self.dropped(key, DropReason::MemoryFull);
             return;
         }

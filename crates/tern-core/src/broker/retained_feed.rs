@@ -271,7 +271,7 @@ impl Broker {
                 // Sent by the broker: it never holds a publisher (flow.rs).
                 self.deliver(key, delivery, Feed::Broker, now);
             } else {
-                self.queue_first(key, delivery);
+                self.queue_first(key, delivery, now);
             }
         }
         self.feed_scratch = taken;
@@ -301,8 +301,8 @@ impl Broker {
 
     /// Puts a QoS 1/2 retained message at the head of the session queue, outside its limits:
     /// the pump takes it into the window next (the feed checked there is room for it).
-    fn queue_first(&mut self, key: SessionKey, delivery: Delivery) {
-        if !self.within_memory(key, delivery.charge, delivery.qos) {
+    fn queue_first(&mut self, key: SessionKey, delivery: Delivery, now: Time) {
+        if !self.within_memory(key, delivery.charge, delivery.qos, now) {
             self.dropped(key, DropReason::MemoryFull);
             return;
         }

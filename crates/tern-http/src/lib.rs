@@ -1,0 +1,114 @@
+//! Tern's HTTP device bridge: devices that cannot hold an MQTT connection publish (and, in
+//! later increments, receive) over plain HTTP or HTTPS, with every request signed by a key of
+//! their own (docs/http.md).
+//!
+//! # Layout
+//! - [`signing`]: the canonical request and the signatures of requests and responses.
+//! - `verify`: a request's signature, key and nonce, checked on the HTTP threads.
+//! - `replay`: nonces, counters and exactly-once answers, on the broker thread.
+//! - `bridge`: the task on the broker thread that acts on verified requests through the core,
+//!   as a connection does, and answers once the effect is durable.
+//! - `server`: listeners, the HTTP runtime, routes, limits and time-outs; `publish`: reading
+//!   publishes; `keys`: the key file, reloaded when it changes; `openapi`: the served document.
+//!
+//! HTTP runs on a small runtime of its own threads: parsing, TLS and HMAC never take the broker
+//! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
+//! effect crosses over, through a bounded channel, to the bridge task.
+
+mod bridge;
+pub mod error;
+pub mod keys;
+mod openapi;
+mod publish;
+mod refusals;
+pub mod replay;
+mod server;
+pub mod signing;
+mod verify;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::ApiError;
+pub use openapi::openapi_json;
+pub use server::HttpBridge;
+
+/// One address the bridge accepts HTTP requests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListener {
+    /// Address to bind; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// HTTPS with these TLS settings (those of an `mqtts` listener); plain HTTP without.
+    pub tls: Option<tern_net::TlsSettings>,
+}
+
+/// How the bridge runs.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where to listen.
+    pub listeners: Vec<HttpListener>,
+    /// The data directory, where the key file and its master key are.
+    pub data_dir: PathBuf,
+    /// How far `Tern-Time` may be from the broker's clock, either way.
+    pub window: Duration,
+    /// How long the answer to an exactly-once request (a QoS 2 publish) is kept for retries.
+    pub idempotency: Duration,
+    /// Largest request body; larger ones are refused (413) before they are read.
+    pub body_max_bytes: usize,
+    /// Largest batch of messages in one request.
+    pub batch_items_max: usize,
+    /// How long a client has to send a request's headers (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's body once its headers are in.
+    pub body_timeout: Duration,
+    /// HTTP connections open at once; more wait to be accepted.
+    pub connections_max: usize,
+    /// How often the key file is looked at for changes.
+    pub keys_poll: Duration,
+}
+
+impl HttpConfig {
+    /// The defaults, with these listeners and data directory.
+    pub fn new(listeners: Vec<HttpListener>, data_dir: PathBuf) -> Self {
+        Self {
+            listeners,
+            data_dir,
+            window: Duration::from_secs(300),
+            idempotency: Duration::from_secs(86_400),
+            body_max_bytes: 256 * 1024,
+            batch_items_max: 1000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            connections_max: 10_000,
+            keys_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A listener could not bind its address.
+    #[error("cannot listen for HTTP on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An HTTPS listener's certificate or key could not be loaded.
+    #[error("HTTPS listener {address}: {source}")]
+    Tls {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: tern_net::TlsError,
+    },
+    /// The key file or its master key could not be read.
+    #[error("HTTP keys: {0}")]
+    Keys(String),
+    /// The HTTP threads could not be started.
+    #[error("cannot start the HTTP threads: {0}")]
+    Runtime(std::io::Error),
+}

@@ -1,0 +1,31 @@
+//! The served OpenAPI document is OpenAPI 3.1 and lists every route the bridge serves, with the
+//! signing scheme, so it can be checked against the server (generated, not kept by hand).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+#[test]
+fn the_document_lists_every_route() {
+    let document: serde_json::Value = serde_json::from_str(&tern_http::openapi_json()).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = document["paths"].as_object().unwrap();
+    let mut routes: Vec<String> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            "GET /v1/openapi.json",
+            "GET /v1/time",
+            "POST /v1/pub",
+            "POST /v1/pub/{topic}"
+        ]
+    );
+    assert!(document["components"]["securitySchemes"]["tern_signature"].is_object());
+    assert!(document["components"]["schemas"]["ErrorBody"].is_object());
+}

@@ -1,0 +1,171 @@
+//! The HTTP bridge's part of the configuration: `[[listener]]`s with protocol "http" or
+//! "https", the `[http]` section, and how `--http-port` overrides them. With no listeners in
+//! the file and no listener flags, the broker serves HTTP on port 8080 beside MQTT on 1883.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Deserialize;
+use tern_http::{HttpConfig, HttpListener};
+
+use crate::config::FileConfig;
+
+/// The port HTTP is served on by default.
+pub(crate) const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// `[http]`: limits and windows of the HTTP bridge; every field has a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpSection {
+    /// How far a request's Tern-Time may be from the broker's clock (300).
+    window_secs: Option<u64>,
+    /// How long the answer to an exactly-once request is kept for its retries (86400).
+    idempotency_secs: Option<u64>,
+    /// Largest request body (262144).
+    body_max_bytes: Option<usize>,
+    /// Largest batch of messages (1000).
+    batch_items_max: Option<usize>,
+    /// Time a client has to send a request's headers (10).
+    header_timeout_secs: Option<u64>,
+    /// Time a client has to send a request's body (30).
+    body_timeout_secs: Option<u64>,
+    /// HTTP connections at once (10000).
+    connections_max: Option<usize>,
+}
+
+/// The bridge's configuration, or `None` when no HTTP listener is wanted: `--http-port` gives
+/// one (on `--bind`'s address); other listener flags leave HTTP out unless it is given; else
+/// the file's HTTP listeners; with no listener in the file, port 8080.
+pub(crate) fn http_config(
+    file: &FileConfig,
+    base: &Path,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+    http_port: Option<u16>,
+    data_dir: PathBuf,
+) -> anyhow::Result<Option<HttpConfig>> {
+    let ip = bind.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let listeners = match http_port {
+        Some(http_port) => vec![plain(SocketAddr::new(ip, http_port))],
+        None if bind.is_some() || port.is_some() => Vec::new(),
+        None if file.listener.is_empty() => vec![plain(SocketAddr::new(ip, DEFAULT_HTTP_PORT))],
+        None => file
+            .listener
+            .iter()
+            .filter(|l| l.is_http())
+            .map(|l| {
+                if l.auth.is_some() {
+                    bail!(
+                        "listener {}: HTTP requests are signed with keys (tern key), not an \
+                         [auth] profile",
+                        l.bind
+                    );
+                }
+                Ok(HttpListener {
+                    bind: l.bind,
+                    tls: l.tls_settings(base)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let section = &file.http;
+    let mut config = HttpConfig::new(listeners, data_dir);
+    let secs = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+    config.window = secs(section.window_secs, config.window);
+    config.idempotency = secs(section.idempotency_secs, config.idempotency);
+    config.header_timeout = secs(section.header_timeout_secs, config.header_timeout);
+    config.body_timeout = secs(section.body_timeout_secs, config.body_timeout);
+    config.body_max_bytes = section.body_max_bytes.unwrap_or(config.body_max_bytes);
+    config.batch_items_max = section.batch_items_max.unwrap_or(config.batch_items_max);
+    config.connections_max = section.connections_max.unwrap_or(config.connections_max);
+    Ok(Some(config))
+}
+
+fn plain(bind: SocketAddr) -> HttpListener {
+    HttpListener { bind, tls: None }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+    use super::*;
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid configuration")
+    }
+
+    fn ports(config: Option<HttpConfig>) -> Vec<u16> {
+        config
+            .map(|c| c.listeners.iter().map(|l| l.bind.port()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn http_is_served_on_8080_unless_listeners_are_chosen() {
+        let none = FileConfig::default();
+        let dir = PathBuf::from("d");
+        let at = |f: &FileConfig, port, http| {
+            ports(http_config(f, Path::new("/"), None, port, http, dir.clone()).unwrap())
+        };
+        assert_eq!(at(&none, None, None), [8080]);
+        assert_eq!(at(&none, None, Some(0)), [0]);
+        // --port alone replaces every listener with one MQTT listener, as it always did.
+        assert_eq!(at(&none, Some(1884), None), Vec::<u16>::new());
+        assert_eq!(at(&none, Some(1884), Some(9000)), [9000]);
+        let mqtt_only = file("[[listener]]\nbind = \"127.0.0.1:1883\"\n");
+        assert_eq!(at(&mqtt_only, None, None), Vec::<u16>::new());
+        let both = file(
+            "[[listener]]\nbind = \"127.0.0.1:1883\"\n\
+             [[listener]]\nbind = \"127.0.0.1:8081\"\nprotocol = \"http\"\n\
+             [http]\nwindow_secs = 60\n",
+        );
+        let config = http_config(&both, Path::new("/"), None, None, None, dir.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.window, Duration::from_secs(60));
+        assert_eq!(ports(Some(config)), [8081]);
+        let net = crate::config::listeners(&both, Path::new("/"), None, None).unwrap();
+        assert_eq!(net.len(), 1, "the HTTP listener is not an MQTT one");
+    }
+
+    #[test]
+    fn the_example_file_gives_the_defaults() {
+        let example = file(include_str!("../../../tern.example.toml"));
+        let config = http_config(&example, Path::new("/"), None, None, None, "d".into())
+            .unwrap()
+            .unwrap();
+        let defaults = HttpConfig::new(config.listeners.clone(), "d".into());
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+        assert_eq!(ports(Some(config)), [DEFAULT_HTTP_PORT]);
+    }
+
+    #[test]
+    fn https_takes_the_tls_settings_of_mqtts() {
+        let https = file(
+            "[[listener]]\nbind = \"127.0.0.1:8443\"\nprotocol = \"https\"\n\
+             cert = \"s.pem\"\nkey = \"s.key\"\n",
+        );
+        let config = http_config(&https, Path::new("/etc/tern"), None, None, None, "d".into())
+            .unwrap()
+            .unwrap();
+        let tls = config.listeners[0].tls.as_ref().expect("TLS settings");
+        assert_eq!(tls.cert, Path::new("/etc/tern/s.pem"));
+        let bad = [
+            "protocol = \"https\"\ncert = \"s.pem\"",
+            "protocol = \"http\"\ncert = \"s.pem\"\nkey = \"s.key\"",
+            "protocol = \"http\"\nauth = \"default\"",
+        ];
+        for extra in bad {
+            let f = file(&format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{extra}\n"));
+            assert!(
+                http_config(&f, Path::new("/"), None, None, None, "d".into()).is_err(),
+                "accepted: {extra}"
+            );
+        }
+    }
+}

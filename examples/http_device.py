@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""A reference device client for Tern's HTTP bridge, in plain Python (standard library only).
+
+It signs every request as docs/http.md describes (canonical string, HMAC-SHA256, counter or
+random nonces), checks the signature of every answer against the request it sent, and keeps
+nothing else: a device that wakes, publishes and sleeps needs no more.
+
+    from http_device import Device
+    device = Device("http://127.0.0.1:8080", "d:sensor-1", "<64 hex digits>")
+    device.publish("sensors/sensor-1/t", b"21.5", qos=1)   # -> {"qos": 1, "matched": 2}
+    device.publish_batch([{"topic": "sensors/sensor-1/t", "payload": 21.5}])
+
+As a command:
+
+    http_device.py URL KEY SECRET publish TOPIC PAYLOAD [--qos N] [--retain] [--ttl S]
+    http_device.py URL KEY SECRET time
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import secrets
+import ssl
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+SCHEME = "TERN1-HMAC-SHA256"
+UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def encode(data: bytes) -> str:
+    """Percent-encode every byte but A-Z a-z 0-9 - . _ ~ (upper-case hex)."""
+    return "".join(chr(b) if b in UNRESERVED else f"%{b:02X}" for b in data)
+
+
+def decode(text: str) -> bytes:
+    """Percent-decode once (a '+' stays a plus)."""
+    return urllib.parse.unquote_to_bytes(text)
+
+
+def canonical_path(path: str) -> str:
+    return "/".join(encode(decode(segment)) for segment in path.split("/"))
+
+
+def canonical_query(query: str) -> str:
+    pairs = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        pairs.append((encode(decode(name)), encode(decode(value))))
+    return "&".join(f"{n}={v}" for n, v in sorted(pairs))
+
+
+def canonical_request(method: str, path: str, query: str,
+                      headers: list[tuple[str, str]], body: bytes) -> str:
+    """The string a request's signature covers (docs/http.md, "Signing")."""
+    signed = [(n.lower(), v.strip()) for n, v in headers
+              if n.lower().startswith(("tern-", "mqtt-")) and n.lower() != "tern-signature"]
+    signed.sort(key=lambda pair: pair[0])  # stable: repeated headers keep their order
+    lines = [SCHEME, method.upper(), canonical_path(path), canonical_query(query)]
+    lines += [f"{n}:{v}" for n, v in signed]
+    lines.append(hashlib.sha256(body).hexdigest())
+    return "\n".join(lines)
+
+
+def sign(secret: bytes, message: str) -> str:
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def response_string(status: int, bound_to: str, body: bytes, time_header: str) -> str:
+    return (f"TERN1-RESP\n{status}\n{bound_to}\n"
+            f"{hashlib.sha256(body).hexdigest()}\n{time_header}")
+
+
+class SignatureError(Exception):
+    """An answer whose signature does not verify: not from the broker, or not to this request."""
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def replayed(self) -> bool:
+        return self.headers.get("tern-replayed") == "1"
+
+
+@dataclass
+class Device:
+    """One device: the broker's base URL, its key id, its secret (64 hex digits)."""
+
+    url: str
+    key: str
+    secret_hex: str
+    client: Optional[str] = None  # Tern-Client, for an app key (a:APP)
+    counter: Optional[int] = None  # counter nonces (clockless devices) when set
+    clock: bool = True  # False: Tern-Time "-" (needs counter nonces)
+    timeout: float = 10.0
+    verify_responses: bool = True
+    ssl_context: Optional[ssl.SSLContext] = None  # for https: the CA to trust, say
+    last: Optional[dict[str, str]] = field(default=None, repr=False)  # last request's headers
+
+    @property
+    def secret(self) -> bytes:
+        return bytes.fromhex(self.secret_hex)
+
+    def next_nonce(self) -> str:
+        if self.counter is None:
+            return "r:" + secrets.token_hex(16)
+        self.counter += 1
+        return f"c:{self.counter:x}"
+
+    def signed_headers(self, method: str, path_and_query: str, body: bytes = b"",
+                       extra: Optional[list[tuple[str, str]]] = None,
+                       nonce: Optional[str] = None, when: Optional[str] = None
+                       ) -> list[tuple[str, str]]:
+        """The headers of a signed request (Tern-Key, -Time, -Nonce, -Signature, and `extra`)."""
+        path, _, query = path_and_query.partition("?")
+        headers = [("Tern-Key", self.key),
+                   ("Tern-Time", when or (str(int(time.time())) if self.clock else "-")),
+                   ("Tern-Nonce", nonce or self.next_nonce())]
+        if self.client is not None:
+            headers.append(("Tern-Client", self.client))
+        headers += extra or []
+        canonical = canonical_request(method, path, query, headers, body)
+        headers.append(("Tern-Signature", "v1=" + sign(self.secret, canonical)))
+        return headers
+
+    def send(self, method: str, path_and_query: str, headers: list[tuple[str, str]],
+             body: bytes = b"") -> Response:
+        """Sends a request as given (signed or not) and reads the answer."""
+        parsed = urllib.parse.urlsplit(self.url)
+        connection: http.client.HTTPConnection
+        if parsed.scheme == "https":
+            connection = http.client.HTTPSConnection(parsed.hostname, parsed.port,
+                                                     timeout=self.timeout,
+                                                     context=self.ssl_context)
+        else:
+            connection = http.client.HTTPConnection(parsed.hostname, parsed.port,
+                                                    timeout=self.timeout)
+        try:
+            connection.putrequest(method, path_and_query, skip_accept_encoding=True)
+            for name, value in headers:
+                connection.putheader(name, value)
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            answer = connection.getresponse()
+            data = answer.read()
+            received = {k.lower(): v for k, v in answer.getheaders()}
+            return Response(answer.status, received, data)
+        finally:
+            connection.close()
+
+    def request(self, method: str, path_and_query: str, body: bytes = b"",
+                extra: Optional[list[tuple[str, str]]] = None) -> Response:
+        """Signs, sends, and checks the answer's signature (bound to this request's)."""
+        headers = self.signed_headers(method, path_and_query, body, extra)
+        self.last = dict(headers)
+        response = self.send(method, path_and_query, headers, body)
+        if self.verify_responses and response.status != 401:
+            self.check(response, self.last["Tern-Signature"][3:])
+        return response
+
+    def check(self, response: Response, bound_to: str) -> None:
+        """Raises SignatureError unless the answer is signed, by this key, for `bound_to`."""
+        offered = [s.strip()[3:] for s in
+                   response.headers.get("tern-response-signature", "").split(",") if s.strip()]
+        expected = sign(self.secret, response_string(
+            response.status, bound_to, response.body, response.headers.get("tern-time", "")))
+        if not any(hmac.compare_digest(expected, s) for s in offered):
+            raise SignatureError(f"answer {response.status} is not signed for this request")
+
+    # -- the API --------------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                ttl: Optional[int] = None, age: Optional[int] = None,
+                content_type: Optional[str] = None, response_topic: Optional[str] = None,
+                correlation_data: Optional[bytes] = None,
+                user_properties: Optional[list[tuple[str, str]]] = None) -> Response:
+        """POST /v1/pub/TOPIC: the payload as the body."""
+        query = {"qos": str(qos)}
+        if retain:
+            query["retain"] = "1"
+        if ttl is not None:
+            query["ttl"] = str(ttl)
+        if age is not None:
+            query["age"] = str(age)
+        path = "/v1/pub/" + "/".join(urllib.parse.quote(level, safe="")
+                                     for level in topic.split("/"))
+        extra: list[tuple[str, str]] = []
+        if content_type:
+            extra.append(("Content-Type", content_type))
+        if response_topic:
+            extra.append(("Mqtt-Response-Topic", response_topic))
+        if correlation_data is not None:
+            import base64
+            extra.append(("Mqtt-Correlation-Data",
+                          base64.urlsafe_b64encode(correlation_data).decode().rstrip("=")))
+        for key, value in user_properties or []:
+            extra.append(("Mqtt-User-Property", f"{key}={value}"))
+        return self.request("POST", path + "?" + urllib.parse.urlencode(query), payload, extra)
+
+    def publish_batch(self, items: list[dict[str, Any]], atomic: bool = False) -> Response:
+        """POST /v1/pub: a JSON array of messages."""
+        body = json.dumps(items).encode()
+        path = "/v1/pub?atomic=1" if atomic else "/v1/pub"
+        return self.request("POST", path, body, [("Content-Type", "application/json")])
+
+    def broker_time(self) -> int:
+        """GET /v1/time with a fresh challenge: the broker's clock, checked by signature."""
+        challenge = secrets.token_hex(16)
+        headers = [("Tern-Key", self.key)]
+        if self.client is not None:
+            headers.append(("Tern-Client", self.client))
+        response = self.send("GET", f"/v1/time?challenge={challenge}", headers)
+        self.check(response, challenge)
+        return int(response.json()["time"])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Tern HTTP bridge device client")
+    parser.add_argument("url")
+    parser.add_argument("key")
+    parser.add_argument("secret", help="64 hex digits; '-' reads TERN_SECRET")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pub = commands.add_parser("publish")
+    pub.add_argument("topic")
+    pub.add_argument("payload")
+    pub.add_argument("--qos", type=int, default=1)
+    pub.add_argument("--retain", action="store_true")
+    pub.add_argument("--ttl", type=int)
+    commands.add_parser("time")
+    args = parser.parse_args(argv)
+    secret = os.environ.get("TERN_SECRET", "") if args.secret == "-" else args.secret
+    device = Device(args.url, args.key, secret)
+    if args.command == "time":
+        print(device.broker_time())
+        return 0
+    response = device.publish(args.topic, args.payload.encode(), args.qos, args.retain, args.ttl)
+    print(response.status, response.body.decode(errors="replace"))
+    return 0 if response.status < 300 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
