@@ -10,13 +10,21 @@
 //! - [`subject`]: MQTT topics and filters as NATS subjects, and back.
 //! - [`envelope`]: a message as it crosses NATS.
 //! - [`dedup`]: one copy of each message, however many subscriptions matched it.
+//! - [`handoff`]: what nodes tell each other about sessions, as bytes.
 //! - [`settings`]: how a node joins NATS.
-//! - `node`: the NATS client's side, on its own thread.
+//! - `node`: the NATS client's side, on its own thread; `dispatch`: what it receives, in the
+//!   stream's order; `interest`: its subscriptions; `sessions`: sessions across nodes (claims,
+//!   take-overs, fencing, the node's lease); `handover`: sessions sent between nodes.
 #![warn(missing_docs)]
 
 pub mod dedup;
+mod dispatch;
 pub mod envelope;
+pub mod handoff;
+mod handover;
+mod interest;
 mod node;
+mod sessions;
 pub mod settings;
 pub mod subject;
 
@@ -39,6 +47,7 @@ pub struct Counters {
     dropped: AtomicU64,
     undecodable: AtomicU64,
     slow_consumer: AtomicU64,
+    fenced: AtomicU64,
 }
 
 impl Counters {
@@ -55,6 +64,15 @@ impl Counters {
     /// Times NATS dropped messages this node read too slowly.
     pub fn slow_consumer(&self) -> u64 {
         self.slow_consumer.load(Ordering::Relaxed)
+    }
+
+    /// Writes of a session's record refused because another node holds the session now.
+    pub fn fenced(&self) -> u64 {
+        self.fenced.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_fenced(&self) {
+        self.fenced.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_dropped(&self) {
@@ -112,7 +130,13 @@ impl ClusterNode {
                     }
                 };
                 runtime.block_on(async move {
-                    let joined = match node::join(&settings, Arc::clone(&thread_counters)).await {
+                    let joined = match node::join(
+                        &settings,
+                        Arc::clone(&thread_counters),
+                        inputs_tx.clone(),
+                    )
+                    .await
+                    {
                         Ok(joined) => joined,
                         Err(error) => {
                             let _ = ready_tx.send(Err(error));

@@ -1,33 +1,34 @@
 //! The NATS side of a node, on a thread of its own: it joins NATS, makes sure the message
-//! stream exists, and then turns the core's cluster operations into NATS subscriptions and
-//! publishes, and what its subscriptions receive into messages for the core.
+//! stream and the buckets exist, and then turns the core's cluster operations into NATS
+//! subscriptions, publishes and session records, and what it receives into input for the core.
 //!
 //! - Interest: one NATS subscription per subject of the node's filters, counted, so two
-//!   filters sharing a subject (`a` and `a/#`) hold one.
+//!   filters sharing a subject (`a` and `a/#`) hold one (`interest`).
 //! - QoS 0: published on its subject under `tern.d` (the connection has `no_echo`: the node
 //!   never hears its own back).
 //! - QoS 1/2: published to the stream `TERN_MSG_0` under `tern.in0`, with the message's
 //!   identity as `Nats-Msg-Id` so a retry is stored once; the stream republishes what it
 //!   stored under `tern.d` to every interested node, this one included. A batch is reported
-//!   through once every such message of it is acknowledged by JetStream and, when it changed
-//!   the interest, once the server has seen the new subscriptions (a round trip on the same
-//!   connection), so a SUBACK never precedes the subscription it promises.
+//!   through once every such message of it is acknowledged by JetStream, every session record
+//!   it writes is written, and, when it changed the interest, once the server has seen the new
+//!   subscriptions (a round trip on the same connection), so a SUBACK never precedes the
+//!   subscription it promises.
+//! - Sessions: claims, records, take-overs and the node's lease (`sessions`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{
-    self, context::PublishAckFuture, context::PublishError, message::PublishMessage,
+    self, context::PublishAckFuture, context::PublishError, kv, message::PublishMessage,
 };
-use futures_util::StreamExt;
-use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
 
-use crate::dedup::Recent;
+use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
+use crate::interest::Interest;
+use crate::sessions::{bucket, Bucket, Sessions, NODES_BUCKET, SESSIONS_BUCKET};
 use crate::settings::{ClusterError, Settings};
 use crate::subject::{filter_subjects, overflow_subject, topic_subject};
 use crate::Counters;
@@ -39,10 +40,6 @@ pub(crate) const INGEST_PREFIX: &str = "tern.in0";
 /// The message stream (one partition for now).
 pub(crate) const STREAM: &str = "TERN_MSG_0";
 
-/// Messages from the subscriptions waiting for the dispatcher.
-const RECEIVED_QUEUE: usize = 4096;
-/// Messages handed to the broker thread in one batch at most.
-const DELIVER_BATCH_MAX: usize = 256;
 /// Batches waiting for their acknowledgements.
 const PENDING_BATCHES: usize = 1024;
 /// Wait between attempts to find or create the stream while NATS forms.
@@ -58,14 +55,21 @@ pub(crate) struct Joined {
     pub(crate) jetstream: jetstream::Context,
     /// This process's identity in the cluster, random per start.
     pub(crate) boot: u64,
+    /// The session records.
+    sessions: kv::Store,
+    /// The nodes' leases.
+    nodes: kv::Store,
+    node_id: String,
+    lease: Duration,
 }
 
 /// Connects to NATS and makes sure the message stream exists.
 pub(crate) async fn join(
     settings: &Settings,
     counters: Arc<Counters>,
+    inputs: mpsc::Sender<ClusterInput>,
 ) -> Result<Joined, ClusterError> {
-    let options = settings.connect_options(counters)?;
+    let options = settings.connect_options(counters, inputs)?;
     let client = options
         .connect(settings.nats.clone())
         .await
@@ -106,6 +110,18 @@ pub(crate) async fn join(
             settings.replicas
         );
     }
+    let sessions = Bucket {
+        name: SESSIONS_BUCKET,
+        replicas: settings.replicas,
+        max_age: Duration::ZERO,
+    };
+    let sessions = bucket(&jetstream, sessions, deadline).await?;
+    let nodes = Bucket {
+        name: NODES_BUCKET,
+        replicas: settings.replicas,
+        max_age: settings.lease,
+    };
+    let nodes = bucket(&jetstream, nodes, deadline).await?;
     let boot = fastrand::u64(..);
     info!(
         "cluster node {:?} joined NATS at {} (boot {boot:016x})",
@@ -116,19 +132,19 @@ pub(crate) async fn join(
         client,
         jetstream,
         boot,
+        sessions,
+        nodes,
+        node_id: settings.node_id.clone(),
+        lease: settings.lease,
     })
-}
-
-/// A subscription and the task that forwards what it receives.
-struct Subscribed {
-    count: u32,
-    task: JoinHandle<()>,
 }
 
 /// A batch waiting for JetStream's acknowledgements.
 struct Pending {
     seq: u64,
     acks: Vec<Unacked>,
+    /// Session records the batch writes.
+    writes: Vec<oneshot::Receiver<()>>,
     /// Whether the batch changed the subscriptions, so it waits for the server to see them.
     sync: bool,
 }
@@ -148,12 +164,33 @@ pub(crate) async fn run(
     inputs: mpsc::Sender<ClusterInput>,
     counters: Arc<Counters>,
 ) {
-    let (received_tx, received_rx) = mpsc::channel(RECEIVED_QUEUE);
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (pending_tx, pending_rx) = mpsc::channel(PENDING_BATCHES);
-    let dispatcher = tokio::spawn(dispatch(
-        received_rx,
+    let handoffs = Arc::new(Mutex::new(Handoffs::default()));
+    let dispatcher = Dispatcher::new(
         inputs.clone(),
         joined.boot,
+        Arc::clone(&counters),
+        Arc::clone(&handoffs),
+    );
+    let dispatcher = tokio::spawn(dispatcher.run(commands_rx));
+    let interest = Arc::new(Interest::new(
+        joined.client.clone(),
+        joined.boot,
+        commands_tx.clone(),
+    ));
+    let sessions = Arc::new(Sessions::new(
+        joined.sessions,
+        joined.nodes,
+        joined.jetstream.clone(),
+        joined.client.clone(),
+        joined.node_id.clone(),
+        joined.boot,
+        joined.lease,
+        Arc::clone(&interest),
+        commands_tx,
+        inputs.clone(),
+        handoffs,
         Arc::clone(&counters),
     ));
     let acker = tokio::spawn(acknowledge(
@@ -163,28 +200,40 @@ pub(crate) async fn run(
         joined.jetstream.clone(),
         joined.boot,
     ));
+    let mut background = vec![tokio::spawn(Arc::clone(&sessions).hold_lease())];
+    match joined.client.subscribe(sessions.reply_subject()).await {
+        Ok(replies) => background.push(tokio::spawn(Arc::clone(&sessions).take_replies(replies))),
+        Err(error) => warn!("cannot take hand-overs of sessions: {error}"),
+    }
+    let max_payload = joined.client.server_info().max_payload;
     let mut node = Node {
         client: joined.client.clone(),
         jetstream: joined.jetstream,
         boot: joined.boot,
         counter: 0,
-        subjects: HashMap::new(),
-        received: received_tx,
         counters,
     };
-    // Topics too long to be a subject may match any wildcard filter: always heard.
-    node.hold(overflow_subject(LIVE_PREFIX), true).await;
+    // Topics too long to be a subject may match any wildcard filter: always heard. So are the
+    // notices of nodes taking sessions from this one.
+    interest.hold(overflow_subject(LIVE_PREFIX)).await;
+    interest
+        .hold(notice_subject(LIVE_PREFIX, &joined.node_id))
+        .await;
     while let Some(batch) = batches.recv().await {
         let mut pending = Pending {
             seq: batch.seq,
             acks: Vec::new(),
+            writes: Vec::new(),
             sync: false,
         };
         for op in batch.ops {
             match op {
                 ClusterOp::Interest { filter, present } => {
                     for subject in filter_subjects(LIVE_PREFIX, filter.as_str()) {
-                        node.hold(subject, present).await;
+                        match present {
+                            true => interest.hold(subject).await,
+                            false => interest.release(&subject).await,
+                        }
                     }
                     pending.sync = true;
                 }
@@ -192,6 +241,23 @@ pub(crate) async fn run(
                     if let Some(unacked) = node.publish(publish).await {
                         pending.acks.push(unacked);
                     }
+                }
+                ClusterOp::Claim(claim) => sessions.claim(claim),
+                ClusterOp::ClaimDone { connection } => sessions.release_claim(connection).await,
+                ClusterOp::SessionSaved { record, .. } => {
+                    let (done, written) = oneshot::channel();
+                    sessions.save(record, done);
+                    pending.writes.push(written);
+                }
+                ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
+                ClusterOp::HandedOver {
+                    token,
+                    client_id,
+                    session,
+                } => {
+                    sessions
+                        .hand_over(token, &client_id, session.as_deref(), max_payload)
+                        .await;
                 }
             }
         }
@@ -207,10 +273,11 @@ pub(crate) async fn run(
         abort.abort();
         warn!("NATS did not store every message before shutdown; none of those was acknowledged");
     }
-    for (_, subscribed) in node.subjects.drain() {
-        subscribed.task.abort();
-    }
+    interest.clear().await;
     dispatcher.abort();
+    for task in background {
+        task.abort();
+    }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, joined.client.flush()).await;
 }
 
@@ -219,51 +286,10 @@ struct Node {
     jetstream: jetstream::Context,
     boot: u64,
     counter: u64,
-    subjects: HashMap<String, Subscribed>,
-    received: mpsc::Sender<async_nats::Message>,
     counters: Arc<Counters>,
 }
 
 impl Node {
-    /// Counts one more (`present`) or one less holder of `subject`, subscribing on the first
-    /// and unsubscribing after the last.
-    async fn hold(&mut self, subject: String, present: bool) {
-        if !present {
-            if let Some(subscribed) = self.subjects.get_mut(&subject) {
-                subscribed.count -= 1;
-                if subscribed.count == 0 {
-                    if let Some(subscribed) = self.subjects.remove(&subject) {
-                        // Dropping the subscriber unsubscribes.
-                        subscribed.task.abort();
-                        debug!("unsubscribed from {subject}");
-                    }
-                }
-            }
-            return;
-        }
-        if let Some(subscribed) = self.subjects.get_mut(&subject) {
-            subscribed.count += 1;
-            return;
-        }
-        let mut subscriber = match self.client.subscribe(subject.clone()).await {
-            Ok(subscriber) => subscriber,
-            Err(error) => {
-                warn!("cannot subscribe to {subject}: {error}");
-                return;
-            }
-        };
-        debug!("subscribed to {subject}");
-        let received = self.received.clone();
-        let task = tokio::spawn(async move {
-            while let Some(message) = subscriber.next().await {
-                if received.send(message).await.is_err() {
-                    return;
-                }
-            }
-        });
-        self.subjects.insert(subject, Subscribed { count: 1, task });
-    }
-
     /// Publishes a message accepted on this node; for QoS 1/2, returns what awaits
     /// JetStream's acknowledgement.
     async fn publish(&mut self, publish: ClusterPublish) -> Option<Unacked> {
@@ -310,15 +336,7 @@ impl Node {
             .as_str()
             .to_owned();
         let message_id = format!("{:016x}.{}", self.boot, self.counter);
-        let ack = self
-            .jetstream
-            .send_publish(
-                subject.clone(),
-                PublishMessage::build()
-                    .payload(payload.clone())
-                    .message_id(message_id.clone()),
-            )
-            .await;
+        let ack = store(&self.jetstream, &subject, &payload, &message_id).await;
         Some(Unacked {
             ack,
             subject,
@@ -340,6 +358,10 @@ async fn acknowledge(
     boot: u64,
 ) {
     while let Some(batch) = pending.recv().await {
+        for written in batch.writes {
+            // Dropped unanswered only when the node stops.
+            let _ = written.await;
+        }
         for unacked in batch.acks {
             let mut ack = unacked.ack;
             loop {
@@ -355,14 +377,13 @@ async fn acknowledge(
                     unacked.message_id
                 );
                 tokio::time::sleep(RETRY_DELAY).await;
-                ack = jetstream
-                    .send_publish(
-                        unacked.subject.clone(),
-                        PublishMessage::build()
-                            .payload(unacked.payload.clone())
-                            .message_id(unacked.message_id.clone()),
-                    )
-                    .await;
+                ack = store(
+                    &jetstream,
+                    &unacked.subject,
+                    &unacked.payload,
+                    &unacked.message_id,
+                )
+                .await;
             }
         }
         if batch.sync {
@@ -378,72 +399,22 @@ async fn acknowledge(
     }
 }
 
-/// Turns what the subscriptions receive into messages for the core: one copy of each.
-async fn dispatch(
-    mut received: mpsc::Receiver<async_nats::Message>,
-    inputs: mpsc::Sender<ClusterInput>,
-    boot: u64,
-    counters: Arc<Counters>,
-) {
-    let mut recent = Recent::default();
-    while let Some(first) = received.recv().await {
-        let mut out = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            if let Some(remote) = open_envelope(message, &mut recent, boot, &counters) {
-                out.push(remote);
-            }
-            next = match out.len() < DELIVER_BATCH_MAX {
-                true => received.try_recv().ok(),
-                false => None,
-            };
-        }
-        if !out.is_empty() && inputs.send(ClusterInput::Deliver(out)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The message a NATS message carries, unless it is a copy already routed.
-fn open_envelope(
-    message: async_nats::Message,
-    recent: &mut Recent,
-    boot: u64,
-    counters: &Counters,
-) -> Option<RemoteMessage> {
-    let envelope = match Envelope::decode(message.payload) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            counters.count_undecodable();
-            warn!(
-                "message on {} is not from a Tern node: {error}",
-                message.subject
-            );
-            return None;
-        }
-    };
-    // Loops: QoS 0 from this node never comes back (no echo); QoS 1/2 does, from the stream.
-    if envelope.origin == boot && envelope.qos == tern_codec::QoS::AtMostOnce {
-        return None;
-    }
-    if !recent.first_copy(envelope.origin, envelope.counter) {
-        return None;
-    }
-    Some(RemoteMessage {
-        topic: envelope.topic,
-        payload: envelope.payload,
-        qos: envelope.qos,
-        retain: envelope.retain,
-        properties: envelope.properties,
-        expiry_millis: envelope
-            .expires_at_wall
-            .map(|at| at.saturating_sub(wall_millis())),
-        publisher: envelope.publisher,
-    })
+/// Publishes `payload` to the stream on `subject` under the identity `message_id` (so that a
+/// retry is stored once); the future is JetStream's acknowledgement.
+pub(crate) async fn store(
+    jetstream: &jetstream::Context,
+    subject: &str,
+    payload: &bytes::Bytes,
+    message_id: &str,
+) -> Result<PublishAckFuture, PublishError> {
+    let message = PublishMessage::build()
+        .payload(payload.clone())
+        .message_id(message_id);
+    jetstream.send_publish(subject.to_owned(), message).await
 }
 
 /// Milliseconds since the Unix epoch: what expiry is written in across nodes.
-fn wall_millis() -> u64 {
+pub(crate) fn wall_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {

@@ -1,10 +1,13 @@
 //! How a node joins NATS: the servers, its name, credentials and TLS, and the stream's shape.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::ConnectOptions;
+use tern_core::ClusterInput;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::Counters;
@@ -52,6 +55,10 @@ pub struct Settings {
     pub offline_horizon: Duration,
     /// How long joining may take before the node gives up.
     pub connect_timeout: Duration,
+    /// How long a node's lease lasts without renewal: a node whose lease lapsed is not waited
+    /// for when another takes its sessions. One value for the whole cluster (the bucket of
+    /// leases keeps it); the first node to create the bucket sets it.
+    pub lease: Duration,
 }
 
 /// Why a node could not join.
@@ -76,10 +83,15 @@ pub enum ClusterError {
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Settings {
+    /// How the node connects; what the connection goes through is counted, and whether NATS
+    /// is within reach goes to the broker thread on `inputs`.
     pub(crate) fn connect_options(
         &self,
         counters: Arc<Counters>,
+        inputs: mpsc::Sender<ClusterInput>,
     ) -> Result<ConnectOptions, ClusterError> {
+        // Whether the connection was lost since it was last up.
+        let lost = Arc::new(AtomicBool::new(false));
         let mut options = ConnectOptions::new()
             .name(format!("tern {}", self.node_id))
             .no_echo()
@@ -87,9 +99,23 @@ impl Settings {
             .connection_timeout(self.connect_timeout)
             .event_callback(move |event| {
                 let counters = Arc::clone(&counters);
+                let inputs = inputs.clone();
+                let lost = Arc::clone(&lost);
                 async move {
                     match event {
+                        async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                            info!("NATS reachable again: new connections are accepted");
+                            let _ = inputs.send(ClusterInput::Reachable(true)).await;
+                        }
                         async_nats::Event::Connected => info!("NATS connected"),
+                        async_nats::Event::Disconnected => {
+                            lost.store(true, Ordering::Relaxed);
+                            warn!(
+                                "NATS unreachable: new connections are refused with Server \
+                                 unavailable until it is back (strict partition mode)"
+                            );
+                            let _ = inputs.send(ClusterInput::Reachable(false)).await;
+                        }
                         async_nats::Event::SlowConsumer(sid) => {
                             counters.count_slow_consumer();
                             warn!("NATS dropped messages for subscription {sid}: this node reads too slowly");

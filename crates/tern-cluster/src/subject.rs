@@ -225,9 +225,45 @@ pub fn filter_subjects(prefix: &str, filter: &str) -> Vec<String> {
     subjects
 }
 
+/// Whether NATS delivers a message on `subject` to a subscription on `pattern`: `*` stands
+/// for one token, a final `>` for one or more.
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for wanted in pattern.split('.') {
+        if wanted == ">" {
+            return tokens.next().is_some();
+        }
+        match tokens.next() {
+            Some(token) if wanted == "*" || wanted == token => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_match_patterns_as_nats_matches_them() {
+        for (pattern, subject, matches) in [
+            ("tern.d.m.a", "tern.d.m.a", true),
+            ("tern.d.m.a", "tern.d.m.a.b", false),
+            ("tern.d.m.*.c", "tern.d.m.b.c", true),
+            ("tern.d.m.*.c", "tern.d.m.c", false),
+            ("tern.d.m.a.>", "tern.d.m.a.b.c", true),
+            ("tern.d.m.a.>", "tern.d.m.a", false),
+            ("tern.d.m.>", "tern.d.s.=24x", false),
+            ("tern.d.x", "tern.d.x", true),
+        ] {
+            assert_eq!(
+                subject_matches(pattern, subject),
+                matches,
+                "{pattern} {subject}"
+            );
+        }
+    }
 
     const P: &str = "tern.d";
 

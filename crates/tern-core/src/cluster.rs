@@ -2,13 +2,20 @@
 //!
 //! The core knows nothing of NATS or any transport. With [`crate::Config::cluster`] on, it
 //! emits [`ClusterOp`]s (polled with [`crate::Broker::poll_cluster_op`], as store operations
-//! are) and takes [`RemoteMessage`]s (with [`crate::Broker::deliver_from_cluster`]). The
-//! runtime carries them; `tern-cluster` puts them on NATS. See ARCHITECTURE.md, "Cluster over
-//! NATS JetStream".
+//! are) and takes [`ClusterInput`]s: messages from other nodes
+//! ([`crate::Broker::deliver_from_cluster`]), the outcome of a session claim
+//! ([`crate::Broker::claim_settled`]), a session taken over by another node
+//! ([`crate::Broker::session_taken_over`]). The runtime carries them; `tern-cluster` puts them
+//! on NATS. See ARCHITECTURE.md, "Cluster over NATS JetStream".
+//!
+//! Times inside the sessions that cross ([`SessionRecord`], [`StoredSession`]) are relative:
+//! milliseconds from the moment the core emitted or took them, since every node's `Time`
+//! starts at its own zero.
 
 use bytes::Bytes;
 use tern_codec::{MqttString, PublishProperties, QoS, TopicFilter, TopicName};
 
+use crate::store::{SessionRecord, StoredSession};
 use crate::types::{ConnectionId, SharedMessage};
 
 /// One thing the other nodes must hear.
@@ -24,6 +31,72 @@ pub enum ClusterOp {
         /// Whether the node now has interest in it.
         present: bool,
     },
+    /// A CONNECT waits until this node owns the session of its client identifier across the
+    /// cluster, taken over from the node that held it if need be; answer with
+    /// [`crate::Broker::claim_settled`].
+    Claim(SessionClaim),
+    /// The claim of `connection` is settled and the session it claimed holds its own interest
+    /// (after this operation's [`ClusterOp::Interest`] ones): what the cluster layer held for it
+    /// meanwhile may go.
+    ClaimDone {
+        /// The connection whose CONNECT claimed.
+        connection: ConnectionId,
+    },
+    /// The record of a session owned here changed (its subscriptions, its expiry): it is written
+    /// where other nodes find it, only if this node still owns it (fencing). Its deadlines are
+    /// left out: they are this node's to keep.
+    SessionSaved {
+        /// The record, boxed: ops of this kind are rarer than messages, and larger.
+        record: Box<SessionRecord>,
+        /// Its connection, whose packets produced with this operation (a SUBACK, the CONNACK)
+        /// wait until the record is written.
+        connection: Option<ConnectionId>,
+    },
+    /// A session owned here ended.
+    SessionEnded {
+        /// Its client identifier.
+        client_id: MqttString,
+    },
+    /// The answer to [`crate::Broker::session_taken_over`] with a token: what this node hands
+    /// over of the session, `None` if it had nothing to hand over or the claimant starts afresh.
+    HandedOver {
+        /// The token the cluster layer gave.
+        token: u64,
+        /// The session's client identifier.
+        client_id: MqttString,
+        /// The session (times relative to when it was handed over), boxed: this is rare.
+        session: Option<Box<StoredSession>>,
+    },
+}
+
+/// A CONNECT's claim on the session of its client identifier.
+#[derive(Debug, Clone)]
+pub struct SessionClaim {
+    /// The connection that sent the CONNECT.
+    pub connection: ConnectionId,
+    /// The client identifier.
+    pub client_id: MqttString,
+    /// Whether the client asked for a clean start: the session's previous holder then ends it
+    /// (publishing its will by the usual rules) rather than handing it over.
+    pub clean_start: bool,
+}
+
+/// How a claim ended.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// This node owns the session now.
+    Owned {
+        /// The session as the node that held it handed it over (times relative to when the
+        /// input was made), or as the cluster last recorded it when that node could not answer;
+        /// `None` when there was none, or the client starts afresh.
+        handed_over: Option<Box<StoredSession>>,
+        /// QoS 1/2 messages for the session that came while it was being handed over, in the
+        /// order they came: they are the claimant's to deliver, not the previous holder's.
+        backlog: Vec<RemoteMessage>,
+    },
+    /// The session could not be claimed (the cluster is out of reach): the CONNECT is refused
+    /// with Server unavailable.
+    Unavailable,
 }
 
 /// A message accepted on this node for the other nodes.
@@ -80,6 +153,27 @@ pub enum ClusterInput {
     /// Every batch up to and including this number has been handed on, and its QoS 1/2
     /// messages are replicated: the acknowledgements held for them may go.
     Through(u64),
+    /// Whether the cluster is within reach: the node lost (`false`) or regained (`true`) its
+    /// connection to it. See [`crate::Broker::set_cluster_reachable`].
+    Reachable(bool),
+    /// The claim of a CONNECT is settled: see [`crate::Broker::claim_settled`].
+    ClaimSettled {
+        /// The connection whose CONNECT claimed.
+        connection: ConnectionId,
+        /// How it ended.
+        outcome: ClaimOutcome,
+    },
+    /// Another node took over the session of `client_id`: see
+    /// [`crate::Broker::session_taken_over`].
+    TakenOver {
+        /// The session's client identifier.
+        client_id: MqttString,
+        /// Whether the new connection starts afresh.
+        clean_start: bool,
+        /// With a token, the claimant waits for the session ([`ClusterOp::HandedOver`]);
+        /// without, this node found out it lost the session (a write of it was refused).
+        token: Option<u64>,
+    },
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),
 }

@@ -44,6 +44,9 @@ pub enum CloseReason {
     AuthQueueFull,
     /// The CONNECT was refused with Server busy, unchecked: too many failed logins.
     LoginThrottled(Throttled),
+    /// The CONNECT was refused with Server unavailable: this cluster node cannot reach the
+    /// cluster (strict partition mode), or could not claim the client's session there.
+    ClusterUnavailable,
 }
 
 /// Why a subscriber was cut loose (docs/design/backpressure.md).

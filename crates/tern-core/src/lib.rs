@@ -13,7 +13,8 @@
 //! - [`tree_view`]: `$tree/` subscriptions and publishes (JSON trees of many topics).
 //! - [`auth`]: the authentication hook (CONNECT credentials, MQTT 5 AUTH exchanges).
 //! - [`authz`]: the authorisation hook (who may publish or subscribe to what).
-//! - [`store`]: the changes a durable store applies, and the trait it implements.
+//! - [`store`]: the changes a durable store applies, and the trait it implements; [`record`]:
+//!   the byte layout of what it keeps, which a cluster node also hands to another.
 //! - [`guard`]: the records an edge keeps so a signed request takes effect once;
 //!   [`mailbox`]: what a session read by polling keeps (leases, dead letters).
 //! - [`cluster`]: what a node tells the other nodes of a cluster, and hears from them.
@@ -31,6 +32,7 @@ pub mod connection;
 pub mod events;
 pub mod guard;
 pub mod mailbox;
+pub mod record;
 pub mod retained;
 pub mod session;
 pub mod store;
@@ -50,7 +52,10 @@ pub use broker::request::{RequestClient, RequestOutcome, RequestRefusal};
 pub use broker::retained_feed::RETAINED_CAPPED_PROPERTY;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
-pub use cluster::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage};
+pub use cluster::{
+    ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, RemoteMessage,
+    SessionClaim,
+};
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
 pub use events::{CloseReason, CutReason, DropReason, Event, Stats};

@@ -3,9 +3,9 @@
 
 mod support;
 
-use bytes::Bytes;
-use tern_codec::{PublishProperties, ReasonCode, SubscriptionOptions};
-use tern_core::{ClusterOp, ClusterPublish, Config, RemoteMessage, Time};
+use tern_codec::Packet;
+use tern_codec::{ReasonCode, SubscriptionOptions};
+use tern_core::{CloseReason, ClusterOp, ClusterPublish, Config, Event, RemoteMessage, Time};
 
 use support::*;
 
@@ -18,7 +18,7 @@ fn cluster_broker() -> TestBroker {
 }
 
 fn ops(tb: &mut TestBroker) -> Vec<ClusterOp> {
-    std::iter::from_fn(|| tb.broker.poll_cluster_op()).collect()
+    tb.cluster_ops()
 }
 
 /// The interest changes among `ops`, as (filter, present).
@@ -26,7 +26,7 @@ fn interest(ops: &[ClusterOp]) -> Vec<(String, bool)> {
     ops.iter()
         .filter_map(|op| match op {
             ClusterOp::Interest { filter, present } => Some((filter.as_str().to_owned(), *present)),
-            ClusterOp::Publish(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -35,7 +35,7 @@ fn publishes(ops: Vec<ClusterOp>) -> Vec<ClusterPublish> {
     ops.into_iter()
         .filter_map(|op| match op {
             ClusterOp::Publish(publish) => Some(publish),
-            ClusterOp::Interest { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -51,18 +51,6 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         properties: message.properties.clone(),
         expiry_millis: publish.expiry_millis,
         publisher: publish.publisher.clone(),
-    }
-}
-
-fn remote_on(topic_name: &str, payload: &str, qos: tern_codec::QoS) -> RemoteMessage {
-    RemoteMessage {
-        topic: topic(topic_name),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos,
-        retain: false,
-        properties: PublishProperties::default(),
-        expiry_millis: None,
-        publisher: Some(mstr("elsewhere")),
     }
 }
 
@@ -281,4 +269,44 @@ fn shared_subscriptions_are_refused_on_a_cluster_node() {
         single.connack.properties.shared_subscription_available,
         None
     );
+}
+
+/// Strict partition mode: while the node cannot reach the cluster, a new CONNECT is refused
+/// with Server unavailable (3.1.1: return code 3) so that a load balancer sends the client
+/// elsewhere; clients already connected stay; once the cluster is back, CONNECTs are accepted.
+#[test]
+fn connects_are_refused_as_server_unavailable_while_the_cluster_is_out_of_reach() {
+    let mut tb = cluster_broker();
+    let before = tb.connect("before", V5, Opts::new());
+    tb.broker.set_cluster_reachable(false);
+    tb.events();
+    for version in VERSIONS {
+        let (_, packets, closed) = tb.try_connect(connect_packet("late", version, &Opts::new()));
+        let [Packet::ConnAck(connack)] = &packets[..] else {
+            panic!("expected a CONNACK, got {packets:?}");
+        };
+        assert_eq!(connack.reason_code, ReasonCode::ServerUnavailable);
+        assert!(closed);
+    }
+    let refused = tb
+        .events()
+        .into_iter()
+        .filter(|event| {
+            matches!(
+                event,
+                Event::Refused {
+                    reason: CloseReason::ClusterUnavailable,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(refused, 2, "each refusal is reported, for the log");
+    tb.subscribe(&before, "still/here", Q1);
+    tb.broker.set_cluster_reachable(true);
+    tb.connect("after", V311, Opts::new());
+    // A single node has no cluster to lose.
+    let mut single = TestBroker::new();
+    single.broker.set_cluster_reachable(false);
+    single.connect("c", V5, Opts::new());
 }

@@ -118,7 +118,8 @@ impl ClusterOut {
 
     /// Sends the operations taken as the next batch, and holds until the batch is through the
     /// packets now in the outbox (`pending` gives its length) of each connection that
-    /// published a QoS 1/2 message in it and, when the batch changes the node's interest, of
+    /// published a QoS 1/2 message in it or whose session's record it writes (a SUBACK, a
+    /// CONNACK) and, when the batch changes the node's interest, of
     /// every connection that got packets with it (`woken`): a SUBACK then goes only once the
     /// NATS server has the subscription, so a message published elsewhere right after it is
     /// not missed.
@@ -142,7 +143,8 @@ impl ClusterOut {
             .iter()
             .filter_map(|op| match op {
                 ClusterOp::Publish(publish) => publish.acknowledges,
-                ClusterOp::Interest { .. } => None,
+                ClusterOp::SessionSaved { connection, .. } => *connection,
+                _ => None,
             })
             .collect();
         if interest {
@@ -221,6 +223,32 @@ pub(crate) async fn input_loop(
                 shared.after_input();
             }
             ClusterInput::Through(seq) => shared.cluster_through(seq),
+            ClusterInput::Reachable(reachable) => {
+                shared.broker.borrow_mut().set_cluster_reachable(reachable);
+            }
+            ClusterInput::ClaimSettled {
+                connection,
+                outcome,
+            } => {
+                let now = shared.now();
+                shared
+                    .broker
+                    .borrow_mut()
+                    .claim_settled(connection, outcome, now);
+                shared.after_input();
+            }
+            ClusterInput::TakenOver {
+                client_id,
+                clean_start,
+                token,
+            } => {
+                let now = shared.now();
+                shared
+                    .broker
+                    .borrow_mut()
+                    .session_taken_over(&client_id, clean_start, token, now);
+                shared.after_input();
+            }
             ClusterInput::Failed(message) => return message,
         }
     }
@@ -274,7 +302,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let one = match message(QoS::AtMostOnce, 1000) {
             ClusterOp::Publish(p) => p.message.charge(),
-            ClusterOp::Interest { .. } => 0,
+            _ => 0,
         };
         // Room for two QoS 0 messages.
         let out = ClusterOut::new(tx, 2 * one + one / 2);

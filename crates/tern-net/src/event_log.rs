@@ -204,6 +204,9 @@ fn describe(reason: &CloseReason) -> String {
             "login throttled: too many failed logins for this user name, blocked for \
              {retry_after_secs} s more"
         ),
+        CloseReason::ClusterUnavailable => {
+            "server unavailable: this node cannot reach the cluster (NATS)".to_owned()
+        }
     }
 }
 

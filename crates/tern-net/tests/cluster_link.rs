@@ -1,7 +1,7 @@
-//! The seam to the cluster layer, with a scripted cluster in place of NATS: operations leave in
-//! numbered batches, a QoS 1 PUBACK (and a SUBACK that changes the node's interest) waits until
-//! its batch is reported through, messages from
-//! the cluster are routed, and a cluster layer that fails stops the server.
+//! The seam to the cluster layer, with a scripted cluster in place of NATS: a CONNACK waits for
+//! its session's claim, operations leave in numbered batches, a QoS 1 PUBACK (and a SUBACK that
+//! changes the node's interest) waits until its batch is reported through, messages from the
+//! cluster are routed, and a cluster layer that fails stops the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 mod support;
@@ -14,7 +14,7 @@ use support::{
     connect, loopback_config, on_own_runtime, publish, spawn_server, subscribe, Client, WAIT,
 };
 use tern_codec::{Packet, PublishProperties, QoS, ReasonCode};
-use tern_core::{ClusterBatch, ClusterInput, ClusterOp, RemoteMessage};
+use tern_core::{ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, RemoteMessage};
 use tern_net::{ClusterLink, NetError, Server};
 use tokio::sync::mpsc;
 
@@ -57,6 +57,32 @@ impl FakeCluster {
     fn say(&self, input: ClusterInput) {
         self.inputs.blocking_send(input).unwrap();
     }
+
+    /// Settles the claim of the CONNECT that `client` just sent, as a cluster where nobody
+    /// else knows its client identifier would, and expects the CONNACK.
+    fn settle_claim(&mut self, client: &mut Client) {
+        let batch = self.next_batch();
+        let [ClusterOp::Claim(claim)] = &batch.ops[..] else {
+            panic!("expected a claim, got {:?}", batch.ops);
+        };
+        // The CONNACK waits for the claim.
+        assert_nothing_to_read(client);
+        let outcome = ClaimOutcome::Owned {
+            handed_over: None,
+            backlog: Vec::new(),
+        };
+        self.say(ClusterInput::ClaimSettled {
+            connection: claim.connection,
+            outcome,
+        });
+        assert!(matches!(client.recv(), Packet::ConnAck(_)));
+        let done = self.next_batch();
+        assert!(
+            matches!(&done.ops[..], [ClusterOp::ClaimDone { .. }]),
+            "{:?}",
+            done.ops
+        );
+    }
 }
 
 fn cluster_config() -> tern_net::ServerConfig {
@@ -73,25 +99,25 @@ fn a_puback_waits_until_the_cluster_reports_its_message_replicated() {
 
     let mut subscriber = Client::open(server.addr);
     subscriber.send(connect("sub", None));
-    assert!(matches!(subscriber.recv(), Packet::ConnAck(_)));
+    cluster.settle_claim(&mut subscriber);
     subscriber.send(subscribe("t/+", 1));
     let batch = cluster.next_batch();
-    assert_eq!(batch.seq, 1);
+    let interest_seq = batch.seq;
     assert!(matches!(
         &batch.ops[..],
         [ClusterOp::Interest { filter, present: true }] if filter.as_str() == "t/+"
     ));
     // The SUBACK waits until the cluster has the subscription too.
     assert_nothing_to_read(&mut subscriber);
-    cluster.say(ClusterInput::Through(1));
+    cluster.say(ClusterInput::Through(interest_seq));
     assert!(matches!(subscriber.recv(), Packet::SubAck(_)));
 
     let mut publisher = Client::open(server.addr);
     publisher.send(connect("pub", None));
-    assert!(matches!(publisher.recv(), Packet::ConnAck(_)));
+    cluster.settle_claim(&mut publisher);
     publisher.send(publish("t/1", b"replicate me", 7));
     let batch = cluster.next_batch();
-    assert_eq!(batch.seq, 2);
+    let publish_seq = batch.seq;
     let [ClusterOp::Publish(sent)] = &batch.ops[..] else {
         panic!("{:?}", batch.ops);
     };
@@ -116,7 +142,7 @@ fn a_puback_waits_until_the_cluster_reports_its_message_replicated() {
     assert_nothing_to_read(&mut publisher);
 
     // Replicated: the PUBACK goes.
-    cluster.say(ClusterInput::Through(2));
+    cluster.say(ClusterInput::Through(publish_seq));
     match publisher.recv() {
         Packet::PubAck(ack) => {
             assert_eq!(ack.packet_id.get(), 7);
@@ -143,7 +169,7 @@ fn assert_nothing_to_read(client: &mut Client) {
 
 #[test]
 fn a_cluster_layer_that_fails_stops_the_server() {
-    let (link, cluster) = link();
+    let (link, mut cluster) = link();
     let (result_tx, result_rx) = std_mpsc::channel();
     let (addr_tx, addr_rx) = std_mpsc::channel();
     let thread = on_own_runtime(move || async move {
@@ -157,7 +183,7 @@ fn a_cluster_layer_that_fails_stops_the_server() {
     let addr = addr_rx.recv_timeout(WAIT).unwrap();
     let mut client = Client::open(addr);
     client.send(connect("c", None));
-    assert!(matches!(client.recv(), Packet::ConnAck(_)));
+    cluster.settle_claim(&mut client);
     cluster.say(ClusterInput::Failed("NATS is gone".to_owned()));
     match result_rx.recv_timeout(WAIT).unwrap() {
         Err(NetError::Cluster(reason)) => assert!(reason.contains("NATS is gone"), "{reason}"),

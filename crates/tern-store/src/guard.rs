@@ -15,7 +15,7 @@ const NONCE: u8 = 1;
 const ANSWER: u8 = 2;
 
 fn corrupt(what: &str) -> RecordError {
-    RecordError(what.to_owned())
+    RecordError::corrupt(what)
 }
 
 /// The key a record is kept under.

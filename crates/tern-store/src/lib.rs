@@ -39,8 +39,8 @@ use commit::MarkerFile;
 pub use layout::BESIDE_THE_STORE;
 use meta::Format;
 use record::RecordError;
-pub use record::WallClock;
 use salvage::Salvage;
+pub use tern_core::record::WallClock;
 
 /// The record format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 4;
@@ -393,7 +393,7 @@ impl DiskStore {
     }
 
     fn record(&self, partition: &'static str) -> impl Fn(RecordError) -> StoreError + '_ {
-        move |e| self.corrupt(partition, e.0)
+        move |e| self.corrupt(partition, e.to_string())
     }
 
     /// Decodes a `sessions` record: its key, the client id, and its value.

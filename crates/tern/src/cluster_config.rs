@@ -33,8 +33,12 @@ pub(crate) struct ClusterConfig {
     /// Seconds the stream keeps messages.
     #[serde(default = "default_offline_horizon")]
     offline_horizon_secs: u64,
-    /// What a node does while NATS is unreachable: planned, refused.
+    /// What a node does while NATS is unreachable: `strict` (the default and, for now, the
+    /// only mode) refuses new connections.
     partition_mode: Option<String>,
+    /// Seconds a node's lease lasts without renewal (one value for the whole cluster).
+    #[serde(default = "default_lease")]
+    lease_secs: u64,
 }
 
 /// `[cluster.tls]`.
@@ -54,6 +58,10 @@ fn default_replicas() -> usize {
 
 fn default_offline_horizon() -> u64 {
     24 * 60 * 60
+}
+
+fn default_lease() -> u64 {
+    15
 }
 
 /// How long joining NATS may take at start-up.
@@ -77,14 +85,20 @@ impl ClusterConfig {
         if self.credentials_file.is_some() {
             bail!("cluster.credentials_file is planned, not yet available: use user/password or token");
         }
-        if let Some(mode) = &self.partition_mode {
-            bail!(
-                "cluster.partition_mode = {mode:?} is planned, not yet available (see \
-                 docs/cluster.md for what a node does while NATS is unreachable)"
-            );
+        match self.partition_mode.as_deref() {
+            None | Some("strict") => {}
+            Some("island") => bail!(
+                "cluster.partition_mode = \"island\" is planned, not yet available: use \
+                 \"strict\" (see docs/cluster.md for what a node does while NATS is \
+                 unreachable)"
+            ),
+            Some(mode) => bail!("cluster.partition_mode must be \"strict\", not {mode:?}"),
         }
         if !(1..=5).contains(&self.replicas) {
             bail!("cluster.replicas must be 1 to 5 (JetStream's range)");
+        }
+        if !(1..=3600).contains(&self.lease_secs) {
+            bail!("cluster.lease_secs must be 1 to 3600");
         }
         let auth = match (&self.user, &self.password, &self.token) {
             (None, None, None) => NatsAuth::None,
@@ -114,6 +128,7 @@ impl ClusterConfig {
             replicas: self.replicas,
             offline_horizon: Duration::from_secs(self.offline_horizon_secs),
             connect_timeout: CONNECT_TIMEOUT,
+            lease: Duration::from_secs(self.lease_secs),
         })
     }
 }
@@ -181,16 +196,20 @@ mod tests {
         assert_eq!(settings.nats, ["nats://127.0.0.1:4222"]);
         assert_eq!(settings.replicas, 1);
         assert_eq!(settings.offline_horizon, Duration::from_secs(86_400));
+        assert_eq!(settings.lease, Duration::from_secs(15));
     }
 
     #[test]
     fn what_is_planned_is_refused_not_ignored() {
         let base = "nats = [\"nats://127.0.0.1:4222\"]\nnode_id = \"n1\"\n";
         assert!(section(base).is_ok());
+        assert!(section(&format!("{base}partition_mode = \"strict\"\n")).is_ok());
         for extra in [
-            "partition_mode = \"strict\"",
+            "partition_mode = \"island\"",
+            "partition_mode = \"loose\"",
             "credentials_file = \"n1.creds\"",
             "replicas = 0",
+            "lease_secs = 0",
             "user = \"u\"",
             "user = \"u\"\npassword = \"p\"\ntoken = \"t\"",
         ] {

@@ -75,6 +75,12 @@ impl Broker {
             decision => decision,
         };
         self.dispatch_connect_decision(id, *connect, decision, now);
+        self.handle_held(id, now);
+        self.close_oversized(now);
+    }
+
+    /// Handles the packets that came after a CONNECT while it waited, once it is accepted.
+    pub(super) fn handle_held(&mut self, id: ConnectionId, now: Time) {
         let held = match self.connections.get_mut(&id) {
             Some(connection) if matches!(connection.phase, Phase::Active(_)) => {
                 std::mem::take(&mut connection.held)
@@ -84,7 +90,6 @@ impl Broker {
         for packet in held {
             self.handle_packet(id, packet, now);
         }
-        self.close_oversized(now);
     }
 
     /// Keeps a packet that came after a CONNECT under verification.

@@ -7,20 +7,29 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use tern_codec::{QoS, TopicFilter};
+use tern_codec::{ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
+use super::cluster_session::PendingClaim;
 use super::Broker;
 use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
-use crate::types::{Message, SharedMessage, Time};
+use crate::events::CloseReason;
+use crate::types::{ConnectionId, Message, SharedMessage, Time};
 
 /// The cluster state the broker keeps.
 #[derive(Debug, Default)]
 pub(super) struct ClusterState {
     /// Operations for the other nodes, in the order they happened.
-    ops: VecDeque<ClusterOp>,
+    pub(super) ops: VecDeque<ClusterOp>,
     /// Subscriptions in the trie per filter (the inner filter of `$share` and `$tree/`
     /// subscriptions): the node's interest, counted so it changes only between 0 and 1.
     interest: FxHashMap<TopicFilter, u32>,
+    /// Whether the cluster layer last said the cluster is out of reach: new CONNECTs are then
+    /// refused (strict partition mode).
+    unreachable: bool,
+    /// CONNECTs waiting for their session claims (see `cluster_session.rs`).
+    pub(super) claims: FxHashMap<ConnectionId, PendingClaim>,
+    /// The connection whose settled claim is being completed now.
+    pub(super) settling: Option<ConnectionId>,
 }
 
 impl Broker {
@@ -30,6 +39,29 @@ impl Broker {
     /// until the message is replicated.
     pub fn poll_cluster_op(&mut self) -> Option<ClusterOp> {
         self.cluster.ops.pop_front()
+    }
+
+    /// Tells the core whether this node can reach the cluster. While it cannot, every new
+    /// CONNECT is refused with Server unavailable (3.1.1: return code 3), so that a load
+    /// balancer sends the client to another node (strict partition mode); connected clients
+    /// stay, their QoS 1/2 acknowledgements waiting as ever for replication.
+    pub fn set_cluster_reachable(&mut self, reachable: bool) {
+        self.cluster.unreachable = !reachable;
+    }
+
+    /// Refuses a CONNECT while the cluster is out of reach; returns whether it did.
+    pub(super) fn refuse_while_partitioned(
+        &mut self,
+        id: ConnectionId,
+        version: ProtocolVersion,
+        now: Time,
+    ) -> bool {
+        if !self.config.cluster || !self.cluster.unreachable {
+            return false;
+        }
+        let reason = CloseReason::ClusterUnavailable;
+        self.refuse_connect_because(id, version, ReasonCode::ServerUnavailable, reason, now);
+        true
     }
 
     /// The filters this node has interest in, for the other nodes (in no particular order).
@@ -42,8 +74,20 @@ impl Broker {
     /// overlapping subscriptions of a session make one delivery. It is not sent on to other
     /// nodes, and nothing of it is retained here. Returns whether a subscription matched.
     pub fn deliver_from_cluster(&mut self, remote: RemoteMessage, now: Time) -> bool {
+        match self.message_from_cluster(remote, now) {
+            Some(message) => self.route(&message, now) > 0,
+            None => false,
+        }
+    }
+
+    /// The message a node of the cluster sent, as this node routes it; `None` if it expired.
+    pub(super) fn message_from_cluster(
+        &mut self,
+        remote: RemoteMessage,
+        now: Time,
+    ) -> Option<SharedMessage> {
         if remote.expiry_millis == Some(0) {
-            return false;
+            return None;
         }
         let origin = remote
             .publisher
@@ -60,7 +104,7 @@ impl Broker {
             expires_at: remote.expiry_millis.map(|millis| now.plus_millis(millis)),
             origin,
         };
-        self.route(&Arc::new(message), now) > 0
+        Some(Arc::new(message))
     }
 
     /// Hands a message accepted on this node to the cluster; returns whether it is to be

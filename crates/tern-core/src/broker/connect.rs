@@ -87,6 +87,9 @@ impl Broker {
         self.run_due_timers(now);
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
+        if self.refuse_while_partitioned(id, version, now) {
+            return;
+        }
         if let Some(will) = &connect.will {
             if will.qos > self.config.limits.qos_max {
                 self.refuse_connect(id, version, ReasonCode::QosNotSupported, now);
@@ -157,6 +160,12 @@ impl Broker {
         identity: Identity,
         now: Time,
     ) {
+        // On a cluster node the session is claimed across the cluster first.
+        let Some((connect, auth_data, identity)) =
+            self.claim_first(id, connect, auth_data, identity)
+        else {
+            return;
+        };
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
         let assigned = connect.client_id.is_empty();

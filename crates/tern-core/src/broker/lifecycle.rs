@@ -8,7 +8,7 @@ use tern_codec::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use super::{Broker, TimerKind};
 use crate::connection::Phase;
 use crate::events::{CloseReason, DropReason, Event};
-use crate::session::{FlowState, PendingWill, EXPIRY_NEVER};
+use crate::session::{FlowState, PendingWill, Session, EXPIRY_NEVER};
 use crate::store::StoreOp;
 use crate::types::{ConnectionId, Message, SessionKey, Time};
 
@@ -215,13 +215,26 @@ impl Broker {
         if self.session(key).will.is_some() && self.session(key).connection.is_none() {
             self.publish_will(key, now);
         }
+        let Some(session) = self.remove_session(key, now) else {
+            return;
+        };
+        self.cluster_session_ended(&session.client_id);
+        self.events.push_back(Event::SessionEnded {
+            client_id: session.client_id,
+        });
+    }
+
+    /// Takes a session out of the broker as it is (its will untouched): its subscriptions leave
+    /// the index and its record the store.
+    pub(super) fn remove_session(&mut self, key: SessionKey, now: Time) -> Option<Session> {
         if self.session(key).flow != FlowState::Clear {
             self.session_mut(key).connection = None;
             self.settle_flow(key, now);
         }
-        let Some(session) = self.sessions.get_mut(key.0 as usize).and_then(Option::take) else {
-            return;
-        };
+        let session = self
+            .sessions
+            .get_mut(key.0 as usize)
+            .and_then(Option::take)?;
         self.held_bytes -= session.held_bytes();
         for (filter, info) in &session.subscriptions {
             self.unindex_subscription(key, filter, info);
@@ -231,9 +244,7 @@ impl Broker {
         }
         self.session_ids.remove(&session.client_id);
         self.free_session_slots.push(key.0);
-        self.events.push_back(Event::SessionEnded {
-            client_id: session.client_id,
-        });
+        Some(session)
     }
 
     /// Runs everything due at `now`: connect deadlines, keep alive, expired credentials, wills,

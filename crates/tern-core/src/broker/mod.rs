@@ -8,6 +8,7 @@
 mod access;
 mod auth;
 mod cluster;
+mod cluster_session;
 mod connect;
 mod flow;
 mod lifecycle;
@@ -587,8 +588,15 @@ impl Broker {
         }
     }
 
-    /// Records the session's durable record: set if it outlives its connection, else removed.
+    /// Records the session's durable record (set if it outlives its connection, else removed),
+    /// and, on a cluster node, where the other nodes read it.
     fn save_session(&mut self, key: SessionKey) {
+        self.cluster_session_saved(key);
+        self.store_session(key);
+    }
+
+    /// [`Broker::save_session`] for the store alone.
+    fn store_session(&mut self, key: SessionKey) {
         if !self.config.persistence {
             return;
         }
@@ -601,26 +609,31 @@ impl Broker {
             StoreOp::SessionRemove(session.client_id.clone())
         } else {
             session.persisted = true;
-            StoreOp::SessionSet(SessionRecord {
-                client_id: session.client_id.clone(),
-                owner: session.owner.clone(),
-                expiry_secs: session.expiry_secs,
-                subscriptions: session
-                    .subscriptions
-                    .iter()
-                    .map(|(filter, info)| (filter.clone(), *info))
-                    .collect(),
-                will: session.will.as_deref().cloned(),
-                expires_at: session.expires_at,
-                will_at: session.will_at,
-                next_seq: session.next_seq(),
-            })
+            StoreOp::SessionSet(session_record(session))
         };
         self.store_ops.push_back(op);
     }
 
     fn uptime_secs(&self, now: Time) -> u64 {
         now.as_millis().saturating_sub(self.started_at.as_millis()) / 1000
+    }
+}
+
+/// The durable part of `session`.
+fn session_record(session: &Session) -> SessionRecord {
+    SessionRecord {
+        client_id: session.client_id.clone(),
+        owner: session.owner.clone(),
+        expiry_secs: session.expiry_secs,
+        subscriptions: session
+            .subscriptions
+            .iter()
+            .map(|(filter, info)| (filter.clone(), *info))
+            .collect(),
+        will: session.will.as_deref().cloned(),
+        expires_at: session.expires_at,
+        will_at: session.will_at,
+        next_seq: session.next_seq(),
     }
 }
 

@@ -477,7 +477,7 @@ impl Broker {
 
     /// One delivery to one session for its subscriptions in `group` (all the same session);
     /// `charge` is the message's.
-    fn deliver_matches(
+    pub(super) fn deliver_matches(
         &mut self,
         message: &SharedMessage,
         charge: usize,

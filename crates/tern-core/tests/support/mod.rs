@@ -14,7 +14,10 @@ use tern_codec::{
     TopicFilter, TopicName, UnsubAck, Unsubscribe, UnsubscribeProperties, Will, WillProperties,
     PACKET_SIZE_MAX,
 };
-use tern_core::{Broker, Config, ConnectionId, DropReason, Event, Limits, Stats, Time, Transmit};
+use tern_core::{
+    Broker, ClaimOutcome, ClusterOp, Config, ConnectionId, DropReason, Event, Limits, Stats, Time,
+    Transmit,
+};
 
 mod keys;
 #[allow(unused_imports)] // Only the request and mailbox scenarios use them.
@@ -127,6 +130,11 @@ pub(crate) struct TestBroker {
     next_packet_id: u16,
     wires: HashMap<ConnectionId, Wire>,
     woken: HashSet<ConnectionId>,
+    /// On a cluster node, whether the harness settles every session claim at once as owned
+    /// and new (as for a client identifier no other node knows), as a cluster layer would.
+    pub(crate) auto_claim: bool,
+    /// Cluster operations taken from the broker while settling claims, for the test.
+    cluster_ops: VecDeque<ClusterOp>,
 }
 
 impl Default for TestBroker {
@@ -158,7 +166,43 @@ impl TestBroker {
             next_packet_id: 1,
             wires: HashMap::new(),
             woken: HashSet::new(),
+            auto_claim: true,
+            cluster_ops: VecDeque::new(),
         }
+    }
+
+    /// Settles the session claims the broker asked for, when the harness does.
+    fn settle_claims(&mut self) {
+        if !self.auto_claim || !self.broker.config().cluster {
+            return;
+        }
+        loop {
+            let mut claims = Vec::new();
+            while let Some(op) = self.broker.poll_cluster_op() {
+                match op {
+                    ClusterOp::Claim(claim) => claims.push(claim.connection),
+                    op => self.cluster_ops.push_back(op),
+                }
+            }
+            if claims.is_empty() {
+                return;
+            }
+            for id in claims {
+                let outcome = ClaimOutcome::Owned {
+                    handed_over: None,
+                    backlog: Vec::new(),
+                };
+                self.broker.claim_settled(id, outcome, self.now);
+            }
+        }
+    }
+
+    /// The cluster operations the broker emitted since the last call, in order.
+    pub(crate) fn cluster_ops(&mut self) -> Vec<ClusterOp> {
+        self.settle_claims();
+        let mut ops: Vec<ClusterOp> = self.cluster_ops.drain(..).collect();
+        ops.extend(std::iter::from_fn(|| self.broker.poll_cluster_op()));
+        ops
     }
 
     /// Opens a network connection that has sent nothing yet.
@@ -429,6 +473,7 @@ impl TestBroker {
 
     /// Drains `id`'s outbox through the codec of its protocol level.
     pub(crate) fn drain(&mut self, id: ConnectionId) -> Vec<Packet> {
+        self.settle_claims();
         self.check_held_bytes();
         let mut woken = Vec::new();
         self.broker.take_woken(&mut woken);
@@ -551,6 +596,19 @@ pub(crate) fn delayed_will(topic_name: &str, payload: &str, delay_secs: u32) -> 
     let mut will = will(topic_name, payload, Q0, false);
     will.properties.will_delay_interval = Some(delay_secs);
     will
+}
+
+/// A message from another node of a cluster, published there by client `elsewhere`.
+pub(crate) fn remote_on(topic_name: &str, payload: &str, qos: QoS) -> tern_core::RemoteMessage {
+    tern_core::RemoteMessage {
+        topic: topic(topic_name),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        properties: tern_codec::PublishProperties::default(),
+        expiry_millis: None,
+        publisher: Some(mstr("elsewhere")),
+    }
 }
 
 /// PUBLISH without properties; `packet_id` 0 means none (QoS 0).

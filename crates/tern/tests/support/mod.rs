@@ -4,6 +4,8 @@
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod cli;
 #[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod cluster;
+#[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mosquitto;
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod mqtt;
@@ -220,10 +222,56 @@ impl Tern {
         self.wait_for_log_line(needle, timeout).is_some()
     }
 
+    /// Every line the broker has logged so far.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
     /// The first line the broker logs containing `needle`, waiting up to `timeout` for it.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn wait_for_log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
         logged_line(&self.log, needle, timeout)
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the process `pid`.
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) fn signal_process(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "SIG{signal} sent");
+}
+
+/// Stops the process `pid` (SIGSTOP) and waits until every one of its threads has stopped: a
+/// thread that was running keeps going until the signal reaches it.
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) fn stop_process(pid: u32) {
+    signal_process(pid, "STOP");
+    let tasks = format!("/proc/{pid}/task");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all_stopped = std::fs::read_dir(&tasks)
+            .expect("the process's threads")
+            .filter_map(Result::ok)
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command name, which is in parentheses.
+                stat.rsplit(") ")
+                    .next()
+                    .is_some_and(|rest| rest.starts_with('T'))
+            });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

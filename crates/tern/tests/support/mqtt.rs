@@ -18,6 +18,7 @@ pub(crate) struct RawClient {
     decoder: Decoder,
     buf: BytesMut,
     next_id: u16,
+    version: ProtocolVersion,
 }
 
 fn other(message: impl Into<String>) -> io::Error {
@@ -37,26 +38,45 @@ impl RawClient {
         clean_start: bool,
         expiry: u32,
     ) -> io::Result<(Self, ConnAck)> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_nodelay(true)?;
-        let mut client = Self {
-            stream,
-            decoder: Decoder::new(ProtocolVersion::V5, 16 * 1024 * 1024),
-            buf: BytesMut::with_capacity(64 * 1024),
-            next_id: 1,
-        };
+        Self::connect_as(port, ProtocolVersion::V5, client_id, clean_start, expiry)
+    }
+
+    /// [`RawClient::connect`] at protocol level `version` (the expiry is MQTT 5's only).
+    pub(crate) fn connect_as(
+        port: u16,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+    ) -> io::Result<(Self, ConnAck)> {
+        let v5 = version == ProtocolVersion::V5;
         let connect = Connect {
-            protocol_version: ProtocolVersion::V5,
+            protocol_version: version,
             clean_start,
             keep_alive: 0,
             properties: ConnectProperties {
-                session_expiry_interval: Some(expiry),
+                session_expiry_interval: v5.then_some(expiry),
                 ..ConnectProperties::default()
             },
             client_id: MqttString::new(client_id).map_err(|e| other(e.to_string()))?,
             will: None,
             username: None,
             password: None,
+        };
+        Self::connect_with(port, connect)
+    }
+
+    /// Sends `connect` on a new connection and returns the client and its CONNACK.
+    pub(crate) fn connect_with(port: u16, connect: Connect) -> io::Result<(Self, ConnAck)> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        let version = connect.protocol_version;
+        let mut client = Self {
+            stream,
+            decoder: Decoder::new(version, 16 * 1024 * 1024),
+            buf: BytesMut::with_capacity(64 * 1024),
+            next_id: 1,
+            version,
         };
         client.send(&Packet::Connect(Box::new(connect)))?;
         match client.recv(Duration::from_secs(10))? {
@@ -68,7 +88,7 @@ impl RawClient {
     pub(crate) fn send(&mut self, packet: &Packet) -> io::Result<()> {
         let mut out = BytesMut::new();
         packet
-            .encode(ProtocolVersion::V5, &mut out)
+            .encode(self.version, &mut out)
             .map_err(|e| other(e.to_string()))?;
         self.stream.write_all(&out)
     }
@@ -79,7 +99,7 @@ impl RawClient {
         let mut out = BytesMut::new();
         for packet in packets {
             packet
-                .encode(ProtocolVersion::V5, &mut out)
+                .encode(self.version, &mut out)
                 .map_err(|e| other(e.to_string()))?;
         }
         self.stream.write_all(&out)

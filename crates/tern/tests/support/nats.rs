@@ -29,6 +29,8 @@ fn binary() -> PathBuf {
 /// One running `nats-server`.
 pub(crate) struct NatsServer {
     child: Child,
+    /// Its configuration file, which a restart reads again.
+    config: PathBuf,
     /// The port clients connect to.
     pub(crate) port: u16,
     /// The port other servers route to, in a cluster.
@@ -64,24 +66,11 @@ impl NatsServer {
         }
         let path = dir.path().join("nats.conf");
         std::fs::write(&path, config).expect("write nats.conf");
-        let mut child = Command::new(binary())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nats-server starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("log lock").push(line);
-            }
-        });
+        let child = spawn(&path, &log);
         let mut server = Self {
             child,
+            config: path,
             port: 0,
             route_port: None,
             log,
@@ -94,40 +83,32 @@ impl NatsServer {
         Some(server)
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the server process.
-    pub(crate) fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "SIG{signal} sent");
+    /// Kills the server (SIGKILL); its store stays for [`NatsServer::restart`].
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
-    /// Stops the server (SIGSTOP) and waits until every one of its threads has stopped: a
-    /// thread that was running keeps going until the signal reaches it.
+    /// Starts the server again on its port with its store, after [`NatsServer::kill`]; returns
+    /// once it listens. Its log starts afresh.
+    pub(crate) fn restart(&mut self) {
+        let config = std::fs::read_to_string(&self.config).expect("read nats.conf");
+        let fixed = config.replace("port: -1", &format!("port: {}", self.port));
+        std::fs::write(&self.config, fixed).expect("write nats.conf");
+        self.log.lock().expect("log lock").clear();
+        self.child = spawn(&self.config, &self.log);
+        let port = self.logged_port("Listening for client connections on ");
+        assert_eq!(port, Some(self.port), "restarted on its port");
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server process.
+    pub(crate) fn signal(&self, signal: &str) {
+        super::signal_process(self.child.id(), signal);
+    }
+
+    /// Stops the server (SIGSTOP) and waits until every one of its threads has stopped.
     pub(crate) fn pause(&self) {
-        self.signal("STOP");
-        let tasks = format!("/proc/{}/task", self.child.id());
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let all_stopped = std::fs::read_dir(&tasks)
-                .expect("the server's threads")
-                .filter_map(Result::ok)
-                .all(|task| {
-                    let stat =
-                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                    // The state follows the command name, which is in parentheses.
-                    stat.rsplit(") ")
-                        .next()
-                        .is_some_and(|rest| rest.starts_with('T'))
-                });
-            if all_stopped {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not stop");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        super::stop_process(self.child.id());
     }
 
     /// The client URL.
@@ -162,6 +143,26 @@ impl NatsServer {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Runs `nats-server -c config`, its log lines collected into `log`.
+fn spawn(config: &std::path::Path, log: &Arc<Mutex<Vec<String>>>) -> Child {
+    let mut child = Command::new(binary())
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nats-server starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let lines = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            lines.lock().expect("log lock").push(line);
+        }
+    });
+    child
 }
 
 impl Drop for NatsServer {
