@@ -263,4 +263,6 @@ pub struct Stats {
     /// CONNECTs refused with Server busy, unchecked, after too many failed logins from their
     /// address or for their user name.
     pub logins_throttled: u64,
+    /// Messages not kept in history because their filter's `max_topics` was reached.
+    pub history_refused: u64,
 }

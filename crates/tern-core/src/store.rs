@@ -12,6 +12,7 @@ use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
 use crate::guard::{GuardKey, GuardRecord};
+use crate::history::Kept;
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
 use crate::types::{SharedMessage, Time};
@@ -102,6 +103,15 @@ pub enum StoreOp {
     GuardSet(GuardRecord),
     /// An edge's request guard record expired and is forgotten.
     GuardForget(GuardKey),
+    /// A message was kept in the history of its topic (`[[history]]`).
+    HistoryKeep(Kept),
+    /// A kept message went (past its topic's count or age).
+    HistoryForget {
+        /// Its topic.
+        topic: TopicName,
+        /// Its message id.
+        id: u64,
+    },
 }
 
 /// A session as recovered from the store.
@@ -124,6 +134,8 @@ pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
     /// The request guard's records, for the edge that wrote them (the core does not use them).
     pub guard: Vec<GuardRecord>,
+    /// The messages kept in topics' history, in any order.
+    pub history: Vec<Kept>,
 }
 
 /// A durable home for the broker's state.
@@ -146,6 +158,7 @@ pub struct MemoryStore {
     retained: HashMap<TopicName, SharedMessage>,
     sessions: HashMap<MqttString, MemorySession>,
     guard: HashMap<GuardKey, GuardRecord>,
+    history: HashMap<(TopicName, u64), Kept>,
 }
 
 #[derive(Debug)]
@@ -234,6 +247,13 @@ impl Store for MemoryStore {
                 StoreOp::GuardForget(key) => {
                     self.guard.remove(key);
                 }
+                StoreOp::HistoryKeep(kept) => {
+                    let key = (kept.message.topic.clone(), kept.message.id);
+                    self.history.insert(key, kept.clone());
+                }
+                StoreOp::HistoryForget { topic, id } => {
+                    self.history.remove(&(topic.clone(), *id));
+                }
             }
         }
         Ok(())
@@ -251,10 +271,12 @@ impl Store for MemoryStore {
             })
             .collect();
         let guard = self.guard.values().cloned().collect();
+        let history = self.history.values().cloned().collect();
         Ok(Snapshot {
             retained,
             sessions,
             guard,
+            history,
         })
     }
 }

@@ -338,7 +338,12 @@ fn finish(guard: &RefCell<ReplayGuard>, envelope: Envelope, answer: Answer) {
 
 /// Seconds since the Unix epoch by the system clock.
 pub(crate) fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub(crate) fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

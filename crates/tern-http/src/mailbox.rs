@@ -8,7 +8,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tern_codec::{MqttString, QoS};
+use tern_core::broker::history::Reset;
 use tern_core::broker::mailbox::{Fetch, Fetched, MailboxMessage, Settle};
+use tern_core::history::kept_time;
 use tern_core::{Broker, RequestClient, RequestRefusal, Time};
 
 use crate::bridge::{json, refused};
@@ -65,7 +67,11 @@ pub(crate) enum MailboxOp {
         filter: String,
         qos: QoS,
         retained: bool,
+        /// Kept messages of the filter's topics to queue (the last N).
+        replay: usize,
     },
+    /// `POST /v1/mbox/reset`.
+    Reset(ResetBody),
     /// `DELETE /v1/mbox/subs/{filter}`.
     Unsubscribe { filter: String },
     /// `GET /v1/mbox/subs` (all) or `GET /v1/mbox/subs/{filter}` (one).
@@ -103,6 +109,48 @@ pub(crate) struct SettleBody {
     /// Makes these dead letters (kept, listed at `/v1/mbox/dead`, re-queueable).
     #[serde(default)]
     reject: Vec<u64>,
+}
+
+/// The body of `POST /v1/mbox/reset`: exactly one of its fields.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetBody {
+    /// `"latest"`: complete everything the mailbox holds; it receives from now on.
+    #[serde(default)]
+    pub(crate) to: Option<String>,
+    /// Complete everything, then queue the last N kept messages of its subscriptions.
+    #[serde(default)]
+    pub(crate) replay: Option<usize>,
+    /// Complete what it holds below this sequence number; hand the rest out again.
+    #[serde(default)]
+    pub(crate) seq: Option<u64>,
+    /// Complete everything, then queue the kept messages of its subscriptions kept at or
+    /// after this time (Unix seconds).
+    #[serde(default)]
+    pub(crate) time: Option<u64>,
+}
+
+impl ResetBody {
+    /// The reset it asks for, with `now` the core's time and `now_unix_ms` the clock's.
+    pub(crate) fn reset(&self, now: Time, now_unix_ms: u64) -> Result<Reset, ApiError> {
+        let reset = match (self.to.as_deref(), self.replay, self.seq, self.time) {
+            (Some("latest"), None, None, None) => Reset::Latest,
+            (None, Some(count), None, None) => Reset::Replay(count),
+            (None, None, Some(seq), None) => Reset::Seq(seq),
+            (None, None, None, Some(time)) => {
+                let ago = i64::try_from(now_unix_ms.saturating_sub(time.saturating_mul(1000)))
+                    .unwrap_or(i64::MAX);
+                Reset::Since(kept_time(now).saturating_sub(ago))
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "a reset is one of {\"to\": \"latest\"}, {\"replay\": N}, {\"seq\": N} or \
+                     {\"time\": UNIX_SECONDS}",
+                ))
+            }
+        };
+        Ok(reset)
+    }
 }
 
 /// The body of `POST /v1/mbox/dead/requeue`; without `seqs`, every dead letter.
@@ -225,14 +273,29 @@ pub(crate) fn apply(
                 filter,
                 qos,
                 retained,
+                replay,
             } => broker
                 .mailbox_subscribe(client, filter, *qos, *retained, settings.expiry_secs, now)
-                .map(|qos| {
-                    json(
-                        200,
-                        &serde_json::json!({"filter": filter, "qos": qos as u8}),
-                    )
+                .and_then(|qos| {
+                    let replayed = match replay {
+                        0 => 0,
+                        count => broker.mailbox_replay(client, filter, *count, now)?,
+                    };
+                    let mut answer = serde_json::json!({"filter": filter, "qos": qos as u8});
+                    if *replay > 0 {
+                        answer["replayed"] = replayed.into();
+                    }
+                    Ok(json(200, &answer))
                 }),
+            MailboxOp::Reset(body) => match body.reset(now, crate::bridge::unix_now_ms()) {
+                Err(error) => Ok(refused(&error)),
+                Ok(reset) => broker.mailbox_reset(client, reset, now).map(|done| {
+                    let value = serde_json::json!({
+                        "completed": done.completed, "queued": done.queued,
+                    });
+                    json(200, &value)
+                }),
+            },
             MailboxOp::Unsubscribe { filter } => broker
                 .mailbox_unsubscribe(client, filter, now)
                 .map(|removed| {

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::answers::{ItemResult, Published};
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::mailbox::{MboxMessage, Polled, RequeueBody, SettleBody};
+use crate::mailbox::{MboxMessage, Polled, RequeueBody, ResetBody, SettleBody};
 use crate::publish::{BatchItem, Fields};
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::publish::{BatchItem, Fields};
         crate::server::time,
         crate::mailbox_routes::poll,
         crate::mailbox_routes::settle,
+        crate::mailbox_routes::reset,
         crate::mailbox_routes::subscribe,
         crate::mailbox_routes::subscription,
         crate::mailbox_routes::subscriptions,
@@ -40,7 +41,8 @@ use crate::publish::{BatchItem, Fields};
         Polled,
         MboxMessage,
         SettleBody,
-        RequeueBody
+        RequeueBody,
+        ResetBody
     )),
     modifiers(&Signature)
 )]

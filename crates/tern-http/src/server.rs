@@ -176,6 +176,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/pub/{*topic}", post(publish_one))
         .route("/v1/mbox", get(mailbox_routes::poll))
         .route("/v1/mbox/ack", post(mailbox_routes::settle))
+        .route("/v1/mbox/reset", post(mailbox_routes::reset))
         .route("/v1/mbox/dead", get(mailbox_routes::dead_letters))
         .route("/v1/mbox/dead/requeue", post(mailbox_routes::requeue))
         .route("/v1/mbox/subs", get(mailbox_routes::subscriptions))

@@ -147,6 +147,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         trees: file.trees.to_core(),
         other_identity: file.sessions.to_core(),
         cluster: false,
+        history: http_config::history(&file.history)?,
+        mailbox_classes: file.http.mailbox_classes(),
     };
     let base = args
         .config

@@ -11,8 +11,10 @@ mod cluster;
 mod cluster_session;
 mod connect;
 mod flow;
+pub mod history;
 mod lifecycle;
 pub mod mailbox;
+mod mailbox_queue;
 pub mod memory;
 mod publish;
 pub mod request;
@@ -118,6 +120,8 @@ pub struct Broker {
     cluster: cluster::ClusterState,
     /// Watched mailboxes that had a delivery queued (see `mailbox.rs`).
     ready_mailboxes: Vec<MqttString>,
+    /// The last messages of the topics `[[history]]` names (see `history.rs`).
+    history: crate::history::History,
 }
 
 impl Broker {
@@ -128,6 +132,7 @@ impl Broker {
             config.limits.login_failures_per_user_max,
         );
         Self {
+            history: crate::history::History::new(config.history.clone()),
             config,
             connections: FxHashMap::default(),
             sessions: Vec::new(),
@@ -710,6 +715,7 @@ impl Broker {
             }
             broker.restore_session(stored, now);
         }
+        last_message_id = last_message_id.max(broker.restore_history(snapshot.history, now));
         // Message identities stay unique across the restart (retained expiry relies on them).
         broker.next_message_id = last_message_id + 1;
         // Wills and sessions whose time came while the broker was down go now.
