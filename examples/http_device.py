@@ -234,10 +234,29 @@ class Device:
         return "/v1/mbox/subs/" + "/".join(urllib.parse.quote(level, safe="")
                                            for level in topic_filter.split("/"))
 
-    def subscribe(self, topic_filter: str, qos: int = 1, retained: bool = True) -> Response:
-        """PUT /v1/mbox/subs/FILTER: the mailbox (made if need be) receives what matches."""
-        query = urllib.parse.urlencode({"qos": qos, "retained": int(retained)})
+    def subscribe(self, topic_filter: str, qos: int = 1, retained: bool = True,
+                  replay: Optional[int] = None) -> Response:
+        """PUT /v1/mbox/subs/FILTER: the mailbox (made if need be) receives what matches;
+        `replay` queues the last N messages kept for those topics ([[history]])."""
+        fields: dict[str, int] = {"qos": qos, "retained": int(retained)}
+        if replay is not None:
+            fields["replay"] = replay
+        query = urllib.parse.urlencode(fields)
         return self.request("PUT", self._filter_path(topic_filter) + "?" + query)
+
+    def reset(self, latest: bool = False, replay: Optional[int] = None,
+              seq: Optional[int] = None, since: Optional[int] = None) -> Response:
+        """POST /v1/mbox/reset, to one of: the latest message (`latest`), the last `replay`
+        kept, the sequence number `seq`, or what was kept since `since` (Unix seconds)."""
+        body: dict[str, Any] = {}
+        if latest:
+            body["to"] = "latest"
+        for name, value in (("replay", replay), ("seq", seq), ("time", since)):
+            if value is not None:
+                body[name] = value
+        self.owed_ack = None  # what it owed is completed, or handed out again
+        return self.request("POST", "/v1/mbox/reset", json.dumps(body).encode(),
+                            [("Content-Type", "application/json")])
 
     def unsubscribe(self, topic_filter: str) -> Response:
         """DELETE /v1/mbox/subs/FILTER."""

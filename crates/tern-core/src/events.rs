@@ -81,6 +81,9 @@ pub enum DropReason {
     NotAuthorized,
     /// A mailbox's dead letters passed their limit: the oldest went.
     DeadLettersFull,
+    /// A mailbox was full (its class's limits): its oldest QoS 0 message went to make room,
+    /// or, with none, the new message was refused.
+    MailboxFull,
 }
 
 /// Something that happened in the broker, for logs and observers.

@@ -497,7 +497,7 @@ fn a_full_mailbox_drops_its_oldest_qos0_first_then_refuses_and_counts() {
     publish_at(&mut broker, "m/a", &["q0-c"], QoS::AtMostOnce);
     assert_eq!(broker.stats().publish_dropped, 3);
     let dropped = broker.events().into_iter().filter(|event| {
-        matches!(event, tern_core::Event::Dropped { client_id, reason: tern_core::DropReason::QueueFull } if client_id.as_str() == "small-1")
+        matches!(event, tern_core::Event::Dropped { client_id, reason: tern_core::DropReason::MailboxFull } if client_id.as_str() == "small-1")
     });
     assert_eq!(dropped.count(), 3);
     let polled = poll(&mut broker, "small-1", fetch(10));

@@ -257,4 +257,30 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn history_and_mailbox_classes_are_read_and_bad_filters_refused() {
+        let read = file(
+            "[[http.mailbox_class]]\nclients = \"ESP32-\"\nqueued_count_max = 5\n\
+             queued_bytes_max = 100\n\
+             [[history]]\nfilter = \"c/#\"\nmax_messages = 0\nmax_age_secs = 2\n",
+        );
+        let classes = read.http.mailbox_classes();
+        assert_eq!(classes.len(), 1);
+        assert_eq!(classes[0].prefix, "ESP32-");
+        assert_eq!(
+            (classes[0].queued_count_max, classes[0].queued_bytes_max),
+            (5, 100)
+        );
+        let kept = history(&read.history).unwrap();
+        assert_eq!(kept[0].filter.as_str(), "c/#");
+        // At least one message per topic; seconds as milliseconds; 10,000 topics by default.
+        assert_eq!((kept[0].max_messages, kept[0].max_age_millis), (1, 2000));
+        assert_eq!(kept[0].max_topics, 10_000);
+        for bad in ["a/#/b", "$share/g/a", "$SYS/#"] {
+            let text =
+                format!("[[history]]\nfilter = {bad:?}\nmax_messages = 1\nmax_age_secs = 1\n");
+            assert!(history(&file(&text).history).is_err(), "accepted {bad}");
+        }
+    }
 }

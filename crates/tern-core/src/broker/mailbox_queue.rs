@@ -63,7 +63,7 @@ impl Broker {
             if let Some(mailbox) = self.session_mut(key).mailbox.as_mut() {
                 mailbox.leases.remove(&seq);
             }
-            self.dropped(key, DropReason::QueueFull);
+            self.dropped(key, DropReason::MailboxFull);
         }
         if !self.within_memory(key, bytes, delivery.qos, now) {
             self.dropped(key, DropReason::MemoryFull);
@@ -74,7 +74,7 @@ impl Broker {
             session.enqueue(delivery, count_max, bytes_max)
         });
         if queued.is_err() {
-            self.dropped(key, DropReason::QueueFull);
+            self.dropped(key, DropReason::MailboxFull);
             return false;
         }
         if qos != QoS::AtMostOnce {
