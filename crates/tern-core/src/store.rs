@@ -105,6 +105,8 @@ pub enum StoreOp {
     GuardForget(GuardKey),
     /// A message was kept in the history of its topic (`[[history]]`).
     HistoryKeep(Kept),
+    /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
+    KvHorizon(u64),
     /// A kept message went (past its topic's count or age).
     HistoryForget {
         /// Its topic.
@@ -136,6 +138,8 @@ pub struct Snapshot {
     pub guard: Vec<GuardRecord>,
     /// The messages kept in topics' history, in any order.
     pub history: Vec<Kept>,
+    /// The highest id of a deletion of a retained message no longer remembered (0: none).
+    pub kv_horizon: u64,
 }
 
 /// A durable home for the broker's state.
@@ -159,6 +163,7 @@ pub struct MemoryStore {
     sessions: HashMap<MqttString, MemorySession>,
     guard: HashMap<GuardKey, GuardRecord>,
     history: HashMap<(TopicName, u64), Kept>,
+    kv_horizon: u64,
 }
 
 #[derive(Debug)]
@@ -254,6 +259,7 @@ impl Store for MemoryStore {
                 StoreOp::HistoryForget { topic, id } => {
                     self.history.remove(&(topic.clone(), *id));
                 }
+                StoreOp::KvHorizon(id) => self.kv_horizon = self.kv_horizon.max(*id),
             }
         }
         Ok(())
@@ -277,6 +283,7 @@ impl Store for MemoryStore {
             sessions,
             guard,
             history,
+            kv_horizon: self.kv_horizon,
         })
     }
 }

@@ -12,7 +12,7 @@ use tern_codec::QoS;
 use crate::bridge::Op;
 use crate::error::ApiError;
 use crate::mailbox::{
-    MailboxOp, RequeueBody, SettleBody, BYTES_DEFAULT, LEASE_DEFAULT_SECS, LEASE_MAX_SECS,
+    MailboxOp, Poll, RequeueBody, SettleBody, BYTES_DEFAULT, LEASE_DEFAULT_SECS, LEASE_MAX_SECS,
     LIMIT_DEFAULT, LIMIT_MAX, WAIT_MAX_SECS,
 };
 
@@ -21,17 +21,17 @@ pub(crate) const REPLAY_MAX: usize = 1000;
 use crate::publish::{levels_of, Query};
 use crate::server::{signed, Shared};
 
-/// A number from the query within `range`, or `default`.
+/// A number within `range`, or `default`.
 fn within<T>(
-    query: &Query,
     name: &str,
+    value: Option<T>,
     range: std::ops::RangeInclusive<T>,
     default: T,
 ) -> Result<T, ApiError>
 where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T: PartialOrd + std::fmt::Display + Copy,
 {
-    let value = query.number(name)?.unwrap_or(default);
+    let value = value.unwrap_or(default);
     if !range.contains(&value) {
         return Err(ApiError::bad_request(format!(
             "{name} is {}..={}",
@@ -44,17 +44,35 @@ where
 
 fn poll_op(raw: &str) -> Result<MailboxOp, ApiError> {
     let query = Query::parse(raw)?;
-    Ok(MailboxOp::Poll {
-        ack: query.number("ack")?,
-        limit: within(&query, "limit", 1..=LIMIT_MAX, LIMIT_DEFAULT)?,
-        bytes_max: within(&query, "max_bytes", 1..=usize::MAX, BYTES_DEFAULT)?,
+    let number = |name: &str| query.number::<u64>(name);
+    Ok(MailboxOp::Poll(poll_params(
+        number("ack")?,
+        query.number("limit")?,
+        query.number("max_bytes")?,
+        number("lease")?,
+        number("wait")?,
+    )?))
+}
+
+/// A poll's parameters, each within its range or its default.
+pub(crate) fn poll_params(
+    ack: Option<u64>,
+    limit: Option<usize>,
+    bytes_max: Option<usize>,
+    lease: Option<u64>,
+    wait: Option<u64>,
+) -> Result<Poll, ApiError> {
+    Ok(Poll {
+        ack,
+        limit: within("limit", limit, 1..=LIMIT_MAX, LIMIT_DEFAULT)?,
+        bytes_max: within("max_bytes", bytes_max, 1..=usize::MAX, BYTES_DEFAULT)?,
         lease: Duration::from_secs(within(
-            &query,
             "lease",
+            lease,
             1..=LEASE_MAX_SECS,
             LEASE_DEFAULT_SECS,
         )?),
-        wait: Duration::from_secs(within(&query, "wait", 0..=WAIT_MAX_SECS, 0)?),
+        wait: Duration::from_secs(within("wait", wait, 0..=WAIT_MAX_SECS, 0)?),
     })
 }
 
@@ -155,7 +173,7 @@ pub(crate) async fn subscribe(
             filter: filter_of(parts.path)?,
             qos,
             retained,
-            replay: within(&query, "replay", 0..=REPLAY_MAX, 0)?,
+            replay: within("replay", query.number("replay")?, 0..=REPLAY_MAX, 0)?,
         }))
     })
     .await

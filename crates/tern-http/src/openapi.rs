@@ -29,6 +29,10 @@ use crate::publish::{BatchItem, Fields};
         crate::mailbox_routes::unsubscribe,
         crate::mailbox_routes::dead_letters,
         crate::mailbox_routes::requeue,
+        crate::sync::sync,
+        crate::kv::get,
+        crate::kv::put,
+        crate::kv::delete,
         crate::server::openapi_document,
     ),
     components(schemas(
@@ -42,7 +46,14 @@ use crate::publish::{BatchItem, Fields};
         MboxMessage,
         SettleBody,
         RequeueBody,
-        ResetBody
+        ResetBody,
+        crate::sync::SyncBody,
+        crate::sync::KvSince,
+        crate::sync::Receive,
+        crate::kv::Entry,
+        crate::mailbox::Payload,
+        crate::kv::Deleted,
+        crate::kv::Changes
     )),
     modifiers(&Signature)
 )]

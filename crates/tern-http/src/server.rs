@@ -186,6 +186,13 @@ fn router(shared: Arc<Shared>) -> Router {
                 .get(mailbox_routes::subscription)
                 .delete(mailbox_routes::unsubscribe),
         )
+        .route("/v1/sync", post(crate::sync::sync))
+        .route(
+            "/v1/kv/{*key}",
+            get(crate::kv::get)
+                .put(crate::kv::put)
+                .delete(crate::kv::delete),
+        )
         .route("/v1/openapi.json", get(openapi_document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -386,7 +393,7 @@ pub(crate) async fn signed(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 17] = [
+    const CODES: [&str; 19] = [
         "acl_denied",
         "access_denied",
         "topic_invalid",
@@ -404,6 +411,8 @@ fn refused_code(code: &str) -> &'static str {
         "filter_invalid",
         "not_subscribed",
         "poll_superseded",
+        "precondition_failed",
+        "not_found",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }
@@ -418,6 +427,7 @@ async fn to_bridge(shared: &Shared, verified: Verified, op: Op) -> Result<Answer
         time: verified.time,
         credential: verified.credential,
         op,
+        first: None,
     };
     let gone = || ApiError::unavailable("the broker is shutting down");
     shared

@@ -20,7 +20,9 @@ fn the_document_lists_every_route() {
     assert_eq!(
         routes,
         [
+            "DELETE /v1/kv/{key}",
             "DELETE /v1/mbox/subs/{filter}",
+            "GET /v1/kv/{key}",
             "GET /v1/mbox",
             "GET /v1/mbox/dead",
             "GET /v1/mbox/subs",
@@ -29,13 +31,24 @@ fn the_document_lists_every_route() {
             "GET /v1/time",
             "POST /v1/mbox/ack",
             "POST /v1/mbox/dead/requeue",
+            "POST /v1/mbox/reset",
             "POST /v1/pub",
             "POST /v1/pub/{topic}",
+            "POST /v1/sync",
+            "PUT /v1/kv/{key}",
             "PUT /v1/mbox/subs/{filter}",
         ]
     );
     assert!(document["components"]["securitySchemes"]["tern_signature"].is_object());
-    for schema in ["ErrorBody", "Polled", "MboxMessage", "SettleBody"] {
+    for schema in [
+        "ErrorBody",
+        "Polled",
+        "MboxMessage",
+        "SettleBody",
+        "ResetBody",
+        "SyncBody",
+        "Changes",
+    ] {
         assert!(
             document["components"]["schemas"][schema].is_object(),
             "{schema}"

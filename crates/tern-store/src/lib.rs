@@ -54,6 +54,8 @@ const FORMAT_VERSION_OLDEST: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format";
 /// Key of the number of the last batch committed, in the `meta` partition (see [`commit`]).
 const COMMIT_KEY: &[u8] = b"commit";
+/// Key of the highest id of a retained message's deletion no longer remembered (format 5).
+const KV_HORIZON_KEY: &[u8] = b"kv_horizon";
 /// The partition of the format version and the commit counter.
 const META_PARTITION: &str = "meta";
 /// The partition of the request guard's records (format version 3).
@@ -585,6 +587,9 @@ impl Store for DiskStore {
                     let record = |e| self.corrupt("history", format!("{e}"));
                     batch.insert(&self.history, key.map_err(record)?, value.map_err(record)?);
                 }
+                StoreOp::KvHorizon(id) => {
+                    batch.insert(&self.meta, KV_HORIZON_KEY, id.to_be_bytes());
+                }
                 StoreOp::HistoryForget { topic, id } => {
                     let key = history::key(topic, *id).map_err(self.record("history"))?;
                     batch.remove(&self.history, key);
@@ -714,6 +719,11 @@ impl Store for DiskStore {
                 Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.guard, key, e)?,
             }
             progress.tick();
+        }
+        if let Some(value) = self.meta.get(KV_HORIZON_KEY).map_err(|e| self.engine(e))? {
+            let horizon = <[u8; 8]>::try_from(&value[..])
+                .map_err(|_| self.corrupt("meta", "kv_horizon is not 8 bytes"))?;
+            snapshot.kv_horizon = u64::from_be_bytes(horizon);
         }
         for item in self.history.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;

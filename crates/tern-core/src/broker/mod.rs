@@ -12,6 +12,7 @@ mod cluster_session;
 mod connect;
 mod flow;
 pub mod history;
+pub mod kv;
 mod lifecycle;
 pub mod mailbox;
 mod mailbox_queue;
@@ -122,6 +123,8 @@ pub struct Broker {
     ready_mailboxes: Vec<MqttString>,
     /// The last messages of the topics `[[history]]` names (see `history.rs`).
     history: crate::history::History,
+    /// Deletions of retained messages, for key/value listings (see `kv.rs`).
+    tombstones: kv::Tombstones,
 }
 
 impl Broker {
@@ -133,6 +136,7 @@ impl Broker {
         );
         Self {
             history: crate::history::History::new(config.history.clone()),
+            tombstones: kv::Tombstones::default(),
             config,
             connections: FxHashMap::default(),
             sessions: Vec::new(),
@@ -697,18 +701,8 @@ impl Broker {
     /// (the broker stopped without the client's DISCONNECT) and its expiry starts again.
     pub fn restore(config: Config, now: Time, snapshot: Snapshot) -> Self {
         let mut broker = Self::new(config, now);
-        let mut last_message_id = 0;
-        for message in snapshot.retained {
-            last_message_id = last_message_id.max(message.id);
-            if message.is_expired(now) {
-                // Expired while the broker was down: purge it from the store too.
-                broker.persist(StoreOp::RetainedClear(message.topic.clone()));
-                continue;
-            }
-            // What the store held is kept even past lowered limits: dropping it here would lose
-            // messages that were accepted; new ones are refused until it is under them again.
-            broker.retained.set(message);
-        }
+        let mut last_message_id =
+            broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);

@@ -301,11 +301,10 @@ impl Broker {
             // The broker's own `$SYS` statistics are current only while it runs: never stored.
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
             if message.payload.is_empty() {
-                // An empty retained message clears the topic (MQTT-3.3.1-6) and is not stored.
-                self.retained.clear(&message.topic);
-                if durable {
-                    self.persist(StoreOp::RetainedClear(message.topic.clone()));
-                }
+                // An empty retained message clears the topic (MQTT-3.3.1-6): the store keeps
+                // only that it was deleted (kv.rs).
+                let had = self.retained.clear(&message.topic).is_some();
+                self.retained_deleted(&message.topic, had, durable);
             } else if let Err(limit) = self.retained_fits(&message) {
                 // A client's PUBLISH was checked before it was acknowledged; what reaches here
                 // is a will, which nobody can be told of: it is delivered, not retained.
@@ -316,6 +315,7 @@ impl Broker {
                 // Kept for as long as the topic holds it: in allocations of its own, not as
                 // slices that pin the read buffer the PUBLISH arrived in.
                 let kept = Arc::new(message.detached());
+                self.retained_set_over(&kept.topic);
                 if durable {
                     self.persist(StoreOp::RetainedSet(Arc::clone(&kept)));
                 }
