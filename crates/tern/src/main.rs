@@ -304,7 +304,8 @@ fn open_store(
         "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, loaded in {:.2} s",
         dir.display(),
         snapshot.sessions.len(),
-        snapshot.retained.len(),
+        // Records without a payload are deletions kept for key/value listings.
+        snapshot.retained.iter().filter(|m| !m.payload.is_empty()).count(),
         started.elapsed().as_secs_f64()
     );
     Ok((store, snapshot, epoch))
