@@ -17,6 +17,9 @@
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
 //! effect crosses over, through a bounded channel, to the bridge task.
 
+mod admin;
+mod admin_keys;
+mod admin_ops;
 mod answers;
 mod bridge;
 pub mod error;
@@ -30,6 +33,7 @@ mod refusals;
 pub mod replay;
 mod server;
 pub mod signing;
+pub mod tokens;
 mod verify;
 
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@
 //! rule is testable by calling these methods directly.
 
 mod access;
+pub mod admin;
 mod auth;
 mod cluster;
 mod cluster_session;
@@ -118,6 +119,8 @@ pub struct Broker {
     cluster: cluster::ClusterState,
     /// Watched mailboxes that had a delivery queued (see `mailbox.rs`).
     ready_mailboxes: Vec<MqttString>,
+    /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
+    bans: admin::Bans,
 }
 
 impl Broker {
@@ -159,6 +162,7 @@ impl Broker {
             feed_scratch: Vec::new(),
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
+            bans: admin::Bans::default(),
         }
     }
 
