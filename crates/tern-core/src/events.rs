@@ -32,6 +32,8 @@ pub enum CloseReason {
     ConnectionLost,
     /// The broker is shutting down.
     ServerShutdown,
+    /// An operator closed it (or banned its client identifier).
+    AdministrativeAction,
     /// The broker reached its memory limit and this client's messages took the most of it.
     MemoryLimit,
     /// The client was cut loose as a subscriber that held its publishers back (see

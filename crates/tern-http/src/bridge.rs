@@ -16,6 +16,7 @@ use tern_net::BrokerHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::admin_ops::{self, AdminOp, OperatorEnvelope};
 use crate::answers::published;
 pub(crate) use crate::answers::{json, refused};
 use crate::error::ApiError;
@@ -104,17 +105,38 @@ enum Look {
     Due,
 }
 
+/// What the HTTP tasks send the bridge: devices' signed requests and operators' requests.
+#[derive(Debug)]
+pub(crate) struct Channels {
+    pub(crate) requests: mpsc::Receiver<Envelope>,
+    pub(crate) operator: mpsc::Receiver<OperatorEnvelope>,
+}
+
 /// Runs the bridge on the broker thread until every HTTP task is gone; `restored` is what the
-/// store kept of the request guard.
+/// store kept of the request guard, `bans` the bans kept in the data directory.
 pub(crate) async fn run(
     handle: BrokerHandle,
-    mut requests: mpsc::Receiver<Envelope>,
+    channels: Channels,
     limits: ReplayLimits,
     restored: Vec<GuardRecord>,
     mailboxes: MailboxSettings,
+    bans: Vec<(String, Option<u64>)>,
 ) {
+    let Channels {
+        mut requests,
+        mut operator,
+    } = channels;
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
     guard.borrow_mut().restore(restored, unix_now());
+    handle.input(|broker, now| {
+        for (client_id, until) in bans {
+            let op = AdminOp::Ban {
+                client_id,
+                until_unix: until,
+            };
+            admin_ops::apply(broker, &op, now, unix_now());
+        }
+    });
     let bridge = Bridge {
         edge: handle.connection_id(),
         handle,
@@ -132,6 +154,7 @@ pub(crate) async fn run(
                 }
                 bridge.take(&mut taken);
             }
+            Some(envelope) = operator.recv() => bridge.operate(envelope),
             () = bridge.handle.mailboxes_ready() => bridge.look(Look::Ready),
             () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)),
                 if wake_at.is_some() => bridge.look(Look::Due),
@@ -170,6 +193,8 @@ impl Bridge {
             return;
         }
         let (outcomes, batch) = self.handle.input(|broker, now| {
+            // The bans that ended are forgotten before the requests meet them.
+            broker.bans(now);
             let outcomes = fresh
                 .iter()
                 .map(|envelope| {
@@ -311,6 +336,20 @@ impl Bridge {
             self.hand_guard_changes(broker);
         });
         self.answer_when_durable(batch, answered);
+    }
+
+    /// Does an operator's request in one input, answered once what it changed is durable.
+    fn operate(&self, envelope: OperatorEnvelope) {
+        let (answer, batch) = self
+            .handle
+            .input(|broker, now| admin_ops::apply(broker, &envelope.op, now, unix_now()));
+        let handle = self.handle.clone();
+        tokio::task::spawn_local(async move {
+            if let Some(batch) = batch {
+                handle.durable(batch).await;
+            }
+            let _ = envelope.reply.send(answer);
+        });
     }
 
     /// Sends each answer once `batch` (what was done with it) is durable.

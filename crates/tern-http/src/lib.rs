@@ -18,6 +18,9 @@
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
 //! effect crosses over, through a bounded channel, to the bridge task.
 
+mod admin;
+mod admin_keys;
+mod admin_ops;
 mod answers;
 mod bridge;
 pub mod error;
@@ -33,6 +36,7 @@ pub mod replay;
 mod server;
 pub mod signing;
 mod sync;
+pub mod tokens;
 mod verify;
 
 use std::net::SocketAddr;

@@ -377,7 +377,7 @@ fn polled(fetched: Fetched) -> Polled {
     }
 }
 
-fn message(handed: &MailboxMessage) -> MboxMessage {
+pub(crate) fn message(handed: &MailboxMessage) -> MboxMessage {
     let delivery = &handed.delivery;
     let message = &delivery.message;
     let properties = &message.properties;

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the bridge, generated from the route and type definitions
 //! (utoipa), so it cannot drift from the code; served at `GET /v1/openapi.json`.
 
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::answers::{ItemResult, Published};
@@ -34,6 +34,21 @@ use crate::publish::{BatchItem, Fields};
         crate::kv::put,
         crate::kv::delete,
         crate::server::openapi_document,
+        crate::admin::clients,
+        crate::admin::kick,
+        crate::admin::sessions,
+        crate::admin::session,
+        crate::admin::delete_session,
+        crate::admin::subscriptions,
+        crate::admin::retained,
+        crate::admin::delete_retained,
+        crate::admin::banned,
+        crate::admin::ban,
+        crate::admin::unban,
+        crate::admin_keys::list,
+        crate::admin_keys::add,
+        crate::admin_keys::rotate,
+        crate::admin_keys::revoke,
     ),
     components(schemas(
         ErrorBody,
@@ -53,7 +68,15 @@ use crate::publish::{BatchItem, Fields};
         crate::kv::Entry,
         crate::mailbox::Payload,
         crate::kv::Deleted,
-        crate::kv::Changes
+        crate::kv::Changes,
+        crate::admin_ops::SessionDetailView,
+        crate::admin_ops::SessionView,
+        crate::admin_ops::SubscriptionView,
+        crate::admin_ops::BanView,
+        crate::admin::BanBody,
+        crate::admin_keys::KeyView,
+        crate::admin_keys::NewSecret,
+        crate::admin_keys::KeyBody
     )),
     modifiers(&Signature)
 )]
@@ -73,6 +96,18 @@ impl Modify for Signature {
                 "v1=HEX(HMAC-SHA256(secret, canonical request)), with Tern-Key, Tern-Time and \
                  Tern-Nonce; see docs/http.md",
             ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An operator token (tot1.ID.SECRET) from `tern token add`; its scopes \
+                         are read, write, keys, events and metrics",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

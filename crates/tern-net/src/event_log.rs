@@ -189,6 +189,7 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::ConnectTimeout => "no CONNECT in time".to_owned(),
         CloseReason::ConnectionLost => "connection lost".to_owned(),
         CloseReason::ServerShutdown => "server shutting down".to_owned(),
+        CloseReason::AdministrativeAction => "closed by an operator".to_owned(),
         CloseReason::MemoryLimit => {
             "the broker reached its memory limit and this client held the most".to_owned()
         }

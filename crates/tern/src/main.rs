@@ -11,6 +11,7 @@ mod http_config;
 mod key;
 mod passwd;
 mod process;
+mod token;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -67,6 +68,8 @@ enum Command {
     Bench(tern_bench::BenchArgs),
     /// Manage the HTTP bridge's keys in a data directory (the broker may be running).
     Key(key::KeyArgs),
+    /// Manage the operator tokens of the HTTP operator API (`/v1/admin`, `/v1/events`).
+    Token(token::TokenArgs),
     /// HTTP bridge tools: `sign` prints a request's signing headers.
     Http(key::HttpArgs),
 }
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Req(args) => cli::request::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Key(args) => key::run_key(args),
+        Command::Token(args) => token::run_token(args),
         Command::Http(args) => key::run_http(args),
     };
     match result {

@@ -123,6 +123,8 @@ impl Broker {
         client: &RequestClient,
         key: &str,
     ) -> Result<Option<SharedMessage>, RequestRefusal> {
+        // As any request: a banned client, or one whose identifier is another identity's.
+        self.request_session(client)?;
         if !client.allows(Access::Subscribe, key) {
             return Err(RequestRefusal::NotAuthorized);
         }
@@ -139,6 +141,7 @@ impl Broker {
         prefix: &str,
         since: Option<u64>,
     ) -> Result<KvListing, RequestRefusal> {
+        self.request_session(client)?;
         let filter = format!("{prefix}#");
         if !client.allows(Access::Subscribe, &filter) {
             return Err(RequestRefusal::NotAuthorized);

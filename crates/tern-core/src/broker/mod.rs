@@ -6,6 +6,7 @@
 //! rule is testable by calling these methods directly.
 
 mod access;
+pub mod admin;
 mod auth;
 mod cluster;
 mod cluster_session;
@@ -125,6 +126,8 @@ pub struct Broker {
     history: crate::history::History,
     /// Deletions of retained messages, for key/value listings (see `kv.rs`).
     tombstones: kv::Tombstones,
+    /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
+    bans: admin::Bans,
 }
 
 impl Broker {
@@ -168,6 +171,7 @@ impl Broker {
             feed_scratch: Vec::new(),
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
+            bans: admin::Bans::default(),
         }
     }
 
