@@ -232,3 +232,25 @@ fn a_client_reads_and_lists_only_what_it_may_subscribe_to() {
     let own = broker.broker.kv_list(&limited, "kv/dev/", None).unwrap();
     assert_eq!(own.changed.len(), 1);
 }
+
+#[test]
+fn a_listing_since_before_the_deletions_remembered_is_the_whole_subtree() {
+    // A store whose oldest deletions were let go up to id 50 (`meta` `kv_horizon`).
+    let snapshot = tern_core::Snapshot {
+        kv_horizon: 50,
+        ..tern_core::Snapshot::default()
+    };
+    let mut broker = persistent();
+    let config = broker.broker.config().clone();
+    broker.broker = Broker::restore(config, broker.now, snapshot);
+    let set = write(&mut broker, "kv/a", "1", Expect::Any).unwrap();
+    assert!(set > 50, "ids stay above the horizon: {set}");
+    // Since 10: deletions between 10 and 50 cannot be told, so all of it, marked full.
+    let (changed, deleted, _, full) = listed(&mut broker, "kv/", Some(10));
+    assert_eq!(
+        (changed, deleted, full),
+        (vec!["kv/a=1".to_owned()], vec![], true)
+    );
+    let (_, _, _, full) = listed(&mut broker, "kv/", Some(50));
+    assert!(!full);
+}

@@ -368,3 +368,15 @@ fn a_version_5_store_without_its_history_partition_is_damaged() {
         "{error}"
     );
 }
+
+#[test]
+fn the_horizon_of_deletions_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open_at(dir.path(), EPOCH);
+        assert_eq!(store.load().unwrap().kv_horizon, 0);
+        store.apply(&[StoreOp::KvHorizon(7)]).unwrap();
+        store.apply(&[StoreOp::KvHorizon(9)]).unwrap();
+    }
+    assert_eq!(open_at(dir.path(), EPOCH).load().unwrap().kv_horizon, 9);
+}

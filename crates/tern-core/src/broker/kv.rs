@@ -305,3 +305,30 @@ fn tombstone(topic: TopicName, id: u64) -> SharedMessage {
         origin: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_limit_the_oldest_deletions_go_and_the_horizon_rises() {
+        let mut tombstones = Tombstones::default();
+        let topic = |i: usize| -> TopicName {
+            format!("t/{i}")
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a topic name"))
+        };
+        for i in 0..=TOMBSTONES_MAX {
+            tombstones.insert(topic(i), i as u64 + 1);
+        }
+        // Deleted again: the topic keeps one deletion, its latest.
+        tombstones.insert(topic(5), 1_000_000);
+        let gone = tombstones.trim();
+        assert_eq!(gone, [topic(0)]);
+        assert_eq!(tombstones.horizon, 1);
+        assert_eq!(tombstones.by_id.len(), TOMBSTONES_MAX);
+        assert_eq!(tombstones.by_topic.get(&topic(5)), Some(&1_000_000));
+        assert_eq!(tombstones.remove(&topic(5)), Some(1_000_000));
+        assert!(!tombstones.by_id.contains_key(&1_000_000));
+    }
+}
