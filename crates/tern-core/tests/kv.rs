@@ -231,6 +231,11 @@ fn a_client_reads_and_lists_only_what_it_may_subscribe_to() {
     );
     let own = broker.broker.kv_list(&limited, "kv/dev/", None).unwrap();
     assert_eq!(own.changed.len(), 1);
+    // A prefix is whole levels: `kv/de` would be the filter `kv/de#`, which is none.
+    assert!(matches!(
+        broker.broker.kv_list(&limited, "kv/de", None).err(),
+        Some(RequestRefusal::FilterInvalid(_))
+    ));
 }
 
 #[test]

@@ -509,11 +509,29 @@ fn a_full_mailbox_drops_its_oldest_qos0_first_then_refuses_and_counts() {
         ["q0-a", "q0-b", "q1-a", "q1-b", "q1-c", "q0-c"]
     );
     assert_eq!(big.messages[0].delivery.qos, QoS::AtMostOnce);
-    // QoS 0 messages are not written to the store; QoS 1 ones are.
+    let big_seqs = seqs(&big);
+    // QoS 0 messages are not written to the store, nor their dead letters; QoS 1 ones are.
     let queued = store_ops(&mut broker).into_iter().filter(|op| {
         matches!(op, StoreOp::DeliveryQueued { client_id, .. } if client_id.as_str() == "big-1")
     });
     assert_eq!(queued.count(), 3, "the three QoS 1 messages");
+    let big = client(&mut broker, "big-1");
+    let now = broker.now;
+    let settle = Settle {
+        reject: vec![big_seqs[0], big_seqs[2]],
+        dead_max: 100,
+        ..Settle::default()
+    };
+    let settled = broker.broker.mailbox_settle(&big, &settle, now).unwrap();
+    assert_eq!(settled.rejected, 2);
+    let staged: Vec<u64> = store_ops(&mut broker)
+        .into_iter()
+        .filter_map(|op| match op {
+            StoreOp::DeliveryStage { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(staged, [big_seqs[2]], "only the QoS 1 dead letter");
     broker.check_held_bytes();
 }
 

@@ -93,11 +93,11 @@ impl SyncOp {
         let kv = match body.kv {
             None => None,
             Some(KvSince { prefix, since }) => {
-                if prefix.starts_with('$') {
+                if prefix.starts_with('$') || !(prefix.is_empty() || prefix.ends_with('/')) {
                     return Err(ApiError::new(
                         400,
                         "topic_invalid",
-                        "a key prefix does not begin with $",
+                        "a key prefix ends in / and does not begin with $",
                     ));
                 }
                 Some((prefix, since.as_deref().map(parse_etag).transpose()?))

@@ -142,6 +142,9 @@ impl Broker {
         since: Option<u64>,
     ) -> Result<KvListing, RequestRefusal> {
         self.request_session(client)?;
+        if !(prefix.is_empty() || prefix.ends_with('/')) {
+            return Err(RequestRefusal::FilterInvalid("a key prefix ends in /"));
+        }
         let filter = format!("{prefix}#");
         if !client.allows(Access::Subscribe, &filter) {
             return Err(RequestRefusal::NotAuthorized);

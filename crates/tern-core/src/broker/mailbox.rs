@@ -584,12 +584,16 @@ impl Broker {
         let Some(delivery) = self.take_delivery(key, seq) else {
             return false;
         };
+        // A QoS 0 message is not in the store, and its dead letter is not either.
+        let stored = delivery.qos != QoS::AtMostOnce;
         self.with_session(key, |session| session.mailbox_mut().push_dead(delivery));
-        self.persist_for(key, |client_id| StoreOp::DeliveryStage {
-            client_id,
-            seq,
-            stage: DeliveryStage::Dead,
-        });
+        if stored {
+            self.persist_for(key, |client_id| StoreOp::DeliveryStage {
+                client_id,
+                seq,
+                stage: DeliveryStage::Dead,
+            });
+        }
         while self
             .session(key)
             .mailbox
