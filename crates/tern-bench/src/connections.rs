@@ -10,7 +10,8 @@ use crate::client::Conn;
 use crate::report::{self, ConnectionFigures, Report};
 use crate::{BenchArgs, BenchError};
 
-/// How long the broker's memory may take to settle once every connection is open.
+/// How long the broker's memory may take to settle once every connection is open (or, in
+/// the HTTP scenarios, after each phase).
 const SETTLE_MAX: Duration = Duration::from_secs(3);
 
 pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
@@ -110,19 +111,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let generator_cpu_per_connect_us = per_connect_us(generator_cpu_end.saturating_sub(cpu_start));
     // Let the broker finish whatever each connection costs it, then read its memory.
     let rss_after = match args.broker_pid {
-        Some(pid) => {
-            let settle_end = Instant::now() + SETTLE_MAX;
-            let mut last = rss_kib(pid);
-            while Instant::now() < settle_end {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let now = rss_kib(pid);
-                if now == last {
-                    break;
-                }
-                last = now;
-            }
-            last
-        }
+        Some(pid) => settled_rss(pid).await,
         None => None,
     };
     let cpu = report::cpu_time().saturating_sub(cpu_start);
@@ -154,6 +143,21 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     ))
 }
 
+/// The broker's resident memory once it stops moving (at most [`SETTLE_MAX`]).
+pub(crate) async fn settled_rss(pid: u32) -> Option<u64> {
+    let settle_end = Instant::now() + SETTLE_MAX;
+    let mut last = rss_kib(pid);
+    while Instant::now() < settle_end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_kib(pid);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -182,7 +186,7 @@ pub(crate) fn process_cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Lets this process hold `connections` sockets, as far as the hard limit allows.
-fn raise_fd_limit(connections: usize) {
+pub(crate) fn raise_fd_limit(connections: usize) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let want = (connections as u64 + 256).min(hard);

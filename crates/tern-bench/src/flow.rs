@@ -86,7 +86,11 @@ impl Plan {
                 fanout: 1,
                 rate,
             },
-            Scenario::Latency | Scenario::Connections | Scenario::Retained => Self {
+            Scenario::Latency
+            | Scenario::Connections
+            | Scenario::Retained
+            | Scenario::HttpPublish
+            | Scenario::HttpIdle => Self {
                 publishers: vec![format!("{root}/latency")],
                 subscribers: vec![(format!("{root}/latency"), 0)],
                 groups: 1,

@@ -1,5 +1,6 @@
 //! `tern bench`: an MQTT load generator built directly on `tern-codec`, with one scenario per
-//! question (fan-in, fan-out, pairs, shared subscriptions, latency, idle connections, retained).
+//! question (fan-in, fan-out, pairs, shared subscriptions, latency, idle connections, retained,
+//! and the HTTP bridge's signed publishes and idle long polls).
 //!
 //! Everything runs on one thread (a current-thread tokio runtime): the generator is meant to be
 //! pinned to one core while the broker under test has the other, and it reports its own CPU
@@ -10,6 +11,8 @@
 mod client;
 mod connections;
 mod flow;
+mod http;
+mod http_flow;
 mod inflight;
 mod ledger;
 mod pace;
@@ -20,6 +23,7 @@ mod track;
 
 use std::time::Duration;
 
+pub use http_flow::{HttpIdleFigures, HttpPublishFigures};
 pub use report::Report;
 
 /// Errors that end a benchmark run.
@@ -71,6 +75,12 @@ pub enum Scenario {
     Connections,
     /// R retained topics, then one wildcard subscriber: time until all have arrived.
     Retained,
+    /// Signed HTTP publishes over P keep-alive connections, one request in flight on each,
+    /// every acknowledged one checked delivered to an MQTT subscriber.
+    HttpPublish,
+    /// C devices each with a mailbox and a long poll waiting on it: the broker's memory per
+    /// waiting poll.
+    HttpIdle,
 }
 
 /// Options of `tern bench`.
@@ -165,6 +175,16 @@ pub struct BenchArgs {
     /// First topic level of the retained tree; the subscriber uses `<root>/#`.
     #[arg(long, default_value = "site")]
     pub retained_root: String,
+    /// The bridge's HTTP port (HTTP scenarios).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Secret (64 hex digits) of the group key the HTTP scenarios' devices belong to:
+    /// `tern key add g:bench --prefix bench-` prints it.
+    #[arg(long)]
+    pub http_secret: Option<String>,
+    /// How the HTTP devices' client identifiers start: the group key's `--prefix`.
+    #[arg(long, default_value = "bench-")]
+    pub http_prefix: String,
     /// Name of the broker under test, copied into the JSON.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -236,6 +256,8 @@ pub fn run(args: &BenchArgs, scenario: Scenario) -> Result<Report, BenchError> {
         match scenario {
             Scenario::Connections => connections::run(args).await,
             Scenario::Retained => retained::run(args).await,
+            Scenario::HttpPublish => http_flow::publish(args).await,
+            Scenario::HttpIdle => http_flow::idle(args).await,
             _ => flow::run(args, scenario).await,
         }
     })

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::http_flow::{HttpIdleFigures, HttpPublishFigures};
 use crate::track::Totals;
 use crate::{BenchArgs, Scenario};
 
@@ -165,6 +166,12 @@ pub struct Report {
     pub connections: Option<ConnectionFigures>,
     /// Retained figures (retained scenario).
     pub retained: Option<RetainedFigures>,
+    /// Signed HTTP publish figures (http-publish scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_publish: Option<HttpPublishFigures>,
+    /// Idle long-poll figures (http-idle scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_idle: Option<HttpIdleFigures>,
     /// Each publisher's figures (message-flow scenarios), in publisher order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_publisher: Vec<PublisherFigures>,
@@ -221,6 +228,8 @@ impl Report {
             generator_cpu_pct: percent(cpu, wall),
             connections: None,
             retained: None,
+            http_publish: None,
+            http_idle: None,
             per_publisher: Vec::new(),
         }
     }
@@ -315,6 +324,44 @@ impl Report {
         }
     }
 
+    pub(crate) fn with_http_publish(
+        args: &BenchArgs,
+        figures: HttpPublishFigures,
+        window: f64,
+        cpu: Duration,
+        wall: Duration,
+    ) -> Self {
+        Self {
+            publishers: figures.connections,
+            subscribers: 1,
+            window_s: window,
+            sent: figures.acknowledged + figures.refused,
+            expected: figures.acknowledged,
+            acknowledged: figures.acknowledged,
+            refused: figures.refused,
+            acknowledged_in_window: figures.published_in_window,
+            acknowledged_per_s: figures.published_per_s,
+            lost: figures.lost,
+            duplicated: figures.duplicated,
+            inflight_max: 1,
+            http_publish: Some(figures),
+            ..Self::base(args, Scenario::HttpPublish, cpu, wall)
+        }
+    }
+
+    pub(crate) fn with_http_idle(
+        args: &BenchArgs,
+        figures: HttpIdleFigures,
+        cpu: Duration,
+        wall: Duration,
+    ) -> Self {
+        Self {
+            subscribers: figures.polls,
+            http_idle: Some(figures),
+            ..Self::base(args, Scenario::HttpIdle, cpu, wall)
+        }
+    }
+
     /// The report as one line of JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -351,6 +398,45 @@ impl Report {
                 "{head}: {} connections in {:.2} s ({:.0}/s; CPU per connect: {broker_cpu}\
                  generator {:.1} µs){memory}; {cpu}",
                 c.connections, c.connect_s, c.connect_rate, c.generator_cpu_per_connect_us
+            );
+        }
+        if let Some(h) = &self.http_publish {
+            let broker = h
+                .broker_cpu_per_publish_us
+                .map(|us| format!(", broker CPU {us:.1} µs per publish"))
+                .unwrap_or_default();
+            let refusal = h
+                .first_refusal
+                .as_ref()
+                .map(|r| format!(" (first: {r})"))
+                .unwrap_or_default();
+            return format!(
+                "{head}: {} connections, {:.0} signed publishes/s acknowledged in the {:.1} s \
+                 window{broker}; {} acknowledged, {} delivered, lost {}, duplicated {}, refused \
+                 {}{refusal}; {cpu}",
+                h.connections,
+                h.published_per_s,
+                self.window_s,
+                h.acknowledged,
+                h.delivered,
+                h.lost,
+                h.duplicated,
+                h.refused
+            );
+        }
+        if let Some(h) = &self.http_idle {
+            let kib = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+            let bytes = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
+            return format!(
+                "{head}: {} idle long polls; broker RSS {} → {} (mailboxes) → {} KiB (waiting): \
+                 {} bytes per waiting poll, {} per device all told; answered early {}; {cpu}",
+                h.polls,
+                kib(h.rss_before_kib),
+                kib(h.rss_mailboxes_kib),
+                kib(h.rss_waiting_kib),
+                bytes(h.per_poll_bytes),
+                bytes(h.per_device_bytes),
+                h.answered_early
             );
         }
         if let Some(r) = &self.retained {
