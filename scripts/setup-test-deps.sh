@@ -2,6 +2,8 @@
 # Installs what the black-box integration tests (tests/interop) need:
 #   - Debian's mosquitto broker and clients (the reference broker the tests are checked against)
 #     and curl (a client of the HTTP bridge);
+#   - gcc, make and OpenSSL's libcrypto headers (libssl-dev), which the C device client
+#     (clients/c) is built and tested with;
 #   - Debian's nats-server (with JetStream), which the cluster tests run Tern nodes over;
 #   - a Python virtual environment at .venv with tests/interop/requirements.txt installed.
 # Idempotent and quiet: prints nothing when all is well, and returns fast when nothing changed.
@@ -76,6 +78,11 @@ if ! deb_installed mosquitto mosquitto-clients curl; then
     apt_install mosquitto mosquitto-clients curl
 fi
 stop_packaged_mosquitto
+
+# 1b. the C device client's compiler and the host's SHA-256/HMAC (clients/c)
+if ! deb_installed gcc make libssl-dev; then
+    apt_install gcc make libssl-dev
+fi
 
 # 2. nats-server, for the cluster tests (crates/tern/tests/cluster.rs). Each test starts its
 # own servers on loopback; a packaged service, if the package starts one, is stopped.
