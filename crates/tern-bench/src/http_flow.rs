@@ -11,7 +11,7 @@ use serde::Serialize;
 use tern_codec::{Packet, QoS};
 
 use crate::client::{self, Conn};
-use crate::connections::{process_cpu_time, raise_fd_limit, rss_kib, settled_rss};
+use crate::connections::{process_cpu_time, raise_fd_limit, settled_rss};
 use crate::http::{parse_secret, Device, HttpConn};
 use crate::report::{self, Report};
 use crate::{payload, BenchArgs, BenchError, Scenario};
@@ -227,10 +227,7 @@ struct Outcome {
 type Received = (HashSet<(u32, u64)>, u64);
 
 /// The MQTT subscriber: records every message's stamp, counts copies, acknowledges.
-async fn receive(
-    mut conn: Conn,
-    received: Rc<RefCell<Received>>,
-) -> Result<(), BenchError> {
+async fn receive(mut conn: Conn, received: Rc<RefCell<Received>>) -> Result<(), BenchError> {
     loop {
         while let Some(packet) = conn.decode()? {
             if let Packet::Publish(publish) = packet {
@@ -256,7 +253,10 @@ pub(crate) async fn idle(args: &BenchArgs) -> Result<Report, BenchError> {
     raise_fd_limit(args.connections);
     let run = report::run_id();
     let total = args.connections;
-    let rss_before = args.broker_pid.and_then(rss_kib);
+    let rss_before = match args.broker_pid {
+        Some(pid) => settled_rss(pid).await,
+        None => None,
+    };
     let cpu_start = report::cpu_time();
     let start = Instant::now();
     let progress = report::Progress::new(Scenario::HttpIdle, args.quiet);
