@@ -383,19 +383,9 @@ pub(crate) async fn signed(
         Ok(body) => body,
         Err(error) => return unsigned(error),
     };
-    let headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let request_parts = RequestParts {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or_default(),
-        headers: &headers,
-        body: &body,
-    };
-    let verified = match verify::verify(&shared.keys, &request_parts) {
+    // `parts` (the head and URI, slices of hyper's read buffer) is consumed here, before the
+    // request waits on the broker thread: a waiting long poll pins no read buffer.
+    let (verified, op) = match verify_and_read(&shared, parts, body, read) {
         Ok(verified) => verified,
         Err(error) => return unsigned(error),
     };
@@ -405,7 +395,7 @@ pub(crate) async fn signed(
         bound_to: signing::hex(&verified.signature),
     };
     let key = verified.credential.key_id.clone();
-    let answer = match read(&verified, &request_parts, body.clone()) {
+    let answer = match op {
         Ok(op) => to_bridge(&shared, verified, op).await,
         Err(error) => Err(error),
     };
@@ -421,6 +411,31 @@ pub(crate) async fn signed(
             respond(error.status, error.body(), Some(&signer), false)
         }
     }
+}
+
+/// Verifies a request's signature and reads it into an operation (or the refusal, signed
+/// since the signature verified); `Err` when the signature does not verify.
+fn verify_and_read(
+    shared: &Shared,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+    read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
+) -> Result<(Verified, Result<Op, ApiError>), ApiError> {
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let request_parts = RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        headers: &headers,
+        body: &body,
+    };
+    let verified = verify::verify(&shared.keys, &request_parts)?;
+    let op = read(&verified, &request_parts, body.clone());
+    Ok((verified, op))
 }
 
 /// The error a refusal the broker thread worded says, for the log and the counts.
