@@ -531,7 +531,9 @@ async fn read_body(
     }
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(config.body_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        // A copy: hyper hands a small body out as a slice of the connection's read buffer,
+        // which a payload kept (queued, retained) would otherwise keep alive whole.
+        Ok(Ok(collected)) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(error)) => Err(ApiError::bad_request(format!("reading the body: {error}"))),
         Err(_) => Err(ApiError::new(
@@ -718,4 +720,28 @@ fn refuse_route(
     };
     shared.refuse(&error, &line, None);
     respond(error.status, error.body(), None, false)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+    use super::*;
+
+    /// hyper hands a small body out as a slice of its connection's read buffer: kept as a
+    /// payload (queued, retained), it would keep that whole buffer alive.
+    #[tokio::test]
+    async fn a_body_read_does_not_keep_the_connections_buffer() {
+        let buffer = Bytes::from(vec![7u8; 8192]);
+        let config = HttpConfig::new(Vec::new(), std::path::PathBuf::new());
+        let body = Body::from(buffer.slice(100..164));
+        let read = read_body(&config, &axum::http::HeaderMap::new(), body)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 64);
+        let range = buffer.as_ptr_range();
+        assert!(
+            !range.contains(&read.as_ptr()),
+            "the body is a slice of the buffer"
+        );
+    }
 }
