@@ -289,10 +289,19 @@ fn listed(delivery: &Delivery, now: Time) -> MboxMessage {
 }
 
 fn retained(message: SharedMessage, now: Time) -> MboxMessage {
+    view_of(message, true, now)
+}
+
+/// A message as routed (for event streams), worded as a poll words it.
+pub(crate) fn message_view(message: &SharedMessage, now: Time) -> MboxMessage {
+    view_of(SharedMessage::clone(message), message.retain, now)
+}
+
+fn view_of(message: SharedMessage, retain: bool, now: Time) -> MboxMessage {
     let delivery = Delivery {
         seq: 0,
         qos: message.qos,
-        retain: true,
+        retain,
         subscription_ids: SubscriptionIds::new(),
         charge: 0,
         message,

@@ -20,6 +20,7 @@ use crate::admin_ops::{self, AdminOp, OperatorEnvelope};
 use crate::answers::published;
 pub(crate) use crate::answers::{json, refused};
 use crate::error::ApiError;
+use crate::events::{Watcher, Watchers};
 use crate::longpoll::{self, Waiters};
 use crate::mailbox::{self, MailboxOp, MailboxSettings, Outcome};
 use crate::publish::Item;
@@ -83,6 +84,8 @@ struct Bridge {
     guard: Rc<RefCell<ReplayGuard>>,
     mailboxes: MailboxSettings,
     waiters: RefCell<Waiters>,
+    /// Open event streams (`events.rs`).
+    watchers: RefCell<Watchers>,
 }
 
 /// What makes the bridge look at waiting long polls again.
@@ -99,6 +102,9 @@ enum Look {
 pub(crate) struct Channels {
     pub(crate) requests: mpsc::Receiver<Envelope>,
     pub(crate) operator: mpsc::Receiver<OperatorEnvelope>,
+    /// Event streams opened by operators, and what they count.
+    pub(crate) watch: mpsc::Receiver<Watcher>,
+    pub(crate) stream_counts: std::sync::Arc<crate::events::StreamCounts>,
 }
 
 /// Runs the bridge on the broker thread until every HTTP task is gone; `restored` is what the
@@ -114,6 +120,8 @@ pub(crate) async fn run(
     let Channels {
         mut requests,
         mut operator,
+        mut watch,
+        stream_counts,
     } = channels;
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
     guard.borrow_mut().restore(restored, unix_now());
@@ -132,6 +140,7 @@ pub(crate) async fn run(
         guard,
         mailboxes,
         waiters: RefCell::default(),
+        watchers: RefCell::new(Watchers::new(stream_counts)),
     };
     let mut taken = Vec::new();
     loop {
@@ -145,6 +154,8 @@ pub(crate) async fn run(
             }
             Some(envelope) = operator.recv() => bridge.operate(envelope),
             () = bridge.handle.mailboxes_ready() => bridge.look(Look::Ready),
+            Some(watcher) = watch.recv() => bridge.watch(watcher),
+            () = bridge.handle.tap_ready() => bridge.watch_tap(),
             () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)),
                 if wake_at.is_some() => bridge.look(Look::Due),
         }
@@ -278,6 +289,24 @@ impl Bridge {
             }
         });
         self.answer_when_durable(batch, answered);
+    }
+
+    /// Opens an event stream (and forgets those whose readers left).
+    fn watch(&self, watcher: Watcher) {
+        self.handle.input(|broker, _| {
+            let mut watchers = self.watchers.borrow_mut();
+            watchers.sweep(broker);
+            watchers.watch(broker, watcher);
+        });
+    }
+
+    /// Hands what the core's tap holds to the event streams.
+    fn watch_tap(&self) {
+        self.handle.input(|broker, now| {
+            let mut tapped = Vec::new();
+            broker.take_tapped(&mut tapped);
+            self.watchers.borrow_mut().deliver(broker, tapped, now);
+        });
     }
 
     /// Does an operator's request in one input, answered once what it changed is durable.

@@ -23,6 +23,7 @@ mod admin_ops;
 mod answers;
 mod bridge;
 pub mod error;
+mod events;
 pub mod keys;
 mod longpoll;
 mod mailbox;

@@ -44,6 +44,7 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_keys::add,
         crate::admin_keys::rotate,
         crate::admin_keys::revoke,
+        crate::events::events,
     ),
     components(schemas(
         ErrorBody,

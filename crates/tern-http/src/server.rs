@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     pub(crate) operator: mpsc::Sender<OperatorEnvelope>,
     /// Held while a file of the data directory (keys, bans) is read, changed and written.
     pub(crate) file_edits: tokio::sync::Mutex<()>,
+    /// Event streams on their way to the broker thread, and what they count.
+    pub(crate) watch: mpsc::Sender<crate::events::Watcher>,
+    pub(crate) stream_counts: Arc<crate::events::StreamCounts>,
 }
 
 /// The peer address of a request's connection.
@@ -95,6 +98,8 @@ impl HttpBridge {
         let tokens = Tokens::load(&config.data_dir).map_err(HttpError::Keys)?;
         let (sender, receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
         let (operator, operator_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let (watch, watch_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let stream_counts = Arc::default();
         let bans = admin::kept_bans(&config.data_dir);
         let limits = ReplayLimits {
             window_secs: config.window.as_secs(),
@@ -109,6 +114,8 @@ impl HttpBridge {
             tokens,
             operator,
             file_edits: tokio::sync::Mutex::new(()),
+            watch,
+            stream_counts: Arc::clone(&stream_counts),
         });
         let router = router(Arc::clone(&shared));
         let connections = Arc::new(Semaphore::new(config.connections_max.max(1)));
@@ -153,6 +160,8 @@ impl HttpBridge {
             let channels = bridge::Channels {
                 requests: receiver,
                 operator: operator_receiver,
+                watch: watch_receiver,
+                stream_counts,
             };
             Box::pin(bridge::run(
                 handle, channels, limits, restored, mailboxes, bans,
@@ -207,6 +216,7 @@ fn router(shared: Arc<Shared>) -> Router {
                 .delete(mailbox_routes::unsubscribe),
         )
         .route("/v1/openapi.json", get(openapi_document))
+        .route("/v1/events", get(crate::events::events))
         .merge(admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

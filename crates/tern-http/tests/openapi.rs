@@ -33,6 +33,7 @@ fn the_document_lists_every_route() {
             "GET /v1/admin/sessions",
             "GET /v1/admin/sessions/{client_id}",
             "GET /v1/admin/subscriptions",
+            "GET /v1/events",
             "GET /v1/mbox",
             "GET /v1/mbox/dead",
             "GET /v1/mbox/subs",

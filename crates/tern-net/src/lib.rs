@@ -35,6 +35,7 @@ use tracing::{error, info};
 
 pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
 pub use edge::{Batch, BrokerHandle, EdgeTask};
+pub use event_log::describe as describe_close;
 pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
 pub use tls::{server_config as tls_server_config, TlsError, TlsSettings};
 

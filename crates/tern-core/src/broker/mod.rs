@@ -21,6 +21,7 @@ pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;
 pub mod sys;
+pub mod tap;
 mod tree_view;
 mod verify;
 
@@ -121,6 +122,8 @@ pub struct Broker {
     ready_mailboxes: Vec<MqttString>,
     /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
     bans: admin::Bans,
+    /// What an observer edge watches, and what waits for it (see `tap.rs`).
+    tap: tap::Tap,
 }
 
 impl Broker {
@@ -163,6 +166,7 @@ impl Broker {
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
             bans: admin::Bans::default(),
+            tap: tap::Tap::default(),
         }
     }
 
@@ -360,11 +364,6 @@ impl Broker {
     /// durable.
     pub fn poll_store_op(&mut self) -> Option<StoreOp> {
         self.store_ops.pop_front()
-    }
-
-    /// The next event for logs and observers.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
     }
 
     /// The protocol level `id` speaks, for encoding its packets.

@@ -201,7 +201,6 @@ impl Broker {
         }
     }
 
-    /// Replaces an empty topic by its alias, or records a new alias (MQTT 5, 3.3.2.3.4).
     /// Counts a PUBLISH against the client's rate limit (a fixed one-second window); false once
     /// the limit is exceeded.
     fn within_publish_rate(&mut self, id: ConnectionId, now: Time) -> bool {
@@ -435,9 +434,10 @@ impl Broker {
         });
     }
 
-    /// Delivers `message` to every matching subscription; returns how many matched (a `$tree/`
-    /// view counts once, whatever its members).
+    /// Delivers `message` to every matching subscription (and the tap); returns how many
+    /// matched (a `$tree/` view counts once, whatever its members).
     pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> usize {
+        self.tap.offer_message(message);
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
