@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -168,7 +169,18 @@ def test_a_reader_that_falls_behind_is_dropped_and_never_holds_the_publisher(
     while (frame := stream.frame()) is not None:
         frames += frame[0] == "message"
     assert 0 < frames < 400
+    assert metric(ops, "tern_http_event_streams_dropped_total") == 1
     stream.close()
+
+
+def metric(ops: Ops, name: str) -> float:
+    request = urllib.request.Request(ops.broker.http_url + "/metrics",
+                                     headers={"Authorization": f"Bearer {ops.tokens['root']}"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
 
 
 def test_attackers_get_no_stream(ops: EventOps, names: Names):

@@ -20,9 +20,10 @@ use crate::admin_ops::{self, AdminOp, OperatorEnvelope};
 use crate::answers::published;
 pub(crate) use crate::answers::{json, refused};
 use crate::error::ApiError;
-use crate::events::{Watcher, Watchers};
+use crate::events::{Observe, Watchers};
 use crate::longpoll::{self, Waiters};
 use crate::mailbox::{self, MailboxOp, MailboxSettings, Outcome};
+use crate::metrics::CoreFigures;
 use crate::publish::Item;
 use crate::replay::{Admission, Answer, Change, Nonce, ReplayGuard, ReplayLimits};
 
@@ -102,8 +103,8 @@ enum Look {
 pub(crate) struct Channels {
     pub(crate) requests: mpsc::Receiver<Envelope>,
     pub(crate) operator: mpsc::Receiver<OperatorEnvelope>,
-    /// Event streams opened by operators, and what they count.
-    pub(crate) watch: mpsc::Receiver<Watcher>,
+    /// Event streams opened and metrics scrapes, and what the streams count.
+    pub(crate) observe: mpsc::Receiver<Observe>,
     pub(crate) stream_counts: std::sync::Arc<crate::events::StreamCounts>,
 }
 
@@ -120,7 +121,7 @@ pub(crate) async fn run(
     let Channels {
         mut requests,
         mut operator,
-        mut watch,
+        mut observe,
         stream_counts,
     } = channels;
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
@@ -154,7 +155,7 @@ pub(crate) async fn run(
             }
             Some(envelope) = operator.recv() => bridge.operate(envelope),
             () = bridge.handle.mailboxes_ready() => bridge.look(Look::Ready),
-            Some(watcher) = watch.recv() => bridge.watch(watcher),
+            Some(asked) = observe.recv() => bridge.observe(asked),
             () = bridge.handle.tap_ready() => bridge.watch_tap(),
             () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)),
                 if wake_at.is_some() => bridge.look(Look::Due),
@@ -291,12 +292,18 @@ impl Bridge {
         self.answer_when_durable(batch, answered);
     }
 
-    /// Opens an event stream (and forgets those whose readers left).
-    fn watch(&self, watcher: Watcher) {
-        self.handle.input(|broker, _| {
-            let mut watchers = self.watchers.borrow_mut();
-            watchers.sweep(broker);
-            watchers.watch(broker, watcher);
+    /// Opens an event stream (and forgets those whose readers left), or reads the figures
+    /// of a metrics scrape.
+    fn observe(&self, asked: Observe) {
+        self.handle.input(|broker, _| match asked {
+            Observe::Watch(watcher) => {
+                let mut watchers = self.watchers.borrow_mut();
+                watchers.sweep(broker);
+                watchers.watch(broker, watcher);
+            }
+            Observe::Metrics(reply) => {
+                let _ = reply.send(CoreFigures::read(broker, &self.handle));
+            }
         });
     }
 

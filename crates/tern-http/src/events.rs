@@ -47,6 +47,15 @@ pub(crate) struct StreamCounts {
     pub(crate) frames: AtomicU64,
 }
 
+/// What the HTTP side asks of the bridge task for observers.
+#[derive(Debug)]
+pub(crate) enum Observe {
+    /// Open an event stream.
+    Watch(Watcher),
+    /// Read the figures of a metrics scrape.
+    Metrics(tokio::sync::oneshot::Sender<crate::metrics::CoreFigures>),
+}
+
 /// One open stream, as the bridge task keeps it.
 #[derive(Debug)]
 pub(crate) struct Watcher {
@@ -329,7 +338,7 @@ pub(crate) async fn events(State(shared): State<Arc<Shared>>, request: Request) 
         events: asked.events,
         sender,
     };
-    if shared.watch.send(watcher).await.is_err() {
+    if shared.observe.send(Observe::Watch(watcher)).await.is_err() {
         return who.refuse(
             &shared,
             &ApiError::unavailable("the broker is shutting down"),

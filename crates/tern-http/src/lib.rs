@@ -28,6 +28,7 @@ pub mod keys;
 mod longpoll;
 mod mailbox;
 mod mailbox_routes;
+mod metrics;
 mod openapi;
 mod publish;
 mod refusals;

@@ -45,6 +45,7 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_keys::rotate,
         crate::admin_keys::revoke,
         crate::events::events,
+        crate::metrics::metrics,
     ),
     components(schemas(
         ErrorBody,

@@ -50,9 +50,10 @@ pub(crate) struct Shared {
     pub(crate) operator: mpsc::Sender<OperatorEnvelope>,
     /// Held while a file of the data directory (keys, bans) is read, changed and written.
     pub(crate) file_edits: tokio::sync::Mutex<()>,
-    /// Event streams on their way to the broker thread, and what they count.
-    pub(crate) watch: mpsc::Sender<crate::events::Watcher>,
+    /// Event streams and metrics scrapes on their way to the broker thread; what they count.
+    pub(crate) observe: mpsc::Sender<crate::events::Observe>,
     pub(crate) stream_counts: Arc<crate::events::StreamCounts>,
+    pub(crate) request_counts: Arc<crate::metrics::RequestCounts>,
 }
 
 /// The peer address of a request's connection.
@@ -98,7 +99,7 @@ impl HttpBridge {
         let tokens = Tokens::load(&config.data_dir).map_err(HttpError::Keys)?;
         let (sender, receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
         let (operator, operator_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
-        let (watch, watch_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let (observe, observe_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
         let stream_counts = Arc::default();
         let bans = admin::kept_bans(&config.data_dir);
         let limits = ReplayLimits {
@@ -114,8 +115,9 @@ impl HttpBridge {
             tokens,
             operator,
             file_edits: tokio::sync::Mutex::new(()),
-            watch,
+            observe,
             stream_counts: Arc::clone(&stream_counts),
+            request_counts: Arc::default(),
         });
         let router = router(Arc::clone(&shared));
         let connections = Arc::new(Semaphore::new(config.connections_max.max(1)));
@@ -160,7 +162,7 @@ impl HttpBridge {
             let channels = bridge::Channels {
                 requests: receiver,
                 operator: operator_receiver,
-                watch: watch_receiver,
+                observe: observe_receiver,
                 stream_counts,
             };
             Box::pin(bridge::run(
@@ -195,7 +197,7 @@ impl HttpBridge {
 
     /// Refused requests so far, by error code.
     pub fn refused_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.shared.refusals.counts()
+        self.shared.refused_counts()
     }
 }
 
@@ -217,9 +219,14 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/openapi.json", get(openapi_document))
         .route("/v1/events", get(crate::events::events))
+        .route("/metrics", get(crate::metrics::metrics))
         .merge(admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared.request_counts),
+            crate::metrics::count_requests,
+        ))
         .with_state(shared)
 }
 
@@ -334,6 +341,11 @@ impl Shared {
     /// The keys in force.
     pub(crate) fn key_ring(&self) -> Arc<tern_auth::KeyRing> {
         self.keys.ring()
+    }
+
+    /// Refused requests so far, by error code.
+    pub(crate) fn refused_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.refusals.counts()
     }
 
     /// Reads the key file again now (after an edit through the operator API).

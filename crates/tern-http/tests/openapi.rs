@@ -26,6 +26,7 @@ fn the_document_lists_every_route() {
             "DELETE /v1/admin/retained/{topic}",
             "DELETE /v1/admin/sessions/{client_id}",
             "DELETE /v1/mbox/subs/{filter}",
+            "GET /metrics",
             "GET /v1/admin/banned",
             "GET /v1/admin/clients",
             "GET /v1/admin/keys",

@@ -612,13 +612,17 @@ impl Shared {
         self.after_input();
     }
 
-    pub(crate) fn publish_sys(&self) {
-        let traffic = TrafficTotals {
+    pub(crate) fn traffic(&self) -> TrafficTotals {
+        TrafficTotals {
             bytes_received: self.bytes_received.get(),
             bytes_sent: self.bytes_sent.get(),
             encode_errors: self.encode_errors.get(),
             socket_errors: self.socket_errors.get(),
-        };
+        }
+    }
+
+    pub(crate) fn publish_sys(&self) {
+        let traffic = self.traffic();
         self.broker
             .borrow_mut()
             .publish_sys(self.now(), traffic, env!("CARGO_PKG_VERSION"));

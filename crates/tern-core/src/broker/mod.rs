@@ -324,7 +324,7 @@ impl Broker {
         };
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
-            self.stats.publish_sent += 1;
+            self.stats.sent(publish.qos);
             // A sign of progress for flow control's stall check.
             connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {
