@@ -304,6 +304,15 @@ impl Bridge {
             Observe::Metrics(reply) => {
                 let _ = reply.send(CoreFigures::read(broker, &self.handle));
             }
+            Observe::Event {
+                client_id,
+                name,
+                data,
+            } => {
+                let mut watchers = self.watchers.borrow_mut();
+                watchers.broker_event(Some(&client_id), name, &data);
+                watchers.sweep(broker);
+            }
         });
     }
 

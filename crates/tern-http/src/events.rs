@@ -54,6 +54,12 @@ pub(crate) enum Observe {
     Watch(Watcher),
     /// Read the figures of a metrics scrape.
     Metrics(tokio::sync::oneshot::Sender<crate::metrics::CoreFigures>),
+    /// An event of the HTTP side (an access request's change), of a client.
+    Event {
+        client_id: String,
+        name: &'static str,
+        data: Value,
+    },
 }
 
 /// One open stream, as the bridge task keeps it.

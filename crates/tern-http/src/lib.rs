@@ -17,6 +17,7 @@
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
 //! effect crosses over, through a bounded channel, to the bridge task.
 
+mod access;
 mod admin;
 mod admin_keys;
 mod admin_ops;

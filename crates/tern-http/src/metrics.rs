@@ -245,6 +245,12 @@ fn render(core: &CoreFigures, shared: &Shared) -> String {
     for (code, count) in shared.refused_counts() {
         out.sample(name, &[("code", code)], count);
     }
+    out.one(
+        "tern_http_access_requests_refused_total",
+        "counter",
+        "New devices refused an access request: too many were kept.",
+        shared.access.refused.load(Ordering::Relaxed),
+    );
     let streams = &shared.stream_counts;
     out.one(
         "tern_http_event_streams",

@@ -46,6 +46,10 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_keys::revoke,
         crate::events::events,
         crate::metrics::metrics,
+        crate::access::list,
+        crate::access::approve,
+        crate::access::reject,
+        crate::access::forget,
     ),
     components(schemas(
         ErrorBody,

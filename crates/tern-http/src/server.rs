@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) observe: mpsc::Sender<crate::events::Observe>,
     pub(crate) stream_counts: Arc<crate::events::StreamCounts>,
     pub(crate) request_counts: Arc<crate::metrics::RequestCounts>,
+    /// Devices of app keys awaiting approval (`access.rs`).
+    pub(crate) access: crate::access::AccessRequests,
 }
 
 /// The peer address of a request's connection.
@@ -118,6 +120,7 @@ impl HttpBridge {
             observe,
             stream_counts: Arc::clone(&stream_counts),
             request_counts: Arc::default(),
+            access: crate::access::AccessRequests::load(&config.data_dir),
         });
         let router = router(Arc::clone(&shared));
         let connections = Arc::new(Semaphore::new(config.connections_max.max(1)));
@@ -221,6 +224,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", get(crate::events::events))
         .route("/metrics", get(crate::metrics::metrics))
         .merge(admin::routes())
+        .merge(crate::access::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -419,9 +423,13 @@ pub(crate) async fn signed(
         bound_to: signing::hex(&verified.signature),
     };
     let key = verified.credential.key_id.clone();
-    let answer = match read(&verified, &request_parts, body.clone()) {
-        Ok(op) => to_bridge(&shared, verified, op).await,
-        Err(error) => Err(error),
+    let answer = if verified.credential.awaiting_approval {
+        Err(crate::access::awaiting(&shared, &verified.credential, peer.to_string()).await)
+    } else {
+        match read(&verified, &request_parts, body.clone()) {
+            Ok(op) => to_bridge(&shared, verified, op).await,
+            Err(error) => Err(error),
+        }
     };
     match answer {
         Ok(answer) => {
