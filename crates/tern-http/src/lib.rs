@@ -82,6 +82,8 @@ pub struct HttpConfig {
     pub keys_poll: Duration,
     /// How mailboxes behave.
     pub mailboxes: MailboxSettings,
+    /// Operator tokens of the configuration file (hashed), beside those of the token file.
+    pub tokens: Vec<tokens::TokenRecord>,
 }
 
 impl HttpConfig {
@@ -99,6 +101,7 @@ impl HttpConfig {
             connections_max: 10_000,
             keys_poll: Duration::from_millis(500),
             mailboxes: MailboxSettings::default(),
+            tokens: Vec::new(),
         }
     }
 }

@@ -98,7 +98,8 @@ impl HttpBridge {
             .enable_all()
             .build()
             .map_err(HttpError::Runtime)?;
-        let tokens = Tokens::load(&config.data_dir).map_err(HttpError::Keys)?;
+        let tokens =
+            Tokens::load(&config.data_dir, config.tokens.clone()).map_err(HttpError::Keys)?;
         let (sender, receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
         let (operator, operator_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
         let (observe, observe_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
