@@ -211,9 +211,15 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
 
 const PREFIX: &str = "/v1/admin/access-requests";
 
+/// The answer listing access requests.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AccessRequestList<'a> {
+    access_requests: Vec<&'a AccessRequest>,
+}
+
 /// The access requests of the token's clients.
 #[utoipa::path(get, path = "/v1/admin/access-requests", tag = "admin",
-    responses((status = 200, description = "{\"access_requests\": [request]}.", body = Vec<AccessRequest>),
+    responses((status = 200, description = "The access requests of the token's clients.", body = AccessRequestList),
               (status = "4XX", description = "Refused.", body = crate::error::ErrorBody)),
     security(("bearer" = ["read"])))]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
@@ -226,7 +232,9 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
         .values()
         .filter(|r| who.operator.sees_client(&r.client_id))
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "access_requests": listed }));
+    let body = serde_json::to_vec(&AccessRequestList {
+        access_requests: listed,
+    });
     unsigned(200, body.unwrap_or_default().into())
 }
 

@@ -175,9 +175,15 @@ fn view(key: &HttpKey) -> KeyView {
     }
 }
 
+/// The answer listing keys.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyList {
+    keys: Vec<KeyView>,
+}
+
 /// The keys in the token's realm: ids, grants, secret numbers and dates, never secrets.
 #[utoipa::path(get, path = "/v1/admin/keys", tag = "admin",
-    responses((status = 200, description = "{\"keys\": [key]}.", body = Vec<KeyView>),
+    responses((status = 200, description = "The keys.", body = KeyList),
               (status = "4XX", description = "Refused.", body = crate::error::ErrorBody)),
     security(("bearer" = ["keys"])))]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
@@ -191,7 +197,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
         .filter(|k| sees_key(&who, &k.id))
         .map(view)
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
+    let body = serde_json::to_vec(&KeyList { keys }).unwrap_or_default();
     unsigned(200, body.into())
 }
 
