@@ -470,6 +470,8 @@ fn stats_add_up() {
     // Still held: in flight, not yet acknowledged.
     let expected = Stats {
         publish_sent: 4,
+        // "queued" went at QoS 1.
+        publish_sent_by_qos: [2, 2, 0],
         protocol_errors: 1,
         sessions: 1,
         ..expected
