@@ -7,8 +7,8 @@
 //! relative to the moment they cross (the core's convention for sessions between nodes),
 //! written where the store writes wall-clock time.
 //!
-//! - entry: `[version u8][node len u8][node][boot u64][client id len u16][client id]
-//!   [has session u8]` then, with one, a session record.
+//! - entry: `[version u8][node len u8][node][boot u64][epoch u64][cursor u64]
+//!   [client id len u16][client id][has session u8]` then, with one, a session record.
 //! - notice: `[version u8][clean start u8][claim u64][client id len u16][client id]
 //!   [claimant len u8][claimant][reply len u16][reply subject]`.
 //! - handed over: `[version u8][has session u8]` then, with one, `[record len u32][record]
@@ -24,7 +24,7 @@ use tern_core::record::{
 use tern_core::store::{SessionRecord, StoredSession};
 
 /// The format version this code writes and reads.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Times are relative: written as if the epoch were now.
 const RELATIVE: WallClock = WallClock { epoch_unix_ms: 0 };
@@ -53,6 +53,13 @@ pub struct SessionEntry {
     pub node: String,
     /// That node's boot identity when it wrote the entry.
     pub boot: u64,
+    /// The connection the session's will belongs to, as the cluster numbers them (the
+    /// revision the claim of that connection replaced): the will's identity in the log, the
+    /// same on every node that may publish it.
+    pub epoch: u64,
+    /// The session's cursor into the message stream (0: none yet): every QoS 1/2 message
+    /// stored before it that the session's subscriptions match was delivered and acknowledged.
+    pub cursor: u64,
     /// The client identifier (keys of long identifiers are hashed: this tells them apart).
     pub client_id: MqttString,
     /// What the session is, as its holder last wrote it (none right after a first claim).
@@ -146,6 +153,8 @@ impl SessionEntry {
         buf.put_u8(VERSION);
         put_short(&mut buf, &self.node);
         buf.put_u64(self.boot);
+        buf.put_u64(self.epoch);
+        buf.put_u64(self.cursor);
         put_client_id(&mut buf, &self.client_id);
         match &self.session {
             None => buf.put_u8(0),
@@ -164,6 +173,8 @@ impl SessionEntry {
         let len = usize::from(r.u8()?);
         let node = r.string(len)?;
         let boot = r.u64()?;
+        let epoch = r.u64()?;
+        let cursor = r.u64()?;
         let client_id = r.client_id()?;
         let session = match r.u8()? {
             0 => {
@@ -179,6 +190,8 @@ impl SessionEntry {
         Ok(Self {
             node,
             boot,
+            epoch,
+            cursor,
             client_id,
             session,
         })
@@ -383,11 +396,14 @@ mod tests {
             let entry = SessionEntry {
                 node: "n-1".to_owned(),
                 boot: 0xfeed,
+                epoch: 31,
+                cursor: 1_000_000,
                 client_id: mstr("dev/1"),
                 session,
             };
             let back = SessionEntry::decode(entry.encode().unwrap()).unwrap();
             assert_eq!((back.node.as_str(), back.boot), ("n-1", 0xfeed));
+            assert_eq!((back.epoch, back.cursor), (31, 1_000_000));
             assert_eq!(back.client_id, entry.client_id);
             let filters = |e: &SessionEntry| {
                 e.session
@@ -396,7 +412,7 @@ mod tests {
             };
             assert_eq!(filters(&back), filters(&entry));
         }
-        assert!(SessionEntry::decode(Bytes::from_static(&[2, 0])).is_err());
+        assert!(SessionEntry::decode(Bytes::from_static(&[1, 0])).is_err());
     }
 
     #[test]

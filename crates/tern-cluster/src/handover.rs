@@ -24,7 +24,9 @@ impl Sessions {
         session: Option<&StoredSession>,
         max_payload: usize,
     ) {
-        self.state().owned.remove(&session_key(client_id));
+        let key = session_key(client_id);
+        self.state().owned.remove(&key);
+        self.unindex(&self.node_id, &key).await;
         let notice = self.handoffs.lock().ok().and_then(|mut h| h.take(token));
         let Some(notice) = notice else {
             return;

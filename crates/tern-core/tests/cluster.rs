@@ -51,6 +51,7 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         properties: message.properties.clone(),
         expiry_millis: publish.expiry_millis,
         publisher: publish.publisher.clone(),
+        seq: None,
     }
 }
 

@@ -249,6 +249,14 @@ pub(crate) async fn input_loop(
                     .session_taken_over(&client_id, clean_start, token, now);
                 shared.after_input();
             }
+            ClusterInput::Adopted { session, backlog } => {
+                let now = shared.now();
+                shared
+                    .broker
+                    .borrow_mut()
+                    .session_adopted(*session, backlog, now);
+                shared.after_input();
+            }
             ClusterInput::Failed(message) => return message,
         }
     }
@@ -282,6 +290,7 @@ mod tests {
             publisher: None,
             expiry_millis: None,
             acknowledges: None,
+            will: false,
         })
     }
 

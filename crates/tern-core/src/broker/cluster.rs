@@ -4,7 +4,7 @@
 //! Everything here is inert unless [`crate::Config::cluster`] is on.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
 use tern_codec::{ProtocolVersion, QoS, ReasonCode, TopicFilter};
@@ -13,7 +13,11 @@ use super::cluster_session::PendingClaim;
 use super::Broker;
 use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
 use crate::events::CloseReason;
-use crate::types::{ConnectionId, Message, SharedMessage, Time};
+use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
+
+/// Messages from the log remembered with their place in it, past which the forgotten ones
+/// (no session holds them any more) are dropped.
+const SEQS_PRUNE_AT: usize = 4096;
 
 /// The cluster state the broker keeps.
 #[derive(Debug, Default)]
@@ -30,6 +34,17 @@ pub(super) struct ClusterState {
     pub(super) claims: FxHashMap<ConnectionId, PendingClaim>,
     /// The connection whose settled claim is being completed now.
     pub(super) settling: Option<ConnectionId>,
+    /// The highest place in the replicated log of a message routed here: every QoS 1/2
+    /// message stored up to it that this node's subscriptions match has been routed.
+    last_seq: u64,
+    /// Where the log stored each QoS 1/2 message this node routed, by message identity, while
+    /// a session holds it: a session's cursor is the first of those it has not had
+    /// acknowledged.
+    seqs: FxHashMap<u64, (u64, Weak<Message>)>,
+    /// Entries in `seqs` after its last pruning.
+    seqs_pruned_len: usize,
+    /// The identity of the will being published now, which the log stores once.
+    pub(super) will_message: Option<u64>,
 }
 
 impl Broker {
@@ -86,6 +101,9 @@ impl Broker {
         remote: RemoteMessage,
         now: Time,
     ) -> Option<SharedMessage> {
+        if let Some(seq) = remote.seq {
+            self.cluster.last_seq = self.cluster.last_seq.max(seq);
+        }
         if remote.expiry_millis == Some(0) {
             return None;
         }
@@ -104,7 +122,39 @@ impl Broker {
             expires_at: remote.expiry_millis.map(|millis| now.plus_millis(millis)),
             origin,
         };
-        Some(Arc::new(message))
+        let message = Arc::new(message);
+        if let Some(seq) = remote.seq {
+            self.remember_seq(&message, seq);
+        }
+        Some(message)
+    }
+
+    /// Remembers where the log stored `message`, forgetting messages no session holds any
+    /// more once there are many.
+    fn remember_seq(&mut self, message: &SharedMessage, seq: u64) {
+        let seqs = &mut self.cluster.seqs;
+        seqs.insert(message.id, (seq, Arc::downgrade(message)));
+        if seqs.len() >= SEQS_PRUNE_AT.max(2 * self.cluster.seqs_pruned_len) {
+            seqs.retain(|_, (_, held)| held.strong_count() > 0);
+            self.cluster.seqs_pruned_len = seqs.len();
+        }
+    }
+
+    /// Session `key`'s cursor into the log (see [`ClusterOp::SessionSaved`]): the place of the
+    /// first QoS 1/2 message it holds unacknowledged, or past the last routed here when it
+    /// holds none; `None` if it holds one whose place this node does not know.
+    pub(super) fn cluster_cursor(&self, key: SessionKey) -> Option<u64> {
+        let session = self.session(key);
+        let held = session.inflight.iter().map(|entry| &entry.delivery);
+        let mut first: Option<u64> = None;
+        for delivery in held.chain(session.queue.iter()) {
+            if delivery.message.qos == QoS::AtMostOnce {
+                continue;
+            }
+            let (seq, _) = self.cluster.seqs.get(&delivery.message.id)?;
+            first = Some(first.map_or(*seq, |first| first.min(*seq)));
+        }
+        Some(first.unwrap_or(self.cluster.last_seq + 1))
     }
 
     /// Hands a message accepted on this node to the cluster; returns whether it is to be
@@ -123,6 +173,7 @@ impl Broker {
         let expiry_millis = message
             .expires_at
             .map(|at| at.as_millis().saturating_sub(now.as_millis()));
+        let will = self.cluster.will_message == Some(message.id);
         self.cluster
             .ops
             .push_back(ClusterOp::Publish(ClusterPublish {
@@ -130,6 +181,7 @@ impl Broker {
                 publisher,
                 expiry_millis,
                 acknowledges,
+                will,
             }));
         message.qos == QoS::AtMostOnce
     }

@@ -14,7 +14,7 @@ use tern_codec::{Connect, MqttString, ReasonCode};
 
 use super::{Broker, TimerKind};
 use crate::auth::Identity;
-use crate::cluster::{ClaimOutcome, ClusterOp, SessionClaim};
+use crate::cluster::{ClaimOutcome, ClusterOp, RemoteMessage, SessionClaim};
 use crate::connection::Phase;
 use crate::events::CloseReason;
 use crate::session::{Delivery, Inflight, OutgoingState, Session, EXPIRY_NEVER};
@@ -97,7 +97,9 @@ impl Broker {
             ) => {
                 let client_id = pending.connect.client_id.clone();
                 if let Some(session) = handed_over {
-                    self.adopt_session(*session, now);
+                    // The connection claiming it cancels the will of the one it replaces
+                    // (MQTT-3.1.3-9).
+                    self.adopt_session(*session, false, now);
                 }
                 if let Some(&key) = self.session_ids.get(&client_id) {
                     for remote in backlog {
@@ -268,10 +270,43 @@ impl Broker {
         })
     }
 
+    /// This node adopted the session of a node that died (the cluster layer took its record):
+    /// it is taken in disconnected as of `now`, as a restart finds a session that was connected:
+    /// its will goes out after its Will Delay Interval and the session expires after its expiry
+    /// interval, both counted from now, unless a connection resumes it first. The backlog (the
+    /// messages owed to it from its cursor on) is queued for it alone.
+    pub fn session_adopted(
+        &mut self,
+        session: StoredSession,
+        backlog: Vec<RemoteMessage>,
+        now: Time,
+    ) {
+        let client_id = session.record.client_id.clone();
+        let connected = self
+            .session_ids
+            .get(&client_id)
+            .is_some_and(|&key| self.session(key).connection.is_some());
+        if !connected {
+            self.adopt_session(session, true, now);
+            if let Some(&key) = self.session_ids.get(&client_id) {
+                for remote in backlog {
+                    if let Some(message) = self.message_from_cluster(remote, now) {
+                        self.deliver_to_session(key, &message, now);
+                    }
+                }
+            }
+        }
+        self.cluster
+            .ops
+            .push_back(ClusterOp::AdoptDone { client_id });
+        self.close_oversized(now);
+    }
+
     /// Takes in a session another node handed over, in place of anything this node held of
     /// it: disconnected as of `now` (its expiry starts, and stops when the claiming CONNECT
-    /// attaches), its deliveries as they stood there, kept in the store if it keeps sessions.
-    fn adopt_session(&mut self, mut stored: StoredSession, now: Time) {
+    /// attaches), its deliveries as they stood there, kept in the store if it keeps sessions;
+    /// its will kept (`keep_will`, pending from now) or dropped.
+    fn adopt_session(&mut self, mut stored: StoredSession, keep_will: bool, now: Time) {
         if let Some(&key) = self.session_ids.get(&stored.record.client_id) {
             // Whatever is left here is older than what was handed over.
             if let Some(connection) = self.session(key).connection {
@@ -282,8 +317,9 @@ impl Broker {
                 self.remove_session(key, now);
             }
         }
-        // The connection claiming it cancels the will of the one it replaces (MQTT-3.1.3-9).
-        stored.record.will = None;
+        if !keep_will {
+            stored.record.will = None;
+        }
         stored.record.will_at = None;
         stored.record.expires_at = None;
         for (delivery, _) in &mut stored.deliveries {
@@ -351,7 +387,9 @@ impl Broker {
             return;
         }
         let session = self.session(key);
-        if session.expiry_secs == 0 {
+        // A session that ends with its connection is recorded only for its will, which a node
+        // adopting it publishes should this node die.
+        if session.expiry_secs == 0 && session.will.is_none() {
             return;
         }
         let record = Box::new(SessionRecord {
@@ -360,9 +398,12 @@ impl Broker {
             ..super::session_record(session)
         });
         let connection = session.connection;
-        self.cluster
-            .ops
-            .push_back(ClusterOp::SessionSaved { record, connection });
+        let cursor = self.cluster_cursor(key);
+        self.cluster.ops.push_back(ClusterOp::SessionSaved {
+            record,
+            connection,
+            cursor,
+        });
     }
 
     /// On a cluster node, a session that ended leaves the cluster's records.

@@ -1,0 +1,154 @@
+//! A Tern node killed (SIGKILL) while it holds sessions: a survivor adopts them, their wills go
+//! out once, and their clients find them, queue included, on another node; an offline
+//! session's queue is its cursor into the message stream, read back on any node.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use support::cluster::{
+    acknowledge, client, join, node_with, numbered, persistent, receive_until, send, WAIT,
+};
+use support::mqtt::RawClient;
+use support::nats::NatsServer;
+use tern_codec::{QoS, Will, WillProperties};
+
+/// Leases short enough for a node's death to be noticed within a test.
+const SHORT_LEASE: &str = "lease_secs = 2";
+
+/// Receives until `count` numbered QoS 1 messages came, acknowledging each; returns them.
+fn numbers(client: &mut RawClient, count: usize) -> Vec<u32> {
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only got {} of {count}: {got:?}",
+            got.len()
+        );
+        if let Some(packet) = client.recv(left).unwrap() {
+            got.push(acknowledge(client, &packet).0);
+        }
+    }
+    got
+}
+
+/// The heart of a node's death: a persistent subscriber on n2 with a will has acknowledged
+/// some of a QoS 1 stream and holds more unacknowledged when n2 is killed. A survivor adopts
+/// its session and publishes its will exactly once; the client, reconnecting to n3, finds
+/// its session and every message it had not acknowledged, in order, and those published
+/// since.
+#[test]
+fn a_killed_nodes_session_is_adopted_its_will_published_once_and_its_queue_kept() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let n1 = node_with(&urls, "n1", 1, SHORT_LEASE);
+    let n2 = node_with(&urls, "n2", 1, SHORT_LEASE);
+    let n3 = node_with(&urls, "n3", 1, SHORT_LEASE);
+    let mut watcher = client(&n1, "watcher");
+    watcher.subscribe("will/#", QoS::AtLeastOnce).unwrap();
+
+    let mut connect = persistent("victim", true, 5);
+    connect.will = Some(Will {
+        topic: "will/victim".parse().unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    let (mut victim, _) = join(n2.port, connect);
+    victim.subscribe("q/#", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n3, "publisher");
+    for n in 0..20 {
+        send(&mut publisher, "q/t", &n.to_string(), QoS::AtLeastOnce);
+    }
+    // The first ten acknowledged, the next five in flight, the rest queued on n2.
+    let mut in_flight = 0;
+    while in_flight < 5 {
+        let packet = victim.recv(WAIT).unwrap().expect("a message");
+        let (n, _, _) = numbered(&packet).expect("a numbered PUBLISH");
+        if n < 10 {
+            acknowledge(&mut victim, &packet);
+        } else {
+            in_flight += 1;
+        }
+    }
+
+    // The session's record (and its cursor) is written with each change of its subscriptions,
+    // so the cursor now stands at the first message not acknowledged.
+    victim.subscribe("elsewhere", QoS::AtLeastOnce).unwrap();
+
+    n2.kill();
+    let killed_at = Instant::now();
+    for n in 20..30 {
+        send(&mut publisher, "q/t", &n.to_string(), QoS::AtLeastOnce);
+    }
+    let will = receive_until(&mut watcher, |seen| !seen.is_empty());
+    println!(
+        "will published {:.0} ms after the node was killed",
+        killed_at.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(will[0].1, "gone");
+
+    let reconnect_at = Instant::now();
+    let (mut back, present) = join(n3.port, persistent("victim", false, 100));
+    assert!(present, "the session was adopted");
+    let got = numbers(&mut back, 20);
+    println!(
+        "queue back {:.0} ms after reconnecting",
+        reconnect_at.elapsed().as_secs_f64() * 1000.0
+    );
+    // Every message not acknowledged, in order; none acknowledged came again, nothing twice.
+    assert_eq!(got, (10..30).collect::<Vec<_>>());
+    let extra = back.recv(Duration::from_millis(300)).unwrap();
+    assert!(extra.is_none(), "more than expected: {extra:?}");
+
+    // The will went out once: a marker published after it comes next.
+    send(&mut publisher, "will/marker", "marker", QoS::AtLeastOnce);
+    let after = receive_until(&mut watcher, |seen| !seen.is_empty());
+    assert_eq!(after[0].1, "marker", "the will came again: {after:?}");
+}
+
+/// An offline session's queue is its cursor into the stream: a thousand QoS 1 messages
+/// published while it is away, its node killed meanwhile, all reach it on another node, in
+/// order, once each.
+#[test]
+fn a_thousand_messages_for_an_offline_session_reach_it_on_another_node_after_its_node_dies() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let n1 = node_with(&urls, "n1", 1, SHORT_LEASE);
+    let n2 = node_with(&urls, "n2", 1, SHORT_LEASE);
+    let (mut away, _) = join(n1.port, persistent("away", true, 100));
+    away.subscribe("bulk/#", QoS::AtLeastOnce).unwrap();
+    away.disconnect().unwrap();
+
+    let mut publisher = client(&n2, "publisher");
+    const COUNT: u32 = 1000;
+    for n in 0..COUNT {
+        send(&mut publisher, "bulk/t", &n.to_string(), QoS::AtLeastOnce);
+    }
+    n1.kill();
+    let killed_at = Instant::now();
+    assert!(
+        n2.wait_for_log("adopted the session of \"away\"", WAIT),
+        "n2 adopted the session"
+    );
+    println!(
+        "session adopted {:.0} ms after its node was killed",
+        killed_at.elapsed().as_secs_f64() * 1000.0
+    );
+    let reconnect_at = Instant::now();
+    let (mut back, present) = join(n2.port, persistent("away", false, 100));
+    assert!(present);
+    let got = numbers(&mut back, COUNT as usize);
+    println!(
+        "{COUNT} messages back {:.0} ms after reconnecting",
+        reconnect_at.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(got, (0..COUNT).collect::<Vec<_>>());
+    let extra = back.recv(Duration::from_millis(300)).unwrap();
+    assert!(extra.is_none(), "more than expected: {extra:?}");
+}
