@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A clean build gains nothing from incremental compilation and full debug information, and they
+# take most of the target directory's disk: keep line tables,
+# which backtraces need.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+
 step "test dependencies (mosquitto, mosquitto-clients, nats-server, Python venv)"
 ./scripts/setup-test-deps.sh
 
