@@ -77,7 +77,13 @@ impl Sessions {
         };
         let _ = self.dispatch.send(open);
         self.hold_for_adoption(key, subjects).await;
-        let mine = self.entry(&client_id, Some(record.clone()), entry.epoch, entry.cursor);
+        let mine = self.entry(
+            &client_id,
+            Some(record.clone()),
+            entry.epoch,
+            entry.cursor,
+            entry.resume_from,
+        );
         let value = match mine.encode() {
             Ok(value) => value,
             Err(error) => {

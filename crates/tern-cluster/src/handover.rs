@@ -22,6 +22,7 @@ impl Sessions {
         token: u64,
         client_id: &MqttString,
         session: Option<&StoredSession>,
+        resume_from: u64,
         max_payload: usize,
     ) {
         let key = session_key(client_id);
@@ -31,7 +32,7 @@ impl Sessions {
         let Some(notice) = notice else {
             return;
         };
-        let bytes = match encode_handed_over(session) {
+        let bytes = match encode_handed_over(session, resume_from) {
             Ok(bytes) => bytes,
             Err(error) => {
                 warn!("the session of {client_id:?} cannot be handed over: {error}");
@@ -83,8 +84,8 @@ impl Sessions {
                 whole.extend_from_slice(&part);
             }
             match decode_handed_over(&waiting.client_id, whole.freeze()) {
-                Ok(session) => {
-                    let _ = waiting.done.send(session);
+                Ok(handed_over) => {
+                    let _ = waiting.done.send(handed_over);
                 }
                 Err(error) => {
                     self.counters.count_undecodable();

@@ -267,9 +267,14 @@ pub(crate) async fn run(
                     let holder = Holder::Adoption(session_key(&client_id));
                     sessions.release(holder).await;
                 }
-                ClusterOp::SessionSaved { record, cursor, .. } => {
+                ClusterOp::SessionSaved {
+                    record,
+                    cursor,
+                    resume_from,
+                    ..
+                } => {
                     let (done, written) = oneshot::channel();
-                    sessions.save(record, cursor, done);
+                    sessions.save(record, cursor, resume_from.unwrap_or(0), done);
                     pending.writes.push(written);
                 }
                 ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
@@ -277,9 +282,17 @@ pub(crate) async fn run(
                     token,
                     client_id,
                     session,
+                    resume_from,
                 } => {
+                    let resume_from = resume_from.unwrap_or(0);
                     sessions
-                        .hand_over(token, &client_id, session.as_deref(), max_payload)
+                        .hand_over(
+                            token,
+                            &client_id,
+                            session.as_deref(),
+                            resume_from,
+                            max_payload,
+                        )
                         .await;
                 }
             }

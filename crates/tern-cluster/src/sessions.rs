@@ -65,7 +65,7 @@ pub(crate) fn session_key(client_id: &MqttString) -> String {
 /// Something to do with one session's record.
 pub(crate) enum Job {
     Claim(SessionClaim),
-    Save(Box<SessionRecord>, Option<u64>, oneshot::Sender<()>),
+    Save(Box<SessionRecord>, Option<u64>, u64, oneshot::Sender<()>),
     End(MqttString),
     Check(MqttString),
     /// Adopt the session if the dead node named still holds it.
@@ -113,7 +113,8 @@ pub(crate) struct State {
 pub(crate) struct Waiting {
     pub(crate) client_id: MqttString,
     pub(crate) chunks: Vec<Option<Bytes>>,
-    pub(crate) done: oneshot::Sender<Option<StoredSession>>,
+    /// The session handed over, and where its holder kept no more of its messages.
+    pub(crate) done: oneshot::Sender<(Option<StoredSession>, u64)>,
 }
 
 /// The node's side of sessions across the cluster.
@@ -246,16 +247,17 @@ impl Sessions {
         self.enqueue(key, Job::Claim(claim));
     }
 
-    /// Writes a session's record with its cursor (`None`: the one last written); `done` once
-    /// written (or refused).
+    /// Writes a session's record with its cursor (`None`: the one last written) and where its
+    /// messages resume (see [`SessionEntry::resume_from`]); `done` once written (or refused).
     pub(crate) fn save(
         self: &Arc<Self>,
         record: Box<SessionRecord>,
         cursor: Option<u64>,
+        resume_from: u64,
         done: oneshot::Sender<()>,
     ) {
         let key = session_key(&record.client_id);
-        self.enqueue(key, Job::Save(record, cursor, done));
+        self.enqueue(key, Job::Save(record, cursor, resume_from, done));
     }
 
     /// Removes the record of a session that ended here.
@@ -288,8 +290,8 @@ impl Sessions {
             };
             match job {
                 Job::Claim(claim) => self.run_claim(&key, claim).await,
-                Job::Save(record, cursor, done) => {
-                    self.write(&key, &record, cursor).await;
+                Job::Save(record, cursor, resume_from, done) => {
+                    self.write(&key, &record, cursor, resume_from).await;
                     let _ = done.send(());
                 }
                 Job::End(client_id) => self.remove(&key, &client_id).await,
@@ -323,12 +325,14 @@ impl Sessions {
         session: Option<SessionRecord>,
         epoch: u64,
         cursor: u64,
+        resume_from: u64,
     ) -> SessionEntry {
         SessionEntry {
             node: self.node_id.clone(),
             boot: self.boot,
             epoch,
             cursor,
+            resume_from,
             client_id: client_id.clone(),
             session,
         }
@@ -401,11 +405,12 @@ impl Sessions {
             {
                 return Err((id, format!("its key {key} holds another client's session")));
             }
-            let holder = previous
-                .as_ref()
-                .filter(|entry| entry.node != self.node_id && !claim.clean_start);
+            // A session held elsewhere, or parked here (its messages left in the stream).
+            let resumes = previous.as_ref().filter(|entry| {
+                !claim.clean_start && (entry.node != self.node_id || entry.resume_from > 0)
+            });
             // From here on the node hears the session's messages, before the record moves.
-            let subjects = holder
+            let subjects = resumes
                 .and_then(|entry| entry.session.as_ref())
                 .map(record_subjects)
                 .unwrap_or_default();
@@ -416,7 +421,7 @@ impl Sessions {
             let session = previous.as_ref().and_then(|entry| entry.session.clone());
             let cursor = previous.as_ref().map_or(0, |entry| entry.cursor);
             // The revision this claim replaces numbers the connection: its will's identity.
-            let entry = self.entry(client_id, session, revision, cursor);
+            let entry = self.entry(client_id, session, revision, cursor, 0);
             let value = entry.encode().map_err(|e| (id, e.to_string()))?;
             // Indexed first (or at once), so that no record of this node's goes unlisted.
             let (updated, ()) = tokio::join!(self.kv.update(key, value, revision), self.index(key));
@@ -435,9 +440,18 @@ impl Sessions {
                 }
             }
         };
-        let Some(previous) = previous.filter(|entry| entry.node != self.node_id) else {
+        let Some(previous) = previous else {
             return Ok((id, None));
         };
+        if previous.node == self.node_id {
+            // The core holds the session; what it left in the stream is read back.
+            if let Some(record) = previous.session.as_ref() {
+                if !claim.clean_start && previous.resume_from > 0 {
+                    self.replay_into(id, record, previous.resume_from).await;
+                }
+            }
+            return Ok((id, None));
+        }
         let handed_over = self.take_from(id, claim, &previous).await;
         Ok((id, handed_over))
     }
@@ -515,11 +529,12 @@ impl Sessions {
         let alive = noticed && self.alive(holder).await;
         let handed_over = match alive {
             true => match tokio::time::timeout(HANDOFF_WAIT, answer).await {
-                Ok(Ok(session)) => Some(session),
+                Ok(Ok(handed_over)) => Some(handed_over),
                 _ => {
                     warn!(
                         "node {holder} did not hand the session of {client_id:?} over within \
-                         {HANDOFF_WAIT:?}: taken as its record says (subscriptions, no queue)"
+                         {HANDOFF_WAIT:?}: taken as its record says, its queue read from its \
+                         cursor in the stream"
                     );
                     None
                 }
@@ -527,20 +542,24 @@ impl Sessions {
             false => {
                 info!(
                     "node {holder} holds no lease: the session of {client_id:?} is taken as its \
-                     record says (subscriptions, no queue)"
+                     record says, its queue read from its cursor in the stream"
                 );
                 None
             }
         };
         self.state().waiting.remove(&id);
-        // Without a hand-over, the queue is what the stream holds from the session's cursor.
+        // What the holder did not keep (all of it without a hand-over) is read from the stream.
+        let replay_from = match &handed_over {
+            Some((_, resume_from)) => *resume_from,
+            None => previous.cursor,
+        };
         if let Some(record) = previous.session.as_ref() {
-            if handed_over.is_none() && !claim.clean_start && previous.cursor > 0 {
-                self.replay_into(id, record, previous.cursor).await;
+            if !claim.clean_start && replay_from > 0 {
+                self.replay_into(id, record, replay_from).await;
             }
         }
         match handed_over {
-            Some(session) => session,
+            Some((session, _)) => session,
             None if claim.clean_start => None,
             None => previous.session.clone().map(|record| StoredSession {
                 record,
@@ -591,7 +610,13 @@ impl Sessions {
 
     /// Writes a record this node holds, expecting the revision it last wrote; a record another
     /// node has written since is not overwritten, and the core is told it lost the session.
-    async fn write(&self, key: &str, record: &SessionRecord, cursor: Option<u64>) {
+    async fn write(
+        &self,
+        key: &str,
+        record: &SessionRecord,
+        cursor: Option<u64>,
+        resume_from: u64,
+    ) {
         let client_id = &record.client_id;
         let (epoch, last_cursor) = self
             .state()
@@ -603,6 +628,7 @@ impl Sessions {
             Some(record.clone()),
             epoch,
             cursor.unwrap_or(last_cursor),
+            resume_from,
         );
         let value = match entry.encode() {
             Ok(value) => value,

@@ -56,6 +56,10 @@ pub enum ClusterOp {
         /// was never the session's. `None` when this node cannot tell (the session holds
         /// messages handed over from another node): the cursor last recorded stands.
         cursor: Option<u64>,
+        /// For a session without a connection: the first place in the log from which this
+        /// node keeps none of its QoS 1/2 messages (they stay in the log, read back when the
+        /// session resumes); `None` while it has a connection.
+        resume_from: Option<u64>,
     },
     /// A session adopted here ([`crate::Broker::session_adopted`]) holds its own interest now:
     /// what the cluster layer held for it meanwhile may go.
@@ -77,6 +81,10 @@ pub enum ClusterOp {
         client_id: MqttString,
         /// The session (times relative to when it was handed over), boxed: this is rare.
         session: Option<Box<StoredSession>>,
+        /// Where the session's queue went on in the log: it was offline here, and this node
+        /// kept none of the QoS 1/2 messages stored from there on (see
+        /// [`ClusterOp::SessionSaved`]).
+        resume_from: Option<u64>,
     },
 }
 

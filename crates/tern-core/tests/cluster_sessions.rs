@@ -493,3 +493,45 @@ fn a_clean_session_with_a_will_is_recorded_for_it() {
     assert_eq!(record.expiry_secs, 0);
     assert!(record.will.is_some());
 }
+
+/// A session that loses its connection keeps none of the QoS 1 messages the log brings for it
+/// after that: its record says where they resume in the log. Its connection back takes them
+/// again.
+#[test]
+fn an_offline_session_leaves_its_messages_in_the_log() {
+    let mut tb = cluster_broker();
+    let opts = Opts::new().resume().expiry(600);
+    let client = tb.connect("away", V5, opts.clone());
+    tb.subscribe(&client, "t", Q1);
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "seen", 4), tb.now);
+    let packets = tb.recv(&client);
+    assert_eq!(payloads(&packets), ["seen"]);
+    let Some(Packet::Publish(seen)) = packets.first() else {
+        panic!("{packets:?}");
+    };
+    let id = seen.packet_id.unwrap().get();
+    tb.send(&client, Packet::PubAck(ack(id, ReasonCode::Success)));
+    tb.lose(&client);
+    let resume_from = |ops: &[ClusterOp]| {
+        ops.iter().rev().find_map(|op| match op {
+            ClusterOp::SessionSaved { resume_from, .. } => Some(*resume_from),
+            _ => None,
+        })
+    };
+    let ops = tb.cluster_ops();
+    assert_eq!(last_saved(&ops).1, Some(5), "everything acknowledged");
+    assert_eq!(resume_from(&ops), Some(Some(5)), "kept up to 4");
+
+    let held = tb.broker.held_bytes();
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "later", 9), tb.now);
+    assert_eq!(tb.broker.held_bytes(), held, "no copy kept");
+    let back = tb.connect("away", V5, opts);
+    assert!(back.connack.session_present);
+    tb.expect_silent(&back);
+    assert_eq!(resume_from(&tb.cluster_ops()), Some(None), "online again");
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "live", 10), tb.now);
+    assert_eq!(payloads(&tb.recv(&back)), ["live"]);
+}

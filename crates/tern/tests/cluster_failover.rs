@@ -152,3 +152,45 @@ fn a_thousand_messages_for_an_offline_session_reach_it_on_another_node_after_its
     let extra = back.recv(Duration::from_millis(300)).unwrap();
     assert!(extra.is_none(), "more than expected: {extra:?}");
 }
+
+/// An offline session keeps no copy of its queue on its node: published while it is away,
+/// its QoS 1 messages are read back from the stream wherever it comes back, on its own node
+/// or on another one its node hands it to, each once, in order.
+#[test]
+fn an_offline_sessions_queue_is_read_back_from_the_stream_on_its_node_or_another() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let n1 = node_with(&urls, "n1", 1, "");
+    let n2 = node_with(&urls, "n2", 1, "");
+    let mut publisher = client(&n2, "publisher");
+    let (mut away, _) = join(n1.port, persistent("away", true, 100));
+    away.subscribe("back/#", QoS::AtLeastOnce).unwrap();
+    away.disconnect().unwrap();
+
+    for n in 0..100 {
+        send(&mut publisher, "back/t", &n.to_string(), QoS::AtLeastOnce);
+    }
+    let reconnect_at = Instant::now();
+    let (mut same, present) = join(n1.port, persistent("away", false, 100));
+    assert!(present);
+    assert_eq!(numbers(&mut same, 100), (0..100).collect::<Vec<_>>());
+    println!(
+        "100 messages back on the same node {:.0} ms after reconnecting",
+        reconnect_at.elapsed().as_secs_f64() * 1000.0
+    );
+    same.disconnect().unwrap();
+
+    for n in 100..200 {
+        send(&mut publisher, "back/t", &n.to_string(), QoS::AtLeastOnce);
+    }
+    let reconnect_at = Instant::now();
+    let (mut moved, present) = join(n2.port, persistent("away", false, 100));
+    assert!(present);
+    assert_eq!(numbers(&mut moved, 100), (100..200).collect::<Vec<_>>());
+    println!(
+        "100 messages back on another node {:.0} ms after reconnecting",
+        reconnect_at.elapsed().as_secs_f64() * 1000.0
+    );
+    let extra = moved.recv(Duration::from_millis(300)).unwrap();
+    assert!(extra.is_none(), "more than expected: {extra:?}");
+}

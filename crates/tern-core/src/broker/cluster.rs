@@ -7,12 +7,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
-use tern_codec::{ProtocolVersion, QoS, ReasonCode, TopicFilter};
+use tern_codec::{MqttString, ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
 use super::cluster_session::PendingClaim;
+use super::publish::Feed;
 use super::Broker;
 use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
 use crate::events::CloseReason;
+use crate::session::Delivery;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 /// Messages from the log remembered with their place in it, past which the forgotten ones
@@ -45,6 +47,20 @@ pub(super) struct ClusterState {
     seqs_pruned_len: usize,
     /// The identity of the will being published now, which the log stores once.
     pub(super) will_message: Option<u64>,
+    /// Sessions without a connection whose QoS 1/2 messages stay in the log.
+    parked: FxHashMap<SessionKey, Parked>,
+}
+
+/// A session without a connection whose QoS 1/2 messages stay in the log, read back from
+/// `resume_from` on when it resumes, here or on another node.
+#[derive(Debug)]
+pub(super) struct Parked {
+    /// Which session (keys are reused).
+    client_id: MqttString,
+    /// Its cursor when it was parked (see [`ClusterOp::SessionSaved`]).
+    pub(super) cursor: Option<u64>,
+    /// The first place in the log of the messages it no longer keeps.
+    pub(super) resume_from: u64,
 }
 
 impl Broker {
@@ -127,6 +143,52 @@ impl Broker {
             self.remember_seq(&message, seq);
         }
         Some(message)
+    }
+
+    /// Session `key` as parked, if it is: without a connection, its QoS 1/2 messages left in
+    /// the log.
+    pub(super) fn parked(&self, key: SessionKey) -> Option<&Parked> {
+        let parked = self.cluster.parked.get(&key)?;
+        let session = self.session(key);
+        (session.connection.is_none() && session.client_id == parked.client_id).then_some(parked)
+    }
+
+    /// Parks session `key`, which has lost its connection: what it holds stays, and from
+    /// here on its QoS 1/2 messages stay in the log (its cursor and where they resume are
+    /// written with its record).
+    pub(super) fn park(&mut self, key: SessionKey) {
+        if self.parked(key).is_some() {
+            return;
+        }
+        let parked = Parked {
+            client_id: self.session(key).client_id.clone(),
+            cursor: self.cluster_cursor(key),
+            resume_from: self.cluster.last_seq + 1,
+        };
+        self.cluster.parked.insert(key, parked);
+    }
+
+    /// Session `key` takes its messages again (it is resuming).
+    pub(super) fn unpark(&mut self, key: SessionKey) {
+        self.cluster.parked.remove(&key);
+    }
+
+    /// Delivers a routed message to session `key`, unless it stays in the log: a QoS 1/2
+    /// message from the log for a parked session, which reads it back when it resumes.
+    pub(super) fn deliver_routed(
+        &mut self,
+        key: SessionKey,
+        delivery: Delivery,
+        feed: Feed,
+        now: Time,
+    ) {
+        let left_in_log = self.config.cluster
+            && delivery.qos != QoS::AtMostOnce
+            && self.parked(key).is_some()
+            && self.cluster.seqs.contains_key(&delivery.message.id);
+        if !left_in_log {
+            self.deliver(key, delivery, feed, now);
+        }
     }
 
     /// Remembers where the log stored `message`, forgetting messages no session holds any

@@ -96,6 +96,10 @@ impl Broker {
                 },
             ) => {
                 let client_id = pending.connect.client_id.clone();
+                if let Some(&key) = self.session_ids.get(&client_id) {
+                    // Resuming: the backlog (what the log kept for it) is its own again.
+                    self.unpark(key);
+                }
                 if let Some(session) = handed_over {
                     // The connection claiming it cancels the will of the one it replaces
                     // (MQTT-3.1.3-9).
@@ -182,6 +186,7 @@ impl Broker {
         }
         // Closing may have ended it (a session that ends with its connection).
         let key = key.filter(|key| self.session_ids.get(client_id) == Some(key));
+        let mut resume_from = None;
         let session = match (key, token) {
             (None, _) => None,
             (Some(key), None) => {
@@ -192,13 +197,18 @@ impl Broker {
                 self.end_session(key, now);
                 None
             }
-            (Some(key), Some(_)) => self.hand_over(key, now).map(Box::new),
+            (Some(key), Some(_)) => {
+                resume_from = self.parked(key).map(|parked| parked.resume_from);
+                self.unpark(key);
+                self.hand_over(key, now).map(Box::new)
+            }
         };
         if let Some(token) = token {
             self.cluster.ops.push_back(ClusterOp::HandedOver {
                 token,
                 client_id: client_id.clone(),
                 session,
+                resume_from,
             });
         }
         self.close_oversized(now);
@@ -289,11 +299,14 @@ impl Broker {
         if !connected {
             self.adopt_session(session, true, now);
             if let Some(&key) = self.session_ids.get(&client_id) {
+                self.unpark(key);
                 for remote in backlog {
                     if let Some(message) = self.message_from_cluster(remote, now) {
                         self.deliver_to_session(key, &message, now);
                     }
                 }
+                // Parked from here on, and recorded so: its cursor and where it resumes.
+                self.cluster_session_saved(key);
             }
         }
         self.cluster
@@ -379,30 +392,41 @@ impl Broker {
         }
     }
 
-    /// On a cluster node, the record of a session that outlives its connection goes where
-    /// the other nodes read it, whenever the store would be told (a session ending with its
-    /// connection is only claimed: there is nothing to resume).
+    /// On a cluster node, the record of a session that outlives its connection (or has a will)
+    /// goes where the other nodes read it, whenever the store would be told, with its cursor; a
+    /// session without a connection is parked first (its messages left in the log), one with a
+    /// connection takes its messages again.
     pub(super) fn cluster_session_saved(&mut self, key: SessionKey) {
         if !self.config.cluster {
             return;
         }
         let session = self.session(key);
+        let offline = session.connection.is_none();
         // A session that ends with its connection is recorded only for its will, which a node
         // adopting it publishes should this node die.
         if session.expiry_secs == 0 && session.will.is_none() {
             return;
         }
+        match offline && session.expiry_secs != 0 {
+            true => self.park(key),
+            false => self.unpark(key),
+        }
+        let session = self.session(key);
         let record = Box::new(SessionRecord {
             expires_at: None,
             will_at: None,
             ..super::session_record(session)
         });
         let connection = session.connection;
-        let cursor = self.cluster_cursor(key);
+        let (cursor, resume_from) = match self.parked(key) {
+            Some(parked) => (parked.cursor, Some(parked.resume_from)),
+            None => (self.cluster_cursor(key), None),
+        };
         self.cluster.ops.push_back(ClusterOp::SessionSaved {
             record,
             connection,
             cursor,
+            resume_from,
         });
     }
 
