@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use support::cli;
 use support::cluster::{
     acknowledge, client, join, node_with, numbered, persistent, receive_until, send, WAIT,
 };
@@ -17,6 +18,20 @@ use tern_codec::{QoS, Will, WillProperties};
 
 /// Leases short enough for a node's death to be noticed within a test.
 const SHORT_LEASE: &str = "lease_secs = 2";
+
+/// `connect` with a QoS 1 will "gone" to `will/<client id>`, published at once.
+fn with_will(mut connect: tern_codec::Connect) -> tern_codec::Connect {
+    connect.will = Some(Will {
+        topic: format!("will/{}", connect.client_id.as_str())
+            .parse()
+            .unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    connect
+}
 
 /// Receives until `count` numbered QoS 1 messages came, acknowledging each; returns them.
 fn numbers(client: &mut RawClient, count: usize) -> Vec<u32> {
@@ -51,14 +66,7 @@ fn a_killed_nodes_session_is_adopted_its_will_published_once_and_its_queue_kept(
     let mut watcher = client(&n1, "watcher");
     watcher.subscribe("will/#", QoS::AtLeastOnce).unwrap();
 
-    let mut connect = persistent("victim", true, 5);
-    connect.will = Some(Will {
-        topic: "will/victim".parse().unwrap(),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: WillProperties::default(),
-    });
+    let connect = with_will(persistent("victim", true, 5));
     let (mut victim, _) = join(n2.port, connect);
     victim.subscribe("q/#", QoS::AtLeastOnce).unwrap();
     let mut publisher = client(&n3, "publisher");
@@ -193,4 +201,98 @@ fn an_offline_sessions_queue_is_read_back_from_the_stream_on_its_node_or_another
     );
     let extra = moved.recv(Duration::from_millis(300)).unwrap();
     assert!(extra.is_none(), "more than expected: {extra:?}");
+}
+
+/// `mosquitto_sub` as a persistent MQTT 5 client `away` of the node on `port`, with `extra`.
+fn mosquitto_sub(port: u16, extra: &[&str]) -> cli::Running {
+    let port = port.to_string();
+    let mut command = std::process::Command::new("mosquitto_sub");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1"])
+        .args(["-c", "-x", "600", "-i", "away", "-t", "real/#"])
+        .args(extra);
+    cli::spawn(&mut command)
+}
+
+/// Real clients through a node's death: `mosquitto_sub` subscribes persistently on n1 and
+/// leaves, `mosquitto_pub` publishes 200 QoS 1 messages on n2, n1 is killed; the same
+/// `mosquitto_sub` client identifier on n2 gets all 200, in order.
+#[test]
+fn mosquitto_clients_find_their_queue_after_their_node_is_killed() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let n1 = node_with(&urls, "n1", 1, SHORT_LEASE);
+    let n2 = node_with(&urls, "n2", 1, SHORT_LEASE);
+    let (status, _, errors) = mosquitto_sub(n1.port, &["-E"]).finish(WAIT);
+    assert!(status.success(), "mosquitto_sub -E: {errors}");
+
+    let port = n2.port.to_string();
+    let mut publish = cli::spawn(
+        std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "1"])
+            .args(["-t", "real/t", "-l"]),
+    );
+    let lines: String = (0..200).map(|n| format!("{n}\n")).collect();
+    std::io::Write::write_all(&mut publish.stdin(), lines.as_bytes()).unwrap();
+    let (status, _, errors) = publish.finish(WAIT);
+    assert!(status.success(), "mosquitto_pub -l: {errors}");
+
+    n1.kill();
+    let killed_at = Instant::now();
+    assert!(
+        n2.wait_for_log("adopted the session of \"away\"", WAIT),
+        "n2 adopted the session"
+    );
+    let count = "200".to_owned();
+    let wait = WAIT.as_secs().to_string();
+    let (status, out, errors) =
+        mosquitto_sub(n2.port, &["-C", &count, "-W", &wait]).finish(WAIT + WAIT);
+    println!(
+        "mosquitto_sub had its 200 messages {:.0} ms after the node was killed",
+        killed_at.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(status.success(), "mosquitto_sub -C: {errors}");
+    let got: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = (0..200).map(|n| n.to_string()).collect();
+    assert_eq!(got, expected);
+}
+
+/// A node paused (SIGSTOP) past its lease while its client has a will: the survivor adopts the
+/// session and publishes the will; the client's connection ends meanwhile, so the node, woken,
+/// publishes the will too, under the same identity: it reaches subscribers once.
+#[test]
+fn a_will_published_by_the_adopter_and_by_the_woken_node_reaches_subscribers_once() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let n1 = node_with(&urls, "n1", 1, SHORT_LEASE);
+    let n2 = node_with(&urls, "n2", 1, SHORT_LEASE);
+    let mut watcher = client(&n2, "watcher");
+    watcher.subscribe("will/#", QoS::AtLeastOnce).unwrap();
+    let connect = with_will(persistent("sleeper", true, 10));
+    let (sleeper, _) = join(n1.port, connect);
+
+    support::stop_process(n1.pid());
+    let paused_at = Instant::now();
+    let will = receive_until(&mut watcher, |seen| !seen.is_empty());
+    assert_eq!(will[0].1, "gone");
+    println!(
+        "will published by the adopter {:.0} ms after the node was paused",
+        paused_at.elapsed().as_secs_f64() * 1000.0
+    );
+    // The connection ends while the node sleeps: woken, it sees it closed without DISCONNECT.
+    drop(sleeper);
+    support::signal_process(n1.pid(), "CONT");
+    assert!(
+        n1.wait_for_log("belongs to n2 now", WAIT),
+        "the woken node's write of the session was refused"
+    );
+    // Published on n1 after anything n1 published for the closed connection.
+    let mut marker = client(&n1, "marker");
+    send(&mut marker, "will/marker", "marker", QoS::AtLeastOnce);
+    let after = receive_until(&mut watcher, |seen| !seen.is_empty());
+    assert_eq!(after[0].1, "marker", "the will came twice: {after:?}");
 }
