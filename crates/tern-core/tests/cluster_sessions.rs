@@ -327,10 +327,12 @@ fn expiry_in_a_handed_over_queue_counts_on_from_where_it_was() {
     let opts = Opts::new().resume().expiry(600);
     let old = a.connect("e", V5, opts.clone());
     a.subscribe(&old, "t", Q1);
-    a.lose(&old);
-    let mut message = remote_on("t", "soon", Q1);
+    let mut message = stored_at("t", "soon", 1);
     message.expiry_millis = Some(10_000);
     a.broker.deliver_from_cluster(message, a.now);
+    // Sent, not acknowledged: in flight when the connection goes.
+    assert_eq!(payloads(&a.recv(&old)), ["soon"]);
+    a.lose(&old);
     a.advance_secs(4);
     a.cluster_ops();
     a.broker
@@ -495,14 +497,15 @@ fn a_clean_session_with_a_will_is_recorded_for_it() {
 }
 
 /// A session that loses its connection keeps none of the QoS 1 messages the log brings for it
-/// after that: its record says where they resume in the log. Its connection back takes them
-/// again.
+/// after that, nor the node's interest: its record says where they resume in the log. Its
+/// connection back takes them, and the interest, again.
 #[test]
 fn an_offline_session_leaves_its_messages_in_the_log() {
     let mut tb = cluster_broker();
     let opts = Opts::new().resume().expiry(600);
     let client = tb.connect("away", V5, opts.clone());
     tb.subscribe(&client, "t", Q1);
+    tb.cluster_ops();
     tb.broker
         .deliver_from_cluster(stored_at("t", "seen", 4), tb.now);
     let packets = tb.recv(&client);
@@ -522,6 +525,21 @@ fn an_offline_session_leaves_its_messages_in_the_log() {
     let ops = tb.cluster_ops();
     assert_eq!(last_saved(&ops).1, Some(5), "everything acknowledged");
     assert_eq!(resume_from(&ops), Some(Some(5)), "kept up to 4");
+    let interest = |ops: &[ClusterOp]| -> Vec<(String, bool)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                ClusterOp::Interest { filter, present } => {
+                    Some((filter.as_str().to_owned(), *present))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        interest(&ops),
+        [("t".to_owned(), false)],
+        "interest for online sessions"
+    );
 
     let held = tb.broker.held_bytes();
     tb.broker
@@ -530,7 +548,9 @@ fn an_offline_session_leaves_its_messages_in_the_log() {
     let back = tb.connect("away", V5, opts);
     assert!(back.connack.session_present);
     tb.expect_silent(&back);
-    assert_eq!(resume_from(&tb.cluster_ops()), Some(None), "online again");
+    let ops = tb.cluster_ops();
+    assert_eq!(resume_from(&ops), Some(None), "online again");
+    assert_eq!(interest(&ops), [("t".to_owned(), true)]);
     tb.broker
         .deliver_from_cluster(stored_at("t", "live", 10), tb.now);
     assert_eq!(payloads(&tb.recv(&back)), ["live"]);

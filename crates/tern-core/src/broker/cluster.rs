@@ -15,6 +15,7 @@ use super::Broker;
 use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
 use crate::events::CloseReason;
 use crate::session::Delivery;
+use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
 /// Messages from the log remembered with their place in it, past which the forgotten ones
@@ -155,7 +156,8 @@ impl Broker {
 
     /// Parks session `key`, which has lost its connection: what it holds stays, and from
     /// here on its QoS 1/2 messages stay in the log (its cursor and where they resume are
-    /// written with its record).
+    /// written with its record). Its subscriptions leave the trie, and with them the node's
+    /// interest: its messages no longer cross to this node.
     pub(super) fn park(&mut self, key: SessionKey) {
         if self.parked(key).is_some() {
             return;
@@ -166,11 +168,41 @@ impl Broker {
             resume_from: self.cluster.last_seq + 1,
         };
         self.cluster.parked.insert(key, parked);
+        for (filter, info) in self.parkable(key) {
+            self.unindex_subscription(key, &filter, &info);
+        }
     }
 
-    /// Session `key` takes its messages again (it is resuming).
+    /// Session `key` takes its messages again (it is resuming): its subscriptions are back in
+    /// the trie.
     pub(super) fn unpark(&mut self, key: SessionKey) {
+        let Some(parked) = self.cluster.parked.remove(&key) else {
+            return;
+        };
+        if self.session(key).client_id != parked.client_id {
+            return;
+        }
+        for (filter, info) in self.parkable(key) {
+            // Already in the trie if the session never left it: then nothing changes.
+            let _ = self.index_subscription(key, &filter, info);
+        }
+    }
+
+    /// Forgets that session `key` was parked, as it leaves this node (its subscriptions leave
+    /// the trie with it, and are not in it).
+    pub(super) fn forget_parked(&mut self, key: SessionKey) {
         self.cluster.parked.remove(&key);
+    }
+
+    /// The subscriptions of session `key` that leave the trie while it is parked: all but tree
+    /// views, whose members keep their place.
+    fn parkable(&self, key: SessionKey) -> Vec<(TopicFilter, SubscriptionInfo)> {
+        self.session(key)
+            .subscriptions
+            .iter()
+            .filter(|(_, info)| info.tree_view.is_none())
+            .map(|(filter, info)| (filter.clone(), *info))
+            .collect()
     }
 
     /// Delivers a routed message to session `key`, unless it stays in the log: a QoS 1/2

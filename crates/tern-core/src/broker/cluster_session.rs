@@ -97,8 +97,12 @@ impl Broker {
             ) => {
                 let client_id = pending.connect.client_id.clone();
                 if let Some(&key) = self.session_ids.get(&client_id) {
-                    // Resuming: the backlog (what the log kept for it) is its own again.
-                    self.unpark(key);
+                    // Resuming, the backlog (what the log kept for it) is its own again;
+                    // starting afresh, the session ends.
+                    match pending.connect.clean_start {
+                        false => self.unpark(key),
+                        true => self.forget_parked(key),
+                    }
                 }
                 if let Some(session) = handed_over {
                     // The connection claiming it cancels the will of the one it replaces
@@ -199,7 +203,7 @@ impl Broker {
             }
             (Some(key), Some(_)) => {
                 resume_from = self.parked(key).map(|parked| parked.resume_from);
-                self.unpark(key);
+                self.forget_parked(key);
                 self.hand_over(key, now).map(Box::new)
             }
         };
