@@ -26,7 +26,12 @@ impl Sessions {
         max_payload: usize,
     ) {
         let key = session_key(client_id);
-        self.state().owned.remove(&key);
+        {
+            let mut state = self.state();
+            state.owned.remove(&key);
+            // Its will is the claimant's to cancel or the core's to have published by now.
+            state.epochs.remove(&key);
+        }
         self.unindex(&self.node_id, &key).await;
         let notice = self.handoffs.lock().ok().and_then(|mut h| h.take(token));
         let Some(notice) = notice else {

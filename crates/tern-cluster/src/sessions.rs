@@ -107,6 +107,10 @@ pub(crate) struct State {
     pub(crate) next_claim: u64,
     /// Keys with an adoption queued or running.
     pub(crate) adopting: HashSet<String>,
+    /// The epoch of each session this node held, kept after it lost the session until the
+    /// session ends here: a will the core publishes late (the node was paused) still gets the
+    /// identity every other node gives it.
+    pub(crate) epochs: HashMap<String, u64>,
 }
 
 /// A claim waiting for its session, and the chunks that came so far.
@@ -346,13 +350,15 @@ impl Sessions {
             epoch: entry.epoch,
             cursor: entry.cursor,
         };
-        self.state().owned.insert(key.to_owned(), owned);
+        let mut state = self.state();
+        state.epochs.insert(key.to_owned(), entry.epoch);
+        state.owned.insert(key.to_owned(), owned);
     }
 
     /// The identity in the log of the will of `client_id`'s session, if this node holds it.
     pub(crate) fn will_message_id(&self, client_id: &MqttString) -> Option<String> {
         let key = session_key(client_id);
-        let epoch = self.state().owned.get(&key)?.epoch;
+        let epoch = *self.state().epochs.get(&key)?;
         Some(format!("w.{key}.{epoch}"))
     }
 
@@ -697,6 +703,7 @@ impl Sessions {
 
     /// Removes the record of a session that ended here, unless another node holds it now.
     async fn remove(&self, key: &str, client_id: &MqttString) {
+        self.state().epochs.remove(key);
         let known = self.state().owned.remove(key).map(|owned| owned.revision);
         let expected = match known {
             Some(revision) => revision,
