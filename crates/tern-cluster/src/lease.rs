@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tern_codec::MqttString;
+use tern_core::ClusterInput;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -81,6 +82,8 @@ impl Sessions {
                     } else {
                         self.reap(&mut stale_since).await;
                     }
+                    // The cursors of connected sessions are written as often as the lease.
+                    let _ = self.inputs.send(ClusterInput::Checkpoint).await;
                 }
                 (Err(error), _) | (_, Err(error)) => debug!("lease not renewed: {error}"),
             }

@@ -199,6 +199,8 @@ pub enum ClusterInput {
         /// without, this node found out it lost the session (a write of it was refused).
         token: Option<u64>,
     },
+    /// Time to write the cursors that moved: see [`crate::Broker::cluster_checkpoint`].
+    Checkpoint,
     /// This node adopted the session of a node that died: see
     /// [`crate::Broker::session_adopted`].
     Adopted {

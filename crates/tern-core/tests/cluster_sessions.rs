@@ -555,3 +555,35 @@ fn an_offline_session_leaves_its_messages_in_the_log() {
         .deliver_from_cluster(stored_at("t", "live", 10), tb.now);
     assert_eq!(payloads(&tb.recv(&back)), ["live"]);
 }
+
+/// A checkpoint writes the record of a connected session whose cursor moved since it was last
+/// written, holding none of its packets; one that did not move is not written again.
+#[test]
+fn a_checkpoint_writes_the_cursors_that_moved() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("c", V5, Opts::new().expiry(600));
+    tb.subscribe(&client, "t", Q1);
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "3", 3), tb.now);
+    let packets = tb.recv(&client);
+    let Some(Packet::Publish(publish)) = packets.first() else {
+        panic!("{packets:?}");
+    };
+    let id = publish.packet_id.unwrap().get();
+    tb.send(&client, Packet::PubAck(ack(id, ReasonCode::Success)));
+    tb.cluster_ops();
+    tb.broker.cluster_checkpoint();
+    let saved: Vec<(Option<u64>, bool)> = tb
+        .cluster_ops()
+        .iter()
+        .filter_map(|op| match op {
+            ClusterOp::SessionSaved {
+                cursor, connection, ..
+            } => Some((*cursor, connection.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, [(Some(4), false)]);
+    tb.broker.cluster_checkpoint();
+    assert!(tb.cluster_ops().is_empty(), "nothing moved");
+}

@@ -194,7 +194,13 @@ fn an_offline_sessions_queue_is_read_back_from_the_stream_on_its_node_or_another
     let reconnect_at = Instant::now();
     let (mut moved, present) = join(n2.port, persistent("away", false, 100));
     assert!(present);
-    assert_eq!(numbers(&mut moved, 100), (100..200).collect::<Vec<_>>());
+    let got = numbers(&mut moved, 100);
+    if got != (100..200).collect::<Vec<_>>() {
+        for line in n1.log_lines().iter().chain(n2.log_lines().iter()) {
+            eprintln!("LOG {line}");
+        }
+    }
+    assert_eq!(got, (100..200).collect::<Vec<_>>());
     println!(
         "100 messages back on another node {:.0} ms after reconnecting",
         reconnect_at.elapsed().as_secs_f64() * 1000.0

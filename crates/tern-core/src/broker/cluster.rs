@@ -50,6 +50,8 @@ pub(super) struct ClusterState {
     pub(super) will_message: Option<u64>,
     /// Sessions without a connection whose QoS 1/2 messages stay in the log.
     parked: FxHashMap<SessionKey, Parked>,
+    /// The cursor last written for each session with a connection.
+    pub(super) written: FxHashMap<SessionKey, Option<u64>>,
 }
 
 /// A session without a connection whose QoS 1/2 messages stay in the log, read back from
@@ -221,6 +223,37 @@ impl Broker {
         if !left_in_log {
             self.deliver(key, delivery, feed, now);
         }
+    }
+
+    /// Writes the records of the connected sessions whose cursor moved since it was last
+    /// written, so that a node's death redelivers little of what their clients acknowledged.
+    /// Called every few seconds (the cluster layer says when); between calls, the cursor in
+    /// the record lags.
+    pub fn cluster_checkpoint(&mut self) {
+        if !self.config.cluster {
+            return;
+        }
+        let moved: Vec<SessionKey> = self
+            .cluster
+            .written
+            .iter()
+            .filter(|(key, written)| {
+                let live = self.sessions.get(key.0 as usize).and_then(Option::as_ref);
+                live.is_some_and(|session| session.connection.is_some())
+                    && self.cluster_cursor(**key) != **written
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in moved {
+            self.cluster_session_saved_quietly(key);
+        }
+        let sessions = &self.sessions;
+        self.cluster.written.retain(|key, _| {
+            sessions
+                .get(key.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|session| session.connection.is_some())
+        });
     }
 
     /// Remembers where the log stored `message`, forgetting messages no session holds any

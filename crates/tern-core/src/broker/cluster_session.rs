@@ -401,6 +401,16 @@ impl Broker {
     /// session without a connection is parked first (its messages left in the log), one with a
     /// connection takes its messages again.
     pub(super) fn cluster_session_saved(&mut self, key: SessionKey) {
+        self.record_session(key, true);
+    }
+
+    /// [`Broker::cluster_session_saved`] for a checkpoint of the cursor: the connection's
+    /// packets do not wait for it.
+    pub(super) fn cluster_session_saved_quietly(&mut self, key: SessionKey) {
+        self.record_session(key, false);
+    }
+
+    fn record_session(&mut self, key: SessionKey, hold: bool) {
         if !self.config.cluster {
             return;
         }
@@ -422,10 +432,15 @@ impl Broker {
             ..super::session_record(session)
         });
         let connection = session.connection;
+        let persistent = session.expiry_secs != 0;
         let (cursor, resume_from) = match self.parked(key) {
             Some(parked) => (parked.cursor, Some(parked.resume_from)),
             None => (self.cluster_cursor(key), None),
         };
+        if connection.is_some() && persistent {
+            self.cluster.written.insert(key, cursor);
+        }
+        let connection = connection.filter(|_| hold);
         self.cluster.ops.push_back(ClusterOp::SessionSaved {
             record,
             connection,
