@@ -173,6 +173,11 @@ pub struct Config {
     /// What a client gets when its client identifier names a session that belongs to another
     /// identity.
     pub other_identity: OtherIdentity,
+    /// Topics whose last messages are kept for mailboxes to replay (`[[history]]`).
+    pub history: Vec<crate::history::HistoryConfig>,
+    /// Queue limits of mailboxes by client identifier (`[[http.mailbox_class]]`); a mailbox
+    /// of no class has the session limits of [`Limits`].
+    pub mailbox_classes: Vec<crate::mailbox::MailboxClass>,
 }
 
 /// What happens when a client connects with the client identifier of a session that another

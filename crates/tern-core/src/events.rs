@@ -32,6 +32,8 @@ pub enum CloseReason {
     ConnectionLost,
     /// The broker is shutting down.
     ServerShutdown,
+    /// An operator closed it (or banned its client identifier).
+    AdministrativeAction,
     /// The broker reached its memory limit and this client's messages took the most of it.
     MemoryLimit,
     /// The client was cut loose as a subscriber that held its publishers back (see
@@ -81,6 +83,9 @@ pub enum DropReason {
     NotAuthorized,
     /// A mailbox's dead letters passed their limit: the oldest went.
     DeadLettersFull,
+    /// A mailbox was full (its class's limits): its oldest QoS 0 message went to make room,
+    /// or, with none, the new message was refused.
+    MailboxFull,
 }
 
 /// Something that happened in the broker, for logs and observers.
@@ -263,4 +268,6 @@ pub struct Stats {
     /// CONNECTs refused with Server busy, unchecked, after too many failed logins from their
     /// address or for their user name.
     pub logins_throttled: u64,
+    /// Messages not kept in history because their filter's `max_topics` was reached.
+    pub history_refused: u64,
 }

@@ -12,6 +12,7 @@ use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
 use crate::guard::{GuardKey, GuardRecord};
+use crate::history::Kept;
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
 use crate::types::{SharedMessage, Time};
@@ -102,6 +103,17 @@ pub enum StoreOp {
     GuardSet(GuardRecord),
     /// An edge's request guard record expired and is forgotten.
     GuardForget(GuardKey),
+    /// A message was kept in the history of its topic (`[[history]]`).
+    HistoryKeep(Kept),
+    /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
+    KvHorizon(u64),
+    /// A kept message went (past its topic's count or age).
+    HistoryForget {
+        /// Its topic.
+        topic: TopicName,
+        /// Its message id.
+        id: u64,
+    },
 }
 
 /// A session as recovered from the store.
@@ -124,6 +136,10 @@ pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
     /// The request guard's records, for the edge that wrote them (the core does not use them).
     pub guard: Vec<GuardRecord>,
+    /// The messages kept in topics' history, in any order.
+    pub history: Vec<Kept>,
+    /// The highest id of a deletion of a retained message no longer remembered (0: none).
+    pub kv_horizon: u64,
 }
 
 /// A durable home for the broker's state.
@@ -146,6 +162,8 @@ pub struct MemoryStore {
     retained: HashMap<TopicName, SharedMessage>,
     sessions: HashMap<MqttString, MemorySession>,
     guard: HashMap<GuardKey, GuardRecord>,
+    history: HashMap<(TopicName, u64), Kept>,
+    kv_horizon: u64,
 }
 
 #[derive(Debug)]
@@ -234,6 +252,14 @@ impl Store for MemoryStore {
                 StoreOp::GuardForget(key) => {
                     self.guard.remove(key);
                 }
+                StoreOp::HistoryKeep(kept) => {
+                    let key = (kept.message.topic.clone(), kept.message.id);
+                    self.history.insert(key, kept.clone());
+                }
+                StoreOp::HistoryForget { topic, id } => {
+                    self.history.remove(&(topic.clone(), *id));
+                }
+                StoreOp::KvHorizon(id) => self.kv_horizon = self.kv_horizon.max(*id),
             }
         }
         Ok(())
@@ -251,10 +277,13 @@ impl Store for MemoryStore {
             })
             .collect();
         let guard = self.guard.values().cloned().collect();
+        let history = self.history.values().cloned().collect();
         Ok(Snapshot {
             retained,
             sessions,
             guard,
+            history,
+            kv_horizon: self.kv_horizon,
         })
     }
 }

@@ -104,6 +104,9 @@ impl ApiError {
                 "mailbox_in_use",
                 "the client is connected over MQTT, where its messages go: poll once it is not",
             ),
+            RequestRefusal::Banned => {
+                Self::new(403, "banned", "an operator banned this client identifier")
+            }
             RequestRefusal::FilterInvalid(why) => {
                 Self::new(400, "filter_invalid", format!("filter {topic:?}: {why}"))
             }

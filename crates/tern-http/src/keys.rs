@@ -70,13 +70,8 @@ impl Keys {
     /// Reads the key file again if it changed; a file that does not read leaves the keys in
     /// force (logged).
     pub(crate) fn reload_if_changed(&self) {
-        let now = stamp(&self.dir);
-        let changed = self.stamp.read().map_or(true, |seen| *seen != now);
-        if !changed {
+        if !stamp_changed(&self.stamp, &self.dir.join(KEYS_FILE)) {
             return;
-        }
-        if let Ok(mut seen) = self.stamp.write() {
-            *seen = now;
         }
         match read(&self.dir) {
             Ok((ring, _)) => {
@@ -103,8 +98,25 @@ impl KeyLogins for Keys {
 }
 
 fn stamp(dir: &Path) -> Option<(SystemTime, u64)> {
-    let metadata = std::fs::metadata(dir.join(KEYS_FILE)).ok()?;
+    file_stamp(&dir.join(KEYS_FILE))
+}
+
+/// A file's modification time and length, which say when it changed.
+pub(crate) fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
+}
+
+/// Whether `path` changed since `seen`, which is then brought up to date.
+pub(crate) fn stamp_changed(seen: &RwLock<Option<(SystemTime, u64)>>, path: &Path) -> bool {
+    let now = file_stamp(path);
+    let changed = seen.read().map_or(true, |seen| *seen != now);
+    if changed {
+        if let Ok(mut seen) = seen.write() {
+            *seen = now;
+        }
+    }
+    changed
 }
 
 /// The key ring in `dir` and the master key (both absent in a directory without keys).
@@ -153,7 +165,7 @@ pub fn write(dir: &Path, ring: &KeyRing, master: &MasterKey) -> Result<(), Strin
 }
 
 /// Writes `name` in `dir` with mode 0600: a copy beside it, synced, renamed into place.
-fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(name);
     let partial = dir.join(format!("{name}.new"));

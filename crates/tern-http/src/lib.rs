@@ -10,17 +10,22 @@
 //!   waiting there; `answers`: how answers are worded.
 //! - `server`: listeners, the HTTP runtime, routes, limits and time-outs; `publish`: reading
 //!   publishes; `mailbox`, `mailbox_routes`: receiving (polls, acknowledgements,
-//!   subscriptions, dead letters); `keys`: the key file, reloaded when it changes; `openapi`:
-//!   the served document.
+//!   subscriptions, dead letters, reset); `sync`: a wake's whole exchange in one request;
+//!   `kv`: key/value over retained messages; `keys`: the key file, reloaded when it changes;
+//!   `openapi`: the served document.
 //!
 //! HTTP runs on a small runtime of its own threads: parsing, TLS and HMAC never take the broker
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
 //! effect crosses over, through a bounded channel, to the bridge task.
 
+mod admin;
+mod admin_keys;
+mod admin_ops;
 mod answers;
 mod bridge;
 pub mod error;
 pub mod keys;
+mod kv;
 mod longpoll;
 mod mailbox;
 mod mailbox_routes;
@@ -30,6 +35,8 @@ mod refusals;
 pub mod replay;
 mod server;
 pub mod signing;
+mod sync;
+pub mod tokens;
 mod verify;
 
 use std::net::SocketAddr;

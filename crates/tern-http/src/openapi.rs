@@ -1,12 +1,12 @@
 //! The OpenAPI 3.1 document of the bridge, generated from the route and type definitions
 //! (utoipa), so it cannot drift from the code; served at `GET /v1/openapi.json`.
 
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::answers::{ItemResult, Published};
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::mailbox::{MboxMessage, Polled, RequeueBody, SettleBody};
+use crate::mailbox::{MboxMessage, Polled, RequeueBody, ResetBody, SettleBody};
 use crate::publish::{BatchItem, Fields};
 
 #[derive(OpenApi)]
@@ -22,13 +22,33 @@ use crate::publish::{BatchItem, Fields};
         crate::server::time,
         crate::mailbox_routes::poll,
         crate::mailbox_routes::settle,
+        crate::mailbox_routes::reset,
         crate::mailbox_routes::subscribe,
         crate::mailbox_routes::subscription,
         crate::mailbox_routes::subscriptions,
         crate::mailbox_routes::unsubscribe,
         crate::mailbox_routes::dead_letters,
         crate::mailbox_routes::requeue,
+        crate::sync::sync,
+        crate::kv::get,
+        crate::kv::put,
+        crate::kv::delete,
         crate::server::openapi_document,
+        crate::admin::clients,
+        crate::admin::kick,
+        crate::admin::sessions,
+        crate::admin::session,
+        crate::admin::delete_session,
+        crate::admin::subscriptions,
+        crate::admin::retained,
+        crate::admin::delete_retained,
+        crate::admin::banned,
+        crate::admin::ban,
+        crate::admin::unban,
+        crate::admin_keys::list,
+        crate::admin_keys::add,
+        crate::admin_keys::rotate,
+        crate::admin_keys::revoke,
     ),
     components(schemas(
         ErrorBody,
@@ -40,7 +60,23 @@ use crate::publish::{BatchItem, Fields};
         Polled,
         MboxMessage,
         SettleBody,
-        RequeueBody
+        RequeueBody,
+        ResetBody,
+        crate::sync::SyncBody,
+        crate::sync::KvSince,
+        crate::sync::Receive,
+        crate::kv::Entry,
+        crate::mailbox::Payload,
+        crate::kv::Deleted,
+        crate::kv::Changes,
+        crate::admin_ops::SessionDetailView,
+        crate::admin_ops::SessionView,
+        crate::admin_ops::SubscriptionView,
+        crate::admin_ops::BanView,
+        crate::admin::BanBody,
+        crate::admin_keys::KeyView,
+        crate::admin_keys::NewSecret,
+        crate::admin_keys::KeyBody
     )),
     modifiers(&Signature)
 )]
@@ -60,6 +96,18 @@ impl Modify for Signature {
                 "v1=HEX(HMAC-SHA256(secret, canonical request)), with Tern-Key, Tern-Time and \
                  Tern-Nonce; see docs/http.md",
             ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An operator token (tot1.ID.SECRET) from `tern token add`; its scopes \
+                         are read, write, keys, events and metrics",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

@@ -21,14 +21,16 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tower::ServiceExt;
 use tracing::debug;
 
+use crate::admin_ops::OperatorEnvelope;
 use crate::bridge::{self, Envelope, Op};
 use crate::error::ApiError;
 use crate::keys::Keys;
 use crate::refusals::Refusals;
 use crate::replay::{Answer, ReplayLimits};
 use crate::signing::{self, RequestParts};
+use crate::tokens::Tokens;
 use crate::verify::{self, Verified};
-use crate::{mailbox_routes, publish, HttpConfig, HttpError};
+use crate::{admin, mailbox_routes, publish, HttpConfig, HttpError};
 
 /// Requests waiting for the broker thread, at most; HTTP tasks wait for room beyond it.
 const BRIDGE_QUEUE_MAX: usize = 1024;
@@ -42,11 +44,17 @@ pub(crate) struct Shared {
     bridge: mpsc::Sender<Envelope>,
     pub(crate) config: HttpConfig,
     refusals: Refusals,
+    /// Operator tokens (`tokens.rs`).
+    pub(crate) tokens: Tokens,
+    /// Operator requests on their way to the broker thread.
+    pub(crate) operator: mpsc::Sender<OperatorEnvelope>,
+    /// Held while a file of the data directory (keys, bans) is read, changed and written.
+    pub(crate) file_edits: tokio::sync::Mutex<()>,
 }
 
 /// The peer address of a request's connection.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(SocketAddr);
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// The running bridge's HTTP side: its threads and bound listeners.
 #[derive(Debug)]
@@ -84,7 +92,10 @@ impl HttpBridge {
             .enable_all()
             .build()
             .map_err(HttpError::Runtime)?;
+        let tokens = Tokens::load(&config.data_dir).map_err(HttpError::Keys)?;
         let (sender, receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let (operator, operator_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let bans = admin::kept_bans(&config.data_dir);
         let limits = ReplayLimits {
             window_secs: config.window.as_secs(),
             idempotency_secs: config.idempotency.as_secs(),
@@ -95,6 +106,9 @@ impl HttpBridge {
             bridge: sender,
             config: config.clone(),
             refusals: Refusals::new(),
+            tokens,
+            operator,
+            file_edits: tokio::sync::Mutex::new(()),
         });
         let router = router(Arc::clone(&shared));
         let connections = Arc::new(Semaphore::new(config.connections_max.max(1)));
@@ -131,11 +145,18 @@ impl HttpBridge {
             loop {
                 poll.tick().await;
                 watched.keys.reload_if_changed();
+                watched.tokens.reload_if_changed();
             }
         });
         let mailboxes = config.mailboxes;
         let edge: tern_net::EdgeTask = Box::new(move |handle| {
-            Box::pin(bridge::run(handle, receiver, limits, restored, mailboxes))
+            let channels = bridge::Channels {
+                requests: receiver,
+                operator: operator_receiver,
+            };
+            Box::pin(bridge::run(
+                handle, channels, limits, restored, mailboxes, bans,
+            ))
         });
         let bridge = Self {
             runtime: Some(runtime),
@@ -176,6 +197,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/pub/{*topic}", post(publish_one))
         .route("/v1/mbox", get(mailbox_routes::poll))
         .route("/v1/mbox/ack", post(mailbox_routes::settle))
+        .route("/v1/mbox/reset", post(mailbox_routes::reset))
         .route("/v1/mbox/dead", get(mailbox_routes::dead_letters))
         .route("/v1/mbox/dead/requeue", post(mailbox_routes::requeue))
         .route("/v1/mbox/subs", get(mailbox_routes::subscriptions))
@@ -185,7 +207,15 @@ fn router(shared: Arc<Shared>) -> Router {
                 .get(mailbox_routes::subscription)
                 .delete(mailbox_routes::unsubscribe),
         )
+        .route("/v1/sync", post(crate::sync::sync))
+        .route(
+            "/v1/kv/{*key}",
+            get(crate::kv::get)
+                .put(crate::kv::put)
+                .delete(crate::kv::delete),
+        )
         .route("/v1/openapi.json", get(openapi_document))
+        .merge(admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
@@ -265,6 +295,12 @@ struct Signer<'a> {
     bound_to: String,
 }
 
+/// A response with a JSON body, not signed (the operator API's: its tokens are bearer
+/// credentials over a channel the operator chose, HTTPS where it matters).
+pub(crate) fn unsigned(status: u16, body: Bytes) -> Response<Body> {
+    respond(status, body, None, false)
+}
+
 /// A response with a JSON body, signed when the request verified.
 fn respond(
     status: u16,
@@ -293,8 +329,18 @@ fn respond(
 }
 
 impl Shared {
+    /// The keys in force.
+    pub(crate) fn key_ring(&self) -> Arc<tern_auth::KeyRing> {
+        self.keys.ring()
+    }
+
+    /// Reads the key file again now (after an edit through the operator API).
+    pub(crate) fn reload_keys(&self) {
+        self.keys.reload_if_changed();
+    }
+
     /// Counts and logs a refusal, and words it.
-    fn refuse(&self, error: &ApiError, request: &RequestLine, key: Option<&str>) {
+    pub(crate) fn refuse(&self, error: &ApiError, request: &RequestLine, key: Option<&str>) {
         self.refusals.refused(error.code, || {
             let key = key.map(|k| format!(" key {k}")).unwrap_or_default();
             format!(
@@ -306,10 +352,10 @@ impl Shared {
 }
 
 /// What the log says of a request.
-struct RequestLine {
-    method: String,
-    path: String,
-    peer: SocketAddr,
+pub(crate) struct RequestLine {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) peer: SocketAddr,
 }
 
 /// A signed request's way through: size and time limits, the signature, reading it into an
@@ -366,13 +412,7 @@ pub(crate) async fn signed(
     match answer {
         Ok(answer) => {
             if answer.status >= 400 {
-                let body =
-                    serde_json::from_slice::<serde_json::Value>(&answer.body).unwrap_or_default();
-                let text =
-                    |field: &str| body["error"][field].as_str().unwrap_or_default().to_owned();
-                let error =
-                    ApiError::new(answer.status, refused_code(&text("code")), text("message"));
-                shared.refuse(&error, &line, Some(&key));
+                shared.refuse(&error_of(&answer), &line, Some(&key));
             }
             respond(answer.status, answer.body, Some(&signer), answer.replayed)
         }
@@ -383,9 +423,31 @@ pub(crate) async fn signed(
     }
 }
 
+/// The error a refusal the broker thread worded says, for the log and the counts.
+pub(crate) fn error_of(answer: &Answer) -> ApiError {
+    let body = serde_json::from_slice::<serde_json::Value>(&answer.body).unwrap_or_default();
+    let text = |field: &str| body["error"][field].as_str().unwrap_or_default().to_owned();
+    ApiError::new(answer.status, refused_code(&text("code")), text("message"))
+}
+
+/// Reads a JSON body within the size and time limits.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    request: Request,
+) -> Result<T, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(&shared.config, &parts.headers, body).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body: {e}")))
+}
+
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 17] = [
+    const CODES: [&str; 24] = [
+        "banned",
+        "no_session",
+        "no_retained",
+        "not_banned",
+        "unavailable",
         "acl_denied",
         "access_denied",
         "topic_invalid",
@@ -403,6 +465,8 @@ fn refused_code(code: &str) -> &'static str {
         "filter_invalid",
         "not_subscribed",
         "poll_superseded",
+        "precondition_failed",
+        "not_found",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }
@@ -417,6 +481,7 @@ async fn to_bridge(shared: &Shared, verified: Verified, op: Op) -> Result<Answer
         time: verified.time,
         credential: verified.credential,
         op,
+        first: None,
     };
     let gone = || ApiError::unavailable("the broker is shutting down");
     shared

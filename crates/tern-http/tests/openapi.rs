@@ -20,22 +20,51 @@ fn the_document_lists_every_route() {
     assert_eq!(
         routes,
         [
+            "DELETE /v1/admin/banned/{client_id}",
+            "DELETE /v1/admin/clients/{client_id}",
+            "DELETE /v1/admin/keys/{id}",
+            "DELETE /v1/admin/retained/{topic}",
+            "DELETE /v1/admin/sessions/{client_id}",
+            "DELETE /v1/kv/{key}",
             "DELETE /v1/mbox/subs/{filter}",
+            "GET /v1/admin/banned",
+            "GET /v1/admin/clients",
+            "GET /v1/admin/keys",
+            "GET /v1/admin/retained/{filter}",
+            "GET /v1/admin/sessions",
+            "GET /v1/admin/sessions/{client_id}",
+            "GET /v1/admin/subscriptions",
+            "GET /v1/kv/{key}",
             "GET /v1/mbox",
             "GET /v1/mbox/dead",
             "GET /v1/mbox/subs",
             "GET /v1/mbox/subs/{filter}",
             "GET /v1/openapi.json",
             "GET /v1/time",
+            "POST /v1/admin/banned",
+            "POST /v1/admin/keys",
+            "POST /v1/admin/keys/{id}/rotate",
             "POST /v1/mbox/ack",
             "POST /v1/mbox/dead/requeue",
+            "POST /v1/mbox/reset",
             "POST /v1/pub",
             "POST /v1/pub/{topic}",
+            "POST /v1/sync",
+            "PUT /v1/kv/{key}",
             "PUT /v1/mbox/subs/{filter}",
         ]
     );
     assert!(document["components"]["securitySchemes"]["tern_signature"].is_object());
-    for schema in ["ErrorBody", "Polled", "MboxMessage", "SettleBody"] {
+    assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    for schema in [
+        "ErrorBody",
+        "Polled",
+        "MboxMessage",
+        "SettleBody",
+        "ResetBody",
+        "SyncBody",
+        "Changes",
+    ] {
         assert!(
             document["components"]["schemas"][schema].is_object(),
             "{schema}"

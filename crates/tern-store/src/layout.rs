@@ -30,7 +30,8 @@ const MANIFEST: &str = "manifest";
 const LOST_AND_FOUND: &str = "lost+found";
 /// Files the broker keeps in the data directory beside the store: the secret SCRAM salts of
 /// unknown users are made from (docs/design/auth.md), the HTTP bridge's keys and the master key
-/// that seals them (docs/http.md), and their copies being written. They are not the store's,
+/// that seals them, its operator tokens and bans (docs/http.md), and their copies being
+/// written. They are not the store's,
 /// and not a sign of a directory that belongs to something else.
 pub const BESIDE_THE_STORE: &[&str] = &[
     "auth.key",
@@ -39,6 +40,10 @@ pub const BESIDE_THE_STORE: &[&str] = &[
     "http.key.new",
     "http-keys.json",
     "http-keys.json.new",
+    "http-tokens.json",
+    "http-tokens.json.new",
+    "http-bans.json",
+    "http-bans.json.new",
 ];
 
 /// What the directory holds.

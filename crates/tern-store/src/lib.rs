@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - this file: opening, applying batches, loading a snapshot.
-//! - [`record`]: the byte layout of each record; `guard`: of the request guard's records.
+//! - [`record`]: the byte layout of each record; `guard`: of the request guard's records;
+//!   `history`: of kept messages.
 //! - `layout`: the data directory's pieces, checked before the engine opens them; `journal`
 //!   reads the engine's journals for damage; `commit`: the marker of the last batch committed;
 //!   `meta`: the format version and commit counter; `salvage`: refusing, or repairing and
@@ -16,6 +17,7 @@
 
 mod commit;
 mod guard;
+mod history;
 mod journal;
 mod layout;
 mod meta;
@@ -43,33 +45,38 @@ use salvage::Salvage;
 pub use tern_core::record::WallClock;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
-/// keep the next sequence number.
+/// keep the next sequence number; stores before version 5 have no `history` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
 /// Key of the number of the last batch committed, in the `meta` partition (see [`commit`]).
 const COMMIT_KEY: &[u8] = b"commit";
+/// Key of the highest id of a retained message's deletion no longer remembered (format 5).
+const KV_HORIZON_KEY: &[u8] = b"kv_horizon";
 /// The partition of the format version and the commit counter.
 const META_PARTITION: &str = "meta";
 /// The partition of the request guard's records (format version 3).
 const GUARD_PARTITION: &str = "guard";
+/// The partition of kept messages (format version 5).
+const HISTORY_PARTITION: &str = "history";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 7] = [
+const PARTITIONS: [&str; 8] = [
     "retained",
     "sessions",
     "deliveries",
     "stages",
     "incoming",
     GUARD_PARTITION,
+    HISTORY_PARTITION,
     META_PARTITION,
 ];
-/// Partitions a store of an older format does not have: their absence is damage only in a
-/// store of this format (see `layout`).
-const PARTITIONS_SINCE_VERSION_3: [&str; 1] = [GUARD_PARTITION];
+/// Partitions a store of an older format does not have (`guard` since version 3, `history`
+/// since 5): their absence is damage only in a store of this format (see `layout`).
+const PARTITIONS_NEWER: [&str; 2] = [GUARD_PARTITION, HISTORY_PARTITION];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
 /// Journal size past which fjall flushes memtables and drops old journals: bounds the disk
@@ -179,6 +186,7 @@ pub struct DiskStore {
     stages: PartitionHandle,
     incoming: PartitionHandle,
     guard: PartitionHandle,
+    history: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
@@ -241,7 +249,7 @@ impl DiskStore {
             source,
         };
         let mut salvage = Salvage::new(path, recover);
-        let found = layout::inspect(path, &PARTITIONS, &PARTITIONS_SINCE_VERSION_3, &mut salvage)?;
+        let found = layout::inspect(path, &PARTITIONS, &PARTITIONS_NEWER, &mut salvage)?;
         let keyspace = fjall::Config::new(path)
             .manual_journal_persist(true)
             .max_journaling_size(JOURNAL_MAX_BYTES)
@@ -253,14 +261,16 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, meta] = PARTITIONS.map(open);
-        let (retained, sessions, deliveries, stages, incoming, guard, meta) = (
+        let [retained, sessions, deliveries, stages, incoming, guard, history, meta] =
+            PARTITIONS.map(open);
+        let (retained, sessions, deliveries, stages, incoming, guard, history, meta) = (
             retained?,
             sessions?,
             deliveries?,
             stages?,
             incoming?,
             guard?,
+            history?,
             meta?,
         );
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
@@ -272,6 +282,7 @@ impl DiskStore {
             &stages,
             &incoming,
             &guard,
+            &history,
         ]
         .into_iter()
         .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
@@ -308,6 +319,7 @@ impl DiskStore {
             stages,
             incoming,
             guard,
+            history,
             staged,
             committed,
             marker,
@@ -324,7 +336,8 @@ impl DiskStore {
     /// this format's layout. From version 1 they gain an owner, unknown (the first identity to
     /// resume such a session claims it); before version 4 they gain the next sequence number
     /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
-    /// partition was missing, and is made empty at open. One batch, synced, then the version
+    /// partition was missing, and before version 5 the `history` one: each is made empty at
+    /// open. One batch, synced, then the version
     /// is raised; a crash half-way leaves the old version and the conversion runs again. When
     /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
@@ -332,7 +345,8 @@ impl DiskStore {
         let mut converted = 0_u64;
         let layout = match version {
             FORMAT_VERSION_OLDEST => record::SessionLayout::WithoutOwner,
-            _ => record::SessionLayout::WithOwner,
+            2 | 3 => record::SessionLayout::WithOwner,
+            _ => record::SessionLayout::Current,
         };
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
@@ -567,6 +581,19 @@ impl Store for DiskStore {
                     let key = guard::key(key).map_err(self.record("guard"))?;
                     batch.remove(&self.guard, key);
                 }
+                StoreOp::HistoryKeep(kept) => {
+                    let key = history::key(&kept.message.topic, kept.message.id);
+                    let value = history::encode(self.clock, kept);
+                    let record = |e| self.corrupt("history", format!("{e}"));
+                    batch.insert(&self.history, key.map_err(record)?, value.map_err(record)?);
+                }
+                StoreOp::KvHorizon(id) => {
+                    batch.insert(&self.meta, KV_HORIZON_KEY, id.to_be_bytes());
+                }
+                StoreOp::HistoryForget { topic, id } => {
+                    let key = history::key(topic, *id).map_err(self.record("history"))?;
+                    batch.remove(&self.history, key);
+                }
             }
         }
         self.write_deliveries(&mut batch, &mut deliveries)?;
@@ -690,6 +717,19 @@ impl Store for DiskStore {
             match guard::decode(&key, &value).map_err(self.record("guard")) {
                 Ok(record) => snapshot.guard.push(record),
                 Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.guard, key, e)?,
+            }
+            progress.tick();
+        }
+        if let Some(value) = self.meta.get(KV_HORIZON_KEY).map_err(|e| self.engine(e))? {
+            let horizon = <[u8; 8]>::try_from(&value[..])
+                .map_err(|_| self.corrupt("meta", "kv_horizon is not 8 bytes"))?;
+            snapshot.kv_horizon = u64::from_be_bytes(horizon);
+        }
+        for item in self.history.iter() {
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            match history::decode(self.clock, &key, &value).map_err(self.record("history")) {
+                Ok(kept) => snapshot.history.push(kept),
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.history, key, e)?,
             }
             progress.tick();
         }

@@ -11,6 +11,7 @@ mod http_config;
 mod key;
 mod passwd;
 mod process;
+mod token;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -67,6 +68,8 @@ enum Command {
     Bench(tern_bench::BenchArgs),
     /// Manage the HTTP bridge's keys in a data directory (the broker may be running).
     Key(key::KeyArgs),
+    /// Manage the operator tokens of the HTTP operator API (`/v1/admin`, `/v1/events`).
+    Token(token::TokenArgs),
     /// HTTP bridge tools: `sign` prints a request's signing headers.
     Http(key::HttpArgs),
 }
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Req(args) => cli::request::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Key(args) => key::run_key(args),
+        Command::Token(args) => token::run_token(args),
         Command::Http(args) => key::run_http(args),
     };
     match result {
@@ -147,6 +151,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         trees: file.trees.to_core(),
         other_identity: file.sessions.to_core(),
         cluster: false,
+        history: http_config::history(&file.history)?,
+        mailbox_classes: file.http.mailbox_classes(),
     };
     let base = args
         .config
@@ -302,7 +308,8 @@ fn open_store(
         "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, loaded in {:.2} s",
         dir.display(),
         snapshot.sessions.len(),
-        snapshot.retained.len(),
+        // Records without a payload are deletions kept for key/value listings.
+        snapshot.retained.iter().filter(|m| !m.payload.is_empty()).count(),
         started.elapsed().as_secs_f64()
     );
     Ok((store, snapshot, epoch))

@@ -118,6 +118,11 @@ impl Broker {
         identity: &Identity,
         now: Time,
     ) -> bool {
+        if self.is_banned(client_id.as_str(), now) {
+            self.stats.auth_failures += 1;
+            self.refuse_connect(id, connect.protocol_version, ReasonCode::Banned, now);
+            return false;
+        }
         let Some(connection) = self.connections.get(&id) else {
             return false;
         };

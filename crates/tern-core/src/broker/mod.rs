@@ -6,13 +6,17 @@
 //! rule is testable by calling these methods directly.
 
 mod access;
+pub mod admin;
 mod auth;
 mod cluster;
 mod cluster_session;
 mod connect;
 mod flow;
+pub mod history;
+pub mod kv;
 mod lifecycle;
 pub mod mailbox;
+mod mailbox_queue;
 pub mod memory;
 mod publish;
 pub mod request;
@@ -118,6 +122,12 @@ pub struct Broker {
     cluster: cluster::ClusterState,
     /// Watched mailboxes that had a delivery queued (see `mailbox.rs`).
     ready_mailboxes: Vec<MqttString>,
+    /// The last messages of the topics `[[history]]` names (see `history.rs`).
+    history: crate::history::History,
+    /// Deletions of retained messages, for key/value listings (see `kv.rs`).
+    tombstones: kv::Tombstones,
+    /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
+    bans: admin::Bans,
 }
 
 impl Broker {
@@ -128,6 +138,8 @@ impl Broker {
             config.limits.login_failures_per_user_max,
         );
         Self {
+            history: crate::history::History::new(config.history.clone()),
+            tombstones: kv::Tombstones::default(),
             config,
             connections: FxHashMap::default(),
             sessions: Vec::new(),
@@ -159,6 +171,7 @@ impl Broker {
             feed_scratch: Vec::new(),
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
+            bans: admin::Bans::default(),
         }
     }
 
@@ -692,24 +705,15 @@ impl Broker {
     /// (the broker stopped without the client's DISCONNECT) and its expiry starts again.
     pub fn restore(config: Config, now: Time, snapshot: Snapshot) -> Self {
         let mut broker = Self::new(config, now);
-        let mut last_message_id = 0;
-        for message in snapshot.retained {
-            last_message_id = last_message_id.max(message.id);
-            if message.is_expired(now) {
-                // Expired while the broker was down: purge it from the store too.
-                broker.persist(StoreOp::RetainedClear(message.topic.clone()));
-                continue;
-            }
-            // What the store held is kept even past lowered limits: dropping it here would lose
-            // messages that were accepted; new ones are refused until it is under them again.
-            broker.retained.set(message);
-        }
+        let mut last_message_id =
+            broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);
             }
             broker.restore_session(stored, now);
         }
+        last_message_id = last_message_id.max(broker.restore_history(snapshot.history, now));
         // Message identities stay unique across the restart (retained expiry relies on them).
         broker.next_message_id = last_message_id + 1;
         // Wills and sessions whose time came while the broker was down go now.

@@ -29,6 +29,8 @@ pub struct RequestClient {
     permissions: Option<Box<dyn Permissions>>,
     /// What the credential itself is limited to (a key's grants), on top of the permissions.
     restriction: Option<Box<dyn Permissions>>,
+    /// Whether an operator banned its client identifier (every request is refused).
+    banned: bool,
 }
 
 impl RequestClient {
@@ -75,6 +77,8 @@ pub enum RequestRefusal {
     NoMailbox,
     /// The client identifier's session is connected over MQTT: it is read there.
     MailboxInUse,
+    /// An operator banned the client identifier.
+    Banned,
     /// Not a topic filter a mailbox may subscribe with; the detail says why.
     FilterInvalid(&'static str),
 }
@@ -84,6 +88,7 @@ impl RequestRefusal {
     pub fn reason_code(self) -> ReasonCode {
         match self {
             Self::NotAuthorized | Self::SessionOfAnotherIdentity => ReasonCode::NotAuthorized,
+            Self::Banned => ReasonCode::Banned,
             Self::TopicInvalid(_) => ReasonCode::TopicNameInvalid,
             Self::QosNotSupported => ReasonCode::QosNotSupported,
             Self::RetainNotSupported => ReasonCode::RetainNotSupported,
@@ -117,7 +122,11 @@ impl Broker {
             profile: 0,
         };
         let permissions = self.authorizer.permissions(&principal);
+        // Bans that ended are forgotten at each CONNECT and by `Broker::bans`, which the edge
+        // calls with the time before its requests.
+        let banned = self.bans.holds(client_id.as_str());
         RequestClient {
+            banned,
             edge,
             client_id,
             identity,
@@ -201,6 +210,9 @@ impl Broker {
         &self,
         client: &RequestClient,
     ) -> Result<Option<SessionKey>, RequestRefusal> {
+        if client.banned {
+            return Err(RequestRefusal::Banned);
+        }
         let Some(&key) = self.session_ids.get(&client.client_id) else {
             return Ok(None);
         };
