@@ -49,6 +49,12 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_keys::add,
         crate::admin_keys::rotate,
         crate::admin_keys::revoke,
+        crate::events::events,
+        crate::metrics::metrics,
+        crate::access::list,
+        crate::access::approve,
+        crate::access::reject,
+        crate::access::forget,
     ),
     components(schemas(
         ErrorBody,

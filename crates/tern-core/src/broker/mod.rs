@@ -24,6 +24,7 @@ pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;
 pub mod sys;
+pub mod tap;
 mod tree_view;
 mod verify;
 
@@ -128,6 +129,8 @@ pub struct Broker {
     tombstones: kv::Tombstones,
     /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
     bans: admin::Bans,
+    /// What an observer edge watches, and what waits for it (see `tap.rs`).
+    tap: tap::Tap,
 }
 
 impl Broker {
@@ -172,6 +175,7 @@ impl Broker {
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
             bans: admin::Bans::default(),
+            tap: tap::Tap::default(),
         }
     }
 
@@ -329,7 +333,7 @@ impl Broker {
         };
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
-            self.stats.publish_sent += 1;
+            self.stats.sent(publish.qos);
             // A sign of progress for flow control's stall check.
             connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {
@@ -369,11 +373,6 @@ impl Broker {
     /// durable.
     pub fn poll_store_op(&mut self) -> Option<StoreOp> {
         self.store_ops.pop_front()
-    }
-
-    /// The next event for logs and observers.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
     }
 
     /// The protocol level `id` speaks, for encoding its packets.
