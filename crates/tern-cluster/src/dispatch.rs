@@ -52,10 +52,17 @@ pub(crate) enum Command {
     },
     /// The stream stored the claim's notice at `seq`: its backlog is what was stored after.
     Boundary { claim: u64, seq: u64 },
-    /// The claim is settled.
+    /// What the stream held for the claim's session from its cursor `from` on: its backlog is
+    /// that, and what was stored after.
+    Replayed {
+        claim: u64,
+        from: u64,
+        messages: Vec<(u64, RemoteMessage)>,
+    },
+    /// The claim (of a CONNECT on `connection`, or an adoption) is settled.
     Settle {
         claim: u64,
-        connection: ConnectionId,
+        connection: Option<ConnectionId>,
         outcome: Settlement,
     },
 }
@@ -64,6 +71,8 @@ pub(crate) enum Command {
 pub(crate) enum Settlement {
     /// Owned, with what was handed over.
     Owned(Option<Box<StoredSession>>),
+    /// Adopted from a node that died.
+    Adopted(Box<StoredSession>),
     /// Not claimed.
     Unavailable,
 }
@@ -100,6 +109,16 @@ struct OpenClaim {
 }
 
 impl OpenClaim {
+    /// The backlog: what was stored after the boundary, once each, in the stream's order.
+    fn backlog(&mut self) -> Vec<RemoteMessage> {
+        let boundary = self.boundary.unwrap_or(0);
+        let mut backlog = std::mem::take(&mut self.backlog);
+        backlog.retain(|(seq, _)| *seq > boundary);
+        backlog.sort_by_key(|(seq, _)| *seq);
+        backlog.dedup_by_key(|(seq, _)| *seq);
+        backlog.into_iter().map(|(_, message)| message).collect()
+    }
+
     fn offer(&mut self, seq: u64, subject: &str, message: &RemoteMessage) {
         let theirs = self.frozen_at.is_some_and(|at| seq > at);
         let handed_over = self.boundary.is_some_and(|at| seq <= at);
@@ -260,11 +279,28 @@ impl Dispatcher {
                     open.boundary = Some(seq);
                 }
             }
+            Command::Replayed {
+                claim,
+                from,
+                messages,
+            } => {
+                if let Some(open) = self.claims.get_mut(&claim) {
+                    open.boundary = Some(from.saturating_sub(1));
+                    open.backlog.extend(messages);
+                }
+            }
             Command::Settle {
                 claim,
                 connection,
                 outcome,
-            } => self.settle(claim, connection, outcome).await?,
+            } => {
+                // What the connection has delivered so far is taken in first: a message the
+                // claim read from the stream may be among it, and is then kept once.
+                for received in merge.round(None).await {
+                    self.received(received).await?;
+                }
+                self.settle(claim, connection, outcome).await?;
+            }
         }
         Ok(())
     }
@@ -274,42 +310,33 @@ impl Dispatcher {
     async fn settle(
         &mut self,
         claim: u64,
-        connection: ConnectionId,
+        connection: Option<ConnectionId>,
         outcome: Settlement,
     ) -> Result<(), ()> {
         self.flush().await?;
-        let open = self.claims.remove(&claim);
-        let outcome = match outcome {
-            Settlement::Unavailable => ClaimOutcome::Unavailable,
-            Settlement::Owned(handed_over) => {
-                let boundary = open.as_ref().and_then(|o| o.boundary).unwrap_or(0);
-                debug!(
-                    "claim {claim} settled: boundary {boundary}, kept {:?}",
-                    open.as_ref().map(|o| o
-                        .backlog
-                        .iter()
-                        .map(|(seq, _)| *seq)
-                        .collect::<Vec<_>>())
-                );
-                let backlog = open
-                    .as_ref()
-                    .map(|o| o.backlog.iter())
-                    .into_iter()
-                    .flatten()
-                    .filter(|(seq, _)| *seq > boundary)
-                    .map(|(_, message)| message.clone())
-                    .collect();
-                ClaimOutcome::Owned {
-                    handed_over,
-                    backlog,
-                }
+        let mut open = self.claims.remove(&claim);
+        let backlog = open.as_mut().map(OpenClaim::backlog).unwrap_or_default();
+        debug!("claim {claim} settled with a backlog of {}", backlog.len());
+        let settled = match (outcome, connection) {
+            (Settlement::Adopted(session), _) => Some(ClusterInput::Adopted { session, backlog }),
+            (Settlement::Unavailable, Some(connection)) => Some(ClusterInput::ClaimSettled {
+                connection,
+                outcome: ClaimOutcome::Unavailable,
+            }),
+            (Settlement::Owned(handed_over), Some(connection)) => {
+                Some(ClusterInput::ClaimSettled {
+                    connection,
+                    outcome: ClaimOutcome::Owned {
+                        handed_over,
+                        backlog,
+                    },
+                })
             }
+            (_, None) => None,
         };
-        let settled = ClusterInput::ClaimSettled {
-            connection,
-            outcome,
-        };
-        self.inputs.send(settled).await.map_err(|_| ())?;
+        if let Some(settled) = settled {
+            self.inputs.send(settled).await.map_err(|_| ())?;
+        }
         for notice in open.map(|o| o.notices).unwrap_or_default() {
             self.take_over(notice).await?;
         }
@@ -337,7 +364,7 @@ impl Dispatcher {
             return self.notice(notice, seq.unwrap_or(u64::MAX)).await;
         }
         let subject = message.subject.clone();
-        let Some(remote) = open_envelope(message, &mut self.recent, self.boot, &self.counters)
+        let Some(remote) = open_envelope(message, seq, &mut self.recent, self.boot, &self.counters)
         else {
             return Ok(());
         };
@@ -410,6 +437,7 @@ impl Dispatcher {
 /// The message a NATS message carries, unless it is a copy already routed.
 fn open_envelope(
     message: async_nats::Message,
+    seq: Option<u64>,
     recent: &mut Recent,
     boot: u64,
     counters: &Counters,
@@ -432,7 +460,12 @@ fn open_envelope(
     if !recent.first_copy(envelope.origin, envelope.counter) {
         return None;
     }
-    Some(RemoteMessage {
+    Some(remote_message(envelope, seq))
+}
+
+/// The message `envelope` carries, stored in the stream at `seq` (QoS 1/2).
+pub(crate) fn remote_message(envelope: Envelope, seq: Option<u64>) -> RemoteMessage {
+    RemoteMessage {
         topic: envelope.topic,
         payload: envelope.payload,
         qos: envelope.qos,
@@ -442,7 +475,8 @@ fn open_envelope(
             .expires_at_wall
             .map(|at| at.saturating_sub(wall_millis())),
         publisher: envelope.publisher,
-    })
+        seq: seq.filter(|_| envelope.qos != QoS::AtMostOnce),
+    }
 }
 
 #[cfg(test)]

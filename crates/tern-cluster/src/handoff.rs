@@ -7,11 +7,11 @@
 //! relative to the moment they cross (the core's convention for sessions between nodes),
 //! written where the store writes wall-clock time.
 //!
-//! - entry: `[version u8][node len u8][node][boot u64][client id len u16][client id]
-//!   [has session u8]` then, with one, a session record.
+//! - entry: `[version u8][node len u8][node][boot u64][epoch u64][cursor u64][resume from u64]
+//!   [client id len u16][client id][has session u8]` then, with one, a session record.
 //! - notice: `[version u8][clean start u8][claim u64][client id len u16][client id]
 //!   [claimant len u8][claimant][reply len u16][reply subject]`.
-//! - handed over: `[version u8][has session u8]` then, with one, `[record len u32][record]
+//! - handed over: `[version u8][resume from u64][has session u8]` then, with one, `[record len u32][record]
 //!   [deliveries u32]` each `[seq u64][len u32][delivery]`, then `[incoming u32]` each
 //!   `[packet id u16]`; sent in chunks of `[claim u64][index u32][count u32][bytes]`.
 
@@ -24,7 +24,7 @@ use tern_core::record::{
 use tern_core::store::{SessionRecord, StoredSession};
 
 /// The format version this code writes and reads.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Times are relative: written as if the epoch were now.
 const RELATIVE: WallClock = WallClock { epoch_unix_ms: 0 };
@@ -53,6 +53,16 @@ pub struct SessionEntry {
     pub node: String,
     /// That node's boot identity when it wrote the entry.
     pub boot: u64,
+    /// The connection the session's will belongs to, as the cluster numbers them (the
+    /// revision the claim of that connection replaced): the will's identity in the log, the
+    /// same on every node that may publish it.
+    pub epoch: u64,
+    /// The session's cursor into the message stream (0: none yet): every QoS 1/2 message
+    /// stored before it that the session's subscriptions match was delivered and acknowledged.
+    pub cursor: u64,
+    /// For a session without a connection, the place in the stream from which its node keeps
+    /// none of its messages (0: it has a connection, and its node keeps them all).
+    pub resume_from: u64,
     /// The client identifier (keys of long identifiers are hashed: this tells them apart).
     pub client_id: MqttString,
     /// What the session is, as its holder last wrote it (none right after a first claim).
@@ -146,6 +156,9 @@ impl SessionEntry {
         buf.put_u8(VERSION);
         put_short(&mut buf, &self.node);
         buf.put_u64(self.boot);
+        buf.put_u64(self.epoch);
+        buf.put_u64(self.cursor);
+        buf.put_u64(self.resume_from);
         put_client_id(&mut buf, &self.client_id);
         match &self.session {
             None => buf.put_u8(0),
@@ -164,6 +177,9 @@ impl SessionEntry {
         let len = usize::from(r.u8()?);
         let node = r.string(len)?;
         let boot = r.u64()?;
+        let epoch = r.u64()?;
+        let cursor = r.u64()?;
+        let resume_from = r.u64()?;
         let client_id = r.client_id()?;
         let session = match r.u8()? {
             0 => {
@@ -179,6 +195,9 @@ impl SessionEntry {
         Ok(Self {
             node,
             boot,
+            epoch,
+            cursor,
+            resume_from,
             client_id,
             session,
         })
@@ -222,10 +241,15 @@ impl Notice {
     }
 }
 
-/// What a node hands over of a session: the session, or that it had none to give.
-pub fn encode_handed_over(session: Option<&StoredSession>) -> Result<Bytes, HandoffError> {
+/// What a node hands over of a session: the session, or that it had none to give, and where
+/// in the stream it kept no more of its messages (0: it kept them all).
+pub fn encode_handed_over(
+    session: Option<&StoredSession>,
+    resume_from: u64,
+) -> Result<Bytes, HandoffError> {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_u8(VERSION);
+    buf.put_u64(resume_from);
     let Some(session) = session else {
         buf.put_u8(0);
         return Ok(buf.freeze());
@@ -252,16 +276,18 @@ fn len_u32(len: usize) -> Result<u32, HandoffError> {
     u32::try_from(len).map_err(|_| HandoffError::Layout("longer than 4 GiB"))
 }
 
-/// The session of `client_id` back from [`encode_handed_over`] (`None`: the holder had none).
+/// The session of `client_id` back from [`encode_handed_over`] (`None`: the holder had none),
+/// and where the holder kept no more of its messages.
 pub fn decode_handed_over(
     client_id: &MqttString,
     bytes: Bytes,
-) -> Result<Option<StoredSession>, HandoffError> {
+) -> Result<(Option<StoredSession>, u64), HandoffError> {
     let mut r = Reader(bytes);
     r.version()?;
+    let resume_from = r.u64()?;
     if r.u8()? == 0 {
         r.finish()?;
-        return Ok(None);
+        return Ok((None, resume_from));
     }
     let len = r.u32()? as usize;
     let record = r.take(len)?;
@@ -279,11 +305,12 @@ pub fn decode_handed_over(
         incoming_qos2.push(r.u16()?);
     }
     r.finish()?;
-    Ok(Some(StoredSession {
+    let session = StoredSession {
         record,
         deliveries,
         incoming_qos2,
-    }))
+    };
+    Ok((Some(session), resume_from))
 }
 
 /// `bytes` in chunks of at most `max` bytes each (header included) for claim `claim`.
@@ -383,11 +410,18 @@ mod tests {
             let entry = SessionEntry {
                 node: "n-1".to_owned(),
                 boot: 0xfeed,
+                epoch: 31,
+                cursor: 1_000_000,
+                resume_from: 1_000_042,
                 client_id: mstr("dev/1"),
                 session,
             };
             let back = SessionEntry::decode(entry.encode().unwrap()).unwrap();
             assert_eq!((back.node.as_str(), back.boot), ("n-1", 0xfeed));
+            assert_eq!(
+                (back.epoch, back.cursor, back.resume_from),
+                (31, 1_000_000, 1_000_042)
+            );
             assert_eq!(back.client_id, entry.client_id);
             let filters = |e: &SessionEntry| {
                 e.session
@@ -396,7 +430,7 @@ mod tests {
             };
             assert_eq!(filters(&back), filters(&entry));
         }
-        assert!(SessionEntry::decode(Bytes::from_static(&[2, 0])).is_err());
+        assert!(SessionEntry::decode(Bytes::from_static(&[1, 0])).is_err());
     }
 
     #[test]
@@ -427,7 +461,7 @@ mod tests {
             ],
             incoming_qos2: vec![5, 6],
         };
-        let bytes = encode_handed_over(Some(&session)).unwrap();
+        let bytes = encode_handed_over(Some(&session), 99).unwrap();
         let pieces = chunks(77, &bytes, CHUNK_HEADER_LEN + 10);
         assert!(pieces.len() > 2);
         let mut whole = BytesMut::new();
@@ -436,9 +470,9 @@ mod tests {
             assert_eq!((claim, index as usize), (77, n));
             whole.extend_from_slice(&part);
         }
-        let back = decode_handed_over(&mstr("dev/1"), whole.freeze())
-            .unwrap()
-            .unwrap();
+        let (back, resume_from) = decode_handed_over(&mstr("dev/1"), whole.freeze()).unwrap();
+        assert_eq!(resume_from, 99);
+        let back = back.unwrap();
         let seen: Vec<(u64, DeliveryStage, Option<Time>, Bytes)> = back
             .deliveries
             .iter()
@@ -470,7 +504,7 @@ mod tests {
         );
         assert_eq!(back.incoming_qos2, [5, 6]);
         assert_eq!(back.record.subscriptions, session.record.subscriptions);
-        let nothing = encode_handed_over(None).unwrap();
-        assert!(decode_handed_over(&mstr("x"), nothing).unwrap().is_none());
+        let nothing = encode_handed_over(None, 0).unwrap();
+        assert!(decode_handed_over(&mstr("x"), nothing).unwrap().0.is_none());
     }
 }

@@ -22,14 +22,22 @@ impl Sessions {
         token: u64,
         client_id: &MqttString,
         session: Option<&StoredSession>,
+        resume_from: u64,
         max_payload: usize,
     ) {
-        self.state().owned.remove(&session_key(client_id));
+        let key = session_key(client_id);
+        {
+            let mut state = self.state();
+            state.owned.remove(&key);
+            // Its will is the claimant's to cancel or the core's to have published by now.
+            state.epochs.remove(&key);
+        }
+        self.unindex(&self.node_id, &key).await;
         let notice = self.handoffs.lock().ok().and_then(|mut h| h.take(token));
         let Some(notice) = notice else {
             return;
         };
-        let bytes = match encode_handed_over(session) {
+        let bytes = match encode_handed_over(session, resume_from) {
             Ok(bytes) => bytes,
             Err(error) => {
                 warn!("the session of {client_id:?} cannot be handed over: {error}");
@@ -81,8 +89,8 @@ impl Sessions {
                 whole.extend_from_slice(&part);
             }
             match decode_handed_over(&waiting.client_id, whole.freeze()) {
-                Ok(session) => {
-                    let _ = waiting.done.send(session);
+                Ok(handed_over) => {
+                    let _ = waiting.done.send(handed_over);
                 }
                 Err(error) => {
                     self.counters.count_undecodable();

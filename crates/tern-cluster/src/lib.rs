@@ -14,15 +14,19 @@
 //! - [`settings`]: how a node joins NATS.
 //! - `node`: the NATS client's side, on its own thread; `dispatch`: what it receives, in the
 //!   stream's order; `interest`: its subscriptions; `sessions`: sessions across nodes (claims,
-//!   take-overs, fencing, the node's lease); `handover`: sessions sent between nodes.
+//!   take-overs, fencing); `handover`: sessions sent between nodes; `lease`: the node's lease
+//!   and the death of others; `adopt`: a dead node's sessions adopted, queues read back from
+//!   the stream.
 #![warn(missing_docs)]
 
+mod adopt;
 pub mod dedup;
 mod dispatch;
 pub mod envelope;
 pub mod handoff;
 mod handover;
 mod interest;
+mod lease;
 mod node;
 mod sessions;
 pub mod settings;

@@ -28,7 +28,9 @@ use tracing::{info, warn};
 use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
 use crate::interest::Interest;
-use crate::sessions::{bucket, Bucket, Sessions, NODES_BUCKET, SESSIONS_BUCKET};
+use crate::sessions::{
+    bucket, session_key, Bucket, Holder, Sessions, NODES_BUCKET, SESSIONS_BUCKET,
+};
 use crate::settings::{ClusterError, Settings};
 use crate::subject::{filter_subjects, overflow_subject, topic_subject};
 use crate::Counters;
@@ -59,6 +61,10 @@ pub(crate) struct Joined {
     sessions: kv::Store,
     /// The nodes' leases.
     nodes: kv::Store,
+    /// The stream behind the sessions bucket.
+    bucket_stream: jetstream::stream::Stream,
+    /// The message stream.
+    messages: jetstream::stream::Stream,
     node_id: String,
     lease: Duration,
 }
@@ -122,6 +128,10 @@ pub(crate) async fn join(
         max_age: settings.lease,
     };
     let nodes = bucket(&jetstream, nodes, deadline).await?;
+    let bucket_stream = jetstream
+        .get_stream(format!("KV_{SESSIONS_BUCKET}"))
+        .await
+        .map_err(|error| ClusterError::Stream(error.to_string()))?;
     let boot = fastrand::u64(..);
     info!(
         "cluster node {:?} joined NATS at {} (boot {boot:016x})",
@@ -134,6 +144,8 @@ pub(crate) async fn join(
         boot,
         sessions,
         nodes,
+        bucket_stream,
+        messages: stream,
         node_id: settings.node_id.clone(),
         lease: settings.lease,
     })
@@ -192,6 +204,8 @@ pub(crate) async fn run(
         inputs.clone(),
         handoffs,
         Arc::clone(&counters),
+        joined.bucket_stream,
+        joined.messages,
     ));
     let acker = tokio::spawn(acknowledge(
         pending_rx,
@@ -238,15 +252,29 @@ pub(crate) async fn run(
                     pending.sync = true;
                 }
                 ClusterOp::Publish(publish) => {
-                    if let Some(unacked) = node.publish(publish).await {
+                    let will_id = publish
+                        .publisher
+                        .as_ref()
+                        .filter(|_| publish.will)
+                        .and_then(|client_id| sessions.will_message_id(client_id));
+                    if let Some(unacked) = node.publish(publish, will_id).await {
                         pending.acks.push(unacked);
                     }
                 }
                 ClusterOp::Claim(claim) => sessions.claim(claim),
                 ClusterOp::ClaimDone { connection } => sessions.release_claim(connection).await,
-                ClusterOp::SessionSaved { record, .. } => {
+                ClusterOp::AdoptDone { client_id } => {
+                    let holder = Holder::Adoption(session_key(&client_id));
+                    sessions.release(holder).await;
+                }
+                ClusterOp::SessionSaved {
+                    record,
+                    cursor,
+                    resume_from,
+                    ..
+                } => {
                     let (done, written) = oneshot::channel();
-                    sessions.save(record, done);
+                    sessions.save(record, cursor, resume_from.unwrap_or(0), done);
                     pending.writes.push(written);
                 }
                 ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
@@ -254,9 +282,17 @@ pub(crate) async fn run(
                     token,
                     client_id,
                     session,
+                    resume_from,
                 } => {
+                    let resume_from = resume_from.unwrap_or(0);
                     sessions
-                        .hand_over(token, &client_id, session.as_deref(), max_payload)
+                        .hand_over(
+                            token,
+                            &client_id,
+                            session.as_deref(),
+                            resume_from,
+                            max_payload,
+                        )
                         .await;
                 }
             }
@@ -290,9 +326,14 @@ struct Node {
 }
 
 impl Node {
-    /// Publishes a message accepted on this node; for QoS 1/2, returns what awaits
-    /// JetStream's acknowledgement.
-    async fn publish(&mut self, publish: ClusterPublish) -> Option<Unacked> {
+    /// Publishes a message accepted on this node (a will under `will_id`, its identity in the
+    /// stream wherever it is published); for QoS 1/2, returns what awaits JetStream's
+    /// acknowledgement.
+    async fn publish(
+        &mut self,
+        publish: ClusterPublish,
+        will_id: Option<String>,
+    ) -> Option<Unacked> {
         self.counter += 1;
         let message = &publish.message;
         let envelope = Envelope {
@@ -335,7 +376,7 @@ impl Node {
         let subject = topic_subject(INGEST_PREFIX, message.topic.as_str())
             .as_str()
             .to_owned();
-        let message_id = format!("{:016x}.{}", self.boot, self.counter);
+        let message_id = will_id.unwrap_or_else(|| format!("{:016x}.{}", self.boot, self.counter));
         let ack = store(&self.jetstream, &subject, &payload, &message_id).await;
         Some(Unacked {
             ack,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use tern_codec::MqttString;
 use tern_core::store::{SessionRecord, StoredSession};
@@ -62,11 +63,32 @@ pub(crate) fn session_key(client_id: &MqttString) -> String {
 }
 
 /// Something to do with one session's record.
-enum Job {
+pub(crate) enum Job {
     Claim(SessionClaim),
-    Save(Box<SessionRecord>, oneshot::Sender<()>),
+    Save(Box<SessionRecord>, Option<u64>, u64, oneshot::Sender<()>),
     End(MqttString),
     Check(MqttString),
+    /// Adopt the session if the dead node named still holds it.
+    Adopt(String),
+}
+
+/// A record this node holds, as it last wrote it.
+pub(crate) struct Owned {
+    pub(crate) client_id: MqttString,
+    pub(crate) revision: u64,
+    /// The will's identity (see [`SessionEntry::epoch`]).
+    pub(crate) epoch: u64,
+    /// The cursor last written.
+    pub(crate) cursor: u64,
+}
+
+/// What subscriptions held for a session settling here are held for.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Holder {
+    /// A CONNECT's claim.
+    Connection(ConnectionId),
+    /// An adoption, by the session's key.
+    Adoption(String),
 }
 
 /// What a node keeps about the sessions it deals with.
@@ -76,20 +98,27 @@ pub(crate) struct State {
     queues: HashMap<String, VecDeque<Job>>,
     /// Keys whose jobs a task is running.
     running: HashSet<String>,
-    /// Records this node holds: the client identifier and the revision it last wrote.
-    pub(crate) owned: HashMap<String, (MqttString, u64)>,
+    /// Records this node holds, by key.
+    pub(crate) owned: HashMap<String, Owned>,
     /// Claims waiting for a hand-over.
     pub(crate) waiting: HashMap<u64, Waiting>,
-    /// Subjects held for the claim of each connection until the core holds its own.
-    held_for: HashMap<ConnectionId, Vec<String>>,
-    next_claim: u64,
+    /// Subjects held for a session settling here until the core holds its own.
+    held_for: HashMap<Holder, Vec<String>>,
+    pub(crate) next_claim: u64,
+    /// Keys with an adoption queued or running.
+    pub(crate) adopting: HashSet<String>,
+    /// The epoch of each session this node held, kept after it lost the session until the
+    /// session ends here: a will the core publishes late (the node was paused) still gets the
+    /// identity every other node gives it.
+    pub(crate) epochs: HashMap<String, u64>,
 }
 
 /// A claim waiting for its session, and the chunks that came so far.
 pub(crate) struct Waiting {
     pub(crate) client_id: MqttString,
     pub(crate) chunks: Vec<Option<Bytes>>,
-    pub(crate) done: oneshot::Sender<Option<StoredSession>>,
+    /// The session handed over, and where its holder kept no more of its messages.
+    pub(crate) done: oneshot::Sender<(Option<StoredSession>, u64)>,
 }
 
 /// The node's side of sessions across the cluster.
@@ -106,6 +135,12 @@ pub(crate) struct Sessions {
     pub(crate) inputs: mpsc::Sender<ClusterInput>,
     pub(crate) handoffs: Arc<Mutex<Handoffs>>,
     pub(crate) counters: Arc<Counters>,
+    /// The stream behind the sessions bucket (for its index keys).
+    pub(crate) bucket_stream: Stream,
+    /// The message stream (for replays from a cursor).
+    pub(crate) messages: Stream,
+    /// When this node last renewed its lease.
+    pub(crate) renewed: Mutex<Instant>,
     state: Mutex<State>,
 }
 
@@ -175,6 +210,8 @@ impl Sessions {
         inputs: mpsc::Sender<ClusterInput>,
         handoffs: Arc<Mutex<Handoffs>>,
         counters: Arc<Counters>,
+        bucket_stream: Stream,
+        messages: Stream,
     ) -> Self {
         Self {
             kv,
@@ -189,6 +226,9 @@ impl Sessions {
             inputs,
             handoffs,
             counters,
+            bucket_stream,
+            messages,
+            renewed: Mutex::new(Instant::now()),
             state: Mutex::new(State::default()),
         }
     }
@@ -211,10 +251,17 @@ impl Sessions {
         self.enqueue(key, Job::Claim(claim));
     }
 
-    /// Writes a session's record; `done` once written (or refused).
-    pub(crate) fn save(self: &Arc<Self>, record: Box<SessionRecord>, done: oneshot::Sender<()>) {
+    /// Writes a session's record with its cursor (`None`: the one last written) and where its
+    /// messages resume (see [`SessionEntry::resume_from`]); `done` once written (or refused).
+    pub(crate) fn save(
+        self: &Arc<Self>,
+        record: Box<SessionRecord>,
+        cursor: Option<u64>,
+        resume_from: u64,
+        done: oneshot::Sender<()>,
+    ) {
         let key = session_key(&record.client_id);
-        self.enqueue(key, Job::Save(record, done));
+        self.enqueue(key, Job::Save(record, cursor, resume_from, done));
     }
 
     /// Removes the record of a session that ended here.
@@ -223,7 +270,7 @@ impl Sessions {
         self.enqueue(key, Job::End(client_id));
     }
 
-    fn enqueue(self: &Arc<Self>, key: String, job: Job) {
+    pub(crate) fn enqueue(self: &Arc<Self>, key: String, job: Job) {
         let mut state = self.state();
         state.queues.entry(key.clone()).or_default().push_back(job);
         if state.running.insert(key.clone()) {
@@ -247,19 +294,23 @@ impl Sessions {
             };
             match job {
                 Job::Claim(claim) => self.run_claim(&key, claim).await,
-                Job::Save(record, done) => {
-                    self.write(&key, &record).await;
+                Job::Save(record, cursor, resume_from, done) => {
+                    self.write(&key, &record, cursor, resume_from).await;
                     let _ = done.send(());
                 }
                 Job::End(client_id) => self.remove(&key, &client_id).await,
                 Job::Check(client_id) => self.check(&key, &client_id).await,
+                Job::Adopt(dead) => {
+                    self.adopt(&key, &dead).await;
+                    self.state().adopting.remove(&key);
+                }
             }
         }
     }
 
     /// The record of `key` and its revision (0 when there is none; a removed record's is that
     /// of its removal, which a compare-and-set expects as well).
-    async fn read(&self, key: &str) -> Result<(Option<SessionEntry>, u64), String> {
+    pub(crate) async fn read(&self, key: &str) -> Result<(Option<SessionEntry>, u64), String> {
         let entry = self.kv.entry(key).await.map_err(|e| e.to_string())?;
         let Some(entry) = entry else {
             return Ok((None, 0));
@@ -272,13 +323,43 @@ impl Sessions {
     }
 
     /// The entry this node writes for `client_id`.
-    fn entry(&self, client_id: &MqttString, session: Option<SessionRecord>) -> SessionEntry {
+    pub(crate) fn entry(
+        &self,
+        client_id: &MqttString,
+        session: Option<SessionRecord>,
+        epoch: u64,
+        cursor: u64,
+        resume_from: u64,
+    ) -> SessionEntry {
         SessionEntry {
             node: self.node_id.clone(),
             boot: self.boot,
+            epoch,
+            cursor,
+            resume_from,
             client_id: client_id.clone(),
             session,
         }
+    }
+
+    /// Notes that this node holds `key` as written at `revision`.
+    pub(crate) fn now_owns(&self, key: &str, entry: &SessionEntry, revision: u64) {
+        let owned = Owned {
+            client_id: entry.client_id.clone(),
+            revision,
+            epoch: entry.epoch,
+            cursor: entry.cursor,
+        };
+        let mut state = self.state();
+        state.epochs.insert(key.to_owned(), entry.epoch);
+        state.owned.insert(key.to_owned(), owned);
+    }
+
+    /// The identity in the log of the will of `client_id`'s session, if this node holds it.
+    pub(crate) fn will_message_id(&self, client_id: &MqttString) -> Option<String> {
+        let key = session_key(client_id);
+        let epoch = *self.state().epochs.get(&key)?;
+        Some(format!("w.{key}.{epoch}"))
     }
 
     async fn run_claim(&self, key: &str, claim: SessionClaim) {
@@ -295,7 +376,7 @@ impl Sessions {
         };
         let settle = Command::Settle {
             claim: id,
-            connection,
+            connection: Some(connection),
             outcome,
         };
         let _ = self.dispatch.send(settle);
@@ -330,11 +411,12 @@ impl Sessions {
             {
                 return Err((id, format!("its key {key} holds another client's session")));
             }
-            let holder = previous
-                .as_ref()
-                .filter(|entry| entry.node != self.node_id && !claim.clean_start);
+            // A session held elsewhere, or parked here (its messages left in the stream).
+            let resumes = previous.as_ref().filter(|entry| {
+                !claim.clean_start && (entry.node != self.node_id || entry.resume_from > 0)
+            });
             // From here on the node hears the session's messages, before the record moves.
-            let subjects = holder
+            let subjects = resumes
                 .and_then(|entry| entry.session.as_ref())
                 .map(record_subjects)
                 .unwrap_or_default();
@@ -343,15 +425,15 @@ impl Sessions {
                     .await;
             }
             let session = previous.as_ref().and_then(|entry| entry.session.clone());
-            let value = self
-                .entry(client_id, session)
-                .encode()
-                .map_err(|e| (id, e.to_string()))?;
-            match self.kv.update(key, value, revision).await {
+            let cursor = previous.as_ref().map_or(0, |entry| entry.cursor);
+            // The revision this claim replaces numbers the connection: its will's identity.
+            let entry = self.entry(client_id, session, revision, cursor, 0);
+            let value = entry.encode().map_err(|e| (id, e.to_string()))?;
+            // Indexed first (or at once), so that no record of this node's goes unlisted.
+            let (updated, ()) = tokio::join!(self.kv.update(key, value, revision), self.index(key));
+            match updated {
                 Ok(written) => {
-                    self.state()
-                        .owned
-                        .insert(key.to_owned(), (client_id.clone(), written));
+                    self.now_owns(key, &entry, written);
                     break previous;
                 }
                 Err(error) => {
@@ -364,9 +446,18 @@ impl Sessions {
                 }
             }
         };
-        let Some(previous) = previous.filter(|entry| entry.node != self.node_id) else {
+        let Some(previous) = previous else {
             return Ok((id, None));
         };
+        if previous.node == self.node_id {
+            // The core holds the session; what it left in the stream is read back.
+            if let Some(record) = previous.session.as_ref() {
+                if !claim.clean_start && previous.resume_from > 0 {
+                    self.replay_into(id, record, previous.resume_from).await;
+                }
+            }
+            return Ok((id, None));
+        }
         let handed_over = self.take_from(id, claim, &previous).await;
         Ok((id, handed_over))
     }
@@ -389,12 +480,28 @@ impl Sessions {
             self.interest.hold(subject.clone()).await;
         }
         self.interest.sync().await;
-        self.state().held_for.insert(connection, subjects);
+        let holder = Holder::Connection(connection);
+        self.state().held_for.insert(holder, subjects);
+    }
+
+    /// Holds `subjects` for an adoption of `key` until the core holds the session's own.
+    pub(crate) async fn hold_for_adoption(&self, key: &str, subjects: Vec<String>) {
+        for subject in &subjects {
+            self.interest.hold(subject.clone()).await;
+        }
+        self.interest.sync().await;
+        let holder = Holder::Adoption(key.to_owned());
+        self.state().held_for.insert(holder, subjects);
     }
 
     /// Lets go of what a claim subscribed to, once the core holds the session's own interest.
     pub(crate) async fn release_claim(&self, connection: ConnectionId) {
-        let subjects = self.state().held_for.remove(&connection);
+        self.release(Holder::Connection(connection)).await;
+    }
+
+    /// Lets go of what was held for `holder`.
+    pub(crate) async fn release(&self, holder: Holder) {
+        let subjects = self.state().held_for.remove(&holder);
         for subject in subjects.unwrap_or_default() {
             self.interest.release(&subject).await;
         }
@@ -428,11 +535,12 @@ impl Sessions {
         let alive = noticed && self.alive(holder).await;
         let handed_over = match alive {
             true => match tokio::time::timeout(HANDOFF_WAIT, answer).await {
-                Ok(Ok(session)) => Some(session),
+                Ok(Ok(handed_over)) => Some(handed_over),
                 _ => {
                     warn!(
                         "node {holder} did not hand the session of {client_id:?} over within \
-                         {HANDOFF_WAIT:?}: taken as its record says (subscriptions, no queue)"
+                         {HANDOFF_WAIT:?}: taken as its record says, its queue read from its \
+                         cursor in the stream"
                     );
                     None
                 }
@@ -440,14 +548,24 @@ impl Sessions {
             false => {
                 info!(
                     "node {holder} holds no lease: the session of {client_id:?} is taken as its \
-                     record says (subscriptions, no queue)"
+                     record says, its queue read from its cursor in the stream"
                 );
                 None
             }
         };
         self.state().waiting.remove(&id);
+        // What the holder did not keep (all of it without a hand-over) is read from the stream.
+        let replay_from = match &handed_over {
+            Some((_, resume_from)) => *resume_from,
+            None => previous.cursor,
+        };
+        if let Some(record) = previous.session.as_ref() {
+            if !claim.clean_start && replay_from > 0 {
+                self.replay_into(id, record, replay_from).await;
+            }
+        }
         match handed_over {
-            Some(session) => session,
+            Some((session, _)) => session,
             None if claim.clean_start => None,
             None => previous.session.clone().map(|record| StoredSession {
                 record,
@@ -498,9 +616,27 @@ impl Sessions {
 
     /// Writes a record this node holds, expecting the revision it last wrote; a record another
     /// node has written since is not overwritten, and the core is told it lost the session.
-    async fn write(&self, key: &str, record: &SessionRecord) {
+    async fn write(
+        &self,
+        key: &str,
+        record: &SessionRecord,
+        cursor: Option<u64>,
+        resume_from: u64,
+    ) {
         let client_id = &record.client_id;
-        let value = match self.entry(client_id, Some(record.clone())).encode() {
+        let (epoch, last_cursor) = self
+            .state()
+            .owned
+            .get(key)
+            .map_or((0, 0), |owned| (owned.epoch, owned.cursor));
+        let entry = self.entry(
+            client_id,
+            Some(record.clone()),
+            epoch,
+            cursor.unwrap_or(last_cursor),
+            resume_from,
+        );
+        let value = match entry.encode() {
             Ok(value) => value,
             Err(error) => {
                 warn!("the record of {client_id:?} cannot be written: {error}");
@@ -508,7 +644,7 @@ impl Sessions {
             }
         };
         loop {
-            let known = self.state().owned.get(key).map(|(_, revision)| *revision);
+            let known = self.state().owned.get(key).map(|owned| owned.revision);
             let expected = match known {
                 Some(revision) => revision,
                 // A session this node had before the record knew it (restored from its store).
@@ -528,9 +664,7 @@ impl Sessions {
             };
             match self.kv.update(key, value.clone(), expected).await {
                 Ok(written) => {
-                    self.state()
-                        .owned
-                        .insert(key.to_owned(), (client_id.clone(), written));
+                    self.now_owns(key, &entry, written);
                     return;
                 }
                 Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
@@ -553,6 +687,7 @@ impl Sessions {
     /// written again, and the core closes the connection.
     async fn fenced(&self, key: &str, client_id: &MqttString, holder: &str) {
         self.state().owned.remove(key);
+        self.unindex(&self.node_id, key).await;
         self.counters.count_fenced();
         warn!(
             "the session of {client_id:?} belongs to {holder} now: this node's write of its \
@@ -568,7 +703,8 @@ impl Sessions {
 
     /// Removes the record of a session that ended here, unless another node holds it now.
     async fn remove(&self, key: &str, client_id: &MqttString) {
-        let known = self.state().owned.remove(key).map(|(_, revision)| revision);
+        self.state().epochs.remove(key);
+        let known = self.state().owned.remove(key).map(|owned| owned.revision);
         let expected = match known {
             Some(revision) => revision,
             None => match self.read(key).await {
@@ -576,14 +712,15 @@ impl Sessions {
                 _ => return,
             },
         };
-        if let Err(error) = self.kv.delete_expect_revision(key, Some(expected)).await {
-            debug!("the record of {client_id:?} stays: {error}");
+        match self.kv.delete_expect_revision(key, Some(expected)).await {
+            Ok(()) => self.unindex(&self.node_id, key).await,
+            Err(error) => debug!("the record of {client_id:?} stays: {error}"),
         }
     }
 
     /// Checks that a record this node holds is still as it wrote it.
     async fn check(&self, key: &str, client_id: &MqttString) {
-        let Some(written) = self.state().owned.get(key).map(|(_, revision)| *revision) else {
+        let Some(written) = self.state().owned.get(key).map(|owned| owned.revision) else {
             return;
         };
         match self.read(key).await {
@@ -596,54 +733,15 @@ impl Sessions {
             Err(error) => debug!("cannot check the record of {client_id:?}: {error}"),
         }
     }
-
-    /// Holds this node's lease, renewing it a few times per term. A renewal that comes after
-    /// the lease lapsed (the process was paused, or NATS out of reach) checks every record this
-    /// node holds before anything else: another node may have taken sessions meanwhile.
-    pub(crate) async fn hold_lease(self: Arc<Self>) {
-        let key = lease_key(&self.node_id);
-        let value = Bytes::copy_from_slice(&self.boot.to_be_bytes());
-        let mut renewed = Instant::now();
-        loop {
-            match self.nodes.put(&key, value.clone()).await {
-                Ok(_) => {
-                    let gap = renewed.elapsed();
-                    renewed = Instant::now();
-                    if gap > self.lease {
-                        warn!(
-                            "this node's lease lapsed ({:.1} s without renewal): checking which \
-                             sessions are still its own",
-                            gap.as_secs_f64()
-                        );
-                        self.check_all();
-                    }
-                }
-                Err(error) => debug!("lease not renewed: {error}"),
-            }
-            tokio::time::sleep(self.lease / 3).await;
-        }
-    }
-
-    fn check_all(self: &Arc<Self>) {
-        let owned: Vec<(String, MqttString)> = self
-            .state()
-            .owned
-            .iter()
-            .map(|(key, (client_id, _))| (key.clone(), client_id.clone()))
-            .collect();
-        for (key, client_id) in owned {
-            self.enqueue(key, Job::Check(client_id));
-        }
-    }
 }
 
 /// The lease key of `node`.
-fn lease_key(node: &str) -> String {
+pub(crate) fn lease_key(node: &str) -> String {
     format!("n.{node}")
 }
 
 /// The subjects a session's subscriptions need, and the overflow subject.
-fn record_subjects(record: &SessionRecord) -> Vec<String> {
+pub(crate) fn record_subjects(record: &SessionRecord) -> Vec<String> {
     let mut subjects: Vec<String> = record
         .subscriptions
         .iter()

@@ -104,7 +104,7 @@ impl Settings {
                 async move {
                     match event {
                         async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
-                            info!("NATS reachable again: new connections are accepted");
+                            // The broker thread says when it takes connections again.
                             let _ = inputs.send(ClusterInput::Reachable(true)).await;
                         }
                         async_nats::Event::Connected => info!("NATS connected"),

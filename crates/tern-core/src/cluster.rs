@@ -51,6 +51,21 @@ pub enum ClusterOp {
         /// Its connection, whose packets produced with this operation (a SUBACK, the CONNACK)
         /// wait until the record is written.
         connection: Option<ConnectionId>,
+        /// The session's cursor into the replicated log: every QoS 1/2 message stored before
+        /// it that the session's subscriptions match has been delivered and acknowledged, or
+        /// was never the session's. `None` when this node cannot tell (the session holds
+        /// messages handed over from another node): the cursor last recorded stands.
+        cursor: Option<u64>,
+        /// For a session without a connection: the first place in the log from which this
+        /// node keeps none of its QoS 1/2 messages (they stay in the log, read back when the
+        /// session resumes); `None` while it has a connection.
+        resume_from: Option<u64>,
+    },
+    /// A session adopted here ([`crate::Broker::session_adopted`]) holds its own interest now:
+    /// what the cluster layer held for it meanwhile may go.
+    AdoptDone {
+        /// The session's client identifier.
+        client_id: MqttString,
     },
     /// A session owned here ended.
     SessionEnded {
@@ -66,6 +81,10 @@ pub enum ClusterOp {
         client_id: MqttString,
         /// The session (times relative to when it was handed over), boxed: this is rare.
         session: Option<Box<StoredSession>>,
+        /// Where the session's queue went on in the log: it was offline here, and this node
+        /// kept none of the QoS 1/2 messages stored from there on (see
+        /// [`ClusterOp::SessionSaved`]).
+        resume_from: Option<u64>,
     },
 }
 
@@ -114,6 +133,10 @@ pub struct ClusterPublish {
     /// replicated: its packets produced with this operation are held until then. `None` for
     /// QoS 0 and for messages no client waits on (wills).
     pub acknowledges: Option<ConnectionId>,
+    /// Whether it is the publisher's will: every node that may publish it (its owner, a node
+    /// adopting the session of a dead one) gives it the same identity in the log, so it is
+    /// stored once.
+    pub will: bool,
 }
 
 /// A message another node accepted (or, for QoS 1 and 2, this node, back from the log).
@@ -133,6 +156,8 @@ pub struct RemoteMessage {
     pub expiry_millis: Option<u64>,
     /// The client identifier of the publishing session, for No Local.
     pub publisher: Option<MqttString>,
+    /// Where the replicated log stored it (QoS 1/2); `None` for QoS 0, which is not stored.
+    pub seq: Option<u64>,
 }
 
 /// The operations of one input batch, numbered, as the runtime hands them to the cluster layer.
@@ -173,6 +198,16 @@ pub enum ClusterInput {
         /// With a token, the claimant waits for the session ([`ClusterOp::HandedOver`]);
         /// without, this node found out it lost the session (a write of it was refused).
         token: Option<u64>,
+    },
+    /// Time to write the cursors that moved: see [`crate::Broker::cluster_checkpoint`].
+    Checkpoint,
+    /// This node adopted the session of a node that died: see
+    /// [`crate::Broker::session_adopted`].
+    Adopted {
+        /// The session as the dead node last recorded it (times relative), its will included.
+        session: Box<StoredSession>,
+        /// The QoS 1/2 messages owed to it from its cursor on, in the log's order.
+        backlog: Vec<RemoteMessage>,
     },
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),

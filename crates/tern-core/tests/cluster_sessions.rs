@@ -280,7 +280,9 @@ fn the_record_follows_the_session_and_goes_with_it() {
     let saved: Vec<(Vec<String>, bool)> = ops
         .iter()
         .filter_map(|op| match op {
-            ClusterOp::SessionSaved { record, connection } => Some((
+            ClusterOp::SessionSaved {
+                record, connection, ..
+            } => Some((
                 record
                     .subscriptions
                     .iter()
@@ -325,10 +327,12 @@ fn expiry_in_a_handed_over_queue_counts_on_from_where_it_was() {
     let opts = Opts::new().resume().expiry(600);
     let old = a.connect("e", V5, opts.clone());
     a.subscribe(&old, "t", Q1);
-    a.lose(&old);
-    let mut message = remote_on("t", "soon", Q1);
+    let mut message = stored_at("t", "soon", 1);
     message.expiry_millis = Some(10_000);
     a.broker.deliver_from_cluster(message, a.now);
+    // Sent, not acknowledged: in flight when the connection goes.
+    assert_eq!(payloads(&a.recv(&old)), ["soon"]);
+    a.lose(&old);
     a.advance_secs(4);
     a.cluster_ops();
     a.broker
@@ -375,4 +379,211 @@ fn the_backlog_follows_the_routing_rules() {
     b.broker.claim_settled(id, owned(session, backlog), b.now);
     let packets = b.drain(id);
     assert_eq!(payloads(&packets), ["theirs"], "{packets:?}");
+}
+
+/// The record's session, as the last `SessionSaved` of `ops` wrote it, with its cursor.
+fn last_saved(ops: &[ClusterOp]) -> (tern_core::store::SessionRecord, Option<u64>) {
+    ops.iter()
+        .rev()
+        .find_map(|op| match op {
+            ClusterOp::SessionSaved { record, cursor, .. } => Some(((**record).clone(), *cursor)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no record written: {ops:?}"))
+}
+
+/// A remote QoS 1 message the log stored at `seq`.
+fn stored_at(topic_name: &str, payload: &str, seq: u64) -> RemoteMessage {
+    RemoteMessage {
+        seq: Some(seq),
+        ..remote_on(topic_name, payload, Q1)
+    }
+}
+
+/// The cursor written with a session's record stands at the first message from the log it
+/// holds unacknowledged (7 in flight and 9 queued; then 9 in flight), and past the last one
+/// routed here when it holds none.
+#[test]
+fn the_cursor_stands_at_the_first_message_not_acknowledged() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("c", V5, Opts::new().expiry(600).receive_maximum(1));
+    tb.subscribe(&client, "t", Q1);
+    tb.cluster_ops();
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "7", 7), tb.now);
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "9", 9), tb.now);
+    tb.broker
+        .deliver_from_cluster(stored_at("u", "12", 12), tb.now);
+    for (expected, subscribe_to) in [(Some(7), "v"), (Some(9), "w"), (Some(13), "x")] {
+        let packets = tb.recv(&client);
+        tb.subscribe(&client, subscribe_to, Q1);
+        let (_, cursor) = last_saved(&tb.cluster_ops());
+        assert_eq!(cursor, expected, "{packets:?}");
+        if let Some(Packet::Publish(publish)) = packets.first() {
+            let id = publish.packet_id.unwrap().get();
+            tb.send(&client, Packet::PubAck(ack(id, ReasonCode::Success)));
+        }
+    }
+}
+
+/// A session adopted from a dead node keeps its will, which goes out once after its Will
+/// Delay Interval counted from the adoption, marked as a will so the log stores it once; its
+/// backlog waits for its client.
+#[test]
+fn an_adopted_session_publishes_its_will_after_its_delay_and_keeps_its_backlog() {
+    let mut a = cluster_broker();
+    let opts = Opts::new()
+        .resume()
+        .expiry(600)
+        .will(delayed_will("gone", "bye", 5));
+    let old = a.connect("w", V5, opts.clone());
+    a.subscribe(&old, "t", Q1);
+    let (record, _) = last_saved(&a.cluster_ops());
+    assert!(record.will.is_some(), "the record carries the will");
+
+    let mut b = cluster_broker();
+    let session = StoredSession {
+        record,
+        deliveries: Vec::new(),
+        incoming_qos2: Vec::new(),
+    };
+    b.broker
+        .session_adopted(session, vec![stored_at("t", "owed", 3)], b.now);
+    let ops = b.cluster_ops();
+    assert!(
+        ops.iter().any(
+            |op| matches!(op, ClusterOp::AdoptDone { client_id } if client_id.as_str() == "w")
+        ),
+        "{ops:?}"
+    );
+    b.advance_secs(4);
+    assert!(!b
+        .cluster_ops()
+        .iter()
+        .any(|op| matches!(op, ClusterOp::Publish(_))));
+    b.advance_secs(2);
+    let wills: Vec<bool> = b
+        .cluster_ops()
+        .iter()
+        .filter_map(|op| match op {
+            ClusterOp::Publish(p) if p.message.topic.as_str() == "gone" => Some(p.will),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(wills, [true], "published once, as a will");
+    b.advance_secs(60);
+    assert!(!b
+        .cluster_ops()
+        .iter()
+        .any(|op| matches!(op, ClusterOp::Publish(_))));
+
+    let back = b.connect("w", V5, opts);
+    assert!(back.connack.session_present);
+    let packets = b.recv(&back);
+    assert_eq!(payloads(&packets), ["owed"], "{packets:?}");
+}
+
+/// A session that ends with its connection is recorded when it has a will, which a node
+/// adopting it would publish.
+#[test]
+fn a_clean_session_with_a_will_is_recorded_for_it() {
+    let mut tb = cluster_broker();
+    let opts = Opts::new().will(will("gone", "bye", Q1, false));
+    tb.connect("clean-will", V5, opts);
+    let (record, _) = last_saved(&tb.cluster_ops());
+    assert_eq!(record.expiry_secs, 0);
+    assert!(record.will.is_some());
+}
+
+/// A session that loses its connection keeps none of the QoS 1 messages the log brings for it
+/// after that, nor the node's interest: its record says where they resume in the log. Its
+/// connection back takes them, and the interest, again.
+#[test]
+fn an_offline_session_leaves_its_messages_in_the_log() {
+    let mut tb = cluster_broker();
+    let opts = Opts::new().resume().expiry(600);
+    let client = tb.connect("away", V5, opts.clone());
+    tb.subscribe(&client, "t", Q1);
+    tb.cluster_ops();
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "seen", 4), tb.now);
+    let packets = tb.recv(&client);
+    assert_eq!(payloads(&packets), ["seen"]);
+    let Some(Packet::Publish(seen)) = packets.first() else {
+        panic!("{packets:?}");
+    };
+    let id = seen.packet_id.unwrap().get();
+    tb.send(&client, Packet::PubAck(ack(id, ReasonCode::Success)));
+    tb.lose(&client);
+    let resume_from = |ops: &[ClusterOp]| {
+        ops.iter().rev().find_map(|op| match op {
+            ClusterOp::SessionSaved { resume_from, .. } => Some(*resume_from),
+            _ => None,
+        })
+    };
+    let ops = tb.cluster_ops();
+    assert_eq!(last_saved(&ops).1, Some(5), "everything acknowledged");
+    assert_eq!(resume_from(&ops), Some(Some(5)), "kept up to 4");
+    let interest = |ops: &[ClusterOp]| -> Vec<(String, bool)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                ClusterOp::Interest { filter, present } => {
+                    Some((filter.as_str().to_owned(), *present))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        interest(&ops),
+        [("t".to_owned(), false)],
+        "interest for online sessions"
+    );
+
+    let held = tb.broker.held_bytes();
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "later", 9), tb.now);
+    assert_eq!(tb.broker.held_bytes(), held, "no copy kept");
+    let back = tb.connect("away", V5, opts);
+    assert!(back.connack.session_present);
+    tb.expect_silent(&back);
+    let ops = tb.cluster_ops();
+    assert_eq!(resume_from(&ops), Some(None), "online again");
+    assert_eq!(interest(&ops), [("t".to_owned(), true)]);
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "live", 10), tb.now);
+    assert_eq!(payloads(&tb.recv(&back)), ["live"]);
+}
+
+/// A checkpoint writes the record of a connected session whose cursor moved since it was last
+/// written, holding none of its packets; one that did not move is not written again.
+#[test]
+fn a_checkpoint_writes_the_cursors_that_moved() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("c", V5, Opts::new().expiry(600));
+    tb.subscribe(&client, "t", Q1);
+    tb.broker
+        .deliver_from_cluster(stored_at("t", "3", 3), tb.now);
+    let packets = tb.recv(&client);
+    let Some(Packet::Publish(publish)) = packets.first() else {
+        panic!("{packets:?}");
+    };
+    let id = publish.packet_id.unwrap().get();
+    tb.send(&client, Packet::PubAck(ack(id, ReasonCode::Success)));
+    tb.cluster_ops();
+    tb.broker.cluster_checkpoint();
+    let saved: Vec<(Option<u64>, bool)> = tb
+        .cluster_ops()
+        .iter()
+        .filter_map(|op| match op {
+            ClusterOp::SessionSaved {
+                cursor, connection, ..
+            } => Some((*cursor, connection.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, [(Some(4), false)]);
+    tb.broker.cluster_checkpoint();
+    assert!(tb.cluster_ops().is_empty(), "nothing moved");
 }

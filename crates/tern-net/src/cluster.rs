@@ -13,7 +13,7 @@ use std::rc::Rc;
 use tern_codec::QoS;
 use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ConnectionId};
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::hold::Holds;
 use crate::shared::Shared;
@@ -225,6 +225,10 @@ pub(crate) async fn input_loop(
             ClusterInput::Through(seq) => shared.cluster_through(seq),
             ClusterInput::Reachable(reachable) => {
                 shared.broker.borrow_mut().set_cluster_reachable(reachable);
+                if reachable {
+                    // Said once the broker takes connections again, not when NATS answers.
+                    info!("NATS reachable again: new connections are accepted");
+                }
             }
             ClusterInput::ClaimSettled {
                 connection,
@@ -247,6 +251,18 @@ pub(crate) async fn input_loop(
                     .broker
                     .borrow_mut()
                     .session_taken_over(&client_id, clean_start, token, now);
+                shared.after_input();
+            }
+            ClusterInput::Checkpoint => {
+                shared.broker.borrow_mut().cluster_checkpoint();
+                shared.after_input();
+            }
+            ClusterInput::Adopted { session, backlog } => {
+                let now = shared.now();
+                shared
+                    .broker
+                    .borrow_mut()
+                    .session_adopted(*session, backlog, now);
                 shared.after_input();
             }
             ClusterInput::Failed(message) => return message,
@@ -282,6 +298,7 @@ mod tests {
             publisher: None,
             expiry_millis: None,
             acknowledges: None,
+            will: false,
         })
     }
 

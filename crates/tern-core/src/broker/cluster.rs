@@ -4,16 +4,23 @@
 //! Everything here is inert unless [`crate::Config::cluster`] is on.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
-use tern_codec::{ProtocolVersion, QoS, ReasonCode, TopicFilter};
+use tern_codec::{MqttString, ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
 use super::cluster_session::PendingClaim;
+use super::publish::Feed;
 use super::Broker;
 use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
 use crate::events::CloseReason;
-use crate::types::{ConnectionId, Message, SharedMessage, Time};
+use crate::session::Delivery;
+use crate::tree::SubscriptionInfo;
+use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
+
+/// Messages from the log remembered with their place in it, past which the forgotten ones
+/// (no session holds them any more) are dropped.
+const SEQS_PRUNE_AT: usize = 4096;
 
 /// The cluster state the broker keeps.
 #[derive(Debug, Default)]
@@ -30,6 +37,33 @@ pub(super) struct ClusterState {
     pub(super) claims: FxHashMap<ConnectionId, PendingClaim>,
     /// The connection whose settled claim is being completed now.
     pub(super) settling: Option<ConnectionId>,
+    /// The highest place in the replicated log of a message routed here: every QoS 1/2
+    /// message stored up to it that this node's subscriptions match has been routed.
+    last_seq: u64,
+    /// Where the log stored each QoS 1/2 message this node routed, by message identity, while
+    /// a session holds it: a session's cursor is the first of those it has not had
+    /// acknowledged.
+    seqs: FxHashMap<u64, (u64, Weak<Message>)>,
+    /// Entries in `seqs` after its last pruning.
+    seqs_pruned_len: usize,
+    /// The identity of the will being published now, which the log stores once.
+    pub(super) will_message: Option<u64>,
+    /// Sessions without a connection whose QoS 1/2 messages stay in the log.
+    parked: FxHashMap<SessionKey, Parked>,
+    /// The cursor last written for each session with a connection.
+    pub(super) written: FxHashMap<SessionKey, Option<u64>>,
+}
+
+/// A session without a connection whose QoS 1/2 messages stay in the log, read back from
+/// `resume_from` on when it resumes, here or on another node.
+#[derive(Debug)]
+pub(super) struct Parked {
+    /// Which session (keys are reused).
+    client_id: MqttString,
+    /// Its cursor when it was parked (see [`ClusterOp::SessionSaved`]).
+    pub(super) cursor: Option<u64>,
+    /// The first place in the log of the messages it no longer keeps.
+    pub(super) resume_from: u64,
 }
 
 impl Broker {
@@ -86,6 +120,9 @@ impl Broker {
         remote: RemoteMessage,
         now: Time,
     ) -> Option<SharedMessage> {
+        if let Some(seq) = remote.seq {
+            self.cluster.last_seq = self.cluster.last_seq.max(seq);
+        }
         if remote.expiry_millis == Some(0) {
             return None;
         }
@@ -104,7 +141,147 @@ impl Broker {
             expires_at: remote.expiry_millis.map(|millis| now.plus_millis(millis)),
             origin,
         };
-        Some(Arc::new(message))
+        let message = Arc::new(message);
+        if let Some(seq) = remote.seq {
+            self.remember_seq(&message, seq);
+        }
+        Some(message)
+    }
+
+    /// Session `key` as parked, if it is: without a connection, its QoS 1/2 messages left in
+    /// the log.
+    pub(super) fn parked(&self, key: SessionKey) -> Option<&Parked> {
+        let parked = self.cluster.parked.get(&key)?;
+        let session = self.session(key);
+        (session.connection.is_none() && session.client_id == parked.client_id).then_some(parked)
+    }
+
+    /// Parks session `key`, which has lost its connection: what it holds stays, and from
+    /// here on its QoS 1/2 messages stay in the log (its cursor and where they resume are
+    /// written with its record). Its subscriptions leave the trie, and with them the node's
+    /// interest: its messages no longer cross to this node.
+    pub(super) fn park(&mut self, key: SessionKey) {
+        if self.parked(key).is_some() {
+            return;
+        }
+        let parked = Parked {
+            client_id: self.session(key).client_id.clone(),
+            cursor: self.cluster_cursor(key),
+            resume_from: self.cluster.last_seq + 1,
+        };
+        self.cluster.parked.insert(key, parked);
+        for (filter, info) in self.parkable(key) {
+            self.unindex_subscription(key, &filter, &info);
+        }
+    }
+
+    /// Session `key` takes its messages again (it is resuming): its subscriptions are back in
+    /// the trie.
+    pub(super) fn unpark(&mut self, key: SessionKey) {
+        let Some(parked) = self.cluster.parked.remove(&key) else {
+            return;
+        };
+        if self.session(key).client_id != parked.client_id {
+            return;
+        }
+        for (filter, info) in self.parkable(key) {
+            // Already in the trie if the session never left it: then nothing changes.
+            let _ = self.index_subscription(key, &filter, info);
+        }
+    }
+
+    /// Forgets that session `key` was parked, as it leaves this node (its subscriptions leave
+    /// the trie with it, and are not in it).
+    pub(super) fn forget_parked(&mut self, key: SessionKey) {
+        self.cluster.parked.remove(&key);
+    }
+
+    /// The subscriptions of session `key` that leave the trie while it is parked: all but tree
+    /// views, whose members keep their place.
+    fn parkable(&self, key: SessionKey) -> Vec<(TopicFilter, SubscriptionInfo)> {
+        self.session(key)
+            .subscriptions
+            .iter()
+            .filter(|(_, info)| info.tree_view.is_none())
+            .map(|(filter, info)| (filter.clone(), *info))
+            .collect()
+    }
+
+    /// Delivers a routed message to session `key`, unless it stays in the log: a QoS 1/2
+    /// message from the log for a parked session, which reads it back when it resumes.
+    pub(super) fn deliver_routed(
+        &mut self,
+        key: SessionKey,
+        delivery: Delivery,
+        feed: Feed,
+        now: Time,
+    ) {
+        let left_in_log = self.config.cluster
+            && delivery.qos != QoS::AtMostOnce
+            && self.parked(key).is_some()
+            && self.cluster.seqs.contains_key(&delivery.message.id);
+        if !left_in_log {
+            self.deliver(key, delivery, feed, now);
+        }
+    }
+
+    /// Writes the records of the connected sessions whose cursor moved since it was last
+    /// written, so that a node's death redelivers little of what their clients acknowledged.
+    /// Called every few seconds (the cluster layer says when); between calls, the cursor in
+    /// the record lags.
+    pub fn cluster_checkpoint(&mut self) {
+        if !self.config.cluster {
+            return;
+        }
+        let moved: Vec<SessionKey> = self
+            .cluster
+            .written
+            .iter()
+            .filter(|(key, written)| {
+                let live = self.sessions.get(key.0 as usize).and_then(Option::as_ref);
+                live.is_some_and(|session| session.connection.is_some())
+                    && self.cluster_cursor(**key) != **written
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in moved {
+            self.cluster_session_saved_quietly(key);
+        }
+        let sessions = &self.sessions;
+        self.cluster.written.retain(|key, _| {
+            sessions
+                .get(key.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|session| session.connection.is_some())
+        });
+    }
+
+    /// Remembers where the log stored `message`, forgetting messages no session holds any
+    /// more once there are many.
+    fn remember_seq(&mut self, message: &SharedMessage, seq: u64) {
+        let seqs = &mut self.cluster.seqs;
+        seqs.insert(message.id, (seq, Arc::downgrade(message)));
+        if seqs.len() >= SEQS_PRUNE_AT.max(2 * self.cluster.seqs_pruned_len) {
+            seqs.retain(|_, (_, held)| held.strong_count() > 0);
+            self.cluster.seqs_pruned_len = seqs.len();
+        }
+    }
+
+    /// Session `key`'s cursor into the log (see [`ClusterOp::SessionSaved`]): the place of the
+    /// first QoS 1/2 message it holds unacknowledged, or past the last routed here when it
+    /// holds none; `None` if it holds one whose place this node does not know.
+    pub(super) fn cluster_cursor(&self, key: SessionKey) -> Option<u64> {
+        let session = self.session(key);
+        let held = session.inflight.iter().map(|entry| &entry.delivery);
+        let mut first: Option<u64> = None;
+        for delivery in held.chain(session.queue.iter()) {
+            if delivery.message.qos == QoS::AtMostOnce {
+                continue;
+            }
+            let (seq, _) = self.cluster.seqs.get(&delivery.message.id)?;
+            first = Some(first.map_or(*seq, |first| first.min(*seq)));
+        }
+        Some(first.unwrap_or(self.cluster.last_seq + 1))
     }
 
     /// Hands a message accepted on this node to the cluster; returns whether it is to be
@@ -123,6 +300,7 @@ impl Broker {
         let expiry_millis = message
             .expires_at
             .map(|at| at.as_millis().saturating_sub(now.as_millis()));
+        let will = self.cluster.will_message == Some(message.id);
         self.cluster
             .ops
             .push_back(ClusterOp::Publish(ClusterPublish {
@@ -130,6 +308,7 @@ impl Broker {
                 publisher,
                 expiry_millis,
                 acknowledges,
+                will,
             }));
         message.qos == QoS::AtMostOnce
     }

@@ -14,7 +14,7 @@ use tern_codec::{Connect, MqttString, ReasonCode};
 
 use super::{Broker, TimerKind};
 use crate::auth::Identity;
-use crate::cluster::{ClaimOutcome, ClusterOp, SessionClaim};
+use crate::cluster::{ClaimOutcome, ClusterOp, RemoteMessage, SessionClaim};
 use crate::connection::Phase;
 use crate::events::CloseReason;
 use crate::session::{Delivery, Inflight, OutgoingState, Session, EXPIRY_NEVER};
@@ -96,8 +96,18 @@ impl Broker {
                 },
             ) => {
                 let client_id = pending.connect.client_id.clone();
+                if let Some(&key) = self.session_ids.get(&client_id) {
+                    // Resuming, the backlog (what the log kept for it) is its own again;
+                    // starting afresh, the session ends.
+                    match pending.connect.clean_start {
+                        false => self.unpark(key),
+                        true => self.forget_parked(key),
+                    }
+                }
                 if let Some(session) = handed_over {
-                    self.adopt_session(*session, now);
+                    // The connection claiming it cancels the will of the one it replaces
+                    // (MQTT-3.1.3-9).
+                    self.adopt_session(*session, false, now);
                 }
                 if let Some(&key) = self.session_ids.get(&client_id) {
                     for remote in backlog {
@@ -180,6 +190,7 @@ impl Broker {
         }
         // Closing may have ended it (a session that ends with its connection).
         let key = key.filter(|key| self.session_ids.get(client_id) == Some(key));
+        let mut resume_from = None;
         let session = match (key, token) {
             (None, _) => None,
             (Some(key), None) => {
@@ -190,13 +201,18 @@ impl Broker {
                 self.end_session(key, now);
                 None
             }
-            (Some(key), Some(_)) => self.hand_over(key, now).map(Box::new),
+            (Some(key), Some(_)) => {
+                resume_from = self.parked(key).map(|parked| parked.resume_from);
+                self.forget_parked(key);
+                self.hand_over(key, now).map(Box::new)
+            }
         };
         if let Some(token) = token {
             self.cluster.ops.push_back(ClusterOp::HandedOver {
                 token,
                 client_id: client_id.clone(),
                 session,
+                resume_from,
             });
         }
         self.close_oversized(now);
@@ -268,10 +284,46 @@ impl Broker {
         })
     }
 
+    /// This node adopted the session of a node that died (the cluster layer took its record):
+    /// it is taken in disconnected as of `now`, as a restart finds a session that was connected:
+    /// its will goes out after its Will Delay Interval and the session expires after its expiry
+    /// interval, both counted from now, unless a connection resumes it first. The backlog (the
+    /// messages owed to it from its cursor on) is queued for it alone.
+    pub fn session_adopted(
+        &mut self,
+        session: StoredSession,
+        backlog: Vec<RemoteMessage>,
+        now: Time,
+    ) {
+        let client_id = session.record.client_id.clone();
+        let connected = self
+            .session_ids
+            .get(&client_id)
+            .is_some_and(|&key| self.session(key).connection.is_some());
+        if !connected {
+            self.adopt_session(session, true, now);
+            if let Some(&key) = self.session_ids.get(&client_id) {
+                self.unpark(key);
+                for remote in backlog {
+                    if let Some(message) = self.message_from_cluster(remote, now) {
+                        self.deliver_to_session(key, &message, now);
+                    }
+                }
+                // Parked from here on, and recorded so: its cursor and where it resumes.
+                self.cluster_session_saved(key);
+            }
+        }
+        self.cluster
+            .ops
+            .push_back(ClusterOp::AdoptDone { client_id });
+        self.close_oversized(now);
+    }
+
     /// Takes in a session another node handed over, in place of anything this node held of
     /// it: disconnected as of `now` (its expiry starts, and stops when the claiming CONNECT
-    /// attaches), its deliveries as they stood there, kept in the store if it keeps sessions.
-    fn adopt_session(&mut self, mut stored: StoredSession, now: Time) {
+    /// attaches), its deliveries as they stood there, kept in the store if it keeps sessions;
+    /// its will kept (`keep_will`, pending from now) or dropped.
+    fn adopt_session(&mut self, mut stored: StoredSession, keep_will: bool, now: Time) {
         if let Some(&key) = self.session_ids.get(&stored.record.client_id) {
             // Whatever is left here is older than what was handed over.
             if let Some(connection) = self.session(key).connection {
@@ -282,8 +334,9 @@ impl Broker {
                 self.remove_session(key, now);
             }
         }
-        // The connection claiming it cancels the will of the one it replaces (MQTT-3.1.3-9).
-        stored.record.will = None;
+        if !keep_will {
+            stored.record.will = None;
+        }
         stored.record.will_at = None;
         stored.record.expires_at = None;
         for (delivery, _) in &mut stored.deliveries {
@@ -343,26 +396,57 @@ impl Broker {
         }
     }
 
-    /// On a cluster node, the record of a session that outlives its connection goes where
-    /// the other nodes read it, whenever the store would be told (a session ending with its
-    /// connection is only claimed: there is nothing to resume).
+    /// On a cluster node, the record of a session that outlives its connection (or has a will)
+    /// goes where the other nodes read it, whenever the store would be told, with its cursor; a
+    /// session without a connection is parked first (its messages left in the log), one with a
+    /// connection takes its messages again.
     pub(super) fn cluster_session_saved(&mut self, key: SessionKey) {
+        self.record_session(key, true);
+    }
+
+    /// [`Broker::cluster_session_saved`] for a checkpoint of the cursor: the connection's
+    /// packets do not wait for it.
+    pub(super) fn cluster_session_saved_quietly(&mut self, key: SessionKey) {
+        self.record_session(key, false);
+    }
+
+    fn record_session(&mut self, key: SessionKey, hold: bool) {
         if !self.config.cluster {
             return;
         }
         let session = self.session(key);
-        if session.expiry_secs == 0 {
+        let offline = session.connection.is_none();
+        // A session that ends with its connection is recorded only for its will, which a node
+        // adopting it publishes should this node die.
+        if session.expiry_secs == 0 && session.will.is_none() {
             return;
         }
+        match offline && session.expiry_secs != 0 {
+            true => self.park(key),
+            false => self.unpark(key),
+        }
+        let session = self.session(key);
         let record = Box::new(SessionRecord {
             expires_at: None,
             will_at: None,
             ..super::session_record(session)
         });
         let connection = session.connection;
-        self.cluster
-            .ops
-            .push_back(ClusterOp::SessionSaved { record, connection });
+        let persistent = session.expiry_secs != 0;
+        let (cursor, resume_from) = match self.parked(key) {
+            Some(parked) => (parked.cursor, Some(parked.resume_from)),
+            None => (self.cluster_cursor(key), None),
+        };
+        if connection.is_some() && persistent {
+            self.cluster.written.insert(key, cursor);
+        }
+        let connection = connection.filter(|_| hold);
+        self.cluster.ops.push_back(ClusterOp::SessionSaved {
+            record,
+            connection,
+            cursor,
+            resume_from,
+        });
     }
 
     /// On a cluster node, a session that ended leaves the cluster's records.

@@ -207,7 +207,10 @@ impl Broker {
             expires_at,
             origin: Some(key),
         };
+        // On a cluster node, a will has an identity of its own in the log (stored once).
+        self.cluster.will_message = Some(message.id);
         self.accept_message(Arc::new(message), now);
+        self.cluster.will_message = None;
     }
 
     /// Ends a session: its pending will goes out, its subscriptions and queues are dropped.

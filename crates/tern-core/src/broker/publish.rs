@@ -487,7 +487,7 @@ impl Broker {
         let feed = Feed::Routed {
             shared: group[0].shared,
         };
-        self.deliver(key, delivery, feed, now);
+        self.deliver_routed(key, delivery, feed, now);
     }
 
     /// Sends a delivery now if the session is connected and its window allows, else queues it.

@@ -608,6 +608,7 @@ pub(crate) fn remote_on(topic_name: &str, payload: &str, qos: QoS) -> tern_core:
         properties: tern_codec::PublishProperties::default(),
         expiry_millis: None,
         publisher: Some(mstr("elsewhere")),
+        seq: None,
     }
 }
 

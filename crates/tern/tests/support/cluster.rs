@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use tern_codec::{Packet, QoS, ReasonCode};
+use tern_codec::{
+    Ack, Connect, ConnectProperties, MqttString, Packet, ProtocolVersion, QoS, ReasonCode,
+};
 
 use super::mqtt::{publish, RawClient};
 use super::nats::NatsServer;
@@ -84,9 +86,7 @@ pub(crate) fn receive_until(
         match client.recv(left).expect("connected") {
             Some(Packet::Publish(publish)) => {
                 if let Some(id) = publish.packet_id {
-                    client
-                        .send(&Packet::PubAck(tern_codec::Ack::new(id)))
-                        .unwrap();
+                    client.send(&Packet::PubAck(Ack::new(id))).unwrap();
                 }
                 let payload = String::from_utf8(publish.payload.to_vec()).unwrap();
                 seen.push((publish.topic.as_str().to_owned(), payload, publish.qos));
@@ -96,4 +96,49 @@ pub(crate) fn receive_until(
         }
     }
     seen
+}
+
+/// An MQTT 5 CONNECT for a session that outlives its connection (ten minutes), taking at most
+/// `receive_maximum` QoS 1 messages at a time.
+pub(crate) fn persistent(client_id: &str, clean_start: bool, receive_maximum: u16) -> Connect {
+    Connect {
+        protocol_version: ProtocolVersion::V5,
+        clean_start,
+        keep_alive: 0,
+        properties: ConnectProperties {
+            session_expiry_interval: Some(600),
+            receive_maximum: Some(receive_maximum),
+            ..ConnectProperties::default()
+        },
+        client_id: MqttString::new(client_id).unwrap(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+/// Connects `connect` to the node on `port`; the CONNACK must say Success.
+pub(crate) fn join(port: u16, connect: Connect) -> (RawClient, bool) {
+    let (client, connack) = RawClient::connect_with(port, connect).unwrap();
+    assert_eq!(connack.reason_code, ReasonCode::Success);
+    (client, connack.session_present)
+}
+
+/// A PUBLISH's payload as a number, and whether it is a resend (DUP).
+pub(crate) fn numbered(packet: &Packet) -> Option<(u32, bool, Option<u16>)> {
+    let Packet::Publish(publish) = packet else {
+        return None;
+    };
+    let n = std::str::from_utf8(&publish.payload).ok()?.parse().ok()?;
+    Some((n, publish.dup, publish.packet_id.map(|id| id.get())))
+}
+
+/// Acknowledges `packet`, a numbered QoS 1 PUBLISH; returns its number, DUP flag and packet
+/// identifier.
+pub(crate) fn acknowledge(client: &mut RawClient, packet: &Packet) -> (u32, bool, u16) {
+    let (n, dup, packet_id) = numbered(packet).expect("a numbered PUBLISH");
+    let packet_id = packet_id.expect("QoS 1");
+    let ack = Ack::new(tern_codec::PacketId::new(packet_id).unwrap());
+    client.send(&Packet::PubAck(ack)).unwrap();
+    (n, dup, packet_id)
 }
