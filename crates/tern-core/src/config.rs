@@ -173,6 +173,8 @@ pub struct Config {
     /// What a client gets when its client identifier names a session that belongs to another
     /// identity.
     pub other_identity: OtherIdentity,
+    /// Where the device fleet's topics live (`/<owner>/<udid>` unless configured).
+    pub fleet: crate::fleet::FleetTopics,
 }
 
 /// What happens when a client connects with the client identifier of a session that another

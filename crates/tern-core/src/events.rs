@@ -41,6 +41,8 @@ pub enum CloseReason {
     CutLoose(CutReason),
     /// The CONNECT was refused.
     ConnectRefused(ReasonCode),
+    /// The CONNECT was refused with Not authorized by the fleet registry, for this reason.
+    FleetRefused(&'static str),
     /// The CONNECT was refused with Server busy: `auth_checks_queued_max` credential checks
     /// were already waiting.
     AuthQueueFull,

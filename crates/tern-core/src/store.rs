@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
+use crate::fleet::{Device, Owner};
 use crate::guard::{GuardKey, GuardRecord};
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
@@ -102,6 +103,12 @@ pub enum StoreOp {
     GuardSet(GuardRecord),
     /// An edge's request guard record expired and is forgotten.
     GuardForget(GuardKey),
+    /// A fleet device was added or changed.
+    FleetDeviceSet(Device),
+    /// A fleet device was deleted (by udid).
+    FleetDeviceRemove(String),
+    /// A fleet owner was recorded or changed.
+    FleetOwnerSet(Owner),
 }
 
 /// A session as recovered from the store.
@@ -124,6 +131,10 @@ pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
     /// The request guard's records, for the edge that wrote them (the core does not use them).
     pub guard: Vec<GuardRecord>,
+    /// The fleet's owners.
+    pub fleet_owners: Vec<Owner>,
+    /// The fleet's devices.
+    pub fleet_devices: Vec<Device>,
 }
 
 /// A durable home for the broker's state.
@@ -146,6 +157,8 @@ pub struct MemoryStore {
     retained: HashMap<TopicName, SharedMessage>,
     sessions: HashMap<MqttString, MemorySession>,
     guard: HashMap<GuardKey, GuardRecord>,
+    fleet_owners: HashMap<String, Owner>,
+    fleet_devices: HashMap<String, Device>,
 }
 
 #[derive(Debug)]
@@ -234,6 +247,16 @@ impl Store for MemoryStore {
                 StoreOp::GuardForget(key) => {
                     self.guard.remove(key);
                 }
+                StoreOp::FleetDeviceSet(device) => {
+                    self.fleet_devices
+                        .insert(device.udid.clone(), device.clone());
+                }
+                StoreOp::FleetDeviceRemove(udid) => {
+                    self.fleet_devices.remove(udid);
+                }
+                StoreOp::FleetOwnerSet(owner) => {
+                    self.fleet_owners.insert(owner.id.clone(), owner.clone());
+                }
             }
         }
         Ok(())
@@ -255,6 +278,8 @@ impl Store for MemoryStore {
             retained,
             sessions,
             guard,
+            fleet_owners: self.fleet_owners.values().cloned().collect(),
+            fleet_devices: self.fleet_devices.values().cloned().collect(),
         })
     }
 }

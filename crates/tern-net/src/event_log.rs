@@ -190,6 +190,7 @@ fn describe(reason: &CloseReason) -> String {
             format!("cut loose as a subscriber ({})", describe_cut(*reason))
         }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
+        CloseReason::FleetRefused(why) => format!("CONNECT refused with NotAuthorized: {why}"),
         CloseReason::AuthQueueFull => {
             "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
                 .to_owned()

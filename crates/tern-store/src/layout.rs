@@ -187,9 +187,14 @@ pub(crate) fn inspect(
 /// there too (recovering: the engine made them anew, empty).
 pub(crate) fn check_newer_partitions(
     found: &Found,
+    made: &[&str],
     salvage: &mut Salvage,
 ) -> Result<(), StoreError> {
-    for (name, state) in &found.newer_missing {
+    let missing = found
+        .newer_missing
+        .iter()
+        .filter(|(name, _)| made.contains(name));
+    for (name, state) in missing {
         salvage.damaged(format!("partition `{name}` {state}"), || {
             Ok(format!(
                 "partition `{name}` recreated empty; its records are lost"

@@ -15,6 +15,7 @@
 //!   logging, what is found.
 
 mod commit;
+mod fleet;
 mod guard;
 mod journal;
 mod layout;
@@ -43,10 +44,10 @@ use salvage::Salvage;
 pub use tern_core::record::WallClock;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
-/// keep the next sequence number.
+/// keep the next sequence number; stores before version 5 have no `fleet` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
@@ -56,20 +57,23 @@ const COMMIT_KEY: &[u8] = b"commit";
 const META_PARTITION: &str = "meta";
 /// The partition of the request guard's records (format version 3).
 const GUARD_PARTITION: &str = "guard";
+/// The partition of the fleet registry (format version 5).
+const FLEET_PARTITION: &str = "fleet";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 7] = [
+const PARTITIONS: [&str; 8] = [
     "retained",
     "sessions",
     "deliveries",
     "stages",
     "incoming",
     GUARD_PARTITION,
+    FLEET_PARTITION,
     META_PARTITION,
 ];
-/// Partitions a store of an older format does not have: their absence is damage only in a
-/// store of this format (see `layout`).
-const PARTITIONS_SINCE_VERSION_3: [&str; 1] = [GUARD_PARTITION];
+/// Partitions a store of an older format does not have, with the version that made each:
+/// their absence is damage only in a store of that version or later (see `layout`).
+const PARTITIONS_SINCE: [(&str, u32); 2] = [(GUARD_PARTITION, 3), (FLEET_PARTITION, 5)];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
 /// Journal size past which fjall flushes memtables and drops old journals: bounds the disk
@@ -179,6 +183,7 @@ pub struct DiskStore {
     stages: PartitionHandle,
     incoming: PartitionHandle,
     guard: PartitionHandle,
+    fleet: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
@@ -241,7 +246,8 @@ impl DiskStore {
             source,
         };
         let mut salvage = Salvage::new(path, recover);
-        let found = layout::inspect(path, &PARTITIONS, &PARTITIONS_SINCE_VERSION_3, &mut salvage)?;
+        let newer = PARTITIONS_SINCE.map(|(name, _)| name);
+        let found = layout::inspect(path, &PARTITIONS, &newer, &mut salvage)?;
         let keyspace = fjall::Config::new(path)
             .manual_journal_persist(true)
             .max_journaling_size(JOURNAL_MAX_BYTES)
@@ -253,14 +259,16 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, meta] = PARTITIONS.map(open);
-        let (retained, sessions, deliveries, stages, incoming, guard, meta) = (
+        let [retained, sessions, deliveries, stages, incoming, guard, fleet, meta] =
+            PARTITIONS.map(open);
+        let (retained, sessions, deliveries, stages, incoming, guard, fleet, meta) = (
             retained?,
             sessions?,
             deliveries?,
             stages?,
             incoming?,
             guard?,
+            fleet?,
             meta?,
         );
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
@@ -272,13 +280,26 @@ impl DiskStore {
             &stages,
             &incoming,
             &guard,
+            &fleet,
         ]
         .into_iter()
         .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
         .map_err(engine)?;
         let format = meta::check_format(path, format, is_empty, &mut salvage)?;
-        if matches!(format, Format::Current) {
-            layout::check_newer_partitions(&found, &mut salvage)?;
+        let version = match format {
+            Format::Current => Some(FORMAT_VERSION),
+            Format::Older(version) => Some(version),
+            Format::Write => None,
+        };
+        if let Some(version) = version {
+            let made = PARTITIONS_SINCE
+                .into_iter()
+                .filter(|(_, since)| *since <= version);
+            layout::check_newer_partitions(
+                &found,
+                &made.map(|(n, _)| n).collect::<Vec<_>>(),
+                &mut salvage,
+            )?;
         }
         let committed = meta::read_counter(committed, &mut salvage)?;
         meta::check_committed(path, &found, committed, &mut salvage)?;
@@ -308,6 +329,7 @@ impl DiskStore {
             stages,
             incoming,
             guard,
+            fleet,
             staged,
             committed,
             marker,
@@ -332,6 +354,7 @@ impl DiskStore {
         let mut converted = 0_u64;
         let layout = match version {
             FORMAT_VERSION_OLDEST => record::SessionLayout::WithoutOwner,
+            4 => record::SessionLayout::Current,
             _ => record::SessionLayout::WithOwner,
         };
         for item in self.sessions.iter() {
@@ -567,6 +590,17 @@ impl Store for DiskStore {
                     let key = guard::key(key).map_err(self.record("guard"))?;
                     batch.remove(&self.guard, key);
                 }
+                StoreOp::FleetDeviceSet(device) => {
+                    let value = fleet::encode_device(device).map_err(self.record("fleet"))?;
+                    batch.insert(&self.fleet, fleet::device_key(&device.udid), value);
+                }
+                StoreOp::FleetDeviceRemove(udid) => {
+                    batch.remove(&self.fleet, fleet::device_key(udid));
+                }
+                StoreOp::FleetOwnerSet(owner) => {
+                    let value = fleet::encode_owner(owner).map_err(self.record("fleet"))?;
+                    batch.insert(&self.fleet, fleet::owner_key(&owner.id), value);
+                }
             }
         }
         self.write_deliveries(&mut batch, &mut deliveries)?;
@@ -690,6 +724,15 @@ impl Store for DiskStore {
             match guard::decode(&key, &value).map_err(self.record("guard")) {
                 Ok(record) => snapshot.guard.push(record),
                 Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.guard, key, e)?,
+            }
+            progress.tick();
+        }
+        for item in self.fleet.iter() {
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            match fleet::decode(&key, &value).map_err(self.record("fleet")) {
+                Ok(fleet::FleetRecord::Owner(owner)) => snapshot.fleet_owners.push(owner),
+                Ok(fleet::FleetRecord::Device(device)) => snapshot.fleet_devices.push(device),
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.fleet, key, e)?,
             }
             progress.tick();
         }

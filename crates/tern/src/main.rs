@@ -150,6 +150,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
         other_identity: file.sessions.to_core(),
+        fleet: file.fleet.to_core()?,
         cluster: false,
     };
     let base = args
@@ -162,7 +163,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(section) => Some(cluster_config::join(section, base, &mut core)?),
         None => None,
     };
-    let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let mut auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    auth.acl = auth.acl.with_fleet_topics(core.fleet.clone());
     let data_dir = config::data_dir(&file, args.data_dir.clone());
     let mut service_settings = auth_config::ServiceSettings {
         login_cache_entries_max: file.limits.login_cache_entries_max(),

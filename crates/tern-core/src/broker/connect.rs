@@ -133,6 +133,10 @@ impl Broker {
             data: connect.properties.authentication_data.as_deref(),
             certificate_identity: info.certificate_identity.as_deref(),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
+            fleet: self.fleet.login(
+                connect.client_id.as_str(),
+                connect.username.as_ref().map(|u| u.as_str()),
+            ),
         };
         let decision = self.authenticator.authenticate(&request);
         // Too many failed logins from this address or for this user: what would need a slow
@@ -160,6 +164,10 @@ impl Broker {
         identity: Identity,
         now: Time,
     ) {
+        let (version, client_id) = (connect.protocol_version, connect.client_id.as_str());
+        if !self.fleet_admits(id, version, client_id, &identity, now) {
+            return;
+        }
         // On a cluster node the session is claimed across the cluster first.
         let Some((connect, auth_data, identity)) =
             self.claim_first(id, connect, auth_data, identity)

@@ -11,6 +11,7 @@ mod auth;
 mod cluster;
 mod cluster_session;
 mod connect;
+mod fleet;
 mod flow;
 mod lifecycle;
 pub mod mailbox;
@@ -121,6 +122,8 @@ pub struct Broker {
     ready_mailboxes: Vec<MqttString>,
     /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
     bans: admin::Bans,
+    /// The device fleet's owners and devices (see `fleet.rs`).
+    fleet: crate::fleet::Registry,
 }
 
 impl Broker {
@@ -163,6 +166,7 @@ impl Broker {
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
             bans: admin::Bans::default(),
+            fleet: crate::fleet::Registry::default(),
         }
     }
 
@@ -708,6 +712,7 @@ impl Broker {
             // messages that were accepted; new ones are refused until it is under them again.
             broker.retained.set(message);
         }
+        broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);
