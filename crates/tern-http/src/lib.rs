@@ -18,6 +18,7 @@
 //! effect crosses over, through a bounded channel, to the bridge task.
 
 mod admin;
+mod admin_fleet;
 mod admin_keys;
 mod admin_ops;
 mod answers;

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod cluster_config;
 mod config;
+mod device;
 mod http_config;
 mod key;
 mod passwd;
@@ -72,6 +73,9 @@ enum Command {
     Token(token::TokenArgs),
     /// HTTP bridge tools: `sign` prints a request's signing headers.
     Http(key::HttpArgs),
+    /// Manage the device fleet of a running broker: add, list, show, disable, enable, delete
+    /// devices; give owners a password (through the operator API).
+    Device(device::DeviceArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Key(args) => key::run_key(args),
         Command::Token(args) => token::run_token(args),
         Command::Http(args) => key::run_http(args),
+        Command::Device(args) => device::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
