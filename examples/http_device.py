@@ -13,6 +13,9 @@ more.
     device.subscribe("commands/sensor-1/#")                  # the mailbox: its MQTT session
     for message in device.receive(wait=25):                  # acknowledges the last ones
         print(message["seq"], message["topic"], message.get("payload"))
+    answer = device.sync(publish=[{"topic": "sensors/sensor-1/t", "payload": 21.5}],
+                         kv_prefix="config/sensor-1/", receive={"limit": 10})  # one per wake
+    device.kv_put("config/sensor-1/interval", b"60", create_only=True)
 
 As a command:
 
@@ -70,7 +73,8 @@ def canonical_request(method: str, path: str, query: str,
                       headers: list[tuple[str, str]], body: bytes) -> str:
     """The string a request's signature covers (docs/http.md, "Signing")."""
     signed = [(n.lower(), v.strip()) for n, v in headers
-              if n.lower().startswith(("tern-", "mqtt-")) and n.lower() != "tern-signature"]
+              if n.lower().startswith(("tern-", "mqtt-")) and n.lower() != "tern-signature"
+              or n.lower() in ("if-match", "if-none-match")]
     signed.sort(key=lambda pair: pair[0])  # stable: repeated headers keep their order
     lines = [SCHEME, method.upper(), canonical_path(path), canonical_query(query)]
     lines += [f"{n}:{v}" for n, v in signed]
@@ -120,6 +124,7 @@ class Device:
     ssl_context: Optional[ssl.SSLContext] = None  # for https: the CA to trust, say
     last: Optional[dict[str, str]] = field(default=None, repr=False)  # last request's headers
     owed_ack: Optional[int] = None  # the mailbox acknowledgement the next poll carries
+    last_body: bytes = field(default=b"", repr=False)  # the last sync's body, for resend()
 
     @property
     def secret(self) -> bytes:
@@ -234,10 +239,29 @@ class Device:
         return "/v1/mbox/subs/" + "/".join(urllib.parse.quote(level, safe="")
                                            for level in topic_filter.split("/"))
 
-    def subscribe(self, topic_filter: str, qos: int = 1, retained: bool = True) -> Response:
-        """PUT /v1/mbox/subs/FILTER: the mailbox (made if need be) receives what matches."""
-        query = urllib.parse.urlencode({"qos": qos, "retained": int(retained)})
+    def subscribe(self, topic_filter: str, qos: int = 1, retained: bool = True,
+                  replay: Optional[int] = None) -> Response:
+        """PUT /v1/mbox/subs/FILTER: the mailbox (made if need be) receives what matches;
+        `replay` queues the last N messages kept for those topics ([[history]])."""
+        fields: dict[str, int] = {"qos": qos, "retained": int(retained)}
+        if replay is not None:
+            fields["replay"] = replay
+        query = urllib.parse.urlencode(fields)
         return self.request("PUT", self._filter_path(topic_filter) + "?" + query)
+
+    def reset(self, latest: bool = False, replay: Optional[int] = None,
+              seq: Optional[int] = None, since: Optional[int] = None) -> Response:
+        """POST /v1/mbox/reset, to one of: the latest message (`latest`), the last `replay`
+        kept, the sequence number `seq`, or what was kept since `since` (Unix seconds)."""
+        body: dict[str, Any] = {}
+        if latest:
+            body["to"] = "latest"
+        for name, value in (("replay", replay), ("seq", seq), ("time", since)):
+            if value is not None:
+                body[name] = value
+        self.owed_ack = None  # what it owed is completed, or handed out again
+        return self.request("POST", "/v1/mbox/reset", json.dumps(body).encode(),
+                            [("Content-Type", "application/json")])
 
     def unsubscribe(self, topic_filter: str) -> Response:
         """DELETE /v1/mbox/subs/FILTER."""
@@ -288,6 +312,92 @@ class Device:
         body = json.dumps({} if seqs is None else {"seqs": seqs}).encode()
         return self.request("POST", "/v1/mbox/dead/requeue", body,
                             [("Content-Type", "application/json")])
+
+    # -- one exchange per wake --------------------------------------------------------------------
+    def sync(self, publish: Optional[list[dict[str, Any]]] = None, atomic: bool = False,
+             kv_prefix: Optional[str] = None, kv_since: Optional[str] = None,
+             receive: Optional[dict[str, int]] = None, ack: Optional[int] = None,
+             next_wake: Optional[int] = None) -> Response:
+        """POST /v1/sync: acknowledges (`ack`, else what the last receive owes), publishes,
+        reads the key/value changes under `kv_prefix` since `kv_since` (the `etag` of the last
+        answer's `kv`), and receives (`receive`: limit, wait, max_bytes, lease), in one
+        request. Exactly once: if the answer is lost, `resend()` sends the same bytes again and
+        gets the same answer, never a second effect."""
+        body: dict[str, Any] = {}
+        ack = self.owed_ack if ack is None else ack
+        if ack is not None:
+            body["ack"] = ack
+        if publish:
+            body["publish"] = publish
+            body["atomic"] = atomic
+        if kv_prefix is not None:
+            body["kv"] = {"prefix": kv_prefix}
+            if kv_since is not None:
+                body["kv"]["since"] = kv_since
+        if receive is not None:
+            body["receive"] = receive
+        if next_wake is not None:
+            body["next_wake"] = next_wake
+        data = json.dumps(body).encode()
+        self.last_body = data
+        wait = (receive or {}).get("wait", 0)
+        response = self.request("POST", "/v1/sync", data, [("Content-Type", "application/json")],
+                                timeout=self.timeout + wait)
+        self._owe(response)
+        return response
+
+    def resend(self, method: str, path_and_query: str, body: bytes,
+               timeout: Optional[float] = None) -> Response:
+        """Sends the last signed request again, byte for byte (same nonce and signature): what a
+        device does when it lost an answer. The answer is checked as the first one was."""
+        assert self.last is not None, "nothing was sent"
+        response = self.send(method, path_and_query, list(self.last.items()), body, timeout)
+        if self.verify_responses and response.status != 401:
+            self.check(response, self.last["Tern-Signature"][3:])
+        return response
+
+    def _owe(self, response: Response) -> None:
+        """Remembers the acknowledgement an answer with messages makes owed."""
+        if response.status == 200:
+            next_ack = (response.json() or {}).get("next_ack")
+            if next_ack is not None:
+                self.owed_ack = next_ack
+
+    # -- key/value: retained messages --------------------------------------------------------------
+    @staticmethod
+    def _key_path(key: str) -> str:
+        return "/v1/kv/" + "/".join(urllib.parse.quote(level, safe="") for level in key.split("/"))
+
+    def kv_get(self, key: str, missing_204: bool = False) -> Response:
+        """GET /v1/kv/KEY: {"key", "etag", "payload" or "payload_b64"}, or 404 (204)."""
+        return self.request("GET", self._key_path(key) + ("?missing=204" if missing_204 else ""))
+
+    def kv_list(self, prefix: str, since: Optional[str] = None) -> Response:
+        """GET /v1/kv/PREFIX/: the entries under PREFIX, or what changed since an ETag."""
+        path = self._key_path(prefix.rstrip("/")) + "/"
+        if since is not None:
+            path += "?" + urllib.parse.urlencode({"since": since})
+        return self.request("GET", path)
+
+    def kv_put(self, key: str, value: bytes, if_match: Optional[str] = None,
+               create_only: bool = False, ttl: Optional[int] = None,
+               content_type: Optional[str] = None) -> Response:
+        """PUT /v1/kv/KEY: sets the entry (a retained message); `if_match` (an ETag) or
+        `create_only` make it conditional (412 when not met)."""
+        extra: list[tuple[str, str]] = []
+        if if_match is not None:
+            extra.append(("If-Match", f'"{if_match}"'))
+        if create_only:
+            extra.append(("If-None-Match", "*"))
+        if content_type:
+            extra.append(("Content-Type", content_type))
+        query = f"?ttl={ttl}" if ttl is not None else ""
+        return self.request("PUT", self._key_path(key) + query, value, extra)
+
+    def kv_delete(self, key: str, if_match: Optional[str] = None) -> Response:
+        """DELETE /v1/kv/KEY: clears the entry (its retained message)."""
+        extra = [("If-Match", f'"{if_match}"')] if if_match is not None else []
+        return self.request("DELETE", self._key_path(key), b"", extra)
 
     # -- the same key over MQTT ------------------------------------------------------------------
     def mqtt_password(self, client_id: Optional[str] = None, when: Optional[int] = None) -> str:

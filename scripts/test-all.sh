@@ -11,8 +11,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
 # A clean build gains nothing from incremental compilation and full debug information, and they
-# take most of the target directory's disk: keep line tables,
-# which backtraces need.
+# take most of the target directory's disk: keep the line tables, which backtraces need.
 export CARGO_INCREMENTAL=0
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 

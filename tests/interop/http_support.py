@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+import pytest
 
 from conftest import REPO_ROOT, STOP_TIMEOUT, Broker, BrokerError
-from support import TIMEOUT
+from support import TIMEOUT, Clients, Names
 
 sys.path.insert(0, str(REPO_ROOT / "examples"))
 from http_device import Device, Response  # noqa: E402,F401
@@ -89,3 +91,44 @@ def add_key(data_dir: Path, key: str, *grants: str) -> str:
 def error_code(response: Response) -> Optional[str]:
     body = response.json() or {}
     return (body.get("error") or {}).get("code")
+
+
+def ok(response: Response) -> Any:
+    """The JSON body of a 200 answer (anything else fails the test, showing the answer)."""
+    assert response.status == 200, (response.status, response.body)
+    return response.json()
+
+
+class Fleet:
+    """A broker of its own (with `options`) serving HTTP, and keys made before it starts:
+    `keys` maps each key id to its grants (`tern key add` options)."""
+
+    def __init__(self, workdir: Path, keys: dict[str, tuple[str, ...]],
+                 options: Optional[dict[str, Any]] = None):
+        data = workdir / "tern-data"
+        self.secrets = {key: add_key(data, key, *grants) for key, grants in keys.items()}
+        self.broker = HttpBroker("tern", workdir, options)
+        self.start()
+        self.clients = Clients(self.broker)
+
+    def start(self) -> None:
+        try:
+            self.broker.start()
+        except BrokerError as err:
+            pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
+
+    def device(self, key: str = "d:dev1", **options: Any) -> Device:
+        return Device(self.broker.http_url, key, self.secrets[key], **options)
+
+    def publish(self, names: Names, topic: str, *payloads: bytes, qos: int = 1) -> None:
+        """Publishes each payload from one MQTT client, then a QoS 1 message elsewhere: its
+        PUBACK says the broker has handled all of them (QoS 0 ones too)."""
+        publisher = self.clients.connected(names.client("p"))
+        for payload in payloads:
+            publisher.publish(topic, payload, qos=qos)
+        publisher.publish(f"elsewhere/{names.tag}", b"", qos=1)
+        publisher.close()
+
+    def close(self) -> None:
+        self.clients.close_all()
+        self.broker.stop()

@@ -14,56 +14,19 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import BrokerError
 import mqtt_raw
-from http_support import Device, HttpBroker, Response, add_key, error_code
-from support import BROKER_KIND, TIMEOUT, Clients, Names
+from http_support import Fleet, error_code, ok
+from support import BROKER_KIND, TIMEOUT, Names
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the HTTP bridge is Tern's")
 
 
-class Fleet:
-    """A broker of its own with keys: `dev1` (a device), `fleet` (an app key) and `pub-only`."""
-
-    def __init__(self, workdir: Path):
-        data = workdir / "tern-data"
-        self.secrets = {
-            "d:dev1": add_key(data, "d:dev1"),
-            "a:fleet": add_key(data, "a:fleet"),
-            "d:pub-only": add_key(data, "d:pub-only", "--publish", "mb/#"),
-        }
-        self.broker = HttpBroker("tern", workdir)
-        self.start()
-        self.clients = Clients(self.broker)
-
-    def start(self) -> None:
-        try:
-            self.broker.start()
-        except BrokerError as err:
-            pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
-
-    def device(self, key: str = "d:dev1", **options: Any) -> Device:
-        return Device(self.broker.http_url, key, self.secrets[key], **options)
-
-    def publish(self, names: Names, topic: str, *payloads: bytes) -> None:
-        """Publishes each payload at QoS 1 from an MQTT client (PUBACK awaited)."""
-        publisher = self.clients.connected(names.client("p"))
-        for payload in payloads:
-            publisher.publish(topic, payload, qos=1)
-        publisher.close()
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
+    """Keys `dev1` (a device), `fleet` (an app key) and `pub-only`."""
+    fleet = Fleet(tmp_path, {"d:dev1": (), "a:fleet": (), "d:pub-only": ("--publish", "mb/#")})
     yield fleet
-    fleet.clients.close_all()
-    fleet.broker.stop()
-
-
-def ok(response: Response) -> Any:
-    assert response.status == 200, (response.status, response.body)
-    return response.json()
+    fleet.close()
 
 
 def payloads(messages: list[dict[str, Any]]) -> list[str]:

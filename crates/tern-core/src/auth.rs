@@ -150,6 +150,13 @@ impl SessionOwner {
         self.0.as_deref() == Some("")
     }
 
+    /// Whether the session belongs to a key of the HTTP bridge (its mailbox).
+    pub fn is_http_key(&self) -> bool {
+        self.0
+            .as_deref()
+            .is_some_and(|key| key.starts_with("http\0"))
+    }
+
     /// The stored form: `None` for unverified, `""` for unknown, the key otherwise.
     pub fn as_stored(&self) -> Option<&str> {
         self.0.as_deref()

@@ -175,6 +175,11 @@ pub struct Config {
     pub other_identity: OtherIdentity,
     /// Where the device fleet's topics live (`/<owner>/<udid>` unless configured).
     pub fleet: crate::fleet::FleetTopics,
+    /// Topics whose last messages are kept for mailboxes to replay (`[[history]]`).
+    pub history: Vec<crate::history::HistoryConfig>,
+    /// Queue limits of mailboxes by client identifier (`[[http.mailbox_class]]`); a mailbox
+    /// of no class has the session limits of [`Limits`].
+    pub mailbox_classes: Vec<crate::mailbox::MailboxClass>,
 }
 
 /// What happens when a client connects with the client identifier of a session that another

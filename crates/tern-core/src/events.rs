@@ -85,6 +85,9 @@ pub enum DropReason {
     NotAuthorized,
     /// A mailbox's dead letters passed their limit: the oldest went.
     DeadLettersFull,
+    /// A mailbox was full (its class's limits): its oldest QoS 0 message went to make room,
+    /// or, with none, the new message was refused.
+    MailboxFull,
 }
 
 /// Something that happened in the broker, for logs and observers.
@@ -267,4 +270,6 @@ pub struct Stats {
     /// CONNECTs refused with Server busy, unchecked, after too many failed logins from their
     /// address or for their user name.
     pub logins_throttled: u64,
+    /// Messages not kept in history because their filter's `max_topics` was reached.
+    pub history_refused: u64,
 }

@@ -16,7 +16,8 @@
 //! - [`store`]: the changes a durable store applies, and the trait it implements; [`record`]:
 //!   the byte layout of what it keeps, which a cluster node also hands to another.
 //! - [`guard`]: the records an edge keeps so a signed request takes effect once;
-//!   [`mailbox`]: what a session read by polling keeps (leases, dead letters).
+//!   [`mailbox`]: what a session read by polling keeps (leases, dead letters); [`history`]:
+//!   the last messages of chosen topics, for mailboxes to replay.
 //! - [`cluster`]: what a node tells the other nodes of a cluster, and hears from them.
 //! - [`throttle`]: failed logins counted per address and user name, and the blocks they earn.
 //! - [`config`], [`events`], [`types`]: limits, observable events and counters, value types.
@@ -32,6 +33,7 @@ pub mod connection;
 pub mod events;
 pub mod fleet;
 pub mod guard;
+pub mod history;
 pub mod mailbox;
 pub mod record;
 pub mod retained;

@@ -10,6 +10,18 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::session::Delivery;
 use crate::types::Time;
 
+/// The queue limits of the mailboxes of a class of clients: those whose client identifier
+/// begins with `prefix` (the longest matching prefix wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxClass {
+    /// Client identifiers of the class begin with this.
+    pub prefix: String,
+    /// Messages a mailbox of the class holds at most.
+    pub queued_count_max: usize,
+    /// Bytes of messages ([`crate::Message::charge`]) a mailbox of the class holds at most.
+    pub queued_bytes_max: usize,
+}
+
 /// What was handed out of one delivery, by its sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {

@@ -13,6 +13,7 @@ use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 use crate::auth::SessionOwner;
 use crate::fleet::{Device, Owner};
 use crate::guard::{GuardKey, GuardRecord};
+use crate::history::Kept;
 use crate::session::{Delivery, PendingWill};
 use crate::tree::SubscriptionInfo;
 use crate::types::{SharedMessage, Time};
@@ -109,6 +110,17 @@ pub enum StoreOp {
     FleetDeviceRemove(String),
     /// A fleet owner was recorded or changed.
     FleetOwnerSet(Owner),
+    /// A message was kept in the history of its topic (`[[history]]`).
+    HistoryKeep(Kept),
+    /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
+    KvHorizon(u64),
+    /// A kept message went (past its topic's count or age).
+    HistoryForget {
+        /// Its topic.
+        topic: TopicName,
+        /// Its message id.
+        id: u64,
+    },
 }
 
 /// A session as recovered from the store.
@@ -135,6 +147,10 @@ pub struct Snapshot {
     pub fleet_owners: Vec<Owner>,
     /// The fleet's devices.
     pub fleet_devices: Vec<Device>,
+    /// The messages kept in topics' history, in any order.
+    pub history: Vec<Kept>,
+    /// The highest id of a deletion of a retained message no longer remembered (0: none).
+    pub kv_horizon: u64,
 }
 
 /// A durable home for the broker's state.
@@ -159,6 +175,8 @@ pub struct MemoryStore {
     guard: HashMap<GuardKey, GuardRecord>,
     fleet_owners: HashMap<String, Owner>,
     fleet_devices: HashMap<String, Device>,
+    history: HashMap<(TopicName, u64), Kept>,
+    kv_horizon: u64,
 }
 
 #[derive(Debug)]
@@ -257,6 +275,14 @@ impl Store for MemoryStore {
                 StoreOp::FleetOwnerSet(owner) => {
                     self.fleet_owners.insert(owner.id.clone(), owner.clone());
                 }
+                StoreOp::HistoryKeep(kept) => {
+                    let key = (kept.message.topic.clone(), kept.message.id);
+                    self.history.insert(key, kept.clone());
+                }
+                StoreOp::HistoryForget { topic, id } => {
+                    self.history.remove(&(topic.clone(), *id));
+                }
+                StoreOp::KvHorizon(id) => self.kv_horizon = self.kv_horizon.max(*id),
             }
         }
         Ok(())
@@ -274,12 +300,15 @@ impl Store for MemoryStore {
             })
             .collect();
         let guard = self.guard.values().cloned().collect();
+        let history = self.history.values().cloned().collect();
         Ok(Snapshot {
             retained,
             sessions,
             guard,
             fleet_owners: self.fleet_owners.values().cloned().collect(),
             fleet_devices: self.fleet_devices.values().cloned().collect(),
+            history,
+            kv_horizon: self.kv_horizon,
         })
     }
 }

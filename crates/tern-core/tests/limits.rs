@@ -449,6 +449,7 @@ fn stats_add_up() {
         auth_checks_skipped: 0,
         auth_queue_full: 0,
         logins_throttled: 0,
+        history_refused: 0,
         subscribers_cut_loose: 0,
         subscribers_congested: 0,
         publishers_held: 0,

@@ -3,7 +3,10 @@
 //! sequence order and leases them; a cumulative acknowledgement completes them; a lease that
 //! ends, or a `nack`, hands them out again; `reject` and too many hand-outs make dead letters,
 //! which are kept and re-queued; sequence numbers and dead letters survive a restart; the same
-//! client identifier over MQTT reads the same queue; another identity reads nothing.
+//! client identifier over MQTT reads the same queue; another identity reads nothing. A mailbox
+//! keeps QoS 0 messages too, within its class's limits (the oldest QoS 0 goes first, then new
+//! messages are refused, counted); `[[history]]` keeps topics' last messages, which a
+//! subscription (`replay`) or a reset queues again, across a restart too.
 #![allow(clippy::expect_used)] // Test code: a panic is a failure.
 
 mod support;
@@ -11,7 +14,10 @@ mod support;
 use bytes::Bytes;
 use support::*;
 use tern_codec::{Publish, QoS};
+use tern_core::broker::history::{Reset, ResetDone};
 use tern_core::broker::mailbox::{Fetch, Fetched, Settle};
+use tern_core::history::HistoryConfig;
+use tern_core::mailbox::MailboxClass;
 use tern_core::{
     Access, Broker, Config, ConnectionId, Identity, MemoryStore, Method, Permissions,
     RequestClient, RequestRefusal, Store, StoreOp,
@@ -67,22 +73,31 @@ fn texts(fetched: &Fetched) -> Vec<String> {
 }
 
 fn subscribe(broker: &mut TestBroker, name: &str, filter: &str) {
+    subscribe_at(broker, name, filter, QoS::AtLeastOnce);
+}
+
+fn subscribe_at(broker: &mut TestBroker, name: &str, filter: &str, qos: QoS) {
     let dev = client(broker, name);
     let now = broker.now;
     let granted = broker
         .broker
-        .mailbox_subscribe(&dev, filter, QoS::AtLeastOnce, true, 3600, now);
-    assert_eq!(granted, Ok(QoS::AtLeastOnce));
+        .mailbox_subscribe(&dev, filter, qos, true, 3600, now);
+    assert_eq!(granted, Ok(qos));
 }
 
 /// Publishes `payloads` at QoS 1 to `topic` from a request client `pub`.
 fn publish(broker: &mut TestBroker, topic_name: &str, payloads: &[&str]) {
+    publish_at(broker, topic_name, payloads, QoS::AtLeastOnce);
+}
+
+/// Publishes `payloads` at `qos` to `topic` from a request client `pub`.
+fn publish_at(broker: &mut TestBroker, topic_name: &str, payloads: &[&str], qos: QoS) {
     let publisher = client(broker, "pub");
     let messages = payloads
         .iter()
         .map(|payload| {
             let mut publish = Publish::new(topic(topic_name), Bytes::from(payload.to_string()));
-            publish.qos = QoS::AtLeastOnce;
+            publish.qos = qos;
             publish
         })
         .collect();
@@ -436,4 +451,188 @@ fn a_poll_meets_the_permissions_of_now_and_never_hands_out_what_they_deny() {
     let filters: Vec<&str> = subscriptions.iter().map(|(f, _)| f.as_str()).collect();
     assert_eq!(filters, ["m/#"]);
     broker.check_held_bytes();
+}
+
+/// A broker keeping the last `kept` messages of `h/#` topics for 60 s, and mailboxes of
+/// clients named `small-...` to 3 messages.
+fn with_history(kept: usize) -> TestBroker {
+    TestBroker::with_config(Config {
+        persistence: true,
+        history: vec![HistoryConfig {
+            filter: filter("h/#"),
+            max_messages: kept,
+            max_age_millis: 60_000,
+            max_topics: 100,
+        }],
+        mailbox_classes: vec![MailboxClass {
+            prefix: "small-".to_owned(),
+            queued_count_max: 3,
+            queued_bytes_max: 1 << 20,
+        }],
+        ..Config::default()
+    })
+}
+
+fn reset(broker: &mut TestBroker, name: &str, reset: Reset) -> ResetDone {
+    let dev = client(broker, name);
+    let now = broker.now;
+    broker
+        .broker
+        .mailbox_reset(&dev, reset, now)
+        .expect("the mailbox resets")
+}
+
+#[test]
+fn a_full_mailbox_drops_its_oldest_qos0_first_then_refuses_and_counts() {
+    let mut broker = with_history(10);
+    subscribe_at(&mut broker, "small-1", "m/#", QoS::ExactlyOnce);
+    subscribe(&mut broker, "big-1", "m/#");
+    publish_at(&mut broker, "m/a", &["q0-a", "q0-b"], QoS::AtMostOnce);
+    publish(&mut broker, "m/a", &["q1-a"]);
+    broker.events();
+    // Full (3, its class's limit): the oldest QoS 0 makes room, twice.
+    publish(&mut broker, "m/a", &["q1-b", "q1-c"]);
+    assert_eq!(broker.stats().publish_dropped, 2);
+    // Full of QoS 1: a new message is refused, counted and told.
+    publish_at(&mut broker, "m/a", &["q0-c"], QoS::AtMostOnce);
+    assert_eq!(broker.stats().publish_dropped, 3);
+    let dropped = broker.events().into_iter().filter(|event| {
+        matches!(event, tern_core::Event::Dropped { client_id, reason: tern_core::DropReason::MailboxFull } if client_id.as_str() == "small-1")
+    });
+    assert_eq!(dropped.count(), 3);
+    let polled = poll(&mut broker, "small-1", fetch(10));
+    assert_eq!(texts(&polled), ["q1-a", "q1-b", "q1-c"]);
+    // A mailbox of no class keeps all six, QoS 0 at QoS 0, in order.
+    let big = poll(&mut broker, "big-1", fetch(10));
+    assert_eq!(
+        texts(&big),
+        ["q0-a", "q0-b", "q1-a", "q1-b", "q1-c", "q0-c"]
+    );
+    assert_eq!(big.messages[0].delivery.qos, QoS::AtMostOnce);
+    let big_seqs = seqs(&big);
+    // QoS 0 messages are not written to the store, nor their dead letters; QoS 1 ones are.
+    let queued = store_ops(&mut broker).into_iter().filter(|op| {
+        matches!(op, StoreOp::DeliveryQueued { client_id, .. } if client_id.as_str() == "big-1")
+    });
+    assert_eq!(queued.count(), 3, "the three QoS 1 messages");
+    let big = client(&mut broker, "big-1");
+    let now = broker.now;
+    let settle = Settle {
+        reject: vec![big_seqs[0], big_seqs[2]],
+        dead_max: 100,
+        ..Settle::default()
+    };
+    let settled = broker.broker.mailbox_settle(&big, &settle, now).unwrap();
+    assert_eq!(settled.rejected, 2);
+    let staged: Vec<u64> = store_ops(&mut broker)
+        .into_iter()
+        .filter_map(|op| match op {
+            StoreOp::DeliveryStage { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(staged, [big_seqs[2]], "only the QoS 1 dead letter");
+    broker.check_held_bytes();
+}
+
+#[test]
+fn qos0_messages_a_mailbox_kept_go_to_its_client_when_it_connects_over_mqtt() {
+    let mut broker = persistent();
+    broker.broker.set_authenticator(Box::new(AsKey));
+    subscribe(&mut broker, "dev", "m/#");
+    publish_at(&mut broker, "m/a", &["zero"], QoS::AtMostOnce);
+    publish(&mut broker, "m/a", &["one"]);
+    let mqtt = broker.connect("dev", V5, Opts::new().resume().expiry(3600));
+    assert_eq!(
+        payloads(&broker.recv(&mqtt)),
+        ["zero", "one"],
+        "in their order"
+    );
+    broker.check_held_bytes();
+}
+
+#[test]
+fn a_subscription_replays_the_last_kept_messages_and_only_those() {
+    let mut broker = with_history(3);
+    publish(&mut broker, "h/a", &["a1", "a2", "a3", "a4"]);
+    publish(&mut broker, "h/b", &["b1"]);
+    publish(&mut broker, "other", &["o1"]);
+    assert_eq!(
+        broker.broker.history_len(),
+        4,
+        "3 of h/a, 1 of h/b, none of other"
+    );
+    subscribe(&mut broker, "dev", "h/a");
+    let dev = client(&mut broker, "dev");
+    let now = broker.now;
+    assert_eq!(broker.broker.mailbox_replay(&dev, "h/a", 2, now), Ok(2));
+    let polled = poll(&mut broker, "dev", fetch(10));
+    assert_eq!(texts(&polled), ["a3", "a4"]);
+    // Not subscribed: nothing.
+    assert_eq!(broker.broker.mailbox_replay(&dev, "h/#", 2, now), Ok(0));
+}
+
+#[test]
+fn a_reset_goes_to_the_latest_a_sequence_number_a_count_or_a_time() {
+    let mut broker = with_history(10);
+    subscribe(&mut broker, "dev", "h/#");
+    publish(&mut broker, "h/a", &["a", "b"]);
+    broker.advance(10_000);
+    publish(&mut broker, "h/b", &["c", "d"]);
+    assert_eq!(seqs(&poll(&mut broker, "dev", fetch(10))), [0, 1, 2, 3]);
+    // To a sequence number: what is below it is complete, the rest handed out again at once.
+    assert_eq!(reset(&mut broker, "dev", Reset::Seq(2)).completed, 2);
+    assert_eq!(texts(&poll(&mut broker, "dev", fetch(10))), ["c", "d"]);
+    // To the latest: nothing is left.
+    assert_eq!(reset(&mut broker, "dev", Reset::Latest).completed, 2);
+    assert!(poll(&mut broker, "dev", fetch(10)).messages.is_empty());
+    // The last 3 kept, under new sequence numbers.
+    let done = reset(&mut broker, "dev", Reset::Replay(3));
+    assert_eq!(
+        done,
+        ResetDone {
+            completed: 0,
+            queued: 3
+        }
+    );
+    let replayed = poll(&mut broker, "dev", fetch(10));
+    assert_eq!(texts(&replayed), ["b", "c", "d"]);
+    assert_eq!(seqs(&replayed), [4, 5, 6]);
+    // Since a time: the two kept at 10 s and after.
+    let done = reset(&mut broker, "dev", Reset::Since(5_000));
+    assert_eq!(
+        done,
+        ResetDone {
+            completed: 3,
+            queued: 2
+        }
+    );
+    assert_eq!(texts(&poll(&mut broker, "dev", fetch(10))), ["c", "d"]);
+}
+
+#[test]
+fn history_is_kept_in_the_store_within_its_bounds_across_a_restart() {
+    let mut broker = with_history(2);
+    let mut store = MemoryStore::default();
+    publish(&mut broker, "h/a", &["a1", "a2", "a3"]);
+    store.apply(&store_ops(&mut broker)).unwrap();
+    assert_eq!(
+        store.load().unwrap().history.len(),
+        2,
+        "the oldest went from the store too"
+    );
+    broker.advance(50_000);
+    let config = broker.broker.config().clone();
+    broker.broker = Broker::restore(config.clone(), broker.now, store.load().unwrap());
+    assert_eq!(broker.broker.history_len(), 2);
+    subscribe(&mut broker, "dev", "h/#");
+    assert_eq!(reset(&mut broker, "dev", Reset::Replay(5)).queued, 2);
+    assert_eq!(texts(&poll(&mut broker, "dev", fetch(10))), ["a2", "a3"]);
+    // New messages get ids above the kept ones, and past max_age the kept ones go.
+    publish(&mut broker, "h/a", &["a4"]);
+    broker.advance(20_000);
+    assert_eq!(reset(&mut broker, "dev", Reset::Replay(5)).queued, 1);
+    assert_eq!(texts(&poll(&mut broker, "dev", fetch(10))), ["a4"]);
+    store.apply(&store_ops(&mut broker)).unwrap();
+    assert_eq!(store.load().unwrap().history.len(), 1);
 }

@@ -51,33 +51,56 @@ pub(crate) fn published(
     batch: bool,
     atomic: bool,
 ) -> Answer {
-    let result = |(i, item, outcome): &(usize, &Item, Option<RequestOutcome>)| {
-        let qos = item.publish.as_ref().map_or(0, |p| p.qos as u8);
-        match outcome {
-            None => Ok(Published {
-                qos,
-                matched: Some(0),
-                expired: true,
-            }),
-            Some(Ok(matched)) => Ok(Published {
-                qos,
-                matched: *matched,
-                expired: false,
-            }),
-            Some(Err(refusal)) => Err((*i, ApiError::from_refusal(*refusal, &item.topic))),
-        }
-    };
     if !batch {
-        return match results.first().map(result) {
+        return match results.first().map(result_of) {
             Some(Ok(published)) => json(200, &published),
             Some(Err((_, error))) => refused(&error),
             None => refused(&ApiError::bad_request("nothing to publish")),
         };
     }
+    let (items, first_error) = item_results(results);
+    match first_error {
+        None => json(200, &serde_json::json!({ "results": items })),
+        // All or nothing: the request failed as its first refused message did.
+        Some(error) if atomic => json(
+            error.status,
+            &serde_json::json!({
+                "error": {"code": error.code, "message": error.message},
+                "results": items,
+            }),
+        ),
+        Some(_) => json(207, &serde_json::json!({ "results": items })),
+    }
+}
+
+/// What became of one message: published, or refused (with its position).
+fn result_of(
+    (i, item, outcome): &(usize, &Item, Option<RequestOutcome>),
+) -> Result<Published, (usize, ApiError)> {
+    let qos = item.publish.as_ref().map_or(0, |p| p.qos as u8);
+    match outcome {
+        None => Ok(Published {
+            qos,
+            matched: Some(0),
+            expired: true,
+        }),
+        Some(Ok(matched)) => Ok(Published {
+            qos,
+            matched: *matched,
+            expired: false,
+        }),
+        Some(Err(refusal)) => Err((*i, ApiError::from_refusal(*refusal, &item.topic))),
+    }
+}
+
+/// Each message's result, and the first refusal (but `not_applied`) if any.
+pub(crate) fn item_results(
+    results: &[(usize, &Item, Option<RequestOutcome>)],
+) -> (Vec<ItemResult>, Option<ApiError>) {
     let mut first_error = None;
     let items: Vec<ItemResult> = results
         .iter()
-        .map(|entry| match result(entry) {
+        .map(|entry| match result_of(entry) {
             Ok(published) => ItemResult {
                 i: entry.0,
                 ok: true,
@@ -100,18 +123,7 @@ pub(crate) fn published(
             }
         })
         .collect();
-    match first_error {
-        None => json(200, &serde_json::json!({ "results": items })),
-        // All or nothing: the request failed as its first refused message did.
-        Some(error) if atomic => json(
-            error.status,
-            &serde_json::json!({
-                "error": {"code": error.code, "message": error.message},
-                "results": items,
-            }),
-        ),
-        Some(_) => json(207, &serde_json::json!({ "results": items })),
-    }
+    (items, first_error)
 }
 
 pub(crate) fn json(status: u16, value: &impl Serialize) -> Answer {

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use tern_codec::{MqttString, QoS};
-use tern_core::{ConnectionId, GuardRecord, Permissions, RequestOutcome};
+use tern_core::{ConnectionId, GuardRecord, Permissions};
 use tern_net::BrokerHandle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -20,10 +20,12 @@ use crate::admin_ops::{self, AdminOp, OperatorEnvelope};
 use crate::answers::published;
 pub(crate) use crate::answers::{json, refused};
 use crate::error::ApiError;
+use crate::kv::KvOp;
 use crate::longpoll::{self, Waiters};
 use crate::mailbox::{self, MailboxOp, MailboxSettings, Outcome};
 use crate::publish::Item;
 use crate::replay::{Admission, Answer, Change, Nonce, ReplayGuard, ReplayLimits};
+use crate::sync::SyncOp;
 
 /// Requests taken from the channel for one input to the core, at most.
 const REQUESTS_PER_INPUT_MAX: usize = 256;
@@ -46,6 +48,8 @@ pub(crate) struct Request {
     pub(crate) time: Option<u64>,
     pub(crate) credential: tern_auth::Credential,
     pub(crate) op: Op,
+    /// What a sync answers besides its messages, worked out before it waited for them.
+    pub(crate) first: Option<serde_json::Value>,
 }
 
 /// What a request does.
@@ -59,6 +63,10 @@ pub(crate) enum Op {
     },
     /// Something done to the client's mailbox.
     Mailbox(MailboxOp),
+    /// `POST /v1/sync`: a wake's whole exchange.
+    Sync(SyncOp),
+    /// Something done to a key/value entry.
+    Kv(KvOp),
 }
 
 impl Op {
@@ -71,6 +79,9 @@ impl Op {
                     .is_some_and(|p| p.qos == QoS::ExactlyOnce)
             }),
             Self::Mailbox(_) => false,
+            // A wake's exchange, and a write that a lost answer must not turn into a conflict.
+            Self::Sync(_) => true,
+            Self::Kv(op) => op.writes(),
         }
     }
 }
@@ -189,53 +200,94 @@ impl Bridge {
                 .map(|envelope| {
                     let request = &envelope.request;
                     let outcome = self.apply(broker, request, (false, false), now);
-                    if let (Outcome::Answer(answer), true) = (&outcome, request.op.exactly_once()) {
-                        self.guard.borrow_mut().record_answer(
-                            &request.principal,
-                            &request.nonce,
-                            &request.signature,
-                            answer,
-                            unix_now(),
-                        );
+                    if let Outcome::Answer(answer) = &outcome {
+                        self.record_answer(request, answer);
                     }
                     outcome
                 })
                 .collect::<Vec<Outcome>>();
-            // The nonces spent and answers given, in the batch of the effects they guard.
-            for change in self.guard.borrow_mut().take_changes() {
-                match change {
-                    Change::Set(record) => broker.record_guard(record),
-                    Change::Forget(key) => broker.forget_guard(key),
-                }
-            }
+            self.hand_guard_changes(broker);
             outcomes
         });
         let mut answered = Vec::new();
-        for (envelope, outcome) in fresh.into_iter().zip(outcomes) {
+        let mut concluded = Vec::new();
+        for (mut envelope, outcome) in fresh.into_iter().zip(outcomes) {
             match outcome {
                 Outcome::Answer(answer) => answered.push((envelope, answer)),
                 Outcome::Wait {
                     client_id,
                     deadline,
                     recheck,
+                    first,
                 } => {
+                    envelope.request.first = first;
                     let replaced = self.waiters.borrow_mut().park(
                         client_id,
                         envelope,
                         longpoll::in_(deadline),
                         recheck.map(longpoll::in_),
                     );
-                    if let Some(older) = replaced {
-                        let error = ApiError::new(
-                            409,
-                            "poll_superseded",
-                            "a newer poll of this mailbox took the place of this one",
-                        );
-                        answered.push((older, refused(&error)));
+                    match replaced {
+                        // A sync has taken effect: it is answered with what it has.
+                        Some(older) if older.request.op.exactly_once() => concluded.push(older),
+                        Some(older) => {
+                            let error = ApiError::new(
+                                409,
+                                "poll_superseded",
+                                "a newer poll of this mailbox took the place of this one",
+                            );
+                            answered.push((older, refused(&error)));
+                        }
+                        None => {}
                     }
                 }
             }
         }
+        self.answer_when_durable(batch, answered);
+        if !concluded.is_empty() {
+            self.conclude(concluded);
+        }
+    }
+
+    /// The nonces spent and answers given since the last call, handed to the core: in the
+    /// input that applies the requests they guard, so they are durable together.
+    fn hand_guard_changes(&self, broker: &mut tern_core::Broker) {
+        for change in self.guard.borrow_mut().take_changes() {
+            match change {
+                Change::Set(record) => broker.record_guard(record),
+                Change::Forget(key) => broker.forget_guard(key),
+            }
+        }
+    }
+
+    /// Remembers, for the store, the answer of an exactly-once request: recorded in the input
+    /// that applies it (or, for a sync that waited, that answers it).
+    fn record_answer(&self, request: &Request, answer: &Answer) {
+        if request.op.exactly_once() {
+            self.guard.borrow_mut().record_answer(
+                &request.principal,
+                &request.nonce,
+                &request.signature,
+                answer,
+                unix_now(),
+            );
+        }
+    }
+
+    /// Answers waiting syncs at once with what they have (a newer poll took their place).
+    fn conclude(&self, envelopes: Vec<Envelope>) {
+        let mut answered = Vec::new();
+        let (_, batch) = self.handle.input(|broker, now| {
+            for envelope in envelopes {
+                if let Outcome::Answer(answer) =
+                    self.apply(broker, &envelope.request, (true, true), now)
+                {
+                    self.record_answer(&envelope.request, &answer);
+                    answered.push((envelope, answer));
+                }
+            }
+            self.hand_guard_changes(broker);
+        });
         self.answer_when_durable(batch, answered);
     }
 
@@ -253,16 +305,21 @@ impl Bridge {
                 let Some(waiter) = self.waiters.borrow_mut().take(&client_id) else {
                     continue;
                 };
-                if waiter.envelope.reply.is_closed() {
+                let request = &waiter.envelope.request;
+                let gone = waiter.envelope.reply.is_closed();
+                if gone && !request.op.exactly_once() {
                     // Its client went away: nobody to answer.
                     broker.mailbox_watch(&client_id, false);
                     continue;
                 }
-                let last = Instant::now() >= waiter.deadline;
-                match self.apply(broker, &waiter.envelope.request, (true, last), now) {
+                // A sync whose client went away is answered all the same: its answer is kept
+                // for the retry.
+                let last = gone || Instant::now() >= waiter.deadline;
+                match self.apply(broker, request, (true, last), now) {
                     Outcome::Answer(answer) => {
                         // No poll waits on the mailbox any more.
                         broker.mailbox_watch(&client_id, false);
+                        self.record_answer(request, &answer);
                         answered.push((waiter.envelope, answer));
                     }
                     Outcome::Wait { recheck, .. } => {
@@ -276,6 +333,7 @@ impl Bridge {
                     }
                 }
             }
+            self.hand_guard_changes(broker);
         });
         self.answer_when_durable(batch, answered);
     }
@@ -347,16 +405,15 @@ impl Bridge {
                 atomic,
                 batch,
             } => {
-                let live: Vec<_> = items.iter().filter_map(|i| i.publish.clone()).collect();
-                let mut outcomes = broker.publish_for(&client, live, *atomic, now).into_iter();
-                let results: Vec<(usize, &Item, Option<RequestOutcome>)> = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| (i, item, item.publish.as_ref().and_then(|_| outcomes.next())))
-                    .collect();
+                let results = crate::sync::publish_items(broker, &client, items, *atomic, now);
                 Outcome::Answer(published(&results, *batch, *atomic))
             }
             Op::Mailbox(op) => mailbox::apply(broker, &client, op, &self.mailboxes, look, now),
+            Op::Sync(op) => {
+                let first = request.first.as_ref();
+                crate::sync::apply(broker, &client, op, &self.mailboxes, look, first, now)
+            }
+            Op::Kv(op) => Outcome::Answer(crate::kv::apply(broker, &client, op, now)),
         }
     }
 }
@@ -377,7 +434,12 @@ fn finish(guard: &RefCell<ReplayGuard>, envelope: Envelope, answer: Answer) {
 
 /// Seconds since the Unix epoch by the system clock.
 pub(crate) fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub(crate) fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

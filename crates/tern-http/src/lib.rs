@@ -10,8 +10,9 @@
 //!   waiting there; `answers`: how answers are worded.
 //! - `server`: listeners, the HTTP runtime, routes, limits and time-outs; `publish`: reading
 //!   publishes; `mailbox`, `mailbox_routes`: receiving (polls, acknowledgements,
-//!   subscriptions, dead letters); `keys`: the key file, reloaded when it changes; `openapi`:
-//!   the served document.
+//!   subscriptions, dead letters, reset); `sync`: a wake's whole exchange in one request;
+//!   `kv`: key/value over retained messages; `keys`: the key file, reloaded when it changes;
+//!   `openapi`: the served document.
 //!
 //! HTTP runs on a small runtime of its own threads: parsing, TLS and HMAC never take the broker
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
@@ -25,6 +26,7 @@ mod answers;
 mod bridge;
 pub mod error;
 pub mod keys;
+mod kv;
 mod longpoll;
 mod mailbox;
 mod mailbox_routes;
@@ -34,6 +36,7 @@ mod refusals;
 pub mod replay;
 mod server;
 pub mod signing;
+mod sync;
 pub mod tokens;
 mod verify;
 

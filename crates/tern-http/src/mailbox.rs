@@ -8,7 +8,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tern_codec::{MqttString, QoS};
+use tern_core::broker::history::Reset;
 use tern_core::broker::mailbox::{Fetch, Fetched, MailboxMessage, Settle};
+use tern_core::history::kept_time;
 use tern_core::{Broker, RequestClient, RequestRefusal, Time};
 
 use crate::bridge::{json, refused};
@@ -51,13 +53,7 @@ impl Default for MailboxSettings {
 #[derive(Debug, Clone)]
 pub(crate) enum MailboxOp {
     /// `GET /v1/mbox`.
-    Poll {
-        ack: Option<u64>,
-        limit: usize,
-        bytes_max: usize,
-        lease: Duration,
-        wait: Duration,
-    },
+    Poll(Poll),
     /// `POST /v1/mbox/ack`.
     Settle(SettleBody),
     /// `PUT /v1/mbox/subs/{filter}`.
@@ -65,7 +61,11 @@ pub(crate) enum MailboxOp {
         filter: String,
         qos: QoS,
         retained: bool,
+        /// Kept messages of the filter's topics to queue (the last N).
+        replay: usize,
     },
+    /// `POST /v1/mbox/reset`.
+    Reset(ResetBody),
     /// `DELETE /v1/mbox/subs/{filter}`.
     Unsubscribe { filter: String },
     /// `GET /v1/mbox/subs` (all) or `GET /v1/mbox/subs/{filter}` (one).
@@ -74,6 +74,55 @@ pub(crate) enum MailboxOp {
     DeadLetters,
     /// `POST /v1/mbox/dead/requeue`.
     Requeue { seqs: Option<Vec<u64>> },
+}
+
+/// What a poll asks for (`GET /v1/mbox`, or a sync's `receive`).
+#[derive(Debug, Clone)]
+pub(crate) struct Poll {
+    pub(crate) ack: Option<u64>,
+    pub(crate) limit: usize,
+    pub(crate) bytes_max: usize,
+    pub(crate) lease: Duration,
+    pub(crate) wait: Duration,
+}
+
+/// What a poll came to.
+#[derive(Debug)]
+pub(crate) enum Polling {
+    /// Answer with these.
+    Answered(Polled),
+    /// Nothing yet: wait, looking again at `recheck` (when a lease ends).
+    Wait { recheck: Option<Duration> },
+}
+
+/// Polls `client`'s mailbox. `again` is a long poll looked at again (its acknowledgement was
+/// applied the first time); `last` is its last look (it waits no more).
+pub(crate) fn poll(
+    broker: &mut Broker,
+    client: &RequestClient,
+    poll: &Poll,
+    settings: &MailboxSettings,
+    (again, last): (bool, bool),
+    now: Time,
+) -> Result<Polling, RequestRefusal> {
+    let waits = !poll.wait.is_zero() && !last;
+    let fetch = Fetch {
+        ack: if again { None } else { poll.ack },
+        limit: poll.limit,
+        bytes_max: poll.bytes_max,
+        lease_millis: millis(poll.lease),
+        deliveries_max: settings.deliveries_max,
+        dead_max: settings.dead_letters_max,
+        watch: waits,
+    };
+    let fetched = broker.mailbox_fetch(client, &fetch, now)?;
+    if waits && fetched.messages.is_empty() {
+        let recheck = fetched
+            .lease_ends
+            .map(|at| Duration::from_millis(at.as_millis() - now.as_millis()));
+        return Ok(Polling::Wait { recheck });
+    }
+    Ok(Polling::Answered(polled(fetched)))
 }
 
 /// What a mailbox request came to.
@@ -87,6 +136,8 @@ pub(crate) enum Outcome {
         client_id: MqttString,
         deadline: Duration,
         recheck: Option<Duration>,
+        /// What a sync answers besides the messages, worked out before it waits.
+        first: Option<serde_json::Value>,
     },
 }
 
@@ -103,6 +154,48 @@ pub(crate) struct SettleBody {
     /// Makes these dead letters (kept, listed at `/v1/mbox/dead`, re-queueable).
     #[serde(default)]
     reject: Vec<u64>,
+}
+
+/// The body of `POST /v1/mbox/reset`: exactly one of its fields.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetBody {
+    /// `"latest"`: complete everything the mailbox holds; it receives from now on.
+    #[serde(default)]
+    pub(crate) to: Option<String>,
+    /// Complete everything, then queue the last N kept messages of its subscriptions.
+    #[serde(default)]
+    pub(crate) replay: Option<usize>,
+    /// Complete what it holds below this sequence number; hand the rest out again.
+    #[serde(default)]
+    pub(crate) seq: Option<u64>,
+    /// Complete everything, then queue the kept messages of its subscriptions kept at or
+    /// after this time (Unix seconds).
+    #[serde(default)]
+    pub(crate) time: Option<u64>,
+}
+
+impl ResetBody {
+    /// The reset it asks for, with `now` the core's time and `now_unix_ms` the clock's.
+    pub(crate) fn reset(&self, now: Time, now_unix_ms: u64) -> Result<Reset, ApiError> {
+        let reset = match (self.to.as_deref(), self.replay, self.seq, self.time) {
+            (Some("latest"), None, None, None) => Reset::Latest,
+            (None, Some(count), None, None) => Reset::Replay(count),
+            (None, None, Some(seq), None) => Reset::Seq(seq),
+            (None, None, None, Some(time)) => {
+                let ago = i64::try_from(now_unix_ms.saturating_sub(time.saturating_mul(1000)))
+                    .unwrap_or(i64::MAX);
+                Reset::Since(kept_time(now).saturating_sub(ago))
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "a reset is one of {\"to\": \"latest\"}, {\"replay\": N}, {\"seq\": N} or \
+                     {\"time\": UNIX_SECONDS}",
+                ))
+            }
+        };
+        Ok(reset)
+    }
 }
 
 /// The body of `POST /v1/mbox/dead/requeue`; without `seqs`, every dead letter.
@@ -125,14 +218,8 @@ pub(crate) struct MboxMessage {
     /// Set for a retained message queued by a new subscription.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     retain: bool,
-    /// The payload, when it is UTF-8 text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<String>,
-    /// The payload, base64, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_b64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content_type: Option<String>,
+    #[serde(flatten)]
+    payload: Payload,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_topic: Option<String>,
     /// Correlation Data, base64url.
@@ -175,35 +262,17 @@ pub(crate) fn apply(
 ) -> Outcome {
     let answer =
         match op {
-            MailboxOp::Poll {
-                ack,
-                limit,
-                bytes_max,
-                lease,
-                wait,
-            } => {
-                let waits = !wait.is_zero() && !last;
-                let fetch = Fetch {
-                    ack: if again { None } else { *ack },
-                    limit: *limit,
-                    bytes_max: *bytes_max,
-                    lease_millis: millis(*lease),
-                    deliveries_max: settings.deliveries_max,
-                    dead_max: settings.dead_letters_max,
-                    watch: waits,
-                };
-                match broker.mailbox_fetch(client, &fetch, now) {
-                    Ok(fetched) if waits && fetched.messages.is_empty() => {
-                        let recheck = fetched
-                            .lease_ends
-                            .map(|at| Duration::from_millis(at.as_millis() - now.as_millis()));
+            MailboxOp::Poll(params) => {
+                match poll(broker, client, params, settings, (again, last), now) {
+                    Ok(Polling::Wait { recheck }) => {
                         return Outcome::Wait {
                             client_id: client.client_id().clone(),
-                            deadline: *wait,
+                            deadline: params.wait,
                             recheck,
-                        };
+                            first: None,
+                        }
                     }
-                    Ok(fetched) => Ok(json(200, &polled(fetched))),
+                    Ok(Polling::Answered(polled)) => Ok(json(200, &polled)),
                     Err(refusal) => Err(refusal),
                 }
             }
@@ -225,14 +294,29 @@ pub(crate) fn apply(
                 filter,
                 qos,
                 retained,
+                replay,
             } => broker
                 .mailbox_subscribe(client, filter, *qos, *retained, settings.expiry_secs, now)
-                .map(|qos| {
-                    json(
-                        200,
-                        &serde_json::json!({"filter": filter, "qos": qos as u8}),
-                    )
+                .and_then(|qos| {
+                    let replayed = match replay {
+                        0 => 0,
+                        count => broker.mailbox_replay(client, filter, *count, now)?,
+                    };
+                    let mut answer = serde_json::json!({"filter": filter, "qos": qos as u8});
+                    if *replay > 0 {
+                        answer["replayed"] = replayed.into();
+                    }
+                    Ok(json(200, &answer))
                 }),
+            MailboxOp::Reset(body) => match body.reset(now, crate::bridge::unix_now_ms()) {
+                Err(error) => Ok(refused(&error)),
+                Ok(reset) => broker.mailbox_reset(client, reset, now).map(|done| {
+                    let value = serde_json::json!({
+                        "completed": done.completed, "queued": done.queued,
+                    });
+                    json(200, &value)
+                }),
+            },
             MailboxOp::Unsubscribe { filter } => broker
                 .mailbox_unsubscribe(client, filter, now)
                 .map(|removed| {
@@ -297,21 +381,13 @@ pub(crate) fn message(handed: &MailboxMessage) -> MboxMessage {
     let delivery = &handed.delivery;
     let message = &delivery.message;
     let properties = &message.properties;
-    let (payload, payload_b64) = match std::str::from_utf8(&message.payload) {
-        Ok(text) => (Some(text.to_owned()), None),
-        Err(_) => (None, Some(STANDARD.encode(&message.payload))),
-    };
+    let payload = payload_of(message);
     MboxMessage {
         seq: delivery.seq,
         topic: message.topic.as_str().to_owned(),
         qos: delivery.qos as u8,
         retain: delivery.retain,
         payload,
-        payload_b64,
-        content_type: properties
-            .content_type
-            .as_ref()
-            .map(|c| c.as_str().to_owned()),
         response_topic: properties
             .response_topic
             .as_ref()
@@ -327,6 +403,33 @@ pub(crate) fn message(handed: &MailboxMessage) -> MboxMessage {
             .collect(),
         expires_in: handed.expires_in,
         deliveries: handed.deliveries,
+    }
+}
+
+/// A message's payload as JSON fields, and its Content Type.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Payload {
+    /// The payload, when it is UTF-8 text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    /// The payload, base64, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_b64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+}
+
+/// The payload of `message` as JSON fields (the text when it is UTF-8, else base64).
+pub(crate) fn payload_of(message: &tern_core::Message) -> Payload {
+    let (payload, payload_b64) = match std::str::from_utf8(&message.payload) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(STANDARD.encode(&message.payload))),
+    };
+    let content_type = message.properties.content_type.as_ref();
+    Payload {
+        payload,
+        payload_b64,
+        content_type: content_type.map(|c| c.as_str().to_owned()),
     }
 }
 

@@ -12,23 +12,26 @@ use tern_codec::QoS;
 use crate::bridge::Op;
 use crate::error::ApiError;
 use crate::mailbox::{
-    MailboxOp, RequeueBody, SettleBody, BYTES_DEFAULT, LEASE_DEFAULT_SECS, LEASE_MAX_SECS,
+    MailboxOp, Poll, RequeueBody, SettleBody, BYTES_DEFAULT, LEASE_DEFAULT_SECS, LEASE_MAX_SECS,
     LIMIT_DEFAULT, LIMIT_MAX, WAIT_MAX_SECS,
 };
+
+/// Kept messages one subscription queues again at most.
+pub(crate) const REPLAY_MAX: usize = 1000;
 use crate::publish::{levels_of, Query};
 use crate::server::{signed, Shared};
 
-/// A number from the query within `range`, or `default`.
+/// A number within `range`, or `default`.
 fn within<T>(
-    query: &Query,
     name: &str,
+    value: Option<T>,
     range: std::ops::RangeInclusive<T>,
     default: T,
 ) -> Result<T, ApiError>
 where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T: PartialOrd + std::fmt::Display + Copy,
 {
-    let value = query.number(name)?.unwrap_or(default);
+    let value = value.unwrap_or(default);
     if !range.contains(&value) {
         return Err(ApiError::bad_request(format!(
             "{name} is {}..={}",
@@ -41,17 +44,35 @@ where
 
 fn poll_op(raw: &str) -> Result<MailboxOp, ApiError> {
     let query = Query::parse(raw)?;
-    Ok(MailboxOp::Poll {
-        ack: query.number("ack")?,
-        limit: within(&query, "limit", 1..=LIMIT_MAX, LIMIT_DEFAULT)?,
-        bytes_max: within(&query, "max_bytes", 1..=usize::MAX, BYTES_DEFAULT)?,
+    let number = |name: &str| query.number::<u64>(name);
+    Ok(MailboxOp::Poll(poll_params(
+        number("ack")?,
+        query.number("limit")?,
+        query.number("max_bytes")?,
+        number("lease")?,
+        number("wait")?,
+    )?))
+}
+
+/// A poll's parameters, each within its range or its default.
+pub(crate) fn poll_params(
+    ack: Option<u64>,
+    limit: Option<usize>,
+    bytes_max: Option<usize>,
+    lease: Option<u64>,
+    wait: Option<u64>,
+) -> Result<Poll, ApiError> {
+    Ok(Poll {
+        ack,
+        limit: within("limit", limit, 1..=LIMIT_MAX, LIMIT_DEFAULT)?,
+        bytes_max: within("max_bytes", bytes_max, 1..=usize::MAX, BYTES_DEFAULT)?,
         lease: Duration::from_secs(within(
-            &query,
             "lease",
+            lease,
             1..=LEASE_MAX_SECS,
             LEASE_DEFAULT_SECS,
         )?),
-        wait: Duration::from_secs(within(&query, "wait", 0..=WAIT_MAX_SECS, 0)?),
+        wait: Duration::from_secs(within("wait", wait, 0..=WAIT_MAX_SECS, 0)?),
     })
 }
 
@@ -122,11 +143,12 @@ pub(crate) async fn settle(State(shared): State<Arc<Shared>>, request: Request) 
     tag = "mailbox",
     params(
         ("filter" = String, Path, description = "The topic filter: the rest of the path, each level percent-decoded once (# as %23)."),
-        ("qos" = Option<u8>, Query, description = "1 (default) or 2: a mailbox keeps QoS 1 and 2 messages."),
-        ("retained" = Option<u8>, Query, description = "1 (default): queue the matching retained messages of QoS 1 and 2; 0: not."),
+        ("qos" = Option<u8>, Query, description = "0, 1 (default) or 2: the highest QoS the mailbox receives the filter's messages with (a mailbox keeps QoS 0 messages too, in memory)."),
+        ("retained" = Option<u8>, Query, description = "1 (default): queue the matching retained messages; 0: not."),
+        ("replay" = Option<usize>, Query, description = "Queue the last N (0-1000) messages kept in history for the filter's topics ([[history]])."),
     ),
     responses(
-        (status = 200, description = "{\"filter\": ..., \"qos\": GRANTED}"),
+        (status = 200, description = "{\"filter\": ..., \"qos\": GRANTED, \"replayed\": N (with replay)}"),
         (status = "4XX", description = "Refused: acl_denied (403), filter_invalid (400), ...", body = crate::error::ErrorBody),
     ),
     security(("tern_signature" = []))
@@ -138,14 +160,10 @@ pub(crate) async fn subscribe(
     signed(shared, request, |_, parts, _| {
         let query = Query::parse(parts.query)?;
         let qos = match query.number::<u8>("qos")?.unwrap_or(1) {
+            0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             2 => QoS::ExactlyOnce,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "qos is 1 or 2: a mailbox keeps QoS 1 and 2 messages (QoS 0 ones are not \
-                     kept for a client that is not connected)",
-                ))
-            }
+            _ => return Err(ApiError::bad_request("qos is 0, 1 or 2")),
         };
         let retained = match query.get("retained") {
             None => true,
@@ -155,6 +173,7 @@ pub(crate) async fn subscribe(
             filter: filter_of(parts.path)?,
             qos,
             retained,
+            replay: within("replay", query.number("replay")?, 0..=REPLAY_MAX, 0)?,
         }))
     })
     .await
@@ -264,6 +283,32 @@ pub(crate) async fn requeue(State(shared): State<Arc<Shared>>, request: Request)
     signed(shared, request, |_, _, body| {
         let RequeueBody { seqs } = body_or_default(&body)?;
         Ok(Op::Mailbox(MailboxOp::Requeue { seqs }))
+    })
+    .await
+}
+
+/// Resets the mailbox: to the latest message, to the last N kept, to a sequence number or to a
+/// time.
+#[utoipa::path(
+    post,
+    path = "/v1/mbox/reset",
+    tag = "mailbox",
+    request_body(content = crate::mailbox::ResetBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "{\"completed\": N, \"queued\": N}"),
+        (status = "4XX", description = "Refused: no_mailbox (404), mailbox_in_use (409), ...", body = crate::error::ErrorBody),
+    ),
+    security(("tern_signature" = []))
+)]
+pub(crate) async fn reset(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
+    signed(shared, request, |_, _, body| {
+        let reset: crate::mailbox::ResetBody = body_or_default(&body)?;
+        if let Some(count) = reset.replay.filter(|count| *count > REPLAY_MAX) {
+            return Err(ApiError::bad_request(format!(
+                "replay is 0..={REPLAY_MAX}, not {count}"
+            )));
+        }
+        Ok(Op::Mailbox(MailboxOp::Reset(reset)))
     })
     .await
 }

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::answers::{ItemResult, Published};
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::mailbox::{MboxMessage, Polled, RequeueBody, SettleBody};
+use crate::mailbox::{MboxMessage, Polled, RequeueBody, ResetBody, SettleBody};
 use crate::publish::{BatchItem, Fields};
 
 #[derive(OpenApi)]
@@ -22,12 +22,17 @@ use crate::publish::{BatchItem, Fields};
         crate::server::time,
         crate::mailbox_routes::poll,
         crate::mailbox_routes::settle,
+        crate::mailbox_routes::reset,
         crate::mailbox_routes::subscribe,
         crate::mailbox_routes::subscription,
         crate::mailbox_routes::subscriptions,
         crate::mailbox_routes::unsubscribe,
         crate::mailbox_routes::dead_letters,
         crate::mailbox_routes::requeue,
+        crate::sync::sync,
+        crate::kv::get,
+        crate::kv::put,
+        crate::kv::delete,
         crate::server::openapi_document,
         crate::admin::clients,
         crate::admin::kick,
@@ -62,6 +67,14 @@ use crate::publish::{BatchItem, Fields};
         MboxMessage,
         SettleBody,
         RequeueBody,
+        ResetBody,
+        crate::sync::SyncBody,
+        crate::sync::KvSince,
+        crate::sync::Receive,
+        crate::kv::Entry,
+        crate::mailbox::Payload,
+        crate::kv::Deleted,
+        crate::kv::Changes,
         crate::admin_ops::SessionDetailView,
         crate::admin_ops::SessionView,
         crate::admin_ops::SubscriptionView,

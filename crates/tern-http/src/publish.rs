@@ -185,6 +185,15 @@ pub(crate) fn single(
 pub(crate) fn batch(body: &[u8], items_max: usize, now_unix: u64) -> Result<Vec<Item>, ApiError> {
     let items: Vec<BatchItem> = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(400, "payload_invalid", format!("the batch: {e}")))?;
+    batch_items(items, items_max, now_unix)
+}
+
+/// The messages of a batch already read (`POST /v1/pub`, or a sync's `publish`).
+pub(crate) fn batch_items(
+    items: Vec<BatchItem>,
+    items_max: usize,
+    now_unix: u64,
+) -> Result<Vec<Item>, ApiError> {
     if items.len() > items_max {
         return Err(ApiError::new(
             413,

@@ -197,6 +197,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/pub/{*topic}", post(publish_one))
         .route("/v1/mbox", get(mailbox_routes::poll))
         .route("/v1/mbox/ack", post(mailbox_routes::settle))
+        .route("/v1/mbox/reset", post(mailbox_routes::reset))
         .route("/v1/mbox/dead", get(mailbox_routes::dead_letters))
         .route("/v1/mbox/dead/requeue", post(mailbox_routes::requeue))
         .route("/v1/mbox/subs", get(mailbox_routes::subscriptions))
@@ -205,6 +206,13 @@ fn router(shared: Arc<Shared>) -> Router {
             put(mailbox_routes::subscribe)
                 .get(mailbox_routes::subscription)
                 .delete(mailbox_routes::unsubscribe),
+        )
+        .route("/v1/sync", post(crate::sync::sync))
+        .route(
+            "/v1/kv/{*key}",
+            get(crate::kv::get)
+                .put(crate::kv::put)
+                .delete(crate::kv::delete),
         )
         .route("/v1/openapi.json", get(openapi_document))
         .merge(admin::routes())
@@ -434,7 +442,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 22] = [
+    const CODES: [&str; 24] = [
         "banned",
         "no_session",
         "no_retained",
@@ -457,6 +465,8 @@ fn refused_code(code: &str) -> &'static str {
         "filter_invalid",
         "not_subscribed",
         "poll_superseded",
+        "precondition_failed",
+        "not_found",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }
@@ -471,6 +481,7 @@ async fn to_bridge(shared: &Shared, verified: Verified, op: Op) -> Result<Answer
         time: verified.time,
         credential: verified.credential,
         op,
+        first: None,
     };
     let gone = || ApiError::unavailable("the broker is shutting down");
     shared

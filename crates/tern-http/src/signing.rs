@@ -8,7 +8,8 @@
 //! METHOD                 upper case
 //! PATH                   each segment percent-decoded once, then encoded again (below)
 //! QUERY                  name=value pairs, each encoded, sorted by name then value, joined by &
-//! HEADERS                one line per tern-*/mqtt-* header but Tern-Signature: lower-case
+//! HEADERS                one line per tern-*/mqtt-* header but Tern-Signature, and per
+//!                        If-Match / If-None-Match header (they decide a write): lower-case
 //!                        name ":" value trimmed; sorted by name, a name's values in the order
 //!                        sent (no line at all without such headers; Tern-Key, Tern-Time and
 //!                        Tern-Nonce are always there)
@@ -97,13 +98,17 @@ pub fn canonical_query(query: &str) -> Result<String, CanonicalError> {
     Ok(joined.join("&"))
 }
 
-/// The signed header lines: `name:value` for tern-*/mqtt-* headers but the signature.
+/// The signed header lines: `name:value` for tern-*/mqtt-* headers but the signature, and
+/// for the preconditions of a key/value write (`If-Match`, `If-None-Match`), which decide
+/// what it does.
 fn signed_headers(headers: &[(&str, &[u8])]) -> Result<Vec<String>, CanonicalError> {
     let mut lines: Vec<(String, String)> = Vec::new();
     for &(name, value) in headers {
         let name = name.to_ascii_lowercase();
-        let signed =
-            (name.starts_with("tern-") || name.starts_with("mqtt-")) && name != "tern-signature";
+        let signed = (name.starts_with("tern-") || name.starts_with("mqtt-"))
+            && name != "tern-signature"
+            || name == "if-match"
+            || name == "if-none-match";
         if !signed {
             continue;
         }
@@ -239,10 +244,12 @@ mod tests {
     }
 
     #[test]
-    fn only_tern_and_mqtt_headers_are_signed_and_repeats_keep_their_order() {
-        let headers: [(&str, &[u8]); 6] = [
+    fn only_tern_mqtt_and_precondition_headers_are_signed_and_repeats_keep_their_order() {
+        let headers: [(&str, &[u8]); 8] = [
             ("Tern-Time", b" 1767225600 "),
             ("Content-Type", b"text/plain"),
+            ("If-Match", b"\"e:7\""),
+            ("If-Modified-Since", b"never"),
             ("Mqtt-User-Property", b"z=1"),
             ("Tern-Signature", b"v1=00"),
             ("mqtt-user-property", b"a=2"),
@@ -258,7 +265,7 @@ mod tests {
         let canonical = canonical_request(&parts).unwrap();
         assert_eq!(
             canonical,
-            "TERN1-HMAC-SHA256\nPOST\n/v1/pub/t\n\nmqtt-user-property:z=1\n\
+            "TERN1-HMAC-SHA256\nPOST\n/v1/pub/t\n\nif-match:\"e:7\"\nmqtt-user-property:z=1\n\
              mqtt-user-property:a=2\ntern-key:d:dev1\ntern-time:1767225600\n\
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );

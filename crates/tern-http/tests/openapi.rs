@@ -26,6 +26,7 @@ fn the_document_lists_every_route() {
             "DELETE /v1/admin/keys/{id}",
             "DELETE /v1/admin/retained/{topic}",
             "DELETE /v1/admin/sessions/{client_id}",
+            "DELETE /v1/kv/{key}",
             "DELETE /v1/mbox/subs/{filter}",
             "GET /v1/admin/banned",
             "GET /v1/admin/clients",
@@ -36,6 +37,7 @@ fn the_document_lists_every_route() {
             "GET /v1/admin/sessions",
             "GET /v1/admin/sessions/{client_id}",
             "GET /v1/admin/subscriptions",
+            "GET /v1/kv/{key}",
             "GET /v1/mbox",
             "GET /v1/mbox/dead",
             "GET /v1/mbox/subs",
@@ -49,15 +51,26 @@ fn the_document_lists_every_route() {
             "POST /v1/admin/keys/{id}/rotate",
             "POST /v1/mbox/ack",
             "POST /v1/mbox/dead/requeue",
+            "POST /v1/mbox/reset",
             "POST /v1/pub",
             "POST /v1/pub/{topic}",
+            "POST /v1/sync",
             "PUT /v1/admin/owners/{owner}",
+            "PUT /v1/kv/{key}",
             "PUT /v1/mbox/subs/{filter}",
         ]
     );
     assert!(document["components"]["securitySchemes"]["tern_signature"].is_object());
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
-    for schema in ["ErrorBody", "Polled", "MboxMessage", "SettleBody"] {
+    for schema in [
+        "ErrorBody",
+        "Polled",
+        "MboxMessage",
+        "SettleBody",
+        "ResetBody",
+        "SyncBody",
+        "Changes",
+    ] {
         assert!(
             document["components"]["schemas"][schema].is_object(),
             "{schema}"

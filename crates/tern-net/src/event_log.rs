@@ -114,6 +114,13 @@ pub(crate) fn log_event(event: &Event) {
             client_id,
             reason: DropReason::QueueFull,
         } => warn!("QoS 1/2 message for {client_id:?} dropped: its session queue is full"),
+        Event::Dropped {
+            client_id,
+            reason: DropReason::MailboxFull,
+        } => warn!(
+            "message for {client_id:?} dropped: its mailbox is full (the oldest QoS 0 message \
+             goes first, then new messages are refused)"
+        ),
         // QoS 0 messages go first when the broker reaches its memory limit; then the QoS 1/2
         // messages of the largest consumer.
         Event::Dropped {

@@ -299,7 +299,7 @@ impl Shared {
                 | Event::RetainedCapped { .. } => Some(&self.denial_log),
                 Event::Refused { .. } => Some(&self.refusal_log),
                 Event::Dropped {
-                    reason: DropReason::QueueFull | DropReason::MemoryFull,
+                    reason: DropReason::QueueFull | DropReason::MemoryFull | DropReason::MailboxFull,
                     ..
                 } => Some(&self.drop_log),
                 _ => None,

@@ -1,4 +1,4 @@
-//! The byte layout of the fleet registry's records (partition `fleet`, format version 5; see
+//! The byte layout of the fleet registry's records (partition `fleet`, format version 6; see
 //! docs/design/store-format.md): owners and their devices.
 //!
 //! Key: `[kind u8][id]` (kind 0: an owner, by its id; 1: a device, by its udid). A *string* is
@@ -9,9 +9,54 @@
 //! certificate CN). Times are Unix seconds.
 
 use bytes::{Buf, BufMut, BytesMut};
+use fjall::{Batch, PartitionHandle};
 use tern_core::fleet::{Device, DeviceCredential, Owner};
+use tern_core::{Snapshot, StoreOp};
 
 use crate::record::RecordError;
+use crate::salvage::Progress;
+use crate::{drop_record, DiskStore, StoreError};
+
+/// Adds a registry change to `batch` (other operations are not the registry's: nothing).
+pub(crate) fn write(
+    batch: &mut Batch,
+    fleet: &PartitionHandle,
+    op: &StoreOp,
+) -> Result<(), RecordError> {
+    match op {
+        StoreOp::FleetDeviceSet(device) => {
+            batch.insert(fleet, device_key(&device.udid), encode_device(device)?)
+        }
+        StoreOp::FleetDeviceRemove(udid) => batch.remove(fleet, device_key(udid)),
+        StoreOp::FleetOwnerSet(owner) => {
+            batch.insert(fleet, owner_key(&owner.id), encode_owner(owner)?)
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl DiskStore {
+    /// Reads the registry into `snapshot`; a record that does not decode is refused, or when
+    /// recovering dropped with the `dropped` batch.
+    pub(crate) fn load_fleet(
+        &mut self,
+        snapshot: &mut Snapshot,
+        dropped: &mut Batch,
+        progress: &mut Progress,
+    ) -> Result<(), StoreError> {
+        for item in self.fleet.iter() {
+            let (key, value) = item.map_err(|e| self.engine(e))?;
+            match decode(&key, &value).map_err(self.record("fleet")) {
+                Ok(FleetRecord::Owner(owner)) => snapshot.fleet_owners.push(owner),
+                Ok(FleetRecord::Device(device)) => snapshot.fleet_devices.push(device),
+                Err(e) => drop_record(&mut self.salvage, dropped, &self.fleet, key, e)?,
+            }
+            progress.tick();
+        }
+        Ok(())
+    }
+}
 
 const OWNER: u8 = 0;
 const DEVICE: u8 = 1;

@@ -183,8 +183,8 @@ pub(crate) fn inspect(
     })
 }
 
-/// In a store of this build's format, the partitions of the newer formats must have been
-/// there too (recovering: the engine made them anew, empty).
+/// The partitions of the newer formats that a store of its version must have had (`made`)
+/// must be there (recovering: the engine made them anew, empty).
 pub(crate) fn check_newer_partitions(
     found: &Found,
     made: &[&str],

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - this file: opening, applying batches, loading a snapshot.
-//! - [`record`]: the byte layout of each record; `guard`: of the request guard's records.
+//! - [`record`]: the byte layout of each record; `guard`: of the request guard's records;
+//!   `history`: of kept messages.
 //! - `layout`: the data directory's pieces, checked before the engine opens them; `journal`
 //!   reads the engine's journals for damage; `commit`: the marker of the last batch committed;
 //!   `meta`: the format version and commit counter; `salvage`: refusing, or repairing and
@@ -17,6 +18,7 @@
 mod commit;
 mod fleet;
 mod guard;
+mod history;
 mod journal;
 mod layout;
 mod meta;
@@ -40,40 +42,50 @@ use commit::MarkerFile;
 pub use layout::BESIDE_THE_STORE;
 use meta::Format;
 use record::RecordError;
-use salvage::Salvage;
+use salvage::{Progress, Salvage};
 pub use tern_core::record::WallClock;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
-/// keep the next sequence number; stores before version 5 have no `fleet` partition.
+/// keep the next sequence number; stores before version 5 have no `history` partition, and
+/// before version 6 no `fleet` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
 /// Key of the number of the last batch committed, in the `meta` partition (see [`commit`]).
 const COMMIT_KEY: &[u8] = b"commit";
+/// Key of the highest id of a retained message's deletion no longer remembered (format 5).
+const KV_HORIZON_KEY: &[u8] = b"kv_horizon";
 /// The partition of the format version and the commit counter.
 const META_PARTITION: &str = "meta";
 /// The partition of the request guard's records (format version 3).
 const GUARD_PARTITION: &str = "guard";
-/// The partition of the fleet registry (format version 5).
+/// The partition of kept messages (format version 5).
+const HISTORY_PARTITION: &str = "history";
+/// The partition of the device fleet's registry (format version 6).
 const FLEET_PARTITION: &str = "fleet";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 8] = [
+const PARTITIONS: [&str; 9] = [
     "retained",
     "sessions",
     "deliveries",
     "stages",
     "incoming",
     GUARD_PARTITION,
+    HISTORY_PARTITION,
     FLEET_PARTITION,
     META_PARTITION,
 ];
 /// Partitions a store of an older format does not have, with the version that made each:
 /// their absence is damage only in a store of that version or later (see `layout`).
-const PARTITIONS_SINCE: [(&str, u32); 2] = [(GUARD_PARTITION, 3), (FLEET_PARTITION, 5)];
+const PARTITIONS_SINCE: [(&str, u32); 3] = [
+    (GUARD_PARTITION, 3),
+    (HISTORY_PARTITION, 5),
+    (FLEET_PARTITION, 6),
+];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
 /// Journal size past which fjall flushes memtables and drops old journals: bounds the disk
@@ -183,6 +195,7 @@ pub struct DiskStore {
     stages: PartitionHandle,
     incoming: PartitionHandle,
     guard: PartitionHandle,
+    history: PartitionHandle,
     fleet: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
@@ -259,15 +272,16 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, fleet, meta] =
+        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta] =
             PARTITIONS.map(open);
-        let (retained, sessions, deliveries, stages, incoming, guard, fleet, meta) = (
+        let (retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta) = (
             retained?,
             sessions?,
             deliveries?,
             stages?,
             incoming?,
             guard?,
+            history?,
             fleet?,
             meta?,
         );
@@ -280,6 +294,7 @@ impl DiskStore {
             &stages,
             &incoming,
             &guard,
+            &history,
             &fleet,
         ]
         .into_iter()
@@ -287,20 +302,15 @@ impl DiskStore {
         .map_err(engine)?;
         let format = meta::check_format(path, format, is_empty, &mut salvage)?;
         let version = match format {
-            Format::Current => Some(FORMAT_VERSION),
-            Format::Older(version) => Some(version),
-            Format::Write => None,
+            Format::Current => FORMAT_VERSION,
+            Format::Older(version) => version,
+            Format::Write => 0,
         };
-        if let Some(version) = version {
-            let made = PARTITIONS_SINCE
-                .into_iter()
-                .filter(|(_, since)| *since <= version);
-            layout::check_newer_partitions(
-                &found,
-                &made.map(|(n, _)| n).collect::<Vec<_>>(),
-                &mut salvage,
-            )?;
-        }
+        let made = PARTITIONS_SINCE
+            .into_iter()
+            .filter(|(_, since)| *since <= version);
+        let made: Vec<&str> = made.map(|(name, _)| name).collect();
+        layout::check_newer_partitions(&found, &made, &mut salvage)?;
         let committed = meta::read_counter(committed, &mut salvage)?;
         meta::check_committed(path, &found, committed, &mut salvage)?;
         if format == Format::Write {
@@ -329,6 +339,7 @@ impl DiskStore {
             stages,
             incoming,
             guard,
+            history,
             fleet,
             staged,
             committed,
@@ -346,7 +357,8 @@ impl DiskStore {
     /// this format's layout. From version 1 they gain an owner, unknown (the first identity to
     /// resume such a session claims it); before version 4 they gain the next sequence number
     /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
-    /// partition was missing, and is made empty at open. One batch, synced, then the version
+    /// partition was missing, before version 5 the `history` one and before 6 the `fleet`
+    /// one: each is made empty at open. One batch, synced, then the version
     /// is raised; a crash half-way leaves the old version and the conversion runs again. When
     /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
@@ -354,8 +366,8 @@ impl DiskStore {
         let mut converted = 0_u64;
         let layout = match version {
             FORMAT_VERSION_OLDEST => record::SessionLayout::WithoutOwner,
-            4 => record::SessionLayout::Current,
-            _ => record::SessionLayout::WithOwner,
+            2 | 3 => record::SessionLayout::WithOwner,
+            _ => record::SessionLayout::Current,
         };
         for item in self.sessions.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
@@ -590,16 +602,23 @@ impl Store for DiskStore {
                     let key = guard::key(key).map_err(self.record("guard"))?;
                     batch.remove(&self.guard, key);
                 }
-                StoreOp::FleetDeviceSet(device) => {
-                    let value = fleet::encode_device(device).map_err(self.record("fleet"))?;
-                    batch.insert(&self.fleet, fleet::device_key(&device.udid), value);
+                StoreOp::HistoryKeep(kept) => {
+                    let key = history::key(&kept.message.topic, kept.message.id);
+                    let value = history::encode(self.clock, kept);
+                    let record = |e| self.corrupt("history", format!("{e}"));
+                    batch.insert(&self.history, key.map_err(record)?, value.map_err(record)?);
                 }
-                StoreOp::FleetDeviceRemove(udid) => {
-                    batch.remove(&self.fleet, fleet::device_key(udid));
+                StoreOp::KvHorizon(id) => {
+                    batch.insert(&self.meta, KV_HORIZON_KEY, id.to_be_bytes());
                 }
-                StoreOp::FleetOwnerSet(owner) => {
-                    let value = fleet::encode_owner(owner).map_err(self.record("fleet"))?;
-                    batch.insert(&self.fleet, fleet::owner_key(&owner.id), value);
+                op @ (StoreOp::FleetDeviceSet(_)
+                | StoreOp::FleetDeviceRemove(_)
+                | StoreOp::FleetOwnerSet(_)) => {
+                    fleet::write(&mut batch, &self.fleet, op).map_err(self.record("fleet"))?
+                }
+                StoreOp::HistoryForget { topic, id } => {
+                    let key = history::key(topic, *id).map_err(self.record("history"))?;
+                    batch.remove(&self.history, key);
                 }
             }
         }
@@ -727,15 +746,20 @@ impl Store for DiskStore {
             }
             progress.tick();
         }
-        for item in self.fleet.iter() {
+        if let Some(value) = self.meta.get(KV_HORIZON_KEY).map_err(|e| self.engine(e))? {
+            let horizon = <[u8; 8]>::try_from(&value[..])
+                .map_err(|_| self.corrupt("meta", "kv_horizon is not 8 bytes"))?;
+            snapshot.kv_horizon = u64::from_be_bytes(horizon);
+        }
+        for item in self.history.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
-            match fleet::decode(&key, &value).map_err(self.record("fleet")) {
-                Ok(fleet::FleetRecord::Owner(owner)) => snapshot.fleet_owners.push(owner),
-                Ok(fleet::FleetRecord::Device(device)) => snapshot.fleet_devices.push(device),
-                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.fleet, key, e)?,
+            match history::decode(self.clock, &key, &value).map_err(self.record("history")) {
+                Ok(kept) => snapshot.history.push(kept),
+                Err(e) => drop_record(&mut self.salvage, &mut dropped, &self.history, key, e)?,
             }
             progress.tick();
         }
+        self.load_fleet(&mut snapshot, &mut dropped, &mut progress)?;
         if !dropped.is_empty() {
             dropped.commit().map_err(|e| self.engine(e))?;
         }
@@ -764,20 +788,4 @@ fn drop_record(
     salvage.undecodable(error)?;
     dropped.remove(partition, key);
     Ok(())
-}
-
-/// Counts records while loading and logs a line now and then, so a large recovery is visibly
-/// moving.
-#[derive(Debug, Default)]
-struct Progress {
-    count: u64,
-}
-
-impl Progress {
-    fn tick(&mut self) {
-        self.count += 1;
-        if self.count % PROGRESS_EVERY == 0 {
-            info!("recovering the store: {} records loaded", self.count);
-        }
-    }
 }

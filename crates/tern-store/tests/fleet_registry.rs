@@ -1,5 +1,5 @@
-//! The fleet registry in the store (format version 5): owners and devices set are loaded after
-//! reopening with every field, deleted ones are not; a version 4 store is converted and keeps
+//! The fleet registry in the store (format version 6): owners and devices set are loaded after
+//! reopening with every field, deleted ones are not; a version 5 store is converted and keeps
 //! its sessions; in this format a missing `fleet` partition is damage, and a fleet record that
 //! does not decode is refused (or dropped when recovering).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a panic is a failure.
@@ -80,7 +80,7 @@ fn owners_and_devices_are_loaded_after_reopening_and_deleted_ones_are_not() {
 }
 
 #[test]
-fn a_version_4_store_is_converted_and_keeps_its_sessions() {
+fn a_version_5_store_is_converted_and_keeps_its_sessions() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = open(dir.path());
@@ -96,14 +96,14 @@ fn a_version_4_store_is_converted_and_keeps_its_sessions() {
         };
         store.apply(&[StoreOp::SessionSet(session)]).unwrap();
     }
-    // What version 4 left: no `fleet` partition, and the version 4 in `meta`.
+    // What version 5 left: no `fleet` partition, and the version 5 in `meta`.
     {
         let keyspace = fjall::Config::new(dir.path()).open().unwrap();
         let options = fjall::PartitionCreateOptions::default;
         let fleet = keyspace.open_partition("fleet", options()).unwrap();
         keyspace.delete_partition(fleet).unwrap();
         let meta = keyspace.open_partition("meta", options()).unwrap();
-        meta.insert("format", 4_u32.to_be_bytes()).unwrap();
+        meta.insert("format", 5_u32.to_be_bytes()).unwrap();
         keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
     assert!(!dir.path().join("partitions/fleet").exists());
@@ -131,11 +131,11 @@ fn a_version_4_store_is_converted_and_keeps_its_sessions() {
         u32::from_be_bytes(format[..].try_into().unwrap()),
         FORMAT_VERSION
     );
-    assert_eq!(FORMAT_VERSION, 5);
+    assert_eq!(FORMAT_VERSION, 6);
 }
 
 #[test]
-fn a_version_5_store_without_its_fleet_partition_is_damaged() {
+fn a_version_6_store_without_its_fleet_partition_is_damaged() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = open(dir.path());

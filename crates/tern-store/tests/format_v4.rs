@@ -1,13 +1,16 @@
-//! What format versions 3 and 4 added: the request guard's records (what is set is loaded
+//! What format versions 3, 4 and 5 added: the request guard's records (what is set is loaded
 //! after reopening, what is forgotten is not), dead letters and the next sequence number of a
-//! session; version 2 and 3 stores are converted at open and keep their sessions (a version 2
-//! store has no `guard` partition); in this format a missing `guard` partition is damage.
+//! session, kept messages (`history`, loaded at the same wall-clock time whatever the
+//! process's epoch); version 2, 3 and 4 stores are converted at open and keep their sessions
+//! (a version 2 store has no `guard` partition, a version 4 one no `history`); in this format
+//! a missing `guard` or `history` partition is damage.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a panic is a failure.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_codec::{MqttString, PacketId, QoS, SubscriptionIds};
+use tern_core::history::Kept;
 use tern_core::session::Delivery;
 use tern_core::store::{DeliveryStage, SessionRecord};
 use tern_core::{GuardKey, GuardRecord, Message, SessionOwner, Store, StoreOp};
@@ -239,4 +242,141 @@ fn a_version_3_store_without_its_guard_partition_is_damaged() {
     // Recovering opens it with what reads back (here the journal still holds the record).
     let mut store = DiskStore::recover(dir.path(), Durability::Fsync, clock()).unwrap();
     store.load().unwrap();
+}
+
+/// The epoch of `clock()`.
+const EPOCH: u64 = 1_700_000_000_000;
+
+fn open_at(dir: &std::path::Path, epoch_unix_ms: u64) -> DiskStore {
+    DiskStore::open(dir, Durability::Fsync, WallClock { epoch_unix_ms }).expect("store opens")
+}
+
+fn kept(id: u64, topic: &str, at: i64) -> Kept {
+    Kept {
+        at,
+        message: Arc::new(Message {
+            id,
+            topic: topic.parse().unwrap(),
+            payload: Bytes::from(format!("m{id}")),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            origin: None,
+        }),
+    }
+}
+
+fn loaded_history(store: &mut DiskStore) -> Vec<(u64, i64, Bytes)> {
+    let mut history: Vec<_> = store
+        .load()
+        .unwrap()
+        .history
+        .into_iter()
+        .map(|kept| (kept.message.id, kept.at, kept.message.payload.clone()))
+        .collect();
+    history.sort();
+    history
+}
+
+#[test]
+fn kept_messages_are_loaded_at_their_wall_clock_time_and_forgotten_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open_at(dir.path(), EPOCH);
+        store
+            .apply(&[
+                StoreOp::HistoryKeep(kept(1, "h/a", 1_000)),
+                StoreOp::HistoryKeep(kept(2, "h/a", 2_000)),
+                StoreOp::HistoryKeep(kept(3, "h/b", -500)),
+            ])
+            .unwrap();
+        store
+            .apply(&[StoreOp::HistoryForget {
+                topic: "h/a".parse().unwrap(),
+                id: 1,
+            }])
+            .unwrap();
+    }
+    // A process started 10 s later: the same instants, 10 s further back from its zero.
+    let mut store = open_at(dir.path(), EPOCH + 10_000);
+    assert_eq!(
+        loaded_history(&mut store),
+        [
+            (2, -8_000, Bytes::from_static(b"m2")),
+            (3, -10_500, Bytes::from_static(b"m3"))
+        ]
+    );
+}
+
+#[test]
+fn a_version_4_store_is_converted_and_keeps_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = SessionRecord {
+        next_seq: 42,
+        ..session("old")
+    };
+    {
+        let mut store = open_at(dir.path(), EPOCH);
+        store.apply(&[StoreOp::SessionSet(record)]).unwrap();
+    }
+    // Make it what version 4 left: no `history` partition.
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+        let options = fjall::PartitionCreateOptions::default;
+        let history = keyspace.open_partition("history", options()).unwrap();
+        keyspace.delete_partition(history).unwrap();
+        let meta = keyspace.open_partition("meta", options()).unwrap();
+        meta.insert("format", 4_u32.to_be_bytes()).unwrap();
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    assert!(!dir.path().join("partitions/history").exists());
+    for round in 0..2 {
+        let mut store = open_at(dir.path(), EPOCH);
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.sessions.len(), 1);
+        assert_eq!(snapshot.sessions[0].record.next_seq, 42);
+        assert_eq!(snapshot.history.len(), round);
+        store
+            .apply(&[StoreOp::HistoryKeep(kept(1, "h/a", 0))])
+            .unwrap();
+    }
+    assert_eq!(format_version(dir.path()), FORMAT_VERSION);
+}
+
+#[test]
+fn a_version_5_store_without_its_history_partition_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open_at(dir.path(), EPOCH);
+        store
+            .apply(&[StoreOp::HistoryKeep(kept(1, "h/a", 0))])
+            .unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("partitions/history")).unwrap();
+    let error = DiskStore::open(
+        dir.path(),
+        Durability::Fsync,
+        WallClock {
+            epoch_unix_ms: EPOCH,
+        },
+    )
+    .expect_err("a partition of this format missing is damage");
+    assert!(
+        matches!(&error, StoreError::Damaged { problem, .. }
+            if problem.contains("partition `history` is missing")),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_horizon_of_deletions_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open_at(dir.path(), EPOCH);
+        assert_eq!(store.load().unwrap().kv_horizon, 0);
+        store.apply(&[StoreOp::KvHorizon(7)]).unwrap();
+        store.apply(&[StoreOp::KvHorizon(9)]).unwrap();
+    }
+    assert_eq!(open_at(dir.path(), EPOCH).load().unwrap().kv_horizon, 9);
 }

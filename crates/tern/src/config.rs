@@ -43,6 +43,9 @@ pub(crate) struct FileConfig {
     /// `[http]`: the HTTP bridge (its listeners are `[[listener]]`s with protocol "http").
     #[serde(default)]
     pub(crate) http: crate::http_config::HttpSection,
+    /// `[[history]]`: topics whose last messages are kept for mailboxes to replay.
+    #[serde(default)]
+    pub(crate) history: Vec<crate::http_config::HistoryEntry>,
     /// `[cluster]`: join other nodes through NATS; absent, the broker is a single node.
     pub(crate) cluster: Option<crate::cluster_config::ClusterConfig>,
     /// `[fleet]`: where the device fleet's topics live (docs/fleet.md).

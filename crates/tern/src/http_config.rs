@@ -39,6 +39,80 @@ pub(crate) struct HttpSection {
     mailbox_deliveries_max: Option<u32>,
     /// Dead letters kept per mailbox (1000).
     mailbox_dead_letters_max: Option<usize>,
+    /// `[[http.mailbox_class]]`: queue limits of mailboxes by client identifier prefix.
+    #[serde(default)]
+    mailbox_class: Vec<MailboxClassEntry>,
+}
+
+/// `[[http.mailbox_class]]`: the queue limits of the mailboxes of clients whose identifier
+/// begins with `clients` (the longest such prefix wins).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MailboxClassEntry {
+    clients: String,
+    queued_count_max: usize,
+    queued_bytes_max: usize,
+}
+
+/// `[[history]]`: messages on topics matching `filter` are kept, the last `max_messages` of
+/// each topic, for `max_age_secs`, in at most `max_topics` topics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryEntry {
+    filter: String,
+    max_messages: usize,
+    max_age_secs: u64,
+    #[serde(default = "default_history_topics")]
+    max_topics: usize,
+}
+
+fn default_history_topics() -> usize {
+    10_000
+}
+
+impl HttpSection {
+    /// The core's mailbox classes.
+    pub(crate) fn mailbox_classes(&self) -> Vec<tern_core::mailbox::MailboxClass> {
+        self.mailbox_class
+            .iter()
+            .map(|class| tern_core::mailbox::MailboxClass {
+                prefix: class.clients.clone(),
+                queued_count_max: class.queued_count_max,
+                queued_bytes_max: class.queued_bytes_max,
+            })
+            .collect()
+    }
+}
+
+/// The core's history configuration; a filter that does not parse, a shared subscription or
+/// a `$` filter is refused.
+pub(crate) fn history(
+    entries: &[HistoryEntry],
+) -> anyhow::Result<Vec<tern_core::history::HistoryConfig>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let filter: tern_codec::TopicFilter = match entry.filter.parse() {
+                Ok(filter) => filter,
+                Err(_) => bail!(
+                    "[[history]] filter {:?} is not a topic filter",
+                    entry.filter
+                ),
+            };
+            if filter.is_shared() || filter.starts_with('$') {
+                bail!(
+                    "[[history]] filter {:?}: not a shared or $ filter",
+                    entry.filter
+                );
+            }
+            Ok(tern_core::history::HistoryConfig {
+                filter,
+                max_messages: entry.max_messages.max(1),
+                max_age_millis: entry.max_age_secs.saturating_mul(1000),
+                max_topics: entry.max_topics,
+            })
+        })
+        .collect()
 }
 
 /// The bridge's configuration, or `None` when no HTTP listener is wanted: `--http-port` gives
@@ -181,6 +255,32 @@ mod tests {
                 http_config(&f, Path::new("/"), None, None, None, "d".into()).is_err(),
                 "accepted: {extra}"
             );
+        }
+    }
+
+    #[test]
+    fn history_and_mailbox_classes_are_read_and_bad_filters_refused() {
+        let read = file(
+            "[[http.mailbox_class]]\nclients = \"ESP32-\"\nqueued_count_max = 5\n\
+             queued_bytes_max = 100\n\
+             [[history]]\nfilter = \"c/#\"\nmax_messages = 0\nmax_age_secs = 2\n",
+        );
+        let classes = read.http.mailbox_classes();
+        assert_eq!(classes.len(), 1);
+        assert_eq!(classes[0].prefix, "ESP32-");
+        assert_eq!(
+            (classes[0].queued_count_max, classes[0].queued_bytes_max),
+            (5, 100)
+        );
+        let kept = history(&read.history).unwrap();
+        assert_eq!(kept[0].filter.as_str(), "c/#");
+        // At least one message per topic; seconds as milliseconds; 10,000 topics by default.
+        assert_eq!((kept[0].max_messages, kept[0].max_age_millis), (1, 2000));
+        assert_eq!(kept[0].max_topics, 10_000);
+        for bad in ["a/#/b", "$share/g/a", "$SYS/#"] {
+            let text =
+                format!("[[history]]\nfilter = {bad:?}\nmax_messages = 1\nmax_age_secs = 1\n");
+            assert!(history(&file(&text).history).is_err(), "accepted {bad}");
         }
     }
 }

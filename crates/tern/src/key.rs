@@ -89,7 +89,8 @@ enum HttpCommand {
         /// The body: a file, or - for standard input (default: empty).
         #[arg(long)]
         body: Option<PathBuf>,
-        /// Further signed headers, "Name: value" (Tern-Client, Mqtt-*); repeatable.
+        /// Further signed headers, "Name: value" (Tern-Client, Mqtt-*, If-Match, If-None-Match);
+        /// repeatable.
         #[arg(long, short = 'H')]
         header: Vec<String>,
         /// The nonce (default: a random one, r:...).

@@ -157,6 +157,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         other_identity: file.sessions.to_core(),
         fleet: file.fleet.to_core()?,
         cluster: false,
+        history: http_config::history(&file.history)?,
+        mailbox_classes: file.http.mailbox_classes(),
     };
     let base = args
         .config
@@ -313,7 +315,8 @@ fn open_store(
         "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, loaded in {:.2} s",
         dir.display(),
         snapshot.sessions.len(),
-        snapshot.retained.len(),
+        // Records without a payload are deletions kept for key/value listings.
+        snapshot.retained.iter().filter(|m| !m.payload.is_empty()).count(),
         started.elapsed().as_secs_f64()
     );
     Ok((store, snapshot, epoch))

@@ -13,7 +13,6 @@ use tern_codec::{MqttString, ProtocolVersion, QoS, ReasonCode, TopicName};
 use super::Broker;
 use crate::events::CloseReason;
 use crate::session::{Delivery, Session};
-use crate::store::StoreOp;
 use crate::types::{SessionKey, SharedMessage, Time};
 
 /// One session as the operator sees it.
@@ -154,7 +153,8 @@ impl Broker {
         if self.retained.clear(topic.as_str()).is_none() {
             return false;
         }
-        self.persist(StoreOp::RetainedClear(topic.clone()));
+        // A deletion key/value listings tell (kv.rs).
+        self.retained_deleted(topic, true, true);
         true
     }
 

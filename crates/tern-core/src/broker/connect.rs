@@ -310,6 +310,7 @@ impl Broker {
         });
         if session_present {
             self.resend_inflight(id, key, now);
+            self.mailbox_qos0_to_connection(key, now);
         }
         self.pump(key, now);
     }

@@ -6,6 +6,7 @@
 //! progress for the stall timeout, or falls further behind than its budget, is cut loose.
 //!
 //! Nothing here runs while nothing is congested: routing checks one list, acknowledging one map.
+//! A client's own publish rate limit is here too: the one limit on how fast a client sends.
 
 use std::collections::VecDeque;
 
@@ -496,4 +497,27 @@ pub(super) struct FlowStats {
     pub(super) paused: u64,
     pub(super) held_millis: u64,
     pub(super) paused_millis: u64,
+}
+
+impl Broker {
+    /// Counts a PUBLISH against the client's rate limit (a fixed one-second window); false once
+    /// the limit is exceeded.
+    pub(super) fn within_publish_rate(&mut self, id: ConnectionId, now: Time) -> bool {
+        let limit = self.config.limits.publish_rate_per_client_max;
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return true;
+        };
+        if limit == 0 {
+            return true;
+        }
+        let elapsed = now
+            .as_millis()
+            .saturating_sub(connection.publish_window_start.as_millis());
+        if elapsed >= 1000 {
+            connection.publish_window_start = now;
+            connection.publish_window_count = 0;
+        }
+        connection.publish_window_count = connection.publish_window_count.saturating_add(1);
+        connection.publish_window_count <= limit
+    }
 }

@@ -309,7 +309,7 @@ impl Broker {
         // Expired retained messages leave memory and the store, not only the deliveries.
         while let Some(message) = self.retained.pop_expired(now) {
             self.clear_expired_in_tree_views(&message, now);
-            self.persist(StoreOp::RetainedClear(message.topic.clone()));
+            self.retained_deleted(&message.topic, true, true);
         }
         while let Some(&(at, key, kind)) = self.timers.first() {
             if at > now {

@@ -161,7 +161,7 @@ impl Broker {
                     message,
                     subscription_ids: SubscriptionIds::new(),
                 };
-                if delivery.qos != QoS::AtMostOnce && !delivery.message.is_expired(now) {
+                if !delivery.message.is_expired(now) {
                     self.deliver(key, delivery, Feed::Broker, now);
                 }
             }
@@ -362,8 +362,7 @@ impl Broker {
                 .filter(|seq| seqs.is_none_or(|seqs| seqs.contains(seq)))
                 .collect()
         };
-        let limits = &self.config.limits;
-        let (count_max, bytes_max) = (limits.queued_count_max, limits.queued_bytes_max);
+        let (count_max, bytes_max) = self.mailbox_limits_of(&client.client_id);
         let mut requeued = 0;
         for seq in chosen {
             let Some(charge) = self.session(key).mailbox.as_ref().and_then(|m| {
@@ -486,7 +485,10 @@ impl Broker {
     }
 
     /// The session of `client`'s mailbox: its own, and not connected over MQTT now.
-    fn mailbox_session(&mut self, client: &RequestClient) -> Result<SessionKey, RequestRefusal> {
+    pub(super) fn mailbox_session(
+        &mut self,
+        client: &RequestClient,
+    ) -> Result<SessionKey, RequestRefusal> {
         let key = self
             .request_session(client)?
             .ok_or(RequestRefusal::NoMailbox)?;
@@ -517,7 +519,7 @@ impl Broker {
 
     /// A mailbox was used: its expiry counts from now, and its record (with the next sequence
     /// number) is saved.
-    fn touch_mailbox(&mut self, key: SessionKey, now: Time) {
+    pub(super) fn touch_mailbox(&mut self, key: SessionKey, now: Time) {
         let session = self.session_mut(key);
         let expiry_secs = session.expiry_secs;
         if expiry_secs != EXPIRY_NEVER {
@@ -561,7 +563,7 @@ impl Broker {
     }
 
     /// Completes every delivery of `key` up to `ack`; returns how many.
-    fn ack_through(&mut self, key: SessionKey, ack: u64) -> usize {
+    pub(super) fn ack_through(&mut self, key: SessionKey, ack: u64) -> usize {
         let done: Vec<u64> = self
             .mailbox_deliveries(key)
             .into_iter()
@@ -582,12 +584,16 @@ impl Broker {
         let Some(delivery) = self.take_delivery(key, seq) else {
             return false;
         };
+        // A QoS 0 message is not in the store, and its dead letter is not either.
+        let stored = delivery.qos != QoS::AtMostOnce;
         self.with_session(key, |session| session.mailbox_mut().push_dead(delivery));
-        self.persist_for(key, |client_id| StoreOp::DeliveryStage {
-            client_id,
-            seq,
-            stage: DeliveryStage::Dead,
-        });
+        if stored {
+            self.persist_for(key, |client_id| StoreOp::DeliveryStage {
+                client_id,
+                seq,
+                stage: DeliveryStage::Dead,
+            });
+        }
         while self
             .session(key)
             .mailbox

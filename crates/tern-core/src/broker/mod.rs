@@ -13,8 +13,11 @@ mod cluster_session;
 mod connect;
 mod fleet;
 mod flow;
+pub mod history;
+pub mod kv;
 mod lifecycle;
 pub mod mailbox;
+mod mailbox_queue;
 pub mod memory;
 mod publish;
 pub mod request;
@@ -120,6 +123,10 @@ pub struct Broker {
     cluster: cluster::ClusterState,
     /// Watched mailboxes that had a delivery queued (see `mailbox.rs`).
     ready_mailboxes: Vec<MqttString>,
+    /// The last messages of the topics `[[history]]` names (see `history.rs`).
+    history: crate::history::History,
+    /// Deletions of retained messages, for key/value listings (see `kv.rs`).
+    tombstones: kv::Tombstones,
     /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
     bans: admin::Bans,
     /// The device fleet's owners and devices (see `fleet.rs`).
@@ -134,6 +141,8 @@ impl Broker {
             config.limits.login_failures_per_user_max,
         );
         Self {
+            history: crate::history::History::new(config.history.clone()),
+            tombstones: kv::Tombstones::default(),
             config,
             connections: FxHashMap::default(),
             sessions: Vec::new(),
@@ -700,18 +709,8 @@ impl Broker {
     /// (the broker stopped without the client's DISCONNECT) and its expiry starts again.
     pub fn restore(config: Config, now: Time, snapshot: Snapshot) -> Self {
         let mut broker = Self::new(config, now);
-        let mut last_message_id = 0;
-        for message in snapshot.retained {
-            last_message_id = last_message_id.max(message.id);
-            if message.is_expired(now) {
-                // Expired while the broker was down: purge it from the store too.
-                broker.persist(StoreOp::RetainedClear(message.topic.clone()));
-                continue;
-            }
-            // What the store held is kept even past lowered limits: dropping it here would lose
-            // messages that were accepted; new ones are refused until it is under them again.
-            broker.retained.set(message);
-        }
+        let mut last_message_id =
+            broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
@@ -719,6 +718,7 @@ impl Broker {
             }
             broker.restore_session(stored, now);
         }
+        last_message_id = last_message_id.max(broker.restore_history(snapshot.history, now));
         // Message identities stay unique across the restart (retained expiry relies on them).
         broker.next_message_id = last_message_id + 1;
         // Wills and sessions whose time came while the broker was down go now.

@@ -202,27 +202,6 @@ impl Broker {
     }
 
     /// Replaces an empty topic by its alias, or records a new alias (MQTT 5, 3.3.2.3.4).
-    /// Counts a PUBLISH against the client's rate limit (a fixed one-second window); false once
-    /// the limit is exceeded.
-    fn within_publish_rate(&mut self, id: ConnectionId, now: Time) -> bool {
-        let limit = self.config.limits.publish_rate_per_client_max;
-        let Some(connection) = self.connections.get_mut(&id) else {
-            return true;
-        };
-        if limit == 0 {
-            return true;
-        }
-        let elapsed = now
-            .as_millis()
-            .saturating_sub(connection.publish_window_start.as_millis());
-        if elapsed >= 1000 {
-            connection.publish_window_start = now;
-            connection.publish_window_count = 0;
-        }
-        connection.publish_window_count = connection.publish_window_count.saturating_add(1);
-        connection.publish_window_count <= limit
-    }
-
     fn resolve_topic_alias(
         &mut self,
         id: ConnectionId,
@@ -322,11 +301,10 @@ impl Broker {
             // The broker's own `$SYS` statistics are current only while it runs: never stored.
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
             if message.payload.is_empty() {
-                // An empty retained message clears the topic (MQTT-3.3.1-6) and is not stored.
-                self.retained.clear(&message.topic);
-                if durable {
-                    self.persist(StoreOp::RetainedClear(message.topic.clone()));
-                }
+                // An empty retained message clears the topic (MQTT-3.3.1-6): the store keeps
+                // only that it was deleted (kv.rs).
+                let had = self.retained.clear(&message.topic).is_some();
+                self.retained_deleted(&message.topic, had, durable);
             } else if let Err(limit) = self.retained_fits(&message) {
                 // A client's PUBLISH was checked before it was acknowledged; what reaches here
                 // is a will, which nobody can be told of: it is delivered, not retained.
@@ -337,6 +315,7 @@ impl Broker {
                 // Kept for as long as the topic holds it: in allocations of its own, not as
                 // slices that pin the read buffer the PUBLISH arrived in.
                 let kept = Arc::new(message.detached());
+                self.retained_set_over(&kept.topic);
                 if durable {
                     self.persist(StoreOp::RetainedSet(Arc::clone(&kept)));
                 }
@@ -438,6 +417,7 @@ impl Broker {
     /// Delivers `message` to every matching subscription; returns how many matched (a `$tree/`
     /// view counts once, whatever its members).
     pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> usize {
+        self.keep_history(message, now);
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
@@ -511,13 +491,16 @@ impl Broker {
 
     /// Sends a delivery now if the session is connected and its window allows, else queues it.
     pub(super) fn deliver(&mut self, key: SessionKey, delivery: Delivery, feed: Feed, now: Time) {
+        if self.is_waiting_mailbox(key) {
+            self.deliver_to_mailbox(key, delivery, now);
+            return;
+        }
         let session = self.session(key);
         let connection = session.connection;
         let bytes = delivery.charge;
         if delivery.qos == QoS::AtMostOnce {
             let Some(id) = connection else {
-                // QoS 0 messages are not kept for sessions without a connection.
-                return;
+                return; // QoS 0 messages are not kept for MQTT sessions without a connection.
             };
             let limits = &self.config.limits;
             let over = self.connections.get(&id).is_some_and(|c| {
