@@ -118,8 +118,8 @@ fn fleet_operator(
     request: &Request,
     scope: Scope,
     prefix: &str,
-) -> Result<Authorized, Response<Body>> {
-    let who = authorize(shared, request, scope, prefix).map_err(|response| *response)?;
+) -> Result<Authorized, Box<Response<Body>>> {
+    let who = authorize(shared, request, scope, prefix)?;
     if who.operator.sees_all_clients() {
         return Ok(who);
     }
@@ -128,14 +128,14 @@ fn fleet_operator(
         "realm_denied",
         "the fleet is for tokens of the whole broker",
     );
-    Err(who.refuse(shared, &error))
+    Err(Box::new(who.refuse(shared, &error)))
 }
 
 macro_rules! fleet_operator {
     ($shared:expr, $request:expr, $scope:expr, $prefix:expr) => {
         match fleet_operator(&$shared, &$request, $scope, $prefix) {
             Ok(who) => who,
-            Err(response) => return response,
+            Err(response) => return *response,
         }
     };
 }
