@@ -6,6 +6,9 @@ write anything of owner B (wildcards, shared subscriptions, `$tree/` views, will
 messages), nor another device's of its own owner beyond `shared/#`; a password user named
 like a device is not it. Disabling closes a device's connection at once and refuses it after;
 deleting ends its session and clears its retained status; the registry survives `kill -9`.
+The broker keeps each device's live status: events on `$events/<owner>/<udid>/online|offline`
+and, for firmware that sets no will, the retained status it would have published itself, also
+after `kill -9` of the broker.
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ def test_a_device_of_one_owner_gets_nothing_of_another(fleet: Fleet):
     # The other owner's console sees nothing of acme either.
     other = fleet.console("globex", "globex-console")
     assert refused(other, "/acme/#")
+    assert refused(other, "$events/acme/#")
     assert refused(other, "#")
 
 
@@ -229,3 +233,29 @@ def test_the_registry_survives_kill_9(fleet: Fleet):
     fleet.firmware("acme", "d1")
     fleet.firmware("acme", "d2", expect_code=NOT_AUTHORIZED)
     fleet.console("acme", "acme-console")
+
+
+def test_the_broker_keeps_the_status_of_a_device_without_a_will(fleet: Fleet):
+    console = fleet.console("acme", "acme-console")
+    console.subscribe("$events/acme/#", qos=1)
+    console.subscribe("/acme/d1/status", qos=1)
+    device = fleet.firmware("acme", "d1", will=False)
+    got = {m.topic: m.payload for m in [console.expect_message() for _ in range(2)]}
+    assert sorted(got) == ["$events/acme/d1/online", "/acme/d1/status"]
+    assert got["/acme/d1/status"] == CONNECTED
+    status = fleet.device("show", "d1")["status"]
+    assert status["online"] and status["protocol"] == 4 and status["address"] == "127.0.0.1"
+    # A clean disconnect: offline too.
+    device.disconnect()
+    got = {m.topic: m.payload for m in [console.expect_message() for _ in range(2)]}
+    assert sorted(got) == ["$events/acme/d1/offline", "/acme/d1/status"]
+    assert got["/acme/d1/status"] == DISCONNECTED
+    assert json.loads(got["$events/acme/d1/offline"]) == {"owner": "acme", "udid": "d1"}
+    assert not fleet.device("show", "d1")["status"]["online"]
+    # Connected when the broker is killed: after the restart the status says disconnected.
+    fleet.firmware("acme", "d1", will=False)
+    fleet.broker.kill()
+    fleet.start()
+    console = fleet.console("acme", "acme-console-2")
+    console.subscribe("/acme/d1/status", qos=1)
+    assert console.expect_message().payload == DISCONNECTED

@@ -28,9 +28,11 @@ pub(crate) fn permissions(topics: &FleetTopics, identity: &Identity) -> Option<C
         Method::FleetOwner => vec![topics.owner_filter(owner)],
         _ => return None,
     };
-    Some(CompiledAcl::allowing(
-        filters.iter().map(|f| (RuleAccess::Both, f.as_str())),
-    ))
+    // An owner also hears the broker's events about its devices.
+    let events = (identity.method == Method::FleetOwner).then(|| topics.events_filter(owner));
+    let rules = filters.iter().map(|f| (RuleAccess::Both, f.as_str()));
+    let events = events.iter().map(|f| (RuleAccess::Subscribe, f.as_str()));
+    Some(CompiledAcl::allowing(rules.chain(events)))
 }
 
 fn device_identity(device: &Device) -> Identity {

@@ -106,6 +106,16 @@ pub enum Event {
         /// Whether an existing session was resumed.
         session_present: bool,
     },
+    /// A device of the fleet connected more than `FLAPPING_CONNECTS` times within a minute
+    /// (reported once, when it begins).
+    FleetFlapping {
+        /// Its owner.
+        owner: String,
+        /// Its udid.
+        udid: String,
+        /// Connects within the minute.
+        connects: usize,
+    },
     /// A connection was refused before or at CONNECT.
     Refused {
         /// The connection.

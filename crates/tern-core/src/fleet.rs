@@ -4,7 +4,20 @@
 //! state; the authenticator sees the entry a CONNECT names ([`FleetLogin`]), and a fleet
 //! identity's permissions follow from its owner and udid by rule ([`FleetTopics`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+
+use tern_codec::ProtocolVersion;
+
+use crate::types::Time;
+
+/// Connects within a minute past which a device is flagged as flapping.
+pub const FLAPPING_CONNECTS: usize = 6;
+/// THiNX's status payload while a device is connected (published, retained, for a device that
+/// set no will of its own).
+pub const STATUS_CONNECTED: &[u8] = b"{\"status\":\"connected\"}";
+/// THiNX's status payload once a device's connection has ended.
+pub const STATUS_DISCONNECTED: &[u8] = b"{\"status\":\"disconnected\"}";
 
 /// How a device proves who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +122,34 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), FleetError> {
     }
 }
 
-/// Owners and devices, in memory.
+/// What the broker knows of a device's connection (since it started: not kept by the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Whether it is connected.
+    pub online: bool,
+    /// Since when (the broker's time).
+    pub since: Time,
+    /// When it was last seen connecting or disconnecting.
+    pub last_seen: Time,
+    /// Its address on its last connection.
+    pub address: Option<IpAddr>,
+    /// The protocol of its last connection.
+    pub version: Option<ProtocolVersion>,
+    /// Whether its last connection set a will of its own (then the broker does not publish its
+    /// status).
+    pub own_will: bool,
+    /// Connected more than `FLAPPING_CONNECTS` times within the last minute.
+    pub flapping: bool,
+    /// When it connected within the last minute.
+    pub(crate) connects: VecDeque<Time>,
+}
+
+/// Owners and devices, in memory, with the live status of the devices.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     devices: HashMap<String, Device>,
     owners: BTreeMap<String, Owner>,
+    status: HashMap<String, DeviceStatus>,
 }
 
 impl Registry {
@@ -122,6 +158,7 @@ impl Registry {
         Self {
             owners: owners.into_iter().map(|o| (o.id.clone(), o)).collect(),
             devices: devices.into_iter().map(|d| (d.udid.clone(), d)).collect(),
+            status: HashMap::new(),
         }
     }
 
@@ -204,8 +241,30 @@ impl Registry {
             .ok_or_else(|| FleetError::NoDevice(udid.to_owned()))
     }
 
+    /// The live status of a device that connected since the broker started.
+    pub fn status(&self, udid: &str) -> Option<&DeviceStatus> {
+        self.status.get(udid)
+    }
+
+    /// The status to change (made, offline, on first use).
+    pub(crate) fn status_mut(&mut self, udid: &str) -> &mut DeviceStatus {
+        self.status
+            .entry(udid.to_owned())
+            .or_insert_with(|| DeviceStatus {
+                online: false,
+                since: Time::from_millis(0),
+                last_seen: Time::from_millis(0),
+                address: None,
+                version: None,
+                own_will: false,
+                flapping: false,
+                connects: VecDeque::new(),
+            })
+    }
+
     /// Removes a device.
     pub(crate) fn remove(&mut self, udid: &str) -> Result<Device, FleetError> {
+        self.status.remove(udid);
         self.devices
             .remove(udid)
             .ok_or_else(|| FleetError::NoDevice(udid.to_owned()))
@@ -278,5 +337,11 @@ impl FleetTopics {
     /// The filter an owner may publish to and subscribe with: everything of its fleet.
     pub fn owner_filter(&self, owner: &str) -> String {
         format!("{}{owner}/#", self.prefix)
+    }
+
+    /// The filter of the broker's events about an owner's devices, which the owner may
+    /// subscribe with: `$events/<owner>/#` (`$events/<owner>/<udid>/online|offline`).
+    pub fn events_filter(&self, owner: &str) -> String {
+        format!("$events/{owner}/#")
     }
 }

@@ -98,6 +98,28 @@ pub(crate) struct DeviceView {
     credential: String,
     /// Whether it is connected now.
     connected: bool,
+    /// What the broker saw of its connections since it started (absent before its first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusView>,
+}
+
+/// A device's live status.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct StatusView {
+    online: bool,
+    /// Since when (Unix seconds).
+    since: u64,
+    /// Last seen connecting or disconnecting (Unix seconds).
+    last_seen: u64,
+    /// Its address on its last connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    /// 3, 4 or 5 (MQTT 3.1, 3.1.1, 5).
+    protocol: u8,
+    /// Whether it set a will of its own (else the broker publishes its retained status).
+    own_will: bool,
+    /// Connected more than 6 times within the last minute.
+    flapping: bool,
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
@@ -233,7 +255,18 @@ pub(crate) async fn set_owner(
     run(&shared, &who, FleetOp::SetOwner { id, password_hash }).await
 }
 
-fn view(broker: &Broker, device: &Device) -> DeviceView {
+fn view(broker: &Broker, device: &Device, now: Time, now_unix: u64) -> DeviceView {
+    let unix =
+        |at: Time| now_unix.saturating_sub(now.as_millis().saturating_sub(at.as_millis()) / 1000);
+    let status = broker.fleet_status(&device.udid).map(|s| StatusView {
+        online: s.online,
+        since: unix(s.since),
+        last_seen: unix(s.last_seen),
+        address: s.address.map(|a| a.to_string()),
+        protocol: s.version.map_or(0, |v| v.level()),
+        own_will: s.own_will,
+        flapping: s.flapping,
+    });
     let connected = broker
         .admin_session(&device.udid, 0)
         .is_some_and(|s| s.summary.connected);
@@ -248,6 +281,7 @@ fn view(broker: &Broker, device: &Device) -> DeviceView {
         disabled: device.disabled,
         credential: device.credential.kind().to_owned(),
         connected,
+        status,
     }
 }
 
@@ -277,12 +311,12 @@ pub(crate) fn apply(broker: &mut Broker, op: &FleetOp, now: Time, now_unix: u64)
                 .fleet()
                 .devices(owner.as_deref())
                 .into_iter()
-                .map(|d| view(broker, d))
+                .map(|d| view(broker, d, now, now_unix))
                 .collect();
             json(200, &serde_json::json!({ "devices": devices }))
         }
         FleetOp::Show { udid } => match broker.fleet().device(udid) {
-            Some(device) => json(200, &view(broker, device)),
+            Some(device) => json(200, &view(broker, device, now, now_unix)),
             None => fleet_error(&FleetError::NoDevice(udid.clone())),
         },
         FleetOp::Add(body) => {
@@ -314,19 +348,19 @@ pub(crate) fn apply(broker: &mut Broker, op: &FleetOp, now: Time, now_unix: u64)
                 credential,
             };
             match broker.fleet_add(device.clone()) {
-                Ok(()) => json(200, &view(broker, &device)),
+                Ok(()) => json(200, &view(broker, &device, now, now_unix)),
                 Err(error) => fleet_error(&error),
             }
         }
         FleetOp::Disable { udid, disabled } => match broker.fleet_disable(udid, *disabled, now) {
             Ok(()) => match broker.fleet().device(udid) {
-                Some(device) => json(200, &view(broker, device)),
+                Some(device) => json(200, &view(broker, device, now, now_unix)),
                 None => fleet_error(&FleetError::NoDevice(udid.clone())),
             },
             Err(error) => fleet_error(&error),
         },
         FleetOp::Delete { udid } => match broker.fleet_delete(udid, now) {
-            Ok(device) => json(200, &view(broker, &device)),
+            Ok(device) => json(200, &view(broker, &device, now, now_unix)),
             Err(error) => fleet_error(&error),
         },
         FleetOp::SetOwner { id, password_hash } => {

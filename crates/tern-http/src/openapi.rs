@@ -84,6 +84,7 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_keys::NewSecret,
         crate::admin_keys::KeyBody,
         crate::admin_fleet::DeviceView,
+        crate::admin_fleet::StatusView,
         crate::admin_fleet::DeviceBody,
         crate::admin_fleet::DeviceChange,
         crate::admin_fleet::OwnerBody

@@ -163,6 +163,14 @@ pub(crate) fn log_event(event: &Event) {
         } => {
             warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
         }
+        Event::FleetFlapping {
+            owner,
+            udid,
+            connects,
+        } => warn!(
+            "device {owner}/{udid} is flapping: {connects} connects within a minute (flagged \
+             in its status; its reconnects are not logged one by one)"
+        ),
         Event::RetainedCapped {
             client_id,
             filter,

@@ -176,6 +176,7 @@ impl Broker {
         };
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
+        let own_will = connect.will.is_some();
         let assigned = connect.client_id.is_empty();
         let client_id = if assigned {
             self.assign_client_id()
@@ -302,6 +303,7 @@ impl Broker {
             properties,
         };
         self.send(id, Packet::ConnAck(Box::new(connack)));
+        self.fleet_online(id, client_id.as_str(), own_will, now);
         self.events.push_back(Event::Connected {
             connection: id,
             client_id,

@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_session;
 mod connect;
 mod fleet;
+mod fleet_status;
 mod flow;
 pub mod history;
 pub mod kv;
@@ -719,6 +720,7 @@ impl Broker {
             broker.restore_session(stored, now);
         }
         last_message_id = last_message_id.max(broker.restore_history(snapshot.history, now));
+        broker.fleet_restored(now);
         // Message identities stay unique across the restart (retained expiry relies on them).
         broker.next_message_id = last_message_id + 1;
         // Wills and sessions whose time came while the broker was down go now.
