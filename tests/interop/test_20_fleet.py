@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 import pytest
 
 from conftest import REPO_ROOT, BrokerError
-from http_support import HttpBroker
+from http_support import Device, HttpBroker
 from support import BROKER_KIND, TIMEOUT, Clients, PahoClient
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the device fleet is Tern's")
@@ -259,3 +259,22 @@ def test_the_broker_keeps_the_status_of_a_device_without_a_will(fleet: Fleet):
     console = fleet.console("acme", "acme-console-2")
     console.subscribe("/acme/d1/status", qos=1)
     assert console.expect_message().payload == DISCONNECTED
+
+
+def test_a_device_with_a_key_of_the_http_bridge_logs_in_over_mqtt_with_it(fleet: Fleet):
+    out = fleet.run("device", "--url", fleet.broker.http_url, "--token", fleet.token, "add",
+                    "acme", "k1", "--key")
+    decoder = json.JSONDecoder()
+    device, end = decoder.raw_decode(out)
+    key, _ = decoder.raw_decode(out[end:].lstrip())
+    assert device["credential"] == "key" and key["id"] == "d:k1"
+    http = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    client = fleet.clients.paho("k1", version=5)
+    client.client.username_pw_set("d:k1", http.mqtt_password())
+    client.connect()
+    client.subscribe("/acme/shared/#", qos=1)
+    assert refused(client, "/acme/d1/status")
+    # Another key's password is not this device's credential.
+    other = fleet.clients.paho("k1", version=5)
+    other.client.username_pw_set("d:k1", "hk1:0:" + "00" * 32)
+    other.connect(expect_code=BAD_CREDENTIALS)

@@ -170,6 +170,9 @@ impl AuthService {
         let fallback: Box<dyn FnOnce() -> AuthDecision + Send> = match otherwise {
             AuthDecision::Pending(job) => Box::new(move || job.run()),
             AuthDecision::Refuse(code) => Box::new(move || AuthDecision::Refuse(code)),
+            // A listener that lets every name in unverified: unverified, unless the password
+            // is the owner's.
+            AuthDecision::Accept { data } => Box::new(move || AuthDecision::Accept { data }),
             // Let in already as someone else (a remembered login, a key): that stands.
             decided => return decided,
         };

@@ -295,3 +295,30 @@ fn an_owner_logs_in_by_its_password_and_a_user_of_its_name_stays_a_user() {
 fn identity_of_owner() -> Identity {
     identity(Method::FleetOwner, "acme", Some("acme"))
 }
+
+#[test]
+fn an_owner_logs_in_as_itself_on_a_listener_open_to_every_name() {
+    let mut service = AuthService::new(vec![Profile::open()]);
+    let owner = Owner {
+        id: "acme".into(),
+        created_unix: 0,
+        password_hash: Some(tern_auth::passwd::hash_password("owner-pw").unwrap()),
+    };
+    let mut login_with = |password| {
+        let attempt = Login {
+            client_id: "console",
+            username: Some("acme"),
+            password: Some(password),
+            certificate: None,
+            fleet: FleetLogin {
+                device: None,
+                owner: Some(&owner),
+            },
+        };
+        login(&mut service, &attempt)
+    };
+    let identity = accepted_as(login_with("owner-pw")).unwrap();
+    assert_eq!(identity, identity_of_owner());
+    // Any other password: let in as the open listener lets every name in, unverified.
+    assert!(matches!(login_with("other"), AuthDecision::Accept { .. }));
+}
