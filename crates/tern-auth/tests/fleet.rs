@@ -268,24 +268,8 @@ fn an_owner_logs_in_by_its_password_and_a_user_of_its_name_stays_a_user() {
         ..Profile::default()
     };
     let mut service = AuthService::new(vec![profile]);
-    let owner = Owner {
-        id: "acme".into(),
-        created_unix: 0,
-        password_hash: Some(tern_auth::passwd::hash_password("owner-pw").unwrap()),
-    };
-    let mut as_owner = |password| {
-        let attempt = Login {
-            client_id: "console",
-            username: Some("acme"),
-            password: Some(password),
-            certificate: None,
-            fleet: FleetLogin {
-                device: None,
-                owner: Some(&owner),
-            },
-        };
-        accepted_as(login(&mut service, &attempt))
-    };
+    let owner = owner_acme();
+    let mut as_owner = |password| accepted_as(owner_login(&mut service, &owner, password));
     let identity = as_owner("owner-pw").unwrap();
     assert_eq!(identity, identity_of_owner());
     assert_eq!(as_owner("user-pw").unwrap().method, Method::Password);
@@ -296,27 +280,35 @@ fn identity_of_owner() -> Identity {
     identity(Method::FleetOwner, "acme", Some("acme"))
 }
 
-#[test]
-fn an_owner_logs_in_as_itself_on_a_listener_open_to_every_name() {
-    let mut service = AuthService::new(vec![Profile::open()]);
-    let owner = Owner {
+/// Owner acme, whose password is `owner-pw`.
+fn owner_acme() -> Owner {
+    Owner {
         id: "acme".into(),
         created_unix: 0,
         password_hash: Some(tern_auth::passwd::hash_password("owner-pw").unwrap()),
+    }
+}
+
+/// A console's CONNECT with owner acme's id as user name.
+fn owner_login(service: &mut AuthService, owner: &Owner, password: &str) -> AuthDecision {
+    let attempt = Login {
+        client_id: "console",
+        username: Some("acme"),
+        password: Some(password),
+        certificate: None,
+        fleet: FleetLogin {
+            device: None,
+            owner: Some(owner),
+        },
     };
-    let mut login_with = |password| {
-        let attempt = Login {
-            client_id: "console",
-            username: Some("acme"),
-            password: Some(password),
-            certificate: None,
-            fleet: FleetLogin {
-                device: None,
-                owner: Some(&owner),
-            },
-        };
-        login(&mut service, &attempt)
-    };
+    login(service, &attempt)
+}
+
+#[test]
+fn an_owner_logs_in_as_itself_on_a_listener_open_to_every_name() {
+    let mut service = AuthService::new(vec![Profile::open()]);
+    let owner = owner_acme();
+    let mut login_with = |password| owner_login(&mut service, &owner, password);
     let identity = accepted_as(login_with("owner-pw")).unwrap();
     assert_eq!(identity, identity_of_owner());
     // Any other password: let in as the open listener lets every name in, unverified.
