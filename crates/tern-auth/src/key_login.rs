@@ -46,6 +46,8 @@ pub enum KeyLoginFailure {
     BadSignature,
     /// The key has grants, which an MQTT connection cannot carry yet.
     HasGrants,
+    /// An app key's device that an operator has not approved.
+    AwaitingApproval,
 }
 
 /// The password a device computes (what firmware implements).
@@ -94,6 +96,9 @@ pub fn verify(
         matched |= equal && index < real;
     }
     match credential {
+        Some(credential) if matched && credential.awaiting_approval => {
+            Err(KeyLoginFailure::AwaitingApproval)
+        }
         Some(credential) if matched && credential.restriction.is_some() => {
             Err(KeyLoginFailure::HasGrants)
         }
@@ -199,5 +204,20 @@ mod tests {
             bad("d:limited", "limited", &password, NOW),
             KeyLoginFailure::HasGrants
         );
+    }
+
+    #[test]
+    fn a_device_awaiting_approval_does_not_log_in_over_mqtt() {
+        let (mut ring, _, app) = ring();
+        ring.0.set_approval("a:fleet", true).unwrap();
+        let password = key_password(&app, "a:fleet", "7F3A", NOW);
+        assert_eq!(
+            verify(&ring, "a:fleet", "7F3A", password.as_bytes(), NOW).unwrap_err(),
+            KeyLoginFailure::AwaitingApproval
+        );
+        ring.0
+            .approve_device("a:fleet", "7F3A", Vec::new())
+            .unwrap();
+        assert!(verify(&ring, "a:fleet", "7F3A", password.as_bytes(), NOW).is_ok());
     }
 }

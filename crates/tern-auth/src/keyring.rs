@@ -187,6 +187,10 @@ pub struct HttpKey {
     pub secrets: Vec<Secret>,
     /// The grants compiled as rules.
     restriction: Option<Acl>,
+    /// For an app key: whether its devices need an operator's approval (`approval.rs`).
+    pub approval: bool,
+    /// For an app key with approval: the devices approved, by client identifier.
+    pub devices: BTreeMap<String, ApprovedDevice>,
 }
 
 /// A key that verified a request, and who it speaks as.
@@ -202,6 +206,9 @@ pub struct Credential {
     pub secrets: Vec<[u8; 32]>,
     /// What the key's grants limit it to, compiled for this client.
     pub restriction: Option<CompiledAcl>,
+    /// An app key's device that an operator has not approved (yet): its requests make an
+    /// access request, and do nothing else.
+    pub awaiting_approval: bool,
 }
 
 /// Every key of the bridge.
@@ -224,6 +231,10 @@ struct KeyForm {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     grants: Vec<Grant>,
     secrets: Vec<SecretForm>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    approval: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    devices: BTreeMap<String, Vec<Grant>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -260,7 +271,9 @@ impl KeyRing {
                     })
                 })
                 .collect::<Result<Vec<_>, KeyError>>()?;
+            let id = key.id.clone();
             ring.insert(key.id, key.prefix, key.grants, secrets)?;
+            ring.restore_approval(&id, key.approval, key.devices)?;
         }
         Ok(ring)
     }
@@ -274,6 +287,12 @@ impl KeyRing {
                 id: key.id.clone(),
                 prefix: key.prefix.clone(),
                 grants: key.grants.clone(),
+                approval: key.approval,
+                devices: key
+                    .devices
+                    .iter()
+                    .map(|(client, device)| (client.clone(), device.grants.clone()))
+                    .collect(),
                 secrets: key
                     .secrets
                     .iter()
@@ -320,6 +339,8 @@ impl KeyRing {
                 grants,
                 secrets,
                 restriction,
+                approval: false,
+                devices: BTreeMap::new(),
             },
         );
         Ok(())
@@ -432,8 +453,7 @@ impl KeyRing {
             ..Identity::default()
         };
         let restriction = key
-            .restriction
-            .as_ref()
+            .restriction_for(client_id)
             .map(|acl| acl.compile(client_id, &identity));
         Some(Credential {
             key_id: key_id.to_owned(),
@@ -441,6 +461,7 @@ impl KeyRing {
             identity,
             secrets,
             restriction,
+            awaiting_approval: kind == KeyKind::App && key.awaits_approval(client_id),
         })
     }
 
@@ -541,6 +562,10 @@ fn unseal(master: &MasterKey, id: &str, n: u32, sealed: &str) -> Result<[u8; 32]
         .map_err(|_| refused())?;
     secret.try_into().map_err(|_| refused())
 }
+
+#[path = "keyring_approval.rs"]
+mod approval;
+pub use approval::ApprovedDevice;
 
 #[cfg(test)]
 #[path = "keyring_tests.rs"]

@@ -227,6 +227,12 @@ pub struct Stats {
     pub publish_received: u64,
     /// PUBLISH packets sent to clients.
     pub publish_sent: u64,
+    /// PUBLISH packets (and HTTP publishes) received, by QoS (0, 1, 2).
+    pub publish_received_by_qos: [u64; 3],
+    /// PUBLISH packets sent, by the QoS they were sent with.
+    pub publish_sent_by_qos: [u64; 3],
+    /// Of the deliveries dropped, those that expired first ([`DropReason::Expired`]).
+    pub publish_expired: u64,
     /// Deliveries dropped for any [`DropReason`].
     pub publish_dropped: u64,
     /// Of those, dropped for the memory limit ([`DropReason::MemoryFull`]).
@@ -282,4 +288,18 @@ pub struct Stats {
     pub logins_throttled: u64,
     /// Messages not kept in history because their filter's `max_topics` was reached.
     pub history_refused: u64,
+}
+
+impl Stats {
+    /// Counts a PUBLISH received (or a message an edge published for a client).
+    pub(crate) fn received(&mut self, qos: tern_codec::QoS) {
+        self.publish_received += 1;
+        self.publish_received_by_qos[qos as usize] += 1;
+    }
+
+    /// Counts a PUBLISH sent.
+    pub(crate) fn sent(&mut self, qos: tern_codec::QoS) {
+        self.publish_sent += 1;
+        self.publish_sent_by_qos[qos as usize] += 1;
+    }
 }

@@ -430,6 +430,10 @@ fn stats_add_up() {
         sessions: 2,
         publish_received: 5,
         publish_sent: 3,
+        // t/1 and t/3 at QoS 1, the rest at 0; "a" went at 1 (t/# is QoS 1), "b" and "c" at 0.
+        publish_received_by_qos: [3, 2, 0],
+        publish_sent_by_qos: [2, 1, 0],
+        publish_expired: 0,
         publish_dropped: 0,
         publish_dropped_memory: 0,
         sessions_shed: 0,
@@ -466,6 +470,8 @@ fn stats_add_up() {
     // Still held: in flight, not yet acknowledged.
     let expected = Stats {
         publish_sent: 4,
+        // "queued" went at QoS 1.
+        publish_sent_by_qos: [2, 2, 0],
         protocol_errors: 1,
         sessions: 1,
         ..expected

@@ -258,6 +258,7 @@ fn queued_message_expiry() {
     tb.advance_secs(4);
     tb.events();
     let dropped_before = tb.stats().publish_dropped;
+    let expired_before = tb.stats().publish_expired;
     let subscriber = tb.connect("s", V5, persistent);
     let packets = tb.recv(&subscriber);
     assert_eq!(payloads(&packets), ["long", "forever"]);
@@ -270,6 +271,7 @@ fn queued_message_expiry() {
         None
     );
     assert_eq!(tb.stats().publish_dropped, dropped_before + 1);
+    assert_eq!(tb.stats().publish_expired, expired_before + 1);
     assert!(tb.events().contains(&Event::Dropped {
         client_id: mstr("s"),
         reason: DropReason::Expired

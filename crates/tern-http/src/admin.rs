@@ -431,7 +431,7 @@ pub(crate) async fn ban(State(shared): State<Arc<Shared>>, request: Request) -> 
         until_unix: body.until,
     };
     let response = operate(&shared, &who, op).await;
-    keep_bans(&shared, response).await
+    keep_bans(&shared, &who, response).await
 }
 
 /// Lifts a ban.
@@ -449,25 +449,32 @@ pub(crate) async fn unban(State(shared): State<Arc<Shared>>, request: Request) -
         client_id: who.rest.clone(),
     };
     let response = operate(&shared, &who, op).await;
-    keep_bans(&shared, response).await
+    keep_bans(&shared, &who, response).await
 }
 
-/// Writes the bans a successful change answered with to the bans file, then answers.
-async fn keep_bans(shared: &Shared, response: Response<Body>) -> Response<Body> {
+/// After a successful change, writes the bans in force to the bans file, then answers. The
+/// list written is read from the broker thread while the file is held, not taken from the
+/// change's answer: two changes answered in one order and written in the other would leave
+/// the older list on disk, while a list read under the file's lock is never older than one
+/// written before it.
+async fn keep_bans(shared: &Shared, who: &Authorized, response: Response<Body>) -> Response<Body> {
     if !response.status().is_success() {
         return response;
     }
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
     {
         let _edit = shared.file_edits.lock().await;
+        let now = operate(shared, who, AdminOp::Bans).await;
+        if !now.status().is_success() {
+            return now;
+        }
+        let bytes = axum::body::to_bytes(now.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
         if let Err(error) = crate::keys::write_private(&shared.config.data_dir, BANS_FILE, &bytes) {
             tracing::warn!("cannot keep the bans: {error}");
         }
     }
-    Response::from_parts(parts, Body::from(bytes))
+    response
 }
 
 /// The bans kept in the data directory: (client identifier, until Unix seconds).

@@ -27,6 +27,12 @@ pub(crate) struct KeyView {
     grants: Vec<(String, String)>,
     /// The active secrets' numbers and when they were made (never the secrets).
     secrets: Vec<(u32, u64)>,
+    /// For an app key: whether its devices need approval.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    approval: bool,
+    /// The devices approved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -55,6 +61,9 @@ pub(crate) struct KeyBody {
     /// Filters for both.
     #[serde(default)]
     both: Vec<String>,
+    /// For an app key: each device needs an operator's approval (an access request).
+    #[serde(default)]
+    approve: bool,
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
@@ -82,6 +91,20 @@ async fn edit(
     who: &Authorized,
     change: impl FnOnce(&mut KeyRing, u64) -> Result<serde_json::Value, ApiError>,
 ) -> Response<Body> {
+    match edit_ring(shared, change).await {
+        Ok(answer) => {
+            let body = serde_json::to_vec(&answer).unwrap_or_default();
+            unsigned(200, body.into())
+        }
+        Err(error) => who.refuse(shared, &error),
+    }
+}
+
+/// [`edit`]'s work: the key file changed whole, with no other edit running, and read again.
+pub(crate) async fn edit_ring<T>(
+    shared: &Shared,
+    change: impl FnOnce(&mut KeyRing, u64) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     let dir = &shared.config.data_dir;
     let edited = {
         let _edit = shared.file_edits.lock().await;
@@ -99,17 +122,13 @@ async fn edit(
             Ok(answer)
         })()
     };
-    match edited {
-        Ok(answer) => {
-            shared.reload_keys();
-            let body = serde_json::to_vec(&answer).unwrap_or_default();
-            unsigned(200, body.into())
-        }
-        Err(error) => who.refuse(shared, &error),
+    if edited.is_ok() {
+        shared.reload_keys();
     }
+    edited
 }
 
-fn key_error(error: tern_auth::KeyError) -> ApiError {
+pub(crate) fn key_error(error: tern_auth::KeyError) -> ApiError {
     use tern_auth::KeyError;
     match error {
         KeyError::Unknown(_) | KeyError::NoSecret(..) => {
@@ -118,6 +137,22 @@ fn key_error(error: tern_auth::KeyError) -> ApiError {
         KeyError::Exists(_) => ApiError::new(409, "key_exists", error.to_string()),
         other => ApiError::bad_request(other.to_string()),
     }
+}
+
+/// Grants from lists of filters for publishing, subscribing and both.
+pub(crate) fn grants_of(
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+    both: Vec<String>,
+) -> Vec<Grant> {
+    [
+        (RuleAccess::Publish, publish),
+        (RuleAccess::Subscribe, subscribe),
+        (RuleAccess::Both, both),
+    ]
+    .into_iter()
+    .flat_map(|(access, topics)| topics.into_iter().map(move |topic| Grant { access, topic }))
+    .collect()
 }
 
 fn view(key: &HttpKey) -> KeyView {
@@ -135,12 +170,20 @@ fn view(key: &HttpKey) -> KeyView {
             .map(|g| (access(g.access).to_owned(), g.topic.clone()))
             .collect(),
         secrets: key.secrets.iter().map(|s| (s.n, s.created)).collect(),
+        approval: key.approval,
+        devices: key.devices.keys().cloned().collect(),
     }
+}
+
+/// The answer listing keys.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyList {
+    keys: Vec<KeyView>,
 }
 
 /// The keys in the token's realm: ids, grants, secret numbers and dates, never secrets.
 #[utoipa::path(get, path = "/v1/admin/keys", tag = "admin",
-    responses((status = 200, description = "{\"keys\": [key]}.", body = Vec<KeyView>),
+    responses((status = 200, description = "The keys.", body = KeyList),
               (status = "4XX", description = "Refused.", body = crate::error::ErrorBody)),
     security(("bearer" = ["keys"])))]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
@@ -154,7 +197,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
         .filter(|k| sees_key(&who, &k.id))
         .map(view)
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
+    let body = serde_json::to_vec(&KeyList { keys }).unwrap_or_default();
     unsigned(200, body.into())
 }
 
@@ -177,17 +220,13 @@ pub(crate) async fn add(State(shared): State<Arc<Shared>>, request: Request) -> 
         let error = ApiError::new(403, "realm_denied", "that key is outside the token's realm");
         return who.refuse(&shared, &error);
     }
-    let grants: Vec<Grant> = [
-        (RuleAccess::Publish, body.publish),
-        (RuleAccess::Subscribe, body.subscribe),
-        (RuleAccess::Both, body.both),
-    ]
-    .into_iter()
-    .flat_map(|(access, topics)| topics.into_iter().map(move |topic| Grant { access, topic }))
-    .collect();
-    let (id, prefix) = (body.id, body.prefix);
+    let grants = grants_of(body.publish, body.subscribe, body.both);
+    let (id, prefix, approve) = (body.id, body.prefix, body.approve);
     edit(&shared, &who, move |ring, now| {
         let secret = ring.add(&id, prefix, grants, now).map_err(key_error)?;
+        if approve {
+            ring.set_approval(&id, true).map_err(key_error)?;
+        }
         Ok(serde_json::json!(NewSecret {
             id,
             n: 1,

@@ -235,7 +235,9 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
             if until_unix.is_some_and(|until| until <= now_unix) {
                 return refused(&ApiError::bad_request("the ban would have ended already"));
             }
-            let until = until_unix.map(|until| now.plus_millis((until - now_unix) * 1000));
+            // Saturating: a ban until the far future is a ban for ever, not an overflow.
+            let until =
+                until_unix.map(|until| now.plus_millis((until - now_unix).saturating_mul(1000)));
             broker.ban(id, until, now);
             json(200, &bans(broker, now, now_unix))
         }
@@ -292,13 +294,39 @@ fn listed(delivery: &Delivery, now: Time) -> MboxMessage {
 }
 
 fn retained(message: SharedMessage, now: Time) -> MboxMessage {
+    view_of(message, true, now)
+}
+
+/// A message as routed (for event streams), worded as a poll words it.
+pub(crate) fn message_view(message: &SharedMessage, now: Time) -> MboxMessage {
+    view_of(SharedMessage::clone(message), message.retain, now)
+}
+
+fn view_of(message: SharedMessage, retain: bool, now: Time) -> MboxMessage {
     let delivery = Delivery {
         seq: 0,
         qos: message.qos,
-        retain: true,
+        retain,
         subscription_ids: SubscriptionIds::new(),
         charge: 0,
         message,
     };
     listed(&delivery, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_until_the_far_future_is_kept_not_an_overflow() {
+        let now = Time::from_millis(1_000);
+        let mut broker = Broker::new(tern_core::Config::default(), now);
+        let op = AdminOp::Ban {
+            client_id: "c".to_owned(),
+            until_unix: Some(1 << 63),
+        };
+        assert_eq!(apply(&mut broker, &op, now, 1_767_225_600).status, 200);
+        assert_eq!(broker.bans(now).len(), 1);
+    }
 }

@@ -20,9 +20,11 @@ use crate::admin_ops::{self, AdminOp, OperatorEnvelope};
 use crate::answers::published;
 pub(crate) use crate::answers::{json, refused};
 use crate::error::ApiError;
+use crate::events::{Observe, Watchers};
 use crate::kv::KvOp;
 use crate::longpoll::{self, Waiters};
 use crate::mailbox::{self, MailboxOp, MailboxSettings, Outcome};
+use crate::metrics::CoreFigures;
 use crate::publish::Item;
 use crate::replay::{Admission, Answer, Change, Nonce, ReplayGuard, ReplayLimits};
 use crate::sync::SyncOp;
@@ -94,6 +96,8 @@ struct Bridge {
     guard: Rc<RefCell<ReplayGuard>>,
     mailboxes: MailboxSettings,
     waiters: RefCell<Waiters>,
+    /// Open event streams (`events.rs`).
+    watchers: RefCell<Watchers>,
 }
 
 /// What makes the bridge look at waiting long polls again.
@@ -110,6 +114,9 @@ enum Look {
 pub(crate) struct Channels {
     pub(crate) requests: mpsc::Receiver<Envelope>,
     pub(crate) operator: mpsc::Receiver<OperatorEnvelope>,
+    /// Event streams opened and metrics scrapes, and what the streams count.
+    pub(crate) observe: mpsc::Receiver<Observe>,
+    pub(crate) stream_counts: std::sync::Arc<crate::events::StreamCounts>,
 }
 
 /// Runs the bridge on the broker thread until every HTTP task is gone; `restored` is what the
@@ -125,6 +132,8 @@ pub(crate) async fn run(
     let Channels {
         mut requests,
         mut operator,
+        mut observe,
+        stream_counts,
     } = channels;
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
     guard.borrow_mut().restore(restored, unix_now());
@@ -143,6 +152,7 @@ pub(crate) async fn run(
         guard,
         mailboxes,
         waiters: RefCell::default(),
+        watchers: RefCell::new(Watchers::new(stream_counts)),
     };
     let mut taken = Vec::new();
     loop {
@@ -156,6 +166,8 @@ pub(crate) async fn run(
             }
             Some(envelope) = operator.recv() => bridge.operate(envelope),
             () = bridge.handle.mailboxes_ready() => bridge.look(Look::Ready),
+            Some(asked) = observe.recv() => bridge.observe(asked),
+            () = bridge.handle.tap_ready() => bridge.watch_tap(),
             () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)),
                 if wake_at.is_some() => bridge.look(Look::Due),
         }
@@ -336,6 +348,39 @@ impl Bridge {
             self.hand_guard_changes(broker);
         });
         self.answer_when_durable(batch, answered);
+    }
+
+    /// Opens an event stream (and forgets those whose readers left), or reads the figures
+    /// of a metrics scrape.
+    fn observe(&self, asked: Observe) {
+        self.handle.input(|broker, _| match asked {
+            Observe::Watch(watcher) => {
+                let mut watchers = self.watchers.borrow_mut();
+                watchers.sweep(broker);
+                watchers.watch(broker, watcher);
+            }
+            Observe::Metrics(reply) => {
+                let _ = reply.send(CoreFigures::read(broker, &self.handle));
+            }
+            Observe::Event {
+                client_id,
+                name,
+                data,
+            } => {
+                let mut watchers = self.watchers.borrow_mut();
+                watchers.broker_event(Some(&client_id), name, &data);
+                watchers.sweep(broker);
+            }
+        });
+    }
+
+    /// Hands what the core's tap holds to the event streams.
+    fn watch_tap(&self) {
+        self.handle.input(|broker, now| {
+            let mut tapped = Vec::new();
+            broker.take_tapped(&mut tapped);
+            self.watchers.borrow_mut().deliver(broker, tapped, now);
+        });
     }
 
     /// Does an operator's request in one input, answered once what it changed is durable.

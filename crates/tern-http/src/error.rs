@@ -30,7 +30,10 @@ pub(crate) struct ErrorDetail {
     /// `access_denied`, `not_found`, `method_not_allowed`, `request_timeout`, `nonce_reused`,
     /// `request_in_progress`, `payload_too_large`, `quota_exceeded`, `rate_limited`,
     /// `unavailable`, `internal`, and for mailboxes `no_mailbox`, `mailbox_in_use`,
-    /// `filter_invalid`, `not_subscribed`, `poll_superseded`.
+    /// `filter_invalid`, `not_subscribed`, `poll_superseded`, for devices awaiting approval
+    /// `access_pending`, `access_rejected`, and for operators `token_missing`,
+    /// `token_invalid`, `scope_denied`, `realm_denied`, `banned`, `no_session`,
+    /// `no_retained`, `no_key`, `not_banned`, `no_access_request`, `key_exists`.
     pub(crate) code: String,
     /// For people; may change.
     pub(crate) message: String,

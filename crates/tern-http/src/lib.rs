@@ -18,6 +18,7 @@
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
 //! effect crosses over, through a bounded channel, to the bridge task.
 
+mod access;
 mod admin;
 mod admin_fleet;
 mod admin_keys;
@@ -25,11 +26,13 @@ mod admin_ops;
 mod answers;
 mod bridge;
 pub mod error;
+mod events;
 pub mod keys;
 mod kv;
 mod longpoll;
 mod mailbox;
 mod mailbox_routes;
+mod metrics;
 mod openapi;
 mod publish;
 mod refusals;
@@ -83,6 +86,8 @@ pub struct HttpConfig {
     pub keys_poll: Duration,
     /// How mailboxes behave.
     pub mailboxes: MailboxSettings,
+    /// Operator tokens of the configuration file (hashed), beside those of the token file.
+    pub tokens: Vec<tokens::TokenRecord>,
 }
 
 impl HttpConfig {
@@ -100,6 +105,7 @@ impl HttpConfig {
             connections_max: 10_000,
             keys_poll: Duration::from_millis(500),
             mailboxes: MailboxSettings::default(),
+            tokens: Vec::new(),
         }
     }
 }

@@ -187,7 +187,7 @@ pub(crate) async fn subscribe(
     params(("filter" = String, Path, description = "The topic filter, as for PUT.")),
     responses(
         (status = 200, description = "{\"filter\": ..., \"qos\": N}"),
-        (status = 404, description = "not_subscribed, or no_mailbox.", body = crate::error::ErrorBody),
+        (status = "4XX", description = "not_subscribed or no_mailbox (404), or refused.", body = crate::error::ErrorBody),
     ),
     security(("tern_signature" = []))
 )]

@@ -55,6 +55,12 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::change,
         crate::admin_fleet::delete,
         crate::admin_fleet::set_owner,
+        crate::events::events,
+        crate::metrics::metrics,
+        crate::access::list,
+        crate::access::approve,
+        crate::access::reject,
+        crate::access::forget,
     ),
     components(schemas(
         ErrorBody,

@@ -50,6 +50,12 @@ pub(crate) struct Shared {
     pub(crate) operator: mpsc::Sender<OperatorEnvelope>,
     /// Held while a file of the data directory (keys, bans) is read, changed and written.
     pub(crate) file_edits: tokio::sync::Mutex<()>,
+    /// Event streams and metrics scrapes on their way to the broker thread; what they count.
+    pub(crate) observe: mpsc::Sender<crate::events::Observe>,
+    pub(crate) stream_counts: Arc<crate::events::StreamCounts>,
+    pub(crate) request_counts: Arc<crate::metrics::RequestCounts>,
+    /// Devices of app keys awaiting approval (`access.rs`).
+    pub(crate) access: crate::access::AccessRequests,
 }
 
 /// The peer address of a request's connection.
@@ -92,9 +98,12 @@ impl HttpBridge {
             .enable_all()
             .build()
             .map_err(HttpError::Runtime)?;
-        let tokens = Tokens::load(&config.data_dir).map_err(HttpError::Keys)?;
+        let tokens =
+            Tokens::load(&config.data_dir, config.tokens.clone()).map_err(HttpError::Keys)?;
         let (sender, receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
         let (operator, operator_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let (observe, observe_receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
+        let stream_counts = Arc::default();
         let bans = admin::kept_bans(&config.data_dir);
         let limits = ReplayLimits {
             window_secs: config.window.as_secs(),
@@ -109,6 +118,10 @@ impl HttpBridge {
             tokens,
             operator,
             file_edits: tokio::sync::Mutex::new(()),
+            observe,
+            stream_counts: Arc::clone(&stream_counts),
+            request_counts: Arc::default(),
+            access: crate::access::AccessRequests::load(&config.data_dir),
         });
         let router = router(Arc::clone(&shared));
         let connections = Arc::new(Semaphore::new(config.connections_max.max(1)));
@@ -153,6 +166,8 @@ impl HttpBridge {
             let channels = bridge::Channels {
                 requests: receiver,
                 operator: operator_receiver,
+                observe: observe_receiver,
+                stream_counts,
             };
             Box::pin(bridge::run(
                 handle, channels, limits, restored, mailboxes, bans,
@@ -186,7 +201,7 @@ impl HttpBridge {
 
     /// Refused requests so far, by error code.
     pub fn refused_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.shared.refusals.counts()
+        self.shared.refused_counts()
     }
 }
 
@@ -215,9 +230,16 @@ fn router(shared: Arc<Shared>) -> Router {
                 .delete(crate::kv::delete),
         )
         .route("/v1/openapi.json", get(openapi_document))
+        .route("/v1/events", get(crate::events::events))
+        .route("/metrics", get(crate::metrics::metrics))
         .merge(admin::routes())
+        .merge(crate::access::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared.request_counts),
+            crate::metrics::count_requests,
+        ))
         .with_state(shared)
 }
 
@@ -334,6 +356,11 @@ impl Shared {
         self.keys.ring()
     }
 
+    /// Refused requests so far, by error code.
+    pub(crate) fn refused_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.refusals.counts()
+    }
+
     /// Reads the key file again now (after an edit through the operator API).
     pub(crate) fn reload_keys(&self) {
         self.keys.reload_if_changed();
@@ -405,9 +432,13 @@ pub(crate) async fn signed(
         bound_to: signing::hex(&verified.signature),
     };
     let key = verified.credential.key_id.clone();
-    let answer = match read(&verified, &request_parts, body.clone()) {
-        Ok(op) => to_bridge(&shared, verified, op).await,
-        Err(error) => Err(error),
+    let answer = if verified.credential.awaiting_approval {
+        Err(crate::access::awaiting(&shared, &verified.credential, peer.to_string()).await)
+    } else {
+        match read(&verified, &request_parts, body.clone()) {
+            Ok(op) => to_bridge(&shared, verified, op).await,
+            Err(error) => Err(error),
+        }
     };
     match answer {
         Ok(answer) => {

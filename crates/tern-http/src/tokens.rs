@@ -83,6 +83,7 @@ pub struct TokenRecord {
     #[serde(default = "every_topic")]
     pub topics: Vec<String>,
     /// When it was made (Unix seconds).
+    #[serde(default)]
     pub created: u64,
     /// When it stops working (Unix seconds); never without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,20 +289,66 @@ impl TokenSet {
     }
 }
 
+/// The `[[http.token]]` entry of the configuration file for a token: its hash, not the token.
+pub fn config_entry(record: &TokenRecord) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let scopes: Vec<String> = record.scopes.iter().map(|s| quoted(s.name())).collect();
+    let topics: Vec<String> = record.topics.iter().map(|t| quoted(t)).collect();
+    let mut entry = format!(
+        "[[http.token]]\nid = {}\nsha256 = {}\nscopes = [{}]\n",
+        quoted(&record.id),
+        quoted(&record.sha256),
+        scopes.join(", ")
+    );
+    if !record.clients.is_empty() {
+        entry.push_str(&format!("clients = {}\n", quoted(&record.clients)));
+    }
+    entry.push_str(&format!("topics = [{}]\n", topics.join(", ")));
+    if let Some(expires) = record.expires {
+        entry.push_str(&format!("expires = {expires}\n"));
+    }
+    entry
+}
+
+/// Checks tokens given in the configuration file (`[[http.token]]`).
+pub fn check_configured(records: &[TokenRecord]) -> Result<(), String> {
+    let mut set = TokenSet::default();
+    for record in records {
+        if !tern_auth::keyring::valid_name(&record.id) {
+            return Err(format!(
+                "token id {:?}: 1-64 of A-Z a-z 0-9 . _ -",
+                record.id
+            ));
+        }
+        let hash = &record.sha256;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("token {}: sha256 is 64 hex digits", record.id));
+        }
+        compile_topics(&record.topics).map_err(|e| format!("token {}: {e}", record.id))?;
+        set.add(record.clone())?;
+    }
+    Ok(())
+}
+
 /// The tokens in force, read again when the file changes.
 #[derive(Debug)]
 pub(crate) struct Tokens {
+    /// Those of the configuration file, in force beside (and over) the file's.
+    configured: Vec<TokenRecord>,
     dir: PathBuf,
     set: RwLock<Arc<TokenSet>>,
     stamp: RwLock<Option<(SystemTime, u64)>>,
 }
 
 impl Tokens {
-    pub(crate) fn load(dir: &Path) -> Result<Self, String> {
+    pub(crate) fn load(dir: &Path, configured: Vec<TokenRecord>) -> Result<Self, String> {
+        check_configured(&configured)?;
+        let set = with_configured(read(dir)?, &configured);
         Ok(Self {
+            configured,
             dir: dir.to_owned(),
             stamp: RwLock::new(crate::keys::file_stamp(&dir.join(TOKENS_FILE))),
-            set: RwLock::new(Arc::new(read(dir)?)),
+            set: RwLock::new(Arc::new(set)),
         })
     }
 
@@ -320,6 +367,7 @@ impl Tokens {
         }
         match read(&self.dir) {
             Ok(set) => {
+                let set = with_configured(set, &self.configured);
                 let count = set.tokens.len();
                 if let Ok(mut current) = self.set.write() {
                     *current = Arc::new(set);
@@ -333,6 +381,21 @@ impl Tokens {
             }
         }
     }
+}
+
+/// The file's tokens and the configuration's, which take the place of a file token of the
+/// same id (logged).
+fn with_configured(mut set: TokenSet, configured: &[TokenRecord]) -> TokenSet {
+    for record in configured {
+        if set.revoke(&record.id) {
+            tracing::warn!(
+                "token {} is in the configuration file and {TOKENS_FILE}: the configuration's is in force",
+                record.id
+            );
+        }
+        set.tokens.insert(record.id.clone(), record.clone());
+    }
+    set
 }
 
 /// The tokens in `dir` (none without a file).
@@ -396,6 +459,36 @@ mod tests {
         assert!(revoked.revoke("ops"));
         assert_eq!(
             revoked.verify(&text, 150).unwrap_err(),
+            TokenRefusal::Unknown
+        );
+    }
+
+    #[test]
+    fn configured_tokens_verify_beside_the_files_and_take_the_place_of_one_of_their_id() {
+        let (file_text, file_set) = set_with(vec![Scope::Read], "", &[], None);
+        let (text, record) = new_token(
+            "ops",
+            vec![Scope::Metrics],
+            String::new(),
+            Vec::new(),
+            5,
+            None,
+        )
+        .unwrap();
+        let (other_text, other) = new_token(
+            "prom",
+            vec![Scope::Metrics],
+            String::new(),
+            Vec::new(),
+            5,
+            None,
+        )
+        .unwrap();
+        let set = with_configured(file_set, &[record, other]);
+        assert!(set.verify(&text, 0).unwrap().has(Scope::Metrics));
+        assert!(set.verify(&other_text, 0).is_ok());
+        assert_eq!(
+            set.verify(&file_text, 0).unwrap_err(),
             TokenRefusal::Unknown
         );
     }

@@ -20,6 +20,7 @@ fn the_document_lists_every_route() {
     assert_eq!(
         routes,
         [
+            "DELETE /v1/admin/access-requests/{id}",
             "DELETE /v1/admin/banned/{client_id}",
             "DELETE /v1/admin/clients/{client_id}",
             "DELETE /v1/admin/devices/{udid}",
@@ -28,6 +29,8 @@ fn the_document_lists_every_route() {
             "DELETE /v1/admin/sessions/{client_id}",
             "DELETE /v1/kv/{key}",
             "DELETE /v1/mbox/subs/{filter}",
+            "GET /metrics",
+            "GET /v1/admin/access-requests",
             "GET /v1/admin/banned",
             "GET /v1/admin/clients",
             "GET /v1/admin/devices",
@@ -37,6 +40,7 @@ fn the_document_lists_every_route() {
             "GET /v1/admin/sessions",
             "GET /v1/admin/sessions/{client_id}",
             "GET /v1/admin/subscriptions",
+            "GET /v1/events",
             "GET /v1/kv/{key}",
             "GET /v1/mbox",
             "GET /v1/mbox/dead",
@@ -45,6 +49,8 @@ fn the_document_lists_every_route() {
             "GET /v1/openapi.json",
             "GET /v1/time",
             "PATCH /v1/admin/devices/{udid}",
+            "POST /v1/admin/access-requests/{id}/approve",
+            "POST /v1/admin/access-requests/{id}/reject",
             "POST /v1/admin/banned",
             "POST /v1/admin/devices",
             "POST /v1/admin/keys",

@@ -41,6 +41,8 @@ pub(crate) struct Committer {
     /// The packets held back until their batch commits (their commit gates).
     gates: Holds,
     closing: Cell<bool>,
+    /// How long each group commit took (filled by the store thread).
+    pub(crate) latency: std::sync::Arc<crate::latency::CommitLatency>,
 }
 
 impl Committer {
@@ -51,6 +53,8 @@ impl Committer {
     {
         let (sender, batches) = mpsc::channel::<Batch>();
         let (report, receiver) = watch::channel(Commit::Through(0));
+        let latency = std::sync::Arc::<crate::latency::CommitLatency>::default();
+        let timed = std::sync::Arc::clone(&latency);
         let thread = std::thread::Builder::new()
             .name("tern-store".to_owned())
             .spawn(move || {
@@ -63,10 +67,12 @@ impl Committer {
                         last = next.seq;
                         ops.extend(next.ops);
                     }
+                    let started = std::time::Instant::now();
                     if let Err(error) = store.apply(&ops) {
                         let _ = report.send(Commit::Failed(error.to_string()));
                         return;
                     }
+                    timed.record(started.elapsed());
                     ops.clear();
                     let _ = report.send(Commit::Through(last));
                 }
@@ -84,6 +90,7 @@ impl Committer {
             last_sent: Cell::new(0),
             gates: Holds::default(),
             closing: Cell::new(false),
+            latency,
         };
         (committer, receiver)
     }

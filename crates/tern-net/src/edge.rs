@@ -100,6 +100,22 @@ impl BrokerHandle {
         self.shared.mailbox_wake.notified().await;
     }
 
+    /// Waits until the core's tap holds something (see `tern_core::Broker::take_tapped`); one
+    /// edge waits on this.
+    pub async fn tap_ready(&self) {
+        self.shared.tap_wake.notified().await;
+    }
+
+    /// The group commit times so far (`None` without a store).
+    pub fn commit_latency(&self) -> Option<crate::CommitLatencySnapshot> {
+        self.shared.committer.as_ref().map(|c| c.latency.snapshot())
+    }
+
+    /// Bytes read from and written to MQTT clients so far, and failures.
+    pub fn traffic(&self) -> tern_core::TrafficTotals {
+        self.shared.traffic()
+    }
+
     /// The last store batch and the last cluster batch handed on.
     fn last_sent(&self) -> (u64, u64) {
         let store = self.shared.committer.as_ref().map_or(0, |c| c.last_sent());

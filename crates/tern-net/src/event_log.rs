@@ -182,7 +182,8 @@ pub(crate) fn log_event(event: &Event) {
     }
 }
 
-fn describe(reason: &CloseReason) -> String {
+/// Why a connection ended (or was refused), in words, as the log says it.
+pub fn describe(reason: &CloseReason) -> String {
     match reason {
         CloseReason::ClientDisconnect => "client sent DISCONNECT".to_owned(),
         CloseReason::ClientDisconnectWithWill => "client sent DISCONNECT with will".to_owned(),

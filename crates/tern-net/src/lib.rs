@@ -15,6 +15,7 @@ mod event_log;
 mod gate;
 mod handshake;
 mod hold;
+mod latency;
 mod listener;
 mod shared;
 mod tcp;
@@ -35,7 +36,9 @@ use tracing::{error, info};
 
 pub use cluster::{ClusterLink, CLUSTER_QOS0_BACKLOG_BYTES_MAX};
 pub use edge::{Batch, BrokerHandle, EdgeTask};
+pub use event_log::describe as describe_close;
 pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
+pub use latency::{CommitLatencySnapshot, COMMIT_BUCKETS_SECS};
 pub use tls::{server_config as tls_server_config, TlsError, TlsSettings};
 
 use durable::{Commit, Committer};

@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     pub(crate) durable_wake: Notify,
     /// Signalled when a watched mailbox had a delivery queued (the edge polling it, `edge.rs`).
     pub(crate) mailbox_wake: Notify,
+    /// Woken when the core's tap holds something for the observer edge.
+    pub(crate) tap_wake: Notify,
 }
 
 /// How long a connection waits on a client that does not read (see [`crate::ServerConfig`]).
@@ -184,6 +186,7 @@ impl Shared {
             error_log: LogBudget::new("socket and encoding errors"),
             durable_wake: Notify::new(),
             mailbox_wake: Notify::new(),
+            tap_wake: Notify::new(),
         }
     }
 
@@ -320,6 +323,9 @@ impl Shared {
         }
         if broker.mailboxes_ready() {
             self.mailbox_wake.notify_one();
+        }
+        if broker.tap_ready() {
+            self.tap_wake.notify_one();
         }
         if let Some(committer) = &self.committer {
             let mut ops = self.ops.borrow_mut();
@@ -606,13 +612,17 @@ impl Shared {
         self.after_input();
     }
 
-    pub(crate) fn publish_sys(&self) {
-        let traffic = TrafficTotals {
+    pub(crate) fn traffic(&self) -> TrafficTotals {
+        TrafficTotals {
             bytes_received: self.bytes_received.get(),
             bytes_sent: self.bytes_sent.get(),
             encode_errors: self.encode_errors.get(),
             socket_errors: self.socket_errors.get(),
-        };
+        }
+    }
+
+    pub(crate) fn publish_sys(&self) {
+        let traffic = self.traffic();
         self.broker
             .borrow_mut()
             .publish_sys(self.now(), traffic, env!("CARGO_PKG_VERSION"));

@@ -42,6 +42,9 @@ pub(crate) struct HttpSection {
     /// `[[http.mailbox_class]]`: queue limits of mailboxes by client identifier prefix.
     #[serde(default)]
     mailbox_class: Vec<MailboxClassEntry>,
+    /// Operator tokens, hashed (`tern token add --config` prints an entry).
+    #[serde(default)]
+    token: Vec<tern_http::tokens::TokenRecord>,
 }
 
 /// `[[http.mailbox_class]]`: the queue limits of the mailboxes of clients whose identifier
@@ -172,6 +175,9 @@ pub(crate) fn http_config(
     mailboxes.dead_letters_max = section
         .mailbox_dead_letters_max
         .unwrap_or(mailboxes.dead_letters_max);
+    tern_http::tokens::check_configured(&section.token)
+        .map_err(|e| anyhow::anyhow!("[[http.token]]: {e}"))?;
+    config.tokens = section.token.clone();
     Ok(Some(config))
 }
 
@@ -220,6 +226,36 @@ mod tests {
         assert_eq!(ports(Some(config)), [8081]);
         let net = crate::config::listeners(&both, Path::new("/"), None, None).unwrap();
         assert_eq!(net.len(), 1, "the HTTP listener is not an MQTT one");
+    }
+
+    #[test]
+    fn tokens_are_given_by_their_hashes_and_checked() {
+        let (text, record) = tern_http::tokens::new_token(
+            "prometheus",
+            vec![tern_http::tokens::Scope::Metrics],
+            String::new(),
+            Vec::new(),
+            0,
+            None,
+        )
+        .unwrap();
+        let entry = tern_http::tokens::config_entry(&record);
+        assert!(
+            !entry.contains(text.rsplit('.').next().unwrap()),
+            "no secret in it"
+        );
+        let with = |entry: &str| {
+            let f = file(&format!(
+                "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n{entry}"
+            ));
+            http_config(&f, Path::new("/"), None, None, None, "d".into())
+        };
+        let config = with(&entry).unwrap().unwrap();
+        assert_eq!(config.tokens, [record]);
+        let short = entry.replace(&config.tokens[0].sha256, "abc");
+        assert!(with(&short).is_err());
+        let twice = format!("{entry}{entry}");
+        assert!(with(&twice).is_err(), "one id, once");
     }
 
     #[test]

@@ -40,6 +40,10 @@ enum KeyCommand {
         /// Allow both on this filter; repeatable. Without any grant, the ACL rules alone decide.
         #[arg(long)]
         both: Vec<String>,
+        /// For an app key: each device needs an operator's approval (an access request,
+        /// `/v1/admin/access-requests`) before it may act.
+        #[arg(long)]
+        approve: bool,
     },
     /// List the keys: ids, secrets (numbers and dates, never the secrets), grants.
     List,
@@ -122,6 +126,7 @@ pub(crate) fn run_key(args: KeyArgs) -> anyhow::Result<()> {
             publish,
             subscribe,
             both,
+            approve,
         } => {
             let grants = [
                 (RuleAccess::Publish, publish),
@@ -134,6 +139,9 @@ pub(crate) fn run_key(args: KeyArgs) -> anyhow::Result<()> {
             })
             .collect();
             let secret = ring.add(&id, prefix, grants, now)?;
+            if approve {
+                ring.set_approval(&id, true)?;
+            }
             save(&ring)?;
             println!("{id} secret 1: {}", signing::hex(&secret));
             eprintln!("shown once: keep it on the device");
@@ -151,6 +159,9 @@ pub(crate) fn run_key(args: KeyArgs) -> anyhow::Result<()> {
                 }
                 for grant in &key.grants {
                     line.push_str(&format!("  {:?} {}", grant.access, grant.topic));
+                }
+                if key.approval {
+                    line.push_str(&format!("  approval: {} approved", key.devices.len()));
                 }
                 println!("{line}");
             }

@@ -35,6 +35,10 @@ enum TokenCommand {
         /// Seconds it stays valid (default: until revoked).
         #[arg(long)]
         valid_secs: Option<u64>,
+        /// Write nothing: print the token and the `[[http.token]]` entry (its hash) for the
+        /// configuration file instead.
+        #[arg(long)]
+        config: bool,
     },
     /// List the tokens: ids, scopes, realms and dates (never the tokens).
     List,
@@ -58,6 +62,7 @@ pub(crate) fn run_token(args: TokenArgs) -> anyhow::Result<()> {
             clients,
             topics,
             valid_secs,
+            config,
         } => {
             let mut parsed = Vec::new();
             for name in &scopes {
@@ -69,6 +74,12 @@ pub(crate) fn run_token(args: TokenArgs) -> anyhow::Result<()> {
             let expires = valid_secs.map(|secs| now + secs);
             let (text, record) = tokens::new_token(&id, parsed, clients, topics, now, expires)
                 .map_err(anyhow::Error::msg)?;
+            if config {
+                println!("{text}");
+                eprintln!("shown once; put this in the configuration file:\n");
+                eprint!("{}", tokens::config_entry(&record));
+                return Ok(());
+            }
             set.add(record).map_err(anyhow::Error::msg)?;
             tokens::write(dir, &set).map_err(anyhow::Error::msg)?;
             println!("{text}");

@@ -81,6 +81,24 @@ impl Broker {
         sessions
     }
 
+    /// Deliveries held for every session: queued, in flight and dead letters (for metrics).
+    pub fn queue_depths(&self) -> (usize, usize, usize) {
+        self.sessions
+            .iter()
+            .flatten()
+            .fold((0, 0, 0), |(queued, inflight, dead), session| {
+                let dead_letters = session
+                    .mailbox
+                    .as_ref()
+                    .map_or(0, |m| m.dead_letters().count());
+                (
+                    queued + session.queue.len(),
+                    inflight + session.inflight.len(),
+                    dead + dead_letters,
+                )
+            })
+    }
+
     /// The session of `client_id` in detail, each list cut to `limit`.
     pub fn admin_session(&self, client_id: &str, limit: usize) -> Option<SessionDetail> {
         let key = self.admin_key(client_id)?;

@@ -26,6 +26,7 @@ pub(crate) mod retained_feed;
 mod retained_store;
 mod subscribe;
 pub mod sys;
+pub mod tap;
 mod tree_view;
 mod verify;
 
@@ -132,6 +133,8 @@ pub struct Broker {
     bans: admin::Bans,
     /// The device fleet's owners and devices (see `fleet.rs`).
     fleet: crate::fleet::Registry,
+    /// What an observer edge watches, and what waits for it (see `tap.rs`).
+    tap: tap::Tap,
 }
 
 impl Broker {
@@ -177,6 +180,7 @@ impl Broker {
             ready_mailboxes: Vec::new(),
             bans: admin::Bans::default(),
             fleet: crate::fleet::Registry::default(),
+            tap: tap::Tap::default(),
         }
     }
 
@@ -334,7 +338,7 @@ impl Broker {
         };
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
-            self.stats.publish_sent += 1;
+            self.stats.sent(publish.qos);
             // A sign of progress for flow control's stall check.
             connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {
@@ -374,11 +378,6 @@ impl Broker {
     /// durable.
     pub fn poll_store_op(&mut self) -> Option<StoreOp> {
         self.store_ops.pop_front()
-    }
-
-    /// The next event for logs and observers.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
     }
 
     /// The protocol level `id` speaks, for encoding its packets.

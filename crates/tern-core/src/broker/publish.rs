@@ -44,7 +44,7 @@ impl Broker {
         mut publish: Publish,
         now: Time,
     ) {
-        self.stats.publish_received += 1;
+        self.stats.received(publish.qos);
         if !self.within_publish_rate(id, now) {
             self.violation(
                 id,
@@ -414,9 +414,10 @@ impl Broker {
         });
     }
 
-    /// Delivers `message` to every matching subscription; returns how many matched (a `$tree/`
-    /// view counts once, whatever its members).
+    /// Delivers `message` to every matching subscription (and the tap); returns how many
+    /// matched (a `$tree/` view counts once, whatever its members).
     pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> usize {
+        self.tap.offer_message(message);
         self.keep_history(message, now);
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
@@ -691,9 +692,8 @@ impl Broker {
 
     pub(super) fn dropped(&mut self, key: SessionKey, reason: DropReason) {
         self.stats.publish_dropped += 1;
-        if reason == DropReason::MemoryFull {
-            self.stats.publish_dropped_memory += 1;
-        }
+        self.stats.publish_expired += u64::from(reason == DropReason::Expired);
+        self.stats.publish_dropped_memory += u64::from(reason == DropReason::MemoryFull);
         let client_id = self.session(key).client_id.clone();
         self.events.push_back(Event::Dropped { client_id, reason });
     }

@@ -148,7 +148,9 @@ impl Broker {
         atomic: bool,
         now: Time,
     ) -> Vec<RequestOutcome> {
-        self.stats.publish_received += publishes.len() as u64;
+        for publish in &publishes {
+            self.stats.received(publish.qos);
+        }
         let origin = match self.request_session(client) {
             Ok(origin) => origin,
             Err(refusal) => return vec![Err(refusal); publishes.len()],

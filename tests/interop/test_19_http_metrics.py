@@ -1,0 +1,77 @@
+"""`GET /metrics` (scope `metrics`): the Prometheus text format with messages in and out by QoS,
+bytes, queue depths, the store's commit time histogram and HTTP requests by route and status,
+read with curl and urllib; no token, and a token without the scope, get nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
+
+import pytest
+
+from support import BROKER_KIND, TIMEOUT, Names, connect_properties
+from test_19_http_admin import Ops, code, ops  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the HTTP bridge is Tern's")
+
+
+def scrape(ops: Ops, token: str = "root") -> dict[str, float]:
+    request = urllib.request.Request(ops.broker.http_url + "/metrics",
+                                     headers={"Authorization": f"Bearer {ops.tokens[token]}"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        match = re.fullmatch(r"(\S+) (\S+)", line)
+        assert match, line
+        samples[match.group(1)] = float(match.group(2))
+    return samples
+
+
+def test_messages_bytes_queues_commits_and_requests_are_counted(ops: Ops, names: Names):
+    before = scrape(ops)
+    topic = f"m/{names.tag}"
+    subscriber = ops.clients.connected(names.client("s"), clean=False,
+                                       properties=connect_properties(SessionExpiryInterval=600))
+    subscriber.subscribe(topic, qos=2)
+    publisher = ops.clients.connected(names.client("p"))
+    for qos in (0, 1, 2):
+        publisher.publish(topic, b"live", qos=qos)
+        subscriber.expect_message()
+    subscriber.disconnect()
+    for _ in range(2):
+        publisher.publish(topic, b"queued", qos=1)
+    assert code(ops.call("GET", "/v1/no-such-route")) == (404, "not_found")
+    after = scrape(ops)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert [delta(f'tern_messages_received_total{{qos="{q}"}}') for q in (0, 1, 2)] == [1, 3, 1]
+    assert [delta(f'tern_messages_sent_total{{qos="{q}"}}') for q in (0, 1, 2)] == [1, 1, 1]
+    assert delta("tern_bytes_received_total") > 0 and delta("tern_bytes_sent_total") > 0
+    assert after['tern_queue_messages{state="queued"}'] == 2
+    assert after["tern_sessions"] == 2 and after["tern_connections"] == 1
+    # The subscription and the session were made durable: group commits were timed.
+    assert delta("tern_store_commit_seconds_count") > 0
+    assert after['tern_store_commit_seconds_bucket{le="+Inf"}'] == \
+        after["tern_store_commit_seconds_count"]
+    assert after['tern_http_requests_total{route="unmatched",method="GET",status="404"}'] == 1
+    assert after['tern_http_requests_total{route="/metrics",method="GET",status="200"}'] == 1
+    assert after['tern_http_refused_total{code="not_found"}'] == 1
+
+
+def test_curl_scrapes_and_attackers_get_nothing(ops: Ops):
+    url = ops.broker.http_url + "/metrics"
+    scraped = subprocess.run(
+        ["curl", "-sS", "-H", f"Authorization: Bearer {ops.tokens['root']}", url],
+        capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    assert "# TYPE tern_store_commit_seconds histogram" in scraped.stdout
+    assert code(ops.call("GET", "/metrics", None)) == (401, "token_missing")
+    assert code(ops.call("GET", "/metrics", "reader")) == (403, "scope_denied")
+    assert code(ops.call("GET", "/metrics", "tot1.x." + "0" * 64)) == (401, "token_invalid")
