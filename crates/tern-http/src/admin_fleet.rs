@@ -178,7 +178,7 @@ async fn run(shared: &Shared, who: &Authorized, op: FleetOp) -> Response<Body> {
 /// The devices (of one owner with `?owner=`), by udid.
 #[utoipa::path(get, path = "/v1/admin/devices", tag = "fleet",
     params(("owner" = Option<String>, Query, description = "Only this owner's devices.")),
-    responses((status = 200, description = "{\"devices\": [device]}.", body = [DeviceView]),
+    responses((status = 200, description = "{\"devices\": [device]}, each as GET /v1/admin/devices/{udid} words it."),
               (status = "4XX", description = "Refused.", body = crate::error::ErrorBody)),
     security(("bearer" = ["read"])))]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
