@@ -10,7 +10,8 @@
 //! receive a denied topic), so a deny carved out of a wider allow cannot be subscribed around.
 
 use serde::Deserialize;
-use tern_core::{Access, Authorizer, Identity, Permissions, Principal};
+use tern_core::fleet::FleetTopics;
+use tern_core::{Access, Authorizer, Identity, Method, Permissions, Principal};
 
 use crate::scope::{RuleError, RuleMethods, Scope};
 
@@ -113,6 +114,23 @@ pub struct CompiledAcl {
     restriction: Option<Vec<Vec<Level>>>,
 }
 
+impl CompiledAcl {
+    /// Permissions that allow these filters and nothing else.
+    pub(crate) fn allowing<'a>(filters: impl Iterator<Item = (RuleAccess, &'a str)>) -> Self {
+        let rules = filters
+            .map(|(access, filter)| CompiledRule {
+                allow: true,
+                access,
+                levels: parse(filter),
+            })
+            .collect();
+        Self {
+            rules,
+            restriction: None,
+        }
+    }
+}
+
 impl Permissions for CompiledAcl {
     fn allows(&self, access: Access, topic: &str) -> bool {
         if let Some(allowed) = &self.restriction {
@@ -156,6 +174,9 @@ pub struct Acl {
     /// Whether rules are in force at all: without any, everything is allowed (unless a
     /// credential restricts its own topics).
     enabled: bool,
+    /// Where the device fleet's namespaces are (its identities get them by rule, not by the
+    /// rules here).
+    fleet: FleetTopics,
 }
 
 impl Acl {
@@ -182,6 +203,7 @@ impl Acl {
         Ok(Self {
             rules: scoped,
             enabled: true,
+            fleet: FleetTopics::default(),
         })
     }
 
@@ -190,8 +212,18 @@ impl Acl {
         Self::default()
     }
 
-    /// The rules that apply to a client, with its names substituted.
+    /// The same rules, with the device fleet's topics under `fleet`.
+    pub fn with_fleet_topics(mut self, fleet: FleetTopics) -> Self {
+        self.fleet = fleet;
+        self
+    }
+
+    /// The rules that apply to a client, with its names substituted (for a fleet identity, its
+    /// namespaces alone).
     pub fn compile(&self, client_id: &str, identity: &Identity) -> CompiledAcl {
+        if let Some(fleet) = crate::fleet::permissions(&self.fleet, identity) {
+            return fleet;
+        }
         let username = identity.username.as_deref();
         let owner = identity.owner.as_deref();
         let mut rules = Vec::new();
@@ -228,7 +260,8 @@ impl Acl {
 impl Authorizer for Acl {
     fn permissions(&mut self, principal: &Principal<'_>) -> Option<Box<dyn Permissions>> {
         let identity = principal.identity;
-        if !self.enabled && identity.topics.is_none() {
+        let fleet = matches!(identity.method, Method::FleetDevice | Method::FleetOwner);
+        if !self.enabled && identity.topics.is_none() && !fleet {
             return None;
         }
         Some(Box::new(

@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod cache;
 pub mod device;
+mod fleet;
 pub mod jwt;
 pub mod key_login;
 pub mod keyring;

@@ -76,6 +76,8 @@ impl MethodSet {
             Method::Certificate => RuleMethod::Certificate,
             Method::DeviceKey => RuleMethod::Device,
             Method::HttpKey => RuleMethod::Http,
+            // Fleet identities have their namespaces by rule (`crate::fleet`), nothing else.
+            Method::FleetDevice | Method::FleetOwner => return false,
         };
         self.contains(method)
     }

@@ -138,6 +138,10 @@ impl AuthService {
         &self.logins
     }
 
+    pub(crate) fn login_cache_mut(&mut self) -> &mut LoginCache {
+        &mut self.logins
+    }
+
     /// Lets the clients of every profile log in with the HTTP bridge's `keys`.
     pub fn with_http_keys(mut self, keys: Arc<dyn KeyLogins>) -> Self {
         for profile in &mut self.profiles {
@@ -331,7 +335,7 @@ impl AuthService {
 
 impl AuthService {
     /// Lets a verified client in, if its profile lets it use its client identifier.
-    fn accept_as(
+    pub(crate) fn accept_as(
         &self,
         request: &AuthRequest<'_>,
         identity: Identity,
@@ -365,6 +369,10 @@ impl Authenticator for AuthService {
             );
             return AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod);
         }
+        // A registered udid logs in only as its device, on every listener.
+        if let Some(device) = request.fleet.device {
+            return self.fleet_device(&profile, request, device);
+        }
         if request.username.is_none() && request.password.is_none() {
             if profile.anonymous {
                 return AuthDecision::Accept { data: None };
@@ -375,7 +383,11 @@ impl Authenticator for AuthService {
             );
             return AuthDecision::Refuse(ReasonCode::NotAuthorized);
         }
-        self.password(&profile, request)
+        let decision = self.password(&profile, request);
+        match request.fleet.owner {
+            Some(owner) => self.fleet_owner(request, owner, decision),
+            None => decision,
+        }
     }
 
     fn continue_auth(&mut self, request: &AuthRequest<'_>) -> AuthDecision {
@@ -440,7 +452,7 @@ fn unix_now_millis() -> u64 {
         .unwrap_or_default()
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     unix_now_millis() / 1000
 }
 
@@ -469,6 +481,7 @@ mod tests {
             data: None,
             profile,
             certificate_identity: None,
+            fleet: tern_core::fleet::FleetLogin::default(),
         };
         match service.authenticate(&request) {
             AuthDecision::Pending(job) => job.run(),
@@ -505,6 +518,7 @@ mod tests {
             data: Some(b"n,,n=alice,r=abc"),
             profile: 0,
             certificate_identity: None,
+            fleet: tern_core::fleet::FleetLogin::default(),
         };
         service.authenticate(&request)
     }
@@ -575,6 +589,7 @@ mod tests {
             data: None,
             profile: 0,
             certificate_identity: None,
+            fleet: tern_core::fleet::FleetLogin::default(),
         };
         match service.authenticate(&request) {
             AuthDecision::Pending(job) => job.run(),

@@ -7,6 +7,7 @@ use std::fmt;
 use bytes::Bytes;
 use tern_codec::{MqttString, ProtocolVersion, ReasonCode};
 
+use crate::fleet::FleetLogin;
 use crate::types::ConnectionId;
 
 /// What an authenticator sees of a CONNECT or an AUTH packet.
@@ -32,6 +33,9 @@ pub struct AuthRequest<'a> {
     /// The authentication profile of the listener the connection came in on (see
     /// [`crate::Broker::set_auth_profile`]); 0 unless the runtime says otherwise.
     pub profile: usize,
+    /// The fleet registry's entries the CONNECT names (its client identifier a device's udid,
+    /// its user name an owner); empty for AUTH packets.
+    pub fleet: FleetLogin<'a>,
 }
 
 /// How a client proved who it is. Names are only unique within one method (and, for devices,
@@ -54,6 +58,12 @@ pub enum Method {
     /// A key of the HTTP bridge (a signed request): the name is the client identifier the key
     /// speaks for; an app key's devices have the app as their owner.
     HttpKey,
+    /// A device of the fleet registry (`crate::fleet`): the name is its udid, the owner its
+    /// owner's id. Its permissions follow from both by rule, and configured ACL rules do not
+    /// apply to it.
+    FleetDevice,
+    /// An owner of the fleet registry, by its own password: the name and the owner are its id.
+    FleetOwner,
 }
 
 impl Method {
@@ -66,6 +76,8 @@ impl Method {
             Self::Certificate => "certificate",
             Self::DeviceKey => "device",
             Self::HttpKey => "http",
+            Self::FleetDevice => "fleet-device",
+            Self::FleetOwner => "fleet-owner",
         }
     }
 }

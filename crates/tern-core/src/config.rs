@@ -173,6 +173,8 @@ pub struct Config {
     /// What a client gets when its client identifier names a session that belongs to another
     /// identity.
     pub other_identity: OtherIdentity,
+    /// Where the device fleet's topics live (`/<owner>/<udid>` unless configured).
+    pub fleet: crate::fleet::FleetTopics,
     /// Topics whose last messages are kept for mailboxes to replay (`[[history]]`).
     pub history: Vec<crate::history::HistoryConfig>,
     /// Queue limits of mailboxes by client identifier (`[[http.mailbox_class]]`); a mailbox

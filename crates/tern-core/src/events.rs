@@ -41,6 +41,8 @@ pub enum CloseReason {
     CutLoose(CutReason),
     /// The CONNECT was refused.
     ConnectRefused(ReasonCode),
+    /// The CONNECT was refused with Not authorized by the fleet registry, for this reason.
+    FleetRefused(&'static str),
     /// The CONNECT was refused with Server busy: `auth_checks_queued_max` credential checks
     /// were already waiting.
     AuthQueueFull,
@@ -103,6 +105,16 @@ pub enum Event {
         version: ProtocolVersion,
         /// Whether an existing session was resumed.
         session_present: bool,
+    },
+    /// A device of the fleet connected more than `FLAPPING_CONNECTS` times within a minute
+    /// (reported once, when it begins).
+    FleetFlapping {
+        /// Its owner.
+        owner: String,
+        /// Its udid.
+        udid: String,
+        /// Connects within the minute.
+        connects: usize,
     },
     /// A connection was refused before or at CONNECT.
     Refused {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
+use crate::fleet::{Device, Owner};
 use crate::guard::{GuardKey, GuardRecord};
 use crate::history::Kept;
 use crate::session::{Delivery, PendingWill};
@@ -103,6 +104,12 @@ pub enum StoreOp {
     GuardSet(GuardRecord),
     /// An edge's request guard record expired and is forgotten.
     GuardForget(GuardKey),
+    /// A fleet device was added or changed.
+    FleetDeviceSet(Device),
+    /// A fleet device was deleted (by udid).
+    FleetDeviceRemove(String),
+    /// A fleet owner was recorded or changed.
+    FleetOwnerSet(Owner),
     /// A message was kept in the history of its topic (`[[history]]`).
     HistoryKeep(Kept),
     /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
@@ -136,6 +143,10 @@ pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
     /// The request guard's records, for the edge that wrote them (the core does not use them).
     pub guard: Vec<GuardRecord>,
+    /// The fleet's owners.
+    pub fleet_owners: Vec<Owner>,
+    /// The fleet's devices.
+    pub fleet_devices: Vec<Device>,
     /// The messages kept in topics' history, in any order.
     pub history: Vec<Kept>,
     /// The highest id of a deletion of a retained message no longer remembered (0: none).
@@ -162,6 +173,8 @@ pub struct MemoryStore {
     retained: HashMap<TopicName, SharedMessage>,
     sessions: HashMap<MqttString, MemorySession>,
     guard: HashMap<GuardKey, GuardRecord>,
+    fleet_owners: HashMap<String, Owner>,
+    fleet_devices: HashMap<String, Device>,
     history: HashMap<(TopicName, u64), Kept>,
     kv_horizon: u64,
 }
@@ -252,6 +265,16 @@ impl Store for MemoryStore {
                 StoreOp::GuardForget(key) => {
                     self.guard.remove(key);
                 }
+                StoreOp::FleetDeviceSet(device) => {
+                    self.fleet_devices
+                        .insert(device.udid.clone(), device.clone());
+                }
+                StoreOp::FleetDeviceRemove(udid) => {
+                    self.fleet_devices.remove(udid);
+                }
+                StoreOp::FleetOwnerSet(owner) => {
+                    self.fleet_owners.insert(owner.id.clone(), owner.clone());
+                }
                 StoreOp::HistoryKeep(kept) => {
                     let key = (kept.message.topic.clone(), kept.message.id);
                     self.history.insert(key, kept.clone());
@@ -282,6 +305,8 @@ impl Store for MemoryStore {
             retained,
             sessions,
             guard,
+            fleet_owners: self.fleet_owners.values().cloned().collect(),
+            fleet_devices: self.fleet_devices.values().cloned().collect(),
             history,
             kv_horizon: self.kv_horizon,
         })

@@ -154,10 +154,11 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .route("/v1/admin/banned", get(banned).post(ban))
         .route("/v1/admin/banned/{*client_id}", delete(unban))
         .merge(crate::admin_keys::routes())
+        .merge(crate::admin_fleet::routes())
 }
 
 /// Sends `op` to the broker thread and answers as it says (refusals logged and counted).
-async fn operate(shared: &Shared, who: &Authorized, op: AdminOp) -> Response<Body> {
+pub(crate) async fn operate(shared: &Shared, who: &Authorized, op: AdminOp) -> Response<Body> {
     let (reply, answer) = oneshot::channel();
     let gone = || ApiError::unavailable("the broker is shutting down");
     if shared

@@ -58,6 +58,8 @@ pub(crate) enum AdminOp {
     },
     /// Lift a ban.
     Unban { client_id: String },
+    /// Look at or change the device fleet's registry.
+    Fleet(crate::admin_fleet::FleetOp),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -249,6 +251,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
             }
             json(200, &bans(broker, now, now_unix))
         }
+        AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
     }
 }
 

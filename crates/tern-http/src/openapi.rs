@@ -49,6 +49,12 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_keys::add,
         crate::admin_keys::rotate,
         crate::admin_keys::revoke,
+        crate::admin_fleet::list,
+        crate::admin_fleet::add,
+        crate::admin_fleet::show,
+        crate::admin_fleet::change,
+        crate::admin_fleet::delete,
+        crate::admin_fleet::set_owner,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,
@@ -82,7 +88,12 @@ use crate::publish::{BatchItem, Fields};
         crate::admin::BanBody,
         crate::admin_keys::KeyView,
         crate::admin_keys::NewSecret,
-        crate::admin_keys::KeyBody
+        crate::admin_keys::KeyBody,
+        crate::admin_fleet::DeviceView,
+        crate::admin_fleet::StatusView,
+        crate::admin_fleet::DeviceBody,
+        crate::admin_fleet::DeviceChange,
+        crate::admin_fleet::OwnerBody
     )),
     modifiers(&Signature)
 )]

@@ -163,6 +163,14 @@ pub(crate) fn log_event(event: &Event) {
         } => {
             warn!("publish from {client_id:?} to {topic:?} refused ({reason:?}): {detail}")
         }
+        Event::FleetFlapping {
+            owner,
+            udid,
+            connects,
+        } => warn!(
+            "device {owner}/{udid} is flapping: {connects} connects within a minute (flagged \
+             in its status; its reconnects are not logged one by one)"
+        ),
         Event::RetainedCapped {
             client_id,
             filter,
@@ -198,6 +206,7 @@ pub fn describe(reason: &CloseReason) -> String {
             format!("cut loose as a subscriber ({})", describe_cut(*reason))
         }
         CloseReason::ConnectRefused(code) => format!("CONNECT refused with {code:?}"),
+        CloseReason::FleetRefused(why) => format!("CONNECT refused with NotAuthorized: {why}"),
         CloseReason::AuthQueueFull => {
             "server busy: the queue of credential checks is full (limits.auth_checks_queued_max)"
                 .to_owned()

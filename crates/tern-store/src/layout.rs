@@ -183,13 +183,18 @@ pub(crate) fn inspect(
     })
 }
 
-/// In a store of this build's format, the partitions of the newer formats must have been
-/// there too (recovering: the engine made them anew, empty).
+/// The partitions of the newer formats that a store of its version must have had (`made`)
+/// must be there (recovering: the engine made them anew, empty).
 pub(crate) fn check_newer_partitions(
     found: &Found,
+    made: &[&str],
     salvage: &mut Salvage,
 ) -> Result<(), StoreError> {
-    for (name, state) in &found.newer_missing {
+    let missing = found
+        .newer_missing
+        .iter()
+        .filter(|(name, _)| made.contains(name));
+    for (name, state) in missing {
         salvage.damaged(format!("partition `{name}` {state}"), || {
             Ok(format!(
                 "partition `{name}` recreated empty; its records are lost"

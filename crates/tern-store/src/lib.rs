@@ -16,6 +16,7 @@
 //!   logging, what is found.
 
 mod commit;
+mod fleet;
 mod guard;
 mod history;
 mod journal;
@@ -41,14 +42,15 @@ use commit::MarkerFile;
 pub use layout::BESIDE_THE_STORE;
 use meta::Format;
 use record::RecordError;
-use salvage::Salvage;
+use salvage::{Progress, Salvage};
 pub use tern_core::record::WallClock;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
-/// keep the next sequence number; stores before version 5 have no `history` partition.
+/// keep the next sequence number; stores before version 5 have no `history` partition, and
+/// before version 6 no `fleet` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
@@ -62,9 +64,11 @@ const META_PARTITION: &str = "meta";
 const GUARD_PARTITION: &str = "guard";
 /// The partition of kept messages (format version 5).
 const HISTORY_PARTITION: &str = "history";
+/// The partition of the device fleet's registry (format version 6).
+const FLEET_PARTITION: &str = "fleet";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 8] = [
+const PARTITIONS: [&str; 9] = [
     "retained",
     "sessions",
     "deliveries",
@@ -72,11 +76,16 @@ const PARTITIONS: [&str; 8] = [
     "incoming",
     GUARD_PARTITION,
     HISTORY_PARTITION,
+    FLEET_PARTITION,
     META_PARTITION,
 ];
-/// Partitions a store of an older format does not have (`guard` since version 3, `history`
-/// since 5): their absence is damage only in a store of this format (see `layout`).
-const PARTITIONS_NEWER: [&str; 2] = [GUARD_PARTITION, HISTORY_PARTITION];
+/// Partitions a store of an older format does not have, with the version that made each:
+/// their absence is damage only in a store of that version or later (see `layout`).
+const PARTITIONS_SINCE: [(&str, u32); 3] = [
+    (GUARD_PARTITION, 3),
+    (HISTORY_PARTITION, 5),
+    (FLEET_PARTITION, 6),
+];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
 /// Journal size past which fjall flushes memtables and drops old journals: bounds the disk
@@ -187,6 +196,7 @@ pub struct DiskStore {
     incoming: PartitionHandle,
     guard: PartitionHandle,
     history: PartitionHandle,
+    fleet: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
@@ -249,7 +259,8 @@ impl DiskStore {
             source,
         };
         let mut salvage = Salvage::new(path, recover);
-        let found = layout::inspect(path, &PARTITIONS, &PARTITIONS_NEWER, &mut salvage)?;
+        let newer = PARTITIONS_SINCE.map(|(name, _)| name);
+        let found = layout::inspect(path, &PARTITIONS, &newer, &mut salvage)?;
         let keyspace = fjall::Config::new(path)
             .manual_journal_persist(true)
             .max_journaling_size(JOURNAL_MAX_BYTES)
@@ -261,9 +272,9 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, history, meta] =
+        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta] =
             PARTITIONS.map(open);
-        let (retained, sessions, deliveries, stages, incoming, guard, history, meta) = (
+        let (retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta) = (
             retained?,
             sessions?,
             deliveries?,
@@ -271,6 +282,7 @@ impl DiskStore {
             incoming?,
             guard?,
             history?,
+            fleet?,
             meta?,
         );
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
@@ -283,14 +295,22 @@ impl DiskStore {
             &incoming,
             &guard,
             &history,
+            &fleet,
         ]
         .into_iter()
         .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
         .map_err(engine)?;
         let format = meta::check_format(path, format, is_empty, &mut salvage)?;
-        if matches!(format, Format::Current) {
-            layout::check_newer_partitions(&found, &mut salvage)?;
-        }
+        let version = match format {
+            Format::Current => FORMAT_VERSION,
+            Format::Older(version) => version,
+            Format::Write => 0,
+        };
+        let made = PARTITIONS_SINCE
+            .into_iter()
+            .filter(|(_, since)| *since <= version);
+        let made: Vec<&str> = made.map(|(name, _)| name).collect();
+        layout::check_newer_partitions(&found, &made, &mut salvage)?;
         let committed = meta::read_counter(committed, &mut salvage)?;
         meta::check_committed(path, &found, committed, &mut salvage)?;
         if format == Format::Write {
@@ -320,6 +340,7 @@ impl DiskStore {
             incoming,
             guard,
             history,
+            fleet,
             staged,
             committed,
             marker,
@@ -336,8 +357,8 @@ impl DiskStore {
     /// this format's layout. From version 1 they gain an owner, unknown (the first identity to
     /// resume such a session claims it); before version 4 they gain the next sequence number
     /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
-    /// partition was missing, and before version 5 the `history` one: each is made empty at
-    /// open. One batch, synced, then the version
+    /// partition was missing, before version 5 the `history` one and before 6 the `fleet`
+    /// one: each is made empty at open. One batch, synced, then the version
     /// is raised; a crash half-way leaves the old version and the conversion runs again. When
     /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
@@ -590,6 +611,11 @@ impl Store for DiskStore {
                 StoreOp::KvHorizon(id) => {
                     batch.insert(&self.meta, KV_HORIZON_KEY, id.to_be_bytes());
                 }
+                op @ (StoreOp::FleetDeviceSet(_)
+                | StoreOp::FleetDeviceRemove(_)
+                | StoreOp::FleetOwnerSet(_)) => {
+                    fleet::write(&mut batch, &self.fleet, op).map_err(self.record("fleet"))?
+                }
                 StoreOp::HistoryForget { topic, id } => {
                     let key = history::key(topic, *id).map_err(self.record("history"))?;
                     batch.remove(&self.history, key);
@@ -733,6 +759,7 @@ impl Store for DiskStore {
             }
             progress.tick();
         }
+        self.load_fleet(&mut snapshot, &mut dropped, &mut progress)?;
         if !dropped.is_empty() {
             dropped.commit().map_err(|e| self.engine(e))?;
         }
@@ -761,20 +788,4 @@ fn drop_record(
     salvage.undecodable(error)?;
     dropped.remove(partition, key);
     Ok(())
-}
-
-/// Counts records while loading and logs a line now and then, so a large recovery is visibly
-/// moving.
-#[derive(Debug, Default)]
-struct Progress {
-    count: u64,
-}
-
-impl Progress {
-    fn tick(&mut self) {
-        self.count += 1;
-        if self.count % PROGRESS_EVERY == 0 {
-            info!("recovering the store: {} records loaded", self.count);
-        }
-    }
 }

@@ -136,3 +136,19 @@ impl Salvage {
         }
     }
 }
+
+/// Counts records while loading and logs a line now and then, so a large recovery is visibly
+/// moving.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) count: u64,
+}
+
+impl Progress {
+    pub(crate) fn tick(&mut self) {
+        self.count += 1;
+        if self.count % crate::PROGRESS_EVERY == 0 {
+            info!("recovering the store: {} records loaded", self.count);
+        }
+    }
+}

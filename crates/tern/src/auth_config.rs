@@ -142,8 +142,10 @@ pub(crate) fn reloader(
         let file = config::load(&path).map_err(|error| format!("{error:#}"))?;
         let setup = build(&file.auth, &file.acl, file.acl_file.as_deref(), &base)
             .map_err(|error| format!("{error:#}"))?;
+        let fleet = file.fleet.to_core().map_err(|error| format!("{error:#}"))?;
         let setup = AuthSetup {
             service: settings.apply(setup.service),
+            acl: setup.acl.with_fleet_topics(fleet),
             ..setup
         };
         if setup.profiles != profiles {

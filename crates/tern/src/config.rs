@@ -48,6 +48,27 @@ pub(crate) struct FileConfig {
     pub(crate) history: Vec<crate::http_config::HistoryEntry>,
     /// `[cluster]`: join other nodes through NATS; absent, the broker is a single node.
     pub(crate) cluster: Option<crate::cluster_config::ClusterConfig>,
+    /// `[fleet]`: where the device fleet's topics live (docs/fleet.md).
+    #[serde(default)]
+    pub(crate) fleet: FleetConfig,
+}
+
+/// `[fleet]`: the device fleet.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetConfig {
+    /// What comes before `<owner>/<udid>` in the fleet's topics: "/" (THiNX, the default), ""
+    /// for `owner/udid/...`, or levels ending in "/".
+    topic_prefix: Option<String>,
+}
+
+impl FleetConfig {
+    pub(crate) fn to_core(&self) -> anyhow::Result<tern_core::fleet::FleetTopics> {
+        match &self.topic_prefix {
+            Some(prefix) => Ok(tern_core::fleet::FleetTopics::new(prefix)?),
+            None => Ok(tern_core::fleet::FleetTopics::default()),
+        }
+    }
 }
 
 /// `[sessions]`: who may have a session.

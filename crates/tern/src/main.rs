@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod cluster_config;
 mod config;
+mod device;
 mod http_config;
 mod key;
 mod passwd;
@@ -72,6 +73,9 @@ enum Command {
     Token(token::TokenArgs),
     /// HTTP bridge tools: `sign` prints a request's signing headers.
     Http(key::HttpArgs),
+    /// Manage the device fleet of a running broker: add, list, show, disable, enable, delete
+    /// devices; give owners a password (through the operator API).
+    Device(device::DeviceArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Key(args) => key::run_key(args),
         Command::Token(args) => token::run_token(args),
         Command::Http(args) => key::run_http(args),
+        Command::Device(args) => device::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +155,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         persistence: durability != config::Durability::None,
         trees: file.trees.to_core(),
         other_identity: file.sessions.to_core(),
+        fleet: file.fleet.to_core()?,
         cluster: false,
         history: http_config::history(&file.history)?,
         mailbox_classes: file.http.mailbox_classes(),
@@ -164,7 +170,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(section) => Some(cluster_config::join(section, base, &mut core)?),
         None => None,
     };
-    let auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    let mut auth = auth_config::build(&file.auth, &file.acl, file.acl_file.as_deref(), base)?;
+    auth.acl = auth.acl.with_fleet_topics(core.fleet.clone());
     let data_dir = config::data_dir(&file, args.data_dir.clone());
     let mut service_settings = auth_config::ServiceSettings {
         login_cache_entries_max: file.limits.login_cache_entries_max(),

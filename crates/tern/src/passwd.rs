@@ -40,7 +40,7 @@ pub(crate) fn run(args: &PasswdArgs) -> anyhow::Result<()> {
     write(&args.file, &file.render())
 }
 
-fn read_password() -> anyhow::Result<String> {
+pub(crate) fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").context("cannot read password")?;
         let second =

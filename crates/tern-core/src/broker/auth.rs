@@ -158,6 +158,7 @@ impl Broker {
             data: auth.properties.authentication_data.as_deref(),
             certificate_identity: identity.as_deref(),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
+            fleet: crate::fleet::FleetLogin::default(),
         };
         match self.authenticator.continue_auth(&request) {
             // The connection keeps the permissions it was given at CONNECT.
@@ -220,6 +221,7 @@ impl Broker {
                 .get(&id)
                 .and_then(|c| c.info.certificate_identity.as_deref()),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
+            fleet: crate::fleet::FleetLogin::default(),
         };
         self.authenticator.continue_auth(&request)
     }

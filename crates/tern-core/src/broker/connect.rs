@@ -133,6 +133,10 @@ impl Broker {
             data: connect.properties.authentication_data.as_deref(),
             certificate_identity: info.certificate_identity.as_deref(),
             profile: self.connections.get(&id).map_or(0, |c| c.auth_profile),
+            fleet: self.fleet.login(
+                connect.client_id.as_str(),
+                connect.username.as_ref().map(|u| u.as_str()),
+            ),
         };
         let decision = self.authenticator.authenticate(&request);
         // Too many failed logins from this address or for this user: what would need a slow
@@ -160,6 +164,10 @@ impl Broker {
         identity: Identity,
         now: Time,
     ) {
+        let (version, client_id) = (connect.protocol_version, connect.client_id.as_str());
+        if !self.fleet_admits(id, version, client_id, &identity, now) {
+            return;
+        }
         // On a cluster node the session is claimed across the cluster first.
         let Some((connect, auth_data, identity)) =
             self.claim_first(id, connect, auth_data, identity)
@@ -168,6 +176,7 @@ impl Broker {
         };
         let version = connect.protocol_version;
         let v5 = version == ProtocolVersion::V5;
+        let own_will = connect.will.is_some();
         let assigned = connect.client_id.is_empty();
         let client_id = if assigned {
             self.assign_client_id()
@@ -294,6 +303,7 @@ impl Broker {
             properties,
         };
         self.send(id, Packet::ConnAck(Box::new(connack)));
+        self.fleet_online(id, client_id.as_str(), own_will, now);
         self.events.push_back(Event::Connected {
             connection: id,
             client_id,

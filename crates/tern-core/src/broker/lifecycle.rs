@@ -155,6 +155,9 @@ impl Broker {
                 self.timers.insert((at, key, TimerKind::Will));
             }
         }
+        if reason != CloseReason::SessionTakenOver {
+            self.fleet_offline(client_id.as_str(), now);
+        }
         self.events.push_back(Event::Disconnected {
             connection: id,
             client_id,

@@ -11,6 +11,8 @@ mod auth;
 mod cluster;
 mod cluster_session;
 mod connect;
+mod fleet;
+mod fleet_status;
 mod flow;
 pub mod history;
 pub mod kv;
@@ -129,6 +131,8 @@ pub struct Broker {
     tombstones: kv::Tombstones,
     /// Client identifiers refused at CONNECT and in requests (see `admin.rs`).
     bans: admin::Bans,
+    /// The device fleet's owners and devices (see `fleet.rs`).
+    fleet: crate::fleet::Registry,
     /// What an observer edge watches, and what waits for it (see `tap.rs`).
     tap: tap::Tap,
 }
@@ -175,6 +179,7 @@ impl Broker {
             cluster: cluster::ClusterState::default(),
             ready_mailboxes: Vec::new(),
             bans: admin::Bans::default(),
+            fleet: crate::fleet::Registry::default(),
             tap: tap::Tap::default(),
         }
     }
@@ -706,6 +711,7 @@ impl Broker {
         let mut broker = Self::new(config, now);
         let mut last_message_id =
             broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
+        broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);
@@ -713,6 +719,7 @@ impl Broker {
             broker.restore_session(stored, now);
         }
         last_message_id = last_message_id.max(broker.restore_history(snapshot.history, now));
+        broker.fleet_restored(now);
         // Message identities stay unique across the restart (retained expiry relies on them).
         broker.next_message_id = last_message_id + 1;
         // Wills and sessions whose time came while the broker was down go now.

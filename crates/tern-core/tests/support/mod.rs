@@ -19,7 +19,10 @@ use tern_core::{
     Transmit,
 };
 
+mod fleet;
 mod keys;
+#[allow(unused_imports)] // Only the fleet scenarios use them.
+pub(crate) use fleet::{device, AsFleet};
 #[allow(unused_imports)] // Only the request and mailbox scenarios use them.
 pub(crate) use keys::{key_identity, AsKey};
 
