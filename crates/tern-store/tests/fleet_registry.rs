@@ -8,17 +8,10 @@ use tern_codec::MqttString;
 use tern_core::fleet::{Device, DeviceCredential, Owner};
 use tern_core::store::SessionRecord;
 use tern_core::{SessionOwner, Store, StoreOp};
-use tern_store::{DiskStore, Durability, StoreError, WallClock, FORMAT_VERSION};
+use tern_store::{DiskStore, Durability, StoreError, FORMAT_VERSION};
 
-fn clock() -> WallClock {
-    WallClock {
-        epoch_unix_ms: 1_700_000_000_000,
-    }
-}
-
-fn open(dir: &std::path::Path) -> DiskStore {
-    DiskStore::open(dir, Durability::Fsync, clock()).expect("store opens")
-}
+mod support;
+use support::{clock, open};
 
 fn device(udid: &str, credential: DeviceCredential) -> Device {
     Device {

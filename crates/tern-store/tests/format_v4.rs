@@ -16,15 +16,8 @@ use tern_core::store::{DeliveryStage, SessionRecord};
 use tern_core::{GuardKey, GuardRecord, Message, SessionOwner, Store, StoreOp};
 use tern_store::{DiskStore, Durability, StoreError, WallClock, FORMAT_VERSION};
 
-fn clock() -> WallClock {
-    WallClock {
-        epoch_unix_ms: 1_700_000_000_000,
-    }
-}
-
-fn open(dir: &std::path::Path) -> DiskStore {
-    DiskStore::open(dir, Durability::Fsync, clock()).expect("store opens")
-}
+mod support;
+use support::{clock, open, open_at, EPOCH_UNIX_MS as EPOCH};
 
 fn counter(principal: &str, last: u64) -> GuardRecord {
     GuardRecord::Counter {
@@ -242,13 +235,6 @@ fn a_version_3_store_without_its_guard_partition_is_damaged() {
     // Recovering opens it with what reads back (here the journal still holds the record).
     let mut store = DiskStore::recover(dir.path(), Durability::Fsync, clock()).unwrap();
     store.load().unwrap();
-}
-
-/// The epoch of `clock()`.
-const EPOCH: u64 = 1_700_000_000_000;
-
-fn open_at(dir: &std::path::Path, epoch_unix_ms: u64) -> DiskStore {
-    DiskStore::open(dir, Durability::Fsync, WallClock { epoch_unix_ms }).expect("store opens")
 }
 
 fn kept(id: u64, topic: &str, at: i64) -> Kept {
