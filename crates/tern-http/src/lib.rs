@@ -38,6 +38,7 @@ mod publish;
 mod refusals;
 pub mod replay;
 mod server;
+mod service;
 pub mod signing;
 mod sync;
 pub mod tokens;

@@ -15,10 +15,8 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tower::ServiceExt;
 use tracing::debug;
 
 use crate::admin_ops::OperatorEnvelope;
@@ -30,6 +28,7 @@ use crate::replay::{Answer, ReplayLimits};
 use crate::signing::{self, RequestParts};
 use crate::tokens::Tokens;
 use crate::verify::{self, Verified};
+use crate::service::ConnectionService;
 use crate::{admin, mailbox_routes, publish, HttpConfig, HttpError};
 
 /// Requests waiting for the broker thread, at most; HTTP tasks wait for room beyond it.
@@ -41,7 +40,7 @@ const THREADS_MAX: usize = 4;
 #[derive(Debug)]
 pub(crate) struct Shared {
     keys: Arc<Keys>,
-    bridge: mpsc::Sender<Envelope>,
+    pub(crate) bridge: mpsc::Sender<Envelope>,
     pub(crate) config: HttpConfig,
     refusals: Refusals,
     /// Operator tokens (`tokens.rs`).
@@ -148,6 +147,7 @@ impl HttpBridge {
                 socket,
                 tls,
                 router.clone(),
+                Arc::clone(&shared),
                 Arc::clone(&connections),
                 config.header_timeout,
             ));
@@ -247,6 +247,7 @@ async fn accept_loop(
     socket: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
+    shared: Arc<Shared>,
     connections: Arc<Semaphore>,
     header_timeout: Duration,
 ) {
@@ -264,10 +265,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(move |mut request: Request<_>| {
-            request.extensions_mut().insert(Peer(peer));
-            request
-        });
+        let service = ConnectionService {
+            router: router.clone(),
+            shared: Arc::clone(&shared),
+            peer,
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
             let builder = {
@@ -277,7 +279,6 @@ async fn accept_loop(
                     .header_read_timeout(header_timeout);
                 builder
             };
-            let service = TowerToHyperService::new(service);
             let served = match tls {
                 None => {
                     builder
@@ -310,11 +311,36 @@ async fn accept_loop(
     }
 }
 
-/// The signing and timing headers of an answer to a verified request.
-struct Signer<'a> {
-    secret: &'a [u8; 32],
-    /// What the response is bound to: the request's signature, in hex.
-    bound_to: String,
+/// What the answer to a verified request is signed with, and the key named in the log.
+#[derive(Debug)]
+pub(crate) struct Signer {
+    secret: [u8; 32],
+    /// What the response is bound to: the request's signature.
+    signature: [u8; 32],
+    key: String,
+}
+
+impl Signer {
+    /// The signed response to a verified request (a refusal counted and logged).
+    pub(crate) fn answer(
+        &self,
+        shared: &Shared,
+        line: &RequestLine,
+        answer: Result<Answer, ApiError>,
+    ) -> Response<Body> {
+        match answer {
+            Ok(answer) => {
+                if answer.status >= 400 {
+                    shared.refuse(&error_of(&answer), line, Some(&self.key));
+                }
+                respond(answer.status, answer.body, Some(self), answer.replayed)
+            }
+            Err(error) => {
+                shared.refuse(&error, line, Some(&self.key));
+                respond(error.status, error.body(), Some(self), false)
+            }
+        }
+    }
 }
 
 /// A response with a JSON body, not signed (the operator API's: its tokens are bearer
@@ -327,7 +353,7 @@ pub(crate) fn unsigned(status: u16, body: Bytes) -> Response<Body> {
 fn respond(
     status: u16,
     body: Bytes,
-    signer: Option<&Signer<'_>>,
+    signer: Option<&Signer>,
     replayed: bool,
 ) -> Response<Body> {
     let now = bridge::unix_now();
@@ -341,8 +367,9 @@ fn respond(
         headers.insert("tern-replayed", HeaderValue::from_static("1"));
     }
     if let Some(signer) = signer {
-        let signed = signing::response_string(status, &signer.bound_to, &body, now);
-        let signature = signing::signature_header(&signing::sign(signer.secret, signed.as_bytes()));
+        let bound_to = signing::hex(&signer.signature);
+        let signed = signing::response_string(status, &bound_to, &body, now);
+        let signature = signing::signature_header(&signing::sign(&signer.secret, signed.as_bytes()));
         if let Ok(value) = HeaderValue::from_str(&signature) {
             headers.insert("tern-response-signature", value);
         }
@@ -402,46 +429,101 @@ pub(crate) async fn signed(
         path: parts.uri.path().to_owned(),
         peer,
     };
-    let unsigned = |error: ApiError| {
-        shared.refuse(&error, &line, None);
-        respond(error.status, error.body(), None, false)
-    };
     let body = match read_body(&shared.config, &parts.headers, body).await {
         Ok(body) => body,
-        Err(error) => return unsigned(error),
+        Err(error) => return refuse_unsigned(&shared, &line, error),
     };
     // `parts` (the head and URI, slices of hyper's read buffer) is consumed here, before the
     // request waits on the broker thread: a waiting long poll pins no read buffer.
-    let (verified, op) = match verify_and_read(&shared, parts, body, read) {
-        Ok(verified) => verified,
-        Err(error) => return unsigned(error),
-    };
-    let secret = verified.secret;
-    let signer = Signer {
-        secret: &secret,
-        bound_to: signing::hex(&verified.signature),
-    };
-    let key = verified.credential.key_id.clone();
-    let answer = if verified.credential.awaiting_approval {
-        Err(crate::access::awaiting(&shared, &verified.credential, peer.to_string()).await)
-    } else {
-        match op {
-            Ok(op) => to_bridge(&shared, verified, op).await,
-            Err(error) => Err(error),
-        }
-    };
-    match answer {
-        Ok(answer) => {
-            if answer.status >= 400 {
-                shared.refuse(&error_of(&answer), &line, Some(&key));
-            }
-            respond(answer.status, answer.body, Some(&signer), answer.replayed)
-        }
-        Err(error) => {
-            shared.refuse(&error, &line, Some(&key));
-            respond(error.status, error.body(), Some(&signer), false)
-        }
+    match prepare(&shared, parts, body, read) {
+        Ok(prepared) => prepared.finish(&shared, &line).await,
+        Err(error) => refuse_unsigned(&shared, &line, error),
     }
+}
+
+/// Counts, logs and answers (unsigned) a request refused before its signature verified.
+pub(crate) fn refuse_unsigned(
+    shared: &Shared,
+    line: &RequestLine,
+    error: ApiError,
+) -> Response<Body> {
+    shared.refuse(&error, line, None);
+    respond(error.status, error.body(), None, false)
+}
+
+/// A verified request, read: what its answer is signed with, and where it goes next.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) signer: Signer,
+    pub(crate) next: Next,
+}
+
+/// Where a verified request goes.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// To the broker thread.
+    Bridge(bridge::Request),
+    /// A device of an app key not approved (yet): its request becomes an access request.
+    Awaiting(tern_auth::Credential),
+    /// Nowhere: it did not read (refused, signed).
+    Refused(ApiError),
+}
+
+impl Prepared {
+    /// Takes the request to its answer, signed.
+    pub(crate) async fn finish(self, shared: &Shared, line: &RequestLine) -> Response<Body> {
+        let answer = match self.next {
+            Next::Bridge(request) => to_bridge(shared, request).await,
+            Next::Awaiting(credential) => Err(crate::access::awaiting(
+                shared,
+                &credential,
+                line.peer.to_string(),
+            )
+            .await),
+            Next::Refused(error) => Err(error),
+        };
+        self.signer.answer(shared, line, answer)
+    }
+}
+
+/// Verifies a request and reads it into what the broker thread is handed; `Err` when the
+/// signature does not verify.
+pub(crate) fn prepare(
+    shared: &Shared,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+    read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
+) -> Result<Prepared, ApiError> {
+    let (verified, op) = verify_and_read(shared, parts, body, read)?;
+    let principal = verified.principal();
+    let Verified {
+        mut credential,
+        secret,
+        signature,
+        nonce,
+        time,
+    } = verified;
+    let signer = Signer {
+        secret,
+        signature,
+        key: credential.key_id.clone(),
+    };
+    // Checked: not carried along while the request waits.
+    credential.secrets = Vec::new();
+    let next = match op {
+        _ if credential.awaiting_approval => Next::Awaiting(credential),
+        Ok(op) => Next::Bridge(bridge::Request {
+            principal,
+            nonce,
+            signature,
+            time,
+            credential,
+            op,
+            first: None,
+        }),
+        Err(error) => Next::Refused(error),
+    };
+    Ok(Prepared { signer, next })
 }
 
 /// Verifies a request's signature and reads it into an operation (or the refusal, signed
@@ -518,17 +600,8 @@ fn refused_code(code: &str) -> &'static str {
 }
 
 /// Hands a verified request to the broker thread and waits for its answer.
-async fn to_bridge(shared: &Shared, verified: Verified, op: Op) -> Result<Answer, ApiError> {
+async fn to_bridge(shared: &Shared, request: bridge::Request) -> Result<Answer, ApiError> {
     let (reply, answer) = oneshot::channel();
-    let request = bridge::Request {
-        principal: verified.principal(),
-        nonce: verified.nonce,
-        signature: verified.signature,
-        time: verified.time,
-        credential: verified.credential,
-        op,
-        first: None,
-    };
     let gone = || ApiError::unavailable("the broker is shutting down");
     shared
         .bridge
