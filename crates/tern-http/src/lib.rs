@@ -39,6 +39,7 @@ mod refusals;
 pub mod replay;
 mod server;
 mod service;
+mod signed;
 pub mod signing;
 mod sync;
 pub mod tokens;
