@@ -300,6 +300,7 @@ impl Broker {
             self.close(id, reason, code, now);
         }
         self.run_due_timers(now);
+        self.fleet_notify_due(now);
         self.run_tree_views(now);
         self.resume_retained_feeds(now);
         self.check_stalls(now);
