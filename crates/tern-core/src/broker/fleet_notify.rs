@@ -170,6 +170,11 @@ impl Broker {
             return Err(NotifyError::NoDevice(udid.to_owned()));
         };
         let owner = device.owner.clone();
+        let bad_nid = |nid: &String| nid.is_empty() || nid.len() > NOTIFY_TEXT_MAX;
+        if ask.body.len() > NOTIFY_TEXT_MAX || ask.nid.as_ref().is_some_and(bad_nid) {
+            let why = "body and nid: at most 4096 bytes, nid not empty";
+            return Err(NotifyError::BadRequest(why.to_owned()));
+        }
         if self.fleet.notifications.pending_of(udid) >= NOTIFY_PENDING_PER_DEVICE_MAX {
             return Err(NotifyError::TooMany(udid.to_owned()));
         }
