@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use support::*;
 use tern_codec::{Packet, Publish};
 use tern_core::broker::fleet_notify::Ask;
-use tern_core::fleet_notify::{Direction, NotifyError, NotifyState, ResponseType};
+use tern_core::fleet_notify::{Direction, Notification, NotifyError, NotifyState, ResponseType};
 use tern_core::{Broker, Config, Event, MemoryStore, Store};
 
 fn config() -> Config {
@@ -66,6 +66,11 @@ fn received(t: &mut TestBroker, device: &TestClient) -> Vec<(Value, Publish)> {
         got.push((value["notification"].clone(), p));
     }
     got
+}
+
+/// Whether an answer was refused because the notification is in `state` already.
+fn closed(answer: &Result<Notification, NotifyError>, state: NotifyState) -> bool {
+    matches!(answer, Err(NotifyError::Finished { state: s, .. }) if *s == state)
 }
 
 fn ids(t: &TestBroker, state: NotifyState) -> Vec<String> {
@@ -127,13 +132,7 @@ fn three_pending_answered_out_of_order_each_go_once_at_qos_2_with_their_own_id()
         let again = t
             .broker
             .fleet_notify_answer("d1", "door", json!(false), t.now);
-        assert!(matches!(
-            again,
-            Err(NotifyError::Finished {
-                state: NotifyState::Answered,
-                ..
-            })
-        ));
+        assert!(closed(&again, NotifyState::Answered), "{again:?}");
         t.expect_silent(&d1);
     }
 }
@@ -225,13 +224,7 @@ fn an_unanswered_notification_expires_and_is_then_refused() {
     let late = t
         .broker
         .fleet_notify_answer("d1", "door", json!(true), t.now);
-    assert!(matches!(
-        late,
-        Err(NotifyError::Finished {
-            state: NotifyState::Expired,
-            ..
-        })
-    ));
+    assert!(closed(&late, NotifyState::Expired), "{late:?}");
     t.expect_silent(&d1);
 }
 
@@ -356,4 +349,44 @@ fn notifications_and_their_answers_survive_a_restart() {
         .fleet_notify_answer("d1", "door", json!(true), t.now)
         .expect("still pending after the restart");
     assert_eq!(received(&mut t, &d1).len(), 1);
+}
+
+#[test]
+fn a_repeated_raise_is_the_same_notification_and_a_taken_id_gets_the_brokers() {
+    let (mut t, _console, d1) = fleet(V311);
+    raise(&mut t, &d1, json!({"body": "Close?", "nid": "door"}));
+    // A resend of the same raise (QoS 1 after a reconnect) is the same notification.
+    raise(&mut t, &d1, json!({"body": "Close?", "nid": "door"}));
+    assert_eq!(ids(&t, NotifyState::Pending), ["door"]);
+    // Another question under an id the device has: the broker gives it its own.
+    raise(&mut t, &d1, json!({"body": "Lock?", "nid": "door"}));
+    let mut pending = ids(&t, NotifyState::Pending);
+    pending.sort();
+    assert_eq!(pending, ["door", "n1"]);
+    let n1 = t
+        .broker
+        .fleet_notifications()
+        .get("d1", "n1")
+        .expect("kept");
+    assert_eq!(n1.body, "Lock?");
+}
+
+#[test]
+fn a_device_withdraws_its_own_and_a_deleted_device_takes_its_notifications_along() {
+    let (mut t, _console, d1) = fleet(V5);
+    raise(&mut t, &d1, json!({"body": "Close?", "nid": "door"}));
+    raise(&mut t, &d1, json!({"body": "Open?", "nid": "gate"}));
+    raise(&mut t, &d1, json!({"nid": "door", "cancel": true}));
+    assert_eq!(ids(&t, NotifyState::Cancelled), ["door"]);
+    let late = t
+        .broker
+        .fleet_notify_answer("d1", "door", json!(true), t.now);
+    assert!(closed(&late, NotifyState::Cancelled), "{late:?}");
+    std::iter::from_fn(|| t.broker.poll_store_op()).for_each(drop);
+    t.broker.fleet_delete("d1", t.now).expect("deleted");
+    assert!(t.broker.fleet_notifications().is_empty());
+    let forgotten = std::iter::from_fn(|| t.broker.poll_store_op())
+        .filter(|op| matches!(op, tern_core::StoreOp::FleetNotifyRemove { .. }))
+        .count();
+    assert_eq!(forgotten, 2, "the store forgets them too");
 }
