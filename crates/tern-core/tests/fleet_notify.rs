@@ -294,15 +294,18 @@ fn an_operator_asks_a_device_which_acknowledges_and_answers() {
         .get("d1", &asked.nid)
         .expect("kept");
     assert!(note.delivered.is_some() && note.state == NotifyState::Pending);
+    // Nor can the device withdraw it: only what it raised.
+    raise(&mut t, &d1, json!({"nid": asked.nid, "cancel": true}));
+    assert_eq!(
+        ids(&t, NotifyState::Pending),
+        std::slice::from_ref(&asked.nid)
+    );
     // The operator cannot answer it; the device does, on its status channel.
     let wrong = t
         .broker
         .fleet_notify_answer("d1", &asked.nid, json!(true), t.now);
     assert!(matches!(wrong, Err(NotifyError::BadRequest(_))));
-    let answer = json!({"notification": {"nid": asked.nid, "response": true}}).to_string();
-    let pid = t.fresh_packet_id();
-    t.send(&d1, publish("/acme/d1/status", &answer, Q1, pid));
-    t.recv(&d1);
+    raise(&mut t, &d1, json!({"nid": asked.nid, "response": true}));
     let note = t
         .broker
         .fleet_notifications()

@@ -93,7 +93,7 @@ impl Broker {
                 .notify_answer(&udid, &nid, response, by_device, now)
                 .map(drop),
             (DeviceSays::Cancel { nid }, true) => {
-                self.fleet_notify_cancel(&udid, &nid, now).map(drop)
+                self.notify_cancel(&udid, &nid, true, now).map(drop)
             }
             _ => Err(NotifyError::BadRequest(
                 "the answer topic takes only answers".to_owned(),
@@ -256,14 +256,29 @@ impl Broker {
         Ok(notification)
     }
 
-    /// Withdraws a pending notification.
+    /// Withdraws a pending notification (the operator interface: either kind).
     pub fn fleet_notify_cancel(
         &mut self,
         udid: &str,
         nid: &str,
         now: Time,
     ) -> Result<Notification, NotifyError> {
+        self.notify_cancel(udid, nid, false, now)
+    }
+
+    /// Withdraws a pending notification; a device withdraws only one it raised.
+    fn notify_cancel(
+        &mut self,
+        udid: &str,
+        nid: &str,
+        by_device: bool,
+        now: Time,
+    ) -> Result<Notification, NotifyError> {
         let mut notification = self.notify_pending(udid, nid, now)?;
+        if by_device && notification.direction != Direction::FromDevice {
+            let why = "a device withdraws only what it raised";
+            return Err(NotifyError::BadRequest(why.to_owned()));
+        }
         notification.state = NotifyState::Cancelled;
         notification.finished = Some(now);
         self.notify_changed(notification.clone(), "cancelled", now);
