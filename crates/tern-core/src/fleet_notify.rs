@@ -22,6 +22,10 @@ pub const NOTIFY_TTL_MAX_SECS: u32 = 30 * 86_400;
 pub const NOTIFY_KEEP_FINISHED_SECS: u32 = 7 * 86_400;
 /// Notifications pending per device, at most: a device that raises more is refused.
 pub const NOTIFY_PENDING_PER_DEVICE_MAX: usize = 64;
+/// Notifications kept per device, at most: past it a new one makes its oldest finished one
+/// be forgotten before its 7 days, so a device that raises and withdraws in a loop holds
+/// bounded memory and store space.
+pub const NOTIFY_KEPT_PER_DEVICE_MAX: usize = 256;
 /// Bytes of a body, of an id, of a choice, at most.
 pub const NOTIFY_TEXT_MAX: usize = 4096;
 /// Choices of a `choice` notification, at most.
@@ -401,11 +405,34 @@ impl Notifications {
 
     /// Notifications pending for a device.
     pub fn pending_of(&self, udid: &str) -> usize {
+        self.of(udid)
+            .filter(|n| n.state == NotifyState::Pending)
+            .count()
+    }
+
+    /// The notifications of a device, by id.
+    fn of<'a>(&'a self, udid: &'a str) -> impl Iterator<Item = &'a Notification> + 'a {
         self.by_key
             .range((udid.to_owned(), String::new())..)
-            .take_while(|((u, _), _)| u == udid)
-            .filter(|(_, n)| n.state == NotifyState::Pending)
-            .count()
+            .take_while(move |((u, _), _)| u == udid)
+            .map(|(_, n)| n)
+    }
+
+    /// The finished notification of `udid` to forget so that a new one fits within
+    /// [`NOTIFY_KEPT_PER_DEVICE_MAX`]: its oldest finished, when it keeps that many.
+    pub(crate) fn to_forget_for(&self, udid: &str) -> Option<NotifyKey> {
+        if self.of(udid).count() < NOTIFY_KEPT_PER_DEVICE_MAX {
+            return None;
+        }
+        self.of(udid)
+            .filter(|n| n.finished.is_some())
+            .min_by_key(|n| n.finished)
+            .map(|n| (n.udid.clone(), n.nid.clone()))
+    }
+
+    /// When the first notification is due (to expire, or to be forgotten).
+    pub(crate) fn next_due_at(&self) -> Option<Time> {
+        self.due.first().map(|(at, _)| *at)
     }
 
     /// An id for a new notification of `udid`: `wanted` if the device has none of that id,

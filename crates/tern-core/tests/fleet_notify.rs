@@ -213,6 +213,9 @@ fn an_unanswered_notification_expires_and_is_then_refused() {
         json!({"body": "Close?", "nid": "door", "ttl": 60}),
     );
     t.read_all(&console);
+    // The runtime is asked to come back when it expires.
+    let expires = t.now.plus_secs(60);
+    assert_eq!(t.broker.next_timeout(), Some(expires));
     t.advance_secs(61);
     assert_eq!(ids(&t, NotifyState::Expired), ["door"]);
     let (packets, _) = t.read_all(&console);
@@ -392,4 +395,20 @@ fn a_device_withdraws_its_own_and_a_deleted_device_takes_its_notifications_along
         .filter(|op| matches!(op, tern_core::StoreOp::FleetNotifyRemove { .. }))
         .count();
     assert_eq!(forgotten, 2, "the store forgets them too");
+}
+
+#[test]
+fn a_device_keeps_a_bounded_number_of_notifications() {
+    let (mut t, _console, d1) = fleet(V311);
+    let kept_max = tern_core::fleet_notify::NOTIFY_KEPT_PER_DEVICE_MAX;
+    for n in 0..kept_max + 10 {
+        let nid = format!("q{n}");
+        raise(&mut t, &d1, json!({"body": "Close?", "nid": nid}));
+        raise(&mut t, &d1, json!({"nid": nid, "cancel": true}));
+        t.advance(1);
+    }
+    let all = t.broker.fleet_notifications();
+    assert_eq!(all.iter().count(), kept_max);
+    // The oldest finished went first.
+    assert!(all.get("d1", "q9").is_none() && all.get("d1", "q10").is_some());
 }

@@ -178,6 +178,11 @@ impl Broker {
         if self.fleet.notifications.pending_of(udid) >= NOTIFY_PENDING_PER_DEVICE_MAX {
             return Err(NotifyError::TooMany(udid.to_owned()));
         }
+        if let Some(key) = self.fleet.notifications.to_forget_for(udid) {
+            self.fleet.notifications.remove(&key);
+            let (udid, nid) = key;
+            self.persist(StoreOp::FleetNotifyRemove { udid, nid });
+        }
         let nid = self.fleet.notifications.id_for(udid, ask.nid);
         Ok(Notification {
             owner,
