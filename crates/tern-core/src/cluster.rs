@@ -86,6 +86,34 @@ pub enum ClusterOp {
         /// [`ClusterOp::SessionSaved`]).
         resume_from: Option<u64>,
     },
+    /// The publisher of session `client_id` released its QoS 2 message `packet_id` (PUBREL):
+    /// whatever remembers the identifier across nodes forgets it. Sent for every PUBREL, known
+    /// here or not: the message may have come in on a node that has since died.
+    Released {
+        /// The session's client identifier.
+        client_id: MqttString,
+        /// The packet identifier, free for a new message once the PUBCOMP goes out.
+        packet_id: u16,
+        /// The connection whose PUBCOMP, produced with this operation, waits until the
+        /// identifier is forgotten: a PUBREL the node dies before handling is sent again to
+        /// another node, and forgets it there.
+        connection: Option<ConnectionId>,
+    },
+}
+
+/// A QoS 2 PUBLISH's identity across nodes: the publisher's session and packet identifier.
+/// A copy sent again (DUP) to another node, after the node that took the first one died
+/// before its PUBREC reached the client, must be stored in the log once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundQos2 {
+    /// The PUBLISH's packet identifier.
+    pub packet_id: u16,
+    /// Whether the client sent it as a resend (DUP): only a resend may be a message the
+    /// cluster already has.
+    pub dup: bool,
+    /// Which of the messages the PUBLISH became (a `$tree/` publish may spread into several),
+    /// from 0.
+    pub part: u32,
 }
 
 /// A CONNECT's claim on the session of its client identifier.
@@ -137,6 +165,9 @@ pub struct ClusterPublish {
     /// adopting the session of a dead one) gives it the same identity in the log, so it is
     /// stored once.
     pub will: bool,
+    /// For a message a client published at QoS 2: its identity across nodes, so that a resend
+    /// to another node is stored once.
+    pub exactly_once: Option<InboundQos2>,
 }
 
 /// A message another node accepted (or, for QoS 1 and 2, this node, back from the log).

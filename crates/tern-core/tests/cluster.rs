@@ -313,3 +313,47 @@ fn connects_are_refused_as_server_unavailable_while_the_cluster_is_out_of_reach(
     single.broker.set_cluster_reachable(false);
     single.connect("c", V5, Opts::new());
 }
+
+/// A QoS 2 PUBLISH leaves with its identity across nodes (packet identifier, DUP), a resend
+/// on the same node does not leave again, and every PUBREL is told to the cluster, known here
+/// or not (the PUBLISH may have come in on a node since dead). A QoS 2 subscription is
+/// granted QoS 1: deliveries at QoS 2 do not yet survive the subscriber's node.
+#[test]
+fn qos2_publishes_carry_their_identity_and_pubrels_are_told_to_the_cluster() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("p", V5, Opts::new());
+    tb.send(&client, subscribe(1, &[("s/#", Q2)]));
+    assert_eq!(tb.recv(&client), [suback(1, &[granted(Q1)])]);
+    ops(&mut tb);
+
+    tb.send(&client, publish("t", "x", Q2, 7));
+    let mut resent = publish("t", "x", Q2, 7);
+    if let Packet::Publish(publish) = &mut resent {
+        publish.dup = true;
+    }
+    tb.send(&client, resent);
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent.len(), 1, "a resend on the same node leaves once");
+    let inbound = sent[0].exactly_once.expect("a QoS 2 message's identity");
+    assert_eq!(
+        (inbound.packet_id, inbound.dup, inbound.part),
+        (7, false, 0)
+    );
+
+    for packet_id in [7, 9] {
+        tb.send(&client, pubrel(packet_id));
+        let released = ops(&mut tb);
+        assert!(
+            matches!(
+                released.as_slice(),
+                [ClusterOp::Released { client_id, packet_id: id, connection: Some(_) }]
+                    if client_id.as_str() == "p" && *id == packet_id
+            ),
+            "{released:?}"
+        );
+    }
+    // QoS 1 messages carry none.
+    tb.send(&client, publish("t", "y", Q1, 8));
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent[0].exactly_once, None);
+}

@@ -12,7 +12,7 @@ use tern_codec::{MqttString, ProtocolVersion, QoS, ReasonCode, TopicFilter};
 use super::cluster_session::PendingClaim;
 use super::publish::Feed;
 use super::Broker;
-use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
+use crate::cluster::{ClusterOp, ClusterPublish, InboundQos2, RemoteMessage};
 use crate::events::CloseReason;
 use crate::session::Delivery;
 use crate::tree::SubscriptionInfo;
@@ -48,6 +48,8 @@ pub(super) struct ClusterState {
     seqs_pruned_len: usize,
     /// The identity of the will being published now, which the log stores once.
     pub(super) will_message: Option<u64>,
+    /// The QoS 2 PUBLISH being accepted now, whose messages carry its identity to the log.
+    receiving: Option<InboundQos2>,
     /// Sessions without a connection whose QoS 1/2 messages stay in the log.
     parked: FxHashMap<SessionKey, Parked>,
     /// The cursor last written for each session with a connection.
@@ -301,6 +303,16 @@ impl Broker {
             .expires_at
             .map(|at| at.as_millis().saturating_sub(now.as_millis()));
         let will = self.cluster.will_message == Some(message.id);
+        let exactly_once = self
+            .cluster
+            .receiving
+            .as_mut()
+            .filter(|_| message.qos == QoS::ExactlyOnce)
+            .map(|receiving| {
+                let this = *receiving;
+                receiving.part += 1;
+                this
+            });
         self.cluster
             .ops
             .push_back(ClusterOp::Publish(ClusterPublish {
@@ -309,8 +321,54 @@ impl Broker {
                 expiry_millis,
                 acknowledges,
                 will,
+                exactly_once,
             }));
         message.qos == QoS::AtMostOnce
+    }
+
+    /// Accepts what a QoS 2 PUBLISH of packet identifier `packet_id` became (`accept`), its
+    /// messages marked with their identity across nodes (see [`InboundQos2`]).
+    pub(super) fn receive_qos2_once(
+        &mut self,
+        packet_id: u16,
+        dup: bool,
+        accept: impl FnOnce(&mut Self),
+    ) {
+        if self.config.cluster {
+            let receiving = InboundQos2 {
+                packet_id,
+                dup,
+                part: 0,
+            };
+            self.cluster.receiving = Some(receiving);
+        }
+        accept(self);
+        self.cluster.receiving = None;
+    }
+
+    /// Tells the cluster that session `key`, on connection `id`, released its QoS 2 message
+    /// `packet_id` (PUBREL); the PUBCOMP produced with it waits until that is recorded.
+    pub(super) fn cluster_released(&mut self, id: ConnectionId, key: SessionKey, packet_id: u16) {
+        if !self.config.cluster {
+            return;
+        }
+        let client_id = self.session(key).client_id.clone();
+        self.cluster.ops.push_back(ClusterOp::Released {
+            client_id,
+            packet_id,
+            connection: Some(id),
+        });
+    }
+
+    /// The highest QoS a subscription is granted: on a cluster node 1, until deliveries at
+    /// QoS 2 survive the death of the subscriber's node (a message sent but not yet
+    /// released is not recorded outside the node).
+    pub(super) fn subscription_qos_max(&self) -> QoS {
+        if self.config.cluster {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        }
     }
 
     /// Counts a subscription added to the trie under `filter`.

@@ -61,7 +61,13 @@ impl Broker {
             let position = self.pending_transmits(id);
             if let Ok(outgoing) = outcome {
                 self.collect_congested();
-                self.accept_outgoing(Some(key), outgoing, now);
+                let dup = match &outgoing {
+                    Outgoing::One(publish) => publish.dup,
+                    Outgoing::Spread(publishes) => publishes.iter().any(|p| p.dup),
+                };
+                self.receive_qos2_once(packet_id.get(), dup, |broker| {
+                    broker.accept_outgoing(Some(key), outgoing, now);
+                });
             }
             // Unless held back, the PUBREC goes ahead of what routing queued, so the
             // publisher's answer is not behind a copy delivered to its own
@@ -123,6 +129,7 @@ impl Broker {
 
     pub(super) fn handle_pubrel(&mut self, id: ConnectionId, key: SessionKey, ack: Ack) {
         self.release_incoming_qos2(key, ack.packet_id.get());
+        self.cluster_released(id, key, ack.packet_id.get());
         // Success also for an identifier no longer held: a PUBREL resent after a reconnection
         // whose PUBCOMP was lost is the usual cause, and the identifier is released either way.
         // 0x92 is allowed there, not required (3.7.2.1), and costs the client a byte.
