@@ -1,6 +1,6 @@
 """Two Tern nodes joined through one nats-server with JetStream, driven by paho: QoS 2
-publishers (MQTT 5 and 3.1.1) on one node, a subscriber on the other, every message once and
-in order. On a cluster node a QoS 2 subscription is granted QoS 1 (docs/cluster.md).
+publishers (MQTT 5 and 3.1.1) on one node, a QoS 2 subscriber on the other, every message once
+and in order.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ def test_qos2_publishes_reach_a_subscriber_on_another_node_once_in_order(
     subscriber = Clients(n2).connected(names.client("sub"))
     publisher = Clients(n1).connected(names.client("pub"), version=version)
     try:
-        assert subscriber.subscribe(topic, 2) == [1], "QoS 2 granted as 1 on a cluster node"
+        assert subscriber.subscribe(topic, 2) == [2]
         for n in range(20):
             # Returns once PUBCOMP came: the whole QoS 2 exchange, across NATS.
             publisher.publish(topic, str(n).encode(), qos=2)
         got = [subscriber.expect_message() for _ in range(20)]
         assert [m.payload for m in got] == [str(n).encode() for n in range(20)]
-        assert all(m.qos == 1 for m in got)
+        assert all(m.qos == 2 for m in got)
         # Nothing came twice: a marker published after them is next.
         publisher.publish(topic, b"end", qos=2)
         assert subscriber.expect_message().payload == b"end"

@@ -1,9 +1,19 @@
-//! QoS 2 PUBLISHes stored once across nodes: each inbound packet identifier in flight is
-//! remembered in the KV bucket `TERN_QOS2` with the identity (`Nats-Msg-Id`) its message was
-//! stored under, written before the message goes to the stream. A client whose node died
-//! before its PUBREC came sends the PUBLISH again (DUP) to another node, which finds the
-//! identity and stores the message under it: the stream keeps one copy (its duplicate window).
-//! A PUBREL forgets the identifier before its PUBCOMP goes out.
+//! QoS 2 exactly once across nodes, in the KV bucket `TERN_QOS2`.
+//!
+//! - Inbound (`i.<session key>.<packet id>`): each packet identifier in flight is remembered
+//!   with the identity (`Nats-Msg-Id`) its message was stored under, written before the
+//!   message goes to the stream. A client whose node died before its PUBREC came sends the
+//!   PUBLISH again (DUP) to another node, which finds the identity and stores the message
+//!   under it: the stream keeps one copy (its duplicate window). A PUBREL forgets the
+//!   identifier before its PUBCOMP goes out.
+//! - Outbound (`o.<session key>.<packet id>`): where each QoS 2 delivery to a session stands,
+//!   as `<stream sequence> s|r|c` (sent, released, completed), written before its PUBLISH or
+//!   PUBREL goes out, and after its PUBCOMP. A node resuming the session without its holder's
+//!   hand-over reads them with the session's messages from the stream, so the client gets the
+//!   same packet identifier again or the PUBREL, not a new message, and nothing completed
+//!   comes again though the session's cursor (written every few seconds) lags. A record
+//!   lasts until its packet identifier is used again (the core hands identifiers out in turn,
+//!   so after 65,535 more deliveries to the session) or the bucket's `max_age`.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -13,7 +23,8 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::future::join_all;
-use tern_core::{ClusterOp, ClusterPublish};
+use futures_util::StreamExt;
+use tern_core::{ClusterOp, ClusterPublish, OutboundQos2, OutboundStage};
 use tracing::warn;
 
 use crate::sessions::session_key;
@@ -37,6 +48,8 @@ enum Step {
     Part { index: usize, part: u32 },
     /// PUBREL: the identifier is forgotten.
     Release,
+    /// An outbound delivery's stage is recorded.
+    Record(Bytes),
 }
 
 /// The node's record of inbound QoS 2 identifiers.
@@ -59,7 +72,7 @@ impl Inbound {
     pub(crate) fn concerns(ops: &[ClusterOp]) -> bool {
         ops.iter().any(|op| match op {
             ClusterOp::Publish(publish) => publish.exactly_once.is_some(),
-            ClusterOp::Released { .. } => true,
+            ClusterOp::Released { .. } | ClusterOp::Outbound { .. } => true,
             _ => false,
         })
     }
@@ -84,9 +97,21 @@ impl Inbound {
                     packet_id,
                     ..
                 } => (
-                    format!("{}.{packet_id}", session_key(client_id)),
+                    format!("i.{}.{packet_id}", session_key(client_id)),
                     Step::Release,
                 ),
+                ClusterOp::Outbound {
+                    client_id, record, ..
+                } => {
+                    let key = format!("o.{}.{}", session_key(client_id), record.packet_id);
+                    let stage = match record.stage {
+                        OutboundStage::Sent => 's',
+                        OutboundStage::Released => 'r',
+                        OutboundStage::Completed => 'c',
+                    };
+                    let value = format!("{} {stage}", record.seq);
+                    (key, Step::Record(value.into()))
+                }
                 _ => continue,
             };
             match keys.iter_mut().find(|(known, _)| *known == key) {
@@ -105,7 +130,7 @@ impl Inbound {
     fn receive_step(&mut self, index: usize, publish: &ClusterPublish) -> Option<(String, Step)> {
         let inbound = publish.exactly_once?;
         let client_id = publish.publisher.as_ref()?;
-        let key = format!("{}.{}", session_key(client_id), inbound.packet_id);
+        let key = format!("i.{}.{}", session_key(client_id), inbound.packet_id);
         if inbound.part > 0 {
             let part = inbound.part;
             return Some((key, Step::Part { index, part }));
@@ -151,6 +176,9 @@ async fn settle_key(kv: &kv::Store, key: String, steps: Vec<Step>) -> Vec<(usize
                 retry(&key, || kv.delete(&key)).await;
                 current = None;
             }
+            Step::Record(value) => {
+                retry(&key, || kv.put(&key, value.clone())).await;
+            }
         }
     }
     given
@@ -180,6 +208,59 @@ fn recorded_id(value: &[u8], hash: u64) -> Option<&str> {
     (u64::from_str_radix(recorded, 16).ok()? == hash).then_some(id)
 }
 
+/// The QoS 2 deliveries recorded for the session of key `session` (see the module's
+/// documentation); none when they cannot be read (then its messages go out as new).
+pub(crate) async fn outbound_records(kv: &kv::Store, session: &str) -> Vec<OutboundQos2> {
+    let pattern = format!("{}o.{session}.*", kv.prefix);
+    let mut keys = Vec::new();
+    match kv.stream.info_with_subjects(pattern.as_str()).await {
+        Ok(mut subjects) => {
+            while let Some(listed) = subjects.next().await {
+                match listed {
+                    Ok((subject, _)) => {
+                        keys.extend(subject.strip_prefix(&kv.prefix).map(str::to_owned))
+                    }
+                    Err(error) => {
+                        warn!("cannot list the QoS 2 deliveries of {session}: {error}");
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            warn!("cannot list the QoS 2 deliveries of {session}: {error}");
+            return Vec::new();
+        }
+    }
+    let values = join_all(keys.iter().map(|key| kv.get(key.as_str()))).await;
+    let mut records: Vec<OutboundQos2> = keys
+        .iter()
+        .zip(values)
+        .filter_map(|(key, value)| {
+            let packet_id = key.rsplit('.').next()?.parse().ok()?;
+            parse_outbound(packet_id, &value.ok()??)
+        })
+        .collect();
+    records.sort_by_key(|record| record.seq);
+    records
+}
+
+/// An outbound record's value, `<stream sequence> s|r|c`.
+fn parse_outbound(packet_id: u16, value: &[u8]) -> Option<OutboundQos2> {
+    let (seq, stage) = std::str::from_utf8(value).ok()?.split_once(' ')?;
+    let stage = match stage {
+        "s" => OutboundStage::Sent,
+        "r" => OutboundStage::Released,
+        "c" => OutboundStage::Completed,
+        _ => return None,
+    };
+    Some(OutboundQos2 {
+        packet_id,
+        seq: seq.parse().ok()?,
+        stage,
+    })
+}
+
 /// Runs `op` until NATS takes it.
 async fn retry<T, E: Display, F: Future<Output = Result<T, E>>>(
     key: &str,
@@ -199,6 +280,23 @@ async fn retry<T, E: Display, F: Future<Output = Result<T, E>>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_records_read_back_as_written() {
+        let sent = parse_outbound(7, b"42 s").unwrap();
+        assert_eq!(
+            (sent.packet_id, sent.seq, sent.stage),
+            (7, 42, OutboundStage::Sent)
+        );
+        assert_eq!(
+            parse_outbound(7, b"42 r").unwrap().stage,
+            OutboundStage::Released
+        );
+        let completed = parse_outbound(7, b"42 c").unwrap();
+        assert_eq!(completed.stage, OutboundStage::Completed);
+        assert_eq!(parse_outbound(7, b"42 x"), None);
+        assert_eq!(parse_outbound(7, b""), None);
+    }
 
     #[test]
     fn a_recorded_identity_is_found_only_for_the_same_message() {

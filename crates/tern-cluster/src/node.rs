@@ -217,6 +217,7 @@ pub(crate) async fn run(
         Arc::clone(&counters),
         joined.bucket_stream,
         joined.messages,
+        joined.qos2.clone(),
     ));
     let acker = tokio::spawn(acknowledge(
         pending_rx,
@@ -297,8 +298,8 @@ pub(crate) async fn run(
                     pending.writes.push(written);
                 }
                 ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
-                // Forgotten before the batch's other operations (`settle`).
-                ClusterOp::Released { .. } => {}
+                // Recorded before the batch's other operations (`settle`).
+                ClusterOp::Released { .. } | ClusterOp::Outbound { .. } => {}
                 ClusterOp::HandedOver {
                     token,
                     client_id,

@@ -86,6 +86,18 @@ pub enum ClusterOp {
         /// [`ClusterOp::SessionSaved`]).
         resume_from: Option<u64>,
     },
+    /// A QoS 2 delivery to session `client_id` moved on: recorded where a node that resumes the
+    /// session without its holder's hand-over (the holder died) finds it, so the client gets
+    /// the same packet identifier again (DUP) or a PUBREL, never the message as a new one.
+    Outbound {
+        /// The session's client identifier.
+        client_id: MqttString,
+        /// Where the delivery stands.
+        record: OutboundQos2,
+        /// The connection whose packets produced with this operation (the PUBLISH, the PUBREL)
+        /// wait until it is recorded; `None` when nothing waits (PUBCOMP).
+        connection: Option<ConnectionId>,
+    },
     /// The publisher of session `client_id` released its QoS 2 message `packet_id` (PUBREL):
     /// whatever remembers the identifier across nodes forgets it. Sent for every PUBREL, known
     /// here or not: the message may have come in on a node that has since died.
@@ -99,6 +111,29 @@ pub enum ClusterOp {
         /// another node, and forgets it there.
         connection: Option<ConnectionId>,
     },
+}
+
+/// Where a QoS 2 delivery to a session stands, by its packet identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundQos2 {
+    /// The packet identifier it was sent with.
+    pub packet_id: u16,
+    /// Where the replicated log stored the message.
+    pub seq: u64,
+    /// How far its exchange got.
+    pub stage: OutboundStage,
+}
+
+/// How far a QoS 2 delivery's exchange got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundStage {
+    /// The PUBLISH is (about to be) sent: resent with DUP under the same identifier.
+    Sent,
+    /// The client's PUBREC came and the PUBREL is (about to be) sent: the PUBREL is sent again.
+    Released,
+    /// The PUBCOMP came (or a PUBREC refusing the message): nothing is owed, and the message
+    /// is not sent again, though the session's cursor may not have passed it yet.
+    Completed,
 }
 
 /// A QoS 2 PUBLISH's identity across nodes: the publisher's session and packet identifier.
@@ -140,6 +175,9 @@ pub enum ClaimOutcome {
         /// QoS 1/2 messages for the session that came while it was being handed over, in the
         /// order they came: they are the claimant's to deliver, not the previous holder's.
         backlog: Vec<RemoteMessage>,
+        /// The QoS 2 deliveries of the backlog a node had sent the session, as recorded: they
+        /// go out again as they stood (see [`ClusterOp::Outbound`]).
+        outbound: Vec<OutboundQos2>,
     },
     /// The session could not be claimed (the cluster is out of reach): the CONNECT is refused
     /// with Server unavailable.
@@ -239,6 +277,8 @@ pub enum ClusterInput {
         session: Box<StoredSession>,
         /// The QoS 1/2 messages owed to it from its cursor on, in the log's order.
         backlog: Vec<RemoteMessage>,
+        /// The QoS 2 deliveries of the backlog the dead node had sent, as recorded.
+        outbound: Vec<OutboundQos2>,
     },
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),

@@ -144,7 +144,8 @@ impl ClusterOut {
             .filter_map(|op| match op {
                 ClusterOp::Publish(publish) => publish.acknowledges,
                 ClusterOp::SessionSaved { connection, .. }
-                | ClusterOp::Released { connection, .. } => *connection,
+                | ClusterOp::Released { connection, .. }
+                | ClusterOp::Outbound { connection, .. } => *connection,
                 _ => None,
             })
             .collect();
@@ -258,12 +259,16 @@ pub(crate) async fn input_loop(
                 shared.broker.borrow_mut().cluster_checkpoint();
                 shared.after_input();
             }
-            ClusterInput::Adopted { session, backlog } => {
+            ClusterInput::Adopted {
+                session,
+                backlog,
+                outbound,
+            } => {
                 let now = shared.now();
                 shared
                     .broker
                     .borrow_mut()
-                    .session_adopted(*session, backlog, now);
+                    .session_adopted(*session, backlog, outbound, now);
                 shared.after_input();
             }
             ClusterInput::Failed(message) => return message,

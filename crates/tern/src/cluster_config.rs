@@ -135,7 +135,7 @@ impl ClusterConfig {
 /// Joins NATS and fits the core's configuration to what a cluster node offers in this
 /// release: retained messages are not yet spread across nodes, so RETAIN is unavailable
 /// (MQTT 5 clients are told in CONNACK), and no MQTT packet may be larger than a NATS message
-/// can carry. (QoS 2 subscriptions are granted QoS 1 by the core on a cluster node.)
+/// can carry.
 pub(crate) fn join(
     section: &ClusterConfig,
     base: &Path,
@@ -155,8 +155,8 @@ pub(crate) fn join(
         core.limits.packet_size_max_bytes = fits;
     }
     info!(
-        "cluster node {:?}: QoS 2 subscriptions granted QoS 1, no retained messages, no \
-         shared subscriptions across nodes in this release",
+        "cluster node {:?}: no retained messages, no shared subscriptions across nodes in \
+         this release",
         section.node_id
     );
     Ok((node, link))

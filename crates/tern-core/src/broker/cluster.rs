@@ -7,14 +7,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
-use tern_codec::{MqttString, ProtocolVersion, QoS, ReasonCode, TopicFilter};
+use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
 use super::cluster_session::PendingClaim;
 use super::publish::Feed;
 use super::Broker;
-use crate::cluster::{ClusterOp, ClusterPublish, InboundQos2, RemoteMessage};
+use crate::cluster::{
+    ClusterOp, ClusterPublish, InboundQos2, OutboundQos2, OutboundStage, RemoteMessage,
+};
 use crate::events::CloseReason;
 use crate::session::Delivery;
+use crate::session::OutgoingState;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
@@ -360,14 +363,75 @@ impl Broker {
         });
     }
 
-    /// The highest QoS a subscription is granted: on a cluster node 1, until deliveries at
-    /// QoS 2 survive the death of the subscriber's node (a message sent but not yet
-    /// released is not recorded outside the node).
-    pub(super) fn subscription_qos_max(&self) -> QoS {
-        if self.config.cluster {
-            QoS::AtLeastOnce
-        } else {
-            QoS::ExactlyOnce
+    /// Records where the QoS 2 delivery of message `message_id` to session `key` stands now
+    /// (see [`ClusterOp::Outbound`]); the packets `connection` gets with it wait until it is
+    /// recorded. A delivery whose place in the log this node does not know (handed over from
+    /// another node) is not recorded.
+    pub(super) fn cluster_outbound(
+        &mut self,
+        key: SessionKey,
+        connection: Option<ConnectionId>,
+        packet_id: PacketId,
+        message_id: u64,
+        stage: OutboundStage,
+    ) {
+        if !self.config.cluster {
+            return;
+        }
+        let Some(&(seq, _)) = self.cluster.seqs.get(&message_id) else {
+            return;
+        };
+        let record = OutboundQos2 {
+            packet_id: packet_id.get(),
+            seq,
+            stage,
+        };
+        let client_id = self.session(key).client_id.clone();
+        self.cluster.ops.push_back(ClusterOp::Outbound {
+            client_id,
+            record,
+            connection,
+        });
+    }
+
+    /// Puts the QoS 2 deliveries in session `key`'s queue that a node had sent it (`records`,
+    /// by the place of their message in the log) back in flight as they stood, so that the
+    /// client gets each again under its packet identifier (DUP), or its PUBREL, and never as a
+    /// new message; those completed go.
+    pub(super) fn resume_outbound(&mut self, key: SessionKey, records: &[OutboundQos2]) {
+        if records.is_empty() {
+            return;
+        }
+        let by_seq: FxHashMap<u64, &OutboundQos2> =
+            records.iter().map(|record| (record.seq, record)).collect();
+        let queued: Vec<Delivery> = self.with_session(key, |session| {
+            std::iter::from_fn(|| session.dequeue()).collect()
+        });
+        for delivery in queued {
+            let record = self
+                .cluster
+                .seqs
+                .get(&delivery.message.id)
+                .filter(|_| delivery.qos == QoS::ExactlyOnce)
+                .and_then(|(seq, _)| by_seq.get(seq));
+            if record.is_some_and(|record| record.stage == OutboundStage::Completed) {
+                self.delivery_done(key, delivery.seq);
+                continue;
+            }
+            let resumed = record.and_then(|record| {
+                let packet_id = PacketId::new(record.packet_id)?;
+                let state = match record.stage {
+                    OutboundStage::Released => OutgoingState::AwaitPubComp,
+                    _ => OutgoingState::AwaitPubRec,
+                };
+                Some((packet_id, state))
+            });
+            self.with_session(key, |session| match resumed {
+                Some((packet_id, state)) if session.find_inflight(packet_id).is_none() => {
+                    session.restore_inflight(packet_id, delivery, state);
+                }
+                _ => session.restore_queued(delivery),
+            });
         }
     }
 

@@ -10,6 +10,7 @@ use super::retained_store::{retained_size, RetainedLimit};
 use super::tree_view::Outgoing;
 use super::Broker;
 use crate::authz::Access;
+use crate::cluster::OutboundStage;
 use crate::config::Overload;
 use crate::connection::OutgoingPublish;
 use crate::events::{CutReason, DropReason, Event};
@@ -619,12 +620,17 @@ impl Broker {
                 continue;
             }
             let seq = delivery.seq;
+            let (message_id, qos) = (delivery.message.id, delivery.qos);
             self.with_session(key, |session| session.push_inflight(packet_id, delivery));
             self.persist_for(key, |client_id| StoreOp::DeliveryStage {
                 client_id,
                 seq,
                 stage: DeliveryStage::Sent(packet_id),
             });
+            if qos == QoS::ExactlyOnce {
+                let stage = OutboundStage::Sent;
+                self.cluster_outbound(key, Some(id), packet_id, message_id, stage);
+            }
             self.send_publish(id, publish);
         }
     }

@@ -6,6 +6,7 @@ use tern_codec::{Ack, Packet, PacketId, ReasonCode};
 
 use super::tree_view::Outgoing;
 use super::Broker;
+use crate::cluster::OutboundStage;
 use crate::session::OutgoingState;
 use crate::store::{DeliveryStage, StoreOp};
 use crate::types::{ConnectionId, SessionKey, Time};
@@ -87,17 +88,23 @@ impl Broker {
                 session.acked_at = now;
                 if ack.reason_code.is_success() {
                     session.inflight[index].state = OutgoingState::AwaitPubComp;
-                    let seq = session.inflight[index].delivery.seq;
+                    let delivery = &session.inflight[index].delivery;
+                    let (seq, message_id) = (delivery.seq, delivery.message.id);
                     self.persist_for(key, |client_id| StoreOp::DeliveryStage {
                         client_id,
                         seq,
                         stage: DeliveryStage::Released(ack.packet_id),
                     });
+                    let stage = OutboundStage::Released;
+                    self.cluster_outbound(key, Some(id), ack.packet_id, message_id, stage);
                     self.send(id, Packet::PubRel(Ack::new(ack.packet_id)));
                 } else {
                     // The client refused the message: the exchange ends here (MQTT-4.3.3-4).
                     if let Some(entry) = self.remove_inflight(key, index) {
                         self.delivery_done(key, entry.delivery.seq);
+                        let (packet_id, message_id) = (entry.packet_id, entry.delivery.message.id);
+                        let stage = OutboundStage::Completed;
+                        self.cluster_outbound(key, None, packet_id, message_id, stage);
                     }
                     self.pump(key, now);
                 }
@@ -120,6 +127,9 @@ impl Broker {
                 session.acked_at = now;
                 if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
+                    let (packet_id, message_id) = (entry.packet_id, entry.delivery.message.id);
+                    let stage = OutboundStage::Completed;
+                    self.cluster_outbound(key, None, packet_id, message_id, stage);
                 }
                 self.pump(key, now);
             }

@@ -52,10 +52,7 @@ impl Broker {
                 continue;
             }
             let mut options = subscription.options;
-            options.qos = options
-                .qos
-                .min(limits.qos_max)
-                .min(self.subscription_qos_max());
+            options.qos = options.qos.min(limits.qos_max);
             let info = SubscriptionInfo {
                 options,
                 identifier,
