@@ -128,6 +128,7 @@ impl Broker {
                 if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
                     let (packet_id, message_id) = (entry.packet_id, entry.delivery.message.id);
+                    self.fleet_notify_acked(key, message_id, now);
                     let stage = OutboundStage::Completed;
                     self.cluster_outbound(key, None, packet_id, message_id, stage);
                 }
