@@ -284,8 +284,9 @@ pub(crate) async fn run(
                 ClusterOp::Claim(claim) => sessions.claim(claim),
                 ClusterOp::ClaimDone { connection } => sessions.release_claim(connection).await,
                 ClusterOp::AdoptDone { client_id } => {
-                    let holder = Holder::Adoption(session_key(&client_id));
-                    sessions.release(holder).await;
+                    let key = session_key(&client_id);
+                    sessions.core_took(&key);
+                    sessions.release(Holder::Adoption(key)).await;
                 }
                 ClusterOp::SessionSaved {
                     record,

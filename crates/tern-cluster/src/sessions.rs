@@ -25,10 +25,13 @@ use bytes::Bytes;
 use tern_codec::MqttString;
 use tern_core::store::{SessionRecord, StoredSession};
 use tern_core::{ClusterInput, ConnectionId, SessionClaim};
+#[cfg(debug_assertions)]
+use tokio::sync::Notify;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::adopt::AwaitingCore;
 use crate::dispatch::{notice_subject, Command, Handoffs, Settlement};
 use crate::handoff::{Notice, SessionEntry};
 use crate::interest::Interest;
@@ -95,7 +98,7 @@ pub(crate) enum Holder {
 #[derive(Default)]
 pub(crate) struct State {
     /// Jobs per key, in the order they came.
-    queues: HashMap<String, VecDeque<Job>>,
+    pub(crate) queues: HashMap<String, VecDeque<Job>>,
     /// Keys whose jobs a task is running.
     running: HashSet<String>,
     /// Records this node holds, by key.
@@ -107,6 +110,8 @@ pub(crate) struct State {
     pub(crate) next_claim: u64,
     /// Keys with an adoption queued or running.
     pub(crate) adopting: HashSet<String>,
+    /// Adoptions waiting for the core to take their session in (see `adopt`).
+    pub(crate) awaiting_core: HashMap<String, AwaitingCore>,
     /// The epoch of each session this node held, kept after it lost the session until the
     /// session ends here: a will the core publishes late (the node was paused) still gets the
     /// identity every other node gives it.
@@ -143,6 +148,9 @@ pub(crate) struct Sessions {
     pub(crate) qos2: kv::Store,
     /// When this node last renewed its lease.
     pub(crate) renewed: Mutex<Instant>,
+    /// Woken whenever a job is queued (for a test hook, `adopt`).
+    #[cfg(debug_assertions)]
+    pub(crate) enqueued: Notify,
     state: Mutex<State>,
 }
 
@@ -233,6 +241,8 @@ impl Sessions {
             messages,
             qos2,
             renewed: Mutex::new(Instant::now()),
+            #[cfg(debug_assertions)]
+            enqueued: Notify::new(),
             state: Mutex::new(State::default()),
         }
     }
@@ -265,7 +275,12 @@ impl Sessions {
         done: oneshot::Sender<()>,
     ) {
         let key = session_key(&record.client_id);
-        self.enqueue(key, Job::Save(record, cursor, resume_from, done));
+        let job = Job::Save(record, cursor, resume_from, done);
+        if let Some(awaiting) = self.state().awaiting_core.get_mut(&key) {
+            awaiting.saves.push(job);
+            return;
+        }
+        self.enqueue(key, job);
     }
 
     /// Removes the record of a session that ended here.
@@ -281,6 +296,18 @@ impl Sessions {
             let this = Arc::clone(self);
             tokio::spawn(async move { this.work(key).await });
         }
+        drop(state);
+        #[cfg(debug_assertions)]
+        self.enqueued.notify_waiters();
+    }
+
+    /// Whether a claim of `key` waits in its queue.
+    #[cfg(debug_assertions)]
+    pub(crate) fn claim_queued(&self, key: &str) -> bool {
+        self.state()
+            .queues
+            .get(key)
+            .is_some_and(|jobs| jobs.iter().any(|job| matches!(job, Job::Claim(_))))
     }
 
     async fn work(self: Arc<Self>, key: String) {
