@@ -193,6 +193,15 @@ impl Sessions {
         }
     }
 
+    /// Whether a claim of `key` waits in its queue.
+    #[cfg(debug_assertions)]
+    fn claim_queued(&self, key: &str) -> bool {
+        self.state()
+            .queues
+            .get(key)
+            .is_some_and(|jobs| jobs.iter().any(|job| matches!(job, Job::Claim(_))))
+    }
+
     /// Ends an adoption that did not happen.
     async fn settle_unadopted(&self, key: &str, claim: u64) {
         self.release(Holder::Adoption(key.to_owned())).await;
@@ -257,7 +266,17 @@ impl Sessions {
         let count = messages.len();
         let outbound = match count {
             0 => Vec::new(),
-            _ => outbound_records(&self.qos2, &session_key(&record.client_id)).await,
+            _ => {
+                let key = session_key(&record.client_id);
+                let (outbound, read) = outbound_records(&self.qos2, &key).await;
+                debug!(
+                    "read {} QoS 2 delivery records of {:?} with {count} messages from {cursor}",
+                    outbound.len(),
+                    record.client_id
+                );
+                self.note_outbound(read);
+                outbound
+            }
         };
         let replayed = Command::Replayed {
             claim,

@@ -255,7 +255,11 @@ pub(crate) async fn run(
         };
         // The identities of its QoS 2 messages are recorded before any of them is stored.
         let mut identities = match Inbound::concerns(&batch.ops) {
-            true => inbound.settle(&batch.ops).await,
+            true => {
+                let (identities, recorded) = inbound.settle(&batch.ops).await;
+                sessions.note_outbound(recorded);
+                identities
+            }
             false => Default::default(),
         };
         for (index, op) in batch.ops.into_iter().enumerate() {

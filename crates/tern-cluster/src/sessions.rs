@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::adopt::AwaitingCore;
 use crate::dispatch::{notice_subject, Command, Handoffs, Settlement};
+use crate::exactly_once::OutboundKeys;
 use crate::handoff::{Notice, SessionEntry};
 use crate::interest::Interest;
 use crate::node::{store, INGEST_PREFIX, LIVE_PREFIX};
@@ -110,6 +111,8 @@ pub(crate) struct State {
     pub(crate) next_claim: u64,
     /// Keys with an adoption queued or running.
     pub(crate) adopting: HashSet<String>,
+    /// Outbound QoS 2 records to purge once the cursor passes them (`exactly_once`).
+    pub(crate) outbound: OutboundKeys,
     /// Adoptions waiting for the core to take their session in (see `adopt`).
     pub(crate) awaiting_core: HashMap<String, AwaitingCore>,
     /// The epoch of each session this node held, kept after it lost the session until the
@@ -299,15 +302,6 @@ impl Sessions {
         drop(state);
         #[cfg(debug_assertions)]
         self.enqueued.notify_waiters();
-    }
-
-    /// Whether a claim of `key` waits in its queue.
-    #[cfg(debug_assertions)]
-    pub(crate) fn claim_queued(&self, key: &str) -> bool {
-        self.state()
-            .queues
-            .get(key)
-            .is_some_and(|jobs| jobs.iter().any(|job| matches!(job, Job::Claim(_))))
     }
 
     async fn work(self: Arc<Self>, key: String) {
@@ -696,6 +690,7 @@ impl Sessions {
             match self.kv.update(key, value.clone(), expected).await {
                 Ok(written) => {
                     self.now_owns(key, &entry, written);
+                    self.purge_outbound(key, entry.cursor).await;
                     return;
                 }
                 Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
@@ -735,6 +730,7 @@ impl Sessions {
     /// Removes the record of a session that ended here, unless another node holds it now.
     async fn remove(&self, key: &str, client_id: &MqttString) {
         self.state().epochs.remove(key);
+        self.forget_outbound(key);
         let known = self.state().owned.remove(key).map(|owned| owned.revision);
         let expected = match known {
             Some(revision) => revision,
