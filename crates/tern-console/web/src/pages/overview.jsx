@@ -1,0 +1,137 @@
+// Overview: the broker's figures from GET /metrics every two seconds, message rates in and
+// out as a live chart of the last hour, and the connections refused lately (event stream).
+import { useEffect, useRef, useState } from 'preact/hooks';
+import uPlot from 'uplot';
+import { api, onEvent } from '../api.js';
+import { parseMetrics, total } from '../metrics.js';
+
+const EVERY_MS = 2000;
+const POINTS_MAX = 1800; // an hour at one point every two seconds
+const REFUSED_MAX = 50;
+
+async function scrape() {
+  const response = await fetch('/metrics', { credentials: 'same-origin' });
+  if (!response.ok) throw new Error(`metrics: ${response.status}`);
+  return parseMetrics(await response.text());
+}
+
+function Tile({ label, value, id }) {
+  return (
+    <div class="tile">
+      <span class="label" id={`${id}-label`}>{label}</span>
+      <span class="value" data-testid={id} aria-labelledby={`${id}-label`}>{value}</span>
+    </div>
+  );
+}
+
+const number = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en') : '–');
+const bytes = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
+
+function Chart({ series }) {
+  const element = useRef(null);
+  const plot = useRef(null);
+  useEffect(() => {
+    const width = Math.max(280, Math.min(900, element.current.clientWidth));
+    plot.current = new uPlot({
+      width, height: 200, title: 'Messages per second',
+      series: [{}, { label: 'in', stroke: '#0a6cff', width: 2 }, { label: 'out', stroke: '#c2410c', width: 2 }],
+      // At least a minute across, so the first points are not spread over years.
+      scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] } },
+      axes: [{}, { size: 50 }],
+    }, series, element.current);
+    return () => plot.current.destroy();
+  }, []);
+  useEffect(() => plot.current && plot.current.setData(series), [series]);
+  return <div ref={element} class="chart" role="img" aria-label="Messages per second in and out over the last hour" />;
+}
+
+export function Overview() {
+  const [figures, setFigures] = useState(null);
+  const [error, setError] = useState('');
+  const [series, setSeries] = useState([[], [], []]);
+  const [refused, setRefused] = useState([]);
+  const last = useRef(null);
+  useEffect(() => {
+    let stopped = false;
+    const tick = async () => {
+      try {
+        const m = await scrape();
+        const now = Date.now() / 1000;
+        const received = total(m, 'tern_messages_received_total');
+        const sent = total(m, 'tern_messages_sent_total');
+        const commits = total(m, 'tern_store_commit_seconds_count');
+        const commitSeconds = total(m, 'tern_store_commit_seconds_sum');
+        const previous = last.current;
+        const f = {
+          connections: total(m, 'tern_connections'),
+          sessions: total(m, 'tern_sessions'),
+          subscriptions: total(m, 'tern_subscriptions'),
+          queued: total(m, 'tern_queue_messages', { state: 'queued' }),
+          inflight: total(m, 'tern_queue_messages', { state: 'inflight' }),
+          dead: total(m, 'tern_queue_messages', { state: 'dead' }),
+          retained: total(m, 'tern_retained_messages'),
+          held: total(m, 'tern_held_bytes'),
+          dropped: total(m, 'tern_messages_dropped_total'),
+          streams: total(m, 'tern_http_event_streams'),
+          rateIn: 0, rateOut: 0, commitMs: null,
+        };
+        if (previous) {
+          const dt = Math.max(0.001, now - previous.now);
+          f.rateIn = (received - previous.received) / dt;
+          f.rateOut = (sent - previous.sent) / dt;
+          const n = commits - previous.commits;
+          f.commitMs = n > 0 ? ((commitSeconds - previous.commitSeconds) / n) * 1000 : previous.commitMs;
+          setSeries(([t, a, b]) => {
+            const keep = (xs, x) => [...xs, x].slice(-POINTS_MAX);
+            return [keep(t, now), keep(a, f.rateIn), keep(b, f.rateOut)];
+          });
+        }
+        last.current = { now, received, sent, commits, commitSeconds, commitMs: f.commitMs };
+        if (!stopped) {
+          setFigures(f);
+          setError('');
+        }
+      } catch (e) {
+        if (!stopped) setError(e.message);
+      }
+    };
+    tick();
+    const timer = setInterval(tick, EVERY_MS);
+    const off = onEvent((name, data) => {
+      if (name === 'refused') {
+        setRefused((list) => [{ at: new Date(), ...data }, ...list].slice(0, REFUSED_MAX));
+      }
+    });
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+      off();
+    };
+  }, []);
+  const f = figures || {};
+  return (
+    <section aria-labelledby="overview-title">
+      <h1 id="overview-title">Overview</h1>
+      {error && <p role="alert" class="error">{error}</p>}
+      <div class="tiles">
+        <Tile id="connections" label="Connections" value={number(f.connections)} />
+        <Tile id="sessions" label="Sessions" value={number(f.sessions)} />
+        <Tile id="subscriptions" label="Subscriptions" value={number(f.subscriptions)} />
+        <Tile id="rate-in" label="Messages in /s" value={figures ? f.rateIn.toFixed(1) : '–'} />
+        <Tile id="rate-out" label="Messages out /s" value={figures ? f.rateOut.toFixed(1) : '–'} />
+        <Tile id="queued" label="Queued / in flight / dead" value={`${number(f.queued)} / ${number(f.inflight)} / ${number(f.dead)}`} />
+        <Tile id="commit" label="Store commit (mean)" value={f.commitMs == null ? '–' : `${f.commitMs.toFixed(2)} ms`} />
+        <Tile id="retained" label="Retained messages" value={number(f.retained)} />
+        <Tile id="memory" label="Bytes held for receivers" value={figures ? bytes(f.held) : '–'} />
+        <Tile id="dropped" label="Dropped deliveries" value={number(f.dropped)} />
+      </div>
+      <Chart series={series} />
+      <h2>Refused connections</h2>
+      {refused.length === 0 ? <p class="muted">None since this page opened.</p> : (
+        <ul class="refused" aria-live="polite">
+          {refused.map((r) => <li><time>{r.at.toLocaleTimeString()}</time> {r.client_id && <b>{r.client_id}</b>} {r.reason}</li>)}
+        </ul>
+      )}
+    </section>
+  );
+}
