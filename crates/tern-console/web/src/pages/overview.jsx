@@ -36,7 +36,15 @@ function Chart({ series }) {
       width, height: 200, title: 'Messages per second',
       series: [{}, { label: 'in', stroke: '#0a6cff', width: 2 }, { label: 'out', stroke: '#c2410c', width: 2 }],
       // At least a minute across, so the first points are not spread over years.
-      scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] } },
+      scales: {
+        x: {
+          time: true,
+          range: (u, min, max) => {
+            const high = max ?? Date.now() / 1000;
+            return [Math.min(min ?? high, high - 60), high];
+          },
+        },
+      },
       axes: [{}, { size: 50 }],
     }, series, element.current);
     return () => plot.current.destroy();

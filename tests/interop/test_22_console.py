@@ -1,0 +1,284 @@
+"""The web console in a real browser: Playwright (from PyPI) drives Debian's Chromium against
+`tern serve` started with no operator token, as on a first start. The test logs in with the
+one-time link the broker logs; watches a paho device of the fleet come online and go offline
+without a reload; publishes from the console and receives it with `mosquitto_sub`; approves an
+HTTP access request and sees the device's signed request succeed; browses the topic tree; and
+checks that a logged-out browser, a change from another origin and a request without the cookie
+are refused. It waits on the page's state (Playwright's `expect`), never on the clock, and
+writes the screenshots shown in the README (docs/console/*.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from conftest import REPO_ROOT, BrokerError
+from http_support import Device, HttpBroker, add_key, error_code, tern
+from support import BROKER_KIND, TIMEOUT, Clients, Names
+from test_09_mosquitto_clients import Sub
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the web console is Tern's")
+
+CHROMIUM = "/usr/bin/chromium"
+# Chromium on a machine with no network but loopback: nothing of its own goes out.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+LOGIN_LINK = re.compile(r"log in once at (?P<link>\S+)")
+SCREENSHOTS = REPO_ROOT / "docs" / "console"
+WAIT_MS = TIMEOUT * 1000
+
+
+class Console:
+    """`tern serve` on a fresh data directory (so it makes the admin token and logs the login
+    link), with an app key `a:fleet` whose devices need approval, and a browser."""
+
+    def __init__(self, workdir: Path, browser: Any):
+        self.data = workdir / "tern-data"
+        self.fleet_secret = add_key(self.data, "a:fleet", "--approve")
+        self.broker = HttpBroker("tern", workdir)
+        try:
+            self.broker.start()
+        except BrokerError as err:
+            pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
+        self.clients = Clients(self.broker)
+        self.link = self._login_link()
+        self.token = (self.data / "console-admin.token").read_text().strip()
+        self.context = browser(workdir / "chromium")
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        # What the page must never do: fail, or ask anything of another origin.
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", self._local_only)
+        expect.set_options(timeout=WAIT_MS)
+
+    def _local_only(self, request: Any) -> None:
+        if not request.url.startswith(self.broker.http_url + "/"):
+            self.errors.append(f"a request elsewhere: {request.url}")
+
+    def _login_link(self) -> str:
+        for line in self.broker.output:
+            match = LOGIN_LINK.search(line)
+            if match:
+                return match.group("link")
+        raise AssertionError(f"no login link logged:\n{self.broker.output_tail()}")
+
+    def login(self) -> None:
+        self.page.goto(self.link)
+        expect(self.page.get_by_role("navigation", name="Pages")).to_be_visible()
+
+    def go(self, page: str) -> None:
+        self.page.get_by_role("link", name=page, exact=True).click()
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    def tern_device(self, *args: str, stdin: str = "") -> None:
+        binary = Path(tern_bin())
+        done = subprocess.run([str(binary), "device", "--url", self.broker.http_url, "--token",
+                               self.token, *args], input=stdin, capture_output=True, text=True,
+                              timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+
+    def call(self, method: str, path: str, headers: dict[str, str],
+             body: Optional[dict] = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.broker.http_url + path, data=data, method=method,
+                                         headers={"content-type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def close(self) -> None:
+        errors = list(self.errors)
+        self.context.close()
+        self.clients.close_all()
+        self.broker.stop()
+        assert errors == [], errors
+
+
+def tern_bin() -> str:
+    binary = Path(os.environ.get("TERN_BIN", "target/debug/tern"))
+    return str(binary if binary.is_absolute() else REPO_ROOT / binary)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup-test-deps.sh installs it")
+    with playwright.sync_playwright() as driver:
+        def launch(user_data_dir: Path) -> Any:
+            return driver.chromium.launch_persistent_context(
+                str(user_data_dir), executable_path=CHROMIUM, headless=True,
+                args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 760})
+        yield launch
+
+
+@pytest.fixture
+def console(tmp_path: Path, chromium: Any) -> Iterator[Console]:
+    console = Console(tmp_path, chromium)
+    yield console
+    console.close()
+
+
+def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(console: Console,
+                                                                           names: Names):
+    console.tern_device("add", "acme", "d1", "--password", "--platform", "esp32",
+                        "--firmware", "1.7.24", stdin="d1-pw\n")
+    console.tern_device("add", "acme", "d2", "--password", "--platform", "esp8266",
+                        stdin="d2-pw\n")
+    console.login()
+    page = console.page
+    expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
+    console.go("Fleet")
+    row = page.locator("tr[data-udid='d1']")
+    expect(row.get_by_test_id("state")).to_have_text("offline")
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    # The event stream changes the row: no reload.
+    expect(row.get_by_test_id("state")).to_have_text("online")
+    page.get_by_label("Filter").fill("esp32")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    console.screenshot("fleet")
+    device.disconnect()
+    expect(row.get_by_test_id("state")).to_have_text("offline")
+
+    # Sessions: a connected client is kicked from the console (its session stays).
+    device = console.clients.paho("d1", version=4, clean=False)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    console.go("Sessions")
+    session = page.locator("tr[data-client='d1']")
+    expect(session.get_by_text("connected")).to_be_visible()
+    console.screenshot("sessions")
+    page.once("dialog", lambda dialog: dialog.accept())
+    session.get_by_role("button", name="Kick").click()
+    device.expect_disconnected()
+    expect(session.get_by_text("away")).to_be_visible()
+    console.go("Overview")
+    expect(page.get_by_test_id("sessions")).to_have_text("1")
+    # Traffic between two scrapes shows as a rate (and a point of the chart).
+    publisher = console.clients.connected(names.client("p"))
+    for n in range(50):
+        publisher.publish("site/load", str(n).encode(), qos=1)
+    expect(page.get_by_test_id("rate-in")).not_to_have_text("0.0")
+    console.screenshot("overview")
+    # At a phone's width nothing is wider than the screen (tables scroll in their own box).
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name in ("Overview", "Fleet", "Sessions"):
+        console.go(name)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        wider = page.evaluate("[...document.querySelectorAll('body *')]"
+                              ".filter(e => e.getBoundingClientRect().right > 390"
+                              " && !e.closest('.scroll')).map(e => e.tagName)")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, (name, wider)
+    console.go("Overview")
+    expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
+    console.screenshot("overview-phone")
+
+
+def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Console,
+                                                                    names: Names):
+    retained = console.clients.connected(names.client("p"))
+    retained.publish("site/a/temp", b'{"t": 21.5, "unit": "C"}', qos=1, retain=True)
+    retained.publish("site/a/rh", b"40", qos=1, retain=True)
+    retained.close()
+    # Nothing is published before mosquitto_sub reports its SUBACK.
+    sub = Sub(console.broker, "v5", "console/t", "-C", "1", "-q", "1").wait_subscribed()
+    try:
+        console.login()
+        page = console.page
+        console.go("Topics")
+        # The tree holds the retained messages sent before the page opened.
+        page.get_by_role("button", name="Expand site").click()
+        page.get_by_role("button", name="Expand site/a").click()
+        page.locator("button[data-topic='site/a/temp']").click()
+        expect(page.get_by_test_id("topic-value")).to_have_text(
+            '{\n  "t": 21.5,\n  "unit": "C"\n}')
+        console.screenshot("topics")
+
+        page.get_by_label("Topic", exact=True).fill("console/t")
+        page.get_by_label("QoS").select_option("1")
+        page.get_by_label("Payload").fill("hello from the console")
+        page.get_by_role("button", name="Publish").click()
+        expect(page.get_by_test_id("publish-status")).to_contain_text("1 subscription(s)")
+        [received] = sub.expect(1)
+        assert (received.topic, received.qos, received.payload) == \
+            ("console/t", 1, "hello from the console")
+        assert sub.wait_exit() == 0
+    finally:
+        sub.stop()
+
+
+def test_an_access_request_approved_in_the_console_lets_the_device_in(console: Console):
+    device = Device(console.broker.http_url, "a:fleet", console.fleet_secret, client="M-0042")
+    refused = device.publish("meters/M-0042/kwh", b"1.5")
+    assert (refused.status, error_code(refused)) == (403, "access_pending")
+    console.login()
+    console.go("Access requests")
+    card = console.page.locator("li[data-client='M-0042']")
+    expect(card.get_by_text("pending")).to_be_visible()
+    card.get_by_label("May publish to").fill("meters/%c/#")
+    console.screenshot("access")
+    card.get_by_role("button", name="Approve").click()
+    expect(card).to_have_count(0)
+    assert device.publish("meters/M-0042/kwh", b"1.5").status == 200
+    assert error_code(device.publish("meters/other/kwh", b"1")) == "acl_denied"
+
+
+def test_without_a_session_or_from_another_origin_nothing_is_done(console: Console,
+                                                                 names: Names):
+    page = console.page
+    # A browser that never logged in sees the login form and gets nothing from the API.
+    page.goto(console.broker.http_url + "/")
+    expect(page.get_by_label("Operator token")).to_be_visible()
+    status = page.evaluate("fetch('/v1/admin/sessions').then(r => r.status)")
+    assert status == 401
+    # A wrong token is refused in the form.
+    page.get_by_label("Operator token").fill("tot1.console-admin." + "0" * 64)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
+    # The one-time link is spent: the token itself logs in.
+    page.get_by_label("Operator token").fill(console.token)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
+    [cookie] = [c for c in console.context.cookies() if c["name"] == "tern_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    with_cookie = {"cookie": f"tern_session={cookie['value']}"}
+    client = console.clients.connected(names.client("c"))
+    path = f"/v1/admin/clients/{client.client_id}"
+    # A change with the cookie from another origin's page, or with no origin: refused.
+    for origin in ({"origin": "http://evil.example"}, {}):
+        status, body = console.call("DELETE", path, {**with_cookie, **origin})
+        assert (status, body["error"]["code"]) == (403, "origin_denied")
+    assert client.is_connected()
+    # Without the cookie: no token.
+    status, body = console.call("DELETE", path, {"origin": console.broker.http_url})
+    assert (status, body["error"]["code"]) == (401, "token_missing")
+    # From the console's own origin the same request is done.
+    status, _ = console.call("DELETE", path, {**with_cookie, "origin": console.broker.http_url})
+    assert status == 200
+    client.expect_disconnected()
+    # Logged out, the page is back at the form and the cookie is nothing.
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("Operator token")).to_be_visible()
+    status, _ = console.call("GET", "/v1/admin/sessions", with_cookie)
+    assert status == 401
+    assert tern("token", "list", "--data-dir", str(console.data)).count("console-admin") == 1
