@@ -14,8 +14,10 @@ import json
 import os
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -159,6 +161,18 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     console.screenshot("fleet")
     device.disconnect()
     expect(row.get_by_test_id("state")).to_have_text("offline")
+    # A device's page: its registration, and its state live there too.
+    row.get_by_role("link", name="d1").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("d1")
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("acme")
+    expect(facts).to_contain_text("1.7.24")
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    expect(page.get_by_test_id("state")).to_have_text("online")
+    device.disconnect()
+    expect(page.get_by_test_id("state")).to_have_text("offline")
 
     # Sessions: a connected client is kicked from the console (its session stays).
     device = console.clients.paho("d1", version=4, clean=False)
@@ -167,6 +181,8 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     console.go("Sessions")
     session = page.locator("tr[data-client='d1']")
     expect(session.get_by_text("connected")).to_be_visible()
+    session.get_by_role("button", name="Inspect").click()
+    expect(page.get_by_role("region", name="Session d1")).to_contain_text("Queued (0)")
     console.screenshot("sessions")
     page.once("dialog", lambda dialog: dialog.accept())
     session.get_by_role("button", name="Kick").click()
@@ -174,6 +190,11 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     expect(session.get_by_text("away")).to_be_visible()
     console.go("Overview")
     expect(page.get_by_test_id("sessions")).to_have_text("1")
+    # A refused connection is listed with its reason.
+    intruder = console.clients.paho("d2", version=4)
+    intruder.client.username_pw_set("acme", "wrong")
+    intruder.connect(expect_code=0x86)
+    expect(page.locator("ul.refused")).to_contain_text("BadUserNameOrPassword")
     # Traffic between two scrapes shows as a rate (and a point of the chart).
     publisher = console.clients.connected(names.client("p"))
     for n in range(50):
@@ -214,11 +235,16 @@ def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Con
             '{\n  "t": 21.5,\n  "unit": "C"\n}')
         console.screenshot("topics")
 
+        # Watch a filter: the console's own publish shows there too.
+        page.get_by_role("textbox", name="Filter").fill("console/#")
+        page.get_by_role("button", name="Watch").click()
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
         page.get_by_label("Topic", exact=True).fill("console/t")
         page.get_by_label("QoS").select_option("1")
         page.get_by_label("Payload").fill("hello from the console")
         page.get_by_role("button", name="Publish").click()
         expect(page.get_by_test_id("publish-status")).to_contain_text("1 subscription(s)")
+        expect(page.get_by_test_id("watched")).to_contain_text("hello from the console")
         [received] = sub.expect(1)
         assert (received.topic, received.qos, received.payload) == \
             ("console/t", 1, "hello from the console")
@@ -282,3 +308,41 @@ def test_without_a_session_or_from_another_origin_nothing_is_done(console: Conso
     status, _ = console.call("GET", "/v1/admin/sessions", with_cookie)
     assert status == 401
     assert tern("token", "list", "--data-dir", str(console.data)).count("console-admin") == 1
+
+
+def test_load_times_with_ten_thousand_devices(tmp_path: Path, chromium: Any):
+    """The figures BENCHMARKS.md records ("The web console"): how long the overview and the
+    fleet page take to show with 10,000 registered devices (printed; not a pass mark)."""
+    console = Console(tmp_path, chromium)
+    try:
+        bearer = {"authorization": f"Bearer {console.token}"}
+
+        def register(n: int) -> int:
+            device = {"owner": f"o{n % 50}", "udid": f"dev{n:05}", "platform": "esp32",
+                      "firmware": f"1.{n % 7}.0", "tags": ["load"], "credential": "cert-cn",
+                      "cn": f"dev{n:05}"}
+            return console.call("POST", "/v1/admin/devices", bearer, device)[0]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(register, range(10_000))) == {200}
+        page = console.page
+        started = time.monotonic()
+        console.login()
+        expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
+        overview = time.monotonic() - started
+        started = time.monotonic()
+        console.go("Fleet")
+        expect(page.get_by_text("10000 of 10000 device(s)")).to_be_visible()
+        expect(page.locator("tbody tr")).to_have_count(500)
+        fleet = time.monotonic() - started
+        started = time.monotonic()
+        page.get_by_label("Filter").fill("dev09999")
+        expect(page.locator("tbody tr")).to_have_count(1)
+        filtered = time.monotonic() - started
+        listed = json.dumps(console.call("GET", "/v1/admin/devices", bearer)[1],
+                            separators=(",", ":"))
+        print(f"\nconsole with 10,000 devices: overview {overview * 1000:.0f} ms (login link to "
+              f"figures shown), fleet page {fleet * 1000:.0f} ms, filter {filtered * 1000:.0f} ms; "
+              f"the device list is {len(listed) / 1e6:.2f} MB")
+    finally:
+        console.close()

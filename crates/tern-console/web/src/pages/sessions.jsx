@@ -4,6 +4,10 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, enc, onEvent, payloadText } from '../api.js';
 
+// An identity is worded `method:name`; a fleet name separates its parts with control
+// characters, shown as `/`.
+const shownOwner = (owner) => (owner || '').replace(/[\u0000-\u001f]+/g, '/');
+
 function Messages({ title, list }) {
   return (
     <>
@@ -27,7 +31,8 @@ function Inspect({ id, close }) {
       {detail && (
         <>
           <h3>Subscriptions</h3>
-          <ul>{detail.subscription_list.map((s) => <li><code>{s.filter}</code> QoS {s.qos}</li>)}</ul>
+          {detail.subscription_list.length === 0 ? <p class="muted">None.</p>
+            : <ul>{detail.subscription_list.map((s) => <li><code>{s.filter}</code> QoS {s.qos}</li>)}</ul>}
           <Messages title="Queued" list={detail.queue} />
           <Messages title="In flight" list={detail.inflight_messages} />
           <Messages title="Dead letters" list={detail.dead_letters} />
@@ -68,7 +73,7 @@ export function Sessions() {
               <tr data-client={s.client_id}>
                 <th scope="row">{s.client_id}</th>
                 <td class={s.connected ? 'online' : 'offline'}>{s.connected ? 'connected' : 'away'}</td>
-                <td>{s.owner || ''}</td>
+                <td>{shownOwner(s.owner)}</td>
                 <td>{s.protocol === 5 ? '5' : s.protocol === 4 ? '3.1.1' : '3.1'}</td>
                 <td>{s.subscriptions}</td><td>{s.queued}</td><td>{s.inflight}</td><td>{s.dead}</td>
                 <td class="actions">
