@@ -31,7 +31,8 @@ pub(crate) struct OperatorPublish {
 
 /// Publishes one message as an operator.
 #[utoipa::path(post, path = "/v1/console/publish", tag = "admin",
-    request_body(content = BatchItem, content_type = "application/json"),
+    request_body(content = Object, content_type = "application/json",
+        description = "One message, with the fields of an item of POST /v1/pub: topic, payload or payload_b64, qos, retain, ttl, age, content_type, response_topic, correlation_data_b64, user_properties."),
     responses((status = 200, description = "{\"qos\", \"matched\"}, as POST /v1/pub/{topic} answers."),
               (status = "4XX", description = "No token, a bad token, a scope it lacks, or a topic outside its realm.", body = crate::error::ErrorBody)),
     security(("bearer" = ["write"])))]
