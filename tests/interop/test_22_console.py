@@ -228,8 +228,13 @@ def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Con
         page = console.page
         console.go("Topics")
         # The tree holds the retained messages sent before the page opened.
-        page.get_by_role("button", name="Expand site").click()
-        page.get_by_role("button", name="Expand site/a").click()
+        # From the keyboard: the tree is buttons, in the tab order.
+        page.get_by_role("button", name="Expand site").focus()
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("button", name="Expand site/a")).to_be_focused()
+        page.keyboard.press("Enter")
         page.locator("button[data-topic='site/a/temp']").click()
         expect(page.get_by_test_id("topic-value")).to_have_text(
             '{\n  "t": 21.5,\n  "unit": "C"\n}')
@@ -281,9 +286,9 @@ def test_without_a_session_or_from_another_origin_nothing_is_done(console: Conso
     page.get_by_label("Operator token").fill("tot1.console-admin." + "0" * 64)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
-    # The one-time link is spent: the token itself logs in.
+    # The one-time link is spent: the token itself logs in (from the keyboard).
     page.get_by_label("Operator token").fill(console.token)
-    page.get_by_role("button", name="Log in").click()
+    page.keyboard.press("Enter")
     expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
     [cookie] = [c for c in console.context.cookies() if c["name"] == "tern_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"

@@ -4,6 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import { api, closeEvents, openEvents, whenLoggedOut } from './api.js';
+import { feedUnavailable, startFeed, stopFeed } from './feed.js';
 import { Overview } from './pages/overview.jsx';
 import { Topics } from './pages/topics.jsx';
 import { Sessions } from './pages/sessions.jsx';
@@ -60,7 +61,13 @@ function Shell({ session, onOut }) {
   const [page, ...rest] = (hash.replace(/^#\/?/, '') || 'overview').split('/');
   useEffect(() => {
     openEvents(session.topics && session.topics.length ? session.topics.slice(0, 16) : ['#']);
-    return closeEvents;
+    // A token without the metrics scope has no overview figures to gather.
+    if (session.scopes.includes('metrics')) startFeed();
+    else feedUnavailable('This token lacks the metrics scope: the overview has no figures.');
+    return () => {
+      stopFeed();
+      closeEvents();
+    };
   }, [session]);
   const logout = async () => {
     try {

@@ -1,19 +1,8 @@
-// Overview: the broker's figures from GET /metrics every two seconds, message rates in and
-// out as a live chart of the last hour, and the connections refused lately (event stream).
+// Overview: the broker's figures, message rates in and out as a live chart of the last hour,
+// and the connections refused lately (gathered by feed.js while the console is open).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
-import { api, onEvent } from '../api.js';
-import { parseMetrics, total } from '../metrics.js';
-
-const EVERY_MS = 2000;
-const POINTS_MAX = 1800; // an hour at one point every two seconds
-const REFUSED_MAX = 50;
-
-async function scrape() {
-  const response = await fetch('/metrics', { credentials: 'same-origin' });
-  if (!response.ok) throw new Error(`metrics: ${response.status}`);
-  return parseMetrics(await response.text());
-}
+import { watchFeed } from '../feed.js';
 
 function Tile({ label, value, id }) {
   return (
@@ -54,68 +43,9 @@ function Chart({ series }) {
 }
 
 export function Overview() {
-  const [figures, setFigures] = useState(null);
-  const [error, setError] = useState('');
-  const [series, setSeries] = useState([[], [], []]);
-  const [refused, setRefused] = useState([]);
-  const last = useRef(null);
-  useEffect(() => {
-    let stopped = false;
-    const tick = async () => {
-      try {
-        const m = await scrape();
-        const now = Date.now() / 1000;
-        const received = total(m, 'tern_messages_received_total');
-        const sent = total(m, 'tern_messages_sent_total');
-        const commits = total(m, 'tern_store_commit_seconds_count');
-        const commitSeconds = total(m, 'tern_store_commit_seconds_sum');
-        const previous = last.current;
-        const f = {
-          connections: total(m, 'tern_connections'),
-          sessions: total(m, 'tern_sessions'),
-          subscriptions: total(m, 'tern_subscriptions'),
-          queued: total(m, 'tern_queue_messages', { state: 'queued' }),
-          inflight: total(m, 'tern_queue_messages', { state: 'inflight' }),
-          dead: total(m, 'tern_queue_messages', { state: 'dead' }),
-          retained: total(m, 'tern_retained_messages'),
-          held: total(m, 'tern_held_bytes'),
-          dropped: total(m, 'tern_messages_dropped_total'),
-          streams: total(m, 'tern_http_event_streams'),
-          rateIn: 0, rateOut: 0, commitMs: null,
-        };
-        if (previous) {
-          const dt = Math.max(0.001, now - previous.now);
-          f.rateIn = (received - previous.received) / dt;
-          f.rateOut = (sent - previous.sent) / dt;
-          const n = commits - previous.commits;
-          f.commitMs = n > 0 ? ((commitSeconds - previous.commitSeconds) / n) * 1000 : previous.commitMs;
-          setSeries(([t, a, b]) => {
-            const keep = (xs, x) => [...xs, x].slice(-POINTS_MAX);
-            return [keep(t, now), keep(a, f.rateIn), keep(b, f.rateOut)];
-          });
-        }
-        last.current = { now, received, sent, commits, commitSeconds, commitMs: f.commitMs };
-        if (!stopped) {
-          setFigures(f);
-          setError('');
-        }
-      } catch (e) {
-        if (!stopped) setError(e.message);
-      }
-    };
-    tick();
-    const timer = setInterval(tick, EVERY_MS);
-    const off = onEvent((name, data) => {
-      if (name === 'refused') {
-        setRefused((list) => [{ at: new Date(), ...data }, ...list].slice(0, REFUSED_MAX));
-      }
-    });
-    return () => {
-      stopped = true;
-      clearInterval(timer);
-      off();
-    };
-  }, []);
+  const [feed, setFeed] = useState(null);
+  useEffect(() => watchFeed((state) => setFeed({ ...state })), []);
+  const { figures, error, series, refused } = feed || { series: [[], [], []], refused: [] };
   const f = figures || {};
   return (
     <section aria-labelledby="overview-title">
