@@ -27,6 +27,7 @@ from conftest import REPO_ROOT, BrokerError
 from http_support import Device, HttpBroker, add_key, error_code, tern
 from support import BROKER_KIND, TIMEOUT, Clients, Names
 from test_09_mosquitto_clients import Sub
+from test_19_http import https_broker
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -351,3 +352,31 @@ def test_load_times_with_ten_thousand_devices(tmp_path: Path, chromium: Any):
               f"the device list is {len(listed) / 1e6:.2f} MB")
     finally:
         console.close()
+
+
+def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path: Path):
+    import ssl
+    broker, cert = https_broker(tmp_path)
+    try:
+        [link] = [m.group("link") for line in broker.output if (m := LOGIN_LINK.search(line))]
+        assert link.startswith(broker.http_url + "/#login=")
+        context = ssl.create_default_context(cafile=str(cert))
+
+        def login(origin: str) -> tuple[int, str]:
+            body = json.dumps({"code": link.split("#login=")[1]}).encode()
+            request = urllib.request.Request(
+                broker.http_url + "/v1/console/login", data=body, method="POST",
+                headers={"content-type": "application/json", "origin": origin})
+            try:
+                with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as answer:
+                    return answer.status, answer.headers.get("set-cookie", "")
+            except urllib.error.HTTPError as error:
+                return error.code, ""
+
+        # The page's origin is https://HOST: the same address over plain HTTP is another.
+        assert login(broker.http_url.replace("https://", "http://"))[0] == 403
+        status, cookie = login(broker.http_url)
+        assert status == 200
+        assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        broker.stop()
