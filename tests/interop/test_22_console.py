@@ -82,6 +82,8 @@ class Console:
     def login(self) -> None:
         self.page.goto(self.link)
         expect(self.page.get_by_role("navigation", name="Pages")).to_be_visible()
+        # From here on the page's event stream misses nothing.
+        expect(self.page.get_by_test_id("events-state")).to_have_text("live")
 
     def go(self, page: str) -> None:
         self.page.get_by_role("link", name=page, exact=True).click()
@@ -239,6 +241,16 @@ def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Con
         page.locator("button[data-topic='site/a/temp']").click()
         expect(page.get_by_test_id("topic-value")).to_have_text(
             '{\n  "t": 21.5,\n  "unit": "C"\n}')
+        # Live traffic: a new topic appears in the open branch, numbers make a sparkline.
+        expect(page.locator("section[data-live='true']")).to_have_count(1)
+        live = console.clients.connected(names.client("l"))
+        for value in (b"41", b"39", b"44"):
+            live.publish("site/a/rh", value, qos=1)
+        live.publish("site/b/door", b"open", qos=1)
+        expect(page.locator("button[data-topic='site/b']")).to_be_visible()
+        page.locator("button[data-topic='site/a/rh']").click()
+        expect(page.get_by_test_id("topic-value")).to_have_text("44")
+        expect(page.get_by_role("img", name="Last 4 values, from 39 to 44")).to_be_visible()
         console.screenshot("topics")
 
         # Watch a filter: the console's own publish shows there too.

@@ -38,14 +38,34 @@ export async function api(path, { method = 'GET', body } = {}) {
 
 export const enc = (text) => encodeURIComponent(text);
 
-// One EventSource for the whole page: broker events and the messages of `filters`.
+// One EventSource for the whole page, of broker events only: messages come on streams of
+// their own, opened by the page that shows them and only while it does (a console left open
+// on another page costs the broker no copy of its traffic).
 const listeners = new Set();
 let source = null;
-export function openEvents(filters) {
+
+// Calls `ready(true)` once a stream's watcher is in place on the broker thread, `ready(false)`
+// while it reconnects. The browser sees the stream open once its request is answered; the
+// watcher it asked for travels to the broker thread on the same queue as a metrics scrape,
+// in order, so a scrape answered after that says the watcher is there: nothing after is
+// missed.
+function whenWatching(stream, ready) {
+  stream.onopen = () => {
+    fetch('/metrics', { credentials: 'same-origin' }).catch(() => {}).finally(() => ready(true));
+  };
+  stream.onerror = () => ready(false);
+}
+
+let onLive = () => {};
+export function whenLive(callback) {
+  onLive = callback;
+}
+
+export function openEvents() {
   closeEvents();
-  const query = filters.map((f) => `filter=${enc(f)}`).join('&');
-  source = new EventSource(`/v1/events?${query}`);
-  for (const name of ['message', 'connected', 'disconnected', 'refused', 'access_request']) {
+  source = new EventSource('/v1/events');
+  whenWatching(source, (live) => onLive(live));
+  for (const name of ['connected', 'disconnected', 'refused', 'access_request']) {
     source.addEventListener(name, (event) => {
       let data;
       try {
@@ -66,9 +86,12 @@ export function onEvent(listener) {
   return () => listeners.delete(listener);
 }
 
-// A stream of its own, for the Topics page's "watch a filter".
-export function watch(filter, callback) {
-  const stream = new EventSource(`/v1/events?events=0&filter=${enc(filter)}`);
+// A stream of the messages of `filters` (at most 16), for as long as the caller keeps it;
+// `ready(live)` says when it is watching (see whenWatching).
+export function watch(filters, callback, ready = () => {}) {
+  const query = [].concat(filters).map((f) => `filter=${enc(f)}`).join('&');
+  const stream = new EventSource(`/v1/events?events=0&${query}`);
+  whenWatching(stream, ready);
   stream.addEventListener('message', (event) => {
     try {
       callback(JSON.parse(event.data));

@@ -3,7 +3,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import { api, closeEvents, openEvents, whenLoggedOut } from './api.js';
+import { api, closeEvents, openEvents, whenLive, whenLoggedOut } from './api.js';
 import { feedUnavailable, startFeed, stopFeed } from './feed.js';
 import { Overview } from './pages/overview.jsx';
 import { Topics } from './pages/topics.jsx';
@@ -58,9 +58,11 @@ function Login({ onIn, failed }) {
 
 function Shell({ session, onOut }) {
   const hash = useHash();
+  const [live, setLive] = useState(false);
+  useEffect(() => whenLive(setLive), []);
   const [page, ...rest] = (hash.replace(/^#\/?/, '') || 'overview').split('/');
   useEffect(() => {
-    openEvents(session.topics && session.topics.length ? session.topics.slice(0, 16) : ['#']);
+    openEvents();
     // A token without the metrics scope has no overview figures to gather.
     if (session.scopes.includes('metrics')) startFeed();
     else feedUnavailable('This token lacks the metrics scope: the overview has no figures.');
@@ -92,6 +94,7 @@ function Shell({ session, onOut }) {
             <a href={`#/${id}`} aria-current={page === id || (id === 'overview' && !PAGES.some(([p]) => p === page)) ? 'page' : undefined}>{title}</a>
           ))}
         </nav>
+        <span class="live" role="status" data-testid="events-state">{live ? 'live' : 'connecting…'}</span>
         <span class="who">token <b>{session.id}</b></span>
         <button type="button" class="quiet" onClick={logout}>Log out</button>
       </header>

@@ -1,8 +1,8 @@
-// Topics: the tree of retained messages (read at once from the broker) and live traffic (the
-// event stream); a topic's last value, JSON pretty-printed, numeric values as a sparkline;
+// Topics: the tree of retained messages (read at once from the broker) and live traffic (an
+// event stream of the token's topics, open while the page is shown); a topic's last value, JSON pretty-printed, numeric values as a sparkline;
 // publishing a message; watching a filter.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, enc, onEvent, payloadText, watch } from '../api.js';
+import { api, enc, payloadText, watch } from '../api.js';
 import { find, insert, newNode, pretty } from '../tree.js';
 
 const WATCHED_MAX = 200;
@@ -140,12 +140,13 @@ function Watch() {
   );
 }
 
-export function Topics() {
+export function Topics({ topics }) {
   const root = useRef(newNode('', ''));
   const [version, setVersion] = useState(0);
   const [open, setOpen] = useState(new Set());
   const [selected, setSelected] = useState('');
   const [error, setError] = useState('');
+  const [live, setLive] = useState(false);
   useEffect(() => {
     let queued = false;
     const redraw = () => {
@@ -154,12 +155,11 @@ export function Topics() {
       queued = true;
       setTimeout(() => { queued = false; setVersion((v) => v + 1); }, 250);
     };
-    const off = onEvent((name, data) => {
-      if (name === 'message') {
-        insert(root.current, data, payloadText(data));
-        redraw();
-      }
-    });
+    // Live traffic of the token's topics, while this page is shown.
+    const off = watch(topics && topics.length ? topics.slice(0, 16) : ['#'], (data) => {
+      insert(root.current, data, payloadText(data));
+      redraw();
+    }, setLive);
     api(`/v1/admin/retained/${enc('#')}?limit=1000`).then((answer) => {
       for (const m of answer.retained) insert(root.current, { ...m, retain: true }, payloadText(m));
       setVersion((v) => v + 1);
@@ -172,7 +172,7 @@ export function Topics() {
     return next;
   });
   return (
-    <section aria-labelledby="topics-title" data-version={version}>
+    <section aria-labelledby="topics-title" data-version={version} data-live={String(live)}>
       <h1 id="topics-title">Topics</h1>
       {error && <p role="alert" class="error">{error}</p>}
       <div class="split">
