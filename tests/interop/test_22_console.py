@@ -176,6 +176,14 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     expect(page.get_by_test_id("state")).to_have_text("online")
     device.disconnect()
     expect(page.get_by_test_id("state")).to_have_text("offline")
+    # Disabled from its page, the device is refused; enabled again, it is let in.
+    page.get_by_role("button", name="Disable").click()
+    expect(page.locator("dl.facts")).to_contain_text("yes")
+    refused = console.clients.paho("d1", version=4)
+    refused.client.username_pw_set("acme", "d1-pw")
+    refused.connect(expect_code=0x87)
+    page.get_by_role("button", name="Enable").click()
+    expect(page.get_by_role("button", name="Disable")).to_be_visible()
 
     # Sessions: a connected client is kicked from the console (its session stays).
     device = console.clients.paho("d1", version=4, clean=False)
@@ -191,6 +199,18 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     session.get_by_role("button", name="Kick").click()
     device.expect_disconnected()
     expect(session.get_by_text("away")).to_be_visible()
+    # ...and its session deleted: gone from the list (and from the broker).
+    page.once("dialog", lambda dialog: dialog.accept())
+    session.get_by_role("button", name="Delete").click()
+    expect(session).to_have_count(0)
+    status, _ = console.call("GET", "/v1/admin/sessions/d1",
+                             {"authorization": f"Bearer {console.token}"})
+    assert status == 404
+    # A session to count on the overview.
+    keeper = console.clients.paho("d2", version=4, clean=False)
+    keeper.client.username_pw_set("acme", "d2-pw")
+    keeper.connect()
+    keeper.disconnect()
     console.go("Overview")
     expect(page.get_by_test_id("sessions")).to_have_text("1")
     # A refused connection is listed with its reason.
