@@ -96,6 +96,22 @@ mod tests {
         }
     }
 
+    /// The front end's pure parts (metrics text, the topic tree) have tests of their own in
+    /// `web/test/`, run with the Node.js the build used.
+    #[test]
+    fn the_front_ends_own_tests_pass() {
+        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
+        let run = std::process::Command::new(&node)
+            .args(["--test", "test/"])
+            .current_dir(&web)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {node}: {e}"));
+        let report = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{report}");
+        assert!(report.contains("# fail 0"), "{report}");
+    }
+
     #[test]
     fn media_types_follow_the_extension() {
         assert_eq!(content_type("/index.html"), "text/html; charset=utf-8");

@@ -3,7 +3,8 @@ export function parseMetrics(text) {
   const out = {};
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)/.exec(line);
+    // Label values are quoted and may hold braces (a route's `{*topic}`).
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?\s+(\S+)/.exec(line);
     if (!match) continue;
     const labels = {};
     for (const pair of (match[3] || '').matchAll(/([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"/g)) {
