@@ -412,3 +412,35 @@ def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path: Path)
         assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     finally:
         broker.stop()
+
+
+def test_a_narrower_token_sees_and_does_only_what_it_may(console: Console, names: Names):
+    publisher = console.clients.connected(names.client("p"))
+    publisher.publish("acme/x/t", b"1", qos=1, retain=True)
+    publisher.publish("other/y", b"2", qos=1, retain=True)
+    publisher.close()
+    for client_id in ("acme-1", "zzz-2"):
+        client = console.clients.paho(client_id, version=4, clean=False)
+        client.connect()
+        client.disconnect()
+    console.broker.mark()
+    token = tern("token", "add", "acme-ro", "--scope", "read", "--scope", "events",
+                 "--clients", "acme-", "--topic", "acme/#", "--data-dir", str(console.data))
+    console.broker.wait_for_output(r"operator tokens reloaded")
+    page = console.page
+    page.goto(console.broker.http_url + "/")
+    page.get_by_label("Operator token").fill(token.strip())
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("banner")).to_contain_text("acme-ro")
+    # No metrics scope: the overview says so rather than show nothing.
+    expect(page.get_by_role("alert")).to_contain_text("lacks the metrics scope")
+    console.go("Topics")
+    expect(page.locator("button[data-topic='acme']")).to_be_visible()
+    expect(page.locator("button[data-topic='other']")).to_have_count(0)
+    # No write scope: a publish is refused.
+    page.get_by_label("Topic", exact=True).fill("acme/x/t")
+    page.get_by_role("button", name="Publish").click()
+    expect(page.get_by_test_id("publish-status")).to_contain_text("Refused")
+    console.go("Sessions")
+    expect(page.locator("tr[data-client='acme-1']")).to_be_visible()
+    expect(page.locator("tr[data-client='zzz-2']")).to_have_count(0)

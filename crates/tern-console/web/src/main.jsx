@@ -79,7 +79,7 @@ function Shell({ session, onOut }) {
     }
   };
   let body;
-  if (page === 'topics') body = <Topics />;
+  if (page === 'topics') body = <Topics topics={session.topics} />;
   else if (page === 'sessions') body = <Sessions />;
   else if (page === 'access') body = <Access />;
   else if (page === 'fleet' && rest.length) body = <Device udid={decodeURIComponent(rest.join('/'))} />;

@@ -160,8 +160,14 @@ export function Topics({ topics }) {
       insert(root.current, data, payloadText(data));
       redraw();
     }, setLive);
-    api(`/v1/admin/retained/${enc('#')}?limit=1000`).then((answer) => {
-      for (const m of answer.retained) insert(root.current, { ...m, retain: true }, payloadText(m));
+    // The retained messages of the token's topics (`#` would be refused to a narrower token).
+    const filters = topics && topics.length ? topics.slice(0, 16) : ['#'];
+    // A filter in the path is its levels, each encoded (`#` as %23).
+    const path = (filter) => filter.split('/').map(enc).join('/');
+    Promise.all(filters.map((f) => api(`/v1/admin/retained/${path(f)}?limit=1000`))).then((answers) => {
+      for (const answer of answers) {
+        for (const m of answer.retained) insert(root.current, { ...m, retain: true }, payloadText(m));
+      }
       setVersion((v) => v + 1);
     }).catch((e) => setError(e.message));
     return off;
