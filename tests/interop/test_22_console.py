@@ -261,6 +261,13 @@ def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Con
         page.locator("button[data-topic='site/a/temp']").click()
         expect(page.get_by_test_id("topic-value")).to_have_text(
             '{\n  "t": 21.5,\n  "unit": "C"\n}')
+        # A retained message deleted from the console is gone from the broker.
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Delete retained message").click()
+        expect(page.get_by_text("The retained message was deleted.")).to_be_visible()
+        bearer = {"authorization": f"Bearer {console.token}"}
+        status, body = console.call("GET", "/v1/admin/retained/site/a/%23", bearer)
+        assert (status, [m["topic"] for m in body["retained"]]) == (200, ["site/a/rh"])
         # Live traffic: a new topic appears in the open branch, numbers make a sparkline.
         expect(page.locator("section[data-live='true']")).to_have_count(1)
         live = console.clients.connected(names.client("l"))

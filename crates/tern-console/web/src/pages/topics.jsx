@@ -47,9 +47,22 @@ function Branch({ node, open, toggle, select, selected }) {
   );
 }
 
-function Detail({ node }) {
+function Detail({ node, changed }) {
+  const [status, setStatus] = useState('');
+  useEffect(() => setStatus(''), [node]);
   if (!node) return <p class="muted">Choose a topic.</p>;
   const m = node.message;
+  const forget = async () => {
+    if (!confirm(`Delete the retained message of ${node.path}?`)) return;
+    try {
+      await api(`/v1/admin/retained/${node.path.split('/').map(enc).join('/')}`, { method: 'DELETE' });
+      node.message = { ...m, retain: false };
+      setStatus('The retained message was deleted.');
+      changed();
+    } catch (e) {
+      setStatus(`Refused: ${e.message}`);
+    }
+  };
   return (
     <div class="detail">
       <h2>{node.path}</h2>
@@ -58,6 +71,8 @@ function Detail({ node }) {
           <p class="meta">QoS {m.qos}{m.retain ? ' · retained' : ''}{m.content_type ? ` · ${m.content_type}` : ''}</p>
           <pre data-testid="topic-value">{pretty(payloadText(m))}</pre>
           <Sparkline values={node.series} />
+          {m.retain && <button type="button" class="danger" onClick={forget}>Delete retained message</button>}
+          <p role="status">{status}</p>
         </>
       ) : <p class="muted">No message on this topic itself.</p>}
     </div>
@@ -186,7 +201,7 @@ export function Topics({ topics }) {
           {root.current.children.size === 0 ? <p class="muted">No retained messages or traffic yet.</p>
             : <Branch node={root.current} open={open} toggle={toggle} select={setSelected} selected={selected} />}
         </div>
-        <Detail node={selected ? find(root.current, selected) : null} />
+        <Detail node={selected ? find(root.current, selected) : null} changed={() => setVersion((v) => v + 1)} />
       </div>
       <Publish topic={selected} />
       <Watch />
