@@ -62,6 +62,8 @@ pub(crate) enum AdminOp {
     Fleet(crate::admin_fleet::FleetOp),
     /// Publish a message as an operator (the console's publish form).
     Publish(crate::console_publish::OperatorPublish),
+    /// Look at or answer the fleet's actionable notifications.
+    Notify(crate::fleet_notify::NotifyOp),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -261,6 +263,7 @@ pub(crate) fn apply(
         }
         AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
         AdminOp::Publish(publish) => crate::console_publish::apply(broker, edge, publish, now),
+        AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }
 }
 

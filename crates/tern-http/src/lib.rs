@@ -33,6 +33,7 @@ mod console_publish;
 pub mod console_session;
 pub mod error;
 mod events;
+mod fleet_notify;
 pub mod keys;
 mod kv;
 mod longpoll;

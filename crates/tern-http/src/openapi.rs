@@ -55,6 +55,10 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::change,
         crate::admin_fleet::delete,
         crate::admin_fleet::set_owner,
+        crate::fleet_notify::list,
+        crate::fleet_notify::ask,
+        crate::fleet_notify::answer,
+        crate::fleet_notify::cancel,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,
@@ -97,7 +101,11 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::StatusView,
         crate::admin_fleet::DeviceBody,
         crate::admin_fleet::DeviceChange,
-        crate::admin_fleet::OwnerBody
+        crate::admin_fleet::OwnerBody,
+        crate::fleet_notify::NotificationView,
+        crate::fleet_notify::AnswerBody,
+        crate::fleet_notify::CancelBody,
+        crate::fleet_notify::AskBody
     )),
     modifiers(&Signature)
 )]

@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_session;
 mod connect;
 mod fleet;
+pub mod fleet_notify;
 mod fleet_status;
 mod flow;
 pub mod history;
@@ -712,6 +713,7 @@ impl Broker {
         let mut last_message_id =
             broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
+        broker.fleet_notify_restore(snapshot.fleet_notifications);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);
