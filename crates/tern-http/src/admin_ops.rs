@@ -60,6 +60,8 @@ pub(crate) enum AdminOp {
     Unban { client_id: String },
     /// Look at or change the device fleet's registry.
     Fleet(crate::admin_fleet::FleetOp),
+    /// Publish a message as an operator (the console's publish form).
+    Publish(crate::console_publish::OperatorPublish),
     /// Look at or answer the fleet's actionable notifications.
     Notify(crate::fleet_notify::NotifyOp),
 }
@@ -110,7 +112,13 @@ pub(crate) struct BanView {
 }
 
 /// Does `op` in the core at `now` (`now_unix`: the same instant by the system clock).
-pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64) -> Answer {
+pub(crate) fn apply(
+    broker: &mut Broker,
+    op: &AdminOp,
+    edge: tern_core::ConnectionId,
+    now: Time,
+    now_unix: u64,
+) -> Answer {
     let in_realm = |realm: &str| {
         let realm = realm.to_owned();
         move |id: &str| id.starts_with(&realm)
@@ -254,6 +262,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
             json(200, &bans(broker, now, now_unix))
         }
         AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
+        AdminOp::Publish(publish) => crate::console_publish::apply(broker, edge, publish, now),
         AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }
 }
@@ -329,7 +338,11 @@ mod tests {
             client_id: "c".to_owned(),
             until_unix: Some(1 << 63),
         };
-        assert_eq!(apply(&mut broker, &op, now, 1_767_225_600).status, 200);
+        let edge = tern_core::ConnectionId(1);
+        assert_eq!(
+            apply(&mut broker, &op, edge, now, 1_767_225_600).status,
+            200
+        );
         assert_eq!(broker.bans(now).len(), 1);
     }
 }
