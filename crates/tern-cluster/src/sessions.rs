@@ -320,8 +320,12 @@ impl Sessions {
             match job {
                 Job::Claim(claim) => self.run_claim(&key, claim).await,
                 Job::Save(record, cursor, resume_from, done) => {
-                    self.write(&key, &record, cursor, resume_from).await;
+                    let written = self.write(&key, &record, cursor, resume_from).await;
                     let _ = done.send(());
+                    // Nothing waits for the purge; a claim of the session comes after it.
+                    if let Some(cursor) = written {
+                        self.purge_outbound(&key, cursor).await;
+                    }
                 }
                 Job::End(client_id) => self.remove(&key, &client_id).await,
                 Job::Check(client_id) => self.check(&key, &client_id).await,
@@ -641,13 +645,14 @@ impl Sessions {
 
     /// Writes a record this node holds, expecting the revision it last wrote; a record another
     /// node has written since is not overwritten, and the core is told it lost the session.
+    /// Returns the cursor written, if it was.
     async fn write(
         &self,
         key: &str,
         record: &SessionRecord,
         cursor: Option<u64>,
         resume_from: u64,
-    ) {
+    ) -> Option<u64> {
         let client_id = &record.client_id;
         let (epoch, last_cursor) = self
             .state()
@@ -665,7 +670,7 @@ impl Sessions {
             Ok(value) => value,
             Err(error) => {
                 warn!("the record of {client_id:?} cannot be written: {error}");
-                return;
+                return None;
             }
         };
         loop {
@@ -678,7 +683,7 @@ impl Sessions {
                     Ok((Some(entry), revision)) if entry.node == self.node_id => revision,
                     Ok((Some(entry), _)) => {
                         self.fenced(key, client_id, &entry.node).await;
-                        return;
+                        return None;
                     }
                     Err(error) => {
                         debug!("cannot read the record of {client_id:?}: {error}");
@@ -690,8 +695,7 @@ impl Sessions {
             match self.kv.update(key, value.clone(), expected).await {
                 Ok(written) => {
                     self.now_owns(key, &entry, written);
-                    self.purge_outbound(key, entry.cursor).await;
-                    return;
+                    return Some(entry.cursor);
                 }
                 Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
                     let holder = match self.read(key).await {
@@ -699,7 +703,7 @@ impl Sessions {
                         _ => "another node".to_owned(),
                     };
                     self.fenced(key, client_id, &holder).await;
-                    return;
+                    return None;
                 }
                 Err(error) => {
                     warn!("the record of {client_id:?} is not written yet ({error}); trying again");
