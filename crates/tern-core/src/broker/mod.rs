@@ -339,6 +339,9 @@ impl Broker {
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
             self.stats.sent(publish.qos);
+            if let Some(udid) = fleet_status::fleet_udid(connection) {
+                self.fleet.count_message(udid, false);
+            }
             // A sign of progress for flow control's stall check.
             connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {
