@@ -3,6 +3,7 @@ commands (keys), and reading an error's code."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
@@ -80,6 +83,25 @@ def tern(*args: str) -> str:
     done = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def operator_call(url: str, method: str, path: str, token: Optional[str],
+                  body: Any = None) -> tuple[int, Any]:
+    """One request of the operator API with urllib, with `token` (its text) as the bearer
+    token: the status and the JSON answer."""
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
 
 
 def add_key(data_dir: Path, key: str, *grants: str) -> str:

@@ -66,11 +66,11 @@ pub(crate) fn authorize(
         );
         return Err(Box::new(refuse(error, None)));
     };
-    let operator = match shared
-        .tokens
-        .current()
-        .verify(token.trim(), crate::bridge::unix_now())
-    {
+    let operator = match shared.tokens.current().verify(
+        token.trim(),
+        crate::bridge::unix_now(),
+        &shared.config.fleet_topics,
+    ) {
         Ok(operator) => operator,
         Err(why) => {
             // One answer for every bad token; the log says which.
@@ -195,7 +195,7 @@ macro_rules! authorized {
     security(("bearer" = ["read"])))]
 pub(crate) async fn clients(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Read, "/v1/admin/clients");
-    let realm = who.operator.client_prefix().to_owned();
+    let realm = who.operator.realm().clone();
     operate(
         &shared,
         &who,
@@ -217,7 +217,7 @@ pub(crate) async fn sessions(
     request: Request,
 ) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Read, "/v1/admin/sessions");
-    let realm = who.operator.client_prefix().to_owned();
+    let realm = who.operator.realm().clone();
     operate(
         &shared,
         &who,
@@ -243,7 +243,7 @@ pub(crate) async fn session(State(shared): State<Arc<Shared>>, request: Request)
         Err(error) => return who.refuse(&shared, &error),
     };
     let op = AdminOp::Session {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.rest.clone(),
         limit,
     };
@@ -265,7 +265,7 @@ pub(crate) async fn kick(State(shared): State<Arc<Shared>>, request: Request) ->
         Some(_) => return who.refuse(&shared, &ApiError::bad_request("session: keep or discard")),
     };
     let op = AdminOp::Kick {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.rest.clone(),
         discard,
     };
@@ -284,7 +284,7 @@ pub(crate) async fn delete_session(
 ) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Write, "/v1/admin/sessions");
     let op = AdminOp::Kick {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.rest.clone(),
         discard: true,
     };
@@ -303,7 +303,7 @@ pub(crate) async fn subscriptions(
 ) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Read, "/v1/admin/subscriptions");
     let op = AdminOp::Subscriptions {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.query.get("client").map(str::to_owned),
     };
     operate(&shared, &who, op).await

@@ -368,7 +368,8 @@ impl Bridge {
                 data,
             } => {
                 let mut watchers = self.watchers.borrow_mut();
-                watchers.broker_event(Some(&client_id), name, &data);
+                let subject = crate::events::Subject::Client(client_id);
+                watchers.offer_event(broker.fleet(), &subject, name, &data);
                 watchers.sweep(broker);
             }
         });

@@ -231,7 +231,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.http_port,
         data_dir.clone(),
     )?
-    .map(|config| tern_http::HttpBridge::start(config, guard))
+    .map(|mut config| {
+        config.fleet_topics = server_config.core.fleet.clone();
+        tern_http::HttpBridge::start(config, guard)
+    })
     .transpose()?;
     // The bridge's threads run until the broker has stopped (dropped after `block_on`).
     let (http_bridge, http_edge) = match http {

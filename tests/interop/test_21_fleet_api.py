@@ -1,0 +1,187 @@
+"""The device fleet for consoles: owners log in to the operator API with tokens of their own
+(`tern token add --owner`); every change of a device is an `event: fleet` on
+`GET /v1/events`. As an attacker:
+owner globex's token against every fleet route, session route and the event stream, for
+owner acme's devices, sessions, topics and events.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from http_support import operator_call
+from support import BROKER_KIND, TIMEOUT
+from test_19_http_events import Stream
+from test_20_fleet import Fleet, tern_bin
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the device fleet is Tern's")
+
+
+class Consoles(Fleet):
+    """The fleet of test_20 (acme/d1, acme/d2, globex/g1) with a token per owner (read, write,
+    events) and one of the whole broker (`root`)."""
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+        self.tokens: dict[str, str] = {}
+        self.add_token("root", "root-ev", "--scope", "read", "--scope", "write", "--scope",
+                       "events")
+        for owner in ["acme", "globex"]:
+            self.add_token(owner, f"{owner}-console", "--owner", owner, "--scope", "read",
+                           "--scope", "write", "--scope", "events")
+
+    def add_token(self, name: str, token_id: str, *args: str) -> str:
+        """Adds a token to the running broker's file and waits until the broker has it."""
+        self.broker.mark()
+        self.tokens[name] = self.run("token", "add", token_id, "--data-dir", str(self.data),
+                                     *args).strip()
+        # The fixture's `root` token is there too.
+        self.broker.wait_for_output(f"operator tokens reloaded: {len(self.tokens) + 1} token")
+        return self.tokens[name]
+
+    def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        """One request; `token` names a token of `tokens`, or is the text."""
+        text = self.tokens.get(token, token)
+        return operator_call(self.broker.http_url, method, path, text, body)
+
+    def run_failing(self, *args: str) -> str:
+        done = subprocess.run([tern_bin(), *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0, done.stdout
+        return done.stderr
+
+    def get(self, path: str, token: str) -> Any:
+        status, body = self.call("GET", path, token)
+        assert status == 200, (path, status, body)
+        return body
+
+    def udids(self, path: str, token: str) -> list[str]:
+        return [d["udid"] for d in self.get(path, token)["devices"]]
+
+
+def code(answer: tuple[int, Any]) -> tuple[int, Optional[str]]:
+    status, body = answer
+    return status, (body or {}).get("error", {}).get("code")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Consoles]:
+    fleet = Consoles(tmp_path)
+    yield fleet
+    fleet.clients.close_all()
+    fleet.broker.stop()
+
+
+def stream(fleet: Consoles, token: str, **query: object) -> Stream:
+    opened = Stream(fleet, token, **query)  # type: ignore[arg-type]
+    assert opened.status == 200, opened.response.read()
+    assert opened.frame() == ("comment", "watching")
+    return opened
+
+
+def next_event(opened: Stream) -> tuple[str, dict]:
+    """The next event of a stream, past keep-alive comments."""
+    while True:
+        frame = opened.frame()
+        assert frame is not None, "the stream ended"
+        if frame[0] != "comment":
+            return frame[0], json.loads(frame[1])
+
+
+def test_an_owners_token_reaches_nothing_of_another_owner_through_any_route(fleet: Consoles):
+    victim = fleet.firmware("acme", "d1")
+    victim.subscribe("/acme/d1", qos=1)
+    victim.publish("/acme/d1/status", b'{"status":"connected"}', qos=1, retain=True)
+    attacker = "globex"
+    # The registry: its own devices only; acme's are absent, naming acme is refused.
+    assert fleet.udids("/v1/admin/devices", attacker) == ["g1"]
+    for path in ["/v1/admin/devices?owner=acme"]:
+        assert code(fleet.call("GET", path, attacker)) == (403, "realm_denied"), path
+    for method, path, body in [
+        ("GET", "/v1/admin/devices/d1", None),
+        ("PATCH", "/v1/admin/devices/d1", {"disabled": True}),
+        ("DELETE", "/v1/admin/devices/d1", None),
+    ]:
+        assert code(fleet.call(method, path, attacker, body)) == (404, "no_device"), path
+    stolen = {"owner": "acme", "udid": "x1", "credential": "cert-cn", "cn": "x1"}
+    assert code(fleet.call("POST", "/v1/admin/devices", attacker, stolen)) == \
+        (403, "realm_denied")
+    assert code(fleet.call("PUT", "/v1/admin/owners/acme", attacker, {})) == \
+        (403, "realm_denied")
+    # Sessions and connections: acme's device is not there to see or kick.
+    for path in ["/v1/admin/clients", "/v1/admin/sessions"]:
+        assert fleet.get(path, attacker)[path.rsplit("/", 1)[1]] == [], path
+    assert fleet.get("/v1/admin/subscriptions?client=d1", attacker)["subscriptions"] == []
+    assert code(fleet.call("GET", "/v1/admin/sessions/d1", attacker)) == (404, "no_session")
+    assert code(fleet.call("DELETE", "/v1/admin/clients/d1", attacker)) == (404, "no_session")
+    assert code(fleet.call("DELETE", "/v1/admin/sessions/d1", attacker)) == \
+        (404, "no_session")
+    # Topics: acme's retained status, and wildcards over every owner.
+    for path in ["/v1/admin/retained//acme/d1/status", "/v1/admin/retained/%23",
+                 "/v1/admin/retained//%2B/d1/status", "/v1/admin/retained//%23"]:
+        assert code(fleet.call("GET", path, attacker)) == (403, "acl_denied"), path
+    assert code(fleet.call("DELETE", "/v1/admin/retained//acme/d1/status", attacker)) == \
+        (403, "acl_denied")
+    # What is the whole broker's is not an owner's.
+    assert code(fleet.call("GET", "/v1/admin/banned", attacker)) == (403, "realm_denied")
+    assert code(fleet.call("POST", "/v1/admin/banned", attacker, {"client_id": "d1"})) == \
+        (403, "realm_denied")
+    assert fleet.get("/v1/admin/access-requests", attacker)["access_requests"] == []
+    # Event streams over acme's topics are refused.
+    for topic in ["/acme/#", "#", "/#", "/+/d1/status", "$events/acme/#", "$events/#"]:
+        refused = Stream(fleet, attacker, filter=topic)  # type: ignore[arg-type]
+        assert refused.status == 403, topic
+    # The victim is untouched: connected, its status retained, and its own token sees it.
+    victim.expect_no_message()
+    assert [d["udid"] for d in fleet.get("/v1/admin/devices", "acme")["devices"]
+            if d["connected"]] == ["d1"]
+    retained = fleet.get("/v1/admin/retained//acme/d1/status", "acme")["retained"]
+    assert [r["payload"] for r in retained] == ['{"status":"connected"}']
+    # And acme's token keeps to acme too: it kicks its own device, not globex's.
+    assert code(fleet.call("DELETE", "/v1/admin/clients/g1", "acme")) == (404, "no_session")
+    assert fleet.call("DELETE", "/v1/admin/clients/d1", "acme")[0] == 200
+    victim.expect_disconnected()
+
+
+def test_an_owners_event_stream_carries_its_fleet_and_nothing_of_anothers(fleet: Consoles):
+    acme = stream(fleet, "acme")
+    globex = stream(fleet, "globex", filter="/globex/#")
+    root = stream(fleet, "root")
+    device = fleet.firmware("acme", "d1", will=False)
+    assert next_event(acme) == ("fleet", {"owner": "acme", "udid": "d1", "change": "online"})
+    name, data = next_event(acme)
+    assert (name, data["client_id"]) == ("connected", "d1")
+    device.disconnect()
+    assert next_event(acme) == ("fleet", {"owner": "acme", "udid": "d1", "change": "offline"})
+    assert next_event(acme)[0] == "disconnected"
+    # Registry changes, by the operator of the whole broker.
+    assert fleet.call("PATCH", "/v1/admin/devices/d2", "root", {"disabled": True})[0] == 200
+    assert next_event(acme) == ("fleet", {"owner": "acme", "udid": "d2", "change": "changed"})
+    # Globex's stream got none of it: what it gets first is all its own device's (the status
+    # the broker keeps for g1 is a message on its topics).
+    fleet.firmware("globex", "g1", will=False)
+    got = sorted(next_event(globex) for _ in range(3))
+    assert got[0] == ("connected", {"client_id": "g1", "protocol": 4, "session_present": False})
+    assert got[1] == ("fleet", {"owner": "globex", "udid": "g1", "change": "online"})
+    assert (got[2][0], got[2][1]["topic"]) == ("message", "/globex/g1/status")
+    # The whole broker's stream saw all of it, in order.
+    seen = [next_event(root) for _ in range(7)]
+    fleet_changes = [(d["udid"], d["change"]) for n, d in seen if n == "fleet"]
+    assert fleet_changes == [("d1", "online"), ("d1", "offline"), ("d2", "changed"),
+                             ("g1", "online")]
+
+
+def test_a_token_of_an_owner_is_for_its_fleet_only(fleet: Consoles):
+    for args in [("--owner", "acme", "--scope", "keys"), ("--owner", "acme", "--scope", "metrics"),
+                 ("--owner", "acme", "--scope", "read", "--clients", "acme-"),
+                 ("--owner", "a/b", "--scope", "read")]:
+        assert fleet.run_failing("token", "add", "bad", "--data-dir", str(fleet.data), *args)
+    listed = fleet.run("token", "list", "--data-dir", str(fleet.data))
+    assert "acme-console" in listed and "owner: acme" in listed and "bad" not in listed
+    # A token of a client prefix holds none of the fleet.
+    prefix = fleet.add_token("prefixed", "prefixed", "--scope", "read", "--clients", "d")
+    assert code(fleet.call("GET", "/v1/admin/devices", prefix)) == (403, "realm_denied")
