@@ -1,6 +1,7 @@
 """The device fleet for consoles: owners log in to the operator API with tokens of their own
-(`tern token add --owner`); every change of a device is an `event: fleet` on
-`GET /v1/events`. As an attacker:
+(`tern token add --owner`), and `/v1/fleet/devices` lists devices filtered and in pages, one
+device with its live status, status history, message counts and session; devices seen over
+HTTP count as seen; every change is an `event: fleet` on `GET /v1/events`. As an attacker:
 owner globex's token against every fleet route, session route and the event stream, for
 owner acme's devices, sessions, topics and events.
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
 
-from http_support import operator_call
+from http_support import Device, operator_call
 from support import BROKER_KIND, TIMEOUT
 from test_19_http_events import Stream
 from test_20_fleet import Fleet, tern_bin
@@ -99,10 +101,12 @@ def test_an_owners_token_reaches_nothing_of_another_owner_through_any_route(flee
     attacker = "globex"
     # The registry: its own devices only; acme's are absent, naming acme is refused.
     assert fleet.udids("/v1/admin/devices", attacker) == ["g1"]
-    for path in ["/v1/admin/devices?owner=acme"]:
+    assert fleet.udids("/v1/fleet/devices", attacker) == ["g1"]
+    for path in ["/v1/admin/devices?owner=acme", "/v1/fleet/devices?owner=acme"]:
         assert code(fleet.call("GET", path, attacker)) == (403, "realm_denied"), path
     for method, path, body in [
         ("GET", "/v1/admin/devices/d1", None),
+        ("GET", "/v1/fleet/devices/d1", None),
         ("PATCH", "/v1/admin/devices/d1", {"disabled": True}),
         ("DELETE", "/v1/admin/devices/d1", None),
     ]:
@@ -137,8 +141,7 @@ def test_an_owners_token_reaches_nothing_of_another_owner_through_any_route(flee
         assert refused.status == 403, topic
     # The victim is untouched: connected, its status retained, and its own token sees it.
     victim.expect_no_message()
-    assert [d["udid"] for d in fleet.get("/v1/admin/devices", "acme")["devices"]
-            if d["connected"]] == ["d1"]
+    assert fleet.udids("/v1/fleet/devices?online=1", "acme") == ["d1"]
     retained = fleet.get("/v1/admin/retained//acme/d1/status", "acme")["retained"]
     assert [r["payload"] for r in retained] == ['{"status":"connected"}']
     # And acme's token keeps to acme too: it kicks its own device, not globex's.
@@ -175,6 +178,73 @@ def test_an_owners_event_stream_carries_its_fleet_and_nothing_of_anothers(fleet:
                              ("g1", "online")]
 
 
+def test_the_fleet_lists_filtered_in_pages_and_shows_a_device_in_detail(fleet: Consoles):
+    for udid, firmware, alias in [("e1", "1.2.0", "Front door"), ("e2", "1.3.0", "Back door")]:
+        fleet.device("add", "acme", udid, "--cert-cn", udid, "--platform", "esp8266",
+                     "--firmware", firmware, "--tag", "door", "--alias", alias)
+    fleet.device("add", "acme", "k1", "--cert-cn", "k1", "--tag", "meter")
+    acme = "acme"
+    assert fleet.udids("/v1/fleet/devices", acme) == ["d1", "d2", "e1", "e2", "k1"]
+    assert fleet.udids("/v1/fleet/devices?platform=esp8266", acme) == ["e1", "e2"]
+    assert fleet.udids("/v1/fleet/devices?firmware=1.2.0", acme) == ["e1"]
+    assert fleet.udids("/v1/fleet/devices?tag=door", acme) == ["e1", "e2"]
+    assert fleet.udids("/v1/fleet/devices?q=FRONT", acme) == ["e1"]
+    assert fleet.udids("/v1/fleet/devices?q=k", acme) == ["e2", "k1"]
+    assert fleet.udids("/v1/fleet/devices?owner=globex", "root") == ["g1"]
+    device = fleet.firmware("acme", "d1", will=False)
+    assert fleet.udids("/v1/fleet/devices?online=1", acme) == ["d1"]
+    assert fleet.udids("/v1/fleet/devices?online=0&tag=door", acme) == ["e1", "e2"]
+    # Pages in udid order: a device added behind the cursor comes in its place, none twice.
+    page = fleet.get("/v1/fleet/devices?limit=2", "root")
+    walked = [d["udid"] for d in page["devices"]]
+    assert walked == ["d1", "d2"] and page["next"]
+    fleet.device("add", "globex", "a0", "--cert-cn", "a0")
+    fleet.device("add", "globex", "f0", "--cert-cn", "f0")
+    while page["next"]:
+        cursor = urllib.parse.quote(page["next"], safe="")
+        page = fleet.get(f"/v1/fleet/devices?limit=2&cursor={cursor}", "root")
+        walked += [d["udid"] for d in page["devices"]]
+    assert walked == ["d1", "d2", "e1", "e2", "f0", "g1", "k1"]
+    for bad in ["limit=0", "limit=1001", "online=maybe"]:
+        assert code(fleet.call("GET", f"/v1/fleet/devices?{bad}", acme)) == \
+            (400, "bad_request"), bad
+    # One device: its status, message counts, session and last changes.
+    device.subscribe("/acme/d1", qos=1)
+    console = fleet.console("acme", "acme-console")
+    console.subscribe("$events/acme/d1/offline", qos=1)
+    console.publish("/acme/d1", b"cmd", qos=1)
+    device.expect_message()
+    device.publish("/acme/d1/status", b"up", qos=1)
+    shown = fleet.get("/v1/fleet/devices/d1", acme)
+    assert shown["owner"] == "acme" and shown["credential"] == "password"
+    status = shown["status"]
+    assert status["online"] and status["protocol"] == 4
+    assert (status["messages_in"], status["messages_out"]) == (1, 1)
+    assert shown["session"]["client_id"] == "d1" and shown["session"]["connected"]
+    device.disconnect()
+    # Offline once the broker says so (the client's side of a disconnect is no sign of it).
+    assert console.expect_message().topic == "$events/acme/d1/offline"
+    shown = fleet.get("/v1/fleet/devices/d1", acme)
+    assert not shown["status"]["online"]
+    assert [change["online"] for change in shown["history"]] == [True, False]
+    never = fleet.get("/v1/fleet/devices/e1", acme)
+    assert never["history"] == [] and never["session"] is None and "status" not in never
+
+
+def test_a_device_seen_over_http_counts_as_seen(fleet: Consoles):
+    _, key = fleet.add_key_device("acme", "k1")
+    before = fleet.get("/v1/fleet/devices/k1", "acme")
+    assert "status" not in before
+    http = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    # Seen whether or not the rules let it publish there (the broker's rules give an HTTP key
+    # nothing here): a signed request that verified is the device, alive.
+    refused = http.publish("/acme/k1/status", b'{"t":1}')
+    assert (refused.status, refused.json()["error"]["code"]) == (403, "acl_denied")
+    status = fleet.get("/v1/fleet/devices/k1", "acme")["status"]
+    assert status["last_seen_http"] >= before["created"]
+    assert status["last_seen"] == status["last_seen_http"] and not status["online"]
+
+
 def test_a_token_of_an_owner_is_for_its_fleet_only(fleet: Consoles):
     for args in [("--owner", "acme", "--scope", "keys"), ("--owner", "acme", "--scope", "metrics"),
                  ("--owner", "acme", "--scope", "read", "--clients", "acme-"),
@@ -184,4 +254,4 @@ def test_a_token_of_an_owner_is_for_its_fleet_only(fleet: Consoles):
     assert "acme-console" in listed and "owner: acme" in listed and "bad" not in listed
     # A token of a client prefix holds none of the fleet.
     prefix = fleet.add_token("prefixed", "prefixed", "--scope", "read", "--clients", "d")
-    assert code(fleet.call("GET", "/v1/admin/devices", prefix)) == (403, "realm_denied")
+    assert code(fleet.call("GET", "/v1/fleet/devices", prefix)) == (403, "realm_denied")

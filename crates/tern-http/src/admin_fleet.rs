@@ -112,8 +112,12 @@ pub(crate) struct StatusView {
     online: bool,
     /// Since when (Unix seconds).
     since: u64,
-    /// Last seen connecting or disconnecting (Unix seconds).
+    /// Last seen connecting or disconnecting, or in a signed request of its own over HTTP
+    /// (Unix seconds).
     last_seen: u64,
+    /// Last seen in a signed request over HTTP (Unix seconds), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_http: Option<u64>,
     /// Its address on its last connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
@@ -123,6 +127,10 @@ pub(crate) struct StatusView {
     own_will: bool,
     /// Connected more than 6 times within the last minute.
     flapping: bool,
+    /// PUBLISH packets it sent over MQTT since the broker started.
+    messages_in: u64,
+    /// PUBLISH packets sent to it over MQTT since the broker started.
+    messages_out: u64,
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
@@ -278,10 +286,13 @@ pub(crate) fn view(broker: &Broker, device: &Device, now: Time, now_unix: u64) -
         online: s.online,
         since: unix(s.since),
         last_seen: unix(s.last_seen),
+        last_seen_http: s.last_seen_http.map(unix),
         address: s.address.map(|a| a.to_string()),
         protocol: s.version.map_or(0, |v| v.level()),
         own_will: s.own_will,
         flapping: s.flapping,
+        messages_in: s.messages_in,
+        messages_out: s.messages_out,
     });
     let connected = broker
         .admin_session(&device.udid, 0)

@@ -61,6 +61,8 @@ pub(crate) enum AdminOp {
     Unban { client_id: String },
     /// Look at or change the device fleet's registry, within a realm.
     Fleet(Realm, crate::admin_fleet::FleetOp),
+    /// Read the fleet as `/v1/fleet` shows it, within a realm.
+    FleetQuery(Realm, crate::fleet_api::FleetQuery),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -248,6 +250,9 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
             json(200, &bans(broker, now, now_unix))
         }
         AdminOp::Fleet(realm, op) => crate::admin_fleet::apply(broker, realm, op, now, now_unix),
+        AdminOp::FleetQuery(realm, query) => {
+            crate::fleet_api::apply(broker, realm, query, now, now_unix)
+        }
     }
 }
 

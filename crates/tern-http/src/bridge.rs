@@ -444,6 +444,7 @@ impl Bridge {
             .clone()
             .map(|acl| Box::new(acl) as Box<dyn Permissions>);
         let identity = credential.identity.clone();
+        broker.fleet_seen_over_http(&credential.client_id, &identity, now);
         let client = broker.request_client(self.edge, client_id, identity, restriction);
         match &request.op {
             Op::Publish {

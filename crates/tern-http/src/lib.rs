@@ -27,6 +27,7 @@ mod answers;
 mod bridge;
 pub mod error;
 mod events;
+mod fleet_api;
 pub mod keys;
 mod kv;
 mod longpoll;

@@ -55,6 +55,8 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::change,
         crate::admin_fleet::delete,
         crate::admin_fleet::set_owner,
+        crate::fleet_api::devices,
+        crate::fleet_api::device,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,
@@ -93,7 +95,10 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::StatusView,
         crate::admin_fleet::DeviceBody,
         crate::admin_fleet::DeviceChange,
-        crate::admin_fleet::OwnerBody
+        crate::admin_fleet::OwnerBody,
+        crate::fleet_api::DevicePage,
+        crate::fleet_api::DeviceDetail,
+        crate::fleet_api::StatusChangeView
     )),
     modifiers(&Signature)
 )]

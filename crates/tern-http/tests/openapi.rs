@@ -41,6 +41,8 @@ fn the_document_lists_every_route() {
             "GET /v1/admin/sessions/{client_id}",
             "GET /v1/admin/subscriptions",
             "GET /v1/events",
+            "GET /v1/fleet/devices",
+            "GET /v1/fleet/devices/{udid}",
             "GET /v1/kv/{key}",
             "GET /v1/mbox",
             "GET /v1/mbox/dead",
