@@ -315,11 +315,17 @@ fn open_store(
         .with_context(|| format!("cannot load the store in {}", dir.display()))?;
     let queued: usize = snapshot.sessions.iter().map(|s| s.deliveries.len()).sum();
     info!(
-        "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, loaded in {:.2} s",
+        "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, {} \
+         fleet devices, loaded in {:.2} s",
         dir.display(),
         snapshot.sessions.len(),
         // Records without a payload are deletions kept for key/value listings.
-        snapshot.retained.iter().filter(|m| !m.payload.is_empty()).count(),
+        snapshot
+            .retained
+            .iter()
+            .filter(|m| !m.payload.is_empty())
+            .count(),
+        snapshot.fleet_devices.len(),
         started.elapsed().as_secs_f64()
     );
     Ok((store, snapshot, epoch))
