@@ -1,7 +1,8 @@
 """The device fleet for consoles: owners log in to the operator API with tokens of their own
 (`tern token add --owner`), and `/v1/fleet/devices` lists devices filtered and in pages, one
 device with its live status, status history, message counts and session; devices seen over
-HTTP count as seen; every change is an `event: fleet` on `GET /v1/events`. As an attacker:
+HTTP count as seen; every change is an `event: fleet` on `GET /v1/events`; `tern device` speaks
+to the operator API over HTTPS. As an attacker:
 owner globex's token against every fleet route, session route and the event stream, for
 owner acme's devices, sessions, topics and events.
 """
@@ -16,9 +17,12 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from http_support import Device, operator_call
-from support import BROKER_KIND, TIMEOUT
+from conftest import BrokerError
+from http_support import Device, operator_call, tern
+from support import BROKER_KIND
+from test_19_http import ConfiguredBroker
 from test_19_http_events import Stream
+from test_15_transports import make_ca, make_cert
 from test_20_fleet import Fleet, tern_bin
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the device fleet is Tern's")
@@ -255,3 +259,42 @@ def test_a_token_of_an_owner_is_for_its_fleet_only(fleet: Consoles):
     # A token of a client prefix holds none of the fleet.
     prefix = fleet.add_token("prefixed", "prefixed", "--scope", "read", "--clients", "d")
     assert code(fleet.call("GET", "/v1/fleet/devices", prefix)) == (403, "realm_denied")
+
+
+def test_tern_device_speaks_to_the_operator_api_over_https(tmp_path: Path):
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", "/CN=localhost", "DNS:localhost,IP:127.0.0.1")
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    data = tmp_path / "tern-data"
+    token = tern("token", "add", "root", "--data-dir", str(data), "--scope", "read", "--scope",
+                 "write").strip()
+    broker = ConfiguredBroker("tern", tmp_path, {"listener": [
+        {"bind": "127.0.0.1:0"},
+        {"bind": "127.0.0.1:0", "protocol": "https", "cert": str(cert), "key": str(key)},
+    ]})
+    try:
+        broker.start()
+    except BrokerError as err:
+        pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
+    try:
+        url = broker.http_url
+        assert url.startswith("https://127.0.0.1:")
+
+        def device(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([tern_bin(), "device", "--token", token, *args],
+                                  capture_output=True, text=True, timeout=30)
+            assert (done.returncode == 0) == ok, (args, done.stdout, done.stderr)
+            return done
+
+        added = json.loads(device("--url", url, "--cafile", str(ca), "add", "acme", "c1",
+                                  "--cert-cn", "c1").stdout)
+        assert (added["owner"], added["udid"]) == ("acme", "c1")
+        listed = json.loads(device("--url", url, "--cafile", str(ca), "list").stdout)
+        assert [d["udid"] for d in listed["devices"]] == ["c1"]
+        # A certificate it was not told to trust is refused, and so is plain HTTP to TLS.
+        assert "TLS" in device("--url", url, "list", ok=False).stderr
+        device("--url", url.replace("https://", "http://"), "list", ok=False)
+        assert "--cafile" in device("--url", url.replace("https://", "http://"), "--cafile",
+                                    str(ca), "list", ok=False).stderr
+    finally:
+        broker.stop()
