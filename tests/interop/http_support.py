@@ -85,10 +85,16 @@ def tern(*args: str) -> str:
     return done.stdout
 
 
-def operator_call(url: str, method: str, path: str, token: Optional[str],
+def add_key(data_dir: Path, key: str, *grants: str) -> str:
+    """Adds a key with `tern key add` and returns its secret."""
+    out = tern("key", "add", key, "--data-dir", str(data_dir), *grants)
+    return out.split()[-1]
+
+
+def operator_call(url: str, token: Optional[str], method: str, path: str,
                   body: Any = None) -> tuple[int, Any]:
-    """One request of the operator API with urllib, with `token` (its text) as the bearer
-    token: the status and the JSON answer."""
+    """One operator API request with urllib and a bearer token (none: without one): the
+    status and the JSON answer."""
     headers = {}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -102,12 +108,6 @@ def operator_call(url: str, method: str, path: str, token: Optional[str],
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
-
-
-def add_key(data_dir: Path, key: str, *grants: str) -> str:
-    """Adds a key with `tern key add` and returns its secret."""
-    out = tern("key", "add", key, "--data-dir", str(data_dir), *grants)
-    return out.split()[-1]
 
 
 def error_code(response: Response) -> Optional[str]:

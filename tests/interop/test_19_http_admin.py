@@ -58,7 +58,7 @@ class Ops:
              body: Any = None) -> tuple[int, Any]:
         """One request with urllib; `token` names a token of `tokens`, or is the text."""
         text = None if token is None else self.tokens.get(token, token)
-        return operator_call(self.broker.http_url, method, path, text, body)
+        return operator_call(self.broker.http_url, text, method, path, body)
 
 
 @pytest.fixture

@@ -43,6 +43,9 @@ class Fleet:
     """A broker with an operator token, owners `acme` and `globex` with console passwords,
     devices acme/d1, acme/d2 and globex/g1 with MQTT passwords, and a password-file user `d1`."""
 
+    # Password users get their own corner; fleet identities are not ruled by it.
+    ACL: list[dict] = [{"topic": "users/%u/#"}]
+
     def __init__(self, workdir: Path):
         self.data = workdir / "tern-data"
         self.token = self.run("token", "add", "root", "--data-dir", str(self.data),
@@ -52,8 +55,7 @@ class Fleet:
         assert done.returncode == 0, done.stderr
         options = {
             "auth": {"default": {"password_file": "passwd"}},
-            # Password users get their own corner; fleet identities are not ruled by it.
-            "acl": [{"topic": "users/%u/#"}],
+            "acl": self.ACL,
             "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 0},
         }
         self.broker = HttpBroker("tern", workdir, options)
@@ -92,9 +94,11 @@ class Fleet:
         return device, key
 
     def firmware(self, owner: str, udid: str, *, password: Optional[str] = None,
-                 version: int = 4, will: bool = True, expect_code: int = 0) -> PahoClient:
-        """A THiNX device: owner id as user name, udid as client identifier, retained will."""
-        client = self.clients.paho(udid, version=version)
+                 version: int = 4, will: bool = True, expect_code: int = 0,
+                 clean: bool = True) -> PahoClient:
+        """A THiNX device: owner id as user name, udid as client identifier, retained will
+        (with `clean` off, a session kept while it sleeps)."""
+        client = self.clients.paho(udid, version=version, clean=clean)
         client.client.username_pw_set(owner, password if password is not None else f"{udid}-pw")
         if will:
             client.will_set(f"/{owner}/{udid}/status", DISCONNECTED, qos=0, retain=True)

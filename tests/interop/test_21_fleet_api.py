@@ -13,7 +13,7 @@ import json
 import subprocess
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import pytest
 
@@ -21,6 +21,7 @@ from conftest import BrokerError
 from http_support import Device, operator_call, tern
 from support import BROKER_KIND
 from test_19_http import ConfiguredBroker
+from test_19_http_admin import code
 from test_19_http_events import Stream
 from test_15_transports import make_ca, make_cert
 from test_20_fleet import Fleet, tern_bin
@@ -53,7 +54,7 @@ class Consoles(Fleet):
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
         """One request; `token` names a token of `tokens`, or is the text."""
         text = self.tokens.get(token, token)
-        return operator_call(self.broker.http_url, method, path, text, body)
+        return operator_call(self.broker.http_url, text, method, path, body)
 
     def run_failing(self, *args: str) -> str:
         done = subprocess.run([tern_bin(), *args], capture_output=True, text=True, timeout=30)
@@ -67,11 +68,6 @@ class Consoles(Fleet):
 
     def udids(self, path: str, token: str) -> list[str]:
         return [d["udid"] for d in self.get(path, token)["devices"]]
-
-
-def code(answer: tuple[int, Any]) -> tuple[int, Optional[str]]:
-    status, body = answer
-    return status, (body or {}).get("error", {}).get("code")
 
 
 @pytest.fixture
@@ -139,6 +135,18 @@ def test_an_owners_token_reaches_nothing_of_another_owner_through_any_route(flee
     assert code(fleet.call("POST", "/v1/admin/banned", attacker, {"client_id": "d1"})) == \
         (403, "realm_denied")
     assert fleet.get("/v1/admin/access-requests", attacker)["access_requests"] == []
+    # Notifications: acme's device raises one; for globex it does not exist.
+    victim.publish("/acme/d1/status", b'{"notification":{"body":"Door open?","nid":"door"}}',
+                   qos=1)
+    assert fleet.get("/v1/fleet/notifications", attacker)["notifications"] == []
+    for path, body in [("/v1/fleet/notifications/door/answer", {"response": True}),
+                       ("/v1/fleet/notifications/door/cancel", {})]:
+        assert code(fleet.call("POST", path, attacker, body)) == (404, "no_notification"), path
+    ask = {"udid": "d1", "body": "Reboot?"}
+    assert code(fleet.call("POST", "/v1/fleet/notifications", attacker, ask)) == \
+        (404, "no_device")
+    pending = fleet.get("/v1/fleet/notifications?state=pending", "acme")["notifications"]
+    assert [(n["udid"], n["nid"]) for n in pending] == [("d1", "door")]
     # Event streams over acme's topics are refused.
     for topic in ["/acme/#", "#", "/#", "/+/d1/status", "$events/acme/#", "$events/#"]:
         refused = Stream(fleet, attacker, filter=topic)  # type: ignore[arg-type]

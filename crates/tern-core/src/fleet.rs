@@ -184,6 +184,8 @@ pub struct Registry {
     devices: BTreeMap<String, Device>,
     owners: BTreeMap<String, Owner>,
     status: HashMap<String, DeviceStatus>,
+    /// The devices' actionable notifications (`broker/fleet_notify.rs`).
+    pub(crate) notifications: crate::fleet_notify::Notifications,
 }
 
 impl Registry {
@@ -193,6 +195,7 @@ impl Registry {
             owners: owners.into_iter().map(|o| (o.id.clone(), o)).collect(),
             devices: devices.into_iter().map(|d| (d.udid.clone(), d)).collect(),
             status: HashMap::new(),
+            notifications: Default::default(),
         }
     }
 

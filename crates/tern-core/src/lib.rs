@@ -32,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod fleet;
+pub mod fleet_notify;
 pub mod guard;
 pub mod history;
 pub mod mailbox;

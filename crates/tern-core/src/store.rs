@@ -12,6 +12,7 @@ use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
 use crate::fleet::{Device, Owner};
+use crate::fleet_notify::Notification;
 use crate::guard::{GuardKey, GuardRecord};
 use crate::history::Kept;
 use crate::session::{Delivery, PendingWill};
@@ -110,6 +111,15 @@ pub enum StoreOp {
     FleetDeviceRemove(String),
     /// A fleet owner was recorded or changed.
     FleetOwnerSet(Owner),
+    /// An actionable notification was raised or changed.
+    FleetNotifySet(Notification),
+    /// A finished notification (or one of a deleted device) is forgotten.
+    FleetNotifyRemove {
+        /// Its device.
+        udid: String,
+        /// Its id.
+        nid: String,
+    },
     /// A message was kept in the history of its topic (`[[history]]`).
     HistoryKeep(Kept),
     /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
@@ -147,6 +157,8 @@ pub struct Snapshot {
     pub fleet_owners: Vec<Owner>,
     /// The fleet's devices.
     pub fleet_devices: Vec<Device>,
+    /// The devices' actionable notifications.
+    pub fleet_notifications: Vec<Notification>,
     /// The messages kept in topics' history, in any order.
     pub history: Vec<Kept>,
     /// The highest id of a deletion of a retained message no longer remembered (0: none).
@@ -175,6 +187,7 @@ pub struct MemoryStore {
     guard: HashMap<GuardKey, GuardRecord>,
     fleet_owners: HashMap<String, Owner>,
     fleet_devices: HashMap<String, Device>,
+    fleet_notifications: HashMap<(String, String), Notification>,
     history: HashMap<(TopicName, u64), Kept>,
     kv_horizon: u64,
 }
@@ -275,6 +288,14 @@ impl Store for MemoryStore {
                 StoreOp::FleetOwnerSet(owner) => {
                     self.fleet_owners.insert(owner.id.clone(), owner.clone());
                 }
+                StoreOp::FleetNotifySet(n) => {
+                    let key = (n.udid.clone(), n.nid.clone());
+                    self.fleet_notifications.insert(key, n.clone());
+                }
+                StoreOp::FleetNotifyRemove { udid, nid } => {
+                    self.fleet_notifications
+                        .remove(&(udid.clone(), nid.clone()));
+                }
                 StoreOp::HistoryKeep(kept) => {
                     let key = (kept.message.topic.clone(), kept.message.id);
                     self.history.insert(key, kept.clone());
@@ -307,6 +328,7 @@ impl Store for MemoryStore {
             guard,
             fleet_owners: self.fleet_owners.values().cloned().collect(),
             fleet_devices: self.fleet_devices.values().cloned().collect(),
+            fleet_notifications: self.fleet_notifications.values().cloned().collect(),
             history,
             kv_horizon: self.kv_horizon,
         })

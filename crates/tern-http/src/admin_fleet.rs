@@ -180,6 +180,7 @@ macro_rules! body {
         }
     };
 }
+pub(crate) use body;
 
 async fn run(shared: &Shared, who: &Authorized, op: FleetOp) -> Response<Body> {
     let realm = who.operator.realm().clone();

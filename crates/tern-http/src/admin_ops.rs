@@ -63,6 +63,8 @@ pub(crate) enum AdminOp {
     Fleet(Realm, crate::admin_fleet::FleetOp),
     /// Read the fleet as `/v1/fleet` shows it, within a realm.
     FleetQuery(Realm, crate::fleet_api::FleetQuery),
+    /// Look at or answer the fleet's actionable notifications.
+    Notify(crate::fleet_notify::NotifyOp),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -253,6 +255,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
         AdminOp::FleetQuery(realm, query) => {
             crate::fleet_api::apply(broker, realm, query, now, now_unix)
         }
+        AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }
 }
 

@@ -77,6 +77,8 @@ pub(crate) struct Watcher {
     filters: Vec<TopicFilter>,
     /// Whether broker events are sent.
     events: bool,
+    /// The token: a notification's event goes only to one whose topics cover its device.
+    operator: crate::tokens::Operator,
     sender: mpsc::Sender<Bytes>,
 }
 
@@ -118,6 +120,20 @@ impl Watchers {
                     let frame = frame("message", &message_json(&message, now));
                     let topic = message.topic.as_str();
                     self.offer(&frame, |w| w.filters.iter().any(|f| f.matches(topic)));
+                }
+                Tapped::Event(Event::FleetNotification {
+                    notification,
+                    change,
+                }) => {
+                    let (channel, data) =
+                        crate::fleet_notify::event(broker, &notification, change, now);
+                    let frame = frame("notification", &data);
+                    let udid = notification.udid.as_str();
+                    self.offer(&frame, |w| {
+                        w.events
+                            && w.realm.holds_device(&notification.owner, udid)
+                            && w.operator.sees_topic(&channel)
+                    });
                 }
                 Tapped::Event(event) => {
                     if let Some((subject, name, data)) = event_json(&event) {
@@ -384,6 +400,7 @@ pub(crate) async fn events(State(shared): State<Arc<Shared>>, request: Request) 
         realm: who.operator.realm().clone(),
         filters: asked.filters,
         events: asked.events,
+        operator: who.operator.clone(),
         sender,
     };
     if shared.observe.send(Observe::Watch(watcher)).await.is_err() {

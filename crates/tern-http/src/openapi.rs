@@ -57,6 +57,10 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::set_owner,
         crate::fleet_api::devices,
         crate::fleet_api::device,
+        crate::fleet_notify::list,
+        crate::fleet_notify::ask,
+        crate::fleet_notify::answer,
+        crate::fleet_notify::cancel,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,
@@ -98,7 +102,11 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::OwnerBody,
         crate::fleet_api::DevicePage,
         crate::fleet_api::DeviceDetail,
-        crate::fleet_api::StatusChangeView
+        crate::fleet_api::StatusChangeView,
+        crate::fleet_notify::NotificationView,
+        crate::fleet_notify::AnswerBody,
+        crate::fleet_notify::CancelBody,
+        crate::fleet_notify::AskBody
     )),
     modifiers(&Signature)
 )]

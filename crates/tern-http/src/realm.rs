@@ -50,6 +50,15 @@ impl Realm {
         fleet.device(udid).filter(|d| self.sees_owner(&d.owner))
     }
 
+    /// Whether the realm holds the device `udid` of `owner` (by its names: for what outlives
+    /// or comes before its registry entry, such as its notifications).
+    pub(crate) fn holds_device(&self, owner: &str, udid: &str) -> bool {
+        match self {
+            Self::Clients(prefix) => udid.starts_with(prefix.as_str()),
+            Self::Owner(own) => own == owner,
+        }
+    }
+
     /// Whether the realm holds the client of this identifier.
     pub(crate) fn holds_client(&self, fleet: &Registry, client_id: &str) -> bool {
         match self {
@@ -94,6 +103,7 @@ mod tests {
             assert!(!acme.holds_client(&fleet, outside), "{outside}");
         }
         assert!(!acme.is_whole_broker() && acme.sees_fleet());
+        assert!(acme.holds_device("acme", "gone") && !acme.holds_device("globex", "a1"));
         let all = Realm::Clients(String::new());
         assert!(all.is_whole_broker() && all.sees_owner("globex"));
         assert!(all.device(&fleet, "g1").is_some() && all.holds_client(&fleet, "x"));
@@ -101,5 +111,6 @@ mod tests {
         assert!(!prefix.sees_fleet() && !prefix.sees_owner("acme"));
         assert!(prefix.device(&fleet, "a1").is_none());
         assert!(prefix.holds_client(&fleet, "a1") && !prefix.holds_client(&fleet, "g1"));
+        assert!(prefix.holds_device("globex", "a1") && !prefix.holds_device("acme", "g1"));
     }
 }

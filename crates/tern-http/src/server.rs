@@ -488,7 +488,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 27] = [
+    const CODES: [&str; 32] = [
         "banned",
         "no_session",
         "no_retained",
@@ -516,6 +516,11 @@ fn refused_code(code: &str) -> &'static str {
         "no_device",
         "device_exists",
         "realm_denied",
+        "no_notification",
+        "notification_closed",
+        "response_invalid",
+        "ambiguous_nid",
+        "too_many_pending",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }

@@ -176,6 +176,21 @@ pub(crate) fn log_event(event: &Event) {
             udid,
             change,
         } => debug!("device {owner}/{udid}: {}", change.as_str()),
+        Event::FleetNotification {
+            notification,
+            change,
+        } => info!(
+            "notification {:?} of device {}/{} {change} ({})",
+            notification.nid,
+            notification.owner,
+            notification.udid,
+            notification.direction.word()
+        ),
+        Event::FleetNotifyRefused {
+            client_id,
+            udid,
+            reason,
+        } => warn!("notification from {client_id:?} for device {udid:?} refused: {reason}"),
         Event::RetainedCapped {
             client_id,
             filter,

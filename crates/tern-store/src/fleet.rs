@@ -104,7 +104,7 @@ fn key(kind: u8, id: &str) -> Vec<u8> {
     key
 }
 
-fn put_str(buf: &mut BytesMut, value: &str) -> Result<(), RecordError> {
+pub(crate) fn put_str(buf: &mut BytesMut, value: &str) -> Result<(), RecordError> {
     let len = u16::try_from(value.len()).map_err(|_| RecordError::corrupt("string too long"))?;
     buf.put_u16(len);
     buf.put_slice(value.as_bytes());
@@ -217,7 +217,7 @@ pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<FleetRecord, RecordErro
     Ok(record)
 }
 
-fn utf8(bytes: &[u8]) -> Result<String, RecordError> {
+pub(crate) fn utf8(bytes: &[u8]) -> Result<String, RecordError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::corrupt("not UTF-8"))
 }
 
@@ -228,22 +228,22 @@ fn need(value: &[u8], len: usize) -> Result<(), RecordError> {
     }
 }
 
-fn get_u8(value: &mut &[u8]) -> Result<u8, RecordError> {
+pub(crate) fn get_u8(value: &mut &[u8]) -> Result<u8, RecordError> {
     need(value, 1)?;
     Ok(value.get_u8())
 }
 
-fn get_u16(value: &mut &[u8]) -> Result<u16, RecordError> {
+pub(crate) fn get_u16(value: &mut &[u8]) -> Result<u16, RecordError> {
     need(value, 2)?;
     Ok(value.get_u16())
 }
 
-fn get_u64(value: &mut &[u8]) -> Result<u64, RecordError> {
+pub(crate) fn get_u64(value: &mut &[u8]) -> Result<u64, RecordError> {
     need(value, 8)?;
     Ok(value.get_u64())
 }
 
-fn get_str(value: &mut &[u8]) -> Result<String, RecordError> {
+pub(crate) fn get_str(value: &mut &[u8]) -> Result<String, RecordError> {
     let len = usize::from(get_u16(value)?);
     need(value, len)?;
     let text = utf8(&value[..len])?;

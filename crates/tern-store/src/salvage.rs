@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use fjall::{Batch, PartitionHandle};
 use tracing::{info, warn};
 
 use crate::StoreError;
@@ -151,4 +152,18 @@ impl Progress {
             info!("recovering the store: {} records loaded", self.count);
         }
     }
+}
+
+/// A record that does not decode (`error`): returned, or when recovering, counted and
+/// deleted from `partition` with the `dropped` batch.
+pub(crate) fn drop_record(
+    salvage: &mut Salvage,
+    dropped: &mut Batch,
+    partition: &PartitionHandle,
+    key: fjall::Slice,
+    error: StoreError,
+) -> Result<(), StoreError> {
+    salvage.undecodable(error)?;
+    dropped.remove(partition, key);
+    Ok(())
 }

@@ -124,7 +124,7 @@ fn a_version_5_store_is_converted_and_keeps_its_sessions() {
         u32::from_be_bytes(format[..].try_into().unwrap()),
         FORMAT_VERSION
     );
-    assert_eq!(FORMAT_VERSION, 6);
+    assert_eq!(FORMAT_VERSION, 7);
 }
 
 #[test]

@@ -69,6 +69,7 @@ impl Broker {
         self.fleet_changed(&device, FleetChange::Deleted);
         self.persist(StoreOp::FleetDeviceRemove(device.udid.clone()));
         self.admin_kick(udid, true, now);
+        self.fleet_notify_forget(udid);
         let topics = &self.config.fleet;
         let retained = [
             topics.device(&device.owner, &device.udid),

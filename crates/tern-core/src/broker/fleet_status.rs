@@ -16,7 +16,9 @@ use super::Broker;
 use crate::auth::{Identity, Method};
 use crate::connection::Connection;
 use crate::events::{Event, FleetChange};
-use crate::fleet::{DeviceStatus, FLAPPING_CONNECTS, STATUS_CONNECTED, STATUS_DISCONNECTED};
+use crate::fleet::{
+    DeviceStatus, Registry, FLAPPING_CONNECTS, STATUS_CONNECTED, STATUS_DISCONNECTED,
+};
 use crate::types::{ConnectionId, Message, Time};
 
 /// The window connects are counted in.
@@ -160,7 +162,7 @@ impl Broker {
         self.fleet.status(udid)
     }
 
-    fn fleet_publish(&mut self, topic: &str, payload: Bytes, retain: bool, now: Time) {
+    pub(super) fn fleet_publish(&mut self, topic: &str, payload: Bytes, retain: bool, now: Time) {
         let Ok(topic) = topic.parse::<TopicName>() else {
             return;
         };
@@ -178,8 +180,15 @@ impl Broker {
     }
 }
 
+/// Counts a PUBLISH packet taken for writing to `connection`, if it is a device's.
+pub(super) fn count_sent(fleet: &mut Registry, connection: &Connection) {
+    if let Some(udid) = fleet_udid(connection) {
+        fleet.count_message(udid, false);
+    }
+}
+
 /// The udid of a connection logged in as a device of the fleet.
-pub(super) fn fleet_udid(connection: &Connection) -> Option<&str> {
+fn fleet_udid(connection: &Connection) -> Option<&str> {
     let identity = connection.identity.as_deref()?;
     match identity.method {
         Method::FleetDevice => identity.username.as_deref(),

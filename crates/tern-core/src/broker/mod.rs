@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_session;
 mod connect;
 mod fleet;
+pub mod fleet_notify;
 mod fleet_status;
 mod flow;
 pub mod history;
@@ -339,9 +340,7 @@ impl Broker {
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
             self.stats.sent(publish.qos);
-            if let Some(udid) = fleet_status::fleet_udid(connection) {
-                self.fleet.count_message(udid, false);
-            }
+            fleet_status::count_sent(&mut self.fleet, connection);
             // A sign of progress for flow control's stall check.
             connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {
@@ -715,6 +714,7 @@ impl Broker {
         let mut last_message_id =
             broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
+        broker.fleet_notify_restore(snapshot.fleet_notifications);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);
