@@ -63,6 +63,8 @@ pub(crate) enum AdminOp {
     Fleet(Realm, crate::admin_fleet::FleetOp),
     /// Read the fleet as `/v1/fleet` shows it, within a realm.
     FleetQuery(Realm, crate::fleet_api::FleetQuery),
+    /// Publish a message as an operator (the console's publish form).
+    Publish(crate::console_publish::OperatorPublish),
     /// Look at or answer the fleet's actionable notifications.
     Notify(crate::fleet_notify::NotifyOp),
 }
@@ -113,7 +115,13 @@ pub(crate) struct BanView {
 }
 
 /// Does `op` in the core at `now` (`now_unix`: the same instant by the system clock).
-pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64) -> Answer {
+pub(crate) fn apply(
+    broker: &mut Broker,
+    op: &AdminOp,
+    edge: tern_core::ConnectionId,
+    now: Time,
+    now_unix: u64,
+) -> Answer {
     let in_realm =
         |realm: &Realm, broker: &Broker, id: &str| realm.holds_client(broker.fleet(), id);
     let no_session = || {
@@ -255,6 +263,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
         AdminOp::FleetQuery(realm, query) => {
             crate::fleet_api::apply(broker, realm, query, now, now_unix)
         }
+        AdminOp::Publish(publish) => crate::console_publish::apply(broker, edge, publish, now),
         AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }
 }
@@ -330,7 +339,11 @@ mod tests {
             client_id: "c".to_owned(),
             until_unix: Some(1 << 63),
         };
-        assert_eq!(apply(&mut broker, &op, now, 1_767_225_600).status, 200);
+        let edge = tern_core::ConnectionId(1);
+        assert_eq!(
+            apply(&mut broker, &op, edge, now, 1_767_225_600).status,
+            200
+        );
         assert_eq!(broker.bans(now).len(), 1);
     }
 }

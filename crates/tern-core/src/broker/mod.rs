@@ -22,6 +22,7 @@ pub mod mailbox;
 mod mailbox_queue;
 pub mod memory;
 mod publish;
+mod qos2;
 pub mod request;
 pub(crate) mod retained_feed;
 mod retained_store;
