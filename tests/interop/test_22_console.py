@@ -380,11 +380,19 @@ def test_a_notification_is_answered_live_and_the_device_gets_the_answer_at_qos_2
         console.go(name)
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
-    status, body = console.call("GET", "/v1/fleet/notifications?udid=d1",
-                                {"authorization": f"Bearer {console.token}"})
+    bearer = {"authorization": f"Bearer {console.token}"}
+    status, body = console.call("GET", "/v1/fleet/notifications?udid=d1", bearer)
     assert status == 200
     assert {n["nid"]: n["state"] for n in body["notifications"]} == \
         {"door": "answered", "mode": "answered", asked["nid"]: "answered"}
+    # The device's session names its fleet identity readably, in the API and the console.
+    status, body = console.call("GET", "/v1/admin/sessions/d1", bearer)
+    assert status == 200
+    assert (body["owner"], body["identity"]) == \
+        ("fleet-device:acme/d1", {"method": "fleet-device", "owner": "acme", "name": "d1"})
+    console.go("Sessions")
+    expect(page.locator("tr[data-client='d1']").get_by_test_id("owner")).to_have_text(
+        "fleet-device:acme/d1")
 
 
 def test_without_a_session_or_from_another_origin_nothing_is_done(console: Console,
