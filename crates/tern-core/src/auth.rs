@@ -118,10 +118,16 @@ impl Identity {
     /// The identity as logs name it: `password:alice`, `device:acme/ops`, `unverified:bob`.
     pub fn describe(&self) -> String {
         let name = self.username.as_deref().unwrap_or("(anonymous)");
-        match &self.owner {
-            Some(owner) => format!("{}:{owner}/{name}", self.method.as_str()),
-            None => format!("{}:{name}", self.method.as_str()),
-        }
+        describe(self.method.as_str(), self.owner.as_deref(), name)
+    }
+}
+
+/// An identity's words (`method:name`, `method:owner/name`), as logs and the operator API
+/// name it.
+pub fn describe(method: &str, owner: Option<&str>, name: &str) -> String {
+    match owner {
+        Some(owner) => format!("{method}:{owner}/{name}"),
+        None => format!("{method}:{name}"),
     }
 }
 

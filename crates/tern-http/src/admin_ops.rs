@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 use tern_codec::{MqttString, SubscriptionIds, TopicName};
-use tern_core::broker::admin::SessionSummary;
 use tern_core::auth::SessionOwner;
+use tern_core::broker::admin::SessionSummary;
 use tern_core::broker::mailbox::MailboxMessage;
 use tern_core::session::Delivery;
 use tern_core::{Broker, SharedMessage, Time};
@@ -110,10 +110,7 @@ impl IdentityView {
 
     /// As the log words an identity (`tern_core::auth::Identity::describe`).
     fn described(&self) -> String {
-        match &self.owner {
-            Some(owner) => format!("{}:{owner}/{}", self.method, self.name),
-            None => format!("{}:{}", self.method, self.name),
-        }
+        tern_core::auth::describe(&self.method, self.owner.as_deref(), &self.name)
     }
 }
 
