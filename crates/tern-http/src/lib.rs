@@ -33,6 +33,7 @@ mod console_publish;
 pub mod console_session;
 pub mod error;
 mod events;
+mod fleet_api;
 mod fleet_notify;
 pub mod keys;
 mod kv;
@@ -42,6 +43,7 @@ mod mailbox_routes;
 mod metrics;
 mod openapi;
 mod publish;
+mod realm;
 mod refusals;
 pub mod replay;
 mod server;
@@ -97,6 +99,9 @@ pub struct HttpConfig {
     pub mailboxes: MailboxSettings,
     /// Operator tokens of the configuration file (hashed), beside those of the token file.
     pub tokens: Vec<tokens::TokenRecord>,
+    /// Where the device fleet's topics are (`[fleet] topic_prefix`): the namespace of a token
+    /// bound to an owner.
+    pub fleet_topics: tern_core::fleet::FleetTopics,
 }
 
 impl HttpConfig {
@@ -115,6 +120,7 @@ impl HttpConfig {
             keys_poll: Duration::from_millis(500),
             mailboxes: MailboxSettings::default(),
             tokens: Vec::new(),
+            fleet_topics: tern_core::fleet::FleetTopics::default(),
         }
     }
 }
