@@ -561,3 +561,61 @@ def test_a_narrower_token_sees_and_does_only_what_it_may(console: Console, names
     expect(page.locator("tr[data-client='acme-1']")).to_be_visible()
     expect(page.locator("tr[data-client='zzz-2']")).to_have_count(0)
 
+
+def test_an_owner_sees_only_its_own_fleet(console: Console):
+    """An owner logs in with its owner-bound token as with any token; the other owner's
+    device, its page, its notifications and its API are refused or absent from there."""
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.tern_device("add", "globex", "g1", "--password", stdin="g1-pw\n")
+    # A notification of globex's device, pending.
+    other = console.clients.paho("g1", version=4)
+    other.client.username_pw_set("globex", "g1-pw")
+    other.connect()
+    other.publish("/globex/g1/status",
+                  json.dumps({"notification": {"body": "Globex only", "nid": "secret"}}).encode(),
+                  qos=1)
+    bearer = {"authorization": f"Bearer {console.token}"}
+
+    def pending_of_globex() -> list[str]:
+        status, body = console.call("GET", "/v1/fleet/notifications?udid=g1", bearer)
+        assert status == 200
+        return [n["nid"] for n in body["notifications"]]
+
+    # The publish is acknowledged: the notification is held.
+    assert pending_of_globex() == ["secret"]
+    # The same login as any token's.
+    console.login_with_new_token("acme-console", "--owner", "acme", "--scope", "read",
+                                 "--scope", "write", "--scope", "events")
+    page = console.page
+    expect(page.get_by_role("banner").get_by_test_id("owner")).to_have_text("acme")
+    console.go("Fleet")
+    expect(page.locator("tr[data-udid='d1']")).to_be_visible()
+    expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
+    expect(page.locator("tr[data-udid='g1']")).to_have_count(0)
+    # Naming the other owner in the filter is refused, not answered with its devices.
+    page.get_by_label("Owner").fill("globex")
+    expect(page.get_by_role("alert")).to_contain_text("outside the token's realm")
+    expect(page.locator("tbody tr")).to_have_count(0)
+    console.screenshot("fleet-owner")
+    # The other owner's device page, by its URL: absent.
+    page.goto(console.broker.http_url + "/#/fleet/g1")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("g1")
+    expect(page.get_by_role("main").get_by_role("status")).to_contain_text('no device "g1"')
+    expect(page.locator("dl.facts")).to_have_count(0)
+    # Its notifications: none listed, in any state.
+    console.go("Notifications")
+    page.get_by_label("Show").select_option("all")
+    expect(page.get_by_test_id("pending-count")).to_have_text("0 pending")
+    expect(page.locator("li[data-nid='secret']")).to_have_count(0)
+    # A fetch from the page itself, with the session's cookie: refused.
+    fetched = page.evaluate("""async () => {
+        const of = async (path) => (await fetch(path, {credentials: 'same-origin'})).status;
+        return [await of('/v1/fleet/devices/g1'), await of('/v1/fleet/devices?owner=globex'),
+                await of('/v1/fleet/notifications?udid=g1'), await of('/v1/fleet/devices/d1')];
+    }""")
+    assert fetched[:2] == [404, 403] and fetched[3] == 200, fetched
+    listed = page.evaluate("""async () => {
+        const r = await fetch('/v1/fleet/notifications?udid=g1');
+        return [r.status, r.ok ? (await r.json()).notifications.length : -1];
+    }""")
+    assert listed[0] in (403, 404) or listed == [200, 0], listed

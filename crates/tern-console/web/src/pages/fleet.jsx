@@ -42,7 +42,13 @@ export function Fleet() {
       setDevices((d) => (cursor ? appendPage(d || [], a.devices) : a.devices));
       setNext(a.next);
       setOnline((o) => ({ ...o, ...Object.fromEntries(a.devices.map((d) => [d.udid, o[d.udid] ?? d.connected])) }));
-    }).catch((e) => mine === asked.current && setError(e.message));
+    }).catch((e) => {
+      if (mine !== asked.current) return;
+      // A refused filter lists nothing rather than the last answer to another one.
+      setError(e.message);
+      setDevices([]);
+      setNext(null);
+    });
   };
   useEffect(() => load(null), [filters]);
   const set = (name) => (e) => {
