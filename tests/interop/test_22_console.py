@@ -253,6 +253,12 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     for n in range(50):
         publisher.publish("site/load", str(n).encode(), qos=1)
     expect(page.get_by_test_id("rate-in")).not_to_have_text("0.0")
+    # The MQTT listener counts the publisher, the one client still connected; the process's
+    # memory is shown.
+    listener = page.get_by_role("table", name="Listeners").get_by_role(
+        "row", name=f"mqtt {console.broker.host}:{console.broker.port}")
+    expect(listener.get_by_role("cell").nth(2)).to_have_text("1")
+    expect(page.get_by_test_id("resident")).to_have_text(re.compile(r"^\d+\.\d MiB$"))
     console.screenshot("overview")
     # At a phone's width nothing is wider than the screen (tables scroll in their own box).
     page.set_viewport_size({"width": 390, "height": 844})
