@@ -274,6 +274,37 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     console.screenshot("overview-phone")
 
 
+def test_devices_added_changed_and_deleted_elsewhere_change_the_list_live(console: Console):
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.login()
+    page = console.page
+    console.go("Fleet")
+    expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
+    # Added by the command line, while the list is shown: it appears.
+    console.tern_device("add", "acme", "d2", "--password", "--platform", "esp32",
+                        stdin="d2-pw\n")
+    row = page.locator("tr[data-udid='d2']")
+    expect(row).to_contain_text("esp32")
+    expect(page.get_by_test_id("fleet-count")).to_have_text("2 device(s)")
+    # Disabled through the API: the row says so.
+    bearer = {"authorization": f"Bearer {console.token}"}
+    assert console.call("PATCH", "/v1/admin/devices/d2", bearer, {"disabled": True})[0] == 200
+    expect(row.get_by_test_id("state")).to_have_text("disabled")
+    # Deleted: it is gone from the list.
+    assert console.call("DELETE", "/v1/admin/devices/d2", bearer)[0] == 200
+    expect(row).to_have_count(0)
+    expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
+    # The list still follows the filters: a device that does not pass them is not shown.
+    page.get_by_label("Platform").fill("esp32")
+    expect(page.get_by_test_id("fleet-count")).to_have_text("0 device(s)")
+    console.tern_device("add", "acme", "d3", "--password", "--platform", "esp8266",
+                        stdin="d3-pw\n")
+    console.tern_device("add", "acme", "d4", "--password", "--platform", "esp32",
+                        stdin="d4-pw\n")
+    expect(page.locator("tr[data-udid='d4']")).to_be_visible()
+    expect(page.locator("tbody tr")).to_have_count(1)
+
+
 def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Console,
                                                                     names: Names):
     retained = console.clients.connected(names.client("p"))

@@ -91,3 +91,13 @@ test('a fleet page is asked for with the filters set and the cursor, pages joine
   const joined = appendPage([{ udid: 'a' }, { udid: 'b' }], [{ udid: 'b' }, { udid: 'c' }]);
   assert.deepEqual(joined.map((d) => d.udid), ['a', 'b', 'c']);
 });
+
+test('a fleet changed elsewhere is asked for again as far as it is shown, within a page', async () => {
+  const { refreshLimit, LISTING_CHANGES } = await import('../src/fleet.js');
+  assert.equal(refreshLimit(0), 100);
+  assert.equal(refreshLimit(100), 100);
+  assert.equal(refreshLimit(101), 200);
+  assert.equal(refreshLimit(250, 50), 250);
+  assert.equal(refreshLimit(5000), 1000);
+  assert.ok(LISTING_CHANGES.has('deleted') && !LISTING_CHANGES.has('online'));
+});
