@@ -30,7 +30,9 @@ const TEXT_FILTERS = [
   ['firmware', 'Firmware', 'version'], ['tag', 'Tag', ''],
 ];
 
-export function Fleet() {
+// `owner`: the session's token's owner, if it is an owner's (it sees that fleet only, so it
+// is offered no filter by owner).
+export function Fleet({ owner }) {
   const [filters, setFilters] = useState(NO_FILTER);
   const [devices, setDevices] = useState(null);
   const [next, setNext] = useState(null);
@@ -91,7 +93,7 @@ export function Fleet() {
       <h1 id="fleet-title">Fleet</h1>
       {error && <p role="alert" class="error">{error}</p>}
       <div class="row filters">
-        {TEXT_FILTERS.map(([name, label, hint]) => (
+        {TEXT_FILTERS.filter(([name]) => !(owner && name === 'owner')).map(([name, label, hint]) => (
           <span><label for={`fleet-${name}`}>{label}</label>
             <input id={`fleet-${name}`} type="search" value={filters[name]} onInput={set(name)} placeholder={hint} /></span>
         ))}
