@@ -188,6 +188,11 @@ impl Registry {
         self.devices.len()
     }
 
+    /// Whether there is no owner (and so no namespace closed to anyone).
+    pub fn owners_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
     /// Whether there is no device.
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
@@ -260,6 +265,16 @@ impl Registry {
                 flapping: false,
                 connects: VecDeque::new(),
             })
+    }
+
+    /// Whether `topic` (a topic name, or a filter whose owner level is not a wildcard) lies in
+    /// the namespace of a registered owner: under its root or among the broker's events about
+    /// it. One lookup of the owner level, whatever the number of owners.
+    pub fn closes(&self, topics: &FleetTopics, topic: &str) -> bool {
+        !self.owners.is_empty()
+            && topics
+                .owner_level(topic)
+                .is_some_and(|owner| self.owners.contains_key(owner))
     }
 
     /// Removes a device.
@@ -337,6 +352,16 @@ impl FleetTopics {
     /// The filter an owner may publish to and subscribe with: everything of its fleet.
     pub fn owner_filter(&self, owner: &str) -> String {
         format!("{}{owner}/#", self.prefix)
+    }
+
+    /// The level of `topic` where an owner's id stands, if `topic` is laid out as the fleet's
+    /// (`PREFIX<owner>/...`, or the broker's events `$events/<owner>/...`).
+    pub fn owner_level<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = match topic.strip_prefix("$events/") {
+            Some(rest) => rest,
+            None => topic.strip_prefix(self.prefix.as_str())?,
+        };
+        rest.split('/').next()
     }
 
     /// The filter of the broker's events about an owner's devices, which the owner may

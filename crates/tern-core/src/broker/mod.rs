@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_session;
 mod connect;
 mod fleet;
+mod fleet_fence;
 mod fleet_status;
 mod flow;
 pub mod history;

@@ -31,6 +31,8 @@ pub struct RequestClient {
     restriction: Option<Box<dyn Permissions>>,
     /// Whether an operator banned its client identifier (every request is refused).
     banned: bool,
+    /// Whether it is kept out of the device fleet's namespaces (fleet_fence.rs).
+    fleet_fenced: bool,
 }
 
 impl RequestClient {
@@ -42,6 +44,12 @@ impl RequestClient {
     /// Who the client is.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Whether it is kept out of the device fleet's namespaces: not a fleet identity, and no
+    /// configured rules speak for it.
+    pub fn fleet_fenced(&self) -> bool {
+        self.fleet_fenced
     }
 
     /// Whether the client may publish to `topic` (a name) or subscribe with it (a filter):
@@ -125,7 +133,9 @@ impl Broker {
         // Bans that ended are forgotten at each CONNECT and by `Broker::bans`, which the edge
         // calls with the time before its requests.
         let banned = self.bans.holds(client_id.as_str());
+        let fleet_fenced = super::fleet_fence::fenced(permissions.as_deref(), Some(&identity));
         RequestClient {
+            fleet_fenced,
             banned,
             edge,
             client_id,
@@ -252,7 +262,7 @@ impl Broker {
         }
         self.check_topic(&publish.topic)
             .map_err(RequestRefusal::TopicInvalid)?;
-        if !client.allows(Access::Publish, &publish.topic) {
+        if !self.request_allows(client, Access::Publish, &publish.topic) {
             self.stats.publish_denied += 1;
             self.events.push_back(Event::Denied {
                 connection: client.edge,
