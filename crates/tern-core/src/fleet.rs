@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use tern_codec::ProtocolVersion;
 
+use crate::firmware::{Catalogue, Registration};
 use crate::types::Time;
 
 /// Connects within a minute past which a device is flagged as flapping.
@@ -150,6 +151,9 @@ pub struct Registry {
     devices: HashMap<String, Device>,
     owners: BTreeMap<String, Owner>,
     status: HashMap<String, DeviceStatus>,
+    registrations: HashMap<String, Registration>,
+    /// The firmware releases offered at registration.
+    pub(crate) catalogue: Catalogue,
 }
 
 impl Registry {
@@ -159,6 +163,20 @@ impl Registry {
             owners: owners.into_iter().map(|o| (o.id.clone(), o)).collect(),
             devices: devices.into_iter().map(|d| (d.udid.clone(), d)).collect(),
             status: HashMap::new(),
+            registrations: HashMap::new(),
+            catalogue: Catalogue::default(),
+        }
+    }
+
+    /// A device's last registration.
+    pub fn registration(&self, udid: &str) -> Option<&Registration> {
+        self.registrations.get(udid)
+    }
+
+    /// Records a device's registration (of a device that is registered).
+    pub(crate) fn set_registration(&mut self, udid: &str, registration: Registration) {
+        if self.devices.contains_key(udid) {
+            self.registrations.insert(udid.to_owned(), registration);
         }
     }
 
@@ -280,6 +298,7 @@ impl Registry {
     /// Removes a device.
     pub(crate) fn remove(&mut self, udid: &str) -> Result<Device, FleetError> {
         self.status.remove(udid);
+        self.registrations.remove(udid);
         self.devices
             .remove(udid)
             .ok_or_else(|| FleetError::NoDevice(udid.to_owned()))

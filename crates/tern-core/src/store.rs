@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
+use crate::firmware::{Registration, Release};
 use crate::fleet::{Device, Owner};
 use crate::guard::{GuardKey, GuardRecord};
 use crate::history::Kept;
@@ -110,6 +111,12 @@ pub enum StoreOp {
     FleetDeviceRemove(String),
     /// A fleet owner was recorded or changed.
     FleetOwnerSet(Owner),
+    /// A fleet device registered (its udid, and what it said); deleting the device deletes it.
+    FleetRegistrationSet(String, Registration),
+    /// A firmware release was added to the catalogue.
+    FirmwareSet(Release),
+    /// A firmware release was deleted (by id).
+    FirmwareRemove(String),
     /// A message was kept in the history of its topic (`[[history]]`).
     HistoryKeep(Kept),
     /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
@@ -147,6 +154,10 @@ pub struct Snapshot {
     pub fleet_owners: Vec<Owner>,
     /// The fleet's devices.
     pub fleet_devices: Vec<Device>,
+    /// The fleet's devices' last registrations, by udid.
+    pub fleet_registrations: Vec<(String, Registration)>,
+    /// The firmware catalogue's releases.
+    pub firmware: Vec<Release>,
     /// The messages kept in topics' history, in any order.
     pub history: Vec<Kept>,
     /// The highest id of a deletion of a retained message no longer remembered (0: none).
@@ -175,6 +186,8 @@ pub struct MemoryStore {
     guard: HashMap<GuardKey, GuardRecord>,
     fleet_owners: HashMap<String, Owner>,
     fleet_devices: HashMap<String, Device>,
+    fleet_registrations: HashMap<String, Registration>,
+    firmware: HashMap<String, Release>,
     history: HashMap<(TopicName, u64), Kept>,
     kv_horizon: u64,
 }
@@ -271,6 +284,17 @@ impl Store for MemoryStore {
                 }
                 StoreOp::FleetDeviceRemove(udid) => {
                     self.fleet_devices.remove(udid);
+                    self.fleet_registrations.remove(udid);
+                }
+                StoreOp::FleetRegistrationSet(udid, registration) => {
+                    self.fleet_registrations
+                        .insert(udid.clone(), registration.clone());
+                }
+                StoreOp::FirmwareSet(release) => {
+                    self.firmware.insert(release.id.clone(), release.clone());
+                }
+                StoreOp::FirmwareRemove(id) => {
+                    self.firmware.remove(id);
                 }
                 StoreOp::FleetOwnerSet(owner) => {
                     self.fleet_owners.insert(owner.id.clone(), owner.clone());
@@ -307,6 +331,12 @@ impl Store for MemoryStore {
             guard,
             fleet_owners: self.fleet_owners.values().cloned().collect(),
             fleet_devices: self.fleet_devices.values().cloned().collect(),
+            fleet_registrations: self
+                .fleet_registrations
+                .iter()
+                .map(|(udid, r)| (udid.clone(), r.clone()))
+                .collect(),
+            firmware: self.firmware.values().cloned().collect(),
             history,
             kv_horizon: self.kv_horizon,
         })

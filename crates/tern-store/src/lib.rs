@@ -16,6 +16,7 @@
 //!   logging, what is found.
 
 mod commit;
+mod firmware;
 mod fleet;
 mod guard;
 mod history;
@@ -42,15 +43,15 @@ use commit::MarkerFile;
 pub use layout::BESIDE_THE_STORE;
 use meta::Format;
 use record::RecordError;
-use salvage::{Progress, Salvage};
+use salvage::{drop_record, Progress, Salvage};
 pub use tern_core::record::WallClock;
 
 /// The record format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
-/// keep the next sequence number; stores before version 5 have no `history` partition, and
-/// before version 6 no `fleet` partition.
+/// keep the next sequence number; stores before version 5 have no `history` partition,
+/// before version 6 no `fleet` partition, and before version 7 no `firmware` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
@@ -66,9 +67,11 @@ const GUARD_PARTITION: &str = "guard";
 const HISTORY_PARTITION: &str = "history";
 /// The partition of the device fleet's registry (format version 6).
 const FLEET_PARTITION: &str = "fleet";
+/// The partition of the fleet's firmware catalogue (format version 7).
+const FIRMWARE_PARTITION: &str = "firmware";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 9] = [
+const PARTITIONS: [&str; 10] = [
     "retained",
     "sessions",
     "deliveries",
@@ -77,14 +80,16 @@ const PARTITIONS: [&str; 9] = [
     GUARD_PARTITION,
     HISTORY_PARTITION,
     FLEET_PARTITION,
+    FIRMWARE_PARTITION,
     META_PARTITION,
 ];
 /// Partitions a store of an older format does not have, with the version that made each:
 /// their absence is damage only in a store of that version or later (see `layout`).
-const PARTITIONS_SINCE: [(&str, u32); 3] = [
+const PARTITIONS_SINCE: [(&str, u32); 4] = [
     (GUARD_PARTITION, 3),
     (HISTORY_PARTITION, 5),
     (FLEET_PARTITION, 6),
+    (FIRMWARE_PARTITION, 7),
 ];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
@@ -197,6 +202,7 @@ pub struct DiskStore {
     guard: PartitionHandle,
     history: PartitionHandle,
     fleet: PartitionHandle,
+    firmware: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
@@ -272,7 +278,7 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta] =
+        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, firmware, meta] =
             PARTITIONS.map(open);
         let (retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta) = (
             retained?,
@@ -285,6 +291,7 @@ impl DiskStore {
             fleet?,
             meta?,
         );
+        let firmware = firmware?;
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
         let committed = meta.get(COMMIT_KEY).map_err(engine)?;
         let is_empty = [
@@ -296,6 +303,7 @@ impl DiskStore {
             &guard,
             &history,
             &fleet,
+            &firmware,
         ]
         .into_iter()
         .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
@@ -341,6 +349,7 @@ impl DiskStore {
             guard,
             history,
             fleet,
+            firmware,
             staged,
             committed,
             marker,
@@ -357,8 +366,8 @@ impl DiskStore {
     /// this format's layout. From version 1 they gain an owner, unknown (the first identity to
     /// resume such a session claims it); before version 4 they gain the next sequence number
     /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
-    /// partition was missing, before version 5 the `history` one and before 6 the `fleet`
-    /// one: each is made empty at open. One batch, synced, then the version
+    /// partition was missing, before version 5 the `history` one, before 6 the `fleet` one
+    /// and before 7 the `firmware` one: each is made empty at open. One batch, synced, then the version
     /// is raised; a crash half-way leaves the old version and the conversion runs again. When
     /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
@@ -613,8 +622,13 @@ impl Store for DiskStore {
                 }
                 op @ (StoreOp::FleetDeviceSet(_)
                 | StoreOp::FleetDeviceRemove(_)
-                | StoreOp::FleetOwnerSet(_)) => {
+                | StoreOp::FleetOwnerSet(_)
+                | StoreOp::FleetRegistrationSet(..)) => {
                     fleet::write(&mut batch, &self.fleet, op).map_err(self.record("fleet"))?
+                }
+                op @ (StoreOp::FirmwareSet(_) | StoreOp::FirmwareRemove(_)) => {
+                    firmware::write(&mut batch, &self.firmware, op)
+                        .map_err(self.record("firmware"))?
                 }
                 StoreOp::HistoryForget { topic, id } => {
                     let key = history::key(topic, *id).map_err(self.record("history"))?;
@@ -760,6 +774,7 @@ impl Store for DiskStore {
             progress.tick();
         }
         self.load_fleet(&mut snapshot, &mut dropped, &mut progress)?;
+        self.load_firmware(&mut snapshot, &mut dropped, &mut progress)?;
         if !dropped.is_empty() {
             dropped.commit().map_err(|e| self.engine(e))?;
         }
@@ -774,18 +789,4 @@ impl Store for DiskStore {
         self.salvage.report();
         Ok(snapshot)
     }
-}
-
-/// A record that does not decode (`error`): returned, or when recovering, counted and
-/// deleted from `partition` with the `dropped` batch.
-fn drop_record(
-    salvage: &mut Salvage,
-    dropped: &mut Batch,
-    partition: &PartitionHandle,
-    key: fjall::Slice,
-    error: StoreError,
-) -> Result<(), StoreError> {
-    salvage.undecodable(error)?;
-    dropped.remove(partition, key);
-    Ok(())
 }

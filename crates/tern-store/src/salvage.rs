@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use fjall::{Batch, PartitionHandle};
+
 use crate::StoreError;
 
 /// Damage found so far, and whether to repair it.
@@ -151,4 +153,18 @@ impl Progress {
             info!("recovering the store: {} records loaded", self.count);
         }
     }
+}
+
+/// A record that does not decode (`error`): returned, or when recovering, counted and
+/// deleted from `partition` with the `dropped` batch.
+pub(crate) fn drop_record(
+    salvage: &mut Salvage,
+    dropped: &mut Batch,
+    partition: &PartitionHandle,
+    key: fjall::Slice,
+    error: StoreError,
+) -> Result<(), StoreError> {
+    salvage.undecodable(error)?;
+    dropped.remove(partition, key);
+    Ok(())
 }

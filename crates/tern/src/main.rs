@@ -159,6 +159,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster: false,
         history: http_config::history(&file.history)?,
         mailbox_classes: file.http.mailbox_classes(),
+        wall_clock_epoch_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     let base = args
         .config

@@ -13,6 +13,7 @@ mod cluster_session;
 mod connect;
 mod fleet;
 mod fleet_fence;
+mod fleet_register;
 mod fleet_status;
 mod flow;
 pub mod history;
@@ -713,6 +714,7 @@ impl Broker {
         let mut last_message_id =
             broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
+        broker.firmware_restore(snapshot.fleet_registrations, snapshot.firmware);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);

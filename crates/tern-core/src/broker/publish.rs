@@ -291,7 +291,12 @@ impl Broker {
             expires_at,
             origin,
         };
-        self.accept_message(Arc::new(message), now)
+        let message = Arc::new(message);
+        let matched = self.accept_message(Arc::clone(&message), now);
+        if let Some(key) = origin {
+            self.fleet_registration(key, &message, now);
+        }
+        matched
     }
 
     /// Stores or clears the retained copy, then routes; returns the subscriptions matched (`None`
