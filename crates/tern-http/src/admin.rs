@@ -155,6 +155,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .route("/v1/admin/banned/{*client_id}", delete(unban))
         .merge(crate::admin_keys::routes())
         .merge(crate::admin_fleet::routes())
+        .merge(crate::admin_firmware::routes())
 }
 
 /// Sends `op` to the broker thread and answers as it says (refusals logged and counted).

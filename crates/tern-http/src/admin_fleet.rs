@@ -135,7 +135,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
 
 /// Checks the token (the registry is the whole broker's: a token of a client prefix is
 /// refused).
-fn fleet_operator(
+pub(crate) fn fleet_operator(
     shared: &Shared,
     request: &Request,
     scope: Scope,

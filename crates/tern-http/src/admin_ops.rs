@@ -60,6 +60,8 @@ pub(crate) enum AdminOp {
     Unban { client_id: String },
     /// Look at or change the device fleet's registry.
     Fleet(crate::admin_fleet::FleetOp),
+    /// Look at or change the firmware catalogue.
+    Firmware(crate::admin_firmware::FirmwareOp),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -252,6 +254,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
             json(200, &bans(broker, now, now_unix))
         }
         AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
+        AdminOp::Firmware(op) => crate::admin_firmware::apply(broker, op, now_unix),
     }
 }
 

@@ -55,6 +55,10 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::change,
         crate::admin_fleet::delete,
         crate::admin_fleet::set_owner,
+        crate::admin_firmware::list,
+        crate::admin_firmware::add,
+        crate::admin_firmware::show,
+        crate::admin_firmware::delete,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,
@@ -93,7 +97,9 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::StatusView,
         crate::admin_fleet::DeviceBody,
         crate::admin_fleet::DeviceChange,
-        crate::admin_fleet::OwnerBody
+        crate::admin_fleet::OwnerBody,
+        crate::admin_firmware::ReleaseBody,
+        crate::admin_firmware::ReleaseView
     )),
     modifiers(&Signature)
 )]

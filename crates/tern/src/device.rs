@@ -171,13 +171,13 @@ fn device_path(udid: &str) -> String {
     format!("/v1/admin/devices/{}", encode(udid))
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
@@ -191,13 +191,13 @@ fn encode(text: &str) -> String {
 }
 
 /// The operator API over plain HTTP/1.1, one connection per request.
-struct Api {
+pub(crate) struct Api {
     host: String,
     token: String,
 }
 
 impl Api {
-    fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let Some(rest) = url.strip_prefix("http://") else {
             bail!("--url must be http://HOST:PORT (the operator API over plain HTTP)");
         };
@@ -213,7 +213,12 @@ impl Api {
 
     /// Sends a request and returns its JSON answer; an error status is an error with the
     /// answer's message.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let body = body
             .map(serde_json::to_vec)
             .transpose()?
