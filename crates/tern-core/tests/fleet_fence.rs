@@ -8,9 +8,12 @@
 
 mod support;
 
+use bytes::Bytes;
 use support::*;
-use tern_codec::{Packet, ReasonCode};
-use tern_core::{Access, Authorizer, Permissions, Principal};
+use tern_codec::{Packet, Publish, ReasonCode};
+use tern_core::{
+    Access, Authorizer, ConnectionId, Identity, Method, Permissions, Principal, RequestRefusal,
+};
 
 /// Everything, as a credential's own restriction allows it: that opens nothing of the fleet.
 #[derive(Debug)]
@@ -199,4 +202,58 @@ fn rules_an_operator_configured_open_the_fleet_and_a_credentials_restriction_doe
     assert!(topics(&packets).is_empty(), "{packets:?}");
     t.send(&monitor, publish("/acme/d1", "hello", Q1, 1));
     assert_eq!(acks(&t.recv(&monitor)), [ReasonCode::Success]);
+}
+
+fn http_key(name: &str) -> Identity {
+    Identity {
+        method: Method::HttpKey,
+        username: Some(name.to_owned()),
+        ..Identity::default()
+    }
+}
+
+fn request(topic_name: &str) -> Publish {
+    let mut publish = Publish::new(topic(topic_name), Bytes::from_static(b"{}"));
+    publish.qos = Q1;
+    publish
+}
+
+#[test]
+fn requests_outside_the_fleet_are_kept_out_and_a_devices_own_key_is_the_device() {
+    let (mut t, _d1) = fleet();
+    let edge = ConnectionId(1_000_000);
+    let now = t.now;
+    // A key of the HTTP bridge that is no fleet device's: kept out, as over MQTT.
+    let eve = t
+        .broker
+        .request_client(edge, mstr("eve"), http_key("eve"), None);
+    assert!(eve.fleet_fenced());
+    let outcomes = t.broker.publish_for(
+        &eve,
+        vec![request("/acme/d1/status"), request("news/x")],
+        false,
+        now,
+    );
+    assert_eq!(outcomes[0], Err(RequestRefusal::NotAuthorized));
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    // The device's own key (d:d1 speaks for client d1) is the device: its namespace is its.
+    t.broker.fleet_add(device("acme", "k1")).expect("added");
+    let k1 = t
+        .broker
+        .request_client(edge, mstr("k1"), http_key("k1"), None);
+    assert_eq!(k1.identity().method, Method::FleetDevice);
+    assert_eq!(k1.identity().owner.as_deref(), Some("acme"));
+    let outcomes = t
+        .broker
+        .publish_for(&k1, vec![request("/acme/k1/status")], false, now);
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    // Disabled, it is refused every request.
+    t.broker.fleet_disable("k1", true, now).expect("disabled");
+    let k1 = t
+        .broker
+        .request_client(edge, mstr("k1"), http_key("k1"), None);
+    let outcomes = t
+        .broker
+        .publish_for(&k1, vec![request("/acme/k1/status")], false, now);
+    assert_eq!(outcomes, [Err(RequestRefusal::Banned)]);
 }

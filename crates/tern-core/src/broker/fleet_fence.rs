@@ -8,10 +8,13 @@
 //! per message, whatever the number of owners, and only the matches of such a message are
 //! looked at.
 
+use tern_codec::MqttString;
+
 use super::request::RequestClient;
 use super::Broker;
 use crate::auth::{Identity, Method};
 use crate::authz::{Access, Permissions};
+use crate::fleet::DeviceCredential;
 use crate::tree::Match;
 use crate::tree_view::TreeViewId;
 use crate::types::{ConnectionId, SessionKey};
@@ -71,6 +74,33 @@ impl Broker {
             Some(view) => !fenced_views.contains(&view),
             None => !self.session_fleet_fenced(m.key),
         });
+    }
+
+    /// The identity requests act as: a key of the HTTP bridge that speaks for a registered
+    /// device of that credential (`d:UDID`, its name the udid) is that device, as when it logs
+    /// in over MQTT with the key; with whether the device is disabled.
+    pub(super) fn fleet_request_identity(
+        &self,
+        client_id: &MqttString,
+        identity: Identity,
+    ) -> (Identity, bool) {
+        let device = self.fleet.device(client_id.as_str()).filter(|device| {
+            identity.method == Method::HttpKey
+                && identity.username.as_deref() == Some(device.udid.as_str())
+                && device.credential == DeviceCredential::HttpKey
+        });
+        match device {
+            Some(device) => {
+                let fleet = Identity {
+                    method: Method::FleetDevice,
+                    username: Some(device.udid.clone()),
+                    owner: Some(device.owner.clone()),
+                    ..identity
+                };
+                (fleet, device.disabled)
+            }
+            None => (identity, false),
+        }
     }
 
     /// [`RequestClient::allows`], with the fleet's namespaces closed to a client kept out of

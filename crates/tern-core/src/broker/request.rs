@@ -29,7 +29,8 @@ pub struct RequestClient {
     permissions: Option<Box<dyn Permissions>>,
     /// What the credential itself is limited to (a key's grants), on top of the permissions.
     restriction: Option<Box<dyn Permissions>>,
-    /// Whether an operator banned its client identifier (every request is refused).
+    /// Whether an operator banned its client identifier, or disabled the fleet device it is
+    /// (every request is refused).
     banned: bool,
     /// Whether it is kept out of the device fleet's namespaces (fleet_fence.rs).
     fleet_fenced: bool,
@@ -123,6 +124,7 @@ impl Broker {
         identity: Identity,
         restriction: Option<Box<dyn Permissions>>,
     ) -> RequestClient {
+        let (identity, disabled) = self.fleet_request_identity(&client_id, identity);
         let principal = Principal {
             connection: edge,
             client_id: &client_id,
@@ -132,7 +134,7 @@ impl Broker {
         let permissions = self.authorizer.permissions(&principal);
         // Bans that ended are forgotten at each CONNECT and by `Broker::bans`, which the edge
         // calls with the time before its requests.
-        let banned = self.bans.holds(client_id.as_str());
+        let banned = disabled || self.bans.holds(client_id.as_str());
         let fleet_fenced = super::fleet_fence::fenced(permissions.as_deref(), Some(&identity));
         RequestClient {
             fleet_fenced,
