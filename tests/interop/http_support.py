@@ -3,6 +3,7 @@ commands (keys), and reading an error's code."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,6 +89,25 @@ def add_key(data_dir: Path, key: str, *grants: str) -> str:
     """Adds a key with `tern key add` and returns its secret."""
     out = tern("key", "add", key, "--data-dir", str(data_dir), *grants)
     return out.split()[-1]
+
+
+def operator_call(url: str, token: Optional[str], method: str, path: str,
+                  body: Any = None) -> tuple[int, Any]:
+    """One operator API request with urllib and a bearer token (none: without one): the
+    status and the JSON answer."""
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
 
 
 def error_code(response: Response) -> Optional[str]:

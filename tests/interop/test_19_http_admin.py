@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -19,7 +17,7 @@ import pytest
 
 from conftest import BrokerError
 import mqtt_raw
-from http_support import Device, HttpBroker, add_key, tern
+from http_support import Device, HttpBroker, add_key, operator_call, tern
 from support import BROKER_KIND, TIMEOUT, Clients, Names, connect_properties
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the HTTP bridge is Tern's")
@@ -59,21 +57,8 @@ class Ops:
     def call(self, method: str, path: str, token: Optional[str] = "root",
              body: Any = None) -> tuple[int, Any]:
         """One request with urllib; `token` names a token of `tokens`, or is the text."""
-        headers = {}
-        if token is not None:
-            text = self.tokens.get(token, token)
-            headers["Authorization"] = f"Bearer {text}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.broker.http_url + path, data=data,
-                                         headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-                return answer.status, json.loads(answer.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        text = None if token is None else self.tokens.get(token, token)
+        return operator_call(self.broker.http_url, text, method, path, body)
 
 
 @pytest.fixture

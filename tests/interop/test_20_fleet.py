@@ -44,6 +44,9 @@ class Fleet:
     devices acme/d1, acme/d2 and globex/g1 with MQTT passwords, and a password-file user `d1`
     (and any `users` given, their names as passwords); `acl` are its rules."""
 
+    # Password users get their own corner; fleet identities are not ruled by it.
+    ACL: list[dict] = [{"topic": "users/%u/#"}]
+
     def __init__(self, workdir: Path, acl: Optional[list] = None, users: tuple = ()):
         self.data = workdir / "tern-data"
         self.token = self.run("token", "add", "root", "--data-dir", str(self.data),
@@ -55,8 +58,7 @@ class Fleet:
             assert done.returncode == 0, done.stderr
         options = {
             "auth": {"default": {"password_file": "passwd"}},
-            # Password users get their own corner; fleet identities are not ruled by it.
-            "acl": [{"topic": "users/%u/#"}] if acl is None else acl,
+            "acl": self.ACL if acl is None else acl,
             "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 0},
         }
         if not options["acl"]:
@@ -88,9 +90,11 @@ class Fleet:
         return json.loads(out)
 
     def firmware(self, owner: str, udid: str, *, password: Optional[str] = None,
-                 version: int = 4, will: bool = True, expect_code: int = 0) -> PahoClient:
-        """A THiNX device: owner id as user name, udid as client identifier, retained will."""
-        client = self.clients.paho(udid, version=version)
+                 version: int = 4, will: bool = True, expect_code: int = 0,
+                 clean: bool = True) -> PahoClient:
+        """A THiNX device: owner id as user name, udid as client identifier, retained will
+        (with `clean` off, a session kept while it sleeps)."""
+        client = self.clients.paho(udid, version=version, clean=clean)
         client.client.username_pw_set(owner, password if password is not None else f"{udid}-pw")
         if will:
             client.will_set(f"/{owner}/{udid}/status", DISCONNECTED, qos=0, retain=True)

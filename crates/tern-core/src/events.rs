@@ -116,6 +116,24 @@ pub enum Event {
         /// Connects within the minute.
         connects: usize,
     },
+    /// An actionable notification was raised, asked, answered, delivered, expired or
+    /// cancelled (`change` says which; the notification as it is now).
+    FleetNotification {
+        /// The notification.
+        notification: Box<crate::fleet_notify::Notification>,
+        /// `raised`, `asked`, `answered`, `delivered`, `expired` or `cancelled`.
+        change: &'static str,
+    },
+    /// A notification, or an answer, published over MQTT was refused (the message was
+    /// routed as any other).
+    FleetNotifyRefused {
+        /// The publisher.
+        client_id: String,
+        /// The device it concerned.
+        udid: String,
+        /// Why.
+        reason: String,
+    },
     /// A connection was refused before or at CONNECT.
     Refused {
         /// The connection.

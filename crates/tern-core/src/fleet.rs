@@ -154,6 +154,8 @@ pub struct Registry {
     registrations: HashMap<String, Registration>,
     /// The firmware releases offered at registration.
     pub(crate) catalogue: Catalogue,
+    /// The devices' actionable notifications (`broker/fleet_notify.rs`).
+    pub(crate) notifications: crate::fleet_notify::Notifications,
 }
 
 impl Registry {
@@ -165,6 +167,7 @@ impl Registry {
             status: HashMap::new(),
             registrations: HashMap::new(),
             catalogue: Catalogue::default(),
+            notifications: Default::default(),
         }
     }
 

@@ -33,6 +33,7 @@ pub mod connection;
 pub mod events;
 pub mod firmware;
 pub mod fleet;
+pub mod fleet_notify;
 pub mod guard;
 pub mod history;
 pub mod mailbox;

@@ -13,6 +13,7 @@ use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 use crate::auth::SessionOwner;
 use crate::firmware::{Registration, Release};
 use crate::fleet::{Device, Owner};
+use crate::fleet_notify::Notification;
 use crate::guard::{GuardKey, GuardRecord};
 use crate::history::Kept;
 use crate::session::{Delivery, PendingWill};
@@ -117,6 +118,15 @@ pub enum StoreOp {
     FirmwareSet(Release),
     /// A firmware release was deleted (by id).
     FirmwareRemove(String),
+    /// An actionable notification was raised or changed.
+    FleetNotifySet(Notification),
+    /// A finished notification (or one of a deleted device) is forgotten.
+    FleetNotifyRemove {
+        /// Its device.
+        udid: String,
+        /// Its id.
+        nid: String,
+    },
     /// A message was kept in the history of its topic (`[[history]]`).
     HistoryKeep(Kept),
     /// Deletions of retained messages up to this id are no longer remembered (`broker::kv`).
@@ -158,6 +168,8 @@ pub struct Snapshot {
     pub fleet_registrations: Vec<(String, Registration)>,
     /// The firmware catalogue's releases.
     pub firmware: Vec<Release>,
+    /// The devices' actionable notifications.
+    pub fleet_notifications: Vec<Notification>,
     /// The messages kept in topics' history, in any order.
     pub history: Vec<Kept>,
     /// The highest id of a deletion of a retained message no longer remembered (0: none).
@@ -188,6 +200,7 @@ pub struct MemoryStore {
     fleet_devices: HashMap<String, Device>,
     fleet_registrations: HashMap<String, Registration>,
     firmware: HashMap<String, Release>,
+    fleet_notifications: HashMap<(String, String), Notification>,
     history: HashMap<(TopicName, u64), Kept>,
     kv_horizon: u64,
 }
@@ -299,6 +312,14 @@ impl Store for MemoryStore {
                 StoreOp::FleetOwnerSet(owner) => {
                     self.fleet_owners.insert(owner.id.clone(), owner.clone());
                 }
+                StoreOp::FleetNotifySet(n) => {
+                    let key = (n.udid.clone(), n.nid.clone());
+                    self.fleet_notifications.insert(key, n.clone());
+                }
+                StoreOp::FleetNotifyRemove { udid, nid } => {
+                    self.fleet_notifications
+                        .remove(&(udid.clone(), nid.clone()));
+                }
                 StoreOp::HistoryKeep(kept) => {
                     let key = (kept.message.topic.clone(), kept.message.id);
                     self.history.insert(key, kept.clone());
@@ -337,6 +358,7 @@ impl Store for MemoryStore {
                 .map(|(udid, r)| (udid.clone(), r.clone()))
                 .collect(),
             firmware: self.firmware.values().cloned().collect(),
+            fleet_notifications: self.fleet_notifications.values().cloned().collect(),
             history,
             kv_horizon: self.kv_horizon,
         })

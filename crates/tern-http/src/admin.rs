@@ -156,6 +156,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .merge(crate::admin_keys::routes())
         .merge(crate::admin_fleet::routes())
         .merge(crate::admin_firmware::routes())
+        .merge(crate::fleet_notify::routes())
 }
 
 /// Sends `op` to the broker thread and answers as it says (refusals logged and counted).
@@ -182,12 +183,13 @@ pub(crate) async fn operate(shared: &Shared, who: &Authorized, op: AdminOp) -> R
 
 macro_rules! authorized {
     ($shared:expr, $request:expr, $scope:expr, $prefix:expr) => {
-        match authorize(&$shared, &$request, $scope, $prefix) {
+        match crate::admin::authorize(&$shared, &$request, $scope, $prefix) {
             Ok(who) => who,
             Err(response) => return *response,
         }
     };
 }
+pub(crate) use authorized;
 
 /// Connected clients in the token's realm.
 #[utoipa::path(get, path = "/v1/admin/clients", tag = "admin",

@@ -170,6 +170,7 @@ macro_rules! body {
         }
     };
 }
+pub(crate) use body;
 
 async fn run(shared: &Shared, who: &Authorized, op: FleetOp) -> Response<Body> {
     operate(shared, who, AdminOp::Fleet(op)).await

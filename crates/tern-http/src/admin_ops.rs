@@ -62,6 +62,8 @@ pub(crate) enum AdminOp {
     Fleet(crate::admin_fleet::FleetOp),
     /// Look at or change the firmware catalogue.
     Firmware(crate::admin_firmware::FirmwareOp),
+    /// Look at or answer the fleet's actionable notifications.
+    Notify(crate::fleet_notify::NotifyOp),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -255,6 +257,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
         }
         AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
         AdminOp::Firmware(op) => crate::admin_firmware::apply(broker, op, now_unix),
+        AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }
 }
 

@@ -71,6 +71,8 @@ pub(crate) struct Watcher {
     filters: Vec<TopicFilter>,
     /// Whether broker events are sent.
     events: bool,
+    /// The token: a notification's event goes only to one whose topics cover its device.
+    operator: crate::tokens::Operator,
     sender: mpsc::Sender<Bytes>,
 }
 
@@ -112,6 +114,18 @@ impl Watchers {
                     let frame = frame("message", &message_json(&message, now));
                     let topic = message.topic.as_str();
                     self.offer(&frame, |w| w.filters.iter().any(|f| f.matches(topic)));
+                }
+                Tapped::Event(Event::FleetNotification {
+                    notification,
+                    change,
+                }) => {
+                    let (channel, data) =
+                        crate::fleet_notify::event(broker, &notification, change, now);
+                    let frame = frame("notification", &data);
+                    let udid = notification.udid.as_str();
+                    self.offer(&frame, |w| {
+                        w.events && udid.starts_with(&w.realm) && w.operator.sees_topic(&channel)
+                    });
                 }
                 Tapped::Event(event) => {
                     if let Some((client_id, name, data)) = event_json(&event) {
@@ -342,6 +356,7 @@ pub(crate) async fn events(State(shared): State<Arc<Shared>>, request: Request) 
         realm: who.operator.client_prefix().to_owned(),
         filters: asked.filters,
         events: asked.events,
+        operator: who.operator.clone(),
         sender,
     };
     if shared.observe.send(Observe::Watch(watcher)).await.is_err() {

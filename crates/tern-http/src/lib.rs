@@ -28,6 +28,7 @@ mod answers;
 mod bridge;
 pub mod error;
 mod events;
+mod fleet_notify;
 pub mod keys;
 mod kv;
 mod longpoll;

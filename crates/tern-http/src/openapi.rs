@@ -59,6 +59,10 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_firmware::add,
         crate::admin_firmware::show,
         crate::admin_firmware::delete,
+        crate::fleet_notify::list,
+        crate::fleet_notify::ask,
+        crate::fleet_notify::answer,
+        crate::fleet_notify::cancel,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,
@@ -99,7 +103,11 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_fleet::DeviceChange,
         crate::admin_fleet::OwnerBody,
         crate::admin_firmware::ReleaseBody,
-        crate::admin_firmware::ReleaseView
+        crate::admin_firmware::ReleaseView,
+        crate::fleet_notify::NotificationView,
+        crate::fleet_notify::AnswerBody,
+        crate::fleet_notify::CancelBody,
+        crate::fleet_notify::AskBody
     )),
     modifiers(&Signature)
 )]

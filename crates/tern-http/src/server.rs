@@ -488,7 +488,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 24] = [
+    const CODES: [&str; 30] = [
         "banned",
         "no_session",
         "no_retained",
@@ -513,6 +513,12 @@ fn refused_code(code: &str) -> &'static str {
         "poll_superseded",
         "precondition_failed",
         "not_found",
+        "no_device",
+        "no_notification",
+        "notification_closed",
+        "response_invalid",
+        "ambiguous_nid",
+        "too_many_pending",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }

@@ -171,6 +171,21 @@ pub(crate) fn log_event(event: &Event) {
             "device {owner}/{udid} is flapping: {connects} connects within a minute (flagged \
              in its status; its reconnects are not logged one by one)"
         ),
+        Event::FleetNotification {
+            notification,
+            change,
+        } => info!(
+            "notification {:?} of device {}/{} {change} ({})",
+            notification.nid,
+            notification.owner,
+            notification.udid,
+            notification.direction.word()
+        ),
+        Event::FleetNotifyRefused {
+            client_id,
+            udid,
+            reason,
+        } => warn!("notification from {client_id:?} for device {udid:?} refused: {reason}"),
         Event::RetainedCapped {
             client_id,
             filter,

@@ -242,7 +242,7 @@ pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<FleetRecord, RecordErro
     Ok(record)
 }
 
-fn utf8(bytes: &[u8]) -> Result<String, RecordError> {
+pub(crate) fn utf8(bytes: &[u8]) -> Result<String, RecordError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::corrupt("not UTF-8"))
 }
 

@@ -18,6 +18,7 @@
 mod commit;
 mod firmware;
 mod fleet;
+mod fleet_notify;
 mod guard;
 mod history;
 mod journal;
@@ -42,7 +43,7 @@ use tracing::info;
 use commit::MarkerFile;
 pub use layout::BESIDE_THE_STORE;
 use meta::Format;
-use record::RecordError;
+use record::{delivery_key, incoming_key, RecordError};
 use salvage::{drop_record, Progress, Salvage};
 pub use tern_core::record::WallClock;
 
@@ -51,7 +52,7 @@ pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
 /// keep the next sequence number; stores before version 5 have no `history` partition,
-/// before version 6 no `fleet` partition, and before version 7 no `firmware` partition.
+/// before version 6 no `fleet` partition, and before 7 no `firmware` or `notify` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
@@ -69,9 +70,11 @@ const HISTORY_PARTITION: &str = "history";
 const FLEET_PARTITION: &str = "fleet";
 /// The partition of the fleet's firmware catalogue (format version 7).
 const FIRMWARE_PARTITION: &str = "firmware";
+/// The partition of the fleet's actionable notifications (format version 7).
+const NOTIFY_PARTITION: &str = "notify";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 10] = [
+const PARTITIONS: [&str; 11] = [
     "retained",
     "sessions",
     "deliveries",
@@ -81,15 +84,17 @@ const PARTITIONS: [&str; 10] = [
     HISTORY_PARTITION,
     FLEET_PARTITION,
     FIRMWARE_PARTITION,
+    NOTIFY_PARTITION,
     META_PARTITION,
 ];
 /// Partitions a store of an older format does not have, with the version that made each:
 /// their absence is damage only in a store of that version or later (see `layout`).
-const PARTITIONS_SINCE: [(&str, u32); 4] = [
+const PARTITIONS_SINCE: [(&str, u32); 5] = [
     (GUARD_PARTITION, 3),
     (HISTORY_PARTITION, 5),
     (FLEET_PARTITION, 6),
     (FIRMWARE_PARTITION, 7),
+    (NOTIFY_PARTITION, 7),
 ];
 /// A progress line is logged every this many records while loading.
 const PROGRESS_EVERY: u64 = 250_000;
@@ -203,6 +208,7 @@ pub struct DiskStore {
     history: PartitionHandle,
     fleet: PartitionHandle,
     firmware: PartitionHandle,
+    notify: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
     staged: HashSet<Vec<u8>>,
@@ -278,9 +284,9 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, firmware, meta] =
+        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, firmware, notify, meta] =
             PARTITIONS.map(open);
-        let (retained, sessions, deliveries, stages, incoming, guard, history, fleet, meta) = (
+        let (retained, sessions, deliveries, stages, incoming, guard, history, fleet, notify) = (
             retained?,
             sessions?,
             deliveries?,
@@ -289,9 +295,10 @@ impl DiskStore {
             guard?,
             history?,
             fleet?,
-            meta?,
+            notify?,
         );
         let firmware = firmware?;
+        let meta = meta?;
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
         let committed = meta.get(COMMIT_KEY).map_err(engine)?;
         let is_empty = [
@@ -304,6 +311,7 @@ impl DiskStore {
             &history,
             &fleet,
             &firmware,
+            &notify,
         ]
         .into_iter()
         .try_fold(true, |empty, p| Ok(empty && p.is_empty()?))
@@ -350,6 +358,7 @@ impl DiskStore {
             history,
             fleet,
             firmware,
+            notify,
             staged,
             committed,
             marker,
@@ -367,7 +376,8 @@ impl DiskStore {
     /// resume such a session claims it); before version 4 they gain the next sequence number
     /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
     /// partition was missing, before version 5 the `history` one, before 6 the `fleet` one
-    /// and before 7 the `firmware` one: each is made empty at open. One batch, synced, then the version
+    /// and before 7 the `firmware` and `notify` ones: each is made empty at open. One batch,
+    /// synced, then the version
     /// is raised; a crash half-way leaves the old version and the conversion runs again. When
     /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
@@ -509,18 +519,6 @@ impl DiskStore {
     }
 }
 
-fn delivery_key(client_id: &MqttString, seq: u64) -> Vec<u8> {
-    let mut key = record::session_prefix(client_id);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn incoming_key(client_id: &MqttString, packet_id: u16) -> Vec<u8> {
-    let mut key = record::session_prefix(client_id);
-    key.extend_from_slice(&packet_id.to_be_bytes());
-    key
-}
-
 impl Store for DiskStore {
     type Error = StoreError;
 
@@ -629,6 +627,10 @@ impl Store for DiskStore {
                 op @ (StoreOp::FirmwareSet(_) | StoreOp::FirmwareRemove(_)) => {
                     firmware::write(&mut batch, &self.firmware, op)
                         .map_err(self.record("firmware"))?
+                }
+                op @ (StoreOp::FleetNotifySet(_) | StoreOp::FleetNotifyRemove { .. }) => {
+                    let record = self.record("notify");
+                    fleet_notify::write(&mut batch, &self.notify, self.clock, op).map_err(record)?
                 }
                 StoreOp::HistoryForget { topic, id } => {
                     let key = history::key(topic, *id).map_err(self.record("history"))?;
@@ -775,6 +777,7 @@ impl Store for DiskStore {
         }
         self.load_fleet(&mut snapshot, &mut dropped, &mut progress)?;
         self.load_firmware(&mut snapshot, &mut dropped, &mut progress)?;
+        self.load_notify(&mut snapshot, &mut dropped, &mut progress)?;
         if !dropped.is_empty() {
             dropped.commit().map_err(|e| self.engine(e))?;
         }

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tracing::{info, warn};
-
 use fjall::{Batch, PartitionHandle};
+use tracing::{info, warn};
 
 use crate::StoreError;
 

@@ -8,10 +8,10 @@
 use tern_core::firmware::{Registration, Release};
 use tern_core::fleet::{Device, DeviceCredential};
 use tern_core::{Store, StoreOp};
-use tern_store::{DiskStore, Durability, StoreError, FORMAT_VERSION};
+use tern_store::FORMAT_VERSION;
 
 mod support;
-use support::{as_written_by, clock, format_of, open};
+use support::{format_version, make_older, missing_partition_is_damage, open};
 
 fn device(udid: &str) -> Device {
     Device {
@@ -105,7 +105,8 @@ fn a_version_6_store_is_converted_and_keeps_its_registry() {
             .apply(&[StoreOp::FleetDeviceSet(device("d1"))])
             .unwrap();
     }
-    as_written_by(dir.path(), 6, "firmware");
+    make_older(dir.path(), 6, "firmware");
+    assert!(!dir.path().join("partitions/firmware").exists());
     for round in 0..2 {
         let mut store = open(dir.path());
         let snapshot = store.load().unwrap();
@@ -116,7 +117,7 @@ fn a_version_6_store_is_converted_and_keeps_its_registry() {
             .apply(&[StoreOp::FirmwareSet(release(&id, None, &[]))])
             .unwrap();
     }
-    assert_eq!(format_of(dir.path()), FORMAT_VERSION);
+    assert_eq!(format_version(dir.path()), FORMAT_VERSION);
     assert_eq!(FORMAT_VERSION, 7);
 }
 
@@ -128,12 +129,5 @@ fn a_version_7_store_without_its_firmware_partition_is_damaged() {
         let op = StoreOp::FirmwareSet(release("fw-a", None, &[]));
         store.apply(&[op]).unwrap();
     }
-    std::fs::remove_dir_all(dir.path().join("partitions/firmware")).unwrap();
-    let error = DiskStore::open(dir.path(), Durability::Fsync, clock())
-        .expect_err("a partition of this format missing is damage");
-    assert!(
-        matches!(&error, StoreError::Damaged { problem, .. }
-            if problem.contains("partition `firmware` is missing")),
-        "{error}"
-    );
+    missing_partition_is_damage(dir.path(), "firmware");
 }

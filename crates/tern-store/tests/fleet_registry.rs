@@ -11,7 +11,7 @@ use tern_core::{SessionOwner, Store, StoreOp};
 use tern_store::{DiskStore, Durability, StoreError, FORMAT_VERSION};
 
 mod support;
-use support::{as_written_by, clock, format_of, open};
+use support::{clock, open};
 
 fn device(udid: &str, credential: DeviceCredential) -> Device {
     Device {
@@ -90,7 +90,16 @@ fn a_version_5_store_is_converted_and_keeps_its_sessions() {
         store.apply(&[StoreOp::SessionSet(session)]).unwrap();
     }
     // What version 5 left: no `fleet` partition, and the version 5 in `meta`.
-    as_written_by(dir.path(), 5, "fleet");
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+        let options = fjall::PartitionCreateOptions::default;
+        let fleet = keyspace.open_partition("fleet", options()).unwrap();
+        keyspace.delete_partition(fleet).unwrap();
+        let meta = keyspace.open_partition("meta", options()).unwrap();
+        meta.insert("format", 5_u32.to_be_bytes()).unwrap();
+        keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    assert!(!dir.path().join("partitions/fleet").exists());
     for round in 0..2 {
         let mut store = open(dir.path());
         let snapshot = store.load().unwrap();
@@ -106,7 +115,16 @@ fn a_version_5_store_is_converted_and_keeps_its_sessions() {
             ))])
             .unwrap();
     }
-    assert_eq!(format_of(dir.path()), FORMAT_VERSION);
+    let keyspace = fjall::Config::new(dir.path()).open().unwrap();
+    let meta = keyspace
+        .open_partition("meta", fjall::PartitionCreateOptions::default())
+        .unwrap();
+    let format = meta.get("format").unwrap().expect("a format version");
+    assert_eq!(
+        u32::from_be_bytes(format[..].try_into().unwrap()),
+        FORMAT_VERSION
+    );
+    assert_eq!(FORMAT_VERSION, 7);
 }
 
 #[test]

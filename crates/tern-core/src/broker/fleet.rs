@@ -57,6 +57,7 @@ impl Broker {
         let device = self.fleet.remove(udid)?;
         self.persist(StoreOp::FleetDeviceRemove(device.udid.clone()));
         self.admin_kick(udid, true, now);
+        self.fleet_notify_forget(udid);
         let topics = &self.config.fleet;
         let retained = [
             topics.device(&device.owner, &device.udid),

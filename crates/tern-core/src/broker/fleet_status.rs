@@ -131,7 +131,7 @@ impl Broker {
         self.fleet.status(udid)
     }
 
-    fn fleet_publish(&mut self, topic: &str, payload: Bytes, retain: bool, now: Time) {
+    pub(super) fn fleet_publish(&mut self, topic: &str, payload: Bytes, retain: bool, now: Time) {
         let (qos, properties) = (QoS::AtLeastOnce, PublishProperties::default());
         self.fleet_publish_with(topic, payload, qos, retain, properties, now);
     }

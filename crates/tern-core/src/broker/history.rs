@@ -123,17 +123,17 @@ impl Broker {
             .collect();
         match reset {
             Reset::Seq(seq) => {
-                done.completed = self.ack_through(key, seq.saturating_sub(1));
+                done.completed = self.ack_through(key, seq.saturating_sub(1), None);
                 self.session_mut(key).mailbox_mut().leases.clear();
                 self.note_mailbox(key);
             }
-            Reset::Latest => done.completed = self.ack_through(key, u64::MAX),
+            Reset::Latest => done.completed = self.ack_through(key, u64::MAX, None),
             Reset::Replay(count) => {
-                done.completed = self.ack_through(key, u64::MAX);
+                done.completed = self.ack_through(key, u64::MAX, None);
                 done.queued = self.replay_into(key, client, &subscriptions, Some(count), None, now);
             }
             Reset::Since(at) => {
-                done.completed = self.ack_through(key, u64::MAX);
+                done.completed = self.ack_through(key, u64::MAX, None);
                 done.queued = self.replay_into(key, client, &subscriptions, None, Some(at), now);
             }
         }

@@ -300,6 +300,7 @@ impl Broker {
             self.close(id, reason, code, now);
         }
         self.run_due_timers(now);
+        self.fleet_notify_due(now);
         self.run_tree_views(now);
         self.resume_retained_feeds(now);
         self.check_stalls(now);
@@ -366,20 +367,23 @@ impl Broker {
 
     /// The earliest time [`Broker::handle_timeout`] has work for a will, an expiring session or
     /// retained message, a tree view delta, retained messages owed to a subscription (then at
-    /// once), or a congested subscriber that may have stalled. Connection deadlines are checked
-    /// on every call; the runtime calls at least once a second.
+    /// once), a congested subscriber that may have stalled, or a fleet notification to expire
+    /// or forget. Connection deadlines are checked on every call; the runtime calls at least
+    /// once a second.
     pub fn next_timeout(&self) -> Option<Time> {
         let session = self.timers.first().map(|&(at, _, _)| at);
         let retained = self.retained.next_expiry();
         let trees = self.next_tree_due();
         let feeds = self.retained_feeds_ready().then_some(self.started_at);
         let stalls = self.next_stall_check();
+        let notifications = self.fleet.notifications.next_due_at();
         session
             .into_iter()
             .chain(retained)
             .chain(trees)
             .chain(feeds)
             .chain(stalls)
+            .chain(notifications)
             .min()
     }
 

@@ -216,7 +216,7 @@ impl Broker {
     ) -> Result<Fetched, RequestRefusal> {
         let key = self.mailbox_session(client)?;
         if let Some(ack) = fetch.ack {
-            self.ack_through(key, ack);
+            self.ack_through(key, ack, Some(now));
         }
         self.prune_mailbox_subscriptions(client, key);
         let mut fetched = Fetched::default();
@@ -306,7 +306,7 @@ impl Broker {
         let key = self.mailbox_session(client)?;
         let mut settled = Settled::default();
         if let Some(ack) = settle.ack {
-            settled.acked = self.ack_through(key, ack);
+            settled.acked = self.ack_through(key, ack, Some(now));
         }
         for seq in &settle.nack {
             if let Some(lease) = self.session_mut(key).mailbox_mut().leases.get_mut(seq) {
@@ -566,8 +566,9 @@ impl Broker {
         self.with_session(key, |session| session.remove_queued(seq))
     }
 
-    /// Completes every delivery of `key` up to `ack`; returns how many.
-    pub(super) fn ack_through(&mut self, key: SessionKey, ack: u64) -> usize {
+    /// Completes every delivery of `key` up to `ack` (acknowledged by the client at `acked`,
+    /// or skipped by a reset without); returns how many.
+    pub(super) fn ack_through(&mut self, key: SessionKey, ack: u64, acked: Option<Time>) -> usize {
         let done: Vec<u64> = self
             .mailbox_deliveries(key)
             .into_iter()
@@ -575,7 +576,10 @@ impl Broker {
             .take_while(|seq| *seq <= ack)
             .collect();
         for &seq in &done {
-            self.take_delivery(key, seq);
+            let taken = self.take_delivery(key, seq);
+            if let (Some(delivery), Some(now)) = (taken, acked) {
+                self.fleet_notify_acked(key, delivery.message.id, now);
+            }
             self.delivery_done(key, seq);
             self.session_mut(key).mailbox_mut().leases.remove(&seq);
         }

@@ -13,6 +13,7 @@ mod cluster_session;
 mod connect;
 mod fleet;
 mod fleet_fence;
+pub mod fleet_notify;
 mod fleet_register;
 mod fleet_status;
 mod flow;
@@ -46,8 +47,7 @@ use crate::authz::{AllowAll, Authorizer};
 use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
-use crate::session::Session;
-use crate::session::{OutgoingState, EXPIRY_NEVER};
+use crate::session::{OutgoingState, Session, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
 use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
@@ -715,6 +715,7 @@ impl Broker {
             broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
         broker.firmware_restore(snapshot.fleet_registrations, snapshot.firmware);
+        broker.fleet_notify_restore(snapshot.fleet_notifications);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {
                 last_message_id = last_message_id.max(delivery.message.id);

@@ -275,6 +275,7 @@ impl Broker {
         publish: Publish,
         now: Time,
     ) -> Option<usize> {
+        self.fleet_notify_inbound(origin, &publish, now);
         let mut properties = publish.properties;
         let expires_at = properties
             .message_expiry_interval
@@ -711,6 +712,7 @@ impl Broker {
                 session.acked_at = now;
                 if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
+                    self.fleet_notify_acked(key, entry.delivery.message.id, now);
                 }
                 self.pump(key, now);
             }
@@ -759,6 +761,7 @@ impl Broker {
                 session.acked_at = now;
                 if let Some(entry) = self.remove_inflight(key, index) {
                     self.delivery_done(key, entry.delivery.seq);
+                    self.fleet_notify_acked(key, entry.delivery.message.id, now);
                 }
                 self.pump(key, now);
             }
