@@ -5,12 +5,14 @@ read with curl and urllib; no token, and a token without the scope, get nothing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import subprocess
 import urllib.request
 
 import pytest
 
+from http_support import Device, error_code, ok
 from support import BROKER_KIND, TIMEOUT, Names, connect_properties
 from test_19_http_admin import Ops, code, ops  # noqa: F401 (the fixture)
 
@@ -64,6 +66,39 @@ def test_messages_bytes_queues_commits_and_requests_are_counted(ops: Ops, names:
     assert after['tern_http_requests_total{route="unmatched",method="GET",status="404"}'] == 1
     assert after['tern_http_requests_total{route="/metrics",method="GET",status="200"}'] == 1
     assert after['tern_http_refused_total{code="not_found"}'] == 1
+
+
+def test_mailbox_polls_are_counted_by_route_and_status_like_every_request(ops: Ops,
+                                                                        names: Names):
+    """A long poll is served off the router's path (it waits as a small entry, not as the
+    router's futures); it is counted and its refusals logged all the same."""
+    before = scrape(ops)
+    dev = Device(ops.broker.http_url, "d:acme-1", ops.device_secret)
+    assert error_code(dev.poll()) == "no_mailbox"
+    ok(dev.subscribe(f"acme/{names.tag}/#"))
+    assert ok(dev.poll())["messages"] == []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        # The later of two long polls takes the earlier's place (answered 409 at once): once
+        # one answer is in, the other is waiting. One client object each (nonces).
+        polls = [pool.submit(Device(ops.broker.http_url, "d:acme-1", ops.device_secret).poll,
+                             wait=30) for _ in range(2)]
+        done, waiting = concurrent.futures.wait(
+            polls, timeout=TIMEOUT, return_when=concurrent.futures.FIRST_COMPLETED)
+        assert error_code(done.pop().result()) == "poll_superseded"
+        publisher = ops.clients.connected(names.client("p"))
+        publisher.publish(f"acme/{names.tag}/x", b"woken", qos=1)
+        polled = ok(waiting.pop().result(timeout=TIMEOUT))
+    assert [m["payload"] for m in polled["messages"]] == ["woken"]
+    after = scrape(ops)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta('tern_http_requests_total{route="/v1/mbox",method="GET",status="200"}') == 2
+    assert delta('tern_http_requests_total{route="/v1/mbox",method="GET",status="404"}') == 1
+    assert delta('tern_http_requests_total{route="/v1/mbox",method="GET",status="409"}') == 1
+    assert delta('tern_http_refused_total{code="no_mailbox"}') == 1
+    assert delta('tern_http_refused_total{code="poll_superseded"}') == 1
 
 
 def test_curl_scrapes_and_attackers_get_nothing(ops: Ops):

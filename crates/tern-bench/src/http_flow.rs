@@ -24,7 +24,11 @@ const POLL_WAIT_SECS: u32 = 60;
 pub struct HttpPublishFigures {
     /// HTTP connections, each a device with one request in flight at a time.
     pub connections: usize,
-    /// Publishes answered 200 inside the window.
+    /// Messages per signed request (1: `POST /v1/pub/{topic}`; more: a `POST /v1/pub` batch).
+    pub messages_per_request: usize,
+    /// Signed requests answered 200 inside the window, per second.
+    pub requests_per_s: f64,
+    /// Messages (publishes) answered 200 inside the window.
     pub published_in_window: u64,
     /// `published_in_window` per second of window.
     pub published_per_s: f64,
@@ -40,9 +44,11 @@ pub struct HttpPublishFigures {
     pub lost: u64,
     /// Extra copies the subscriber received.
     pub duplicated: u64,
-    /// Broker CPU time (all threads) per acknowledged publish over the window, microseconds
+    /// Broker CPU time (all threads) per acknowledged message over the window, microseconds
     /// (with `--broker-pid`).
     pub broker_cpu_per_publish_us: Option<f64>,
+    /// The same per signed request.
+    pub broker_cpu_per_request_us: Option<f64>,
 }
 
 /// What the idle long-poll scenario measured.
@@ -112,33 +118,55 @@ pub(crate) async fn publish(args: &BenchArgs) -> Result<Report, BenchError> {
     let end = start + args.duration();
     let sent = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
+    let batch = usize::from(args.http_batch);
     for (i, (mut conn, mut device)) in conns.into_iter().enumerate() {
         let (run, size, sent) = (run.clone(), args.payload, Rc::clone(&sent));
         tasks.push(tokio::task::spawn_local(async move {
-            let path = format!("/v1/pub/bench/{run}/http/{i}");
-            let query = format!("qos={qos}");
-            let target = format!("{path}?{query}");
+            let topic = format!("bench/{run}/http/{i}");
+            let (path, query) = if batch == 1 {
+                (format!("/v1/pub/{topic}"), format!("qos={qos}"))
+            } else {
+                ("/v1/pub".to_owned(), String::new())
+            };
+            let target = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            };
             let mut outcome = Outcome::default();
-            let mut body = vec![b'.'; size];
+            let mut payload = vec![b'.'; size];
+            let mut body = Vec::new();
             let mut seq = 0u64;
             while Instant::now() < end {
-                seq += 1;
-                let stamp = payload::Stamp {
-                    publisher: i as u32,
-                    seq,
-                    sent_nanos: 0,
-                };
-                payload::write(&mut body, stamp);
+                let first = seq + 1;
+                body.clear();
+                for _ in 0..batch {
+                    seq += 1;
+                    let stamp = payload::Stamp {
+                        publisher: i as u32,
+                        seq,
+                        sent_nanos: 0,
+                    };
+                    payload::write(&mut payload, stamp);
+                    if batch == 1 {
+                        body.extend_from_slice(&payload);
+                    } else {
+                        batch_item(&mut body, &topic, qos, &payload);
+                    }
+                }
+                if batch > 1 {
+                    body.push(b']');
+                }
                 let headers = device.sign("POST", &path, &query, &body);
                 let (status, answer) = conn.request("POST", &target, &headers, &body).await?;
-                sent.set(sent.get() + 1);
+                sent.set(sent.get() + batch as u64);
                 if status == 200 {
-                    outcome.acknowledged.push(seq);
+                    outcome.acknowledged.extend(first..=seq);
                     if Instant::now() <= end {
-                        outcome.in_window += 1;
+                        outcome.in_window += batch as u64;
                     }
                 } else {
-                    outcome.refused += 1;
+                    outcome.refused += batch as u64;
                     outcome.first_refusal.get_or_insert_with(|| {
                         format!("{status} {}", String::from_utf8_lossy(&answer))
                     });
@@ -187,8 +215,11 @@ pub(crate) async fn publish(args: &BenchArgs) -> Result<Report, BenchError> {
     let (delivered_set, duplicated) = &*received.borrow();
     let delivered = owed.intersection(delivered_set).count() as u64;
     let acknowledged = owed.len() as u64;
+    let requests_in_window = in_window / batch as u64;
     let figures = HttpPublishFigures {
         connections,
+        messages_per_request: batch,
+        requests_per_s: requests_in_window as f64 / window.max(1e-9),
         published_in_window: in_window,
         published_per_s: in_window as f64 / window.max(1e-9),
         acknowledged,
@@ -203,6 +234,8 @@ pub(crate) async fn publish(args: &BenchArgs) -> Result<Report, BenchError> {
         duplicated: *duplicated,
         broker_cpu_per_publish_us: broker_cpu
             .map(|cpu| cpu.as_secs_f64() * 1e6 / in_window.max(1) as f64),
+        broker_cpu_per_request_us: broker_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / requests_in_window.max(1) as f64),
     };
     let cpu = report::cpu_time().saturating_sub(cpu_start);
     Ok(Report::with_http_publish(
@@ -212,6 +245,21 @@ pub(crate) async fn publish(args: &BenchArgs) -> Result<Report, BenchError> {
         cpu,
         start.elapsed(),
     ))
+}
+
+/// Appends one message to a `POST /v1/pub` batch (a JSON array, opened by the first item).
+fn batch_item(body: &mut Vec<u8>, topic: &str, qos: u8, payload: &[u8]) {
+    use base64::Engine;
+    body.push(if body.is_empty() { b'[' } else { b',' });
+    body.extend_from_slice(
+        format!("{{\"topic\":\"{topic}\",\"qos\":{qos},\"payload_b64\":\"").as_bytes(),
+    );
+    body.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(payload)
+            .as_bytes(),
+    );
+    body.extend_from_slice(b"\"}");
 }
 
 /// One publisher connection's outcome.

@@ -185,6 +185,11 @@ pub struct BenchArgs {
     /// How the HTTP devices' client identifiers start: the group key's `--prefix`.
     #[arg(long, default_value = "bench-")]
     pub http_prefix: String,
+    /// Messages per signed request (http-publish): 1 sends each as `POST /v1/pub/{topic}`,
+    /// more sends them together as a `POST /v1/pub` batch, as a device flushing the readings
+    /// it queued while asleep does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub http_batch: u16,
     /// Name of the broker under test, copied into the JSON.
     #[arg(long, default_value = "")]
     pub label: String,

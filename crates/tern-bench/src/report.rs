@@ -401,18 +401,29 @@ impl Report {
             );
         }
         if let Some(h) = &self.http_publish {
-            let broker = h
-                .broker_cpu_per_publish_us
-                .map(|us| format!(", broker CPU {us:.1} µs per publish"))
-                .unwrap_or_default();
+            let broker = match (h.broker_cpu_per_publish_us, h.broker_cpu_per_request_us) {
+                (Some(message), Some(request)) if h.messages_per_request > 1 => format!(
+                    ", broker CPU {message:.2} µs per message ({request:.1} µs per request)"
+                ),
+                (Some(message), _) => format!(", broker CPU {message:.1} µs per publish"),
+                _ => String::new(),
+            };
+            let requests = if h.messages_per_request > 1 {
+                format!(
+                    " in {:.0} signed requests/s of {} messages",
+                    h.requests_per_s, h.messages_per_request
+                )
+            } else {
+                String::new()
+            };
             let refusal = h
                 .first_refusal
                 .as_ref()
                 .map(|r| format!(" (first: {r})"))
                 .unwrap_or_default();
             return format!(
-                "{head}: {} connections, {:.0} signed publishes/s acknowledged in the {:.1} s \
-                 window{broker}; {} acknowledged, {} delivered, lost {}, duplicated {}, refused \
+                "{head}: {} connections, {:.0} signed publishes/s{requests} acknowledged in the \
+                 {:.1} s window{broker}; {} acknowledged, {} delivered, lost {}, duplicated {}, refused \
                  {}{refusal}; {cpu}",
                 h.connections,
                 h.published_per_s,

@@ -16,9 +16,10 @@ use tracing::{debug, info, warn};
 
 use crate::dispatch::{remote_message, Command, Settlement};
 use crate::envelope::Envelope;
+use crate::exactly_once::outbound_records;
 use crate::lease::{bucket_subject, index_key};
 use crate::node::{INGEST_PREFIX, LIVE_PREFIX};
-use crate::sessions::{record_subjects, Holder, Sessions};
+use crate::sessions::{record_subjects, session_key, Holder, Sessions};
 
 impl Sessions {
     /// Indexes `key` as held by this node.
@@ -183,10 +184,15 @@ impl Sessions {
             }
         }
         let count = messages.len();
+        let outbound = match count {
+            0 => Vec::new(),
+            _ => outbound_records(&self.qos2, &session_key(&record.client_id)).await,
+        };
         let replayed = Command::Replayed {
             claim,
             from: cursor,
             messages,
+            outbound,
         };
         let _ = self.dispatch.send(replayed);
         count

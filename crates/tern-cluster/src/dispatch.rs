@@ -23,7 +23,7 @@ use futures_util::stream::SelectAll;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tern_codec::{MqttString, QoS};
 use tern_core::store::StoredSession;
-use tern_core::{ClaimOutcome, ClusterInput, ConnectionId, RemoteMessage};
+use tern_core::{ClaimOutcome, ClusterInput, ConnectionId, OutboundQos2, RemoteMessage};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -58,6 +58,8 @@ pub(crate) enum Command {
         claim: u64,
         from: u64,
         messages: Vec<(u64, RemoteMessage)>,
+        /// The QoS 2 deliveries a node recorded for the session.
+        outbound: Vec<OutboundQos2>,
     },
     /// The claim (of a CONNECT on `connection`, or an adoption) is settled.
     Settle {
@@ -105,6 +107,8 @@ struct OpenClaim {
     /// A later claimant's notice came at this sequence: what follows is theirs.
     frozen_at: Option<u64>,
     backlog: Vec<(u64, RemoteMessage)>,
+    /// The session's QoS 2 deliveries as recorded, when it was read from the stream.
+    outbound: Vec<OutboundQos2>,
     notices: Vec<Notice>,
 }
 
@@ -270,6 +274,7 @@ impl Dispatcher {
                     boundary: None,
                     frozen_at: None,
                     backlog: Vec::new(),
+                    outbound: Vec::new(),
                     notices: Vec::new(),
                 });
                 open.subjects = subjects;
@@ -283,10 +288,12 @@ impl Dispatcher {
                 claim,
                 from,
                 messages,
+                outbound,
             } => {
                 if let Some(open) = self.claims.get_mut(&claim) {
                     open.boundary = Some(from.saturating_sub(1));
                     open.backlog.extend(messages);
+                    open.outbound = outbound;
                 }
             }
             Command::Settle {
@@ -316,9 +323,17 @@ impl Dispatcher {
         self.flush().await?;
         let mut open = self.claims.remove(&claim);
         let backlog = open.as_mut().map(OpenClaim::backlog).unwrap_or_default();
+        let outbound = open
+            .as_mut()
+            .map(|open| std::mem::take(&mut open.outbound))
+            .unwrap_or_default();
         debug!("claim {claim} settled with a backlog of {}", backlog.len());
         let settled = match (outcome, connection) {
-            (Settlement::Adopted(session), _) => Some(ClusterInput::Adopted { session, backlog }),
+            (Settlement::Adopted(session), _) => Some(ClusterInput::Adopted {
+                session,
+                backlog,
+                outbound,
+            }),
             (Settlement::Unavailable, Some(connection)) => Some(ClusterInput::ClaimSettled {
                 connection,
                 outcome: ClaimOutcome::Unavailable,
@@ -329,6 +344,7 @@ impl Dispatcher {
                     outcome: ClaimOutcome::Owned {
                         handed_over,
                         backlog,
+                        outbound,
                     },
                 })
             }

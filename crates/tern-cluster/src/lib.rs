@@ -16,13 +16,15 @@
 //!   stream's order; `interest`: its subscriptions; `sessions`: sessions across nodes (claims,
 //!   take-overs, fencing); `handover`: sessions sent between nodes; `lease`: the node's lease
 //!   and the death of others; `adopt`: a dead node's sessions adopted, queues read back from
-//!   the stream.
+//!   the stream; `exactly_once`: inbound QoS 2 identifiers, so a PUBLISH sent again to
+//!   another node is stored once.
 #![warn(missing_docs)]
 
 mod adopt;
 pub mod dedup;
 mod dispatch;
 pub mod envelope;
+mod exactly_once;
 pub mod handoff;
 mod handover;
 mod interest;

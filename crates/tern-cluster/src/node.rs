@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
+use crate::exactly_once::{Inbound, QOS2_BUCKET};
 use crate::interest::Interest;
 use crate::sessions::{
     bucket, session_key, Bucket, Holder, Sessions, NODES_BUCKET, SESSIONS_BUCKET,
@@ -61,6 +62,8 @@ pub(crate) struct Joined {
     sessions: kv::Store,
     /// The nodes' leases.
     nodes: kv::Store,
+    /// Inbound QoS 2 identifiers.
+    qos2: kv::Store,
     /// The stream behind the sessions bucket.
     bucket_stream: jetstream::stream::Stream,
     /// The message stream.
@@ -128,6 +131,13 @@ pub(crate) async fn join(
         max_age: settings.lease,
     };
     let nodes = bucket(&jetstream, nodes, deadline).await?;
+    // An identifier older than the stream's horizon is worth nothing: its message is gone.
+    let qos2 = Bucket {
+        name: QOS2_BUCKET,
+        replicas: settings.replicas,
+        max_age: settings.offline_horizon,
+    };
+    let qos2 = bucket(&jetstream, qos2, deadline).await?;
     let bucket_stream = jetstream
         .get_stream(format!("KV_{SESSIONS_BUCKET}"))
         .await
@@ -144,6 +154,7 @@ pub(crate) async fn join(
         boot,
         sessions,
         nodes,
+        qos2,
         bucket_stream,
         messages: stream,
         node_id: settings.node_id.clone(),
@@ -206,6 +217,7 @@ pub(crate) async fn run(
         Arc::clone(&counters),
         joined.bucket_stream,
         joined.messages,
+        joined.qos2.clone(),
     ));
     let acker = tokio::spawn(acknowledge(
         pending_rx,
@@ -220,6 +232,7 @@ pub(crate) async fn run(
         Err(error) => warn!("cannot take hand-overs of sessions: {error}"),
     }
     let max_payload = joined.client.server_info().max_payload;
+    let mut inbound = Inbound::new(joined.qos2, joined.boot);
     let mut node = Node {
         client: joined.client.clone(),
         jetstream: joined.jetstream,
@@ -240,7 +253,12 @@ pub(crate) async fn run(
             writes: Vec::new(),
             sync: false,
         };
-        for op in batch.ops {
+        // The identities of its QoS 2 messages are recorded before any of them is stored.
+        let mut identities = match Inbound::concerns(&batch.ops) {
+            true => inbound.settle(&batch.ops).await,
+            false => Default::default(),
+        };
+        for (index, op) in batch.ops.into_iter().enumerate() {
             match op {
                 ClusterOp::Interest { filter, present } => {
                     for subject in filter_subjects(LIVE_PREFIX, filter.as_str()) {
@@ -252,12 +270,14 @@ pub(crate) async fn run(
                     pending.sync = true;
                 }
                 ClusterOp::Publish(publish) => {
-                    let will_id = publish
-                        .publisher
-                        .as_ref()
-                        .filter(|_| publish.will)
-                        .and_then(|client_id| sessions.will_message_id(client_id));
-                    if let Some(unacked) = node.publish(publish, will_id).await {
+                    let message_id = identities.remove(&index).or_else(|| {
+                        publish
+                            .publisher
+                            .as_ref()
+                            .filter(|_| publish.will)
+                            .and_then(|client_id| sessions.will_message_id(client_id))
+                    });
+                    if let Some(unacked) = node.publish(publish, message_id).await {
                         pending.acks.push(unacked);
                     }
                 }
@@ -278,6 +298,8 @@ pub(crate) async fn run(
                     pending.writes.push(written);
                 }
                 ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
+                // Recorded before the batch's other operations (`settle`).
+                ClusterOp::Released { .. } | ClusterOp::Outbound { .. } => {}
                 ClusterOp::HandedOver {
                     token,
                     client_id,
@@ -326,13 +348,13 @@ struct Node {
 }
 
 impl Node {
-    /// Publishes a message accepted on this node (a will under `will_id`, its identity in the
-    /// stream wherever it is published); for QoS 1/2, returns what awaits JetStream's
-    /// acknowledgement.
+    /// Publishes a message accepted on this node (a will or a QoS 2 message under
+    /// `message_id`, its identity in the stream wherever it is published); for QoS 1/2,
+    /// returns what awaits JetStream's acknowledgement.
     async fn publish(
         &mut self,
         publish: ClusterPublish,
-        will_id: Option<String>,
+        message_id: Option<String>,
     ) -> Option<Unacked> {
         self.counter += 1;
         let message = &publish.message;
@@ -376,7 +398,8 @@ impl Node {
         let subject = topic_subject(INGEST_PREFIX, message.topic.as_str())
             .as_str()
             .to_owned();
-        let message_id = will_id.unwrap_or_else(|| format!("{:016x}.{}", self.boot, self.counter));
+        let message_id =
+            message_id.unwrap_or_else(|| format!("{:016x}.{}", self.boot, self.counter));
         let ack = store(&self.jetstream, &subject, &payload, &message_id).await;
         Some(Unacked {
             ack,

@@ -139,6 +139,8 @@ pub(crate) struct Sessions {
     pub(crate) bucket_stream: Stream,
     /// The message stream (for replays from a cursor).
     pub(crate) messages: Stream,
+    /// Inbound QoS 2 identifiers and outbound QoS 2 deliveries (`exactly_once`).
+    pub(crate) qos2: kv::Store,
     /// When this node last renewed its lease.
     pub(crate) renewed: Mutex<Instant>,
     state: Mutex<State>,
@@ -212,6 +214,7 @@ impl Sessions {
         counters: Arc<Counters>,
         bucket_stream: Stream,
         messages: Stream,
+        qos2: kv::Store,
     ) -> Self {
         Self {
             kv,
@@ -228,6 +231,7 @@ impl Sessions {
             counters,
             bucket_stream,
             messages,
+            qos2,
             renewed: Mutex::new(Instant::now()),
             state: Mutex::new(State::default()),
         }

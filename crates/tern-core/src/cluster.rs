@@ -86,6 +86,69 @@ pub enum ClusterOp {
         /// [`ClusterOp::SessionSaved`]).
         resume_from: Option<u64>,
     },
+    /// A QoS 2 delivery to session `client_id` moved on: recorded where a node that resumes the
+    /// session without its holder's hand-over (the holder died) finds it, so the client gets
+    /// the same packet identifier again (DUP) or a PUBREL, never the message as a new one.
+    Outbound {
+        /// The session's client identifier.
+        client_id: MqttString,
+        /// Where the delivery stands.
+        record: OutboundQos2,
+        /// The connection whose packets produced with this operation (the PUBLISH, the PUBREL)
+        /// wait until it is recorded; `None` when nothing waits (PUBCOMP).
+        connection: Option<ConnectionId>,
+    },
+    /// The publisher of session `client_id` released its QoS 2 message `packet_id` (PUBREL):
+    /// whatever remembers the identifier across nodes forgets it. Sent for every PUBREL, known
+    /// here or not: the message may have come in on a node that has since died.
+    Released {
+        /// The session's client identifier.
+        client_id: MqttString,
+        /// The packet identifier, free for a new message once the PUBCOMP goes out.
+        packet_id: u16,
+        /// The connection whose PUBCOMP, produced with this operation, waits until the
+        /// identifier is forgotten: a PUBREL the node dies before handling is sent again to
+        /// another node, and forgets it there.
+        connection: Option<ConnectionId>,
+    },
+}
+
+/// Where a QoS 2 delivery to a session stands, by its packet identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundQos2 {
+    /// The packet identifier it was sent with.
+    pub packet_id: u16,
+    /// Where the replicated log stored the message.
+    pub seq: u64,
+    /// How far its exchange got.
+    pub stage: OutboundStage,
+}
+
+/// How far a QoS 2 delivery's exchange got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundStage {
+    /// The PUBLISH is (about to be) sent: resent with DUP under the same identifier.
+    Sent,
+    /// The client's PUBREC came and the PUBREL is (about to be) sent: the PUBREL is sent again.
+    Released,
+    /// The PUBCOMP came (or a PUBREC refusing the message): nothing is owed, and the message
+    /// is not sent again, though the session's cursor may not have passed it yet.
+    Completed,
+}
+
+/// A QoS 2 PUBLISH's identity across nodes: the publisher's session and packet identifier.
+/// A copy sent again (DUP) to another node, after the node that took the first one died
+/// before its PUBREC reached the client, must be stored in the log once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundQos2 {
+    /// The PUBLISH's packet identifier.
+    pub packet_id: u16,
+    /// Whether the client sent it as a resend (DUP): only a resend may be a message the
+    /// cluster already has.
+    pub dup: bool,
+    /// Which of the messages the PUBLISH became (a `$tree/` publish may spread into several),
+    /// from 0.
+    pub part: u32,
 }
 
 /// A CONNECT's claim on the session of its client identifier.
@@ -112,6 +175,9 @@ pub enum ClaimOutcome {
         /// QoS 1/2 messages for the session that came while it was being handed over, in the
         /// order they came: they are the claimant's to deliver, not the previous holder's.
         backlog: Vec<RemoteMessage>,
+        /// The QoS 2 deliveries of the backlog a node had sent the session, as recorded: they
+        /// go out again as they stood (see [`ClusterOp::Outbound`]).
+        outbound: Vec<OutboundQos2>,
     },
     /// The session could not be claimed (the cluster is out of reach): the CONNECT is refused
     /// with Server unavailable.
@@ -137,6 +203,9 @@ pub struct ClusterPublish {
     /// adopting the session of a dead one) gives it the same identity in the log, so it is
     /// stored once.
     pub will: bool,
+    /// For a message a client published at QoS 2: its identity across nodes, so that a resend
+    /// to another node is stored once.
+    pub exactly_once: Option<InboundQos2>,
 }
 
 /// A message another node accepted (or, for QoS 1 and 2, this node, back from the log).
@@ -208,6 +277,8 @@ pub enum ClusterInput {
         session: Box<StoredSession>,
         /// The QoS 1/2 messages owed to it from its cursor on, in the log's order.
         backlog: Vec<RemoteMessage>,
+        /// The QoS 2 deliveries of the backlog the dead node had sent, as recorded.
+        outbound: Vec<OutboundQos2>,
     },
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),

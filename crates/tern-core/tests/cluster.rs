@@ -5,7 +5,9 @@ mod support;
 
 use tern_codec::Packet;
 use tern_codec::{ReasonCode, SubscriptionOptions};
-use tern_core::{CloseReason, ClusterOp, ClusterPublish, Config, Event, RemoteMessage, Time};
+use tern_core::{
+    CloseReason, ClusterOp, ClusterPublish, Config, Event, OutboundStage, RemoteMessage, Time,
+};
 
 use support::*;
 
@@ -312,4 +314,95 @@ fn connects_are_refused_as_server_unavailable_while_the_cluster_is_out_of_reach(
     let mut single = TestBroker::new();
     single.broker.set_cluster_reachable(false);
     single.connect("c", V5, Opts::new());
+}
+
+/// A QoS 2 PUBLISH leaves with its identity across nodes (packet identifier, DUP), a resend
+/// on the same node does not leave again, and every PUBREL is told to the cluster, known here
+/// or not (the PUBLISH may have come in on a node since dead).
+#[test]
+fn qos2_publishes_carry_their_identity_and_pubrels_are_told_to_the_cluster() {
+    let mut tb = cluster_broker();
+    let client = tb.connect("p", V5, Opts::new());
+
+    tb.send(&client, publish("t", "x", Q2, 7));
+    let mut resent = publish("t", "x", Q2, 7);
+    if let Packet::Publish(publish) = &mut resent {
+        publish.dup = true;
+    }
+    tb.send(&client, resent);
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent.len(), 1, "a resend on the same node leaves once");
+    let inbound = sent[0].exactly_once.expect("a QoS 2 message's identity");
+    assert_eq!(
+        (inbound.packet_id, inbound.dup, inbound.part),
+        (7, false, 0)
+    );
+
+    for packet_id in [7, 9] {
+        tb.send(&client, pubrel(packet_id));
+        let released = ops(&mut tb);
+        assert!(
+            matches!(
+                released.as_slice(),
+                [ClusterOp::Released { client_id, packet_id: id, connection: Some(_) }]
+                    if client_id.as_str() == "p" && *id == packet_id
+            ),
+            "{released:?}"
+        );
+    }
+    // QoS 1 messages carry none.
+    tb.send(&client, publish("t", "y", Q1, 8));
+    let sent = publishes(ops(&mut tb));
+    assert_eq!(sent[0].exactly_once, None);
+}
+
+/// Each step of a QoS 2 delivery of a message from the log is told to the cluster before its
+/// packet goes (the PUBLISH, the PUBREL: their connection's packets wait), and after the
+/// PUBCOMP.
+#[test]
+fn qos2_deliveries_are_recorded_step_by_step() {
+    let mut tb = cluster_broker();
+    let sub = tb.connect("s", V5, Opts::new());
+    tb.subscribe(&sub, "t", Q2);
+    ops(&mut tb);
+    let stored = RemoteMessage {
+        topic: "t".parse().unwrap(),
+        payload: "a".into(),
+        qos: Q2,
+        retain: false,
+        properties: Default::default(),
+        expiry_millis: None,
+        publisher: None,
+        seq: Some(40),
+    };
+    tb.broker.deliver_from_cluster(stored, tb.now);
+    let packets = tb.recv(&sub);
+    let [Packet::Publish(publish)] = packets.as_slice() else {
+        panic!("{packets:?}")
+    };
+    let packet_id = publish.packet_id.unwrap().get();
+    let recorded = |ops: Vec<ClusterOp>| -> Vec<(u16, u64, OutboundStage, bool)> {
+        ops.into_iter()
+            .filter_map(|op| match op {
+                ClusterOp::Outbound {
+                    record, connection, ..
+                } => Some((
+                    record.packet_id,
+                    record.seq,
+                    record.stage,
+                    connection.is_some(),
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    let sent = (packet_id, 40, OutboundStage::Sent, true);
+    assert_eq!(recorded(ops(&mut tb)), [sent]);
+    tb.send(&sub, pubrec(packet_id));
+    assert_eq!(tb.recv(&sub), [pubrel(packet_id)]);
+    let released = (packet_id, 40, OutboundStage::Released, true);
+    assert_eq!(recorded(ops(&mut tb)), [released]);
+    tb.send(&sub, pubcomp(packet_id));
+    let completed = (packet_id, 40, OutboundStage::Completed, false);
+    assert_eq!(recorded(ops(&mut tb)), [completed]);
 }

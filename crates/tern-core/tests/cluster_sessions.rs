@@ -6,7 +6,9 @@ mod support;
 
 use tern_codec::{Packet, ReasonCode};
 use tern_core::store::StoredSession;
-use tern_core::{ClaimOutcome, ClusterOp, Config, RemoteMessage, SessionClaim};
+use tern_core::{
+    ClaimOutcome, ClusterOp, Config, OutboundQos2, OutboundStage, RemoteMessage, SessionClaim,
+};
 
 use support::*;
 
@@ -58,6 +60,7 @@ fn owned(handed_over: Option<Box<StoredSession>>, backlog: Vec<RemoteMessage>) -
     ClaimOutcome::Owned {
         handed_over,
         backlog,
+        outbound: Vec::new(),
     }
 }
 
@@ -449,7 +452,7 @@ fn an_adopted_session_publishes_its_will_after_its_delay_and_keeps_its_backlog()
         incoming_qos2: Vec::new(),
     };
     b.broker
-        .session_adopted(session, vec![stored_at("t", "owed", 3)], b.now);
+        .session_adopted(session, vec![stored_at("t", "owed", 3)], Vec::new(), b.now);
     let ops = b.cluster_ops();
     assert!(
         ops.iter().any(
@@ -586,4 +589,65 @@ fn a_checkpoint_writes_the_cursors_that_moved() {
     assert_eq!(saved, [(Some(4), false)]);
     tb.broker.cluster_checkpoint();
     assert!(tb.cluster_ops().is_empty(), "nothing moved");
+}
+
+/// A session taken without its holder's hand-over (the holder died) resumes its QoS 2
+/// deliveries as the holder recorded them: a message released goes out as its PUBREL, one
+/// sent as its PUBLISH again under the same packet identifier (DUP), one completed not at
+/// all; the rest of the backlog as new messages.
+#[test]
+fn qos2_deliveries_resume_as_recorded() {
+    let mut a = cluster_broker();
+    let opts = Opts::new().resume().expiry(600);
+    let old = a.connect("q2", V5, opts.clone());
+    a.subscribe(&old, "t/#", Q2);
+    a.cluster_ops();
+    a.broker
+        .session_taken_over(&mstr("q2"), false, Some(5), a.now);
+    a.expect_closed(&old);
+    let session = handed_over(&a.cluster_ops(), 5);
+
+    let mut b = claiming_broker();
+    let id = send_connect(&mut b, "q2", &opts);
+    let stored = |payload: &str, seq: u64| RemoteMessage {
+        seq: Some(seq),
+        ..remote_on("t/x", payload, Q2)
+    };
+    let record = |packet_id, seq, stage| OutboundQos2 {
+        packet_id,
+        seq,
+        stage,
+    };
+    let outcome = ClaimOutcome::Owned {
+        handed_over: session,
+        backlog: vec![
+            stored("b", 41),
+            stored("c", 42),
+            stored("d", 43),
+            stored("e", 44),
+        ],
+        outbound: vec![
+            record(7, 41, OutboundStage::Completed),
+            record(8, 42, OutboundStage::Released),
+            record(9, 43, OutboundStage::Sent),
+        ],
+    };
+    b.broker.claim_settled(id, outcome, b.now);
+    let sent: Vec<String> = b
+        .drain(id)
+        .iter()
+        .filter_map(|packet| match packet {
+            Packet::PubRel(ack) => Some(format!("PUBREL {}", ack.packet_id.get())),
+            Packet::Publish(p) => Some(format!(
+                "PUBLISH {} {} dup={}",
+                String::from_utf8_lossy(&p.payload),
+                p.packet_id.map_or(0, |id| id.get()),
+                p.dup
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent[..2], ["PUBREL 8", "PUBLISH d 9 dup=true"], "{sent:?}");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent[2].starts_with("PUBLISH e ") && sent[2].ends_with("dup=false"));
 }

@@ -40,6 +40,8 @@ mod publish;
 mod refusals;
 pub mod replay;
 mod server;
+mod service;
+mod signed;
 pub mod signing;
 mod sync;
 pub mod tokens;

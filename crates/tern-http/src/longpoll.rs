@@ -2,7 +2,8 @@
 //! takes the place of an older one, which is answered `poll_superseded`), each until its
 //! deadline, looked at again when the core says a delivery was queued to its mailbox or when
 //! a lease in it ends. A waiting poll is its request and reply channel, in a map and a
-//! timeline: no task, no timer and no buffer of its own.
+//! timeline: no task, no timer and no buffer of its own. The map holds each boxed: a table
+//! keeps room for more entries than it holds, and that room is a pointer each, not a request.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub(crate) struct Waiter {
 /// The waiting long polls.
 #[derive(Debug, Default)]
 pub(crate) struct Waiters {
-    waiting: HashMap<MqttString, Waiter>,
+    waiting: HashMap<MqttString, Box<Waiter>>,
     /// When each is looked at next (its deadline, or a lease ending before it).
     timeline: BTreeSet<(Instant, u64, MqttString)>,
     next_id: u64,
@@ -51,7 +52,7 @@ impl Waiters {
             deadline,
             wake,
         };
-        self.waiting.insert(client_id, waiter);
+        self.waiting.insert(client_id, Box::new(waiter));
         replaced
     }
 
@@ -60,7 +61,7 @@ impl Waiters {
         let waiter = self.waiting.remove(client_id)?;
         let (at, id) = waiter.wake;
         self.timeline.remove(&(at, id, client_id.clone()));
-        Some(waiter)
+        Some(*waiter)
     }
 
     /// The mailboxes whose polls are due to be looked at, at `now`.

@@ -42,7 +42,7 @@ where
     Ok(value)
 }
 
-fn poll_op(raw: &str) -> Result<MailboxOp, ApiError> {
+pub(crate) fn poll_op(raw: &str) -> Result<MailboxOp, ApiError> {
     let query = Query::parse(raw)?;
     let number = |name: &str| query.number::<u64>(name);
     Ok(MailboxOp::Poll(poll_params(

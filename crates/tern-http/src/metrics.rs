@@ -69,11 +69,17 @@ pub(crate) async fn count_requests(
         _ => "OTHER",
     };
     let response = next.run(request).await;
-    let status = response.status().as_u16();
-    if let Ok(mut counts) = counts.0.lock() {
-        *counts.entry((route, method, status)).or_default() += 1;
-    }
+    counts.count(route, method, response.status().as_u16());
     response
+}
+
+impl RequestCounts {
+    /// Counts one request to `route` answered with `status`.
+    pub(crate) fn count(&self, route: impl Into<String>, method: &'static str, status: u16) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry((route.into(), method, status)).or_default() += 1;
+        }
+    }
 }
 
 /// One metric's HELP and TYPE lines, then its samples.

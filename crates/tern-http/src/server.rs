@@ -1,7 +1,6 @@
-//! The HTTP side: a runtime of its own threads, the listeners (HTTP and HTTPS), the routes,
-//! and the limits every request meets before it costs anything: a body larger than allowed is
-//! refused from its `Content-Length` before a byte of it is read, and a client that is slow
-//! to send its headers or body is cut off.
+//! The HTTP side: a runtime of its own threads, the listeners (HTTP and HTTPS) and the routes.
+//! A client that is slow to send its headers is cut off here; a body's limits (refused from
+//! its `Content-Length` before a byte of it is read, cut off when slow) are `signed.rs`'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,16 +8,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Response, StatusCode};
+use axum::http::{HeaderValue, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
-use tower::ServiceExt;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::debug;
 
 use crate::admin_ops::OperatorEnvelope;
@@ -26,10 +22,14 @@ use crate::bridge::{self, Envelope, Op};
 use crate::error::ApiError;
 use crate::keys::Keys;
 use crate::refusals::Refusals;
-use crate::replay::{Answer, ReplayLimits};
-use crate::signing::{self, RequestParts};
+use crate::replay::ReplayLimits;
+use crate::service::ConnectionService;
+use crate::signed::respond;
+pub(crate) use crate::signed::{
+    error_of, prepare, read_json, refuse_unsigned, signed, Next, Prepared, Signer,
+};
+use crate::signing;
 use crate::tokens::Tokens;
-use crate::verify::{self, Verified};
 use crate::{admin, mailbox_routes, publish, HttpConfig, HttpError};
 
 /// Requests waiting for the broker thread, at most; HTTP tasks wait for room beyond it.
@@ -40,8 +40,8 @@ const THREADS_MAX: usize = 4;
 /// What every HTTP task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    keys: Arc<Keys>,
-    bridge: mpsc::Sender<Envelope>,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) bridge: mpsc::Sender<Envelope>,
     pub(crate) config: HttpConfig,
     refusals: Refusals,
     /// Operator tokens (`tokens.rs`).
@@ -148,6 +148,7 @@ impl HttpBridge {
                 socket,
                 tls,
                 router.clone(),
+                Arc::clone(&shared),
                 Arc::clone(&connections),
                 config.header_timeout,
             ));
@@ -247,6 +248,7 @@ async fn accept_loop(
     socket: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
+    shared: Arc<Shared>,
     connections: Arc<Semaphore>,
     header_timeout: Duration,
 ) {
@@ -264,10 +266,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(move |mut request: Request<_>| {
-            request.extensions_mut().insert(Peer(peer));
-            request
-        });
+        let service = ConnectionService {
+            router: router.clone(),
+            shared: Arc::clone(&shared),
+            peer,
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
             let builder = {
@@ -277,7 +280,6 @@ async fn accept_loop(
                     .header_read_timeout(header_timeout);
                 builder
             };
-            let service = TowerToHyperService::new(service);
             let served = match tls {
                 None => {
                     builder
@@ -310,44 +312,10 @@ async fn accept_loop(
     }
 }
 
-/// The signing and timing headers of an answer to a verified request.
-struct Signer<'a> {
-    secret: &'a [u8; 32],
-    /// What the response is bound to: the request's signature, in hex.
-    bound_to: String,
-}
-
 /// A response with a JSON body, not signed (the operator API's: its tokens are bearer
 /// credentials over a channel the operator chose, HTTPS where it matters).
 pub(crate) fn unsigned(status: u16, body: Bytes) -> Response<Body> {
     respond(status, body, None, false)
-}
-
-/// A response with a JSON body, signed when the request verified.
-fn respond(
-    status: u16,
-    body: Bytes,
-    signer: Option<&Signer<'_>>,
-    replayed: bool,
-) -> Response<Body> {
-    let now = bridge::unix_now();
-    let mut response = Response::new(Body::from(body.clone()));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("tern-time", HeaderValue::from(now));
-    if replayed {
-        headers.insert("tern-replayed", HeaderValue::from_static("1"));
-    }
-    if let Some(signer) = signer {
-        let signed = signing::response_string(status, &signer.bound_to, &body, now);
-        let signature = signing::signature_header(&signing::sign(signer.secret, signed.as_bytes()));
-        if let Ok(value) = HeaderValue::from_str(&signature) {
-            headers.insert("tern-response-signature", value);
-        }
-    }
-    response
 }
 
 impl Shared {
@@ -383,202 +351,6 @@ pub(crate) struct RequestLine {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) peer: SocketAddr,
-}
-
-/// A signed request's way through: size and time limits, the signature, reading it into an
-/// operation, the broker thread, the signed answer.
-pub(crate) async fn signed(
-    shared: Arc<Shared>,
-    request: Request,
-    read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
-) -> Response<Body> {
-    let peer = request
-        .extensions()
-        .get::<Peer>()
-        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |peer| peer.0);
-    let (parts, body) = request.into_parts();
-    let line = RequestLine {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        peer,
-    };
-    let unsigned = |error: ApiError| {
-        shared.refuse(&error, &line, None);
-        respond(error.status, error.body(), None, false)
-    };
-    let body = match read_body(&shared.config, &parts.headers, body).await {
-        Ok(body) => body,
-        Err(error) => return unsigned(error),
-    };
-    // `parts` (the head and URI, slices of hyper's read buffer) is consumed here, before the
-    // request waits on the broker thread: a waiting long poll pins no read buffer.
-    let (verified, op) = match verify_and_read(&shared, parts, body, read) {
-        Ok(verified) => verified,
-        Err(error) => return unsigned(error),
-    };
-    let secret = verified.secret;
-    let signer = Signer {
-        secret: &secret,
-        bound_to: signing::hex(&verified.signature),
-    };
-    let key = verified.credential.key_id.clone();
-    let answer = if verified.credential.awaiting_approval {
-        Err(crate::access::awaiting(&shared, &verified.credential, peer.to_string()).await)
-    } else {
-        match op {
-            Ok(op) => to_bridge(&shared, verified, op).await,
-            Err(error) => Err(error),
-        }
-    };
-    match answer {
-        Ok(answer) => {
-            if answer.status >= 400 {
-                shared.refuse(&error_of(&answer), &line, Some(&key));
-            }
-            respond(answer.status, answer.body, Some(&signer), answer.replayed)
-        }
-        Err(error) => {
-            shared.refuse(&error, &line, Some(&key));
-            respond(error.status, error.body(), Some(&signer), false)
-        }
-    }
-}
-
-/// Verifies a request's signature and reads it into an operation (or the refusal, signed
-/// since the signature verified); `Err` when the signature does not verify.
-fn verify_and_read(
-    shared: &Shared,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-    read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
-) -> Result<(Verified, Result<Op, ApiError>), ApiError> {
-    let headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let request_parts = RequestParts {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or_default(),
-        headers: &headers,
-        body: &body,
-    };
-    let verified = verify::verify(&shared.keys, &request_parts)?;
-    let op = read(&verified, &request_parts, body.clone());
-    Ok((verified, op))
-}
-
-/// The error a refusal the broker thread worded says, for the log and the counts.
-pub(crate) fn error_of(answer: &Answer) -> ApiError {
-    let body = serde_json::from_slice::<serde_json::Value>(&answer.body).unwrap_or_default();
-    let text = |field: &str| body["error"][field].as_str().unwrap_or_default().to_owned();
-    ApiError::new(answer.status, refused_code(&text("code")), text("message"))
-}
-
-/// Reads a JSON body within the size and time limits.
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    shared: &Shared,
-    request: Request,
-) -> Result<T, ApiError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(&shared.config, &parts.headers, body).await?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body: {e}")))
-}
-
-/// The stable code of a refusal the broker thread worded (for counting).
-fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 30] = [
-        "banned",
-        "no_session",
-        "no_retained",
-        "not_banned",
-        "unavailable",
-        "acl_denied",
-        "access_denied",
-        "topic_invalid",
-        "bad_request",
-        "quota_exceeded",
-        "not_applied",
-        "time_skew",
-        "nonce_replayed",
-        "nonce_reused",
-        "request_in_progress",
-        "rate_limited",
-        "payload_invalid",
-        "no_mailbox",
-        "mailbox_in_use",
-        "filter_invalid",
-        "not_subscribed",
-        "poll_superseded",
-        "precondition_failed",
-        "not_found",
-        "no_device",
-        "no_notification",
-        "notification_closed",
-        "response_invalid",
-        "ambiguous_nid",
-        "too_many_pending",
-    ];
-    CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
-}
-
-/// Hands a verified request to the broker thread and waits for its answer.
-async fn to_bridge(shared: &Shared, verified: Verified, op: Op) -> Result<Answer, ApiError> {
-    let (reply, answer) = oneshot::channel();
-    let request = bridge::Request {
-        principal: verified.principal(),
-        nonce: verified.nonce,
-        signature: verified.signature,
-        time: verified.time,
-        credential: verified.credential,
-        op,
-        first: None,
-    };
-    let gone = || ApiError::unavailable("the broker is shutting down");
-    shared
-        .bridge
-        .send(Envelope { request, reply })
-        .await
-        .map_err(|_| gone())?;
-    answer.await.map_err(|_| gone())
-}
-
-/// Reads a body within the size limit (refused by its declared length before any of it is
-/// read) and the time limit.
-async fn read_body(
-    config: &HttpConfig,
-    headers: &axum::http::HeaderMap,
-    body: Body,
-) -> Result<Bytes, ApiError> {
-    let limit = config.body_max_bytes;
-    let too_large = || {
-        ApiError::new(
-            413,
-            "payload_too_large",
-            format!("the body is over {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
-    let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(config.body_timeout, limited.collect()).await {
-        // A copy: hyper hands a small body out as a slice of the connection's read buffer,
-        // which a payload kept (queued, retained) would otherwise keep alive whole.
-        Ok(Ok(collected)) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(error)) => Err(ApiError::bad_request(format!("reading the body: {error}"))),
-        Err(_) => Err(ApiError::new(
-            408,
-            "request_timeout",
-            format!("the body did not arrive within {:?}", config.body_timeout),
-        )),
-    }
 }
 
 /// Publishes one message: the body is its payload.
@@ -757,28 +529,4 @@ fn refuse_route(
     };
     shared.refuse(&error, &line, None);
     respond(error.status, error.body(), None, false)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
-    use super::*;
-
-    /// hyper hands a small body out as a slice of its connection's read buffer: kept as a
-    /// payload (queued, retained), it would keep that whole buffer alive.
-    #[tokio::test]
-    async fn a_body_read_does_not_keep_the_connections_buffer() {
-        let buffer = Bytes::from(vec![7u8; 8192]);
-        let config = HttpConfig::new(Vec::new(), std::path::PathBuf::new());
-        let body = Body::from(buffer.slice(100..164));
-        let read = read_body(&config, &axum::http::HeaderMap::new(), body)
-            .await
-            .unwrap();
-        assert_eq!(read.len(), 64);
-        let range = buffer.as_ptr_range();
-        assert!(
-            !range.contains(&read.as_ptr()),
-            "the body is a slice of the buffer"
-        );
-    }
 }

@@ -57,59 +57,101 @@ pub enum CanonicalError {
 
 /// The canonical string of a request (see the module's description).
 pub fn canonical_request(parts: &RequestParts<'_>) -> Result<String, CanonicalError> {
-    let mut out = String::with_capacity(256);
+    let mut out = String::with_capacity(
+        160 + 3 * (parts.path.len() + parts.query.len())
+            + parts
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 2)
+                .sum::<usize>(),
+    );
     out.push_str(SCHEME);
     out.push('\n');
-    out.push_str(&parts.method.to_ascii_uppercase());
-    out.push('\n');
-    out.push_str(&canonical_path(parts.path)?);
-    out.push('\n');
-    out.push_str(&canonical_query(parts.query)?);
-    out.push('\n');
-    for line in signed_headers(parts.headers)? {
-        out.push_str(&line);
-        out.push('\n');
+    for byte in parts.method.bytes() {
+        out.push(char::from(byte.to_ascii_uppercase()));
     }
-    out.push_str(&hex(&Sha256::digest(parts.body)));
+    out.push('\n');
+    write_canonical_path(&mut out, parts.path)?;
+    out.push('\n');
+    write_canonical_query(&mut out, parts.query)?;
+    out.push('\n');
+    write_signed_headers(&mut out, parts.headers)?;
+    push_hex(&mut out, &Sha256::digest(parts.body));
     Ok(out)
 }
 
 /// Each `/`-separated segment decoded once and encoded again.
 pub fn canonical_path(path: &str) -> Result<String, CanonicalError> {
-    let segments: Result<Vec<String>, CanonicalError> = path
-        .split('/')
-        .map(|segment| Ok(encode(&decode(segment)?)))
-        .collect();
-    Ok(segments?.join("/"))
+    let mut out = String::with_capacity(path.len());
+    write_canonical_path(&mut out, path)?;
+    Ok(out)
+}
+
+fn write_canonical_path(out: &mut String, path: &str) -> Result<(), CanonicalError> {
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        reencode(out, segment)?;
+    }
+    Ok(())
+}
+
+/// Decodes `text` once and appends it encoded again (most text is unreserved already, and
+/// goes through without a copy of its own).
+fn reencode(out: &mut String, text: &str) -> Result<(), CanonicalError> {
+    if text.bytes().all(unreserved) {
+        out.push_str(text);
+        return Ok(());
+    }
+    push_encoded(out, &decode(text)?);
+    Ok(())
 }
 
 /// Parameters decoded and encoded again, sorted by name then value.
 pub fn canonical_query(query: &str) -> Result<String, CanonicalError> {
+    let mut out = String::with_capacity(query.len());
+    write_canonical_query(&mut out, query)?;
+    Ok(out)
+}
+
+fn write_canonical_query(out: &mut String, query: &str) -> Result<(), CanonicalError> {
     let mut pairs = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        pairs.push((encode(&decode(name)?), encode(&decode(value)?)));
+        let (mut encoded_name, mut encoded_value) = (String::new(), String::new());
+        reencode(&mut encoded_name, name)?;
+        reencode(&mut encoded_value, value)?;
+        pairs.push((encoded_name, encoded_value));
     }
     pairs.sort();
-    let joined: Vec<String> = pairs
-        .into_iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    Ok(joined.join("&"))
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+    }
+    Ok(())
 }
 
-/// The signed header lines: `name:value` for tern-*/mqtt-* headers but the signature, and
-/// for the preconditions of a key/value write (`If-Match`, `If-None-Match`), which decide
-/// what it does.
-fn signed_headers(headers: &[(&str, &[u8])]) -> Result<Vec<String>, CanonicalError> {
-    let mut lines: Vec<(String, String)> = Vec::new();
+/// The signed header lines, each ending in a newline: `name:value` for tern-*/mqtt-* headers
+/// but the signature, and for the preconditions of a key/value write (`If-Match`,
+/// `If-None-Match`), which decide what it does.
+fn write_signed_headers(out: &mut String, headers: &[(&str, &[u8])]) -> Result<(), CanonicalError> {
+    let mut lines: Vec<(String, &str)> = Vec::with_capacity(8);
     for &(name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let signed = (name.starts_with("tern-") || name.starts_with("mqtt-"))
-            && name != "tern-signature"
-            || name == "if-match"
-            || name == "if-none-match";
-        if !signed {
+        let signed = |name: &str| {
+            let lower = |prefix: &str| {
+                name.len() >= prefix.len()
+                    && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            };
+            (lower("tern-") || lower("mqtt-")) && !name.eq_ignore_ascii_case("tern-signature")
+                || name.eq_ignore_ascii_case("if-match")
+                || name.eq_ignore_ascii_case("if-none-match")
+        };
+        if !signed(name) {
             continue;
         }
         let value = std::str::from_utf8(value).map_err(|_| CanonicalError::BadHeader)?;
@@ -119,14 +161,17 @@ fn signed_headers(headers: &[(&str, &[u8])]) -> Result<Vec<String>, CanonicalErr
         {
             return Err(CanonicalError::BadHeader);
         }
-        lines.push((name, value.trim().to_owned()));
+        lines.push((name.to_ascii_lowercase(), value.trim()));
     }
     // Stable: a name's values keep the order they were sent in (user properties are ordered).
     lines.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(lines
-        .into_iter()
-        .map(|(name, value)| format!("{name}:{value}"))
-        .collect())
+    for (name, value) in lines {
+        out.push_str(&name);
+        out.push(':');
+        out.push_str(value);
+        out.push('\n');
+    }
+    Ok(())
 }
 
 /// Percent-decodes once.
@@ -154,25 +199,51 @@ pub fn decode(text: &str) -> Result<Vec<u8>, CanonicalError> {
 /// Percent-encodes every byte but `A-Z a-z 0-9 - . _ ~`, with upper-case hex.
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
+    push_encoded(&mut out, bytes);
     out
 }
 
+fn unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+fn push_encoded(out: &mut String, bytes: &[u8]) {
+    const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in bytes {
+        if unreserved(byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(UPPER[usize::from(byte >> 4)]));
+            out.push(char::from(UPPER[usize::from(byte & 0xf)]));
+        }
+    }
+}
+
 fn hex_value(byte: u8) -> Option<u8> {
-    char::from(byte)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(2 * bytes.len());
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends `bytes` in lower-case hex.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const LOWER: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 * bytes.len());
+    for &byte in bytes {
+        out.push(char::from(LOWER[usize::from(byte >> 4)]));
+        out.push(char::from(LOWER[usize::from(byte & 0xf)]));
+    }
 }
 
 /// HMAC-SHA256 of `message` under `secret`.
@@ -184,7 +255,10 @@ pub fn sign(secret: &[u8; 32], message: &[u8]) -> [u8; 32] {
 
 /// The `Tern-Signature` value for a signature: `v1=` and 64 hex digits.
 pub fn signature_header(signature: &[u8; 32]) -> String {
-    format!("v1={}", hex(signature))
+    let mut out = String::with_capacity(67);
+    out.push_str("v1=");
+    push_hex(&mut out, signature);
+    out
 }
 
 /// The signature a `Tern-Signature` header carries, if it is of version 1.
@@ -216,10 +290,33 @@ pub fn verify(secrets: &[[u8; 32]], canonical: &[u8], signature: &[u8; 32]) -> O
 /// What a response signature covers: status, the request's signature (or, for the time
 /// endpoint, the device's challenge), the body's SHA-256 and the response's `Tern-Time`.
 pub fn response_string(status: u16, bound_to: &str, body: &[u8], time: u64) -> String {
-    format!(
-        "{RESPONSE_SCHEME}\n{status}\n{bound_to}\n{}\n{time}",
-        hex(&Sha256::digest(body))
-    )
+    let mut out = String::with_capacity(RESPONSE_SCHEME.len() + bound_to.len() + 100);
+    out.push_str(RESPONSE_SCHEME);
+    out.push('\n');
+    push_decimal(&mut out, u64::from(status));
+    out.push('\n');
+    out.push_str(bound_to);
+    out.push('\n');
+    push_hex(&mut out, &Sha256::digest(body));
+    out.push('\n');
+    push_decimal(&mut out, time);
+    out
+}
+
+fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +365,39 @@ mod tests {
             "TERN1-HMAC-SHA256\nPOST\n/v1/pub/t\n\nif-match:\"e:7\"\nmqtt-user-property:z=1\n\
              mqtt-user-property:a=2\ntern-key:d:dev1\ntern-time:1767225600\n\
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn hex_percent_encoding_and_decimals_are_written_as_format_would() {
+        let every_byte: Vec<u8> = (0..=255).collect();
+        let by_format: String = every_byte.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&every_byte), by_format);
+        let encoded: String = every_byte
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        assert_eq!(encode(&every_byte), encoded);
+        assert_eq!(decode(&encoded).unwrap(), every_byte);
+        for (status, time) in [(0, 0), (200, 1_767_225_600), (u16::MAX, u64::MAX)] {
+            let body = b"{}";
+            assert_eq!(
+                response_string(status, "ab", body, time),
+                format!(
+                    "{RESPONSE_SCHEME}\n{status}\nab\n{}\n{time}",
+                    hex(&Sha256::digest(body))
+                )
+            );
+        }
+        assert_eq!(
+            signature_header(&[0xab; 32]),
+            format!("v1={}", "ab".repeat(32))
         );
     }
 

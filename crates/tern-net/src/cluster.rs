@@ -118,8 +118,8 @@ impl ClusterOut {
 
     /// Sends the operations taken as the next batch, and holds until the batch is through the
     /// packets now in the outbox (`pending` gives its length) of each connection that
-    /// published a QoS 1/2 message in it or whose session's record it writes (a SUBACK, a
-    /// CONNACK) and, when the batch changes the node's interest, of
+    /// published a QoS 1/2 message in it, whose session's record it writes (a SUBACK, a
+    /// CONNACK) or which released a QoS 2 message (its PUBCOMP) and, when the batch changes the node's interest, of
     /// every connection that got packets with it (`woken`): a SUBACK then goes only once the
     /// NATS server has the subscription, so a message published elsewhere right after it is
     /// not missed.
@@ -143,7 +143,9 @@ impl ClusterOut {
             .iter()
             .filter_map(|op| match op {
                 ClusterOp::Publish(publish) => publish.acknowledges,
-                ClusterOp::SessionSaved { connection, .. } => *connection,
+                ClusterOp::SessionSaved { connection, .. }
+                | ClusterOp::Released { connection, .. }
+                | ClusterOp::Outbound { connection, .. } => *connection,
                 _ => None,
             })
             .collect();
@@ -257,12 +259,16 @@ pub(crate) async fn input_loop(
                 shared.broker.borrow_mut().cluster_checkpoint();
                 shared.after_input();
             }
-            ClusterInput::Adopted { session, backlog } => {
+            ClusterInput::Adopted {
+                session,
+                backlog,
+                outbound,
+            } => {
                 let now = shared.now();
                 shared
                     .broker
                     .borrow_mut()
-                    .session_adopted(*session, backlog, now);
+                    .session_adopted(*session, backlog, outbound, now);
                 shared.after_input();
             }
             ClusterInput::Failed(message) => return message,
@@ -298,6 +304,7 @@ mod tests {
             publisher: None,
             expiry_millis: None,
             acknowledges: None,
+            exactly_once: None,
             will: false,
         })
     }

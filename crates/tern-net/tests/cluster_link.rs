@@ -70,6 +70,7 @@ impl FakeCluster {
         let outcome = ClaimOutcome::Owned {
             handed_over: None,
             backlog: Vec::new(),
+            outbound: Vec::new(),
         };
         self.say(ClusterInput::ClaimSettled {
             connection: claim.connection,

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use tern_cluster::{ClusterNode, Link, NatsAuth, NatsTls, Settings};
-use tern_codec::QoS;
 use tracing::info;
 
 /// The section as written.
@@ -134,9 +133,9 @@ impl ClusterConfig {
 }
 
 /// Joins NATS and fits the core's configuration to what a cluster node offers in this
-/// release: QoS 2 and retained messages are not yet spread across nodes, so the maximum QoS
-/// is 1 and RETAIN is unavailable (MQTT 5 clients are told in CONNACK), and no MQTT packet may
-/// be larger than a NATS message can carry.
+/// release: retained messages are not yet spread across nodes, so RETAIN is unavailable
+/// (MQTT 5 clients are told in CONNACK), and no MQTT packet may be larger than a NATS message
+/// can carry.
 pub(crate) fn join(
     section: &ClusterConfig,
     base: &Path,
@@ -145,7 +144,6 @@ pub(crate) fn join(
     let settings = section.to_settings(base)?;
     let (node, link) = ClusterNode::start(settings).context("cannot join the cluster")?;
     core.cluster = true;
-    core.limits.qos_max = core.limits.qos_max.min(QoS::AtLeastOnce);
     core.limits.retain_available = false;
     let nats_max = u32::try_from(node.max_payload).unwrap_or(u32::MAX);
     let fits = nats_max.saturating_sub(ENVELOPE_ROOM);
@@ -157,8 +155,8 @@ pub(crate) fn join(
         core.limits.packet_size_max_bytes = fits;
     }
     info!(
-        "cluster node {:?}: maximum QoS 1, no retained messages, no shared subscriptions \
-         across nodes in this release",
+        "cluster node {:?}: no retained messages, no shared subscriptions across nodes in \
+         this release",
         section.node_id
     );
     Ok((node, link))

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use support::cli;
-use support::cluster::{client, node, receive_until, send, three_nodes, Seen, WAIT};
+use support::cluster::{
+    client, expect_printed, mosquitto_sub, node, receive_until, send, three_nodes, Seen, WAIT,
+};
 use support::mqtt::{publish, RawClient};
 use support::nats::{NatsCluster, NatsServer};
 use tern_codec::{Packet, QoS, ReasonCode};
@@ -144,35 +146,7 @@ fn real_clients_exchange_messages_across_nodes() {
     let urls = [nats.url()];
     let (n1, n2) = (node(&urls, "n1", 1), node(&urls, "n2", 1));
     let topics = ["spaces and.dots/*/>", "ünï/😀", "a//b", "$app/x"];
-    let port = n2.port.to_string();
-    // Line-buffered: mosquitto_sub writes its debug lines through stdio, which a pipe would
-    // hold back.
-    let mut sub = cli::spawn(
-        std::process::Command::new("stdbuf")
-            .args(["-oL", "mosquitto_sub"])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-V",
-                "mqttv5",
-                "-q",
-                "1",
-                "-d",
-                "-v",
-            ])
-            .args(["-t", "#", "-t", "$app/#"]),
-    );
-    // With -d it reports the SUBACK: the subscriptions stand (and NATS has them) from there.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let line = sub.line(WAIT).expect("mosquitto_sub runs");
-        if line.contains("SUBACK") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no SUBACK");
-    }
+    let (mut sub, _) = mosquitto_sub(n2.port, QoS::AtLeastOnce, &["#", "$app/#"]);
     let port = n1.port.to_string();
     for (n, topic) in topics.iter().enumerate() {
         let payload = format!("m{n}");
@@ -194,22 +168,7 @@ fn real_clients_exchange_messages_across_nodes() {
         );
         assert!(status.success(), "tern pub to {topic:?}: {errors}");
     }
-    let mut got = Vec::new();
-    while got.len() < topics.len() {
-        let line = sub.line(WAIT).expect("a message");
-        // Debug lines say what the client sent and received; the messages are `topic payload`.
-        if let Some((topic, payload)) = line.rsplit_once(' ') {
-            if payload.starts_with('m') && !line.starts_with("Client ") {
-                got.push((topic.to_owned(), payload.to_owned()));
-            }
-        }
-    }
-    let expected: Vec<(String, String)> = topics
-        .iter()
-        .enumerate()
-        .map(|(n, t)| ((*t).to_owned(), format!("m{n}")))
-        .collect();
-    assert_eq!(got, expected);
+    expect_printed(&mut sub, &topics);
     sub.kill();
 }
 

@@ -7,14 +7,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
-use tern_codec::{MqttString, ProtocolVersion, QoS, ReasonCode, TopicFilter};
+use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
 use super::cluster_session::PendingClaim;
 use super::publish::Feed;
 use super::Broker;
-use crate::cluster::{ClusterOp, ClusterPublish, RemoteMessage};
+use crate::cluster::{
+    ClusterOp, ClusterPublish, InboundQos2, OutboundQos2, OutboundStage, RemoteMessage,
+};
 use crate::events::CloseReason;
 use crate::session::Delivery;
+use crate::session::OutgoingState;
 use crate::tree::SubscriptionInfo;
 use crate::types::{ConnectionId, Message, SessionKey, SharedMessage, Time};
 
@@ -48,6 +51,8 @@ pub(super) struct ClusterState {
     seqs_pruned_len: usize,
     /// The identity of the will being published now, which the log stores once.
     pub(super) will_message: Option<u64>,
+    /// The QoS 2 PUBLISH being accepted now, whose messages carry its identity to the log.
+    receiving: Option<InboundQos2>,
     /// Sessions without a connection whose QoS 1/2 messages stay in the log.
     parked: FxHashMap<SessionKey, Parked>,
     /// The cursor last written for each session with a connection.
@@ -301,6 +306,16 @@ impl Broker {
             .expires_at
             .map(|at| at.as_millis().saturating_sub(now.as_millis()));
         let will = self.cluster.will_message == Some(message.id);
+        let exactly_once = self
+            .cluster
+            .receiving
+            .as_mut()
+            .filter(|_| message.qos == QoS::ExactlyOnce)
+            .map(|receiving| {
+                let this = *receiving;
+                receiving.part += 1;
+                this
+            });
         self.cluster
             .ops
             .push_back(ClusterOp::Publish(ClusterPublish {
@@ -309,8 +324,115 @@ impl Broker {
                 expiry_millis,
                 acknowledges,
                 will,
+                exactly_once,
             }));
         message.qos == QoS::AtMostOnce
+    }
+
+    /// Accepts what a QoS 2 PUBLISH of packet identifier `packet_id` became (`accept`), its
+    /// messages marked with their identity across nodes (see [`InboundQos2`]).
+    pub(super) fn receive_qos2_once(
+        &mut self,
+        packet_id: u16,
+        dup: bool,
+        accept: impl FnOnce(&mut Self),
+    ) {
+        if self.config.cluster {
+            let receiving = InboundQos2 {
+                packet_id,
+                dup,
+                part: 0,
+            };
+            self.cluster.receiving = Some(receiving);
+        }
+        accept(self);
+        self.cluster.receiving = None;
+    }
+
+    /// Tells the cluster that session `key`, on connection `id`, released its QoS 2 message
+    /// `packet_id` (PUBREL); the PUBCOMP produced with it waits until that is recorded.
+    pub(super) fn cluster_released(&mut self, id: ConnectionId, key: SessionKey, packet_id: u16) {
+        if !self.config.cluster {
+            return;
+        }
+        let client_id = self.session(key).client_id.clone();
+        self.cluster.ops.push_back(ClusterOp::Released {
+            client_id,
+            packet_id,
+            connection: Some(id),
+        });
+    }
+
+    /// Records where the QoS 2 delivery of message `message_id` to session `key` stands now
+    /// (see [`ClusterOp::Outbound`]); the packets `connection` gets with it wait until it is
+    /// recorded. A delivery whose place in the log this node does not know (handed over from
+    /// another node) is not recorded.
+    pub(super) fn cluster_outbound(
+        &mut self,
+        key: SessionKey,
+        connection: Option<ConnectionId>,
+        packet_id: PacketId,
+        message_id: u64,
+        stage: OutboundStage,
+    ) {
+        if !self.config.cluster {
+            return;
+        }
+        let Some(&(seq, _)) = self.cluster.seqs.get(&message_id) else {
+            return;
+        };
+        let record = OutboundQos2 {
+            packet_id: packet_id.get(),
+            seq,
+            stage,
+        };
+        let client_id = self.session(key).client_id.clone();
+        self.cluster.ops.push_back(ClusterOp::Outbound {
+            client_id,
+            record,
+            connection,
+        });
+    }
+
+    /// Puts the QoS 2 deliveries in session `key`'s queue that a node had sent it (`records`,
+    /// by the place of their message in the log) back in flight as they stood, so that the
+    /// client gets each again under its packet identifier (DUP), or its PUBREL, and never as a
+    /// new message; those completed go.
+    pub(super) fn resume_outbound(&mut self, key: SessionKey, records: &[OutboundQos2]) {
+        if records.is_empty() {
+            return;
+        }
+        let by_seq: FxHashMap<u64, &OutboundQos2> =
+            records.iter().map(|record| (record.seq, record)).collect();
+        let queued: Vec<Delivery> = self.with_session(key, |session| {
+            std::iter::from_fn(|| session.dequeue()).collect()
+        });
+        for delivery in queued {
+            let record = self
+                .cluster
+                .seqs
+                .get(&delivery.message.id)
+                .filter(|_| delivery.qos == QoS::ExactlyOnce)
+                .and_then(|(seq, _)| by_seq.get(seq));
+            if record.is_some_and(|record| record.stage == OutboundStage::Completed) {
+                self.delivery_done(key, delivery.seq);
+                continue;
+            }
+            let resumed = record.and_then(|record| {
+                let packet_id = PacketId::new(record.packet_id)?;
+                let state = match record.stage {
+                    OutboundStage::Released => OutgoingState::AwaitPubComp,
+                    _ => OutgoingState::AwaitPubRec,
+                };
+                Some((packet_id, state))
+            });
+            self.with_session(key, |session| match resumed {
+                Some((packet_id, state)) if session.find_inflight(packet_id).is_none() => {
+                    session.restore_inflight(packet_id, delivery, state);
+                }
+                _ => session.restore_queued(delivery),
+            });
+        }
     }
 
     /// Counts a subscription added to the trie under `filter`.

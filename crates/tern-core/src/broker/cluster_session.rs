@@ -14,7 +14,7 @@ use tern_codec::{Connect, MqttString, ReasonCode};
 
 use super::{Broker, TimerKind};
 use crate::auth::Identity;
-use crate::cluster::{ClaimOutcome, ClusterOp, RemoteMessage, SessionClaim};
+use crate::cluster::{ClaimOutcome, ClusterOp, OutboundQos2, RemoteMessage, SessionClaim};
 use crate::connection::Phase;
 use crate::events::CloseReason;
 use crate::session::{Delivery, Inflight, OutgoingState, Session, EXPIRY_NEVER};
@@ -93,6 +93,7 @@ impl Broker {
                 ClaimOutcome::Owned {
                     handed_over,
                     backlog,
+                    outbound,
                 },
             ) => {
                 let client_id = pending.connect.client_id.clone();
@@ -115,6 +116,7 @@ impl Broker {
                             self.deliver_to_session(key, &message, now);
                         }
                     }
+                    self.resume_outbound(key, &outbound);
                 }
                 if waiting {
                     self.complete_claimed(id, pending, now);
@@ -293,6 +295,7 @@ impl Broker {
         &mut self,
         session: StoredSession,
         backlog: Vec<RemoteMessage>,
+        outbound: Vec<OutboundQos2>,
         now: Time,
     ) {
         let client_id = session.record.client_id.clone();
@@ -309,6 +312,7 @@ impl Broker {
                         self.deliver_to_session(key, &message, now);
                     }
                 }
+                self.resume_outbound(key, &outbound);
                 // Parked from here on, and recorded so: its cursor and where it resumes.
                 self.cluster_session_saved(key);
             }

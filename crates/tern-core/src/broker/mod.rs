@@ -24,6 +24,7 @@ pub mod mailbox;
 mod mailbox_queue;
 pub mod memory;
 mod publish;
+mod qos2;
 pub mod request;
 pub(crate) mod retained_feed;
 mod retained_store;
@@ -44,15 +45,13 @@ use tern_codec::{
 use crate::alias::{OutboundAliases, TopicAlias};
 use crate::auth::{AllowAnonymous, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
-use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
 use crate::session::{OutgoingState, Session, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
-use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
-use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
+use crate::{config::Config, throttle::LoginThrottle, tree_view::TreeViews};
 
 /// Timers the broker keeps for sessions without a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

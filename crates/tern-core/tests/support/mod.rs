@@ -194,6 +194,7 @@ impl TestBroker {
                 let outcome = ClaimOutcome::Owned {
                     handed_over: None,
                     backlog: Vec::new(),
+                    outbound: Vec::new(),
                 };
                 self.broker.claim_settled(id, outcome, self.now);
             }

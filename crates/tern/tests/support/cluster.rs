@@ -6,6 +6,7 @@ use tern_codec::{
     Ack, Connect, ConnectProperties, MqttString, Packet, ProtocolVersion, QoS, ReasonCode,
 };
 
+use super::cli::{self, Running};
 use super::mqtt::{publish, RawClient};
 use super::nats::NatsServer;
 use super::Tern;
@@ -141,4 +142,52 @@ pub(crate) fn acknowledge(client: &mut RawClient, packet: &Packet) -> (u32, bool
     let ack = Ack::new(tern_codec::PacketId::new(packet_id).unwrap());
     client.send(&Packet::PubAck(ack)).unwrap();
     (n, dup, packet_id)
+}
+
+/// mosquitto_sub (MQTT 5, with its debug lines) on the node on `port`, subscribed to
+/// `filters` at `qos`, once it reports the SUBACK: the subscriptions stand (and NATS has them)
+/// from there. Returns it and the line that says what was granted.
+pub(crate) fn mosquitto_sub(port: u16, qos: QoS, filters: &[&str]) -> (Running, String) {
+    let port = port.to_string();
+    let qos = (qos as u8).to_string();
+    let mut command = std::process::Command::new("stdbuf");
+    // Line-buffered: mosquitto_sub writes its debug lines through stdio, which a pipe would
+    // hold back.
+    command
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port])
+        .args(["-V", "mqttv5", "-q", &qos, "-d", "-v"]);
+    for filter in filters {
+        command.args(["-t", filter]);
+    }
+    let mut sub = cli::spawn(&mut command);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = sub.line(WAIT).expect("mosquitto_sub runs");
+        if line.contains("SUBACK") {
+            let granted = sub.line(WAIT).expect("what was granted");
+            return (sub, granted);
+        }
+        assert!(Instant::now() < deadline, "no SUBACK");
+    }
+}
+
+/// Expects `sub` (from [`mosquitto_sub`]) to print next, as `topic payload`, one message on
+/// each of `topics` in order, the n-th with payload `m<n>`.
+pub(crate) fn expect_printed(sub: &mut Running, topics: &[&str]) {
+    let mut got = Vec::new();
+    while got.len() < topics.len() {
+        let line = sub.line(WAIT).expect("a message");
+        // Debug lines say what the client sent and received; the messages are `topic payload`.
+        if let Some((topic, payload)) = line.rsplit_once(' ') {
+            if payload.starts_with('m') && !line.starts_with("Client ") {
+                got.push((topic.to_owned(), payload.to_owned()));
+            }
+        }
+    }
+    let expected: Vec<(String, String)> = topics
+        .iter()
+        .enumerate()
+        .map(|(n, t)| ((*t).to_owned(), format!("m{n}")))
+        .collect();
+    assert_eq!(got, expected);
 }
