@@ -5,6 +5,8 @@
 #   - gcc, make and OpenSSL's libcrypto headers (libssl-dev), which the C device client
 #     (clients/c) is built and tested with;
 #   - Debian's nats-server (with JetStream), which the cluster tests run Tern nodes over;
+#   - Debian's chromium, the browser the web console's tests drive (with Playwright from PyPI,
+#     in the venv; Playwright's own browser download is never used);
 #   - a Python virtual environment at .venv with tests/interop/requirements.txt installed.
 # Idempotent and quiet: prints nothing when all is well, and returns fast when nothing changed.
 # The venv is re-provisioned only when the requirements (or the Python interpreter) change.
@@ -91,6 +93,11 @@ if ! deb_installed nats-server; then
 fi
 if systemd_running && systemctl is-active --quiet nats-server.service 2>/dev/null; then
     quiet as_root systemctl disable --now nats-server.service
+fi
+
+# 2b. Chromium, for the web console's browser tests (tests/interop/test_22_console.py)
+if ! deb_installed chromium; then
+    apt_install chromium
 fi
 
 # 3. the Python virtual environment

@@ -3,8 +3,8 @@
 # repository tidy rules, the conformance matrix, the Rust test suite, the benchmark report's
 # statistics, and the black-box interop suite (paho-mqtt, raw sockets and the mosquitto
 # command-line clients against `tern serve`).
-# It installs what the tests need first (Debian's mosquitto, mosquitto-clients and nats-server,
-# a Python venv at .venv with paho-mqtt and pytest).
+# It installs what the tests need first (Debian's mosquitto, mosquitto-clients, nats-server and
+# chromium, a Python venv at .venv with paho-mqtt, pytest and Playwright).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +15,7 @@ step() { printf '\n== %s\n' "$*"; }
 export CARGO_INCREMENTAL=0
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
-step "test dependencies (mosquitto, mosquitto-clients, nats-server, Python venv)"
+step "test dependencies (mosquitto, mosquitto-clients, nats-server, chromium, Python venv)"
 ./scripts/setup-test-deps.sh
 
 step "rustfmt"

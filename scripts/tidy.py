@@ -33,7 +33,12 @@ RULES = {
     "tern-auth": ({"tern-codec", "tern-core"}, ASYNC_IO),
     # The HTTP bridge: an edge on the network runtime's broker thread, with the auth crate's
     # keys and ACL engine; it never touches the store's engine.
-    "tern-http": ({"tern-codec", "tern-core", "tern-net", "tern-auth"}, {"fjall", "redb"}),
+    "tern-http": (
+        {"tern-codec", "tern-core", "tern-net", "tern-auth", "tern-console"},
+        {"fjall", "redb"},
+    ),
+    # The web console's files, built and embedded: no broker code, no runtime.
+    "tern-console": (set(), ASYNC_IO | {"fjall", "redb"}),
     # The client shares only the codec with the broker.
     "tern-client": ({"tern-codec"}, {"fjall", "redb"}),
 }

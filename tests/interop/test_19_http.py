@@ -334,16 +334,14 @@ class ConfiguredBroker(HttpBroker):
         return command[:at] + command[at + 4:]
 
 
-def test_https_serves_the_bridge_with_the_tls_settings_of_mqtts(tmp_path: Path, clients,
-                                                               names: Names):
-    import ssl
+def https_broker(tmp_path: Path) -> tuple[ConfiguredBroker, Path]:
+    """A broker with an MQTT listener and an HTTPS one (a self-signed certificate for
+    127.0.0.1, returned for clients to trust), started."""
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    data = tmp_path / "tern-data"
-    secret = add_key(data, "d:tls1")
     options = {"listener": [
         {"bind": "127.0.0.1:0"},
         {"bind": "127.0.0.1:0", "protocol": "https", "cert": str(cert), "key": str(key)},
@@ -353,6 +351,14 @@ def test_https_serves_the_bridge_with_the_tls_settings_of_mqtts(tmp_path: Path, 
         broker.start()
     except BrokerError as err:
         pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
+    return broker, cert
+
+
+def test_https_serves_the_bridge_with_the_tls_settings_of_mqtts(tmp_path: Path, clients,
+                                                               names: Names):
+    import ssl
+    secret = add_key(tmp_path / "tern-data", "d:tls1")
+    broker, cert = https_broker(tmp_path)
     try:
         assert broker.http_url.startswith("https://127.0.0.1:")
         context = ssl.create_default_context(cafile=str(cert))

@@ -236,6 +236,15 @@ fn requests_outside_the_fleet_are_kept_out_and_a_devices_own_key_is_the_device()
     );
     assert_eq!(outcomes[0], Err(RequestRefusal::NotAuthorized));
     assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    // An operator, whose token's topics the edge checked, is let in.
+    let operator = t
+        .broker
+        .request_client(edge, mstr("tern-console-ops"), http_key("ops"), None)
+        .opened_to_fleet();
+    let outcomes = t
+        .broker
+        .publish_for(&operator, vec![request("/acme/d1")], false, now);
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
     // The device's own key (d:d1 speaks for client d1) is the device: its namespace is its.
     t.broker.fleet_add(device("acme", "k1")).expect("added");
     let k1 = t

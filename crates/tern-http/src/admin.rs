@@ -33,14 +33,12 @@ pub(crate) struct Authorized {
     pub(crate) rest: String,
 }
 
-/// Checks the bearer token of `request` for `scope`; a refusal is logged, counted and
-/// answered. `prefix` is the route's fixed part, before `rest`.
-pub(crate) fn authorize(
+/// Checks the bearer token of `request`, or the token of its console session (the same
+/// check: `console_session`); a refusal is logged, counted and answered.
+pub(crate) fn authenticate(
     shared: &Shared,
     request: &Request,
-    scope: Scope,
-    prefix: &str,
-) -> Result<Authorized, Box<Response<Body>>> {
+) -> Result<(Operator, RequestLine), Box<Response<Body>>> {
     let peer = request
         .extensions()
         .get::<Peer>()
@@ -50,35 +48,60 @@ pub(crate) fn authorize(
         path: request.uri().path().to_owned(),
         peer,
     };
-    let refuse = |error: ApiError, who: Option<&str>| {
-        shared.refuse(&error, &line, who);
-        unsigned(error.status, error.body())
+    let refuse = |error: ApiError| {
+        shared.refuse(&error, &line, None);
+        Box::new(unsigned(error.status, error.body()))
     };
     let header = request
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        let error = ApiError::new(
-            401,
-            "token_missing",
-            "Authorization: Bearer TOKEN is needed",
-        );
-        return Err(Box::new(refuse(error, None)));
+    let from_session;
+    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(token) => token,
+        None => match crate::console_session::token_of(shared, request) {
+            Ok(Some(token)) => {
+                from_session = token;
+                from_session.as_str()
+            }
+            Ok(None) => {
+                return Err(refuse(ApiError::new(
+                    401,
+                    "token_missing",
+                    "Authorization: Bearer TOKEN is needed",
+                )))
+            }
+            Err(error) => return Err(refuse(error)),
+        },
     };
-    let operator = match shared
+    match shared
         .tokens
         .current()
         .verify(token.trim(), crate::bridge::unix_now())
     {
-        Ok(operator) => operator,
+        Ok(operator) => Ok((operator, line)),
         Err(why) => {
             // One answer for every bad token; the log says which.
             let error = ApiError::new(401, "token_invalid", "the token is not valid");
             let logged = ApiError::new(401, "token_invalid", why.describe());
             shared.refuse(&logged, &line, None);
-            return Err(Box::new(unsigned(error.status, error.body())));
+            Err(Box::new(unsigned(error.status, error.body())))
         }
+    }
+}
+
+/// Checks the bearer token (or console session) of `request` for `scope`; a refusal is
+/// logged, counted and answered. `prefix` is the route's fixed part, before `rest`.
+pub(crate) fn authorize(
+    shared: &Shared,
+    request: &Request,
+    scope: Scope,
+    prefix: &str,
+) -> Result<Authorized, Box<Response<Body>>> {
+    let (operator, line) = authenticate(shared, request)?;
+    let refuse = |error: ApiError, who: Option<&str>| {
+        shared.refuse(&error, &line, who);
+        unsigned(error.status, error.body())
     };
     let who = format!("token {}", operator.id);
     if !operator.has(scope) {

@@ -62,6 +62,8 @@ pub(crate) enum AdminOp {
     Fleet(crate::admin_fleet::FleetOp),
     /// Look at or change the firmware catalogue.
     Firmware(crate::admin_firmware::FirmwareOp),
+    /// Publish a message as an operator (the console's publish form).
+    Publish(crate::console_publish::OperatorPublish),
     /// Look at or answer the fleet's actionable notifications.
     Notify(crate::fleet_notify::NotifyOp),
 }
@@ -112,7 +114,13 @@ pub(crate) struct BanView {
 }
 
 /// Does `op` in the core at `now` (`now_unix`: the same instant by the system clock).
-pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64) -> Answer {
+pub(crate) fn apply(
+    broker: &mut Broker,
+    op: &AdminOp,
+    edge: tern_core::ConnectionId,
+    now: Time,
+    now_unix: u64,
+) -> Answer {
     let in_realm = |realm: &str| {
         let realm = realm.to_owned();
         move |id: &str| id.starts_with(&realm)
@@ -257,6 +265,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &AdminOp, now: Time, now_unix: u64)
         }
         AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
         AdminOp::Firmware(op) => crate::admin_firmware::apply(broker, op, now_unix),
+        AdminOp::Publish(publish) => crate::console_publish::apply(broker, edge, publish, now),
         AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }
 }
@@ -332,7 +341,11 @@ mod tests {
             client_id: "c".to_owned(),
             until_unix: Some(1 << 63),
         };
-        assert_eq!(apply(&mut broker, &op, now, 1_767_225_600).status, 200);
+        let edge = tern_core::ConnectionId(1);
+        assert_eq!(
+            apply(&mut broker, &op, edge, now, 1_767_225_600).status,
+            200
+        );
         assert_eq!(broker.bans(now).len(), 1);
     }
 }

@@ -137,17 +137,18 @@ pub(crate) async fn run(
     } = channels;
     let guard = Rc::new(RefCell::new(ReplayGuard::new(limits)));
     guard.borrow_mut().restore(restored, unix_now());
+    let edge = handle.connection_id();
     handle.input(|broker, now| {
         for (client_id, until) in bans {
             let op = AdminOp::Ban {
                 client_id,
                 until_unix: until,
             };
-            admin_ops::apply(broker, &op, now, unix_now());
+            admin_ops::apply(broker, &op, edge, now, unix_now());
         }
     });
     let bridge = Bridge {
-        edge: handle.connection_id(),
+        edge,
         handle,
         guard,
         mailboxes,
@@ -385,9 +386,9 @@ impl Bridge {
 
     /// Does an operator's request in one input, answered once what it changed is durable.
     fn operate(&self, envelope: OperatorEnvelope) {
-        let (answer, batch) = self
-            .handle
-            .input(|broker, now| admin_ops::apply(broker, &envelope.op, now, unix_now()));
+        let (answer, batch) = self.handle.input(|broker, now| {
+            admin_ops::apply(broker, &envelope.op, self.edge, now, unix_now())
+        });
         let handle = self.handle.clone();
         tokio::task::spawn_local(async move {
             if let Some(batch) = batch {

@@ -13,6 +13,9 @@
 //!   subscriptions, dead letters, reset); `sync`: a wake's whole exchange in one request;
 //!   `kv`: key/value over retained messages; `keys`: the key file, reloaded when it changes;
 //!   `openapi`: the served document.
+//! - `console_assets`: the web console's files (`tern-console`) at `/`; `console_session`: its
+//!   login, a session cookie that every operator route takes as it takes the token;
+//!   `console_publish`: an operator's publish.
 //!
 //! HTTP runs on a small runtime of its own threads: parsing, TLS and HMAC never take the broker
 //! thread's time, and a slow client holds an HTTP task, not the broker. Only the request's
@@ -26,6 +29,9 @@ mod admin_keys;
 mod admin_ops;
 mod answers;
 mod bridge;
+mod console_assets;
+mod console_publish;
+pub mod console_session;
 pub mod error;
 mod events;
 mod fleet_notify;

@@ -69,6 +69,10 @@ use crate::publish::{BatchItem, Fields};
         crate::access::approve,
         crate::access::reject,
         crate::access::forget,
+        crate::console_session::login,
+        crate::console_session::logout,
+        crate::console_session::session,
+        crate::console_publish::publish,
     ),
     components(schemas(
         ErrorBody,

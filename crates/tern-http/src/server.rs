@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) request_counts: Arc<crate::metrics::RequestCounts>,
     /// Devices of app keys awaiting approval (`access.rs`).
     pub(crate) access: crate::access::AccessRequests,
+    /// The web console's sessions (`console_session.rs`).
+    pub(crate) console: crate::console_session::Sessions,
 }
 
 /// The peer address of a request's connection.
@@ -98,6 +100,11 @@ impl HttpBridge {
             .enable_all()
             .build()
             .map_err(HttpError::Runtime)?;
+        let first_admin = crate::console_session::first_start(
+            &config.data_dir,
+            &config.tokens,
+            bridge::unix_now(),
+        );
         let tokens =
             Tokens::load(&config.data_dir, config.tokens.clone()).map_err(HttpError::Keys)?;
         let (sender, receiver) = mpsc::channel(BRIDGE_QUEUE_MAX);
@@ -122,7 +129,9 @@ impl HttpBridge {
             stream_counts: Arc::clone(&stream_counts),
             request_counts: Arc::default(),
             access: crate::access::AccessRequests::load(&config.data_dir),
+            console: crate::console_session::Sessions::default(),
         });
+        crate::console_session::offer_first_login(&shared.console, first_admin);
         let router = router(Arc::clone(&shared));
         let connections = Arc::new(Semaphore::new(config.connections_max.max(1)));
         let mut listeners = Vec::new();
@@ -204,6 +213,11 @@ impl HttpBridge {
     pub fn refused_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
         self.shared.refused_counts()
     }
+
+    /// On a first start, the web console's one-time login link (given once, for the log).
+    pub fn console_login_link(&self) -> Option<String> {
+        self.shared.console.login_link(&self.listeners)
+    }
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -235,6 +249,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .merge(admin::routes())
         .merge(crate::access::routes())
+        .merge(crate::console_session::console_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -270,6 +285,7 @@ async fn accept_loop(
             router: router.clone(),
             shared: Arc::clone(&shared),
             peer,
+            transport: crate::console_session::Transport { tls: tls.is_some() },
         };
         let tls = tls.clone();
         tokio::spawn(async move {

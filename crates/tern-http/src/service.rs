@@ -36,6 +36,8 @@ pub(crate) struct ConnectionService {
     pub(crate) router: Router,
     pub(crate) shared: Arc<Shared>,
     pub(crate) peer: SocketAddr,
+    /// Whether the connection is TLS (the console's cookie and origin depend on it).
+    pub(crate) transport: crate::console_session::Transport,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -52,6 +54,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
             return long_poll(&self.shared, parts, self.peer);
         }
         request.extensions_mut().insert(Peer(self.peer));
+        request.extensions_mut().insert(self.transport);
         Serving::Routed(Box::pin(self.router.clone().oneshot(request)))
     }
 }

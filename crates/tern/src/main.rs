@@ -247,6 +247,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             for line in bridge.describe() {
                 info!("listening for HTTP on {line}");
             }
+            if let Some(link) = bridge.console_login_link() {
+                let kept = data_dir.join(tern_http::console_session::ADMIN_TOKEN_FILE);
+                info!(
+                    "web console: no operator token yet, so one was made: log in once at {link} (the token is in {})",
+                    kept.display()
+                );
+            }
             (Some(bridge), Some(edge))
         }
         None => (None, None),

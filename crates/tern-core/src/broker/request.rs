@@ -47,6 +47,14 @@ impl RequestClient {
         &self.identity
     }
 
+    /// The same client with the device fleet's namespaces open to it: for an operator, whose
+    /// token names the topics it may publish to and which the edge checked (the ACL rules
+    /// still apply).
+    pub fn opened_to_fleet(mut self) -> Self {
+        self.fleet_fenced = false;
+        self
+    }
+
     /// Whether it is kept out of the device fleet's namespaces: not a fleet identity, and no
     /// configured rules speak for it.
     pub fn fleet_fenced(&self) -> bool {

@@ -1,0 +1,99 @@
+// The overview's figures, gathered for as long as the console is open (not only while the
+// overview is shown), so its chart holds the last hour of this tab: GET /metrics every two
+// seconds, and the connections refused, from the event stream.
+import { onEvent } from './api.js';
+import { parseMetrics, total } from './metrics.js';
+
+const EVERY_MS = 2000;
+const POINTS_MAX = 1800; // an hour at one point every two seconds
+const REFUSED_MAX = 50;
+
+const state = { figures: null, error: '', series: [[], [], []], refused: [], last: null };
+const watchers = new Set();
+let timer = null;
+let offEvents = null;
+
+function changed() {
+  for (const watcher of watchers) watcher(state);
+}
+
+function figuresOf(m, previous, now) {
+  const received = total(m, 'tern_messages_received_total');
+  const sent = total(m, 'tern_messages_sent_total');
+  const commits = total(m, 'tern_store_commit_seconds_count');
+  const commitSeconds = total(m, 'tern_store_commit_seconds_sum');
+  const f = {
+    connections: total(m, 'tern_connections'),
+    sessions: total(m, 'tern_sessions'),
+    subscriptions: total(m, 'tern_subscriptions'),
+    queued: total(m, 'tern_queue_messages', { state: 'queued' }),
+    inflight: total(m, 'tern_queue_messages', { state: 'inflight' }),
+    dead: total(m, 'tern_queue_messages', { state: 'dead' }),
+    retained: total(m, 'tern_retained_messages'),
+    held: total(m, 'tern_held_bytes'),
+    dropped: total(m, 'tern_messages_dropped_total'),
+    rateIn: 0,
+    rateOut: 0,
+    commitMs: previous ? previous.commitMs : null,
+  };
+  if (previous) {
+    const dt = Math.max(0.001, now - previous.now);
+    f.rateIn = (received - previous.received) / dt;
+    f.rateOut = (sent - previous.sent) / dt;
+    const n = commits - previous.commits;
+    if (n > 0) f.commitMs = ((commitSeconds - previous.commitSeconds) / n) * 1000;
+  }
+  return [f, { now, received, sent, commits, commitSeconds, commitMs: f.commitMs }];
+}
+
+async function tick() {
+  try {
+    const response = await fetch('/metrics', { credentials: 'same-origin' });
+    if (!response.ok) throw new Error(`metrics: ${response.status} ${response.statusText}`);
+    const now = Date.now() / 1000;
+    const previous = state.last;
+    const [figures, last] = figuresOf(parseMetrics(await response.text()), previous, now);
+    if (previous) {
+      const keep = (xs, x) => [...xs, x].slice(-POINTS_MAX);
+      const [t, a, b] = state.series;
+      state.series = [keep(t, now), keep(a, figures.rateIn), keep(b, figures.rateOut)];
+    }
+    Object.assign(state, { figures, last, error: '' });
+  } catch (error) {
+    state.error = error.message;
+  }
+  changed();
+}
+
+export function startFeed() {
+  stopFeed();
+  Object.assign(state, { figures: null, error: '', series: [[], [], []], refused: [], last: null });
+  tick();
+  timer = setInterval(tick, EVERY_MS);
+  offEvents = onEvent((name, data) => {
+    if (name === 'refused') {
+      state.refused = [{ at: new Date(), ...data }, ...state.refused].slice(0, REFUSED_MAX);
+      changed();
+    }
+  });
+}
+
+export function stopFeed() {
+  if (timer) clearInterval(timer);
+  if (offEvents) offEvents();
+  timer = null;
+  offEvents = null;
+}
+
+export function watchFeed(watcher) {
+  watchers.add(watcher);
+  watcher(state);
+  return () => watchers.delete(watcher);
+}
+
+// Says why there are no figures (a token without the metrics scope).
+export function feedUnavailable(reason) {
+  stopFeed();
+  Object.assign(state, { figures: null, error: reason, series: [[], [], []], refused: [], last: null });
+  changed();
+}

@@ -1,0 +1,49 @@
+// The front end's pure parts, without a browser (run by `node --test`, from the crate's tests).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseMetrics, total } from '../src/metrics.js';
+import { find, insert, newNode, numberOf, pretty } from '../src/tree.js';
+
+test('metrics are read from the Prometheus text, summed over labels', () => {
+  const text = [
+    '# HELP tern_messages_received_total messages received',
+    '# TYPE tern_messages_received_total counter',
+    'tern_messages_received_total{qos="0"} 5',
+    'tern_messages_received_total{qos="1"} 7',
+    'tern_queue_messages{state="queued"} 3',
+    'tern_queue_messages{state="dead"} 1',
+    'tern_http_requests_total{route="/v1/pub/{*topic}",method="POST",status="200"} 2',
+    'tern_connections 4',
+  ].join('\n');
+  const m = parseMetrics(text);
+  assert.equal(total(m, 'tern_messages_received_total'), 12);
+  assert.equal(total(m, 'tern_queue_messages', { state: 'dead' }), 1);
+  assert.equal(total(m, 'tern_http_requests_total', { route: '/v1/pub/{*topic}' }), 2);
+  assert.equal(total(m, 'tern_connections'), 4);
+  assert.equal(total(m, 'absent'), 0);
+});
+
+test('the tree keeps each topic by level, its last message and its numbers', () => {
+  const root = newNode('', '');
+  insert(root, { topic: 'site/a/t', payload: '21.5' }, '21.5');
+  insert(root, { topic: 'site/a/t', payload: '{"t": 22}' }, '{"t": 22}');
+  insert(root, { topic: 'site/b', payload: 'open' }, 'open');
+  insert(root, { topic: '/acme/d1/status', payload: '{}' }, '{}');
+  assert.deepEqual([...root.children.keys()].sort(), ['', 'site']);
+  const node = find(root, 'site/a/t');
+  assert.equal(node.message.payload, '{"t": 22}');
+  assert.deepEqual(node.series, [21.5, 22]);
+  assert.equal(find(root, 'site/b').series.length, 0);
+  assert.equal(find(root, '/acme/d1/status').path, '/acme/d1/status');
+  assert.equal(find(root, 'site/c'), null);
+});
+
+test('numbers and pretty-printing', () => {
+  assert.equal(numberOf('-3e2'), -300);
+  assert.equal(numberOf('{"on": true, "v": 7}'), 7);
+  assert.equal(numberOf('text'), null);
+  assert.equal(numberOf(''), null);
+  assert.equal(pretty('{"a":[1]}'), '{\n  "a": [\n    1\n  ]\n}');
+  assert.equal(pretty('plain'), 'plain');
+  assert.equal(pretty('42'), '42');
+});

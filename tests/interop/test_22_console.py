@@ -1,0 +1,453 @@
+"""The web console in a real browser: Playwright (from PyPI) drives Debian's Chromium against
+`tern serve` started with no operator token, as on a first start. The test logs in with the
+one-time link the broker logs; watches a paho device of the fleet come online and go offline
+without a reload; publishes from the console and receives it with `mosquitto_sub`; approves an
+HTTP access request and sees the device's signed request succeed; browses the topic tree; and
+checks that a logged-out browser, a change from another origin and a request without the cookie
+are refused. It waits on the page's state (Playwright's `expect`), never on the clock, and
+writes the screenshots shown in the README (docs/console/*.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from conftest import REPO_ROOT, BrokerError
+from http_support import Device, HttpBroker, add_key, error_code, tern
+from support import BROKER_KIND, TIMEOUT, Clients, Names
+from test_09_mosquitto_clients import Sub
+from test_19_http import https_broker
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the web console is Tern's")
+
+CHROMIUM = "/usr/bin/chromium"
+# Chromium on a machine with no network but loopback: nothing of its own goes out.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+LOGIN_LINK = re.compile(r"log in once at (?P<link>\S+)")
+SCREENSHOTS = REPO_ROOT / "docs" / "console"
+WAIT_MS = TIMEOUT * 1000
+
+
+class Console:
+    """`tern serve` on a fresh data directory (so it makes the admin token and logs the login
+    link), with an app key `a:fleet` whose devices need approval, and a browser."""
+
+    def __init__(self, workdir: Path, browser: Any):
+        self.data = workdir / "tern-data"
+        self.fleet_secret = add_key(self.data, "a:fleet", "--approve")
+        self.broker = HttpBroker("tern", workdir)
+        try:
+            self.broker.start()
+        except BrokerError as err:
+            pytest.fail(f"could not start the broker:\n{err}", pytrace=False)
+        self.clients = Clients(self.broker)
+        self.link = self._login_link()
+        self.token = (self.data / "console-admin.token").read_text().strip()
+        self.context = browser(workdir / "chromium")
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        # What the page must never do: fail, or ask anything of another origin.
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", self._local_only)
+        expect.set_options(timeout=WAIT_MS)
+
+    def _local_only(self, request: Any) -> None:
+        if not request.url.startswith(self.broker.http_url + "/"):
+            self.errors.append(f"a request elsewhere: {request.url}")
+
+    def _login_link(self) -> str:
+        for line in self.broker.output:
+            match = LOGIN_LINK.search(line)
+            if match:
+                return match.group("link")
+        raise AssertionError(f"no login link logged:\n{self.broker.output_tail()}")
+
+    def login(self) -> None:
+        self.page.goto(self.link)
+        expect(self.page.get_by_role("navigation", name="Pages")).to_be_visible()
+        # From here on the page's event stream misses nothing.
+        expect(self.page.get_by_test_id("events-state")).to_have_text("live")
+
+    def go(self, page: str) -> None:
+        self.page.get_by_role("link", name=page, exact=True).click()
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    def tern_device(self, *args: str, stdin: str = "") -> None:
+        binary = Path(tern_bin())
+        done = subprocess.run([str(binary), "device", "--url", self.broker.http_url, "--token",
+                               self.token, *args], input=stdin, capture_output=True, text=True,
+                              timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+
+    def call(self, method: str, path: str, headers: dict[str, str],
+             body: Optional[dict] = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.broker.http_url + path, data=data, method=method,
+                                         headers={"content-type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def close(self) -> None:
+        errors = list(self.errors)
+        self.context.close()
+        self.clients.close_all()
+        self.broker.stop()
+        assert errors == [], errors
+
+
+def tern_bin() -> str:
+    binary = Path(os.environ.get("TERN_BIN", "target/debug/tern"))
+    return str(binary if binary.is_absolute() else REPO_ROOT / binary)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup-test-deps.sh installs it")
+    with playwright.sync_playwright() as driver:
+        def launch(user_data_dir: Path) -> Any:
+            return driver.chromium.launch_persistent_context(
+                str(user_data_dir), executable_path=CHROMIUM, headless=True,
+                args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 760})
+        yield launch
+
+
+@pytest.fixture
+def console(tmp_path: Path, chromium: Any) -> Iterator[Console]:
+    console = Console(tmp_path, chromium)
+    yield console
+    console.close()
+
+
+def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(console: Console,
+                                                                           names: Names):
+    console.tern_device("add", "acme", "d1", "--password", "--platform", "esp32",
+                        "--firmware", "1.7.24", stdin="d1-pw\n")
+    console.tern_device("add", "acme", "d2", "--password", "--platform", "esp8266",
+                        stdin="d2-pw\n")
+    console.login()
+    page = console.page
+    expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
+    console.go("Fleet")
+    row = page.locator("tr[data-udid='d1']")
+    expect(row.get_by_test_id("state")).to_have_text("offline")
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    # The event stream changes the row: no reload.
+    expect(row.get_by_test_id("state")).to_have_text("online")
+    page.get_by_label("Filter").fill("esp32")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    console.screenshot("fleet")
+    device.disconnect()
+    expect(row.get_by_test_id("state")).to_have_text("offline")
+    # A device's page: its registration, and its state live there too.
+    row.get_by_role("link", name="d1").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("d1")
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("acme")
+    expect(facts).to_contain_text("1.7.24")
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    expect(page.get_by_test_id("state")).to_have_text("online")
+    device.disconnect()
+    expect(page.get_by_test_id("state")).to_have_text("offline")
+    # Disabled from its page, the device is refused; enabled again, it is let in.
+    page.get_by_role("button", name="Disable").click()
+    expect(page.locator("dl.facts")).to_contain_text("yes")
+    refused = console.clients.paho("d1", version=4)
+    refused.client.username_pw_set("acme", "d1-pw")
+    refused.connect(expect_code=0x87)
+    page.get_by_role("button", name="Enable").click()
+    expect(page.get_by_role("button", name="Disable")).to_be_visible()
+
+    # Sessions: a connected client is kicked from the console (its session stays).
+    device = console.clients.paho("d1", version=4, clean=False)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    console.go("Sessions")
+    session = page.locator("tr[data-client='d1']")
+    expect(session.get_by_text("connected")).to_be_visible()
+    session.get_by_role("button", name="Inspect").click()
+    expect(page.get_by_role("region", name="Session d1")).to_contain_text("Queued (0)")
+    console.screenshot("sessions")
+    page.once("dialog", lambda dialog: dialog.accept())
+    session.get_by_role("button", name="Kick").click()
+    device.expect_disconnected()
+    expect(session.get_by_text("away")).to_be_visible()
+    # ...and its session deleted: gone from the list (and from the broker).
+    page.once("dialog", lambda dialog: dialog.accept())
+    session.get_by_role("button", name="Delete").click()
+    expect(session).to_have_count(0)
+    status, _ = console.call("GET", "/v1/admin/sessions/d1",
+                             {"authorization": f"Bearer {console.token}"})
+    assert status == 404
+    # A session to count on the overview.
+    keeper = console.clients.paho("d2", version=4, clean=False)
+    keeper.client.username_pw_set("acme", "d2-pw")
+    keeper.connect()
+    keeper.disconnect()
+    console.go("Overview")
+    expect(page.get_by_test_id("sessions")).to_have_text("1")
+    # A refused connection is listed with its reason.
+    intruder = console.clients.paho("d2", version=4)
+    intruder.client.username_pw_set("acme", "wrong")
+    intruder.connect(expect_code=0x86)
+    expect(page.locator("ul.refused")).to_contain_text("BadUserNameOrPassword")
+    # Traffic between two scrapes shows as a rate (and a point of the chart).
+    publisher = console.clients.connected(names.client("p"))
+    for n in range(50):
+        publisher.publish("site/load", str(n).encode(), qos=1)
+    expect(page.get_by_test_id("rate-in")).not_to_have_text("0.0")
+    console.screenshot("overview")
+    # At a phone's width nothing is wider than the screen (tables scroll in their own box).
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name in ("Overview", "Fleet", "Sessions"):
+        console.go(name)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        wider = page.evaluate("[...document.querySelectorAll('body *')]"
+                              ".filter(e => e.getBoundingClientRect().right > 390"
+                              " && !e.closest('.scroll')).map(e => e.tagName)")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, (name, wider)
+    console.go("Overview")
+    expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
+    console.screenshot("overview-phone")
+
+
+def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Console,
+                                                                    names: Names):
+    retained = console.clients.connected(names.client("p"))
+    retained.publish("site/a/temp", b'{"t": 21.5, "unit": "C"}', qos=1, retain=True)
+    retained.publish("site/a/rh", b"40", qos=1, retain=True)
+    retained.close()
+    # Nothing is published before mosquitto_sub reports its SUBACK.
+    sub = Sub(console.broker, "v5", "console/t", "-C", "1", "-q", "1").wait_subscribed()
+    try:
+        console.login()
+        page = console.page
+        console.go("Topics")
+        # The tree holds the retained messages sent before the page opened.
+        # From the keyboard: the tree is buttons, in the tab order.
+        page.get_by_role("button", name="Expand site").focus()
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("button", name="Expand site/a")).to_be_focused()
+        page.keyboard.press("Enter")
+        page.locator("button[data-topic='site/a/temp']").click()
+        expect(page.get_by_test_id("topic-value")).to_have_text(
+            '{\n  "t": 21.5,\n  "unit": "C"\n}')
+        # A retained message deleted from the console is gone from the broker.
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Delete retained message").click()
+        expect(page.get_by_text("The retained message was deleted.")).to_be_visible()
+        bearer = {"authorization": f"Bearer {console.token}"}
+        status, body = console.call("GET", "/v1/admin/retained/site/a/%23", bearer)
+        assert (status, [m["topic"] for m in body["retained"]]) == (200, ["site/a/rh"])
+        # Live traffic: a new topic appears in the open branch, numbers make a sparkline.
+        expect(page.locator("section[data-live='true']")).to_have_count(1)
+        live = console.clients.connected(names.client("l"))
+        for value in (b"41", b"39", b"44"):
+            live.publish("site/a/rh", value, qos=1)
+        live.publish("site/b/door", b"open", qos=1)
+        expect(page.locator("button[data-topic='site/b']")).to_be_visible()
+        page.locator("button[data-topic='site/a/rh']").click()
+        expect(page.get_by_test_id("topic-value")).to_have_text("44")
+        expect(page.get_by_role("img", name="Last 4 values, from 39 to 44")).to_be_visible()
+        console.screenshot("topics")
+
+        # Watch a filter: the console's own publish shows there too.
+        page.get_by_role("textbox", name="Filter").fill("console/#")
+        page.get_by_role("button", name="Watch").click()
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
+        page.get_by_label("Topic", exact=True).fill("console/t")
+        page.get_by_label("QoS").select_option("1")
+        page.get_by_label("Payload").fill("hello from the console")
+        page.get_by_role("button", name="Publish").click()
+        expect(page.get_by_test_id("publish-status")).to_contain_text("1 subscription(s)")
+        expect(page.get_by_test_id("watched")).to_contain_text("hello from the console")
+        [received] = sub.expect(1)
+        assert (received.topic, received.qos, received.payload) == \
+            ("console/t", 1, "hello from the console")
+        assert sub.wait_exit() == 0
+    finally:
+        sub.stop()
+
+
+def test_an_access_request_approved_in_the_console_lets_the_device_in(console: Console):
+    device = Device(console.broker.http_url, "a:fleet", console.fleet_secret, client="M-0042")
+    refused = device.publish("meters/M-0042/kwh", b"1.5")
+    assert (refused.status, error_code(refused)) == (403, "access_pending")
+    console.login()
+    console.go("Access requests")
+    card = console.page.locator("li[data-client='M-0042']")
+    expect(card.get_by_text("pending")).to_be_visible()
+    card.get_by_label("May publish to").fill("meters/%c/#")
+    console.screenshot("access")
+    card.get_by_role("button", name="Approve").click()
+    expect(card).to_have_count(0)
+    assert device.publish("meters/M-0042/kwh", b"1.5").status == 200
+    assert error_code(device.publish("meters/other/kwh", b"1")) == "acl_denied"
+
+
+def test_without_a_session_or_from_another_origin_nothing_is_done(console: Console,
+                                                                 names: Names):
+    page = console.page
+    # A browser that never logged in sees the login form and gets nothing from the API.
+    page.goto(console.broker.http_url + "/")
+    expect(page.get_by_label("Operator token")).to_be_visible()
+    status = page.evaluate("fetch('/v1/admin/sessions').then(r => r.status)")
+    assert status == 401
+    # A wrong token is refused in the form.
+    page.get_by_label("Operator token").fill("tot1.console-admin." + "0" * 64)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
+    # The one-time link is spent: the token itself logs in (from the keyboard).
+    page.get_by_label("Operator token").fill(console.token)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
+    [cookie] = [c for c in console.context.cookies() if c["name"] == "tern_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    with_cookie = {"cookie": f"tern_session={cookie['value']}"}
+    client = console.clients.connected(names.client("c"))
+    path = f"/v1/admin/clients/{client.client_id}"
+    # A change with the cookie from another origin's page, or with no origin: refused.
+    for origin in ({"origin": "http://evil.example"}, {}):
+        status, body = console.call("DELETE", path, {**with_cookie, **origin})
+        assert (status, body["error"]["code"]) == (403, "origin_denied")
+    assert client.is_connected()
+    # Without the cookie: no token.
+    status, body = console.call("DELETE", path, {"origin": console.broker.http_url})
+    assert (status, body["error"]["code"]) == (401, "token_missing")
+    # From the console's own origin the same request is done.
+    status, _ = console.call("DELETE", path, {**with_cookie, "origin": console.broker.http_url})
+    assert status == 200
+    client.expect_disconnected()
+    # Logged out, the page is back at the form and the cookie is nothing.
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("Operator token")).to_be_visible()
+    status, _ = console.call("GET", "/v1/admin/sessions", with_cookie)
+    assert status == 401
+    assert tern("token", "list", "--data-dir", str(console.data)).count("console-admin") == 1
+
+
+def test_load_times_with_ten_thousand_devices(tmp_path: Path, chromium: Any):
+    """The figures BENCHMARKS.md records ("The web console"): how long the overview and the
+    fleet page take to show with 10,000 registered devices (printed; not a pass mark)."""
+    console = Console(tmp_path, chromium)
+    try:
+        bearer = {"authorization": f"Bearer {console.token}"}
+
+        def register(n: int) -> int:
+            device = {"owner": f"o{n % 50}", "udid": f"dev{n:05}", "platform": "esp32",
+                      "firmware": f"1.{n % 7}.0", "tags": ["load"], "credential": "cert-cn",
+                      "cn": f"dev{n:05}"}
+            return console.call("POST", "/v1/admin/devices", bearer, device)[0]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(register, range(10_000))) == {200}
+        page = console.page
+        started = time.monotonic()
+        console.login()
+        expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
+        overview = time.monotonic() - started
+        started = time.monotonic()
+        console.go("Fleet")
+        expect(page.get_by_text("10000 of 10000 device(s)")).to_be_visible()
+        expect(page.locator("tbody tr")).to_have_count(500)
+        fleet = time.monotonic() - started
+        started = time.monotonic()
+        page.get_by_label("Filter").fill("dev09999")
+        expect(page.locator("tbody tr")).to_have_count(1)
+        filtered = time.monotonic() - started
+        listed = json.dumps(console.call("GET", "/v1/admin/devices", bearer)[1],
+                            separators=(",", ":"))
+        print(f"\nconsole with 10,000 devices: overview {overview * 1000:.0f} ms (login link to "
+              f"figures shown), fleet page {fleet * 1000:.0f} ms, filter {filtered * 1000:.0f} ms; "
+              f"the device list is {len(listed) / 1e6:.2f} MB")
+    finally:
+        console.close()
+
+
+def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path: Path):
+    import ssl
+    broker, cert = https_broker(tmp_path)
+    try:
+        [link] = [m.group("link") for line in broker.output if (m := LOGIN_LINK.search(line))]
+        assert link.startswith(broker.http_url + "/#login=")
+        context = ssl.create_default_context(cafile=str(cert))
+
+        def login(origin: str) -> tuple[int, str]:
+            body = json.dumps({"code": link.split("#login=")[1]}).encode()
+            request = urllib.request.Request(
+                broker.http_url + "/v1/console/login", data=body, method="POST",
+                headers={"content-type": "application/json", "origin": origin})
+            try:
+                with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as answer:
+                    return answer.status, answer.headers.get("set-cookie", "")
+            except urllib.error.HTTPError as error:
+                return error.code, ""
+
+        # The page's origin is https://HOST: the same address over plain HTTP is another.
+        assert login(broker.http_url.replace("https://", "http://"))[0] == 403
+        status, cookie = login(broker.http_url)
+        assert status == 200
+        assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        broker.stop()
+
+
+def test_a_narrower_token_sees_and_does_only_what_it_may(console: Console, names: Names):
+    publisher = console.clients.connected(names.client("p"))
+    publisher.publish("acme/x/t", b"1", qos=1, retain=True)
+    publisher.publish("other/y", b"2", qos=1, retain=True)
+    publisher.close()
+    for client_id in ("acme-1", "zzz-2"):
+        client = console.clients.paho(client_id, version=4, clean=False)
+        client.connect()
+        client.disconnect()
+    console.broker.mark()
+    token = tern("token", "add", "acme-ro", "--scope", "read", "--scope", "events",
+                 "--clients", "acme-", "--topic", "acme/#", "--data-dir", str(console.data))
+    console.broker.wait_for_output(r"operator tokens reloaded")
+    page = console.page
+    page.goto(console.broker.http_url + "/")
+    page.get_by_label("Operator token").fill(token.strip())
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("banner")).to_contain_text("acme-ro")
+    # No metrics scope: the overview says so rather than show nothing.
+    expect(page.get_by_role("alert")).to_contain_text("lacks the metrics scope")
+    console.go("Topics")
+    expect(page.locator("button[data-topic='acme']")).to_be_visible()
+    expect(page.locator("button[data-topic='other']")).to_have_count(0)
+    # No write scope: a publish is refused.
+    page.get_by_label("Topic", exact=True).fill("acme/x/t")
+    page.get_by_role("button", name="Publish").click()
+    expect(page.get_by_test_id("publish-status")).to_contain_text("Refused")
+    console.go("Sessions")
+    expect(page.locator("tr[data-client='acme-1']")).to_be_visible()
+    expect(page.locator("tr[data-client='zzz-2']")).to_have_count(0)
