@@ -89,6 +89,15 @@ class Fleet:
                        stdin=stdin)
         return json.loads(out)
 
+    def add_key_device(self, owner: str, udid: str) -> tuple[dict, dict]:
+        """Adds a device with the HTTP bridge's key d:UDID: the device and its new key."""
+        out = self.run("device", "--url", self.broker.http_url, "--token", self.token, "add",
+                       owner, udid, "--key")
+        decoder = json.JSONDecoder()
+        device, end = decoder.raw_decode(out)
+        key, _ = decoder.raw_decode(out[end:].lstrip())
+        return device, key
+
     def firmware(self, owner: str, udid: str, *, password: Optional[str] = None,
                  version: int = 4, will: bool = True, expect_code: int = 0,
                  clean: bool = True) -> PahoClient:
@@ -271,11 +280,7 @@ def test_the_broker_keeps_the_status_of_a_device_without_a_will(fleet: Fleet):
 
 
 def test_a_device_with_a_key_of_the_http_bridge_logs_in_over_mqtt_with_it(fleet: Fleet):
-    out = fleet.run("device", "--url", fleet.broker.http_url, "--token", fleet.token, "add",
-                    "acme", "k1", "--key")
-    decoder = json.JSONDecoder()
-    device, end = decoder.raw_decode(out)
-    key, _ = decoder.raw_decode(out[end:].lstrip())
+    device, key = fleet.add_key_device("acme", "k1")
     assert device["credential"] == "key" and key["id"] == "d:k1"
     http = Device(fleet.broker.http_url, "d:k1", key["secret"])
     client = fleet.clients.paho("k1", version=5)

@@ -53,6 +53,34 @@ pub enum CloseReason {
     ClusterUnavailable,
 }
 
+/// What changed of a device of the fleet ([`Event::FleetChanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetChange {
+    /// Its connection was accepted.
+    Online,
+    /// Its connection ended (not taken over by its next one).
+    Offline,
+    /// It was added to the registry.
+    Added,
+    /// Its registry entry changed (disabled, enabled).
+    Changed,
+    /// It was deleted.
+    Deleted,
+}
+
+impl FleetChange {
+    /// Its name in events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+            Self::Added => "added",
+            Self::Changed => "changed",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
 /// Why a subscriber was cut loose (docs/design/backpressure.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutReason {
@@ -115,6 +143,16 @@ pub enum Event {
         udid: String,
         /// Connects within the minute.
         connects: usize,
+    },
+    /// A device of the fleet changed: it came online or went offline, or the operator added,
+    /// changed or deleted it.
+    FleetChanged {
+        /// Its owner.
+        owner: String,
+        /// Its udid.
+        udid: String,
+        /// What changed.
+        change: FleetChange,
     },
     /// An actionable notification was raised, asked, answered, delivered, expired or
     /// cancelled (`change` says which; the notification as it is now).

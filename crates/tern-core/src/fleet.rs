@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::ops::Bound;
 
 use tern_codec::ProtocolVersion;
 
@@ -14,6 +15,8 @@ use crate::types::Time;
 
 /// Connects within a minute past which a device is flagged as flapping.
 pub const FLAPPING_CONNECTS: usize = 6;
+/// Status changes kept per device, the newest last (older ones go).
+pub const STATUS_HISTORY_MAX: usize = 10;
 /// THiNX's status payload while a device is connected (published, retained, for a device that
 /// set no will of its own).
 pub const STATUS_CONNECTED: &[u8] = b"{\"status\":\"connected\"}";
@@ -141,14 +144,45 @@ pub struct DeviceStatus {
     pub own_will: bool,
     /// Connected more than `FLAPPING_CONNECTS` times within the last minute.
     pub flapping: bool,
+    /// When it was last seen in a signed request of the HTTP bridge (its own key `d:UDID`).
+    pub last_seen_http: Option<Time>,
+    /// Its last changes (online, offline), oldest first, at most [`STATUS_HISTORY_MAX`].
+    pub history: VecDeque<StatusChange>,
+    /// PUBLISH packets it sent over MQTT.
+    pub messages_in: u64,
+    /// PUBLISH packets sent to it over MQTT.
+    pub messages_out: u64,
     /// When it connected within the last minute.
     pub(crate) connects: VecDeque<Time>,
 }
 
-/// Owners and devices, in memory, with the live status of the devices.
+/// One change of a device's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusChange {
+    /// Online (connected) or offline from then.
+    pub online: bool,
+    /// When (the broker's time).
+    pub at: Time,
+}
+
+impl DeviceStatus {
+    /// Records a change, forgetting the oldest past [`STATUS_HISTORY_MAX`].
+    pub(crate) fn record(&mut self, online: bool, at: Time) {
+        self.online = online;
+        self.since = at;
+        self.last_seen = at;
+        if self.history.len() >= STATUS_HISTORY_MAX {
+            self.history.pop_front();
+        }
+        self.history.push_back(StatusChange { online, at });
+    }
+}
+
+/// Owners and devices, in memory, with the live status of the devices. Devices are kept in
+/// udid order, so a listing goes on from where its last page ended without sorting.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    devices: HashMap<String, Device>,
+    devices: BTreeMap<String, Device>,
     owners: BTreeMap<String, Owner>,
     status: HashMap<String, DeviceStatus>,
     registrations: HashMap<String, Registration>,
@@ -195,13 +229,30 @@ impl Registry {
 
     /// Devices (of one owner, or all), by udid.
     pub fn devices(&self, owner: Option<&str>) -> Vec<&Device> {
-        let mut devices: Vec<&Device> = self
-            .devices
+        self.devices
             .values()
             .filter(|d| owner.is_none_or(|o| d.owner == o))
-            .collect();
-        devices.sort_by(|a, b| a.udid.cmp(&b.udid));
-        devices
+            .collect()
+    }
+
+    /// A page of the devices `wanted` admits, by udid, after the udid `after` (from the
+    /// first without): at most `limit`, and whether more follow. Looks at no device before
+    /// `after`, so each page costs its own length (and the devices it skips), not the fleet's.
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        wanted: impl Fn(&Device, Option<&DeviceStatus>) -> bool,
+    ) -> (Vec<&Device>, bool) {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = self
+            .devices
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, device)| device)
+            .filter(|device| wanted(device, self.status.get(&device.udid)));
+        let page: Vec<&Device> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        (page, more)
     }
 
     /// Number of devices.
@@ -284,6 +335,10 @@ impl Registry {
                 version: None,
                 own_will: false,
                 flapping: false,
+                last_seen_http: None,
+                history: VecDeque::new(),
+                messages_in: 0,
+                messages_out: 0,
                 connects: VecDeque::new(),
             })
     }
@@ -296,6 +351,16 @@ impl Registry {
             && topics
                 .owner_level(topic)
                 .is_some_and(|owner| self.owners.contains_key(owner))
+    }
+
+    /// Counts a PUBLISH packet a connected device sent (`inbound`) or was sent.
+    pub(crate) fn count_message(&mut self, udid: &str, inbound: bool) {
+        if let Some(status) = self.status.get_mut(udid) {
+            match inbound {
+                true => status.messages_in += 1,
+                false => status.messages_out += 1,
+            }
+        }
     }
 
     /// Removes a device.

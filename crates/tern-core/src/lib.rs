@@ -63,7 +63,7 @@ pub use cluster::{
 };
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};
-pub use events::{CloseReason, CutReason, DropReason, Event, Stats};
+pub use events::{CloseReason, CutReason, DropReason, Event, FleetChange, Stats};
 pub use guard::{GuardKey, GuardRecord};
 pub use store::{MemoryStore, Snapshot, Store, StoreOp};
 pub use throttle::Throttled;

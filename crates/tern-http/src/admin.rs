@@ -74,11 +74,11 @@ pub(crate) fn authenticate(
             Err(error) => return Err(refuse(error)),
         },
     };
-    match shared
-        .tokens
-        .current()
-        .verify(token.trim(), crate::bridge::unix_now())
-    {
+    match shared.tokens.current().verify(
+        token.trim(),
+        crate::bridge::unix_now(),
+        &shared.config.fleet_topics,
+    ) {
         Ok(operator) => Ok((operator, line)),
         Err(why) => {
             // One answer for every bad token; the log says which.
@@ -179,6 +179,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .merge(crate::admin_keys::routes())
         .merge(crate::admin_fleet::routes())
         .merge(crate::admin_firmware::routes())
+        .merge(crate::fleet_api::routes())
         .merge(crate::fleet_notify::routes())
 }
 
@@ -221,7 +222,7 @@ pub(crate) use authorized;
     security(("bearer" = ["read"])))]
 pub(crate) async fn clients(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Read, "/v1/admin/clients");
-    let realm = who.operator.client_prefix().to_owned();
+    let realm = who.operator.realm().clone();
     operate(
         &shared,
         &who,
@@ -243,7 +244,7 @@ pub(crate) async fn sessions(
     request: Request,
 ) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Read, "/v1/admin/sessions");
-    let realm = who.operator.client_prefix().to_owned();
+    let realm = who.operator.realm().clone();
     operate(
         &shared,
         &who,
@@ -269,7 +270,7 @@ pub(crate) async fn session(State(shared): State<Arc<Shared>>, request: Request)
         Err(error) => return who.refuse(&shared, &error),
     };
     let op = AdminOp::Session {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.rest.clone(),
         limit,
     };
@@ -291,7 +292,7 @@ pub(crate) async fn kick(State(shared): State<Arc<Shared>>, request: Request) ->
         Some(_) => return who.refuse(&shared, &ApiError::bad_request("session: keep or discard")),
     };
     let op = AdminOp::Kick {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.rest.clone(),
         discard,
     };
@@ -310,7 +311,7 @@ pub(crate) async fn delete_session(
 ) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Write, "/v1/admin/sessions");
     let op = AdminOp::Kick {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.rest.clone(),
         discard: true,
     };
@@ -329,7 +330,7 @@ pub(crate) async fn subscriptions(
 ) -> Response<Body> {
     let who = authorized!(shared, request, Scope::Read, "/v1/admin/subscriptions");
     let op = AdminOp::Subscriptions {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         client_id: who.query.get("client").map(str::to_owned),
     };
     operate(&shared, &who, op).await

@@ -3,7 +3,7 @@
 //! device tags, rollout percentage), listed, shown and deleted. A device's registration is
 //! offered the newest matching release above its version (docs/fleet.md, "Firmware").
 //! Changes run on the broker thread and are kept by its store. For tokens whose realm is the
-//! whole broker, as the registry's routes.
+//! whole broker: the catalogue is every owner's.
 
 use std::sync::Arc;
 
@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use tern_core::firmware::{Release, ReleaseError};
 use tern_core::Broker;
 
-use crate::admin::operate;
-use crate::admin_fleet::fleet_operator;
+use crate::admin::{authorize, operate, Authorized};
 use crate::admin_ops::AdminOp;
 use crate::answers::{json, refused};
 use crate::error::ApiError;
@@ -98,10 +97,29 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .route("/v1/admin/firmware/{id}", get(show).delete(delete))
 }
 
-/// Checks the token; the operator and the rest of the path, or the refusal.
+/// Checks the token: the catalogue is every owner's, so only a token of the whole broker
+/// (not an owner's, nor one of a client prefix) sees it.
+fn catalogue_operator(
+    shared: &Shared,
+    request: &Request,
+    scope: Scope,
+) -> Result<Authorized, Box<Response<Body>>> {
+    let who = authorize(shared, request, scope, "/v1/admin/firmware")?;
+    if who.operator.sees_all_clients() {
+        return Ok(who);
+    }
+    let error = ApiError::new(
+        403,
+        "realm_denied",
+        "the firmware catalogue is for tokens of the whole broker",
+    );
+    Err(Box::new(who.refuse(shared, &error)))
+}
+
+/// The operator and the rest of the path, or the refusal.
 macro_rules! operator {
     ($shared:expr, $request:expr, $scope:expr) => {
-        match fleet_operator(&$shared, &$request, $scope, "/v1/admin/firmware") {
+        match catalogue_operator(&$shared, &$request, $scope) {
             Ok(who) => who,
             Err(response) => return *response,
         }

@@ -2,7 +2,9 @@
 //! `tern device` drives: devices added with their credential, listed, shown, disabled (their
 //! connection closed at once) and deleted (with their session and retained status), owners
 //! given a password. Changes run on the broker thread through the core's fleet interface and
-//! are kept by its store. For tokens whose realm is the whole broker.
+//! are kept by its store. For tokens of the whole broker, and tokens of an owner (its own
+//! devices only: another owner's device is `no_device`, adding one or naming another owner is
+//! `realm_denied`).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use crate::admin::{authorize, operate, Authorized};
 use crate::admin_ops::AdminOp;
 use crate::answers::{json, refused};
 use crate::error::ApiError;
+use crate::realm::Realm;
 use crate::replay::Answer;
 use crate::server::Shared;
 use crate::tokens::Scope;
@@ -109,8 +112,12 @@ pub(crate) struct StatusView {
     online: bool,
     /// Since when (Unix seconds).
     since: u64,
-    /// Last seen connecting or disconnecting (Unix seconds).
+    /// Last seen connecting or disconnecting, or in a signed request of its own over HTTP
+    /// (Unix seconds).
     last_seen: u64,
+    /// Last seen in a signed request over HTTP (Unix seconds), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_http: Option<u64>,
     /// Its address on its last connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
@@ -120,6 +127,10 @@ pub(crate) struct StatusView {
     own_will: bool,
     /// Connected more than 6 times within the last minute.
     flapping: bool,
+    /// PUBLISH packets it sent over MQTT since the broker started.
+    messages_in: u64,
+    /// PUBLISH packets sent to it over MQTT since the broker started.
+    messages_out: u64,
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
@@ -133,8 +144,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .route("/v1/admin/owners/{owner}", put(set_owner))
 }
 
-/// Checks the token (the registry is the whole broker's: a token of a client prefix is
-/// refused).
+/// Checks the token (a token of a client prefix holds none of the fleet, and is refused).
 pub(crate) fn fleet_operator(
     shared: &Shared,
     request: &Request,
@@ -142,13 +152,13 @@ pub(crate) fn fleet_operator(
     prefix: &str,
 ) -> Result<Authorized, Box<Response<Body>>> {
     let who = authorize(shared, request, scope, prefix)?;
-    if who.operator.sees_all_clients() {
+    if who.operator.realm().sees_fleet() {
         return Ok(who);
     }
     let error = ApiError::new(
         403,
         "realm_denied",
-        "the fleet is for tokens of the whole broker",
+        "the fleet is for tokens of the whole broker or of an owner",
     );
     Err(Box::new(who.refuse(shared, &error)))
 }
@@ -173,7 +183,17 @@ macro_rules! body {
 pub(crate) use body;
 
 async fn run(shared: &Shared, who: &Authorized, op: FleetOp) -> Response<Body> {
-    operate(shared, who, AdminOp::Fleet(op)).await
+    let realm = who.operator.realm().clone();
+    operate(shared, who, AdminOp::Fleet(realm, op)).await
+}
+
+/// The refusal of a token of one owner naming another.
+pub(crate) fn other_owner() -> Answer {
+    refused(&ApiError::new(
+        403,
+        "realm_denied",
+        "that owner's fleet is outside the token's realm",
+    ))
 }
 
 /// The devices (of one owner with `?owner=`), by udid.
@@ -256,17 +276,24 @@ pub(crate) async fn set_owner(
     run(&shared, &who, FleetOp::SetOwner { id, password_hash }).await
 }
 
-fn view(broker: &Broker, device: &Device, now: Time, now_unix: u64) -> DeviceView {
-    let unix =
-        |at: Time| now_unix.saturating_sub(now.as_millis().saturating_sub(at.as_millis()) / 1000);
+/// The Unix seconds of the broker's time `at`, `now` being `now_unix`.
+pub(crate) fn unix_of(at: Time, now: Time, now_unix: u64) -> u64 {
+    now_unix.saturating_sub(now.as_millis().saturating_sub(at.as_millis()) / 1000)
+}
+
+pub(crate) fn view(broker: &Broker, device: &Device, now: Time, now_unix: u64) -> DeviceView {
+    let unix = |at: Time| unix_of(at, now, now_unix);
     let status = broker.fleet_status(&device.udid).map(|s| StatusView {
         online: s.online,
         since: unix(s.since),
         last_seen: unix(s.last_seen),
+        last_seen_http: s.last_seen_http.map(unix),
         address: s.address.map(|a| a.to_string()),
         protocol: s.version.map_or(0, |v| v.level()),
         own_will: s.own_will,
         flapping: s.flapping,
+        messages_in: s.messages_in,
+        messages_out: s.messages_out,
     });
     let connected = broker
         .admin_session(&device.udid, 0)
@@ -286,7 +313,7 @@ fn view(broker: &Broker, device: &Device, now: Time, now_unix: u64) -> DeviceVie
     }
 }
 
-fn fleet_error(error: &FleetError) -> Answer {
+pub(crate) fn fleet_error(error: &FleetError) -> Answer {
     let (status, code) = match error {
         FleetError::NoDevice(_) => (404, "no_device"),
         FleetError::Exists(_) => (409, "device_exists"),
@@ -305,12 +332,33 @@ fn argon2(hash: Option<String>) -> Result<String, Answer> {
 }
 
 /// Does `op` in the core at `now` (`now_unix`: the same instant by the system clock).
-pub(crate) fn apply(broker: &mut Broker, op: &FleetOp, now: Time, now_unix: u64) -> Answer {
+pub(crate) fn apply(
+    broker: &mut Broker,
+    realm: &Realm,
+    op: &FleetOp,
+    now: Time,
+    now_unix: u64,
+) -> Answer {
+    let named = match op {
+        FleetOp::List { owner } => owner.as_deref(),
+        FleetOp::Add(body) => Some(body.owner.as_str()),
+        FleetOp::SetOwner { id, .. } => Some(id.as_str()),
+        FleetOp::Show { udid } | FleetOp::Disable { udid, .. } | FleetOp::Delete { udid } => {
+            if realm.device(broker.fleet(), udid).is_none() {
+                return fleet_error(&FleetError::NoDevice(udid.clone()));
+            }
+            None
+        }
+    };
+    if named.is_some_and(|owner| !realm.sees_owner(owner)) {
+        return other_owner();
+    }
     match op {
         FleetOp::List { owner } => {
+            let owner = owner.as_deref().or(realm.owner());
             let devices: Vec<DeviceView> = broker
                 .fleet()
-                .devices(owner.as_deref())
+                .devices(owner)
                 .into_iter()
                 .map(|d| view(broker, d, now, now_unix))
                 .collect();

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::answers::{json, refused};
 use crate::error::ApiError;
 use crate::mailbox::{message, MboxMessage};
+use crate::realm::Realm;
 use crate::replay::Answer;
 
 /// An operator's request on its way to the broker thread.
@@ -23,25 +24,25 @@ pub(crate) struct OperatorEnvelope {
     pub(crate) reply: oneshot::Sender<Answer>,
 }
 
-/// What an operator asks of the broker. `realm` is the token's client prefix.
+/// What an operator asks of the broker. `realm` is the token's (`realm.rs`).
 #[derive(Debug)]
 pub(crate) enum AdminOp {
     /// Sessions (or only connected clients) in the realm.
-    Sessions { realm: String, connected: bool },
+    Sessions { realm: Realm, connected: bool },
     /// One session in detail.
     Session {
-        realm: String,
+        realm: Realm,
         client_id: String,
         limit: usize,
     },
     /// Every subscription in the realm (of one client, with `client_id`).
     Subscriptions {
-        realm: String,
+        realm: Realm,
         client_id: Option<String>,
     },
     /// Close a client's connection; with `discard`, end its session too.
     Kick {
-        realm: String,
+        realm: Realm,
         client_id: String,
         discard: bool,
     },
@@ -58,8 +59,10 @@ pub(crate) enum AdminOp {
     },
     /// Lift a ban.
     Unban { client_id: String },
-    /// Look at or change the device fleet's registry.
-    Fleet(crate::admin_fleet::FleetOp),
+    /// Look at or change the device fleet's registry, within a realm.
+    Fleet(Realm, crate::admin_fleet::FleetOp),
+    /// Read the fleet as `/v1/fleet` shows it, within a realm.
+    FleetQuery(Realm, crate::fleet_api::FleetQuery),
     /// Look at or change the firmware catalogue.
     Firmware(crate::admin_firmware::FirmwareOp),
     /// Publish a message as an operator (the console's publish form).
@@ -121,10 +124,8 @@ pub(crate) fn apply(
     now: Time,
     now_unix: u64,
 ) -> Answer {
-    let in_realm = |realm: &str| {
-        let realm = realm.to_owned();
-        move |id: &str| id.starts_with(&realm)
-    };
+    let in_realm =
+        |realm: &Realm, broker: &Broker, id: &str| realm.holds_client(broker.fleet(), id);
     let no_session = || {
         refused(&ApiError::new(
             404,
@@ -135,7 +136,7 @@ pub(crate) fn apply(
     match op {
         AdminOp::Sessions { realm, connected } => {
             let sessions: Vec<SessionView> = broker
-                .admin_sessions(in_realm(realm))
+                .admin_sessions(|id| in_realm(realm, broker, id))
                 .into_iter()
                 .filter(|s| !connected || s.connected)
                 .map(view)
@@ -148,8 +149,7 @@ pub(crate) fn apply(
             client_id,
             limit,
         } => {
-            let detail = client_id
-                .starts_with(realm.as_str())
+            let detail = in_realm(realm, broker, client_id)
                 .then(|| broker.admin_session(client_id, *limit))
                 .flatten();
             let Some(detail) = detail else {
@@ -180,7 +180,7 @@ pub(crate) fn apply(
         }
         AdminOp::Subscriptions { realm, client_id } => {
             let ids: Vec<String> = broker
-                .admin_sessions(in_realm(realm))
+                .admin_sessions(|id| in_realm(realm, broker, id))
                 .into_iter()
                 .map(|s| s.client_id)
                 .filter(|id| client_id.as_ref().is_none_or(|wanted| wanted == id))
@@ -205,9 +205,7 @@ pub(crate) fn apply(
             client_id,
             discard,
         } => {
-            if !client_id.starts_with(realm.as_str())
-                || !broker.admin_kick(client_id, *discard, now)
-            {
+            if !in_realm(realm, broker, client_id) || !broker.admin_kick(client_id, *discard, now) {
                 return no_session();
             }
             json(
@@ -263,7 +261,10 @@ pub(crate) fn apply(
             }
             json(200, &bans(broker, now, now_unix))
         }
-        AdminOp::Fleet(op) => crate::admin_fleet::apply(broker, op, now, now_unix),
+        AdminOp::Fleet(realm, op) => crate::admin_fleet::apply(broker, realm, op, now, now_unix),
+        AdminOp::FleetQuery(realm, query) => {
+            crate::fleet_api::apply(broker, realm, query, now, now_unix)
+        }
         AdminOp::Firmware(op) => crate::admin_firmware::apply(broker, op, now_unix),
         AdminOp::Publish(publish) => crate::console_publish::apply(broker, edge, publish, now),
         AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
@@ -285,7 +286,7 @@ fn bans(broker: &mut Broker, now: Time, now_unix: u64) -> serde_json::Value {
     serde_json::json!({ "banned": bans })
 }
 
-fn view(summary: SessionSummary) -> SessionView {
+pub(crate) fn view(summary: SessionSummary) -> SessionView {
     SessionView {
         client_id: summary.client_id,
         owner: summary.owner,

@@ -369,7 +369,8 @@ impl Bridge {
                 data,
             } => {
                 let mut watchers = self.watchers.borrow_mut();
-                watchers.broker_event(Some(&client_id), name, &data);
+                let subject = crate::events::Subject::Client(client_id);
+                watchers.offer_event(broker.fleet(), &subject, name, &data);
                 watchers.sweep(broker);
             }
         });
@@ -444,6 +445,7 @@ impl Bridge {
             .clone()
             .map(|acl| Box::new(acl) as Box<dyn Permissions>);
         let identity = credential.identity.clone();
+        broker.fleet_seen_over_http(&credential.client_id, &identity, now);
         let client = broker.request_client(self.edge, client_id, identity, restriction);
         match &request.op {
             Op::Publish {

@@ -288,7 +288,7 @@ fn cookie_header(value: &str, max_age: u64, tls: bool) -> Option<HeaderValue> {
 /// `POST /v1/console/login` `{"token"}` or `{"code"}`: a session cookie for a token that
 /// verifies (or the first start's one-time code, from loopback).
 #[utoipa::path(post, path = "/v1/console/login", tag = "console",
-    responses((status = 200, description = "Logged in: Set-Cookie tern_session (HttpOnly, SameSite=Strict, Secure over TLS); the body says the token's id, scopes, clients and topics."),
+    responses((status = 200, description = "Logged in: Set-Cookie tern_session (HttpOnly, SameSite=Strict, Secure over TLS); the body says the token's id, scopes, clients, owner and topics."),
               (status = "4XX", description = "A token or code that is not valid (401), or another Origin (403 origin_denied).", body = crate::error::ErrorBody)))]
 pub(crate) async fn login(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let line = line_of(&request);
@@ -327,7 +327,8 @@ pub(crate) async fn login(State(shared): State<Arc<Shared>>, request: Request) -
         _ => return refuse(ApiError::bad_request("the body: {\"token\"} or {\"code\"}")),
     };
     let now = crate::bridge::unix_now();
-    let operator = match shared.tokens.current().verify(token.trim(), now) {
+    let fleet = &shared.config.fleet_topics;
+    let operator = match shared.tokens.current().verify(token.trim(), now, fleet) {
         Ok(operator) => operator,
         Err(why) => {
             shared.refuse(
@@ -375,7 +376,7 @@ pub(crate) async fn logout(State(shared): State<Arc<Shared>>, request: Request) 
 
 /// `GET /v1/console/session`: the token the session (or bearer token) acts as.
 #[utoipa::path(get, path = "/v1/console/session", tag = "console",
-    responses((status = 200, description = "{\"id\", \"scopes\", \"clients\", \"topics\"} of the session's token."),
+    responses((status = 200, description = "{\"id\", \"scopes\", \"clients\", \"owner\" (null unless the token is an owner's), \"topics\"} of the session's token."),
               (status = 401, description = "No session, or it ended.", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn session(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
@@ -399,10 +400,15 @@ fn describe(shared: &Shared, operator: &Operator) -> Response<Body> {
         .find(|record| record.id == operator.id)
         .map(|record| record.topics.clone())
         .unwrap_or_default();
+    let (clients, owner) = match operator.realm() {
+        crate::realm::Realm::Clients(prefix) => (prefix.as_str(), None),
+        crate::realm::Realm::Owner(owner) => ("", Some(owner.as_str())),
+    };
     let body = serde_json::json!({
         "id": operator.id,
         "scopes": scopes,
-        "clients": operator.client_prefix(),
+        "clients": clients,
+        "owner": owner,
         "topics": topics,
     });
     unsigned(

@@ -6,6 +6,10 @@
 //! once and offers it to every watcher whose realm and filters admit it. A watcher's queue is
 //! small and bounded: one that is full is a reader too slow to keep up, and is dropped (its
 //! stream ends) and counted, so no reader ever holds a publisher or the broker's memory.
+//!
+//! Which events a stream gets is its token's realm (`realm.rs`): events of clients it holds,
+//! the device fleet's changes (`event: fleet`) of owners it sees, and events of no client
+//! only for a token of the whole broker.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,11 +23,13 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tern_codec::TopicFilter;
 use tern_core::broker::tap::Tapped;
+use tern_core::fleet::Registry;
 use tern_core::{Broker, Event, Time};
 use tokio::sync::mpsc;
 
 use crate::admin::authorize;
 use crate::error::ApiError;
+use crate::realm::Realm;
 use crate::server::Shared;
 use crate::tokens::Scope;
 
@@ -65,8 +71,8 @@ pub(crate) enum Observe {
 /// One open stream, as the bridge task keeps it.
 #[derive(Debug)]
 pub(crate) struct Watcher {
-    /// The token's client prefix: events of other clients are not its to see.
-    realm: String,
+    /// The token's realm: events of other clients and owners are not its to see.
+    realm: Realm,
     /// Messages on topics these match are sent (each already checked against the token).
     filters: Vec<TopicFilter>,
     /// Whether broker events are sent.
@@ -124,12 +130,14 @@ impl Watchers {
                     let frame = frame("notification", &data);
                     let udid = notification.udid.as_str();
                     self.offer(&frame, |w| {
-                        w.events && udid.starts_with(&w.realm) && w.operator.sees_topic(&channel)
+                        w.events
+                            && w.realm.holds_device(&notification.owner, udid)
+                            && w.operator.sees_topic(&channel)
                     });
                 }
                 Tapped::Event(event) => {
-                    if let Some((client_id, name, data)) = event_json(&event) {
-                        self.broker_event(client_id.as_deref(), name, &data);
+                    if let Some((subject, name, data)) = event_json(&event) {
+                        self.offer_event(broker.fleet(), &subject, name, &data);
                     }
                 }
             }
@@ -137,15 +145,21 @@ impl Watchers {
         self.sweep(broker);
     }
 
-    /// Offers a broker event (of `client_id`, if it concerns one) to the watchers of events
-    /// whose realm holds that client (an event of no client: to watchers of the whole broker).
-    pub(crate) fn broker_event(&mut self, client_id: Option<&str>, name: &str, data: &Value) {
+    /// Offers a broker event to the watchers of events whose realm holds what it concerns.
+    pub(crate) fn offer_event(
+        &mut self,
+        fleet: &Registry,
+        subject: &Subject,
+        name: &str,
+        data: &Value,
+    ) {
         let frame = frame(name, data);
         self.offer(&frame, |w| {
             w.events
-                && match client_id {
-                    Some(id) => id.starts_with(&w.realm),
-                    None => w.realm.is_empty(),
+                && match subject {
+                    Subject::Client(id) => w.realm.holds_client(fleet, id),
+                    Subject::Owner(owner) => w.realm.sees_owner(owner),
+                    Subject::Broker => w.realm.is_whole_broker(),
                 }
         });
     }
@@ -200,16 +214,46 @@ fn message_json(message: &tern_core::SharedMessage, now: Time) -> Value {
     value
 }
 
-/// The client an event concerns, its name and its data; `None` for events not streamed.
-fn event_json(event: &Event) -> Option<(Option<String>, &'static str, Value)> {
+/// What an event concerns, for whom it is to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// A client, by its identifier.
+    Client(String),
+    /// A device of an owner's fleet.
+    Owner(String),
+    /// The broker (a connection that named no client).
+    Broker,
+}
+
+/// What an event concerns, its name and its data; `None` for events not streamed.
+fn event_json(event: &Event) -> Option<(Subject, &'static str, Value)> {
+    let client = |id: &tern_codec::MqttString| Subject::Client(id.as_str().to_owned());
     Some(match event {
+        Event::FleetChanged {
+            owner,
+            udid,
+            change,
+        } => (
+            Subject::Owner(owner.clone()),
+            "fleet",
+            json!({"owner": owner, "udid": udid, "change": change.as_str()}),
+        ),
+        Event::FleetFlapping {
+            owner,
+            udid,
+            connects,
+        } => (
+            Subject::Owner(owner.clone()),
+            "fleet",
+            json!({"owner": owner, "udid": udid, "change": "flapping", "connects": connects}),
+        ),
         Event::Connected {
             client_id,
             version,
             session_present,
             ..
         } => (
-            Some(client_id.as_str().to_owned()),
+            client(client_id),
             "connected",
             json!({"client_id": client_id.as_str(), "protocol": version.level(),
                    "session_present": session_present}),
@@ -220,13 +264,13 @@ fn event_json(event: &Event) -> Option<(Option<String>, &'static str, Value)> {
             will_triggered,
             ..
         } => (
-            Some(client_id.as_str().to_owned()),
+            client(client_id),
             "disconnected",
             json!({"client_id": client_id.as_str(), "reason": tern_net::describe_close(reason),
                    "will": will_triggered}),
         ),
         Event::Refused { reason, .. } => (
-            None,
+            Subject::Broker,
             "refused",
             json!({"reason": tern_net::describe_close(reason)}),
         ),
@@ -235,7 +279,7 @@ fn event_json(event: &Event) -> Option<(Option<String>, &'static str, Value)> {
             identity,
             ..
         } => (
-            Some(client_id.as_str().to_owned()),
+            client(client_id),
             "refused",
             json!({"client_id": client_id.as_str(),
                    "reason": format!("the session belongs to another identity than {identity}")}),
@@ -329,9 +373,9 @@ fn stream_filter(text: &str, sees_topic: impl Fn(&str) -> bool) -> Result<TopicF
 /// Live messages and broker events, as Server-Sent Events.
 #[utoipa::path(get, path = "/v1/events", tag = "admin",
     params(("filter" = Option<Vec<String>>, Query, description = "A topic filter whose messages are sent (repeatable, at most 16), inside the token's topics; no $share/ or $tree/."),
-           ("events" = Option<u8>, Query, description = "1 (default): broker events too (connected, disconnected, refused, access requests) of clients in the token's realm; 0: messages only."),
+           ("events" = Option<u8>, Query, description = "1 (default): broker events too (connected, disconnected, refused, access requests, the fleet's changes) of clients and owners in the token's realm; 0: messages only."),
            ("keepalive" = Option<u64>, Query, description = "Seconds between keep-alive comments, 1-300 (default 15).")),
-    responses((status = 200, description = "text/event-stream: a comment `: watching` once the stream is open, then `event: message` (data: the message as a poll words it, without seq) and broker events (`event: connected`, `disconnected`, `refused`, `access_request`), and `: keep-alive` comments.", content_type = "text/event-stream"),
+    responses((status = 200, description = "text/event-stream: a comment `: watching` once the stream is open, then `event: message` (data: the message as a poll words it, without seq) and broker events (`event: connected`, `disconnected`, `refused`, `access_request`, and `fleet`: {owner, udid, change} with change online, offline, added, changed, deleted or flapping), and `: keep-alive` comments.", content_type = "text/event-stream"),
               (status = "4XX", description = "No token, a bad token, a scope it lacks, a filter outside its topics (acl_denied), an invalid filter, or too many streams (rate_limited).", body = crate::error::ErrorBody)),
     security(("bearer" = ["events"])))]
 pub(crate) async fn events(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
@@ -353,7 +397,7 @@ pub(crate) async fn events(State(shared): State<Arc<Shared>>, request: Request) 
     let open = OpenStream(Arc::clone(&counts));
     let (sender, receiver) = mpsc::channel(STREAM_QUEUE_MAX);
     let watcher = Watcher {
-        realm: who.operator.client_prefix().to_owned(),
+        realm: who.operator.realm().clone(),
         filters: asked.filters,
         events: asked.events,
         operator: who.operator.clone(),

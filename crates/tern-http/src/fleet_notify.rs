@@ -225,7 +225,7 @@ pub(crate) async fn cancel(State(shared): State<Arc<Shared>>, request: Request) 
 /// Whether the token sees the notifications of this device.
 fn sees(operator: &Operator, broker: &Broker, owner: &str, udid: &str) -> bool {
     let channel = broker.config().fleet.device(owner, udid);
-    operator.sees_client(udid) && operator.sees_topic(&channel)
+    operator.realm().holds_device(owner, udid) && operator.sees_topic(&channel)
 }
 
 /// The notification `nid` the token sees (of `udid`, when given).

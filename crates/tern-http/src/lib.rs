@@ -34,6 +34,7 @@ mod console_publish;
 pub mod console_session;
 pub mod error;
 mod events;
+mod fleet_api;
 mod fleet_notify;
 pub mod keys;
 mod kv;
@@ -43,6 +44,7 @@ mod mailbox_routes;
 mod metrics;
 mod openapi;
 mod publish;
+mod realm;
 mod refusals;
 pub mod replay;
 mod server;
@@ -98,6 +100,9 @@ pub struct HttpConfig {
     pub mailboxes: MailboxSettings,
     /// Operator tokens of the configuration file (hashed), beside those of the token file.
     pub tokens: Vec<tokens::TokenRecord>,
+    /// Where the device fleet's topics are (`[fleet] topic_prefix`): the namespace of a token
+    /// bound to an owner.
+    pub fleet_topics: tern_core::fleet::FleetTopics,
 }
 
 impl HttpConfig {
@@ -116,6 +121,7 @@ impl HttpConfig {
             keys_poll: Duration::from_millis(500),
             mailboxes: MailboxSettings::default(),
             tokens: Vec::new(),
+            fleet_topics: tern_core::fleet::FleetTopics::default(),
         }
     }
 }

@@ -237,7 +237,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 30] = [
+    const CODES: [&str; 32] = [
         "banned",
         "no_session",
         "no_retained",
@@ -263,6 +263,8 @@ fn refused_code(code: &str) -> &'static str {
         "precondition_failed",
         "not_found",
         "no_device",
+        "device_exists",
+        "realm_denied",
         "no_notification",
         "notification_closed",
         "response_invalid",

@@ -7,8 +7,9 @@
 //!
 //! A token's **realm** is what it may see and change: client identifiers starting with its
 //! `clients` prefix, and topics its `topics` filters cover (compiled by the ACL engine, as a
-//! credential's own topic restriction is). Owner-scoped tokens of the device fleet will narrow
-//! the same realm.
+//! credential's own topic restriction is). A token bound to an `owner` of the device fleet
+//! sees that owner's devices (as clients) and, of its topics, only those of the owner's
+//! namespace (`<prefix><owner>/#`, `$events/<owner>/#`): see `realm.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tern_core::fleet::FleetTopics;
 use tern_core::{Access, Identity, Permissions};
+
+use crate::realm::Realm;
 
 /// The file the tokens are kept in, in the data directory.
 pub const TOKENS_FILE: &str = "http-tokens.json";
@@ -88,6 +92,10 @@ pub struct TokenRecord {
     /// When it stops working (Unix seconds); never without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    /// The owner of the device fleet it is bound to: it sees that owner's devices and topics
+    /// only (and `clients` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 fn every_topic() -> Vec<String> {
@@ -132,8 +140,10 @@ impl TokenRefusal {
 pub(crate) struct Operator {
     pub(crate) id: String,
     scopes: Vec<Scope>,
-    clients: String,
+    realm: Realm,
     topics: Arc<dyn Permissions + Send + Sync>,
+    /// For a token of an owner: the owner's namespace, which its topics must also be in.
+    owner_topics: Option<Arc<dyn Permissions + Send + Sync>>,
 }
 
 impl Operator {
@@ -141,24 +151,33 @@ impl Operator {
         self.scopes.contains(&scope)
     }
 
-    /// Whether the token's realm holds this client identifier.
+    /// Whether the token's realm holds this client identifier, as far as the HTTP side can
+    /// tell: a token of an owner holds none here (which clients are its devices is known on
+    /// the broker thread, through [`Realm::holds_client`]).
     pub(crate) fn sees_client(&self, client_id: &str) -> bool {
-        client_id.starts_with(&self.clients)
+        match &self.realm {
+            Realm::Clients(prefix) => client_id.starts_with(prefix.as_str()),
+            Realm::Owner(_) => false,
+        }
     }
 
     /// Whether the whole broker is its realm (for keys of groups and apps, bans of any id).
     pub(crate) fn sees_all_clients(&self) -> bool {
-        self.clients.is_empty()
+        self.realm.is_whole_broker()
     }
 
     /// Whether the token's realm covers a topic name or filter, as a subscription is checked.
     pub(crate) fn sees_topic(&self, topic: &str) -> bool {
         self.topics.allows(Access::Subscribe, topic)
+            && self
+                .owner_topics
+                .as_ref()
+                .is_none_or(|own| own.allows(Access::Subscribe, topic))
     }
 
-    /// The realm's client prefix, for what the broker thread filters by.
-    pub(crate) fn client_prefix(&self) -> &str {
-        &self.clients
+    /// The realm, for what the broker thread filters by.
+    pub(crate) fn realm(&self) -> &Realm {
+        &self.realm
     }
 }
 
@@ -192,8 +211,52 @@ pub fn new_token(
         topics,
         created: now,
         expires,
+        owner: None,
     };
     Ok((text, record))
+}
+
+/// What the owner may see of the topics, as its own MQTT login may subscribe: its fleet's
+/// topics and `$events/<owner>/#` (the fleet's rules in the ACL engine, not a copy).
+fn owner_namespace(fleet: &FleetTopics, owner: &str) -> Arc<dyn Permissions + Send + Sync> {
+    let identity = Identity {
+        method: tern_core::Method::FleetOwner,
+        username: Some(owner.to_owned()),
+        owner: Some(owner.to_owned()),
+        ..Identity::default()
+    };
+    let acl = tern_auth::Acl::allow_all().with_fleet_topics(fleet.clone());
+    Arc::new(acl.compile("", &identity))
+}
+
+/// Binds a token record to an owner of the device fleet (its realm is then that owner's).
+pub fn bind_owner(record: &mut TokenRecord, owner: &str) -> Result<(), String> {
+    check_owner(record, Some(owner))?;
+    record.owner = Some(owner.to_owned());
+    Ok(())
+}
+
+/// An owner that names one, and no client prefix beside it.
+fn check_owner(record: &TokenRecord, owner: Option<&str>) -> Result<(), String> {
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    tern_core::fleet::check_name("owner", owner).map_err(|e| e.to_string())?;
+    if !record.clients.is_empty() {
+        return Err("a token of an owner has no client prefix: its clients are its devices".into());
+    }
+    // The metrics and the key file are the whole broker's.
+    if let Some(scope) = record
+        .scopes
+        .iter()
+        .find(|s| matches!(s, Scope::Keys | Scope::Metrics))
+    {
+        return Err(format!(
+            "a token of an owner has the scopes read, write and events, not {}",
+            scope.name()
+        ));
+    }
+    Ok(())
 }
 
 fn rand_bytes() -> [u8; 32] {
@@ -225,6 +288,7 @@ impl TokenSet {
         let mut set = Self::default();
         for record in form.tokens {
             compile_topics(&record.topics)?;
+            check_owner(&record, record.owner.as_deref())?;
             set.tokens.insert(record.id.clone(), record);
         }
         Ok(set)
@@ -258,8 +322,14 @@ impl TokenSet {
         self.tokens.values()
     }
 
-    /// Checks a bearer token at `now`: the same work whether its id exists or not.
-    pub(crate) fn verify(&self, text: &str, now: u64) -> Result<Operator, TokenRefusal> {
+    /// Checks a bearer token at `now`: the same work whether its id exists or not. `fleet`
+    /// says where an owner's topics are.
+    pub(crate) fn verify(
+        &self,
+        text: &str,
+        now: u64,
+        fleet: &FleetTopics,
+    ) -> Result<Operator, TokenRefusal> {
         let mut parts = text.splitn(3, '.');
         let (Some(PREFIX), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -279,12 +349,25 @@ impl TokenSet {
         if record.expires.is_some_and(|at| at <= now) {
             return Err(TokenRefusal::Expired);
         }
-        let topics = compile_topics(&record.topics).map_err(|_| TokenRefusal::Unknown)?;
+        let compile = |topics: &[String]| compile_topics(topics).map_err(|_| TokenRefusal::Unknown);
+        let topics = compile(&record.topics)?;
+        let (realm, topics, owner_topics) = match &record.owner {
+            Some(owner) => {
+                let own = owner_namespace(fleet, owner);
+                // Its topics by default are its namespace (`#` would leave out `$events/`).
+                match record.topics == every_topic() {
+                    true => (Realm::Owner(owner.clone()), own, None),
+                    false => (Realm::Owner(owner.clone()), topics, Some(own)),
+                }
+            }
+            None => (Realm::Clients(record.clients.clone()), topics, None),
+        };
         Ok(Operator {
             id: record.id.clone(),
             scopes: record.scopes.clone(),
-            clients: record.clients.clone(),
+            realm,
             topics,
+            owner_topics,
         })
     }
 }
@@ -307,6 +390,9 @@ pub fn config_entry(record: &TokenRecord) -> String {
     if let Some(expires) = record.expires {
         entry.push_str(&format!("expires = {expires}\n"));
     }
+    if let Some(owner) = &record.owner {
+        entry.push_str(&format!("owner = {}\n", quoted(owner)));
+    }
     entry
 }
 
@@ -325,6 +411,8 @@ pub fn check_configured(records: &[TokenRecord]) -> Result<(), String> {
             return Err(format!("token {}: sha256 is 64 hex digits", record.id));
         }
         compile_topics(&record.topics).map_err(|e| format!("token {}: {e}", record.id))?;
+        check_owner(record, record.owner.as_deref())
+            .map_err(|e| format!("token {}: {e}", record.id))?;
         set.add(record.clone())?;
     }
     Ok(())
@@ -436,29 +524,37 @@ mod tests {
     fn a_token_verifies_only_whole_and_unexpired_and_the_file_keeps_no_secret() {
         let (text, set) = set_with(vec![Scope::Read], "", &[], Some(200));
         assert!(!set.render().contains(text.rsplit('.').next().unwrap()));
-        let operator = set.verify(&text, 150).unwrap();
+        let operator = set.verify(&text, 150, &FleetTopics::default()).unwrap();
         assert!(operator.has(Scope::Read) && !operator.has(Scope::Write));
-        assert_eq!(set.verify(&text, 200).unwrap_err(), TokenRefusal::Expired);
+        assert_eq!(
+            set.verify(&text, 200, &FleetTopics::default()).unwrap_err(),
+            TokenRefusal::Expired
+        );
         let mut altered = text.clone();
         altered.pop();
         altered.push(if text.ends_with('0') { '1' } else { '0' });
         assert_eq!(
-            set.verify(&altered, 150).unwrap_err(),
+            set.verify(&altered, 150, &FleetTopics::default())
+                .unwrap_err(),
             TokenRefusal::Unknown
         );
         let other_id = text.replacen(".ops.", ".opz.", 1);
         assert_eq!(
-            set.verify(&other_id, 150).unwrap_err(),
+            set.verify(&other_id, 150, &FleetTopics::default())
+                .unwrap_err(),
             TokenRefusal::Unknown
         );
         assert_eq!(
-            set.verify("Bearer x", 150).unwrap_err(),
+            set.verify("Bearer x", 150, &FleetTopics::default())
+                .unwrap_err(),
             TokenRefusal::Malformed
         );
         let mut revoked = set.clone();
         assert!(revoked.revoke("ops"));
         assert_eq!(
-            revoked.verify(&text, 150).unwrap_err(),
+            revoked
+                .verify(&text, 150, &FleetTopics::default())
+                .unwrap_err(),
             TokenRefusal::Unknown
         );
     }
@@ -485,10 +581,14 @@ mod tests {
         )
         .unwrap();
         let set = with_configured(file_set, &[record, other]);
-        assert!(set.verify(&text, 0).unwrap().has(Scope::Metrics));
-        assert!(set.verify(&other_text, 0).is_ok());
+        assert!(set
+            .verify(&text, 0, &FleetTopics::default())
+            .unwrap()
+            .has(Scope::Metrics));
+        assert!(set.verify(&other_text, 0, &FleetTopics::default()).is_ok());
         assert_eq!(
-            set.verify(&file_text, 0).unwrap_err(),
+            set.verify(&file_text, 0, &FleetTopics::default())
+                .unwrap_err(),
             TokenRefusal::Unknown
         );
     }
@@ -496,7 +596,7 @@ mod tests {
     #[test]
     fn the_realm_limits_clients_and_topics_as_subscriptions_are_checked() {
         let (text, set) = set_with(vec![Scope::Events], "acme-", &["acme/#"], None);
-        let operator = set.verify(&text, 0).unwrap();
+        let operator = set.verify(&text, 0, &FleetTopics::default()).unwrap();
         assert!(operator.sees_client("acme-1") && !operator.sees_client("other-1"));
         assert!(!operator.sees_all_clients());
         assert!(operator.sees_topic("acme/a/b") && operator.sees_topic("acme/+/t"));
@@ -511,11 +611,80 @@ mod tests {
             assert!(!operator.sees_topic(outside), "{outside}");
         }
         let (text, set) = set_with(vec![Scope::Events], "", &[], None);
-        let everything = set.verify(&text, 0).unwrap();
+        let everything = set.verify(&text, 0, &FleetTopics::default()).unwrap();
         assert!(everything.sees_topic("a/b") && everything.sees_topic("#"));
         assert!(
             !everything.sees_topic("$SYS/broker/uptime"),
             "# does not cover $ topics"
         );
+    }
+
+    #[test]
+    fn a_token_of_an_owner_sees_its_fleets_topics_within_its_own_and_no_client_by_prefix() {
+        let (text, mut record) = new_token(
+            "acme-console",
+            vec![Scope::Read, Scope::Events],
+            String::new(),
+            Vec::new(),
+            0,
+            None,
+        )
+        .unwrap();
+        bind_owner(&mut record, "acme").unwrap();
+        let mut set = TokenSet::default();
+        set.add(record.clone()).unwrap();
+        let set = TokenSet::parse(&set.render()).unwrap();
+        let operator = set.verify(&text, 0, &FleetTopics::default()).unwrap();
+        assert_eq!(operator.realm(), &Realm::Owner("acme".to_owned()));
+        assert!(!operator.sees_all_clients() && !operator.sees_client("acme"));
+        for inside in ["/acme/d1/status", "/acme/#", "$events/acme/d1/online"] {
+            assert!(operator.sees_topic(inside), "{inside}");
+        }
+        for outside in [
+            "#",
+            "/#",
+            "/globex/g1",
+            "/+/d1/status",
+            "$events/#",
+            "$events/globex/g1/online",
+            "acme/d1",
+            "$SYS/#",
+            "$share/g//acme/#",
+            "$tree//acme/#",
+        ] {
+            assert!(!operator.sees_topic(outside), "{outside}");
+        }
+        // Another layout moves its namespace; topics of its own narrow it further.
+        let flat = FleetTopics::new("").unwrap();
+        let operator = set.verify(&text, 0, &flat).unwrap();
+        assert!(operator.sees_topic("acme/d1") && !operator.sees_topic("/acme/d1"));
+        let (narrow_text, mut narrow) = new_token(
+            "acme-d1",
+            vec![Scope::Read],
+            String::new(),
+            vec!["/acme/d1/#".to_owned(), "/globex/#".to_owned()],
+            0,
+            None,
+        )
+        .unwrap();
+        bind_owner(&mut narrow, "acme").unwrap();
+        let mut narrow_set = TokenSet::default();
+        narrow_set.add(narrow).unwrap();
+        let operator = narrow_set
+            .verify(&narrow_text, 0, &FleetTopics::default())
+            .unwrap();
+        assert!(operator.sees_topic("/acme/d1/status"));
+        for outside in ["/acme/d2", "/globex/g1", "$events/acme/d1/online"] {
+            assert!(!operator.sees_topic(outside), "{outside}");
+        }
+        // In the configuration file too, and never with a client prefix beside it.
+        assert!(config_entry(&record).contains("owner = \"acme\""));
+        let mut both = record.clone();
+        both.clients = "acme-".to_owned();
+        assert!(check_configured(&[both]).is_err());
+        assert!(bind_owner(&mut record.clone(), "a/b").is_err());
+        let mut metrics = record.clone();
+        metrics.scopes.push(Scope::Metrics);
+        assert!(check_configured(&[metrics]).is_err());
     }
 }

@@ -45,6 +45,8 @@ fn the_document_lists_every_route() {
             "GET /v1/admin/subscriptions",
             "GET /v1/console/session",
             "GET /v1/events",
+            "GET /v1/fleet/devices",
+            "GET /v1/fleet/devices/{udid}",
             "GET /v1/fleet/notifications",
             "GET /v1/kv/{key}",
             "GET /v1/mbox",

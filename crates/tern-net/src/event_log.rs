@@ -171,6 +171,11 @@ pub(crate) fn log_event(event: &Event) {
             "device {owner}/{udid} is flapping: {connects} connects within a minute (flagged \
              in its status; its reconnects are not logged one by one)"
         ),
+        Event::FleetChanged {
+            owner,
+            udid,
+            change,
+        } => debug!("device {owner}/{udid}: {}", change.as_str()),
         Event::FleetNotification {
             notification,
             change,

@@ -57,11 +57,18 @@ impl DiskStore {
         dropped: &mut Batch,
         progress: &mut Progress,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         for item in self.fleet.iter() {
             let (key, value) = item.map_err(|e| self.engine(e))?;
             match decode(&key, &value).map_err(self.record("fleet")) {
                 Ok(FleetRecord::Owner(owner)) => snapshot.fleet_owners.push(owner),
-                Ok(FleetRecord::Device(device)) => snapshot.fleet_devices.push(device),
+                Ok(FleetRecord::Device(device)) => {
+                    snapshot.fleet_devices.push(device);
+                    let loaded = snapshot.fleet_devices.len();
+                    if loaded % PROGRESS_DEVICES == 0 {
+                        tracing::info!("loading the fleet registry: {loaded} devices");
+                    }
+                }
                 Ok(FleetRecord::Registration(udid, registration)) => {
                     snapshot.fleet_registrations.push((udid, registration))
                 }
@@ -69,9 +76,20 @@ impl DiskStore {
             }
             progress.tick();
         }
+        if snapshot.fleet_devices.len() >= PROGRESS_DEVICES {
+            tracing::info!(
+                "fleet registry loaded: {} devices of {} owners in {:.2} s",
+                snapshot.fleet_devices.len(),
+                snapshot.fleet_owners.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         Ok(())
     }
 }
+
+/// A progress line every this many devices loaded (a fleet of 100,000 loads in a few).
+const PROGRESS_DEVICES: usize = 25_000;
 
 const OWNER: u8 = 0;
 const DEVICE: u8 = 1;

@@ -1,10 +1,12 @@
 //! `tern device` manages the device fleet's registry of a running broker, through its operator
-//! API (`/v1/admin/devices`, with a token of the whole broker): devices added with their
-//! credential (a password is hashed here, so it never leaves this process), listed, shown,
-//! disabled, enabled and deleted; owners given a password.
+//! API (`/v1/admin/devices`, with a token of the whole broker or of an owner), over HTTP or
+//! HTTPS: devices added with their credential (a password is hashed here, so it never leaves
+//! this process), listed, shown, disabled, enabled and deleted; owners given a password.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -13,9 +15,13 @@ use serde_json::{json, Value};
 /// `tern device`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeviceArgs {
-    /// The operator API (plain HTTP), e.g. http://127.0.0.1:8080.
+    /// The operator API, e.g. http://127.0.0.1:8080 or https://broker:8443.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// With an https:// URL: trust the certificate authorities of this PEM file (default: the
+    /// web PKI's).
+    #[arg(long, global = true)]
+    cafile: Option<PathBuf>,
     /// An operator token of the whole broker (`tern token add`; scopes read and write, and
     /// keys for --key); also TERN_TOKEN.
     #[arg(long, global = true)]
@@ -91,7 +97,7 @@ enum DeviceCommand {
 
 pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
     let token = args.token.or_else(|| std::env::var("TERN_TOKEN").ok());
-    let api = Api::new(&args.url, token.as_deref())?;
+    let api = Api::new(&args.url, token.as_deref(), args.cafile.as_deref())?;
     let (method, path, body) = match args.command {
         DeviceCommand::Add {
             owner,
@@ -190,24 +196,54 @@ pub(crate) fn encode(text: &str) -> String {
     out
 }
 
-/// The operator API over plain HTTP/1.1, one connection per request.
+/// TLS towards the operator API: what is trusted, and the name the certificate must have.
+type Tls = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
+
+/// The operator API over HTTP/1.1 or HTTPS, one connection per request.
 pub(crate) struct Api {
     host: String,
     token: String,
+    tls: Option<Tls>,
 }
 
 impl Api {
-    pub(crate) fn new(url: &str, token: Option<&str>) -> anyhow::Result<Self> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            bail!("--url must be http://HOST:PORT (the operator API over plain HTTP)");
+    pub(crate) fn new(
+        url: &str,
+        token: Option<&str>,
+        cafile: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => bail!("--url must be http://HOST:PORT or https://HOST:PORT"),
         };
         let host = rest.trim_end_matches('/').to_owned();
+        let tls = match (secure, cafile) {
+            (false, Some(_)) => bail!("--cafile is for an https:// URL"),
+            (false, None) => None,
+            (true, cafile) => {
+                let config = tern_client::tls::client_config(cafile)
+                    .context("cannot set up TLS (--cafile)")?;
+                let name = host
+                    .rsplit_once(':')
+                    .map_or(host.as_str(), |(name, _)| name)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                    .with_context(|| format!("{name:?} is not a host name"))?;
+                Some((config, name))
+            }
+        };
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             bail!("an operator token is needed: --token or TERN_TOKEN (tern token add)");
         };
         Ok(Self {
             host,
             token: token.to_owned(),
+            tls,
         })
     }
 
@@ -223,7 +259,7 @@ impl Api {
             .map(serde_json::to_vec)
             .transpose()?
             .unwrap_or_default();
-        let mut stream = TcpStream::connect(&self.host)
+        let stream = TcpStream::connect(&self.host)
             .with_context(|| format!("cannot reach the operator API at {}", self.host))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let head = format!(
@@ -233,10 +269,17 @@ impl Api {
             self.token,
             body.len()
         );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(&body)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer)?;
+        let mut request = head.into_bytes();
+        request.extend_from_slice(&body);
+        let answer = match &self.tls {
+            None => exchange(stream, &request)?,
+            Some((config, name)) => {
+                let connection = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                    .context("cannot start TLS")?;
+                exchange(rustls::StreamOwned::new(connection, stream), &request)
+                    .context("the TLS exchange with the operator API failed")?
+            }
+        };
         let text = String::from_utf8_lossy(&answer);
         let (head, body) = text
             .split_once("\r\n\r\n")
@@ -246,9 +289,15 @@ impl Api {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .context("a malformed HTTP status line")?;
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
+        let head = head.to_ascii_lowercase();
+        let chunked = head.contains("transfer-encoding: chunked");
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|n| n.trim().parse::<usize>().ok());
+        if length.is_some_and(|length| body.len() < length) {
+            bail!("{method} {path}: the answer was cut short");
+        }
         let body = if chunked {
             dechunk(body)?
         } else {
@@ -262,6 +311,22 @@ impl Api {
             bail!("{method} {path}: {status}: {message}");
         }
         Ok(value)
+    }
+}
+
+/// Sends a request and reads the answer until the server closes the connection.
+fn exchange(mut stream: impl Read + Write, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        // A server may close without TLS's close_notify once its answer is sent (`Connection:
+        // close`); the answer's length is checked against its head below.
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {
+            Ok(answer)
+        }
+        Err(error) => Err(error),
     }
 }
 

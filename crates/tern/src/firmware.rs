@@ -4,6 +4,8 @@
 //! size, for one owner or all, devices with some tags, a share of them), listed, shown and
 //! deleted. A registering device is offered the newest matching release above its version.
 
+use std::path::PathBuf;
+
 use anyhow::bail;
 use serde_json::json;
 
@@ -12,9 +14,13 @@ use crate::device::{encode, print, Api};
 /// `tern firmware`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FirmwareArgs {
-    /// The operator API (plain HTTP), e.g. http://127.0.0.1:8080.
+    /// The operator API, e.g. http://127.0.0.1:8080 or https://broker:8443.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// With an https:// URL: trust the certificate authorities of this PEM file (default: the
+    /// web PKI's).
+    #[arg(long, global = true)]
+    cafile: Option<PathBuf>,
     /// An operator token of the whole broker (`tern token add`; scopes read and write); also
     /// TERN_TOKEN.
     #[arg(long, global = true)]
@@ -70,7 +76,7 @@ enum FirmwareCommand {
 
 pub(crate) fn run(args: FirmwareArgs) -> anyhow::Result<()> {
     let token = args.token.or_else(|| std::env::var("TERN_TOKEN").ok());
-    let api = Api::new(&args.url, token.as_deref())?;
+    let api = Api::new(&args.url, token.as_deref(), args.cafile.as_deref())?;
     let path = |id: &str| format!("/v1/admin/firmware/{}", encode(id));
     let answer = match args.command {
         FirmwareCommand::Add {

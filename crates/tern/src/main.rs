@@ -239,7 +239,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.http_port,
         data_dir.clone(),
     )?
-    .map(|config| tern_http::HttpBridge::start(config, guard))
+    .map(|mut config| {
+        config.fleet_topics = server_config.core.fleet.clone();
+        tern_http::HttpBridge::start(config, guard)
+    })
     .transpose()?;
     // The bridge's threads run until the broker has stopped (dropped after `block_on`).
     let (http_bridge, http_edge) = match http {
@@ -327,11 +330,17 @@ fn open_store(
         .with_context(|| format!("cannot load the store in {}", dir.display()))?;
     let queued: usize = snapshot.sessions.iter().map(|s| s.deliveries.len()).sum();
     info!(
-        "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, loaded in {:.2} s",
+        "store {} ({durability:?}): {} sessions, {queued} queued messages, {} retained, {} \
+         fleet devices, loaded in {:.2} s",
         dir.display(),
         snapshot.sessions.len(),
         // Records without a payload are deletions kept for key/value listings.
-        snapshot.retained.iter().filter(|m| !m.payload.is_empty()).count(),
+        snapshot
+            .retained
+            .iter()
+            .filter(|m| !m.payload.is_empty())
+            .count(),
+        snapshot.fleet_devices.len(),
         started.elapsed().as_secs_f64()
     );
     Ok((store, snapshot, epoch))

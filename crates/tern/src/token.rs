@@ -35,6 +35,10 @@ enum TokenCommand {
         /// Seconds it stays valid (default: until revoked).
         #[arg(long)]
         valid_secs: Option<u64>,
+        /// Bind it to this owner of the device fleet: it sees that owner's devices, their
+        /// sessions, events and topics, and nothing else (scopes read, write, events).
+        #[arg(long, conflicts_with = "clients")]
+        owner: Option<String>,
         /// Write nothing: print the token and the `[[http.token]]` entry (its hash) for the
         /// configuration file instead.
         #[arg(long)]
@@ -62,6 +66,7 @@ pub(crate) fn run_token(args: TokenArgs) -> anyhow::Result<()> {
             clients,
             topics,
             valid_secs,
+            owner,
             config,
         } => {
             let mut parsed = Vec::new();
@@ -72,8 +77,11 @@ pub(crate) fn run_token(args: TokenArgs) -> anyhow::Result<()> {
                 }
             }
             let expires = valid_secs.map(|secs| now + secs);
-            let (text, record) = tokens::new_token(&id, parsed, clients, topics, now, expires)
+            let (text, mut record) = tokens::new_token(&id, parsed, clients, topics, now, expires)
                 .map_err(anyhow::Error::msg)?;
+            if let Some(owner) = &owner {
+                tokens::bind_owner(&mut record, owner).map_err(anyhow::Error::msg)?;
+            }
             if config {
                 println!("{text}");
                 eprintln!("shown once; put this in the configuration file:\n");
@@ -91,11 +99,14 @@ pub(crate) fn run_token(args: TokenArgs) -> anyhow::Result<()> {
                 let expires = token
                     .expires
                     .map_or_else(|| "never".to_owned(), |at| at.to_string());
+                let realm = match &token.owner {
+                    Some(owner) => format!("owner: {owner}"),
+                    None => format!("clients: {:?}", token.clients),
+                };
                 println!(
-                    "{}  scopes: {}  clients: {:?}  topics: {}  made {}  expires {expires}",
+                    "{}  scopes: {}  {realm}  topics: {}  made {}  expires {expires}",
                     token.id,
                     scopes.join(","),
-                    token.clients,
                     token.topics.join(","),
                     token.created
                 );

@@ -6,7 +6,7 @@ use tern_codec::{ProtocolVersion, ReasonCode, TopicName};
 
 use super::Broker;
 use crate::auth::{Identity, Method};
-use crate::events::CloseReason;
+use crate::events::{CloseReason, Event, FleetChange};
 use crate::fleet::{Device, FleetError, Owner, Registry};
 use crate::store::StoreOp;
 use crate::types::{ConnectionId, Time};
@@ -22,8 +22,18 @@ impl Broker {
         if let Some(owner) = self.fleet.add(device.clone())? {
             self.persist(StoreOp::FleetOwnerSet(owner));
         }
+        self.fleet_changed(&device, FleetChange::Added);
         self.persist(StoreOp::FleetDeviceSet(device));
         Ok(())
+    }
+
+    /// Reports a change of a device's registry entry or status to observers.
+    fn fleet_changed(&mut self, device: &Device, change: FleetChange) {
+        self.events.push_back(Event::FleetChanged {
+            owner: device.owner.clone(),
+            udid: device.udid.clone(),
+            change,
+        });
     }
 
     /// Records an owner, or gives it a new password.
@@ -44,6 +54,7 @@ impl Broker {
         let device = self.fleet.device_mut(udid)?;
         device.disabled = disabled;
         let record = device.clone();
+        self.fleet_changed(&record, FleetChange::Changed);
         self.persist(StoreOp::FleetDeviceSet(record));
         if disabled {
             self.admin_kick(udid, false, now);
@@ -55,6 +66,7 @@ impl Broker {
     /// and the retained messages of its channel and its status are cleared.
     pub fn fleet_delete(&mut self, udid: &str, now: Time) -> Result<Device, FleetError> {
         let device = self.fleet.remove(udid)?;
+        self.fleet_changed(&device, FleetChange::Deleted);
         self.persist(StoreOp::FleetDeviceRemove(device.udid.clone()));
         self.admin_kick(udid, true, now);
         self.fleet_notify_forget(udid);

@@ -13,8 +13,12 @@ use bytes::Bytes;
 use tern_codec::{PublishProperties, QoS, TopicName};
 
 use super::Broker;
-use crate::events::Event;
-use crate::fleet::{DeviceStatus, FLAPPING_CONNECTS, STATUS_CONNECTED, STATUS_DISCONNECTED};
+use crate::auth::{Identity, Method};
+use crate::connection::Connection;
+use crate::events::{Event, FleetChange};
+use crate::fleet::{
+    DeviceStatus, Registry, FLAPPING_CONNECTS, STATUS_CONNECTED, STATUS_DISCONNECTED,
+};
 use crate::types::{ConnectionId, Message, Time};
 
 /// The window connects are counted in.
@@ -44,12 +48,15 @@ impl Broker {
         let flapping = status.connects.len() > FLAPPING_CONNECTS;
         let began_flapping = flapping && !status.flapping;
         status.flapping = flapping;
-        status.online = true;
-        status.since = now;
-        status.last_seen = now;
+        status.record(true, now);
         status.address = address;
         status.version = version;
         status.own_will = own_will;
+        self.events.push_back(Event::FleetChanged {
+            owner: owner.clone(),
+            udid: udid.clone(),
+            change: FleetChange::Online,
+        });
         if began_flapping {
             self.events.push_back(Event::FleetFlapping {
                 owner: owner.clone(),
@@ -84,10 +91,13 @@ impl Broker {
         };
         let (owner, udid) = (device.owner.clone(), device.udid.clone());
         let status = self.fleet.status_mut(client_id);
-        status.online = false;
-        status.since = now;
-        status.last_seen = now;
+        status.record(false, now);
         let own_will = status.own_will;
+        self.events.push_back(Event::FleetChanged {
+            owner: owner.clone(),
+            udid: udid.clone(),
+            change: FleetChange::Offline,
+        });
         let event = format!("{{\"owner\":{},\"udid\":{}}}", quote(&owner), quote(&udid));
         self.fleet_publish(
             &format!("$events/{owner}/{udid}/offline"),
@@ -126,6 +136,27 @@ impl Broker {
         }
     }
 
+    /// A signed request of the HTTP bridge came from `identity` for `client_id`: when that is
+    /// a registered device speaking with its own key (`d:UDID`), it was seen now. An app key
+    /// speaking for the udid is not the device.
+    pub fn fleet_seen_over_http(&mut self, client_id: &str, identity: &Identity, now: Time) {
+        let own_key = identity.method == Method::HttpKey
+            && identity.owner.is_none()
+            && identity.username.as_deref() == Some(client_id);
+        if own_key && self.fleet.device(client_id).is_some() {
+            let status = self.fleet.status_mut(client_id);
+            status.last_seen = status.last_seen.max(now);
+            status.last_seen_http = Some(now);
+        }
+    }
+
+    /// Counts a PUBLISH packet from connection `id`, if it is a device's.
+    pub(super) fn fleet_count_in(&mut self, id: ConnectionId) {
+        if let Some(udid) = self.connections.get(&id).and_then(|c| fleet_udid(c)) {
+            self.fleet.count_message(udid, true);
+        }
+    }
+
     /// The status of a device, if it connected since the broker started.
     pub fn fleet_status(&self, udid: &str) -> Option<&DeviceStatus> {
         self.fleet.status(udid)
@@ -161,6 +192,22 @@ impl Broker {
             origin: None,
         };
         self.accept_message(Arc::new(message), now);
+    }
+}
+
+/// Counts a PUBLISH packet taken for writing to `connection`, if it is a device's.
+pub(super) fn count_sent(fleet: &mut Registry, connection: &Connection) {
+    if let Some(udid) = fleet_udid(connection) {
+        fleet.count_message(udid, false);
+    }
+}
+
+/// The udid of a connection logged in as a device of the fleet.
+fn fleet_udid(connection: &Connection) -> Option<&str> {
+    let identity = connection.identity.as_deref()?;
+    match identity.method {
+        Method::FleetDevice => identity.username.as_deref(),
+        _ => None,
     }
 }
 

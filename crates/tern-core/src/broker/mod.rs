@@ -340,6 +340,7 @@ impl Broker {
         let mut transmit = transmit;
         if let Transmit::Publish(publish) = &mut transmit {
             self.stats.sent(publish.qos);
+            fleet_status::count_sent(&mut self.fleet, connection);
             // A sign of progress for flow control's stall check.
             connection.publishes_taken = connection.publishes_taken.wrapping_add(1);
             if publish.packet_id.is_none() {

@@ -45,6 +45,7 @@ impl Broker {
         now: Time,
     ) {
         self.stats.received(publish.qos);
+        self.fleet_count_in(id);
         if !self.within_publish_rate(id, now) {
             self.violation(
                 id,
