@@ -314,6 +314,87 @@ def test_an_access_request_approved_in_the_console_lets_the_device_in(console: C
     assert error_code(device.publish("meters/other/kwh", b"1")) == "acl_denied"
 
 
+def test_a_notification_is_answered_live_and_the_device_gets_the_answer_at_qos_2(
+        console: Console):
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.login()
+    page = console.page
+    console.go("Notifications")
+    expect(page.get_by_test_id("pending-count")).to_have_text("0 pending")
+    # THiNX firmware: on its own channel at QoS 2, raising notifications on its status channel.
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    device.subscribe("/acme/d1", qos=2)
+
+    def raise_(**notification: Any) -> None:
+        device.publish("/acme/d1/status", json.dumps({"notification": notification}).encode(),
+                       qos=1)
+
+    def answer() -> dict:
+        message = device.expect_message()
+        assert (message.topic, message.qos) == ("/acme/d1", 2)
+        return json.loads(message.payload)["notification"]
+
+    raise_(body="Door open 3 h: close it?", nid="door")
+    raise_(body="Which mode?", response_type="choice", choices=["eco", "boost"], nid="mode")
+    # Both appear without a reload, from the event stream.
+    door = page.locator("li[data-nid='door']")
+    expect(door).to_contain_text("Door open 3 h: close it?")
+    expect(page.get_by_test_id("pending-count")).to_have_text("2 pending")
+    console.screenshot("notifications")
+    # Answered from the keyboard: the device gets it at QoS 2 with its id, and the console
+    # shows it delivered once the device's PUBCOMP is in.
+    door.get_by_role("button", name="Yes").focus()
+    page.keyboard.press("Enter")
+    assert answer() == {"nid": "door", "response": True}
+    expect(door).to_have_count(0)
+    page.get_by_label("Show").select_option("answered")
+    expect(door.get_by_test_id("response")).to_have_text("yes")
+    expect(door.get_by_test_id("delivery")).to_contain_text("Answer delivered")
+    # The device's page holds its pending one; a choice answered there.
+    console.go("Fleet")
+    page.locator("tr[data-udid='d1']").get_by_role("link", name="d1").click()
+    mode = page.locator("li[data-nid='mode']")
+    mode.get_by_label("Answer", exact=True).select_option("boost")
+    mode.get_by_role("button", name="Send").click()
+    assert answer() == {"nid": "mode", "response": "boost"}
+    expect(mode).to_have_count(0)
+    page.get_by_label("Show").select_option("all")
+    expect(mode.get_by_test_id("delivery")).to_contain_text("Answer delivered")
+    # An operator asks the device: the question reaches it at QoS 2, is shown delivered, and
+    # the device's answer on its status channel shows live.
+    page.get_by_label("Question").fill("Reboot now?")
+    page.get_by_role("button", name="Ask").click()
+    asked = answer()
+    assert (asked["body"], asked["response_type"]) == ("Reboot now?", "bool")
+    question = page.locator(f"li[data-nid='{asked['nid']}']")
+    expect(question.get_by_test_id("delivery")).to_contain_text("Question delivered")
+    raise_(nid=asked["nid"], response=False)
+    expect(question.get_by_test_id("notification-state")).to_have_text("answered")
+    expect(question.get_by_test_id("response")).to_have_text("no")
+    console.screenshot("device")
+    # At a phone's width nothing is wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name in ("Notifications", "Fleet"):
+        console.go(name)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
+    bearer = {"authorization": f"Bearer {console.token}"}
+    status, body = console.call("GET", "/v1/fleet/notifications?udid=d1", bearer)
+    assert status == 200
+    assert {n["nid"]: n["state"] for n in body["notifications"]} == \
+        {"door": "answered", "mode": "answered", asked["nid"]: "answered"}
+    # The device's session names its fleet identity readably, in the API and the console.
+    status, body = console.call("GET", "/v1/admin/sessions/d1", bearer)
+    assert status == 200
+    assert (body["owner"], body["identity"]) == \
+        ("fleet-device:acme/d1", {"method": "fleet-device", "owner": "acme", "name": "d1"})
+    console.go("Sessions")
+    expect(page.locator("tr[data-client='d1']").get_by_test_id("owner")).to_have_text(
+        "fleet-device:acme/d1")
+
+
 def test_without_a_session_or_from_another_origin_nothing_is_done(console: Console,
                                                                  names: Names):
     page = console.page

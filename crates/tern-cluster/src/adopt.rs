@@ -7,11 +7,19 @@
 //! one wins, and hands the session to its core as the dead node recorded it, will included.
 //! Its queue is what the message stream holds from the session's cursor on: read back with
 //! direct gets, subject by subject, merged in the stream's order and handed over with it.
+//!
+//! The record the adopter writes still says where the dead node's stream of the session
+//! resumed; only the core, once it holds the session, knows where it resumes now (past what it
+//! was handed). Until the core's first write of the record, the adoption keeps the session's
+//! queue of jobs: a claim of the session on this node runs after that write, and reads from the
+//! stream only what the core does not hold.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tern_core::store::{SessionRecord, StoredSession};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::dispatch::{remote_message, Command, Settlement};
@@ -19,7 +27,17 @@ use crate::envelope::Envelope;
 use crate::exactly_once::outbound_records;
 use crate::lease::{bucket_subject, index_key};
 use crate::node::{INGEST_PREFIX, LIVE_PREFIX};
-use crate::sessions::{record_subjects, session_key, Holder, Sessions};
+use crate::sessions::{record_subjects, session_key, Holder, Job, Sessions};
+
+/// How long an adoption waits for the core to take its session in, at most.
+const CORE_WAIT: Duration = Duration::from_secs(10);
+
+/// An adoption waiting for the core to take its session in: the core's writes of the
+/// session's record meanwhile, to run first once it has.
+pub(crate) struct AwaitingCore {
+    pub(crate) saves: Vec<Job>,
+    done: oneshot::Sender<()>,
+}
 
 impl Sessions {
     /// Indexes `key` as held by this node.
@@ -105,10 +123,14 @@ impl Sessions {
         self.now_owns(key, &mine, written);
         self.unindex(dead, key).await;
         let count = self.replay_into(claim, &record, entry.cursor).await;
-        info!(
-            "adopted the session of {client_id:?} from node {dead}, which is gone ({count} \
-             messages from its cursor)"
-        );
+        #[cfg(debug_assertions)]
+        self.wait_for_claim_if_asked(key, &client_id).await;
+        let (done, core_took) = oneshot::channel();
+        let awaiting = AwaitingCore {
+            saves: Vec::new(),
+            done,
+        };
+        self.state().awaiting_core.insert(key.to_owned(), awaiting);
         let session = StoredSession {
             record,
             deliveries: Vec::new(),
@@ -120,6 +142,64 @@ impl Sessions {
             outcome: Settlement::Adopted(Box::new(session)),
         };
         let _ = self.dispatch.send(settle);
+        if tokio::time::timeout(CORE_WAIT, core_took).await.is_err() {
+            warn!(
+                "the core did not take the adopted session of {client_id:?} in within \
+                 {CORE_WAIT:?}: a claim of it may read its queue again"
+            );
+            self.core_took(key);
+        }
+        info!(
+            "adopted the session of {client_id:?} from node {dead}, which is gone ({count} \
+             messages from its cursor)"
+        );
+    }
+
+    /// The core took the adopted session `key` in (or did not in time): its writes of the
+    /// record meanwhile run next, before anything queued for the session since.
+    pub(crate) fn core_took(&self, key: &str) {
+        let mut state = self.state();
+        let Some(awaiting) = state.awaiting_core.remove(key) else {
+            return;
+        };
+        let queue = state.queues.entry(key.to_owned()).or_default();
+        for job in awaiting.saves.into_iter().rev() {
+            queue.push_front(job);
+        }
+        let _ = awaiting.done.send(());
+    }
+
+    /// With `TERN_CLUSTER_ADOPTION_WAITS_FOR_CLAIM` set (debug builds, for tests), an adoption
+    /// about to settle waits until a claim of the same session is queued, so that a test can
+    /// connect exactly in that moment.
+    #[cfg(debug_assertions)]
+    async fn wait_for_claim_if_asked(&self, key: &str, client_id: &tern_codec::MqttString) {
+        if std::env::var_os("TERN_CLUSTER_ADOPTION_WAITS_FOR_CLAIM").is_none() {
+            return;
+        }
+        info!("the adoption of {client_id:?} waits for a claim of it");
+        let deadline = tokio::time::Instant::now() + crate::sessions::HANDOFF_WAIT * 10;
+        loop {
+            let enqueued = self.enqueued.notified();
+            tokio::pin!(enqueued);
+            enqueued.as_mut().enable();
+            if self.claim_queued(key) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, enqueued).await.is_err() {
+                warn!("no claim of {client_id:?} came; its adoption settles");
+                return;
+            }
+        }
+    }
+
+    /// Whether a claim of `key` waits in its queue.
+    #[cfg(debug_assertions)]
+    fn claim_queued(&self, key: &str) -> bool {
+        self.state()
+            .queues
+            .get(key)
+            .is_some_and(|jobs| jobs.iter().any(|job| matches!(job, Job::Claim(_))))
     }
 
     /// Ends an adoption that did not happen.
@@ -186,7 +266,17 @@ impl Sessions {
         let count = messages.len();
         let outbound = match count {
             0 => Vec::new(),
-            _ => outbound_records(&self.qos2, &session_key(&record.client_id)).await,
+            _ => {
+                let key = session_key(&record.client_id);
+                let (outbound, read) = outbound_records(&self.qos2, &key).await;
+                debug!(
+                    "read {} QoS 2 delivery records of {:?} with {count} messages from {cursor}",
+                    outbound.len(),
+                    record.client_id
+                );
+                self.note_outbound(read);
+                outbound
+            }
         };
         let replayed = Command::Replayed {
             claim,

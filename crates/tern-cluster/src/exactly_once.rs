@@ -11,13 +11,17 @@
 //!   PUBREL goes out, and after its PUBCOMP. A node resuming the session without its holder's
 //!   hand-over reads them with the session's messages from the stream, so the client gets the
 //!   same packet identifier again or the PUBREL, not a new message, and nothing completed
-//!   comes again though the session's cursor (written every few seconds) lags. A record
-//!   lasts until its packet identifier is used again (the core hands identifiers out in turn,
-//!   so after 65,535 more deliveries to the session) or the bucket's `max_age`.
+//!   comes again though the session's cursor (written every few seconds) lags. Once a write
+//!   of the session's record puts its cursor past a record's message, the record is purged
+//!   (up to the revision noted, so a later record under the same packet identifier stays): a
+//!   resume reads only the records of what is in flight. A record of a session that leaves
+//!   the node before lasts until its packet identifier is used again (the core hands
+//!   identifiers out in turn, so after 65,535 more deliveries to the session) or the
+//!   bucket's `max_age`.
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -25,9 +29,21 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use tern_core::{ClusterOp, ClusterPublish, OutboundQos2, OutboundStage};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::sessions::session_key;
+use crate::sessions::{session_key, Sessions};
+
+/// An outbound record as written or read: its key, its message's place in the stream, and
+/// the bucket's revision of it.
+pub(crate) struct OutboundKey {
+    key: String,
+    seq: u64,
+    revision: u64,
+}
+
+/// The outbound records this node wrote or read, by session key, by record key: the place of
+/// their message in the stream and their revision.
+pub(crate) type OutboundKeys = HashMap<String, HashMap<String, (u64, u64)>>;
 
 /// The bucket of inbound QoS 2 identifiers.
 pub(crate) const QOS2_BUCKET: &str = "TERN_QOS2";
@@ -48,8 +64,8 @@ enum Step {
     Part { index: usize, part: u32 },
     /// PUBREL: the identifier is forgotten.
     Release,
-    /// An outbound delivery's stage is recorded.
-    Record(Bytes),
+    /// An outbound delivery's stage is recorded (its message stored at the sequence given).
+    Record(Bytes, u64),
 }
 
 /// The node's record of inbound QoS 2 identifiers.
@@ -82,7 +98,11 @@ impl Inbound {
     /// by side, so a batch costs one round trip or two. Returns the identities by the index
     /// of their operation. Waits while NATS is out of reach: no PUBREC or PUBCOMP goes out
     /// before the record is written.
-    pub(crate) async fn settle(&mut self, ops: &[ClusterOp]) -> HashMap<usize, String> {
+    /// The outbound records written come back too, for their purge (`Sessions::purge_outbound`).
+    pub(crate) async fn settle(
+        &mut self,
+        ops: &[ClusterOp],
+    ) -> (HashMap<usize, String>, Vec<OutboundKey>) {
         let mut keys: Vec<(String, Vec<Step>)> = Vec::new();
         for (index, op) in ops.iter().enumerate() {
             let (key, step) = match op {
@@ -110,7 +130,7 @@ impl Inbound {
                         OutboundStage::Completed => 'c',
                     };
                     let value = format!("{} {stage}", record.seq);
-                    (key, Step::Record(value.into()))
+                    (key, Step::Record(value.into(), record.seq))
                 }
                 _ => continue,
             };
@@ -124,7 +144,13 @@ impl Inbound {
                 .map(|(key, steps)| settle_key(&self.kv, key, steps)),
         )
         .await;
-        settled.into_iter().flatten().collect()
+        let mut identities = HashMap::new();
+        let mut recorded = Vec::new();
+        for (given, written) in settled {
+            identities.extend(given);
+            recorded.extend(written);
+        }
+        (identities, recorded)
     }
 
     fn receive_step(&mut self, index: usize, publish: &ClusterPublish) -> Option<(String, Step)> {
@@ -151,9 +177,15 @@ impl Inbound {
     }
 }
 
-/// Runs the steps of one identifier in order; returns the identities given.
-async fn settle_key(kv: &kv::Store, key: String, steps: Vec<Step>) -> Vec<(usize, String)> {
+/// Runs the steps of one identifier in order; returns the identities given and the outbound
+/// record written last.
+async fn settle_key(
+    kv: &kv::Store,
+    key: String,
+    steps: Vec<Step>,
+) -> (Vec<(usize, String)>, Option<OutboundKey>) {
     let mut given = Vec::new();
+    let mut written = None;
     let mut current: Option<String> = None;
     for step in steps {
         match step {
@@ -176,12 +208,14 @@ async fn settle_key(kv: &kv::Store, key: String, steps: Vec<Step>) -> Vec<(usize
                 retry(&key, || kv.delete(&key)).await;
                 current = None;
             }
-            Step::Record(value) => {
-                retry(&key, || kv.put(&key, value.clone())).await;
+            Step::Record(value, seq) => {
+                let revision = retry(&key, || kv.put(&key, value.clone())).await;
+                let key = key.clone();
+                written = Some(OutboundKey { key, seq, revision });
             }
         }
     }
-    given
+    (given, written)
 }
 
 /// The identity of a received QoS 2 message: the one recorded under `key` if this is a
@@ -209,8 +243,12 @@ fn recorded_id(value: &[u8], hash: u64) -> Option<&str> {
 }
 
 /// The QoS 2 deliveries recorded for the session of key `session` (see the module's
-/// documentation); none when they cannot be read (then its messages go out as new).
-pub(crate) async fn outbound_records(kv: &kv::Store, session: &str) -> Vec<OutboundQos2> {
+/// documentation), and their keys; none when they cannot be read (then its messages go out
+/// as new).
+pub(crate) async fn outbound_records(
+    kv: &kv::Store,
+    session: &str,
+) -> (Vec<OutboundQos2>, Vec<OutboundKey>) {
     let pattern = format!("{}o.{session}.*", kv.prefix);
     let mut keys = Vec::new();
     match kv.stream.info_with_subjects(pattern.as_str()).await {
@@ -222,27 +260,93 @@ pub(crate) async fn outbound_records(kv: &kv::Store, session: &str) -> Vec<Outbo
                     }
                     Err(error) => {
                         warn!("cannot list the QoS 2 deliveries of {session}: {error}");
-                        return Vec::new();
+                        return Default::default();
                     }
                 }
             }
         }
         Err(error) => {
             warn!("cannot list the QoS 2 deliveries of {session}: {error}");
-            return Vec::new();
+            return Default::default();
         }
     }
-    let values = join_all(keys.iter().map(|key| kv.get(key.as_str()))).await;
-    let mut records: Vec<OutboundQos2> = keys
-        .iter()
-        .zip(values)
-        .filter_map(|(key, value)| {
-            let packet_id = key.rsplit('.').next()?.parse().ok()?;
-            parse_outbound(packet_id, &value.ok()??)
-        })
-        .collect();
+    let entries = join_all(keys.iter().map(|key| kv.entry(key.as_str()))).await;
+    let mut records = Vec::new();
+    let mut read = Vec::new();
+    for (key, entry) in keys.into_iter().zip(entries) {
+        let Some(entry) = entry.ok().flatten() else {
+            continue;
+        };
+        let packet_id = key.rsplit('.').next().and_then(|id| id.parse().ok());
+        let Some(record) = packet_id.and_then(|id| parse_outbound(id, &entry.value)) else {
+            continue;
+        };
+        let (seq, revision) = (record.seq, entry.revision);
+        records.push(record);
+        read.push(OutboundKey { key, seq, revision });
+    }
     records.sort_by_key(|record| record.seq);
-    records
+    (records, read)
+}
+
+impl Sessions {
+    /// Notes outbound records written or read, to purge them once the cursor passes them.
+    pub(crate) fn note_outbound(&self, records: Vec<OutboundKey>) {
+        let mut state = self.state();
+        for record in records {
+            let Some(session) = record
+                .key
+                .strip_prefix("o.")
+                .and_then(|rest| rest.rsplit_once('.'))
+                .map(|(session, _)| session.to_owned())
+            else {
+                continue;
+            };
+            let noted = (record.seq, record.revision);
+            state
+                .outbound
+                .entry(session)
+                .or_default()
+                .insert(record.key, noted);
+        }
+    }
+
+    /// Purges the outbound records of session `key` whose message lies before `cursor`, the
+    /// cursor its record now says: a resume reads from the cursor on, and needs none of them.
+    pub(crate) async fn purge_outbound(&self, key: &str, cursor: u64) {
+        let passed: Vec<(String, u64)> = {
+            let mut state = self.state();
+            let Some(records) = state.outbound.get_mut(key) else {
+                return;
+            };
+            let passed = records
+                .iter()
+                .filter(|(_, (seq, _))| *seq < cursor)
+                .map(|(record, (_, revision))| (record.clone(), *revision))
+                .collect();
+            records.retain(|_, (seq, _)| *seq >= cursor);
+            if records.is_empty() {
+                state.outbound.remove(key);
+            }
+            passed
+        };
+        let purges = passed.iter().map(|(record, revision)| {
+            let subject = format!("{}{record}", self.qos2.prefix);
+            // Up to the revision noted: a record written since under the identifier stays.
+            let purge = self.qos2.stream.purge().filter(subject);
+            purge.sequence(revision + 1).into_future()
+        });
+        for (purged, (record, _)) in join_all(purges).await.into_iter().zip(&passed) {
+            if let Err(error) = purged {
+                debug!("the QoS 2 record {record} stays: {error}");
+            }
+        }
+    }
+
+    /// Forgets the outbound records of session `key` (it left this node).
+    pub(crate) fn forget_outbound(&self, key: &str) {
+        self.state().outbound.remove(key);
+    }
 }
 
 /// An outbound record's value, `<stream sequence> s|r|c`.

@@ -255,7 +255,11 @@ pub(crate) async fn run(
         };
         // The identities of its QoS 2 messages are recorded before any of them is stored.
         let mut identities = match Inbound::concerns(&batch.ops) {
-            true => inbound.settle(&batch.ops).await,
+            true => {
+                let (identities, recorded) = inbound.settle(&batch.ops).await;
+                sessions.note_outbound(recorded);
+                identities
+            }
             false => Default::default(),
         };
         for (index, op) in batch.ops.into_iter().enumerate() {
@@ -284,8 +288,9 @@ pub(crate) async fn run(
                 ClusterOp::Claim(claim) => sessions.claim(claim),
                 ClusterOp::ClaimDone { connection } => sessions.release_claim(connection).await,
                 ClusterOp::AdoptDone { client_id } => {
-                    let holder = Holder::Adoption(session_key(&client_id));
-                    sessions.release(holder).await;
+                    let key = session_key(&client_id);
+                    sessions.core_took(&key);
+                    sessions.release(Holder::Adoption(key)).await;
                 }
                 ClusterOp::SessionSaved {
                     record,

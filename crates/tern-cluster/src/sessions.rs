@@ -25,11 +25,15 @@ use bytes::Bytes;
 use tern_codec::MqttString;
 use tern_core::store::{SessionRecord, StoredSession};
 use tern_core::{ClusterInput, ConnectionId, SessionClaim};
+#[cfg(debug_assertions)]
+use tokio::sync::Notify;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::adopt::AwaitingCore;
 use crate::dispatch::{notice_subject, Command, Handoffs, Settlement};
+use crate::exactly_once::OutboundKeys;
 use crate::handoff::{Notice, SessionEntry};
 use crate::interest::Interest;
 use crate::node::{store, INGEST_PREFIX, LIVE_PREFIX};
@@ -95,7 +99,7 @@ pub(crate) enum Holder {
 #[derive(Default)]
 pub(crate) struct State {
     /// Jobs per key, in the order they came.
-    queues: HashMap<String, VecDeque<Job>>,
+    pub(crate) queues: HashMap<String, VecDeque<Job>>,
     /// Keys whose jobs a task is running.
     running: HashSet<String>,
     /// Records this node holds, by key.
@@ -107,6 +111,10 @@ pub(crate) struct State {
     pub(crate) next_claim: u64,
     /// Keys with an adoption queued or running.
     pub(crate) adopting: HashSet<String>,
+    /// Outbound QoS 2 records to purge once the cursor passes them (`exactly_once`).
+    pub(crate) outbound: OutboundKeys,
+    /// Adoptions waiting for the core to take their session in (see `adopt`).
+    pub(crate) awaiting_core: HashMap<String, AwaitingCore>,
     /// The epoch of each session this node held, kept after it lost the session until the
     /// session ends here: a will the core publishes late (the node was paused) still gets the
     /// identity every other node gives it.
@@ -143,6 +151,9 @@ pub(crate) struct Sessions {
     pub(crate) qos2: kv::Store,
     /// When this node last renewed its lease.
     pub(crate) renewed: Mutex<Instant>,
+    /// Woken whenever a job is queued (for a test hook, `adopt`).
+    #[cfg(debug_assertions)]
+    pub(crate) enqueued: Notify,
     state: Mutex<State>,
 }
 
@@ -233,6 +244,8 @@ impl Sessions {
             messages,
             qos2,
             renewed: Mutex::new(Instant::now()),
+            #[cfg(debug_assertions)]
+            enqueued: Notify::new(),
             state: Mutex::new(State::default()),
         }
     }
@@ -265,7 +278,12 @@ impl Sessions {
         done: oneshot::Sender<()>,
     ) {
         let key = session_key(&record.client_id);
-        self.enqueue(key, Job::Save(record, cursor, resume_from, done));
+        let job = Job::Save(record, cursor, resume_from, done);
+        if let Some(awaiting) = self.state().awaiting_core.get_mut(&key) {
+            awaiting.saves.push(job);
+            return;
+        }
+        self.enqueue(key, job);
     }
 
     /// Removes the record of a session that ended here.
@@ -281,6 +299,9 @@ impl Sessions {
             let this = Arc::clone(self);
             tokio::spawn(async move { this.work(key).await });
         }
+        drop(state);
+        #[cfg(debug_assertions)]
+        self.enqueued.notify_waiters();
     }
 
     async fn work(self: Arc<Self>, key: String) {
@@ -299,8 +320,12 @@ impl Sessions {
             match job {
                 Job::Claim(claim) => self.run_claim(&key, claim).await,
                 Job::Save(record, cursor, resume_from, done) => {
-                    self.write(&key, &record, cursor, resume_from).await;
+                    let written = self.write(&key, &record, cursor, resume_from).await;
                     let _ = done.send(());
+                    // Nothing waits for the purge; a claim of the session comes after it.
+                    if let Some(cursor) = written {
+                        self.purge_outbound(&key, cursor).await;
+                    }
                 }
                 Job::End(client_id) => self.remove(&key, &client_id).await,
                 Job::Check(client_id) => self.check(&key, &client_id).await,
@@ -620,13 +645,14 @@ impl Sessions {
 
     /// Writes a record this node holds, expecting the revision it last wrote; a record another
     /// node has written since is not overwritten, and the core is told it lost the session.
+    /// Returns the cursor written, if it was.
     async fn write(
         &self,
         key: &str,
         record: &SessionRecord,
         cursor: Option<u64>,
         resume_from: u64,
-    ) {
+    ) -> Option<u64> {
         let client_id = &record.client_id;
         let (epoch, last_cursor) = self
             .state()
@@ -644,7 +670,7 @@ impl Sessions {
             Ok(value) => value,
             Err(error) => {
                 warn!("the record of {client_id:?} cannot be written: {error}");
-                return;
+                return None;
             }
         };
         loop {
@@ -657,7 +683,7 @@ impl Sessions {
                     Ok((Some(entry), revision)) if entry.node == self.node_id => revision,
                     Ok((Some(entry), _)) => {
                         self.fenced(key, client_id, &entry.node).await;
-                        return;
+                        return None;
                     }
                     Err(error) => {
                         debug!("cannot read the record of {client_id:?}: {error}");
@@ -669,7 +695,7 @@ impl Sessions {
             match self.kv.update(key, value.clone(), expected).await {
                 Ok(written) => {
                     self.now_owns(key, &entry, written);
-                    return;
+                    return Some(entry.cursor);
                 }
                 Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => {
                     let holder = match self.read(key).await {
@@ -677,7 +703,7 @@ impl Sessions {
                         _ => "another node".to_owned(),
                     };
                     self.fenced(key, client_id, &holder).await;
-                    return;
+                    return None;
                 }
                 Err(error) => {
                     warn!("the record of {client_id:?} is not written yet ({error}); trying again");
@@ -708,6 +734,7 @@ impl Sessions {
     /// Removes the record of a session that ended here, unless another node holds it now.
     async fn remove(&self, key: &str, client_id: &MqttString) {
         self.state().epochs.remove(key);
+        self.forget_outbound(key);
         let known = self.state().owned.remove(key).map(|owned| owned.revision);
         let expected = match known {
             Some(revision) => revision,

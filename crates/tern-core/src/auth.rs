@@ -118,10 +118,16 @@ impl Identity {
     /// The identity as logs name it: `password:alice`, `device:acme/ops`, `unverified:bob`.
     pub fn describe(&self) -> String {
         let name = self.username.as_deref().unwrap_or("(anonymous)");
-        match &self.owner {
-            Some(owner) => format!("{}:{owner}/{name}", self.method.as_str()),
-            None => format!("{}:{name}", self.method.as_str()),
-        }
+        describe(self.method.as_str(), self.owner.as_deref(), name)
+    }
+}
+
+/// An identity's words (`method:name`, `method:owner/name`), as logs and the operator API
+/// name it.
+pub fn describe(method: &str, owner: Option<&str>, name: &str) -> String {
+    match owner {
+        Some(owner) => format!("{method}:{owner}/{name}"),
+        None => format!("{method}:{name}"),
     }
 }
 
@@ -177,6 +183,18 @@ impl SessionOwner {
     /// Back from [`SessionOwner::as_stored`].
     pub fn from_stored(stored: Option<&str>) -> Self {
         Self(stored.map(Box::from))
+    }
+
+    /// A stored key's parts, `(method, owner, name)` (the owner empty when the identity has
+    /// none), for showing it; `None` for the unknown owner or a key of another form.
+    pub fn parts_of(stored: &str) -> Option<(&str, &str, &str)> {
+        let mut parts = stored.splitn(3, '\0');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(method), Some(owner), Some(name)) if !method.is_empty() => {
+                Some((method, owner, name))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -263,5 +281,38 @@ impl Authenticator for AllowAnonymous {
 
     fn continue_auth(&mut self, _request: &AuthRequest<'_>) -> AuthDecision {
         AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_owner_splits_back_into_its_method_owner_and_name() {
+        let device = Identity {
+            method: Method::FleetDevice,
+            username: Some("d1".into()),
+            owner: Some("acme".into()),
+            ..Identity::default()
+        };
+        let stored = device.session_owner();
+        let stored = stored.as_stored().unwrap_or_default();
+        assert_eq!(
+            SessionOwner::parts_of(stored),
+            Some(("fleet-device", "acme", "d1"))
+        );
+        let user = Identity {
+            method: Method::Password,
+            username: Some("alice".into()),
+            ..Identity::default()
+        };
+        let stored = user.session_owner();
+        assert_eq!(
+            SessionOwner::parts_of(stored.as_stored().unwrap_or_default()),
+            Some(("password", "", "alice"))
+        );
+        assert_eq!(SessionOwner::parts_of(""), None);
+        assert_eq!(SessionOwner::parts_of("password"), None);
     }
 }

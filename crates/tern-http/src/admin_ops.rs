@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use tern_codec::{MqttString, SubscriptionIds, TopicName};
+use tern_core::auth::SessionOwner;
 use tern_core::broker::admin::SessionSummary;
 use tern_core::broker::mailbox::MailboxMessage;
 use tern_core::session::Delivery;
@@ -74,9 +75,13 @@ pub(crate) enum AdminOp {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SessionView {
     client_id: String,
-    /// The identity the session belongs to (`method:name`); absent for unverified clients.
+    /// The identity the session belongs to, as the log names it (`password:alice`,
+    /// `fleet-device:acme/d1`); absent for unverified clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
+    /// The same identity in its parts; absent for unverified clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<IdentityView>,
     connected: bool,
     /// 3, 4 or 5 (MQTT 3.1, 3.1.1, 5).
     protocol: u8,
@@ -86,6 +91,32 @@ pub(crate) struct SessionView {
     queued: usize,
     inflight: usize,
     dead: usize,
+}
+
+/// Who a session belongs to: how it was proved (`password`, `jwt`, `certificate`, `device`,
+/// `http`, `fleet-device`, `fleet-owner`), the owner (a device's), and the name.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct IdentityView {
+    method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    name: String,
+}
+
+impl IdentityView {
+    fn of(stored: &str) -> Option<Self> {
+        let (method, owner, name) = SessionOwner::parts_of(stored)?;
+        Some(Self {
+            method: method.to_owned(),
+            owner: (!owner.is_empty()).then(|| owner.to_owned()),
+            name: name.to_owned(),
+        })
+    }
+
+    /// As the log words an identity (`tern_core::auth::Identity::describe`).
+    fn described(&self) -> String {
+        tern_core::auth::describe(&self.method, self.owner.as_deref(), &self.name)
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -287,9 +318,11 @@ fn bans(broker: &mut Broker, now: Time, now_unix: u64) -> serde_json::Value {
 }
 
 pub(crate) fn view(summary: SessionSummary) -> SessionView {
+    let identity = summary.owner.as_deref().and_then(IdentityView::of);
     SessionView {
         client_id: summary.client_id,
-        owner: summary.owner,
+        owner: identity.as_ref().map(IdentityView::described),
+        identity,
         connected: summary.connected,
         protocol: summary.version.level(),
         expiry_secs: summary.expiry_secs,

@@ -97,6 +97,7 @@ use crate::publish::{BatchItem, Fields};
         crate::kv::Changes,
         crate::admin_ops::SessionDetailView,
         crate::admin_ops::SessionView,
+        crate::admin_ops::IdentityView,
         crate::admin_ops::SubscriptionView,
         crate::admin_ops::BanView,
         crate::admin::BanBody,

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use support::cli;
 use support::cluster::{
-    acknowledge, client, join, node_with, numbered, persistent, receive_until, send, WAIT,
+    acknowledge, client, join, node_with, node_with_env, numbered, persistent, receive_until, send,
+    WAIT,
 };
 use support::mqtt::RawClient;
 use support::nats::NatsServer;
@@ -140,6 +141,7 @@ fn a_thousand_messages_for_an_offline_session_reach_it_on_another_node_after_its
     }
     n1.kill();
     let killed_at = Instant::now();
+    // Logged once n2's core holds the session with its queue, its record written before any claim.
     assert!(
         n2.wait_for_log("adopted the session of \"away\"", WAIT),
         "n2 adopted the session"
@@ -157,6 +159,37 @@ fn a_thousand_messages_for_an_offline_session_reach_it_on_another_node_after_its
         reconnect_at.elapsed().as_secs_f64() * 1000.0
     );
     assert_eq!(got, (0..COUNT).collect::<Vec<_>>());
+    let extra = back.recv(Duration::from_millis(300)).unwrap();
+    assert!(extra.is_none(), "more than expected: {extra:?}");
+}
+
+/// A client resuming its session on the adopting node in the very moment the adoption settles
+/// (the node made to wait there until the client's claim is queued) finds the queue the
+/// adoption read back from the stream, each message once: the claim reads the session's record
+/// as the core wrote it, not as the adopter took it from the dead node.
+#[test]
+fn a_claim_as_an_adoption_settles_gets_each_message_once() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let n1 = node_with(&urls, "n1", 1, SHORT_LEASE);
+    let hook = [("TERN_CLUSTER_ADOPTION_WAITS_FOR_CLAIM", "1")];
+    let n2 = node_with_env(&urls, "n2", 1, SHORT_LEASE, &hook);
+    let (mut away, _) = join(n1.port, persistent("away", true, 100));
+    away.subscribe("bulk/#", QoS::AtLeastOnce).unwrap();
+    away.disconnect().unwrap();
+
+    let mut publisher = client(&n2, "publisher");
+    for n in 0..50 {
+        send(&mut publisher, "bulk/t", &n.to_string(), QoS::AtLeastOnce);
+    }
+    n1.kill();
+    assert!(
+        n2.wait_for_log("the adoption of \"away\" waits for a claim", WAIT),
+        "n2 is adopting the session"
+    );
+    let (mut back, present) = join(n2.port, persistent("away", false, 100));
+    assert!(present);
+    assert_eq!(numbers(&mut back, 50), (0..50).collect::<Vec<_>>());
     let extra = back.recv(Duration::from_millis(300)).unwrap();
     assert!(extra.is_none(), "more than expected: {extra:?}");
 }

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use support::cluster::{
-    client, expect_printed, join, mosquitto_sub, node, node_with, persistent, receive_until, Seen,
-    WAIT,
+    client, expect_printed, join, mosquitto_sub, node, node_with, node_with_env, persistent,
+    receive_until, Seen, WAIT,
 };
 use support::mqtt::{ack, pid, publish, RawClient};
 use support::nats::NatsServer;
@@ -219,14 +219,55 @@ fn a_qos2_subscriber_whose_node_died_gets_every_message_exactly_once_on_another_
     let (mut sub, present) = join(n3.port, persistent("sub", false, 4));
     assert!(present, "the session moved to n3");
     exchange(&mut publisher, "x/t", "20", 21);
-    // Until the last message's exchange is complete.
-    while receiver.delivered.last() != Some(&20) || !receiver.held.is_empty() {
-        let (answer, _) = receiver.take(next(&mut sub));
-        sub.send(&answer).unwrap();
-    }
+    complete(&mut receiver, &mut sub, 21);
     println!(
         "all 21 messages delivered on n3 {:.0} ms after n2 was killed",
         killed_at.elapsed().as_secs_f64() * 1000.0
     );
     assert_eq!(receiver.delivered, (0..=20).collect::<Vec<_>>());
+}
+
+/// Completes `receiver`'s exchanges on `sub` until it has had `count` messages and holds none.
+fn complete(receiver: &mut Receiver, sub: &mut RawClient, count: usize) {
+    while receiver.delivered.len() < count || !receiver.held.is_empty() {
+        let (answer, _) = receiver.take(next(sub));
+        sub.send(&answer).unwrap();
+    }
+}
+
+/// The records of completed QoS 2 deliveries leave the bucket once the session's cursor passes
+/// them: a persistent QoS 2 subscriber completes ten messages and leaves (its record written
+/// with its cursor past them), three more come while it is away; resuming, its node reads the
+/// three from the stream and no delivery record with them, and the client gets each once.
+#[test]
+fn completed_qos2_delivery_records_are_purged_once_the_cursor_passes_them() {
+    let nats = NatsServer::start();
+    let urls = [nats.url()];
+    let debug = [("RUST_LOG", "info,tern_cluster=debug")];
+    let n1 = node_with_env(&urls, "n1", 1, "", &debug);
+    let n2 = node(&urls, "n2", 1);
+    let (mut sub, _) = join(n1.port, persistent("sub", true, 4));
+    sub.subscribe("p/#", QoS::ExactlyOnce).unwrap();
+    let mut publisher = client(&n2, "publisher");
+    for n in 0..10u16 {
+        exchange(&mut publisher, "p/t", &n.to_string(), n + 1);
+    }
+    let mut receiver = Receiver::default();
+    complete(&mut receiver, &mut sub, 10);
+    sub.disconnect().unwrap();
+
+    for n in 10..13u16 {
+        exchange(&mut publisher, "p/t", &n.to_string(), n + 1);
+    }
+    let (mut sub, present) = join(n1.port, persistent("sub", false, 4));
+    assert!(present);
+    complete(&mut receiver, &mut sub, 13);
+    assert_eq!(receiver.delivered, (0..13).collect::<Vec<_>>());
+    let read = n1
+        .wait_for_log_line("QoS 2 delivery records of \"sub\"", WAIT)
+        .expect("the resume read the session's delivery records");
+    assert!(
+        read.contains("read 0 QoS 2 delivery records") && read.contains("with 3 messages"),
+        "{read}"
+    );
 }

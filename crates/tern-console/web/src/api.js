@@ -65,7 +65,7 @@ export function openEvents() {
   closeEvents();
   source = new EventSource('/v1/events');
   whenWatching(source, (live) => onLive(live));
-  for (const name of ['connected', 'disconnected', 'refused', 'access_request']) {
+  for (const name of ['connected', 'disconnected', 'refused', 'access_request', 'notification']) {
     source.addEventListener(name, (event) => {
       let data;
       try {

@@ -10,6 +10,7 @@ import { Topics } from './pages/topics.jsx';
 import { Sessions } from './pages/sessions.jsx';
 import { Access } from './pages/access.jsx';
 import { Fleet, Device } from './pages/fleet.jsx';
+import { Notifications } from './pages/notify.jsx';
 
 const PAGES = [
   ['overview', 'Overview'],
@@ -17,6 +18,7 @@ const PAGES = [
   ['sessions', 'Sessions'],
   ['access', 'Access requests'],
   ['fleet', 'Fleet'],
+  ['notifications', 'Notifications'],
 ];
 
 function useHash() {
@@ -84,6 +86,7 @@ function Shell({ session, onOut }) {
   else if (page === 'access') body = <Access />;
   else if (page === 'fleet' && rest.length) body = <Device udid={decodeURIComponent(rest.join('/'))} />;
   else if (page === 'fleet') body = <Fleet />;
+  else if (page === 'notifications') body = <Notifications />;
   else body = <Overview />;
   return (
     <>

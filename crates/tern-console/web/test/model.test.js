@@ -47,3 +47,25 @@ test('numbers and pretty-printing', () => {
   assert.equal(pretty('plain'), 'plain');
   assert.equal(pretty('42'), '42');
 });
+
+test('notifications are merged from the listing and the events, keeping what events omit', async () => {
+  const { merge, shownIn, deliveryOf } = await import('../src/notify.js');
+  const raised = { owner: 'acme', udid: 'd1', nid: 'door', direction: 'from_device', state: 'pending', created: 5, change: 'raised', expires_in: 60 };
+  let list = merge([], raised);
+  assert.deepEqual(list, [{ owner: 'acme', udid: 'd1', nid: 'door', direction: 'from_device', state: 'pending', created: 5 }]);
+  list = merge(list, { ...raised, udid: 'd2' });
+  list = merge(list, { ...raised, state: 'answered', response: true, delivered: false, change: 'answered' });
+  assert.equal(list.length, 2);
+  assert.equal(list[0].created, 5);
+  assert.equal(deliveryOf(list[0]), 'not delivered yet');
+  list = merge(list, { ...raised, state: 'answered', response: true, delivered: true, change: 'delivered' });
+  assert.equal(deliveryOf(list[0]), 'delivered');
+  // A listing's time of delivery is kept when an event says only that it was.
+  list = merge([{ ...list[0], delivered: 42 }], { ...raised, state: 'answered', delivered: true });
+  assert.equal(list[0].delivered, 42);
+  // An event older than the listing moves nothing back.
+  assert.equal(merge(list, raised), list);
+  assert.equal(merge(list, { ...raised, state: 'answered', delivered: false }).at(0).delivered, 42);
+  assert.deepEqual([shownIn(list[0], 'all'), shownIn(list[0], 'pending'), shownIn(list[0], 'answered')], [true, false, true]);
+  assert.equal(deliveryOf({ state: 'pending', direction: 'from_device' }), '');
+});

@@ -20,7 +20,8 @@ use crate::types::{SessionKey, SharedMessage, Time};
 pub struct SessionSummary {
     /// Its client identifier.
     pub client_id: String,
-    /// The identity it belongs to (`method:name`), `None` for an unverified one.
+    /// The identity it belongs to, as stored (`method NUL owner NUL name`, which
+    /// [`crate::auth::SessionOwner::parts_of`] splits), `None` for an unverified one.
     pub owner: Option<String>,
     /// Whether a connection is attached now.
     pub connected: bool,

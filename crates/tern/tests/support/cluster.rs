@@ -31,15 +31,27 @@ pub(crate) fn three_nodes(nats: &NatsServer) -> (Tern, Tern, Tern) {
 
 /// [`node`], with `extra` lines in its `[cluster]` section.
 pub(crate) fn node_with(urls: &[String], id: &str, replicas: usize, extra: &str) -> Tern {
+    node_with_env(urls, id, replicas, extra, &[])
+}
+
+/// [`node_with`], with `env` added to the node's environment.
+pub(crate) fn node_with_env(
+    urls: &[String],
+    id: &str,
+    replicas: usize,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Tern {
     let nats = urls
         .iter()
         .map(|url| format!("{url:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    Tern::start_with_config(&format!(
+    let config = format!(
         "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[cluster]\nnats = [{nats}]\nnode_id = \
          \"{id}\"\nreplicas = {replicas}\n{extra}\n"
-    ))
+    );
+    Tern::start_with_config_env(&config, env)
 }
 
 pub(crate) fn client(node: &Tern, id: &str) -> RawClient {

@@ -124,18 +124,23 @@ impl Tern {
     /// listener of the file must be a plain TCP one on a loopback address.
     #[allow(dead_code)] // Not every test file uses it.
     pub(crate) fn start_with_config(config: &str) -> Self {
+        Self::start_with_config_env(config, &[])
+    }
+
+    /// [`Tern::start_with_config`] with `env` added to the broker's environment.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_config_env(config: &str, env: &[(&str, &str)]) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("tern-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, config).expect("write the configuration");
         // State in memory only: tests never share (or leave behind) a data directory.
-        let tern = Self::start_with(&[
-            "serve",
-            "--config",
-            path.to_str().expect("UTF-8 path"),
-            "--durability",
-            "none",
-        ]);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command
+            .args(["serve", "--config", path.to_str().expect("UTF-8 path")])
+            .args(["--durability", "none"])
+            .envs(env.iter().copied());
+        let tern = Self::start_command(command);
         let _ = std::fs::remove_file(&path);
         tern
     }

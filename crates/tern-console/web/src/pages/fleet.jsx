@@ -2,6 +2,7 @@
 // change it without a reload), a filter, and one device's page.
 import { useEffect, useState } from 'preact/hooks';
 import { api, enc, onEvent } from '../api.js';
+import { DeviceNotifications } from './notify.jsx';
 
 function useLive(initial) {
   const [online, setOnline] = useState(initial);
@@ -109,6 +110,7 @@ export function Device({ udid }) {
           <button type="button" class="danger" onClick={() => confirm(`Delete ${udid} with its session?`) && change('DELETE', undefined, 'Deleted.')}>Delete</button>
         </div>
       )}
+      {device && <DeviceNotifications udid={udid} />}
     </section>
   );
 }

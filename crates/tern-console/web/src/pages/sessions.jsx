@@ -6,7 +6,6 @@ import { api, enc, onEvent, payloadText } from '../api.js';
 
 // An identity is worded `method:name`; a fleet name separates its parts with control
 // characters, shown as `/`.
-const shownOwner = (owner) => (owner || '').replace(/[\u0000-\u001f]+/g, '/');
 
 function Messages({ title, list }) {
   return (
@@ -73,7 +72,7 @@ export function Sessions() {
               <tr data-client={s.client_id}>
                 <th scope="row">{s.client_id}</th>
                 <td class={s.connected ? 'online' : 'offline'}>{s.connected ? 'connected' : 'away'}</td>
-                <td>{shownOwner(s.owner)}</td>
+                <td data-testid="owner">{s.owner || '–'}</td>
                 <td>{s.protocol === 5 ? '5' : s.protocol === 4 ? '3.1.1' : '3.1'}</td>
                 <td>{s.subscriptions}</td><td>{s.queued}</td><td>{s.inflight}</td><td>{s.dead}</td>
                 <td class="actions">
