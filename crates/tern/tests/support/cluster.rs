@@ -8,7 +8,7 @@ use tern_codec::{
 
 use super::cli::{self, Running};
 use super::mqtt::{publish, RawClient};
-use super::nats::NatsServer;
+use super::nats::{NatsCluster, NatsServer};
 use super::Tern;
 
 /// How long a test waits for anything that should come.
@@ -26,6 +26,17 @@ pub(crate) fn three_nodes(nats: &NatsServer) -> (Tern, Tern, Tern) {
         node(&urls, "n1", 1),
         node(&urls, "n2", 1),
         node(&urls, "n3", 1),
+    )
+}
+
+/// Nodes `n1`, `n2` and `n3`, each given every server of `cluster` and keeping three replicas
+/// of the stream and buckets, with `extra` lines in their `[cluster]` sections.
+pub(crate) fn replicated_nodes(cluster: &NatsCluster, extra: &str) -> (Tern, Tern, Tern) {
+    let urls = cluster.urls();
+    (
+        node_with(&urls, "n1", 3, extra),
+        node_with(&urls, "n2", 3, extra),
+        node_with(&urls, "n3", 3, extra),
     )
 }
 
