@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::cluster::replicated_nodes;
+use support::cluster::{expect_printed, mosquitto_pub, mosquitto_sub, replicated_nodes};
 use support::mqtt::{ack, publish, RawClient};
 use support::nats::NatsCluster;
 use support::Tern;
@@ -134,7 +134,7 @@ fn numbered(prefix: &str, count: usize) -> Vec<String> {
 }
 
 /// QoS 1 and QoS 2 from a client on one node reach subscribers on the two others once each,
-/// in order.
+/// in order; mosquitto_pub and mosquitto_sub do the same across nodes.
 #[test]
 fn qos1_and_qos2_cross_nodes_on_three_replicated_servers() {
     let cluster = NatsCluster::start(3);
@@ -143,6 +143,8 @@ fn qos1_and_qos2_cross_nodes_on_three_replicated_servers() {
     at_least.client.subscribe("r/#", QoS::AtLeastOnce).unwrap();
     let mut exactly = Peer::connect(n3.port, "exactly");
     exactly.client.subscribe("r/#", QoS::ExactlyOnce).unwrap();
+    let (mut sub, granted) = mosquitto_sub(n2.port, QoS::ExactlyOnce, &["m/#"]);
+    assert!(granted.ends_with(": 2"), "QoS 2 granted: {granted}");
     let mut publisher = Peer::connect(n1.port, "publisher");
     for n in 0..10 {
         publisher.send("r/one", &format!("a{n}"), QoS::AtLeastOnce);
@@ -153,6 +155,16 @@ fn qos1_and_qos2_cross_nodes_on_three_replicated_servers() {
         assert_eq!(with_prefix(&peer.got, "a"), numbered("a", 10));
         assert_eq!(with_prefix(&peer.got, "b"), numbered("b", 10));
     }
+    let topics = ["m/1.x", "m/2 *"];
+    for (n, (topic, qos)) in topics
+        .iter()
+        .zip([QoS::AtLeastOnce, QoS::ExactlyOnce])
+        .enumerate()
+    {
+        mosquitto_pub(n3.port, qos, topic, &format!("m{n}"));
+    }
+    expect_printed(&mut sub, &topics);
+    sub.kill();
 }
 
 /// What a publisher saw while a server failed: how many messages it published at each QoS,

@@ -194,6 +194,17 @@ pub(crate) fn mosquitto_sub(port: u16, qos: QoS, filters: &[&str]) -> (Running, 
     }
 }
 
+/// Publishes `payload` to `topic` at `qos` with mosquitto_pub (MQTT 5) on the node on `port`.
+pub(crate) fn mosquitto_pub(port: u16, qos: QoS, topic: &str, payload: &str) {
+    let (port, qos) = (port.to_string(), (qos as u8).to_string());
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", &qos])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success(), "mosquitto_pub to {topic:?}");
+}
+
 /// Expects `sub` (from [`mosquitto_sub`]) to print next, as `topic payload`, one message on
 /// each of `topics` in order, the n-th with payload `m<n>`.
 pub(crate) fn expect_printed(sub: &mut Running, topics: &[&str]) {
