@@ -41,23 +41,28 @@ def tern_bin() -> str:
 
 class Fleet:
     """A broker with an operator token, owners `acme` and `globex` with console passwords,
-    devices acme/d1, acme/d2 and globex/g1 with MQTT passwords, and a password-file user `d1`."""
+    devices acme/d1, acme/d2 and globex/g1 with MQTT passwords, and a password-file user `d1`
+    (and any `users` given, their names as passwords); `acl` are its rules."""
 
     # Password users get their own corner; fleet identities are not ruled by it.
     ACL: list[dict] = [{"topic": "users/%u/#"}]
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, acl: Optional[list] = None, users: tuple = ()):
         self.data = workdir / "tern-data"
         self.token = self.run("token", "add", "root", "--data-dir", str(self.data),
                               "--scope", "read", "--scope", "write", "--scope", "keys").strip()
-        done = subprocess.run([tern_bin(), "passwd", str(workdir / "passwd"), "d1"],
-                              input="user-pw\n", capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
+        for user, password in [("d1", "user-pw"), *((u, u) for u in users)]:
+            done = subprocess.run([tern_bin(), "passwd", str(workdir / "passwd"), user],
+                                  input=f"{password}\n", capture_output=True, text=True,
+                                  timeout=30)
+            assert done.returncode == 0, done.stderr
         options = {
             "auth": {"default": {"password_file": "passwd"}},
-            "acl": self.ACL,
+            "acl": self.ACL if acl is None else acl,
             "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 0},
         }
+        if not options["acl"]:
+            del options["acl"]  # No rules at all: an open broker.
         self.broker = HttpBroker("tern", workdir, options)
         self.start()
         self.clients = Clients(self.broker)

@@ -248,10 +248,11 @@ def test_a_device_seen_over_http_counts_as_seen(fleet: Consoles):
     before = fleet.get("/v1/fleet/devices/k1", "acme")
     assert "status" not in before
     http = Device(fleet.broker.http_url, "d:k1", key["secret"])
-    # Seen whether or not the rules let it publish there (the broker's rules give an HTTP key
-    # nothing here): a signed request that verified is the device, alive.
-    refused = http.publish("/acme/k1/status", b'{"t":1}')
+    # Seen whether or not it may publish there (its key makes it the device, whose namespace
+    # is its own channel and status): a signed request that verified is the device, alive.
+    refused = http.publish("/acme/d1/status", b'{"t":1}')
     assert (refused.status, refused.json()["error"]["code"]) == (403, "acl_denied")
+    assert http.publish("/acme/k1/status", b'{"t":1}').status == 200
     status = fleet.get("/v1/fleet/devices/k1", "acme")["status"]
     assert status["last_seen_http"] >= before["created"]
     assert status["last_seen"] == status["last_seen_http"] and not status["online"]

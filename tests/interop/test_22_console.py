@@ -85,6 +85,17 @@ class Console:
         # From here on the page's event stream misses nothing.
         expect(self.page.get_by_test_id("events-state")).to_have_text("live")
 
+    def login_with_new_token(self, name: str, *args: str) -> None:
+        """Makes the token `name` (`tern token add NAME ARGS`), waits for the broker to read it,
+        and logs in with it from the login form."""
+        self.broker.mark()
+        token = tern("token", "add", name, *args, "--data-dir", str(self.data))
+        self.broker.wait_for_output(r"operator tokens reloaded")
+        self.page.goto(self.broker.http_url + "/")
+        self.page.get_by_label("Operator token").fill(token.strip())
+        self.page.get_by_role("button", name="Log in").click()
+        expect(self.page.get_by_role("banner")).to_contain_text(name)
+
     def go(self, page: str) -> None:
         self.page.get_by_role("link", name=page, exact=True).click()
 
@@ -159,17 +170,36 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     device.connect()
     # The event stream changes the row: no reload.
     expect(row.get_by_test_id("state")).to_have_text("online")
-    page.get_by_label("Filter").fill("esp32")
+    # The filters are the server's: a platform, then the connected ones, then a search.
+    page.get_by_label("Platform").fill("esp32")
     expect(page.locator("tbody tr")).to_have_count(1)
+    page.get_by_label("Platform").fill("")
+    page.get_by_label("State").select_option("online")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.locator("tbody tr[data-udid='d1']")).to_have_count(1)
+    page.get_by_label("State").select_option("all")
+    page.get_by_label("Search").fill("D2")
+    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.locator("tbody tr[data-udid='d2']")).to_have_count(1)
+    page.get_by_label("Search").fill("")
+    expect(page.locator("tbody tr")).to_have_count(2)
     console.screenshot("fleet")
+    device.publish("/acme/d1/status", b'{"status":"ok"}', qos=1)
     device.disconnect()
     expect(row.get_by_test_id("state")).to_have_text("offline")
-    # A device's page: its registration, and its state live there too.
+    # A device's page: its registration, its status history, messages and session, and its
+    # state live there too.
     row.get_by_role("link", name="d1").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("d1")
     facts = page.locator("dl.facts")
     expect(facts).to_contain_text("acme")
     expect(facts).to_contain_text("1.7.24")
+    expect(page.get_by_test_id("messages")).to_have_text("1 in, 0 out")
+    expect(page.get_by_test_id("last-seen")).not_to_have_text("never")
+    history = page.get_by_test_id("history").locator("li")
+    expect(history).to_have_count(2)
+    expect(history.first).to_contain_text("offline")
+    expect(page.get_by_test_id("session")).to_have_text("none")
     device = console.clients.paho("d1", version=4)
     device.client.username_pw_set("acme", "d1-pw")
     device.connect()
@@ -458,18 +488,22 @@ def test_load_times_with_ten_thousand_devices(tmp_path: Path, chromium: Any):
         overview = time.monotonic() - started
         started = time.monotonic()
         console.go("Fleet")
-        expect(page.get_by_text("10000 of 10000 device(s)")).to_be_visible()
-        expect(page.locator("tbody tr")).to_have_count(500)
+        expect(page.get_by_test_id("fleet-count")).to_have_text("100 device(s), more to list")
+        expect(page.locator("tbody tr")).to_have_count(100)
         fleet = time.monotonic() - started
+        # "More" brings the next page, after the first.
+        page.get_by_role("button", name="More").click()
+        expect(page.locator("tbody tr")).to_have_count(200)
+        expect(page.locator("tbody tr").nth(100)).to_have_attribute("data-udid", "dev00100")
         started = time.monotonic()
-        page.get_by_label("Filter").fill("dev09999")
+        page.get_by_label("Search").fill("dev09999")
         expect(page.locator("tbody tr")).to_have_count(1)
         filtered = time.monotonic() - started
-        listed = json.dumps(console.call("GET", "/v1/admin/devices", bearer)[1],
+        listed = json.dumps(console.call("GET", "/v1/fleet/devices", bearer)[1],
                             separators=(",", ":"))
         print(f"\nconsole with 10,000 devices: overview {overview * 1000:.0f} ms (login link to "
-              f"figures shown), fleet page {fleet * 1000:.0f} ms, filter {filtered * 1000:.0f} ms; "
-              f"the device list is {len(listed) / 1e6:.2f} MB")
+              f"figures shown), fleet page {fleet * 1000:.0f} ms, search {filtered * 1000:.0f} ms; "
+              f"a page of the device list is {len(listed) / 1e3:.1f} kB")
     finally:
         console.close()
 
@@ -511,15 +545,9 @@ def test_a_narrower_token_sees_and_does_only_what_it_may(console: Console, names
         client = console.clients.paho(client_id, version=4, clean=False)
         client.connect()
         client.disconnect()
-    console.broker.mark()
-    token = tern("token", "add", "acme-ro", "--scope", "read", "--scope", "events",
-                 "--clients", "acme-", "--topic", "acme/#", "--data-dir", str(console.data))
-    console.broker.wait_for_output(r"operator tokens reloaded")
+    console.login_with_new_token("acme-ro", "--scope", "read", "--scope", "events",
+                                 "--clients", "acme-", "--topic", "acme/#")
     page = console.page
-    page.goto(console.broker.http_url + "/")
-    page.get_by_label("Operator token").fill(token.strip())
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("banner")).to_contain_text("acme-ro")
     # No metrics scope: the overview says so rather than show nothing.
     expect(page.get_by_role("alert")).to_contain_text("lacks the metrics scope")
     console.go("Topics")
@@ -532,3 +560,62 @@ def test_a_narrower_token_sees_and_does_only_what_it_may(console: Console, names
     console.go("Sessions")
     expect(page.locator("tr[data-client='acme-1']")).to_be_visible()
     expect(page.locator("tr[data-client='zzz-2']")).to_have_count(0)
+
+
+def test_an_owner_sees_only_its_own_fleet(console: Console):
+    """An owner logs in with its owner-bound token as with any token; the other owner's
+    device, its page, its notifications and its API are refused or absent from there."""
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.tern_device("add", "globex", "g1", "--password", stdin="g1-pw\n")
+    # A notification of globex's device, pending.
+    other = console.clients.paho("g1", version=4)
+    other.client.username_pw_set("globex", "g1-pw")
+    other.connect()
+    other.publish("/globex/g1/status",
+                  json.dumps({"notification": {"body": "Globex only", "nid": "secret"}}).encode(),
+                  qos=1)
+    bearer = {"authorization": f"Bearer {console.token}"}
+
+    def pending_of_globex() -> list[str]:
+        status, body = console.call("GET", "/v1/fleet/notifications?udid=g1", bearer)
+        assert status == 200
+        return [n["nid"] for n in body["notifications"]]
+
+    # The publish is acknowledged: the notification is held.
+    assert pending_of_globex() == ["secret"]
+    # The same login as any token's.
+    console.login_with_new_token("acme-console", "--owner", "acme", "--scope", "read",
+                                 "--scope", "write", "--scope", "events")
+    page = console.page
+    expect(page.get_by_role("banner").get_by_test_id("owner")).to_have_text("acme")
+    console.go("Fleet")
+    expect(page.locator("tr[data-udid='d1']")).to_be_visible()
+    expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
+    expect(page.locator("tr[data-udid='g1']")).to_have_count(0)
+    # Naming the other owner in the filter is refused, not answered with its devices.
+    page.get_by_label("Owner").fill("globex")
+    expect(page.get_by_role("alert")).to_contain_text("outside the token's realm")
+    expect(page.locator("tbody tr")).to_have_count(0)
+    console.screenshot("fleet-owner")
+    # The other owner's device page, by its URL: absent.
+    page.goto(console.broker.http_url + "/#/fleet/g1")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("g1")
+    expect(page.get_by_role("main").get_by_role("status")).to_contain_text('no device "g1"')
+    expect(page.locator("dl.facts")).to_have_count(0)
+    # Its notifications: none listed, in any state.
+    console.go("Notifications")
+    page.get_by_label("Show").select_option("all")
+    expect(page.get_by_test_id("pending-count")).to_have_text("0 pending")
+    expect(page.locator("li[data-nid='secret']")).to_have_count(0)
+    # A fetch from the page itself, with the session's cookie: refused.
+    fetched = page.evaluate("""async () => {
+        const of = async (path) => (await fetch(path, {credentials: 'same-origin'})).status;
+        return [await of('/v1/fleet/devices/g1'), await of('/v1/fleet/devices?owner=globex'),
+                await of('/v1/fleet/notifications?udid=g1'), await of('/v1/fleet/devices/d1')];
+    }""")
+    assert fetched[:2] == [404, 403] and fetched[3] == 200, fetched
+    listed = page.evaluate("""async () => {
+        const r = await fetch('/v1/fleet/notifications?udid=g1');
+        return [r.status, r.ok ? (await r.json()).notifications.length : -1];
+    }""")
+    assert listed[0] in (403, 404) or listed == [200, 0], listed

@@ -112,6 +112,10 @@ struct CompiledRule {
 pub struct CompiledAcl {
     rules: Vec<CompiledRule>,
     restriction: Option<Vec<Vec<Level>>>,
+    /// Whether the rules are configured ones (or a fleet identity's), which decide about the
+    /// device fleet's namespaces; without, only a credential's restriction narrows an open
+    /// broker, and the fleet's namespaces stay closed to the client.
+    configured: bool,
 }
 
 impl CompiledAcl {
@@ -127,6 +131,7 @@ impl CompiledAcl {
         Self {
             rules,
             restriction: None,
+            configured: true,
         }
     }
 }
@@ -164,6 +169,10 @@ impl Permissions for CompiledAcl {
             }
         }
         false
+    }
+
+    fn opens_fleet(&self) -> bool {
+        self.configured
     }
 }
 
@@ -253,7 +262,11 @@ impl Acl {
             .topics
             .as_ref()
             .map(|filters| filters.iter().map(|f| parse(f)).collect());
-        CompiledAcl { rules, restriction }
+        CompiledAcl {
+            rules,
+            restriction,
+            configured: self.enabled,
+        }
     }
 }
 
@@ -529,5 +542,9 @@ mod tests {
         assert!(!p.allows(Access::Publish, "commands/x"));
         assert!(p.allows(Access::Subscribe, "telemetry/+"));
         assert!(!p.allows(Access::Subscribe, "#"));
+        // A restriction narrows an open broker: it opens nothing of the device fleet.
+        assert!(!p.opens_fleet());
+        let rules = self::acl(vec![rule(Action::Allow, RuleAccess::Both, "#", None)]);
+        assert!(rules.compile("c", &token).opens_fleet());
     }
 }

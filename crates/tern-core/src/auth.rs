@@ -163,6 +163,18 @@ impl SessionOwner {
             .is_some_and(|key| key.starts_with("http\0"))
     }
 
+    /// Whether the session belongs to an identity of the device fleet.
+    pub fn is_fleet(&self) -> bool {
+        self.0.as_deref().is_some_and(|key| {
+            [Method::FleetDevice, Method::FleetOwner]
+                .iter()
+                .any(|method| {
+                    key.strip_prefix(method.as_str())
+                        .is_some_and(|rest| rest.starts_with('\0'))
+                })
+        })
+    }
+
     /// The stored form: `None` for unverified, `""` for unknown, the key otherwise.
     pub fn as_stored(&self) -> Option<&str> {
         self.0.as_deref()

@@ -37,6 +37,14 @@ pub trait Permissions: fmt::Debug {
     /// Whether the client may publish to `topic` (a topic name), or subscribe with `topic` (a
     /// topic filter, without any `$share/group/` prefix).
     fn allows(&self, access: Access, topic: &str) -> bool;
+
+    /// Whether these permissions may open the device fleet's namespaces to a client that is
+    /// not of the fleet: true for rules an operator configured, which then decide as anywhere
+    /// else; false for permissions that only narrow an open broker (a credential's own topic
+    /// restriction), under which the fleet's namespaces stay closed to such a client.
+    fn opens_fleet(&self) -> bool {
+        true
+    }
 }
 
 /// Compiles a connection's [`Permissions`].

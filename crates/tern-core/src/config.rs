@@ -180,6 +180,9 @@ pub struct Config {
     /// Queue limits of mailboxes by client identifier (`[[http.mailbox_class]]`); a mailbox
     /// of no class has the session limits of [`Limits`].
     pub mailbox_classes: Vec<crate::mailbox::MailboxClass>,
+    /// Wall-clock milliseconds since the Unix epoch at the broker's `Time` zero, for the
+    /// timestamps it writes into payloads (the fleet's registration answers); 0 if unknown.
+    pub wall_clock_epoch_ms: u64,
 }
 
 /// What happens when a client connects with the client identifier of a session that another

@@ -10,6 +10,7 @@ use std::ops::Bound;
 
 use tern_codec::ProtocolVersion;
 
+use crate::firmware::{Catalogue, Registration};
 use crate::types::Time;
 
 /// Connects within a minute past which a device is flagged as flapping.
@@ -184,6 +185,9 @@ pub struct Registry {
     devices: BTreeMap<String, Device>,
     owners: BTreeMap<String, Owner>,
     status: HashMap<String, DeviceStatus>,
+    registrations: HashMap<String, Registration>,
+    /// The firmware releases offered at registration.
+    pub(crate) catalogue: Catalogue,
     /// The devices' actionable notifications (`broker/fleet_notify.rs`).
     pub(crate) notifications: crate::fleet_notify::Notifications,
 }
@@ -195,7 +199,21 @@ impl Registry {
             owners: owners.into_iter().map(|o| (o.id.clone(), o)).collect(),
             devices: devices.into_iter().map(|d| (d.udid.clone(), d)).collect(),
             status: HashMap::new(),
+            registrations: HashMap::new(),
+            catalogue: Catalogue::default(),
             notifications: Default::default(),
+        }
+    }
+
+    /// A device's last registration.
+    pub fn registration(&self, udid: &str) -> Option<&Registration> {
+        self.registrations.get(udid)
+    }
+
+    /// Records a device's registration (of a device that is registered).
+    pub(crate) fn set_registration(&mut self, udid: &str, registration: Registration) {
+        if self.devices.contains_key(udid) {
+            self.registrations.insert(udid.to_owned(), registration);
         }
     }
 
@@ -240,6 +258,11 @@ impl Registry {
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.devices.len()
+    }
+
+    /// Whether there is no owner (and so no namespace closed to anyone).
+    pub fn owners_empty(&self) -> bool {
+        self.owners.is_empty()
     }
 
     /// Whether there is no device.
@@ -320,6 +343,16 @@ impl Registry {
             })
     }
 
+    /// Whether `topic` (a topic name, or a filter whose owner level is not a wildcard) lies in
+    /// the namespace of a registered owner: under its root or among the broker's events about
+    /// it. One lookup of the owner level, whatever the number of owners.
+    pub fn closes(&self, topics: &FleetTopics, topic: &str) -> bool {
+        !self.owners.is_empty()
+            && topics
+                .owner_level(topic)
+                .is_some_and(|owner| self.owners.contains_key(owner))
+    }
+
     /// Counts a PUBLISH packet a connected device sent (`inbound`) or was sent.
     pub(crate) fn count_message(&mut self, udid: &str, inbound: bool) {
         if let Some(status) = self.status.get_mut(udid) {
@@ -333,6 +366,7 @@ impl Registry {
     /// Removes a device.
     pub(crate) fn remove(&mut self, udid: &str) -> Result<Device, FleetError> {
         self.status.remove(udid);
+        self.registrations.remove(udid);
         self.devices
             .remove(udid)
             .ok_or_else(|| FleetError::NoDevice(udid.to_owned()))
@@ -405,6 +439,16 @@ impl FleetTopics {
     /// The filter an owner may publish to and subscribe with: everything of its fleet.
     pub fn owner_filter(&self, owner: &str) -> String {
         format!("{}{owner}/#", self.prefix)
+    }
+
+    /// The level of `topic` where an owner's id stands, if `topic` is laid out as the fleet's
+    /// (`PREFIX<owner>/...`, or the broker's events `$events/<owner>/...`).
+    pub fn owner_level<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = match topic.strip_prefix("$events/") {
+            Some(rest) => rest,
+            None => topic.strip_prefix(self.prefix.as_str())?,
+        };
+        rest.split('/').next()
     }
 
     /// The filter of the broker's events about an owner's devices, which the owner may

@@ -31,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod firmware;
 pub mod fleet;
 pub mod fleet_notify;
 pub mod guard;

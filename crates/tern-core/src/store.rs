@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use tern_codec::{MqttString, PacketId, TopicFilter, TopicName};
 
 use crate::auth::SessionOwner;
+use crate::firmware::{Registration, Release};
 use crate::fleet::{Device, Owner};
 use crate::fleet_notify::Notification;
 use crate::guard::{GuardKey, GuardRecord};
@@ -111,6 +112,12 @@ pub enum StoreOp {
     FleetDeviceRemove(String),
     /// A fleet owner was recorded or changed.
     FleetOwnerSet(Owner),
+    /// A fleet device registered (its udid, and what it said); deleting the device deletes it.
+    FleetRegistrationSet(String, Registration),
+    /// A firmware release was added to the catalogue.
+    FirmwareSet(Release),
+    /// A firmware release was deleted (by id).
+    FirmwareRemove(String),
     /// An actionable notification was raised or changed.
     FleetNotifySet(Notification),
     /// A finished notification (or one of a deleted device) is forgotten.
@@ -157,6 +164,10 @@ pub struct Snapshot {
     pub fleet_owners: Vec<Owner>,
     /// The fleet's devices.
     pub fleet_devices: Vec<Device>,
+    /// The fleet's devices' last registrations, by udid.
+    pub fleet_registrations: Vec<(String, Registration)>,
+    /// The firmware catalogue's releases.
+    pub firmware: Vec<Release>,
     /// The devices' actionable notifications.
     pub fleet_notifications: Vec<Notification>,
     /// The messages kept in topics' history, in any order.
@@ -187,6 +198,8 @@ pub struct MemoryStore {
     guard: HashMap<GuardKey, GuardRecord>,
     fleet_owners: HashMap<String, Owner>,
     fleet_devices: HashMap<String, Device>,
+    fleet_registrations: HashMap<String, Registration>,
+    firmware: HashMap<String, Release>,
     fleet_notifications: HashMap<(String, String), Notification>,
     history: HashMap<(TopicName, u64), Kept>,
     kv_horizon: u64,
@@ -284,6 +297,17 @@ impl Store for MemoryStore {
                 }
                 StoreOp::FleetDeviceRemove(udid) => {
                     self.fleet_devices.remove(udid);
+                    self.fleet_registrations.remove(udid);
+                }
+                StoreOp::FleetRegistrationSet(udid, registration) => {
+                    self.fleet_registrations
+                        .insert(udid.clone(), registration.clone());
+                }
+                StoreOp::FirmwareSet(release) => {
+                    self.firmware.insert(release.id.clone(), release.clone());
+                }
+                StoreOp::FirmwareRemove(id) => {
+                    self.firmware.remove(id);
                 }
                 StoreOp::FleetOwnerSet(owner) => {
                     self.fleet_owners.insert(owner.id.clone(), owner.clone());
@@ -328,6 +352,12 @@ impl Store for MemoryStore {
             guard,
             fleet_owners: self.fleet_owners.values().cloned().collect(),
             fleet_devices: self.fleet_devices.values().cloned().collect(),
+            fleet_registrations: self
+                .fleet_registrations
+                .iter()
+                .map(|(udid, r)| (udid.clone(), r.clone()))
+                .collect(),
+            firmware: self.firmware.values().cloned().collect(),
             fleet_notifications: self.fleet_notifications.values().cloned().collect(),
             history,
             kv_horizon: self.kv_horizon,

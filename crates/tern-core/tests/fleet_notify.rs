@@ -29,6 +29,8 @@ fn config() -> Config {
 fn fleet(version: tern_codec::ProtocolVersion) -> (TestBroker, TestClient, TestClient) {
     let mut t = TestBroker::with_config(config());
     t.broker.set_authenticator(Box::new(AsFleet));
+    // The console is granted the fleet by rule.
+    t.broker.set_authorizer(Box::new(RulesAllowingAll));
     t.broker.fleet_add(device("acme", "d1")).expect("added");
     t.broker.fleet_add(device("globex", "g1")).expect("added");
     let console = t.connect("console", V5, Opts::new());
@@ -339,6 +341,7 @@ fn notifications_and_their_answers_survive_a_restart() {
     store.apply(&ops).expect("memory store applies");
     t.broker = Broker::restore(config(), t.now, store.load().expect("loads"));
     t.broker.set_authenticator(Box::new(AsFleet));
+    t.broker.set_authorizer(Box::new(RulesAllowingAll));
     assert_eq!(ids(&t, NotifyState::Pending), ["door"]);
     assert_eq!(ids(&t, NotifyState::Answered), ["gate"]);
     // The answer queued before the restart reaches the device, and is marked delivered.

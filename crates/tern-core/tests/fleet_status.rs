@@ -37,6 +37,8 @@ fn fleet() -> (TestBroker, TestClient) {
         ..Config::default()
     });
     t.broker.set_authenticator(Box::new(AsFleet));
+    // The console is granted the fleet by rule.
+    t.broker.set_authorizer(Box::new(RulesAllowingAll));
     t.broker.fleet_add(device("acme", "d1")).expect("added");
     let console = t.connect("console", V5, Opts::new());
     t.subscribe(&console, "$events/acme/#", Q1);

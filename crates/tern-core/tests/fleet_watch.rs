@@ -16,6 +16,8 @@ fn fleet() -> TestBroker {
         ..Config::default()
     });
     t.broker.set_authenticator(Box::new(AsFleet));
+    // The console is granted the fleet by rule.
+    t.broker.set_authorizer(Box::new(RulesAllowingAll));
     t
 }
 

@@ -178,6 +178,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .route("/v1/admin/banned/{*client_id}", delete(unban))
         .merge(crate::admin_keys::routes())
         .merge(crate::admin_fleet::routes())
+        .merge(crate::admin_firmware::routes())
         .merge(crate::fleet_api::routes())
         .merge(crate::fleet_notify::routes())
 }

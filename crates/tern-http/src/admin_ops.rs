@@ -64,6 +64,8 @@ pub(crate) enum AdminOp {
     Fleet(Realm, crate::admin_fleet::FleetOp),
     /// Read the fleet as `/v1/fleet` shows it, within a realm.
     FleetQuery(Realm, crate::fleet_api::FleetQuery),
+    /// Look at or change the firmware catalogue.
+    Firmware(crate::admin_firmware::FirmwareOp),
     /// Publish a message as an operator (the console's publish form).
     Publish(crate::console_publish::OperatorPublish),
     /// Look at or answer the fleet's actionable notifications.
@@ -294,6 +296,7 @@ pub(crate) fn apply(
         AdminOp::FleetQuery(realm, query) => {
             crate::fleet_api::apply(broker, realm, query, now, now_unix)
         }
+        AdminOp::Firmware(op) => crate::admin_firmware::apply(broker, op, now_unix),
         AdminOp::Publish(publish) => crate::console_publish::apply(broker, edge, publish, now),
         AdminOp::Notify(op) => crate::fleet_notify::apply(broker, op, now, now_unix),
     }

@@ -76,7 +76,11 @@ pub(crate) fn apply(
         username: Some(format!("operator:{}", publish.operator)),
         ..Identity::default()
     };
-    let client = broker.request_client(edge, client_id, identity, None);
+    // The token's topics, checked above, say where the operator may publish: the fleet's
+    // namespaces too.
+    let client = broker
+        .request_client(edge, client_id, identity, None)
+        .opened_to_fleet();
     let items = std::slice::from_ref(&publish.item);
     let results = crate::sync::publish_items(broker, &client, items, false, now);
     published(&results, false, false)

@@ -23,6 +23,7 @@
 
 mod access;
 mod admin;
+mod admin_firmware;
 mod admin_fleet;
 mod admin_keys;
 mod admin_ops;

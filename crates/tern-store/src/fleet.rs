@@ -1,15 +1,19 @@
 //! The byte layout of the fleet registry's records (partition `fleet`, format version 6; see
-//! docs/design/store-format.md): owners and their devices.
+//! docs/design/store-format.md): owners and their devices, and (format 7) the devices' last
+//! registrations.
 //!
-//! Key: `[kind u8][id]` (kind 0: an owner, by its id; 1: a device, by its udid). A *string* is
+//! Key: `[kind u8][id]` (kind 0: an owner, by its id; 1: a device, by its udid; 2: a device's
+//! registration, by its udid). A *string* is
 //! `[len u16][UTF-8]`. Owner: `[created u64][has password u8]` then, with one, the password's
 //! argon2id PHC string. Device: owner, alias, platform, firmware (strings), `[tag count u16]`
 //! and the tags (strings), `[created u64][disabled u8][credential kind u8]` then the
 //! credential's string (kind 0: the password's PHC string; 1: an HTTP key, empty; 2: a
-//! certificate CN). Times are Unix seconds.
+//! certificate CN). Registration: mac, firmware, version, commit (strings), `[registered
+//! u64]`. Times are Unix seconds.
 
 use bytes::{Buf, BufMut, BytesMut};
 use fjall::{Batch, PartitionHandle};
+use tern_core::firmware::Registration;
 use tern_core::fleet::{Device, DeviceCredential, Owner};
 use tern_core::{Snapshot, StoreOp};
 
@@ -27,7 +31,15 @@ pub(crate) fn write(
         StoreOp::FleetDeviceSet(device) => {
             batch.insert(fleet, device_key(&device.udid), encode_device(device)?)
         }
-        StoreOp::FleetDeviceRemove(udid) => batch.remove(fleet, device_key(udid)),
+        StoreOp::FleetDeviceRemove(udid) => {
+            batch.remove(fleet, device_key(udid));
+            batch.remove(fleet, key(REGISTRATION, udid));
+        }
+        StoreOp::FleetRegistrationSet(udid, registration) => batch.insert(
+            fleet,
+            key(REGISTRATION, udid),
+            encode_registration(registration)?,
+        ),
         StoreOp::FleetOwnerSet(owner) => {
             batch.insert(fleet, owner_key(&owner.id), encode_owner(owner)?)
         }
@@ -57,6 +69,9 @@ impl DiskStore {
                         tracing::info!("loading the fleet registry: {loaded} devices");
                     }
                 }
+                Ok(FleetRecord::Registration(udid, registration)) => {
+                    snapshot.fleet_registrations.push((udid, registration))
+                }
                 Err(e) => drop_record(&mut self.salvage, dropped, &self.fleet, key, e)?,
             }
             progress.tick();
@@ -78,6 +93,7 @@ const PROGRESS_DEVICES: usize = 25_000;
 
 const OWNER: u8 = 0;
 const DEVICE: u8 = 1;
+const REGISTRATION: u8 = 2;
 
 /// A record of the `fleet` partition.
 pub(crate) enum FleetRecord {
@@ -85,6 +101,8 @@ pub(crate) enum FleetRecord {
     Owner(Owner),
     /// A device.
     Device(Device),
+    /// A device's last registration, by its udid.
+    Registration(String, Registration),
 }
 
 /// The key of an owner's record.
@@ -122,6 +140,21 @@ pub(crate) fn encode_owner(owner: &Owner) -> Result<Vec<u8>, RecordError> {
         }
         None => buf.put_u8(0),
     }
+    Ok(buf.to_vec())
+}
+
+/// A registration's value.
+fn encode_registration(registration: &Registration) -> Result<Vec<u8>, RecordError> {
+    let mut buf = BytesMut::with_capacity(64);
+    for text in [
+        &registration.mac,
+        &registration.firmware,
+        &registration.version,
+        &registration.commit,
+    ] {
+        put_str(&mut buf, text)?;
+    }
+    buf.put_u64(registration.registered_unix);
     Ok(buf.to_vec())
 }
 
@@ -209,6 +242,16 @@ pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<FleetRecord, RecordErro
                 credential,
             })
         }
+        REGISTRATION => FleetRecord::Registration(
+            id,
+            Registration {
+                mac: get_str(&mut value)?,
+                firmware: get_str(&mut value)?,
+                version: get_str(&mut value)?,
+                commit: get_str(&mut value)?,
+                registered_unix: get_u64(&mut value)?,
+            },
+        ),
         _ => return Err(RecordError::corrupt("unknown fleet record kind")),
     };
     if !value.is_empty() {

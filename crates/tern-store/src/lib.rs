@@ -16,6 +16,7 @@
 //!   logging, what is found.
 
 mod commit;
+mod firmware;
 mod fleet;
 mod fleet_notify;
 mod guard;
@@ -42,7 +43,7 @@ use tracing::info;
 use commit::MarkerFile;
 pub use layout::BESIDE_THE_STORE;
 use meta::Format;
-use record::RecordError;
+use record::{delivery_key, incoming_key, RecordError};
 use salvage::{drop_record, Progress, Salvage};
 pub use tern_core::record::WallClock;
 
@@ -51,7 +52,7 @@ pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build converts at open: version 1 session records name no owner;
 /// stores before version 3 have no `guard` partition; session records before version 4 do not
 /// keep the next sequence number; stores before version 5 have no `history` partition,
-/// before version 6 no `fleet` partition, and before 7 no `notify` partition.
+/// before version 6 no `fleet` partition, and before 7 no `firmware` or `notify` partition.
 const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Key of the format version in the `meta` partition.
 const FORMAT_KEY: &[u8] = b"format";
@@ -67,11 +68,13 @@ const GUARD_PARTITION: &str = "guard";
 const HISTORY_PARTITION: &str = "history";
 /// The partition of the device fleet's registry (format version 6).
 const FLEET_PARTITION: &str = "fleet";
+/// The partition of the fleet's firmware catalogue (format version 7).
+const FIRMWARE_PARTITION: &str = "firmware";
 /// The partition of the fleet's actionable notifications (format version 7).
 const NOTIFY_PARTITION: &str = "notify";
 /// The partitions, in the order a new store makes them: `meta` last, so that a store whose
 /// `meta` exists was made whole (see `layout`).
-const PARTITIONS: [&str; 10] = [
+const PARTITIONS: [&str; 11] = [
     "retained",
     "sessions",
     "deliveries",
@@ -80,15 +83,17 @@ const PARTITIONS: [&str; 10] = [
     GUARD_PARTITION,
     HISTORY_PARTITION,
     FLEET_PARTITION,
+    FIRMWARE_PARTITION,
     NOTIFY_PARTITION,
     META_PARTITION,
 ];
 /// Partitions a store of an older format does not have, with the version that made each:
 /// their absence is damage only in a store of that version or later (see `layout`).
-const PARTITIONS_SINCE: [(&str, u32); 4] = [
+const PARTITIONS_SINCE: [(&str, u32); 5] = [
     (GUARD_PARTITION, 3),
     (HISTORY_PARTITION, 5),
     (FLEET_PARTITION, 6),
+    (FIRMWARE_PARTITION, 7),
     (NOTIFY_PARTITION, 7),
 ];
 /// A progress line is logged every this many records while loading.
@@ -202,6 +207,7 @@ pub struct DiskStore {
     guard: PartitionHandle,
     history: PartitionHandle,
     fleet: PartitionHandle,
+    firmware: PartitionHandle,
     notify: PartitionHandle,
     /// Keys of the deliveries with a record in `stages` (in flight, few), so that completing
     /// one without such a record writes one deletion, not two.
@@ -278,7 +284,7 @@ impl DiskStore {
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(engine)
         };
-        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, notify, meta] =
+        let [retained, sessions, deliveries, stages, incoming, guard, history, fleet, firmware, notify, meta] =
             PARTITIONS.map(open);
         let (retained, sessions, deliveries, stages, incoming, guard, history, fleet, notify) = (
             retained?,
@@ -291,6 +297,7 @@ impl DiskStore {
             fleet?,
             notify?,
         );
+        let firmware = firmware?;
         let meta = meta?;
         let format = meta.get(FORMAT_KEY).map_err(engine)?;
         let committed = meta.get(COMMIT_KEY).map_err(engine)?;
@@ -303,6 +310,7 @@ impl DiskStore {
             &guard,
             &history,
             &fleet,
+            &firmware,
             &notify,
         ]
         .into_iter()
@@ -349,6 +357,7 @@ impl DiskStore {
             guard,
             history,
             fleet,
+            firmware,
             notify,
             staged,
             committed,
@@ -367,7 +376,8 @@ impl DiskStore {
     /// resume such a session claims it); before version 4 they gain the next sequence number
     /// (0: the load raises it above the deliveries kept); before version 3 the `guard`
     /// partition was missing, before version 5 the `history` one, before 6 the `fleet` one
-    /// and before 7 the `notify` one: each is made empty at open. One batch, synced, then the version
+    /// and before 7 the `firmware` and `notify` ones: each is made empty at open. One batch,
+    /// synced, then the version
     /// is raised; a crash half-way leaves the old version and the conversion runs again. When
     /// recovering, a record that does not decode is dropped (see [`Store::load`]).
     fn upgrade(&mut self, version: u32) -> Result<(), StoreError> {
@@ -509,18 +519,6 @@ impl DiskStore {
     }
 }
 
-fn delivery_key(client_id: &MqttString, seq: u64) -> Vec<u8> {
-    let mut key = record::session_prefix(client_id);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn incoming_key(client_id: &MqttString, packet_id: u16) -> Vec<u8> {
-    let mut key = record::session_prefix(client_id);
-    key.extend_from_slice(&packet_id.to_be_bytes());
-    key
-}
-
 impl Store for DiskStore {
     type Error = StoreError;
 
@@ -622,8 +620,13 @@ impl Store for DiskStore {
                 }
                 op @ (StoreOp::FleetDeviceSet(_)
                 | StoreOp::FleetDeviceRemove(_)
-                | StoreOp::FleetOwnerSet(_)) => {
+                | StoreOp::FleetOwnerSet(_)
+                | StoreOp::FleetRegistrationSet(..)) => {
                     fleet::write(&mut batch, &self.fleet, op).map_err(self.record("fleet"))?
+                }
+                op @ (StoreOp::FirmwareSet(_) | StoreOp::FirmwareRemove(_)) => {
+                    firmware::write(&mut batch, &self.firmware, op)
+                        .map_err(self.record("firmware"))?
                 }
                 op @ (StoreOp::FleetNotifySet(_) | StoreOp::FleetNotifyRemove { .. }) => {
                     let record = self.record("notify");
@@ -773,6 +776,7 @@ impl Store for DiskStore {
             progress.tick();
         }
         self.load_fleet(&mut snapshot, &mut dropped, &mut progress)?;
+        self.load_firmware(&mut snapshot, &mut dropped, &mut progress)?;
         self.load_notify(&mut snapshot, &mut dropped, &mut progress)?;
         if !dropped.is_empty() {
             dropped.commit().map_err(|e| self.engine(e))?;

@@ -43,3 +43,17 @@ pub(crate) fn split_session_key(key: &[u8]) -> Result<(MqttString, &[u8]), Recor
         .map_err(|e| corrupt(format!("client identifier: {e}")))?;
     Ok((client_id, rest))
 }
+
+/// The key of a session's delivery `seq` (partitions `deliveries` and `stages`).
+pub(crate) fn delivery_key(client_id: &MqttString, seq: u64) -> Vec<u8> {
+    let mut key = session_prefix(client_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key of a session's incoming QoS 2 packet identifier (partition `incoming`).
+pub(crate) fn incoming_key(client_id: &MqttString, packet_id: u16) -> Vec<u8> {
+    let mut key = session_prefix(client_id);
+    key.extend_from_slice(&packet_id.to_be_bytes());
+    key
+}

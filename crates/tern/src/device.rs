@@ -177,13 +177,13 @@ fn device_path(udid: &str) -> String {
     format!("/v1/admin/devices/{}", encode(udid))
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
@@ -203,14 +203,18 @@ type Tls = (
 );
 
 /// The operator API over HTTP/1.1 or HTTPS, one connection per request.
-struct Api {
+pub(crate) struct Api {
     host: String,
     token: String,
     tls: Option<Tls>,
 }
 
 impl Api {
-    fn new(url: &str, token: Option<&str>, cafile: Option<&Path>) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        url: &str,
+        token: Option<&str>,
+        cafile: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
             (Some(rest), _) => (rest, false),
             (_, Some(rest)) => (rest, true),
@@ -245,7 +249,12 @@ impl Api {
 
     /// Sends a request and returns its JSON answer; an error status is an error with the
     /// answer's message.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let body = body
             .map(serde_json::to_vec)
             .transpose()?

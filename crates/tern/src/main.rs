@@ -8,6 +8,7 @@ mod cli;
 mod cluster_config;
 mod config;
 mod device;
+mod firmware;
 mod http_config;
 mod key;
 mod passwd;
@@ -76,6 +77,9 @@ enum Command {
     /// Manage the device fleet of a running broker: add, list, show, disable, enable, delete
     /// devices; give owners a password (through the operator API).
     Device(device::DeviceArgs),
+    /// Manage the device fleet's firmware catalogue of a running broker: add, list, show,
+    /// delete releases offered to registering devices (through the operator API).
+    Firmware(firmware::FirmwareArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run_token(args),
         Command::Http(args) => key::run_http(args),
         Command::Device(args) => device::run(args),
+        Command::Firmware(args) => firmware::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +164,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster: false,
         history: http_config::history(&file.history)?,
         mailbox_classes: file.http.mailbox_classes(),
+        wall_clock_epoch_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     let base = args
         .config

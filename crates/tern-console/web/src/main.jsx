@@ -98,7 +98,7 @@ function Shell({ session, onOut }) {
           ))}
         </nav>
         <span class="live" role="status" data-testid="events-state">{live ? 'live' : 'connecting…'}</span>
-        <span class="who">token <b>{session.id}</b></span>
+        <span class="who">token <b>{session.id}</b>{session.owner && <> of owner <b data-testid="owner">{session.owner}</b></>}</span>
         <button type="button" class="quiet" onClick={logout}>Log out</button>
       </header>
       <main id="main">{body}</main>

@@ -69,3 +69,13 @@ test('notifications are merged from the listing and the events, keeping what eve
   assert.deepEqual([shownIn(list[0], 'all'), shownIn(list[0], 'pending'), shownIn(list[0], 'answered')], [true, false, true]);
   assert.equal(deliveryOf({ state: 'pending', direction: 'from_device' }), '');
 });
+
+test('a fleet page is asked for with the filters set and the cursor, pages joined once', async () => {
+  const { devicesQuery, appendPage } = await import('../src/fleet.js');
+  assert.equal(devicesQuery({}), '?limit=100');
+  assert.equal(devicesQuery({ owner: 'acme', online: '1', platform: ' ', q: 'hall sensor' }, 'd 9', 50),
+    '?owner=acme&online=1&q=hall%20sensor&cursor=d%209&limit=50');
+  assert.equal(devicesQuery({ tag: 'door', firmware: '1.7.24' }), '?firmware=1.7.24&tag=door&limit=100');
+  const joined = appendPage([{ udid: 'a' }, { udid: 'b' }], [{ udid: 'b' }, { udid: 'c' }]);
+  assert.deepEqual(joined.map((d) => d.udid), ['a', 'b', 'c']);
+});

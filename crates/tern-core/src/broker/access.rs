@@ -133,8 +133,14 @@ impl Broker {
             profile: connection.auth_profile,
         };
         let permissions = self.authorizer.permissions(&principal);
-        if let (Some(will), Some(permissions)) = (&connect.will, &permissions) {
-            if !permissions.allows(Access::Publish, will.topic.as_str()) {
+        let fenced = super::fleet_fence::fenced(permissions.as_deref(), Some(identity));
+        if let Some(will) = &connect.will {
+            let topic = will.topic.as_str();
+            let allowed = permissions
+                .as_ref()
+                .is_none_or(|p| p.allows(Access::Publish, topic))
+                && !(fenced && self.fleet_closes(topic));
+            if !allowed {
                 self.stats.publish_denied += 1;
                 self.stats.auth_failures += 1;
                 self.events.push_back(Event::Denied {
@@ -207,16 +213,17 @@ impl Broker {
         let Some(connection) = self.connections.get(&id) else {
             return false;
         };
-        match &connection.permissions {
-            None => true,
-            Some(permissions) => {
-                let topic = match access {
-                    Access::Subscribe => inner_filter(topic),
-                    Access::Publish => topic,
-                };
-                permissions.allows(access, topic)
-            }
+        let inner = match access {
+            Access::Subscribe => inner_filter(topic),
+            Access::Publish => topic,
+        };
+        if self.fleet_closes(inner) && self.fleet_fenced(id) {
+            return false;
         }
+        connection
+            .permissions
+            .as_ref()
+            .is_none_or(|permissions| permissions.allows(access, inner))
     }
 
     /// Records a denial: counted, and reported as an event for the log.
@@ -273,11 +280,12 @@ impl Broker {
         key: SessionKey,
         release_now: bool,
     ) -> bool {
+        // Without permissions, only the fleet's namespaces are closed to it.
         let restricted = self
             .connections
             .get(&id)
             .is_some_and(|c| c.permissions.is_some());
-        if !restricted {
+        if !restricted && self.fleet.owners_empty() {
             return false;
         }
         let session = self.session(key);
@@ -335,7 +343,7 @@ fn identity_from_connect(connect: &Connect, certified: bool) -> Identity {
 }
 
 /// The filter inside a `$share/group/filter` or a `$tree/filter`, or the filter itself.
-fn inner_filter(filter: &str) -> &str {
+pub(super) fn inner_filter(filter: &str) -> &str {
     if let Some(inner) = filter.strip_prefix(crate::tree_view::TREE_PREFIX) {
         return inner;
     }

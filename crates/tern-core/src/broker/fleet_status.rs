@@ -163,6 +163,21 @@ impl Broker {
     }
 
     pub(super) fn fleet_publish(&mut self, topic: &str, payload: Bytes, retain: bool, now: Time) {
+        let (qos, properties) = (QoS::AtLeastOnce, PublishProperties::default());
+        self.fleet_publish_with(topic, payload, qos, retain, properties, now);
+    }
+
+    /// Publishes as the broker itself (no client's permissions apply), through the same path
+    /// as any message: routed, retained, queued for sessions without a connection.
+    pub(super) fn fleet_publish_with(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: PublishProperties,
+        now: Time,
+    ) {
         let Ok(topic) = topic.parse::<TopicName>() else {
             return;
         };
@@ -170,9 +185,9 @@ impl Broker {
             id: self.next_message_id(),
             topic,
             payload,
-            qos: QoS::AtLeastOnce,
+            qos: qos.min(self.config.limits.qos_max),
             retain,
-            properties: PublishProperties::default(),
+            properties,
             expires_at: None,
             origin: None,
         };

@@ -167,7 +167,8 @@ impl Broker {
         let chosen: Vec<(SharedMessage, QoS)> = found
             .into_values()
             .filter(|(message, _)| {
-                !message.is_expired(now) && client.allows(Access::Subscribe, &message.topic)
+                !message.is_expired(now)
+                    && self.request_allows(client, Access::Subscribe, &message.topic)
             })
             .collect();
         let skip = count.map_or(0, |count| chosen.len().saturating_sub(count));

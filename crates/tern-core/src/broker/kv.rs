@@ -125,7 +125,7 @@ impl Broker {
     ) -> Result<Option<SharedMessage>, RequestRefusal> {
         // As any request: a banned client, or one whose identifier is another identity's.
         self.request_session(client)?;
-        if !client.allows(Access::Subscribe, key) {
+        if !self.request_allows(client, Access::Subscribe, key) {
             return Err(RequestRefusal::NotAuthorized);
         }
         Ok(self.retained.tree().get(key).cloned())
@@ -146,14 +146,15 @@ impl Broker {
             return Err(RequestRefusal::FilterInvalid("a key prefix ends in /"));
         }
         let filter = format!("{prefix}#");
-        if !client.allows(Access::Subscribe, &filter) {
+        if !self.request_allows(client, Access::Subscribe, &filter) {
             return Err(RequestRefusal::NotAuthorized);
         }
         let full = since.is_some_and(|since| since < self.tombstones.horizon);
         let since = if full { None } else { since };
         let after = since.unwrap_or(0);
-        let readable =
-            |topic: &str| topic.starts_with(prefix) && client.allows(Access::Subscribe, topic);
+        let readable = |topic: &str| {
+            topic.starts_with(prefix) && self.request_allows(client, Access::Subscribe, topic)
+        };
         let mut changed = Vec::new();
         self.retained.tree().for_each_match(&filter, |message| {
             if message.id > after && readable(&message.topic) {

@@ -115,7 +115,7 @@ impl Broker {
         now: Time,
     ) -> Result<QoS, RequestRefusal> {
         let filter = self.mailbox_filter(filter)?;
-        if !client.allows(Access::Subscribe, filter.as_str()) {
+        if !self.request_allows(client, Access::Subscribe, filter.as_str()) {
             self.subscribe_denied(client, &filter);
             return Err(RequestRefusal::NotAuthorized);
         }
@@ -227,7 +227,9 @@ impl Broker {
         for delivery in held {
             let seq = delivery.seq;
             let expired = delivery.message.is_expired(now);
-            if expired || !client.allows(Access::Subscribe, delivery.message.topic.as_str()) {
+            if expired
+                || !self.request_allows(client, Access::Subscribe, delivery.message.topic.as_str())
+            {
                 self.take_delivery(key, seq);
                 self.delivery_done(key, seq);
                 let why = match expired {
@@ -336,7 +338,7 @@ impl Broker {
         let session = self.session(key);
         let dead = session.mailbox.iter().flat_map(|m| m.dead_letters());
         Ok(dead
-            .filter(|d| client.allows(Access::Subscribe, d.message.topic.as_str()))
+            .filter(|d| self.request_allows(client, Access::Subscribe, d.message.topic.as_str()))
             .map(|delivery| MailboxMessage {
                 delivery: delivery.clone(),
                 deliveries: 0,
@@ -357,10 +359,12 @@ impl Broker {
         let chosen: Vec<u64> = {
             let session = self.session(key);
             let dead = session.mailbox.iter().flat_map(|m| m.dead_letters());
-            dead.filter(|d| client.allows(Access::Subscribe, d.message.topic.as_str()))
-                .map(|delivery| delivery.seq)
-                .filter(|seq| seqs.is_none_or(|seqs| seqs.contains(seq)))
-                .collect()
+            dead.filter(|d| {
+                self.request_allows(client, Access::Subscribe, d.message.topic.as_str())
+            })
+            .map(|delivery| delivery.seq)
+            .filter(|seq| seqs.is_none_or(|seqs| seqs.contains(seq)))
+            .collect()
         };
         let (count_max, bytes_max) = self.mailbox_limits_of(&client.client_id);
         let mut requeued = 0;
@@ -442,7 +446,7 @@ impl Broker {
             .session(key)
             .subscriptions
             .keys()
-            .filter(|filter| !client.allows(Access::Subscribe, filter))
+            .filter(|filter| !self.request_allows(client, Access::Subscribe, filter))
             .cloned()
             .collect();
         for filter in denied {

@@ -12,7 +12,9 @@ mod cluster;
 mod cluster_session;
 mod connect;
 mod fleet;
+mod fleet_fence;
 pub mod fleet_notify;
+mod fleet_register;
 mod fleet_status;
 mod flow;
 pub mod history;
@@ -43,16 +45,13 @@ use tern_codec::{
 use crate::alias::{OutboundAliases, TopicAlias};
 use crate::auth::{AllowAnonymous, Authenticator};
 use crate::authz::{AllowAll, Authorizer};
-use crate::config::Config;
 use crate::connection::{Connection, ConnectionInfo, OutgoingPublish, Phase, Transmit};
 use crate::events::{CloseReason, Event, Stats};
-use crate::session::Session;
-use crate::session::{OutgoingState, EXPIRY_NEVER};
+use crate::session::{OutgoingState, Session, EXPIRY_NEVER};
 use crate::store::{DeliveryStage, SessionRecord, Snapshot, StoreOp, StoredSession};
-use crate::throttle::LoginThrottle;
 use crate::tree::{Match, SubscriptionTree};
-use crate::tree_view::TreeViews;
 use crate::types::{ConnectionId, SessionKey, SharedMessage, Time};
+use crate::{config::Config, throttle::LoginThrottle, tree_view::TreeViews};
 
 /// Timers the broker keeps for sessions without a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -715,6 +714,7 @@ impl Broker {
         let mut last_message_id =
             broker.restore_retained(snapshot.retained, snapshot.kv_horizon, now);
         broker.fleet_restore(snapshot.fleet_owners, snapshot.fleet_devices);
+        broker.firmware_restore(snapshot.fleet_registrations, snapshot.firmware);
         broker.fleet_notify_restore(snapshot.fleet_notifications);
         for stored in snapshot.sessions {
             for (delivery, _) in &stored.deliveries {

@@ -245,7 +245,12 @@ impl Broker {
             expires_at,
             origin,
         };
-        self.accept_message(Arc::new(message), now)
+        let message = Arc::new(message);
+        let matched = self.accept_message(Arc::clone(&message), now);
+        if let Some(key) = origin {
+            self.fleet_registration(key, &message, now);
+        }
+        matched
     }
 
     /// Stores or clears the retained copy, then routes; returns the subscriptions matched (`None`
@@ -385,6 +390,7 @@ impl Broker {
             };
         self.subscriptions
             .matches(&message.topic, readiness, &mut matches);
+        self.fence_matches(&message.topic, &mut matches);
         // Tree views share one delta among their members, so No Local does not apply to them.
         let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).

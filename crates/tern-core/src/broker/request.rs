@@ -29,8 +29,11 @@ pub struct RequestClient {
     permissions: Option<Box<dyn Permissions>>,
     /// What the credential itself is limited to (a key's grants), on top of the permissions.
     restriction: Option<Box<dyn Permissions>>,
-    /// Whether an operator banned its client identifier (every request is refused).
+    /// Whether an operator banned its client identifier, or disabled the fleet device it is
+    /// (every request is refused).
     banned: bool,
+    /// Whether it is kept out of the device fleet's namespaces (fleet_fence.rs).
+    fleet_fenced: bool,
 }
 
 impl RequestClient {
@@ -42,6 +45,20 @@ impl RequestClient {
     /// Who the client is.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The same client with the device fleet's namespaces open to it: for an operator, whose
+    /// token names the topics it may publish to and which the edge checked (the ACL rules
+    /// still apply).
+    pub fn opened_to_fleet(mut self) -> Self {
+        self.fleet_fenced = false;
+        self
+    }
+
+    /// Whether it is kept out of the device fleet's namespaces: not a fleet identity, and no
+    /// configured rules speak for it.
+    pub fn fleet_fenced(&self) -> bool {
+        self.fleet_fenced
     }
 
     /// Whether the client may publish to `topic` (a name) or subscribe with it (a filter):
@@ -115,6 +132,7 @@ impl Broker {
         identity: Identity,
         restriction: Option<Box<dyn Permissions>>,
     ) -> RequestClient {
+        let (identity, disabled) = self.fleet_request_identity(&client_id, identity);
         let principal = Principal {
             connection: edge,
             client_id: &client_id,
@@ -124,8 +142,10 @@ impl Broker {
         let permissions = self.authorizer.permissions(&principal);
         // Bans that ended are forgotten at each CONNECT and by `Broker::bans`, which the edge
         // calls with the time before its requests.
-        let banned = self.bans.holds(client_id.as_str());
+        let banned = disabled || self.bans.holds(client_id.as_str());
+        let fleet_fenced = super::fleet_fence::fenced(permissions.as_deref(), Some(&identity));
         RequestClient {
+            fleet_fenced,
             banned,
             edge,
             client_id,
@@ -252,7 +272,7 @@ impl Broker {
         }
         self.check_topic(&publish.topic)
             .map_err(RequestRefusal::TopicInvalid)?;
-        if !client.allows(Access::Publish, &publish.topic) {
+        if !self.request_allows(client, Access::Publish, &publish.topic) {
             self.stats.publish_denied += 1;
             self.events.push_back(Event::Denied {
                 connection: client.edge,

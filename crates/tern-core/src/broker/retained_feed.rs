@@ -180,6 +180,8 @@ impl Broker {
             return;
         };
         let mut room = self.feed_room(session, connection);
+        // The fleet's namespaces closed to it are owed nothing (fleet_fence.rs).
+        let fenced = self.fleet_fenced(id);
         let mut taken = std::mem::take(&mut self.feed_scratch);
         taken.clear();
         let mut budget = STEP_TOPICS;
@@ -207,7 +209,9 @@ impl Broker {
                 budget,
                 |message| {
                     // Published after the SUBSCRIBE, or expired: not owed (MQTT-3.3.2-5).
-                    let owed = message.id < feed.since && !message.is_expired(now);
+                    let owed = message.id < feed.since
+                        && !message.is_expired(now)
+                        && !(fenced && self.fleet.closes(&self.config.fleet, &message.topic));
                     if owed {
                         if left == 0 {
                             return false;

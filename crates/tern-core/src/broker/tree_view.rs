@@ -238,6 +238,12 @@ impl Broker {
             let Some(&(id, key)) = self.tree_views.building.front() else {
                 break;
             };
+            // A snapshot shows nothing of the fleet's namespaces closed to its member.
+            let fenced = match self.sessions.get(key.0 as usize) {
+                Some(Some(_)) => self.session_fleet_fenced(key),
+                _ => true,
+            };
+            let (fleet, fleet_topics) = (&self.fleet, &self.config.fleet);
             let Some(view) = self.tree_views.views.get_mut(&id) else {
                 self.tree_views.building.pop_front();
                 continue;
@@ -261,7 +267,8 @@ impl Broker {
                     taken += 1;
                     // The message, not its topic: cloning a topic may allocate, once per topic.
                     last = Some(Arc::clone(message));
-                    if !message.is_expired(now) {
+                    let closed = fenced && fleet.closes(fleet_topics, &message.topic);
+                    if !message.is_expired(now) && !closed {
                         job.tree
                             .push(&key_path(inner, &message.topic), &message.payload);
                     }

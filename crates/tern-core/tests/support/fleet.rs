@@ -3,7 +3,10 @@
 
 use tern_codec::ReasonCode;
 use tern_core::fleet::{Device, DeviceCredential};
-use tern_core::{AuthDecision, AuthRequest, Authenticator, Identity, Method};
+use tern_core::{
+    Access, AuthDecision, AuthRequest, Authenticator, Authorizer, Identity, Method, Permissions,
+    Principal,
+};
 
 pub(crate) fn device(owner: &str, udid: &str) -> Device {
     Device {
@@ -47,5 +50,26 @@ impl Authenticator for AsFleet {
 
     fn continue_auth(&mut self, _request: &AuthRequest<'_>) -> AuthDecision {
         AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod)
+    }
+}
+
+/// Everything, as rules an operator configured would allow it: such rules open the fleet's
+/// namespaces to clients that are not of the fleet (a console, a monitoring client).
+#[derive(Debug)]
+pub(crate) struct Everything;
+
+impl Permissions for Everything {
+    fn allows(&self, _access: Access, _topic: &str) -> bool {
+        true
+    }
+}
+
+/// Compiles [`Everything`] for every client.
+#[derive(Debug)]
+pub(crate) struct RulesAllowingAll;
+
+impl Authorizer for RulesAllowingAll {
+    fn permissions(&mut self, _principal: &Principal<'_>) -> Option<Box<dyn Permissions>> {
+        Some(Box::new(Everything))
     }
 }

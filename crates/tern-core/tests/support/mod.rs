@@ -22,7 +22,7 @@ use tern_core::{
 mod fleet;
 mod keys;
 #[allow(unused_imports)] // Only the fleet scenarios use them.
-pub(crate) use fleet::{device, AsFleet};
+pub(crate) use fleet::{device, AsFleet, Everything, RulesAllowingAll};
 #[allow(unused_imports)] // Only the request and mailbox scenarios use them.
 pub(crate) use keys::{key_identity, AsKey};
 

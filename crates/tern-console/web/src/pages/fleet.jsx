@@ -1,7 +1,9 @@
-// Fleet: the registry's devices with their live state (connected and disconnected events
-// change it without a reload), a filter, and one device's page.
-import { useEffect, useState } from 'preact/hooks';
+// Fleet: the registry's devices the session's token may see (`/v1/fleet/devices`, filtered
+// and paged by the server) with their live state (connected and disconnected events change it
+// without a reload), and one device's page (`/v1/fleet/devices/{udid}`).
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, enc, onEvent } from '../api.js';
+import { appendPage, devicesQuery } from '../fleet.js';
 import { DeviceNotifications } from './notify.jsx';
 
 function useLive(initial) {
@@ -14,67 +16,99 @@ function useLive(initial) {
   return [online, setOnline];
 }
 
-const matches = (device, text) => !text || [device.owner, device.udid, device.alias, device.platform, device.firmware, ...(device.tags || [])]
-  .some((field) => field && String(field).toLowerCase().includes(text.toLowerCase()));
+const when = (unix) => (unix ? new Date(unix * 1000).toLocaleString() : '–');
+
+// The form's filters; the server applies them, a page of PAGE at a time.
+const PAGE = 100;
+const NO_FILTER = { owner: '', online: '', platform: '', firmware: '', tag: '', q: '' };
+const TEXT_FILTERS = [
+  ['q', 'Search', 'udid or alias'], ['owner', 'Owner', ''], ['platform', 'Platform', ''],
+  ['firmware', 'Firmware', 'version'], ['tag', 'Tag', ''],
+];
 
 export function Fleet() {
+  const [filters, setFilters] = useState(NO_FILTER);
   const [devices, setDevices] = useState(null);
+  const [next, setNext] = useState(null);
   const [error, setError] = useState('');
-  const [text, setText] = useState('');
-  const [state, setState] = useState('all');
   const [online, setOnline] = useLive({});
-  useEffect(() => {
-    api('/v1/admin/devices').then((a) => {
-      setDevices(a.devices);
-      setOnline((o) => Object.fromEntries(a.devices.map((d) => [d.udid, o[d.udid] ?? d.connected])));
-    }).catch((e) => setError(e.message));
-  }, []);
-  const shown = (devices || []).filter((d) => matches(d, text) && (state === 'all' || (state === 'online') === Boolean(online[d.udid])));
+  // Only the answer to the latest question is drawn: one to a filter since changed is not.
+  const asked = useRef(0);
+  const load = (cursor) => {
+    const mine = ++asked.current;
+    api(`/v1/fleet/devices${devicesQuery(filters, cursor, PAGE)}`).then((a) => {
+      if (mine !== asked.current) return;
+      setError('');
+      setDevices((d) => (cursor ? appendPage(d || [], a.devices) : a.devices));
+      setNext(a.next);
+      setOnline((o) => ({ ...o, ...Object.fromEntries(a.devices.map((d) => [d.udid, o[d.udid] ?? d.connected])) }));
+    }).catch((e) => {
+      if (mine !== asked.current) return;
+      // A refused filter lists nothing rather than the last answer to another one.
+      setError(e.message);
+      setDevices([]);
+      setNext(null);
+    });
+  };
+  useEffect(() => load(null), [filters]);
+  const set = (name) => (e) => {
+    const value = e.currentTarget.value;
+    setFilters((f) => ({ ...f, [name]: value }));
+  };
+  const shown = devices || [];
   return (
     <section aria-labelledby="fleet-title">
       <h1 id="fleet-title">Fleet</h1>
       {error && <p role="alert" class="error">{error}</p>}
-      <div class="row">
-        <label for="fleet-filter">Filter</label>
-        <input id="fleet-filter" type="search" value={text} onInput={(e) => setText(e.currentTarget.value)} placeholder="owner, udid, platform, firmware, tag" />
-        <label for="fleet-state">State</label>
-        <select id="fleet-state" value={state} onChange={(e) => setState(e.currentTarget.value)}>
-          <option value="all">all</option><option value="online">online</option><option value="offline">offline</option>
-        </select>
+      <div class="row filters">
+        {TEXT_FILTERS.map(([name, label, hint]) => (
+          <span><label for={`fleet-${name}`}>{label}</label>
+            <input id={`fleet-${name}`} type="search" value={filters[name]} onInput={set(name)} placeholder={hint} /></span>
+        ))}
+        <span><label for="fleet-state">State</label>
+          <select id="fleet-state" value={filters.online} onChange={set('online')}>
+            <option value="">all</option><option value="1">online</option><option value="0">offline</option>
+          </select></span>
       </div>
-      <p class="muted">{devices ? `${shown.length} of ${devices.length} device(s)` : 'Loading…'}</p>
+      <p class="muted" data-testid="fleet-count">{devices ? `${shown.length} device(s)${next ? ', more to list' : ''}` : 'Loading…'}</p>
       <div class="scroll">
         <table>
-          <thead><tr><th scope="col">Device</th><th scope="col">State</th><th scope="col">Owner</th><th scope="col">Alias</th><th scope="col">Platform</th><th scope="col">Firmware</th><th scope="col">Tags</th></tr></thead>
+          <thead><tr><th scope="col">Device</th><th scope="col">State</th><th scope="col">Owner</th><th scope="col">Alias</th><th scope="col">Platform</th><th scope="col">Firmware</th><th scope="col">Tags</th><th scope="col">Last seen</th></tr></thead>
           <tbody>
-            {shown.slice(0, 500).map((d) => (
+            {shown.map((d) => (
               <tr data-udid={d.udid}>
                 <th scope="row"><a href={`#/fleet/${enc(d.udid)}`}>{d.udid}</a></th>
                 <td data-testid="state" class={online[d.udid] ? 'online' : 'offline'}>{d.disabled ? 'disabled' : online[d.udid] ? 'online' : 'offline'}</td>
                 <td>{d.owner}</td><td>{d.alias}</td><td>{d.platform}</td><td>{d.firmware}</td><td>{(d.tags || []).join(', ')}</td>
+                <td>{d.status ? when(d.status.last_seen) : 'never'}</td>
               </tr>
             ))}
           </tbody>
         </table>
       </div>
-      {shown.length > 500 && <p class="muted">The first 500 are shown: narrow the filter.</p>}
+      {next && <button type="button" class="quiet" onClick={() => load(next)}>More</button>}
     </section>
   );
 }
 
 export function Device({ udid }) {
   const [device, setDevice] = useState(null);
-  const [session, setSession] = useState(null);
   const [status, setStatus] = useState('');
   const [online, setOnline] = useLive({});
   const load = () => {
-    api(`/v1/admin/devices/${enc(udid)}`).then((d) => {
+    api(`/v1/fleet/devices/${enc(udid)}`).then((d) => {
       setDevice(d);
       setOnline((o) => ({ ...o, [d.udid]: o[d.udid] ?? d.connected }));
-    }).catch((e) => setStatus(e.message));
-    api(`/v1/admin/sessions/${enc(udid)}`).then(setSession).catch(() => setSession(null));
+    }).catch((e) => {
+      setDevice(null);
+      setStatus(e.message);
+    });
   };
   useEffect(load, [udid]);
+  // Its history, last seen and session change as it comes and goes: read again then.
+  useEffect(() => onEvent((name, data) => {
+    if ((name === 'connected' || name === 'disconnected') && data.client_id === udid) load();
+  }), [udid]);
   const change = async (method, body, what) => {
     try {
       await api(`/v1/admin/devices/${enc(udid)}`, { method, body });
@@ -87,7 +121,7 @@ export function Device({ udid }) {
   return (
     <section aria-labelledby="device-title">
       <p><a href="#/fleet">← Fleet</a></p>
-      <h1 id="device-title">{udid} <span data-testid="state" class={online[udid] ? 'online' : 'offline'}>{online[udid] ? 'online' : 'offline'}</span></h1>
+      <h1 id="device-title">{udid} {device && <span data-testid="state" class={online[udid] ? 'online' : 'offline'}>{online[udid] ? 'online' : 'offline'}</span>}</h1>
       <p role="status">{status}</p>
       {device && (
         <dl class="facts">
@@ -97,12 +131,27 @@ export function Device({ udid }) {
           <dt>Firmware</dt><dd>{device.firmware || '–'}</dd>
           <dt>Tags</dt><dd>{(device.tags || []).join(', ') || '–'}</dd>
           <dt>Credential</dt><dd>{device.credential}</dd>
-          <dt>Registered</dt><dd>{device.created ? new Date(device.created * 1000).toLocaleString() : '–'}</dd>
+          <dt>Registered</dt><dd>{when(device.created)}</dd>
           <dt>Disabled</dt><dd>{device.disabled ? 'yes' : 'no'}</dd>
+          <dt>Last seen</dt><dd data-testid="last-seen">{device.status ? when(device.status.last_seen) : 'never'}</dd>
+          <dt>Last seen over HTTP</dt><dd>{device.status?.last_seen_http ? when(device.status.last_seen_http) : 'never'}</dd>
+          <dt>Messages</dt><dd data-testid="messages">{device.status ? `${device.status.messages_in} in, ${device.status.messages_out} out` : '–'}</dd>
+          <dt>Session</dt><dd data-testid="session">{device.session
+            ? `${device.session.connected ? 'connected' : 'away'}, ${device.session.subscriptions} subscription(s), ${device.session.queued} queued, ${device.session.inflight} in flight, ${device.session.dead} dead`
+            : 'none'}</dd>
         </dl>
       )}
-      {session && (
-        <p>Session: {session.subscription_list.length} subscription(s), {session.queue.length} queued, {session.inflight_messages.length} in flight, {session.dead_letters.length} dead.</p>
+      {device && (
+        <section aria-labelledby="history-title">
+          <h2 id="history-title">Status history</h2>
+          {device.history.length === 0 ? <p class="muted">No change since the broker started.</p> : (
+            <ol class="history" data-testid="history">
+              {[...device.history].reverse().map((h) => (
+                <li><span class={h.online ? 'online' : 'offline'}>{h.online ? 'online' : 'offline'}</span> {when(h.at)}</li>
+              ))}
+            </ol>
+          )}
+        </section>
       )}
       {device && (
         <div class="row">

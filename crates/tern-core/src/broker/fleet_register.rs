@@ -1,0 +1,129 @@
+//! Registrations and firmware offers on the broker thread. A registered device that publishes
+//! THiNX's `{"registration":{...}}` on its own status channel is recorded (firmware version,
+//! platform, alias, MAC, commit, when: kept by the store) and answered on its channel,
+//! `<prefix><owner>/<udid>`, with `{"registration":{"status":"OK"|"UPDATE_AVAILABLE",...}}`
+//! (`crate::firmware`): published by the broker itself at the request's QoS, so the answer
+//! reaches the device's session like any message, queued while it sleeps. With MQTT 5, a
+//! request's Correlation Data comes back with the answer, and a Response Topic the device may
+//! subscribe to gets the answer too. The catalogue's releases are added and deleted here.
+
+use tern_codec::PublishProperties;
+
+use super::Broker;
+use crate::authz::Access;
+use crate::firmware::{
+    parse_registration, registration_answer, Catalogue, Registration, Release, ReleaseError,
+};
+use crate::store::StoreOp;
+use crate::types::{SessionKey, SharedMessage, Time};
+
+impl Broker {
+    /// The firmware catalogue.
+    pub fn firmware(&self) -> &Catalogue {
+        &self.fleet.catalogue
+    }
+
+    /// Adds a release to the catalogue (checked: its id, semantic version, digest, rollout).
+    pub fn firmware_add(&mut self, release: Release) -> Result<(), ReleaseError> {
+        self.fleet.catalogue.add(release.clone())?;
+        self.persist(StoreOp::FirmwareSet(release));
+        Ok(())
+    }
+
+    /// Deletes a release from the catalogue.
+    pub fn firmware_delete(&mut self, id: &str) -> Result<Release, ReleaseError> {
+        let release = self.fleet.catalogue.remove(id)?;
+        self.persist(StoreOp::FirmwareRemove(release.id.clone()));
+        Ok(release)
+    }
+
+    /// Loads the registrations and the catalogue a store kept (after the registry).
+    pub(super) fn firmware_restore(
+        &mut self,
+        registrations: Vec<(String, Registration)>,
+        releases: Vec<Release>,
+    ) {
+        for (udid, registration) in registrations {
+            self.fleet.set_registration(&udid, registration);
+        }
+        self.fleet.catalogue = Catalogue::from_releases(releases);
+    }
+
+    /// A message the session of `key` published: if it is a registered device's registration
+    /// on its own status channel, records it and answers.
+    pub(super) fn fleet_registration(
+        &mut self,
+        key: SessionKey,
+        message: &SharedMessage,
+        now: Time,
+    ) {
+        if self.fleet.is_empty() || !message.topic.as_str().ends_with("/status") {
+            return;
+        }
+        let session = self.session(key);
+        let connection = session.connection;
+        let Some(device) = self.fleet.device(session.client_id.as_str()) else {
+            return;
+        };
+        let topics = &self.config.fleet;
+        if message.topic.as_str() != topics.status(&device.owner, &device.udid) {
+            return;
+        }
+        let timestamp = self
+            .config
+            .wall_clock_epoch_ms
+            .saturating_add(now.as_millis())
+            / 1000;
+        let Some(registering) = parse_registration(&message.payload, timestamp) else {
+            return;
+        };
+        let (udid, channel) = (
+            device.udid.clone(),
+            topics.device(&device.owner, &device.udid),
+        );
+        // The entry keeps what the device says of itself.
+        let mut changed = device.clone();
+        if let Some(alias) = registering.alias {
+            changed.alias = alias;
+        }
+        if let Some(platform) = registering.platform {
+            changed.platform = platform;
+        }
+        let registration = registering.registration;
+        if !registration.version.is_empty() {
+            changed.firmware = registration.version.clone();
+        }
+        let offer = self.fleet.catalogue.offer(&changed, &registration.version);
+        let answer = registration_answer(offer, timestamp);
+        if Some(&changed) != self.fleet.device(&udid) {
+            if let Ok(entry) = self.fleet.device_mut(&udid) {
+                *entry = changed.clone();
+            }
+            self.persist(StoreOp::FleetDeviceSet(changed));
+        }
+        self.fleet.set_registration(&udid, registration.clone());
+        self.persist(StoreOp::FleetRegistrationSet(udid, registration));
+
+        let request = &message.properties;
+        let properties = PublishProperties {
+            correlation_data: request.correlation_data.clone(),
+            ..PublishProperties::default()
+        };
+        // A Response Topic the device may read is answered too: never one outside its
+        // namespace, which the broker's own publish would otherwise reach for it.
+        let response_topic = request
+            .response_topic
+            .as_ref()
+            .map(|topic| topic.as_str().to_owned())
+            .filter(|topic| *topic != channel)
+            .filter(|topic| {
+                connection.is_some_and(|id| self.authorize(id, Access::Subscribe, topic))
+            });
+        let qos = message.qos;
+        let payload = bytes::Bytes::from(answer);
+        if let Some(topic) = response_topic {
+            self.fleet_publish_with(&topic, payload.clone(), qos, false, properties.clone(), now);
+        }
+        self.fleet_publish_with(&channel, payload, qos, false, properties, now);
+    }
+}

@@ -1,0 +1,108 @@
+//! `tern firmware` manages the device fleet's firmware catalogue of a running broker, through
+//! its operator API (`/v1/admin/firmware`, with a token of the whole broker): releases added
+//! (for a platform, with a semantic version, the URL devices download from, its SHA-256 and
+//! size, for one owner or all, devices with some tags, a share of them), listed, shown and
+//! deleted. A registering device is offered the newest matching release above its version.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde_json::json;
+
+use crate::device::{encode, print, Api};
+
+/// `tern firmware`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FirmwareArgs {
+    /// The operator API, e.g. http://127.0.0.1:8080 or https://broker:8443.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// With an https:// URL: trust the certificate authorities of this PEM file (default: the
+    /// web PKI's).
+    #[arg(long, global = true)]
+    cafile: Option<PathBuf>,
+    /// An operator token of the whole broker (`tern token add`; scopes read and write); also
+    /// TERN_TOKEN.
+    #[arg(long, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: FirmwareCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FirmwareCommand {
+    /// Add release ID: offered to registering devices of PLATFORM that run an older version.
+    Add {
+        /// Its identifier (letters, digits, '-', '_', '.').
+        id: String,
+        /// The platform it is for, as devices register theirs (e.g. esp32).
+        #[arg(long)]
+        platform: String,
+        /// Its semantic version (e.g. 1.7.25).
+        #[arg(long)]
+        version: String,
+        /// Where devices download it.
+        #[arg(long = "download-url")]
+        download_url: String,
+        /// The SHA-256 of the file (64 hex digits).
+        #[arg(long)]
+        sha256: String,
+        /// The size of the file in bytes.
+        #[arg(long)]
+        size: u64,
+        /// Only this owner's devices (default: every owner's).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only devices with this tag; repeatable (all of them).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// The share of matching devices offered it, 0 to 100.
+        #[arg(long, default_value_t = 100)]
+        rollout: u8,
+    },
+    /// List the releases.
+    List,
+    /// Show one release.
+    Show {
+        /// Its id.
+        id: String,
+    },
+    /// Delete a release: it is offered no more.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+}
+
+pub(crate) fn run(args: FirmwareArgs) -> anyhow::Result<()> {
+    let token = args.token.or_else(|| std::env::var("TERN_TOKEN").ok());
+    let api = Api::new(&args.url, token.as_deref(), args.cafile.as_deref())?;
+    let path = |id: &str| format!("/v1/admin/firmware/{}", encode(id));
+    let answer = match args.command {
+        FirmwareCommand::Add {
+            id,
+            platform,
+            version,
+            download_url,
+            sha256,
+            size,
+            owner,
+            tags,
+            rollout,
+        } => {
+            if rollout > 100 {
+                bail!("--rollout is a percentage: 0 to 100");
+            }
+            let body = json!({
+                "id": id, "platform": platform, "version": version, "url": download_url,
+                "sha256": sha256, "size": size, "owner": owner, "tags": tags,
+                "rollout_percent": rollout,
+            });
+            api.call("POST", "/v1/admin/firmware", Some(&body))?
+        }
+        FirmwareCommand::List => api.call("GET", "/v1/admin/firmware", None)?,
+        FirmwareCommand::Show { id } => api.call("GET", &path(&id), None)?,
+        FirmwareCommand::Delete { id } => api.call("DELETE", &path(&id), None)?,
+    };
+    print(&answer)
+}

@@ -1,0 +1,128 @@
+"""Registrations and firmware offers with paho-mqtt clients acting as THiNX firmware (its
+topics and payloads unchanged): a registration on `/<owner>/<udid>/status` is answered on
+`/<owner>/<udid>` with OK, and with UPDATE_AVAILABLE naming the newest release of the
+catalogue (`tern firmware add`) above the device's version, for its platform, within the
+release's rollout: of two devices, the one whose bucket (computed here from the documented
+formula) is below a 50 % rollout is offered the release, the other is not. MQTT 5 Correlation
+Data comes back with the answer; the registry shows what the device said of itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from support import BROKER_KIND, PahoClient
+from test_20_fleet import Fleet, fleet  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the device fleet is Tern's")
+
+SHA = "0f" * 32
+
+
+def registration(version: str) -> bytes:
+    """What THiNX firmware sends (the wiki's example, with its version)."""
+    return json.dumps({"registration": {
+        "mac": "5CCF7FE4631D", "firmware": f"thinx-firmware-esp8266-{version}:2017-07-25",
+        "version": version, "commit": "24e715f7fb5dc3ebe228165dae45fa933fade1bd",
+        "owner": "acme", "alias": "robotdyn-mega+wifi", "platform": "esp32"}}).encode()
+
+
+def bucket(udid: str, release_id: str) -> int:
+    """docs/fleet.md: the first four bytes of SHA-256(udid "/" id), big-endian, modulo 100."""
+    digest = hashlib.sha256(f"{udid}/{release_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100
+
+
+def firmware(fleet: Fleet, *args: str) -> dict:
+    out = fleet.run("firmware", "--url", fleet.broker.http_url, "--token", fleet.token, *args)
+    return json.loads(out)
+
+
+def add_release(fleet: Fleet, release_id: str, version: str, rollout: int = 100) -> dict:
+    return firmware(fleet, "add", release_id, "--platform", "esp32", "--version", version,
+                    "--download-url", f"https://firmware.example/{release_id}.bin",
+                    "--sha256", SHA, "--size", "412345", "--rollout", str(rollout))
+
+
+def register(device: PahoClient, udid: str, version: str = "1.7.24") -> dict:
+    device.publish(f"/acme/{udid}/status", registration(version), qos=1)
+    answer = device.expect_message()
+    assert answer.topic == f"/acme/{udid}"
+    assert answer.payload.endswith(b"}}"), answer.payload
+    return json.loads(answer.payload)["registration"]
+
+
+def test_a_registration_is_answered_ok_then_offered_the_newest_release(fleet: Fleet):
+    device = fleet.firmware("acme", "d1")
+    device.subscribe("/acme/d1", qos=1)
+    answer = register(device, "d1")
+    assert answer["status"] == "OK"
+    assert abs(answer["timestamp"] - time.time()) < 60
+    shown = fleet.device("show", "d1")
+    assert (shown["firmware"], shown["platform"], shown["alias"]) == (
+        "1.7.24", "esp32", "robotdyn-mega+wifi")
+    add_release(fleet, "fw-1.8.0", "1.8.0")
+    add_release(fleet, "fw-1.10.0", "1.10.0")
+    add_release(fleet, "fw-1.7.0", "1.7.0")
+    answer = register(device, "d1")
+    assert answer["status"] == "UPDATE_AVAILABLE"
+    assert answer["update"] == {"id": "fw-1.10.0", "version": "1.10.0", "size": 412345,
+                                "url": "https://firmware.example/fw-1.10.0.bin", "sha256": SHA}
+    # Up to date: OK again.
+    assert register(device, "d1", "1.10.0")["status"] == "OK"
+    # A release deleted is offered no more.
+    assert firmware(fleet, "delete", "fw-1.10.0")["id"] == "fw-1.10.0"
+    listed = [r["id"] for r in firmware(fleet, "list")["releases"]]
+    assert listed == ["fw-1.7.0", "fw-1.8.0"]
+    assert register(device, "d1")["update"]["id"] == "fw-1.8.0"
+
+
+def test_a_rollout_offers_a_release_to_the_devices_inside_it(fleet: Fleet):
+    candidates = [f"r{n}" for n in range(100)]
+    inside = next(u for u in candidates if bucket(u, "half") < 50)
+    outside = next(u for u in candidates if bucket(u, "half") >= 50)
+    add_release(fleet, "half", "2.0.0", rollout=50)
+    for udid in [inside, outside]:
+        fleet.device("add", "acme", udid, "--password", stdin=f"{udid}-pw\n")
+    offers = {}
+    for udid in [inside, outside]:
+        device = fleet.firmware("acme", udid)
+        device.subscribe(f"/acme/{udid}", qos=1)
+        offers[udid] = register(device, udid)["status"]
+    assert offers == {inside: "UPDATE_AVAILABLE", outside: "OK"}
+
+
+def test_mqtt5_correlation_data_comes_back_with_the_answer(fleet: Fleet):
+    device = fleet.firmware("acme", "d1", version=5)
+    device.subscribe("/acme/d1", qos=1)
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ResponseTopic = "/acme/d1"
+    properties.CorrelationData = b"boot-42"
+    device.publish("/acme/d1/status", registration("1.7.24"), qos=1, properties=properties)
+    answer = device.expect_message()
+    assert answer.topic == "/acme/d1"
+    assert answer.properties.CorrelationData == b"boot-42"
+    assert json.loads(answer.payload)["registration"]["status"] == "OK"
+    device.expect_no_message()
+
+
+def test_the_walk_through_with_mosquitto_rr(fleet: Fleet):
+    """docs/fleet.md: `mosquitto_rr` as the device reads its answer on its own connection."""
+    add_release(fleet, "fw-1.8.0", "1.8.0")
+    done = subprocess.run(
+        ["mosquitto_rr", "-h", fleet.broker.host, "-p", str(fleet.broker.port), "-i", "d2",
+         "-u", "acme", "-P", "d2-pw", "-q", "1", "-t", "/acme/d2/status", "-e", "/acme/d2",
+         "-W", "10", "-m",
+         '{"registration":{"mac":"5CCF7FE4631D","version":"1.7.24","platform":"esp32"}}'],
+        capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)["registration"]
+    assert answer["status"] == "UPDATE_AVAILABLE" and answer["update"]["id"] == "fw-1.8.0"
+    assert fleet.device("show", "d2")["firmware"] == "1.7.24"
