@@ -8,6 +8,7 @@ import { api, enc, onEvent } from '../api.js';
 import { appendPage, devicesQuery, LISTING_CHANGES, refreshLimit } from '../fleet.js';
 import { DeviceNotifications } from './notify.jsx';
 import { DeviceFirmware } from './firmware.jsx';
+import { DeviceKey } from './keys.jsx';
 
 function useLive(initial) {
   const [online, setOnline] = useState(initial);
@@ -194,6 +195,7 @@ export function Device({ udid }) {
         </div>
       )}
       {device && <DeviceNotifications udid={udid} />}
+      {device && <DeviceKey udid={udid} />}
     </section>
   );
 }
