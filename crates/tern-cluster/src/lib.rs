@@ -28,6 +28,7 @@ mod exactly_once;
 pub mod handoff;
 mod handover;
 mod interest;
+mod joining;
 mod lease;
 mod node;
 mod sessions;

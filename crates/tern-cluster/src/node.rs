@@ -29,6 +29,7 @@ use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
 use crate::exactly_once::{Inbound, QOS2_BUCKET};
 use crate::interest::Interest;
+use crate::joining::until_ready;
 use crate::sessions::{
     bucket, session_key, Bucket, Holder, Sessions, NODES_BUCKET, SESSIONS_BUCKET,
 };
@@ -45,8 +46,6 @@ pub(crate) const STREAM: &str = "TERN_MSG_0";
 
 /// Batches waiting for their acknowledgements.
 const PENDING_BATCHES: usize = 1024;
-/// Wait between attempts to find or create the stream while NATS forms.
-const STREAM_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// How long a node stopping waits for NATS to take what it was handed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Wait before publishing again a QoS 1/2 message JetStream did not acknowledge.
@@ -101,16 +100,10 @@ pub(crate) async fn join(
     // A NATS cluster that is still forming (servers starting together) refuses to place a
     // replicated stream until enough of its servers have joined: try again until the deadline.
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
-    let stream = loop {
-        match jetstream.get_or_create_stream(config.clone()).await {
-            Ok(stream) => break stream,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                info!("stream {STREAM} not ready yet ({error}); trying again");
-                tokio::time::sleep(STREAM_RETRY_DELAY).await;
-            }
-            Err(error) => return Err(ClusterError::Stream(error.to_string())),
-        }
-    };
+    let stream = until_ready(&format!("stream {STREAM}"), deadline, || {
+        jetstream.get_or_create_stream(config.clone())
+    })
+    .await?;
     let replicas = stream.cached_info().config.num_replicas;
     if replicas != settings.replicas {
         warn!(
@@ -138,10 +131,10 @@ pub(crate) async fn join(
         max_age: settings.offline_horizon,
     };
     let qos2 = bucket(&jetstream, qos2, deadline).await?;
-    let bucket_stream = jetstream
-        .get_stream(format!("KV_{SESSIONS_BUCKET}"))
-        .await
-        .map_err(|error| ClusterError::Stream(error.to_string()))?;
+    let bucket_stream = until_ready(&format!("stream KV_{SESSIONS_BUCKET}"), deadline, || {
+        jetstream.get_stream(format!("KV_{SESSIONS_BUCKET}"))
+    })
+    .await?;
     let boot = fastrand::u64(..);
     info!(
         "cluster node {:?} joined NATS at {} (boot {boot:016x})",

@@ -36,6 +36,7 @@ use crate::dispatch::{notice_subject, Command, Handoffs, Settlement};
 use crate::exactly_once::OutboundKeys;
 use crate::handoff::{Notice, SessionEntry};
 use crate::interest::Interest;
+use crate::joining::until_ready;
 use crate::node::{store, INGEST_PREFIX, LIVE_PREFIX};
 use crate::settings::ClusterError;
 use crate::subject::{encode_level, filter_subjects, overflow_subject};
@@ -186,26 +187,18 @@ pub(crate) async fn bucket(
         discard: async_nats::jetstream::stream::DiscardPolicy::New,
         ..Default::default()
     };
-    loop {
-        let found = match jetstream.get_or_create_stream(config.clone()).await {
-            Ok(_) => jetstream
-                .get_key_value(bucket.name)
-                .await
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        match found {
-            Ok(store) => return Ok(store),
-            Err(error) if Instant::now() < deadline => {
-                info!(
-                    "bucket {} not ready yet ({error}); trying again",
-                    bucket.name
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => return Err(ClusterError::Stream(error)),
-        }
-    }
+    let config = &config;
+    until_ready(
+        &format!("bucket {}", bucket.name),
+        deadline,
+        move || async move {
+            let found = jetstream.get_or_create_stream(config.clone()).await;
+            found.map_err(|error| error.to_string())?;
+            let store = jetstream.get_key_value(bucket.name).await;
+            store.map_err(|error| error.to_string())
+        },
+    )
+    .await
 }
 
 impl Sessions {

@@ -1,7 +1,8 @@
 //! Three Tern nodes on a cluster of three `nats-server`s joined by routes on loopback, the
 //! message stream and buckets kept in three replicas, each node given all three servers:
 //! QoS 1 and 2 cross nodes, and no acknowledged message is lost (QoS 2: none delivered twice)
-//! while the stream's leader server is killed (SIGKILL) mid-stream.
+//! while the stream's leader server is killed (SIGKILL) mid-stream; nodes started all at once
+//! alongside servers that have not yet elected a leader all join.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 mod support;
@@ -9,7 +10,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::cluster::{expect_printed, mosquitto_pub, mosquitto_sub, replicated_nodes};
+use support::cluster::{expect_printed, mosquitto_pub, mosquitto_sub, node_with, replicated_nodes};
 use support::mqtt::{ack, publish, RawClient};
 use support::nats::NatsCluster;
 use support::Tern;
@@ -165,6 +166,44 @@ fn qos1_and_qos2_cross_nodes_on_three_replicated_servers() {
     }
     expect_printed(&mut sub, &topics);
     sub.kill();
+}
+
+/// Three nodes started at once, as soon as the servers listen (before they have a JetStream
+/// leader), all join: each creates or finds the stream and buckets while the others do the
+/// same and the servers elect their leaders; then QoS 1 crosses from one to another.
+#[test]
+fn nodes_started_together_with_the_servers_all_join() {
+    let started = Instant::now();
+    let cluster = NatsCluster::launch(3);
+    let urls = cluster.urls();
+    let nodes: Vec<Tern> = std::thread::scope(|scope| {
+        let starting: Vec<_> = ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|id| {
+                let urls = &urls;
+                scope.spawn(move || node_with(urls, id, 3, ""))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|node| node.join().expect("the node started"))
+            .collect()
+    });
+    println!(
+        "three nodes joined {:?} after the servers were started",
+        started.elapsed()
+    );
+    let mut subscriber = Peer::connect(nodes[1].port, "together-sub");
+    subscriber
+        .client
+        .subscribe("t/#", QoS::AtLeastOnce)
+        .unwrap();
+    let mut publisher = Peer::connect(nodes[0].port, "together-pub");
+    for n in 0..3 {
+        publisher.send("t/x", &format!("t{n}"), QoS::AtLeastOnce);
+    }
+    subscriber.receive_through("t2");
+    assert_eq!(with_prefix(&subscriber.got, "t"), numbered("t", 3));
 }
 
 /// What a publisher saw while a server failed: how many messages it published at each QoS,

@@ -213,6 +213,14 @@ impl NatsCluster {
     /// starts, so they are picked free (bound, then released) and, should another process take
     /// one in between, picked again.
     pub(crate) fn start(size: usize) -> Self {
+        let cluster = Self::launch(size);
+        cluster.leader_of(|server| server.jsz("")?.pointer("/meta_cluster/leader").cloned());
+        cluster
+    }
+
+    /// As [`NatsCluster::start`], returning as soon as every server listens, before they have
+    /// elected a JetStream leader.
+    pub(crate) fn launch(size: usize) -> Self {
         let servers = (0..5)
             .find_map(|_| {
                 let ports: Vec<u16> = (0..size).map(|_| super::mosquitto::free_port()).collect();
@@ -221,9 +229,7 @@ impl NatsCluster {
                     .collect::<Option<Vec<_>>>()
             })
             .expect("free route ports");
-        let cluster = Self { servers };
-        cluster.leader_of(|server| server.jsz("")?.pointer("/meta_cluster/leader").cloned());
-        cluster
+        Self { servers }
     }
 
     /// Every server's client URL.
