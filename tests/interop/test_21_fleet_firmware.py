@@ -4,7 +4,9 @@ topics and payloads unchanged): a registration on `/<owner>/<udid>/status` is an
 catalogue (`tern firmware add`) above the device's version, for its platform, within the
 release's rollout: of two devices, the one whose bucket (computed here from the documented
 formula) is below a 50 % rollout is offered the release, the other is not. MQTT 5 Correlation
-Data comes back with the answer; the registry shows what the device said of itself.
+Data comes back with the answer; the registry shows what the device said of itself. Over
+HTTP, a device signs `POST /v1/fleet/register` with its own key and reads the same answer in
+the response; another key, and a disabled device, are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from http_support import Device, operator_call
 from support import BROKER_KIND, PahoClient
 from test_20_fleet import Fleet, fleet  # noqa: F401 (the fixture)
 
@@ -126,3 +129,37 @@ def test_the_walk_through_with_mosquitto_rr(fleet: Fleet):
     answer = json.loads(done.stdout)["registration"]
     assert answer["status"] == "UPDATE_AVAILABLE" and answer["update"]["id"] == "fw-1.8.0"
     assert fleet.device("show", "d2")["firmware"] == "1.7.24"
+
+
+def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
+    add_release(fleet, "fw-1.8.0", "1.8.0")
+    _, key = fleet.add_key_device("acme", "k1")
+    device = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    answered = device.request("POST", "/v1/fleet/register", registration("1.7.24"))
+    assert answered.status == 200, answered.body
+    assert answered.body.endswith(b"}}"), answered.body
+    answer = answered.json()["registration"]
+    assert answer["status"] == "UPDATE_AVAILABLE"
+    assert answer["update"] == {"id": "fw-1.8.0", "version": "1.8.0", "size": 412345,
+                                "url": "https://firmware.example/fw-1.8.0.bin", "sha256": SHA}
+    assert abs(answer["timestamp"] - time.time()) < 60
+    shown = fleet.device("show", "k1")
+    assert (shown["firmware"], shown["platform"], shown["alias"]) == (
+        "1.7.24", "esp32", "robotdyn-mega+wifi")
+    up_to_date = device.request("POST", "/v1/fleet/register", registration("1.8.0"))
+    assert up_to_date.json()["registration"]["status"] == "OK"
+    # Not a registration.
+    wrong = device.request("POST", "/v1/fleet/register", b'{"status":"connected"}')
+    assert (wrong.status, wrong.json()["error"]["code"]) == (400, "payload_invalid")
+    # A key of the bridge that is no fleet device's registers nothing.
+    status, made = operator_call(fleet.broker.http_url, fleet.token, "POST", "/v1/admin/keys",
+                                 {"id": "d:eve", "both": ["eve/#"]})
+    assert status == 200, made
+    eve = Device(fleet.broker.http_url, "d:eve", made["secret"])
+    refused = eve.request("POST", "/v1/fleet/register", registration("1.7.24"))
+    assert (refused.status, refused.json()["error"]["code"]) == (403, "access_denied")
+    # Disabled, the device is refused.
+    fleet.device("disable", "k1")
+    refused = device.request("POST", "/v1/fleet/register", registration("1.0.0"))
+    assert (refused.status, refused.json()["error"]["code"]) == (403, "banned")
+    assert fleet.device("show", "k1")["firmware"] == "1.8.0"

@@ -69,6 +69,8 @@ pub(crate) enum Op {
     Sync(SyncOp),
     /// Something done to a key/value entry.
     Kv(KvOp),
+    /// `POST /v1/fleet/register`: a fleet device's registration (the body).
+    Register(bytes::Bytes),
 }
 
 impl Op {
@@ -84,6 +86,8 @@ impl Op {
             // A wake's exchange, and a write that a lost answer must not turn into a conflict.
             Self::Sync(_) => true,
             Self::Kv(op) => op.writes(),
+            // Recording it again is harmless, and the offer may have changed since.
+            Self::Register(_) => false,
         }
     }
 }
@@ -462,6 +466,9 @@ impl Bridge {
                 crate::sync::apply(broker, &client, op, &self.mailboxes, look, first, now)
             }
             Op::Kv(op) => Outcome::Answer(crate::kv::apply(broker, &client, op, now)),
+            Op::Register(body) => {
+                Outcome::Answer(crate::fleet_register::apply(broker, &client, body, now))
+            }
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod error;
 mod events;
 mod fleet_api;
 mod fleet_notify;
+mod fleet_register;
 pub mod keys;
 mod kv;
 mod longpoll;

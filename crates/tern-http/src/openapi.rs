@@ -65,6 +65,7 @@ use crate::publish::{BatchItem, Fields};
         crate::fleet_notify::ask,
         crate::fleet_notify::answer,
         crate::fleet_notify::cancel,
+        crate::fleet_register::register,
         crate::events::events,
         crate::metrics::metrics,
         crate::access::list,

@@ -69,6 +69,7 @@ fn the_document_lists_every_route() {
             "POST /v1/fleet/notifications",
             "POST /v1/fleet/notifications/{nid}/answer",
             "POST /v1/fleet/notifications/{nid}/cancel",
+            "POST /v1/fleet/register",
             "POST /v1/mbox/ack",
             "POST /v1/mbox/dead/requeue",
             "POST /v1/mbox/reset",
