@@ -321,3 +321,45 @@ fn a_registration_over_a_request_is_the_devices_own_and_answered_the_same() {
     );
     assert!(t.broker.fleet().registration("d2").is_none());
 }
+
+#[test]
+fn a_kept_firmware_file_is_the_devices_of_an_owner_it_is_for_only() {
+    let mut t = fleet();
+    t.broker.fleet_add(device("globex", "g1")).expect("added");
+    let mut kept = release("fw-kept", "2.0.0");
+    kept.url = tern_core::firmware::kept_file_url("fw-kept");
+    kept.owner = Some("acme".into());
+    t.broker.firmware_add(kept).expect("added");
+    let mut everyone = release("fw-all", "2.0.1");
+    everyone.url = tern_core::firmware::kept_file_url("fw-all");
+    t.broker.firmware_add(everyone).expect("added");
+    // An external URL: the broker keeps no file of it.
+    t.broker
+        .firmware_add(release("fw-ext", "2.0.2"))
+        .expect("added");
+    let edge = ConnectionId(1_000_000);
+    let now = t.now;
+    let d1 = t
+        .broker
+        .request_client(edge, mstr("d1"), http_key("d1"), None);
+    let readable = |t: &TestBroker, client: &tern_core::RequestClient, id: &str| {
+        t.broker.firmware_file_for(client, id).is_some()
+    };
+    assert!(readable(&t, &d1, "fw-kept") && readable(&t, &d1, "fw-all"));
+    assert!(!readable(&t, &d1, "fw-ext") && !readable(&t, &d1, "nothing"));
+    // Another owner's device reads the release for every owner, not acme's.
+    let g1 = t
+        .broker
+        .request_client(edge, mstr("g1"), http_key("g1"), None);
+    assert!(!readable(&t, &g1, "fw-kept") && readable(&t, &g1, "fw-all"));
+    // A key that is no device's, and a disabled device, read nothing.
+    let eve = t
+        .broker
+        .request_client(edge, mstr("eve"), http_key("eve"), None);
+    assert!(!readable(&t, &eve, "fw-all"));
+    t.broker.fleet_disable("d1", true, now).expect("disabled");
+    let d1 = t
+        .broker
+        .request_client(edge, mstr("d1"), http_key("d1"), None);
+    assert!(!readable(&t, &d1, "fw-kept"));
+}

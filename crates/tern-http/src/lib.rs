@@ -34,6 +34,7 @@ mod console_publish;
 pub mod console_session;
 pub mod error;
 mod events;
+mod firmware_files;
 mod fleet_api;
 mod fleet_notify;
 mod fleet_register;

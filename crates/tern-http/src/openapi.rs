@@ -59,6 +59,8 @@ use crate::publish::{BatchItem, Fields};
         crate::admin_firmware::add,
         crate::admin_firmware::show,
         crate::admin_firmware::delete,
+        crate::admin_firmware::upload,
+        crate::firmware_files::download,
         crate::fleet_api::devices,
         crate::fleet_api::device,
         crate::fleet_notify::list,

@@ -90,6 +90,22 @@ impl Broker {
         Ok(self.fleet_register(udid, registering, timestamp))
     }
 
+    /// The release `id` whose file a request may download: one the broker keeps the file of,
+    /// for the owner of the registered device acting with its own key (not disabled, nor
+    /// banned). `None` for anything else, alike.
+    pub fn firmware_file_for(&self, client: &RequestClient, id: &str) -> Option<&Release> {
+        let owner = client.identity.owner.as_deref()?;
+        let is_device = client.identity.method == Method::FleetDevice
+            && self.fleet.device(client.client_id.as_str()).is_some();
+        if !is_device || client.banned {
+            return None;
+        }
+        self.fleet
+            .catalogue
+            .release(id)
+            .filter(|release| release.file_kept() && release.is_for_owner(owner))
+    }
+
     /// Records the registration of the device `udid` (what it says of itself in its entry,
     /// the registration kept) and words the answer: the offer of the catalogue, if any.
     fn fleet_register(&mut self, udid: &str, registering: Registering, timestamp: u64) -> String {
