@@ -212,8 +212,7 @@ fn unsatisfiable_range(size: u64) -> (HeaderName, HeaderValue) {
     responses(
         (status = 200, description = "The whole file (application/octet-stream)."),
         (status = 206, description = "The range asked for, with Content-Range."),
-        (status = 416, description = "range_not_satisfiable, with Content-Range: bytes */SIZE.", body = crate::error::ErrorBody),
-        (status = 404, description = "no_release: no such release with a kept file, or not one the device or token may read.", body = crate::error::ErrorBody),
+        (status = "4XX", description = "no_release (404): no such release with a kept file, or not one the device or token may read; range_not_satisfiable (416), with Content-Range: bytes */SIZE; or the signature or token refused.", body = crate::error::ErrorBody),
     ),
     security(("tern_signature" = []), ("bearer" = ["read"]))
 )]

@@ -25,8 +25,7 @@ use crate::server::{signed, Shared};
     request_body(content = String, content_type = "application/json", description = "THiNX's registration: {\"registration\":{\"mac\",\"firmware\",\"version\",\"commit\",\"alias\",\"platform\"}} (unknown fields ignored)."),
     responses(
         (status = 200, description = "{\"registration\":{\"status\":\"OK\"|\"UPDATE_AVAILABLE\",\"update\"?:{\"id\",\"version\",\"url\",\"sha256\",\"size\"},\"timestamp\"}}, as answered over MQTT."),
-        (status = 400, description = "payload_invalid: the body is not a registration.", body = crate::error::ErrorBody),
-        (status = 403, description = "access_denied: the key is not a registered device's own (d:UDID); banned: the device is disabled.", body = crate::error::ErrorBody),
+        (status = "4XX", description = "payload_invalid (400): the body is not a registration; access_denied (403): the key is not a registered device's own (d:UDID); banned (403): the device is disabled; or the signature refused.", body = crate::error::ErrorBody),
     ),
     security(("tern_signature" = []))
 )]
