@@ -94,6 +94,8 @@ class Stream:
         assert self.status == 200, self.response.read()
         assert self.response.getheader("content-type") == "text/event-stream"
         assert self.frame() == ("comment", "watching")
+        # The same as an event, for a browser's EventSource (which shows no comments).
+        assert self.frame() == ("ready", "{}")
         return self
 
     def close(self) -> None:
@@ -136,6 +138,8 @@ def test_curl_reads_the_stream_with_keep_alive_comments(ops: EventOps, names: Na
         assert curl.stdout is not None
         assert curl.stdout.readline() == ": watching\n"
         assert curl.stdout.readline() == "\n"
+        assert [curl.stdout.readline() for _ in range(3)] == ["event: ready\n", "data: {}\n",
+                                                               "\n"]
         # Nothing happens for a second: a keep-alive comment comes.
         assert curl.stdout.readline() == ": keep-alive\n"
         assert curl.stdout.readline() == "\n"

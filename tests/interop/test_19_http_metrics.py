@@ -1,6 +1,7 @@
 """`GET /metrics` (scope `metrics`): the Prometheus text format with messages in and out by QoS,
-bytes, queue depths, the store's commit time histogram and HTTP requests by route and status,
-read with curl and urllib; no token, and a token without the scope, get nothing.
+bytes, queue depths, each listener's open connections, the process's memory, the store's
+commit time histogram and HTTP requests by route and status, read with curl and urllib; no
+token, and a token without the scope, get nothing.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -110,3 +112,21 @@ def test_curl_scrapes_and_attackers_get_nothing(ops: Ops):
     assert code(ops.call("GET", "/metrics", None)) == (401, "token_missing")
     assert code(ops.call("GET", "/metrics", "reader")) == (403, "scope_denied")
     assert code(ops.call("GET", "/metrics", "tot1.x." + "0" * 64)) == (401, "token_invalid")
+
+
+def test_each_listener_counts_its_open_connections_and_the_process_its_memory(ops: Ops,
+                                                                             names: Names):
+    broker = ops.broker
+    series = f'tern_listener_connections{{protocol="mqtt",address="{broker.host}:{broker.port}"}}'
+    before = scrape(ops)
+    client = ops.clients.connected(names.client("l"))
+    during = scrape(ops)
+    assert during[series] == before[series] + 1
+    client.disconnect()
+    # The count falls once the broker's connection task has ended, soon after the DISCONNECT:
+    # scraped again until then (each scrape a round trip to the broker thread).
+    deadline = time.monotonic() + TIMEOUT
+    while scrape(ops)[series] != before[series]:
+        assert time.monotonic() < deadline, f"{series} still counts the closed connection"
+    # Any running broker holds megabytes: a zero or a few bytes would be a misread.
+    assert during["process_resident_memory_bytes"] > 1024 * 1024

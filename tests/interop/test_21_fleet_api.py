@@ -82,6 +82,7 @@ def stream(fleet: Consoles, token: str, **query: object) -> Stream:
     opened = Stream(fleet, token, **query)  # type: ignore[arg-type]
     assert opened.status == 200, opened.response.read()
     assert opened.frame() == ("comment", "watching")
+    assert opened.frame() == ("ready", "{}")
     return opened
 
 

@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -253,6 +254,12 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     for n in range(50):
         publisher.publish("site/load", str(n).encode(), qos=1)
     expect(page.get_by_test_id("rate-in")).not_to_have_text("0.0")
+    # The MQTT listener counts the publisher, the one client still connected; the process's
+    # memory is shown.
+    listener = page.get_by_role("table", name="Listeners").get_by_role(
+        "row", name=f"mqtt {console.broker.host}:{console.broker.port}")
+    expect(listener.get_by_role("cell").nth(2)).to_have_text("1")
+    expect(page.get_by_test_id("resident")).to_have_text(re.compile(r"^\d+\.\d MiB$"))
     console.screenshot("overview")
     # At a phone's width nothing is wider than the screen (tables scroll in their own box).
     page.set_viewport_size({"width": 390, "height": 844})
@@ -266,6 +273,37 @@ def test_a_device_comes_online_and_goes_offline_live_and_a_client_is_kicked(cons
     console.go("Overview")
     expect(page.get_by_test_id("connections")).to_have_text(re.compile(r"^\d+$"))
     console.screenshot("overview-phone")
+
+
+def test_devices_added_changed_and_deleted_elsewhere_change_the_list_live(console: Console):
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.login()
+    page = console.page
+    console.go("Fleet")
+    expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
+    # Added by the command line, while the list is shown: it appears.
+    console.tern_device("add", "acme", "d2", "--password", "--platform", "esp32",
+                        stdin="d2-pw\n")
+    row = page.locator("tr[data-udid='d2']")
+    expect(row).to_contain_text("esp32")
+    expect(page.get_by_test_id("fleet-count")).to_have_text("2 device(s)")
+    # Disabled through the API: the row says so.
+    bearer = {"authorization": f"Bearer {console.token}"}
+    assert console.call("PATCH", "/v1/admin/devices/d2", bearer, {"disabled": True})[0] == 200
+    expect(row.get_by_test_id("state")).to_have_text("disabled")
+    # Deleted: it is gone from the list.
+    assert console.call("DELETE", "/v1/admin/devices/d2", bearer)[0] == 200
+    expect(row).to_have_count(0)
+    expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
+    # The list still follows the filters: a device that does not pass them is not shown.
+    page.get_by_label("Platform").fill("esp32")
+    expect(page.get_by_test_id("fleet-count")).to_have_text("0 device(s)")
+    console.tern_device("add", "acme", "d3", "--password", "--platform", "esp8266",
+                        stdin="d3-pw\n")
+    console.tern_device("add", "acme", "d4", "--password", "--platform", "esp32",
+                        stdin="d4-pw\n")
+    expect(page.locator("tr[data-udid='d4']")).to_be_visible()
+    expect(page.locator("tbody tr")).to_have_count(1)
 
 
 def test_a_message_published_from_the_console_reaches_mosquitto_sub(console: Console,
@@ -584,18 +622,27 @@ def test_an_owner_sees_only_its_own_fleet(console: Console):
     # The publish is acknowledged: the notification is held.
     assert pending_of_globex() == ["secret"]
     # The same login as any token's.
+    page = console.page
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(urllib.parse.urlsplit(request.url).path))
     console.login_with_new_token("acme-console", "--owner", "acme", "--scope", "read",
                                  "--scope", "write", "--scope", "events")
-    page = console.page
     expect(page.get_by_role("banner").get_by_test_id("owner")).to_have_text("acme")
+    # The stream itself says when it is watching: `live` with no metrics scope, and no scrape.
+    expect(page.get_by_test_id("events-state")).to_have_text("live")
     console.go("Fleet")
-    expect(page.locator("tr[data-udid='d1']")).to_be_visible()
+    row = page.locator("tr[data-udid='d1']")
+    expect(row.get_by_test_id("state")).to_have_text("offline")
     expect(page.get_by_test_id("fleet-count")).to_have_text("1 device(s)")
     expect(page.locator("tr[data-udid='g1']")).to_have_count(0)
-    # Naming the other owner in the filter is refused, not answered with its devices.
-    page.get_by_label("Owner").fill("globex")
-    expect(page.get_by_role("alert")).to_contain_text("outside the token's realm")
-    expect(page.locator("tbody tr")).to_have_count(0)
+    # Its device comes online: the owner sees it without a reload.
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    expect(row.get_by_test_id("state")).to_have_text("online")
+    assert "/metrics" not in requested, requested
+    # An owner filters by no other owner: the filter is not offered.
+    expect(page.get_by_label("Owner")).to_have_count(0)
     console.screenshot("fleet-owner")
     # The other owner's device page, by its URL: absent.
     page.goto(console.broker.http_url + "/#/fleet/g1")

@@ -175,6 +175,11 @@ struct Pending {
 /// A QoS 1/2 message published to the stream, not yet acknowledged.
 struct Unacked {
     ack: Result<PublishAckFuture, PublishError>,
+    retry: Retry,
+}
+
+/// What publishing a QoS 1/2 message again takes.
+struct Retry {
     subject: String,
     message_id: String,
     payload: bytes::Bytes,
@@ -408,9 +413,11 @@ impl Node {
         let ack = store(&self.jetstream, &subject, &payload, &message_id).await;
         Some(Unacked {
             ack,
-            subject,
-            message_id,
-            payload,
+            retry: Retry {
+                subject,
+                message_id,
+                payload,
+            },
         })
     }
 }
@@ -431,30 +438,7 @@ async fn acknowledge(
             // Dropped unanswered only when the node stops.
             let _ = written.await;
         }
-        for unacked in batch.acks {
-            let mut ack = unacked.ack;
-            loop {
-                let error = match ack {
-                    Ok(future) => match future.await {
-                        Ok(_) => break,
-                        Err(error) => error.to_string(),
-                    },
-                    Err(error) => error.to_string(),
-                };
-                warn!(
-                    "JetStream did not store the message {} ({error}); publishing it again",
-                    unacked.message_id
-                );
-                tokio::time::sleep(RETRY_DELAY).await;
-                ack = store(
-                    &jetstream,
-                    &unacked.subject,
-                    &unacked.payload,
-                    &unacked.message_id,
-                )
-                .await;
-            }
-        }
+        stored(batch.acks, &jetstream).await;
         if batch.sync {
             // Requests to a subject nobody answers come back "no responders" from the server,
             // after it has handled everything this connection sent before.
@@ -465,6 +449,46 @@ async fn acknowledge(
         if inputs.send(ClusterInput::Through(batch.seq)).await.is_err() {
             return;
         }
+    }
+}
+
+/// Returns once JetStream has acknowledged every one of `acks`, publishing again (under the
+/// same `Nats-Msg-Id`) each it did not. Acknowledgements are awaited together: when the
+/// stream's leader fails, every one in flight times out at once, not one after another.
+async fn stored(acks: Vec<Unacked>, jetstream: &jetstream::Context) {
+    let (mut futures, mut retries): (Vec<_>, Vec<_>) = acks
+        .into_iter()
+        .map(|unacked| (unacked.ack, unacked.retry))
+        .unzip();
+    loop {
+        let outcomes = futures_util::future::join_all(futures.into_iter().map(|ack| async {
+            match ack {
+                Ok(future) => future.await.map(drop).map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        }))
+        .await;
+        let failed: Vec<Retry> = outcomes
+            .into_iter()
+            .zip(retries)
+            .filter_map(|(outcome, retry)| {
+                let error = outcome.err()?;
+                warn!(
+                    "JetStream did not store the message {} ({error}); publishing it again",
+                    retry.message_id
+                );
+                Some(retry)
+            })
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        tokio::time::sleep(RETRY_DELAY).await;
+        futures = Vec::with_capacity(failed.len());
+        for retry in &failed {
+            futures.push(store(jetstream, &retry.subject, &retry.payload, &retry.message_id).await);
+        }
+        retries = failed;
     }
 }
 

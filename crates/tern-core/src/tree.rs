@@ -42,6 +42,8 @@ pub struct Match<K> {
 /// How ready a member of a `$share` group is to take a message: a group prefers the readiest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Readiness {
+    /// May not have this message at all (kept out of its topic): never chosen.
+    Excluded,
     /// Not connected: its messages wait for it to come back.
     Offline,
     /// Connected, but behind: its queue is full (flow control would hold the publisher).
@@ -357,8 +359,9 @@ fn emit<K: Copy>(
             continue;
         }
         let start = group.cursor % count;
-        // The first ready member from the cursor on, else the first busy one, else the next.
-        let mut chosen = (start, Readiness::Offline);
+        // The first ready member from the cursor on, else the first busy one, else the first
+        // offline one; none when every member is kept out of the message.
+        let mut chosen = (start, Readiness::Excluded);
         for index in (0..count).map(|offset| (start + offset) % count) {
             let readiness = readiness(group.members[index].0);
             if readiness > chosen.1 {
@@ -367,6 +370,9 @@ fn emit<K: Copy>(
                     break;
                 }
             }
+        }
+        if chosen.1 == Readiness::Excluded {
+            continue;
         }
         let chosen = chosen.0;
         group.cursor = chosen + 1;

@@ -266,3 +266,35 @@ fn requests_outside_the_fleet_are_kept_out_and_a_devices_own_key_is_the_device()
         .publish_for(&k1, vec![request("/acme/k1/status")], false, now);
     assert_eq!(outcomes, [Err(RequestRefusal::Banned)]);
 }
+
+/// A client kept out of the fleet that joins a monitor's `$share` group must not take the
+/// fleet's messages away from it: the group passes over the outsider for a fleet topic (and
+/// still shares everything else with it).
+#[test]
+fn an_outsider_in_a_monitors_shared_group_takes_none_of_the_fleets_messages() {
+    let (mut t, d1) = fleet();
+    let monitor = t.connect("monitor", V5, Opts::new());
+    t.subscribe(&monitor, "$share/g/#", Q1);
+    let eve = t.connect("eve", V5, Opts::new());
+    t.subscribe(&eve, "$share/g/#", Q1);
+    t.read_all(&monitor);
+    t.read_all(&eve);
+    for id in 2..6 {
+        t.send(&d1, publish("/acme/d1/status", STATUS, Q1, id));
+        assert_eq!(t.recv(&d1), [puback(id)]);
+    }
+    let (packets, _) = t.read_all(&monitor);
+    assert_eq!(topics(&packets), ["/acme/d1/status"; 4], "{packets:?}");
+    let (packets, _) = t.read_all(&eve);
+    assert!(topics(&packets).is_empty(), "{packets:?}");
+    // Outside the fleet the group still takes turns.
+    let other = t.connect("other", V311, Opts::new());
+    for id in 1..5 {
+        t.send(&other, publish("news/more", "open", Q1, id));
+        assert_eq!(t.recv(&other), [puback(id)]);
+    }
+    let (to_monitor, _) = t.read_all(&monitor);
+    let (to_eve, _) = t.read_all(&eve);
+    assert_eq!(topics(&to_monitor).len() + topics(&to_eve).len(), 4);
+    assert!(!topics(&to_eve).is_empty(), "{to_eve:?}");
+}

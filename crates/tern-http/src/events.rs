@@ -97,8 +97,9 @@ impl Watchers {
         }
     }
 
-    /// Opens a stream: the tap copies what it asks for from now on, and its first frame says
-    /// so (a reader knows from it that nothing after is missed).
+    /// Opens a stream: the tap copies what it asks for from now on, and its first frames say
+    /// so (a reader knows from them that nothing after is missed): a comment for a reader of
+    /// the text, and an event `ready` for a browser's `EventSource`, which shows no comments.
     pub(crate) fn watch(&mut self, broker: &mut Broker, watcher: Watcher) {
         for filter in &watcher.filters {
             broker.tap_watch(filter);
@@ -106,9 +107,9 @@ impl Watchers {
         if watcher.events {
             broker.tap_events(true);
         }
-        let _ = watcher
-            .sender
-            .try_send(Bytes::from_static(b": watching\n\n"));
+        let _ = watcher.sender.try_send(Bytes::from_static(
+            b": watching\n\nevent: ready\ndata: {}\n\n",
+        ));
         self.watchers.push(watcher);
     }
 
@@ -375,7 +376,7 @@ fn stream_filter(text: &str, sees_topic: impl Fn(&str) -> bool) -> Result<TopicF
     params(("filter" = Option<Vec<String>>, Query, description = "A topic filter whose messages are sent (repeatable, at most 16), inside the token's topics; no $share/ or $tree/."),
            ("events" = Option<u8>, Query, description = "1 (default): broker events too (connected, disconnected, refused, access requests, the fleet's changes) of clients and owners in the token's realm; 0: messages only."),
            ("keepalive" = Option<u64>, Query, description = "Seconds between keep-alive comments, 1-300 (default 15).")),
-    responses((status = 200, description = "text/event-stream: a comment `: watching` once the stream is open, then `event: message` (data: the message as a poll words it, without seq) and broker events (`event: connected`, `disconnected`, `refused`, `access_request`, and `fleet`: {owner, udid, change} with change online, offline, added, changed, deleted or flapping), and `: keep-alive` comments.", content_type = "text/event-stream"),
+    responses((status = 200, description = "text/event-stream: a comment `: watching` and an event `ready` (data `{}`) once the stream is open, then `event: message` (data: the message as a poll words it, without seq) and broker events (`event: connected`, `disconnected`, `refused`, `access_request`, and `fleet`: {owner, udid, change} with change online, offline, added, changed, deleted or flapping), and `: keep-alive` comments.", content_type = "text/event-stream"),
               (status = "4XX", description = "No token, a bad token, a scope it lacks, a filter outside its topics (acl_denied), an invalid filter, or too many streams (rate_limited).", body = crate::error::ErrorBody)),
     security(("bearer" = ["events"])))]
 pub(crate) async fn events(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {

@@ -13,7 +13,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Response};
 use axum::middleware::Next;
 use tern_core::{Broker, Stats, TrafficTotals};
-use tern_net::{BrokerHandle, CommitLatencySnapshot, COMMIT_BUCKETS_SECS};
+use tern_net::{BrokerHandle, CommitLatencySnapshot, ListenerConnections, COMMIT_BUCKETS_SECS};
 use tokio::sync::oneshot;
 
 use crate::admin::authorize;
@@ -30,6 +30,7 @@ pub(crate) struct CoreFigures {
     traffic: TrafficTotals,
     commits: Option<CommitLatencySnapshot>,
     tap_dropped: u64,
+    listeners: Vec<ListenerConnections>,
 }
 
 impl CoreFigures {
@@ -41,6 +42,7 @@ impl CoreFigures {
             traffic: handle.traffic(),
             commits: handle.commit_latency(),
             tap_dropped: broker.tap_dropped(),
+            listeners: handle.listener_connections(),
         }
     }
 }
@@ -109,6 +111,15 @@ impl Text {
     }
 }
 
+/// The process's resident set, from `/proc/self/status` (`VmRSS`, in kB); `None` where
+/// there is no such file.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -126,6 +137,28 @@ fn render(core: &CoreFigures, shared: &Shared) -> String {
         "MQTT clients connected now.",
         stats.clients_connected,
     );
+    let name = "tern_listener_connections";
+    out.family(
+        name,
+        "gauge",
+        "Connections open on each MQTT listener (handshakes included), by protocol and address.",
+    );
+    for listener in &core.listeners {
+        let address = listener.address.to_string();
+        out.sample(
+            name,
+            &[("protocol", listener.protocol), ("address", &address)],
+            listener.open,
+        );
+    }
+    if let Some(resident) = resident_memory_bytes() {
+        out.one(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Memory the whole process holds in RAM (its resident set).",
+            resident,
+        );
+    }
     out.one(
         "tern_sessions",
         "gauge",
@@ -275,7 +308,7 @@ fn render(core: &CoreFigures, shared: &Shared) -> String {
 
 /// The broker's metrics, in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "admin",
-    responses((status = 200, description = "Prometheus text format 0.0.4: connections, messages in and out by QoS, bytes, dropped and expired messages, queue depths, the store's commit time histogram, HTTP requests by route and status.", content_type = "text/plain"),
+    responses((status = 200, description = "Prometheus text format 0.0.4: connections (also by listener), messages in and out by QoS, bytes, dropped and expired messages, queue depths, resident memory, the store's commit time histogram, HTTP requests by route and status.", content_type = "text/plain"),
               (status = "4XX", description = "No token, a bad token, or one without the metrics scope.", body = crate::error::ErrorBody)),
     security(("bearer" = ["metrics"])))]
 pub(crate) async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {

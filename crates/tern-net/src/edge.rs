@@ -116,6 +116,12 @@ impl BrokerHandle {
         self.shared.traffic()
     }
 
+    /// Each listener's open connections, in the order of the configuration.
+    pub fn listener_connections(&self) -> Vec<crate::ListenerConnections> {
+        let listeners = self.shared.listeners.borrow();
+        listeners.iter().map(|l| l.connections()).collect()
+    }
+
     /// The last store batch and the last cluster batch handed on.
     fn last_sent(&self) -> (u64, u64) {
         let store = self.shared.committer.as_ref().map_or(0, |c| c.last_sent());

@@ -39,6 +39,7 @@ pub use edge::{Batch, BrokerHandle, EdgeTask};
 pub use event_log::describe as describe_close;
 pub use gate::{AdmissionLimits, PENDING_PER_ADDRESS_FLOOR};
 pub use latency::{CommitLatencySnapshot, COMMIT_BUCKETS_SECS};
+pub use listener::ListenerConnections;
 pub use tls::{server_config as tls_server_config, TlsError, TlsSettings};
 
 use durable::{Commit, Committer};
@@ -422,6 +423,7 @@ impl Server {
             info!("listening for MQTT on {}", listener.describe());
             let listener = Rc::new(listener);
             all.push(Rc::clone(&listener));
+            shared.listeners.borrow_mut().push(Rc::clone(&listener));
             let handshakes = handshakes.clone().filter(|_| listener.is_tls());
             tokio::task::spawn_local(listener::accept_loop(
                 socket,

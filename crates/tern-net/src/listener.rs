@@ -1,6 +1,7 @@
 //! Accepting connections: admission limits, then the TLS and WebSocket handshakes (cut off at
 //! the CONNECT deadline), then the connection task over whichever byte stream resulted.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,35 @@ pub(crate) struct Listener {
     use_identity_as_username: bool,
     /// The authentication profile its clients are checked against.
     pub(crate) auth_profile: usize,
+    /// Connections accepted and not yet closed (handshakes included).
+    open: Cell<u64>,
+}
+
+/// One listener's open connections, for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConnections {
+    /// `mqtt`, `mqtts`, `ws` or `wss`.
+    pub protocol: &'static str,
+    /// The address it is bound to.
+    pub address: SocketAddr,
+    /// Connections accepted and not yet closed, their handshakes included.
+    pub open: u64,
+}
+
+/// Counts a connection as open on its listener until it is dropped.
+struct OpenOn(Rc<Listener>);
+
+impl OpenOn {
+    fn new(listener: Rc<Listener>) -> Self {
+        listener.open.set(listener.open.get() + 1);
+        Self(listener)
+    }
+}
+
+impl Drop for OpenOn {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+    }
 }
 
 impl Listener {
@@ -68,12 +98,22 @@ impl Listener {
             ws_path,
             use_identity_as_username: config.use_identity_as_username,
             auth_profile: 0,
+            open: Cell::new(0),
         })
     }
 
     /// Whether its clients speak TLS.
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Its open connections now.
+    pub(crate) fn connections(&self) -> ListenerConnections {
+        ListenerConnections {
+            protocol: self.scheme(),
+            address: self.local,
+            open: self.open.get(),
+        }
     }
 
     fn scheme(&self) -> &'static str {
@@ -161,6 +201,7 @@ async fn handshake_and_serve(
     handshakes: Option<Rc<TlsHandshakes>>,
     admitted: Admitted,
 ) {
+    let _open = OpenOn::new(Rc::clone(&listener));
     let deadline = Duration::from_millis(shared.connect_timeout_millis().max(1));
     let message_max = shared.packet_size_max() as usize + WS_MESSAGE_SLACK_BYTES;
     let profile = listener.auth_profile;

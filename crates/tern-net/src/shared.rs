@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// Encodes for every connection, so receivers of one message share its encoding.
     pub(crate) encoder: RefCell<Encoder>,
     wakers: RefCell<FxHashMap<ConnectionId, Wake>>,
+    /// The listeners accepting connections, for their counts.
+    pub(crate) listeners: RefCell<Vec<Rc<crate::listener::Listener>>>,
     epoch: Instant,
     next_id: Cell<u64>,
     pub(crate) bytes_received: Cell<u64>,
@@ -152,6 +154,7 @@ impl Shared {
             broker: RefCell::new(broker),
             encoder: RefCell::default(),
             wakers: RefCell::new(FxHashMap::default()),
+            listeners: RefCell::new(Vec::new()),
             epoch,
             next_id: Cell::new(1),
             bytes_received: Cell::new(0),

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use support::cluster::{
-    client, expect_printed, join, mosquitto_sub, node, node_with, node_with_env, persistent,
-    receive_until, Seen, WAIT,
+    client, expect_printed, join, mosquitto_pub, mosquitto_sub, node, node_with, node_with_env,
+    persistent, receive_until, Seen, WAIT,
 };
 use support::mqtt::{ack, pid, publish, RawClient};
 use support::nats::NatsServer;
@@ -130,15 +130,8 @@ fn mosquitto_clients_exchange_qos2_messages_across_nodes() {
     let topics = ["x.y/*/>", "a b/=/ü", "c//d"];
     let (mut sub, granted) = mosquitto_sub(n2.port, QoS::ExactlyOnce, &["#"]);
     assert!(granted.ends_with(": 2"), "QoS 2 granted: {granted}");
-    let port = n1.port.to_string();
     for (n, topic) in topics.iter().enumerate() {
-        let payload = format!("m{n}");
-        let status = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", "2"])
-            .args(["-t", topic, "-m", &payload])
-            .status()
-            .expect("mosquitto_pub runs");
-        assert!(status.success(), "mosquitto_pub to {topic:?}");
+        mosquitto_pub(n1.port, QoS::ExactlyOnce, topic, &format!("m{n}"));
     }
     expect_printed(&mut sub, &topics);
     sub.kill();

@@ -13,7 +13,7 @@ use support::cluster::{
     three_nodes, WAIT,
 };
 use support::mqtt::RawClient;
-use support::nats::NatsServer;
+use support::nats::{NatsCluster, NatsServer};
 use tern_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
 
 /// Reads until the broker closes `client`, which must have said 0x8E (Session taken over).
@@ -191,11 +191,24 @@ fn two_connects_for_one_client_on_two_nodes_at_once_end_with_one_owner() {
 #[test]
 fn a_node_paused_past_its_lease_writes_nothing_stale_when_it_wakes() {
     let nats = NatsServer::start();
-    let urls = [nats.url()];
+    paused_node_writes_nothing_stale(&[nats.url()], 1);
+}
+
+/// [`a_node_paused_past_its_lease_writes_nothing_stale_when_it_wakes`] with three NATS servers
+/// joined by routes, the buckets in three replicas, each node given every server.
+#[test]
+fn a_node_paused_past_its_lease_writes_nothing_stale_on_three_replicated_servers() {
+    let cluster = NatsCluster::start(3);
+    paused_node_writes_nothing_stale(&cluster.urls(), 3);
+}
+
+/// Nodes n1 and n2 on `urls`, keeping `replicas` replicas: n1, holding a session, is paused
+/// while the session moves to n2; the session's record stays as n2 wrote it.
+fn paused_node_writes_nothing_stale(urls: &[String], replicas: usize) {
     let lease = "lease_secs = 1";
     let (n1, n2) = (
-        node_with(&urls, "n1", 1, lease),
-        node_with(&urls, "n2", 1, lease),
+        node_with(urls, "n1", replicas, lease),
+        node_with(urls, "n2", replicas, lease),
     );
     let (mut old, _) = join(n1.port, persistent("sleeper", true, 10));
     old.subscribe("a", QoS::AtLeastOnce).unwrap();
@@ -204,6 +217,10 @@ fn a_node_paused_past_its_lease_writes_nothing_stale_when_it_wakes() {
     let paused_at = Instant::now();
     let (mut new, present) = join(n2.port, persistent("sleeper", false, 10));
     assert!(present, "taken with what the record says");
+    println!(
+        "the client resumed on n2 {:.1} s after n1 stopped",
+        paused_at.elapsed().as_secs_f64()
+    );
     new.subscribe("b", QoS::AtLeastOnce).unwrap();
     let id = old.fresh_id();
     let stale = tern_codec::Subscribe {

@@ -45,14 +45,11 @@ const listeners = new Set();
 let source = null;
 
 // Calls `ready(true)` once a stream's watcher is in place on the broker thread, `ready(false)`
-// while it reconnects. The browser sees the stream open once its request is answered; the
-// watcher it asked for travels to the broker thread on the same queue as a metrics scrape,
-// in order, so a scrape answered after that says the watcher is there: nothing after is
-// missed.
+// while it reconnects. The broker says so on the stream itself: its first event, `ready`, is
+// sent by the broker thread once the watcher is there, so nothing after it is missed (the
+// stream's opening says only that the request was answered).
 function whenWatching(stream, ready) {
-  stream.onopen = () => {
-    fetch('/metrics', { credentials: 'same-origin' }).catch(() => {}).finally(() => ready(true));
-  };
+  stream.addEventListener('ready', () => ready(true));
   stream.onerror = () => ready(false);
 }
 
@@ -65,7 +62,7 @@ export function openEvents() {
   closeEvents();
   source = new EventSource('/v1/events');
   whenWatching(source, (live) => onLive(live));
-  for (const name of ['connected', 'disconnected', 'refused', 'access_request', 'notification']) {
+  for (const name of ['connected', 'disconnected', 'refused', 'access_request', 'notification', 'fleet']) {
     source.addEventListener(name, (event) => {
       let data;
       try {

@@ -2,7 +2,7 @@
 // overview is shown), so its chart holds the last hour of this tab: GET /metrics every two
 // seconds, and the connections refused, from the event stream.
 import { onEvent } from './api.js';
-import { parseMetrics, total } from './metrics.js';
+import { listenersOf, parseMetrics, total } from './metrics.js';
 
 const EVERY_MS = 2000;
 const POINTS_MAX = 1800; // an hour at one point every two seconds
@@ -32,6 +32,9 @@ function figuresOf(m, previous, now) {
     retained: total(m, 'tern_retained_messages'),
     held: total(m, 'tern_held_bytes'),
     dropped: total(m, 'tern_messages_dropped_total'),
+    // Absent where the broker cannot read it (no /proc).
+    resident: m.process_resident_memory_bytes ? total(m, 'process_resident_memory_bytes') : null,
+    listeners: listenersOf(m),
     rateIn: 0,
     rateOut: 0,
     commitMs: previous ? previous.commitMs : null,

@@ -23,3 +23,17 @@ export function appendPage(devices, page) {
   const seen = new Set(devices.map((d) => d.udid));
   return [...devices, ...page.filter((d) => !seen.has(d.udid))];
 }
+
+// The most devices one page of the server holds.
+export const PAGE_MAX = 1000;
+
+// How many devices to ask for again, from the first, when the fleet changed elsewhere: as
+// many pages as are shown (so `More` need not be pressed again), within one page of the
+// server's.
+export function refreshLimit(shown, page = 100) {
+  return Math.min(PAGE_MAX, Math.max(page, Math.ceil(shown / page) * page));
+}
+
+// Whether an `event: fleet` changes which devices a list holds or what it says of them
+// (its state alone is changed in place, from `online` and `offline`).
+export const LISTING_CHANGES = new Set(['added', 'changed', 'deleted']);

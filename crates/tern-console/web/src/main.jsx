@@ -85,7 +85,7 @@ function Shell({ session, onOut }) {
   else if (page === 'sessions') body = <Sessions />;
   else if (page === 'access') body = <Access />;
   else if (page === 'fleet' && rest.length) body = <Device udid={decodeURIComponent(rest.join('/'))} />;
-  else if (page === 'fleet') body = <Fleet />;
+  else if (page === 'fleet') body = <Fleet owner={session.owner} />;
   else if (page === 'notifications') body = <Notifications />;
   else body = <Overview />;
   return (

@@ -21,3 +21,12 @@ export function total(metrics, name, where = {}) {
     .filter((s) => Object.entries(where).every(([k, v]) => s.labels[k] === v))
     .reduce((sum, s) => sum + s.value, 0);
 }
+
+// Each MQTT listener's open connections, in the order scraped: [{protocol, address, open}].
+export function listenersOf(metrics) {
+  return (metrics.tern_listener_connections || []).map((s) => ({
+    protocol: s.labels.protocol,
+    address: s.labels.address,
+    open: s.value,
+  }));
+}

@@ -1,7 +1,7 @@
 // The front end's pure parts, without a browser (run by `node --test`, from the crate's tests).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseMetrics, total } from '../src/metrics.js';
+import { listenersOf, parseMetrics, total } from '../src/metrics.js';
 import { find, insert, newNode, numberOf, pretty } from '../src/tree.js';
 
 test('metrics are read from the Prometheus text, summed over labels', () => {
@@ -21,6 +21,18 @@ test('metrics are read from the Prometheus text, summed over labels', () => {
   assert.equal(total(m, 'tern_http_requests_total', { route: '/v1/pub/{*topic}' }), 2);
   assert.equal(total(m, 'tern_connections'), 4);
   assert.equal(total(m, 'absent'), 0);
+});
+
+test("each listener's open connections are read with its protocol and address", () => {
+  const m = parseMetrics([
+    'tern_listener_connections{protocol="mqtt",address="127.0.0.1:1883"} 3',
+    'tern_listener_connections{protocol="wss",address="[::1]:8884"} 0',
+  ].join('\n'));
+  assert.deepEqual(listenersOf(m), [
+    { protocol: 'mqtt', address: '127.0.0.1:1883', open: 3 },
+    { protocol: 'wss', address: '[::1]:8884', open: 0 },
+  ]);
+  assert.deepEqual(listenersOf(parseMetrics('tern_connections 1')), []);
 });
 
 test('the tree keeps each topic by level, its last message and its numbers', () => {
@@ -78,4 +90,14 @@ test('a fleet page is asked for with the filters set and the cursor, pages joine
   assert.equal(devicesQuery({ tag: 'door', firmware: '1.7.24' }), '?firmware=1.7.24&tag=door&limit=100');
   const joined = appendPage([{ udid: 'a' }, { udid: 'b' }], [{ udid: 'b' }, { udid: 'c' }]);
   assert.deepEqual(joined.map((d) => d.udid), ['a', 'b', 'c']);
+});
+
+test('a fleet changed elsewhere is asked for again as far as it is shown, within a page', async () => {
+  const { refreshLimit, LISTING_CHANGES } = await import('../src/fleet.js');
+  assert.equal(refreshLimit(0), 100);
+  assert.equal(refreshLimit(100), 100);
+  assert.equal(refreshLimit(101), 200);
+  assert.equal(refreshLimit(250, 50), 250);
+  assert.equal(refreshLimit(5000), 1000);
+  assert.ok(LISTING_CHANGES.has('deleted') && !LISTING_CHANGES.has('online'));
 });

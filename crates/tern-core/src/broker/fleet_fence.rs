@@ -8,13 +8,16 @@
 //! per message, whatever the number of owners, and only the matches of such a message are
 //! looked at.
 
+use rustc_hash::FxHashMap;
 use tern_codec::MqttString;
 
 use super::request::RequestClient;
 use super::Broker;
 use crate::auth::{Identity, Method};
 use crate::authz::{Access, Permissions};
+use crate::connection::Connection;
 use crate::fleet::DeviceCredential;
+use crate::session::Session;
 use crate::tree::Match;
 use crate::tree_view::TreeViewId;
 use crate::types::{ConnectionId, SessionKey};
@@ -27,6 +30,23 @@ pub(super) fn fenced(permissions: Option<&dyn Permissions>, identity: Option<&Id
     let fleet =
         identity.is_some_and(|i| matches!(i.method, Method::FleetDevice | Method::FleetOwner));
     !by_rules && !fleet
+}
+
+/// Whether `session` is kept out: by its connection's permissions, or, without a connection,
+/// by the identity it belongs to.
+pub(super) fn session_fenced(
+    session: &Session,
+    connections: &FxHashMap<ConnectionId, Box<Connection>>,
+) -> bool {
+    match session.connection {
+        Some(id) => connections.get(&id).is_none_or(|connection| {
+            fenced(
+                connection.permissions.as_deref(),
+                connection.identity.as_deref(),
+            )
+        }),
+        None => !session.owner.is_fleet(),
+    }
 }
 
 impl Broker {
@@ -51,11 +71,7 @@ impl Broker {
     /// a connection, by the identity it belongs to (an offline session keeps nothing of the
     /// fleet unless it is a fleet identity's).
     pub(super) fn session_fleet_fenced(&self, key: SessionKey) -> bool {
-        let session = self.session(key);
-        match session.connection {
-            Some(id) => self.fleet_fenced(id),
-            None => !session.owner.is_fleet(),
-        }
+        session_fenced(self.session(key), &self.connections)
     }
 
     /// Drops from `matches` of a message on `topic` the subscriptions kept out of its fleet

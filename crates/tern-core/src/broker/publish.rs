@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tern_codec::{Ack, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionIds, TopicName};
 
+use super::fleet_fence;
 use super::retained_store::{retained_size, RetainedLimit};
 use super::tree_view::Outgoing;
 use super::Broker;
@@ -381,9 +382,15 @@ impl Broker {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         let sessions = &self.sessions;
-        // A `$share` group passes over a member whose queue is full before it holds anyone.
+        let connections = &self.connections;
+        let fleet_closes = self.fleet_closes(&message.topic);
+        // A `$share` group passes over a member whose queue is full before it holds anyone, and
+        // never gives a fleet message to a member kept out of the fleet.
         let readiness =
             |key: SessionKey| match sessions.get(key.0 as usize).and_then(Option::as_ref) {
+                Some(s) if fleet_closes && fleet_fence::session_fenced(s, connections) => {
+                    Readiness::Excluded
+                }
                 Some(s) if s.connection.is_some() && s.flow == FlowState::Clear => Readiness::Ready,
                 Some(s) if s.connection.is_some() => Readiness::Busy,
                 _ => Readiness::Offline,

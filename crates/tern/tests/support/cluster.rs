@@ -8,7 +8,7 @@ use tern_codec::{
 
 use super::cli::{self, Running};
 use super::mqtt::{publish, RawClient};
-use super::nats::NatsServer;
+use super::nats::{NatsCluster, NatsServer};
 use super::Tern;
 
 /// How long a test waits for anything that should come.
@@ -26,6 +26,17 @@ pub(crate) fn three_nodes(nats: &NatsServer) -> (Tern, Tern, Tern) {
         node(&urls, "n1", 1),
         node(&urls, "n2", 1),
         node(&urls, "n3", 1),
+    )
+}
+
+/// Nodes `n1`, `n2` and `n3`, each given every server of `cluster` and keeping three replicas
+/// of the stream and buckets, with `extra` lines in their `[cluster]` sections.
+pub(crate) fn replicated_nodes(cluster: &NatsCluster, extra: &str) -> (Tern, Tern, Tern) {
+    let urls = cluster.urls();
+    (
+        node_with(&urls, "n1", 3, extra),
+        node_with(&urls, "n2", 3, extra),
+        node_with(&urls, "n3", 3, extra),
     )
 }
 
@@ -181,6 +192,17 @@ pub(crate) fn mosquitto_sub(port: u16, qos: QoS, filters: &[&str]) -> (Running, 
         }
         assert!(Instant::now() < deadline, "no SUBACK");
     }
+}
+
+/// Publishes `payload` to `topic` at `qos` with mosquitto_pub (MQTT 5) on the node on `port`.
+pub(crate) fn mosquitto_pub(port: u16, qos: QoS, topic: &str, payload: &str) {
+    let (port, qos) = (port.to_string(), (qos as u8).to_string());
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-q", &qos])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success(), "mosquitto_pub to {topic:?}");
 }
 
 /// Expects `sub` (from [`mosquitto_sub`]) to print next, as `topic payload`, one message on

@@ -1,6 +1,7 @@
 //! Debian's `nats-server` with JetStream on loopback, for the cluster tests: one server, or a
 //! cluster of servers joined by routes. Every port is picked by the server itself (`-1`) and
-//! read back from its log; every server is killed when dropped.
+//! read back from its log; every server is killed when dropped. A cluster's state (its
+//! JetStream leaders) is read from the servers' monitoring endpoint (`/jsz`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ pub(crate) struct NatsServer {
     pub(crate) port: u16,
     /// The port other servers route to, in a cluster.
     pub(crate) route_port: Option<u16>,
+    /// The monitoring (HTTP) port.
+    monitor_port: u16,
+    /// Its name in the cluster.
+    pub(crate) name: String,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -51,7 +56,7 @@ impl NatsServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = dir.path().join("jetstream");
         let mut config = format!(
-            "server_name: {name}\nhost: 127.0.0.1\nport: -1\n\
+            "server_name: {name}\nhost: 127.0.0.1\nport: -1\nhttp_port: -1\n\
              jetstream {{ store_dir: {store:?} }}\n"
         );
         if let Some((listen, all)) = cluster {
@@ -73,10 +78,13 @@ impl NatsServer {
             config: path,
             port: 0,
             route_port: None,
+            monitor_port: 0,
+            name: name.to_owned(),
             log,
             _dir: dir,
         };
         server.port = server.logged_port("Listening for client connections on ")?;
+        server.monitor_port = server.logged_port(MONITOR_LINE)?;
         if cluster.is_some() {
             server.route_port = Some(server.logged_port("Listening for route connections on ")?);
         }
@@ -93,12 +101,27 @@ impl NatsServer {
     /// once it listens. Its log starts afresh.
     pub(crate) fn restart(&mut self) {
         let config = std::fs::read_to_string(&self.config).expect("read nats.conf");
-        let fixed = config.replace("port: -1", &format!("port: {}", self.port));
+        let fixed = config.replace("\nport: -1", &format!("\nport: {}", self.port));
         std::fs::write(&self.config, fixed).expect("write nats.conf");
         self.log.lock().expect("log lock").clear();
         self.child = spawn(&self.config, &self.log);
         let port = self.logged_port("Listening for client connections on ");
         assert_eq!(port, Some(self.port), "restarted on its port");
+        self.monitor_port = self.logged_port(MONITOR_LINE).expect("monitoring port");
+    }
+
+    /// What the server's `/jsz` endpoint says, with `query` (`accounts=true&streams=true`);
+    /// `None` while it does not answer.
+    fn jsz(&self, query: &str) -> Option<serde_json::Value> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let request = format!("GET /jsz?{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
     }
 
     /// Sends `signal` (`STOP`, `CONT`) to the server process.
@@ -119,6 +142,11 @@ impl NatsServer {
     /// Whether the server has logged a line containing `needle` within `timeout`.
     pub(crate) fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         super::logged_line(&self.log, needle, timeout).is_some()
+    }
+
+    /// What the server has logged so far.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
     }
 
     /// The port in the line starting after `needle`, once the server has logged it; `None`
@@ -144,6 +172,9 @@ impl NatsServer {
         }
     }
 }
+
+/// How a server says where its monitoring endpoint listens.
+const MONITOR_LINE: &str = "Starting http monitor on ";
 
 /// Runs `nats-server -c config`, its log lines collected into `log`.
 fn spawn(config: &std::path::Path, log: &Arc<Mutex<Vec<String>>>) -> Child {
@@ -190,17 +221,44 @@ impl NatsCluster {
                     .collect::<Option<Vec<_>>>()
             })
             .expect("free route ports");
+        let cluster = Self { servers };
+        cluster.leader_of(|server| server.jsz("")?.pointer("/meta_cluster/leader").cloned());
+        cluster
+    }
+
+    /// Every server's client URL.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
+    }
+
+    /// The index of the server that leads the stream `stream`, as the servers still answering
+    /// see it (one that is stopped or killed is not asked), once one does.
+    pub(crate) fn stream_leader(&self, stream: &str) -> usize {
+        self.leader_of(|server| {
+            let jsz = server.jsz("accounts=true&streams=true")?;
+            let accounts = jsz.get("account_details")?.as_array()?;
+            accounts
+                .iter()
+                .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                .find(|detail| detail["name"] == stream)
+                .and_then(|detail| detail.pointer("/cluster/leader").cloned())
+        })
+    }
+
+    /// The index of the server named by the first answer of `leader` (asked of each server in
+    /// turn), polled until one names a server within [`START_TIMEOUT`].
+    fn leader_of(&self, leader: impl Fn(&NatsServer) -> Option<serde_json::Value>) -> usize {
         let deadline = Instant::now() + START_TIMEOUT;
-        while !servers
-            .iter()
-            .any(|s| s.wait_for_log("JetStream cluster new metadata leader", Duration::ZERO))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no JetStream metadata leader elected"
-            );
+        loop {
+            let named = self.servers.iter().find_map(|server| {
+                let name = leader(server)?;
+                self.servers.iter().position(|s| name == s.name.as_str())
+            });
+            if let Some(index) = named {
+                return index;
+            }
+            assert!(Instant::now() < deadline, "no JetStream leader elected");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { servers }
     }
 }

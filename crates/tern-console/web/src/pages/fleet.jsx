@@ -1,9 +1,11 @@
 // Fleet: the registry's devices the session's token may see (`/v1/fleet/devices`, filtered
-// and paged by the server) with their live state (connected and disconnected events change it
-// without a reload), and one device's page (`/v1/fleet/devices/{udid}`).
+// and paged by the server) with their live state (connected and disconnected events, and the
+// fleet's online and offline, change it without a reload) and the list read again when a
+// device is added, changed or deleted elsewhere; and one device's page
+// (`/v1/fleet/devices/{udid}`).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, enc, onEvent } from '../api.js';
-import { appendPage, devicesQuery } from '../fleet.js';
+import { appendPage, devicesQuery, LISTING_CHANGES, refreshLimit } from '../fleet.js';
 import { DeviceNotifications } from './notify.jsx';
 
 function useLive(initial) {
@@ -11,6 +13,8 @@ function useLive(initial) {
   useEffect(() => onEvent((name, data) => {
     if (name === 'connected' || name === 'disconnected') {
       setOnline((o) => ({ ...o, [data.client_id]: name === 'connected' }));
+    } else if (name === 'fleet' && (data.change === 'online' || data.change === 'offline')) {
+      setOnline((o) => ({ ...o, [data.udid]: data.change === 'online' }));
     }
   }), []);
   return [online, setOnline];
@@ -26,7 +30,9 @@ const TEXT_FILTERS = [
   ['firmware', 'Firmware', 'version'], ['tag', 'Tag', ''],
 ];
 
-export function Fleet() {
+// `owner`: the session's token's owner, if it is an owner's (it sees that fleet only, so it
+// is offered no filter by owner).
+export function Fleet({ owner }) {
   const [filters, setFilters] = useState(NO_FILTER);
   const [devices, setDevices] = useState(null);
   const [next, setNext] = useState(null);
@@ -34,9 +40,9 @@ export function Fleet() {
   const [online, setOnline] = useLive({});
   // Only the answer to the latest question is drawn: one to a filter since changed is not.
   const asked = useRef(0);
-  const load = (cursor) => {
+  const load = (cursor, limit = PAGE) => {
     const mine = ++asked.current;
-    api(`/v1/fleet/devices${devicesQuery(filters, cursor, PAGE)}`).then((a) => {
+    return api(`/v1/fleet/devices${devicesQuery(filters, cursor, limit)}`).then((a) => {
       if (mine !== asked.current) return;
       setError('');
       setDevices((d) => (cursor ? appendPage(d || [], a.devices) : a.devices));
@@ -50,7 +56,33 @@ export function Fleet() {
       setNext(null);
     });
   };
-  useEffect(() => load(null), [filters]);
+  useEffect(() => {
+    load(null);
+  }, [filters]);
+  // A device added, changed or deleted elsewhere: the pages shown are asked for again (the
+  // server alone knows whether it passes the filters). One question at a time: changes that
+  // come while one is on its way make one more.
+  const latest = useRef({ load, shown: 0 });
+  latest.current = { load, shown: (devices || []).length };
+  const refreshing = useRef(null);
+  useEffect(() => {
+    const refresh = () => {
+      if (refreshing.current) {
+        refreshing.current = 'again';
+        return;
+      }
+      refreshing.current = 'running';
+      const { load: loadNow, shown } = latest.current;
+      loadNow(null, refreshLimit(shown, PAGE)).finally(() => {
+        const again = refreshing.current === 'again';
+        refreshing.current = null;
+        if (again) refresh();
+      });
+    };
+    return onEvent((name, data) => {
+      if (name === 'fleet' && LISTING_CHANGES.has(data.change)) refresh();
+    });
+  }, []);
   const set = (name) => (e) => {
     const value = e.currentTarget.value;
     setFilters((f) => ({ ...f, [name]: value }));
@@ -61,7 +93,7 @@ export function Fleet() {
       <h1 id="fleet-title">Fleet</h1>
       {error && <p role="alert" class="error">{error}</p>}
       <div class="row filters">
-        {TEXT_FILTERS.map(([name, label, hint]) => (
+        {TEXT_FILTERS.filter(([name]) => !(owner && name === 'owner')).map(([name, label, hint]) => (
           <span><label for={`fleet-${name}`}>{label}</label>
             <input id={`fleet-${name}`} type="search" value={filters[name]} onInput={set(name)} placeholder={hint} /></span>
         ))}
@@ -108,6 +140,7 @@ export function Device({ udid }) {
   // Its history, last seen and session change as it comes and goes: read again then.
   useEffect(() => onEvent((name, data) => {
     if ((name === 'connected' || name === 'disconnected') && data.client_id === udid) load();
+    if (name === 'fleet' && data.udid === udid && LISTING_CHANGES.has(data.change)) load();
   }), [udid]);
   const change = async (method, body, what) => {
     try {

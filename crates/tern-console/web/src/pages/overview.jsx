@@ -62,8 +62,20 @@ export function Overview() {
         <Tile id="retained" label="Retained messages" value={number(f.retained)} />
         <Tile id="memory" label="Bytes held for receivers" value={figures ? bytes(f.held) : '–'} />
         <Tile id="dropped" label="Dropped deliveries" value={number(f.dropped)} />
+        <Tile id="resident" label="Process memory (resident)" value={f.resident == null ? '–' : bytes(f.resident)} />
       </div>
       <Chart series={series} />
+      <h2 id="listeners-title">Listeners</h2>
+      <div class="scroll">
+        <table aria-labelledby="listeners-title">
+          <thead><tr><th scope="col">Protocol</th><th scope="col">Address</th><th scope="col">Open connections</th></tr></thead>
+          <tbody>
+            {(f.listeners || []).map((l) => (
+              <tr key={`${l.protocol} ${l.address}`}><td>{l.protocol}</td><td>{l.address}</td><td>{number(l.open)}</td></tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
       <h2>Refused connections</h2>
       {refused.length === 0 ? <p class="muted">None since this page opened.</p> : (
         <ul class="refused" aria-live="polite">
