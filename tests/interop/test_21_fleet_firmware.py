@@ -4,7 +4,12 @@ topics and payloads unchanged): a registration on `/<owner>/<udid>/status` is an
 catalogue (`tern firmware add`) above the device's version, for its platform, within the
 release's rollout: of two devices, the one whose bucket (computed here from the documented
 formula) is below a 50 % rollout is offered the release, the other is not. MQTT 5 Correlation
-Data comes back with the answer; the registry shows what the device said of itself.
+Data comes back with the answer; the registry shows what the device said of itself. Over
+HTTP, a device signs `POST /v1/fleet/register` with its own key and reads the same answer in
+the response; another key, and a disabled device, are refused. A release's file uploaded with
+`tern firmware add --file` is kept by the broker and offered at its own URL: the device
+downloads it in two ranges and checks its SHA-256; another owner's device is refused as for an
+unknown id; deleting the release deletes the file.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import hashlib
 import json
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from http_support import Device, operator_call
 from support import BROKER_KIND, PahoClient
-from test_20_fleet import Fleet, fleet  # noqa: F401 (the fixture)
+from test_20_fleet import Fleet, fleet, tern_bin  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the device fleet is Tern's")
 
@@ -126,3 +133,99 @@ def test_the_walk_through_with_mosquitto_rr(fleet: Fleet):
     answer = json.loads(done.stdout)["registration"]
     assert answer["status"] == "UPDATE_AVAILABLE" and answer["update"]["id"] == "fw-1.8.0"
     assert fleet.device("show", "d2")["firmware"] == "1.7.24"
+
+
+def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
+    add_release(fleet, "fw-1.8.0", "1.8.0")
+    _, key = fleet.add_key_device("acme", "k1")
+    device = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    answered = device.request("POST", "/v1/fleet/register", registration("1.7.24"))
+    assert answered.status == 200, answered.body
+    assert answered.body.endswith(b"}}"), answered.body
+    answer = answered.json()["registration"]
+    assert answer["status"] == "UPDATE_AVAILABLE"
+    assert answer["update"] == {"id": "fw-1.8.0", "version": "1.8.0", "size": 412345,
+                                "url": "https://firmware.example/fw-1.8.0.bin", "sha256": SHA}
+    assert abs(answer["timestamp"] - time.time()) < 60
+    shown = fleet.device("show", "k1")
+    assert (shown["firmware"], shown["platform"], shown["alias"]) == (
+        "1.7.24", "esp32", "robotdyn-mega+wifi")
+    up_to_date = device.request("POST", "/v1/fleet/register", registration("1.8.0"))
+    assert up_to_date.json()["registration"]["status"] == "OK"
+    # Not a registration.
+    wrong = device.request("POST", "/v1/fleet/register", b'{"status":"connected"}')
+    assert (wrong.status, wrong.json()["error"]["code"]) == (400, "payload_invalid")
+    # A key of the bridge that is no fleet device's registers nothing.
+    status, made = operator_call(fleet.broker.http_url, fleet.token, "POST", "/v1/admin/keys",
+                                 {"id": "d:eve", "both": ["eve/#"]})
+    assert status == 200, made
+    eve = Device(fleet.broker.http_url, "d:eve", made["secret"])
+    refused = eve.request("POST", "/v1/fleet/register", registration("1.7.24"))
+    assert (refused.status, refused.json()["error"]["code"]) == (403, "access_denied")
+    # Disabled, the device is refused.
+    fleet.device("disable", "k1")
+    refused = device.request("POST", "/v1/fleet/register", registration("1.0.0"))
+    assert (refused.status, refused.json()["error"]["code"]) == (403, "banned")
+    assert fleet.device("show", "k1")["firmware"] == "1.8.0"
+
+
+def test_a_device_downloads_its_offered_firmware_in_two_ranges(fleet: Fleet, tmp_path):
+    image = bytes(range(256)) * 21 + b"end"
+    size, sha = len(image), hashlib.sha256(image).hexdigest()
+    path = tmp_path / "fw-2.0.0.bin"
+    path.write_bytes(image)
+    # Given digests are checked against the file's.
+    failed = subprocess.run(
+        [*fleet_command(fleet), "add", "bad", "--platform", "esp32", "--version", "2.0.0",
+         "--file", str(path), "--sha256", "00" * 32], capture_output=True, text=True,
+        timeout=30)
+    assert failed.returncode != 0 and "sha256" in failed.stderr, failed.stderr
+    added = firmware(fleet, "add", "fw-2.0.0", "--platform", "esp32", "--version", "2.0.0",
+                     "--owner", "acme", "--file", str(path), "--size", str(size))
+    assert (added["url"], added["sha256"], added["size"]) == (
+        "/v1/fleet/firmware/fw-2.0.0", sha, size)
+    kept = fleet.data / "firmware" / f"fw-2.0.0-{sha}.bin"
+    assert kept.read_bytes() == image
+    assert [p.name for p in (fleet.data / "firmware").iterdir()] == [kept.name]
+
+    _, key = fleet.add_key_device("acme", "k1")
+    device = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    answer = device.request("POST", "/v1/fleet/register", registration("1.7.24")).json()
+    offer = answer["registration"]["update"]
+    assert (offer["url"], offer["sha256"], offer["size"]) == (added["url"], sha, size)
+    half = size // 2
+    first = device.request("GET", offer["url"], extra=[("Range", f"bytes=0-{half - 1}")])
+    assert first.status == 206, first.body
+    assert first.headers["content-range"] == f"bytes 0-{half - 1}/{size}"
+    second = device.request("GET", offer["url"], extra=[("Range", f"bytes={half}-")])
+    assert second.status == 206, second.body
+    assert second.headers["content-range"] == f"bytes {half}-{size - 1}/{size}"
+    assert hashlib.sha256(first.body + second.body).hexdigest() == offer["sha256"]
+    whole = device.request("GET", offer["url"])
+    assert (whole.status, whole.body) == (200, image)
+    past = device.request("GET", offer["url"], extra=[("Range", f"bytes={size}-")])
+    assert (past.status, past.json()["error"]["code"]) == (416, "range_not_satisfiable")
+    assert past.headers["content-range"] == f"bytes */{size}"
+
+    # Another owner's device is refused as for an id that does not exist.
+    _, other_key = fleet.add_key_device("globex", "g9")
+    other = Device(fleet.broker.http_url, "d:g9", other_key["secret"])
+    for url in [offer["url"], "/v1/fleet/firmware/nothing"]:
+        refused = other.request("GET", url)
+        assert (refused.status, refused.json()["error"]["code"]) == (404, "no_release"), url
+    # An operator of the whole broker reads it too.
+    request = urllib.request.Request(fleet.broker.http_url + offer["url"], headers={
+        "Authorization": f"Bearer {fleet.token}", "Range": "bytes=-3"})
+    with urllib.request.urlopen(request, timeout=10) as answered:
+        assert (answered.status, answered.read()) == (206, b"end")
+
+    # Deleting the release deletes its file.
+    assert firmware(fleet, "delete", "fw-2.0.0")["id"] == "fw-2.0.0"
+    assert not kept.exists()
+    gone = device.request("GET", offer["url"])
+    assert (gone.status, gone.json()["error"]["code"]) == (404, "no_release")
+
+
+def fleet_command(fleet: Fleet) -> list[str]:
+    """`tern firmware` against the fleet's broker, with its token."""
+    return [tern_bin(), "firmware", "--url", fleet.broker.http_url, "--token", fleet.token]

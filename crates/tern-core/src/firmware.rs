@@ -133,7 +133,23 @@ pub enum ReleaseError {
     NoRelease(String),
 }
 
+/// The URL of a release whose file the broker keeps: its own `GET /v1/fleet/firmware/{id}`,
+/// a path a device resolves against the broker's HTTP address.
+pub fn kept_file_url(id: &str) -> String {
+    format!("/v1/fleet/firmware/{id}")
+}
+
 impl Release {
+    /// Whether the broker keeps its file (and serves it at [`kept_file_url`]).
+    pub fn file_kept(&self) -> bool {
+        self.url == kept_file_url(&self.id)
+    }
+
+    /// Whether it is for the devices of `owner` (its own, or every owner's).
+    pub fn is_for_owner(&self, owner: &str) -> bool {
+        self.owner.as_deref().is_none_or(|own| own == owner)
+    }
+
     /// Checks the release's fields.
     pub fn check(&self) -> Result<(), ReleaseError> {
         let id_ok = !self.id.is_empty()
@@ -226,7 +242,7 @@ impl Catalogue {
         self.releases
             .values()
             .filter(|r| r.platform == device.platform)
-            .filter(|r| r.owner.as_deref().is_none_or(|owner| owner == device.owner))
+            .filter(|r| r.is_for_owner(&device.owner))
             .filter(|r| r.tags.iter().all(|tag| device.tags.contains(tag)))
             .filter(|r| rollout_bucket(&device.udid, &r.id) < r.rollout_percent)
             .filter_map(|r| Some((semver::Version::parse(&r.version).ok()?, r)))

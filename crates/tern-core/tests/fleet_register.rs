@@ -2,7 +2,8 @@
 //! updates the registry (kept by the store) and is answered on its channel, OK or with the
 //! newest matching release of the catalogue; with MQTT 5 the Correlation Data comes back, and
 //! a Response Topic is answered only inside the device's namespace. A registration someone
-//! else publishes on a device's status channel is not the device's.
+//! else publishes on a device's status channel is not the device's. Over a request (the HTTP
+//! bridge), only the device's own key registers, answered with the same words.
 #![allow(clippy::expect_used)] // Test code: a panic is a failure.
 
 mod support;
@@ -10,9 +11,11 @@ mod support;
 use bytes::Bytes;
 use support::*;
 use tern_codec::{Packet, Publish};
+use tern_core::broker::fleet_register::RegisterRefusal;
 use tern_core::firmware::Release;
 use tern_core::{
-    Access, Authorizer, Broker, Config, MemoryStore, Permissions, Principal, Store, StoreOp,
+    Access, Authorizer, Broker, Config, ConnectionId, Identity, MemoryStore, Method, Permissions,
+    Principal, Store, StoreOp,
 };
 
 /// A device's namespace, as the fleet's rules give it: its channel, its status, its owner's
@@ -234,4 +237,129 @@ fn registrations_and_the_catalogue_survive_a_restart_through_the_store() {
         restored.fleet().device("d1").expect("kept").firmware,
         "1.7.24"
     );
+}
+
+fn http_key(name: &str) -> Identity {
+    Identity {
+        method: Method::HttpKey,
+        username: Some(name.to_owned()),
+        ..Identity::default()
+    }
+}
+
+#[test]
+fn a_registration_over_a_request_is_the_devices_own_and_answered_the_same() {
+    let mut t = fleet();
+    t.broker
+        .firmware_add(release("fw-100", "1.10.0"))
+        .expect("added");
+    let edge = ConnectionId(1_000_000);
+    let now = t.now;
+    let d1 = t.connect("d1", V311, Opts::new());
+    t.subscribe(&d1, "/acme/d1", Q1);
+    // The device's own key is the device: recorded, and answered as over MQTT.
+    let client = t
+        .broker
+        .request_client(edge, mstr("d1"), http_key("d1"), None);
+    let answer = t
+        .broker
+        .fleet_register_for(&client, REGISTRATION.as_bytes(), now)
+        .expect("registered");
+    let parsed: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(parsed["registration"]["status"], "UPDATE_AVAILABLE");
+    assert_eq!(parsed["registration"]["update"]["id"], "fw-100");
+    assert_eq!(parsed["registration"]["timestamp"], 1_767_225_600);
+    let entry = t.broker.fleet().device("d1").expect("registered");
+    assert_eq!(
+        (entry.firmware.as_str(), entry.alias.as_str()),
+        ("1.7.24", "robot")
+    );
+    assert_eq!(
+        t.broker.fleet().registration("d1").expect("recorded").mac,
+        "5CCF7FE4631D"
+    );
+    // The answer is the request's: nothing is published on the device's channel.
+    let (packets, _) = t.read_all(&d1);
+    assert!(answers(&packets).is_empty(), "{packets:?}");
+    // The same answer as the MQTT path words.
+    t.send(&d1, publish("/acme/d1/status", REGISTRATION, Q1, 1));
+    let packets = t.recv(&d1);
+    assert_eq!(answers(&packets)[0].payload.as_ref(), answer.as_bytes());
+    // Not a registration.
+    assert_eq!(
+        t.broker
+            .fleet_register_for(&client, br#"{"status":"connected"}"#, now),
+        Err(RegisterRefusal::NotARegistration)
+    );
+    // A key that is no device's, and an app's key speaking for the device, are refused.
+    let eve = t
+        .broker
+        .request_client(edge, mstr("eve"), http_key("eve"), None);
+    assert_eq!(
+        t.broker
+            .fleet_register_for(&eve, REGISTRATION.as_bytes(), now),
+        Err(RegisterRefusal::NotADevice)
+    );
+    let app = t
+        .broker
+        .request_client(edge, mstr("d2"), http_key("app"), None);
+    assert_eq!(
+        t.broker
+            .fleet_register_for(&app, REGISTRATION.as_bytes(), now),
+        Err(RegisterRefusal::NotADevice)
+    );
+    assert!(t.broker.fleet().registration("d2").is_none());
+    // Disabled, the device is refused.
+    t.broker.fleet_disable("d2", true, now).expect("disabled");
+    let d2 = t
+        .broker
+        .request_client(edge, mstr("d2"), http_key("d2"), None);
+    assert_eq!(
+        t.broker
+            .fleet_register_for(&d2, REGISTRATION.as_bytes(), now),
+        Err(RegisterRefusal::Banned)
+    );
+    assert!(t.broker.fleet().registration("d2").is_none());
+}
+
+#[test]
+fn a_kept_firmware_file_is_the_devices_of_an_owner_it_is_for_only() {
+    let mut t = fleet();
+    t.broker.fleet_add(device("globex", "g1")).expect("added");
+    let mut kept = release("fw-kept", "2.0.0");
+    kept.url = tern_core::firmware::kept_file_url("fw-kept");
+    kept.owner = Some("acme".into());
+    t.broker.firmware_add(kept).expect("added");
+    let mut everyone = release("fw-all", "2.0.1");
+    everyone.url = tern_core::firmware::kept_file_url("fw-all");
+    t.broker.firmware_add(everyone).expect("added");
+    // An external URL: the broker keeps no file of it.
+    t.broker
+        .firmware_add(release("fw-ext", "2.0.2"))
+        .expect("added");
+    let edge = ConnectionId(1_000_000);
+    let now = t.now;
+    let d1 = t
+        .broker
+        .request_client(edge, mstr("d1"), http_key("d1"), None);
+    let readable = |t: &TestBroker, client: &tern_core::RequestClient, id: &str| {
+        t.broker.firmware_file_for(client, id).is_some()
+    };
+    assert!(readable(&t, &d1, "fw-kept") && readable(&t, &d1, "fw-all"));
+    assert!(!readable(&t, &d1, "fw-ext") && !readable(&t, &d1, "nothing"));
+    // Another owner's device reads the release for every owner, not acme's.
+    let g1 = t
+        .broker
+        .request_client(edge, mstr("g1"), http_key("g1"), None);
+    assert!(!readable(&t, &g1, "fw-kept") && readable(&t, &g1, "fw-all"));
+    // A key that is no device's, and a disabled device, read nothing.
+    let eve = t
+        .broker
+        .request_client(edge, mstr("eve"), http_key("eve"), None);
+    assert!(!readable(&t, &eve, "fw-all"));
+    t.broker.fleet_disable("d1", true, now).expect("disabled");
+    let d1 = t
+        .broker
+        .request_client(edge, mstr("d1"), http_key("d1"), None);
+    assert!(!readable(&t, &d1, "fw-kept"));
 }

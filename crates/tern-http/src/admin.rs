@@ -185,24 +185,26 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
 
 /// Sends `op` to the broker thread and answers as it says (refusals logged and counted).
 pub(crate) async fn operate(shared: &Shared, who: &Authorized, op: AdminOp) -> Response<Body> {
-    let (reply, answer) = oneshot::channel();
-    let gone = || ApiError::unavailable("the broker is shutting down");
-    if shared
-        .operator
-        .send(OperatorEnvelope { op, reply })
-        .await
-        .is_err()
-    {
-        return who.refuse(shared, &gone());
-    }
-    match answer.await {
+    match ask(shared, op).await {
         Ok(answer) if answer.status >= 400 => {
             let error = crate::server::error_of(&answer);
             who.refuse(shared, &error)
         }
         Ok(answer) => unsigned(answer.status, answer.body),
-        Err(_) => who.refuse(shared, &gone()),
+        Err(error) => who.refuse(shared, &error),
     }
+}
+
+/// Sends `op` to the broker thread and waits for its answer.
+pub(crate) async fn ask(shared: &Shared, op: AdminOp) -> Result<crate::replay::Answer, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let gone = || ApiError::unavailable("the broker is shutting down");
+    shared
+        .operator
+        .send(OperatorEnvelope { op, reply })
+        .await
+        .map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())
 }
 
 macro_rules! authorized {

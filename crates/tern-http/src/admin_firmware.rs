@@ -2,8 +2,10 @@
 //! releases added (platform, semantic version, URL, SHA-256, size, owner or all owners,
 //! device tags, rollout percentage), listed, shown and deleted. A device's registration is
 //! offered the newest matching release above its version (docs/fleet.md, "Firmware").
-//! Changes run on the broker thread and are kept by its store. For tokens whose realm is the
-//! whole broker: the catalogue is every owner's.
+//! A release's file may be uploaded instead of naming a URL (`PUT .../{id}/file`): the broker
+//! keeps it (`firmware_files.rs`) and serves it at `/v1/fleet/firmware/{id}`. Changes run on
+//! the broker thread and are kept by its store. For tokens whose realm is the whole broker:
+//! the catalogue is every owner's.
 
 use std::sync::Arc;
 
@@ -11,13 +13,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Response;
 use serde::{Deserialize, Serialize};
-use tern_core::firmware::{Release, ReleaseError};
-use tern_core::Broker;
+use tern_core::firmware::{kept_file_url, Release, ReleaseError};
+use tern_core::{Broker, RequestClient};
 
-use crate::admin::{authorize, operate, Authorized};
+use crate::admin::{ask, authorize, operate, Authorized};
 use crate::admin_ops::AdminOp;
 use crate::answers::{json, refused};
 use crate::error::ApiError;
+use crate::firmware_files;
+use crate::realm::Realm;
 use crate::replay::Answer;
 use crate::server::Shared;
 use crate::tokens::Scope;
@@ -26,9 +30,19 @@ use crate::tokens::Scope;
 #[derive(Debug)]
 pub(crate) enum FirmwareOp {
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
     Add(ReleaseBody),
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
+    /// The release `id` if the broker keeps its file and the realm may see an owner it is
+    /// for (a download's question).
+    File {
+        realm: Realm,
+        id: String,
+    },
 }
 
 /// A release to add (and, with when it was added, as the catalogue shows it).
@@ -95,6 +109,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
     axum::Router::new()
         .route("/v1/admin/firmware", get(list).post(add))
         .route("/v1/admin/firmware/{id}", get(show).delete(delete))
+        .route("/v1/admin/firmware/{id}/file", axum::routing::put(upload))
 }
 
 /// Checks the token: the catalogue is every owner's, so only a token of the whole broker
@@ -145,6 +160,10 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
 pub(crate) async fn add(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let who = operator!(shared, request, Scope::Write);
     match crate::server::read_json::<ReleaseBody>(&shared, request).await {
+        Ok(body) if body.url.starts_with(&kept_file_url("")) => {
+            let error = ApiError::bad_request("a file the broker keeps is uploaded: PUT .../file");
+            who.refuse(&shared, &error)
+        }
         Ok(body) => operate(&shared, &who, AdminOp::Firmware(FirmwareOp::Add(body))).await,
         Err(error) => who.refuse(&shared, &error),
     }
@@ -162,7 +181,7 @@ pub(crate) async fn show(State(shared): State<Arc<Shared>>, request: Request) ->
     operate(&shared, &who, AdminOp::Firmware(FirmwareOp::Show { id })).await
 }
 
-/// Deletes a release: it is offered no more.
+/// Deletes a release: it is offered no more, and the file the broker kept of it is deleted.
 #[utoipa::path(delete, path = "/v1/admin/firmware/{id}", tag = "fleet",
     params(("id" = String, Path, description = "The release's id.")),
     responses((status = 200, description = "The release deleted.", body = ReleaseView),
@@ -171,7 +190,159 @@ pub(crate) async fn show(State(shared): State<Arc<Shared>>, request: Request) ->
 pub(crate) async fn delete(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let who = operator!(shared, request, Scope::Write);
     let id = who.rest.clone();
-    operate(&shared, &who, AdminOp::Firmware(FirmwareOp::Delete { id })).await
+    let answer = match ask(&shared, AdminOp::Firmware(FirmwareOp::Delete { id })).await {
+        Ok(answer) if answer.status < 400 => answer,
+        Ok(answer) => return who.refuse(&shared, &crate::server::error_of(&answer)),
+        Err(error) => return who.refuse(&shared, &error),
+    };
+    /// What of the deleted release names its file.
+    #[derive(Deserialize)]
+    struct Deleted {
+        id: String,
+        url: String,
+        sha256: String,
+    }
+    if let Ok(deleted) = serde_json::from_slice::<Deleted>(&answer.body) {
+        if deleted.url == kept_file_url(&deleted.id) {
+            firmware_files::forget(&shared.config.data_dir, &deleted.id, &deleted.sha256);
+        }
+    }
+    crate::server::unsigned(answer.status, answer.body)
+}
+
+/// Uploads a release's file and adds the release, whose SHA-256 and size are the file's.
+#[utoipa::path(put, path = "/v1/admin/firmware/{id}/file", tag = "fleet",
+    params(("id" = String, Path, description = "The release's id."),
+           ("platform" = String, Query, description = "The platform it is for."),
+           ("version" = String, Query, description = "Its semantic version."),
+           ("owner" = Option<String>, Query, description = "Only this owner's devices."),
+           ("tags" = Option<String>, Query, description = "Only devices with all these tags, comma-separated."),
+           ("rollout_percent" = Option<u8>, Query, description = "0 to 100 (default 100)."),
+           ("sha256" = Option<String>, Query, description = "Checked against the file's."),
+           ("size" = Option<u64>, Query, description = "Checked against the file's.")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file (at most 32 MiB)."),
+    responses((status = 200, description = "The release, its url /v1/fleet/firmware/{id}.", body = ReleaseView),
+              (status = "4XX", description = "Refused, bad_request, file_mismatch (the sha256 or size given is not the file's), release_exists, payload_too_large.", body = crate::error::ErrorBody)),
+    security(("bearer" = ["write"])))]
+pub(crate) async fn upload(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
+    let who = operator!(shared, request, Scope::Write);
+    let Some(id) = who.rest.strip_suffix("/file").map(str::to_owned) else {
+        return who.refuse(
+            &shared,
+            &ApiError::bad_request("PUT /v1/admin/firmware/{id}/file"),
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let limit = firmware_files::FILE_MAX_BYTES;
+    let bytes = match crate::signed::read_body(&shared.config, &parts.headers, body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => return who.refuse(&shared, &error),
+    };
+    let release = match uploaded(&who, id, &bytes) {
+        Ok(release) => release,
+        Err(error) => return who.refuse(&shared, &error),
+    };
+    let data_dir = &shared.config.data_dir;
+    let (id, sha256) = (release.id.clone(), release.sha256.clone());
+    let existed = match firmware_files::keep(data_dir, &id, &sha256, bytes).await {
+        Ok(existed) => existed,
+        Err(why) => {
+            tracing::warn!("{why}");
+            return who.refuse(
+                &shared,
+                &ApiError::unavailable("the file could not be written"),
+            );
+        }
+    };
+    let answer = ask(&shared, AdminOp::Firmware(FirmwareOp::Add(release))).await;
+    match answer {
+        Ok(answer) if answer.status < 400 => crate::server::unsigned(answer.status, answer.body),
+        refused => {
+            // Not taken: the file goes, unless it was a release's already (the same bytes).
+            if !existed {
+                firmware_files::forget(data_dir, &id, &sha256);
+            }
+            let error =
+                refused.map_or_else(|error| error, |answer| crate::server::error_of(&answer));
+            who.refuse(&shared, &error)
+        }
+    }
+}
+
+/// The release an upload adds: its fields from the query, its digest and size the file's
+/// (checked against those given), its URL the broker's own.
+fn uploaded(who: &Authorized, id: String, bytes: &[u8]) -> Result<ReleaseBody, ApiError> {
+    use sha2::{Digest, Sha256};
+    let query = &who.query;
+    let sha256: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let size = bytes.len() as u64;
+    let given_sha = query.get("sha256").map(str::to_ascii_lowercase);
+    let given_size = query.number::<u64>("size")?;
+    if given_sha.is_some_and(|given| given != sha256) || given_size.is_some_and(|n| n != size) {
+        return Err(ApiError::new(
+            400,
+            "file_mismatch",
+            format!("the file's sha256 is {sha256} and its size {size}, not those given"),
+        ));
+    }
+    let required = |name: &str| {
+        query
+            .get(name)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
+    };
+    let body = ReleaseBody {
+        url: kept_file_url(&id),
+        id,
+        platform: required("platform")?,
+        version: required("version")?,
+        sha256,
+        size,
+        owner: query.get("owner").map(str::to_owned),
+        tags: query
+            .get("tags")
+            .map(|tags| {
+                tags.split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        rollout_percent: query.number::<u8>("rollout_percent")?.unwrap_or(100),
+    };
+    // Checked before the file is written under its id.
+    release_of(&body, 0)
+        .check()
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    Ok(body)
+}
+
+/// A device's question (`GET /v1/fleet/firmware/{id}`, signed): the release if it may read
+/// its file, else `no_release` as for an unknown id.
+pub(crate) fn file_for(broker: &Broker, client: &RequestClient, id: &str) -> Answer {
+    match broker.firmware_file_for(client, id) {
+        Some(release) => json(200, &ReleaseView::from(release)),
+        None => release_error(&ReleaseError::NoRelease(id.to_owned())),
+    }
+}
+
+/// The release of the catalogue a body describes.
+fn release_of(body: &ReleaseBody, now_unix: u64) -> Release {
+    Release {
+        id: body.id.clone(),
+        platform: body.platform.clone(),
+        version: body.version.clone(),
+        url: body.url.clone(),
+        sha256: body.sha256.to_ascii_lowercase(),
+        size: body.size,
+        owner: body.owner.clone().filter(|owner| !owner.is_empty()),
+        tags: body.tags.clone(),
+        rollout_percent: body.rollout_percent,
+        created_unix: now_unix,
+    }
 }
 
 fn release_error(error: &ReleaseError) -> Answer {
@@ -199,18 +370,7 @@ pub(crate) fn apply(broker: &mut Broker, op: &FirmwareOp, now_unix: u64) -> Answ
             None => release_error(&ReleaseError::NoRelease(id.clone())),
         },
         FirmwareOp::Add(body) => {
-            let release = Release {
-                id: body.id.clone(),
-                platform: body.platform.clone(),
-                version: body.version.clone(),
-                url: body.url.clone(),
-                sha256: body.sha256.to_ascii_lowercase(),
-                size: body.size,
-                owner: body.owner.clone().filter(|owner| !owner.is_empty()),
-                tags: body.tags.clone(),
-                rollout_percent: body.rollout_percent,
-                created_unix: now_unix,
-            };
+            let release = release_of(body, now_unix);
             match broker.firmware_add(release.clone()) {
                 Ok(()) => json(200, &ReleaseView::from(&release)),
                 Err(error) => release_error(&error),
@@ -220,5 +380,18 @@ pub(crate) fn apply(broker: &mut Broker, op: &FirmwareOp, now_unix: u64) -> Answ
             Ok(release) => json(200, &ReleaseView::from(&release)),
             Err(error) => release_error(&error),
         },
+        FirmwareOp::File { realm, id } => {
+            let readable = broker.firmware().release(id).filter(|release| {
+                let sees = match &release.owner {
+                    Some(owner) => realm.sees_owner(owner),
+                    None => realm.sees_fleet(),
+                };
+                release.file_kept() && sees
+            });
+            match readable {
+                Some(release) => json(200, &ReleaseView::from(release)),
+                None => release_error(&ReleaseError::NoRelease(id.clone())),
+            }
+        }
     }
 }

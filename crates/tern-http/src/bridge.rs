@@ -69,6 +69,10 @@ pub(crate) enum Op {
     Sync(SyncOp),
     /// Something done to a key/value entry.
     Kv(KvOp),
+    /// `POST /v1/fleet/register`: a fleet device's registration (the body).
+    Register(bytes::Bytes),
+    /// `GET /v1/fleet/firmware/{id}`: may the device read this release's file.
+    Firmware(String),
 }
 
 impl Op {
@@ -84,6 +88,8 @@ impl Op {
             // A wake's exchange, and a write that a lost answer must not turn into a conflict.
             Self::Sync(_) => true,
             Self::Kv(op) => op.writes(),
+            // Recording it again is harmless, and the offer may have changed since.
+            Self::Register(_) | Self::Firmware(_) => false,
         }
     }
 }
@@ -462,6 +468,12 @@ impl Bridge {
                 crate::sync::apply(broker, &client, op, &self.mailboxes, look, first, now)
             }
             Op::Kv(op) => Outcome::Answer(crate::kv::apply(broker, &client, op, now)),
+            Op::Firmware(id) => {
+                Outcome::Answer(crate::admin_firmware::file_for(broker, &client, id))
+            }
+            Op::Register(body) => {
+                Outcome::Answer(crate::fleet_register::apply(broker, &client, body, now))
+            }
         }
     }
 }

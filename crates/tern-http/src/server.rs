@@ -238,6 +238,11 @@ fn router(shared: Arc<Shared>) -> Router {
                 .delete(mailbox_routes::unsubscribe),
         )
         .route("/v1/sync", post(crate::sync::sync))
+        .route("/v1/fleet/register", post(crate::fleet_register::register))
+        .route(
+            "/v1/fleet/firmware/{id}",
+            get(crate::firmware_files::download),
+        )
         .route(
             "/v1/kv/{*key}",
             get(crate::kv::get)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Response, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
@@ -88,6 +88,71 @@ pub(crate) async fn signed(
     request: Request,
     read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
 ) -> Response<Body> {
+    let (line, parts, body) = match received(&shared, request).await {
+        Ok(received) => received,
+        Err(response) => return *response,
+    };
+    // `parts` (the head and URI, slices of hyper's read buffer) is consumed here, before the
+    // request waits on the broker thread: a waiting long poll pins no read buffer.
+    match prepare(&shared, parts, body, read) {
+        Ok(prepared) => prepared.finish(&shared, &line).await,
+        Err(error) => refuse_unsigned(&shared, &line, error),
+    }
+}
+
+/// What is sent instead of the broker thread's answer (a file's bytes), signed over its body.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A refusal with the headers it carries.
+pub(crate) type Refusal = (ApiError, Vec<(HeaderName, HeaderValue)>);
+
+/// [`signed`], the broker thread's successful answer turned by `then` into what is sent.
+pub(crate) async fn signed_then<F, Fut>(
+    shared: Arc<Shared>,
+    request: Request,
+    read: impl FnOnce(&Verified, &RequestParts<'_>, Bytes) -> Result<Op, ApiError>,
+    then: F,
+) -> Response<Body>
+where
+    F: FnOnce(Answer) -> Fut,
+    Fut: std::future::Future<Output = Result<Served, Refusal>>,
+{
+    let (line, parts, body) = match received(&shared, request).await {
+        Ok(received) => received,
+        Err(response) => return *response,
+    };
+    let Prepared { signer, next } = match prepare(&shared, parts, body, read) {
+        Ok(prepared) => prepared,
+        Err(error) => return refuse_unsigned(&shared, &line, error),
+    };
+    let answer = match next {
+        Next::Bridge(request) => to_bridge(&shared, request).await,
+        next => return Prepared { signer, next }.finish(&shared, &line).await,
+    };
+    match answer {
+        Ok(answer) if answer.status < 400 => match then(answer).await {
+            Ok(served) => served.into_response(Some(&signer)),
+            Err((error, headers)) => {
+                let mut response = signer.answer(&shared, &line, Err(error));
+                response.headers_mut().extend(headers);
+                response
+            }
+        },
+        answer => signer.answer(&shared, &line, answer),
+    }
+}
+
+/// A request's line and head, and its body read within the size and time limits (or the
+/// refusal).
+async fn received(
+    shared: &Shared,
+    request: Request,
+) -> Result<(RequestLine, axum::http::request::Parts, Bytes), Box<Response<Body>>> {
     let peer = request
         .extensions()
         .get::<Peer>()
@@ -98,15 +163,10 @@ pub(crate) async fn signed(
         path: parts.uri.path().to_owned(),
         peer,
     };
-    let body = match read_body(&shared.config, &parts.headers, body).await {
-        Ok(body) => body,
-        Err(error) => return refuse_unsigned(&shared, &line, error),
-    };
-    // `parts` (the head and URI, slices of hyper's read buffer) is consumed here, before the
-    // request waits on the broker thread: a waiting long poll pins no read buffer.
-    match prepare(&shared, parts, body, read) {
-        Ok(prepared) => prepared.finish(&shared, &line).await,
-        Err(error) => refuse_unsigned(&shared, &line, error),
+    let limit = shared.config.body_max_bytes;
+    match read_body(&shared.config, &parts.headers, body, limit).await {
+        Ok(body) => Ok((line, parts, body)),
+        Err(error) => Err(Box::new(refuse_unsigned(shared, &line, error))),
     }
 }
 
@@ -231,13 +291,19 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request,
 ) -> Result<T, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(&shared.config, &parts.headers, body).await?;
+    let body = read_body(
+        &shared.config,
+        &parts.headers,
+        body,
+        shared.config.body_max_bytes,
+    )
+    .await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body: {e}")))
 }
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 32] = [
+    const CODES: [&str; 34] = [
         "banned",
         "no_session",
         "no_retained",
@@ -270,12 +336,17 @@ fn refused_code(code: &str) -> &'static str {
         "response_invalid",
         "ambiguous_nid",
         "too_many_pending",
+        "no_release",
+        "range_not_satisfiable",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }
 
 /// Hands a verified request to the broker thread and waits for its answer.
-async fn to_bridge(shared: &Shared, request: bridge::Request) -> Result<Answer, ApiError> {
+pub(crate) async fn to_bridge(
+    shared: &Shared,
+    request: bridge::Request,
+) -> Result<Answer, ApiError> {
     let (reply, answer) = oneshot::channel();
     let gone = || ApiError::unavailable("the broker is shutting down");
     shared
@@ -286,14 +357,14 @@ async fn to_bridge(shared: &Shared, request: bridge::Request) -> Result<Answer, 
     answer.await.map_err(|_| gone())
 }
 
-/// Reads a body within the size limit (refused by its declared length before any of it is
+/// Reads a body within `limit` bytes (refused by its declared length before any of it is
 /// read) and the time limit.
-async fn read_body(
+pub(crate) async fn read_body(
     config: &HttpConfig,
     headers: &axum::http::HeaderMap,
     body: Body,
+    limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let limit = config.body_max_bytes;
     let too_large = || {
         ApiError::new(
             413,
@@ -335,7 +406,7 @@ mod tests {
         let buffer = Bytes::from(vec![7u8; 8192]);
         let config = HttpConfig::new(Vec::new(), std::path::PathBuf::new());
         let body = Body::from(buffer.slice(100..164));
-        let read = read_body(&config, &axum::http::HeaderMap::new(), body)
+        let read = read_body(&config, &axum::http::HeaderMap::new(), body, 1024)
             .await
             .unwrap();
         assert_eq!(read.len(), 64);

@@ -259,18 +259,30 @@ impl Api {
             .map(serde_json::to_vec)
             .transpose()?
             .unwrap_or_default();
+        self.send(method, path, "application/json", &body)
+    }
+
+    /// Sends a request with a body of `content_type` and returns its JSON answer; an error
+    /// status is an error with the answer's message.
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<Value> {
         let stream = TcpStream::connect(&self.host)
             .with_context(|| format!("cannot reach the operator API at {}", self.host))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+             Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.host,
             self.token,
             body.len()
         );
         let mut request = head.into_bytes();
-        request.extend_from_slice(&body);
+        request.extend_from_slice(body);
         let answer = match &self.tls {
             None => exchange(stream, &request)?,
             Some((config, name)) => {

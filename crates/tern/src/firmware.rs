@@ -2,11 +2,12 @@
 //! its operator API (`/v1/admin/firmware`, with a token of the whole broker): releases added
 //! (for a platform, with a semantic version, the URL devices download from, its SHA-256 and
 //! size, for one owner or all, devices with some tags, a share of them), listed, shown and
-//! deleted. A registering device is offered the newest matching release above its version.
+//! deleted. With `--file` the file is uploaded and kept by the broker, which serves it to the
+//! devices. A registering device is offered the newest matching release above its version.
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::device::{encode, print, Api};
@@ -41,15 +42,22 @@ enum FirmwareCommand {
         /// Its semantic version (e.g. 1.7.25).
         #[arg(long)]
         version: String,
-        /// Where devices download it.
-        #[arg(long = "download-url")]
-        download_url: String,
-        /// The SHA-256 of the file (64 hex digits).
+        /// Where devices download it (an external URL); or --file.
+        #[arg(
+            long = "download-url",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        download_url: Option<String>,
+        /// Upload this file: the broker keeps it and serves it at /v1/fleet/firmware/ID.
         #[arg(long)]
-        sha256: String,
-        /// The size of the file in bytes.
-        #[arg(long)]
-        size: u64,
+        file: Option<PathBuf>,
+        /// The SHA-256 of the file (64 hex digits); with --file, checked against the file's.
+        #[arg(long, required_unless_present = "file")]
+        sha256: Option<String>,
+        /// The size of the file in bytes; with --file, checked against the file's.
+        #[arg(long, required_unless_present = "file")]
+        size: Option<u64>,
         /// Only this owner's devices (default: every owner's).
         #[arg(long)]
         owner: Option<String>,
@@ -84,6 +92,7 @@ pub(crate) fn run(args: FirmwareArgs) -> anyhow::Result<()> {
             platform,
             version,
             download_url,
+            file,
             sha256,
             size,
             owner,
@@ -92,6 +101,26 @@ pub(crate) fn run(args: FirmwareArgs) -> anyhow::Result<()> {
         } => {
             if rollout > 100 {
                 bail!("--rollout is a percentage: 0 to 100");
+            }
+            if let Some(file) = file {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let mut query = vec![
+                    ("platform", platform),
+                    ("version", version),
+                    ("rollout_percent", rollout.to_string()),
+                    ("tags", tags.join(",")),
+                ];
+                query.extend(owner.map(|owner| ("owner", owner)));
+                query.extend(sha256.map(|sha256| ("sha256", sha256)));
+                query.extend(size.map(|size| ("size", size.to_string())));
+                let query: Vec<String> = query
+                    .into_iter()
+                    .map(|(name, value)| format!("{name}={}", encode(&value)))
+                    .collect();
+                let path = format!("{}/file?{}", path(&id), query.join("&"));
+                let answer = api.send("PUT", &path, "application/octet-stream", &bytes)?;
+                return print(&answer);
             }
             let body = json!({
                 "id": id, "platform": platform, "version": version, "url": download_url,

@@ -9,13 +9,30 @@
 
 use tern_codec::PublishProperties;
 
+use super::request::RequestClient;
 use super::Broker;
+use crate::auth::Method;
 use crate::authz::Access;
 use crate::firmware::{
-    parse_registration, registration_answer, Catalogue, Registration, Release, ReleaseError,
+    parse_registration, registration_answer, Catalogue, Registering, Registration, Release,
+    ReleaseError,
 };
 use crate::store::StoreOp;
 use crate::types::{SessionKey, SharedMessage, Time};
+
+/// Why a registration over a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterRefusal {
+    /// The request is not a registered device's own (another key, an app, an operator).
+    #[error("only a registered device registers, with its own key")]
+    NotADevice,
+    /// The device is disabled, or its client identifier banned.
+    #[error("the device is disabled or banned")]
+    Banned,
+    /// The body is not `{"registration":{...}}`.
+    #[error("the body is not a {{\"registration\":{{...}}}} message")]
+    NotARegistration,
+}
 
 impl Broker {
     /// The firmware catalogue.
@@ -49,6 +66,85 @@ impl Broker {
         self.fleet.catalogue = Catalogue::from_releases(releases);
     }
 
+    /// A registration over a request (the HTTP bridge's `POST /v1/fleet/register`): only a
+    /// registered device acting with its own key registers, and not while it is disabled or
+    /// banned. Recorded as one over MQTT is; the answer is returned, not published.
+    pub fn fleet_register_for(
+        &mut self,
+        client: &RequestClient,
+        payload: &[u8],
+        now: Time,
+    ) -> Result<String, RegisterRefusal> {
+        let udid = client.client_id.as_str();
+        let is_device =
+            client.identity.method == Method::FleetDevice && self.fleet.device(udid).is_some();
+        if !is_device {
+            return Err(RegisterRefusal::NotADevice);
+        }
+        if client.banned {
+            return Err(RegisterRefusal::Banned);
+        }
+        let timestamp = self.wall_unix(now);
+        let registering =
+            parse_registration(payload, timestamp).ok_or(RegisterRefusal::NotARegistration)?;
+        Ok(self.fleet_register(udid, registering, timestamp))
+    }
+
+    /// The release `id` whose file a request may download: one the broker keeps the file of,
+    /// for the owner of the registered device acting with its own key (not disabled, nor
+    /// banned). `None` for anything else, alike.
+    pub fn firmware_file_for(&self, client: &RequestClient, id: &str) -> Option<&Release> {
+        let owner = client.identity.owner.as_deref()?;
+        let is_device = client.identity.method == Method::FleetDevice
+            && self.fleet.device(client.client_id.as_str()).is_some();
+        if !is_device || client.banned {
+            return None;
+        }
+        self.fleet
+            .catalogue
+            .release(id)
+            .filter(|release| release.file_kept() && release.is_for_owner(owner))
+    }
+
+    /// Records the registration of the device `udid` (what it says of itself in its entry,
+    /// the registration kept) and words the answer: the offer of the catalogue, if any.
+    fn fleet_register(&mut self, udid: &str, registering: Registering, timestamp: u64) -> String {
+        let Some(device) = self.fleet.device(udid) else {
+            return registration_answer(None, timestamp);
+        };
+        // The entry keeps what the device says of itself.
+        let mut changed = device.clone();
+        if let Some(alias) = registering.alias {
+            changed.alias = alias;
+        }
+        if let Some(platform) = registering.platform {
+            changed.platform = platform;
+        }
+        let registration = registering.registration;
+        if !registration.version.is_empty() {
+            changed.firmware = registration.version.clone();
+        }
+        let offer = self.fleet.catalogue.offer(&changed, &registration.version);
+        let answer = registration_answer(offer, timestamp);
+        if Some(&changed) != self.fleet.device(udid) {
+            if let Ok(entry) = self.fleet.device_mut(udid) {
+                *entry = changed.clone();
+            }
+            self.persist(StoreOp::FleetDeviceSet(changed));
+        }
+        self.fleet.set_registration(udid, registration.clone());
+        self.persist(StoreOp::FleetRegistrationSet(udid.to_owned(), registration));
+        answer
+    }
+
+    /// The wall clock's Unix seconds at `now`.
+    fn wall_unix(&self, now: Time) -> u64 {
+        self.config
+            .wall_clock_epoch_ms
+            .saturating_add(now.as_millis())
+            / 1000
+    }
+
     /// A message the session of `key` published: if it is a registered device's registration
     /// on its own status channel, records it and answers.
     pub(super) fn fleet_registration(
@@ -69,11 +165,7 @@ impl Broker {
         if message.topic.as_str() != topics.status(&device.owner, &device.udid) {
             return;
         }
-        let timestamp = self
-            .config
-            .wall_clock_epoch_ms
-            .saturating_add(now.as_millis())
-            / 1000;
+        let timestamp = self.wall_unix(now);
         let Some(registering) = parse_registration(&message.payload, timestamp) else {
             return;
         };
@@ -81,28 +173,7 @@ impl Broker {
             device.udid.clone(),
             topics.device(&device.owner, &device.udid),
         );
-        // The entry keeps what the device says of itself.
-        let mut changed = device.clone();
-        if let Some(alias) = registering.alias {
-            changed.alias = alias;
-        }
-        if let Some(platform) = registering.platform {
-            changed.platform = platform;
-        }
-        let registration = registering.registration;
-        if !registration.version.is_empty() {
-            changed.firmware = registration.version.clone();
-        }
-        let offer = self.fleet.catalogue.offer(&changed, &registration.version);
-        let answer = registration_answer(offer, timestamp);
-        if Some(&changed) != self.fleet.device(&udid) {
-            if let Ok(entry) = self.fleet.device_mut(&udid) {
-                *entry = changed.clone();
-            }
-            self.persist(StoreOp::FleetDeviceSet(changed));
-        }
-        self.fleet.set_registration(&udid, registration.clone());
-        self.persist(StoreOp::FleetRegistrationSet(udid, registration));
+        let answer = self.fleet_register(&udid, registering, timestamp);
 
         let request = &message.properties;
         let properties = PublishProperties {

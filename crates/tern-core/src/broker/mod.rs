@@ -14,7 +14,7 @@ mod connect;
 mod fleet;
 mod fleet_fence;
 pub mod fleet_notify;
-mod fleet_register;
+pub mod fleet_register;
 mod fleet_status;
 mod flow;
 pub mod history;

@@ -31,7 +31,7 @@ pub struct RequestClient {
     restriction: Option<Box<dyn Permissions>>,
     /// Whether an operator banned its client identifier, or disabled the fleet device it is
     /// (every request is refused).
-    banned: bool,
+    pub(super) banned: bool,
     /// Whether it is kept out of the device fleet's namespaces (fleet_fence.rs).
     fleet_fenced: bool,
 }
