@@ -11,6 +11,7 @@ import { Sessions } from './pages/sessions.jsx';
 import { Access } from './pages/access.jsx';
 import { Fleet, Device } from './pages/fleet.jsx';
 import { Notifications } from './pages/notify.jsx';
+import { Firmware } from './pages/firmware.jsx';
 
 const PAGES = [
   ['overview', 'Overview'],
@@ -19,6 +20,7 @@ const PAGES = [
   ['access', 'Access requests'],
   ['fleet', 'Fleet'],
   ['notifications', 'Notifications'],
+  ['firmware', 'Firmware'],
 ];
 
 function useHash() {
@@ -87,13 +89,14 @@ function Shell({ session, onOut }) {
   else if (page === 'fleet' && rest.length) body = <Device udid={decodeURIComponent(rest.join('/'))} />;
   else if (page === 'fleet') body = <Fleet owner={session.owner} />;
   else if (page === 'notifications') body = <Notifications />;
+  else if (page === 'firmware') body = <Firmware />;
   else body = <Overview />;
   return (
     <>
       <header>
         <span class="brand">Tern</span>
         <nav aria-label="Pages">
-          {PAGES.map(([id, title]) => (
+          {PAGES.filter(([id]) => !(id === 'firmware' && session.owner)).map(([id, title]) => (
             <a href={`#/${id}`} aria-current={page === id || (id === 'overview' && !PAGES.some(([p]) => p === page)) ? 'page' : undefined}>{title}</a>
           ))}
         </nav>

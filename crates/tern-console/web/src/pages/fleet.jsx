@@ -7,6 +7,8 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, enc, onEvent } from '../api.js';
 import { appendPage, devicesQuery, LISTING_CHANGES, refreshLimit } from '../fleet.js';
 import { DeviceNotifications } from './notify.jsx';
+import { DeviceFirmware } from './firmware.jsx';
+import { DeviceKey } from './keys.jsx';
 
 function useLive(initial) {
   const [online, setOnline] = useState(initial);
@@ -161,7 +163,7 @@ export function Device({ udid }) {
           <dt>Owner</dt><dd>{device.owner}</dd>
           <dt>Alias</dt><dd>{device.alias || '–'}</dd>
           <dt>Platform</dt><dd>{device.platform || '–'}</dd>
-          <dt>Firmware</dt><dd>{device.firmware || '–'}</dd>
+          <dt>Firmware</dt><dd data-testid="firmware"><DeviceFirmware device={device} /></dd>
           <dt>Tags</dt><dd>{(device.tags || []).join(', ') || '–'}</dd>
           <dt>Credential</dt><dd>{device.credential}</dd>
           <dt>Registered</dt><dd>{when(device.created)}</dd>
@@ -193,6 +195,7 @@ export function Device({ udid }) {
         </div>
       )}
       {device && <DeviceNotifications udid={udid} />}
+      {device && <DeviceKey udid={udid} />}
     </section>
   );
 }
