@@ -308,3 +308,63 @@ def test_tern_device_speaks_to_the_operator_api_over_https(tmp_path: Path):
                                     str(ca), "list", ok=False).stderr
     finally:
         broker.stop()
+
+
+def test_an_owners_token_keeps_the_keys_of_its_own_devices_and_no_others(fleet: Consoles):
+    # `tern device add --key` under an owner's token: the device and its key in one go.
+    out = fleet.run("device", "--url", fleet.broker.http_url, "--token", fleet.tokens["acme"],
+                    "add", "acme", "k1", "--key")
+    decoder = json.JSONDecoder()
+    device, end = decoder.raw_decode(out)
+    key, _ = decoder.raw_decode(out[end:].lstrip())
+    assert (device["owner"], device["udid"], device["credential"]) == ("acme", "k1", "key")
+    assert key["id"] == "d:k1" and len(key["secret"]) == 64
+    signed = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    assert signed.publish("/acme/k1/status", b'{"t":1}').status == 200
+    # The owner rotates its device's key; the new secret signs too.
+    status, rotated = fleet.call("POST", "/v1/admin/keys/d:k1/rotate", "acme")
+    assert status == 200 and rotated["n"] == 2, rotated
+    fresh = Device(fleet.broker.http_url, "d:k1", rotated["secret"])
+    assert fresh.publish("/acme/k1/status", b'{"t":2}').status == 200
+    listed = fleet.get("/v1/admin/keys", "acme")["keys"]
+    assert [k["id"] for k in listed] == ["d:k1"]
+    # Owner globex: acme's device keys are absent, through every key route.
+    assert fleet.get("/v1/admin/keys", "globex")["keys"] == []
+    assert code(fleet.call("POST", "/v1/admin/keys/d:k1/rotate", "globex")) == (404, "no_key")
+    assert code(fleet.call("DELETE", "/v1/admin/keys/d:k1", "globex")) == (404, "no_key")
+    # A key for acme's password device d1, or a udid registered to nobody, is not globex's.
+    for udid in ["d1", "nobody"]:
+        assert code(fleet.call("POST", "/v1/admin/keys", "globex", {"id": f"d:{udid}"})) == \
+            (403, "realm_denied"), udid
+    # Group and app keys are the whole broker's.
+    for body in [{"id": "g:acme", "prefix": "k"}, {"id": "a:console"}]:
+        assert code(fleet.call("POST", "/v1/admin/keys", "acme", body)) == \
+            (403, "realm_denied"), body
+    # A key of its own device, but with grants beyond the fleet's rule.
+    assert code(fleet.call("POST", "/v1/admin/keys", "acme",
+                           {"id": "d:d2", "publish": ["#"]})) == (403, "realm_denied")
+    # globex adding a key device of acme's: neither the device nor a key is made.
+    stolen = {"owner": "acme", "udid": "x1", "credential": "key"}
+    assert code(fleet.call("POST", "/v1/admin/devices", "globex", stolen)) == \
+        (403, "realm_denied")
+    assert code(fleet.call("GET", "/v1/admin/devices/x1", "acme")) == (404, "no_device")
+    assert [k["id"] for k in fleet.get("/v1/admin/keys", "acme")["keys"]] == ["d:k1"]
+    # Both secrets still work after every refusal; the owner revokes, and the key is gone.
+    assert fresh.publish("/acme/k1/status", b'{"t":3}').status == 200
+    status, _ = fleet.call("DELETE", "/v1/admin/keys/d:k1", "acme")
+    assert status == 200
+    gone = fresh.publish("/acme/k1/status", b'{"t":4}')
+    assert (gone.status, gone.json()["error"]["code"]) == (401, "signature_invalid")
+
+
+def test_a_key_device_is_added_whole_or_not_at_all(fleet: Consoles):
+    # A key d:k2 is left from before (no device): adding the device refuses, and adds nothing,
+    # under a token of the whole broker as under an owner's.
+    fleet.broker.mark()
+    fleet.run("key", "add", "d:k2", "--data-dir", str(fleet.data))
+    fleet.broker.wait_for_output("HTTP keys reloaded")
+    for token in [fleet.token, fleet.tokens["acme"]]:
+        failed = fleet.run_failing("device", "--url", fleet.broker.http_url, "--token", token,
+                                   "add", "acme", "k2", "--key")
+        assert "409: the key d:k2 exists" in failed
+        assert code(fleet.call("GET", "/v1/admin/devices/k2", "acme")) == (404, "no_device")

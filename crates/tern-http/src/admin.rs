@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::admin_ops::{AdminOp, OperatorEnvelope};
 use crate::error::ApiError;
 use crate::publish::Query;
+use crate::replay::Answer;
 use crate::server::{unsigned, Peer, RequestLine, Shared};
 use crate::tokens::{Operator, Scope};
 
@@ -145,6 +146,14 @@ impl Authorized {
         unsigned(error.status, error.body())
     }
 
+    /// The broker thread's answer; a refusal is logged and counted.
+    pub(crate) fn respond(&self, shared: &Shared, answer: Answer) -> Response<Body> {
+        if answer.status >= 400 {
+            return self.refuse(shared, &crate::server::error_of(&answer));
+        }
+        unsigned(answer.status, answer.body)
+    }
+
     /// `limit` from the query, within 1..=LIST_LIMIT_MAX (default `default`).
     fn limit(&self, default: usize) -> Result<usize, ApiError> {
         match self.query.get("limit") {
@@ -186,17 +195,13 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
 /// Sends `op` to the broker thread and answers as it says (refusals logged and counted).
 pub(crate) async fn operate(shared: &Shared, who: &Authorized, op: AdminOp) -> Response<Body> {
     match ask(shared, op).await {
-        Ok(answer) if answer.status >= 400 => {
-            let error = crate::server::error_of(&answer);
-            who.refuse(shared, &error)
-        }
-        Ok(answer) => unsigned(answer.status, answer.body),
+        Ok(answer) => who.respond(shared, answer),
         Err(error) => who.refuse(shared, &error),
     }
 }
 
 /// Sends `op` to the broker thread and waits for its answer.
-pub(crate) async fn ask(shared: &Shared, op: AdminOp) -> Result<crate::replay::Answer, ApiError> {
+pub(crate) async fn ask(shared: &Shared, op: AdminOp) -> Result<Answer, ApiError> {
     let (reply, answer) = oneshot::channel();
     let gone = || ApiError::unavailable("the broker is shutting down");
     shared

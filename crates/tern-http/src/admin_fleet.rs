@@ -21,7 +21,7 @@ use crate::answers::{json, refused};
 use crate::error::ApiError;
 use crate::realm::Realm;
 use crate::replay::Answer;
-use crate::server::Shared;
+use crate::server::{unsigned, Shared};
 use crate::tokens::Scope;
 
 /// A change to, or a look at, the registry, on the broker thread.
@@ -208,16 +208,58 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
     run(&shared, &who, FleetOp::List { owner }).await
 }
 
-/// Adds a device with its credential.
+/// Adds a device with its credential; with `key`, the HTTP key `d:UDID` is made with it (its
+/// secret under `key`, once), or neither is (a device is never left without its key).
 #[utoipa::path(post, path = "/v1/admin/devices", tag = "fleet",
     request_body(content = DeviceBody, content_type = "application/json"),
-    responses((status = 200, description = "The device.", body = DeviceView),
+    responses((status = 200, description = "The device (with `key`: `{id, n, secret}` for a key device).", body = DeviceView),
               (status = "4XX", description = "Refused, bad_request, or device_exists.", body = crate::error::ErrorBody)),
     security(("bearer" = ["write"])))]
 pub(crate) async fn add(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let who = fleet_operator!(shared, request, Scope::Write, "/v1/admin/devices");
     let body = body!(shared, who, request, DeviceBody);
-    run(&shared, &who, FleetOp::Add(body)).await
+    if body.credential != "key" {
+        return run(&shared, &who, FleetOp::Add(body)).await;
+    }
+    if !who.operator.realm().sees_owner(&body.owner) {
+        return who.respond(&shared, other_owner());
+    }
+    let key_id = format!("d:{}", body.udid);
+    if shared.key_ring().keys().any(|k| k.id == key_id) {
+        let error = ApiError::new(409, "key_exists", format!("the key {key_id} exists"));
+        return who.refuse(&shared, &error);
+    }
+    let udid = body.udid.clone();
+    let added = match ask(&shared, &who, FleetOp::Add(body)).await {
+        Ok(answer) if answer.status == 200 => answer,
+        Ok(answer) => return who.respond(&shared, answer),
+        Err(error) => return who.refuse(&shared, &error),
+    };
+    match crate::admin_keys::new_device_key(&shared, key_id).await {
+        Ok(key) => {
+            let mut device: serde_json::Value =
+                serde_json::from_slice(&added.body).unwrap_or_default();
+            device["key"] = key;
+            unsigned(200, serde_json::to_vec(&device).unwrap_or_default().into())
+        }
+        Err(error) => {
+            // The device goes again: one with a key credential and no key is no device.
+            if let Err(undo) = ask(&shared, &who, FleetOp::Delete { udid }).await {
+                return who.refuse(&shared, &undo);
+            }
+            who.refuse(&shared, &error)
+        }
+    }
+}
+
+/// Sends `op` to the broker thread in the token's realm and waits for its answer.
+pub(crate) async fn ask(
+    shared: &Shared,
+    who: &Authorized,
+    op: FleetOp,
+) -> Result<Answer, ApiError> {
+    let realm = who.operator.realm().clone();
+    crate::admin::ask(shared, AdminOp::Fleet(realm, op)).await
 }
 
 /// One device.

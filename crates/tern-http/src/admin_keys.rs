@@ -1,7 +1,11 @@
 //! The operator API's keys (`/v1/admin/keys`): the key file changed as `tern key` changes it
 //! (read, changed and written whole while no other edit runs), then read again at once. A new
 //! secret is in the answer that made it, and never again. A token whose realm is a client
-//! prefix sees and changes only device keys of its clients.
+//! prefix sees and changes only device keys of its clients. A token of an owner (which has no
+//! `keys` scope: the key file is the whole broker's) lists with `read`, and makes, rotates and
+//! revokes with `write`, the keys `d:UDID` of its own registered devices, without grants (its
+//! devices' namespace is the fleet's rule), and nothing else: the broker thread's registry
+//! answers whether the device is the owner's, as for every fleet route.
 
 use std::sync::Arc;
 
@@ -12,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use tern_auth::keyring::{parse_key_id, KeyKind};
 use tern_auth::{Grant, HttpKey, KeyRing, RuleAccess};
 
-use crate::admin::{authorize, Authorized};
+use crate::admin::{authenticate, authorize, Authorized};
+use crate::admin_fleet::{ask, FleetOp};
 use crate::error::ApiError;
+use crate::realm::Realm;
 use crate::server::{read_json, unsigned, Shared};
 use crate::signing::hex;
 use crate::tokens::Scope;
@@ -74,14 +80,84 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
         .route("/v1/admin/keys/{id}", delete(revoke))
 }
 
-/// Whether the token's realm holds the key: device keys of its clients; groups and apps only
-/// for a token of the whole broker.
-fn sees_key(who: &Authorized, id: &str) -> bool {
-    match parse_key_id(id) {
-        Ok((KeyKind::Device, client)) => who.operator.sees_client(client),
-        Ok(_) => who.operator.sees_all_clients(),
-        Err(_) => false,
+/// Checks the token: `keys`, or for a token of an owner `owner_scope` (read or write).
+fn key_operator(
+    shared: &Shared,
+    request: &Request,
+    owner_scope: Scope,
+) -> Result<Authorized, Box<Response<Body>>> {
+    let (operator, _) = authenticate(shared, request)?;
+    let scope = match operator.realm() {
+        Realm::Owner(_) => owner_scope,
+        Realm::Clients(_) => Scope::Keys,
+    };
+    authorize(shared, request, scope, "/v1/admin/keys")
+}
+
+macro_rules! key_operator {
+    ($shared:expr, $request:expr, $scope:expr) => {
+        match key_operator(&$shared, &$request, $scope) {
+            Ok(who) => who,
+            Err(response) => return *response,
+        }
+    };
+}
+
+/// Whether the token's realm holds the key: device keys of its clients (for a token of an
+/// owner: of its registered devices, asked of the registry); groups and apps only for a token
+/// of the whole broker.
+async fn sees_key(shared: &Shared, who: &Authorized, id: &str) -> Result<bool, ApiError> {
+    match (parse_key_id(id), who.operator.realm()) {
+        (Ok((KeyKind::Device, udid)), Realm::Owner(_)) => {
+            let udid = udid.to_owned();
+            Ok(ask(shared, who, FleetOp::Show { udid }).await?.status == 200)
+        }
+        (Ok((KeyKind::Device, client)), _) => Ok(who.operator.sees_client(client)),
+        (Ok(_), _) => Ok(who.operator.sees_all_clients()),
+        (Err(_), _) => Ok(false),
     }
+}
+
+/// The udids of the devices of a token of an owner (none for other tokens).
+async fn own_devices(
+    shared: &Shared,
+    who: &Authorized,
+) -> Result<std::collections::BTreeSet<String>, ApiError> {
+    if who.operator.realm().owner().is_none() {
+        return Ok(Default::default());
+    }
+    let answer = ask(shared, who, FleetOp::List { owner: None }).await?;
+    let listed: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let devices = listed["devices"].as_array().cloned().unwrap_or_default();
+    Ok(devices
+        .iter()
+        .filter_map(|d| d["udid"].as_str().map(|u| format!("d:{u}")))
+        .collect())
+}
+
+/// The refusal of a key outside the token's realm (as absent: `no_key`), or of the check.
+async fn refuse_unseen(shared: &Shared, who: &Authorized, id: &str) -> Option<Response<Body>> {
+    match sees_key(shared, who, id).await {
+        Ok(true) => None,
+        Ok(false) => Some(who.refuse(shared, &ApiError::new(404, "no_key", "no such key"))),
+        Err(error) => Some(who.refuse(shared, &error)),
+    }
+}
+
+/// Makes the device key `id` with no grants: its first secret as `{id, n, secret}`.
+pub(crate) async fn new_device_key(
+    shared: &Shared,
+    id: String,
+) -> Result<serde_json::Value, ApiError> {
+    edit_ring(shared, move |ring, now| {
+        let secret = ring.add(&id, None, Vec::new(), now).map_err(key_error)?;
+        Ok(serde_json::json!(NewSecret {
+            id,
+            n: 1,
+            secret: hex(&secret)
+        }))
+    })
+    .await
 }
 
 /// Reads the key file, lets `change` change it, writes it and reads it again, with no other
@@ -187,16 +263,19 @@ pub(crate) struct KeyList {
               (status = "4XX", description = "Refused.", body = crate::error::ErrorBody)),
     security(("bearer" = ["keys"])))]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
-    let who = match authorize(&shared, &request, Scope::Keys, "/v1/admin/keys") {
-        Ok(who) => who,
-        Err(response) => return *response,
+    let who = key_operator!(shared, request, Scope::Read);
+    let own = match own_devices(&shared, &who).await {
+        Ok(own) => own,
+        Err(error) => return who.refuse(&shared, &error),
+    };
+    let sees = |id: &str| match (parse_key_id(id), who.operator.realm()) {
+        (Ok((KeyKind::Device, _)), Realm::Owner(_)) => own.contains(id),
+        (Ok((KeyKind::Device, client)), _) => who.operator.sees_client(client),
+        (Ok(_), _) => who.operator.sees_all_clients(),
+        (Err(_), _) => false,
     };
     let ring = shared.key_ring();
-    let keys: Vec<KeyView> = ring
-        .keys()
-        .filter(|k| sees_key(&who, &k.id))
-        .map(view)
-        .collect();
+    let keys: Vec<KeyView> = ring.keys().filter(|k| sees(&k.id)).map(view).collect();
     let body = serde_json::to_vec(&KeyList { keys }).unwrap_or_default();
     unsigned(200, body.into())
 }
@@ -208,16 +287,28 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
               (status = "4XX", description = "Refused, key_exists, or a bad id or grant.", body = crate::error::ErrorBody)),
     security(("bearer" = ["keys"])))]
 pub(crate) async fn add(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
-    let who = match authorize(&shared, &request, Scope::Keys, "/v1/admin/keys") {
-        Ok(who) => who,
-        Err(response) => return *response,
-    };
+    let who = key_operator!(shared, request, Scope::Write);
     let body = match read_json::<KeyBody>(&shared, request).await {
         Ok(body) => body,
         Err(error) => return who.refuse(&shared, &error),
     };
-    if !sees_key(&who, &body.id) {
-        let error = ApiError::new(403, "realm_denied", "that key is outside the token's realm");
+    let realm_denied = |why: &str| ApiError::new(403, "realm_denied", why.to_owned());
+    match sees_key(&shared, &who, &body.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let error = realm_denied("that key is outside the token's realm");
+            return who.refuse(&shared, &error);
+        }
+        Err(error) => return who.refuse(&shared, &error),
+    }
+    let owner_made = who.operator.realm().owner().is_some();
+    let widened = !(body.publish.is_empty() && body.subscribe.is_empty() && body.both.is_empty())
+        || body.prefix.is_some()
+        || body.approve;
+    if owner_made && widened {
+        let error = realm_denied(
+            "a token of an owner makes device keys without grants: the fleet's rule is theirs",
+        );
         return who.refuse(&shared, &error);
     }
     let grants = grants_of(body.publish, body.subscribe, body.both);
@@ -243,17 +334,14 @@ pub(crate) async fn add(State(shared): State<Arc<Shared>>, request: Request) -> 
               (status = "4XX", description = "Refused, or no_key.", body = crate::error::ErrorBody)),
     security(("bearer" = ["keys"])))]
 pub(crate) async fn rotate(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
-    let who = match authorize(&shared, &request, Scope::Keys, "/v1/admin/keys") {
-        Ok(who) => who,
-        Err(response) => return *response,
-    };
+    let who = key_operator!(shared, request, Scope::Write);
     let id = who
         .rest
         .strip_suffix("/rotate")
         .unwrap_or_default()
         .to_owned();
-    if !sees_key(&who, &id) {
-        return who.refuse(&shared, &ApiError::new(404, "no_key", "no such key"));
+    if let Some(refused) = refuse_unseen(&shared, &who, &id).await {
+        return refused;
     }
     edit(&shared, &who, move |ring, now| {
         let (n, secret) = ring.rotate(&id, now).map_err(key_error)?;
@@ -274,13 +362,10 @@ pub(crate) async fn rotate(State(shared): State<Arc<Shared>>, request: Request) 
               (status = "4XX", description = "Refused, or no_key.", body = crate::error::ErrorBody)),
     security(("bearer" = ["keys"])))]
 pub(crate) async fn revoke(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
-    let who = match authorize(&shared, &request, Scope::Keys, "/v1/admin/keys") {
-        Ok(who) => who,
-        Err(response) => return *response,
-    };
+    let who = key_operator!(shared, request, Scope::Write);
     let id = who.rest.clone();
-    if !sees_key(&who, &id) {
-        return who.refuse(&shared, &ApiError::new(404, "no_key", "no such key"));
+    if let Some(refused) = refuse_unseen(&shared, &who, &id).await {
+        return refused;
     }
     let secret = match who.query.get("secret").map(str::parse::<u32>) {
         None => None,

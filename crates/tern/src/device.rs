@@ -22,8 +22,8 @@ pub(crate) struct DeviceArgs {
     /// web PKI's).
     #[arg(long, global = true)]
     cafile: Option<PathBuf>,
-    /// An operator token of the whole broker (`tern token add`; scopes read and write, and
-    /// keys for --key); also TERN_TOKEN.
+    /// An operator token of the whole broker or of an owner (`tern token add`; scopes read
+    /// and write); also TERN_TOKEN.
     #[arg(long, global = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -123,14 +123,11 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                 body["credential"] = json!("cert-cn");
                 body["cn"] = json!(cn);
             }
-            let device = api.call("POST", "/v1/admin/devices", Some(&body))?;
+            // One request: the broker makes the device and its key together, or neither.
+            let mut device = api.call("POST", "/v1/admin/devices", Some(&body))?;
+            let made = device.as_object_mut().and_then(|d| d.remove("key"));
             print(&device)?;
-            if key {
-                let made = api.call(
-                    "POST",
-                    "/v1/admin/keys",
-                    Some(&json!({ "id": format!("d:{udid}") })),
-                )?;
+            if let Some(made) = made {
                 print(&made)?;
             }
             return Ok(());
