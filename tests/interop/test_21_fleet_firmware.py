@@ -3,7 +3,8 @@ topics and payloads unchanged): a registration on `/<owner>/<udid>/status` is an
 `/<owner>/<udid>` with OK, and with UPDATE_AVAILABLE naming the newest release of the
 catalogue (`tern firmware add`) above the device's version, for its platform, within the
 release's rollout: of two devices, the one whose bucket (computed here from the documented
-formula) is below a 50 % rollout is offered the release, the other is not. MQTT 5 Correlation
+formula) is below a 50 % rollout is offered the release, the other is not, and the device's view
+on `GET /v1/fleet/devices/{udid}` says so before it registers. MQTT 5 Correlation
 Data comes back with the answer; the registry shows what the device said of itself. Over
 HTTP, a device signs `POST /v1/fleet/register` with its own key and reads the same answer in
 the response; another key, and a disabled device, are refused. A release's file uploaded with
@@ -104,6 +105,37 @@ def test_a_rollout_offers_a_release_to_the_devices_inside_it(fleet: Fleet):
         device.subscribe(f"/acme/{udid}", qos=1)
         offers[udid] = register(device, udid)["status"]
     assert offers == {inside: "UPDATE_AVAILABLE", outside: "OK"}
+
+
+def test_a_devices_view_names_the_release_the_broker_would_offer_it(fleet: Fleet):
+    """`GET /v1/fleet/devices/{udid}`: `offer` is what its registration would be answered
+    with now (the same rule, rollout included), `offer_status` why there is none."""
+    candidates = [f"v{n}" for n in range(100)]
+    inside = [u for u in candidates if bucket(u, "half") < 50][:2]
+    outside = next(u for u in candidates if bucket(u, "half") >= 50)
+    add_release(fleet, "half", "2.0.0", rollout=50)
+    versions = {inside[0]: "1.7.24", inside[1]: "2.0.0", outside: "1.7.24", "bad": "nightly"}
+    for udid, version in versions.items():
+        fleet.device("add", "acme", udid, "--password", "--platform", "esp32",
+                     "--firmware", version, stdin=f"{udid}-pw\n")
+    seen = {}
+    for udid in versions:
+        status, shown = operator_call(fleet.broker.http_url, fleet.token, "GET",
+                                      f"/v1/fleet/devices/{udid}")
+        assert status == 200, shown
+        seen[udid] = (shown["offer_status"], shown["offer"])
+    assert seen == {
+        inside[0]: ("update_available", {
+            "id": "half", "version": "2.0.0", "url": "https://firmware.example/half.bin",
+            "sha256": SHA, "size": 412345}),
+        inside[1]: ("up_to_date", None),
+        outside: ("no_release", None),
+        "bad": ("unversioned", None),
+    }
+    # The registration is answered alike.
+    device = fleet.firmware("acme", inside[0])
+    device.subscribe(f"/acme/{inside[0]}", qos=1)
+    assert register(device, inside[0])["update"]["id"] == "half"
 
 
 def test_mqtt5_correlation_data_comes_back_with_the_answer(fleet: Fleet):

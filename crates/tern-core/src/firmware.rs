@@ -233,12 +233,9 @@ impl Catalogue {
             .ok_or_else(|| ReleaseError::NoRelease(id.to_owned()))
     }
 
-    /// The release to offer `device`, which runs `version`: the newest (semantic version
-    /// order) of the releases for its platform, for its owner or every owner, whose tags it
-    /// has, whose rollout takes it in, and above its version. A device whose version is not a
-    /// semantic version is offered nothing.
-    pub fn offer(&self, device: &Device, version: &str) -> Option<&Release> {
-        let current = semver::Version::parse(version.trim_start_matches('v')).ok()?;
+    /// The newest release (semantic version order) for `device`: for its platform, for its
+    /// owner or every owner, whose tags it has and whose rollout takes it in.
+    fn newest_for(&self, device: &Device) -> Option<(semver::Version, &Release)> {
         self.releases
             .values()
             .filter(|r| r.platform == device.platform)
@@ -246,10 +243,44 @@ impl Catalogue {
             .filter(|r| r.tags.iter().all(|tag| device.tags.contains(tag)))
             .filter(|r| rollout_bucket(&device.udid, &r.id) < r.rollout_percent)
             .filter_map(|r| Some((semver::Version::parse(&r.version).ok()?, r)))
-            .filter(|(v, _)| *v > current)
             .max_by(|(a, _), (b, _)| a.cmp(b))
-            .map(|(_, release)| release)
     }
+
+    /// Where `device`, which runs `version`, stands against the catalogue: offered the
+    /// newest release for it when that is above its version.
+    pub fn standing(&self, device: &Device, version: &str) -> Standing<'_> {
+        let Ok(current) = semver::Version::parse(version.trim_start_matches('v')) else {
+            return Standing::Unversioned;
+        };
+        match self.newest_for(device) {
+            None => Standing::NoRelease,
+            Some((newest, release)) if newest > current => Standing::Offer(release),
+            Some((_, release)) => Standing::UpToDate(release),
+        }
+    }
+
+    /// The release to offer `device`, which runs `version`: the newest of the releases for
+    /// it (its platform, owner, tags and rollout) when above its version. A device whose
+    /// version is not a semantic version is offered nothing.
+    pub fn offer(&self, device: &Device, version: &str) -> Option<&Release> {
+        match self.standing(device, version) {
+            Standing::Offer(release) => Some(release),
+            _ => None,
+        }
+    }
+}
+
+/// Where a device stands against the catalogue ([`Catalogue::standing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing<'a> {
+    /// The newest release for it is above its version: it is offered that.
+    Offer(&'a Release),
+    /// It runs the newest release for it, or a later version.
+    UpToDate(&'a Release),
+    /// No release is for it (platform, owner, tags, rollout).
+    NoRelease,
+    /// Its version is not a semantic version: it is offered nothing.
+    Unversioned,
 }
 
 /// The answer to a registration: `{"registration":{"status":"OK","timestamp":N}}`, or with an
@@ -376,6 +407,25 @@ mod tests {
             offered += usize::from(inside);
         }
         assert!((60..140).contains(&offered), "{offered} of 200");
+    }
+
+    #[test]
+    fn a_device_stands_offered_up_to_date_without_release_or_unversioned() {
+        let mut catalogue = Catalogue::default();
+        catalogue.add(release("a", "1.8.0")).expect("added");
+        let d = device("esp32", &[]);
+        assert_eq!(
+            catalogue.standing(&d, "1.7.24"),
+            Standing::Offer(catalogue.release("a").expect("a"))
+        );
+        assert!(matches!(catalogue.standing(&d, "1.8.0"), Standing::UpToDate(r) if r.id == "a"));
+        assert!(matches!(
+            catalogue.standing(&d, "v2.0.0"),
+            Standing::UpToDate(_)
+        ));
+        assert_eq!(catalogue.standing(&d, "nightly"), Standing::Unversioned);
+        let other = device("esp8266", &[]);
+        assert_eq!(catalogue.standing(&other, "1.0.0"), Standing::NoRelease);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Response;
 use serde::Serialize;
+use tern_core::firmware::Standing;
 use tern_core::fleet::{Device, DeviceStatus, FleetError};
 use tern_core::{Broker, Time};
 
@@ -127,6 +128,46 @@ pub(crate) struct DeviceDetail {
     history: Vec<StatusChangeView>,
     /// Its session, if it has one.
     session: Option<SessionView>,
+    /// The release its registration would be offered now, at its recorded firmware version
+    /// (the broker's own rule: platform, owner, tags, rollout, semantic version order), or
+    /// null.
+    offer: Option<OfferView>,
+    /// Why: `update_available` (the offer), `up_to_date` (it runs the newest release for it,
+    /// or later), `no_release` (none is for it) or `unversioned` (its version is not a
+    /// semantic version: it is offered nothing).
+    offer_status: &'static str,
+}
+
+/// A release offered to a device, as its registration's answer names it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct OfferView {
+    id: String,
+    version: String,
+    /// Where the device downloads it from (a path on the broker for a file it keeps).
+    url: String,
+    /// The file's SHA-256, lowercase hex.
+    sha256: String,
+    /// The file's size in bytes.
+    size: u64,
+}
+
+/// The offer to `device` now, and its status word.
+fn offer(broker: &Broker, device: &Device) -> (Option<OfferView>, &'static str) {
+    match broker.firmware().standing(device, &device.firmware) {
+        Standing::Offer(release) => (
+            Some(OfferView {
+                id: release.id.clone(),
+                version: release.version.clone(),
+                url: release.url.clone(),
+                sha256: release.sha256.clone(),
+                size: release.size,
+            }),
+            "update_available",
+        ),
+        Standing::UpToDate(_) => (None, "up_to_date"),
+        Standing::NoRelease => (None, "no_release"),
+        Standing::Unversioned => (None, "unversioned"),
+    }
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
@@ -167,7 +208,8 @@ pub(crate) async fn devices(State(shared): State<Arc<Shared>>, request: Request)
     .await
 }
 
-/// One device: its registry entry, live status, last status changes and session.
+/// One device: its registry entry, live status, last status changes, session, and the
+/// firmware release the broker would offer it now.
 #[utoipa::path(get, path = "/v1/fleet/devices/{udid}", tag = "fleet",
     params(("udid" = String, Path, description = "The device's udid.")),
     responses((status = 200, description = "The device.", body = DeviceDetail),
@@ -235,10 +277,13 @@ pub(crate) fn apply(
             let session = broker
                 .admin_session(udid, 0)
                 .map(|detail| crate::admin_ops::view(detail.summary));
+            let (offer, offer_status) = offer(broker, device);
             let detail = DeviceDetail {
                 device: view(broker, device, now, now_unix),
                 history,
                 session,
+                offer,
+                offer_status,
             };
             json(200, &detail)
         }
