@@ -1,9 +1,9 @@
 // Firmware: the catalogue of releases the broker offers registering devices
 // (`/v1/admin/firmware`, for tokens of the whole broker): listed, added and deleted; and on a
-// device's page, its version against the newest release for it.
+// device's page, its version and the release the broker offers it.
 import { useEffect, useState } from 'preact/hooks';
 import { api, enc } from '../api.js';
-import { firmwareStanding, newestFor } from '../firmware.js';
+import { offerText } from '../firmware.js';
 
 const NEW_RELEASE = { id: '', platform: '', version: '', url: '', sha256: '', size: '', owner: '', tags: '', rollout_percent: '100' };
 const FIELDS = [
@@ -95,18 +95,8 @@ export function Firmware() {
   );
 }
 
-// A device's firmware against the newest release for it, or why that is not known.
+// A device's firmware version and the release the broker would offer it now (its own answer,
+// in the device's view).
 export function DeviceFirmware({ device }) {
-  const [standing, setStanding] = useState('');
-  useEffect(() => {
-    let current = true;
-    api('/v1/admin/firmware')
-      .then((a) => newestFor(device, a.releases))
-      .then((newest) => current && setStanding(firmwareStanding(device.firmware, newest)))
-      .catch((e) => current && setStanding(`catalogue not readable: ${e.message}`));
-    return () => {
-      current = false;
-    };
-  }, [device.udid, device.firmware, device.platform, device.owner, (device.tags || []).join(',')]);
-  return <>{device.firmware || '–'} <span class="muted" data-testid="firmware-offer">{standing}</span></>;
+  return <>{device.firmware || '–'} <span class="muted" data-testid="firmware-offer">{offerText(device.offer_status, device.offer)}</span></>;
 }
