@@ -161,14 +161,11 @@ def test_an_answer_queued_while_the_device_sleeps_reaches_it_after_kill_9(fleet:
 
 
 def test_an_answer_reaches_a_device_over_its_http_mailbox(fleet: NotifyFleet):
-    status, _ = fleet.call("POST", "/v1/admin/devices",
-                           {"owner": "acme", "udid": "k1", "credential": "key"})
-    assert status == 200
-    # Its key, granted its channel and status.
-    status, key = fleet.call("POST", "/v1/admin/keys",
-                             {"id": "d:k1", "both": ["/acme/k1", "/acme/k1/status"]})
-    assert status == 200, key
-    http = Device(fleet.broker.http_url, "d:k1", key["secret"])
+    # Added with its key `d:k1`, which acts as the device: its channel and status are its own.
+    status, added = fleet.call("POST", "/v1/admin/devices",
+                               {"owner": "acme", "udid": "k1", "credential": "key"})
+    assert status == 200, added
+    http = Device(fleet.broker.http_url, "d:k1", added["key"]["secret"])
     assert http.subscribe("/acme/k1", qos=2).status == 200
     raise_ = {"notification": {"body": "Refill the tank?", "nid": "tank"}}
     assert http.publish("/acme/k1/status", json.dumps(raise_).encode()).status == 200
