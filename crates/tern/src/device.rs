@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-/// `tern device`.
+/// Where the operator API is and how to reach it: shared by the commands that drive it.
 #[derive(Debug, clap::Args)]
-pub(crate) struct DeviceArgs {
+pub(crate) struct ApiArgs {
     /// The operator API, e.g. http://127.0.0.1:8080 or https://broker:8443.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     url: String,
@@ -22,10 +22,17 @@ pub(crate) struct DeviceArgs {
     /// web PKI's).
     #[arg(long, global = true)]
     cafile: Option<PathBuf>,
-    /// An operator token of the whole broker or of an owner (`tern token add`; scopes read
-    /// and write); also TERN_TOKEN.
+    /// An operator token (`tern token add`; scopes read and write; `tern device` also takes
+    /// an owner's); also TERN_TOKEN.
     #[arg(long, global = true)]
     token: Option<String>,
+}
+
+/// `tern device`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeviceArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: DeviceCommand,
 }
@@ -96,8 +103,7 @@ enum DeviceCommand {
 }
 
 pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
-    let token = args.token.or_else(|| std::env::var("TERN_TOKEN").ok());
-    let api = Api::new(&args.url, token.as_deref(), args.cafile.as_deref())?;
+    let api = Api::from_args(&args.api)?;
     let (method, path, body) = match args.command {
         DeviceCommand::Add {
             owner,
@@ -207,6 +213,15 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// The API `args` name, with the token from `--token` or else TERN_TOKEN.
+    pub(crate) fn from_args(args: &ApiArgs) -> anyhow::Result<Self> {
+        let token = args
+            .token
+            .clone()
+            .or_else(|| std::env::var("TERN_TOKEN").ok());
+        Self::new(&args.url, token.as_deref(), args.cafile.as_deref())
+    }
+
     pub(crate) fn new(
         url: &str,
         token: Option<&str>,

@@ -10,22 +10,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::device::{encode, print, Api};
+use crate::device::{encode, print, Api, ApiArgs};
 
 /// `tern firmware`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FirmwareArgs {
-    /// The operator API, e.g. http://127.0.0.1:8080 or https://broker:8443.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// With an https:// URL: trust the certificate authorities of this PEM file (default: the
-    /// web PKI's).
-    #[arg(long, global = true)]
-    cafile: Option<PathBuf>,
-    /// An operator token of the whole broker (`tern token add`; scopes read and write); also
-    /// TERN_TOKEN.
-    #[arg(long, global = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: FirmwareCommand,
 }
@@ -83,8 +74,7 @@ enum FirmwareCommand {
 }
 
 pub(crate) fn run(args: FirmwareArgs) -> anyhow::Result<()> {
-    let token = args.token.or_else(|| std::env::var("TERN_TOKEN").ok());
-    let api = Api::new(&args.url, token.as_deref(), args.cafile.as_deref())?;
+    let api = Api::from_args(&args.api)?;
     let path = |id: &str| format!("/v1/admin/firmware/{}", encode(id));
     let answer = match args.command {
         FirmwareCommand::Add {
