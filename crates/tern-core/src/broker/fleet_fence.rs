@@ -74,11 +74,11 @@ impl Broker {
         session_fenced(self.session(key), &self.connections)
     }
 
-    /// Drops from `matches` of a message on `topic` the subscriptions kept out of its fleet
-    /// namespace. A tree view shares its deltas among its members: one with a member kept out
-    /// gets nothing of the namespace.
-    pub(super) fn fence_matches(&self, topic: &str, matches: &mut Vec<Match<SessionKey>>) {
-        if matches.is_empty() || !self.fleet_closes(topic) {
+    /// Drops from a message's `matches` the subscriptions kept out of its fleet namespace, when
+    /// `fleet_closes` (its topic lies in one: looked up once per message by the caller). A tree
+    /// view shares its deltas among its members: one with a member kept out gets nothing of it.
+    pub(super) fn fence_matches(&self, fleet_closes: bool, matches: &mut Vec<Match<SessionKey>>) {
+        if matches.is_empty() || !fleet_closes {
             return;
         }
         let fenced_views: Vec<TreeViewId> = matches

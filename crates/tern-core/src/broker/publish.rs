@@ -397,7 +397,7 @@ impl Broker {
             };
         self.subscriptions
             .matches(&message.topic, readiness, &mut matches);
-        self.fence_matches(&message.topic, &mut matches);
+        self.fence_matches(fleet_closes, &mut matches);
         // Tree views share one delta among their members, so No Local does not apply to them.
         let tree_views = self.route_to_tree_views(message, &mut matches, now);
         // No Local: never back to the publishing session through such a subscription (MQTT-3.8.3-3).
