@@ -4,8 +4,11 @@
 //!
 //! - Interest: one NATS subscription per subject of the node's filters, counted, so two
 //!   filters sharing a subject (`a` and `a/#`) hold one (`interest`).
-//! - QoS 0: published on its subject under `tern.d` (the connection has `no_echo`: the node
-//!   never hears its own back).
+//! - `$share` groups: a queue subscription per subject of the group's filter, in a NATS queue
+//!   group per group and filter, so NATS hands each of its messages to one node with members.
+//! - QoS 0: published on its subject under `tern.d`. NATS echoes it back to this node (a queue
+//!   group may pick this node); the node's plain subscriptions drop their copy, routed here
+//!   when it was published.
 //! - QoS 1/2: published to the stream `TERN_MSG_0` under `tern.in0`, with the message's
 //!   identity as `Nats-Msg-Id` so a retry is stored once; the stream republishes what it
 //!   stored under `tern.d` to every interested node, this one included. A batch is reported
@@ -21,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{
     self, context::PublishAckFuture, context::PublishError, kv, message::PublishMessage,
 };
+use tern_codec::TopicFilter;
 use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -155,6 +159,22 @@ pub(crate) async fn join(
     })
 }
 
+/// The subjects the node subscribes to for `filter`. A `$share` group's are its inner
+/// filter's and the overflow subject (which the node's plain subscriptions always hear, but
+/// a group hears apart), all in the group's queue group.
+fn interest_subjects(filter: &TopicFilter) -> Vec<String> {
+    match filter.shared() {
+        None => filter_subjects(LIVE_PREFIX, filter.as_str()),
+        Some((_, inner)) => {
+            let mut subjects = filter_subjects(LIVE_PREFIX, inner.as_str());
+            subjects.push(overflow_subject(LIVE_PREFIX));
+            subjects.sort();
+            subjects.dedup();
+            subjects
+        }
+    }
+}
+
 /// A batch waiting for JetStream's acknowledgements.
 struct Pending {
     seq: u64,
@@ -263,10 +283,11 @@ pub(crate) async fn run(
         for (index, op) in batch.ops.into_iter().enumerate() {
             match op {
                 ClusterOp::Interest { filter, present } => {
-                    for subject in filter_subjects(LIVE_PREFIX, filter.as_str()) {
+                    let shared = filter.shared().map(|_| &filter);
+                    for subject in interest_subjects(&filter) {
                         match present {
-                            true => interest.hold(subject).await,
-                            false => interest.release(&subject).await,
+                            true => interest.hold_for(subject, shared).await,
+                            false => interest.release_for(&subject, shared).await,
                         }
                     }
                     pending.sync = true;

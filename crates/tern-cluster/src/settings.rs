@@ -94,7 +94,6 @@ impl Settings {
         let lost = Arc::new(AtomicBool::new(false));
         let mut options = ConnectOptions::new()
             .name(format!("tern {}", self.node_id))
-            .no_echo()
             .ping_interval(PING_INTERVAL)
             .connection_timeout(self.connect_timeout)
             .event_callback(move |event| {

@@ -26,7 +26,9 @@ pub enum ClusterOp {
     /// This node now holds a subscription under `filter` (`present`), or no longer any. Sent
     /// once per change of the count of subscriptions under one filter between 0 and 1.
     Interest {
-        /// The filter (for a `$share` subscription, its inner filter).
+        /// The filter. A `$share` filter comes whole: the cluster hands each message of its
+        /// group to one node with members ([`RemoteMessage::shared`]), apart from the copies
+        /// for the node's other subscriptions.
         filter: TopicFilter,
         /// Whether the node now has interest in it.
         present: bool,
@@ -227,6 +229,10 @@ pub struct RemoteMessage {
     pub publisher: Option<MqttString>,
     /// Where the replicated log stored it (QoS 1/2); `None` for QoS 0, which is not stored.
     pub seq: Option<u64>,
+    /// The `$share` filter whose group this copy is for: the cluster picked this node to give
+    /// it to one member of that group here. `None` for the copy the node's other
+    /// subscriptions take (which no group takes).
+    pub shared: Option<TopicFilter>,
 }
 
 /// The operations of one input batch, numbered, as the runtime hands them to the cluster layer.

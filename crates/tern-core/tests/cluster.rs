@@ -23,16 +23,6 @@ fn ops(tb: &mut TestBroker) -> Vec<ClusterOp> {
     tb.cluster_ops()
 }
 
-/// The interest changes among `ops`, as (filter, present).
-fn interest(ops: &[ClusterOp]) -> Vec<(String, bool)> {
-    ops.iter()
-        .filter_map(|op| match op {
-            ClusterOp::Interest { filter, present } => Some((filter.as_str().to_owned(), *present)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn publishes(ops: Vec<ClusterOp>) -> Vec<ClusterPublish> {
     ops.into_iter()
         .filter_map(|op| match op {
@@ -54,6 +44,7 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         expiry_millis: publish.expiry_millis,
         publisher: publish.publisher.clone(),
         seq: None,
+        shared: None,
     }
 }
 
@@ -251,31 +242,6 @@ fn a_will_crosses_like_any_message() {
     assert_eq!(sent[0].acknowledges, None, "no client waits on a will");
 }
 
-/// Shared subscriptions are not yet spread across nodes: refused, and MQTT 5 clients are told
-/// in CONNACK (Shared Subscription Available 0).
-#[test]
-fn shared_subscriptions_are_refused_on_a_cluster_node() {
-    let mut tb = cluster_broker();
-    let client = tb.connect("c", V5, Opts::new());
-    assert_eq!(
-        client.connack.properties.shared_subscription_available,
-        Some(false)
-    );
-    tb.send(&client, subscribe(4, &[("$share/g/t", Q1), ("t", Q1)]));
-    assert_eq!(
-        tb.recv(&client),
-        [suback(
-            4,
-            &[ReasonCode::SharedSubscriptionsNotSupported, granted(Q1)]
-        )]
-    );
-    let single = TestBroker::new().connect("c", V5, Opts::new());
-    assert_eq!(
-        single.connack.properties.shared_subscription_available,
-        None
-    );
-}
-
 /// Strict partition mode: while the node cannot reach the cluster, a new CONNECT is refused
 /// with Server unavailable (3.1.1: return code 3) so that a load balancer sends the client
 /// elsewhere; clients already connected stay; once the cluster is back, CONNECTs are accepted.
@@ -374,6 +340,7 @@ fn qos2_deliveries_are_recorded_step_by_step() {
         expiry_millis: None,
         publisher: None,
         seq: Some(40),
+        shared: None,
     };
     tb.broker.deliver_from_cluster(stored, tb.now);
     let packets = tb.recv(&sub);

@@ -30,8 +30,9 @@ const SEQS_PRUNE_AT: usize = 4096;
 pub(super) struct ClusterState {
     /// Operations for the other nodes, in the order they happened.
     pub(super) ops: VecDeque<ClusterOp>,
-    /// Subscriptions in the trie per filter (the inner filter of `$share` and `$tree/`
-    /// subscriptions): the node's interest, counted so it changes only between 0 and 1.
+    /// Subscriptions in the trie per filter (the inner filter of `$tree/` subscriptions, a
+    /// `$share` filter whole: its group's messages come apart): the node's interest, counted so
+    /// it changes only between 0 and 1.
     interest: FxHashMap<TopicFilter, u32>,
     /// Whether the cluster layer last said the cluster is out of reach: new CONNECTs are then
     /// refused (strict partition mode).
@@ -112,11 +113,31 @@ impl Broker {
     /// back from the replicated log) to this node's subscriptions, once, as a local publish is:
     /// overlapping subscriptions of a session make one delivery. It is not sent on to other
     /// nodes, and nothing of it is retained here. Returns whether a subscription matched.
-    pub fn deliver_from_cluster(&mut self, remote: RemoteMessage, now: Time) -> bool {
-        match self.message_from_cluster(remote, now) {
-            Some(message) => self.route(&message, now) > 0,
-            None => false,
+    ///
+    /// A `$share` group takes only the copies handed to this node for it
+    /// ([`RemoteMessage::shared`]): the cluster picks one node per message and group, and the
+    /// node one of its members.
+    pub fn deliver_from_cluster(&mut self, mut remote: RemoteMessage, now: Time) -> bool {
+        let shared = remote.shared.take();
+        let Some(message) = self.message_from_cluster(remote, now) else {
+            return false;
+        };
+        match shared {
+            Some(filter) => self.route_to_group(&message, &filter, now),
+            None => self.route(&message, false, now) > 0,
         }
+    }
+
+    /// Whether a `$share` group on this node takes `message` as it is routed here: always on a
+    /// single node; on a cluster node only the broker's own `$SYS` messages, which stay on the
+    /// node (the cluster hands every other message to one node per group).
+    pub(super) fn groups_route_here(&self, message: &SharedMessage) -> bool {
+        !self.config.cluster || Self::stays_on_node(message)
+    }
+
+    /// Whether `message` is the broker's own `$SYS`, whose figures are the node's.
+    fn stays_on_node(message: &SharedMessage) -> bool {
+        message.origin.is_none() && message.topic.is_dollar()
     }
 
     /// The message a node of the cluster sent, as this node routes it; `None` if it expired.
@@ -294,7 +315,7 @@ impl Broker {
     /// log (see [`ClusterPublish::message`]). The broker's own `$SYS` messages stay on the
     /// node: their figures are its own.
     pub(super) fn forward_to_cluster(&mut self, message: &SharedMessage, now: Time) -> bool {
-        if !self.config.cluster || (message.origin.is_none() && message.topic.is_dollar()) {
+        if !self.config.cluster || Self::stays_on_node(message) {
             return true;
         }
         let session = message.origin.map(|key| self.session(key));
@@ -473,11 +494,9 @@ impl Broker {
     }
 }
 
-/// The filter whose messages a subscription under `filter` needs: a `$share` filter's inner
-/// one, kept in allocations of its own (it outlives the SUBSCRIBE it came in).
+/// The interest a subscription under `filter` needs, kept in allocations of its own (it
+/// outlives the SUBSCRIBE it came in): a `$share` filter whole, as its group takes its
+/// messages apart from the node's other subscriptions.
 fn interest_filter(filter: &TopicFilter) -> TopicFilter {
-    match filter.shared() {
-        Some((_, inner)) => inner.detached(),
-        None => filter.detached(),
-    }
+    filter.detached()
 }

@@ -113,10 +113,28 @@ impl NatsServer {
     /// What the server's `/jsz` endpoint says, with `query` (`accounts=true&streams=true`);
     /// `None` while it does not answer.
     fn jsz(&self, query: &str) -> Option<serde_json::Value> {
+        self.monitor("jsz", query)
+    }
+
+    /// The names of the clients connected to the server now (`/connz`); a Tern node's is
+    /// `tern <node id>`.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn client_names(&self) -> Vec<String> {
+        let connz = self.monitor("connz", "limit=1024").expect("/connz answers");
+        let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+        connections
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// What the server's monitoring `endpoint` says, with `query`; `None` while it does not
+    /// answer.
+    fn monitor(&self, endpoint: &str, query: &str) -> Option<serde_json::Value> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let request = format!("GET /jsz?{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let request = format!("GET /{endpoint}?{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
         stream.write_all(request.as_bytes()).ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
