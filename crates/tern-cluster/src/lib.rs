@@ -48,16 +48,30 @@ pub use settings::{ClusterError, NatsAuth, NatsTls, Settings};
 /// subscriptions' own queues fill, and NATS drops (counted as slow-consumer events).
 const INPUT_QUEUE: usize = 64;
 
-/// What went wrong without stopping the node, counted.
+/// What went wrong without stopping the node, counted; and the node's load.
 #[derive(Debug, Default)]
 pub struct Counters {
     dropped: AtomicU64,
     undecodable: AtomicU64,
     slow_consumer: AtomicU64,
     fenced: AtomicU64,
+    connections: AtomicU64,
+    sessions: AtomicU64,
 }
 
 impl Counters {
+    /// This node's connections and sessions, as the broker last reported them (written with
+    /// its lease, for the cluster view).
+    pub(crate) fn load(&self) -> (u64, u64) {
+        let connections = self.connections.load(Ordering::Relaxed);
+        (connections, self.sessions.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_load(&self, connections: u64, sessions: u64) {
+        self.connections.store(connections, Ordering::Relaxed);
+        self.sessions.store(sessions, Ordering::Relaxed);
+    }
+
     /// QoS 0 messages that could not be handed to NATS.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

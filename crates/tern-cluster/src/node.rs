@@ -322,6 +322,10 @@ pub(crate) async fn run(
                     pending.writes.push(written);
                 }
                 ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
+                ClusterOp::Load {
+                    connections,
+                    sessions,
+                } => node.counters.set_load(connections, sessions),
                 // Recorded before the batch's other operations (`settle`).
                 ClusterOp::Released { .. } | ClusterOp::Outbound { .. } => {}
                 ClusterOp::HandedOver {

@@ -100,6 +100,15 @@ pub enum ClusterOp {
         /// wait until it is recorded; `None` when nothing waits (PUBCOMP).
         connection: Option<ConnectionId>,
     },
+    /// How many connections and sessions this node holds now, for the cluster view the other
+    /// nodes publish under `$SYS/cluster/nodes/` (see [`ClusterInput::Nodes`]); sent with a
+    /// checkpoint when it changed.
+    Load {
+        /// Clients connected.
+        connections: u64,
+        /// Sessions held, with a connection or without.
+        sessions: u64,
+    },
     /// The publisher of session `client_id` released its QoS 2 message `packet_id` (PUBREL):
     /// whatever remembers the identifier across nodes forgets it. Sent for every PUBREL, known
     /// here or not: the message may have come in on a node that has since died.
@@ -286,6 +295,20 @@ pub enum ClusterInput {
         /// The QoS 2 deliveries of the backlog the dead node had sent, as recorded.
         outbound: Vec<OutboundQos2>,
     },
+    /// The nodes the cluster has, as their leases say: see [`crate::Broker::cluster_nodes`].
+    Nodes(Vec<NodeStatus>),
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),
+}
+
+/// A node of the cluster as its lease last said, for the cluster view under `$SYS/cluster/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Its node identifier (letters, digits, `-`, `_`).
+    pub id: String,
+    /// Whether its lease is current.
+    pub alive: bool,
+    /// What it last reported of its load (see [`ClusterOp::Load`]); `None` for a dead node,
+    /// or one that has not reported yet.
+    pub load: Option<(u64, u64)>,
 }

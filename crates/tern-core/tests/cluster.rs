@@ -6,7 +6,8 @@ mod support;
 use tern_codec::Packet;
 use tern_codec::{ReasonCode, SubscriptionOptions};
 use tern_core::{
-    CloseReason, ClusterOp, ClusterPublish, Config, Event, OutboundStage, RemoteMessage, Time,
+    CloseReason, ClusterOp, ClusterPublish, Config, Event, NodeStatus, OutboundStage,
+    RemoteMessage, Time,
 };
 
 use support::*;
@@ -372,4 +373,74 @@ fn qos2_deliveries_are_recorded_step_by_step() {
     tb.send(&sub, pubcomp(packet_id));
     let completed = (packet_id, 40, OutboundStage::Completed, false);
     assert_eq!(recorded(ops(&mut tb)), [completed]);
+}
+
+/// The cluster view: a node's load goes to the cluster with a checkpoint when it changed, and
+/// the nodes the cluster layer reports are published under `$SYS/cluster/nodes/`, each value
+/// when it changes, cleared when it no longer applies.
+#[test]
+fn the_cluster_view_is_published_under_sys_as_it_changes() {
+    let mut tb = cluster_broker();
+    let viewer = tb.connect("viewer", V5, Opts::new());
+    tb.subscribe(&viewer, "$SYS/cluster/#", Q0);
+    tb.cluster_ops();
+    let loads = |ops: Vec<ClusterOp>| -> Vec<(u64, u64)> {
+        ops.into_iter()
+            .filter_map(|op| match op {
+                ClusterOp::Load {
+                    connections,
+                    sessions,
+                } => Some((connections, sessions)),
+                _ => None,
+            })
+            .collect()
+    };
+    tb.broker.cluster_checkpoint();
+    assert_eq!(loads(ops(&mut tb)), [(1, 1)]);
+    tb.broker.cluster_checkpoint();
+    assert!(loads(ops(&mut tb)).is_empty(), "unchanged");
+
+    let node = |id: &str, alive, load| NodeStatus {
+        id: id.to_owned(),
+        alive,
+        load,
+    };
+    let seen = |tb: &mut TestBroker, nodes| {
+        tb.broker.cluster_nodes(nodes, tb.now);
+        let packets = tb.recv(&viewer);
+        support::publishes(&packets)
+            .iter()
+            .map(|p| {
+                let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+                format!("{} {payload}", p.topic.as_str())
+            })
+            .collect::<Vec<_>>()
+    };
+    let view = vec![node("n1", true, Some((1, 2))), node("n2", true, None)];
+    assert_eq!(
+        seen(&mut tb, view.clone()),
+        [
+            "$SYS/cluster/nodes/n1/clients/connected 1",
+            "$SYS/cluster/nodes/n1/clients/total 2",
+            "$SYS/cluster/nodes/n1/state alive",
+            "$SYS/cluster/nodes/n2/state alive",
+        ]
+    );
+    assert!(seen(&mut tb, view).is_empty(), "nothing changed");
+    let view = vec![
+        node("n1", true, Some((3, 2))),
+        node("n2", false, Some((5, 5))),
+    ];
+    assert_eq!(
+        seen(&mut tb, view),
+        [
+            "$SYS/cluster/nodes/n1/clients/connected 3",
+            "$SYS/cluster/nodes/n2/state dead",
+        ]
+    );
+    assert_eq!(
+        seen(&mut tb, vec![node("n1", true, Some((3, 2)))]),
+        ["$SYS/cluster/nodes/n2/state "],
+        "a node gone from the cluster is cleared"
+    );
 }

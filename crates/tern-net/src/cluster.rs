@@ -271,6 +271,11 @@ pub(crate) async fn input_loop(
                     .session_adopted(*session, backlog, outbound, now);
                 shared.after_input();
             }
+            ClusterInput::Nodes(nodes) => {
+                let now = shared.now();
+                shared.broker.borrow_mut().cluster_nodes(nodes, now);
+                shared.after_input();
+            }
             ClusterInput::Failed(message) => return message,
         }
     }

@@ -155,8 +155,7 @@ pub(crate) fn join(
         core.limits.packet_size_max_bytes = fits;
     }
     info!(
-        "cluster node {:?}: no retained messages, no shared subscriptions across nodes in \
-         this release",
+        "cluster node {:?}: no retained messages across nodes in this release",
         section.node_id
     );
     Ok((node, link))

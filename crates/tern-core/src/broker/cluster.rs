@@ -58,6 +58,10 @@ pub(super) struct ClusterState {
     parked: FxHashMap<SessionKey, Parked>,
     /// The cursor last written for each session with a connection.
     pub(super) written: FxHashMap<SessionKey, Option<u64>>,
+    /// The connections and sessions last reported to the cluster ([`ClusterOp::Load`]).
+    load: Option<(u64, u64)>,
+    /// The cluster view last published under `$SYS/cluster/nodes/`: value by topic.
+    pub(super) view: FxHashMap<String, String>,
 }
 
 /// A session without a connection whose QoS 1/2 messages stay in the log, read back from
@@ -272,6 +276,17 @@ impl Broker {
             .collect();
         for key in moved {
             self.cluster_session_saved_quietly(key);
+        }
+        let stats = self.stats();
+        let load = (stats.clients_connected, stats.sessions);
+        if self.cluster.load != Some(load) {
+            self.cluster.load = Some(load);
+            let (connections, sessions) = load;
+            let op = ClusterOp::Load {
+                connections,
+                sessions,
+            };
+            self.cluster.ops.push_back(op);
         }
         let sessions = &self.sessions;
         self.cluster.written.retain(|key, _| {
