@@ -175,7 +175,8 @@ fn a_member_node_killed_mid_stream_the_group_goes_on_with_the_others() {
             QoS::AtLeastOnce,
         );
     }
-    // The last PUBACK came: the node dies with the stream still being handed out.
+    // The node dies right after the last PUBACK, its member's last messages maybe still on
+    // their way (those are lost with it; the count is printed).
     let killed = Instant::now();
     n3.kill();
     // NATS hands the group's messages to the others once it has seen the connection go.
