@@ -382,12 +382,16 @@ impl Dispatcher {
             shared,
         } = received;
         if let Some(shared) = shared {
-            // Its group's copy, apart from the node's other subscriptions: NATS gives each
-            // message to one node per group, this node's own QoS 0 included (echo), and no
-            // claim's backlog takes it (a group's messages are not replayed).
+            // Its group's QoS 0 copy, apart from the node's other subscriptions: NATS gives
+            // each to one node per group, this node's own included (echo), and no claim's
+            // backlog takes it (a group's messages are not replayed).
             let Some(mut remote) = open_group_copy(message, seq, &self.counters) else {
                 return Ok(());
             };
+            if remote.qos != QoS::AtMostOnce {
+                // The group's QoS 1/2 messages come from its consumer (`groups`).
+                return Ok(());
+            }
             remote.shared = Some(shared);
             self.out.push(remote);
             if self.out.len() >= DELIVER_BATCH_MAX {

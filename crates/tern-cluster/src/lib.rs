@@ -17,7 +17,8 @@
 //!   take-overs, fencing); `handover`: sessions sent between nodes; `lease`: the node's lease
 //!   and the death of others; `adopt`: a dead node's sessions adopted, queues read back from
 //!   the stream; `exactly_once`: inbound QoS 2 identifiers, so a PUBLISH sent again to
-//!   another node is stored once.
+//!   another node is stored once; `groups`: `$share` groups' QoS 1/2 messages from a
+//!   JetStream consumer per group.
 #![warn(missing_docs)]
 
 mod adopt;
@@ -25,6 +26,7 @@ pub mod dedup;
 mod dispatch;
 pub mod envelope;
 mod exactly_once;
+mod groups;
 pub mod handoff;
 mod handover;
 mod interest;

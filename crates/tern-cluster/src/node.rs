@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
 use crate::exactly_once::{Inbound, QOS2_BUCKET};
+use crate::groups::Groups;
 use crate::interest::Interest;
 use crate::joining::until_ready;
 use crate::sessions::{
@@ -73,6 +74,8 @@ pub(crate) struct Joined {
     messages: jetstream::stream::Stream,
     node_id: String,
     lease: Duration,
+    /// How long the stream keeps messages.
+    horizon: Duration,
 }
 
 /// Connects to NATS and makes sure the message stream exists.
@@ -156,6 +159,7 @@ pub(crate) async fn join(
         messages: stream,
         node_id: settings.node_id.clone(),
         lease: settings.lease,
+        horizon: settings.offline_horizon,
     })
 }
 
@@ -220,6 +224,12 @@ pub(crate) async fn run(
         joined.boot,
         commands_tx.clone(),
     ));
+    let groups = Groups::new(
+        joined.messages.clone(),
+        inputs.clone(),
+        Arc::clone(&counters),
+        joined.horizon,
+    );
     let sessions = Arc::new(Sessions::new(
         joined.sessions,
         joined.nodes,
@@ -285,6 +295,12 @@ pub(crate) async fn run(
                 ClusterOp::Interest { filter, present } => {
                     let shared = filter.shared().map(|_| &filter);
                     for subject in interest_subjects(&filter) {
+                        if let Some(shared) = shared {
+                            match present {
+                                true => groups.hold(shared, &subject).await,
+                                false => groups.release(shared, &subject).await,
+                            }
+                        }
                         match present {
                             true => interest.hold_for(subject, shared).await,
                             false => interest.release_for(&subject, shared).await,

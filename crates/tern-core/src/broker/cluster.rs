@@ -123,7 +123,14 @@ impl Broker {
     /// node one of its members.
     pub fn deliver_from_cluster(&mut self, mut remote: RemoteMessage, now: Time) -> bool {
         let shared = remote.shared.take();
-        let Some(message) = self.message_from_cluster(remote, now) else {
+        let routed = self.cluster.last_seq;
+        let message = self.message_from_cluster(remote, now);
+        if shared.is_some() {
+            // A group's copy comes from its own consumer, not in the stream's order with the
+            // rest: it says nothing of what this node has routed.
+            self.cluster.last_seq = routed;
+        }
+        let Some(message) = message else {
             return false;
         };
         match shared {
@@ -238,7 +245,8 @@ impl Broker {
     }
 
     /// Delivers a routed message to session `key`, unless it stays in the log: a QoS 1/2
-    /// message from the log for a parked session, which reads it back when it resumes.
+    /// message from the log for a parked session, which reads it back when it resumes (but
+    /// not a `$share` group's).
     pub(super) fn deliver_routed(
         &mut self,
         key: SessionKey,
@@ -246,8 +254,10 @@ impl Broker {
         feed: Feed,
         now: Time,
     ) {
+        // A `$share` group's message is this member's alone: kept, as it is not read back.
         let left_in_log = self.config.cluster
             && delivery.qos != QoS::AtMostOnce
+            && feed != (Feed::Routed { shared: true })
             && self.parked(key).is_some()
             && self.cluster.seqs.contains_key(&delivery.message.id);
         if !left_in_log {
