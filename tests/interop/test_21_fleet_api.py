@@ -257,6 +257,16 @@ def test_a_device_seen_over_http_counts_as_seen(fleet: Consoles):
     status = fleet.get("/v1/fleet/devices/k1", "acme")["status"]
     assert status["last_seen_http"] >= before["created"]
     assert status["last_seen"] == status["last_seen_http"] and not status["online"]
+    # Its messages over HTTP are counted: the publish that went through, and what its
+    # mailbox hands out to it.
+    assert (status["http_messages_in"], status["http_messages_out"]) == (1, 0)
+    assert http.subscribe("/acme/k1", qos=1).status == 200
+    fleet.console("acme", "acme-console").publish("/acme/k1", b"cmd", qos=1)
+    polled = http.poll(wait=10).json()
+    assert [m["payload"] for m in polled["messages"]] == ["cmd"]
+    status = fleet.get("/v1/fleet/devices/k1", "acme")["status"]
+    assert (status["http_messages_in"], status["http_messages_out"]) == (1, 1)
+    assert (status["messages_in"], status["messages_out"]) == (0, 0)
 
 
 def test_a_token_of_an_owner_is_for_its_fleet_only(fleet: Consoles):

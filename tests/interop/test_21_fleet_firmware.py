@@ -170,10 +170,15 @@ def test_the_walk_through_with_mosquitto_rr(fleet: Fleet):
 def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
     add_release(fleet, "fw-1.8.0", "1.8.0")
     _, key = fleet.add_key_device("acme", "k1")
+    # The owner's MQTT console sees the answer on the device's channel, as over MQTT.
+    console = fleet.console("acme", "acme-console")
+    console.subscribe("/acme/#", qos=1)
     device = Device(fleet.broker.http_url, "d:k1", key["secret"])
     answered = device.request("POST", "/v1/fleet/register", registration("1.7.24"))
     assert answered.status == 200, answered.body
     assert answered.body.endswith(b"}}"), answered.body
+    published = console.expect_message()
+    assert (published.topic, published.payload) == ("/acme/k1", answered.body)
     answer = answered.json()["registration"]
     assert answer["status"] == "UPDATE_AVAILABLE"
     assert answer["update"] == {"id": "fw-1.8.0", "version": "1.8.0", "size": 412345,
@@ -184,6 +189,14 @@ def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
         "1.7.24", "esp32", "robotdyn-mega+wifi")
     up_to_date = device.request("POST", "/v1/fleet/register", registration("1.8.0"))
     assert up_to_date.json()["registration"]["status"] == "OK"
+    assert console.expect_message().payload == up_to_date.body
+    # Published on its status channel (`POST /v1/pub`), without a mailbox, as over MQTT.
+    published = device.publish("/acme/k1/status", registration("1.7.24"))
+    assert published.status == 200, published.body
+    seen = [console.expect_message() for _ in range(2)]
+    assert [m.topic for m in seen] == ["/acme/k1/status", "/acme/k1"]
+    assert json.loads(seen[1].payload)["registration"]["status"] == "UPDATE_AVAILABLE"
+    assert fleet.device("show", "k1")["firmware"] == "1.7.24"
     # Not a registration.
     wrong = device.request("POST", "/v1/fleet/register", b'{"status":"connected"}')
     assert (wrong.status, wrong.json()["error"]["code"]) == (400, "payload_invalid")
@@ -198,7 +211,7 @@ def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
     fleet.device("disable", "k1")
     refused = device.request("POST", "/v1/fleet/register", registration("1.0.0"))
     assert (refused.status, refused.json()["error"]["code"]) == (403, "banned")
-    assert fleet.device("show", "k1")["firmware"] == "1.8.0"
+    assert fleet.device("show", "k1")["firmware"] == "1.7.24"
 
 
 def test_a_device_downloads_its_offered_firmware_in_two_ranges(fleet: Fleet, tmp_path):

@@ -293,6 +293,8 @@ impl Broker {
         }
         fetched.dead = mailbox.dead.len();
         self.touch_mailbox(key, now);
+        let device = self.request_device(client);
+        self.fleet_count_http(device, false, fetched.messages.len() as u64);
         Ok(fetched)
     }
 
