@@ -118,6 +118,7 @@ use crate::publish::{BatchItem, Fields};
         crate::fleet_api::DeviceDetail,
         crate::fleet_api::StatusChangeView,
         crate::fleet_api::OfferView,
+        crate::fleet_api::RecentMessage,
         crate::fleet_notify::NotificationView,
         crate::fleet_notify::AnswerBody,
         crate::fleet_notify::CancelBody,
