@@ -10,16 +10,23 @@ HTTP, a device signs `POST /v1/fleet/register` with its own key and reads the sa
 the response; another key, and a disabled device, are refused. A release's file uploaded with
 `tern firmware add --file` is kept by the broker and offered at its own URL: the device
 downloads it in two ranges and checks its SHA-256; another owner's device is refused as for an
-unknown id; deleting the release deletes the file.
+unknown id; deleting the release deletes the file. An upload over
+`http.firmware_file_max_bytes` is refused (413) and logged, whether its length is declared or
+it is sent in chunks, and leaves no file behind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import re
 import subprocess
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
+from typing import Iterable, Union
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -274,3 +281,48 @@ def test_a_device_downloads_its_offered_firmware_in_two_ranges(fleet: Fleet, tmp
 def fleet_command(fleet: Fleet) -> list[str]:
     """`tern firmware` against the fleet's broker, with its token."""
     return [tern_bin(), "firmware", "--url", fleet.broker.http_url, "--token", fleet.token]
+
+
+class SmallFiles(Fleet):
+    """A fleet whose firmware uploads may carry 4096 bytes at most."""
+
+    OPTIONS = {"http": {"firmware_file_max_bytes": 4096}}
+
+
+def upload(fleet: Fleet, release_id: str, body: Union[bytes, Iterable[bytes]]) -> tuple[int, dict]:
+    """PUT /v1/admin/firmware/{id}/file: `body` as is (Content-Length), or in chunks."""
+    url = urllib.parse.urlsplit(fleet.broker.http_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        chunked = not isinstance(body, bytes)
+        connection.request(
+            "PUT", f"/v1/admin/firmware/{release_id}/file?platform=esp32&version=3.0.0",
+            body=body, headers={"Authorization": f"Bearer {fleet.token}"},
+            encode_chunked=chunked)
+        answered = connection.getresponse()
+        return answered.status, json.loads(answered.read())
+    finally:
+        connection.close()
+
+
+def test_an_upload_past_the_configured_size_is_refused_and_leaves_nothing(tmp_path: Path):
+    fleet = SmallFiles(tmp_path)
+    try:
+        firmware_dir = fleet.data / "firmware"
+        status, added = upload(fleet, "fw-small", b"x" * 4096)
+        assert status == 200, added
+        assert added["size"] == 4096
+        kept = sorted(p.name for p in firmware_dir.iterdir())
+        fleet.broker.mark()
+        status, refused = upload(fleet, "fw-big", b"x" * 4097)
+        assert (status, refused["error"]["code"]) == (413, "payload_too_large")
+        fleet.broker.wait_for_output(
+            re.escape("payload_too_large (413) PUT /v1/admin/firmware/fw-big/file"))
+        # Sent in chunks, without a length: refused once past the limit.
+        status, refused = upload(fleet, "fw-chunked", iter([b"y" * 3000, b"y" * 3000]))
+        assert (status, refused["error"]["code"]) == (413, "payload_too_large")
+        assert sorted(p.name for p in firmware_dir.iterdir()) == kept
+        assert [r["id"] for r in firmware(fleet, "list")["releases"]] == ["fw-small"]
+    finally:
+        fleet.clients.close_all()
+        fleet.broker.stop()
