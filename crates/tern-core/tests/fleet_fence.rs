@@ -313,6 +313,22 @@ fn a_monitors_offline_session_keeps_the_fleets_messages_for_its_return() {
     let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
     let (packets, _) = t.read_all(&monitor);
     assert_eq!(topics(&packets), ["/acme/d1/status"], "{packets:?}");
+    // Rules replaced while it is away: what the old ones opened is not known to hold, so it
+    // keeps the fleet's messages again from its next connection only.
+    t.disconnect(&monitor);
+    let now = t.now;
+    t.broker.replace_authorizer(Box::new(Monitor), now);
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 3));
+    assert_eq!(t.recv(&d1), [puback(3)]);
+    let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
+    let (packets, _) = t.read_all(&monitor);
+    assert!(topics(&packets).is_empty(), "{packets:?}");
+    t.disconnect(&monitor);
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 4));
+    assert_eq!(t.recv(&d1), [puback(4)]);
+    let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
+    let (packets, _) = t.read_all(&monitor);
+    assert_eq!(topics(&packets), ["/acme/d1/status"], "{packets:?}");
 }
 
 fn payloads(packets: &[Packet]) -> Vec<String> {
