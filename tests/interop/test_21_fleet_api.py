@@ -279,6 +279,10 @@ def test_a_devices_view_shows_the_recent_messages_of_its_own_topics(tmp_path: Pa
         last = shown[-1]
         assert (last["topic"], last["payload"], last["payload_base64"], last["retain"]) == (
             "/acme/d1", None, "/wA=", True)
+        # Named with its owner, the same device; with another owner, none.
+        assert fleet.get("/v1/fleet/devices/acme/d1", "acme")["recent_messages"] == shown
+        assert code(fleet.call("GET", "/v1/fleet/devices/globex/d1", "root")) == \
+            (404, "no_device")
         # Another owner's token: no such device. A token whose topics are the statuses only
         # sees those.
         assert code(fleet.call("GET", "/v1/fleet/devices/d1", "globex")) == (404, "no_device")

@@ -40,8 +40,13 @@ const PAGE_MAX: usize = 1000;
 pub(crate) enum FleetQuery {
     /// A page of devices.
     Devices(Filter),
-    /// One device in detail, for this token (its topics narrow the recent messages shown).
-    Device { udid: String, operator: Operator },
+    /// One device in detail (of this owner, when named), for this token (its topics narrow
+    /// the recent messages shown).
+    Device {
+        udid: String,
+        owner: Option<String>,
+        operator: Operator,
+    },
 }
 
 /// Which devices a listing wants, and where its page starts.
@@ -220,6 +225,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
     axum::Router::new()
         .route("/v1/fleet/devices", get(devices))
         .route("/v1/fleet/devices/{udid}", get(device))
+        .route("/v1/fleet/devices/{owner}/{udid}", get(owned_device))
 }
 
 /// The devices the token may see, filtered, a page at a time in udid order.
@@ -265,14 +271,33 @@ pub(crate) async fn device(State(shared): State<Arc<Shared>>, request: Request) 
         Ok(who) => who,
         Err(response) => return *response,
     };
+    let (udid, owner) = match who.rest.split_once('/') {
+        Some((owner, udid)) => (udid.to_owned(), Some(owner.to_owned())),
+        None => (who.rest.clone(), None),
+    };
     let realm = who.operator.realm().clone();
-    let (udid, operator) = (who.rest.clone(), who.operator.clone());
-    operate(
-        &shared,
-        &who,
-        AdminOp::FleetQuery(realm, FleetQuery::Device { udid, operator }),
-    )
-    .await
+    let operator = who.operator.clone();
+    let query = FleetQuery::Device {
+        udid,
+        owner,
+        operator,
+    };
+    operate(&shared, &who, AdminOp::FleetQuery(realm, query)).await
+}
+
+/// One device named with its owner: the same as `/v1/fleet/devices/{udid}`, and `no_device`
+/// when the device is not that owner's.
+#[utoipa::path(get, path = "/v1/fleet/devices/{owner}/{udid}", tag = "fleet",
+    params(("owner" = String, Path, description = "The device's owner."),
+           ("udid" = String, Path, description = "The device's udid.")),
+    responses((status = 200, description = "The device.", body = DeviceDetail),
+              (status = "4XX", description = "Refused, or no_device (also another owner's).", body = crate::error::ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub(crate) async fn owned_device(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    device(State(shared), request).await
 }
 
 /// Answers `query` on the broker thread, within `realm`.
@@ -303,8 +328,13 @@ pub(crate) fn apply(
                 .collect();
             json(200, &DevicePage { devices, next })
         }
-        FleetQuery::Device { udid, operator } => {
-            let Some(device) = realm.device(broker.fleet(), udid) else {
+        FleetQuery::Device {
+            udid,
+            owner,
+            operator,
+        } => {
+            let named = |device: &&Device| owner.as_ref().is_none_or(|o| *o == device.owner);
+            let Some(device) = realm.device(broker.fleet(), udid).filter(named) else {
                 return fleet_error(&FleetError::NoDevice(udid.clone()));
             };
             let history = broker

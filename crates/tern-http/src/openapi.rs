@@ -63,6 +63,7 @@ use crate::publish::{BatchItem, Fields};
         crate::firmware_files::download,
         crate::fleet_api::devices,
         crate::fleet_api::device,
+        crate::fleet_api::owned_device,
         crate::fleet_notify::list,
         crate::fleet_notify::ask,
         crate::fleet_notify::answer,
