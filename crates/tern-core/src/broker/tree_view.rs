@@ -196,12 +196,12 @@ impl Broker {
             return;
         }
         let outside = self.outside_fleet(&pending);
-        let kept_out: Vec<SessionKey> = match (&outside, self.tree_views.views.get(&id)) {
+        // Per member, in the members' order: whether it is kept out of the fleet.
+        let kept_out: Vec<bool> = match (&outside, self.tree_views.views.get(&id)) {
             (Some(_), Some(view)) => view
                 .members
                 .keys()
-                .copied()
-                .filter(|&key| self.session_fleet_fenced(key))
+                .map(|&key| self.session_fleet_fenced(key))
                 .collect(),
             _ => Vec::new(),
         };
@@ -209,8 +209,8 @@ impl Broker {
             return;
         };
         let mut recipients = Vec::with_capacity(view.members.len());
-        for (&key, member) in &mut view.members {
-            let fenced = kept_out.contains(&key);
+        for (index, (&key, member)) in view.members.iter_mut().enumerate() {
+            let fenced = kept_out.get(index).copied().unwrap_or(false);
             let changes = match (&outside, fenced) {
                 (Some(outside), true) => outside,
                 _ => &pending,
