@@ -392,3 +392,48 @@ fn an_outsider_sharing_a_monitors_tree_view_gets_no_delta_of_the_fleet() {
         "{packets:?}"
     );
 }
+
+/// The same over HTTP: a key the rules open the fleet to keeps its messages in its mailbox
+/// (a session without a connection); a key outside the fleet keeps nothing of it there.
+#[test]
+fn a_monitors_mailbox_keeps_the_fleets_messages_and_an_outsiders_does_not() {
+    let (mut t, d1) = fleet();
+    let (edge, now) = (ConnectionId(1_000_000), t.now);
+    let fetch = tern_core::broker::mailbox::Fetch {
+        ack: None,
+        limit: 10,
+        bytes_max: usize::MAX,
+        lease_millis: 30_000,
+        deliveries_max: 10,
+        dead_max: 100,
+        watch: false,
+    };
+    let monitor = t
+        .broker
+        .request_client(edge, mstr("monitor"), http_key("monitor"), None);
+    let eve = t
+        .broker
+        .request_client(edge, mstr("eve"), http_key("eve"), None);
+    assert!(!monitor.fleet_fenced() && eve.fleet_fenced());
+    for client in [&monitor, &eve] {
+        let granted = t
+            .broker
+            .mailbox_subscribe(client, "#", Q1, false, 3600, now);
+        assert_eq!(granted, Ok(Q1));
+    }
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 2));
+    assert_eq!(t.recv(&d1), [puback(2)]);
+    let other = t.connect("other", V311, Opts::new());
+    t.send(&other, publish("news/now", "open", Q1, 2));
+    assert_eq!(t.recv(&other), [puback(2)]);
+    let polled = |t: &mut TestBroker, client| {
+        let fetched = t.broker.mailbox_fetch(client, &fetch, now).expect("polled");
+        fetched
+            .messages
+            .iter()
+            .map(|m| m.delivery.message.topic.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(polled(&mut t, &monitor), ["/acme/d1/status", "news/now"]);
+    assert_eq!(polled(&mut t, &eve), ["news/now"]);
+}
