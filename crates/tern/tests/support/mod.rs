@@ -11,6 +11,8 @@ pub(crate) mod mosquitto;
 pub(crate) mod mqtt;
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod nats;
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod peer;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
