@@ -14,6 +14,30 @@ use super::Tern;
 /// How long a test waits for anything that should come.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
+/// Once `node` has logged that NATS is out of reach, it refuses new connections with Server
+/// unavailable (3.1.1: return code 3) and closes them, logging each refusal with its reason
+/// (strict partition mode).
+pub(crate) fn refuses_while_nats_is_out_of_reach(node: &Tern) {
+    assert!(
+        node.wait_for_log("NATS unreachable", WAIT),
+        "the loss is logged"
+    );
+    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let (mut refused, connack) =
+            RawClient::connect_as(node.port, version, "late", true, 0).unwrap();
+        assert_eq!(
+            connack.reason_code,
+            ReasonCode::ServerUnavailable,
+            "{version:?}"
+        );
+        assert!(refused.recv(WAIT).is_err(), "closed after the refusal");
+    }
+    assert!(
+        node.wait_for_log("this node cannot reach the cluster", WAIT),
+        "each refusal is logged with its reason"
+    );
+}
+
 /// A node joined to the NATS servers at `urls`.
 pub(crate) fn node(urls: &[String], id: &str, replicas: usize) -> Tern {
     node_with(urls, id, replicas, "")
