@@ -1,9 +1,10 @@
 //! Three Tern nodes on three `nats-server`s joined by routes (the stream and buckets in three
-//! replicas, each node given every server) through outages of the servers: the server a node
-//! is connected to stopped (SIGSTOP) for 20 s, and all three servers down for 30 s. The node
-//! carries on through the other servers, or, with none, refuses new connections (strict
-//! partition mode) and resumes by itself; no acknowledged message is lost. Each test prints
-//! its recovery times.
+//! replicas, each node given every server) through outages: the server a node is connected to
+//! stopped (SIGSTOP) for 20 s, all three servers down for 30 s, and a Tern node stopped for
+//! 20 s. The node carries on through the other servers, or, with none, refuses new connections
+//! (strict partition mode) and resumes by itself; a stopped node's sessions are adopted and it
+//! writes nothing when it wakes; no acknowledged message is lost. Each test prints its recovery
+//! times.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 mod support;
@@ -11,12 +12,18 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support::cluster::{refuses_while_nats_is_out_of_reach, replicated_nodes};
+use support::cluster::{
+    client, join, persistent, receive_until, refuses_while_nats_is_out_of_reach, replicated_nodes,
+    send, with_will, WAIT,
+};
 use support::mqtt::{publish, RawClient};
 use support::nats::NatsCluster;
 use support::peer::{with_prefix, Peer};
 use support::Tern;
-use tern_codec::{Packet, QoS, ReasonCode};
+use tern_codec::{
+    Packet, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription, SubscriptionList,
+    SubscriptionOptions,
+};
 
 /// How long the server under a node is stopped.
 const PAUSE: Duration = Duration::from_secs(20);
@@ -213,4 +220,85 @@ fn all_nats_servers_down_for_30_s_then_everything_resumes_by_itself() {
         first_arrivals(&subscriber.got, "d-"),
         ["d-before", "d-during", "d-after"]
     );
+}
+
+/// A Tern node holding a session with a will is stopped (SIGSTOP) for 20 s, its lease 2 s: a
+/// live node adopts the session and publishes the will (once); the client resumes on another
+/// node with what was published for it meanwhile. Woken, the node closes the old connection
+/// with 0x8E without writing the session's record: the new owner's next write, which expects
+/// the revision it last wrote, goes through.
+#[test]
+fn a_tern_node_stopped_for_20_s_has_its_session_adopted_and_writes_nothing_when_it_wakes() {
+    let cluster = NatsCluster::start(3);
+    let (n1, n2, n3) = replicated_nodes(&cluster, "lease_secs = 2");
+    let mut watcher = client(&n3, "watcher");
+    watcher.subscribe("will/#", QoS::AtLeastOnce).unwrap();
+    let (mut old, _) = join(n1.port, with_will(persistent("sleeper", true, 10)));
+    old.subscribe("z/#", QoS::AtLeastOnce).unwrap();
+    let mut publisher = client(&n3, "publisher");
+
+    support::stop_process(n1.pid());
+    let paused_at = Instant::now();
+    for n in 0..5 {
+        send(&mut publisher, "z/x", &n.to_string(), QoS::AtLeastOnce);
+    }
+    let will = receive_until(&mut watcher, |seen| !seen.is_empty());
+    assert_eq!(will[0].1, "gone");
+    println!(
+        "n1 stopped: session adopted, its will out {:.1} s after",
+        paused_at.elapsed().as_secs_f64()
+    );
+    let (mut new, present) = join(n2.port, persistent("sleeper", false, 10));
+    assert!(present, "the adopted session");
+    let queued = receive_until(&mut new, |seen| seen.len() >= 5);
+    let payloads: Vec<&str> = queued.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert_eq!(payloads, ["0", "1", "2", "3", "4"]);
+    println!(
+        "the client resumed on n2 with its queue {:.1} s after n1 stopped",
+        paused_at.elapsed().as_secs_f64()
+    );
+    // The rest of the 20 s: the stopped node sends nothing on the old connection.
+    let quiet = old.recv(PAUSE.saturating_sub(paused_at.elapsed())).unwrap();
+    assert!(quiet.is_none(), "a stopped node spoke: {quiet:?}");
+    // Read by n1 as it wakes: a write of the session's record, were it let through.
+    let stale = Subscribe {
+        packet_id: old.fresh_id(),
+        properties: SubscribeProperties::default(),
+        subscriptions: SubscriptionList::new([&Subscription {
+            filter: "stale".parse().unwrap(),
+            options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+        }]),
+    };
+    old.send(&Packet::Subscribe(stale)).unwrap();
+    support::signal_process(n1.pid(), "CONT");
+    let woke_at = Instant::now();
+    loop {
+        match old.recv(WAIT) {
+            Ok(Some(Packet::Disconnect(disconnect))) => {
+                assert_eq!(disconnect.reason_code, ReasonCode::SessionTakenOver);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the old connection was not closed"),
+            Err(_) => break,
+        }
+    }
+    println!(
+        "n1 woke after {:.1} s and closed the old connection {:.0} ms later",
+        woke_at.duration_since(paused_at).as_secs_f64(),
+        woke_at.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(n1.wait_for_log("lease lapsed", WAIT), "n1 knew it slept");
+    // n2 writes the record again, expecting its own last revision, and keeps the client.
+    new.subscribe("z2", QoS::AtLeastOnce).unwrap();
+    send(&mut publisher, "z2", "after", QoS::AtLeastOnce);
+    let after = receive_until(&mut new, |seen| !seen.is_empty());
+    assert_eq!(after[0].1, "after");
+    assert!(
+        !n2.log_lines().iter().any(|line| line.contains("fenced")),
+        "n2 lost the session to a stale write"
+    );
+    // The will came once: a marker published after it is the next thing the watcher gets.
+    send(&mut publisher, "will/marker", "marker", QoS::AtLeastOnce);
+    let next = receive_until(&mut watcher, |seen| !seen.is_empty());
+    assert_eq!(next[0].1, "marker", "the will came twice: {next:?}");
 }

@@ -2,8 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tern_codec::{
-    Ack, Connect, ConnectProperties, MqttString, Packet, ProtocolVersion, QoS, ReasonCode,
+    Ack, Connect, ConnectProperties, MqttString, Packet, ProtocolVersion, QoS, ReasonCode, Will,
+    WillProperties,
 };
 
 use super::cli::{self, Running};
@@ -163,6 +165,20 @@ pub(crate) fn persistent(client_id: &str, clean_start: bool, receive_maximum: u1
         username: None,
         password: None,
     }
+}
+
+/// `connect` with a QoS 1 will "gone" to `will/<client id>`, published at once.
+pub(crate) fn with_will(mut connect: Connect) -> Connect {
+    connect.will = Some(Will {
+        topic: format!("will/{}", connect.client_id.as_str())
+            .parse()
+            .unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    connect
 }
 
 /// Connects `connect` to the node on `port`; the CONNACK must say Success.
