@@ -95,6 +95,13 @@ fn a_nats_server_stopped_under_a_node_for_20_s_does_not_stop_it() {
         crossed_while_stopped > 0,
         "nothing crossed while the server was stopped"
     );
+    // Nor did n1 lose its lease meanwhile, which would have the others adopt its sessions
+    // (and publish their wills) while their clients are connected.
+    let lapsed = n1
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("lease lapsed"));
+    assert!(lapsed.is_none(), "{lapsed:?}");
     for _ in 0..3 {
         let payload = format!("p{n}");
         publisher.send("p/x", &payload, QoS::AtLeastOnce);
