@@ -27,6 +27,7 @@ use tracing::warn;
 
 use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 use crate::device::DeviceKeys;
+use crate::directory::UserDirectory;
 use crate::jwt::JwtVerifier;
 use crate::key_login::{self, KeyLogins};
 use crate::passwd::{hash_password, verify_password, PasswordFile};
@@ -79,6 +80,8 @@ pub struct Profile {
     pub client_ids: ClientIds,
     /// The HTTP bridge's keys, for `hk1:` logins (set on every profile while it runs).
     pub http_keys: Option<Arc<dyn KeyLogins>>,
+    /// Users kept outside the broker, asked for a user name the password file lacks.
+    pub directory: Option<Arc<dyn UserDirectory>>,
 }
 
 impl Profile {
@@ -243,8 +246,7 @@ impl AuthService {
                         method: Method::DeviceKey,
                         username: Some(device.to_owned()),
                         owner: Some(owner),
-                        topics: None,
-                        valid_for_millis: None,
+                        ..Identity::default()
                     };
                     self.accept_as(request, identity, None)
                 }
@@ -273,6 +275,7 @@ impl AuthService {
                                 .saturating_mul(1000)
                                 .saturating_sub(unix_now_millis()),
                         ),
+                        directory: None,
                     };
                     self.accept_as(request, identity, None)
                 }
@@ -282,8 +285,10 @@ impl AuthService {
                 }
             };
         }
-        let no_methods =
-            profile.passwords.is_none() && profile.jwt.is_none() && profile.devices.is_none();
+        let no_methods = profile.passwords.is_none()
+            && profile.jwt.is_none()
+            && profile.devices.is_none()
+            && profile.directory.is_none();
         if no_methods && profile.anonymous {
             // Nothing to check against: the open profile takes the user name as given.
             if !profile
@@ -293,6 +298,18 @@ impl AuthService {
                 return client_id_refused(request);
             }
             return AuthDecision::Accept { data: None };
+        }
+        if let (Some(directory), Some(user)) = (&profile.directory, username) {
+            let in_file = (profile.passwords.as_ref()).is_some_and(|file| file.get(user).is_some());
+            if !in_file {
+                if !profile
+                    .client_ids
+                    .allows(Some(user), request.client_id.as_str())
+                {
+                    return client_id_refused(request);
+                }
+                return self.directory_login(request, directory, user);
+            }
         }
         let (Some(passwords), Some(user)) = (&profile.passwords, username) else {
             refused(
