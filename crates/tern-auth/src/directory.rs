@@ -16,7 +16,7 @@
 //! 3): its users are neither let in unchecked nor told their password is wrong.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -175,6 +175,7 @@ impl AuthService {
         user: &str,
     ) -> AuthDecision {
         let directory = Arc::clone(directory);
+        let remembered = Arc::clone(&self.directory_logins);
         let password = request.password.unwrap_or_default().to_vec();
         let user = user.to_owned();
         let connection = request.connection.0;
@@ -190,20 +191,21 @@ impl AuthService {
                     return AuthDecision::Refuse(ReasonCode::ServerUnavailable);
                 }
             };
+            let logins = || remembered.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(record) = &record {
+                // A fleet reconnecting logs in again with the passwords it used: checked
+                // against what the directory holds now, without hashing again.
+                if logins().knows(&user, &record.hash, &password) {
+                    return accepted(user, record);
+                }
+            }
             let hash = record
                 .as_ref()
                 .map_or_else(|| decoy_hash(), |r| r.hash.as_str());
             let right = verify_directory_hash(hash, &password, directory.salt_encoding());
             if let Some(record) = record.as_ref().filter(|_| right) {
-                return AuthDecision::AcceptAs {
-                    data: None,
-                    identity: Identity {
-                        method: Method::Directory,
-                        username: Some(user),
-                        directory: Some(Arc::clone(&record.topics)),
-                        ..Identity::default()
-                    },
-                };
+                logins().remember(&user, &record.hash, &password);
+                return accepted(user, record);
             }
             let why = match record {
                 Some(_) => "wrong password",
@@ -212,6 +214,19 @@ impl AuthService {
             warn!(conn = connection, user = %user, "authentication failed: {why} (directory)");
             AuthDecision::Refuse(ReasonCode::BadUserNameOrPassword)
         }))
+    }
+}
+
+/// What a right password lets a directory user in as.
+fn accepted(user: String, record: &DirectoryUser) -> AuthDecision {
+    AuthDecision::AcceptAs {
+        data: None,
+        identity: Identity {
+            method: Method::Directory,
+            username: Some(user),
+            directory: Some(Arc::clone(&record.topics)),
+            ..Identity::default()
+        },
     }
 }
 
@@ -232,6 +247,11 @@ mod tests {
             let found = users.iter().find(|(name, _)| *name == user);
             Ok(found.map(|(_, record)| Arc::new(record.clone())))
         }
+    }
+
+    fn service_hits(service: &AuthService) -> u64 {
+        let logins = service.directory_logins.lock();
+        logins.map_or(0, |logins| logins.hits_and_misses().0)
     }
 
     fn login(service: &mut AuthService, user: &str, password: &[u8]) -> AuthDecision {
@@ -292,6 +312,10 @@ mod tests {
         };
         let wrong = Some(ReasonCode::BadUserNameOrPassword);
         assert_eq!(refused(login(&mut service, "dev", b"pW")), wrong);
+        // Let in again without hashing: remembered against the hash the directory holds.
+        let before = service_hits(&service);
+        assert_eq!(refused(login(&mut service, "dev", b"pw")), None);
+        assert_eq!(service_hits(&service), before + 1);
         assert_eq!(refused(login(&mut service, "ghost", b"pw")), wrong);
         // A user of the password file is that file's, whatever the directory holds.
         assert_eq!(refused(login(&mut service, "alice", b"redis-pw")), wrong);

@@ -16,7 +16,7 @@
 //! also bind client identifiers to names ([`ClientIds::Own`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tern_codec::ReasonCode;
@@ -105,6 +105,8 @@ pub struct AuthService {
     decoy_hash: Arc<str>,
     /// Successful password checks, so a client logging in again is not hashed again.
     logins: LoginCache,
+    /// The same for users of a directory, whose checks learn the hash off the broker thread.
+    pub(crate) directory_logins: Arc<Mutex<LoginCache>>,
     /// What SCRAM salts of unknown users are made from.
     fake_salts: FakeSaltKey,
 }
@@ -119,6 +121,7 @@ impl AuthService {
             scram_order: VecDeque::new(),
             decoy_hash: decoy_hash.into(),
             logins: LoginCache::new(LOGIN_CACHE_ENTRIES_MAX),
+            directory_logins: Arc::new(Mutex::new(LoginCache::new(LOGIN_CACHE_ENTRIES_MAX))),
             fake_salts: FakeSaltKey::random(),
         }
     }
@@ -133,6 +136,7 @@ impl AuthService {
     /// Remembers at most `entries` successful logins (0: none).
     pub fn with_login_cache(mut self, entries: usize) -> Self {
         self.logins = LoginCache::new(entries);
+        self.directory_logins = Arc::new(Mutex::new(LoginCache::new(entries)));
         self
     }
 
