@@ -116,20 +116,15 @@ impl NatsServer {
         self.monitor("jsz", query)
     }
 
-    /// The names of the clients connected to the server now (`/connz`); a Tern node's is
-    /// `tern <node id>`.
-    #[allow(dead_code)] // Not every test file uses it.
-    pub(crate) fn client_names(&self) -> Vec<String> {
-        let connz = self.monitor("connz", "limit=1024").expect("/connz answers");
-        let connections = connz["connections"].as_array().cloned().unwrap_or_default();
-        connections
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(str::to_owned))
-            .collect()
+    /// Whether a client connection named `name` is connected to this server (its `/connz`).
+    pub(crate) fn serves(&self, name: &str) -> bool {
+        let connz = self.monitor("connz", "");
+        let connections = connz.as_ref().and_then(|c| c["connections"].as_array());
+        connections.is_some_and(|all| all.iter().any(|c| c["name"] == name))
     }
 
-    /// What the server's monitoring `endpoint` says, with `query`; `None` while it does not
-    /// answer.
+    /// What the server's monitoring endpoint `/<endpoint>?<query>` says; `None` while it does
+    /// not answer.
     fn monitor(&self, endpoint: &str, query: &str) -> Option<serde_json::Value> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port)).ok()?;
@@ -253,6 +248,19 @@ impl NatsCluster {
     /// Every server's client URL.
     pub(crate) fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
+    }
+
+    /// The index of the server the client connection named `name` is connected to, once one
+    /// lists it (a Tern node's connection is named `tern <node_id>`).
+    pub(crate) fn serving(&self, name: &str) -> usize {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(index) = self.servers.iter().position(|s| s.serves(name)) {
+                return index;
+            }
+            assert!(Instant::now() < deadline, "no server lists {name:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The index of the server that leads the stream `stream`, as the servers still answering
