@@ -71,6 +71,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ENVELOPE_ROOM: u32 = 70 * 1024;
 
 impl ClusterConfig {
+    /// The section of a node that `tern serve --nodes` starts: the one NATS server it started
+    /// beside them, every other setting at its default.
+    pub(crate) fn local(nats_url: String, node_id: String) -> Self {
+        Self {
+            nats: vec![nats_url],
+            node_id,
+            user: None,
+            password: None,
+            token: None,
+            credentials_file: None,
+            tls: None,
+            replicas: default_replicas(),
+            offline_horizon_secs: default_offline_horizon(),
+            partition_mode: None,
+            lease_secs: default_lease(),
+        }
+    }
+
     /// The node's settings, or why the section cannot be used. `base` is the directory
     /// relative paths start from.
     pub(crate) fn to_settings(&self, base: &Path) -> anyhow::Result<Settings> {
