@@ -25,11 +25,12 @@ use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
+use crate::dispatch::{notice_subject, remote_message, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
 use crate::exactly_once::{Inbound, QOS2_BUCKET};
 use crate::interest::Interest;
 use crate::joining::until_ready;
+use crate::retained::{revision_headers, Retained, RETAIN_BUCKET};
 use crate::sessions::{
     bucket, session_key, Bucket, Holder, Sessions, NODES_BUCKET, SESSIONS_BUCKET,
 };
@@ -67,6 +68,9 @@ pub(crate) struct Joined {
     bucket_stream: jetstream::stream::Stream,
     /// The message stream.
     messages: jetstream::stream::Stream,
+    /// The retained messages' bucket and its stream.
+    retained: kv::Store,
+    retained_stream: jetstream::stream::Stream,
     node_id: String,
     lease: Duration,
 }
@@ -131,6 +135,18 @@ pub(crate) async fn join(
         max_age: settings.offline_horizon,
     };
     let qos2 = bucket(&jetstream, qos2, deadline).await?;
+    // Retained messages stay until deleted or expired (each has its own expiry, purged by the
+    // nodes): the bucket has no age limit.
+    let retained = Bucket {
+        name: RETAIN_BUCKET,
+        replicas: settings.replicas,
+        max_age: Duration::ZERO,
+    };
+    let retained = bucket(&jetstream, retained, deadline).await?;
+    let retained_stream = until_ready(&format!("stream KV_{RETAIN_BUCKET}"), deadline, || {
+        jetstream.get_stream(format!("KV_{RETAIN_BUCKET}"))
+    })
+    .await?;
     let bucket_stream = until_ready(&format!("stream KV_{SESSIONS_BUCKET}"), deadline, || {
         jetstream.get_stream(format!("KV_{SESSIONS_BUCKET}"))
     })
@@ -150,6 +166,8 @@ pub(crate) async fn join(
         qos2,
         bucket_stream,
         messages: stream,
+        retained,
+        retained_stream,
         node_id: settings.node_id.clone(),
         lease: settings.lease,
     })
@@ -163,6 +181,9 @@ struct Pending {
     writes: Vec<oneshot::Receiver<()>>,
     /// Whether the batch changed the subscriptions, so it waits for the server to see them.
     sync: bool,
+    /// Subscriptions of the batch that read retained messages once it is through
+    /// ([`Retained::ready`]).
+    retained: Vec<u64>,
 }
 
 /// A QoS 1/2 message published to the stream, not yet acknowledged.
@@ -176,6 +197,8 @@ struct Retry {
     subject: String,
     message_id: String,
     payload: bytes::Bytes,
+    /// A RETAIN message's revision in the bucket.
+    revision: Option<u64>,
 }
 
 /// Runs until the broker thread drops its end of `batches`.
@@ -217,14 +240,24 @@ pub(crate) async fn run(
         joined.messages,
         joined.qos2.clone(),
     ));
+    let retained = Arc::new(Retained::new(
+        joined.retained,
+        joined.jetstream.clone(),
+        joined.retained_stream,
+    ));
     let acker = tokio::spawn(acknowledge(
         pending_rx,
-        inputs,
+        inputs.clone(),
         joined.client.clone(),
         joined.jetstream.clone(),
         joined.boot,
+        Arc::clone(&retained),
     ));
-    let mut background = vec![tokio::spawn(Arc::clone(&sessions).hold_lease())];
+    let mut background = vec![
+        tokio::spawn(Arc::clone(&sessions).hold_lease()),
+        tokio::spawn(Arc::clone(&retained).watch(inputs.clone(), Arc::clone(&counters))),
+        tokio::spawn(Arc::clone(&retained).purge_expired()),
+    ];
     match joined.client.subscribe(sessions.reply_subject()).await {
         Ok(replies) => background.push(tokio::spawn(Arc::clone(&sessions).take_replies(replies))),
         Err(error) => warn!("cannot take hand-overs of sessions: {error}"),
@@ -237,6 +270,8 @@ pub(crate) async fn run(
         boot: joined.boot,
         counter: 0,
         counters,
+        retained,
+        inputs,
     };
     // Topics too long to be a subject may match any wildcard filter: always heard. So are the
     // notices of nodes taking sessions from this one.
@@ -250,6 +285,7 @@ pub(crate) async fn run(
             acks: Vec::new(),
             writes: Vec::new(),
             sync: false,
+            retained: Vec::new(),
         };
         // The identities of its QoS 2 messages are recorded before any of them is stored.
         let mut identities = match Inbound::concerns(&batch.ops) {
@@ -282,6 +318,11 @@ pub(crate) async fn run(
                     if let Some(unacked) = node.publish(publish, message_id).await {
                         pending.acks.push(unacked);
                     }
+                }
+                ClusterOp::RetainedWanted { token } => {
+                    // Read once the batch's subscriptions are in place.
+                    pending.retained.push(token);
+                    pending.sync = true;
                 }
                 ClusterOp::Claim(claim) => sessions.claim(claim),
                 ClusterOp::ClaimDone { connection } => sessions.release_claim(connection).await,
@@ -348,6 +389,10 @@ struct Node {
     boot: u64,
     counter: u64,
     counters: Arc<Counters>,
+    retained: Arc<Retained>,
+    /// For a QoS 0 RETAIN message of this node, which reaches its subscribers here only once
+    /// retained (the connection never hears its own QoS 0 messages back).
+    inputs: mpsc::Sender<ClusterInput>,
 }
 
 impl Node {
@@ -383,13 +428,36 @@ impl Node {
                 return None;
             }
         };
+        // Retained before its live publish: whoever misses the live copy finds it retained.
+        let revision = match message.retain {
+            true => {
+                let value = Some(&payload).filter(|_| !message.payload.is_empty());
+                Some(self.retained.write(message.topic.as_str(), value).await)
+            }
+            false => None,
+        };
         if message.qos == tern_codec::QoS::AtMostOnce {
+            if let Some(revision) = revision {
+                let mut own = remote_message(envelope, None);
+                own.retained_revision = Some(revision);
+                let _ = self.inputs.send(ClusterInput::Deliver(vec![own])).await;
+            }
             let subject = topic_subject(LIVE_PREFIX, message.topic.as_str());
-            if let Err(error) = self
-                .client
-                .publish(subject.as_str().to_owned(), payload)
-                .await
-            {
+            let published = match revision {
+                Some(revision) => {
+                    let headers = revision_headers(revision);
+                    let subject = subject.as_str().to_owned();
+                    self.client
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                }
+                None => {
+                    self.client
+                        .publish(subject.as_str().to_owned(), payload)
+                        .await
+                }
+            };
+            if let Err(error) = published {
                 self.counters.count_dropped();
                 warn!(
                     "QoS 0 message to {:?} not sent to the cluster: {error}",
@@ -403,13 +471,14 @@ impl Node {
             .to_owned();
         let message_id =
             message_id.unwrap_or_else(|| format!("{:016x}.{}", self.boot, self.counter));
-        let ack = store(&self.jetstream, &subject, &payload, &message_id).await;
+        let ack = store_with(&self.jetstream, &subject, &payload, &message_id, revision).await;
         Some(Unacked {
             ack,
             retry: Retry {
                 subject,
                 message_id,
                 payload,
+                revision,
             },
         })
     }
@@ -425,6 +494,7 @@ async fn acknowledge(
     client: async_nats::Client,
     jetstream: jetstream::Context,
     boot: u64,
+    retained: Arc<Retained>,
 ) {
     while let Some(batch) = pending.recv().await {
         for written in batch.writes {
@@ -438,6 +508,11 @@ async fn acknowledge(
             let _ = client
                 .request(format!("tern.sync.{boot:016x}"), bytes::Bytes::new())
                 .await;
+        }
+        if !batch.retained.is_empty() {
+            // Apart: catching up with the bucket must not hold the acknowledgements behind.
+            let ready = Arc::clone(&retained).ready(batch.retained, inputs.clone());
+            tokio::spawn(ready);
         }
         if inputs.send(ClusterInput::Through(batch.seq)).await.is_err() {
             return;
@@ -479,7 +554,8 @@ async fn stored(acks: Vec<Unacked>, jetstream: &jetstream::Context) {
         tokio::time::sleep(RETRY_DELAY).await;
         futures = Vec::with_capacity(failed.len());
         for retry in &failed {
-            futures.push(store(jetstream, &retry.subject, &retry.payload, &retry.message_id).await);
+            let (subject, payload, id) = (&retry.subject, &retry.payload, &retry.message_id);
+            futures.push(store_with(jetstream, subject, payload, id, retry.revision).await);
         }
         retries = failed;
     }
@@ -493,9 +569,26 @@ pub(crate) async fn store(
     payload: &bytes::Bytes,
     message_id: &str,
 ) -> Result<PublishAckFuture, PublishError> {
-    let message = PublishMessage::build()
+    store_with(jetstream, subject, payload, message_id, None).await
+}
+
+/// [`store`], for a RETAIN message with its `revision` in the retained messages' bucket.
+async fn store_with(
+    jetstream: &jetstream::Context,
+    subject: &str,
+    payload: &bytes::Bytes,
+    message_id: &str,
+    revision: Option<u64>,
+) -> Result<PublishAckFuture, PublishError> {
+    let mut message = PublishMessage::build()
         .payload(payload.clone())
         .message_id(message_id);
+    if let Some(revision) = revision {
+        message = message.header(
+            crate::retained::REVISION_HEADER,
+            revision.to_string().as_str(),
+        );
+    }
     jetstream.send_publish(subject.to_owned(), message).await
 }
 
