@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{
     self, context::PublishAckFuture, context::PublishError, kv, message::PublishMessage,
 };
+use rustc_hash::FxHashMap;
 use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -296,6 +297,17 @@ pub(crate) async fn run(
             }
             false => Default::default(),
         };
+        // Every message encoded first, so the retained ones can be written, side by side,
+        // before any is published live: whoever misses a live copy finds it retained.
+        let mut prepared: Vec<Option<Prepared>> = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                ClusterOp::Publish(publish) => node.prepare(publish),
+                _ => None,
+            })
+            .collect();
+        let revisions = node.write_retained(&batch.ops, &prepared).await;
         for (index, op) in batch.ops.into_iter().enumerate() {
             match op {
                 ClusterOp::Interest { filter, present } => {
@@ -315,7 +327,12 @@ pub(crate) async fn run(
                             .filter(|_| publish.will)
                             .and_then(|client_id| sessions.will_message_id(client_id))
                     });
-                    if let Some(unacked) = node.publish(publish, message_id).await {
+                    let Some(ready) = prepared.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
+                    let revision = revisions.get(&index).copied();
+                    if let Some(unacked) = node.publish(publish, ready, message_id, revision).await
+                    {
                         pending.acks.push(unacked);
                     }
                 }
@@ -383,6 +400,12 @@ pub(crate) async fn run(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, joined.client.flush()).await;
 }
 
+/// A message of a batch, encoded for the cluster.
+struct Prepared {
+    envelope: Envelope,
+    payload: bytes::Bytes,
+}
+
 struct Node {
     client: async_nats::Client,
     jetstream: jetstream::Context,
@@ -396,14 +419,9 @@ struct Node {
 }
 
 impl Node {
-    /// Publishes a message accepted on this node (a will or a QoS 2 message under
-    /// `message_id`, its identity in the stream wherever it is published); for QoS 1/2,
-    /// returns what awaits JetStream's acknowledgement.
-    async fn publish(
-        &mut self,
-        publish: ClusterPublish,
-        message_id: Option<String>,
-    ) -> Option<Unacked> {
+    /// Encodes a message accepted on this node for the cluster; `None` (counted) if it cannot
+    /// be.
+    fn prepare(&mut self, publish: &ClusterPublish) -> Option<Prepared> {
         self.counter += 1;
         let message = &publish.message;
         let envelope = Envelope {
@@ -428,14 +446,59 @@ impl Node {
                 return None;
             }
         };
-        // Retained before its live publish: whoever misses the live copy finds it retained.
-        let revision = match message.retain {
-            true => {
-                let value = Some(&payload).filter(|_| !message.payload.is_empty());
-                Some(self.retained.write(message.topic.as_str(), value).await)
-            }
-            false => None,
-        };
+        Some(Prepared { envelope, payload })
+    }
+
+    /// Writes the retained messages among `ops` (encoded as `prepared`) to the bucket; returns
+    /// their revisions, by the index of their operation.
+    async fn write_retained(
+        &self,
+        ops: &[ClusterOp],
+        prepared: &[Option<Prepared>],
+    ) -> FxHashMap<usize, u64> {
+        let writes: Vec<(usize, &str, Option<&bytes::Bytes>)> = ops
+            .iter()
+            .zip(prepared)
+            .enumerate()
+            .filter_map(|(index, (op, prepared))| match (op, prepared) {
+                (ClusterOp::Publish(publish), Some(prepared)) if publish.message.retain => {
+                    // An empty one deletes.
+                    let value =
+                        Some(&prepared.payload).filter(|_| !publish.message.payload.is_empty());
+                    Some((index, publish.message.topic.as_str(), value))
+                }
+                _ => None,
+            })
+            .collect();
+        if writes.is_empty() {
+            return FxHashMap::default();
+        }
+        let values: Vec<(&str, Option<&bytes::Bytes>)> = writes
+            .iter()
+            .map(|&(_, topic, value)| (topic, value))
+            .collect();
+        let revisions = self.retained.write_all(&values).await;
+        writes
+            .iter()
+            .map(|&(index, _, _)| index)
+            .zip(revisions)
+            .collect()
+    }
+
+    /// Publishes a message accepted on this node, encoded as `prepared` (a will or a QoS 2
+    /// message under `message_id`, its identity in the stream wherever it is published; a
+    /// RETAIN one with its `revision` in the bucket, written before); for QoS 1/2, returns
+    /// what awaits JetStream's acknowledgement.
+    async fn publish(
+        &mut self,
+        publish: ClusterPublish,
+        prepared: Prepared,
+        message_id: Option<String>,
+        revision: Option<u64>,
+    ) -> Option<Unacked> {
+        let message = &publish.message;
+        let Prepared { envelope, payload } = prepared;
+        let counter = envelope.counter;
         if message.qos == tern_codec::QoS::AtMostOnce {
             if let Some(revision) = revision {
                 let mut own = remote_message(envelope, None);
@@ -469,8 +532,7 @@ impl Node {
         let subject = topic_subject(INGEST_PREFIX, message.topic.as_str())
             .as_str()
             .to_owned();
-        let message_id =
-            message_id.unwrap_or_else(|| format!("{:016x}.{}", self.boot, self.counter));
+        let message_id = message_id.unwrap_or_else(|| format!("{:016x}.{counter}", self.boot));
         let ack = store_with(&self.jetstream, &subject, &payload, &message_id, revision).await;
         Some(Unacked {
             ack,

@@ -98,6 +98,37 @@ impl Retained {
         }
     }
 
+    /// Writes the retained messages of a batch (see [`Retained::write`]), side by side: sent
+    /// in order on one connection, JetStream stores them in that order, so two writes of one
+    /// topic keep theirs. Returns their revisions, in order.
+    pub(crate) async fn write_all(&self, writes: &[(&str, Option<&Bytes>)]) -> Vec<u64> {
+        let mut sent = Vec::with_capacity(writes.len());
+        for (topic, envelope) in writes {
+            sent.push(self.send(topic, *envelope, None).await);
+        }
+        let outcomes = futures_util::future::join_all(sent.into_iter().map(|sent| async {
+            let ack = sent?.await.map_err(|error| error.to_string())?;
+            Ok::<u64, String>(ack.sequence)
+        }))
+        .await;
+        let mut revisions = Vec::with_capacity(writes.len());
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(revision) => revisions.push(revision),
+                Err(error) => {
+                    // From the first that failed on, one at a time and in order: a write of a
+                    // topic written again must not end up behind an earlier one.
+                    warn!("retained messages not written ({error}); writing them again");
+                    for (topic, envelope) in &writes[index..] {
+                        revisions.push(self.write(topic, *envelope).await);
+                    }
+                    break;
+                }
+            }
+        }
+        revisions
+    }
+
     /// One write; a deletion carries the topic as its payload (a hashed key does not say it),
     /// and with `expect`, is made only if the key's value is still of that revision.
     async fn try_write(
@@ -106,6 +137,18 @@ impl Retained {
         envelope: Option<&Bytes>,
         expect: Option<u64>,
     ) -> Result<u64, String> {
+        let ack = self.send(topic, envelope, expect).await?;
+        let ack = ack.await.map_err(|error| error.to_string())?;
+        Ok(ack.sequence)
+    }
+
+    /// Sends one write (see [`Retained::try_write`]); the future is JetStream's answer.
+    async fn send(
+        &self,
+        topic: &str,
+        envelope: Option<&Bytes>,
+        expect: Option<u64>,
+    ) -> Result<jetstream::context::PublishAckFuture, String> {
         let subject = format!("$KV.{RETAIN_BUCKET}.{}", retained_key(topic));
         let ack = match envelope {
             Some(envelope) => self.jetstream.publish(subject, envelope.clone()).await,
@@ -124,9 +167,7 @@ impl Retained {
                     .await
             }
         };
-        let ack = ack.map_err(|error| error.to_string())?;
-        let ack = ack.await.map_err(|error| error.to_string())?;
-        Ok(ack.sequence)
+        ack.map_err(|error| error.to_string())
     }
 
     /// Hands every change of the bucket to the core, from its start (the last value of each
