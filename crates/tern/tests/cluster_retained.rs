@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use support::cluster::{node, WAIT};
+use support::cluster::{node, replicated_nodes, WAIT};
 use support::mqtt::RawClient;
-use support::nats::NatsServer;
+use support::nats::{NatsCluster, NatsServer};
 use support::Tern;
 use tern_codec::{Ack, Packet, Publish, PublishProperties, QoS, ReasonCode};
 
@@ -141,6 +141,31 @@ fn retained_messages_set_on_one_node_are_read_and_deleted_on_every_node() {
 }
 
 #[test]
+fn retained_messages_outlive_the_bucket_leaders_death_on_three_nats_servers() {
+    let mut cluster = NatsCluster::start(3);
+    let (n1, n2, n3) = replicated_nodes(&cluster, "");
+    let mut writer = connect(&n1, "writer");
+    retain(&mut writer, "k/a", "before", None);
+    let leader = cluster.stream_leader("KV_TERN_RETAIN");
+    cluster.servers[leader].kill();
+    let killed = Instant::now();
+    // Written again, and read on the other nodes, once the other two servers have elected a
+    // new leader for the bucket.
+    retain(&mut writer, "k/b", "after", None);
+    let read = |node: &Tern, id: &str| read_retained(node, id, "k/#", "k/b");
+    let want = BTreeMap::from([
+        ("k/a".to_owned(), "before".to_owned()),
+        ("k/b".to_owned(), "after".to_owned()),
+    ]);
+    assert_eq!(read(&n2, "r2"), want);
+    assert_eq!(read(&n3, "r3"), want);
+    println!(
+        "retained messages written and read {:?} after the bucket's leader was killed",
+        killed.elapsed()
+    );
+}
+
+#[test]
 fn concurrent_writes_of_the_same_topics_on_two_nodes_end_with_one_value_everywhere() {
     let nats = NatsServer::start();
     let urls = [nats.url()];
@@ -204,6 +229,7 @@ fn an_expired_retained_message_is_served_by_no_node() {
     let sent = Instant::now();
     retain(&mut writer, "e/short", "short", Some(2));
     retain(&mut writer, "e/zzz", "end", None);
+    let written = nats.stream_last_seq("KV_TERN_RETAIN").expect("the bucket");
     let got = read_retained(&n2, "early", "e/#", "e/zzz");
     assert_eq!(got.get("e/short").map(String::as_str), Some("short"));
     // Each node forgets it when its expiry comes: new readers stop getting it.
@@ -223,7 +249,17 @@ fn an_expired_retained_message_is_served_by_no_node() {
             "{name} dropped it early"
         );
     }
-    // A node started now has it in the bucket or not (its purge), but never serves it.
+    // And the bucket is purged of it: a delete marker, by whichever node's timer came first
+    // (the other's delete expects the revision the marker replaced, and is refused).
+    let deadline = Instant::now() + WAIT;
+    while nats.stream_last_seq("KV_TERN_RETAIN") != Some(written + 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the expired value stays in the bucket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A node started now never serves it.
     let n3 = node(&urls, "n3", 1);
     let got = read_retained(&n3, "late", "e/#", "e/zzz");
     assert_eq!(got.into_keys().collect::<Vec<_>>(), ["e/zzz"]);
