@@ -346,3 +346,19 @@ pub(crate) fn revision_headers(revision: u64) -> HeaderMap {
 pub(crate) fn revision_of(headers: Option<&HeaderMap>) -> Option<u64> {
     headers?.get(REVISION_HEADER)?.as_str().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_escaped_topics_or_a_hash_of_one_too_long() {
+        assert_eq!(retained_key("a/b.c/*"), "r.m.a.b=2Ec.=2A");
+        assert_eq!(retained_key("$SYS/x"), "r.s.=24SYS.x");
+        assert_eq!(retained_key("a//"), "r.m.a.=.=");
+        let long = format!("t/{}", "x.".repeat(1500));
+        let key = retained_key(&long);
+        assert!(key.starts_with("h.") && key.len() == 34, "{key}");
+        assert_ne!(key, retained_key(&format!("{long}y")));
+    }
+}
