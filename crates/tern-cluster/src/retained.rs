@@ -202,20 +202,32 @@ impl Retained {
                 }
             };
             let mut chunks = watch.ready_chunks(ENTRIES_PER_INPUT);
+            let mut broken = false;
             while let Some(chunk) = chunks.next().await {
                 let mut entries = Vec::with_capacity(chunk.len());
                 let mut last = None;
                 for entry in chunk {
                     match entry {
-                        Ok(entry) => {
+                        Ok(entry) if !broken => {
                             last = Some(entry.revision);
                             current |= entry.delta == 0;
                             entries.extend(self.entry(entry, &counters));
                         }
-                        Err(error) => warn!("retained messages' watch: {error}"),
+                        Ok(_) => {}
+                        // Its consumer is gone (its server died, say): watched again below,
+                        // from the first revision not taken, rather than waited on.
+                        Err(error) => {
+                            warn!("retained messages' watch: {error}");
+                            broken = true;
+                        }
                     }
                 }
-                let Some(last) = last else { continue };
+                let Some(last) = last else {
+                    if broken {
+                        break;
+                    }
+                    continue;
+                };
                 next = last + 1;
                 if loaded != usize::MAX {
                     loaded += entries.len();
@@ -234,8 +246,11 @@ impl Retained {
                 }
                 // After the entries: a subscription told it may read finds them in the core.
                 self.seen_tx.send_modify(|seen| *seen = (*seen).max(last));
+                if broken {
+                    break;
+                }
             }
-            warn!("the retained messages' watch ended; watching again from revision {next}");
+            warn!("the retained messages' watch stopped; watching again from revision {next}");
         }
     }
 
