@@ -137,6 +137,19 @@ impl NatsServer {
         serde_json::from_str(body).ok()
     }
 
+    /// The last sequence of the stream `stream` (a KV bucket's: its last revision), as this
+    /// server reports it; `None` while it does not answer or has no such stream.
+    pub(crate) fn stream_last_seq(&self, stream: &str) -> Option<u64> {
+        let jsz = self.jsz("accounts=true&streams=true")?;
+        let accounts = jsz.get("account_details")?.as_array()?;
+        accounts
+            .iter()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+            .find(|detail| detail["name"] == stream)?
+            .pointer("/state/last_seq")?
+            .as_u64()
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to the server process.
     pub(crate) fn signal(&self, signal: &str) {
         super::signal_process(self.child.id(), signal);
