@@ -515,6 +515,7 @@ fn open_envelope(
     boot: u64,
     counters: &Counters,
 ) -> Option<RemoteMessage> {
+    let retained_revision = crate::retained::revision_of(message.headers.as_ref());
     let envelope = match Envelope::decode(message.payload) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -534,7 +535,9 @@ fn open_envelope(
     if !recent.first_copy(envelope.origin, envelope.counter) {
         return None;
     }
-    Some(remote_message(envelope, seq))
+    let mut remote = remote_message(envelope, seq);
+    remote.retained_revision = retained_revision.filter(|_| remote.retain);
+    Some(remote)
 }
 
 /// The message `envelope` carries, stored in the stream at `seq` (QoS 1/2).
@@ -551,6 +554,7 @@ pub(crate) fn remote_message(envelope: Envelope, seq: Option<u64>) -> RemoteMess
         publisher: envelope.publisher,
         seq: seq.filter(|_| envelope.qos != QoS::AtMostOnce),
         shared: None,
+        retained_revision: None,
     }
 }
 

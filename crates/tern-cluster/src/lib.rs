@@ -18,7 +18,8 @@
 //!   and the death of others; `adopt`: a dead node's sessions adopted, queues read back from
 //!   the stream; `exactly_once`: inbound QoS 2 identifiers, so a PUBLISH sent again to
 //!   another node is stored once; `groups`: `$share` groups' QoS 1/2 messages from a
-//!   JetStream consumer per group.
+//!   JetStream consumer per group; `retained`: retained messages in a KV bucket, and each
+//!   node's copy of them.
 #![warn(missing_docs)]
 
 mod adopt;
@@ -33,6 +34,7 @@ mod interest;
 mod joining;
 mod lease;
 mod node;
+mod retained;
 mod sessions;
 pub mod settings;
 pub mod subject;

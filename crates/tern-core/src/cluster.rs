@@ -122,6 +122,26 @@ pub enum ClusterOp {
         /// another node, and forgets it there.
         connection: Option<ConnectionId>,
     },
+    /// A new subscription of this node wants the retained messages of its filter: answer with
+    /// [`ClusterInput::RetainedReady`] once the node's subscriptions of this batch are in place
+    /// and its copy of the cluster's retained messages holds every one written before then
+    /// (see [`crate::Broker::cluster_retained_ready`]).
+    RetainedWanted {
+        /// What the answer names.
+        token: u64,
+    },
+}
+
+/// A change to the cluster's retained messages, as the node's copy of them takes it
+/// ([`crate::Broker::retained_from_cluster`]).
+#[derive(Debug, Clone)]
+pub struct RetainedEntry {
+    /// Its revision: the later of two changes of one topic wins, on every node.
+    pub revision: u64,
+    /// The topic.
+    pub topic: TopicName,
+    /// The message now retained, `None` once deleted (or expired).
+    pub message: Option<RemoteMessage>,
 }
 
 /// Where a QoS 2 delivery to a session stands, by its packet identifier.
@@ -242,6 +262,10 @@ pub struct RemoteMessage {
     /// it to one member of that group here. `None` for the copy the node's other
     /// subscriptions take (which no group takes).
     pub shared: Option<TopicFilter>,
+    /// For a message published with RETAIN: the revision under which the cluster retains it
+    /// (or deleted its topic's, for an empty one), which the node's copy of the retained
+    /// messages takes too (see [`RetainedEntry`]).
+    pub retained_revision: Option<u64>,
 }
 
 /// The operations of one input batch, numbered, as the runtime hands them to the cluster layer.
@@ -297,6 +321,12 @@ pub enum ClusterInput {
     },
     /// The nodes the cluster has, as their leases say: see [`crate::Broker::cluster_nodes`].
     Nodes(Vec<NodeStatus>),
+    /// Changes to the cluster's retained messages, in the order of their revisions: see
+    /// [`crate::Broker::retained_from_cluster`].
+    Retained(Vec<RetainedEntry>),
+    /// The subscriptions that asked ([`ClusterOp::RetainedWanted`]) may read the retained
+    /// messages now: see [`crate::Broker::cluster_retained_ready`].
+    RetainedReady(Vec<u64>),
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),
 }

@@ -46,6 +46,7 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         publisher: publish.publisher.clone(),
         seq: None,
         shared: None,
+        retained_revision: None,
     }
 }
 
@@ -342,6 +343,7 @@ fn qos2_deliveries_are_recorded_step_by_step() {
         publisher: None,
         seq: Some(40),
         shared: None,
+        retained_revision: None,
     };
     tb.broker.deliver_from_cluster(stored, tb.now);
     let packets = tb.recv(&sub);

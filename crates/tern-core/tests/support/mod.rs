@@ -624,6 +624,7 @@ pub(crate) fn remote_on(topic_name: &str, payload: &str, qos: QoS) -> tern_core:
         publisher: Some(mstr("elsewhere")),
         seq: None,
         shared: None,
+        retained_revision: None,
     }
 }
 
