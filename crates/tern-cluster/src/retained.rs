@@ -37,6 +37,14 @@ pub(crate) const REVISION_HEADER: &str = "Tern-Retained-Revision";
 const ENTRIES_PER_INPUT: usize = 1024;
 /// Wait before asking NATS again (a write, a watch, the bucket's state) when it did not answer.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How long a subscription waits for the watch to take a revision the bucket has before the
+/// watch is made again: a watch whose connection moved to another server remakes its consumer
+/// on its own, but with waits growing to seconds apiece and no end, and says nothing meanwhile.
+const WATCH_STALL: Duration = Duration::from_secs(2);
+/// How long the watch's consumer, or the bucket's last revision, may take to come before it is
+/// asked for again: for a while after a server's death some requests go unanswered, and NATS's
+/// own wait is 10 s apiece.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 /// The key of `topic` in the bucket: its levels escaped as in a subject, or a hash of a topic
 /// too long for one (the topic is inside the value, and inside a deletion's payload).
@@ -63,6 +71,8 @@ pub(crate) struct Retained {
     expiring: std::sync::Mutex<BTreeSet<(u64, u64, String, String)>>,
     /// Wakes the purge task when an earlier expiry comes.
     expiry_added: tokio::sync::Notify,
+    /// Tells the watch to start again: a subscription waited [`WATCH_STALL`] for it in vain.
+    watch_stalled: tokio::sync::Notify,
 }
 
 impl Retained {
@@ -80,6 +90,7 @@ impl Retained {
             seen_tx,
             expiring: std::sync::Mutex::new(BTreeSet::new()),
             expiry_added: tokio::sync::Notify::new(),
+            watch_stalled: tokio::sync::Notify::new(),
         }
     }
 
@@ -172,7 +183,8 @@ impl Retained {
 
     /// Hands every change of the bucket to the core, from its start (the last value of each
     /// key, then each change as it comes), in revisions' order, in inputs of up to
-    /// [`ENTRIES_PER_INPUT`]; runs until the core is gone.
+    /// [`ENTRIES_PER_INPUT`]; runs until the core is gone. Made again from the first revision
+    /// not taken when it fails, or when a subscription waited [`WATCH_STALL`] on it in vain.
     pub(crate) async fn watch(
         self: Arc<Self>,
         inputs: mpsc::Sender<ClusterInput>,
@@ -189,9 +201,16 @@ impl Retained {
             }
         }
         loop {
-            let watch = match next {
-                0 => self.store.watch_with_history(">").await,
-                from => self.store.watch_from_revision(">", from).await,
+            let watch = tokio::time::timeout(ANSWER_WITHIN, async {
+                match next {
+                    0 => self.store.watch_with_history(">").await,
+                    from => self.store.watch_from_revision(">", from).await,
+                }
+            });
+            let watch = match watch.await {
+                Ok(Ok(watch)) => Ok(watch),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {ANSWER_WITHIN:?}")),
             };
             let watch = match watch {
                 Ok(watch) => watch,
@@ -201,9 +220,24 @@ impl Retained {
                     continue;
                 }
             };
+            let made = tokio::time::Instant::now();
             let mut chunks = watch.ready_chunks(ENTRIES_PER_INPUT);
             let mut broken = false;
-            while let Some(chunk) = chunks.next().await {
+            loop {
+                let chunk = tokio::select! {
+                    chunk = chunks.next() => chunk,
+                    () = self.watch_stalled.notified() => {
+                        // A watch just made is given its time, however many subscriptions wait.
+                        if made.elapsed() < WATCH_STALL {
+                            continue;
+                        }
+                        warn!("retained messages' watch: nothing taken in {WATCH_STALL:?} of a wait");
+                        None
+                    }
+                };
+                let Some(chunk) = chunk else {
+                    break;
+                };
                 let mut entries = Vec::with_capacity(chunk.len());
                 let mut last = None;
                 for entry in chunk {
@@ -332,19 +366,23 @@ impl Retained {
         inputs: mpsc::Sender<ClusterInput>,
     ) {
         let last = loop {
-            match self.stream.get_info().await {
-                Ok(info) => break info.state.last_sequence,
-                Err(error) => {
-                    warn!(
-                        "cannot read the retained messages' last revision ({error}); trying again"
-                    );
-                    tokio::time::sleep(RETRY_DELAY).await;
-                }
-            }
+            let error = match tokio::time::timeout(ANSWER_WITHIN, self.stream.get_info()).await {
+                Ok(Ok(info)) => break info.state.last_sequence,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {ANSWER_WITHIN:?}"),
+            };
+            warn!("cannot read the retained messages' last revision ({error}); trying again");
+            tokio::time::sleep(RETRY_DELAY).await;
         };
         let mut seen = self.seen.clone();
-        if seen.wait_for(|&seen| seen >= last).await.is_err() {
-            return;
+        while *seen.borrow_and_update() < last {
+            match tokio::time::timeout(WATCH_STALL, seen.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                // Nothing taken for that long while revisions are owed: made again, from the
+                // first revision not taken, rather than waited on.
+                Err(_) => self.watch_stalled.notify_waiters(),
+            }
         }
         let _ = inputs.send(ClusterInput::RetainedReady(tokens)).await;
     }
