@@ -96,6 +96,17 @@ impl JwtVerifier {
 
     /// Checks a token; `username` is CONNECT's user name, which must be absent or match.
     pub fn verify(&self, token: &[u8], username: Option<&str>) -> Result<JwtIdentity, JwtFailure> {
+        self.verify_with_claims(token, username)
+            .map(|(identity, _)| identity)
+    }
+
+    /// As [`verify`](Self::verify), with the token's claims too, for callers that map others
+    /// (the web console's scopes and owner).
+    pub fn verify_with_claims(
+        &self,
+        token: &[u8],
+        username: Option<&str>,
+    ) -> Result<(JwtIdentity, Value), JwtFailure> {
         let token = std::str::from_utf8(token).map_err(|e| JwtFailure::Invalid(e.to_string()))?;
         let data = decode::<Value>(token, &self.key, &self.validation)
             .map_err(|e| JwtFailure::Invalid(e.to_string()))?;
@@ -124,11 +135,12 @@ impl JwtVerifier {
         });
         // `exp` is present and numeric, or validation would have failed.
         let expires = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        Ok(JwtIdentity {
+        let identity = JwtIdentity {
             username: name.to_owned(),
             topics,
             valid_until_unix_secs: expires.saturating_add(self.validation.leeway),
-        })
+        };
+        Ok((identity, data.claims))
     }
 }
 

@@ -103,6 +103,7 @@ impl HttpBridge {
         let first_admin = crate::console_session::first_start(
             &config.data_dir,
             &config.tokens,
+            config.operator_users.is_some() || config.operator_jwt.is_some(),
             bridge::unix_now(),
         );
         let tokens =

@@ -45,6 +45,49 @@ pub(crate) struct HttpSection {
     /// Operator tokens, hashed (`tern token add --config` prints an entry).
     #[serde(default)]
     token: Vec<tern_http::tokens::TokenRecord>,
+    /// The password file of the console's operator users (`tern passwd FILE USER`).
+    operators_file: Option<PathBuf>,
+    /// `[http.operator.USER]`: what each operator user may do.
+    #[serde(default)]
+    operator: std::collections::BTreeMap<String, tern_http::console_login::OperatorGrant>,
+    /// `[http.operator_jwt]`: console logins with an identity provider's JWT.
+    operator_jwt: Option<OperatorJwtSection>,
+}
+
+/// `[http.operator_jwt]`: the key as `[auth.NAME.jwt]` takes it, and the claims that name an
+/// operator's scopes and owner.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OperatorJwtSection {
+    algorithm: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    public_key_file: Option<PathBuf>,
+    /// The claim naming the operator (`sub`).
+    #[serde(default = "default_username_claim")]
+    username_claim: String,
+    /// The claim listing the topic filters the operator sees (all without).
+    topics_claim: Option<String>,
+    /// The claim of the scopes: a list, or names separated by spaces (`scope`).
+    #[serde(default = "default_scopes_claim")]
+    scopes_claim: String,
+    /// The claim of the owner of the device fleet the operator is confined to (`owner`).
+    #[serde(default = "default_owner_claim")]
+    owner_claim: String,
+    #[serde(default)]
+    leeway_secs: u64,
+}
+
+fn default_username_claim() -> String {
+    "sub".to_owned()
+}
+
+fn default_scopes_claim() -> String {
+    "scope".to_owned()
+}
+
+fn default_owner_claim() -> String {
+    "owner".to_owned()
 }
 
 /// `[[http.mailbox_class]]`: the queue limits of the mailboxes of clients whose identifier
@@ -178,6 +221,39 @@ pub(crate) fn http_config(
     tern_http::tokens::check_configured(&section.token)
         .map_err(|e| anyhow::anyhow!("[[http.token]]: {e}"))?;
     config.tokens = section.token.clone();
+    for (user, grant) in &section.operator {
+        let record = tern_http::console_login::grant_record(user, grant);
+        tern_http::tokens::check_realm(&record)
+            .map_err(|e| anyhow::anyhow!("[http.operator.{user}]: {e}"))?;
+    }
+    config.operator_users = match (&section.operators_file, section.operator.is_empty()) {
+        (Some(file), _) => Some(tern_http::console_login::OperatorUsers {
+            file: base.join(file),
+            grants: section.operator.clone(),
+        }),
+        (None, true) => None,
+        (None, false) => bail!("[http.operator.USER] needs [http] operators_file"),
+    };
+    config.operator_jwt = match &section.operator_jwt {
+        Some(jwt) => Some(tern_http::console_login::OperatorJwt {
+            verifier: crate::auth_config::jwt_verifier(
+                "http.operator_jwt",
+                &crate::auth_config::JwtConfig {
+                    algorithm: jwt.algorithm.clone(),
+                    secret: jwt.secret.clone(),
+                    secret_file: jwt.secret_file.clone(),
+                    public_key_file: jwt.public_key_file.clone(),
+                    username_claim: jwt.username_claim.clone(),
+                    topics_claim: jwt.topics_claim.clone(),
+                    leeway_secs: jwt.leeway_secs,
+                },
+                base,
+            )?,
+            scopes_claim: jwt.scopes_claim.clone(),
+            owner_claim: jwt.owner_claim.clone(),
+        }),
+        None => None,
+    };
     Ok(Some(config))
 }
 
@@ -317,6 +393,44 @@ mod tests {
             let text =
                 format!("[[history]]\nfilter = {bad:?}\nmax_messages = 1\nmax_age_secs = 1\n");
             assert!(history(&file(&text).history).is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn operator_users_and_the_jwt_login_are_read_and_checked() {
+        let with = |extra: &str| {
+            let f = file(&format!(
+                "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n[http]\n{extra}"
+            ));
+            http_config(&f, Path::new("/etc/tern"), None, None, None, "d".into())
+        };
+        let config = with(
+            "operators_file = \"operators\"\n\
+             [http.operator.alice]\nscopes = [\"read\", \"metrics\"]\n\
+             [http.operator.bob]\nscopes = [\"read\"]\nowner = \"acme\"\n\
+             [http.operator_jwt]\nalgorithm = \"HS256\"\nsecret = \"s\"\n",
+        )
+        .unwrap()
+        .unwrap();
+        let users = config.operator_users.expect("operator users");
+        assert_eq!(users.file, Path::new("/etc/tern/operators"));
+        assert_eq!(users.grants["bob"].owner.as_deref(), Some("acme"));
+        assert_eq!(users.grants["alice"].topics, ["#"]);
+        let jwt = config.operator_jwt.expect("a JWT login");
+        assert_eq!(
+            (jwt.scopes_claim.as_str(), jwt.owner_claim.as_str()),
+            ("scope", "owner")
+        );
+        let bad = [
+            // A user's entry without the file it logs in with.
+            "[http.operator.alice]\nscopes = [\"read\"]\n",
+            // An owner's operator has no metrics.
+            "operators_file = \"o\"\n[http.operator.a]\nscopes = [\"metrics\"]\nowner = \"acme\"\n",
+            "operators_file = \"o\"\n[http.operator.a]\nscopes = [\"read\"]\ntopics = [\"a/#/b\"]\n",
+            "[http.operator_jwt]\nalgorithm = \"HS256\"\n",
+        ];
+        for extra in bad {
+            assert!(with(extra).is_err(), "accepted: {extra}");
         }
     }
 }
