@@ -54,10 +54,10 @@ class Console:
     """`tern serve` on a fresh data directory (so it makes the admin token and logs the login
     link), with an app key `a:fleet` whose devices need approval, and a browser."""
 
-    def __init__(self, workdir: Path, browser: Any):
+    def __init__(self, workdir: Path, browser: Any, options: Optional[dict[str, Any]] = None):
         self.data = workdir / "tern-data"
         self.fleet_secret = add_key(self.data, "a:fleet", "--approve")
-        self.broker = HttpBroker("tern", workdir)
+        self.broker = HttpBroker("tern", workdir, options)
         try:
             self.broker.start()
         except BrokerError as err:
@@ -577,6 +577,28 @@ def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path: Path)
         assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     finally:
         broker.stop()
+
+
+def test_the_overview_opens_with_the_brokers_history(tmp_path: Path, chromium: Any,
+                                                    names: Names):
+    """The chart opens with the samples the broker took before the page was opened (one a
+    second here), not only with the points of the tab from then on."""
+    console = Console(tmp_path, chromium, {"http": {"metrics_history_secs": 1}})
+    try:
+        publisher = console.clients.connected(names.client("p"))
+        publisher.publish("history/t", b"1", qos=1)
+        console.broker.wait_for_output(r"overview history: first sample taken")
+        bearer = {"authorization": f"Bearer {console.token}"}
+        status, history = console.call("GET", "/metrics/history", bearer)
+        assert status == 200 and history["every_secs"] == 1, history
+        first = history["samples"][0]
+        assert set(first) == {"at", "in", "out"}
+        assert console.call("GET", "/metrics/history", {})[0] == 401
+        console.login()
+        expect(console.page.get_by_test_id("rate-chart")).to_have_attribute(
+            "data-from", str(first["at"]))
+    finally:
+        console.close()
 
 
 def test_a_narrower_token_sees_and_does_only_what_it_may(console: Console, names: Names):

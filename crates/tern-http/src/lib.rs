@@ -45,6 +45,7 @@ mod longpoll;
 mod mailbox;
 mod mailbox_routes;
 mod metrics;
+mod metrics_history;
 mod openapi;
 mod publish;
 mod realm;
@@ -107,6 +108,8 @@ pub struct HttpConfig {
     pub operator_users: Option<console_login::OperatorUsers>,
     /// Console logins with an identity provider's JWT (`[http.operator_jwt]`).
     pub operator_jwt: Option<console_login::OperatorJwt>,
+    /// How often the overview's history (`GET /metrics/history`, the last hour) is sampled.
+    pub metrics_history_every: Duration,
     /// Where the device fleet's topics are (`[fleet] topic_prefix`): the namespace of a token
     /// bound to an owner.
     pub fleet_topics: tern_core::fleet::FleetTopics,
@@ -130,6 +133,7 @@ impl HttpConfig {
             tokens: Vec::new(),
             operator_users: None,
             operator_jwt: None,
+            metrics_history_every: Duration::from_secs(10),
             fleet_topics: tern_core::fleet::FleetTopics::default(),
         }
     }

@@ -39,6 +39,8 @@ pub(crate) struct HttpSection {
     mailbox_deliveries_max: Option<u32>,
     /// Dead letters kept per mailbox (1000).
     mailbox_dead_letters_max: Option<usize>,
+    /// Seconds between samples of the overview's history (10).
+    metrics_history_secs: Option<u64>,
     /// `[[http.mailbox_class]]`: queue limits of mailboxes by client identifier prefix.
     #[serde(default)]
     mailbox_class: Vec<MailboxClassEntry>,
@@ -209,6 +211,7 @@ pub(crate) fn http_config(
     config.body_max_bytes = section.body_max_bytes.unwrap_or(config.body_max_bytes);
     config.batch_items_max = section.batch_items_max.unwrap_or(config.batch_items_max);
     config.connections_max = section.connections_max.unwrap_or(config.connections_max);
+    config.metrics_history_every = secs(section.metrics_history_secs, config.metrics_history_every);
     let mailboxes = &mut config.mailboxes;
     mailboxes.expiry_secs = section.mailbox_expiry_secs.unwrap_or(mailboxes.expiry_secs);
     mailboxes.deliveries_max = section

@@ -1,7 +1,7 @@
 // The front end's pure parts, without a browser (run by `node --test`, from the crate's tests).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { listenersOf, parseMetrics, total } from '../src/metrics.js';
+import { joinHistory, listenersOf, parseMetrics, total } from '../src/metrics.js';
 import { find, insert, newNode, numberOf, pretty } from '../src/tree.js';
 
 test('metrics are read from the Prometheus text, summed over labels', () => {
@@ -21,6 +21,14 @@ test('metrics are read from the Prometheus text, summed over labels', () => {
   assert.equal(total(m, 'tern_http_requests_total', { route: '/v1/pub/{*topic}' }), 2);
   assert.equal(total(m, 'tern_connections'), 4);
   assert.equal(total(m, 'absent'), 0);
+});
+
+test("the broker's history comes before the chart's own points, the last `max` kept", () => {
+  const samples = [{ at: 10, in: 1, out: 2 }, { at: 20, in: 3, out: 4 }, { at: 30, in: 5, out: 6 }];
+  // The tab's first point at 25: the sample at 30 is of its time already.
+  assert.deepEqual(joinHistory(samples, [[25], [9], [8]], 10), [[10, 20, 25], [1, 3, 9], [2, 4, 8]]);
+  assert.deepEqual(joinHistory(samples, [[], [], []], 2), [[20, 30], [3, 5], [4, 6]]);
+  assert.deepEqual(joinHistory([], [[25], [9], [8]], 10), [[25], [9], [8]]);
 });
 
 test("each listener's open connections are read with its protocol and address", () => {
