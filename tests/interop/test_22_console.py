@@ -579,6 +579,40 @@ def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path: Path)
         broker.stop()
 
 
+def test_the_inbox_is_read_a_page_at_a_time_newest_first(console: Console):
+    """52 pending notifications: the API pages them newest first by its cursor, each once;
+    the inbox shows the newest 50, and the older ones when asked."""
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    device = console.clients.paho("d1", version=4)
+    device.client.username_pw_set("acme", "d1-pw")
+    device.connect()
+    raised = [f"q{i:02}" for i in range(52)]
+    for nid in raised:
+        device.publish("/acme/d1/status", json.dumps(
+            {"notification": {"body": f"Question {nid}", "nid": nid}}).encode(), qos=1)
+    bearer = {"authorization": f"Bearer {console.token}"}
+    listing = "/v1/fleet/notifications?order=newest&limit=50&state=pending"
+    status, first = console.call("GET", listing, bearer)
+    assert status == 200 and first["next"], first
+    status, rest = console.call(
+        "GET", f"{listing}&cursor={urllib.parse.quote(first['next'], safe='')}", bearer)
+    assert status == 200 and rest["next"] is None, rest
+    listed = [n["nid"] for n in first["notifications"] + rest["notifications"]]
+    assert listed == raised[::-1]
+    assert console.call("GET", "/v1/fleet/notifications?limit=0", bearer)[0] == 400
+    console.login()
+    page = console.page
+    console.go("Notifications")
+    expect(page.get_by_test_id("inbox-count")).to_have_text("50 shown, more older ones")
+    expect(page.locator("li[data-nid='q51']")).to_be_visible()
+    expect(page.locator("li[data-nid='q01']")).to_have_count(0)
+    page.get_by_role("button", name="Older notifications").click()
+    expect(page.get_by_test_id("inbox-count")).to_have_text("52 shown")
+    expect(page.locator("ul.cards > li").last).to_have_attribute("data-nid", "q00")
+    expect(page.get_by_role("button", name="Older notifications")).to_have_count(0)
+    expect(page.get_by_test_id("pending-count")).to_have_text("52 pending")
+
+
 def test_the_overview_opens_with_the_brokers_history(tmp_path: Path, chromium: Any,
                                                     names: Names):
     """The chart opens with the samples the broker took before the page was opened (one a

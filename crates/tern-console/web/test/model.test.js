@@ -109,3 +109,15 @@ test('a fleet changed elsewhere is asked for again as far as it is shown, within
   assert.equal(refreshLimit(5000), 1000);
   assert.ok(LISTING_CHANGES.has('deleted') && !LISTING_CHANGES.has('online'));
 });
+
+test("the inbox's pages, newest first, go before what it holds, each once", async () => {
+  const { olderPage } = await import('../src/notify.js');
+  const n = (nid, state = 'pending') => ({ owner: 'o', udid: 'd', nid, state });
+  const first = olderPage([n('c'), n('b')], []);
+  assert.deepEqual(first.map((x) => x.nid), ['b', 'c']);
+  // An event appended c2; the next page (older) holds b again, answered since: merged once.
+  const held = [...first, n('c2')];
+  const joined = olderPage([n('b', 'answered'), n('a')], held);
+  assert.deepEqual(joined.map((x) => x.nid), ['a', 'b', 'c', 'c2']);
+  assert.equal(joined[1].state, 'answered');
+});
