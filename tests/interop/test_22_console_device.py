@@ -5,6 +5,7 @@ accepted) and revoked (a request signed with the old secret then refused)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from http_support import Device, add_key, error_code
 from test_22_console import Console, chromium, console, expect  # noqa: F401 (fixtures)
@@ -46,3 +47,61 @@ def test_a_devices_key_is_rotated_and_revoked_from_its_page(console: Console):
     expect(page.get_by_test_id("key-status")).to_have_text("Revoked the key d:d1.")
     expect(page.get_by_test_id("key-secrets")).to_have_count(0)
     assert error_code(new.publish("sensors/d1/t", b"6")) == "signature_invalid"
+
+
+def test_a_devices_mqtt_password_is_changed_from_its_page(console: Console):
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.tern_device("add", "acme", "k1", "--key")
+    console.login()
+    page = console.page
+    page.goto(console.broker.http_url + "/#/fleet/d1")
+    page.get_by_label("New password").fill("d1-new")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_test_id("password-status")).to_have_text(
+        "Password changed: the device needs it at its next connection.")
+    old = console.clients.paho("d1", version=4)
+    old.client.username_pw_set("acme", "d1-pw")
+    assert old.connect(expect_code=None).code == 0x86  # bad user name or password
+    new = console.clients.paho("d1", version=4)
+    new.client.username_pw_set("acme", "d1-new")
+    new.connect()
+    # A key device has no password to change: the page offers none, the API refuses it.
+    page.goto(console.broker.http_url + "/#/fleet/k1")
+    expect(page.get_by_role("heading", name="HTTP key")).to_be_visible()
+    expect(page.get_by_label("New password")).to_have_count(0)
+    status, body = console.call("PATCH", "/v1/admin/devices/k1",
+                                {"authorization": f"Bearer {console.token}"}, {"password": "x"})
+    assert (status, body["error"]["code"]) == (409, "no_password")
+
+
+def test_a_devices_recent_messages_are_shown_when_its_view_has_them(console: Console):
+    """The device's view gains `recent_messages` elsewhere; until then the page is given them
+    by the browser, over the broker's own answer: shown newest first, JSON pretty-printed,
+    bytes that are not text in base64; a view without them shows no such section."""
+    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+    console.login()
+    page = console.page
+    page.goto(console.broker.http_url + "/#/fleet/d1")
+    expect(page.get_by_test_id("firmware")).to_be_visible()
+    expect(page.get_by_role("heading", name="Recent messages")).to_have_count(0)
+    recent = [
+        {"topic": "/acme/d1/status", "at": 1796680000, "qos": 1, "retain": True,
+         "payload": '{"temp":21.5}', "payload_base64": "eyJ0ZW1wIjoyMS41fQ=="},
+        {"topic": "/acme/d1/raw", "at": 1796680060, "qos": 0, "retain": False,
+         "payload": None, "payload_base64": "/wA="},
+    ]
+
+    def with_recent(route: Any) -> None:
+        answer = route.fetch()
+        device = answer.json()
+        device.setdefault("recent_messages", recent)
+        route.fulfill(response=answer, json=device)
+
+    page.route("**/v1/fleet/devices/d1", with_recent)
+    page.reload()
+    shown = page.get_by_test_id("recent-messages").locator("li")
+    expect(shown).to_have_count(2)
+    expect(shown.nth(0)).to_contain_text("/acme/d1/raw")
+    expect(shown.nth(0).locator("pre")).to_have_text("base64:/wA=")
+    expect(shown.nth(1)).to_contain_text("QoS 1 · retained")
+    expect(shown.nth(1).locator("pre")).to_have_text('{\n  "temp": 21.5\n}')

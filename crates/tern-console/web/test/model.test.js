@@ -121,3 +121,9 @@ test("the inbox's pages, newest first, go before what it holds, each once", asyn
   assert.deepEqual(joined.map((x) => x.nid), ['a', 'b', 'c', 'c2']);
   assert.equal(joined[1].state, 'answered');
 });
+
+test("a device's recent message is shown as its text, or its bytes in base64", async () => {
+  const { messageText } = await import('../src/device.js');
+  assert.equal(messageText({ payload: '{"t":1}', payload_base64: 'eyJ0IjoxfQ==' }), '{"t":1}');
+  assert.equal(messageText({ payload: null, payload_base64: '/w==' }), 'base64:/w==');
+});

@@ -9,6 +9,7 @@ import { appendPage, devicesQuery, LISTING_CHANGES, refreshLimit } from '../flee
 import { DeviceNotifications } from './notify.jsx';
 import { DeviceFirmware } from './firmware.jsx';
 import { DeviceKey } from './keys.jsx';
+import { DevicePassword, RecentMessages } from './device_parts.jsx';
 
 function useLive(initial) {
   const [online, setOnline] = useState(initial);
@@ -194,6 +195,8 @@ export function Device({ udid }) {
           <button type="button" class="danger" onClick={() => confirm(`Delete ${udid} with its session?`) && change('DELETE', undefined, 'Deleted.')}>Delete</button>
         </div>
       )}
+      {device && <RecentMessages messages={device.recent_messages} />}
+      {device && device.credential === 'password' && <DevicePassword udid={udid} />}
       {device && <DeviceNotifications udid={udid} />}
       {device && <DeviceKey udid={udid} />}
     </section>
