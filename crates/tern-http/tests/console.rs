@@ -318,7 +318,7 @@ fn a_password_or_jwt_login_acts_as_what_it_was_granted_until_the_jwt_expires() {
         http,
         "GET",
         "/v1/console/session",
-        &[with_cookie.clone()],
+        std::slice::from_ref(&with_cookie),
         "",
     );
     assert!(who.contains("\"id\":\"user:alice\""), "{who}");
@@ -327,7 +327,7 @@ fn a_password_or_jwt_login_acts_as_what_it_was_granted_until_the_jwt_expires() {
         http,
         "GET",
         "/v1/admin/sessions",
-        &[with_cookie.clone()],
+        std::slice::from_ref(&with_cookie),
         "",
     );
     assert_eq!(status, 200);
