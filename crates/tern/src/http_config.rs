@@ -65,6 +65,9 @@ pub(crate) struct OperatorJwtSection {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
     public_key_file: Option<PathBuf>,
+    /// The identity provider's JSON Web Key Set (RS256/ES256; a token's `kid` picks the key),
+    /// instead of one key. Read at start.
+    jwks_file: Option<PathBuf>,
     /// The claim naming the operator (`sub`).
     #[serde(default = "default_username_claim")]
     username_claim: String,
@@ -239,25 +242,48 @@ pub(crate) fn http_config(
     };
     config.operator_jwt = match &section.operator_jwt {
         Some(jwt) => Some(tern_http::console_login::OperatorJwt {
-            verifier: crate::auth_config::jwt_verifier(
-                "http.operator_jwt",
-                &crate::auth_config::JwtConfig {
-                    algorithm: jwt.algorithm.clone(),
-                    secret: jwt.secret.clone(),
-                    secret_file: jwt.secret_file.clone(),
-                    public_key_file: jwt.public_key_file.clone(),
-                    username_claim: jwt.username_claim.clone(),
-                    topics_claim: jwt.topics_claim.clone(),
-                    leeway_secs: jwt.leeway_secs,
-                },
-                base,
-            )?,
+            verifier: operator_jwt_verifier(jwt, base)?,
             scopes_claim: jwt.scopes_claim.clone(),
             owner_claim: jwt.owner_claim.clone(),
         }),
         None => None,
     };
     Ok(Some(config))
+}
+
+/// The verifier of `[http.operator_jwt]`: a key set's, or one key's as `[auth.NAME.jwt]` has.
+fn operator_jwt_verifier(
+    jwt: &OperatorJwtSection,
+    base: &Path,
+) -> anyhow::Result<tern_auth::JwtVerifier> {
+    let Some(path) = &jwt.jwks_file else {
+        let key = crate::auth_config::JwtConfig {
+            algorithm: jwt.algorithm.clone(),
+            secret: jwt.secret.clone(),
+            secret_file: jwt.secret_file.clone(),
+            public_key_file: jwt.public_key_file.clone(),
+            username_claim: jwt.username_claim.clone(),
+            topics_claim: jwt.topics_claim.clone(),
+            leeway_secs: jwt.leeway_secs,
+        };
+        return crate::auth_config::jwt_verifier("http.operator_jwt", &key, base);
+    };
+    if jwt.secret.is_some() || jwt.secret_file.is_some() || jwt.public_key_file.is_some() {
+        bail!(
+            "[http.operator_jwt] jwks_file is instead of secret, secret_file and public_key_file"
+        );
+    }
+    let path = base.join(path);
+    let set =
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    tern_auth::JwtVerifier::with_key_set(
+        &jwt.algorithm,
+        &set,
+        &jwt.username_claim,
+        jwt.topics_claim.as_deref(),
+        jwt.leeway_secs,
+    )
+    .map_err(|e| anyhow::anyhow!("[http.operator_jwt] {}: {e}", path.display()))
 }
 
 fn plain(bind: SocketAddr) -> HttpListener {
@@ -431,9 +457,21 @@ mod tests {
             "operators_file = \"o\"\n[http.operator.a]\nscopes = [\"metrics\"]\nowner = \"acme\"\n",
             "operators_file = \"o\"\n[http.operator.a]\nscopes = [\"read\"]\ntopics = [\"a/#/b\"]\n",
             "[http.operator_jwt]\nalgorithm = \"HS256\"\n",
+            "[http.operator_jwt]\nalgorithm = \"ES256\"\njwks_file = \"no-such-file\"\n",
+            "[http.operator_jwt]\nalgorithm = \"ES256\"\njwks_file = \"j\"\nsecret = \"s\"\n",
         ];
         for extra in bad {
             assert!(with(extra).is_err(), "accepted: {extra}");
         }
+        // An identity provider's key set, beside the configuration file.
+        let dir = tempfile::tempdir().unwrap();
+        let set = r#"{"keys": [{"kty": "RSA", "kid": "k1", "n": "sXch", "e": "AQAB"}]}"#;
+        std::fs::write(dir.path().join("jwks.json"), set).unwrap();
+        let f = file(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             [http.operator_jwt]\nalgorithm = \"RS256\"\njwks_file = \"jwks.json\"\n",
+        );
+        let config = http_config(&f, dir.path(), None, None, None, "d".into()).unwrap();
+        assert!(config.unwrap().operator_jwt.is_some());
     }
 }
