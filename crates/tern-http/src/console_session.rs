@@ -414,6 +414,10 @@ pub(crate) async fn login(State(shared): State<Arc<Shared>>, request: Request) -
     response
 }
 
+/// Password checks at once, at most: a flood of logins (the route answers anyone) then costs
+/// two threads and twice argon2id's memory, not a thread and its memory each.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// An operator user's password checked off the async threads (argon2id is slow on purpose).
 async fn password_login(
     shared: &Shared,
@@ -422,6 +426,9 @@ async fn password_login(
 ) -> Result<TokenRecord, String> {
     let Some(users) = shared.config.operator_users.clone() else {
         return Err("a password login, and no operators_file is configured".to_owned());
+    };
+    let Ok(_turn) = PASSWORD_CHECKS.acquire().await else {
+        return Err("the password checks stopped".to_owned());
     };
     tokio::task::spawn_blocking(move || {
         crate::console_login::password_login(&users, &user, &password)
