@@ -5,6 +5,7 @@
 #   - gcc, make and OpenSSL's libcrypto headers (libssl-dev), which the C device client
 #     (clients/c) is built and tested with;
 #   - Debian's nats-server (with JetStream), which the cluster tests run Tern nodes over;
+#   - Debian's redis-server, which the tests of the `redis-auth` feature keep users in;
 #   - Debian's chromium, the browser the web console's tests drive (with Playwright from PyPI,
 #     in the venv; Playwright's own browser download is never used);
 #   - a Python virtual environment at .venv with tests/interop/requirements.txt installed.
@@ -93,6 +94,15 @@ if ! deb_installed nats-server; then
 fi
 if systemd_running && systemctl is-active --quiet nats-server.service 2>/dev/null; then
     quiet as_root systemctl disable --now nats-server.service
+fi
+
+# 2a. redis-server, for the tests of the `redis-auth` feature (crates/tern/tests/redis_auth.rs).
+# Each test starts its own server on loopback; a packaged service is stopped.
+if ! deb_installed redis-server; then
+    apt_install redis-server
+fi
+if systemd_running && systemctl is-active --quiet redis-server.service 2>/dev/null; then
+    quiet as_root systemctl disable --now redis-server.service
 fi
 
 # 2b. Chromium, for the web console's browser tests (tests/interop/test_22_console.py)

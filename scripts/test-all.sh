@@ -3,8 +3,8 @@
 # repository tidy rules, the conformance matrix, the Rust test suite, the benchmark report's
 # statistics, and the black-box interop suite (paho-mqtt, raw sockets and the mosquitto
 # command-line clients against `tern serve`).
-# It installs what the tests need first (Debian's mosquitto, mosquitto-clients, nats-server and
-# chromium, a Python venv at .venv with paho-mqtt, pytest and Playwright).
+# It installs what the tests need first (Debian's mosquitto, mosquitto-clients, nats-server,
+# redis-server and chromium, a Python venv at .venv with paho-mqtt, pytest and Playwright).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +15,19 @@ step() { printf '\n== %s\n' "$*"; }
 export CARGO_INCREMENTAL=0
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
-step "test dependencies (mosquitto, mosquitto-clients, nats-server, chromium, Python venv)"
+step "test dependencies (mosquitto, mosquitto-clients, nats-server, redis-server, chromium, Python venv)"
 ./scripts/setup-test-deps.sh
 
 step "rustfmt"
 cargo fmt --all -- --check
 
-step "clippy (all targets, warnings denied)"
+# The optional features are built and tested too: `redis-auth` (the mosquitto-go-auth Redis
+# layout, tested against Debian's redis-server).
+FEATURES=(--features tern/redis-auth)
+
+step "clippy (all targets, warnings denied; without and with the optional features)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
 
 step "tern-codec without std (no_std + alloc)"
 cargo build -p tern-codec --no-default-features --locked
@@ -34,7 +39,7 @@ step "conformance matrix"
 python3 scripts/check_conformance.py
 
 step "tests"
-cargo test --workspace --locked
+cargo test --workspace --locked "${FEATURES[@]}"
 
 step "benchmark report statistics"
 .venv/bin/pytest bench/test_report.py -q

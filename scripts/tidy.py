@@ -37,6 +37,9 @@ RULES = {
         {"tern-codec", "tern-core", "tern-net", "tern-auth", "tern-console"},
         {"fjall", "redb"},
     ),
+    # The mosquitto-go-auth Redis layout as a user directory: an edge like tern-net, doing Redis
+    # I/O for the auth crate's decisions; it never sees the core, the network runtime or the store.
+    "tern-redis-auth": ({"tern-auth"}, {"fjall", "redb", "async-nats"}),
     # The web console's files, built and embedded: no broker code, no runtime.
     "tern-console": (set(), ASYNC_IO | {"fjall", "redb"}),
     # The client shares only the codec with the broker.

@@ -46,6 +46,8 @@ class Fleet:
 
     # Password users get their own corner; fleet identities are not ruled by it.
     ACL: list[dict] = [{"topic": "users/%u/#"}]
+    # More of the broker's configuration, for a subclass.
+    OPTIONS: dict = {}
 
     def __init__(self, workdir: Path, acl: Optional[list] = None, users: tuple = ()):
         self.data = workdir / "tern-data"
@@ -61,6 +63,7 @@ class Fleet:
             "acl": self.ACL if acl is None else acl,
             "limits": {"login_failures_per_address_max": 0, "login_failures_per_user_max": 0},
         }
+        options.update(self.OPTIONS)
         if not options["acl"]:
             del options["acl"]  # No rules at all: an open broker.
         self.broker = HttpBroker("tern", workdir, options)

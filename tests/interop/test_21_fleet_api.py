@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator
@@ -242,6 +243,56 @@ def test_the_fleet_lists_filtered_in_pages_and_shows_a_device_in_detail(fleet: C
     assert [change["online"] for change in shown["history"]] == [True, False]
     never = fleet.get("/v1/fleet/devices/e1", acme)
     assert never["history"] == [] and never["session"] is None and "status" not in never
+    # No [[history]]: no recent messages.
+    assert fleet.get("/v1/fleet/devices/d1", acme)["recent_messages"] == []
+
+
+class HistoryConsoles(Consoles):
+    """The consoles' fleet, with a history of acme's topics."""
+
+    OPTIONS = {"history": [{"filter": "/acme/#", "max_messages": 50, "max_age_secs": 3600}]}
+
+
+def test_a_devices_view_shows_the_recent_messages_of_its_own_topics(tmp_path: Path):
+    fleet = HistoryConsoles(tmp_path)
+    try:
+        device = fleet.firmware("acme", "d1")
+        device.subscribe("/acme/d1", qos=1)
+        for n in range(20):
+            device.publish("/acme/d1/status", f'{{"n":{n}}}'.encode(), qos=1)
+        console = fleet.console("acme", "acme-console")
+        console.publish("/acme/d1", b"\xff\x00", qos=1, retain=True)
+        assert device.expect_message().payload == b"\xff\x00"
+        # Not its own: another device's status, the owner's shared topics.
+        console.publish("/acme/d2/status", b"other", qos=1)
+        console.publish("/acme/shared/all", b"everyone", qos=1)
+        shown = fleet.get("/v1/fleet/devices/d1", "acme")["recent_messages"]
+        assert len(shown) == 20
+        assert all(set(m) == {"topic", "at", "qos", "retain", "payload", "payload_base64"}
+                   for m in shown), shown
+        # Newest last: the first status fell out of the 20.
+        assert [m["payload"] for m in shown[:2]] == ['{"n":1}', '{"n":2}']
+        first = shown[0]
+        assert (first["topic"], first["qos"], first["retain"]) == ("/acme/d1/status", 1, False)
+        assert first["payload_base64"] == "eyJuIjoxfQ=="
+        assert abs(first["at"] - time.time()) < 60
+        last = shown[-1]
+        assert (last["topic"], last["payload"], last["payload_base64"], last["retain"]) == (
+            "/acme/d1", None, "/wA=", True)
+        # Named with its owner, the same device; with another owner, none.
+        assert fleet.get("/v1/fleet/devices/acme/d1", "acme")["recent_messages"] == shown
+        assert code(fleet.call("GET", "/v1/fleet/devices/globex/d1", "root")) == \
+            (404, "no_device")
+        # Another owner's token: no such device. A token whose topics are the statuses only
+        # sees those.
+        assert code(fleet.call("GET", "/v1/fleet/devices/d1", "globex")) == (404, "no_device")
+        fleet.add_token("statuses", "acme-statuses", "--owner", "acme", "--scope", "read",
+                        "--topic", "/acme/+/status")
+        shown = fleet.get("/v1/fleet/devices/d1", "statuses")["recent_messages"]
+        assert {m["topic"] for m in shown} == {"/acme/d1/status"} and len(shown) == 19
+    finally:
+        fleet.clients.close_all()
+        fleet.broker.stop()
 
 
 def test_a_device_seen_over_http_counts_as_seen(fleet: Consoles):
@@ -257,6 +308,16 @@ def test_a_device_seen_over_http_counts_as_seen(fleet: Consoles):
     status = fleet.get("/v1/fleet/devices/k1", "acme")["status"]
     assert status["last_seen_http"] >= before["created"]
     assert status["last_seen"] == status["last_seen_http"] and not status["online"]
+    # Its messages over HTTP are counted: the publish that went through, and what its
+    # mailbox hands out to it.
+    assert (status["http_messages_in"], status["http_messages_out"]) == (1, 0)
+    assert http.subscribe("/acme/k1", qos=1).status == 200
+    fleet.console("acme", "acme-console").publish("/acme/k1", b"cmd", qos=1)
+    polled = http.poll(wait=10).json()
+    assert [m["payload"] for m in polled["messages"]] == ["cmd"]
+    status = fleet.get("/v1/fleet/devices/k1", "acme")["status"]
+    assert (status["http_messages_in"], status["http_messages_out"]) == (1, 1)
+    assert (status["messages_in"], status["messages_out"]) == (0, 0)
 
 
 def test_a_token_of_an_owner_is_for_its_fleet_only(fleet: Consoles):

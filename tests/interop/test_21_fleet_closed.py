@@ -3,17 +3,20 @@ registered fleet and no ACL rules at all, a password user (paho, as an attacker)
 of `/<owner>/...` or `$events/<owner>/...` through any filter (`#`, `+/#`, `/+/+/status`,
 `$share/g/#`, `$events/#`, `$tree/#`), retained or live, is refused filters inside a namespace,
 and writes nothing there: no publish, no retained message, no will. What lies outside the
-fleet stays open to it. A rule an operator configured grants the fleet to a monitoring client.
+fleet stays open to it. A rule an operator configured grants the fleet to a monitoring client,
+whose persistent session keeps the fleet's messages while it is away.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from support import BROKER_KIND, PahoClient
+from http_support import operator_call
+from support import BROKER_KIND, TIMEOUT, PahoClient
 from test_20_fleet import CONNECTED, DISCONNECTED, NOT_AUTHORIZED, Fleet, refused
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="the device fleet is Tern's")
@@ -118,6 +121,43 @@ def test_a_rule_grants_the_fleet_to_a_monitoring_client(tmp_path: Path):
         fleet.firmware("acme", "d1", will=False)
         got = {monitor.expect_message().topic for _ in range(2)}
         assert got == {"/acme/d1/status", "$events/acme/d1/online"}
+    finally:
+        fleet.clients.close_all()
+        fleet.broker.stop()
+
+
+def wait_offline(fleet: Fleet, client_id: str) -> None:
+    """Waits (bounded) until the broker says the session of `client_id` has no connection:
+    the client's side of a DISCONNECT is no sign of it."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        status, body = operator_call(fleet.broker.http_url, fleet.token, "GET",
+                                     "/v1/admin/sessions")
+        assert status == 200, body
+        sessions = {s["client_id"]: s for s in body["sessions"]}
+        if client_id in sessions and not sessions[client_id]["connected"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{client_id} is still connected")
+
+
+def test_a_monitors_session_keeps_the_fleets_messages_while_it_is_away(tmp_path: Path):
+    fleet = Fleet(tmp_path, acl=[{"topic": "/#", "user": "monitor"}], users=("monitor",))
+    try:
+        monitor = fleet.clients.paho("monitor", version=4, clean=False)
+        monitor.client.username_pw_set("monitor", "monitor")
+        monitor.connect()
+        monitor.subscribe("/acme/+/status", qos=1)
+        monitor.disconnect()
+        wait_offline(fleet, "monitor")
+        d1 = fleet.firmware("acme", "d1", will=False)
+        d1.publish("/acme/d1/status", b'{"status":"busy"}', qos=1)
+        monitor = fleet.clients.paho("monitor", version=4, clean=False)
+        monitor.client.username_pw_set("monitor", "monitor")
+        monitor.connect()
+        got = [monitor.expect_message() for _ in range(2)]
+        assert [(m.topic, m.payload) for m in got] == [
+            ("/acme/d1/status", CONNECTED), ("/acme/d1/status", b'{"status":"busy"}')]
     finally:
         fleet.clients.close_all()
         fleet.broker.stop()

@@ -10,16 +10,23 @@ HTTP, a device signs `POST /v1/fleet/register` with its own key and reads the sa
 the response; another key, and a disabled device, are refused. A release's file uploaded with
 `tern firmware add --file` is kept by the broker and offered at its own URL: the device
 downloads it in two ranges and checks its SHA-256; another owner's device is refused as for an
-unknown id; deleting the release deletes the file.
+unknown id; deleting the release deletes the file. An upload over
+`http.firmware_file_max_bytes` is refused (413) and logged, whether its length is declared or
+it is sent in chunks, and leaves no file behind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import re
 import subprocess
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
+from typing import Iterable, Union
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -170,10 +177,15 @@ def test_the_walk_through_with_mosquitto_rr(fleet: Fleet):
 def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
     add_release(fleet, "fw-1.8.0", "1.8.0")
     _, key = fleet.add_key_device("acme", "k1")
+    # The owner's MQTT console sees the answer on the device's channel, as over MQTT.
+    console = fleet.console("acme", "acme-console")
+    console.subscribe("/acme/#", qos=1)
     device = Device(fleet.broker.http_url, "d:k1", key["secret"])
     answered = device.request("POST", "/v1/fleet/register", registration("1.7.24"))
     assert answered.status == 200, answered.body
     assert answered.body.endswith(b"}}"), answered.body
+    published = console.expect_message()
+    assert (published.topic, published.payload) == ("/acme/k1", answered.body)
     answer = answered.json()["registration"]
     assert answer["status"] == "UPDATE_AVAILABLE"
     assert answer["update"] == {"id": "fw-1.8.0", "version": "1.8.0", "size": 412345,
@@ -184,6 +196,14 @@ def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
         "1.7.24", "esp32", "robotdyn-mega+wifi")
     up_to_date = device.request("POST", "/v1/fleet/register", registration("1.8.0"))
     assert up_to_date.json()["registration"]["status"] == "OK"
+    assert console.expect_message().payload == up_to_date.body
+    # Published on its status channel (`POST /v1/pub`), without a mailbox, as over MQTT.
+    published = device.publish("/acme/k1/status", registration("1.7.24"))
+    assert published.status == 200, published.body
+    seen = [console.expect_message() for _ in range(2)]
+    assert [m.topic for m in seen] == ["/acme/k1/status", "/acme/k1"]
+    assert json.loads(seen[1].payload)["registration"]["status"] == "UPDATE_AVAILABLE"
+    assert fleet.device("show", "k1")["firmware"] == "1.7.24"
     # Not a registration.
     wrong = device.request("POST", "/v1/fleet/register", b'{"status":"connected"}')
     assert (wrong.status, wrong.json()["error"]["code"]) == (400, "payload_invalid")
@@ -198,7 +218,7 @@ def test_a_device_registers_over_http_with_its_own_key(fleet: Fleet):
     fleet.device("disable", "k1")
     refused = device.request("POST", "/v1/fleet/register", registration("1.0.0"))
     assert (refused.status, refused.json()["error"]["code"]) == (403, "banned")
-    assert fleet.device("show", "k1")["firmware"] == "1.8.0"
+    assert fleet.device("show", "k1")["firmware"] == "1.7.24"
 
 
 def test_a_device_downloads_its_offered_firmware_in_two_ranges(fleet: Fleet, tmp_path):
@@ -261,3 +281,48 @@ def test_a_device_downloads_its_offered_firmware_in_two_ranges(fleet: Fleet, tmp
 def fleet_command(fleet: Fleet) -> list[str]:
     """`tern firmware` against the fleet's broker, with its token."""
     return [tern_bin(), "firmware", "--url", fleet.broker.http_url, "--token", fleet.token]
+
+
+class SmallFiles(Fleet):
+    """A fleet whose firmware uploads may carry 4096 bytes at most."""
+
+    OPTIONS = {"http": {"firmware_file_max_bytes": 4096}}
+
+
+def upload(fleet: Fleet, release_id: str, body: Union[bytes, Iterable[bytes]]) -> tuple[int, dict]:
+    """PUT /v1/admin/firmware/{id}/file: `body` as is (Content-Length), or in chunks."""
+    url = urllib.parse.urlsplit(fleet.broker.http_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        chunked = not isinstance(body, bytes)
+        connection.request(
+            "PUT", f"/v1/admin/firmware/{release_id}/file?platform=esp32&version=3.0.0",
+            body=body, headers={"Authorization": f"Bearer {fleet.token}"},
+            encode_chunked=chunked)
+        answered = connection.getresponse()
+        return answered.status, json.loads(answered.read())
+    finally:
+        connection.close()
+
+
+def test_an_upload_past_the_configured_size_is_refused_and_leaves_nothing(tmp_path: Path):
+    fleet = SmallFiles(tmp_path)
+    try:
+        firmware_dir = fleet.data / "firmware"
+        status, added = upload(fleet, "fw-small", b"x" * 4096)
+        assert status == 200, added
+        assert added["size"] == 4096
+        kept = sorted(p.name for p in firmware_dir.iterdir())
+        fleet.broker.mark()
+        status, refused = upload(fleet, "fw-big", b"x" * 4097)
+        assert (status, refused["error"]["code"]) == (413, "payload_too_large")
+        fleet.broker.wait_for_output(
+            re.escape("payload_too_large (413) PUT /v1/admin/firmware/fw-big/file"))
+        # Sent in chunks, without a length: refused once past the limit.
+        status, refused = upload(fleet, "fw-chunked", iter([b"y" * 3000, b"y" * 3000]))
+        assert (status, refused["error"]["code"]) == (413, "payload_too_large")
+        assert sorted(p.name for p in firmware_dir.iterdir()) == kept
+        assert [r["id"] for r in firmware(fleet, "list")["releases"]] == ["fw-small"]
+    finally:
+        fleet.clients.close_all()
+        fleet.broker.stop()

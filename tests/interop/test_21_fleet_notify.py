@@ -182,6 +182,21 @@ def test_an_answer_reaches_a_device_over_its_http_mailbox(fleet: NotifyFleet):
     assert done["delivered"], done
 
 
+def test_a_device_without_a_mailbox_raises_one_over_http(fleet: NotifyFleet):
+    console = fleet.console("acme", "acme-console")
+    console.subscribe("$events/acme/+/notification", qos=1)
+    status, added = fleet.call("POST", "/v1/admin/devices",
+                               {"owner": "acme", "udid": "k2", "credential": "key"})
+    assert status == 200, added
+    http = Device(fleet.broker.http_url, "d:k2", added["key"]["secret"])
+    raise_ = {"notification": {"body": "Water the plants?", "nid": "water"}}
+    assert http.publish("/acme/k2/status", json.dumps(raise_).encode()).status == 200
+    assert changes(console, 1) == [("water", "raised")]
+    [pending] = fleet.listed(udid="k2")
+    assert (pending["nid"], pending["state"], pending["direction"]) == (
+        "water", "pending", "from_device")
+
+
 def test_an_unanswered_notification_expires(fleet: NotifyFleet):
     console = fleet.console("acme", "acme-console")
     console.subscribe("$events/acme/+/notification", qos=1)

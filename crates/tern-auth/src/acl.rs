@@ -91,7 +91,7 @@ pub struct AclError {
 
 /// One level of a compiled filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Level {
+pub(crate) enum Level {
     Literal(Box<str>),
     /// `+`
     One,
@@ -273,6 +273,10 @@ impl Acl {
 impl Authorizer for Acl {
     fn permissions(&mut self, principal: &Principal<'_>) -> Option<Box<dyn Permissions>> {
         let identity = principal.identity;
+        if identity.method == Method::Directory {
+            let client_id = principal.client_id.as_str();
+            return crate::directory::permissions(identity, client_id);
+        }
         let fleet = matches!(identity.method, Method::FleetDevice | Method::FleetOwner);
         if !self.enabled && identity.topics.is_none() && !fleet {
             return None;
@@ -283,7 +287,7 @@ impl Authorizer for Acl {
     }
 }
 
-fn substitute(
+pub(crate) fn substitute(
     topic: &str,
     client_id: &str,
     username: Option<&str>,
@@ -315,7 +319,7 @@ fn substitute(
     Some(out)
 }
 
-fn parse(filter: &str) -> Vec<Level> {
+pub(crate) fn parse(filter: &str) -> Vec<Level> {
     filter
         .split('/')
         .map(|level| match level {
@@ -328,7 +332,7 @@ fn parse(filter: &str) -> Vec<Level> {
 
 /// Whether the topic name `topic` matches `filter` (wildcards at the first level do not match
 /// `$` topics, as in subscriptions).
-fn matches(filter: &[Level], topic: &str) -> bool {
+pub(crate) fn matches(filter: &[Level], topic: &str) -> bool {
     let mut levels = topic.split('/');
     for (index, want) in filter.iter().enumerate() {
         if index == 0 && topic.starts_with('$') && !matches!(want, Level::Literal(_)) {
@@ -352,7 +356,7 @@ fn matches(filter: &[Level], topic: &str) -> bool {
 }
 
 /// Whether every topic that `requested` (a subscription filter) matches is matched by `rule`.
-fn covers(rule: &[Level], requested: &str) -> bool {
+pub(crate) fn covers(rule: &[Level], requested: &str) -> bool {
     let mut levels = requested.split('/');
     for (index, want) in rule.iter().enumerate() {
         let level = levels.next();

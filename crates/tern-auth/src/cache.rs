@@ -95,6 +95,37 @@ impl LoginCache {
         }
     }
 
+    /// Whether `user` logged in with `password` before against the same stored `hash`, in one
+    /// step: for checks that learn the hash only off the broker thread (a user directory's),
+    /// which then [`LoginCache::remember`] a success themselves.
+    pub fn knows(&mut self, user: &str, hash: &str, password: &[u8]) -> bool {
+        if self.capacity == 0 {
+            return false;
+        }
+        let tag = self.tag(user, hash, password);
+        let entry = self.entries.get_mut(user);
+        match entry.filter(|entry| bool::from(entry.tag.ct_eq(&tag))) {
+            Some(entry) => {
+                entry.used = true;
+                self.hits += 1;
+                true
+            }
+            None => {
+                self.misses += 1;
+                false
+            }
+        }
+    }
+
+    /// Remembers that `password` is `user`'s, against the stored `hash`.
+    pub fn remember(&mut self, user: &str, hash: &str, password: &[u8]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let tag = self.tag(user, hash, password);
+        self.insert(user.into(), tag);
+    }
+
     /// `connection` is gone: its check, if any, is not remembered.
     pub fn forget(&mut self, connection: ConnectionId) {
         self.checking.remove(&connection);
@@ -231,6 +262,20 @@ mod tests {
         let mut off = LoginCache::new(0);
         login(&mut off, "a", b"pw", true);
         assert!(!login(&mut off, "a", b"pw", true));
-        assert!(off.is_empty());
+        off.remember("a", HASH, b"pw");
+        assert!(off.is_empty() && !off.knows("a", HASH, b"pw"));
+    }
+
+    #[test]
+    fn one_step_checks_match_the_same_password_and_hash_only() {
+        let mut cache = LoginCache::new(10);
+        assert!(!cache.knows("dev", HASH, b"pw"));
+        cache.remember("dev", HASH, b"pw");
+        assert!(cache.knows("dev", HASH, b"pw"));
+        assert!(!cache.knows("dev", HASH, b"pW"));
+        assert!(!cache.knows("dev2", HASH, b"pw"));
+        let changed = "$2b$04$c2FsdHNhbHRzYWx0c2FsdOaGFzaGhhc2hoYXNoaGFzaGhh";
+        assert!(!cache.knows("dev", changed, b"pw"), "another hash");
+        assert_eq!(cache.hits_and_misses(), (1, 4));
     }
 }

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`service`]: the authenticator, with one [`Profile`] of methods per listener.
 //! - [`passwd`], [`jwt`], [`device`], [`scram`]: the methods.
+//! - [`directory`]: users and topics kept in a directory outside the broker (mosquitto-go-auth's
+//!   Redis layout).
 //! - [`cache`]: successful password checks, remembered for the next login.
 //! - [`keyring`]: the keys of the HTTP bridge, sealed at rest; [`key_login`]: MQTT logins with
 //!   them.
@@ -15,6 +17,7 @@
 pub mod acl;
 pub mod cache;
 pub mod device;
+pub mod directory;
 mod fleet;
 pub mod jwt;
 pub mod key_login;
@@ -27,6 +30,9 @@ pub mod service;
 pub use acl::{Acl, AclError, Action, CompiledAcl, Rule, RuleAccess};
 pub use cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 pub use device::{device_password, DeviceKeys};
+pub use directory::{
+    verify_directory_hash, DirectoryError, DirectoryUser, SaltEncoding, UserDirectory,
+};
 pub use jwt::JwtVerifier;
 pub use key_login::{key_password, KeyLogins};
 pub use keyring::{Credential, Grant, HttpKey, KeyError, KeyRing, MasterKey};
@@ -34,6 +40,7 @@ pub use passwd::PasswordFile;
 pub use scope::{RuleError, RuleMethod, RuleMethods};
 pub use scram::{FakeSaltKey, ScramCredential};
 pub use service::{AuthService, ClientIds, Profile};
+pub use tern_core::DirectoryTopics;
 
 /// Errors loading or changing authentication data.
 #[derive(Debug, thiserror::Error)]

@@ -76,8 +76,9 @@ impl MethodSet {
             Method::Certificate => RuleMethod::Certificate,
             Method::DeviceKey => RuleMethod::Device,
             Method::HttpKey => RuleMethod::Http,
-            // Fleet identities have their namespaces by rule (`crate::fleet`), nothing else.
-            Method::FleetDevice | Method::FleetOwner => return false,
+            // Fleet identities have their namespaces by rule (`crate::fleet`), directory users
+            // their directory's topics (`crate::directory`): nothing else.
+            Method::FleetDevice | Method::FleetOwner | Method::Directory => return false,
         };
         self.contains(method)
     }

@@ -16,7 +16,7 @@
 //! also bind client identifiers to names ([`ClientIds::Own`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tern_codec::ReasonCode;
@@ -27,6 +27,7 @@ use tracing::warn;
 
 use crate::cache::{LoginCache, LOGIN_CACHE_ENTRIES_MAX};
 use crate::device::DeviceKeys;
+use crate::directory::UserDirectory;
 use crate::jwt::JwtVerifier;
 use crate::key_login::{self, KeyLogins};
 use crate::passwd::{hash_password, verify_password, PasswordFile};
@@ -79,6 +80,8 @@ pub struct Profile {
     pub client_ids: ClientIds,
     /// The HTTP bridge's keys, for `hk1:` logins (set on every profile while it runs).
     pub http_keys: Option<Arc<dyn KeyLogins>>,
+    /// Users kept outside the broker, asked for a user name the password file lacks.
+    pub directory: Option<Arc<dyn UserDirectory>>,
 }
 
 impl Profile {
@@ -102,6 +105,8 @@ pub struct AuthService {
     decoy_hash: Arc<str>,
     /// Successful password checks, so a client logging in again is not hashed again.
     logins: LoginCache,
+    /// The same for users of a directory, whose checks learn the hash off the broker thread.
+    pub(crate) directory_logins: Arc<Mutex<LoginCache>>,
     /// What SCRAM salts of unknown users are made from.
     fake_salts: FakeSaltKey,
 }
@@ -116,6 +121,7 @@ impl AuthService {
             scram_order: VecDeque::new(),
             decoy_hash: decoy_hash.into(),
             logins: LoginCache::new(LOGIN_CACHE_ENTRIES_MAX),
+            directory_logins: Arc::new(Mutex::new(LoginCache::new(LOGIN_CACHE_ENTRIES_MAX))),
             fake_salts: FakeSaltKey::random(),
         }
     }
@@ -130,6 +136,7 @@ impl AuthService {
     /// Remembers at most `entries` successful logins (0: none).
     pub fn with_login_cache(mut self, entries: usize) -> Self {
         self.logins = LoginCache::new(entries);
+        self.directory_logins = Arc::new(Mutex::new(LoginCache::new(entries)));
         self
     }
 
@@ -243,8 +250,7 @@ impl AuthService {
                         method: Method::DeviceKey,
                         username: Some(device.to_owned()),
                         owner: Some(owner),
-                        topics: None,
-                        valid_for_millis: None,
+                        ..Identity::default()
                     };
                     self.accept_as(request, identity, None)
                 }
@@ -273,6 +279,7 @@ impl AuthService {
                                 .saturating_mul(1000)
                                 .saturating_sub(unix_now_millis()),
                         ),
+                        directory: None,
                     };
                     self.accept_as(request, identity, None)
                 }
@@ -282,8 +289,10 @@ impl AuthService {
                 }
             };
         }
-        let no_methods =
-            profile.passwords.is_none() && profile.jwt.is_none() && profile.devices.is_none();
+        let no_methods = profile.passwords.is_none()
+            && profile.jwt.is_none()
+            && profile.devices.is_none()
+            && profile.directory.is_none();
         if no_methods && profile.anonymous {
             // Nothing to check against: the open profile takes the user name as given.
             if !profile
@@ -293,6 +302,18 @@ impl AuthService {
                 return client_id_refused(request);
             }
             return AuthDecision::Accept { data: None };
+        }
+        if let (Some(directory), Some(user)) = (&profile.directory, username) {
+            let in_file = (profile.passwords.as_ref()).is_some_and(|file| file.get(user).is_some());
+            if !in_file {
+                if !profile
+                    .client_ids
+                    .allows(Some(user), request.client_id.as_str())
+                {
+                    return client_id_refused(request);
+                }
+                return self.directory_login(request, directory, user);
+            }
         }
         let (Some(passwords), Some(user)) = (&profile.passwords, username) else {
             refused(

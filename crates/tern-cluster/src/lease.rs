@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -17,6 +18,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::sessions::{lease_key, Job, Sessions, SESSIONS_BUCKET};
+
+/// Wait before renewing the lease again after a renewal failed: soon, as the lease runs out
+/// meanwhile.
+const RENEWAL_RETRY: Duration = Duration::from_millis(100);
 
 /// The member key of `node` in the sessions bucket.
 fn member_key(node: &str) -> String {
@@ -60,12 +65,18 @@ impl Sessions {
         let member = member_key(&self.node_id);
         let mut stale_since: HashMap<String, Instant> = HashMap::new();
         loop {
-            let renewed = tokio::join!(
-                self.nodes.put(&key, value.clone()),
-                self.kv.put(&member, value.clone())
-            );
-            match renewed {
-                (Ok(_), Ok(_)) => {
+            let renewal = async {
+                tokio::join!(
+                    self.nodes.put(&key, value.clone()),
+                    self.kv.put(&member, value.clone())
+                )
+            };
+            // A renewal sent into a connection not yet known dead (its server stopped) would
+            // wait out JetStream's 5 s timeout, and the next come a third of the lease later:
+            // the lease could run out while another server was there all along.
+            let renewed = tokio::time::timeout(self.renewal_timeout(), renewal).await;
+            let pause = match renewed {
+                Ok((Ok(_), Ok(_))) => {
                     let gap = {
                         let mut last = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
                         let gap = last.elapsed();
@@ -84,11 +95,26 @@ impl Sessions {
                     }
                     // The cursors of connected sessions are written as often as the lease.
                     let _ = self.inputs.send(ClusterInput::Checkpoint).await;
+                    self.lease / 3
                 }
-                (Err(error), _) | (_, Err(error)) => debug!("lease not renewed: {error}"),
-            }
-            tokio::time::sleep(self.lease / 3).await;
+                Ok((Err(error), _) | (_, Err(error))) => {
+                    debug!("lease not renewed: {error}; trying again");
+                    RENEWAL_RETRY
+                }
+                Err(_) => {
+                    let timeout = self.renewal_timeout();
+                    debug!("lease not renewed within {timeout:?}; trying again");
+                    RENEWAL_RETRY
+                }
+            };
+            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// How long one renewal may take: a sixth of the lease, so that a few may fail before it
+    /// runs out, but not less than a second on a loaded machine.
+    fn renewal_timeout(&self) -> Duration {
+        (self.lease / 6).max(Duration::from_secs(1))
     }
 
     /// Checks every record this node holds.

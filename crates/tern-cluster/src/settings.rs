@@ -82,6 +82,11 @@ pub enum ClusterError {
 /// sockets open) is noticed after two missed pings, not the client's default two minutes.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long one attempt to connect to a server may take, greeting and handshake included: a
+/// server that accepts the connection and then says nothing (stopped, SIGSTOP) is given up
+/// after this, and the next one tried.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Settings {
     /// How the node connects; what the connection goes through is counted, and whether NATS
     /// is within reach goes to the broker thread on `inputs`.
@@ -96,7 +101,7 @@ impl Settings {
             .name(format!("tern {}", self.node_id))
             .no_echo()
             .ping_interval(PING_INTERVAL)
-            .connection_timeout(self.connect_timeout)
+            .connection_timeout(HANDSHAKE_TIMEOUT)
             .event_callback(move |event| {
                 let counters = Arc::clone(&counters);
                 let inputs = inputs.clone();
@@ -147,5 +152,57 @@ impl Settings {
             }
         }
         Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stopped server (SIGSTOP) still completes TCP connects in its kernel, then says
+    /// nothing: a connection attempt to it must give up within [`HANDSHAKE_TIMEOUT`], so that
+    /// the client moves on to another server instead of waiting until this one wakes.
+    #[test]
+    fn a_server_that_accepts_but_never_greets_is_given_up() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("nats://{}", silent.local_addr().unwrap());
+            // Accepted connections are held open, unanswered, as a stopped server's are.
+            let held = tokio::spawn(async move {
+                let mut open = Vec::new();
+                while let Ok((socket, _)) = silent.accept().await {
+                    open.push(socket);
+                }
+            });
+            let settings = Settings {
+                nats: vec![url.clone()],
+                node_id: "n1".to_owned(),
+                auth: NatsAuth::None,
+                tls: None,
+                replicas: 1,
+                offline_horizon: Duration::from_secs(60),
+                connect_timeout: Duration::from_secs(60),
+                lease: Duration::from_secs(15),
+            };
+            let (inputs, _outputs) = mpsc::channel(8);
+            let options = settings
+                .connect_options(Arc::new(Counters::default()), inputs)
+                .unwrap();
+            let started = tokio::time::Instant::now();
+            // The bound only limits how long the test waits for an answer that should come.
+            let attempt = tokio::time::timeout(Duration::from_secs(30), options.connect(url)).await;
+            let attempt = attempt.expect("the attempt was given up, not left waiting");
+            assert!(attempt.is_err(), "a silent server is no server");
+            assert!(
+                started.elapsed() < HANDSHAKE_TIMEOUT * 2,
+                "given up after {:?}",
+                started.elapsed()
+            );
+            held.abort();
+        });
     }
 }

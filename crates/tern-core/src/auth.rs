@@ -3,6 +3,7 @@
 //! files, JWTs, device keys and SCRAM plug in here.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_codec::{MqttString, ProtocolVersion, ReasonCode};
@@ -64,6 +65,9 @@ pub enum Method {
     FleetDevice,
     /// An owner of the fleet registry, by its own password: the name and the owner are its id.
     FleetOwner,
+    /// A user of a directory outside the broker (the mosquitto-go-auth Redis layout): its
+    /// password and its topics are kept there, and configured ACL rules do not apply to it.
+    Directory,
 }
 
 impl Method {
@@ -78,6 +82,7 @@ impl Method {
             Self::HttpKey => "http",
             Self::FleetDevice => "fleet-device",
             Self::FleetOwner => "fleet-owner",
+            Self::Directory => "directory",
         }
     }
 }
@@ -99,6 +104,23 @@ pub struct Identity {
     /// then closes the connection (MQTT 5: DISCONNECT 0xA0, Maximum connect time). `None`: for
     /// as long as the connection lasts.
     pub valid_for_millis: Option<u64>,
+    /// The topics a user directory keeps for a [`Method::Directory`] user, as its login found
+    /// them: what its permissions are compiled from, at CONNECT and again at every reload.
+    pub directory: Option<Arc<DirectoryTopics>>,
+}
+
+/// A directory user's topic patterns (mosquitto-go-auth's Redis layout: its own sets and the
+/// common ones together), with `%u` and `%c` not yet substituted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectoryTopics {
+    /// May do anything.
+    pub superuser: bool,
+    /// Patterns of topics it may read (`racls`, `rwacls`).
+    pub read: Vec<String>,
+    /// Patterns of topics it may write (`wacls`, `rwacls`).
+    pub write: Vec<String>,
+    /// Patterns of filters it may subscribe with (`sacls`); none: the read patterns decide.
+    pub subscribe: Vec<String>,
 }
 
 impl Identity {

@@ -155,6 +155,11 @@ pub struct DeviceStatus {
     pub messages_in: u64,
     /// PUBLISH packets sent to it over MQTT.
     pub messages_out: u64,
+    /// Messages it published in signed requests of the HTTP bridge, with its own key.
+    pub http_messages_in: u64,
+    /// Messages its HTTP mailbox handed out to it (one handed out again, after its lease
+    /// ended, counts again).
+    pub http_messages_out: u64,
     /// When it connected within the last minute.
     pub(crate) connects: VecDeque<Time>,
 }
@@ -342,6 +347,8 @@ impl Registry {
                 history: VecDeque::new(),
                 messages_in: 0,
                 messages_out: 0,
+                http_messages_in: 0,
+                http_messages_out: 0,
                 connects: VecDeque::new(),
             })
     }

@@ -214,6 +214,27 @@ impl History {
         found
     }
 
+    /// The last `count` kept messages whose topics match `filter`, oldest first, leaving out
+    /// those past their filter's `max_age` at `now` (not pruned yet) and those expired.
+    pub fn recent(&self, filter: &TopicFilter, count: usize, now: Time) -> Vec<Kept> {
+        let mut found: Vec<Kept> = self
+            .topics
+            .iter()
+            .filter(|(topic, _)| filter.matches(topic))
+            .flat_map(|(_, (index, queue))| {
+                let max_age = i64::try_from(self.configs[*index].max_age_millis);
+                let oldest_allowed = kept_time(now).saturating_sub(max_age.unwrap_or(i64::MAX));
+                queue
+                    .iter()
+                    .filter(move |kept| kept.at >= oldest_allowed && !kept.message.is_expired(now))
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|kept| kept.message.id);
+        let skip = found.len().saturating_sub(count);
+        found.split_off(skip)
+    }
+
     fn forget_topic(&mut self, topic: &TopicName) {
         if let Some((index, _)) = self.topics.remove(topic) {
             self.topic_counts[index] -= 1;
@@ -272,6 +293,32 @@ mod tests {
             .map(|k| k.message.id)
             .collect();
         assert_eq!(ids, [2, 3, 4]);
+    }
+
+    #[test]
+    fn recent_gives_the_last_of_a_filters_topics_within_their_age() {
+        let mut history = history(10, 1_000, 10);
+        history.keep(&message(1, "a/x"), 0, Time::from_millis(0));
+        for id in 2..=4 {
+            history.keep(&message(id, "a/x/y"), 500, Time::from_millis(500));
+        }
+        history.keep(&message(5, "a/z"), 500, Time::from_millis(500));
+        let filter: TopicFilter = "a/x/#".parse().unwrap_or_else(|_| unreachable!());
+        let ids = |kept: Vec<Kept>| kept.iter().map(|k| k.message.id).collect::<Vec<_>>();
+        // `a/x/#` takes `a/x` itself too; the newest last, at most `count`.
+        assert_eq!(
+            ids(history.recent(&filter, 10, Time::from_millis(600))),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(
+            ids(history.recent(&filter, 2, Time::from_millis(600))),
+            [3, 4]
+        );
+        // Past its age, a message not pruned yet is not given.
+        assert_eq!(
+            ids(history.recent(&filter, 10, Time::from_millis(1_200))),
+            [2, 3, 4]
+        );
     }
 
     #[test]

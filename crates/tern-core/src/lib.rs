@@ -48,8 +48,8 @@ pub mod types;
 
 pub use alias::TopicAlias;
 pub use auth::{
-    AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, Identity, Method,
-    SessionOwner,
+    AllowAnonymous, AuthDecision, AuthJob, AuthRequest, Authenticator, DirectoryTopics, Identity,
+    Method, SessionOwner,
 };
 pub use authz::{Access, AllowAll, Authorizer, Permissions, Principal};
 pub use broker::memory::HeldBytes;

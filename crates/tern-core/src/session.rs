@@ -166,6 +166,11 @@ pub struct Session {
     pub will_at: Option<Time>,
     /// Whether the durable store holds a record of this session.
     pub persisted: bool,
+    /// Whether configured rules opened the device fleet's namespaces to its last connection
+    /// (an operator's monitoring client): then it keeps the fleet's messages while offline,
+    /// as its subscriptions allow. Not stored: after a restart, or once the rules change, it
+    /// keeps them again from its next connection.
+    pub fleet_opened: bool,
     /// Where it stands in flow control; only ever other than `Clear` while connected.
     pub flow: FlowState,
     /// When its client last acknowledged a delivery (PUBACK, PUBREC or PUBCOMP).
@@ -200,6 +205,7 @@ impl Session {
             will: None,
             will_at: None,
             persisted: false,
+            fleet_opened: false,
             flow: FlowState::Clear,
             acked_at: Time::from_millis(0),
             retained_feeds: None,

@@ -166,3 +166,64 @@ fn a_password_device_gets_a_new_password_kept_by_the_store_and_others_are_refuse
         .fleet_set_password("nope", "$argon2id$x".into())
         .is_err());
 }
+
+/// A device's recent messages are what `[[history]]` keeps of its own topics (its channel and
+/// those under it), published by it or to it, newest last: not another device's, not its
+/// owner's shared topics; none without a history.
+#[test]
+fn a_devices_recent_messages_are_its_own_topics_kept_by_the_history() {
+    let history = vec![tern_core::history::HistoryConfig {
+        filter: filter("/acme/#"),
+        max_messages: 10,
+        max_age_millis: 60_000,
+        max_topics: 100,
+    }];
+    let mut t = TestBroker::with_config(Config {
+        history,
+        ..persistent_config()
+    });
+    t.broker.set_authenticator(Box::new(AsFleet));
+    t.broker.set_authorizer(Box::new(RulesAllowingAll));
+    for udid in ["d1", "d2"] {
+        t.broker.fleet_add(device("acme", udid)).expect("added");
+    }
+    let console = t.connect("console", V5, Opts::new());
+    let d1 = t.connect("d1", V5, Opts::new());
+    let d2 = t.connect("d2", V5, Opts::new());
+    t.send(&d1, publish("/acme/d1/status", "up", Q1, 1));
+    t.send(&d2, publish("/acme/d2/status", "other", Q1, 1));
+    t.send(&console, publish("/acme/d1", "cmd", Q1, 1));
+    t.send(&console, publish("/acme/shared/all", "everyone", Q1, 2));
+    t.send(&console, publish("/acme/d1x", "lookalike", Q1, 3));
+    let now = t.now;
+    let recent = |t: &TestBroker, count| {
+        t.broker
+            .fleet_recent_messages("d1", count, now)
+            .iter()
+            .map(|k| {
+                (
+                    k.message.topic.as_str().to_owned(),
+                    k.message.payload.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // The broker's own status for it (it set no will) is among them.
+    assert_eq!(
+        recent(&t, 20),
+        [
+            (
+                "/acme/d1/status".to_owned(),
+                "{\"status\":\"connected\"}".into()
+            ),
+            ("/acme/d1/status".to_owned(), "up".into()),
+            ("/acme/d1".to_owned(), "cmd".into())
+        ]
+    );
+    assert_eq!(recent(&t, 1), [("/acme/d1".to_owned(), "cmd".into())]);
+    assert!(t.broker.fleet_recent_messages("nobody", 20, now).is_empty());
+    // Without a history, nothing.
+    let mut bare = TestBroker::with_config(persistent_config());
+    bare.broker.fleet_add(device("acme", "d1")).expect("added");
+    assert!(bare.broker.fleet_recent_messages("d1", 20, now).is_empty());
+}

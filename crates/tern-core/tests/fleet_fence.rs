@@ -298,3 +298,142 @@ fn an_outsider_in_a_monitors_shared_group_takes_none_of_the_fleets_messages() {
     assert_eq!(topics(&to_monitor).len() + topics(&to_eve).len(), 4);
     assert!(!topics(&to_eve).is_empty(), "{to_eve:?}");
 }
+
+/// A monitoring client the rules open the fleet to keeps its messages while it is away, as
+/// its subscriptions allow, and finds them when it comes back.
+#[test]
+fn a_monitors_offline_session_keeps_the_fleets_messages_for_its_return() {
+    let (mut t, d1) = fleet();
+    let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
+    t.subscribe(&monitor, "/acme/#", Q1);
+    t.read_all(&monitor);
+    t.disconnect(&monitor);
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 2));
+    assert_eq!(t.recv(&d1), [puback(2)]);
+    let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
+    let (packets, _) = t.read_all(&monitor);
+    assert_eq!(topics(&packets), ["/acme/d1/status"], "{packets:?}");
+    // Rules replaced while it is away: what the old ones opened is not known to hold, so it
+    // keeps the fleet's messages again from its next connection only.
+    t.disconnect(&monitor);
+    let now = t.now;
+    t.broker.replace_authorizer(Box::new(Monitor), now);
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 3));
+    assert_eq!(t.recv(&d1), [puback(3)]);
+    let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
+    let (packets, _) = t.read_all(&monitor);
+    assert!(topics(&packets).is_empty(), "{packets:?}");
+    t.disconnect(&monitor);
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 4));
+    assert_eq!(t.recv(&d1), [puback(4)]);
+    let monitor = t.connect("monitor", V5, Opts::new().resume().expiry(3600));
+    let (packets, _) = t.read_all(&monitor);
+    assert_eq!(topics(&packets), ["/acme/d1/status"], "{packets:?}");
+}
+
+fn payloads(packets: &[Packet]) -> Vec<String> {
+    publishes(packets)
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+/// A tree view shared by a monitor and an outsider: the monitor gets the fleet's changes,
+/// the outsider the same deltas without them, including those recorded before it joined and
+/// a fleet message that expired.
+#[test]
+fn an_outsider_sharing_a_monitors_tree_view_gets_no_delta_of_the_fleet() {
+    let (mut t, d1) = fleet();
+    let monitor = t.connect("monitor", V5, Opts::new());
+    t.send(&monitor, subscribe(1, &[("$tree/#", Q1)]));
+    t.read_all(&monitor);
+    // Recorded for the view while the monitor is its only member.
+    t.send(
+        &d1,
+        publish("/acme/d1/status", "{\"status\":\"early\"}", Q1, 2),
+    );
+    assert_eq!(t.recv(&d1), [puback(2)]);
+    let eve = t.connect("eve", V5, Opts::new());
+    t.send(&eve, subscribe(1, &[("$tree/#", Q1)]));
+    let (packets, _) = t.read_all(&eve);
+    assert!(
+        payloads(&packets).iter().all(|p| !p.contains("acme")),
+        "{packets:?}"
+    );
+    // And once both are members.
+    t.send(
+        &d1,
+        publish("/acme/d1/status", "{\"status\":\"late\"}", Q1, 3),
+    );
+    assert_eq!(t.recv(&d1), [puback(3)]);
+    let other = t.connect("other", V311, Opts::new());
+    t.send(&other, publish("news/now", "open", Q1, 2));
+    assert_eq!(t.recv(&other), [puback(2)]);
+    t.advance_secs(5);
+    let (packets, _) = t.read_all(&eve);
+    let seen = payloads(&packets);
+    assert!(seen.iter().all(|p| !p.contains("acme")), "{seen:?}");
+    assert!(seen.iter().any(|p| p.contains("news")), "{seen:?}");
+    let (packets, _) = t.read_all(&monitor);
+    let seen = payloads(&packets).concat();
+    assert!(seen.contains("late") && seen.contains("news"), "{seen:?}");
+    // A retained fleet message that expires is not told to the outsider either.
+    let expiring = publish_with("/acme/d1/x", "soon gone", Q1, 4, |p| {
+        p.retain = true;
+        p.properties.message_expiry_interval = Some(1);
+    });
+    t.send(&monitor, expiring);
+    t.advance_secs(5);
+    t.read_all(&monitor);
+    t.advance_secs(2);
+    let (packets, _) = t.read_all(&eve);
+    assert!(
+        payloads(&packets).iter().all(|p| !p.contains("acme")),
+        "{packets:?}"
+    );
+}
+
+/// The same over HTTP: a key the rules open the fleet to keeps its messages in its mailbox
+/// (a session without a connection); a key outside the fleet keeps nothing of it there.
+#[test]
+fn a_monitors_mailbox_keeps_the_fleets_messages_and_an_outsiders_does_not() {
+    let (mut t, d1) = fleet();
+    let (edge, now) = (ConnectionId(1_000_000), t.now);
+    let fetch = tern_core::broker::mailbox::Fetch {
+        ack: None,
+        limit: 10,
+        bytes_max: usize::MAX,
+        lease_millis: 30_000,
+        deliveries_max: 10,
+        dead_max: 100,
+        watch: false,
+    };
+    let monitor = t
+        .broker
+        .request_client(edge, mstr("monitor"), http_key("monitor"), None);
+    let eve = t
+        .broker
+        .request_client(edge, mstr("eve"), http_key("eve"), None);
+    assert!(!monitor.fleet_fenced() && eve.fleet_fenced());
+    for client in [&monitor, &eve] {
+        let granted = t
+            .broker
+            .mailbox_subscribe(client, "#", Q1, false, 3600, now);
+        assert_eq!(granted, Ok(Q1));
+    }
+    t.send(&d1, publish("/acme/d1/status", STATUS, Q1, 2));
+    assert_eq!(t.recv(&d1), [puback(2)]);
+    let other = t.connect("other", V311, Opts::new());
+    t.send(&other, publish("news/now", "open", Q1, 2));
+    assert_eq!(t.recv(&other), [puback(2)]);
+    let polled = |t: &mut TestBroker, client| {
+        let fetched = t.broker.mailbox_fetch(client, &fetch, now).expect("polled");
+        fetched
+            .messages
+            .iter()
+            .map(|m| m.delivery.message.topic.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(polled(&mut t, &monitor), ["/acme/d1/status", "news/now"]);
+    assert_eq!(polled(&mut t, &eve), ["news/now"]);
+}

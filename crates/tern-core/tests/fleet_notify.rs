@@ -415,3 +415,33 @@ fn a_device_keeps_a_bounded_number_of_notifications() {
     // The oldest finished went first.
     assert!(all.get("d1", "q9").is_none() && all.get("d1", "q10").is_some());
 }
+
+/// A device speaking HTTP with its own key and no session at all (no mailbox) raises a
+/// notification by publishing on its status channel, as over MQTT.
+#[test]
+fn a_device_without_a_mailbox_raises_one_over_a_request() {
+    let (mut t, console, _d1) = fleet(V5);
+    t.broker.fleet_add(device("acme", "k1")).expect("added");
+    t.read_all(&console);
+    let (edge, now) = (tern_core::ConnectionId(1_000_000), t.now);
+    let k1 = t
+        .broker
+        .request_client(edge, mstr("k1"), key_identity("k1"), None);
+    let payload = json!({"notification": {"body": "Close?", "nid": "door"}}).to_string();
+    let mut publish = Publish::new(topic("/acme/k1/status"), payload.into());
+    publish.qos = Q1;
+    let outcomes = t.broker.publish_for(&k1, vec![publish], false, now);
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    let note = t
+        .broker
+        .fleet_notifications()
+        .get("k1", "door")
+        .expect("raised");
+    assert_eq!(note.state, NotifyState::Pending);
+    let (packets, _) = t.read_all(&console);
+    let events: Vec<&str> = publishes(&packets)
+        .iter()
+        .map(|p| p.topic.as_str())
+        .collect();
+    assert_eq!(events, ["$events/acme/k1/notification"]);
+}

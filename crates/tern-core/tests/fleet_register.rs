@@ -278,9 +278,12 @@ fn a_registration_over_a_request_is_the_devices_own_and_answered_the_same() {
         t.broker.fleet().registration("d1").expect("recorded").mac,
         "5CCF7FE4631D"
     );
-    // The answer is the request's: nothing is published on the device's channel.
+    // The answer is also published on the device's channel, as over MQTT, so a client
+    // subscribed there (the device's session, its owner's console) sees it.
     let (packets, _) = t.read_all(&d1);
-    assert!(answers(&packets).is_empty(), "{packets:?}");
+    let published = answers(&packets);
+    assert_eq!(published.len(), 1, "{packets:?}");
+    assert_eq!(published[0].payload.as_ref(), answer.as_bytes());
     // The same answer as the MQTT path words.
     t.send(&d1, publish("/acme/d1/status", REGISTRATION, Q1, 1));
     let packets = t.recv(&d1);
@@ -362,4 +365,36 @@ fn a_kept_firmware_file_is_the_devices_of_an_owner_it_is_for_only() {
         .broker
         .request_client(edge, mstr("d1"), http_key("d1"), None);
     assert!(!readable(&t, &d1, "fw-kept"));
+}
+
+/// A device speaking HTTP with its own key and no session registers by publishing on its
+/// status channel (`POST /v1/pub`), as over MQTT: recorded, and answered on its channel.
+#[test]
+fn a_registration_published_over_a_request_without_a_session_is_the_devices() {
+    let mut t = fleet();
+    t.broker.set_authorizer(Box::new(RulesAllowingAll));
+    let owner = t.connect("console", V5, Opts::new());
+    t.subscribe(&owner, "/acme/#", Q1);
+    let (edge, now) = (ConnectionId(1_000_000), t.now);
+    let d2 = t
+        .broker
+        .request_client(edge, mstr("d2"), http_key("d2"), None);
+    let mut publish = Publish::new(topic("/acme/d2/status"), Bytes::from(REGISTRATION));
+    publish.qos = tern_codec::QoS::AtLeastOnce;
+    let outcomes = t.broker.publish_for(&d2, vec![publish], false, now);
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    assert_eq!(
+        t.broker.fleet().registration("d2").expect("recorded").mac,
+        "5CCF7FE4631D"
+    );
+    let (packets, _) = t.read_all(&owner);
+    let seen: Vec<(&str, serde_json::Value)> = publishes(&packets)
+        .into_iter()
+        .map(|p| (p.topic.as_str(), json(p)))
+        .collect();
+    let answer = seen
+        .iter()
+        .find(|(topic, _)| *topic == "/acme/d2")
+        .expect("answered on the device's channel");
+    assert_eq!(answer.1["registration"]["status"], "OK");
 }

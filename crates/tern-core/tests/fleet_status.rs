@@ -7,10 +7,12 @@
 
 mod support;
 
+use bytes::Bytes;
 use support::*;
-use tern_codec::Packet;
+use tern_codec::{Packet, Publish};
+use tern_core::broker::mailbox::Fetch;
 use tern_core::fleet::{STATUS_CONNECTED, STATUS_DISCONNECTED};
-use tern_core::{Broker, Config, Event, MemoryStore, Store};
+use tern_core::{Broker, Config, ConnectionId, Event, MemoryStore, Store};
 
 fn published(packets: &[Packet]) -> Vec<(String, String, bool)> {
     packets
@@ -137,4 +139,53 @@ fn after_a_restart_a_status_left_connected_says_disconnected() {
     t.broker = Broker::restore(config, t.now, snapshot);
     let retained = t.broker.admin_retained("/acme/d1/status", 1);
     assert_eq!(retained[0].payload.as_ref(), STATUS_DISCONNECTED);
+}
+
+/// A device speaking HTTP with its own key: its signed publishes and the messages its mailbox
+/// hands out are counted in its status, apart from its MQTT packets; another key speaking for
+/// its udid is not the device and counts nothing.
+#[test]
+fn a_devices_http_publishes_and_mailbox_deliveries_are_counted() {
+    let (mut t, console) = fleet();
+    t.broker.fleet_add(device("acme", "k1")).expect("added");
+    let (edge, now) = (ConnectionId(1_000_000), t.now);
+    let k1 = t
+        .broker
+        .request_client(edge, mstr("k1"), key_identity("k1"), None);
+    assert_eq!(
+        t.broker
+            .mailbox_subscribe(&k1, "/acme/k1", Q1, false, 3600, now),
+        Ok(Q1)
+    );
+    let status = |name: &str| {
+        let mut publish = Publish::new(topic(name), Bytes::from_static(b"{}"));
+        publish.qos = Q1;
+        publish
+    };
+    let sent = vec![status("/acme/k1/status"), status("/acme/k1/status")];
+    let outcomes = t.broker.publish_for(&k1, sent, false, now);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    for id in 1..=3 {
+        t.send(&console, publish("/acme/k1", "hello", Q1, id));
+        assert_eq!(t.recv(&console), [puback(id)]);
+    }
+    let fetch = Fetch {
+        ack: None,
+        limit: 2,
+        bytes_max: usize::MAX,
+        lease_millis: 30_000,
+        deliveries_max: 10,
+        dead_max: 100,
+        watch: false,
+    };
+    let fetched = t.broker.mailbox_fetch(&k1, &fetch, now).expect("polled");
+    assert_eq!(fetched.messages.len(), 2);
+    let app = t
+        .broker
+        .request_client(edge, mstr("k1"), key_identity("app"), None);
+    t.broker
+        .publish_for(&app, vec![status("/acme/k1/status")], false, now);
+    let seen = t.broker.fleet_status("k1").expect("seen");
+    assert_eq!((seen.http_messages_in, seen.http_messages_out), (2, 2));
+    assert_eq!((seen.messages_in, seen.messages_out), (0, 0));
 }

@@ -220,7 +220,7 @@ pub(crate) async fn delete(State(shared): State<Arc<Shared>>, request: Request) 
            ("rollout_percent" = Option<u8>, Query, description = "0 to 100 (default 100)."),
            ("sha256" = Option<String>, Query, description = "Checked against the file's."),
            ("size" = Option<u64>, Query, description = "Checked against the file's.")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file (at most 32 MiB)."),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file (at most http.firmware_file_max_bytes, 64 MiB by default)."),
     responses((status = 200, description = "The release, its url /v1/fleet/firmware/{id}.", body = ReleaseView),
               (status = "4XX", description = "Refused, bad_request, file_mismatch (the sha256 or size given is not the file's), release_exists, payload_too_large.", body = crate::error::ErrorBody)),
     security(("bearer" = ["write"])))]
@@ -233,18 +233,30 @@ pub(crate) async fn upload(State(shared): State<Arc<Shared>>, request: Request) 
         );
     };
     let (parts, body) = request.into_parts();
-    let limit = firmware_files::FILE_MAX_BYTES;
-    let bytes = match crate::signed::read_body(&shared.config, &parts.headers, body, limit).await {
-        Ok(bytes) => bytes,
+    let config = &shared.config;
+    let limit = config.firmware_file_max_bytes;
+    let declared = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return who.refuse(&shared, &firmware_files::too_large(limit));
+    }
+    let data_dir = &config.data_dir;
+    let received = match firmware_files::receive(data_dir, body, limit, config.body_timeout).await {
+        Ok(received) => received,
         Err(error) => return who.refuse(&shared, &error),
     };
-    let release = match uploaded(&who, id, &bytes) {
+    let release = match uploaded(&who, id, &received.sha256, received.size) {
         Ok(release) => release,
-        Err(error) => return who.refuse(&shared, &error),
+        Err(error) => {
+            firmware_files::discard(received).await;
+            return who.refuse(&shared, &error);
+        }
     };
-    let data_dir = &shared.config.data_dir;
     let (id, sha256) = (release.id.clone(), release.sha256.clone());
-    let existed = match firmware_files::keep(data_dir, &id, &sha256, bytes).await {
+    let existed = match firmware_files::keep(data_dir, &id, received).await {
         Ok(existed) => existed,
         Err(why) => {
             tracing::warn!("{why}");
@@ -271,14 +283,14 @@ pub(crate) async fn upload(State(shared): State<Arc<Shared>>, request: Request) 
 
 /// The release an upload adds: its fields from the query, its digest and size the file's
 /// (checked against those given), its URL the broker's own.
-fn uploaded(who: &Authorized, id: String, bytes: &[u8]) -> Result<ReleaseBody, ApiError> {
-    use sha2::{Digest, Sha256};
+fn uploaded(
+    who: &Authorized,
+    id: String,
+    sha256: &str,
+    size: u64,
+) -> Result<ReleaseBody, ApiError> {
     let query = &who.query;
-    let sha256: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let size = bytes.len() as u64;
+    let sha256 = sha256.to_owned();
     let given_sha = query.get("sha256").map(str::to_ascii_lowercase);
     let given_size = query.number::<u64>("size")?;
     if given_sha.is_some_and(|given| given != sha256) || given_size.is_some_and(|n| n != size) {

@@ -142,6 +142,12 @@ pub(crate) struct StatusView {
     messages_in: u64,
     /// PUBLISH packets sent to it over MQTT since the broker started.
     messages_out: u64,
+    /// Messages it published in signed requests of the HTTP bridge (with its own key) since
+    /// the broker started.
+    http_messages_in: u64,
+    /// Messages its HTTP mailbox handed out to it since the broker started (one handed out
+    /// again once its lease ended counts again).
+    http_messages_out: u64,
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
@@ -373,6 +379,8 @@ pub(crate) fn view(broker: &Broker, device: &Device, now: Time, now_unix: u64) -
         flapping: s.flapping,
         messages_in: s.messages_in,
         messages_out: s.messages_out,
+        http_messages_in: s.http_messages_in,
+        http_messages_out: s.http_messages_out,
     });
     let connected = broker
         .admin_session(&device.udid, 0)

@@ -1,6 +1,7 @@
-//! Firmware files the broker keeps (docs/fleet.md, "Firmware files"): an upload's bytes
-//! written in the data directory (`firmware/<id>-<sha256>.bin`, a copy synced and renamed into
-//! place), and `GET /v1/fleet/firmware/{id}` serving them with range requests (206 for one
+//! Firmware files the broker keeps (docs/fleet.md, "Firmware files"): an upload streamed to a
+//! partial file in the data directory as it arrives (never held whole in memory, at most
+//! `http.firmware_file_max_bytes`), synced, then renamed into place as
+//! `firmware/<id>-<sha256>.bin`; and `GET /v1/fleet/firmware/{id}` serving them with range requests (206 for one
 //! range, 416 for one past the end, the whole file otherwise) to a signed request of a device
 //! of an owner the release is for, and to operators whose token may see that owner. Anyone
 //! else is answered as for an unknown id: who may read is decided on the broker thread
@@ -8,7 +9,9 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -29,9 +32,6 @@ use crate::tokens::Scope;
 /// The directory of the data directory the files are kept in.
 const FIRMWARE_DIR: &str = "firmware";
 
-/// The largest firmware file an upload may carry.
-pub(crate) const FILE_MAX_BYTES: usize = 32 * 1024 * 1024;
-
 /// Where the file of release `id`, of this digest, is kept.
 pub(crate) fn file_path(data_dir: &Path, id: &str, sha256: &str) -> PathBuf {
     data_dir.join(FIRMWARE_DIR).join(file_name(id, sha256))
@@ -41,23 +41,136 @@ fn file_name(id: &str, sha256: &str) -> String {
     format!("{id}-{sha256}.bin")
 }
 
-/// Writes the file of release `id` (a copy synced, then renamed into place); `Ok(true)` when
-/// a file of that name (the same bytes) was there already.
-pub(crate) async fn keep(
+/// An upload's body written to a file of its own in the firmware directory (synced), with
+/// the SHA-256 (lowercase hex) and size of what was written.
+#[derive(Debug)]
+pub(crate) struct Received {
+    partial: PathBuf,
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+}
+
+/// Distinguishes the partial files of uploads running at once.
+static UPLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// The answer to an upload over `limit` bytes.
+pub(crate) fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        413,
+        "payload_too_large",
+        format!("the firmware file is over {limit} bytes (http.firmware_file_max_bytes)"),
+    )
+}
+
+/// Streams an upload's body to a partial file in the firmware directory, digesting it on the
+/// way: never more than a frame of it in memory. Past `limit` bytes, or when the body stops
+/// coming for `idle` (a large file may take longer than that in all), it is refused and what
+/// was written goes.
+pub(crate) async fn receive(
     data_dir: &Path,
-    id: &str,
-    sha256: &str,
-    bytes: Bytes,
-) -> Result<bool, String> {
+    body: Body,
+    limit: u64,
+    idle: Duration,
+) -> Result<Received, ApiError> {
     let dir = data_dir.join(FIRMWARE_DIR);
-    let name = file_name(id, sha256);
+    let upload = UPLOADS.fetch_add(1, Ordering::Relaxed);
+    let partial = dir.join(format!("upload-{}-{upload}.part", std::process::id()));
+    let outcome = stream_to(&dir, &partial, body, limit, idle).await;
+    if outcome.is_err() {
+        remove(&partial).await;
+    }
+    outcome
+}
+
+async fn stream_to(
+    dir: &Path,
+    partial: &Path,
+    mut body: Body,
+    limit: u64,
+    idle: Duration,
+) -> Result<Received, ApiError> {
+    use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+    let unwritable = |error: std::io::Error| {
+        tracing::warn!(
+            "cannot write the firmware file {}: {error}",
+            partial.display()
+        );
+        ApiError::unavailable("the file could not be written")
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(unwritable)?;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(partial).await.map_err(unwritable)?;
+    let (mut digest, mut size) = (Sha256::new(), 0u64);
+    let stalled = || {
+        ApiError::new(
+            408,
+            "request_timeout",
+            format!("the body stopped coming for {idle:?}"),
+        )
+    };
+    while let Some(frame) = tokio::time::timeout(idle, body.frame())
+        .await
+        .map_err(|_| stalled())?
+    {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size = size.saturating_add(data.len() as u64);
+        if size > limit {
+            return Err(too_large(limit));
+        }
+        digest.update(&data);
+        file.write_all(&data).await.map_err(unwritable)?;
+    }
+    file.sync_all().await.map_err(unwritable)?;
+    let sha256 = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Received {
+        partial: partial.to_owned(),
+        sha256,
+        size,
+    })
+}
+
+/// Puts a received file in place as the file of release `id` (renamed, the directory
+/// synced); `Ok(true)` when a file of that name (the same bytes) was there already.
+pub(crate) async fn keep(data_dir: &Path, id: &str, received: Received) -> Result<bool, String> {
+    let dir = data_dir.join(FIRMWARE_DIR);
+    let path = dir.join(file_name(id, &received.sha256));
     tokio::task::spawn_blocking(move || {
-        let existed = dir.join(&name).exists();
-        crate::keys::write_private(&dir, &name, &bytes)?;
+        let existed = path.exists();
+        let placed = std::fs::rename(&received.partial, &path)
+            .and_then(|()| std::fs::File::open(&dir)?.sync_all());
+        if let Err(error) = placed {
+            let _ = std::fs::remove_file(&received.partial);
+            return Err(format!("cannot write {}: {error}", path.display()));
+        }
         Ok(existed)
     })
     .await
     .map_err(|e| format!("writing the firmware file: {e}"))?
+}
+
+/// Drops a received file that is not kept.
+pub(crate) async fn discard(received: Received) {
+    remove(&received.partial).await;
+}
+
+async fn remove(path: &Path) {
+    if let Err(error) = tokio::fs::remove_file(path).await {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot delete {}: {error}", path.display());
+        }
+    }
 }
 
 /// Deletes the file of a release (its release deleted, or its upload not taken).
@@ -303,7 +416,90 @@ impl Served {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
     use super::*;
+
+    type Sender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+    /// A body whose frames the test sends when it chooses.
+    fn fed_body() -> (Sender, Body) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|frame| (frame, receiver))
+        });
+        (sender, Body::from_stream(frames))
+    }
+
+    /// The files in the firmware directory, with their sizes.
+    fn files(data_dir: &Path) -> Vec<(String, u64)> {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(FIRMWARE_DIR)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, u64)> = entries
+            .flatten()
+            .map(|e| {
+                let size = e.metadata().map(|m| m.len()).unwrap_or_default();
+                (e.file_name().to_string_lossy().into_owned(), size)
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_written_to_disk_as_it_arrives_then_put_in_place() {
+        let data = tempfile::tempdir().unwrap();
+        let (sender, body) = fed_body();
+        let dir = data.path().to_owned();
+        let receiving =
+            tokio::spawn(async move { receive(&dir, body, 4096, Duration::from_secs(10)).await });
+        sender.send(Ok(Bytes::from(vec![1u8; 1000]))).await.unwrap();
+        // The first part is on disk while the rest has not been sent: the body is not held
+        // whole (bounded wait on the file's state).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let partial = files(data.path());
+            if partial.len() == 1 && partial[0].0.ends_with(".part") && partial[0].1 == 1000 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not streamed: {partial:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sender.send(Ok(Bytes::from(vec![2u8; 500]))).await.unwrap();
+        drop(sender);
+        let received = receiving.await.unwrap().unwrap();
+        assert_eq!(received.size, 1500);
+        let mut whole = vec![1u8; 1000];
+        whole.extend([2u8; 500]);
+        use sha2::{Digest, Sha256};
+        let sha: String = Sha256::digest(&whole)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(received.sha256, sha);
+        assert!(!keep(data.path(), "fw-1", received).await.unwrap());
+        let path = file_path(data.path(), "fw-1", &sha);
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+        assert_eq!(files(data.path()), [(format!("fw-1-{sha}.bin"), 1500)]);
+    }
+
+    #[tokio::test]
+    async fn an_upload_past_the_limit_is_refused_and_leaves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let (sender, body) = fed_body();
+        let dir = data.path().to_owned();
+        let receiving =
+            tokio::spawn(async move { receive(&dir, body, 1000, Duration::from_secs(10)).await });
+        sender.send(Ok(Bytes::from(vec![1u8; 600]))).await.unwrap();
+        // The second frame passes the limit; the body is not read further.
+        let _ = sender.send(Ok(Bytes::from(vec![1u8; 600]))).await;
+        let refused = receiving.await.unwrap().unwrap_err();
+        assert_eq!((refused.status, refused.code), (413, "payload_too_large"));
+        assert_eq!(files(data.path()), []);
+    }
 
     #[test]
     fn one_range_is_read_and_anything_else_is_the_whole_file_or_unsatisfiable() {

@@ -1,7 +1,8 @@
 //! The device fleet's API for consoles (`/v1/fleet/...`): the devices, filtered (owner,
 //! online, platform, firmware version, tag, text in the udid or alias) and listed in pages
 //! by udid with a cursor, so a page of a fleet of 100,000 costs the page, not the fleet; one
-//! device with its live status, its last status changes and its session. Tokens of the whole
+//! device with its live status, its last status changes, its session and the recent messages
+//! of its own topics the history keeps. Tokens of the whole
 //! broker see every owner, a token of an owner only its own (`realm.rs`): another owner's
 //! device is `no_device`, naming another owner `realm_denied`. Changes to the registry are
 //! the operator API's (`admin_fleet.rs`); each change is also an `event: fleet` on
@@ -12,9 +13,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Response;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::Serialize;
 use tern_core::firmware::Standing;
 use tern_core::fleet::{Device, DeviceStatus, FleetError};
+use tern_core::history::{kept_time, Kept};
 use tern_core::{Broker, Time};
 
 use crate::admin::operate;
@@ -25,7 +29,7 @@ use crate::error::ApiError;
 use crate::realm::Realm;
 use crate::replay::Answer;
 use crate::server::Shared;
-use crate::tokens::Scope;
+use crate::tokens::{Operator, Scope};
 
 /// Devices in a page unless `limit` says fewer; and at most.
 const PAGE_DEFAULT: usize = 100;
@@ -36,8 +40,13 @@ const PAGE_MAX: usize = 1000;
 pub(crate) enum FleetQuery {
     /// A page of devices.
     Devices(Filter),
-    /// One device in detail.
-    Device { udid: String },
+    /// One device in detail (of this owner, when named), for this token (its topics narrow
+    /// the recent messages shown).
+    Device {
+        udid: String,
+        owner: Option<String>,
+        operator: Operator,
+    },
 }
 
 /// Which devices a listing wants, and where its page starts.
@@ -136,6 +145,47 @@ pub(crate) struct DeviceDetail {
     /// or later), `no_release` (none is for it) or `unversioned` (its version is not a
     /// semantic version: it is offered nothing).
     offer_status: &'static str,
+    /// The last messages of its own topics (its channel and those under it, published by it
+    /// or to it) that a `[[history]]` filter keeps, newest last, at most 20; empty when no
+    /// history keeps them.
+    recent_messages: Vec<RecentMessage>,
+}
+
+/// Messages a device's view shows at most.
+const RECENT_MAX: usize = 20;
+
+/// A message of a device's topics, as the history keeps it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RecentMessage {
+    topic: String,
+    /// When it was published (Unix seconds).
+    at: u64,
+    qos: u8,
+    retain: bool,
+    /// The payload as text, or null when it is not UTF-8.
+    payload: Option<String>,
+    /// The payload in base64 (standard alphabet, padded), whatever it holds.
+    payload_base64: String,
+}
+
+impl RecentMessage {
+    fn of(kept: &Kept, now: Time, now_unix: u64) -> Self {
+        let message = &kept.message;
+        let age_secs = kept_time(now).saturating_sub(kept.at) / 1000;
+        let at = i64::try_from(now_unix)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(age_secs);
+        Self {
+            topic: message.topic.as_str().to_owned(),
+            at: u64::try_from(at).unwrap_or(0),
+            qos: message.qos as u8,
+            retain: message.retain,
+            payload: std::str::from_utf8(&message.payload)
+                .ok()
+                .map(str::to_owned),
+            payload_base64: STANDARD.encode(&message.payload),
+        }
+    }
 }
 
 /// A release offered to a device, as its registration's answer names it.
@@ -175,6 +225,7 @@ pub(crate) fn routes() -> axum::Router<Arc<Shared>> {
     axum::Router::new()
         .route("/v1/fleet/devices", get(devices))
         .route("/v1/fleet/devices/{udid}", get(device))
+        .route("/v1/fleet/devices/{owner}/{udid}", get(owned_device))
 }
 
 /// The devices the token may see, filtered, a page at a time in udid order.
@@ -220,14 +271,33 @@ pub(crate) async fn device(State(shared): State<Arc<Shared>>, request: Request) 
         Ok(who) => who,
         Err(response) => return *response,
     };
+    let (udid, owner) = match who.rest.split_once('/') {
+        Some((owner, udid)) => (udid.to_owned(), Some(owner.to_owned())),
+        None => (who.rest.clone(), None),
+    };
     let realm = who.operator.realm().clone();
-    let udid = who.rest.clone();
-    operate(
-        &shared,
-        &who,
-        AdminOp::FleetQuery(realm, FleetQuery::Device { udid }),
-    )
-    .await
+    let operator = who.operator.clone();
+    let query = FleetQuery::Device {
+        udid,
+        owner,
+        operator,
+    };
+    operate(&shared, &who, AdminOp::FleetQuery(realm, query)).await
+}
+
+/// One device named with its owner: the same as `/v1/fleet/devices/{udid}`, and `no_device`
+/// when the device is not that owner's.
+#[utoipa::path(get, path = "/v1/fleet/devices/{owner}/{udid}", tag = "fleet",
+    params(("owner" = String, Path, description = "The device's owner."),
+           ("udid" = String, Path, description = "The device's udid.")),
+    responses((status = 200, description = "The device.", body = DeviceDetail),
+              (status = "4XX", description = "Refused, or no_device (also another owner's).", body = crate::error::ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub(crate) async fn owned_device(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+) -> Response<Body> {
+    device(State(shared), request).await
 }
 
 /// Answers `query` on the broker thread, within `realm`.
@@ -258,8 +328,13 @@ pub(crate) fn apply(
                 .collect();
             json(200, &DevicePage { devices, next })
         }
-        FleetQuery::Device { udid } => {
-            let Some(device) = realm.device(broker.fleet(), udid) else {
+        FleetQuery::Device {
+            udid,
+            owner,
+            operator,
+        } => {
+            let named = |device: &&Device| owner.as_ref().is_none_or(|o| *o == device.owner);
+            let Some(device) = realm.device(broker.fleet(), udid).filter(named) else {
                 return fleet_error(&FleetError::NoDevice(udid.clone()));
             };
             let history = broker
@@ -278,12 +353,19 @@ pub(crate) fn apply(
                 .admin_session(udid, 0)
                 .map(|detail| crate::admin_ops::view(detail.summary));
             let (offer, offer_status) = offer(broker, device);
+            let recent_messages = broker
+                .fleet_recent_messages(udid, RECENT_MAX, now)
+                .iter()
+                .filter(|kept| operator.sees_topic(&kept.message.topic))
+                .map(|kept| RecentMessage::of(kept, now, now_unix))
+                .collect();
             let detail = DeviceDetail {
                 device: view(broker, device, now, now_unix),
                 history,
                 session,
                 offer,
                 offer_status,
+                recent_messages,
             };
             json(200, &detail)
         }

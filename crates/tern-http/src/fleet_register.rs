@@ -1,7 +1,8 @@
 //! `POST /v1/fleet/register`: a fleet device registers over HTTP, signed with its own key
 //! `d:UDID`, with the `{"registration":{...}}` body it would publish on its status channel
 //! over MQTT. The broker records it through the same core code and answers in the response
-//! body with the same `{"registration":{"status":"OK"|"UPDATE_AVAILABLE",...}}`.
+//! body with the same `{"registration":{"status":"OK"|"UPDATE_AVAILABLE",...}}`, which it also
+//! publishes on the device's channel, as over MQTT.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use crate::server::{signed, Shared};
     tag = "fleet",
     request_body(content = String, content_type = "application/json", description = "THiNX's registration: {\"registration\":{\"mac\",\"firmware\",\"version\",\"commit\",\"alias\",\"platform\"}} (unknown fields ignored)."),
     responses(
-        (status = 200, description = "{\"registration\":{\"status\":\"OK\"|\"UPDATE_AVAILABLE\",\"update\"?:{\"id\",\"version\",\"url\",\"sha256\",\"size\"},\"timestamp\"}}, as answered over MQTT."),
+        (status = 200, description = "{\"registration\":{\"status\":\"OK\"|\"UPDATE_AVAILABLE\",\"update\"?:{\"id\",\"version\",\"url\",\"sha256\",\"size\"},\"timestamp\"}}, as answered over MQTT (and published on the device's channel too)."),
         (status = "4XX", description = "payload_invalid (400): the body is not a registration; access_denied (403): the key is not a registered device's own (d:UDID); banned (403): the device is disabled; or the signature refused.", body = crate::error::ErrorBody),
     ),
     security(("tern_signature" = []))

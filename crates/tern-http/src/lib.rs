@@ -90,6 +90,9 @@ pub struct HttpConfig {
     pub idempotency: Duration,
     /// Largest request body; larger ones are refused (413) before they are read.
     pub body_max_bytes: usize,
+    /// Largest firmware file an upload to the operator API may carry (streamed to disk, not
+    /// held in memory); larger ones are refused (413).
+    pub firmware_file_max_bytes: u64,
     /// Largest batch of messages in one request.
     pub batch_items_max: usize,
     /// How long a client has to send a request's headers (slow clients are cut off).
@@ -124,6 +127,7 @@ impl HttpConfig {
             window: Duration::from_secs(300),
             idempotency: Duration::from_secs(86_400),
             body_max_bytes: 256 * 1024,
+            firmware_file_max_bytes: 64 * 1024 * 1024,
             batch_items_max: 1000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),

@@ -47,6 +47,7 @@ fn the_document_lists_every_route() {
             "GET /v1/console/session",
             "GET /v1/events",
             "GET /v1/fleet/devices",
+            "GET /v1/fleet/devices/{owner}/{udid}",
             "GET /v1/fleet/devices/{udid}",
             "GET /v1/fleet/firmware/{id}",
             "GET /v1/fleet/notifications",

@@ -39,6 +39,8 @@ pub(crate) struct AuthProfileConfig {
     /// their name followed by `-` and anything).
     #[serde(default)]
     client_ids: ClientIdsConfig,
+    /// Users and their topics in Redis, in mosquitto-go-auth's layout.
+    redis: Option<crate::auth_redis::RedisAuthConfig>,
 }
 
 /// `client_ids = "any" | "own"`.
@@ -270,6 +272,9 @@ pub(crate) fn build(
         }
         if let Some(devices) = &config.device_keys {
             profile.devices = Some(Arc::new(device_keys(name, devices, base)?));
+        }
+        if let Some(redis) = &config.redis {
+            profile.directory = Some(crate::auth_redis::directory(name, redis)?);
         }
         index.insert(name.clone(), built.len());
         built.push(profile);

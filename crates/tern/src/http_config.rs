@@ -25,6 +25,8 @@ pub(crate) struct HttpSection {
     idempotency_secs: Option<u64>,
     /// Largest request body (262144).
     body_max_bytes: Option<usize>,
+    /// Largest firmware file uploaded to the operator API (67108864).
+    firmware_file_max_bytes: Option<u64>,
     /// Largest batch of messages (1000).
     batch_items_max: Option<usize>,
     /// Time a client has to send a request's headers (10).
@@ -212,6 +214,9 @@ pub(crate) fn http_config(
     config.header_timeout = secs(section.header_timeout_secs, config.header_timeout);
     config.body_timeout = secs(section.body_timeout_secs, config.body_timeout);
     config.body_max_bytes = section.body_max_bytes.unwrap_or(config.body_max_bytes);
+    config.firmware_file_max_bytes = section
+        .firmware_file_max_bytes
+        .unwrap_or(config.firmware_file_max_bytes);
     config.batch_items_max = section.batch_items_max.unwrap_or(config.batch_items_max);
     config.connections_max = section.connections_max.unwrap_or(config.connections_max);
     config.metrics_history_every = secs(section.metrics_history_secs, config.metrics_history_every);

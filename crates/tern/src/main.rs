@@ -3,6 +3,7 @@
 //! curl; `bench` loads a broker.
 
 mod auth_config;
+mod auth_redis;
 mod bench;
 mod cli;
 mod cluster_config;

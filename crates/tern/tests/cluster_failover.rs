@@ -7,32 +7,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use support::cli;
 use support::cluster::{
     acknowledge, client, join, node_with, node_with_env, numbered, persistent, receive_until, send,
-    WAIT,
+    with_will, WAIT,
 };
 use support::mqtt::RawClient;
 use support::nats::NatsServer;
-use tern_codec::{QoS, Will, WillProperties};
+use tern_codec::QoS;
 
 /// Leases short enough for a node's death to be noticed within a test.
 const SHORT_LEASE: &str = "lease_secs = 2";
-
-/// `connect` with a QoS 1 will "gone" to `will/<client id>`, published at once.
-fn with_will(mut connect: tern_codec::Connect) -> tern_codec::Connect {
-    connect.will = Some(Will {
-        topic: format!("will/{}", connect.client_id.as_str())
-            .parse()
-            .unwrap(),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: WillProperties::default(),
-    });
-    connect
-}
 
 /// Receives until `count` numbered QoS 1 messages came, acknowledging each; returns them.
 fn numbers(client: &mut RawClient, count: usize) -> Vec<u32> {

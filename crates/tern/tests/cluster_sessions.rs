@@ -9,12 +9,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cluster::{
-    acknowledge, client, join, node, node_with, numbered, persistent, receive_until, send,
-    three_nodes, WAIT,
+    acknowledge, client, join, node, node_with, numbered, persistent, receive_until,
+    refuses_while_nats_is_out_of_reach, send, three_nodes, WAIT,
 };
 use support::mqtt::RawClient;
 use support::nats::{NatsCluster, NatsServer};
-use tern_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
+use tern_codec::{Packet, QoS, ReasonCode};
 
 /// Reads until the broker closes `client`, which must have said 0x8E (Session taken over).
 fn expect_taken_over(client: &mut RawClient) {
@@ -275,24 +275,7 @@ fn while_nats_is_down_new_connections_are_refused_then_accepted_again() {
 
     nats.kill();
     let down_at = Instant::now();
-    assert!(
-        n1.wait_for_log("NATS unreachable", WAIT),
-        "the loss is logged"
-    );
-    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
-        let (mut refused, connack) =
-            RawClient::connect_as(n1.port, version, "late", true, 0).unwrap();
-        assert_eq!(
-            connack.reason_code,
-            ReasonCode::ServerUnavailable,
-            "{version:?}"
-        );
-        assert!(refused.recv(WAIT).is_err(), "closed after the refusal");
-    }
-    assert!(
-        n1.wait_for_log("this node cannot reach the cluster", WAIT),
-        "each refusal is logged with its reason"
-    );
+    refuses_while_nats_is_out_of_reach(&n1);
 
     nats.restart();
     assert!(n1.wait_for_log("NATS reachable again", WAIT));

@@ -179,6 +179,13 @@ impl Broker {
             .collect();
         // In connection order, so that the Denied events come out the same on every run.
         active.sort_unstable_by_key(|&(id, _)| id);
+        // What the old rules opened of the fleet to an offline session is not known to hold
+        // under the new ones: it keeps the fleet's messages again from its next connection.
+        for session in self.sessions.iter_mut().flatten() {
+            if session.connection.is_none() {
+                session.fleet_opened = false;
+            }
+        }
         let before = self.stats.subscribe_denied;
         for (id, key) in active {
             let client_id = self.session(key).client_id.clone();
@@ -196,6 +203,7 @@ impl Broker {
             if let Some(connection) = self.connections.get_mut(&id) {
                 connection.permissions = permissions;
             }
+            self.session_mut(key).fleet_opened = !self.fleet_fenced(id);
             self.prune_subscriptions(id, key);
             if self.recheck_deliveries(id, key, true) {
                 // Withdrawn in-flight messages freed send quota for queued ones.

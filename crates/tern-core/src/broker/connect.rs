@@ -255,11 +255,13 @@ impl Broker {
             ),
         };
 
+        let fleet_opened = !self.fleet_fenced(id);
         let session = self.session_mut(key);
         // A new session takes its creator's identity; a recovered one of unknown owner is
         // claimed by the first identity to resume it.
         session.owner = owner;
         session.connection = Some(id);
+        session.fleet_opened = fleet_opened;
         session.version = version;
         session.expiry_secs = expiry_secs;
         session.expires_at = None;

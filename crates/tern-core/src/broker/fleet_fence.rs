@@ -19,7 +19,7 @@ use crate::connection::Connection;
 use crate::fleet::DeviceCredential;
 use crate::session::Session;
 use crate::tree::Match;
-use crate::tree_view::TreeViewId;
+use crate::tree_view::Changes;
 use crate::types::{ConnectionId, SessionKey};
 
 /// Whether a client with these permissions and identity is kept out of the fleet's
@@ -33,7 +33,7 @@ pub(super) fn fenced(permissions: Option<&dyn Permissions>, identity: Option<&Id
 }
 
 /// Whether `session` is kept out: by its connection's permissions, or, without a connection,
-/// by the identity it belongs to.
+/// by the identity it belongs to and what the rules gave its last connection.
 pub(super) fn session_fenced(
     session: &Session,
     connections: &FxHashMap<ConnectionId, Box<Connection>>,
@@ -45,7 +45,7 @@ pub(super) fn session_fenced(
                 connection.identity.as_deref(),
             )
         }),
-        None => !session.owner.is_fleet(),
+        None => !session.owner.is_fleet() && !session.fleet_opened,
     }
 }
 
@@ -69,27 +69,30 @@ impl Broker {
 
     /// Whether the session of `key` is kept out: by its connection's permissions, or, without
     /// a connection, by the identity it belongs to (an offline session keeps nothing of the
-    /// fleet unless it is a fleet identity's).
+    /// fleet unless it is a fleet identity's, or rules opened the fleet to its last
+    /// connection).
     pub(super) fn session_fleet_fenced(&self, key: SessionKey) -> bool {
         session_fenced(self.session(key), &self.connections)
     }
 
     /// Drops from a message's `matches` the subscriptions kept out of its fleet namespace, when
     /// `fleet_closes` (its topic lies in one: looked up once per message by the caller). A tree
-    /// view shares its deltas among its members: one with a member kept out gets nothing of it.
+    /// view's match stays: its delta is shared among its members, and each member kept out is
+    /// sent it without the fleet's topics when it goes out ([`Broker::outside_fleet`]).
     pub(super) fn fence_matches(&self, fleet_closes: bool, matches: &mut Vec<Match<SessionKey>>) {
         if matches.is_empty() || !fleet_closes {
             return;
         }
-        let fenced_views: Vec<TreeViewId> = matches
-            .iter()
-            .filter(|m| m.info.tree_view.is_some() && self.session_fleet_fenced(m.key))
-            .filter_map(|m| m.info.tree_view)
-            .collect();
-        matches.retain(|m| match m.info.tree_view {
-            Some(view) => !fenced_views.contains(&view),
-            None => !self.session_fleet_fenced(m.key),
-        });
+        matches.retain(|m| m.info.tree_view.is_some() || !self.session_fleet_fenced(m.key));
+    }
+
+    /// The changes of a tree view's delta that lie outside the fleet's namespaces, when any
+    /// lies inside (`None`: the delta is the same for every member).
+    pub(super) fn outside_fleet(&self, changes: &Changes) -> Option<Changes> {
+        if self.fleet.is_empty() || !changes.by_topic.keys().any(|t| self.fleet_closes(t)) {
+            return None;
+        }
+        Some(changes.only(|topic| !self.fleet_closes(topic)))
     }
 
     /// The identity requests act as: a key of the HTTP bridge that speaks for a registered

@@ -53,17 +53,18 @@ impl Broker {
     pub(super) fn fleet_notify_inbound(
         &mut self,
         origin: Option<SessionKey>,
+        device: Option<&str>,
         publish: &Publish,
         now: Time,
     ) {
-        let Some(key) = origin else {
-            return;
-        };
         let topic = publish.topic.as_str();
         if self.fleet.is_empty() || !(topic.ends_with("/status") || topic.ends_with("/answer")) {
             return;
         }
-        let Some((udid, by_device)) = self.notify_channel(key, topic) else {
+        let Some(client_id) = self.publisher_id(origin, device) else {
+            return;
+        };
+        let Some((udid, by_device)) = self.notify_channel(&client_id, topic) else {
             return;
         };
         let Some(says) = parse_device_payload(&publish.payload) else {
@@ -100,7 +101,6 @@ impl Broker {
             )),
         });
         if let Err(error) = outcome {
-            let client_id = self.session(key).client_id.as_str().to_owned();
             self.events.push_back(Event::FleetNotifyRefused {
                 client_id,
                 udid,
@@ -112,8 +112,7 @@ impl Broker {
     /// The device a topic speaks of notifications for, and whether the device itself speaks:
     /// its status channel, published by itself, or its answer topic (published by anyone the
     /// rules let publish there: its owner, an operator's client).
-    fn notify_channel(&self, key: SessionKey, topic: &str) -> Option<(String, bool)> {
-        let client_id = self.session(key).client_id.as_str();
+    fn notify_channel(&self, client_id: &str, topic: &str) -> Option<(String, bool)> {
         if let Some(device) = self.fleet.device(client_id) {
             if topic == self.config.fleet.status(&device.owner, &device.udid) {
                 return Some((device.udid.clone(), true));

@@ -11,7 +11,6 @@ use tern_codec::PublishProperties;
 
 use super::request::RequestClient;
 use super::Broker;
-use crate::auth::Method;
 use crate::authz::Access;
 use crate::firmware::{
     parse_registration, registration_answer, Catalogue, Registering, Registration, Release,
@@ -75,19 +74,24 @@ impl Broker {
         payload: &[u8],
         now: Time,
     ) -> Result<String, RegisterRefusal> {
-        let udid = client.client_id.as_str();
-        let is_device =
-            client.identity.method == Method::FleetDevice && self.fleet.device(udid).is_some();
-        if !is_device {
-            return Err(RegisterRefusal::NotADevice);
-        }
+        let udid = self
+            .request_device(client)
+            .ok_or(RegisterRefusal::NotADevice)?;
         if client.banned {
             return Err(RegisterRefusal::Banned);
         }
         let timestamp = self.wall_unix(now);
         let registering =
             parse_registration(payload, timestamp).ok_or(RegisterRefusal::NotARegistration)?;
-        Ok(self.fleet_register(udid, registering, timestamp))
+        let answer = self.fleet_register(udid, registering, timestamp);
+        // Told on the device's channel too, as over MQTT: its session, if it has one, and
+        // its owner's clients see it.
+        if let Some(device) = self.fleet.device(udid) {
+            let channel = self.config.fleet.device(&device.owner, &device.udid);
+            let payload = bytes::Bytes::from(answer.clone());
+            self.fleet_publish(&channel, payload, false, now);
+        }
+        Ok(answer)
     }
 
     /// The release `id` whose file a request may download: one the broker keeps the file of,
@@ -95,9 +99,7 @@ impl Broker {
     /// banned). `None` for anything else, alike.
     pub fn firmware_file_for(&self, client: &RequestClient, id: &str) -> Option<&Release> {
         let owner = client.identity.owner.as_deref()?;
-        let is_device = client.identity.method == Method::FleetDevice
-            && self.fleet.device(client.client_id.as_str()).is_some();
-        if !is_device || client.banned {
+        if self.request_device(client).is_none() || client.banned {
             return None;
         }
         self.fleet
@@ -145,20 +147,24 @@ impl Broker {
             / 1000
     }
 
-    /// A message the session of `key` published: if it is a registered device's registration
-    /// on its own status channel, records it and answers.
+    /// A message the session `origin` published, or `device` in a request with its own key:
+    /// if it is a registered device's registration on its own status channel, records it and
+    /// answers.
     pub(super) fn fleet_registration(
         &mut self,
-        key: SessionKey,
+        origin: Option<SessionKey>,
+        device: Option<&str>,
         message: &SharedMessage,
         now: Time,
     ) {
         if self.fleet.is_empty() || !message.topic.as_str().ends_with("/status") {
             return;
         }
-        let session = self.session(key);
-        let connection = session.connection;
-        let Some(device) = self.fleet.device(session.client_id.as_str()) else {
+        let Some(client_id) = self.publisher_id(origin, device) else {
+            return;
+        };
+        let connection = origin.and_then(|key| self.session(key).connection);
+        let Some(device) = self.fleet.device(&client_id) else {
             return;
         };
         let topics = &self.config.fleet;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tern_codec::{PublishProperties, QoS, TopicName};
 
+use super::request::RequestClient;
 use super::Broker;
 use crate::auth::{Identity, Method};
 use crate::connection::Connection;
@@ -19,7 +20,7 @@ use crate::events::{Event, FleetChange};
 use crate::fleet::{
     DeviceStatus, Registry, FLAPPING_CONNECTS, STATUS_CONNECTED, STATUS_DISCONNECTED,
 };
-use crate::types::{ConnectionId, Message, Time};
+use crate::types::{ConnectionId, Message, SessionKey, Time};
 
 /// The window connects are counted in.
 const FLAPPING_WINDOW_MILLIS: u64 = 60_000;
@@ -147,6 +148,40 @@ impl Broker {
             let status = self.fleet.status_mut(client_id);
             status.last_seen = status.last_seen.max(now);
             status.last_seen_http = Some(now);
+        }
+    }
+
+    /// The udid of the registered device a request acts as, with its own key (`d:UDID`).
+    pub(super) fn request_device<'c>(&self, client: &'c RequestClient) -> Option<&'c str> {
+        let udid = client.client_id.as_str();
+        (client.identity.method == Method::FleetDevice && self.fleet.device(udid).is_some())
+            .then_some(udid)
+    }
+
+    /// The client identifier a message was published by: the session `origin`'s, or `device`,
+    /// a fleet device publishing in a request with its own key (with or without a session).
+    pub(super) fn publisher_id(
+        &self,
+        origin: Option<SessionKey>,
+        device: Option<&str>,
+    ) -> Option<String> {
+        match (device, origin) {
+            (Some(udid), _) => Some(udid.to_owned()),
+            (None, Some(key)) => Some(self.session(key).client_id.as_str().to_owned()),
+            (None, None) => None,
+        }
+    }
+
+    /// Counts `count` messages a device published in signed requests (`inbound`), or that its
+    /// HTTP mailbox handed out to it.
+    pub(super) fn fleet_count_http(&mut self, device: Option<&str>, inbound: bool, count: u64) {
+        let Some(udid) = device.filter(|_| count > 0) else {
+            return;
+        };
+        let status = self.fleet.status_mut(udid);
+        match inbound {
+            true => status.http_messages_in += count,
+            false => status.http_messages_out += count,
         }
     }
 

@@ -82,6 +82,24 @@ impl Broker {
         self.history.len()
     }
 
+    /// The last `count` messages the history keeps of the fleet device `udid`'s own topics
+    /// (its channel `<prefix><owner>/<udid>` and every topic under it: its status, its answer
+    /// topic), published by it or to it, oldest first; none when no `[[history]]` filter
+    /// keeps them or the device is not registered.
+    pub fn fleet_recent_messages(&self, udid: &str, count: usize, now: Time) -> Vec<Kept> {
+        let Some(device) = self.fleet.device(udid) else {
+            return Vec::new();
+        };
+        if self.history.is_off() {
+            return Vec::new();
+        }
+        let channel = self.config.fleet.device(&device.owner, &device.udid);
+        match format!("{channel}/#").parse::<TopicFilter>() {
+            Ok(filter) => self.history.recent(&filter, count, now),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Queues into `client`'s mailbox the last `count` kept messages whose topics match
     /// `filter` (one of its subscriptions, at its QoS), oldest first; returns how many.
     pub fn mailbox_replay(

@@ -293,6 +293,8 @@ impl Broker {
         }
         fetched.dead = mailbox.dead.len();
         self.touch_mailbox(key, now);
+        let device = self.request_device(client);
+        self.fleet_count_http(device, false, fetched.messages.len() as u64);
         Ok(fetched)
     }
 
@@ -499,7 +501,11 @@ impl Broker {
         if self.session(key).connection.is_some() {
             return Err(RequestRefusal::MailboxInUse);
         }
-        self.session_mut(key).mailbox_mut();
+        let session = self.session_mut(key);
+        session.mailbox_mut();
+        // A mailbox keeps the fleet's messages as an offline session does: when the rules
+        // opened the fleet to the client that reads it (fleet_fence.rs).
+        session.fleet_opened = !client.fleet_fenced();
         Ok(key)
     }
 
@@ -518,6 +524,7 @@ impl Broker {
             .min(self.config.limits.session_expiry_max_secs)
             .max(1);
         session.mailbox = Some(Box::default());
+        session.fleet_opened = !client.fleet_fenced();
         Ok(self.insert_session(session))
     }
 

@@ -110,7 +110,7 @@ impl Broker {
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if let Ok(outgoing) = outcome {
-                    self.accept_outgoing(Some(key), outgoing, now);
+                    self.accept_outgoing(Some(key), None, outgoing, now);
                 }
             }
             // A QoS 1 message counts against the window until its PUBACK, like a QoS 2 one
@@ -134,7 +134,7 @@ impl Broker {
                     }
                     Ok(outgoing) => {
                         self.collect_congested();
-                        if self.accept_outgoing(Some(key), outgoing, now) == Some(0) {
+                        if self.accept_outgoing(Some(key), None, outgoing, now) == Some(0) {
                             ack.reason_code = ReasonCode::NoMatchingSubscribers;
                         }
                     }
@@ -201,19 +201,22 @@ impl Broker {
 
     /// Routes what an accepted PUBLISH of `origin` became; returns the subscriptions matched,
     /// or `None` where that is not known yet (a cluster routes QoS 1/2 once replicated).
+    /// `device`: the udid of a fleet device publishing in a request with its own key (whether
+    /// or not it has a session), whose notifications and registrations count as over MQTT.
     pub(super) fn accept_outgoing(
         &mut self,
         origin: Option<SessionKey>,
+        device: Option<&str>,
         outgoing: Outgoing,
         now: Time,
     ) -> Option<usize> {
         match outgoing {
-            Outgoing::One(publish) => self.accept_publish(origin, publish, now),
+            Outgoing::One(publish) => self.accept_publish(origin, device, publish, now),
             Outgoing::Spread(publishes) => {
                 // Every one is published, whatever the matches of the others.
                 let mut matched = Some(0);
                 for publish in publishes {
-                    let one = self.accept_publish(origin, publish, now);
+                    let one = self.accept_publish(origin, device, publish, now);
                     matched = matched.zip(one).map(|(sum, one)| sum + one);
                 }
                 matched
@@ -226,10 +229,11 @@ impl Broker {
     fn accept_publish(
         &mut self,
         origin: Option<SessionKey>,
+        device: Option<&str>,
         publish: Publish,
         now: Time,
     ) -> Option<usize> {
-        self.fleet_notify_inbound(origin, &publish, now);
+        self.fleet_notify_inbound(origin, device, &publish, now);
         let mut properties = publish.properties;
         let expires_at = properties
             .message_expiry_interval
@@ -248,9 +252,7 @@ impl Broker {
         };
         let message = Arc::new(message);
         let matched = self.accept_message(Arc::clone(&message), now);
-        if let Some(key) = origin {
-            self.fleet_registration(key, &message, now);
-        }
+        self.fleet_registration(origin, device, &message, now);
         matched
     }
 

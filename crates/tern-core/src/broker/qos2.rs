@@ -67,7 +67,7 @@ impl Broker {
                     Outgoing::Spread(publishes) => publishes.iter().any(|p| p.dup),
                 };
                 self.receive_qos2_once(packet_id.get(), dup, |broker| {
-                    broker.accept_outgoing(Some(key), outgoing, now);
+                    broker.accept_outgoing(Some(key), None, outgoing, now);
                 });
             }
             // Unless held back, the PUBREC goes ahead of what routing queued, so the

@@ -175,6 +175,7 @@ impl Broker {
             Ok(origin) => origin,
             Err(refusal) => return vec![Err(refusal); publishes.len()],
         };
+        let device = self.request_device(client);
         let checked: Vec<Result<Publish, RequestRefusal>> = publishes
             .into_iter()
             .map(|publish| self.check_request_publish(client, publish))
@@ -185,7 +186,8 @@ impl Broker {
                 .map(|publish| {
                     let publish = publish?;
                     self.within_request_retained(client, std::slice::from_ref(&publish))?;
-                    Ok(self.accept_outgoing(origin, Outgoing::One(publish), now))
+                    self.fleet_count_http(device, true, 1);
+                    Ok(self.accept_outgoing(origin, device, Outgoing::One(publish), now))
                 })
                 .collect();
         }
@@ -207,10 +209,11 @@ impl Broker {
                 })
                 .collect();
         }
+        self.fleet_count_http(device, true, checked.len() as u64);
         checked
             .into_iter()
             .flatten()
-            .map(|publish| Ok(self.accept_outgoing(origin, Outgoing::One(publish), now)))
+            .map(|publish| Ok(self.accept_outgoing(origin, device, Outgoing::One(publish), now)))
             .collect()
     }
 

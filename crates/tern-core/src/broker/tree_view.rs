@@ -183,8 +183,9 @@ impl Broker {
         self.tree_views.next_due()
     }
 
-    /// Sends the pending delta of `id` now: built once, shared by every member. A member whose
-    /// snapshot is still being built gets the changes in its snapshot instead.
+    /// Sends the pending delta of `id` now: built once, shared by every member; a member kept
+    /// out of the fleet's namespaces gets it without their topics (built once too). A member
+    /// whose snapshot is still being built gets the changes in its snapshot instead.
     fn flush_tree_view(&mut self, id: TreeViewId, now: Time) {
         let Some(view) = self.tree_views.views.get_mut(&id) else {
             return;
@@ -194,18 +195,50 @@ impl Broker {
         if pending.is_empty() {
             return;
         }
-        let tree = changes_tree(view.inner.as_str(), &pending);
+        let outside = self.outside_fleet(&pending);
+        // Per member, in the members' order: whether it is kept out of the fleet.
+        let kept_out: Vec<bool> = match (&outside, self.tree_views.views.get(&id)) {
+            (Some(_), Some(view)) => view
+                .members
+                .keys()
+                .map(|&key| self.session_fleet_fenced(key))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let Some(view) = self.tree_views.views.get_mut(&id) else {
+            return;
+        };
         let mut recipients = Vec::with_capacity(view.members.len());
-        for (&key, member) in &mut view.members {
+        for (index, (&key, member)) in view.members.iter_mut().enumerate() {
+            let fenced = kept_out.get(index).copied().unwrap_or(false);
+            let changes = match (&outside, fenced) {
+                (Some(outside), true) => outside,
+                _ => &pending,
+            };
             match &mut member.snapshot {
-                Some(job) => job.late.merge(&pending),
+                Some(job) => job.late.merge(changes),
+                None if changes.is_empty() => {}
                 // The delivery QoS: the lowest of the granted QoS and the highest merged one.
-                None => recipients.push((key, member.qos.min(pending.qos), member.identifier)),
+                None => {
+                    recipients.push((key, member.qos.min(changes.qos), member.identifier, fenced))
+                }
             }
         }
-        let message = self.tree_message(id, tree.to_bytes(), pending.qos, Kind::Delta);
-        for (key, qos, identifier) in recipients {
-            self.deliver_tree(key, &message, qos, false, identifier, now);
+        let inner = view.inner.as_str();
+        let whole = recipients
+            .iter()
+            .any(|r| !r.3)
+            .then(|| changes_tree(inner, &pending).to_bytes());
+        let outside = outside
+            .filter(|outside| !outside.is_empty() && recipients.iter().any(|r| r.3))
+            .map(|outside| (changes_tree(inner, &outside).to_bytes(), outside.qos));
+        let whole = whole.map(|tree| self.tree_message(id, tree, pending.qos, Kind::Delta));
+        let outside = outside.map(|(tree, qos)| self.tree_message(id, tree, qos, Kind::Delta));
+        for (key, qos, identifier, fenced) in recipients {
+            let message = if fenced { &outside } else { &whole };
+            if let Some(message) = message {
+                self.deliver_tree(key, message, qos, false, identifier, now);
+            }
         }
     }
 

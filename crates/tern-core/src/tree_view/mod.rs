@@ -141,6 +141,18 @@ impl Changes {
         }
     }
 
+    /// The changes of the topics `keep` admits, at the same QoS.
+    pub(crate) fn only(&self, keep: impl Fn(&TopicName) -> bool) -> Self {
+        let mut kept = Self {
+            qos: self.qos,
+            ..Self::default()
+        };
+        for (topic, change) in self.by_topic.iter().filter(|(topic, _)| keep(topic)) {
+            kept.record(topic, change.clone(), self.qos);
+        }
+        kept
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.by_topic.is_empty()
     }

@@ -2,8 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tern_codec::{
-    Ack, Connect, ConnectProperties, MqttString, Packet, ProtocolVersion, QoS, ReasonCode,
+    Ack, Connect, ConnectProperties, MqttString, Packet, ProtocolVersion, QoS, ReasonCode, Will,
+    WillProperties,
 };
 
 use super::cli::{self, Running};
@@ -13,6 +15,30 @@ use super::Tern;
 
 /// How long a test waits for anything that should come.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
+
+/// Once `node` has logged that NATS is out of reach, it refuses new connections with Server
+/// unavailable (3.1.1: return code 3) and closes them, logging each refusal with its reason
+/// (strict partition mode).
+pub(crate) fn refuses_while_nats_is_out_of_reach(node: &Tern) {
+    assert!(
+        node.wait_for_log("NATS unreachable", WAIT),
+        "the loss is logged"
+    );
+    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let (mut refused, connack) =
+            RawClient::connect_as(node.port, version, "late", true, 0).unwrap();
+        assert_eq!(
+            connack.reason_code,
+            ReasonCode::ServerUnavailable,
+            "{version:?}"
+        );
+        assert!(refused.recv(WAIT).is_err(), "closed after the refusal");
+    }
+    assert!(
+        node.wait_for_log("this node cannot reach the cluster", WAIT),
+        "each refusal is logged with its reason"
+    );
+}
 
 /// A node joined to the NATS servers at `urls`.
 pub(crate) fn node(urls: &[String], id: &str, replicas: usize) -> Tern {
@@ -139,6 +165,20 @@ pub(crate) fn persistent(client_id: &str, clean_start: bool, receive_maximum: u1
         username: None,
         password: None,
     }
+}
+
+/// `connect` with a QoS 1 will "gone" to `will/<client id>`, published at once.
+pub(crate) fn with_will(mut connect: Connect) -> Connect {
+    connect.will = Some(Will {
+        topic: format!("will/{}", connect.client_id.as_str())
+            .parse()
+            .unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    connect
 }
 
 /// Connects `connect` to the node on `port`; the CONNACK must say Success.

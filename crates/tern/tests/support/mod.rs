@@ -11,6 +11,10 @@ pub(crate) mod mosquitto;
 pub(crate) mod mqtt;
 #[allow(dead_code)] // Not every test file uses it.
 pub(crate) mod nats;
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod peer;
+#[allow(dead_code)] // Not every test file uses it.
+pub(crate) mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -143,6 +147,14 @@ impl Tern {
         let tern = Self::start_command(command);
         let _ = std::fs::remove_file(&path);
         tern
+    }
+
+    /// Starts `tern serve --config PATH` with state in memory only; the file stays, for a
+    /// SIGHUP to read again.
+    #[allow(dead_code)] // Not every test file uses it.
+    pub(crate) fn start_with_config_file(path: &std::path::Path) -> Self {
+        let path = path.to_str().expect("UTF-8 path");
+        Self::start_with(&["serve", "--config", path, "--durability", "none"])
     }
 
     /// The broker's process id.

@@ -113,10 +113,23 @@ impl NatsServer {
     /// What the server's `/jsz` endpoint says, with `query` (`accounts=true&streams=true`);
     /// `None` while it does not answer.
     fn jsz(&self, query: &str) -> Option<serde_json::Value> {
+        self.monitor("jsz", query)
+    }
+
+    /// Whether a client connection named `name` is connected to this server (its `/connz`).
+    fn serves(&self, name: &str) -> bool {
+        let connz = self.monitor("connz", "");
+        let connections = connz.as_ref().and_then(|c| c["connections"].as_array());
+        connections.is_some_and(|all| all.iter().any(|c| c["name"] == name))
+    }
+
+    /// What the server's monitoring endpoint `/<endpoint>?<query>` says; `None` while it does
+    /// not answer.
+    fn monitor(&self, endpoint: &str, query: &str) -> Option<serde_json::Value> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let request = format!("GET /jsz?{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let request = format!("GET /{endpoint}?{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
         stream.write_all(request.as_bytes()).ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
@@ -235,6 +248,19 @@ impl NatsCluster {
     /// Every server's client URL.
     pub(crate) fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
+    }
+
+    /// The index of the server the client connection named `name` is connected to, once one
+    /// lists it (a Tern node's connection is named `tern <node_id>`).
+    pub(crate) fn serving(&self, name: &str) -> usize {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(index) = self.servers.iter().position(|s| s.serves(name)) {
+                return index;
+            }
+            assert!(Instant::now() < deadline, "no server lists {name:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The index of the server that leads the stream `stream`, as the servers still answering
