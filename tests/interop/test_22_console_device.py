@@ -1,10 +1,12 @@
 """A device's page in the web console, in Chromium (as tests/interop/test_22_console.py drives
 it): its HTTP key `d:<udid>` rotated (the new secret shown once, and a request signed with it
-accepted) and revoked (a request signed with the old secret then refused)."""
+accepted) and revoked (a request signed with the old secret then refused); its MQTT password
+changed; its recent messages shown."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from http_support import Device, add_key, error_code
@@ -55,6 +57,9 @@ def test_a_devices_mqtt_password_is_changed_from_its_page(console: Console):
     console.login()
     page = console.page
     page.goto(console.broker.http_url + "/#/fleet/d1")
+    # No [[history]] here: the device's recent messages are none.
+    expect(page.get_by_role("heading", name="Recent messages")).to_be_visible()
+    expect(page.get_by_text("None kept.")).to_be_visible()
     page.get_by_label("New password").fill("d1-new")
     page.get_by_role("button", name="Change password").click()
     expect(page.get_by_test_id("password-status")).to_have_text(
@@ -74,34 +79,28 @@ def test_a_devices_mqtt_password_is_changed_from_its_page(console: Console):
     assert (status, body["error"]["code"]) == (409, "no_password")
 
 
-def test_a_devices_recent_messages_are_shown_when_its_view_has_them(console: Console):
-    """The device's view gains `recent_messages` elsewhere; until then the page is given them
-    by the browser, over the broker's own answer: shown newest first, JSON pretty-printed,
-    bytes that are not text in base64; a view without them shows no such section."""
-    console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
-    console.login()
-    page = console.page
-    page.goto(console.broker.http_url + "/#/fleet/d1")
-    expect(page.get_by_test_id("firmware")).to_be_visible()
-    expect(page.get_by_role("heading", name="Recent messages")).to_have_count(0)
-    recent = [
-        {"topic": "/acme/d1/status", "at": 1796680000, "qos": 1, "retain": True,
-         "payload": '{"temp":21.5}', "payload_base64": "eyJ0ZW1wIjoyMS41fQ=="},
-        {"topic": "/acme/d1/raw", "at": 1796680060, "qos": 0, "retain": False,
-         "payload": None, "payload_base64": "/wA="},
-    ]
-
-    def with_recent(route: Any) -> None:
-        answer = route.fetch()
-        device = answer.json()
-        device.setdefault("recent_messages", recent)
-        route.fulfill(response=answer, json=device)
-
-    page.route("**/v1/fleet/devices/d1", with_recent)
-    page.reload()
-    shown = page.get_by_test_id("recent-messages").locator("li")
-    expect(shown).to_have_count(2)
-    expect(shown.nth(0)).to_contain_text("/acme/d1/raw")
-    expect(shown.nth(0).locator("pre")).to_have_text("base64:/wA=")
-    expect(shown.nth(1)).to_contain_text("QoS 1 · retained")
-    expect(shown.nth(1).locator("pre")).to_have_text('{\n  "temp": 21.5\n}')
+def test_a_devices_recent_messages_are_shown_from_the_history(tmp_path: Path, chromium: Any):
+    """With a `[[history]]` of acme's topics, the device's page shows what it published: newest
+    first, JSON pretty-printed, bytes that are not text in base64."""
+    console = Console(tmp_path, chromium, {"history": [
+        {"filter": "/acme/#", "max_messages": 20, "max_age_secs": 3600}]})
+    try:
+        console.tern_device("add", "acme", "d1", "--password", stdin="d1-pw\n")
+        device = console.clients.paho("d1", version=4)
+        device.client.username_pw_set("acme", "d1-pw")
+        device.connect()
+        # What a device may publish: its status (the broker's own `connected` is there first).
+        device.publish("/acme/d1/status", b'{"temp":21.5}', qos=1, retain=True)
+        device.publish("/acme/d1/status", b"\xff\x00", qos=1)
+        console.login()
+        page = console.page
+        page.goto(console.broker.http_url + "/#/fleet/d1")
+        shown = page.get_by_test_id("recent-messages").locator("li")
+        expect(shown).to_have_count(3)
+        expect(shown.nth(0).locator("pre")).to_have_text("base64:/wA=")
+        expect(shown.nth(1)).to_contain_text("/acme/d1/status")
+        expect(shown.nth(1)).to_contain_text("QoS 1 · retained")
+        expect(shown.nth(1).locator("pre")).to_have_text('{\n  "temp": 21.5\n}')
+        expect(shown.nth(2).locator("pre")).to_have_text('{\n  "status": "connected"\n}')
+    finally:
+        console.close()
