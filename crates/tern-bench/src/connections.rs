@@ -28,6 +28,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let last_open = Rc::new(Cell::new(start));
     // CPU times (broker, generator) when the last CONNACK arrived.
     let cpu_at_last_open = Rc::new(Cell::new(None));
+    let subscriptions = Rc::new(Subscriptions::default());
     let progress = report::Progress::new(crate::Scenario::Connections, args.quiet);
     let mut workers = Vec::new();
     for _ in 0..args.connect_concurrency.max(1) {
@@ -35,6 +36,8 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         let open = Rc::clone(&open);
         let last_open = Rc::clone(&last_open);
         let cpu_at_last_open = Rc::clone(&cpu_at_last_open);
+        let subscriptions = Rc::clone(&subscriptions);
+        let subscribe_qos = args.subscribe_qos.and_then(tern_codec::QoS::from_u8);
         let broker_pid = args.broker_pid;
         let (host, port, total) = (args.host.clone(), args.port, args.connections);
         let (version, keep_alive, run) = (args.version(), args.keep_alive, run.clone());
@@ -63,6 +66,10 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 let _ = conn.stream.set_zero_linger();
                 // An idle connection keeps nothing but its socket.
                 conn.rbuf = bytes::BytesMut::new();
+                if let Some(qos) = subscribe_qos {
+                    let result = conn.subscribe(&format!("bench/{run}/c{i}"), qos).await;
+                    subscriptions.count(result);
+                }
                 conn.wbuf = bytes::BytesMut::new();
                 open.borrow_mut().push(conn);
                 last_open.set(Instant::now());
@@ -137,10 +144,36 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             rss_per_connection_bytes: per,
             broker_cpu_per_connect_us,
             generator_cpu_per_connect_us,
+            subscribed: subscriptions.granted.get(),
+            subscribe_failed: subscriptions.failed.get(),
+            first_subscribe_failure: subscriptions.first_failure.take(),
         },
         cpu,
         wall,
     ))
+}
+
+/// What the connections' subscriptions (`--subscribe-qos`) came to: a broker that refuses
+/// some, or stops answering, is what the run is there to show, so it does not end the run.
+#[derive(Default)]
+struct Subscriptions {
+    granted: Cell<usize>,
+    failed: Cell<usize>,
+    first_failure: RefCell<Option<String>>,
+}
+
+impl Subscriptions {
+    fn count(&self, result: Result<(), BenchError>) {
+        match result {
+            Ok(()) => self.granted.set(self.granted.get() + 1),
+            Err(error) => {
+                self.failed.set(self.failed.get() + 1);
+                self.first_failure
+                    .borrow_mut()
+                    .get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
 }
 
 /// The broker's resident memory once it stops moving (at most [`SETTLE_MAX`]).

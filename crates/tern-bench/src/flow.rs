@@ -143,11 +143,12 @@ pub(crate) async fn run(args: &BenchArgs, scenario: Scenario) -> Result<Report, 
     let plan = Plan::new(args, scenario, &run);
     let version = args.version();
     let qos = args.qos();
+    let (sub_host, sub_port) = args.subscriber_address();
     let mut subscribers = Vec::new();
     for (i, (filter, _)) in plan.subscribers.iter().enumerate() {
         let mut conn = Conn::connect(
-            &args.host,
-            args.port,
+            sub_host,
+            sub_port,
             &format!("bench-{run}-s{i}"),
             version,
             args.keep_alive,

@@ -95,6 +95,14 @@ pub struct BenchArgs {
     /// Broker port.
     #[arg(long, short, default_value_t = 1883)]
     pub port: u16,
+    /// Host the subscribers connect to (flow scenarios), when not `--host`: with `--sub-port`,
+    /// publishers on one node of a cluster and subscribers on another, so that every message
+    /// crosses between nodes.
+    #[arg(long)]
+    pub sub_host: Option<String>,
+    /// Port the subscribers connect to (flow scenarios), when not `--port`.
+    #[arg(long)]
+    pub sub_port: Option<u16>,
     /// MQTT version: 3 (3.1.1) or 5.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=5))]
     pub mqtt: u8,
@@ -156,6 +164,11 @@ pub struct BenchArgs {
     /// Keep alive of the idle connections, in seconds.
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
+    /// QoS of one subscription each idle connection makes to a topic of its own, once
+    /// connected (connections); without it they subscribe to nothing. A refused or unanswered
+    /// SUBSCRIBE is counted, with the first reason, rather than ending the run.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub subscribe_qos: Option<u8>,
     /// PID of the broker, to read its resident memory from /proc (connections).
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -209,6 +222,15 @@ impl BenchArgs {
 
     pub(crate) fn qos(&self) -> tern_codec::QoS {
         tern_codec::QoS::from_u8(self.qos).unwrap_or_default()
+    }
+
+    /// Where the subscribers of a flow scenario connect: `--sub-host`/`--sub-port`, each
+    /// defaulting to `--host`/`--port`.
+    pub(crate) fn subscriber_address(&self) -> (&str, u16) {
+        (
+            self.sub_host.as_deref().unwrap_or(&self.host),
+            self.sub_port.unwrap_or(self.port),
+        )
     }
 
     pub(crate) fn duration(&self) -> Duration {

@@ -50,6 +50,13 @@ pub struct ConnectionFigures {
     pub broker_cpu_per_connect_us: Option<f64>,
     /// This generator's CPU time per connection opened over the same window.
     pub generator_cpu_per_connect_us: f64,
+    /// Subscriptions granted (`--subscribe-qos`: one per connection, made before the
+    /// connection counts as open).
+    pub subscribed: usize,
+    /// Subscriptions refused, or left unanswered or cut off by a closed connection.
+    pub subscribe_failed: usize,
+    /// Why the first failed subscription failed.
+    pub first_subscribe_failure: Option<String>,
 }
 
 /// Retained-delivery figures.
@@ -394,9 +401,17 @@ impl Report {
                 Some(us) => format!("broker {us:.1} µs, "),
                 None => String::new(),
             };
+            let subscribed = match &c.first_subscribe_failure {
+                None if c.subscribed == 0 => String::new(),
+                None => format!(", {} subscriptions granted", c.subscribed),
+                Some(why) => format!(
+                    ", {} subscriptions granted and {} failed (first: {why})",
+                    c.subscribed, c.subscribe_failed
+                ),
+            };
             return format!(
-                "{head}: {} connections in {:.2} s ({:.0}/s; CPU per connect: {broker_cpu}\
-                 generator {:.1} µs){memory}; {cpu}",
+                "{head}: {} connections{subscribed} in {:.2} s ({:.0}/s; CPU per connect: \
+                 {broker_cpu}generator {:.1} µs){memory}; {cpu}",
                 c.connections, c.connect_s, c.connect_rate, c.generator_cpu_per_connect_us
             );
         }

@@ -458,6 +458,7 @@ fn open_envelope(
     boot: u64,
     counters: &Counters,
 ) -> Option<RemoteMessage> {
+    let retained_revision = crate::retained::revision_of(message.headers.as_ref());
     let envelope = match Envelope::decode(message.payload) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -476,7 +477,9 @@ fn open_envelope(
     if !recent.first_copy(envelope.origin, envelope.counter) {
         return None;
     }
-    Some(remote_message(envelope, seq))
+    let mut remote = remote_message(envelope, seq);
+    remote.retained_revision = retained_revision.filter(|_| remote.retain);
+    Some(remote)
 }
 
 /// The message `envelope` carries, stored in the stream at `seq` (QoS 1/2).
@@ -492,6 +495,7 @@ pub(crate) fn remote_message(envelope: Envelope, seq: Option<u64>) -> RemoteMess
             .map(|at| at.saturating_sub(wall_millis())),
         publisher: envelope.publisher,
         seq: seq.filter(|_| envelope.qos != QoS::AtMostOnce),
+        retained_revision: None,
     }
 }
 

@@ -17,7 +17,8 @@
 //!   take-overs, fencing); `handover`: sessions sent between nodes; `lease`: the node's lease
 //!   and the death of others; `adopt`: a dead node's sessions adopted, queues read back from
 //!   the stream; `exactly_once`: inbound QoS 2 identifiers, so a PUBLISH sent again to
-//!   another node is stored once.
+//!   another node is stored once; `retained`: retained messages in a KV bucket, and each
+//!   node's copy of them.
 #![warn(missing_docs)]
 
 mod adopt;
@@ -31,6 +32,7 @@ mod interest;
 mod joining;
 mod lease;
 mod node;
+mod retained;
 mod sessions;
 pub mod settings;
 pub mod subject;

@@ -21,15 +21,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{
     self, context::PublishAckFuture, context::PublishError, kv, message::PublishMessage,
 };
+use rustc_hash::FxHashMap;
 use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::dispatch::{notice_subject, Dispatcher, Handoffs};
+use crate::dispatch::{notice_subject, remote_message, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
 use crate::exactly_once::{Inbound, QOS2_BUCKET};
 use crate::interest::Interest;
 use crate::joining::until_ready;
+use crate::retained::{revision_headers, Retained, RETAIN_BUCKET};
 use crate::sessions::{
     bucket, session_key, Bucket, Holder, Sessions, NODES_BUCKET, SESSIONS_BUCKET,
 };
@@ -67,6 +69,9 @@ pub(crate) struct Joined {
     bucket_stream: jetstream::stream::Stream,
     /// The message stream.
     messages: jetstream::stream::Stream,
+    /// The retained messages' bucket and its stream.
+    retained: kv::Store,
+    retained_stream: jetstream::stream::Stream,
     node_id: String,
     lease: Duration,
 }
@@ -131,6 +136,18 @@ pub(crate) async fn join(
         max_age: settings.offline_horizon,
     };
     let qos2 = bucket(&jetstream, qos2, deadline).await?;
+    // Retained messages stay until deleted or expired (each has its own expiry, purged by the
+    // nodes): the bucket has no age limit.
+    let retained = Bucket {
+        name: RETAIN_BUCKET,
+        replicas: settings.replicas,
+        max_age: Duration::ZERO,
+    };
+    let retained = bucket(&jetstream, retained, deadline).await?;
+    let retained_stream = until_ready(&format!("stream KV_{RETAIN_BUCKET}"), deadline, || {
+        jetstream.get_stream(format!("KV_{RETAIN_BUCKET}"))
+    })
+    .await?;
     let bucket_stream = until_ready(&format!("stream KV_{SESSIONS_BUCKET}"), deadline, || {
         jetstream.get_stream(format!("KV_{SESSIONS_BUCKET}"))
     })
@@ -150,6 +167,8 @@ pub(crate) async fn join(
         qos2,
         bucket_stream,
         messages: stream,
+        retained,
+        retained_stream,
         node_id: settings.node_id.clone(),
         lease: settings.lease,
     })
@@ -163,6 +182,9 @@ struct Pending {
     writes: Vec<oneshot::Receiver<()>>,
     /// Whether the batch changed the subscriptions, so it waits for the server to see them.
     sync: bool,
+    /// Subscriptions of the batch that read retained messages once it is through
+    /// ([`Retained::ready`]).
+    retained: Vec<u64>,
 }
 
 /// A QoS 1/2 message published to the stream, not yet acknowledged.
@@ -176,6 +198,8 @@ struct Retry {
     subject: String,
     message_id: String,
     payload: bytes::Bytes,
+    /// A RETAIN message's revision in the bucket.
+    revision: Option<u64>,
 }
 
 /// Runs until the broker thread drops its end of `batches`.
@@ -217,14 +241,24 @@ pub(crate) async fn run(
         joined.messages,
         joined.qos2.clone(),
     ));
+    let retained = Arc::new(Retained::new(
+        joined.retained,
+        joined.jetstream.clone(),
+        joined.retained_stream,
+    ));
     let acker = tokio::spawn(acknowledge(
         pending_rx,
-        inputs,
+        inputs.clone(),
         joined.client.clone(),
         joined.jetstream.clone(),
         joined.boot,
+        Arc::clone(&retained),
     ));
-    let mut background = vec![tokio::spawn(Arc::clone(&sessions).hold_lease())];
+    let mut background = vec![
+        tokio::spawn(Arc::clone(&sessions).hold_lease()),
+        tokio::spawn(Arc::clone(&retained).watch(inputs.clone(), Arc::clone(&counters))),
+        tokio::spawn(Arc::clone(&retained).purge_expired()),
+    ];
     match joined.client.subscribe(sessions.reply_subject()).await {
         Ok(replies) => background.push(tokio::spawn(Arc::clone(&sessions).take_replies(replies))),
         Err(error) => warn!("cannot take hand-overs of sessions: {error}"),
@@ -237,6 +271,8 @@ pub(crate) async fn run(
         boot: joined.boot,
         counter: 0,
         counters,
+        retained,
+        inputs,
     };
     // Topics too long to be a subject may match any wildcard filter: always heard. So are the
     // notices of nodes taking sessions from this one.
@@ -250,6 +286,7 @@ pub(crate) async fn run(
             acks: Vec::new(),
             writes: Vec::new(),
             sync: false,
+            retained: Vec::new(),
         };
         // The identities of its QoS 2 messages are recorded before any of them is stored.
         let mut identities = match Inbound::concerns(&batch.ops) {
@@ -260,6 +297,17 @@ pub(crate) async fn run(
             }
             false => Default::default(),
         };
+        // Every message encoded first, so the retained ones can be written, side by side,
+        // before any is published live: whoever misses a live copy finds it retained.
+        let mut prepared: Vec<Option<Prepared>> = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                ClusterOp::Publish(publish) => node.prepare(publish),
+                _ => None,
+            })
+            .collect();
+        let revisions = node.write_retained(&batch.ops, &prepared).await;
         for (index, op) in batch.ops.into_iter().enumerate() {
             match op {
                 ClusterOp::Interest { filter, present } => {
@@ -279,9 +327,19 @@ pub(crate) async fn run(
                             .filter(|_| publish.will)
                             .and_then(|client_id| sessions.will_message_id(client_id))
                     });
-                    if let Some(unacked) = node.publish(publish, message_id).await {
+                    let Some(ready) = prepared.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
+                    let revision = revisions.get(&index).copied();
+                    if let Some(unacked) = node.publish(publish, ready, message_id, revision).await
+                    {
                         pending.acks.push(unacked);
                     }
+                }
+                ClusterOp::RetainedWanted { token } => {
+                    // Read once the batch's subscriptions are in place.
+                    pending.retained.push(token);
+                    pending.sync = true;
                 }
                 ClusterOp::Claim(claim) => sessions.claim(claim),
                 ClusterOp::ClaimDone { connection } => sessions.release_claim(connection).await,
@@ -342,23 +400,28 @@ pub(crate) async fn run(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, joined.client.flush()).await;
 }
 
+/// A message of a batch, encoded for the cluster.
+struct Prepared {
+    envelope: Envelope,
+    payload: bytes::Bytes,
+}
+
 struct Node {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     boot: u64,
     counter: u64,
     counters: Arc<Counters>,
+    retained: Arc<Retained>,
+    /// For a QoS 0 RETAIN message of this node, which reaches its subscribers here only once
+    /// retained (the connection never hears its own QoS 0 messages back).
+    inputs: mpsc::Sender<ClusterInput>,
 }
 
 impl Node {
-    /// Publishes a message accepted on this node (a will or a QoS 2 message under
-    /// `message_id`, its identity in the stream wherever it is published); for QoS 1/2,
-    /// returns what awaits JetStream's acknowledgement.
-    async fn publish(
-        &mut self,
-        publish: ClusterPublish,
-        message_id: Option<String>,
-    ) -> Option<Unacked> {
+    /// Encodes a message accepted on this node for the cluster; `None` (counted) if it cannot
+    /// be.
+    fn prepare(&mut self, publish: &ClusterPublish) -> Option<Prepared> {
         self.counter += 1;
         let message = &publish.message;
         let envelope = Envelope {
@@ -383,13 +446,81 @@ impl Node {
                 return None;
             }
         };
+        Some(Prepared { envelope, payload })
+    }
+
+    /// Writes the retained messages among `ops` (encoded as `prepared`) to the bucket; returns
+    /// their revisions, by the index of their operation.
+    async fn write_retained(
+        &self,
+        ops: &[ClusterOp],
+        prepared: &[Option<Prepared>],
+    ) -> FxHashMap<usize, u64> {
+        let writes: Vec<(usize, &str, Option<&bytes::Bytes>)> = ops
+            .iter()
+            .zip(prepared)
+            .enumerate()
+            .filter_map(|(index, (op, prepared))| match (op, prepared) {
+                (ClusterOp::Publish(publish), Some(prepared)) if publish.message.retain => {
+                    // An empty one deletes.
+                    let value =
+                        Some(&prepared.payload).filter(|_| !publish.message.payload.is_empty());
+                    Some((index, publish.message.topic.as_str(), value))
+                }
+                _ => None,
+            })
+            .collect();
+        if writes.is_empty() {
+            return FxHashMap::default();
+        }
+        let values: Vec<(&str, Option<&bytes::Bytes>)> = writes
+            .iter()
+            .map(|&(_, topic, value)| (topic, value))
+            .collect();
+        let revisions = self.retained.write_all(&values).await;
+        writes
+            .iter()
+            .map(|&(index, _, _)| index)
+            .zip(revisions)
+            .collect()
+    }
+
+    /// Publishes a message accepted on this node, encoded as `prepared` (a will or a QoS 2
+    /// message under `message_id`, its identity in the stream wherever it is published; a
+    /// RETAIN one with its `revision` in the bucket, written before); for QoS 1/2, returns
+    /// what awaits JetStream's acknowledgement.
+    async fn publish(
+        &mut self,
+        publish: ClusterPublish,
+        prepared: Prepared,
+        message_id: Option<String>,
+        revision: Option<u64>,
+    ) -> Option<Unacked> {
+        let message = &publish.message;
+        let Prepared { envelope, payload } = prepared;
+        let counter = envelope.counter;
         if message.qos == tern_codec::QoS::AtMostOnce {
+            if let Some(revision) = revision {
+                let mut own = remote_message(envelope, None);
+                own.retained_revision = Some(revision);
+                let _ = self.inputs.send(ClusterInput::Deliver(vec![own])).await;
+            }
             let subject = topic_subject(LIVE_PREFIX, message.topic.as_str());
-            if let Err(error) = self
-                .client
-                .publish(subject.as_str().to_owned(), payload)
-                .await
-            {
+            let published = match revision {
+                Some(revision) => {
+                    let headers = revision_headers(revision);
+                    let subject = subject.as_str().to_owned();
+                    self.client
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                }
+                None => {
+                    self.client
+                        .publish(subject.as_str().to_owned(), payload)
+                        .await
+                }
+            };
+            if let Err(error) = published {
                 self.counters.count_dropped();
                 warn!(
                     "QoS 0 message to {:?} not sent to the cluster: {error}",
@@ -401,15 +532,15 @@ impl Node {
         let subject = topic_subject(INGEST_PREFIX, message.topic.as_str())
             .as_str()
             .to_owned();
-        let message_id =
-            message_id.unwrap_or_else(|| format!("{:016x}.{}", self.boot, self.counter));
-        let ack = store(&self.jetstream, &subject, &payload, &message_id).await;
+        let message_id = message_id.unwrap_or_else(|| format!("{:016x}.{counter}", self.boot));
+        let ack = store_with(&self.jetstream, &subject, &payload, &message_id, revision).await;
         Some(Unacked {
             ack,
             retry: Retry {
                 subject,
                 message_id,
                 payload,
+                revision,
             },
         })
     }
@@ -425,6 +556,7 @@ async fn acknowledge(
     client: async_nats::Client,
     jetstream: jetstream::Context,
     boot: u64,
+    retained: Arc<Retained>,
 ) {
     while let Some(batch) = pending.recv().await {
         for written in batch.writes {
@@ -438,6 +570,11 @@ async fn acknowledge(
             let _ = client
                 .request(format!("tern.sync.{boot:016x}"), bytes::Bytes::new())
                 .await;
+        }
+        if !batch.retained.is_empty() {
+            // Apart: catching up with the bucket must not hold the acknowledgements behind.
+            let ready = Arc::clone(&retained).ready(batch.retained, inputs.clone());
+            tokio::spawn(ready);
         }
         if inputs.send(ClusterInput::Through(batch.seq)).await.is_err() {
             return;
@@ -479,7 +616,8 @@ async fn stored(acks: Vec<Unacked>, jetstream: &jetstream::Context) {
         tokio::time::sleep(RETRY_DELAY).await;
         futures = Vec::with_capacity(failed.len());
         for retry in &failed {
-            futures.push(store(jetstream, &retry.subject, &retry.payload, &retry.message_id).await);
+            let (subject, payload, id) = (&retry.subject, &retry.payload, &retry.message_id);
+            futures.push(store_with(jetstream, subject, payload, id, retry.revision).await);
         }
         retries = failed;
     }
@@ -493,9 +631,26 @@ pub(crate) async fn store(
     payload: &bytes::Bytes,
     message_id: &str,
 ) -> Result<PublishAckFuture, PublishError> {
-    let message = PublishMessage::build()
+    store_with(jetstream, subject, payload, message_id, None).await
+}
+
+/// [`store`], for a RETAIN message with its `revision` in the retained messages' bucket.
+async fn store_with(
+    jetstream: &jetstream::Context,
+    subject: &str,
+    payload: &bytes::Bytes,
+    message_id: &str,
+    revision: Option<u64>,
+) -> Result<PublishAckFuture, PublishError> {
+    let mut message = PublishMessage::build()
         .payload(payload.clone())
         .message_id(message_id);
+    if let Some(revision) = revision {
+        message = message.header(
+            crate::retained::REVISION_HEADER,
+            revision.to_string().as_str(),
+        );
+    }
     jetstream.send_publish(subject.to_owned(), message).await
 }
 

@@ -111,6 +111,26 @@ pub enum ClusterOp {
         /// another node, and forgets it there.
         connection: Option<ConnectionId>,
     },
+    /// A new subscription of this node wants the retained messages of its filter: answer with
+    /// [`ClusterInput::RetainedReady`] once the node's subscriptions of this batch are in place
+    /// and its copy of the cluster's retained messages holds every one written before then
+    /// (see [`crate::Broker::cluster_retained_ready`]).
+    RetainedWanted {
+        /// What the answer names.
+        token: u64,
+    },
+}
+
+/// A change to the cluster's retained messages, as the node's copy of them takes it
+/// ([`crate::Broker::retained_from_cluster`]).
+#[derive(Debug, Clone)]
+pub struct RetainedEntry {
+    /// Its revision: the later of two changes of one topic wins, on every node.
+    pub revision: u64,
+    /// The topic.
+    pub topic: TopicName,
+    /// The message now retained, `None` once deleted (or expired).
+    pub message: Option<RemoteMessage>,
 }
 
 /// Where a QoS 2 delivery to a session stands, by its packet identifier.
@@ -227,6 +247,10 @@ pub struct RemoteMessage {
     pub publisher: Option<MqttString>,
     /// Where the replicated log stored it (QoS 1/2); `None` for QoS 0, which is not stored.
     pub seq: Option<u64>,
+    /// For a message published with RETAIN: the revision under which the cluster retains it
+    /// (or deleted its topic's, for an empty one), which the node's copy of the retained
+    /// messages takes too (see [`RetainedEntry`]).
+    pub retained_revision: Option<u64>,
 }
 
 /// The operations of one input batch, numbered, as the runtime hands them to the cluster layer.
@@ -280,6 +304,12 @@ pub enum ClusterInput {
         /// The QoS 2 deliveries of the backlog the dead node had sent, as recorded.
         outbound: Vec<OutboundQos2>,
     },
+    /// Changes to the cluster's retained messages, in the order of their revisions: see
+    /// [`crate::Broker::retained_from_cluster`].
+    Retained(Vec<RetainedEntry>),
+    /// The subscriptions that asked ([`ClusterOp::RetainedWanted`]) may read the retained
+    /// messages now: see [`crate::Broker::cluster_retained_ready`].
+    RetainedReady(Vec<u64>),
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),
 }

@@ -59,7 +59,7 @@ pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use cluster::{
     ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, InboundQos2, OutboundQos2,
-    OutboundStage, RemoteMessage, SessionClaim,
+    OutboundStage, RemoteMessage, RetainedEntry, SessionClaim,
 };
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};

@@ -54,6 +54,7 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         expiry_millis: publish.expiry_millis,
         publisher: publish.publisher.clone(),
         seq: None,
+        retained_revision: None,
     }
 }
 
@@ -374,6 +375,7 @@ fn qos2_deliveries_are_recorded_step_by_step() {
         expiry_millis: None,
         publisher: None,
         seq: Some(40),
+        retained_revision: None,
     };
     tb.broker.deliver_from_cluster(stored, tb.now);
     let packets = tb.recv(&sub);

@@ -86,7 +86,9 @@ impl ClusterOut {
             let ClusterOp::Publish(publish) = op else {
                 return true;
             };
-            if publish.message.qos != QoS::AtMostOnce {
+            // A retained message reaches even this node's subscribers only through the
+            // cluster: never dropped here.
+            if publish.message.qos != QoS::AtMostOnce || publish.message.retain {
                 return true;
             }
             let charge = publish.message.charge();
@@ -269,6 +271,23 @@ pub(crate) async fn input_loop(
                     .broker
                     .borrow_mut()
                     .session_adopted(*session, backlog, outbound, now);
+                shared.after_input();
+            }
+            ClusterInput::Retained(entries) => {
+                let now = shared.now();
+                shared
+                    .broker
+                    .borrow_mut()
+                    .retained_from_cluster(entries, now);
+                // Their expiries are among the timers.
+                shared.after_input();
+            }
+            ClusterInput::RetainedReady(tokens) => {
+                let now = shared.now();
+                shared
+                    .broker
+                    .borrow_mut()
+                    .cluster_retained_ready(tokens, now);
                 shared.after_input();
             }
             ClusterInput::Failed(message) => return message,

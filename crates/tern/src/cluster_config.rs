@@ -71,6 +71,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ENVELOPE_ROOM: u32 = 70 * 1024;
 
 impl ClusterConfig {
+    /// The section of a node that `tern serve --nodes` starts: the one NATS server it started
+    /// beside them, every other setting at its default.
+    pub(crate) fn local(nats_url: String, node_id: String) -> Self {
+        Self {
+            nats: vec![nats_url],
+            node_id,
+            user: None,
+            password: None,
+            token: None,
+            credentials_file: None,
+            tls: None,
+            replicas: default_replicas(),
+            offline_horizon_secs: default_offline_horizon(),
+            partition_mode: None,
+            lease_secs: default_lease(),
+        }
+    }
+
     /// The node's settings, or why the section cannot be used. `base` is the directory
     /// relative paths start from.
     pub(crate) fn to_settings(&self, base: &Path) -> anyhow::Result<Settings> {
@@ -133,9 +151,7 @@ impl ClusterConfig {
 }
 
 /// Joins NATS and fits the core's configuration to what a cluster node offers in this
-/// release: retained messages are not yet spread across nodes, so RETAIN is unavailable
-/// (MQTT 5 clients are told in CONNACK), and no MQTT packet may be larger than a NATS message
-/// can carry.
+/// release: no MQTT packet may be larger than a NATS message can carry.
 pub(crate) fn join(
     section: &ClusterConfig,
     base: &Path,
@@ -144,7 +160,6 @@ pub(crate) fn join(
     let settings = section.to_settings(base)?;
     let (node, link) = ClusterNode::start(settings).context("cannot join the cluster")?;
     core.cluster = true;
-    core.limits.retain_available = false;
     let nats_max = u32::try_from(node.max_payload).unwrap_or(u32::MAX);
     let fits = nats_max.saturating_sub(ENVELOPE_ROOM);
     if core.limits.packet_size_max_bytes > fits {
@@ -155,8 +170,7 @@ pub(crate) fn join(
         core.limits.packet_size_max_bytes = fits;
     }
     info!(
-        "cluster node {:?}: no retained messages, no shared subscriptions across nodes in \
-         this release",
+        "cluster node {:?}: no shared subscriptions across nodes in this release",
         section.node_id
     );
     Ok((node, link))

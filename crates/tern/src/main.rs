@@ -12,6 +12,8 @@ mod device;
 mod firmware;
 mod http_config;
 mod key;
+#[cfg(target_os = "linux")]
+mod nodes;
 mod passwd;
 mod process;
 mod token;
@@ -112,6 +114,26 @@ struct ServeArgs {
     /// Log filter, e.g. "info" or "tern_net=debug" (RUST_LOG also works).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Run this many cluster nodes over a `nats-server` started beside them (loopback,
+    /// JetStream under the data directory): node i listens on `--port` + i (default 1883 + i;
+    /// 0: each picks a free port), HTTP only with `--http-port`, on that + i; its store is
+    /// `node-i` in the data directory. See docs/cluster.md.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    nodes: Option<u16>,
+    /// The `nats-server` binary `--nodes` runs.
+    #[arg(long, default_value = "nats-server", requires = "nodes")]
+    nats_server: PathBuf,
+    /// A node of `--nodes`: the NATS server to join (the rest of `[cluster]` at its defaults).
+    #[arg(
+        long,
+        hide = true,
+        requires = "cluster_node_id",
+        conflicts_with = "nodes"
+    )]
+    cluster_nats: Option<String>,
+    /// A node of `--nodes`: its node id.
+    #[arg(long, hide = true, requires = "cluster_nats")]
+    cluster_node_id: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -150,10 +172,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     process::disable_huge_pages();
 
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => config::load(path)?,
         None => config::FileConfig::default(),
     };
+    if let Some(nodes) = args.nodes {
+        return serve_nodes(&args, &file, nodes);
+    }
+    if let (Some(nats), Some(node_id)) = (args.cluster_nats.clone(), args.cluster_node_id.clone()) {
+        file.cluster = Some(cluster_config::ClusterConfig::local(nats, node_id));
+    }
     let durability = config::durability(&file, args.durability);
     let mut core = tern_core::Config {
         limits: file.limits.to_limits()?,
@@ -298,6 +326,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node.join();
     }
     Ok(())
+}
+
+/// `tern serve --nodes N`: see `nodes.rs`.
+#[cfg(target_os = "linux")]
+fn serve_nodes(args: &ServeArgs, file: &config::FileConfig, nodes: u16) -> anyhow::Result<()> {
+    if file.cluster.is_some() {
+        anyhow::bail!(
+            "--nodes runs its own NATS server: leave [cluster] out of the file, or run each              node with its own [cluster] section (docs/cluster.md)"
+        );
+    }
+    nodes::run(nodes::Plan {
+        nodes,
+        nats_server: args.nats_server.clone(),
+        data_dir: config::data_dir(file, args.data_dir.clone()),
+        config: args.config.clone(),
+        bind: args.bind,
+        port: args.port.unwrap_or(1883),
+        http_port: args.http_port,
+        durability: args.durability,
+        recover: args.recover,
+        log: args.log.clone(),
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn serve_nodes(_: &ServeArgs, _: &config::FileConfig, _: u16) -> anyhow::Result<()> {
+    anyhow::bail!("--nodes runs on Linux only: run each node with its own [cluster] section")
 }
 
 /// Opens the store in `dir` and reads everything it holds. The instant returned is `Time`

@@ -9,6 +9,8 @@ use std::sync::{Arc, Weak};
 use rustc_hash::FxHashMap;
 use tern_codec::{MqttString, PacketId, ProtocolVersion, QoS, ReasonCode, TopicFilter};
 
+mod retained;
+
 use super::cluster_session::PendingClaim;
 use super::publish::Feed;
 use super::Broker;
@@ -57,6 +59,8 @@ pub(super) struct ClusterState {
     parked: FxHashMap<SessionKey, Parked>,
     /// The cursor last written for each session with a connection.
     pub(super) written: FxHashMap<SessionKey, Option<u64>>,
+    /// The cluster's retained messages, as this node takes them.
+    pub(super) retained: retained::ClusterRetained,
 }
 
 /// A session without a connection whose QoS 1/2 messages stay in the log, read back from
@@ -111,9 +115,18 @@ impl Broker {
     /// Routes a message from the cluster (another node's, or a QoS 1/2 message of this node
     /// back from the replicated log) to this node's subscriptions, once, as a local publish is:
     /// overlapping subscriptions of a session make one delivery. It is not sent on to other
-    /// nodes, and nothing of it is retained here. Returns whether a subscription matched.
+    /// nodes. A RETAIN message with its revision in the cluster's retained messages updates
+    /// this node's copy of them (cluster/retained.rs). Returns whether a subscription matched.
     pub fn deliver_from_cluster(&mut self, remote: RemoteMessage, now: Time) -> bool {
-        match self.message_from_cluster(remote, now) {
+        let retained = remote
+            .retained_revision
+            .filter(|_| remote.retain)
+            .map(|revision| (revision, remote.topic.clone()));
+        let message = self.message_from_cluster(remote, now);
+        if let Some((revision, topic)) = retained {
+            self.take_retained(topic, revision, message.as_ref());
+        }
+        match message {
             Some(message) => self.route(&message, now) > 0,
             None => false,
         }
@@ -326,7 +339,9 @@ impl Broker {
                 will,
                 exactly_once,
             }));
-        message.qos == QoS::AtMostOnce
+        // A retained message is routed once the cluster retains it, QoS 0 too (the cluster
+        // layer hands it back): no subscriber here sees it before a new one could read it.
+        message.qos == QoS::AtMostOnce && !message.retain
     }
 
     /// Accepts what a QoS 2 PUBLISH of packet identifier `packet_id` became (`accept`), its

@@ -314,9 +314,11 @@ impl Broker {
             self.purge_expired_queues(now);
         }
         // Expired retained messages leave memory and the store, not only the deliveries.
+        // A cluster node's are the cluster's, which purges them: its own store keeps none.
+        let durable = !self.config.cluster;
         while let Some(message) = self.retained.pop_expired(now) {
             self.clear_expired_in_tree_views(&message, now);
-            self.retained_deleted(&message.topic, true, true);
+            self.retained_deleted(&message.topic, true, durable);
         }
         while let Some(&(at, key, kind)) = self.timers.first() {
             if at > now {

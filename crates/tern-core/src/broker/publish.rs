@@ -259,7 +259,9 @@ impl Broker {
     /// Stores or clears the retained copy, then routes; returns the subscriptions matched (`None`
     /// for a message the cluster routes once replicated).
     pub(super) fn accept_message(&mut self, message: SharedMessage, now: Time) -> Option<usize> {
-        if message.retain {
+        // On a cluster node the cluster keeps it, and the node's copy takes it from there
+        // (cluster/retained.rs).
+        if message.retain && !self.retained_by_cluster(&message) {
             // The broker's own `$SYS` statistics are current only while it runs: never stored.
             let durable = !(message.origin.is_none() && message.topic.is_dollar());
             if message.payload.is_empty() {

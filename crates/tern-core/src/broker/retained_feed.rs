@@ -47,6 +47,9 @@ pub(crate) struct RetainedFeed {
     cursor: Option<TopicName>,
     /// Messages it may still send (`retained_per_subscription_max`; `usize::MAX`: no cap).
     left: usize,
+    /// On a cluster node, the token of the question whether the node's copy of the retained
+    /// messages is complete for it: it walks nothing until answered (cluster/retained.rs).
+    awaits: Option<u64>,
 }
 
 /// The feeds of one session, oldest subscription first: each is sent in full before the next.
@@ -108,8 +111,10 @@ impl Broker {
         }
         let tree = self.retained.tree();
         // Whether any topic matches (a walk that takes none stops at the first): most
-        // subscriptions have no retained messages, and then no feed is made.
-        if !tree.take_matches_after(filter.as_str(), None, 0, |_| true) {
+        // subscriptions have no retained messages, and then no feed is made. A cluster node
+        // cannot tell before its copy is complete.
+        let cluster = self.config.cluster;
+        if !cluster && !tree.take_matches_after(filter.as_str(), None, 0, |_| true) {
             return false;
         }
         let max = self.config.limits.retained_per_subscription_max;
@@ -133,6 +138,7 @@ impl Broker {
             after_seq,
             cursor: None,
             left: if max == 0 { usize::MAX } else { max },
+            awaits: cluster.then(|| self.cluster_retained_token(key)),
         };
         self.session_mut(key)
             .retained_feeds
@@ -191,6 +197,10 @@ impl Broker {
             let Some(feed) = session.retained_feeds.as_deref().and_then(VecDeque::front) else {
                 break;
             };
+            if feed.awaits.is_some() {
+                // Until the cluster's answer: then it resumes (cluster/retained.rs).
+                break;
+            }
             if session
                 .queue
                 .front()
@@ -325,6 +335,28 @@ impl Broker {
                 delivery,
             });
         }
+    }
+
+    /// The cluster answered `token` for a feed of session `key`: the feed reads the retained
+    /// messages set until now, those set later having reached it live. Returns whether such a
+    /// feed was waiting.
+    pub(super) fn retained_feed_ready(&mut self, key: SessionKey, token: u64) -> bool {
+        let since = self.next_message_id;
+        let Some(session) = self
+            .sessions
+            .get_mut(key.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        let feeds = session.retained_feeds.as_deref_mut().into_iter().flatten();
+        let mut found = false;
+        for feed in feeds.filter(|feed| feed.awaits == Some(token)) {
+            feed.awaits = None;
+            feed.since = since;
+            found = true;
+        }
+        found
     }
 
     /// Whether some session's retained messages can go on: its connection took its outbox

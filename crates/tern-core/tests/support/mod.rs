@@ -613,6 +613,7 @@ pub(crate) fn remote_on(topic_name: &str, payload: &str, qos: QoS) -> tern_core:
         expiry_millis: None,
         publisher: Some(mstr("elsewhere")),
         seq: None,
+        retained_revision: None,
     }
 }
 

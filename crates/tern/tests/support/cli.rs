@@ -81,21 +81,32 @@ impl Running {
     /// Waits for a standard error line containing `needle`; every line read is kept in
     /// `errors`.
     pub(crate) fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> bool {
+        self.wait_stderr_line(|line| line.contains(needle), timeout)
+            .is_some()
+    }
+
+    /// Waits for a standard error line that `matches`, and returns it; every line read is kept
+    /// in `errors`.
+    pub(crate) fn wait_stderr_line(
+        &mut self,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
-        if self.errors.iter().any(|l| l.contains(needle)) {
-            return true;
+        if let Some(line) = self.errors.iter().find(|l| matches(l)) {
+            return Some(line.clone());
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
                 Ok(line) => {
-                    let found = line.contains(needle);
+                    let found = matches(&line).then(|| line.clone());
                     self.errors.push(line);
-                    if found {
-                        return true;
+                    if found.is_some() {
+                        return found;
                     }
                 }
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
     }

@@ -22,7 +22,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// `tern serve` on an ephemeral loopback port with state in memory only.
-const IN_MEMORY: &[&str] = &[
+pub(crate) const IN_MEMORY: &[&str] = &[
     "serve",
     "--bind",
     "127.0.0.1",

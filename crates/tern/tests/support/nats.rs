@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `nats-server` binary: on the PATH, or where Debian installs it.
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -135,6 +135,19 @@ impl NatsServer {
         stream.read_to_string(&mut response).ok()?;
         let (_, body) = response.split_once("\r\n\r\n")?;
         serde_json::from_str(body).ok()
+    }
+
+    /// The last sequence of the stream `stream` (a KV bucket's: its last revision), as this
+    /// server reports it; `None` while it does not answer or has no such stream.
+    pub(crate) fn stream_last_seq(&self, stream: &str) -> Option<u64> {
+        let jsz = self.jsz("accounts=true&streams=true")?;
+        let accounts = jsz.get("account_details")?.as_array()?;
+        accounts
+            .iter()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+            .find(|detail| detail["name"] == stream)?
+            .pointer("/state/last_seq")?
+            .as_u64()
     }
 
     /// Sends `signal` (`STOP`, `CONT`) to the server process.
