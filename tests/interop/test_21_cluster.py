@@ -1,6 +1,6 @@
 """Two Tern nodes joined through one nats-server with JetStream, driven by paho: QoS 2
 publishers (MQTT 5 and 3.1.1) on one node, a QoS 2 subscriber on the other, every message once
-and in order.
+and in order; a `$share` group with a member on each node, each message to one of them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Iterator
 import pytest
 
 from conftest import Broker, _start, free_port
-from support import BROKER_KIND, TIMEOUT, Clients, Names
+from support import (BROKER_KIND, TIMEOUT, Clients, Names, expect_no_message, merge_messages,
+                     next_from)
 
 pytestmark = pytest.mark.skipif(BROKER_KIND != "tern", reason="cluster mode is Tern's")
 
@@ -79,3 +80,31 @@ def test_qos2_publishes_reach_a_subscriber_on_another_node_once_in_order(
     finally:
         subscriber.close()
         publisher.close()
+
+
+@pytest.mark.parametrize("version", [5, 4])
+def test_a_shared_group_spread_over_two_nodes_gets_each_message_once(
+        nodes: list[Broker], names: Names, version: int) -> None:
+    n1, n2 = nodes
+    topic = names.topic("shared")
+    group = f"$share/{names.client('g')}/{topic}"
+    members = [Clients(n).connected(names.client(f"m{i}"), version=version)
+               for i, n in enumerate(nodes)]
+    publisher = Clients(n1).connected(names.client("pub"))
+    try:
+        for member in members:
+            assert member.subscribe(group, 1) == [1]
+        merged = merge_messages(*members)
+        for n in range(40):
+            publisher.publish(topic, str(n).encode(), qos=1)
+        got = [next_from(merged) for _ in range(40)]
+        expect_no_message(merged)
+        assert sorted(int(m.payload) for _, m in got) == list(range(40))
+        by_member = {member.client_id: 0 for member in members}
+        for member_id, _ in got:
+            by_member[member_id] += 1
+        # NATS picks one node per message at random: both get some.
+        assert all(count > 0 for count in by_member.values()), by_member
+    finally:
+        for member in members:
+            member.close()

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::stream::SelectAll;
 use futures_util::{FutureExt, Stream, StreamExt};
-use tern_codec::{MqttString, QoS};
+use tern_codec::{MqttString, QoS, TopicFilter};
 use tern_core::store::StoredSession;
 use tern_core::{ClaimOutcome, ClusterInput, ConnectionId, OutboundQos2, RemoteMessage};
 use tokio::sync::mpsc;
@@ -133,13 +133,16 @@ impl OpenClaim {
 }
 
 /// A message and its place in the stream, if it has one.
-struct Received {
+pub(crate) struct Received {
     seq: Option<u64>,
     message: async_nats::Message,
+    /// The `$share` filter whose group's queue subscription took it, if one did.
+    shared: Option<TopicFilter>,
 }
 
 impl Received {
-    fn new(message: async_nats::Message) -> Self {
+    /// A message of one of the node's plain subscriptions.
+    pub(crate) fn new(message: async_nats::Message) -> Self {
         // The stream's republish says where it stored the message (the constant, not a string:
         // async-nats tells a standard header from one named by a string).
         let seq = message
@@ -147,7 +150,20 @@ impl Received {
             .as_ref()
             .and_then(|headers| headers.get(async_nats::header::NATS_SEQUENCE))
             .and_then(|value| value.as_str().parse().ok());
-        Self { seq, message }
+        Self {
+            seq,
+            message,
+            shared: None,
+        }
+    }
+
+    /// A message NATS handed this node, among the nodes with members of `$share` filter
+    /// `shared`, for that group.
+    pub(crate) fn for_group(message: async_nats::Message, shared: &TopicFilter) -> Self {
+        Self {
+            shared: Some(shared.clone()),
+            ..Self::new(message)
+        }
     }
 }
 
@@ -156,7 +172,7 @@ pub(crate) struct Merge<S> {
     streams: SelectAll<S>,
 }
 
-impl<S: Stream<Item = async_nats::Message> + Unpin> Merge<S> {
+impl<S: Stream<Item = Received> + Unpin> Merge<S> {
     pub(crate) fn new() -> Self {
         Self {
             streams: SelectAll::new(),
@@ -168,7 +184,7 @@ impl<S: Stream<Item = async_nats::Message> + Unpin> Merge<S> {
     }
 
     /// The next message of any subscription (none while there is no subscription).
-    async fn next(&mut self) -> Option<async_nats::Message> {
+    async fn next(&mut self) -> Option<Received> {
         if self.streams.is_empty() {
             return std::future::pending().await;
         }
@@ -176,11 +192,11 @@ impl<S: Stream<Item = async_nats::Message> + Unpin> Merge<S> {
     }
 
     /// One round: `first` (just received) and everything else queued, in order.
-    async fn round(&mut self, first: Option<async_nats::Message>) -> Vec<Received> {
-        let mut batch: Vec<Received> = first.map(Received::new).into_iter().collect();
+    async fn round(&mut self, first: Option<Received>) -> Vec<Received> {
+        let mut batch: Vec<Received> = first.into_iter().collect();
         tokio::task::unconstrained(async {
-            while let Some(Some(message)) = self.streams.next().now_or_never() {
-                batch.push(Received::new(message));
+            while let Some(Some(received)) = self.streams.next().now_or_never() {
+                batch.push(received);
             }
         })
         .await;
@@ -360,7 +376,29 @@ impl Dispatcher {
     }
 
     async fn received(&mut self, received: Received) -> Result<(), ()> {
-        let Received { seq, message } = received;
+        let Received {
+            seq,
+            message,
+            shared,
+        } = received;
+        if let Some(shared) = shared {
+            // Its group's QoS 0 copy, apart from the node's other subscriptions: NATS gives
+            // each to one node per group, this node's own included (echo), and no claim's
+            // backlog takes it (a group's messages are not replayed).
+            let Some(mut remote) = open_group_copy(message, seq, &self.counters) else {
+                return Ok(());
+            };
+            if remote.qos != QoS::AtMostOnce {
+                // The group's QoS 1/2 messages come from its consumer (`groups`).
+                return Ok(());
+            }
+            remote.shared = Some(shared);
+            self.out.push(remote);
+            if self.out.len() >= DELIVER_BATCH_MAX {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
         if message
             .subject
             .as_str()
@@ -450,6 +488,25 @@ impl Dispatcher {
     }
 }
 
+/// The message a NATS message for a `$share` group carries.
+fn open_group_copy(
+    message: async_nats::Message,
+    seq: Option<u64>,
+    counters: &Counters,
+) -> Option<RemoteMessage> {
+    match Envelope::decode(message.payload) {
+        Ok(envelope) => Some(remote_message(envelope, seq)),
+        Err(error) => {
+            counters.count_undecodable();
+            warn!(
+                "message on {} is not from a Tern node: {error}",
+                message.subject
+            );
+            None
+        }
+    }
+}
+
 /// The message a NATS message carries, unless it is a copy already routed.
 fn open_envelope(
     message: async_nats::Message,
@@ -470,7 +527,8 @@ fn open_envelope(
             return None;
         }
     };
-    // Loops: QoS 0 from this node never comes back (no echo); QoS 1/2 does, from the stream.
+    // Loops: QoS 0 from this node was routed here when it was published (NATS echoes it, for
+    // the `$share` groups); QoS 1/2 is routed here as it comes back from the stream.
     if envelope.origin == boot && envelope.qos == QoS::AtMostOnce {
         return None;
     }
@@ -495,6 +553,7 @@ pub(crate) fn remote_message(envelope: Envelope, seq: Option<u64>) -> RemoteMess
             .map(|at| at.saturating_sub(wall_millis())),
         publisher: envelope.publisher,
         seq: seq.filter(|_| envelope.qos != QoS::AtMostOnce),
+        shared: None,
         retained_revision: None,
     }
 }
@@ -527,11 +586,11 @@ mod tests {
 
     fn channel() -> (
         mpsc::UnboundedSender<async_nats::Message>,
-        BoxStream<'static, async_nats::Message>,
+        BoxStream<'static, Received>,
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        (tx, Box::pin(stream))
+        (tx, Box::pin(stream.map(Received::new)))
     }
 
     /// Many messages at once, on the broker's kind of runtime: the merge drains every queue

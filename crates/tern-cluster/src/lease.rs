@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tern_codec::MqttString;
-use tern_core::ClusterInput;
+use tern_core::{ClusterInput, NodeStatus};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -54,6 +54,21 @@ pub(crate) fn rendezvous<'a>(key: &str, nodes: &'a [String]) -> Option<&'a str> 
         .map(String::as_str)
 }
 
+/// A lease's value: the node's boot identity, then its connections and sessions.
+fn lease_value(boot: u64, (connections, sessions): (u64, u64)) -> Bytes {
+    let mut value = Vec::with_capacity(24);
+    for part in [boot, connections, sessions] {
+        value.extend_from_slice(&part.to_be_bytes());
+    }
+    Bytes::from(value)
+}
+
+/// The connections and sessions a lease's value says, if it says them.
+fn lease_load(value: &[u8]) -> Option<(u64, u64)> {
+    let part = |at: usize| Some(u64::from_be_bytes(value.get(at..at + 8)?.try_into().ok()?));
+    Some((part(8)?, part(16)?))
+}
+
 impl Sessions {
     /// Holds this node's lease, renewing it a few times per term, and after each renewal looks
     /// for members whose lease lapsed. A renewal that comes after this node's own lease lapsed
@@ -65,9 +80,10 @@ impl Sessions {
         let member = member_key(&self.node_id);
         let mut stale_since: HashMap<String, Instant> = HashMap::new();
         loop {
+            let lease = lease_value(self.boot, self.counters.load());
             let renewal = async {
                 tokio::join!(
-                    self.nodes.put(&key, value.clone()),
+                    self.nodes.put(&key, lease),
                     self.kv.put(&member, value.clone())
                 )
             };
@@ -145,19 +161,29 @@ impl Sessions {
         };
         let mut live = Vec::new();
         let mut dead = Vec::new();
+        let mut view = Vec::new();
         for member in members {
             let Some(node) = member.strip_prefix("m.") else {
                 continue;
             };
-            match self.nodes.get(lease_key(node)).await {
-                Ok(Some(_)) => live.push(node.to_owned()),
-                Ok(None) => dead.push(node.to_owned()),
+            let lease = match self.nodes.get(lease_key(node)).await {
+                Ok(lease) => lease,
                 Err(error) => {
                     debug!("cannot read the lease of {node}: {error}");
                     return;
                 }
+            };
+            view.push(NodeStatus {
+                id: node.to_owned(),
+                alive: lease.is_some(),
+                load: lease.as_deref().and_then(lease_load),
+            });
+            match lease {
+                Some(_) => live.push(node.to_owned()),
+                None => dead.push(node.to_owned()),
             }
         }
+        let _ = self.inputs.send(ClusterInput::Nodes(view)).await;
         let seen: HashSet<String> = dead.iter().cloned().collect();
         stale_since.retain(|key, _| seen.contains(key.split('.').nth(1).unwrap_or_default()));
         for node in dead {
@@ -229,6 +255,14 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_carries_its_nodes_load() {
+        let value = lease_value(7, (3, 12));
+        assert_eq!(lease_load(&value), Some((3, 12)));
+        // A lease of a node of an earlier release holds its boot identity only.
+        assert_eq!(lease_load(&7u64.to_be_bytes()), None);
+    }
 
     #[test]
     fn rendezvous_moves_only_the_sessions_of_the_node_that_left() {

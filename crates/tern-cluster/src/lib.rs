@@ -17,7 +17,8 @@
 //!   take-overs, fencing); `handover`: sessions sent between nodes; `lease`: the node's lease
 //!   and the death of others; `adopt`: a dead node's sessions adopted, queues read back from
 //!   the stream; `exactly_once`: inbound QoS 2 identifiers, so a PUBLISH sent again to
-//!   another node is stored once; `retained`: retained messages in a KV bucket, and each
+//!   another node is stored once; `groups`: `$share` groups' QoS 1/2 messages from a
+//!   JetStream consumer per group; `retained`: retained messages in a KV bucket, and each
 //!   node's copy of them.
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod dedup;
 mod dispatch;
 pub mod envelope;
 mod exactly_once;
+mod groups;
 pub mod handoff;
 mod handover;
 mod interest;
@@ -50,16 +52,30 @@ pub use settings::{ClusterError, NatsAuth, NatsTls, Settings};
 /// subscriptions' own queues fill, and NATS drops (counted as slow-consumer events).
 const INPUT_QUEUE: usize = 64;
 
-/// What went wrong without stopping the node, counted.
+/// What went wrong without stopping the node, counted; and the node's load.
 #[derive(Debug, Default)]
 pub struct Counters {
     dropped: AtomicU64,
     undecodable: AtomicU64,
     slow_consumer: AtomicU64,
     fenced: AtomicU64,
+    connections: AtomicU64,
+    sessions: AtomicU64,
 }
 
 impl Counters {
+    /// This node's connections and sessions, as the broker last reported them (written with
+    /// its lease, for the cluster view).
+    pub(crate) fn load(&self) -> (u64, u64) {
+        let connections = self.connections.load(Ordering::Relaxed);
+        (connections, self.sessions.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_load(&self, connections: u64, sessions: u64) {
+        self.connections.store(connections, Ordering::Relaxed);
+        self.sessions.store(sessions, Ordering::Relaxed);
+    }
+
     /// QoS 0 messages that could not be handed to NATS.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

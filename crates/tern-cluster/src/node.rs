@@ -4,8 +4,11 @@
 //!
 //! - Interest: one NATS subscription per subject of the node's filters, counted, so two
 //!   filters sharing a subject (`a` and `a/#`) hold one (`interest`).
-//! - QoS 0: published on its subject under `tern.d` (the connection has `no_echo`: the node
-//!   never hears its own back).
+//! - `$share` groups: a queue subscription per subject of the group's filter, in a NATS queue
+//!   group per group and filter, so NATS hands each of its messages to one node with members.
+//! - QoS 0: published on its subject under `tern.d`. NATS echoes it back to this node (a queue
+//!   group may pick this node); the node's plain subscriptions drop their copy, routed here
+//!   when it was published.
 //! - QoS 1/2: published to the stream `TERN_MSG_0` under `tern.in0`, with the message's
 //!   identity as `Nats-Msg-Id` so a retry is stored once; the stream republishes what it
 //!   stored under `tern.d` to every interested node, this one included. A batch is reported
@@ -22,6 +25,7 @@ use async_nats::jetstream::{
     self, context::PublishAckFuture, context::PublishError, kv, message::PublishMessage,
 };
 use rustc_hash::FxHashMap;
+use tern_codec::TopicFilter;
 use tern_core::{ClusterBatch, ClusterInput, ClusterOp, ClusterPublish};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -29,6 +33,7 @@ use tracing::{info, warn};
 use crate::dispatch::{notice_subject, remote_message, Dispatcher, Handoffs};
 use crate::envelope::Envelope;
 use crate::exactly_once::{Inbound, QOS2_BUCKET};
+use crate::groups::Groups;
 use crate::interest::Interest;
 use crate::joining::until_ready;
 use crate::retained::{revision_headers, Retained, RETAIN_BUCKET};
@@ -74,6 +79,8 @@ pub(crate) struct Joined {
     retained_stream: jetstream::stream::Stream,
     node_id: String,
     lease: Duration,
+    /// How long the stream keeps messages.
+    horizon: Duration,
 }
 
 /// Connects to NATS and makes sure the message stream exists.
@@ -171,7 +178,24 @@ pub(crate) async fn join(
         retained_stream,
         node_id: settings.node_id.clone(),
         lease: settings.lease,
+        horizon: settings.offline_horizon,
     })
+}
+
+/// The subjects the node subscribes to for `filter`. A `$share` group's are its inner
+/// filter's and the overflow subject (which the node's plain subscriptions always hear, but
+/// a group hears apart), all in the group's queue group.
+fn interest_subjects(filter: &TopicFilter) -> Vec<String> {
+    match filter.shared() {
+        None => filter_subjects(LIVE_PREFIX, filter.as_str()),
+        Some((_, inner)) => {
+            let mut subjects = filter_subjects(LIVE_PREFIX, inner.as_str());
+            subjects.push(overflow_subject(LIVE_PREFIX));
+            subjects.sort();
+            subjects.dedup();
+            subjects
+        }
+    }
 }
 
 /// A batch waiting for JetStream's acknowledgements.
@@ -224,6 +248,12 @@ pub(crate) async fn run(
         joined.boot,
         commands_tx.clone(),
     ));
+    let groups = Groups::new(
+        joined.messages.clone(),
+        inputs.clone(),
+        Arc::clone(&counters),
+        joined.horizon,
+    );
     let sessions = Arc::new(Sessions::new(
         joined.sessions,
         joined.nodes,
@@ -311,10 +341,17 @@ pub(crate) async fn run(
         for (index, op) in batch.ops.into_iter().enumerate() {
             match op {
                 ClusterOp::Interest { filter, present } => {
-                    for subject in filter_subjects(LIVE_PREFIX, filter.as_str()) {
+                    let shared = filter.shared().map(|_| &filter);
+                    for subject in interest_subjects(&filter) {
+                        if let Some(shared) = shared {
+                            match present {
+                                true => groups.hold(shared, &subject).await,
+                                false => groups.release(shared, &subject).await,
+                            }
+                        }
                         match present {
-                            true => interest.hold(subject).await,
-                            false => interest.release(&subject).await,
+                            true => interest.hold_for(subject, shared).await,
+                            false => interest.release_for(&subject, shared).await,
                         }
                     }
                     pending.sync = true;
@@ -359,6 +396,10 @@ pub(crate) async fn run(
                     pending.writes.push(written);
                 }
                 ClusterOp::SessionEnded { client_id } => sessions.end(client_id),
+                ClusterOp::Load {
+                    connections,
+                    sessions,
+                } => node.counters.set_load(connections, sessions),
                 // Recorded before the batch's other operations (`settle`).
                 ClusterOp::Released { .. } | ClusterOp::Outbound { .. } => {}
                 ClusterOp::HandedOver {

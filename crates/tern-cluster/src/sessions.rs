@@ -399,15 +399,12 @@ pub(crate) fn record_subjects(record: &SessionRecord) -> Vec<String> {
     let mut subjects: Vec<String> = record
         .subscriptions
         .iter()
+        // A `$share` group's messages go to one node each, as NATS picks: never read back.
+        .filter(|(filter, _)| !filter.is_shared())
         .flat_map(|(filter, _)| {
-            // What a `$share` or `$tree/` subscription needs is its inner filter's messages.
+            // What a `$tree/` subscription needs is its inner filter's messages.
             let filter = filter.as_str();
-            let inner = filter.strip_prefix("$tree/").unwrap_or_else(|| {
-                filter
-                    .strip_prefix("$share/")
-                    .and_then(|rest| rest.split_once('/'))
-                    .map_or(filter, |(_, inner)| inner)
-            });
+            let inner = filter.strip_prefix("$tree/").unwrap_or(filter);
             filter_subjects(LIVE_PREFIX, inner)
         })
         .collect();

@@ -99,7 +99,6 @@ impl Settings {
         let lost = Arc::new(AtomicBool::new(false));
         let mut options = ConnectOptions::new()
             .name(format!("tern {}", self.node_id))
-            .no_echo()
             .ping_interval(PING_INTERVAL)
             .connection_timeout(HANDSHAKE_TIMEOUT)
             .event_callback(move |event| {

@@ -26,7 +26,9 @@ pub enum ClusterOp {
     /// This node now holds a subscription under `filter` (`present`), or no longer any. Sent
     /// once per change of the count of subscriptions under one filter between 0 and 1.
     Interest {
-        /// The filter (for a `$share` subscription, its inner filter).
+        /// The filter. A `$share` filter comes whole: the cluster hands each message of its
+        /// group to one node with members ([`RemoteMessage::shared`]), apart from the copies
+        /// for the node's other subscriptions.
         filter: TopicFilter,
         /// Whether the node now has interest in it.
         present: bool,
@@ -97,6 +99,15 @@ pub enum ClusterOp {
         /// The connection whose packets produced with this operation (the PUBLISH, the PUBREL)
         /// wait until it is recorded; `None` when nothing waits (PUBCOMP).
         connection: Option<ConnectionId>,
+    },
+    /// How many connections and sessions this node holds now, for the cluster view the other
+    /// nodes publish under `$SYS/cluster/nodes/` (see [`ClusterInput::Nodes`]); sent with a
+    /// checkpoint when it changed.
+    Load {
+        /// Clients connected.
+        connections: u64,
+        /// Sessions held, with a connection or without.
+        sessions: u64,
     },
     /// The publisher of session `client_id` released its QoS 2 message `packet_id` (PUBREL):
     /// whatever remembers the identifier across nodes forgets it. Sent for every PUBREL, known
@@ -247,6 +258,10 @@ pub struct RemoteMessage {
     pub publisher: Option<MqttString>,
     /// Where the replicated log stored it (QoS 1/2); `None` for QoS 0, which is not stored.
     pub seq: Option<u64>,
+    /// The `$share` filter whose group this copy is for: the cluster picked this node to give
+    /// it to one member of that group here. `None` for the copy the node's other
+    /// subscriptions take (which no group takes).
+    pub shared: Option<TopicFilter>,
     /// For a message published with RETAIN: the revision under which the cluster retains it
     /// (or deleted its topic's, for an empty one), which the node's copy of the retained
     /// messages takes too (see [`RetainedEntry`]).
@@ -304,6 +319,8 @@ pub enum ClusterInput {
         /// The QoS 2 deliveries of the backlog the dead node had sent, as recorded.
         outbound: Vec<OutboundQos2>,
     },
+    /// The nodes the cluster has, as their leases say: see [`crate::Broker::cluster_nodes`].
+    Nodes(Vec<NodeStatus>),
     /// Changes to the cluster's retained messages, in the order of their revisions: see
     /// [`crate::Broker::retained_from_cluster`].
     Retained(Vec<RetainedEntry>),
@@ -312,4 +329,16 @@ pub enum ClusterInput {
     RetainedReady(Vec<u64>),
     /// The cluster layer stopped and will do nothing more; why.
     Failed(String),
+}
+
+/// A node of the cluster as its lease last said, for the cluster view under `$SYS/cluster/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Its node identifier (letters, digits, `-`, `_`).
+    pub id: String,
+    /// Whether its lease is current.
+    pub alive: bool,
+    /// What it last reported of its load (see [`ClusterOp::Load`]); `None` for a dead node,
+    /// or one that has not reported yet.
+    pub load: Option<(u64, u64)>,
 }

@@ -58,8 +58,8 @@ pub use broker::retained_feed::RETAINED_CAPPED_PROPERTY;
 pub use broker::sys::TrafficTotals;
 pub use broker::Broker;
 pub use cluster::{
-    ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, InboundQos2, OutboundQos2,
-    OutboundStage, RemoteMessage, RetainedEntry, SessionClaim,
+    ClaimOutcome, ClusterBatch, ClusterInput, ClusterOp, ClusterPublish, InboundQos2, NodeStatus,
+    OutboundQos2, OutboundStage, RemoteMessage, RetainedEntry, SessionClaim,
 };
 pub use config::{Config, Limits, OtherIdentity, Overload, StalledSubscriber};
 pub use connection::{ConnectionInfo, OutgoingPublish, Transmit};

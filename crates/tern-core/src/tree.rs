@@ -218,6 +218,33 @@ impl<K: Copy + Eq> SubscriptionTree<K> {
         let dollar = topic.starts_with('$');
         collect(&mut self.root, Some(topic), true, dollar, &readiness, out);
     }
+
+    /// The member of the group of `$share` filter `shared` that takes the next message, chosen
+    /// as [`SubscriptionTree::matches`] chooses; `None` for a filter that is not shared or has
+    /// no member here. For a message another part of the system already matched against the
+    /// group's filter (a cluster node hands a group's message to one node).
+    pub fn choose_shared(
+        &mut self,
+        shared: &TopicFilter,
+        readiness: impl Fn(K) -> Readiness,
+    ) -> Option<Match<K>> {
+        let (name, inner) = shared.shared()?;
+        let mut node = &mut self.root;
+        let mut levels = inner.as_str().split('/').peekable();
+        let subscribers = loop {
+            let level = levels.next()?;
+            match level {
+                "#" => break &mut node.hash,
+                "+" => node = node.plus.as_deref_mut()?,
+                _ => node = node.children.get_mut(level)?,
+            }
+            if levels.peek().is_none() {
+                break &mut node.here;
+            }
+        };
+        let group = subscribers.shared.iter_mut().find(|g| &*g.name == name)?;
+        choose(group, &readiness)
+    }
 }
 
 fn split_shared(filter: &TopicFilter) -> (Option<&str>, String) {
@@ -354,35 +381,43 @@ fn emit<K: Copy>(
         shared: false,
     }));
     for group in &mut subscribers.shared {
-        let count = group.members.len();
-        if count == 0 {
-            continue;
-        }
-        let start = group.cursor % count;
-        // The first ready member from the cursor on, else the first busy one, else the first
-        // offline one; none when every member is kept out of the message.
-        let mut chosen = (start, Readiness::Excluded);
-        for index in (0..count).map(|offset| (start + offset) % count) {
-            let readiness = readiness(group.members[index].0);
-            if readiness > chosen.1 {
-                chosen = (index, readiness);
-                if readiness == Readiness::Ready {
-                    break;
-                }
+        out.extend(choose(group, readiness));
+    }
+}
+
+/// The member of `group` that takes the next message: the first ready member from the cursor
+/// on, else the first busy one, else the first offline one; none when every member is kept out
+/// of the message.
+fn choose<K: Copy>(
+    group: &mut SharedGroup<K>,
+    readiness: &impl Fn(K) -> Readiness,
+) -> Option<Match<K>> {
+    let count = group.members.len();
+    if count == 0 {
+        return None;
+    }
+    let start = group.cursor % count;
+    let mut chosen = (start, Readiness::Excluded);
+    for index in (0..count).map(|offset| (start + offset) % count) {
+        let readiness = readiness(group.members[index].0);
+        if readiness > chosen.1 {
+            chosen = (index, readiness);
+            if readiness == Readiness::Ready {
+                break;
             }
         }
-        if chosen.1 == Readiness::Excluded {
-            continue;
-        }
-        let chosen = chosen.0;
-        group.cursor = chosen + 1;
-        let (key, info) = group.members[chosen];
-        out.push(Match {
-            key,
-            info,
-            shared: true,
-        });
     }
+    if chosen.1 == Readiness::Excluded {
+        return None;
+    }
+    let chosen = chosen.0;
+    group.cursor = chosen + 1;
+    let (key, info) = group.members[chosen];
+    Some(Match {
+        key,
+        info,
+        shared: true,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ mod support;
 use tern_codec::Packet;
 use tern_codec::{ReasonCode, SubscriptionOptions};
 use tern_core::{
-    CloseReason, ClusterOp, ClusterPublish, Config, Event, OutboundStage, RemoteMessage, Time,
+    CloseReason, ClusterOp, ClusterPublish, Config, Event, NodeStatus, OutboundStage,
+    RemoteMessage, Time,
 };
 
 use support::*;
@@ -21,16 +22,6 @@ fn cluster_broker() -> TestBroker {
 
 fn ops(tb: &mut TestBroker) -> Vec<ClusterOp> {
     tb.cluster_ops()
-}
-
-/// The interest changes among `ops`, as (filter, present).
-fn interest(ops: &[ClusterOp]) -> Vec<(String, bool)> {
-    ops.iter()
-        .filter_map(|op| match op {
-            ClusterOp::Interest { filter, present } => Some((filter.as_str().to_owned(), *present)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn publishes(ops: Vec<ClusterOp>) -> Vec<ClusterPublish> {
@@ -54,6 +45,7 @@ fn remote(publish: &ClusterPublish) -> RemoteMessage {
         expiry_millis: publish.expiry_millis,
         publisher: publish.publisher.clone(),
         seq: None,
+        shared: None,
         retained_revision: None,
     }
 }
@@ -252,31 +244,6 @@ fn a_will_crosses_like_any_message() {
     assert_eq!(sent[0].acknowledges, None, "no client waits on a will");
 }
 
-/// Shared subscriptions are not yet spread across nodes: refused, and MQTT 5 clients are told
-/// in CONNACK (Shared Subscription Available 0).
-#[test]
-fn shared_subscriptions_are_refused_on_a_cluster_node() {
-    let mut tb = cluster_broker();
-    let client = tb.connect("c", V5, Opts::new());
-    assert_eq!(
-        client.connack.properties.shared_subscription_available,
-        Some(false)
-    );
-    tb.send(&client, subscribe(4, &[("$share/g/t", Q1), ("t", Q1)]));
-    assert_eq!(
-        tb.recv(&client),
-        [suback(
-            4,
-            &[ReasonCode::SharedSubscriptionsNotSupported, granted(Q1)]
-        )]
-    );
-    let single = TestBroker::new().connect("c", V5, Opts::new());
-    assert_eq!(
-        single.connack.properties.shared_subscription_available,
-        None
-    );
-}
-
 /// Strict partition mode: while the node cannot reach the cluster, a new CONNECT is refused
 /// with Server unavailable (3.1.1: return code 3) so that a load balancer sends the client
 /// elsewhere; clients already connected stay; once the cluster is back, CONNECTs are accepted.
@@ -375,6 +342,7 @@ fn qos2_deliveries_are_recorded_step_by_step() {
         expiry_millis: None,
         publisher: None,
         seq: Some(40),
+        shared: None,
         retained_revision: None,
     };
     tb.broker.deliver_from_cluster(stored, tb.now);
@@ -407,4 +375,74 @@ fn qos2_deliveries_are_recorded_step_by_step() {
     tb.send(&sub, pubcomp(packet_id));
     let completed = (packet_id, 40, OutboundStage::Completed, false);
     assert_eq!(recorded(ops(&mut tb)), [completed]);
+}
+
+/// The cluster view: a node's load goes to the cluster with a checkpoint when it changed, and
+/// the nodes the cluster layer reports are published under `$SYS/cluster/nodes/`, each value
+/// when it changes, cleared when it no longer applies.
+#[test]
+fn the_cluster_view_is_published_under_sys_as_it_changes() {
+    let mut tb = cluster_broker();
+    let viewer = tb.connect("viewer", V5, Opts::new());
+    tb.subscribe(&viewer, "$SYS/cluster/#", Q0);
+    tb.cluster_ops();
+    let loads = |ops: Vec<ClusterOp>| -> Vec<(u64, u64)> {
+        ops.into_iter()
+            .filter_map(|op| match op {
+                ClusterOp::Load {
+                    connections,
+                    sessions,
+                } => Some((connections, sessions)),
+                _ => None,
+            })
+            .collect()
+    };
+    tb.broker.cluster_checkpoint();
+    assert_eq!(loads(ops(&mut tb)), [(1, 1)]);
+    tb.broker.cluster_checkpoint();
+    assert!(loads(ops(&mut tb)).is_empty(), "unchanged");
+
+    let node = |id: &str, alive, load| NodeStatus {
+        id: id.to_owned(),
+        alive,
+        load,
+    };
+    let seen = |tb: &mut TestBroker, nodes| {
+        tb.broker.cluster_nodes(nodes, tb.now);
+        let packets = tb.recv(&viewer);
+        support::publishes(&packets)
+            .iter()
+            .map(|p| {
+                let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+                format!("{} {payload}", p.topic.as_str())
+            })
+            .collect::<Vec<_>>()
+    };
+    let view = vec![node("n1", true, Some((1, 2))), node("n2", true, None)];
+    assert_eq!(
+        seen(&mut tb, view.clone()),
+        [
+            "$SYS/cluster/nodes/n1/clients/connected 1",
+            "$SYS/cluster/nodes/n1/clients/total 2",
+            "$SYS/cluster/nodes/n1/state alive",
+            "$SYS/cluster/nodes/n2/state alive",
+        ]
+    );
+    assert!(seen(&mut tb, view).is_empty(), "nothing changed");
+    let view = vec![
+        node("n1", true, Some((3, 2))),
+        node("n2", false, Some((5, 5))),
+    ];
+    assert_eq!(
+        seen(&mut tb, view),
+        [
+            "$SYS/cluster/nodes/n1/clients/connected 3",
+            "$SYS/cluster/nodes/n2/state dead",
+        ]
+    );
+    assert_eq!(
+        seen(&mut tb, vec![node("n1", true, Some((3, 2)))]),
+        ["$SYS/cluster/nodes/n2/state "],
+        "a node gone from the cluster is cleared"
+    );
 }

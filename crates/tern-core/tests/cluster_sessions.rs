@@ -56,6 +56,24 @@ fn send_connect(tb: &mut TestBroker, client_id: &str, opts: &Opts) -> tern_core:
     id
 }
 
+/// The session of `client_id`, connected with `opts` and subscribed with `subscribe` on a node,
+/// as that node hands it over to a claimant.
+fn subscribed_and_handed_over(
+    client_id: &str,
+    opts: &Opts,
+    subscribe: Packet,
+) -> Option<Box<StoredSession>> {
+    let mut a = cluster_broker();
+    let old = a.connect(client_id, V5, opts.clone());
+    a.send(&old, subscribe);
+    a.recv(&old);
+    a.cluster_ops();
+    a.broker
+        .session_taken_over(&mstr(client_id), false, Some(5), a.now);
+    a.expect_closed(&old);
+    handed_over(&a.cluster_ops(), 5)
+}
+
 fn owned(handed_over: Option<Box<StoredSession>>, backlog: Vec<RemoteMessage>) -> ClaimOutcome {
     ClaimOutcome::Owned {
         handed_over,
@@ -356,23 +374,13 @@ fn expiry_in_a_handed_over_queue_counts_on_from_where_it_was() {
 /// No Local holds for what the client itself published during the hand-over.
 #[test]
 fn the_backlog_follows_the_routing_rules() {
-    let mut a = cluster_broker();
     let opts = Opts::new().resume().expiry(600);
-    let old = a.connect("nl", V5, opts.clone());
     let no_local = tern_codec::SubscriptionOptions {
         no_local: true,
         ..support::opts(Q1)
     };
-    a.send(
-        &old,
-        subscribe_with(1, &[("t/+", no_local), ("t/#", no_local)], None),
-    );
-    a.recv(&old);
-    a.cluster_ops();
-    a.broker
-        .session_taken_over(&mstr("nl"), false, Some(5), a.now);
-    a.expect_closed(&old);
-    let session = handed_over(&a.cluster_ops(), 5);
+    let subscribe = subscribe_with(1, &[("t/+", no_local), ("t/#", no_local)], None);
+    let session = subscribed_and_handed_over("nl", &opts, subscribe);
 
     let mut b = claiming_broker();
     let id = send_connect(&mut b, "nl", &opts);
@@ -557,6 +565,22 @@ fn an_offline_session_leaves_its_messages_in_the_log() {
     tb.broker
         .deliver_from_cluster(stored_at("t", "live", 10), tb.now);
     assert_eq!(payloads(&tb.recv(&back)), ["live"]);
+}
+
+/// A session's backlog (what the stream kept for it while it moved) leaves its `$share`
+/// filters out: the cluster gave each of their messages to one member, maybe another.
+#[test]
+fn the_backlog_passes_over_shared_subscriptions() {
+    let opts = Opts::new().resume().expiry(600);
+    let subscribe = subscribe(1, &[("$share/g/s/#", Q1), ("p/#", Q1)]);
+    let session = subscribed_and_handed_over("member", &opts, subscribe);
+
+    let mut b = claiming_broker();
+    let id = send_connect(&mut b, "member", &opts);
+    let backlog = vec![remote_on("s/1", "group", Q1), remote_on("p/1", "plain", Q1)];
+    b.broker.claim_settled(id, owned(session, backlog), b.now);
+    let packets = b.drain(id);
+    assert_eq!(payloads(&packets), ["plain"], "{packets:?}");
 }
 
 /// A checkpoint writes the record of a connected session whose cursor moved since it was last

@@ -273,6 +273,11 @@ pub(crate) async fn input_loop(
                     .session_adopted(*session, backlog, outbound, now);
                 shared.after_input();
             }
+            ClusterInput::Nodes(nodes) => {
+                let now = shared.now();
+                shared.broker.borrow_mut().cluster_nodes(nodes, now);
+                shared.after_input();
+            }
             ClusterInput::Retained(entries) => {
                 let now = shared.now();
                 shared

@@ -139,6 +139,7 @@ fn a_puback_waits_until_the_cluster_reports_its_message_replicated() {
         expiry_millis: None,
         publisher: sent.publisher.clone(),
         seq: Some(1),
+        shared: None,
         retained_revision: None,
     }]));
     let Packet::Publish(delivered) = subscriber.recv() else {

@@ -169,10 +169,6 @@ pub(crate) fn join(
         );
         core.limits.packet_size_max_bytes = fits;
     }
-    info!(
-        "cluster node {:?}: no shared subscriptions across nodes in this release",
-        section.node_id
-    );
     Ok((node, link))
 }
 

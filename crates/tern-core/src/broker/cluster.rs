@@ -32,8 +32,9 @@ const SEQS_PRUNE_AT: usize = 4096;
 pub(super) struct ClusterState {
     /// Operations for the other nodes, in the order they happened.
     pub(super) ops: VecDeque<ClusterOp>,
-    /// Subscriptions in the trie per filter (the inner filter of `$share` and `$tree/`
-    /// subscriptions): the node's interest, counted so it changes only between 0 and 1.
+    /// Subscriptions in the trie per filter (the inner filter of `$tree/` subscriptions, a
+    /// `$share` filter whole: its group's messages come apart): the node's interest, counted so
+    /// it changes only between 0 and 1.
     interest: FxHashMap<TopicFilter, u32>,
     /// Whether the cluster layer last said the cluster is out of reach: new CONNECTs are then
     /// refused (strict partition mode).
@@ -59,6 +60,10 @@ pub(super) struct ClusterState {
     parked: FxHashMap<SessionKey, Parked>,
     /// The cursor last written for each session with a connection.
     pub(super) written: FxHashMap<SessionKey, Option<u64>>,
+    /// The connections and sessions last reported to the cluster ([`ClusterOp::Load`]).
+    load: Option<(u64, u64)>,
+    /// The cluster view last published under `$SYS/cluster/nodes/`: value by topic.
+    pub(super) view: FxHashMap<String, String>,
     /// The cluster's retained messages, as this node takes them.
     pub(super) retained: retained::ClusterRetained,
 }
@@ -117,19 +122,45 @@ impl Broker {
     /// overlapping subscriptions of a session make one delivery. It is not sent on to other
     /// nodes. A RETAIN message with its revision in the cluster's retained messages updates
     /// this node's copy of them (cluster/retained.rs). Returns whether a subscription matched.
-    pub fn deliver_from_cluster(&mut self, remote: RemoteMessage, now: Time) -> bool {
+    ///
+    /// A `$share` group takes only the copies handed to this node for it
+    /// ([`RemoteMessage::shared`]): the cluster picks one node per message and group, and the
+    /// node one of its members.
+    pub fn deliver_from_cluster(&mut self, mut remote: RemoteMessage, now: Time) -> bool {
+        let shared = remote.shared.take();
         let retained = remote
             .retained_revision
             .filter(|_| remote.retain)
             .map(|revision| (revision, remote.topic.clone()));
+        let routed = self.cluster.last_seq;
         let message = self.message_from_cluster(remote, now);
+        if shared.is_some() {
+            // A group's copy comes from its own consumer, not in the stream's order with the
+            // rest: it says nothing of what this node has routed.
+            self.cluster.last_seq = routed;
+        }
         if let Some((revision, topic)) = retained {
             self.take_retained(topic, revision, message.as_ref());
         }
-        match message {
-            Some(message) => self.route(&message, now) > 0,
-            None => false,
+        let Some(message) = message else {
+            return false;
+        };
+        match shared {
+            Some(filter) => self.route_to_group(&message, &filter, now),
+            None => self.route(&message, false, now) > 0,
         }
+    }
+
+    /// Whether a `$share` group on this node takes `message` as it is routed here: always on a
+    /// single node; on a cluster node only the broker's own `$SYS` messages, which stay on the
+    /// node (the cluster hands every other message to one node per group).
+    pub(super) fn groups_route_here(&self, message: &SharedMessage) -> bool {
+        !self.config.cluster || Self::stays_on_node(message)
+    }
+
+    /// Whether `message` is the broker's own `$SYS`, whose figures are the node's.
+    fn stays_on_node(message: &SharedMessage) -> bool {
+        message.origin.is_none() && message.topic.is_dollar()
     }
 
     /// The message a node of the cluster sent, as this node routes it; `None` if it expired.
@@ -226,7 +257,8 @@ impl Broker {
     }
 
     /// Delivers a routed message to session `key`, unless it stays in the log: a QoS 1/2
-    /// message from the log for a parked session, which reads it back when it resumes.
+    /// message from the log for a parked session, which reads it back when it resumes (but
+    /// not a `$share` group's).
     pub(super) fn deliver_routed(
         &mut self,
         key: SessionKey,
@@ -234,8 +266,10 @@ impl Broker {
         feed: Feed,
         now: Time,
     ) {
+        // A `$share` group's message is this member's alone: kept, as it is not read back.
         let left_in_log = self.config.cluster
             && delivery.qos != QoS::AtMostOnce
+            && feed != (Feed::Routed { shared: true })
             && self.parked(key).is_some()
             && self.cluster.seqs.contains_key(&delivery.message.id);
         if !left_in_log {
@@ -264,6 +298,17 @@ impl Broker {
             .collect();
         for key in moved {
             self.cluster_session_saved_quietly(key);
+        }
+        let stats = self.stats();
+        let load = (stats.clients_connected, stats.sessions);
+        if self.cluster.load != Some(load) {
+            self.cluster.load = Some(load);
+            let (connections, sessions) = load;
+            let op = ClusterOp::Load {
+                connections,
+                sessions,
+            };
+            self.cluster.ops.push_back(op);
         }
         let sessions = &self.sessions;
         self.cluster.written.retain(|key, _| {
@@ -307,7 +352,7 @@ impl Broker {
     /// log (see [`ClusterPublish::message`]). The broker's own `$SYS` messages stay on the
     /// node: their figures are its own.
     pub(super) fn forward_to_cluster(&mut self, message: &SharedMessage, now: Time) -> bool {
-        if !self.config.cluster || (message.origin.is_none() && message.topic.is_dollar()) {
+        if !self.config.cluster || Self::stays_on_node(message) {
             return true;
         }
         let session = message.origin.map(|key| self.session(key));
@@ -488,11 +533,9 @@ impl Broker {
     }
 }
 
-/// The filter whose messages a subscription under `filter` needs: a `$share` filter's inner
-/// one, kept in allocations of its own (it outlives the SUBSCRIBE it came in).
+/// The interest a subscription under `filter` needs, kept in allocations of its own (it
+/// outlives the SUBSCRIBE it came in): a `$share` filter whole, as its group takes its
+/// messages apart from the node's other subscriptions.
 fn interest_filter(filter: &TopicFilter) -> TopicFilter {
-    match filter.shared() {
-        Some((_, inner)) => inner.detached(),
-        None => filter.detached(),
-    }
+    filter.detached()
 }

@@ -141,7 +141,10 @@ impl Broker {
             .session(key)
             .subscriptions
             .iter()
-            .filter(|(filter, info)| info.tree_view.is_none() && filter.matches(topic))
+            // A `$share` group's messages come apart, one node and member each: not replayed.
+            .filter(|(filter, info)| {
+                info.tree_view.is_none() && !filter.is_shared() && filter.matches(topic)
+            })
             // No Local: never back to the publishing session (MQTT-3.8.3-3).
             .filter(|(_, info)| !(info.options.no_local && message.origin == Some(key)))
             .map(|(_, info)| Match {

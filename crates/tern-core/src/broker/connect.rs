@@ -369,9 +369,6 @@ impl Broker {
         if limits.qos_max < QoS::ExactlyOnce {
             properties.maximum_qos = Some(limits.qos_max);
         }
-        if self.config.cluster {
-            properties.shared_subscription_available = Some(false);
-        }
     }
 
     /// A client identifier no session uses, for a client that sent an empty one.

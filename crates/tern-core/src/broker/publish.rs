@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use tern_codec::{Ack, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionIds, TopicName};
+use rustc_hash::FxHashMap;
+use tern_codec::{
+    Ack, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionIds, TopicFilter, TopicName,
+};
 
 use super::fleet_fence;
 use super::retained_store::{retained_size, RetainedLimit};
@@ -13,7 +16,7 @@ use super::Broker;
 use crate::authz::Access;
 use crate::cluster::OutboundStage;
 use crate::config::Overload;
-use crate::connection::OutgoingPublish;
+use crate::connection::{Connection, OutgoingPublish};
 use crate::events::{CutReason, DropReason, Event};
 use crate::session::{Delivery, FlowState, OutgoingState, Session};
 use crate::store::{DeliveryStage, StoreOp};
@@ -286,11 +289,12 @@ impl Broker {
                 self.retained.set(kept);
             }
         }
+        let groups_here = self.groups_route_here(&message);
         if !self.forward_to_cluster(&message, now) {
             // Routed when it comes back replicated; whether anyone matched is not known here.
             return None;
         }
-        Some(self.route(&message, now))
+        Some(self.route(&message, groups_here, now))
     }
 
     /// Whether storing `message` as retained stays within the limits. The broker's own `$SYS`
@@ -379,8 +383,10 @@ impl Broker {
     }
 
     /// Delivers `message` to every matching subscription (and the tap); returns how many
-    /// matched (a `$tree/` view counts once, whatever its members).
-    pub(super) fn route(&mut self, message: &SharedMessage, now: Time) -> usize {
+    /// matched (a `$tree/` view counts once, whatever its members). `$share` groups take it
+    /// only with `groups` (on a cluster node, a group takes its messages as the cluster hands
+    /// them to one node: [`Broker::route_to_group`]).
+    pub(super) fn route(&mut self, message: &SharedMessage, groups: bool, now: Time) -> usize {
         self.tap.offer_message(message);
         self.keep_history(message, now);
         let mut matches = std::mem::take(&mut self.scratch);
@@ -388,17 +394,10 @@ impl Broker {
         let sessions = &self.sessions;
         let connections = &self.connections;
         let fleet_closes = self.fleet_closes(&message.topic);
-        // A `$share` group passes over a member whose queue is full before it holds anyone, and
-        // never gives a fleet message to a member kept out of the fleet.
-        let readiness =
-            |key: SessionKey| match sessions.get(key.0 as usize).and_then(Option::as_ref) {
-                Some(s) if fleet_closes && fleet_fence::session_fenced(s, connections) => {
-                    Readiness::Excluded
-                }
-                Some(s) if s.connection.is_some() && s.flow == FlowState::Clear => Readiness::Ready,
-                Some(s) if s.connection.is_some() => Readiness::Busy,
-                _ => Readiness::Offline,
-            };
+        let readiness = |key: SessionKey| match groups {
+            true => readiness(sessions, connections, fleet_closes, key),
+            false => Readiness::Excluded,
+        };
         self.subscriptions
             .matches(&message.topic, readiness, &mut matches);
         self.fence_matches(fleet_closes, &mut matches);
@@ -425,6 +424,29 @@ impl Broker {
         }
         self.scratch = matches;
         matched
+    }
+
+    /// Delivers `message` to one member of the `$share` group of filter `shared` on this node,
+    /// chosen as [`Broker::route`] chooses; returns whether one took it. For a message the
+    /// cluster handed to this node for that group.
+    pub(super) fn route_to_group(
+        &mut self,
+        message: &SharedMessage,
+        shared: &TopicFilter,
+        now: Time,
+    ) -> bool {
+        if !shared.matches(&message.topic) {
+            return false;
+        }
+        let sessions = &self.sessions;
+        let connections = &self.connections;
+        let fleet_closes = self.fleet_closes(&message.topic);
+        let readiness = |key| readiness(sessions, connections, fleet_closes, key);
+        let Some(chosen) = self.subscriptions.choose_shared(shared, readiness) else {
+            return false;
+        };
+        self.deliver_matches(message, message.charge(), &[chosen], now);
+        true
     }
 
     /// One delivery to one session for its subscriptions in `group` (all the same session);
@@ -688,5 +710,24 @@ impl Broker {
             // An acknowledgement for nothing in flight (say, repeated after a reconnect) is ignored.
             _ => {}
         }
+    }
+}
+
+/// How ready session `key` is to take a message of a `$share` group: a group passes over a
+/// member whose queue is full before it holds anyone, and never gives a fleet message
+/// (`fleet_closes`) to a member kept out of the fleet.
+fn readiness(
+    sessions: &[Option<Session>],
+    connections: &FxHashMap<ConnectionId, Box<Connection>>,
+    fleet_closes: bool,
+    key: SessionKey,
+) -> Readiness {
+    match sessions.get(key.0 as usize).and_then(Option::as_ref) {
+        Some(s) if fleet_closes && fleet_fence::session_fenced(s, connections) => {
+            Readiness::Excluded
+        }
+        Some(s) if s.connection.is_some() && s.flow == FlowState::Clear => Readiness::Ready,
+        Some(s) if s.connection.is_some() => Readiness::Busy,
+        _ => Readiness::Offline,
     }
 }

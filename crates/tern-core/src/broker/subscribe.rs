@@ -39,12 +39,6 @@ impl Broker {
                 reason_codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
-            if self.config.cluster && filter.is_shared() {
-                // Not yet spread across the nodes of a cluster: refused rather than served per
-                // node, which would deliver one copy per node with a member.
-                reason_codes.push(ReasonCode::SharedSubscriptionsNotSupported);
-                continue;
-            }
             let session = self.session(key);
             let is_new = !session.subscriptions.contains_key(&filter);
             if is_new && session.subscriptions.len() >= limits.subscriptions_per_session_max {

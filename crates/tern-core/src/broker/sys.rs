@@ -1,5 +1,6 @@
 //! `$SYS/broker/...` topics: the usual statistics, published as retained messages on request
-//! of the runtime (every few seconds).
+//! of the runtime (every few seconds); and on a cluster node the cluster view,
+//! `$SYS/cluster/nodes/<node>/...`, as the nodes' leases say.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use bytes::Bytes;
 use tern_codec::{PublishProperties, QoS, TopicName};
 
 use super::Broker;
+use crate::cluster::NodeStatus;
 use crate::types::{Message, Time};
 
 /// Counts only the runtime sees.
@@ -82,21 +84,66 @@ impl Broker {
             ("errors/socket", traffic.socket_errors.to_string()),
         ];
         for (name, value) in values {
-            let Ok(topic) = format!("$SYS/broker/{name}").parse::<TopicName>() else {
-                continue;
-            };
-            let message = Message {
-                id: self.next_message_id(),
-                topic,
-                payload: Bytes::from(value),
-                qos: QoS::AtMostOnce,
-                retain: true,
-                properties: PublishProperties::default(),
-                expires_at: None,
-                origin: None,
-            };
-            self.accept_message(Arc::new(message), now);
+            self.publish_sys_value(format!("$SYS/broker/{name}"), value, now);
         }
         self.close_oversized(now);
+    }
+
+    /// Publishes the cluster view as `nodes` (every node the cluster has, from their leases)
+    /// say: `$SYS/cluster/nodes/<node>/state` (`alive` or `dead`), and for a live node
+    /// `.../clients/connected` and `.../clients/total` (sessions) as it last reported them;
+    /// retained on this node like `$SYS/broker/...`, each published when it changes, and
+    /// cleared (an empty retained message) when it no longer applies.
+    pub fn cluster_nodes(&mut self, nodes: Vec<NodeStatus>, now: Time) {
+        let mut view = std::collections::BTreeMap::new();
+        for node in nodes {
+            let prefix = format!("$SYS/cluster/nodes/{}", node.id);
+            let state = if node.alive { "alive" } else { "dead" };
+            view.insert(format!("{prefix}/state"), state.to_owned());
+            if let Some((connections, sessions)) = node.load.filter(|_| node.alive) {
+                view.insert(
+                    format!("{prefix}/clients/connected"),
+                    connections.to_string(),
+                );
+                view.insert(format!("{prefix}/clients/total"), sessions.to_string());
+            }
+        }
+        let gone: Vec<String> = self
+            .cluster
+            .view
+            .keys()
+            .filter(|topic| !view.contains_key(*topic))
+            .cloned()
+            .collect();
+        for topic in gone {
+            self.cluster.view.remove(&topic);
+            self.publish_sys_value(topic, String::new(), now);
+        }
+        for (topic, value) in view {
+            if self.cluster.view.get(&topic) != Some(&value) {
+                self.cluster.view.insert(topic.clone(), value.clone());
+                self.publish_sys_value(topic, value, now);
+            }
+        }
+        self.close_oversized(now);
+    }
+
+    /// Publishes `value` on the broker's own `topic` as a retained QoS 0 message (empty: the
+    /// topic's retained message cleared).
+    fn publish_sys_value(&mut self, topic: String, value: String, now: Time) {
+        let Ok(topic) = topic.parse::<TopicName>() else {
+            return;
+        };
+        let message = Message {
+            id: self.next_message_id(),
+            topic,
+            payload: Bytes::from(value),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: None,
+        };
+        self.accept_message(Arc::new(message), now);
     }
 }

@@ -602,6 +602,16 @@ pub(crate) fn delayed_will(topic_name: &str, payload: &str, delay_secs: u32) -> 
     will
 }
 
+/// The interest changes among cluster `ops`, as (filter, present).
+pub(crate) fn interest(ops: &[ClusterOp]) -> Vec<(String, bool)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            ClusterOp::Interest { filter, present } => Some((filter.as_str().to_owned(), *present)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A message from another node of a cluster, published there by client `elsewhere`.
 pub(crate) fn remote_on(topic_name: &str, payload: &str, qos: QoS) -> tern_core::RemoteMessage {
     tern_core::RemoteMessage {
@@ -613,6 +623,7 @@ pub(crate) fn remote_on(topic_name: &str, payload: &str, qos: QoS) -> tern_core:
         expiry_millis: None,
         publisher: Some(mstr("elsewhere")),
         seq: None,
+        shared: None,
         retained_revision: None,
     }
 }

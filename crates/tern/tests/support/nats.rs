@@ -117,7 +117,7 @@ impl NatsServer {
     }
 
     /// Whether a client connection named `name` is connected to this server (its `/connz`).
-    fn serves(&self, name: &str) -> bool {
+    pub(crate) fn serves(&self, name: &str) -> bool {
         let connz = self.monitor("connz", "");
         let connections = connz.as_ref().and_then(|c| c["connections"].as_array());
         connections.is_some_and(|all| all.iter().any(|c| c["name"] == name))
