@@ -128,7 +128,10 @@ fn a_session_cookie_acts_as_its_token_and_changes_need_the_consoles_origin() {
         &body,
     );
     assert_eq!(status, 403);
-    let wrong = format!("{{\"token\":\"{}0\"}}", &texts[0][..texts[0].len() - 1]);
+    // The token with its last character changed (to one it does not already have).
+    let (kept, last) = texts[0].split_at(texts[0].len() - 1);
+    let other = if last == "0" { '1' } else { '0' };
+    let wrong = format!("{{\"token\":\"{kept}{other}\"}}");
     assert_eq!(login(http, &wrong).0, 401);
 
     let (status, cookie, set_cookie) = login(http, &body);
