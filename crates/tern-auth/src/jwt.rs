@@ -1,9 +1,11 @@
 //! JWT bearer tokens in the CONNECT password: HS256 with a shared secret, or RS256/ES256 with
-//! a public key (PEM). The signature and `exp` are checked (a token without `exp` is refused);
+//! a public key (PEM) or the keys of an identity provider's JSON Web Key Set, picked by the
+//! token's `kid`. The signature and `exp` are checked (a token without `exp` is refused);
 //! one claim names the user, and an optional claim lists the topic filters the connection is
 //! restricted to, on top of the ACL rules.
 
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::AuthError;
@@ -34,6 +36,8 @@ pub struct JwtIdentity {
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
+    /// The keys of a JSON Web Key Set, by `kid` (none: `key` is the one key).
+    key_set: Vec<(Option<String>, DecodingKey)>,
     validation: Validation,
     username_claim: String,
     topics_claim: Option<String>,
@@ -77,15 +81,74 @@ impl JwtVerifier {
                 )))
             }
         };
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = leeway_secs;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
         Ok(Self {
             key,
-            validation,
+            key_set: Vec::new(),
+            validation: validation(algorithm, leeway_secs),
             username_claim: username_claim.to_owned(),
             topics_claim: topics_claim.map(str::to_owned),
+        })
+    }
+
+    /// A verifier for `algorithm` ("RS256" or "ES256") with the keys of a JSON Web Key Set
+    /// (`{"keys": [...]}`, as an identity provider publishes it): a token's header names its
+    /// key (`kid`), or the set has one key.
+    pub fn with_key_set(
+        algorithm: &str,
+        key_set: &[u8],
+        username_claim: &str,
+        topics_claim: Option<&str>,
+        leeway_secs: u64,
+    ) -> Result<Self, AuthError> {
+        let bad = |why: String| AuthError::Jwt(why);
+        let algorithm = match algorithm {
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            other => {
+                return Err(bad(format!(
+                    "a key set's algorithm: RS256 or ES256, not {other:?}"
+                )))
+            }
+        };
+        let set: JwkSet =
+            serde_json::from_slice(key_set).map_err(|e| bad(format!("the key set: {e}")))?;
+        let key_set = set
+            .keys
+            .iter()
+            .map(|jwk| {
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| bad(format!("the key set's key {:?}: {e}", jwk.common.key_id)))?;
+                Ok((jwk.common.key_id.clone(), key))
+            })
+            .collect::<Result<Vec<_>, AuthError>>()?;
+        let Some((_, first)) = key_set.first() else {
+            return Err(bad("the key set has no key".to_owned()));
+        };
+        Ok(Self {
+            key: first.clone(),
+            key_set,
+            validation: validation(algorithm, leeway_secs),
+            username_claim: username_claim.to_owned(),
+            topics_claim: topics_claim.map(str::to_owned),
+        })
+    }
+
+    /// The key a token is checked with: the one key, or the key set's key its `kid` names.
+    fn key_of(&self, token: &str) -> Result<&DecodingKey, JwtFailure> {
+        if self.key_set.is_empty() {
+            return Ok(&self.key);
+        }
+        let header = decode_header(token).map_err(|e| JwtFailure::Invalid(e.to_string()))?;
+        let found = match &header.kid {
+            Some(kid) => self
+                .key_set
+                .iter()
+                .find(|(id, _)| id.as_deref() == Some(kid.as_str())),
+            None if self.key_set.len() == 1 => self.key_set.first(),
+            None => None,
+        };
+        found.map(|(_, key)| key).ok_or_else(|| {
+            JwtFailure::Invalid(format!("no key of the key set is {:?}", header.kid))
         })
     }
 
@@ -96,8 +159,19 @@ impl JwtVerifier {
 
     /// Checks a token; `username` is CONNECT's user name, which must be absent or match.
     pub fn verify(&self, token: &[u8], username: Option<&str>) -> Result<JwtIdentity, JwtFailure> {
+        self.verify_with_claims(token, username)
+            .map(|(identity, _)| identity)
+    }
+
+    /// As [`verify`](Self::verify), with the token's claims too, for callers that map others
+    /// (the web console's scopes and owner).
+    pub fn verify_with_claims(
+        &self,
+        token: &[u8],
+        username: Option<&str>,
+    ) -> Result<(JwtIdentity, Value), JwtFailure> {
         let token = std::str::from_utf8(token).map_err(|e| JwtFailure::Invalid(e.to_string()))?;
-        let data = decode::<Value>(token, &self.key, &self.validation)
+        let data = decode::<Value>(token, self.key_of(token)?, &self.validation)
             .map_err(|e| JwtFailure::Invalid(e.to_string()))?;
         let name = data
             .claims
@@ -124,12 +198,22 @@ impl JwtVerifier {
         });
         // `exp` is present and numeric, or validation would have failed.
         let expires = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        Ok(JwtIdentity {
+        let identity = JwtIdentity {
             username: name.to_owned(),
             topics,
             valid_until_unix_secs: expires.saturating_add(self.validation.leeway),
-        })
+        };
+        Ok((identity, data.claims))
     }
+}
+
+/// What is checked of every token: the algorithm, the signature and `exp` (with `leeway`).
+fn validation(algorithm: Algorithm, leeway_secs: u64) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = leeway_secs;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp"]);
+    validation
 }
 
 #[cfg(test)]
@@ -258,12 +342,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn es256_tokens_checked_against_the_public_key() {
+    /// P-256 keys: each signing key, its public key in PEM, and its point (`04 || x || y`).
+    fn es256_keys(count: usize) -> Vec<(EncodingKey, Vec<u8>, Vec<u8>)> {
         use ring::rand::SystemRandom;
         use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
         let rng = SystemRandom::new();
-        let keys: Vec<(EncodingKey, Vec<u8>)> = (0..2)
+        (0..count)
             .map(|_| {
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                     .expect("key");
@@ -282,10 +366,55 @@ mod tests {
                 (
                     EncodingKey::from_ec_der(pkcs8.as_ref()),
                     pem("PUBLIC KEY", &spki).into_bytes(),
+                    pair.public_key().as_ref().to_vec(),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn es256_tokens_checked_against_the_public_key() {
+        let keys = es256_keys(2);
         check_asymmetric("ES256", &keys[0].0, &keys[1].0, &keys[0].1);
+    }
+
+    #[test]
+    fn a_key_sets_key_is_picked_by_the_tokens_kid() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+        use base64::Engine as _;
+        let keys = es256_keys(3);
+        let jwk = |kid: &str, point: &[u8]| {
+            json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                   "x": B64URL.encode(&point[1..33]), "y": B64URL.encode(&point[33..65])})
+        };
+        let set = json!({"keys": [jwk("a", &keys[0].2), jwk("b", &keys[1].2)]}).to_string();
+        let v = JwtVerifier::with_key_set("ES256", set.as_bytes(), "sub", None, 0).expect("set");
+        let claims = json!({"sub": "carol", "exp": now() + 600});
+        let signed = |kid: Option<&str>, key: &EncodingKey| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = kid.map(str::to_owned);
+            encode(&header, &claims, key).expect("sign")
+        };
+        let good = signed(Some("b"), &keys[1].0);
+        assert_eq!(
+            v.verify(good.as_bytes(), None).map(|i| i.username),
+            Ok("carol".to_owned())
+        );
+        // Signed with one key and naming another, naming none of the set's, naming none of
+        // two, or signed with a key outside the set: refused.
+        for bad in [
+            signed(Some("a"), &keys[1].0),
+            signed(Some("c"), &keys[2].0),
+            signed(None, &keys[0].0),
+        ] {
+            assert!(v.verify(bad.as_bytes(), None).is_err());
+        }
+        let one = json!({"keys": [jwk("a", &keys[0].2)]}).to_string();
+        let v = JwtVerifier::with_key_set("ES256", one.as_bytes(), "sub", None, 0).expect("set");
+        assert!(v.verify(signed(None, &keys[0].0).as_bytes(), None).is_ok());
+        assert!(v.verify(signed(None, &keys[2].0).as_bytes(), None).is_err());
+        assert!(JwtVerifier::with_key_set("HS256", one.as_bytes(), "sub", None, 0).is_err());
+        assert!(JwtVerifier::with_key_set("ES256", b"{\"keys\": []}", "sub", None, 0).is_err());
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub enum FleetError {
     /// No such device.
     #[error("no device {0:?}")]
     NoDevice(String),
+    /// The device logs in with another credential than a password.
+    #[error("device {0:?} logs in with no password (its credential is a key or a certificate)")]
+    NoPassword(String),
 }
 
 /// Checks that `name` can stand as one level of the fleet's topics.

@@ -130,6 +130,43 @@ fn deleting_ends_the_session_clears_the_retained_status_and_the_store_follows() 
     assert_eq!(refused_with(&mut t, "d2", V5), ReasonCode::NotAuthorized);
 }
 
+#[test]
+fn a_password_device_gets_a_new_password_kept_by_the_store_and_others_are_refused_one() {
+    let mut t = TestBroker::with_config(persistent_config());
+    let mut d1 = device("acme", "d1");
+    d1.credential = tern_core::fleet::DeviceCredential::Password("$argon2id$old".into());
+    t.broker.fleet_add(d1).expect("added");
+    t.broker.fleet_add(device("acme", "k1")).expect("added");
+    let _ = t.events();
+    while t.broker.poll_store_op().is_some() {}
+    t.broker
+        .fleet_set_password("d1", "$argon2id$new".into())
+        .expect("a new password");
+    let kept = t.broker.fleet().device("d1").map(|d| d.credential.clone());
+    assert_eq!(
+        kept,
+        Some(tern_core::fleet::DeviceCredential::Password(
+            "$argon2id$new".into()
+        ))
+    );
+    let ops: Vec<StoreOp> = std::iter::from_fn(|| t.broker.poll_store_op()).collect();
+    assert!(ops.iter().any(|op| matches!(op, StoreOp::FleetDeviceSet(d)
+        if d.credential == tern_core::fleet::DeviceCredential::Password("$argon2id$new".into()))));
+    assert!(t
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::FleetChanged { udid, .. } if udid == "d1")));
+    // A key device has no password to change; no device, none either.
+    assert!(matches!(
+        t.broker.fleet_set_password("k1", "$argon2id$x".into()),
+        Err(tern_core::fleet::FleetError::NoPassword(_))
+    ));
+    assert!(t
+        .broker
+        .fleet_set_password("nope", "$argon2id$x".into())
+        .is_err());
+}
+
 /// A device's recent messages are what `[[history]]` keeps of its own topics (its channel and
 /// those under it), published by it or to it, newest last: not another device's, not its
 /// owner's shared topics; none without a history.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::admin_ops::{AdminOp, OperatorEnvelope};
+use crate::console_session::Credential;
 use crate::error::ApiError;
 use crate::publish::Query;
 use crate::replay::Answer;
@@ -57,14 +58,10 @@ pub(crate) fn authenticate(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    let from_session;
-    let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(token) => token,
-        None => match crate::console_session::token_of(shared, request) {
-            Ok(Some(token)) => {
-                from_session = token;
-                from_session.as_str()
-            }
+    let credential = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(token) => Credential::Token(token.to_owned()),
+        None => match crate::console_session::credential_of(shared, request) {
+            Ok(Some(credential)) => credential,
             Ok(None) => {
                 return Err(refuse(ApiError::new(
                     401,
@@ -75,16 +72,12 @@ pub(crate) fn authenticate(
             Err(error) => return Err(refuse(error)),
         },
     };
-    match shared.tokens.current().verify(
-        token.trim(),
-        crate::bridge::unix_now(),
-        &shared.config.fleet_topics,
-    ) {
+    match crate::console_session::operator_of(shared, &credential, crate::bridge::unix_now()) {
         Ok(operator) => Ok((operator, line)),
         Err(why) => {
             // One answer for every bad token; the log says which.
             let error = ApiError::new(401, "token_invalid", "the token is not valid");
-            let logged = ApiError::new(401, "token_invalid", why.describe());
+            let logged = ApiError::new(401, "token_invalid", why);
             shared.refuse(&logged, &line, None);
             Err(Box::new(unsigned(error.status, error.body())))
         }

@@ -41,6 +41,10 @@ pub(crate) enum FleetOp {
     Delete {
         udid: String,
     },
+    SetPassword {
+        udid: String,
+        hash: String,
+    },
     SetOwner {
         id: String,
         password_hash: Option<String>,
@@ -71,11 +75,18 @@ pub(crate) struct DeviceBody {
     cn: Option<String>,
 }
 
-/// `{"disabled": true|false}`.
+/// One change: `{"disabled": true|false}`, or a new MQTT password for a device that logs in
+/// with one: `{"password"}` (hashed by the broker, argon2id) or `{"password_hash"}` (argon2id
+/// PHC, as `tern device` sends it).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeviceChange {
-    disabled: bool,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_hash: Option<String>,
 }
 
 /// An owner's password (argon2id), or none.
@@ -281,18 +292,44 @@ pub(crate) async fn show(State(shared): State<Arc<Shared>>, request: Request) ->
 }
 
 /// Disables a device (its connection is closed at once; it is refused until enabled) or
-/// enables it.
+/// enables it; or gives a device that logs in with a password a new one (its next CONNECT
+/// needs it; a connection open now stays).
 #[utoipa::path(patch, path = "/v1/admin/devices/{udid}", tag = "fleet",
     params(("udid" = String, Path, description = "The device's udid.")),
     request_body(content = DeviceChange, content_type = "application/json"),
     responses((status = 200, description = "The device.", body = DeviceView),
-              (status = "4XX", description = "Refused, or no_device.", body = crate::error::ErrorBody)),
+              (status = "4XX", description = "Refused, no_device, or no_password (the device logs in with a key or a certificate).", body = crate::error::ErrorBody)),
     security(("bearer" = ["write"])))]
 pub(crate) async fn change(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let who = fleet_operator!(shared, request, Scope::Write, "/v1/admin/devices");
     let body = body!(shared, who, request, DeviceChange);
-    let (udid, disabled) = (who.rest.clone(), body.disabled);
-    run(&shared, &who, FleetOp::Disable { udid, disabled }).await
+    let udid = who.rest.clone();
+    let op = match (body.disabled, body.password, body.password_hash) {
+        (Some(disabled), None, None) => FleetOp::Disable { udid, disabled },
+        (None, None, Some(hash)) => match argon2(Some(hash)) {
+            Ok(hash) => FleetOp::SetPassword { udid, hash },
+            Err(answer) => return who.respond(&shared, answer),
+        },
+        (None, Some(password), None) if !password.is_empty() => {
+            // argon2id is slow on purpose: off the async threads.
+            let hashed =
+                tokio::task::spawn_blocking(move || tern_auth::passwd::hash_password(&password))
+                    .await;
+            match hashed {
+                Ok(Ok(hash)) => FleetOp::SetPassword { udid, hash },
+                _ => {
+                    let error = ApiError::new(500, "internal", "the password could not be hashed");
+                    return who.refuse(&shared, &error);
+                }
+            }
+        }
+        _ => {
+            let error =
+                ApiError::bad_request("one of: disabled, password (not empty), password_hash");
+            return who.refuse(&shared, &error);
+        }
+    };
+    run(&shared, &who, op).await
 }
 
 /// Deletes a device, its session and its retained channel and status.
@@ -368,6 +405,7 @@ pub(crate) fn fleet_error(error: &FleetError) -> Answer {
         FleetError::NoDevice(_) => (404, "no_device"),
         FleetError::Exists(_) => (409, "device_exists"),
         FleetError::BadName { .. } | FleetError::ReservedUdid => (400, "bad_request"),
+        FleetError::NoPassword(_) => (409, "no_password"),
     };
     refused(&ApiError::new(status, code, error.to_string()))
 }
@@ -393,7 +431,10 @@ pub(crate) fn apply(
         FleetOp::List { owner } => owner.as_deref(),
         FleetOp::Add(body) => Some(body.owner.as_str()),
         FleetOp::SetOwner { id, .. } => Some(id.as_str()),
-        FleetOp::Show { udid } | FleetOp::Disable { udid, .. } | FleetOp::Delete { udid } => {
+        FleetOp::Show { udid }
+        | FleetOp::Disable { udid, .. }
+        | FleetOp::Delete { udid }
+        | FleetOp::SetPassword { udid, .. } => {
             if realm.device(broker.fleet(), udid).is_none() {
                 return fleet_error(&FleetError::NoDevice(udid.clone()));
             }
@@ -458,6 +499,15 @@ pub(crate) fn apply(
             },
             Err(error) => fleet_error(&error),
         },
+        FleetOp::SetPassword { udid, hash } => {
+            match broker.fleet_set_password(udid, hash.clone()) {
+                Ok(()) => match broker.fleet().device(udid) {
+                    Some(device) => json(200, &view(broker, device, now, now_unix)),
+                    None => fleet_error(&FleetError::NoDevice(udid.clone())),
+                },
+                Err(error) => fleet_error(&error),
+            }
+        }
         FleetOp::Delete { udid } => match broker.fleet_delete(udid, now) {
             Ok(device) => json(200, &view(broker, &device, now, now_unix)),
             Err(error) => fleet_error(&error),

@@ -7,7 +7,12 @@
 //! address it was sent to (bearer-token requests are not cookies a browser sends on its own,
 //! and need no such check).
 //!
-//! On a first start, with no operator token at all, the bridge makes one (`console-admin`,
+//! A login with an operator user's password or an identity provider's JWT
+//! (`console_login.rs`) makes a session that keeps the record it was granted instead, checked
+//! the same way at each request, until the session ends (or the JWT expires).
+//!
+//! On a first start, with no operator at all (no token, no operator users, no JWT login),
+//! the bridge makes one (`console-admin`,
 //! every scope), keeps its text in the data directory (mode 0600) and offers a one-time login
 //! code, logged as a link: a code is used once, and only from a loopback address.
 
@@ -25,6 +30,15 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::server::{read_json, unsigned, Peer, RequestLine, Shared};
 use crate::tokens::{self, Operator, Scope, TokenRecord};
+
+/// What a session acts as.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    /// An operator token's text, verified again at each request.
+    Token(String),
+    /// What a password or JWT login was granted (`console_login.rs`).
+    Granted(TokenRecord),
+}
 
 /// The cookie's name.
 pub(crate) const COOKIE: &str = "tern_session";
@@ -59,8 +73,8 @@ pub(crate) struct Sessions {
 
 #[derive(Debug, Default)]
 struct Table {
-    /// By the SHA-256 of the session id: the token it was made with, and when it ends.
-    sessions: HashMap<[u8; 32], (String, u64)>,
+    /// By the SHA-256 of the session id: what it acts as, and when it ends.
+    sessions: HashMap<[u8; 32], (Credential, u64)>,
     /// The SHA-256 of the one-time login code, and the token it logs in with.
     login_code: Option<([u8; 32], String)>,
     /// The code itself, until it is logged.
@@ -83,8 +97,8 @@ impl Sessions {
         }
     }
 
-    /// A new session for `token` at `now`; its id (the cookie's value).
-    fn open(&self, token: String, now: u64) -> String {
+    /// A new session for `credential` at `now`, ending at `ends`; its id (the cookie's value).
+    fn open(&self, credential: Credential, now: u64, ends: u64) -> String {
         let id = random_hex();
         let mut table = self.table();
         table.sessions.retain(|_, (_, ends)| *ends > now);
@@ -98,17 +112,15 @@ impl Sessions {
                 table.sessions.remove(&key);
             }
         }
-        table
-            .sessions
-            .insert(digest(&id), (token, now + SESSION_SECS));
+        table.sessions.insert(digest(&id), (credential, ends));
         id
     }
 
-    /// The token of a session still open at `now`.
-    fn token(&self, id: &str, now: u64) -> Option<String> {
+    /// What a session still open at `now` acts as.
+    fn credential(&self, id: &str, now: u64) -> Option<Credential> {
         let table = self.table();
-        let (token, ends) = table.sessions.get(&digest(id))?;
-        (*ends > now).then(|| token.clone())
+        let (credential, ends) = table.sessions.get(&digest(id))?;
+        (*ends > now).then(|| credential.clone())
     }
 
     fn close(&self, id: &str) {
@@ -151,16 +163,18 @@ impl Sessions {
     }
 }
 
-/// On a first start (no token in the file or the configuration), makes the `console-admin`
-/// token with every scope, keeps it in the token file (its hash) and in
-/// [`ADMIN_TOKEN_FILE`] (its text, mode 0600); its text, or `None` when operators exist.
+/// On a first start (no token in the file or the configuration, and no other `logins`
+/// configured), makes the `console-admin` token with every scope, keeps it in the token file
+/// (its hash) and in [`ADMIN_TOKEN_FILE`] (its text, mode 0600); its text, or `None` when
+/// operators exist.
 pub(crate) fn first_start(
     dir: &Path,
     configured: &[TokenRecord],
+    logins: bool,
     now: u64,
 ) -> Result<Option<String>, String> {
     let mut set = tokens::read(dir)?;
-    if !configured.is_empty() || set.tokens().next().is_some() {
+    if logins || !configured.is_empty() || set.tokens().next().is_some() {
         return Ok(None);
     }
     let (text, record) = tokens::new_token(
@@ -218,13 +232,16 @@ fn changes_something(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The token of the request's console session, for `admin::authorize`: `Ok(None)` without a
+/// What the request's console session acts as, for `admin::authorize`: `Ok(None)` without a
 /// session cookie; a refusal for a session that ended, or a change from another origin.
-pub(crate) fn token_of(shared: &Shared, request: &Request) -> Result<Option<String>, ApiError> {
+pub(crate) fn credential_of(
+    shared: &Shared,
+    request: &Request,
+) -> Result<Option<Credential>, ApiError> {
     let Some(id) = cookie(request) else {
         return Ok(None);
     };
-    let Some(token) = shared.console.token(id, crate::bridge::unix_now()) else {
+    let Some(credential) = shared.console.credential(id, crate::bridge::unix_now()) else {
         return Err(ApiError::new(
             401,
             "token_invalid",
@@ -234,7 +251,7 @@ pub(crate) fn token_of(shared: &Shared, request: &Request) -> Result<Option<Stri
     if changes_something(request.method()) && !same_origin(request) {
         return Err(origin_denied());
     }
-    Ok(Some(token))
+    Ok(Some(credential))
 }
 
 fn origin_denied() -> ApiError {
@@ -263,6 +280,12 @@ struct Login {
     token: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    jwt: Option<String>,
 }
 
 fn line_of(request: &Request) -> RequestLine {
@@ -285,11 +308,12 @@ fn cookie_header(value: &str, max_age: u64, tls: bool) -> Option<HeaderValue> {
     .ok()
 }
 
-/// `POST /v1/console/login` `{"token"}` or `{"code"}`: a session cookie for a token that
-/// verifies (or the first start's one-time code, from loopback).
+/// `POST /v1/console/login` `{"token"}`, `{"user", "password"}`, `{"jwt"}` or `{"code"}`: a
+/// session cookie for a token that verifies, an operator user's password, an identity
+/// provider's JWT (when configured), or the first start's one-time code (from loopback).
 #[utoipa::path(post, path = "/v1/console/login", tag = "console",
-    responses((status = 200, description = "Logged in: Set-Cookie tern_session (HttpOnly, SameSite=Strict, Secure over TLS); the body says the token's id, scopes, clients, owner and topics."),
-              (status = "4XX", description = "A token or code that is not valid (401), or another Origin (403 origin_denied).", body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Logged in: Set-Cookie tern_session (HttpOnly, SameSite=Strict, Secure over TLS); the body says the session's id (a token's, `user:NAME` or `jwt:NAME`), scopes, clients, owner and topics."),
+              (status = "4XX", description = "A token or code that is not valid (401 token_invalid), a user, password or JWT that is not (401 login_invalid), or another Origin (403 origin_denied).", body = crate::error::ErrorBody)))]
 pub(crate) async fn login(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     let line = line_of(&request);
     let refuse = |error: ApiError| {
@@ -305,52 +329,141 @@ pub(crate) async fn login(State(shared): State<Arc<Shared>>, request: Request) -
         Ok(body) => body,
         Err(error) => return refuse(error),
     };
-    let token = match (body.token, body.code) {
-        (Some(token), None) => token,
-        (None, Some(code)) if line.peer.ip().is_loopback() => match shared.console.redeem(&code) {
-            Some(token) => token,
-            None => {
+    let now = crate::bridge::unix_now();
+    let (credential, ends) = match body {
+        Login {
+            token: Some(token),
+            code: None,
+            user: None,
+            password: None,
+            jwt: None,
+        } => (
+            Credential::Token(token.trim().to_owned()),
+            now + SESSION_SECS,
+        ),
+        Login {
+            code: Some(code),
+            token: None,
+            user: None,
+            password: None,
+            jwt: None,
+        } => {
+            if !line.peer.ip().is_loopback() {
                 return refuse(ApiError::new(
-                    401,
-                    "token_invalid",
-                    "the login code is not valid or was used",
-                ))
+                    403,
+                    "origin_denied",
+                    "a login code is taken only from a loopback address",
+                ));
             }
+            match shared.console.redeem(&code) {
+                Some(token) => (Credential::Token(token), now + SESSION_SECS),
+                None => {
+                    return refuse(ApiError::new(
+                        401,
+                        "token_invalid",
+                        "the login code is not valid or was used",
+                    ))
+                }
+            }
+        }
+        Login {
+            user: Some(user),
+            password: Some(password),
+            token: None,
+            code: None,
+            jwt: None,
+        } => match password_login(&shared, user, password).await {
+            Ok(record) => (Credential::Granted(record), now + SESSION_SECS),
+            Err(why) => return refuse_login(&shared, &line, &why),
         },
-        (None, Some(_)) => {
-            return refuse(ApiError::new(
-                403,
-                "origin_denied",
-                "a login code is taken only from a loopback address",
+        Login {
+            jwt: Some(jwt),
+            token: None,
+            code: None,
+            user: None,
+            password: None,
+        } => {
+            let Some(config) = &shared.config.operator_jwt else {
+                return refuse_login(&shared, &line, "a JWT login, and none is configured");
+            };
+            match crate::console_login::jwt_login(config, &jwt) {
+                Ok((record, until)) => (Credential::Granted(record), until.min(now + SESSION_SECS)),
+                Err(why) => return refuse_login(&shared, &line, &why),
+            }
+        }
+        _ => {
+            return refuse(ApiError::bad_request(
+                "the body: {\"token\"}, {\"user\", \"password\"}, {\"jwt\"} or {\"code\"}",
             ))
         }
-        _ => return refuse(ApiError::bad_request("the body: {\"token\"} or {\"code\"}")),
     };
-    let now = crate::bridge::unix_now();
-    let fleet = &shared.config.fleet_topics;
-    let operator = match shared.tokens.current().verify(token.trim(), now, fleet) {
+    let operator = match operator_of(&shared, &credential, now) {
         Ok(operator) => operator,
         Err(why) => {
-            shared.refuse(
-                &ApiError::new(401, "token_invalid", why.describe()),
-                &line,
-                None,
-            );
+            shared.refuse(&ApiError::new(401, "token_invalid", why), &line, None);
             let error = ApiError::new(401, "token_invalid", "the token is not valid");
             return unsigned(error.status, error.body());
         }
     };
-    tracing::info!(
-        "console login with token {} from {}",
-        operator.id,
-        line.peer
-    );
-    let id = shared.console.open(token.trim().to_owned(), now);
-    let mut response = describe(&shared, &operator);
-    if let Some(value) = cookie_header(&id, SESSION_SECS, tls) {
+    tracing::info!("console login as {} from {}", operator.id, line.peer);
+    let id = shared.console.open(credential, now, ends);
+    let mut response = describe(&operator);
+    if let Some(value) = cookie_header(&id, ends.saturating_sub(now), tls) {
         response.headers_mut().insert("set-cookie", value);
     }
     response
+}
+
+/// Password checks at once, at most: a flood of logins (the route answers anyone) then costs
+/// two threads and twice argon2id's memory, not a thread and its memory each.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// An operator user's password checked off the async threads (argon2id is slow on purpose).
+async fn password_login(
+    shared: &Shared,
+    user: String,
+    password: String,
+) -> Result<TokenRecord, String> {
+    let Some(users) = shared.config.operator_users.clone() else {
+        return Err("a password login, and no operators_file is configured".to_owned());
+    };
+    let Ok(_turn) = PASSWORD_CHECKS.acquire().await else {
+        return Err("the password checks stopped".to_owned());
+    };
+    tokio::task::spawn_blocking(move || {
+        crate::console_login::password_login(&users, &user, &password)
+    })
+    .await
+    .unwrap_or_else(|error| Err(format!("the password check failed: {error}")))
+}
+
+/// A refused password or JWT login: the log says why, the answer only that it was refused.
+fn refuse_login(shared: &Shared, line: &RequestLine, why: &str) -> Response<Body> {
+    shared.refuse(&ApiError::new(401, "login_invalid", why), line, None);
+    let error = ApiError::new(
+        401,
+        "login_invalid",
+        "the user, password or JWT is not valid",
+    );
+    unsigned(error.status, error.body())
+}
+
+/// What a session's credential allows at `now`, or why not (for the log): a token is
+/// verified again, a granted record taken as it is.
+pub(crate) fn operator_of(
+    shared: &Shared,
+    credential: &Credential,
+    now: u64,
+) -> Result<Operator, String> {
+    let fleet = &shared.config.fleet_topics;
+    match credential {
+        Credential::Token(token) => shared
+            .tokens
+            .current()
+            .verify(token.trim(), now, fleet)
+            .map_err(|why| why.describe().to_owned()),
+        Credential::Granted(record) => tokens::operator_of(record, fleet),
+    }
 }
 
 /// `POST /v1/console/logout`: ends the session and clears the cookie.
@@ -382,24 +495,18 @@ pub(crate) async fn logout(State(shared): State<Arc<Shared>>, request: Request) 
 pub(crate) async fn session(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
     // Any scope will do: the page asks who it is before it asks anything else.
     match crate::admin::authenticate(&shared, &request) {
-        Ok((operator, _)) => describe(&shared, &operator),
+        Ok((operator, _)) => describe(&operator),
         Err(response) => *response,
     }
 }
 
-/// What a token may do, as the page shows it.
-fn describe(shared: &Shared, operator: &Operator) -> Response<Body> {
+/// What a session may do, as the page shows it.
+fn describe(operator: &Operator) -> Response<Body> {
     let scopes: Vec<&str> = SCOPES
         .into_iter()
         .filter(|scope| operator.has(*scope))
         .map(Scope::name)
         .collect();
-    let set = shared.tokens.current();
-    let topics = set
-        .tokens()
-        .find(|record| record.id == operator.id)
-        .map(|record| record.topics.clone())
-        .unwrap_or_default();
     let (clients, owner) = match operator.realm() {
         crate::realm::Realm::Clients(prefix) => (prefix.as_str(), None),
         crate::realm::Realm::Owner(owner) => ("", Some(owner.as_str())),
@@ -409,7 +516,7 @@ fn describe(shared: &Shared, operator: &Operator) -> Response<Body> {
         "scopes": scopes,
         "clients": clients,
         "owner": owner,
-        "topics": topics,
+        "topics": operator.filters(),
     });
     unsigned(
         200,

@@ -42,6 +42,7 @@ enum NotifyWhat {
         state: Option<NotifyState>,
         owner: Option<String>,
         udid: Option<String>,
+        page: Page,
     },
     Answer {
         nid: String,
@@ -136,12 +137,67 @@ async fn run(shared: &Shared, who: &Authorized, what: NotifyWhat) -> Response<Bo
     operate(shared, who, AdminOp::Notify(NotifyOp { operator, what })).await
 }
 
-/// The notifications the token sees, oldest first.
+/// A page of a listing: its order, its size and where it starts.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    newest_first: bool,
+    /// At most this many (all without).
+    limit: Option<usize>,
+    /// After this notification in the listing's order (`created` in the broker's
+    /// milliseconds, udid, nid): the cursor of the page before.
+    after: Option<(u64, String, String)>,
+}
+
+/// Largest page.
+const PAGE_MAX: usize = 1000;
+
+impl Page {
+    fn parse(query: &crate::publish::Query) -> Result<Self, ApiError> {
+        let newest_first = match query.get("order") {
+            None | Some("oldest") => false,
+            Some("newest") => true,
+            Some(_) => return Err(ApiError::bad_request("order: oldest or newest")),
+        };
+        let limit = match query.get("limit").map(str::parse::<usize>) {
+            None => None,
+            Some(Ok(limit)) if (1..=PAGE_MAX).contains(&limit) => Some(limit),
+            Some(_) => return Err(ApiError::bad_request("limit: 1 to 1000")),
+        };
+        let after =
+            match query.get("cursor") {
+                None => None,
+                Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
+                    ApiError::bad_request("cursor: the `next` of the page before")
+                })?),
+            };
+        Ok(Self {
+            newest_first,
+            limit,
+            after,
+        })
+    }
+}
+
+/// A cursor's text: `CREATED/UDID/NID` (a udid holds no `/`; a nid may).
+fn cursor_of(n: &Notification) -> String {
+    format!("{}/{}/{}", n.created.as_millis(), n.udid, n.nid)
+}
+
+fn parse_cursor(text: &str) -> Option<(u64, String, String)> {
+    let mut parts = text.splitn(3, '/');
+    let created = parts.next()?.parse().ok()?;
+    Some((created, parts.next()?.to_owned(), parts.next()?.to_owned()))
+}
+
+/// The notifications the token sees, oldest first (or newest), all of them or a page.
 #[utoipa::path(get, path = "/v1/fleet/notifications", tag = "fleet",
     params(("state" = Option<String>, Query, description = "pending, answered, expired or cancelled."),
            ("owner" = Option<String>, Query, description = "Only this owner's."),
-           ("udid" = Option<String>, Query, description = "Only this device's.")),
-    responses((status = 200, description = "{\"notifications\": [notification]}."),
+           ("udid" = Option<String>, Query, description = "Only this device's."),
+           ("order" = Option<String>, Query, description = "oldest (first; the default) or newest."),
+           ("limit" = Option<usize>, Query, description = "At most this many (1 to 1000); all without."),
+           ("cursor" = Option<String>, Query, description = "The `next` of the page before.")),
+    responses((status = 200, description = "{\"notifications\": [notification], \"next\": the cursor of the next page, or null on the last}."),
               (status = "4XX", description = "Refused, or bad_request.", body = crate::error::ErrorBody)),
     security(("bearer" = ["read"])))]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response<Body> {
@@ -153,9 +209,19 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>, request: Request) ->
         }
         state => state.flatten(),
     };
+    let page = match Page::parse(&who.query) {
+        Ok(page) => page,
+        Err(error) => return who.refuse(&shared, &error),
+    };
     let owner = who.query.get("owner").map(str::to_owned);
     let udid = who.query.get("udid").map(str::to_owned);
-    run(&shared, &who, NotifyWhat::List { state, owner, udid }).await
+    let list = NotifyWhat::List {
+        state,
+        owner,
+        udid,
+        page,
+    };
+    run(&shared, &who, list).await
 }
 
 /// Asks a device a question: it goes to the device at QoS 2 on `<prefix><owner>/<udid>` as
@@ -294,17 +360,44 @@ pub(crate) fn apply(broker: &mut Broker, op: &NotifyOp, now: Time, now_unix: u64
         Err(error) => notify_error(&error),
     };
     match &op.what {
-        NotifyWhat::List { state, owner, udid } => {
-            let listed: Vec<NotificationView> = broker
-                .fleet_notifications()
-                .iter()
+        NotifyWhat::List {
+            state,
+            owner,
+            udid,
+            page,
+        } => {
+            let mut all: Vec<&Notification> = broker.fleet_notifications().iter().collect();
+            if page.newest_first {
+                all.reverse();
+            }
+            let key = |n: &Notification| (n.created.as_millis(), n.udid.clone(), n.nid.clone());
+            let past = |n: &Notification| {
+                page.after
+                    .as_ref()
+                    .is_none_or(|after| match page.newest_first {
+                        true => key(n) < *after,
+                        false => key(n) > *after,
+                    })
+            };
+            let mut matching = all
+                .into_iter()
+                .filter(|n| past(n))
                 .filter(|n| state.is_none_or(|s| n.state == s))
                 .filter(|n| owner.as_ref().is_none_or(|o| &n.owner == o))
                 .filter(|n| udid.as_ref().is_none_or(|u| &n.udid == u))
-                .filter(|n| sees(operator, broker, &n.owner, &n.udid))
-                .map(|n| view(n, now, now_unix))
-                .collect();
-            json(200, &serde_json::json!({ "notifications": listed }))
+                .filter(|n| sees(operator, broker, &n.owner, &n.udid));
+            let limit = page.limit.unwrap_or(usize::MAX);
+            let shown: Vec<&Notification> = matching.by_ref().take(limit).collect();
+            let next = match (shown.last(), matching.next()) {
+                (Some(last), Some(_)) => Some(cursor_of(last)),
+                _ => None,
+            };
+            let listed: Vec<NotificationView> =
+                shown.into_iter().map(|n| view(n, now, now_unix)).collect();
+            json(
+                200,
+                &serde_json::json!({ "notifications": listed, "next": next }),
+            )
         }
         NotifyWhat::Answer { nid, body } => {
             let result = find(broker, operator, nid, body.udid.as_deref()).and_then(|n| {

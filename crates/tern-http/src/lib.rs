@@ -30,6 +30,7 @@ mod admin_ops;
 mod answers;
 mod bridge;
 mod console_assets;
+pub mod console_login;
 mod console_publish;
 pub mod console_session;
 pub mod error;
@@ -44,6 +45,7 @@ mod longpoll;
 mod mailbox;
 mod mailbox_routes;
 mod metrics;
+mod metrics_history;
 mod openapi;
 mod publish;
 mod realm;
@@ -105,6 +107,12 @@ pub struct HttpConfig {
     pub mailboxes: MailboxSettings,
     /// Operator tokens of the configuration file (hashed), beside those of the token file.
     pub tokens: Vec<tokens::TokenRecord>,
+    /// Operator users who log in to the console with a password (`[http] operators_file`).
+    pub operator_users: Option<console_login::OperatorUsers>,
+    /// Console logins with an identity provider's JWT (`[http.operator_jwt]`).
+    pub operator_jwt: Option<console_login::OperatorJwt>,
+    /// How often the overview's history (`GET /metrics/history`, the last hour) is sampled.
+    pub metrics_history_every: Duration,
     /// Where the device fleet's topics are (`[fleet] topic_prefix`): the namespace of a token
     /// bound to an owner.
     pub fleet_topics: tern_core::fleet::FleetTopics,
@@ -127,6 +135,9 @@ impl HttpConfig {
             keys_poll: Duration::from_millis(500),
             mailboxes: MailboxSettings::default(),
             tokens: Vec::new(),
+            operator_users: None,
+            operator_jwt: None,
+            metrics_history_every: Duration::from_secs(10),
             fleet_topics: tern_core::fleet::FleetTopics::default(),
         }
     }

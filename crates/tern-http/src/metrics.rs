@@ -34,6 +34,15 @@ pub(crate) struct CoreFigures {
 }
 
 impl CoreFigures {
+    /// Messages received and sent since the broker started, over every QoS.
+    pub(crate) fn message_totals(&self) -> (u64, u64) {
+        let stats = &self.stats;
+        (
+            stats.publish_received_by_qos.iter().sum(),
+            stats.publish_sent_by_qos.iter().sum(),
+        )
+    }
+
     /// Reads them, on the broker thread.
     pub(crate) fn read(broker: &Broker, handle: &BrokerHandle) -> Self {
         Self {

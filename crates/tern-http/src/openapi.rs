@@ -71,6 +71,7 @@ use crate::publish::{BatchItem, Fields};
         crate::fleet_register::register,
         crate::events::events,
         crate::metrics::metrics,
+        crate::metrics_history::history,
         crate::access::list,
         crate::access::approve,
         crate::access::reject,

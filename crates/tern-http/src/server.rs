@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) access: crate::access::AccessRequests,
     /// The web console's sessions (`console_session.rs`).
     pub(crate) console: crate::console_session::Sessions,
+    /// The overview's history of the last hour (`metrics_history.rs`).
+    pub(crate) history: crate::metrics_history::History,
 }
 
 /// The peer address of a request's connection.
@@ -103,6 +105,7 @@ impl HttpBridge {
         let first_admin = crate::console_session::first_start(
             &config.data_dir,
             &config.tokens,
+            config.operator_users.is_some() || config.operator_jwt.is_some(),
             bridge::unix_now(),
         );
         let tokens =
@@ -130,6 +133,7 @@ impl HttpBridge {
             request_counts: Arc::default(),
             access: crate::access::AccessRequests::load(&config.data_dir),
             console: crate::console_session::Sessions::default(),
+            history: crate::metrics_history::History::new(config.metrics_history_every),
         });
         crate::console_session::offer_first_login(&shared.console, first_admin);
         let router = router(Arc::clone(&shared));
@@ -171,6 +175,7 @@ impl HttpBridge {
                 watched.tokens.reload_if_changed();
             }
         });
+        runtime.spawn(crate::metrics_history::sample(Arc::clone(&shared)));
         let mailboxes = config.mailboxes;
         let edge: tern_net::EdgeTask = Box::new(move |handle| {
             let channels = bridge::Channels {
@@ -252,6 +257,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/openapi.json", get(openapi_document))
         .route("/v1/events", get(crate::events::events))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics/history", get(crate::metrics_history::history))
         .merge(admin::routes())
         .merge(crate::access::routes())
         .merge(crate::console_session::console_routes())

@@ -303,7 +303,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// The stable code of a refusal the broker thread worded (for counting).
 fn refused_code(code: &str) -> &'static str {
-    const CODES: [&str; 34] = [
+    const CODES: [&str; 35] = [
         "banned",
         "no_session",
         "no_retained",
@@ -338,6 +338,7 @@ fn refused_code(code: &str) -> &'static str {
         "too_many_pending",
         "no_release",
         "range_not_satisfiable",
+        "no_password",
     ];
     CODES.into_iter().find(|c| *c == code).unwrap_or("refused")
 }

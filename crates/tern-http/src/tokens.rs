@@ -144,6 +144,8 @@ pub(crate) struct Operator {
     topics: Arc<dyn Permissions + Send + Sync>,
     /// For a token of an owner: the owner's namespace, which its topics must also be in.
     owner_topics: Option<Arc<dyn Permissions + Send + Sync>>,
+    /// Its topic filters as written (`topics`), for the console's topic tree.
+    filters: Vec<String>,
 }
 
 impl Operator {
@@ -178,6 +180,11 @@ impl Operator {
     /// The realm, for what the broker thread filters by.
     pub(crate) fn realm(&self) -> &Realm {
         &self.realm
+    }
+
+    /// Its topic filters as written.
+    pub(crate) fn filters(&self) -> &[String] {
+        &self.filters
     }
 }
 
@@ -234,6 +241,13 @@ pub fn bind_owner(record: &mut TokenRecord, owner: &str) -> Result<(), String> {
     check_owner(record, Some(owner))?;
     record.owner = Some(owner.to_owned());
     Ok(())
+}
+
+/// Checks what a record beside the token file allows (an operator user's of the
+/// configuration, or one a login made): topic filters that parse, an owner's realm.
+pub fn check_realm(record: &TokenRecord) -> Result<(), String> {
+    compile_topics(&record.topics)?;
+    check_owner(record, record.owner.as_deref())
 }
 
 /// An owner that names one, and no client prefix beside it.
@@ -349,27 +363,33 @@ impl TokenSet {
         if record.expires.is_some_and(|at| at <= now) {
             return Err(TokenRefusal::Expired);
         }
-        let compile = |topics: &[String]| compile_topics(topics).map_err(|_| TokenRefusal::Unknown);
-        let topics = compile(&record.topics)?;
-        let (realm, topics, owner_topics) = match &record.owner {
-            Some(owner) => {
-                let own = owner_namespace(fleet, owner);
-                // Its topics by default are its namespace (`#` would leave out `$events/`).
-                match record.topics == every_topic() {
-                    true => (Realm::Owner(owner.clone()), own, None),
-                    false => (Realm::Owner(owner.clone()), topics, Some(own)),
-                }
-            }
-            None => (Realm::Clients(record.clients.clone()), topics, None),
-        };
-        Ok(Operator {
-            id: record.id.clone(),
-            scopes: record.scopes.clone(),
-            realm,
-            topics,
-            owner_topics,
-        })
+        operator_of(record, fleet).map_err(|_| TokenRefusal::Unknown)
     }
+}
+
+/// What a record allows, as a verified operator: its scopes, realm and topics. A token's
+/// record, or one made for a console login of an operator user or an identity provider's JWT.
+pub(crate) fn operator_of(record: &TokenRecord, fleet: &FleetTopics) -> Result<Operator, String> {
+    let topics = compile_topics(&record.topics)?;
+    let (realm, topics, owner_topics) = match &record.owner {
+        Some(owner) => {
+            let own = owner_namespace(fleet, owner);
+            // Its topics by default are its namespace (`#` would leave out `$events/`).
+            match record.topics == every_topic() {
+                true => (Realm::Owner(owner.clone()), own, None),
+                false => (Realm::Owner(owner.clone()), topics, Some(own)),
+            }
+        }
+        None => (Realm::Clients(record.clients.clone()), topics, None),
+    };
+    Ok(Operator {
+        id: record.id.clone(),
+        scopes: record.scopes.clone(),
+        realm,
+        topics,
+        owner_topics,
+        filters: record.topics.clone(),
+    })
 }
 
 /// The `[[http.token]]` entry of the configuration file for a token: its hash, not the token.

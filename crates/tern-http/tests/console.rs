@@ -2,7 +2,8 @@
 //! CSP; the login that turns an operator token into a session cookie; the cookie taken by the
 //! operator routes as the token is (same scopes), changes made with it only from the
 //! console's own origin; the first start's admin token and one-time login link; an
-//! operator's publish reaching an MQTT subscriber.
+//! operator's publish reaching an MQTT subscriber; logins with an operator user's password
+//! or an identity provider's JWT.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
 use std::io::Read;
@@ -127,7 +128,10 @@ fn a_session_cookie_acts_as_its_token_and_changes_need_the_consoles_origin() {
         &body,
     );
     assert_eq!(status, 403);
-    let wrong = format!("{{\"token\":\"{}0\"}}", &texts[0][..texts[0].len() - 1]);
+    // The token with its last character changed (to one it does not already have).
+    let (kept, last) = texts[0].split_at(texts[0].len() - 1);
+    let other = if last == "0" { '1' } else { '0' };
+    let wrong = format!("{{\"token\":\"{kept}{other}\"}}");
     assert_eq!(login(http, &wrong).0, 401);
 
     let (status, cookie, set_cookie) = login(http, &body);
@@ -258,4 +262,140 @@ fn an_operators_publish_reaches_a_subscriber_within_the_tokens_topics() {
     let body = r#"{"topic":"$SYS/x","payload":"hi"}"#;
     let (status, _, _) = call(running.http, "POST", "/v1/console/publish", &[bearer], body);
     assert_eq!(status, 403);
+}
+
+/// An HS256 JWT of `claims` signed with `secret`.
+fn jwt(claims: &serde_json::Value, secret: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let head = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = B64.encode(claims.to_string());
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(format!("{head}.{body}").as_bytes());
+    format!("{head}.{body}.{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn a_password_or_jwt_login_acts_as_what_it_was_granted_until_the_jwt_expires() {
+    use tern_http::console_login::{OperatorGrant, OperatorJwt, OperatorUsers};
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = tern_auth::PasswordFile::default();
+    file.set_password("alice", "alice-pw").unwrap();
+    file.set_password("nobody-granted", "pw").unwrap();
+    std::fs::write(dir.path().join("operators"), file.render()).unwrap();
+    let mut config = config(dir.path());
+    let grant = OperatorGrant {
+        scopes: vec![Scope::Read],
+        clients: String::new(),
+        topics: vec!["#".to_owned()],
+        owner: None,
+    };
+    config.operator_users = Some(OperatorUsers {
+        file: dir.path().join("operators"),
+        grants: [("alice".to_owned(), grant)].into(),
+    });
+    config.operator_jwt = Some(OperatorJwt {
+        verifier: tern_auth::JwtVerifier::new("HS256", b"idp", "sub", None, 0).unwrap(),
+        scopes_claim: "scope".to_owned(),
+        owner_claim: "owner".to_owned(),
+    });
+    let running = common::start(config);
+    let http = running.http;
+    assert!(
+        running.bridge.console_login_link().is_none(),
+        "operators are configured: no first start's token"
+    );
+    for refused in [
+        r#"{"user":"alice","password":"wrong"}"#,
+        r#"{"user":"nobody","password":"alice-pw"}"#,
+        r#"{"user":"nobody-granted","password":"pw"}"#,
+        r#"{"user":"alice","password":"alice-pw","token":"x"}"#,
+    ] {
+        assert!(matches!(login(http, refused).0, 400 | 401), "{refused}");
+    }
+    let (status, cookie, _) = login(http, r#"{"user":"alice","password":"alice-pw"}"#);
+    assert_eq!(status, 200);
+    let with_cookie = format!("Cookie: {cookie}");
+    let (_, _, who) = call(
+        http,
+        "GET",
+        "/v1/console/session",
+        std::slice::from_ref(&with_cookie),
+        "",
+    );
+    assert!(who.contains("\"id\":\"user:alice\""), "{who}");
+    // Its grant's scopes and no more: reading, not changing.
+    let (status, _, _) = call(
+        http,
+        "GET",
+        "/v1/admin/sessions",
+        std::slice::from_ref(&with_cookie),
+        "",
+    );
+    assert_eq!(status, 200);
+    let own = format!("Origin: http://{http}");
+    let (status, _, body) = call(
+        http,
+        "DELETE",
+        "/v1/admin/sessions/nobody",
+        &[with_cookie, own],
+        "",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("scope_denied"), "{body}");
+
+    // A JWT: its session lasts until the JWT's expiry, its claims are its scopes and owner.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = jwt(
+        &serde_json::json!({"sub": "carol", "scope": "read events", "owner": "acme", "exp": now + 100}),
+        b"idp",
+    );
+    let (status, cookie, set_cookie) = login(http, &format!("{{\"jwt\":\"{token}\"}}"));
+    assert_eq!(status, 200, "{set_cookie}");
+    let max_age: u64 = set_cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((95..=100).contains(&max_age), "{set_cookie}");
+    let (_, _, who) = call(
+        http,
+        "GET",
+        "/v1/console/session",
+        &[format!("Cookie: {cookie}")],
+        "",
+    );
+    assert!(
+        who.contains("\"owner\":\"acme\"") && who.contains("\"scopes\":[\"read\",\"events\"]"),
+        "{who}"
+    );
+    let refused = [
+        jwt(
+            &serde_json::json!({"sub": "carol", "scope": "read", "exp": now + 100}),
+            b"other",
+        ),
+        jwt(
+            &serde_json::json!({"sub": "carol", "scope": "read", "exp": now - 100}),
+            b"idp",
+        ),
+        jwt(
+            &serde_json::json!({"sub": "carol", "scope": "openid", "exp": now + 100}),
+            b"idp",
+        ),
+        // An owner's operator reads no metrics.
+        jwt(
+            &serde_json::json!({"sub": "carol", "scope": "metrics", "owner": "acme", "exp": now + 100}),
+            b"idp",
+        ),
+    ];
+    for token in refused {
+        let (status, _, _) = login(http, &format!("{{\"jwt\":\"{token}\"}}"));
+        assert_eq!(status, 401, "{token}");
+    }
 }

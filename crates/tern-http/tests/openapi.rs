@@ -31,6 +31,7 @@ fn the_document_lists_every_route() {
             "DELETE /v1/kv/{key}",
             "DELETE /v1/mbox/subs/{filter}",
             "GET /metrics",
+            "GET /metrics/history",
             "GET /v1/admin/access-requests",
             "GET /v1/admin/banned",
             "GET /v1/admin/clients",

@@ -52,25 +52,25 @@ enum ClientIdsConfig {
     Own,
 }
 
-/// `[auth.<name>.jwt]`
+/// `[auth.<name>.jwt]` (and the key part of `[http.operator_jwt]`)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JwtConfig {
+pub(crate) struct JwtConfig {
     /// HS256, RS256 or ES256.
-    algorithm: String,
+    pub(crate) algorithm: String,
     /// HS256 shared secret (or `secret_file`).
-    secret: Option<String>,
-    secret_file: Option<PathBuf>,
+    pub(crate) secret: Option<String>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// RS256/ES256 public key, PEM.
-    public_key_file: Option<PathBuf>,
+    pub(crate) public_key_file: Option<PathBuf>,
     /// Claim naming the user (default `sub`).
     #[serde(default = "default_username_claim")]
-    username_claim: String,
+    pub(crate) username_claim: String,
     /// Claim listing the topic filters the client is restricted to (optional).
-    topics_claim: Option<String>,
+    pub(crate) topics_claim: Option<String>,
     /// Clock difference tolerated on `exp`, in seconds (default 0).
     #[serde(default)]
-    leeway_secs: u64,
+    pub(crate) leeway_secs: u64,
 }
 
 fn default_username_claim() -> String {
@@ -264,7 +264,11 @@ pub(crate) fn build(
             bail!("[auth.{name}] scram = true needs a password_file");
         }
         if let Some(jwt) = &config.jwt {
-            profile.jwt = Some(Arc::new(jwt_verifier(name, jwt, base)?));
+            profile.jwt = Some(Arc::new(jwt_verifier(
+                &format!("auth.{name}.jwt"),
+                jwt,
+                base,
+            )?));
         }
         if let Some(devices) = &config.device_keys {
             profile.devices = Some(Arc::new(device_keys(name, devices, base)?));
@@ -299,7 +303,12 @@ pub(crate) fn build(
     })
 }
 
-fn jwt_verifier(name: &str, jwt: &JwtConfig, base: &Path) -> anyhow::Result<JwtVerifier> {
+/// The verifier of a JWT table (`table`: its name, for errors).
+pub(crate) fn jwt_verifier(
+    table: &str,
+    jwt: &JwtConfig,
+    base: &Path,
+) -> anyhow::Result<JwtVerifier> {
     let read = |path: &PathBuf| {
         let path = base.join(path);
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
@@ -315,7 +324,7 @@ fn jwt_verifier(name: &str, jwt: &JwtConfig, base: &Path) -> anyhow::Result<JwtV
             key
         }
         (None, None, Some(path)) => read(path)?,
-        _ => bail!("[auth.{name}.jwt] needs exactly one of secret, secret_file, public_key_file"),
+        _ => bail!("[{table}] needs exactly one of secret, secret_file, public_key_file"),
     };
     let verifier = JwtVerifier::new(
         &jwt.algorithm,
@@ -324,7 +333,7 @@ fn jwt_verifier(name: &str, jwt: &JwtConfig, base: &Path) -> anyhow::Result<JwtV
         jwt.topics_claim.as_deref(),
         jwt.leeway_secs,
     )
-    .with_context(|| format!("[auth.{name}.jwt]"))?;
+    .with_context(|| format!("[{table}]"))?;
     Ok(verifier)
 }
 

@@ -41,12 +41,60 @@ pub(crate) struct HttpSection {
     mailbox_deliveries_max: Option<u32>,
     /// Dead letters kept per mailbox (1000).
     mailbox_dead_letters_max: Option<usize>,
+    /// Seconds between samples of the overview's history (10).
+    metrics_history_secs: Option<u64>,
     /// `[[http.mailbox_class]]`: queue limits of mailboxes by client identifier prefix.
     #[serde(default)]
     mailbox_class: Vec<MailboxClassEntry>,
     /// Operator tokens, hashed (`tern token add --config` prints an entry).
     #[serde(default)]
     token: Vec<tern_http::tokens::TokenRecord>,
+    /// The password file of the console's operator users (`tern passwd FILE USER`).
+    operators_file: Option<PathBuf>,
+    /// `[http.operator.USER]`: what each operator user may do.
+    #[serde(default)]
+    operator: std::collections::BTreeMap<String, tern_http::console_login::OperatorGrant>,
+    /// `[http.operator_jwt]`: console logins with an identity provider's JWT.
+    operator_jwt: Option<OperatorJwtSection>,
+}
+
+/// `[http.operator_jwt]`: the key as `[auth.NAME.jwt]` takes it, and the claims that name an
+/// operator's scopes and owner.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OperatorJwtSection {
+    algorithm: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    public_key_file: Option<PathBuf>,
+    /// The identity provider's JSON Web Key Set (RS256/ES256; a token's `kid` picks the key),
+    /// instead of one key. Read at start.
+    jwks_file: Option<PathBuf>,
+    /// The claim naming the operator (`sub`).
+    #[serde(default = "default_username_claim")]
+    username_claim: String,
+    /// The claim listing the topic filters the operator sees (all without).
+    topics_claim: Option<String>,
+    /// The claim of the scopes: a list, or names separated by spaces (`scope`).
+    #[serde(default = "default_scopes_claim")]
+    scopes_claim: String,
+    /// The claim of the owner of the device fleet the operator is confined to (`owner`).
+    #[serde(default = "default_owner_claim")]
+    owner_claim: String,
+    #[serde(default)]
+    leeway_secs: u64,
+}
+
+fn default_username_claim() -> String {
+    "sub".to_owned()
+}
+
+fn default_scopes_claim() -> String {
+    "scope".to_owned()
+}
+
+fn default_owner_claim() -> String {
+    "owner".to_owned()
 }
 
 /// `[[http.mailbox_class]]`: the queue limits of the mailboxes of clients whose identifier
@@ -171,6 +219,7 @@ pub(crate) fn http_config(
         .unwrap_or(config.firmware_file_max_bytes);
     config.batch_items_max = section.batch_items_max.unwrap_or(config.batch_items_max);
     config.connections_max = section.connections_max.unwrap_or(config.connections_max);
+    config.metrics_history_every = secs(section.metrics_history_secs, config.metrics_history_every);
     let mailboxes = &mut config.mailboxes;
     mailboxes.expiry_secs = section.mailbox_expiry_secs.unwrap_or(mailboxes.expiry_secs);
     mailboxes.deliveries_max = section
@@ -183,7 +232,63 @@ pub(crate) fn http_config(
     tern_http::tokens::check_configured(&section.token)
         .map_err(|e| anyhow::anyhow!("[[http.token]]: {e}"))?;
     config.tokens = section.token.clone();
+    for (user, grant) in &section.operator {
+        let record = tern_http::console_login::grant_record(user, grant);
+        tern_http::tokens::check_realm(&record)
+            .map_err(|e| anyhow::anyhow!("[http.operator.{user}]: {e}"))?;
+    }
+    config.operator_users = match (&section.operators_file, section.operator.is_empty()) {
+        (Some(file), _) => Some(tern_http::console_login::OperatorUsers {
+            file: base.join(file),
+            grants: section.operator.clone(),
+        }),
+        (None, true) => None,
+        (None, false) => bail!("[http.operator.USER] needs [http] operators_file"),
+    };
+    config.operator_jwt = match &section.operator_jwt {
+        Some(jwt) => Some(tern_http::console_login::OperatorJwt {
+            verifier: operator_jwt_verifier(jwt, base)?,
+            scopes_claim: jwt.scopes_claim.clone(),
+            owner_claim: jwt.owner_claim.clone(),
+        }),
+        None => None,
+    };
     Ok(Some(config))
+}
+
+/// The verifier of `[http.operator_jwt]`: a key set's, or one key's as `[auth.NAME.jwt]` has.
+fn operator_jwt_verifier(
+    jwt: &OperatorJwtSection,
+    base: &Path,
+) -> anyhow::Result<tern_auth::JwtVerifier> {
+    let Some(path) = &jwt.jwks_file else {
+        let key = crate::auth_config::JwtConfig {
+            algorithm: jwt.algorithm.clone(),
+            secret: jwt.secret.clone(),
+            secret_file: jwt.secret_file.clone(),
+            public_key_file: jwt.public_key_file.clone(),
+            username_claim: jwt.username_claim.clone(),
+            topics_claim: jwt.topics_claim.clone(),
+            leeway_secs: jwt.leeway_secs,
+        };
+        return crate::auth_config::jwt_verifier("http.operator_jwt", &key, base);
+    };
+    if jwt.secret.is_some() || jwt.secret_file.is_some() || jwt.public_key_file.is_some() {
+        bail!(
+            "[http.operator_jwt] jwks_file is instead of secret, secret_file and public_key_file"
+        );
+    }
+    let path = base.join(path);
+    let set =
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    tern_auth::JwtVerifier::with_key_set(
+        &jwt.algorithm,
+        &set,
+        &jwt.username_claim,
+        jwt.topics_claim.as_deref(),
+        jwt.leeway_secs,
+    )
+    .map_err(|e| anyhow::anyhow!("[http.operator_jwt] {}: {e}", path.display()))
 }
 
 fn plain(bind: SocketAddr) -> HttpListener {
@@ -323,5 +428,55 @@ mod tests {
                 format!("[[history]]\nfilter = {bad:?}\nmax_messages = 1\nmax_age_secs = 1\n");
             assert!(history(&file(&text).history).is_err(), "accepted {bad}");
         }
+    }
+
+    #[test]
+    fn operator_users_and_the_jwt_login_are_read_and_checked() {
+        let with = |extra: &str| {
+            let f = file(&format!(
+                "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n[http]\n{extra}"
+            ));
+            http_config(&f, Path::new("/etc/tern"), None, None, None, "d".into())
+        };
+        let config = with(
+            "operators_file = \"operators\"\n\
+             [http.operator.alice]\nscopes = [\"read\", \"metrics\"]\n\
+             [http.operator.bob]\nscopes = [\"read\"]\nowner = \"acme\"\n\
+             [http.operator_jwt]\nalgorithm = \"HS256\"\nsecret = \"s\"\n",
+        )
+        .unwrap()
+        .unwrap();
+        let users = config.operator_users.expect("operator users");
+        assert_eq!(users.file, Path::new("/etc/tern/operators"));
+        assert_eq!(users.grants["bob"].owner.as_deref(), Some("acme"));
+        assert_eq!(users.grants["alice"].topics, ["#"]);
+        let jwt = config.operator_jwt.expect("a JWT login");
+        assert_eq!(
+            (jwt.scopes_claim.as_str(), jwt.owner_claim.as_str()),
+            ("scope", "owner")
+        );
+        let bad = [
+            // A user's entry without the file it logs in with.
+            "[http.operator.alice]\nscopes = [\"read\"]\n",
+            // An owner's operator has no metrics.
+            "operators_file = \"o\"\n[http.operator.a]\nscopes = [\"metrics\"]\nowner = \"acme\"\n",
+            "operators_file = \"o\"\n[http.operator.a]\nscopes = [\"read\"]\ntopics = [\"a/#/b\"]\n",
+            "[http.operator_jwt]\nalgorithm = \"HS256\"\n",
+            "[http.operator_jwt]\nalgorithm = \"ES256\"\njwks_file = \"no-such-file\"\n",
+            "[http.operator_jwt]\nalgorithm = \"ES256\"\njwks_file = \"j\"\nsecret = \"s\"\n",
+        ];
+        for extra in bad {
+            assert!(with(extra).is_err(), "accepted: {extra}");
+        }
+        // An identity provider's key set, beside the configuration file.
+        let dir = tempfile::tempdir().unwrap();
+        let set = r#"{"keys": [{"kty": "RSA", "kid": "k1", "n": "sXch", "e": "AQAB"}]}"#;
+        std::fs::write(dir.path().join("jwks.json"), set).unwrap();
+        let f = file(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             [http.operator_jwt]\nalgorithm = \"RS256\"\njwks_file = \"jwks.json\"\n",
+        );
+        let config = http_config(&f, dir.path(), None, None, None, "d".into()).unwrap();
+        assert!(config.unwrap().operator_jwt.is_some());
     }
 }

@@ -1,8 +1,9 @@
 // The overview's figures, gathered for as long as the console is open (not only while the
-// overview is shown), so its chart holds the last hour of this tab: GET /metrics every two
-// seconds, and the connections refused, from the event stream.
-import { onEvent } from './api.js';
-import { listenersOf, parseMetrics, total } from './metrics.js';
+// overview is shown): GET /metrics every two seconds, and the connections refused, from the
+// event stream. Its chart opens with the broker's own history of the last hour
+// (GET /metrics/history), which the points of this tab then follow.
+import { api, onEvent } from './api.js';
+import { joinHistory, listenersOf, parseMetrics, total } from './metrics.js';
 
 const EVERY_MS = 2000;
 const POINTS_MAX = 1800; // an hour at one point every two seconds
@@ -68,9 +69,25 @@ async function tick() {
   changed();
 }
 
+async function loadHistory(started) {
+  try {
+    const history = await api('/metrics/history');
+    // A feed stopped or started again since has no use for it.
+    if (started !== generation) return;
+    state.series = joinHistory(history.samples || [], state.series, POINTS_MAX);
+    changed();
+  } catch {
+    /* without it the chart starts from now, as it fills */
+  }
+}
+
+let generation = 0;
+
 export function startFeed() {
   stopFeed();
+  generation += 1;
   Object.assign(state, { figures: null, error: '', series: [[], [], []], refused: [], last: null });
+  loadHistory(generation);
   tick();
   timer = setInterval(tick, EVERY_MS);
   offEvents = onEvent((name, data) => {
@@ -82,6 +99,7 @@ export function startFeed() {
 }
 
 export function stopFeed() {
+  generation += 1;
   if (timer) clearInterval(timer);
   if (offEvents) offEvents();
   timer = null;

@@ -33,29 +33,60 @@ function useHash() {
   return hash;
 }
 
+// How one logs in: the fields each way asks for.
+const LOGINS = {
+  token: 'Operator token',
+  user: 'User and password',
+  jwt: 'JWT of an identity provider',
+};
+
 function Login({ onIn, failed }) {
-  const [token, setToken] = useState('');
+  const [way, setWay] = useState('token');
+  const [fields, setFields] = useState({ token: '', user: '', password: '', jwt: '' });
   const [error, setError] = useState(failed || '');
+  const field = (name) => ({
+    value: fields[name],
+    onInput: (e) => setFields({ ...fields, [name]: e.currentTarget.value }),
+  });
   const submit = async (event) => {
     event.preventDefault();
+    const body = way === 'user' ? { user: fields.user.trim(), password: fields.password }
+      : way === 'jwt' ? { jwt: fields.jwt.trim() } : { token: fields.token.trim() };
     try {
-      await api('/v1/console/login', { method: 'POST', body: { token: token.trim() } });
+      await api('/v1/console/login', { method: 'POST', body });
       onIn();
     } catch (e) {
-      setError(e.status === 401 ? 'That token is not valid.' : e.message);
+      const wrong = way === 'user' ? 'That user or password is not valid.'
+        : way === 'jwt' ? 'That JWT is not valid.' : 'That token is not valid.';
+      setError(e.status === 401 ? wrong : e.message);
     }
   };
   return (
     <main class="login">
       <h1>Tern</h1>
       <form onSubmit={submit}>
-        <label for="token">Operator token</label>
-        <input id="token" type="password" autocomplete="off" value={token}
-          onInput={(e) => setToken(e.currentTarget.value)} placeholder="tot1.…" required />
+        <label for="way">Log in with</label>
+        <select id="way" value={way} onChange={(e) => { setWay(e.currentTarget.value); setError(''); }}>
+          {Object.entries(LOGINS).map(([id, title]) => <option value={id}>{title}</option>)}
+        </select>
+        {way === 'token' && <>
+          <label for="token">Operator token</label>
+          <input id="token" type="password" autocomplete="off" {...field('token')} placeholder="tot1.…" required />
+        </>}
+        {way === 'user' && <>
+          <label for="user">User</label>
+          <input id="user" autocomplete="username" {...field('user')} required />
+          <label for="password">Password</label>
+          <input id="password" type="password" autocomplete="current-password" {...field('password')} required />
+        </>}
+        {way === 'jwt' && <>
+          <label for="jwt">JWT</label>
+          <textarea id="jwt" rows="4" autocomplete="off" {...field('jwt')} placeholder="eyJ…" required />
+        </>}
         <button type="submit">Log in</button>
         {error && <p role="alert" class="error">{error}</p>}
       </form>
-      <p class="hint">The token of <code>tern token add</code>, or the login link the broker logged at its first start.</p>
+      <p class="hint">The token of <code>tern token add</code>, an operator user of the broker's <code>operators_file</code>, a JWT of the identity provider it trusts, or the login link the broker logged at its first start.</p>
     </main>
   );
 }
@@ -101,7 +132,7 @@ function Shell({ session, onOut }) {
           ))}
         </nav>
         <span class="live" role="status" data-testid="events-state">{live ? 'live' : 'connecting…'}</span>
-        <span class="who">token <b>{session.id}</b>{session.owner && <> of owner <b data-testid="owner">{session.owner}</b></>}</span>
+        <span class="who">{/^(user|jwt):/.test(session.id) ? '' : 'token '}<b>{session.id}</b>{session.owner && <> of owner <b data-testid="owner">{session.owner}</b></>}</span>
         <button type="button" class="quiet" onClick={logout}>Log out</button>
       </header>
       <main id="main">{body}</main>

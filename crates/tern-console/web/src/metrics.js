@@ -22,6 +22,15 @@ export function total(metrics, name, where = {}) {
     .reduce((sum, s) => sum + s.value, 0);
 }
 
+// The broker's history samples ([{at, in, out}], oldest first) before a chart's series
+// ([times, in, out]): those older than its first point, the last `max` points kept.
+export function joinHistory(samples, series, max) {
+  const first = series[0].length ? series[0][0] : Infinity;
+  const older = samples.filter((s) => s.at < first);
+  const join = (column, own) => [...older.map(column), ...own].slice(-max);
+  return [join((s) => s.at, series[0]), join((s) => s.in, series[1]), join((s) => s.out, series[2])];
+}
+
 // Each MQTT listener's open connections, in the order scraped: [{protocol, address, open}].
 export function listenersOf(metrics) {
   return (metrics.tern_listener_connections || []).map((s) => ({

@@ -20,6 +20,12 @@ export function merge(list, change) {
   return next;
 }
 
+// A page of the listing read newest first (`page`), older than all of `list` (kept oldest
+// first, as events append to it): the two joined, oldest first.
+export function olderPage(page, list) {
+  return list.reduce(merge, [...page].reverse());
+}
+
 // Whether `n` is shown under the filter `state` (`all` or a state).
 export const shownIn = (n, state) => state === 'all' || n.state === state;
 

@@ -1,7 +1,7 @@
 // The front end's pure parts, without a browser (run by `node --test`, from the crate's tests).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { listenersOf, parseMetrics, total } from '../src/metrics.js';
+import { joinHistory, listenersOf, parseMetrics, total } from '../src/metrics.js';
 import { find, insert, newNode, numberOf, pretty } from '../src/tree.js';
 
 test('metrics are read from the Prometheus text, summed over labels', () => {
@@ -21,6 +21,14 @@ test('metrics are read from the Prometheus text, summed over labels', () => {
   assert.equal(total(m, 'tern_http_requests_total', { route: '/v1/pub/{*topic}' }), 2);
   assert.equal(total(m, 'tern_connections'), 4);
   assert.equal(total(m, 'absent'), 0);
+});
+
+test("the broker's history comes before the chart's own points, the last `max` kept", () => {
+  const samples = [{ at: 10, in: 1, out: 2 }, { at: 20, in: 3, out: 4 }, { at: 30, in: 5, out: 6 }];
+  // The tab's first point at 25: the sample at 30 is of its time already.
+  assert.deepEqual(joinHistory(samples, [[25], [9], [8]], 10), [[10, 20, 25], [1, 3, 9], [2, 4, 8]]);
+  assert.deepEqual(joinHistory(samples, [[], [], []], 2), [[20, 30], [3, 5], [4, 6]]);
+  assert.deepEqual(joinHistory([], [[25], [9], [8]], 10), [[25], [9], [8]]);
 });
 
 test("each listener's open connections are read with its protocol and address", () => {
@@ -100,4 +108,22 @@ test('a fleet changed elsewhere is asked for again as far as it is shown, within
   assert.equal(refreshLimit(250, 50), 250);
   assert.equal(refreshLimit(5000), 1000);
   assert.ok(LISTING_CHANGES.has('deleted') && !LISTING_CHANGES.has('online'));
+});
+
+test("the inbox's pages, newest first, go before what it holds, each once", async () => {
+  const { olderPage } = await import('../src/notify.js');
+  const n = (nid, state = 'pending') => ({ owner: 'o', udid: 'd', nid, state });
+  const first = olderPage([n('c'), n('b')], []);
+  assert.deepEqual(first.map((x) => x.nid), ['b', 'c']);
+  // An event appended c2; the next page (older) holds b again, answered since: merged once.
+  const held = [...first, n('c2')];
+  const joined = olderPage([n('b', 'answered'), n('a')], held);
+  assert.deepEqual(joined.map((x) => x.nid), ['a', 'b', 'c', 'c2']);
+  assert.equal(joined[1].state, 'answered');
+});
+
+test("a device's recent message is shown as its text, or its bytes in base64", async () => {
+  const { messageText } = await import('../src/device.js');
+  assert.equal(messageText({ payload: '{"t":1}', payload_base64: 'eyJ0IjoxfQ==' }), '{"t":1}');
+  assert.equal(messageText({ payload: null, payload_base64: '/w==' }), 'base64:/w==');
 });

@@ -7,7 +7,7 @@ use tern_codec::{ProtocolVersion, ReasonCode, TopicName};
 use super::Broker;
 use crate::auth::{Identity, Method};
 use crate::events::{CloseReason, Event, FleetChange};
-use crate::fleet::{Device, FleetError, Owner, Registry};
+use crate::fleet::{Device, DeviceCredential, FleetError, Owner, Registry};
 use crate::store::StoreOp;
 use crate::types::{ConnectionId, Time};
 
@@ -59,6 +59,20 @@ impl Broker {
         if disabled {
             self.admin_kick(udid, false, now);
         }
+        Ok(())
+    }
+
+    /// Gives a device that logs in with a password a new one (an argon2id hash): its next
+    /// CONNECT needs it; a connection open now stays.
+    pub fn fleet_set_password(&mut self, udid: &str, hash: String) -> Result<(), FleetError> {
+        let device = self.fleet.device_mut(udid)?;
+        let DeviceCredential::Password(kept) = &mut device.credential else {
+            return Err(FleetError::NoPassword(udid.to_owned()));
+        };
+        *kept = hash;
+        let record = device.clone();
+        self.fleet_changed(&record, FleetChange::Changed);
+        self.persist(StoreOp::FleetDeviceSet(record));
         Ok(())
     }
 

@@ -9,6 +9,7 @@ import { appendPage, devicesQuery, LISTING_CHANGES, refreshLimit } from '../flee
 import { DeviceNotifications } from './notify.jsx';
 import { DeviceFirmware } from './firmware.jsx';
 import { DeviceKey } from './keys.jsx';
+import { DevicePassword, RecentMessages } from './device_parts.jsx';
 
 function useLive(initial) {
   const [online, setOnline] = useState(initial);
@@ -138,7 +139,12 @@ export function Device({ udid }) {
       setStatus(e.message);
     });
   };
-  useEffect(load, [udid]);
+  // Another device's page shows nothing of the one before while its own is on its way.
+  useEffect(() => {
+    setDevice(null);
+    setStatus('');
+    load();
+  }, [udid]);
   // Its history, last seen and session change as it comes and goes: read again then.
   useEffect(() => onEvent((name, data) => {
     if ((name === 'connected' || name === 'disconnected') && data.client_id === udid) load();
@@ -165,7 +171,7 @@ export function Device({ udid }) {
           <dt>Platform</dt><dd>{device.platform || '–'}</dd>
           <dt>Firmware</dt><dd data-testid="firmware"><DeviceFirmware device={device} /></dd>
           <dt>Tags</dt><dd>{(device.tags || []).join(', ') || '–'}</dd>
-          <dt>Credential</dt><dd>{device.credential}</dd>
+          <dt>Credential</dt><dd data-testid="credential">{device.credential}</dd>
           <dt>Registered</dt><dd>{when(device.created)}</dd>
           <dt>Disabled</dt><dd>{device.disabled ? 'yes' : 'no'}</dd>
           <dt>Last seen</dt><dd data-testid="last-seen">{device.status ? when(device.status.last_seen) : 'never'}</dd>
@@ -194,6 +200,8 @@ export function Device({ udid }) {
           <button type="button" class="danger" onClick={() => confirm(`Delete ${udid} with its session?`) && change('DELETE', undefined, 'Deleted.')}>Delete</button>
         </div>
       )}
+      {device && <RecentMessages messages={device.recent_messages} />}
+      {device && device.credential === 'password' && <DevicePassword udid={udid} />}
       {device && <DeviceNotifications udid={udid} />}
       {device && <DeviceKey udid={udid} />}
     </section>

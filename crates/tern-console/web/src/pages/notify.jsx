@@ -1,17 +1,42 @@
-// Actionable notifications: a live inbox (the listing, then `notification` events merged in),
+// Actionable notifications: a live inbox (the listing, a page at a time, newest first, then
+// `notification` events merged in),
 // answered with the device's response type; each answer's delivery as the device acknowledges
 // it; the ones of a device on its page, and a question asked of it.
 import { useEffect, useState } from 'preact/hooks';
 import { api, enc, onEvent } from '../api.js';
-import { deliveryOf, keyOf, merge, shownIn } from '../notify.js';
+import { deliveryOf, keyOf, merge, olderPage, shownIn } from '../notify.js';
 
 const STATES = ['pending', 'answered', 'expired', 'cancelled', 'all'];
 
-// The notifications the token sees (of `udid`, when given), kept live.
-function useNotifications(udid) {
+// The inbox's page size.
+export const PAGE = 50;
+
+// The notifications the token sees (of `udid`, when given; in `state`, for the inbox, read a
+// page at a time, newest first), kept live. Also: the cursor of the next page, and `more()`
+// to read it.
+function useNotifications(udid, state) {
   const [list, setList] = useState(null);
+  const [next, setNext] = useState(null);
   const [error, setError] = useState('');
+  const paged = state !== undefined;
+  const query = (cursor) => {
+    if (!paged) return `?udid=${enc(udid)}`;
+    const q = [`order=newest`, `limit=${PAGE}`];
+    if (state !== 'all') q.push(`state=${enc(state)}`);
+    if (cursor) q.push(`cursor=${enc(cursor)}`);
+    return `?${q.join('&')}`;
+  };
+  const more = async () => {
+    try {
+      const a = await api(`/v1/fleet/notifications${query(next)}`);
+      setList((l) => olderPage(a.notifications, l || []));
+      setNext(a.next || null);
+    } catch (e) {
+      setError(e.message);
+    }
+  };
   useEffect(() => {
+    setList(null);
     const mine = (n) => !udid || n.udid === udid;
     // Events that come while the listing is on its way are merged into it when it lands
     // (merging only moves forward, so those it already holds change nothing).
@@ -21,15 +46,16 @@ function useNotifications(udid) {
       if (early) early.push(data);
       else setList((l) => merge(l, data));
     });
-    api(`/v1/fleet/notifications${udid ? `?udid=${enc(udid)}` : ''}`)
+    api(`/v1/fleet/notifications${query(null)}`)
       .then((a) => {
-        setList(early.reduce(merge, a.notifications));
+        setList(early.reduce(merge, olderPage(a.notifications, [])));
+        setNext(a.next || null);
         early = null;
       })
       .catch((e) => setError(e.message));
     return off;
-  }, [udid]);
-  return [list, (n) => setList((l) => merge(l || [], n)), error];
+  }, [udid, state]);
+  return [list, (n) => setList((l) => merge(l || [], n)), error, next, more];
 }
 
 function AnswerForm({ n, id, send }) {
@@ -113,8 +139,8 @@ function StateFilter({ id, state, setState }) {
 }
 
 export function Notifications() {
-  const [list, changed, error] = useNotifications('');
   const [state, setState] = useState('pending');
+  const [list, changed, error, next, more] = useNotifications('', state);
   const pending = (list || []).filter((n) => n.state === 'pending').length;
   return (
     <section aria-labelledby="notifications-title">
@@ -123,6 +149,8 @@ export function Notifications() {
       <p class="muted" role="status" data-testid="pending-count">{list ? `${pending} pending` : 'Loading…'}</p>
       <StateFilter id="notifications-state" state={state} setState={setState} />
       {list && <List list={list} state={state} changed={changed} showDevice />}
+      {list && <p class="muted" data-testid="inbox-count">{list.filter((n) => shownIn(n, state)).length} shown{next ? ', more older ones' : ''}</p>}
+      {next && <button type="button" class="quiet" onClick={more}>Older notifications</button>}
     </section>
   );
 }

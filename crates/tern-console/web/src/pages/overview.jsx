@@ -39,7 +39,10 @@ function Chart({ series }) {
     return () => plot.current.destroy();
   }, []);
   useEffect(() => plot.current && plot.current.setData(series), [series]);
-  return <div ref={element} class="chart" role="img" aria-label="Messages per second in and out over the last hour" />;
+  // `data-from`: the first point's time, from the broker's history when it has one.
+  return <div ref={element} class="chart" role="img" data-testid="rate-chart"
+    data-from={series[0].length ? series[0][0] : undefined}
+    aria-label="Messages per second in and out over the last hour" />;
 }
 
 export function Overview() {
