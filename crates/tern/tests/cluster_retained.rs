@@ -70,9 +70,10 @@ fn retain(client: &mut RawClient, topic: &str, payload: &str, expiry: Option<u32
 
 /// Receives (acknowledging QoS 1) until a message on `last` came; returns what came.
 fn until_topic(client: &mut RawClient, last: &str) -> Vec<Got> {
-    // Twice the usual: after a NATS server's death, a node's watch of the bucket may wait for
-    // two missed heartbeats before it is made again.
-    let deadline = Instant::now() + 2 * WAIT;
+    // Four times the usual, as an upper bound only: after a NATS server's death, a node's watch
+    // of the bucket may wait for two missed heartbeats, and JetStream leaves consumer creations
+    // unanswered for a while (reads took up to 28 s there on a loaded machine).
+    let deadline = Instant::now() + 4 * WAIT;
     let mut got: Vec<Got> = Vec::new();
     while !got.iter().any(|(topic, _, _)| topic == last) {
         let left = deadline.saturating_duration_since(Instant::now());
