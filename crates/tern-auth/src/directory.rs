@@ -234,8 +234,6 @@ fn accepted(user: String, record: &DirectoryUser) -> AuthDecision {
 mod tests {
     use super::*;
     use crate::{PasswordFile, Profile};
-    use tern_codec::{MqttString, ProtocolVersion};
-    use tern_core::{Authenticator, ConnectionId};
 
     /// A directory of users in memory, or one that cannot be reached.
     #[derive(Debug)]
@@ -255,24 +253,7 @@ mod tests {
     }
 
     fn login(service: &mut AuthService, user: &str, password: &[u8]) -> AuthDecision {
-        let client_id = MqttString::new("c").unwrap_or_default();
-        let username = MqttString::new(user).ok();
-        let request = AuthRequest {
-            connection: ConnectionId(1),
-            version: ProtocolVersion::V5,
-            client_id: &client_id,
-            username: username.as_ref(),
-            password: Some(password),
-            method: None,
-            data: None,
-            profile: 0,
-            certificate_identity: None,
-            fleet: tern_core::fleet::FleetLogin::default(),
-        };
-        match service.authenticate(&request) {
-            AuthDecision::Pending(job) => job.run(),
-            decision => decision,
-        }
+        crate::service::tests::decide_as(service, "c", user, password)
     }
 
     #[test]

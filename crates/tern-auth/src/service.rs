@@ -478,7 +478,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tern_codec::{MqttString, ProtocolVersion};
 
@@ -592,7 +592,9 @@ mod tests {
         );
     }
 
-    fn decide_as(
+    /// What `service` decides for a CONNECT (MQTT 5) of `client_id` with `user` and `pw`, a
+    /// pending check run to its end.
+    pub(crate) fn decide_as(
         service: &mut AuthService,
         client_id: &str,
         user: &str,
