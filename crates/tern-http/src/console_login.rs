@@ -22,15 +22,11 @@ pub struct OperatorGrant {
     #[serde(default)]
     pub clients: String,
     /// Only the topics these filters cover (default `#`).
-    #[serde(default = "every_topic")]
+    #[serde(default = "tokens::every_topic")]
     pub topics: Vec<String>,
     /// Only this owner of the device fleet.
     #[serde(default)]
     pub owner: Option<String>,
-}
-
-fn every_topic() -> Vec<String> {
-    vec!["#".to_owned()]
 }
 
 /// Operator users who log in to the console with a password.
@@ -130,7 +126,7 @@ pub(crate) fn jwt_login(jwt: &OperatorJwt, token: &str) -> Result<(TokenRecord, 
     let grant = OperatorGrant {
         scopes,
         clients: String::new(),
-        topics: identity.topics.unwrap_or_else(every_topic),
+        topics: identity.topics.unwrap_or_else(tokens::every_topic),
         owner,
     };
     let record = grant_record(&format!("jwt:{}", identity.username), &grant);

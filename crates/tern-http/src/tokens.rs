@@ -98,7 +98,8 @@ pub struct TokenRecord {
     pub owner: Option<String>,
 }
 
-fn every_topic() -> Vec<String> {
+/// The topics of a token or operator that names none: all of them.
+pub(crate) fn every_topic() -> Vec<String> {
     vec!["#".to_owned()]
 }
 
